@@ -1,0 +1,216 @@
+//! Runs one [`Sfu`] on its own thread with one UDP socket, driven by mio.
+//!
+//! The meeting layer talks to it through an [`SfuHandle`]: commands in over a
+//! channel (waking the thread), events out through a callback.
+
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token, Waker};
+use tracing::{debug, error, warn};
+
+use crate::{ConnId, Sfu, SfuConfig, SfuEvent, SfuStats, TrackId, TrackKind};
+
+const SOCKET: Token = Token(0);
+const WAKER: Token = Token(1);
+/// Largest datagram we accept; larger ones are not WebRTC.
+const RECV_BUF: usize = 2048;
+
+#[derive(Debug)]
+pub enum Command {
+    AddConnection(ConnId),
+    RemoveConnection(ConnId),
+    Publish { conn: ConnId, track: TrackId, kind: TrackKind },
+    Unpublish(TrackId),
+    Subscribe { conn: ConnId, track: TrackId },
+    Unsubscribe { conn: ConnId, track: TrackId },
+    Answer { conn: ConnId, sdp: String },
+    Shutdown,
+}
+
+/// Cheap to clone; every clone drives the same SFU thread.
+#[derive(Clone)]
+pub struct SfuHandle {
+    tx: Sender<Command>,
+    waker: Arc<Waker>,
+    next_conn: Arc<AtomicU64>,
+    stats: Arc<Mutex<SfuStats>>,
+    local_addr: SocketAddr,
+}
+
+impl SfuHandle {
+    pub fn send(&self, cmd: Command) {
+        if self.tx.send(cmd).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Allocate an id and create the connection.
+    pub fn add_connection(&self) -> ConnId {
+        let id = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
+        self.send(Command::AddConnection(id));
+        id
+    }
+
+    pub fn stats(&self) -> SfuStats {
+        *self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+pub struct SfuThread {
+    pub handle: SfuHandle,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SfuThread {
+    pub fn shutdown(mut self) {
+        self.handle.send(Command::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Bind `bind` and start the SFU thread. `announce` overrides the address given to
+/// clients (needed when binding a wildcard address or behind NAT).
+pub fn spawn(
+    bind: SocketAddr,
+    announce: Option<SocketAddr>,
+    mut on_event: impl FnMut(SfuEvent) + Send + 'static,
+) -> std::io::Result<SfuThread> {
+    let std_socket = std::net::UdpSocket::bind(bind)?;
+    std_socket.set_nonblocking(true)?;
+    let local_addr = std_socket.local_addr()?;
+    let mut announce = announce.unwrap_or(local_addr);
+    if announce.port() == 0 {
+        announce.set_port(local_addr.port());
+    }
+    if announce.ip().is_unspecified() {
+        return Err(std::io::Error::new(
+            ErrorKind::InvalidInput,
+            "the media socket is bound to a wildcard address: give the address clients should use",
+        ));
+    }
+    let mut socket = UdpSocket::from_std(std_socket);
+    let poll = Poll::new()?;
+    poll.registry().register(&mut socket, SOCKET, Interest::READABLE)?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let (tx, rx) = mpsc::channel();
+    let stats = Arc::new(Mutex::new(SfuStats::default()));
+    let handle = SfuHandle {
+        tx,
+        waker,
+        next_conn: Arc::new(AtomicU64::new(1)),
+        stats: stats.clone(),
+        local_addr: announce,
+    };
+    let config = SfuConfig { candidates: vec![announce] };
+    let thread = std::thread::Builder::new()
+        .name("convene-sfu".into())
+        .spawn(move || {
+            if let Err(e) = run(poll, socket, local_addr, rx, config, stats, &mut on_event) {
+                error!("SFU thread stopped: {e}");
+            }
+        })?;
+    Ok(SfuThread { handle, thread: Some(thread) })
+}
+
+fn run(
+    mut poll: Poll,
+    socket: UdpSocket,
+    local_addr: SocketAddr,
+    rx: Receiver<Command>,
+    config: SfuConfig,
+    stats: Arc<Mutex<SfuStats>>,
+    on_event: &mut dyn FnMut(SfuEvent),
+) -> std::io::Result<()> {
+    let mut sfu = Sfu::new(config, Instant::now());
+    let mut events = Events::with_capacity(64);
+    let mut buf = vec![0u8; RECV_BUF];
+    let mut send_errors = 0u64;
+    loop {
+        let wait = sfu.next_timeout().saturating_duration_since(Instant::now());
+        if let Err(e) = poll.poll(&mut events, Some(wait)) {
+            if e.kind() != ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        // Commands first, all of them, so one batch gives one offer per connection.
+        loop {
+            match rx.try_recv() {
+                Ok(Command::Shutdown) => return Ok(()),
+                Ok(cmd) => apply(&mut sfu, cmd),
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => return Ok(()),
+            }
+        }
+        loop {
+            match socket.recv_from(&mut buf) {
+                Ok((n, source)) => {
+                    sfu.handle_datagram(Instant::now(), source, local_addr, &buf[..n]);
+                    flush(&mut sfu, &socket, &mut send_errors);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                // ICMP errors surface here on Linux; they concern one peer only.
+                Err(e) => debug!("recv: {e}"),
+            }
+        }
+        sfu.handle_timeout(Instant::now());
+        sfu.negotiate_all();
+        flush(&mut sfu, &socket, &mut send_errors);
+        while let Some(ev) = sfu.poll_event() {
+            on_event(ev);
+        }
+        if let Ok(mut s) = stats.lock() {
+            *s = sfu.stats();
+        }
+    }
+}
+
+fn apply(sfu: &mut Sfu, cmd: Command) {
+    let now = Instant::now();
+    let (conn, result) = match cmd {
+        Command::AddConnection(conn) => (conn, sfu.add_connection(now, conn)),
+        Command::RemoveConnection(conn) => {
+            sfu.remove_connection(conn);
+            return;
+        }
+        Command::Publish { conn, track, kind } => (conn, sfu.publish(conn, track, kind)),
+        Command::Unpublish(track) => {
+            sfu.unpublish(track);
+            return;
+        }
+        Command::Subscribe { conn, track } => (conn, sfu.subscribe(conn, track)),
+        Command::Unsubscribe { conn, track } => {
+            sfu.unsubscribe(conn, track);
+            return;
+        }
+        Command::Answer { conn, sdp } => (conn, sfu.accept_answer(now, conn, &sdp)),
+        Command::Shutdown => return,
+    };
+    if let Err(error) = result {
+        sfu.push_event(SfuEvent::Failed { conn, error });
+    }
+}
+
+fn flush(sfu: &mut Sfu, socket: &UdpSocket, errors: &mut u64) {
+    while let Some(d) = sfu.poll_transmit() {
+        if let Err(e) = socket.send_to(&d.contents, d.destination) {
+            *errors += 1;
+            if *errors % 1000 == 1 {
+                warn!("send to {} failed ({} so far): {e}", d.destination, errors);
+            }
+        }
+    }
+}

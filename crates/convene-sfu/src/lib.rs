@@ -1,0 +1,27 @@
+//! Convene's media core: a selective forwarding unit (SFU) built on str0m.
+//!
+//! The core ([`Sfu`]) is sans-IO: datagrams and time go in, datagrams to send and
+//! events come out. It knows connections, published tracks and subscriptions, and
+//! nothing about meetings, people or permissions; the meeting layer decides who
+//! publishes and who subscribes. [`driver`] runs a core on its own thread with one
+//! UDP socket.
+//!
+//! Per packet: a datagram is routed to its connection by a hash-map lookup on the
+//! remote address (or the STUN username until the address is known), decrypted by
+//! that connection's `Rtc`, and each RTP packet of a published track is rewritten
+//! (SSRC, sequence number, timestamp) and written to every subscriber's `Rtc`.
+
+mod connection;
+pub mod driver;
+mod ids;
+mod rewrite;
+mod route;
+mod sfu;
+mod speaking;
+mod vp8;
+
+pub use ids::{ConnId, TrackId};
+pub use rewrite::Rewriter;
+pub use sfu::{Datagram, OfferedSlot, Sfu, SfuConfig, SfuError, SfuEvent, SfuStats, SlotDirection, TrackKind};
+pub use speaking::SpeakingDetector;
+pub use vp8::is_vp8_keyframe_start;

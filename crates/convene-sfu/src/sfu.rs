@@ -1,0 +1,677 @@
+//! The sans-IO SFU: connections, published tracks (producers) and subscriptions.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use str0m::change::SdpAnswer;
+use str0m::config::DtlsCert;
+use str0m::format::Codec;
+use str0m::media::{KeyframeRequestKind, MediaKind, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, RtcConfig};
+use tracing::{debug, info, warn};
+
+use crate::connection::Connection;
+pub use crate::connection::SlotDirection;
+use crate::route::{Route, RouteTable};
+use crate::{is_vp8_keyframe_start, ConnId, SpeakingDetector, TrackId};
+
+/// Keyframe requests to one publisher are sent at most this often.
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(300);
+/// How often speaking indicators are re-checked for publishers that went quiet.
+const SPEAKING_TICK: Duration = Duration::from_millis(200);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrackKind {
+    Audio,
+    Video,
+}
+
+impl TrackKind {
+    fn media_kind(self) -> MediaKind {
+        match self {
+            TrackKind::Audio => MediaKind::Audio,
+            TrackKind::Video => MediaKind::Video,
+        }
+    }
+
+    fn clock_rate(self) -> u32 {
+        match self {
+            TrackKind::Audio => 48_000,
+            TrackKind::Video => 90_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SfuConfig {
+    /// Addresses announced to clients as ICE host candidates (the UDP socket's
+    /// address, or the public address in front of it).
+    pub candidates: Vec<SocketAddr>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SfuError {
+    #[error("connection id already in use")]
+    DuplicateConnection,
+    #[error("unknown connection")]
+    UnknownConnection,
+    #[error("unknown track")]
+    UnknownTrack,
+    #[error("no offer is waiting for an answer")]
+    NoOfferPending,
+    #[error("the SDP answer could not be used: {0}")]
+    BadSdp(String),
+    #[error("media setup failed: {0}")]
+    Rtc(String),
+}
+
+/// One m-line as described to the client alongside an offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfferedSlot {
+    pub mid: String,
+    pub kind: TrackKind,
+    pub direction: SlotDirection,
+    /// `None` when the slot is inactive.
+    pub track: Option<TrackId>,
+}
+
+#[derive(Debug)]
+pub enum SfuEvent {
+    /// Send this offer to the client; its answer goes to [`Sfu::accept_answer`].
+    Offer { conn: ConnId, sdp: String, slots: Vec<OfferedSlot> },
+    /// ICE and DTLS are up.
+    Connected(ConnId),
+    /// ICE lost the client. It may come back; the layer above decides when to give up.
+    Disconnected(ConnId),
+    /// The connection is gone (closed by the peer or timed out) and was removed.
+    Closed(ConnId),
+    /// A command for this connection failed (the layer above tells the client).
+    Failed { conn: ConnId, error: SfuError },
+    /// Voice activity of an audio track changed.
+    Speaking { track: TrackId, speaking: bool },
+}
+
+/// A datagram to send from the SFU's socket.
+#[derive(Debug)]
+pub struct Datagram {
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+    pub contents: Vec<u8>,
+}
+
+/// Counters for tests, load tests and logs.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SfuStats {
+    pub datagrams_in: u64,
+    pub unroutable: u64,
+    pub rtp_in: u64,
+    pub rtp_forwarded: u64,
+    /// RTP on an m-line that carries no published track (e.g. after an unpublish).
+    pub rtp_dropped_unpublished: u64,
+}
+
+/// A published track: where its packets come from and who receives them.
+struct Producer {
+    kind: TrackKind,
+    /// The connection currently publishing it; `None` while the publisher is away.
+    conn: Option<ConnId>,
+    /// Bumped whenever the track moves to a new connection, so subscribers see a
+    /// change of source even if the new connection reuses the SSRC.
+    generation: u32,
+    /// Subscribers: connection and slot index.
+    consumers: Vec<(ConnId, usize)>,
+    last_keyframe_request: Option<Instant>,
+    speaking: SpeakingDetector,
+}
+
+pub struct Sfu {
+    config: SfuConfig,
+    dtls_cert: Option<DtlsCert>,
+    conns: HashMap<ConnId, Connection>,
+    producers: HashMap<TrackId, Producer>,
+    routes: RouteTable,
+    timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
+    next_speaking_tick: Instant,
+    /// Payload types that carry media (Opus, VP8); RTX and anything else is not forwarded.
+    media_pts: Vec<Pt>,
+    transmits: VecDeque<Datagram>,
+    events: VecDeque<SfuEvent>,
+    /// str0m events waiting to be handled (handling one may produce more).
+    work: VecDeque<(ConnId, Event)>,
+    stats: SfuStats,
+}
+
+impl Sfu {
+    pub fn new(config: SfuConfig, now: Instant) -> Self {
+        // One certificate for every connection: generating one per join costs time.
+        let dtls_cert = str0m::crypto::from_feature_flags()
+            .dtls_provider
+            .generate_certificate();
+        Sfu {
+            config,
+            dtls_cert,
+            conns: HashMap::new(),
+            producers: HashMap::new(),
+            routes: RouteTable::default(),
+            timers: BinaryHeap::new(),
+            next_speaking_tick: now + SPEAKING_TICK,
+            media_pts: Vec::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            work: VecDeque::new(),
+            stats: SfuStats::default(),
+        }
+    }
+
+    fn rtc_config(&self) -> RtcConfig {
+        let mut cfg = RtcConfig::new()
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true);
+        if let Some(cert) = &self.dtls_cert {
+            cfg = cfg.set_dtls_cert(cert.clone());
+        }
+        cfg
+    }
+
+    pub fn stats(&self) -> SfuStats {
+        self.stats
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// A new connection, with no media yet. Its first offer comes with the first
+    /// publish or subscribe.
+    pub fn add_connection(&mut self, now: Instant, id: ConnId) -> Result<(), SfuError> {
+        if self.conns.contains_key(&id) {
+            return Err(SfuError::DuplicateConnection);
+        }
+        let mut rtc = self.rtc_config().build(now);
+        for addr in &self.config.candidates {
+            let c = Candidate::host(*addr, "udp").map_err(|e| SfuError::Rtc(e.to_string()))?;
+            rtc.add_local_candidate(c);
+        }
+        if self.media_pts.is_empty() {
+            self.media_pts = rtc
+                .codec_config()
+                .params()
+                .iter()
+                .filter(|p| matches!(p.spec().codec, Codec::Opus | Codec::Vp8))
+                .map(|p| p.pt())
+                .collect();
+        }
+        let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+        self.routes.add_conn(id, ufrag);
+        self.conns.insert(id, Connection::new(rtc));
+        self.drain(id);
+        debug!(conn = %id, "connection added");
+        Ok(())
+    }
+
+    /// Forget a connection. Tracks it published stay (without a source) until
+    /// unpublished, so a reconnecting publisher can take them over.
+    pub fn remove_connection(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        self.routes.remove_conn(conn);
+        for (idx, slot) in c.slots.iter().enumerate() {
+            let Some(track) = slot.track else { continue };
+            let Some(p) = self.producers.get_mut(&track) else { continue };
+            match slot.dir {
+                SlotDirection::Send => {
+                    if p.conn == Some(conn) {
+                        p.conn = None;
+                    }
+                }
+                SlotDirection::Receive => p.consumers.retain(|&(c2, i)| (c2, i) != (conn, idx)),
+            }
+        }
+        debug!(conn = %conn, "connection removed");
+    }
+
+    /// `conn` publishes `track`. If the track exists (its publisher reconnected),
+    /// it moves to this connection and its subscribers carry on seamlessly.
+    pub fn publish(&mut self, conn: ConnId, track: TrackId, kind: TrackKind) -> Result<(), SfuError> {
+        if !self.conns.contains_key(&conn) {
+            return Err(SfuError::UnknownConnection);
+        }
+        if let Some(p) = self.producers.get_mut(&track) {
+            if p.kind != kind {
+                return Err(SfuError::UnknownTrack);
+            }
+            if p.conn == Some(conn) {
+                return Ok(());
+            }
+            let old = p.conn.replace(conn);
+            p.generation = p.generation.wrapping_add(1);
+            if let Some(old) = old {
+                self.release_slot(old, track, SlotDirection::Send);
+            }
+        } else {
+            self.producers.insert(
+                track,
+                Producer {
+                    kind,
+                    conn: Some(conn),
+                    generation: 0,
+                    consumers: Vec::new(),
+                    last_keyframe_request: None,
+                    speaking: SpeakingDetector::default(),
+                },
+            );
+        }
+        let c = self.conns.get_mut(&conn).expect("checked above");
+        let idx = c.free_slot(kind, SlotDirection::Send);
+        c.slots[idx].track = Some(track);
+        c.dirty = true;
+        Ok(())
+    }
+
+    /// The track ends: its publisher's m-line and every subscriber's go inactive.
+    pub fn unpublish(&mut self, track: TrackId) {
+        let Some(p) = self.producers.remove(&track) else {
+            return;
+        };
+        if let Some(conn) = p.conn {
+            self.release_slot(conn, track, SlotDirection::Send);
+        }
+        for (conn, idx) in p.consumers {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.slots[idx].track = None;
+                c.dirty = true;
+            }
+        }
+        if p.speaking.is_speaking() {
+            self.events.push_back(SfuEvent::Speaking { track, speaking: false });
+        }
+    }
+
+    pub fn subscribe(&mut self, conn: ConnId, track: TrackId) -> Result<(), SfuError> {
+        let kind = self.producers.get(&track).ok_or(SfuError::UnknownTrack)?.kind;
+        let c = self.conns.get_mut(&conn).ok_or(SfuError::UnknownConnection)?;
+        if c.slot_of(track, SlotDirection::Receive).is_some() {
+            return Ok(());
+        }
+        let idx = c.free_slot(kind, SlotDirection::Receive);
+        let slot = &mut c.slots[idx];
+        slot.track = Some(track);
+        slot.needs_keyframe = kind == TrackKind::Video;
+        c.dirty = true;
+        let p = self.producers.get_mut(&track).expect("checked above");
+        p.consumers.push((conn, idx));
+        Ok(())
+    }
+
+    pub fn unsubscribe(&mut self, conn: ConnId, track: TrackId) {
+        if let Some(p) = self.producers.get_mut(&track) {
+            p.consumers.retain(|&(c, _)| c != conn);
+        }
+        self.release_slot(conn, track, SlotDirection::Receive);
+    }
+
+    fn release_slot(&mut self, conn: ConnId, track: TrackId, dir: SlotDirection) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if let Some(idx) = c.slot_of(track, dir) {
+                c.slots[idx].track = None;
+                c.dirty = true;
+                c.ssrc_slot.clear();
+            }
+        }
+    }
+
+    /// The client's answer to the last offer.
+    pub fn accept_answer(&mut self, now: Instant, conn: ConnId, sdp: &str) -> Result<(), SfuError> {
+        let c = self.conns.get_mut(&conn).ok_or(SfuError::UnknownConnection)?;
+        if c.pending_offer.is_none() {
+            return Err(SfuError::NoOfferPending);
+        }
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let pending = c.pending_offer.take().expect("checked above");
+        let new_mids = std::mem::take(&mut c.pending_new_mids);
+        let result = c.rtc.sdp_api().accept_answer(pending, answer);
+        c.ssrc_slot.clear();
+        if let Err(e) = result {
+            // The offer is void: its new m-lines never existed. Offer again.
+            for idx in new_mids {
+                c.slots[idx].mid = None;
+                c.slots[idx].offered_active = false;
+            }
+            c.dirty = true;
+            self.drain(conn);
+            self.negotiate(conn);
+            return Err(SfuError::BadSdp(e.to_string()));
+        }
+        // Every outgoing video stream starts with a keyframe.
+        let wanted: Vec<TrackId> = c
+            .slots
+            .iter()
+            .filter(|s| s.dir == SlotDirection::Receive && s.kind == TrackKind::Video)
+            .filter_map(|s| s.track)
+            .collect();
+        self.drain(conn);
+        for track in wanted {
+            self.request_keyframe(now, track);
+        }
+        self.process_work(now);
+        self.negotiate(conn);
+        Ok(())
+    }
+
+    /// Make offers for connections whose wanted m-lines changed and that are not
+    /// waiting for an answer. Called by the driver after a batch of commands, so
+    /// several changes go into one offer.
+    pub fn negotiate_all(&mut self) {
+        let dirty: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.dirty && c.pending_offer.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in dirty {
+            self.negotiate(conn);
+        }
+    }
+
+    fn negotiate(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        if c.pending_offer.is_some() || !c.dirty {
+            return;
+        }
+        c.dirty = false;
+        let mut api = c.rtc.sdp_api();
+        let mut new_mids = Vec::new();
+        for (idx, slot) in c.slots.iter_mut().enumerate() {
+            let active = slot.track.is_some();
+            match slot.mid {
+                None if active => {
+                    let mid = api.add_media(slot.kind.media_kind(), slot.str0m_direction(), None, None, None);
+                    slot.mid = Some(mid);
+                    new_mids.push(idx);
+                }
+                None => {}
+                Some(mid) => {
+                    if active != slot.offered_active {
+                        api.set_direction(mid, slot.str0m_direction());
+                    }
+                }
+            }
+            slot.offered_active = active && slot.mid.is_some();
+        }
+        let Some((offer, pending)) = api.apply() else {
+            return;
+        };
+        c.pending_offer = Some(pending);
+        c.pending_new_mids = new_mids;
+        let slots = c
+            .slots
+            .iter()
+            .filter_map(|s| {
+                Some(OfferedSlot {
+                    mid: s.mid?.to_string(),
+                    kind: s.kind,
+                    direction: s.dir,
+                    track: s.track,
+                })
+            })
+            .collect();
+        self.events.push_back(SfuEvent::Offer { conn, sdp: offer.to_sdp_string(), slots });
+        self.drain(conn);
+    }
+
+    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
+        self.stats.datagrams_in += 1;
+        let (conn_id, verify) = match self.routes.lookup(source, data) {
+            Route::Known(c) => (c, false),
+            Route::Candidate(c) => (c, true),
+            Route::Unknown => {
+                self.stats.unroutable += 1;
+                return;
+            }
+        };
+        let Ok(contents) = data.try_into() else {
+            return;
+        };
+        let input = Input::Receive(now, Receive { proto: Protocol::Udp, source, destination, contents });
+        let Some(c) = self.conns.get_mut(&conn_id) else { return };
+        if verify {
+            if !c.rtc.accepts(&input) {
+                return;
+            }
+            self.routes.learn(conn_id, source);
+        }
+        if let Err(e) = c.rtc.handle_input(input) {
+            debug!(conn = %conn_id, "input rejected: {e}");
+        }
+        self.drain(conn_id);
+        self.process_work(now);
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, conn))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(c) = self.conns.get_mut(&conn) else { continue };
+            if c.scheduled != Some(at) {
+                continue; // superseded by an earlier entry
+            }
+            c.scheduled = None;
+            match c.next_timeout {
+                Some(t) if t <= now => {
+                    if let Err(e) = c.rtc.handle_input(Input::Timeout(now)) {
+                        debug!(conn = %conn, "timeout error: {e}");
+                    }
+                    self.drain(conn);
+                }
+                Some(t) => {
+                    c.scheduled = Some(t);
+                    self.timers.push(Reverse((t, conn)));
+                }
+                None => {}
+            }
+        }
+        if now >= self.next_speaking_tick {
+            self.next_speaking_tick = now + SPEAKING_TICK;
+            for (track, p) in self.producers.iter_mut() {
+                if let Some(speaking) = p.speaking.on_tick(now) {
+                    self.events.push_back(SfuEvent::Speaking { track: *track, speaking });
+                }
+            }
+        }
+        self.process_work(now);
+    }
+
+    pub fn next_timeout(&self) -> Instant {
+        let t = self.timers.peek().map(|Reverse((t, _))| *t);
+        t.map_or(self.next_speaking_tick, |t| t.min(self.next_speaking_tick))
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Datagram> {
+        self.transmits.pop_front()
+    }
+
+    /// Queue an event for the layer above (the driver reports failed commands so).
+    pub fn push_event(&mut self, event: SfuEvent) {
+        self.events.push_back(event);
+    }
+
+    pub fn poll_event(&mut self) -> Option<SfuEvent> {
+        self.events.pop_front()
+    }
+
+    /// Drain one connection's output to its timeout (str0m's contract after every
+    /// mutation). Events are queued, not handled here, so handling cannot recurse.
+    fn drain(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        loop {
+            match c.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    c.next_timeout = Some(t);
+                    if c.scheduled.is_none_or(|s| t < s) {
+                        c.scheduled = Some(t);
+                        self.timers.push(Reverse((t, conn)));
+                    }
+                    break;
+                }
+                Ok(Output::Transmit(t)) => self.transmits.push_back(Datagram {
+                    source: t.source,
+                    destination: t.destination,
+                    contents: t.contents.into(),
+                }),
+                Ok(Output::Event(e)) => self.work.push_back((conn, e)),
+                Err(e) => {
+                    warn!(conn = %conn, "connection failed: {e}");
+                    c.rtc.disconnect();
+                    break;
+                }
+            }
+        }
+        if !c.rtc.is_alive() {
+            self.remove_connection(conn);
+            self.events.push_back(SfuEvent::Closed(conn));
+        }
+    }
+
+    fn process_work(&mut self, now: Instant) {
+        while let Some((conn, event)) = self.work.pop_front() {
+            match event {
+                Event::RtpPacket(pkt) => self.forward(now, conn, pkt),
+                Event::KeyframeRequest(req) => {
+                    let track = self.conns.get(&conn).and_then(|c| {
+                        let idx = c.slot_by_mid(req.mid)?;
+                        let s = &c.slots[idx];
+                        (s.dir == SlotDirection::Receive).then_some(s.track).flatten()
+                    });
+                    if let Some(track) = track {
+                        self.request_keyframe(now, track);
+                    }
+                }
+                Event::Connected => {
+                    info!(conn = %conn, "media connected");
+                    self.events.push_back(SfuEvent::Connected(conn));
+                }
+                Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                    self.events.push_back(SfuEvent::Disconnected(conn));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn request_keyframe(&mut self, now: Instant, track: TrackId) {
+        let Some(p) = self.producers.get_mut(&track) else { return };
+        if p.kind != TrackKind::Video {
+            return;
+        }
+        if p.last_keyframe_request
+            .is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_REQUEST_INTERVAL)
+        {
+            return;
+        }
+        let Some(conn) = p.conn else { return };
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(mid) = c.slot_of(track, SlotDirection::Send).and_then(|i| c.slots[i].mid) else {
+            return;
+        };
+        let mut api = c.rtc.direct_api();
+        let Some(rx) = api.stream_rx_by_mid(mid, None) else {
+            return; // no media yet; the first frame will be a keyframe anyway
+        };
+        rx.request_keyframe(KeyframeRequestKind::Pli);
+        p.last_keyframe_request = Some(now);
+        self.drain(conn);
+    }
+
+    /// The hot path: one incoming RTP packet to every subscriber of its track.
+    fn forward(&mut self, now: Instant, conn: ConnId, pkt: RtpPacket) {
+        self.stats.rtp_in += 1;
+        if pkt.payload.is_empty() || !self.media_pts.contains(&pkt.header.payload_type) {
+            return; // padding/probes and anything not negotiated as media
+        }
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let ssrc = pkt.header.ssrc;
+        let idx = match c.ssrc_slot.get(&ssrc) {
+            Some(&i) => i,
+            None => {
+                let Some(mid) = c.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid()) else { return };
+                let Some(i) = c.slot_by_mid(mid) else { return };
+                c.ssrc_slot.insert(ssrc, i);
+                i
+            }
+        };
+        let slot = &c.slots[idx];
+        let Some(track) = slot.track.filter(|_| slot.dir == SlotDirection::Send) else {
+            // Media on an m-line that publishes nothing (unpublished, or never allowed).
+            self.stats.rtp_dropped_unpublished += 1;
+            return;
+        };
+        let Some(p) = self.producers.get_mut(&track) else { return };
+        if p.conn != Some(conn) {
+            return;
+        }
+        let kind = p.kind;
+        let mut ext = ExtensionValues::default();
+        if kind == TrackKind::Audio {
+            if let Some(level) = pkt.header.ext_vals.audio_level {
+                ext.audio_level = Some(level);
+                ext.voice_activity = pkt.header.ext_vals.voice_activity;
+                if let Some(speaking) = p.speaking.on_level(now, level, pkt.header.ext_vals.voice_activity) {
+                    self.events.push_back(SfuEvent::Speaking { track, speaking });
+                }
+            }
+        } else {
+            ext.video_orientation = pkt.header.ext_vals.video_orientation;
+        }
+        let source = (u64::from(p.generation) << 32) | u64::from(*ssrc);
+        let keyframe = kind == TrackKind::Video && is_vp8_keyframe_start(&pkt.payload);
+        let consumers = std::mem::take(&mut p.consumers);
+        let mut want_keyframe = false;
+        for &(sub, slot_idx) in &consumers {
+            let Some(sc) = self.conns.get_mut(&sub) else { continue };
+            let slot = &mut sc.slots[slot_idx];
+            let Some(mid) = slot.mid.filter(|_| slot.track == Some(track)) else { continue };
+            if kind == TrackKind::Video && (slot.needs_keyframe || !slot.rewriter.is_current(source)) {
+                if !keyframe {
+                    slot.needs_keyframe = true;
+                    want_keyframe = true;
+                    continue;
+                }
+                slot.needs_keyframe = false;
+            }
+            let Some((seq, ts)) =
+                slot.rewriter.rewrite(source, *pkt.seq_no, pkt.header.timestamp, now, kind.clock_rate())
+            else {
+                continue;
+            };
+            let mut api = sc.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(mid, None) else { continue };
+            tx.write_rtp(
+                RtpWrite::new(pkt.header.payload_type, SeqNo::from(seq), ts, pkt.timestamp, pkt.payload.clone())
+                    .marker(pkt.header.marker)
+                    .ext_vals(ext.clone())
+                    .nackable(kind == TrackKind::Video),
+            );
+            self.stats.rtp_forwarded += 1;
+            self.drain(sub);
+        }
+        if let Some(p) = self.producers.get_mut(&track) {
+            // Subscriptions made while forwarding (none today) are kept.
+            let added = std::mem::replace(&mut p.consumers, consumers);
+            p.consumers.extend(added);
+        }
+        if want_keyframe {
+            self.request_keyframe(now, track);
+        }
+    }
+}
+
