@@ -1,1 +1,12 @@
-pub fn x(){}
+//! Convene's meeting domain, free of I/O: the signalling protocol's messages and
+//! the room logic that decides who is in a meeting, what they publish, who
+//! receives what, and what each participant is told.
+//!
+//! A [`Room`] takes calls (someone joins, sends a message, loses their connection,
+//! time passes) and queues [`Effect`]s: messages to participants and media actions
+//! for the SFU. The server edge carries them out.
+
+pub mod protocol;
+mod room;
+
+pub use room::{Effect, MediaAction, ParticipantId, Room, RoomError, RoomLimits};

@@ -1,0 +1,260 @@
+//! The signalling protocol, version 1: JSON objects over one WebSocket per
+//! participant, each with a `type`. Documented in docs/protocol.md.
+
+use serde::{Deserialize, Serialize};
+
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// What a participant publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    Microphone,
+    Camera,
+    Screen,
+    ScreenAudio,
+}
+
+impl Source {
+    pub fn is_audio(self) -> bool {
+        matches!(self, Source::Microphone | Source::ScreenAudio)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ClientMessage {
+    Join {
+        protocol: u32,
+        name: String,
+        #[serde(default)]
+        resume: Option<String>,
+    },
+    Publish {
+        source: Source,
+    },
+    Unpublish {
+        source: Source,
+    },
+    Mute {
+        source: Source,
+        muted: bool,
+    },
+    Answer {
+        sdp: String,
+    },
+    Chat {
+        text: String,
+    },
+    Ping {
+        #[serde(default)]
+        id: Option<u64>,
+    },
+    Leave {},
+}
+
+const CLIENT_TYPES: &[&str] = &["join", "publish", "unpublish", "mute", "answer", "chat", "ping", "leave"];
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeetingInfo {
+    pub id: String,
+    pub title: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParticipantInfo {
+    pub id: String,
+    pub name: String,
+    /// Sources this participant publishes now.
+    pub sources: Vec<Source>,
+    /// Published sources the participant has muted (sending silence or black).
+    pub muted: Vec<Source>,
+    /// False while the participant's connection is lost and may come back.
+    pub connected: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatMessage {
+    pub id: u64,
+    pub participant_id: String,
+    pub name: String,
+    pub text: String,
+    /// Milliseconds since the Unix epoch, by the server's clock.
+    pub sent_at: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MediaKind {
+    Audio,
+    Video,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    /// The client sends its own source on this m-line.
+    Send,
+    /// The client receives another participant's source.
+    Receive,
+}
+
+/// One m-line of an offer, so the client knows what each transceiver carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackSlot {
+    pub mid: String,
+    pub kind: MediaKind,
+    pub direction: Direction,
+    /// Absent when the m-line is inactive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub participant_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LeaveReason {
+    Left,
+    Disconnected,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorCode {
+    BadJson,
+    TooLarge,
+    RateLimited,
+    UnknownType,
+    Invalid,
+    WrongState,
+    UnsupportedProtocol,
+    BadSdp,
+    MeetingFull,
+    NotFound,
+    Media,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ServerMessage {
+    #[serde(rename_all = "camelCase")]
+    Welcome {
+        protocol: u32,
+        participant_id: String,
+        resume_token: String,
+        meeting: MeetingInfo,
+        participants: Vec<ParticipantInfo>,
+        chat: Vec<ChatMessage>,
+    },
+    ParticipantJoined {
+        participant: ParticipantInfo,
+    },
+    ParticipantUpdated {
+        participant: ParticipantInfo,
+    },
+    #[serde(rename_all = "camelCase")]
+    ParticipantLeft {
+        participant_id: String,
+        reason: LeaveReason,
+    },
+    Offer {
+        sdp: String,
+        tracks: Vec<TrackSlot>,
+    },
+    Chat {
+        message: ChatMessage,
+    },
+    #[serde(rename_all = "camelCase")]
+    Speaking {
+        participant_id: String,
+        speaking: bool,
+    },
+    Pong {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+impl ServerMessage {
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerMessage::Error { code, message: message.into() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ProtocolError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ProtocolError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ProtocolError { code, message: message.into() }
+    }
+}
+
+/// Parse one client message, telling bad JSON, unknown types and bad fields apart.
+pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> {
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| ProtocolError::new(ErrorCode::BadJson, format!("not valid JSON: {e}")))?;
+    let Some(kind) = value.get("type").and_then(|t| t.as_str()).map(str::to_owned) else {
+        return Err(ProtocolError::new(ErrorCode::Invalid, "a message must be an object with a string \"type\""));
+    };
+    if !CLIENT_TYPES.contains(&kind.as_str()) {
+        let shown: String = kind.chars().take(40).collect();
+        return Err(ProtocolError::new(ErrorCode::UnknownType, format!("unknown message type \"{shown}\"")));
+    }
+    serde_json::from_value(value)
+        .map_err(|e| ProtocolError::new(ErrorCode::Invalid, format!("invalid \"{kind}\" message: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_client_message() {
+        assert_eq!(
+            parse_client_message(r#"{"type":"join","protocol":1,"name":"Ann"}"#).unwrap(),
+            ClientMessage::Join { protocol: 1, name: "Ann".into(), resume: None }
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"publish","source":"screen-audio"}"#).unwrap(),
+            ClientMessage::Publish { source: Source::ScreenAudio }
+        );
+        assert_eq!(parse_client_message(r#"{"type":"leave"}"#).unwrap(), ClientMessage::Leave {});
+        assert_eq!(parse_client_message(r#"{"type":"ping"}"#).unwrap(), ClientMessage::Ping { id: None });
+    }
+
+    #[test]
+    fn tells_errors_apart() {
+        let code = |s: &str| parse_client_message(s).unwrap_err().code;
+        assert_eq!(code("{nope"), ErrorCode::BadJson);
+        assert_eq!(code("[1,2]"), ErrorCode::Invalid);
+        assert_eq!(code(r#"{"type":"dance"}"#), ErrorCode::UnknownType);
+        assert_eq!(code(r#"{"type":"publish","source":"hologram"}"#), ErrorCode::Invalid);
+        assert_eq!(code(r#"{"type":"chat"}"#), ErrorCode::Invalid);
+        assert_eq!(code(r#"{"type":"chat","text":"x","extra":1}"#), ErrorCode::Invalid);
+    }
+
+    #[test]
+    fn server_messages_serialise_as_documented() {
+        let m = ServerMessage::Speaking { participant_id: "p1".into(), speaking: true };
+        assert_eq!(serde_json::to_string(&m).unwrap(), r#"{"type":"speaking","participantId":"p1","speaking":true}"#);
+        let m = ServerMessage::ParticipantLeft { participant_id: "p2".into(), reason: LeaveReason::Disconnected };
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            r#"{"type":"participant-left","participantId":"p2","reason":"disconnected"}"#
+        );
+    }
+}

@@ -1,0 +1,409 @@
+//! One meeting's state: who is in it, what they publish, the chat.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::protocol::{
+    ChatMessage, ClientMessage, ErrorCode, LeaveReason, MeetingInfo, ParticipantInfo, ServerMessage, Source,
+    PROTOCOL_VERSION,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ParticipantId(pub String);
+
+impl fmt::Display for ParticipantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RoomLimits {
+    pub max_participants: usize,
+    pub max_name_chars: usize,
+    pub max_chat_chars: usize,
+    /// Chat messages kept for people who join later (memory only, gone with the meeting).
+    pub chat_history: usize,
+    /// How long a participant whose connection dropped may come back as themselves.
+    pub reconnect_grace: Duration,
+}
+
+impl Default for RoomLimits {
+    fn default() -> Self {
+        RoomLimits {
+            max_participants: 100,
+            max_name_chars: 64,
+            max_chat_chars: 2000,
+            chat_history: 200,
+            reconnect_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What the media layer must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaAction {
+    /// Open a media connection for this participant, replacing any it has.
+    Connect(ParticipantId),
+    /// Close the participant's media connection; its tracks stay until unpublished.
+    Disconnect(ParticipantId),
+    Publish { who: ParticipantId, source: Source },
+    Unpublish { who: ParticipantId, source: Source },
+    Subscribe { who: ParticipantId, publisher: ParticipantId, source: Source },
+    Answer { who: ParticipantId, sdp: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    Send { to: ParticipantId, message: ServerMessage },
+    Media(MediaAction),
+    /// The participant's session is over: close its socket.
+    Close { who: ParticipantId },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RoomError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+fn err(code: ErrorCode, message: impl Into<String>) -> RoomError {
+    RoomError { code, message: message.into() }
+}
+
+#[derive(Debug)]
+struct Participant {
+    name: String,
+    resume_token: String,
+    /// `Some(since)` while the connection is lost.
+    away_since: Option<Instant>,
+    sources: BTreeSet<Source>,
+    muted: BTreeSet<Source>,
+}
+
+#[derive(Debug)]
+pub struct Room {
+    info: MeetingInfo,
+    limits: RoomLimits,
+    participants: BTreeMap<ParticipantId, Participant>,
+    chat: VecDeque<ChatMessage>,
+    next_participant: u64,
+    next_chat: u64,
+    effects: VecDeque<Effect>,
+}
+
+impl Room {
+    pub fn new(id: String, title: String, limits: RoomLimits) -> Self {
+        Room {
+            info: MeetingInfo { id, title },
+            limits,
+            participants: BTreeMap::new(),
+            chat: VecDeque::new(),
+            next_participant: 1,
+            next_chat: 1,
+            effects: VecDeque::new(),
+        }
+    }
+
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        self.effects.pop_front()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.participants.is_empty()
+    }
+
+    pub fn participant_count(&self) -> usize {
+        self.participants.len()
+    }
+
+    pub fn info(&self) -> &MeetingInfo {
+        &self.info
+    }
+
+    /// Someone opened the signalling socket and sent `join`. With a valid resume
+    /// token for a participant still within the reconnect grace, they come back as
+    /// that participant and the others see no leave and join.
+    pub fn join(&mut self, now: Instant, msg: ClientMessage) -> Result<ParticipantId, RoomError> {
+        let ClientMessage::Join { protocol, name, resume } = msg else {
+            return Err(err(ErrorCode::WrongState, "the first message must be \"join\""));
+        };
+        if protocol != PROTOCOL_VERSION {
+            return Err(err(
+                ErrorCode::UnsupportedProtocol,
+                format!("this server speaks protocol {PROTOCOL_VERSION}, not {protocol}"),
+            ));
+        }
+        if let Some(token) = resume {
+            let found = self
+                .participants
+                .iter()
+                .find(|(_, p)| constant_time_eq(p.resume_token.as_bytes(), token.as_bytes()))
+                .map(|(id, _)| id.clone());
+            let Some(id) = found else {
+                return Err(err(ErrorCode::NotFound, "that session has ended; join again"));
+            };
+            // If the old socket is still open (the client noticed the loss first), the
+            // edge replaces it, and `Connect` replaces the old media connection.
+            if let Some(p) = self.participants.get_mut(&id) {
+                p.away_since = None;
+            }
+            self.welcome(&id);
+            self.start_media(&id);
+            self.broadcast_update(&id);
+            return Ok(id);
+        }
+        let name = clean_name(&name, self.limits.max_name_chars)?;
+        if self.participants.len() >= self.limits.max_participants {
+            return Err(err(ErrorCode::MeetingFull, "this meeting is full"));
+        }
+        let id = ParticipantId(format!("p{}", self.next_participant));
+        self.next_participant += 1;
+        self.participants.insert(
+            id.clone(),
+            Participant {
+                name,
+                resume_token: random_token(),
+                away_since: None,
+                sources: BTreeSet::new(),
+                muted: BTreeSet::new(),
+            },
+        );
+        self.welcome(&id);
+        let info = self.participant_info(&id);
+        self.broadcast_except(&id, ServerMessage::ParticipantJoined { participant: info });
+        self.start_media(&id);
+        let _ = now;
+        Ok(id)
+    }
+
+    fn welcome(&mut self, id: &ParticipantId) {
+        let p = &self.participants[id];
+        let message = ServerMessage::Welcome {
+            protocol: PROTOCOL_VERSION,
+            participant_id: id.0.clone(),
+            resume_token: p.resume_token.clone(),
+            meeting: self.info.clone(),
+            participants: self.participants.keys().map(|k| self.participant_info(k)).collect(),
+            chat: self.chat.iter().cloned().collect(),
+        };
+        self.send(id, message);
+    }
+
+    /// A media connection for `id`, subscribed to everything the others publish.
+    fn start_media(&mut self, id: &ParticipantId) {
+        self.effects.push_back(Effect::Media(MediaAction::Connect(id.clone())));
+        let subs: Vec<(ParticipantId, Source)> = self
+            .participants
+            .iter()
+            .filter(|(other, _)| *other != id)
+            .flat_map(|(other, p)| p.sources.iter().map(move |s| (other.clone(), *s)))
+            .collect();
+        for (publisher, source) in subs {
+            self.effects.push_back(Effect::Media(MediaAction::Subscribe { who: id.clone(), publisher, source }));
+        }
+    }
+
+    /// A message from a joined participant.
+    pub fn handle(&mut self, now: Instant, who: &ParticipantId, msg: ClientMessage) -> Result<(), RoomError> {
+        let _ = now;
+        let Some(p) = self.participants.get_mut(who) else {
+            return Err(err(ErrorCode::WrongState, "not in this meeting"));
+        };
+        match msg {
+            ClientMessage::Join { .. } => return Err(err(ErrorCode::WrongState, "already joined")),
+            ClientMessage::Publish { source } => {
+                if !p.sources.insert(source) {
+                    // Republishing after a reconnect: the media layer moves the track.
+                    self.effects.push_back(Effect::Media(MediaAction::Publish { who: who.clone(), source }));
+                    return Ok(());
+                }
+                p.muted.remove(&source);
+                self.effects.push_back(Effect::Media(MediaAction::Publish { who: who.clone(), source }));
+                let others: Vec<ParticipantId> = self.participants.keys().filter(|k| *k != who).cloned().collect();
+                for other in others {
+                    if self.participants[&other].away_since.is_none() {
+                        self.effects.push_back(Effect::Media(MediaAction::Subscribe {
+                            who: other,
+                            publisher: who.clone(),
+                            source,
+                        }));
+                    }
+                }
+                self.broadcast_update(who);
+            }
+            ClientMessage::Unpublish { source } => {
+                if !p.sources.remove(&source) {
+                    return Err(err(ErrorCode::WrongState, "that source is not published"));
+                }
+                p.muted.remove(&source);
+                self.effects.push_back(Effect::Media(MediaAction::Unpublish { who: who.clone(), source }));
+                self.broadcast_update(who);
+            }
+            ClientMessage::Mute { source, muted } => {
+                if !p.sources.contains(&source) {
+                    return Err(err(ErrorCode::WrongState, "that source is not published"));
+                }
+                let changed = if muted { p.muted.insert(source) } else { p.muted.remove(&source) };
+                if changed {
+                    self.broadcast_update(who);
+                }
+            }
+            ClientMessage::Answer { sdp } => {
+                self.effects.push_back(Effect::Media(MediaAction::Answer { who: who.clone(), sdp }));
+            }
+            ClientMessage::Chat { text } => {
+                let text = text.trim();
+                if text.is_empty() {
+                    return Err(err(ErrorCode::Invalid, "a chat message cannot be empty"));
+                }
+                if text.chars().count() > self.limits.max_chat_chars {
+                    return Err(err(
+                        ErrorCode::Invalid,
+                        format!("a chat message is at most {} characters", self.limits.max_chat_chars),
+                    ));
+                }
+                let message = ChatMessage {
+                    id: self.next_chat,
+                    participant_id: who.0.clone(),
+                    name: p.name.clone(),
+                    text: text.to_string(),
+                    sent_at: unix_millis(),
+                };
+                self.next_chat += 1;
+                if self.chat.len() >= self.limits.chat_history {
+                    self.chat.pop_front();
+                }
+                self.chat.push_back(message.clone());
+                self.broadcast(ServerMessage::Chat { message });
+            }
+            ClientMessage::Ping { id } => self.send(who, ServerMessage::Pong { id }),
+            ClientMessage::Leave {} => self.remove(who, LeaveReason::Left),
+        }
+        Ok(())
+    }
+
+    /// The participant's signalling socket closed without "leave", or its media
+    /// connection died. They may resume within the grace period.
+    pub fn connection_lost(&mut self, now: Instant, who: &ParticipantId) {
+        let Some(p) = self.participants.get_mut(who) else { return };
+        if p.away_since.is_some() {
+            return;
+        }
+        p.away_since = Some(now);
+        self.effects.push_back(Effect::Media(MediaAction::Disconnect(who.clone())));
+        self.broadcast_update(who);
+    }
+
+    /// Time passes: participants away longer than the grace period are gone.
+    pub fn tick(&mut self, now: Instant) {
+        let grace = self.limits.reconnect_grace;
+        let expired: Vec<ParticipantId> = self
+            .participants
+            .iter()
+            .filter(|(_, p)| p.away_since.is_some_and(|t| now.saturating_duration_since(t) >= grace))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            self.remove(&id, LeaveReason::Disconnected);
+        }
+    }
+
+    /// Voice activity reported by the media layer.
+    pub fn speaking(&mut self, who: &ParticipantId, speaking: bool) {
+        if self.participants.contains_key(who) {
+            self.broadcast(ServerMessage::Speaking { participant_id: who.0.clone(), speaking });
+        }
+    }
+
+    pub fn is_away(&self, who: &ParticipantId) -> bool {
+        self.participants.get(who).is_some_and(|p| p.away_since.is_some())
+    }
+
+    fn remove(&mut self, who: &ParticipantId, reason: LeaveReason) {
+        let Some(p) = self.participants.remove(who) else { return };
+        if p.away_since.is_none() {
+            self.effects.push_back(Effect::Media(MediaAction::Disconnect(who.clone())));
+            self.effects.push_back(Effect::Close { who: who.clone() });
+        }
+        for source in p.sources {
+            self.effects.push_back(Effect::Media(MediaAction::Unpublish { who: who.clone(), source }));
+        }
+        self.broadcast(ServerMessage::ParticipantLeft { participant_id: who.0.clone(), reason });
+    }
+
+    fn participant_info(&self, id: &ParticipantId) -> ParticipantInfo {
+        let p = &self.participants[id];
+        ParticipantInfo {
+            id: id.0.clone(),
+            name: p.name.clone(),
+            sources: p.sources.iter().copied().collect(),
+            muted: p.muted.iter().copied().collect(),
+            connected: p.away_since.is_none(),
+        }
+    }
+
+    fn broadcast_update(&mut self, id: &ParticipantId) {
+        let participant = self.participant_info(id);
+        self.broadcast(ServerMessage::ParticipantUpdated { participant });
+    }
+
+    fn send(&mut self, to: &ParticipantId, message: ServerMessage) {
+        self.effects.push_back(Effect::Send { to: to.clone(), message });
+    }
+
+    /// To everyone connected (those away catch up from "welcome" when they resume).
+    fn broadcast(&mut self, message: ServerMessage) {
+        self.broadcast_filtered(None, message);
+    }
+
+    fn broadcast_except(&mut self, except: &ParticipantId, message: ServerMessage) {
+        self.broadcast_filtered(Some(except), message);
+    }
+
+    fn broadcast_filtered(&mut self, except: Option<&ParticipantId>, message: ServerMessage) {
+        let to: Vec<ParticipantId> = self
+            .participants
+            .iter()
+            .filter(|(id, p)| p.away_since.is_none() && Some(*id) != except)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in to {
+            self.send(&id, message.clone());
+        }
+    }
+}
+
+fn clean_name(name: &str, max: usize) -> Result<String, RoomError> {
+    let name: String = name.chars().filter(|c| !c.is_control()).collect();
+    let name = name.split_whitespace().collect::<Vec<_>>().join(" ");
+    if name.is_empty() {
+        return Err(err(ErrorCode::Invalid, "please give a name"));
+    }
+    if name.chars().count() > max {
+        return Err(err(ErrorCode::Invalid, format!("a name is at most {max} characters")));
+    }
+    Ok(name)
+}
+
+fn random_token() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;
