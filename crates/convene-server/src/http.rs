@@ -1,0 +1,141 @@
+//! HTTP routes: pages, the meeting API and the signalling socket.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State, WebSocketUpgrade};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use convene_storage::{is_meeting_id, Meeting};
+use serde::{Deserialize, Serialize};
+
+use crate::{assets, ws, AppState};
+
+const MAX_TITLE_CHARS: usize = 120;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(|| async { assets::serve("index.html") }))
+        .route("/m/{id}", get(meeting_page))
+        .route("/assets/{*path}", get(|Path(path): Path<String>| async move { assets::serve(&path) }))
+        .route("/api/meetings", post(create_meeting))
+        .route("/api/meetings/{id}", get(get_meeting))
+        .route("/api/meetings/{id}/ws", get(signalling))
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(axum::middleware::map_response(security_headers))
+        .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
+        .with_state(state)
+}
+
+async fn security_headers(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob: mediastream:; \
+             connect-src 'self'; style-src 'self'; script-src 'self'; object-src 'none'; \
+             base-uri 'none'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    // Join links carry the meeting id: never leak them to other sites.
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        "permissions-policy",
+        HeaderValue::from_static("camera=(self), microphone=(self), display-capture=(self)"),
+    );
+    res
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MeetingView {
+    id: String,
+    title: String,
+    join_url: String,
+}
+
+#[derive(Serialize)]
+struct ApiError {
+    error: String,
+}
+
+fn api_error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(ApiError { error: msg.into() })).into_response()
+}
+
+fn view(state: &AppState, m: Meeting) -> MeetingView {
+    MeetingView { join_url: format!("{}/m/{}", state.public_url, m.id), id: m.id, title: m.title }
+}
+
+async fn find(state: &Arc<AppState>, id: &str) -> Result<Meeting, Response> {
+    if !is_meeting_id(id) {
+        return Err(api_error(StatusCode::NOT_FOUND, "no such meeting"));
+    }
+    let st = state.clone();
+    let id = id.to_string();
+    match tokio::task::spawn_blocking(move || st.storage.meeting(&id)).await {
+        Ok(Ok(Some(m))) => Ok(m),
+        Ok(Ok(None)) => Err(api_error(StatusCode::NOT_FOUND, "no such meeting")),
+        Ok(Err(e)) => {
+            tracing::error!("storage: {e}");
+            Err(api_error(StatusCode::INTERNAL_SERVER_ERROR, "storage error"))
+        }
+        Err(_) => Err(api_error(StatusCode::INTERNAL_SERVER_ERROR, "storage error")),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateMeeting {
+    title: String,
+}
+
+async fn create_meeting(State(state): State<Arc<AppState>>, body: Result<Json<CreateMeeting>, axum::extract::rejection::JsonRejection>) -> Response {
+    let Ok(Json(req)) = body else {
+        return api_error(StatusCode::BAD_REQUEST, "expected JSON: {\"title\": \"…\"}");
+    };
+    let title = req.title.split_whitespace().collect::<Vec<_>>().join(" ");
+    if title.is_empty() || title.chars().any(char::is_control) {
+        return api_error(StatusCode::BAD_REQUEST, "please give the meeting a title");
+    }
+    if title.chars().count() > MAX_TITLE_CHARS {
+        return api_error(StatusCode::BAD_REQUEST, format!("a title is at most {MAX_TITLE_CHARS} characters"));
+    }
+    let st = state.clone();
+    match tokio::task::spawn_blocking(move || st.storage.create_meeting(&title)).await {
+        Ok(Ok(m)) => (StatusCode::CREATED, Json(view(&state, m))).into_response(),
+        _ => api_error(StatusCode::INTERNAL_SERVER_ERROR, "could not create the meeting"),
+    }
+}
+
+async fn get_meeting(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    match find(&state, &id).await {
+        Ok(m) => Json(view(&state, m)).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn meeting_page(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    match find(&state, &id).await {
+        Ok(_) => assets::serve("meeting.html"),
+        Err(r) if r.status() == StatusCode::NOT_FOUND => {
+            let mut page = assets::serve("not-found.html");
+            *page.status_mut() = StatusCode::NOT_FOUND;
+            page
+        }
+        Err(r) => r,
+    }
+}
+
+async fn signalling(State(state): State<Arc<AppState>>, Path(id): Path<String>, upgrade: WebSocketUpgrade) -> Response {
+    let meeting = match find(&state, &id).await {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    upgrade
+        .max_message_size(ws::MAX_FRAME)
+        .max_frame_size(ws::MAX_FRAME)
+        .on_upgrade(move |socket| ws::run(socket, state, meeting))
+}

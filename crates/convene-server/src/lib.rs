@@ -1,0 +1,96 @@
+//! Convene's edges: the HTTP server (pages, API), WebSocket signalling, and the
+//! glue between the meeting domain and the media core.
+
+pub mod config;
+mod assets;
+mod http;
+mod meeting;
+mod registry;
+mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use convene_meeting::RoomLimits;
+use convene_sfu::driver::{SfuHandle, SfuThread};
+use convene_storage::Storage;
+use tokio::sync::oneshot;
+use tracing::info;
+
+use crate::config::Config;
+use crate::registry::Registry;
+
+pub struct AppState {
+    pub storage: Storage,
+    pub sfu: SfuHandle,
+    pub registry: Registry,
+    pub limits: RoomLimits,
+    pub public_url: String,
+}
+
+pub struct RunningServer {
+    pub url: String,
+    pub addr: SocketAddr,
+    pub media_addr: SocketAddr,
+    pub state: Arc<AppState>,
+    stop: oneshot::Sender<()>,
+    http: tokio::task::JoinHandle<()>,
+    sfu: SfuThread,
+}
+
+impl RunningServer {
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        let _ = self.http.await;
+        tokio::task::spawn_blocking(move || self.sfu.shutdown()).await.ok();
+    }
+}
+
+#[derive(Debug)]
+pub struct StartError(String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+    let storage = Storage::open(&config.data_dir)
+        .map_err(|e| StartError(format!("data folder {}: {e}", config.data_dir.display())))?;
+    let registry = Registry::default();
+    let sfu = convene_sfu::driver::spawn(config.media_listen, config.media_announce, registry.sfu_event_sink())
+        .map_err(|e| StartError(format!("media socket {}: {e}", config.media_listen)))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.listen)))?;
+    let addr = listener.local_addr().map_err(|e| StartError(e.to_string()))?;
+    let url = config.public_url(addr);
+    let state = Arc::new(AppState {
+        storage,
+        sfu: sfu.handle.clone(),
+        registry,
+        limits: RoomLimits {
+            max_participants: config.max_participants,
+            reconnect_grace: Duration::from_secs(config.reconnect_grace),
+            ..RoomLimits::default()
+        },
+        public_url: url.clone(),
+    });
+    let media_addr = sfu.handle.local_addr();
+    info!(%addr, %media_addr, data = %config.data_dir.display(), "Convene started");
+    let app = http::router(state.clone());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let http = tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+            let _ = stopped.await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!("HTTP server stopped: {e}");
+        }
+    });
+    Ok(RunningServer { url, addr, media_addr, state, stop, http, sfu })
+}

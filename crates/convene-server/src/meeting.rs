@@ -1,0 +1,310 @@
+//! One task per live meeting: it owns the meeting's [`Room`] and carries out its
+//! effects, sending messages to participants' sockets and commands to the SFU.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use convene_meeting::protocol::{
+    ClientMessage, Direction, ErrorCode, MediaKind, ServerMessage, Source, TrackSlot,
+};
+use convene_meeting::{Effect, MediaAction, ParticipantId, Room, RoomError};
+use convene_sfu::driver::Command;
+use convene_sfu::{ConnId, SfuError, SfuEvent, SlotDirection, TrackId, TrackKind};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info};
+
+use crate::AppState;
+
+/// Messages queued for one participant's socket before it counts as too slow.
+pub const OUTBOUND_QUEUE: usize = 512;
+/// A meeting task with nobody in it stops after this long.
+const IDLE_STOP: Duration = Duration::from_secs(30);
+
+static NEXT_TRACK: AtomicU64 = AtomicU64::new(1);
+
+/// What the socket task receives.
+#[derive(Debug)]
+pub enum Outbound {
+    Text(Arc<str>),
+}
+
+pub type OutboundTx = mpsc::Sender<Outbound>;
+
+pub enum MeetingInput {
+    Join {
+        msg: ClientMessage,
+        out: OutboundTx,
+        socket: u64,
+        reply: oneshot::Sender<Result<ParticipantId, RoomError>>,
+    },
+    Message {
+        who: ParticipantId,
+        socket: u64,
+        msg: ClientMessage,
+    },
+    /// A message the socket refused (bad JSON, too large, too many): tell the sender.
+    Refused {
+        who: ParticipantId,
+        socket: u64,
+        code: ErrorCode,
+        message: String,
+    },
+    SocketClosed {
+        who: ParticipantId,
+        socket: u64,
+    },
+    Sfu(SfuEvent),
+}
+
+struct Member {
+    out: OutboundTx,
+    socket: u64,
+}
+
+struct Meeting {
+    id: String,
+    room: Room,
+    state: Arc<AppState>,
+    me: mpsc::UnboundedSender<MeetingInput>,
+    members: HashMap<ParticipantId, Member>,
+    conns: HashMap<ParticipantId, ConnId>,
+    conn_owner: HashMap<ConnId, ParticipantId>,
+    tracks: HashMap<(ParticipantId, Source), TrackId>,
+    track_owner: HashMap<TrackId, (ParticipantId, Source)>,
+}
+
+/// Send `input` to the meeting's task, starting the task if it is not running.
+/// Holding the registry lock while sending means a task cannot stop between our
+/// lookup and our send.
+pub fn deliver(state: &Arc<AppState>, id: &str, title: &str, input: MeetingInput) {
+    let mut inner = state.registry.lock();
+    if let Some(tx) = inner.meetings.get(id) {
+        if let Err(mpsc::error::SendError(back)) = tx.send(input) {
+            inner.meetings.remove(id);
+            drop(inner);
+            return deliver(state, id, title, back);
+        }
+        return;
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let _ = tx.send(input);
+    inner.meetings.insert(id.to_string(), tx.clone());
+    let meeting = Meeting {
+        id: id.to_string(),
+        room: Room::new(id.to_string(), title.to_string(), state.limits.clone()),
+        state: state.clone(),
+        me: tx,
+        members: HashMap::new(),
+        conns: HashMap::new(),
+        conn_owner: HashMap::new(),
+        tracks: HashMap::new(),
+        track_owner: HashMap::new(),
+    };
+    info!(meeting = %id, "meeting started");
+    tokio::spawn(meeting.run(rx));
+}
+
+impl Meeting {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<MeetingInput>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut empty_since: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                input = rx.recv() => {
+                    let Some(input) = input else { break };
+                    self.handle(input);
+                }
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    self.room.tick(now);
+                    self.apply_effects();
+                    if self.room.is_empty() {
+                        let since = *empty_since.get_or_insert(now);
+                        if now.duration_since(since) >= IDLE_STOP {
+                            let mut inner = self.state.registry.lock();
+                            if rx.is_empty() {
+                                inner.meetings.remove(&self.id);
+                                break;
+                            }
+                        }
+                    } else {
+                        empty_since = None;
+                    }
+                }
+            }
+        }
+        for conn in self.conns.values() {
+            self.state.sfu.send(Command::RemoveConnection(*conn));
+            self.state.registry.remove_conn(*conn);
+        }
+        info!(meeting = %self.id, "meeting task stopped");
+    }
+
+    fn handle(&mut self, input: MeetingInput) {
+        let now = Instant::now();
+        match input {
+            MeetingInput::Join { msg, out, socket, reply } => match self.room.join(now, msg) {
+                Ok(who) => {
+                    // A resume while the old socket is open replaces that socket.
+                    self.members.insert(who.clone(), Member { out, socket });
+                    let _ = reply.send(Ok(who));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            MeetingInput::Message { who, socket, msg } => {
+                if self.members.get(&who).is_none_or(|m| m.socket != socket) {
+                    return; // a replaced socket
+                }
+                if let Err(e) = self.room.handle(now, &who, msg) {
+                    self.send(&who, ServerMessage::error(e.code, e.message));
+                }
+            }
+            MeetingInput::Refused { who, socket, code, message } => {
+                if self.members.get(&who).is_some_and(|m| m.socket == socket) {
+                    self.send(&who, ServerMessage::error(code, message));
+                }
+            }
+            MeetingInput::SocketClosed { who, socket } => {
+                if self.members.get(&who).is_some_and(|m| m.socket == socket) {
+                    self.members.remove(&who);
+                    self.room.connection_lost(now, &who);
+                }
+            }
+            MeetingInput::Sfu(event) => self.sfu_event(event),
+        }
+        self.apply_effects();
+    }
+
+    fn sfu_event(&mut self, event: SfuEvent) {
+        match event {
+            SfuEvent::Offer { conn, sdp, slots } => {
+                let Some(who) = self.conn_owner.get(&conn).cloned() else { return };
+                let tracks = slots
+                    .into_iter()
+                    .map(|s| {
+                        let owner = s.track.and_then(|t| self.track_owner.get(&t));
+                        TrackSlot {
+                            mid: s.mid,
+                            kind: match s.kind {
+                                TrackKind::Audio => MediaKind::Audio,
+                                TrackKind::Video => MediaKind::Video,
+                            },
+                            direction: match s.direction {
+                                SlotDirection::Send => Direction::Send,
+                                SlotDirection::Receive => Direction::Receive,
+                            },
+                            participant_id: owner.map(|(p, _)| p.0.clone()),
+                            source: owner.map(|(_, s)| *s),
+                        }
+                    })
+                    .collect();
+                self.send(&who, ServerMessage::Offer { sdp, tracks });
+            }
+            SfuEvent::Failed { conn, error } => {
+                let Some(who) = self.conn_owner.get(&conn).cloned() else { return };
+                let code = match error {
+                    SfuError::BadSdp(_) => ErrorCode::BadSdp,
+                    SfuError::NoOfferPending => ErrorCode::WrongState,
+                    _ => ErrorCode::Media,
+                };
+                self.send(&who, ServerMessage::error(code, error.to_string()));
+            }
+            SfuEvent::Closed(conn) => {
+                if let Some(who) = self.conn_owner.remove(&conn) {
+                    debug!(meeting = %self.id, %who, "media connection closed");
+                    if self.conns.get(&who) == Some(&conn) {
+                        self.conns.remove(&who);
+                    }
+                }
+                self.state.registry.remove_conn(conn);
+            }
+            SfuEvent::Speaking { track, speaking } => {
+                if let Some((who, Source::Microphone)) = self.track_owner.get(&track).cloned() {
+                    self.room.speaking(&who, speaking);
+                }
+            }
+            SfuEvent::Connected(_) | SfuEvent::Disconnected(_) => {}
+        }
+    }
+
+    fn apply_effects(&mut self) {
+        while let Some(effect) = self.room.poll_effect() {
+            match effect {
+                Effect::Send { to, message } => self.send(&to, message),
+                Effect::Close { who } => {
+                    self.members.remove(&who); // dropping the sender closes the socket
+                }
+                Effect::Media(action) => self.media(action),
+            }
+        }
+    }
+
+    fn media(&mut self, action: MediaAction) {
+        let state = self.state.clone();
+        let sfu = &state.sfu;
+        match action {
+            MediaAction::Connect(who) => {
+                self.drop_conn(&who);
+                let conn = sfu.add_connection();
+                self.state.registry.add_conn(conn, self.me.clone());
+                self.conns.insert(who.clone(), conn);
+                self.conn_owner.insert(conn, who);
+            }
+            MediaAction::Disconnect(who) => self.drop_conn(&who),
+            MediaAction::Publish { who, source } => {
+                let Some(&conn) = self.conns.get(&who) else { return };
+                let track = *self.tracks.entry((who.clone(), source)).or_insert_with(|| {
+                    let t = TrackId(NEXT_TRACK.fetch_add(1, Ordering::Relaxed));
+                    self.state.registry.add_track(t, self.me.clone());
+                    t
+                });
+                self.track_owner.insert(track, (who, source));
+                let kind = if source.is_audio() { TrackKind::Audio } else { TrackKind::Video };
+                sfu.send(Command::Publish { conn, track, kind });
+            }
+            MediaAction::Unpublish { who, source } => {
+                if let Some(track) = self.tracks.remove(&(who, source)) {
+                    self.track_owner.remove(&track);
+                    self.state.registry.remove_track(track);
+                    sfu.send(Command::Unpublish(track));
+                }
+            }
+            MediaAction::Subscribe { who, publisher, source } => {
+                let (Some(&conn), Some(&track)) = (self.conns.get(&who), self.tracks.get(&(publisher, source))) else {
+                    return;
+                };
+                sfu.send(Command::Subscribe { conn, track });
+            }
+            MediaAction::Answer { who, sdp } => match self.conns.get(&who) {
+                Some(&conn) => sfu.send(Command::Answer { conn, sdp }),
+                None => self.send(&who, ServerMessage::error(ErrorCode::WrongState, "no media connection")),
+            },
+        }
+    }
+
+    fn drop_conn(&mut self, who: &ParticipantId) {
+        if let Some(conn) = self.conns.remove(who) {
+            self.conn_owner.remove(&conn);
+            self.state.registry.remove_conn(conn);
+            self.state.sfu.send(Command::RemoveConnection(conn));
+        }
+    }
+
+    fn send(&mut self, to: &ParticipantId, message: ServerMessage) {
+        let Some(member) = self.members.get(to) else { return };
+        let text: Arc<str> = match serde_json::to_string(&message) {
+            Ok(t) => t.into(),
+            Err(_) => return,
+        };
+        if member.out.try_send(Outbound::Text(text)).is_err() {
+            // Too slow to keep up (or gone): drop the socket; the client may resume.
+            info!(meeting = %self.id, who = %to, "socket cannot keep up; closing it");
+            self.members.remove(to);
+            self.room.connection_lost(Instant::now(), to);
+        }
+    }
+}

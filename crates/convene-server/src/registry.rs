@@ -1,0 +1,67 @@
+//! Which meeting task owns what: meetings by id, and media connections and tracks
+//! by id, so events from the SFU thread reach the right meeting.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use convene_sfu::{ConnId, SfuEvent, TrackId};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::meeting::MeetingInput;
+
+#[derive(Default, Clone)]
+pub struct Registry {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Default)]
+pub struct Inner {
+    pub meetings: HashMap<String, UnboundedSender<MeetingInput>>,
+    conns: HashMap<ConnId, UnboundedSender<MeetingInput>>,
+    tracks: HashMap<TrackId, UnboundedSender<MeetingInput>>,
+}
+
+impl Registry {
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn add_conn(&self, conn: ConnId, to: UnboundedSender<MeetingInput>) {
+        self.lock().conns.insert(conn, to);
+    }
+
+    pub fn remove_conn(&self, conn: ConnId) {
+        self.lock().conns.remove(&conn);
+    }
+
+    pub fn add_track(&self, track: TrackId, to: UnboundedSender<MeetingInput>) {
+        self.lock().tracks.insert(track, to);
+    }
+
+    pub fn remove_track(&self, track: TrackId) {
+        self.lock().tracks.remove(&track);
+    }
+
+    pub fn meeting_count(&self) -> usize {
+        self.lock().meetings.len()
+    }
+
+    /// Where the SFU thread sends its events.
+    pub fn sfu_event_sink(&self) -> impl FnMut(SfuEvent) + Send + 'static {
+        let registry = self.clone();
+        move |event| {
+            let inner = registry.lock();
+            let to = match &event {
+                SfuEvent::Offer { conn, .. }
+                | SfuEvent::Connected(conn)
+                | SfuEvent::Disconnected(conn)
+                | SfuEvent::Closed(conn)
+                | SfuEvent::Failed { conn, .. } => inner.conns.get(conn),
+                SfuEvent::Speaking { track, .. } => inner.tracks.get(track),
+            };
+            if let Some(to) = to {
+                let _ = to.send(MeetingInput::Sfu(event));
+            }
+        }
+    }
+}

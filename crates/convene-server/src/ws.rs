@@ -1,0 +1,200 @@
+//! One WebSocket per participant: limits on size and rate, JSON parsing, the
+//! first-message-must-be-join rule, keepalive, and clean-up when it goes away.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
+use convene_meeting::protocol::{parse_client_message, ClientMessage, ErrorCode, ServerMessage};
+use convene_meeting::ParticipantId;
+use convene_storage::Meeting;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, oneshot};
+use tracing::debug;
+
+use crate::meeting::{deliver, MeetingInput, Outbound, OUTBOUND_QUEUE};
+use crate::AppState;
+
+/// Largest message we read; larger ones get a "too-large" error. (SDP answers in
+/// big meetings are the largest legitimate messages.)
+pub const MAX_MESSAGE: usize = 256 * 1024;
+/// Frames beyond this are refused by the WebSocket layer itself, which closes.
+pub const MAX_FRAME: usize = 1024 * 1024;
+/// Token bucket: sustained messages per second, and burst.
+const RATE_PER_SEC: f64 = 20.0;
+const RATE_BURST: f64 = 60.0;
+/// After this many refused messages in a row the socket is closed.
+const MAX_REFUSED: u32 = 100;
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+const PING_EVERY: Duration = Duration::from_secs(5);
+/// No frame at all (not even a pong) for this long means the peer is gone.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+
+static NEXT_SOCKET: AtomicU64 = AtomicU64::new(1);
+
+struct RateLimit {
+    tokens: f64,
+    at: Instant,
+}
+
+impl RateLimit {
+    fn new() -> Self {
+        RateLimit { tokens: RATE_BURST, at: Instant::now() }
+    }
+
+    fn allow(&mut self, now: Instant) -> bool {
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * RATE_PER_SEC).min(RATE_BURST);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+fn encode(message: &ServerMessage) -> Message {
+    Message::Text(Utf8Bytes::from(serde_json::to_string(message).unwrap_or_default()))
+}
+
+enum Incoming {
+    Message(ClientMessage),
+    Refused(ServerMessage),
+    Closed,
+}
+
+/// Read the next client message, applying the limits.
+async fn next_message(socket: &mut futures_util::stream::SplitStream<WebSocket>, rate: &mut RateLimit) -> Incoming {
+    loop {
+        let frame = match tokio::time::timeout(IDLE_TIMEOUT, socket.next()).await {
+            Ok(Some(Ok(frame))) => frame,
+            Ok(Some(Err(e))) => {
+                debug!("socket error: {e}");
+                return Incoming::Closed;
+            }
+            Ok(None) | Err(_) => return Incoming::Closed,
+        };
+        let text = match frame {
+            Message::Text(t) => t,
+            Message::Binary(_) => {
+                return Incoming::Refused(ServerMessage::error(ErrorCode::BadJson, "messages are JSON text"))
+            }
+            Message::Close(_) => return Incoming::Closed,
+            Message::Ping(_) | Message::Pong(_) => continue,
+        };
+        if !rate.allow(Instant::now()) {
+            return Incoming::Refused(ServerMessage::error(ErrorCode::RateLimited, "too many messages; slow down"));
+        }
+        if text.len() > MAX_MESSAGE {
+            return Incoming::Refused(ServerMessage::error(
+                ErrorCode::TooLarge,
+                format!("a message is at most {MAX_MESSAGE} bytes"),
+            ));
+        }
+        return match parse_client_message(text.as_str()) {
+            Ok(m) => Incoming::Message(m),
+            Err(e) => Incoming::Refused(ServerMessage::error(e.code, e.message)),
+        };
+    }
+}
+
+pub async fn run(socket: WebSocket, state: Arc<AppState>, meeting: Meeting) {
+    let socket_id = NEXT_SOCKET.fetch_add(1, Ordering::Relaxed);
+    let (mut tx, mut rx) = socket.split();
+    let mut rate = RateLimit::new();
+    let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(OUTBOUND_QUEUE);
+
+    // Until "join" succeeds, this task answers errors itself.
+    let who: ParticipantId = loop {
+        let msg = match tokio::time::timeout(JOIN_TIMEOUT, next_message(&mut rx, &mut rate)).await {
+            Err(_) => {
+                let _ = tx.send(encode(&ServerMessage::error(ErrorCode::WrongState, "no \"join\" in time"))).await;
+                return;
+            }
+            Ok(Incoming::Closed) => return,
+            Ok(Incoming::Refused(err)) => {
+                let _ = tx.send(encode(&err)).await;
+                continue;
+            }
+            Ok(Incoming::Message(m)) => m,
+        };
+        let (reply, result) = oneshot::channel();
+        let input = MeetingInput::Join { msg, out: out_tx.clone(), socket: socket_id, reply };
+        deliver(&state, &meeting.id, &meeting.title, input);
+        match result.await {
+            Ok(Ok(who)) => break who,
+            Ok(Err(e)) => {
+                let _ = tx.send(encode(&ServerMessage::error(e.code, e.message))).await;
+            }
+            Err(_) => return,
+        }
+    };
+    drop(out_tx); // the meeting task holds the only sender now: when it drops it, we close
+
+    let writer = async move {
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.tick().await;
+        loop {
+            tokio::select! {
+                out = out_rx.recv() => match out {
+                    Some(Outbound::Text(text)) => {
+                        if tx.send(Message::Text(Utf8Bytes::from(&*text))).await.is_err() {
+                            break;
+                        }
+                    }
+                    None => {
+                        let _ = tx.send(Message::Close(None)).await;
+                        break;
+                    }
+                },
+                _ = ping.tick() => {
+                    if tx.send(Message::Ping(Default::default())).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+
+    let st = state.clone();
+    let (meeting_id, title) = (meeting.id.clone(), meeting.title.clone());
+    let who_r = who.clone();
+    let reader = async move {
+        let mut refused = 0u32;
+        loop {
+            match next_message(&mut rx, &mut rate).await {
+                Incoming::Closed => return false,
+                Incoming::Refused(ServerMessage::Error { code, message }) => {
+                    refused += 1;
+                    if refused > MAX_REFUSED {
+                        return false;
+                    }
+                    // Through the meeting task, so errors keep their order with other output.
+                    let input = MeetingInput::Refused { who: who_r.clone(), socket: socket_id, code, message };
+                    deliver(&st, &meeting_id, &title, input);
+                }
+                Incoming::Refused(_) => {}
+                Incoming::Message(msg) => {
+                    refused = 0;
+                    let leaving = matches!(msg, ClientMessage::Leave {});
+                    let input = MeetingInput::Message { who: who_r.clone(), socket: socket_id, msg };
+                    deliver(&st, &meeting_id, &title, input);
+                    if leaving {
+                        return true;
+                    }
+                }
+            }
+        }
+    };
+
+    let left = tokio::select! {
+        _ = writer => false,
+        left = reader => left,
+    };
+    if !left {
+        let input = MeetingInput::SocketClosed { who, socket: socket_id };
+        deliver(&state, &meeting.id, &meeting.title, input);
+    }
+}

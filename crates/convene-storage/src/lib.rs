@@ -1,0 +1,148 @@
+//! Convene's storage. SQLite by default: one file in the data folder, schema
+//! migrations embedded from `migrations/` and applied in order at open.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_meetings.sql")];
+
+/// Meeting ids are the join link's secret for now: 60 random bits in a form that
+/// is easy to read aloud (no 0/o, 1/l).
+const ID_ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("could not create the data folder: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the database was written by a newer Convene (schema {found}, this one knows {known})")]
+    TooNew { found: usize, known: usize },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meeting {
+    pub id: String,
+    pub title: String,
+    pub created_at: i64,
+}
+
+pub struct Storage {
+    conn: Mutex<Connection>,
+}
+
+impl Storage {
+    /// Open (creating if needed) `convene.db` in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(data_dir)?;
+        let conn = Connection::open(data_dir.join("convene.db"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        Self::from_connection(conn)
+    }
+
+    pub fn in_memory() -> Result<Self, StorageError> {
+        Self::from_connection(Connection::open_in_memory()?)
+    }
+
+    fn from_connection(mut conn: Connection) -> Result<Self, StorageError> {
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrate(&mut conn)?;
+        Ok(Storage { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn create_meeting(&self, title: &str) -> Result<Meeting, StorageError> {
+        let meeting = Meeting { id: new_meeting_id(), title: title.to_string(), created_at: unix_secs() };
+        self.conn().execute(
+            "INSERT INTO meetings (id, title, created_at) VALUES (?1, ?2, ?3)",
+            params![meeting.id, meeting.title, meeting.created_at],
+        )?;
+        Ok(meeting)
+    }
+
+    pub fn meeting(&self, id: &str) -> Result<Option<Meeting>, StorageError> {
+        let found = self
+            .conn()
+            .query_row("SELECT id, title, created_at FROM meetings WHERE id = ?1", params![id], |r| {
+                Ok(Meeting { id: r.get(0)?, title: r.get(1)?, created_at: r.get(2)? })
+            })
+            .optional()?;
+        Ok(found)
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
+    let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+    if version > MIGRATIONS.len() {
+        return Err(StorageError::TooNew { found: version, known: MIGRATIONS.len() });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+pub fn new_meeting_id() -> String {
+    let mut id = String::with_capacity(14);
+    for i in 0..12 {
+        if i > 0 && i % 4 == 0 {
+            id.push('-');
+        }
+        id.push(ID_ALPHABET[rand::random_range(0..ID_ALPHABET.len())] as char);
+    }
+    id
+}
+
+/// Whether `s` has the shape of a meeting id (checked before any lookup).
+pub fn is_meeting_id(s: &str) -> bool {
+    s.len() == 14
+        && s.bytes().enumerate().all(|(i, b)| if i % 5 == 4 { b == b'-' } else { ID_ALPHABET.contains(&b) })
+}
+
+fn unix_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meetings_survive_reopening_the_file() {
+        let dir = std::env::temp_dir().join(format!("convene-storage-{}", new_meeting_id()));
+        let m = Storage::open(&dir).unwrap().create_meeting("Weekly sync").unwrap();
+        let s = Storage::open(&dir).unwrap();
+        assert_eq!(s.meeting(&m.id).unwrap(), Some(m));
+        assert_eq!(s.meeting("nope-nope-nope").unwrap(), None);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn ids_have_the_documented_shape() {
+        for _ in 0..100 {
+            let id = new_meeting_id();
+            assert!(is_meeting_id(&id), "{id}");
+        }
+        assert!(!is_meeting_id("abcd-efgh-ijk1"));
+        assert!(!is_meeting_id("../../etc/passwd"));
+        assert!(!is_meeting_id(""));
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        assert!(matches!(Storage::from_connection(conn), Err(StorageError::TooNew { .. })));
+    }
+}
