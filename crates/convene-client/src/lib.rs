@@ -1,1 +1,319 @@
-pub fn x(){}
+//! A headless Convene participant. It speaks only the documented signalling
+//! protocol (docs/protocol.md) with plain JSON, so it checks the document as much
+//! as the server; it publishes synthetic VP8 and Opus as real RTP through str0m and
+//! counts what it receives per (participant, source).
+
+mod synth;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use str0m::change::SdpOffer;
+use str0m::media::Mid;
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo};
+use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub use synth::{Synth, SynthKind};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+#[derive(Debug, Default, Clone)]
+pub struct StreamCount {
+    pub packets: u64,
+    pub bytes: u64,
+    pub keyframes: u64,
+    /// Sequence numbers skipped (loss, or a broken rewrite).
+    pub gaps: u64,
+    pub last_seq: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+struct SlotInfo {
+    direction: String,
+    participant: Option<String>,
+    source: Option<String>,
+}
+
+pub struct Client {
+    ws: Ws,
+    socket: UdpSocket,
+    local: SocketAddr,
+    rtc: Rtc,
+    pub participant_id: String,
+    pub resume_token: String,
+    pub meeting_title: String,
+    /// participant id → last participant object the server sent.
+    pub participants: BTreeMap<String, Value>,
+    pub chat: Vec<Value>,
+    pub errors: Vec<Value>,
+    pub speaking: BTreeMap<String, bool>,
+    pub left: Vec<(String, String)>,
+    /// Every server message, in order, for assertions.
+    pub log: Vec<Value>,
+    pub offers: u64,
+    slots: HashMap<Mid, SlotInfo>,
+    /// (participant id, source) → what arrived.
+    pub received: BTreeMap<(String, String), StreamCount>,
+    synths: Vec<(String, Synth)>,
+    buf: Vec<u8>,
+    pub media_connected: bool,
+}
+
+impl Client {
+    /// Open the signalling socket and join as `name` (or resume with a token).
+    pub async fn join(base_url: &str, meeting: &str, name: &str, resume: Option<&str>) -> Result<Client, String> {
+        let ws_url = format!("{}/api/meetings/{meeting}/ws", base_url.replacen("http", "ws", 1));
+        let (ws, _) = tokio_tungstenite::connect_async(&ws_url).await.map_err(|e| e.to_string())?;
+        let socket = UdpSocket::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+        let local = socket.local_addr().map_err(|e| e.to_string())?;
+        let mut rtc = RtcConfig::new().set_rtp_mode(true).clear_codecs().enable_opus(true, false).enable_vp8(true).build(Instant::now());
+        rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| e.to_string())?);
+        let mut c = Client {
+            ws,
+            socket,
+            local,
+            rtc,
+            participant_id: String::new(),
+            resume_token: String::new(),
+            meeting_title: String::new(),
+            participants: BTreeMap::new(),
+            chat: Vec::new(),
+            errors: Vec::new(),
+            speaking: BTreeMap::new(),
+            left: Vec::new(),
+            log: Vec::new(),
+            offers: 0,
+            slots: HashMap::new(),
+            received: BTreeMap::new(),
+            synths: Vec::new(),
+            buf: vec![0; 2000],
+            media_connected: false,
+        };
+        let mut join = json!({"type": "join", "protocol": 1, "name": name});
+        if let Some(token) = resume {
+            join["resume"] = json!(token);
+        }
+        c.send(join).await?;
+        let ok = c.run_until(Duration::from_secs(5), |c| !c.participant_id.is_empty() || !c.errors.is_empty()).await;
+        if !ok || c.participant_id.is_empty() {
+            return Err(format!("join failed: {:?}", c.errors));
+        }
+        Ok(c)
+    }
+
+    pub async fn send(&mut self, msg: Value) -> Result<(), String> {
+        self.ws.send(Message::text(msg.to_string())).await.map_err(|e| e.to_string())
+    }
+
+    pub async fn send_raw(&mut self, msg: Message) -> Result<(), String> {
+        self.ws.send(msg).await.map_err(|e| e.to_string())
+    }
+
+    /// Publish a synthetic source ("microphone", "camera", "screen", "screen-audio").
+    pub async fn publish(&mut self, source: &str, kbps: u32) -> Result<(), String> {
+        let kind = if source == "microphone" || source == "screen-audio" { SynthKind::Opus } else { SynthKind::Vp8 { kbps, fps: 25 } };
+        self.synths.push((source.to_string(), Synth::new(kind, Instant::now())));
+        self.send(json!({"type": "publish", "source": source})).await
+    }
+
+    pub async fn chat(&mut self, text: &str) -> Result<(), String> {
+        self.send(json!({"type": "chat", "text": text})).await
+    }
+
+    pub async fn leave(mut self) {
+        let _ = self.send(json!({"type": "leave"})).await;
+        let _ = self.ws.close(None).await;
+    }
+
+    /// Vanish without a word: sockets dropped, as when a laptop lid closes.
+    pub fn vanish(self) {}
+
+    /// Run the client until `done` holds or `timeout` passes; true if `done` held.
+    pub async fn run_until(&mut self, timeout: Duration, mut done: impl FnMut(&Client) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if done(self) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            let rtc_timeout = self.drain();
+            let next_media = self.synths.iter().map(|(_, s)| s.next_at()).min();
+            let mut wake = deadline.min(rtc_timeout);
+            if let Some(t) = next_media {
+                wake = wake.min(t);
+            }
+            let wait = wake.saturating_duration_since(Instant::now()).max(Duration::from_micros(100));
+            tokio::select! {
+                msg = self.ws.next() => match msg {
+                    Some(Ok(Message::Text(t))) => {
+                        if let Ok(v) = serde_json::from_str::<Value>(&t) {
+                            self.on_message(v).await;
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => {
+                        self.errors.push(json!({"type": "closed"}));
+                        return done(self);
+                    }
+                },
+                r = self.socket.recv_from(&mut self.buf) => {
+                    if let Ok((n, source)) = r {
+                        if let Ok(contents) = self.buf[..n].try_into() {
+                            let input = Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source, destination: self.local, contents });
+                            let _ = self.rtc.handle_input(input);
+                        }
+                    }
+                }
+                _ = tokio::time::sleep(wait) => {
+                    let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
+                }
+            }
+            self.drain();
+            self.send_due_media();
+        }
+    }
+
+    /// Drain str0m's output; returns its next timeout.
+    fn drain(&mut self) -> Instant {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => return t,
+                Ok(Output::Transmit(t)) => {
+                    let _ = self.socket.try_send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Event(e)) => self.on_event(e),
+                Err(_) => return Instant::now() + Duration::from_millis(10),
+            }
+        }
+    }
+
+    fn on_event(&mut self, e: Event) {
+        match e {
+            Event::Connected => self.media_connected = true,
+            Event::RtpPacket(pkt) => {
+                let Some(mid) = self.rtc.direct_api().stream_rx(&pkt.header.ssrc).map(|s| s.mid()) else { return };
+                let Some(info) = self.slots.get(&mid) else { return };
+                let (Some(p), Some(s)) = (&info.participant, &info.source) else { return };
+                let count = self.received.entry((p.clone(), s.clone())).or_default();
+                count.packets += 1;
+                count.bytes += pkt.payload.len() as u64;
+                if synth::is_keyframe_start(&pkt.payload) {
+                    count.keyframes += 1;
+                }
+                let seq = *pkt.seq_no;
+                if let Some(last) = count.last_seq {
+                    if seq > last + 1 {
+                        count.gaps += seq - last - 1;
+                    }
+                }
+                count.last_seq = Some(count.last_seq.map_or(seq, |l| l.max(seq)));
+            }
+            _ => {}
+        }
+    }
+
+    fn send_due_media(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.synths.len() {
+            let source = self.synths[i].0.clone();
+            let Some(mid) = self.slots.iter().find(|(_, s)| s.direction == "send" && s.source.as_deref() == Some(&source)).map(|(m, _)| *m) else {
+                continue;
+            };
+            while self.synths[i].1.next_at() <= now {
+                let packets = self.synths[i].1.next_frame();
+                let pt = {
+                    let want = if self.synths[i].1.is_audio() { str0m::format::Codec::Opus } else { str0m::format::Codec::Vp8 };
+                    match self.rtc.codec_config().params().iter().find(|p| p.spec().codec == want) {
+                        Some(p) => p.pt(),
+                        None => break,
+                    }
+                };
+                for p in packets {
+                    let mut api = self.rtc.direct_api();
+                    let Some(tx) = api.stream_tx_by_mid(mid, None) else { break };
+                    let mut ext = ExtensionValues::default();
+                    if let Some(level) = p.audio_level {
+                        ext.audio_level = Some(level);
+                        ext.voice_activity = Some(true);
+                    }
+                    tx.write_rtp(RtpWrite::new(pt, SeqNo::from(p.seq), p.timestamp, now, p.payload).marker(p.marker).ext_vals(ext).nackable(true));
+                    self.drain();
+                }
+            }
+        }
+    }
+
+    async fn on_message(&mut self, v: Value) {
+        self.log.push(v.clone());
+        match v["type"].as_str().unwrap_or("") {
+            "welcome" => {
+                self.participant_id = v["participantId"].as_str().unwrap_or("").to_string();
+                self.resume_token = v["resumeToken"].as_str().unwrap_or("").to_string();
+                self.meeting_title = v["meeting"]["title"].as_str().unwrap_or("").to_string();
+                self.participants.clear();
+                for p in v["participants"].as_array().into_iter().flatten() {
+                    self.participants.insert(p["id"].as_str().unwrap_or("").to_string(), p.clone());
+                }
+                self.chat.extend(v["chat"].as_array().into_iter().flatten().cloned());
+            }
+            "participant-joined" | "participant-updated" => {
+                let p = &v["participant"];
+                self.participants.insert(p["id"].as_str().unwrap_or("").to_string(), p.clone());
+            }
+            "participant-left" => {
+                let id = v["participantId"].as_str().unwrap_or("").to_string();
+                self.participants.remove(&id);
+                self.left.push((id, v["reason"].as_str().unwrap_or("").to_string()));
+            }
+            "chat" => self.chat.push(v["message"].clone()),
+            "speaking" => {
+                self.speaking.insert(v["participantId"].as_str().unwrap_or("").to_string(), v["speaking"].as_bool().unwrap_or(false));
+            }
+            "error" => self.errors.push(v),
+            "offer" => {
+                self.offers += 1;
+                let Ok(offer) = SdpOffer::from_sdp_string(v["sdp"].as_str().unwrap_or("")) else {
+                    self.errors.push(json!({"type": "client", "message": "unparseable offer"}));
+                    return;
+                };
+                let answer = match self.rtc.sdp_api().accept_offer(offer) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        self.errors.push(json!({"type": "client", "message": e.to_string()}));
+                        return;
+                    }
+                };
+                self.slots.clear();
+                for t in v["tracks"].as_array().into_iter().flatten() {
+                    let Some(mid) = t["mid"].as_str() else { continue };
+                    self.slots.insert(
+                        Mid::from(mid),
+                        SlotInfo {
+                            direction: t["direction"].as_str().unwrap_or("").to_string(),
+                            participant: t["participantId"].as_str().map(str::to_string),
+                            source: t["source"].as_str().map(str::to_string),
+                        },
+                    );
+                }
+                self.drain();
+                let _ = self.send(json!({"type": "answer", "sdp": answer.to_sdp_string()})).await;
+            }
+            _ => {}
+        }
+    }
+
+    /// Packets received from `participant`'s `source`.
+    pub fn received_from(&self, participant: &str, source: &str) -> StreamCount {
+        self.received.get(&(participant.to_string(), source.to_string())).cloned().unwrap_or_default()
+    }
+}

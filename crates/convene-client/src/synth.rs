@@ -1,0 +1,108 @@
+//! Synthetic media, generated as RTP payloads without an encoder: VP8-shaped
+//! video (descriptor, keyframe every 2 s, MTU-sized packets, marker on the last
+//! packet of a frame) and Opus-sized audio at 50 packets/s.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const MAX_PAYLOAD: usize = 1100;
+const KEYFRAME_EVERY: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy)]
+pub enum SynthKind {
+    Opus,
+    Vp8 { kbps: u32, fps: u32 },
+}
+
+pub struct Packet {
+    pub seq: u64,
+    pub timestamp: u32,
+    pub marker: bool,
+    pub payload: Arc<[u8]>,
+    pub audio_level: Option<i8>,
+}
+
+pub struct Synth {
+    kind: SynthKind,
+    started: Instant,
+    next: Instant,
+    frame: u64,
+    seq: u64,
+    last_keyframe: Option<Instant>,
+    filler: Arc<[u8]>,
+}
+
+impl Synth {
+    pub fn new(kind: SynthKind, now: Instant) -> Self {
+        Synth { kind, started: now, next: now, frame: 0, seq: 1, last_keyframe: None, filler: vec![0x5a; MAX_PAYLOAD].into() }
+    }
+
+    pub fn is_audio(&self) -> bool {
+        matches!(self.kind, SynthKind::Opus)
+    }
+
+    pub fn next_at(&self) -> Instant {
+        self.next
+    }
+
+    fn interval(&self) -> Duration {
+        match self.kind {
+            SynthKind::Opus => Duration::from_millis(20),
+            SynthKind::Vp8 { fps, .. } => Duration::from_micros(1_000_000 / u64::from(fps.max(1))),
+        }
+    }
+
+    /// The packets of the next frame, and schedule the one after.
+    pub fn next_frame(&mut self) -> Vec<Packet> {
+        let at = self.next;
+        self.next += self.interval();
+        self.frame += 1;
+        let elapsed = at.duration_since(self.started);
+        match self.kind {
+            SynthKind::Opus => {
+                let ts = (elapsed.as_micros() * 48 / 1000) as u32;
+                let seq = self.seq;
+                self.seq += 1;
+                vec![Packet { seq, timestamp: ts, marker: false, payload: self.filler[..80].into(), audio_level: Some(-30) }]
+            }
+            SynthKind::Vp8 { kbps, fps } => {
+                let ts = (elapsed.as_micros() * 90 / 1000) as u32;
+                let key = self.last_keyframe.is_none_or(|t| at.duration_since(t) >= KEYFRAME_EVERY);
+                if key {
+                    self.last_keyframe = Some(at);
+                }
+                let mut bytes = (kbps as usize * 1000 / 8) / fps.max(1) as usize;
+                if key {
+                    bytes *= 4;
+                }
+                let count = bytes.div_ceil(MAX_PAYLOAD).max(1);
+                let picture_id = (self.frame & 0x7fff) as u16;
+                (0..count)
+                    .map(|i| {
+                        let first = i == 0;
+                        let mut p = Vec::with_capacity(MAX_PAYLOAD + 5);
+                        // Descriptor: X=1, S on the first packet, PID 0; I=1; 15-bit picture id.
+                        p.push(if first { 0x90 } else { 0x80 });
+                        p.push(0x80);
+                        p.push(0x80 | (picture_id >> 8) as u8);
+                        p.push(picture_id as u8);
+                        if first {
+                            // VP8 payload header: P bit 0 for a keyframe.
+                            p.push(if key { 0x10 } else { 0x11 });
+                        }
+                        let room = (bytes / count).clamp(8, MAX_PAYLOAD);
+                        p.extend_from_slice(&self.filler[..room]);
+                        let seq = self.seq;
+                        self.seq += 1;
+                        Packet { seq, timestamp: ts, marker: i + 1 == count, payload: p.into(), audio_level: None }
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
+/// The same check the SFU makes, on the client's side.
+pub fn is_keyframe_start(payload: &[u8]) -> bool {
+    payload.len() >= 5 && payload[0] & 0x10 != 0 && payload[0] & 0x07 == 0 && payload[4] & 0x01 == 0 && payload[1] & 0x80 != 0
+}

@@ -1,0 +1,149 @@
+//! Headless str0m participants join through the documented protocol, publish
+//! synthetic media through the real SFU, and receive each other's.
+
+mod common;
+
+use std::time::Duration;
+
+use convene_client::Client;
+
+const T: Duration = Duration::from_secs(10);
+
+/// Run two clients at once (each must keep answering and sending) until both
+/// conditions hold, or `timeout`. Returns whether each held.
+async fn run_pair(
+    a: &mut Client,
+    b: &mut Client,
+    timeout: Duration,
+    cond_a: impl Fn(&Client) -> bool,
+    cond_b: impl Fn(&Client) -> bool,
+) -> (bool, bool) {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    let (fa, fb) = (AtomicBool::new(false), AtomicBool::new(false));
+    tokio::join!(
+        a.run_until(timeout, |c| {
+            if cond_a(c) {
+                fa.store(true, SeqCst);
+            }
+            fa.load(SeqCst) && fb.load(SeqCst)
+        }),
+        b.run_until(timeout, |c| {
+            if cond_b(c) {
+                fb.store(true, SeqCst);
+            }
+            fa.load(SeqCst) && fb.load(SeqCst)
+        })
+    );
+    (fa.load(SeqCst), fb.load(SeqCst))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_participants_exchange_media_chat_and_speaking() {
+    let server = common::server().await;
+    let url = server.url.clone();
+    let meeting = common::create_meeting(&server, "Media check").await;
+
+    let mut ann = Client::join(&url, &meeting, "Ann", None).await.unwrap();
+    assert_eq!(ann.meeting_title, "Media check");
+    ann.publish("camera", 500).await.unwrap();
+    ann.publish("microphone", 0).await.unwrap();
+    let mut bob = Client::join(&url, &meeting, "Bob", None).await.unwrap();
+    bob.publish("microphone", 0).await.unwrap();
+    let ann_id = ann.participant_id.clone();
+    let bob_id = bob.participant_id.clone();
+
+    // Both run at once: each has to answer offers and send media.
+    let (ann_ok, bob_ok) = run_pair(
+        &mut ann,
+        &mut bob,
+        T,
+        |c| c.received_from(&bob_id, "microphone").packets > 50,
+        |c| {
+            let v = c.received_from(&ann_id, "camera");
+            v.keyframes > 0 && v.packets > 100 && c.received_from(&ann_id, "microphone").packets > 50
+        },
+    )
+    .await;
+    assert!(ann_ok, "Ann receives Bob's audio: {:?}", ann.received);
+    assert!(bob_ok, "Bob receives Ann's video and audio: {:?}", bob.received);
+    let cam = bob.received_from(&ann_id, "camera");
+    assert_eq!(cam.gaps, 0, "no loss on loopback");
+
+    // Speaking indicator from the audio-level extension.
+    let (_, spoke) = run_pair(&mut ann, &mut bob, T, |_| true, |c| c.speaking.get(&ann_id) == Some(&true)).await;
+    assert!(spoke, "Bob sees Ann speaking");
+
+    bob.chat("hello from Bob").await.unwrap();
+    let (got, _) = run_pair(
+        &mut ann,
+        &mut bob,
+        T,
+        |c| c.chat.iter().any(|m| m["text"] == "hello from Bob" && m["name"] == "Bob"),
+        |c| c.chat.iter().any(|m| m["text"] == "hello from Bob"),
+    )
+    .await;
+    assert!(got, "chat reaches Ann");
+
+    ann.leave().await;
+    assert!(
+        bob.run_until(T, |c| c.left.iter().any(|(id, why)| *id == ann_id && why == "left")).await,
+        "Bob sees Ann leave"
+    );
+    assert_eq!(bob.participants.len(), 1);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_that_reconnects_keeps_its_place_and_the_stream_stays_continuous() {
+    let server = common::server_with(|c| c.reconnect_grace = 5).await;
+    let url = server.url.clone();
+    let meeting = common::create_meeting(&server, "Reconnect").await;
+    let mut ann = Client::join(&url, &meeting, "Ann", None).await.unwrap();
+    ann.publish("camera", 300).await.unwrap();
+    let mut bob = Client::join(&url, &meeting, "Bob", None).await.unwrap();
+    let ann_id = ann.participant_id.clone();
+    let (_, ok) = run_pair(&mut ann, &mut bob, T, |_| true, |c| c.received_from(&ann_id, "camera").packets > 50).await;
+    assert!(ok);
+    let before = bob.received_from(&ann_id, "camera");
+    let offers_before = bob.offers;
+
+    // Ann's network drops: both her sockets vanish without a goodbye.
+    let token = ann.resume_token.clone();
+    ann.vanish();
+    assert!(
+        bob.run_until(T, |c| c.participants.get(&ann_id).is_some_and(|p| p["connected"] == false)).await,
+        "Bob sees Ann reconnecting"
+    );
+    let mut ann = Client::join(&url, &meeting, "Ann", Some(&token)).await.unwrap();
+    assert_eq!(ann.participant_id, ann_id, "same participant after resume");
+    ann.publish("camera", 300).await.unwrap();
+    let (_, ok) = run_pair(&mut ann, &mut bob, T, |_| true, |c| {
+        c.received_from(&ann_id, "camera").packets > before.packets + 100
+    })
+    .await;
+    assert!(ok, "media resumes: {:?}", bob.received);
+    let after = bob.received_from(&ann_id, "camera");
+    assert_eq!(after.gaps, 0, "the outgoing stream continues without a sequence jump");
+    assert!(after.keyframes > before.keyframes, "the new source starts at a keyframe");
+    assert!(bob.left.is_empty(), "no one left");
+    assert_eq!(bob.offers, offers_before, "Bob's media was not renegotiated");
+    assert!(bob.participants[&ann_id]["connected"] == true);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_participant_is_removed_after_the_grace_period() {
+    let server = common::server_with(|c| c.reconnect_grace = 1).await;
+    let url = server.url.clone();
+    let meeting = common::create_meeting(&server, "Vanish").await;
+    let ann = Client::join(&url, &meeting, "Ann", None).await.unwrap();
+    let mut bob = Client::join(&url, &meeting, "Bob", None).await.unwrap();
+    let ann_id = ann.participant_id.clone();
+    ann.vanish();
+    assert!(
+        bob.run_until(Duration::from_secs(5), |c| c.left.iter().any(|(id, why)| *id == ann_id && why == "disconnected"))
+            .await
+    );
+    assert!(!bob.participants.contains_key(&ann_id));
+    server.shutdown().await;
+}
