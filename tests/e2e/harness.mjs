@@ -1,0 +1,132 @@
+// Shared pieces of the end-to-end tests: start the real server binary, launch
+// real Chromium with fake devices, read WebRTC stats from pages.
+import { spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** Start target/release/convene on loopback with a fresh data folder. */
+export async function startServer(extraArgs = []) {
+  const bin = process.env.CONVENE_BIN || join(ROOT, 'target', 'release', 'convene');
+  const dataDir = mkdtempSync(join(tmpdir(), 'convene-e2e-'));
+  const proc = spawn(bin, ['--listen', '127.0.0.1:0', '--data-dir', dataDir, '--log', 'warn', ...extraArgs], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const url = await new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`server did not start: ${out}`)), 15000);
+    proc.stdout.on('data', (d) => {
+      out += d;
+      const m = out.match(/Convene is running at (\S+?)\/?\n/);
+      if (m) { clearTimeout(timer); resolve(m[1]); }
+    });
+    proc.on('exit', (code) => reject(new Error(`server exited with ${code}: ${out}`)));
+  });
+  return { url, proc, stop: () => proc.kill('SIGTERM') };
+}
+
+const ARGS = [
+  '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
+  '--auto-select-desktop-capture-source=Entire screen',
+  '--autoplay-policy=no-user-gesture-required',
+  '--disable-features=WebRtcHideLocalIpsWithMdns', '--allow-loopback-in-peer-connection',
+  '--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1',
+];
+
+/** One browser process per person, so one can vanish without the others. */
+export async function launchPerson() {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: ARGS,
+  });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  // Test-only: keep every RTCPeerConnection the page makes, to read its stats.
+  await context.addInitScript(() => {
+    const Orig = window.RTCPeerConnection;
+    /** @type {any} */ (window).__pcs = [];
+    window.RTCPeerConnection = class extends Orig {
+      constructor(...args) { super(...args); /** @type {any} */ (window).__pcs.push(this); }
+    };
+  });
+  const page = await context.newPage();
+  page.on('pageerror', (e) => console.error('page error:', e.message));
+  return { browser, page };
+}
+
+/** Inbound RTP totals of the page's live peer connection. */
+export async function inbound(page) {
+  return page.evaluate(async () => {
+    const pcs = /** @type {any} */ (window).__pcs.filter((pc) => pc.connectionState !== 'closed');
+    const out = { video: [], audio: [] };
+    for (const pc of pcs) {
+      const stats = await pc.getStats();
+      stats.forEach((s) => {
+        if (s.type !== 'inbound-rtp') return;
+        if (s.kind === 'video') out.video.push({ mid: s.mid, framesDecoded: s.framesDecoded || 0, bytes: s.bytesReceived || 0 });
+        if (s.kind === 'audio') out.audio.push({ mid: s.mid, packets: s.packetsReceived || 0, bytes: s.bytesReceived || 0 });
+      });
+    }
+    return out;
+  });
+}
+
+/** Wait until `check()` returns a truthy value; returns it. */
+export async function until(what, check, timeoutMs = 15000) {
+  const end = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < end) {
+    last = await check();
+    if (last) return last;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+/**
+ * The number of remote video streams whose decoded frame count rises over a
+ * second (really playing, not just negotiated).
+ */
+export async function decodingVideos(page) {
+  const a = await inbound(page);
+  await new Promise((r) => setTimeout(r, 1000));
+  const b = await inbound(page);
+  return b.video.filter((v) => {
+    const before = a.video.find((x) => x.mid === v.mid);
+    return before && v.framesDecoded > before.framesDecoded;
+  }).length;
+}
+
+export async function receivingAudio(page) {
+  const a = await inbound(page);
+  await new Promise((r) => setTimeout(r, 1000));
+  const b = await inbound(page);
+  return b.audio.filter((v) => {
+    const before = a.audio.find((x) => x.mid === v.mid);
+    return before && v.bytes > before.bytes;
+  }).length;
+}
+
+/** Go to the join link, give a name, click Join. */
+export async function join(page, link, name, { screenshot } = {}) {
+  await page.goto(link);
+  await page.getByLabel('Your name').fill(name);
+  // Wait for the camera preview before joining, as a person would.
+  await page.waitForFunction(() => {
+    const v = /** @type {HTMLVideoElement} */ (document.getElementById('preview'));
+    return v && v.videoWidth > 0;
+  });
+  if (screenshot) await page.screenshot({ path: screenshot });
+  await page.getByRole('button', { name: 'Join meeting' }).click();
+  await page.locator('#meeting').waitFor({ state: 'visible' });
+}
+
+export async function peopleNames(page) {
+  return page.$$eval('#people li', (lis) => lis.map((li) => li.textContent));
+}

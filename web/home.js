@@ -1,0 +1,43 @@
+// Home page: create a meeting and show its join link.
+export {}; // an ES module: nothing is exported, but its names stay its own
+
+const form = /** @type {HTMLFormElement} */ (document.getElementById('create'));
+const title = /** @type {HTMLInputElement} */ (document.getElementById('title'));
+const error = /** @type {HTMLElement} */ (document.getElementById('create-error'));
+const created = /** @type {HTMLElement} */ (document.getElementById('created'));
+const link = /** @type {HTMLInputElement} */ (document.getElementById('join-link'));
+const copy = /** @type {HTMLButtonElement} */ (document.getElementById('copy'));
+const open = /** @type {HTMLAnchorElement} */ (document.getElementById('open'));
+
+form.addEventListener('submit', async (event) => {
+  event.preventDefault();
+  error.hidden = true;
+  try {
+    const res = await fetch('/api/meetings', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ title: title.value }),
+    });
+    const body = await res.json();
+    if (!res.ok) throw new Error(body.error || `the server said ${res.status}`);
+    // The link is shown as the server knows it; we navigate within this origin.
+    link.value = body.joinUrl;
+    open.href = `/m/${body.id}`;
+    created.hidden = false;
+    link.focus();
+    link.select();
+  } catch (e) {
+    error.textContent = `Could not create the meeting: ${e instanceof Error ? e.message : e}`;
+    error.hidden = false;
+  }
+});
+
+copy.addEventListener('click', async () => {
+  try {
+    await navigator.clipboard.writeText(link.value);
+    copy.textContent = 'Copied';
+  } catch {
+    link.select();
+    copy.textContent = 'Press Ctrl+C to copy';
+  }
+});

@@ -1,0 +1,468 @@
+// The meeting page: pre-join screen, then the meeting itself.
+import { Signalling } from './signalling.js';
+import { Call } from './call.js';
+
+const $ = (/** @type {string} */ id) => /** @type {any} */ (document.getElementById(id));
+const meetingId = location.pathname.split('/').pop() || '';
+
+/** Local media: what this browser captures. */
+const local = {
+  /** @type {MediaStreamTrack | null} */ mic: null,
+  /** @type {MediaStreamTrack | null} */ camera: null,
+  /** @type {MediaStream | null} */ screen: null,
+  micMuted: false,
+  cameraOn: true,
+};
+
+/** @type {Signalling | null} */ let signalling = null;
+/** @type {Call | null} */ let call = null;
+let me = '';
+/** @type {Map<string, any>} */ const participants = new Map();
+const speaking = new Set();
+let joinClickedAt = 0;
+let firstFrameReported = false;
+let unreadChat = 0;
+
+// ---------- pre-join ----------
+
+async function loadMeeting() {
+  const res = await fetch(`/api/meetings/${meetingId}`);
+  if (!res.ok) { location.replace('/'); return; }
+  const m = await res.json();
+  document.title = `${m.title} · Convene`;
+  for (const el of document.querySelectorAll('.meeting-title')) el.textContent = m.title;
+}
+
+async function getMedia(cameraId, micId) {
+  const stream = await navigator.mediaDevices.getUserMedia({
+    audio: micId ? { deviceId: { exact: micId } } : true,
+    video: cameraId ? { deviceId: { exact: cameraId } } : { width: 640, height: 480 },
+  });
+  local.mic?.stop();
+  local.camera?.stop();
+  local.mic = stream.getAudioTracks()[0] || null;
+  local.camera = stream.getVideoTracks()[0] || null;
+  showPreview();
+  startMeter();
+}
+
+function showPreview() {
+  const on = !!local.camera && !$('join-camera-off').checked;
+  $('preview').srcObject = on ? new MediaStream([/** @type {MediaStreamTrack} */ (local.camera)]) : null;
+  $('preview-off').hidden = on;
+}
+
+/** @type {AudioContext | null} */ let audioCtx = null;
+let meterTimer = 0;
+function startMeter() {
+  if (!local.mic) return;
+  audioCtx ??= new AudioContext();
+  const analyser = audioCtx.createAnalyser();
+  analyser.fftSize = 512;
+  audioCtx.createMediaStreamSource(new MediaStream([local.mic])).connect(analyser);
+  const data = new Float32Array(analyser.fftSize);
+  clearInterval(meterTimer);
+  meterTimer = window.setInterval(() => {
+    analyser.getFloatTimeDomainData(data);
+    let sum = 0;
+    for (const v of data) sum += v * v;
+    $('mic-meter').value = Math.min(1, Math.sqrt(sum / data.length) * 4);
+  }, 100);
+}
+
+async function fillDevices() {
+  const devices = await navigator.mediaDevices.enumerateDevices();
+  /** @type {Array<[string, string, MediaStreamTrack | null]>} */
+  const pickers = [['camera-select', 'videoinput', local.camera], ['mic-select', 'audioinput', local.mic]];
+  for (const [selectId, kind, track] of pickers) {
+    const select = $(selectId);
+    select.replaceChildren();
+    devices.filter((d) => d.kind === kind).forEach((d, i) => {
+      const opt = new Option(d.label || `${kind === 'videoinput' ? 'Camera' : 'Microphone'} ${i + 1}`, d.deviceId);
+      opt.selected = track?.getSettings().deviceId === d.deviceId;
+      select.add(opt);
+    });
+    select.disabled = select.options.length === 0;
+  }
+}
+
+async function setupPrejoin() {
+  $('name').value = localStorage.getItem('convene-name') || '';
+  try {
+    await getMedia();
+    await fillDevices();
+  } catch (e) {
+    $('device-error').textContent = `Camera or microphone unavailable (${e instanceof Error ? e.message : e}). You can still join and listen.`;
+    $('device-error').hidden = false;
+  }
+  $('camera-select').addEventListener('change', () => getMedia($('camera-select').value, $('mic-select').value).catch(() => {}));
+  $('mic-select').addEventListener('change', () => getMedia($('camera-select').value, $('mic-select').value).catch(() => {}));
+  $('join-camera-off').addEventListener('change', showPreview);
+  $('join-form').addEventListener('submit', (/** @type {Event} */ e) => {
+    e.preventDefault();
+    const name = $('name').value.trim();
+    if (!name) return;
+    localStorage.setItem('convene-name', name);
+    joinClickedAt = performance.now();
+    enterMeeting(name);
+  });
+}
+
+// ---------- in the meeting ----------
+
+function enterMeeting(name) {
+  local.cameraOn = !!local.camera && !$('join-camera-off').checked;
+  if (!local.cameraOn) { local.camera?.stop(); local.camera = null; }
+  local.micMuted = $('join-mic-off').checked;
+  if (local.mic) local.mic.enabled = !local.micMuted;
+  clearInterval(meterTimer);
+  $('prejoin').hidden = true;
+  $('left').hidden = true;
+  $('meeting').hidden = false;
+  updateControls();
+  signalling = new Signalling(meetingId, name);
+  signalling.addEventListener('message', (e) => onMessage(/** @type {CustomEvent} */ (e).detail));
+  signalling.addEventListener('lost', () => {
+    setStatus('Connection lost. Reconnecting…', true);
+    call?.close();
+    call = null;
+  });
+  signalling.connect();
+}
+
+function localTrack(source) {
+  if (source === 'microphone') return local.mic;
+  if (source === 'camera') return local.camera;
+  if (source === 'screen') return local.screen?.getVideoTracks()[0] || null;
+  if (source === 'screen-audio') return local.screen?.getAudioTracks()[0] || null;
+  return null;
+}
+
+/** Sources we publish now (sent after every welcome, so a resume restores them). */
+function localSources() {
+  const s = [];
+  if (local.mic) s.push('microphone');
+  if (local.camera && local.cameraOn) s.push('camera');
+  if (local.screen?.getVideoTracks()[0]) s.push('screen');
+  if (local.screen?.getAudioTracks()[0]) s.push('screen-audio');
+  return s;
+}
+
+function send(msg) { signalling?.send(msg); }
+
+function onMessage(msg) {
+  switch (msg.type) {
+    case 'welcome': {
+      me = msg.participantId;
+      participants.clear();
+      for (const p of msg.participants) participants.set(p.id, p);
+      call?.close();
+      call = new Call(send, localTrack);
+      call.addEventListener('tracks', render);
+      call.addEventListener('state', (e) => {
+        const state = /** @type {CustomEvent} */ (e).detail;
+        if (state === 'failed') signalling?.reconnect();
+      });
+      const mine = participants.get(me)?.sources || [];
+      const want = localSources();
+      for (const s of mine) if (!want.includes(s)) send({ type: 'unpublish', source: s });
+      for (const s of want) send({ type: 'publish', source: s });
+      if (local.micMuted && want.includes('microphone')) send({ type: 'mute', source: 'microphone', muted: true });
+      $('chat-log').replaceChildren();
+      for (const m of msg.chat) addChat(m);
+      setStatus('');
+      render();
+      break;
+    }
+    case 'participant-joined':
+    case 'participant-updated':
+      participants.set(msg.participant.id, msg.participant);
+      render();
+      break;
+    case 'participant-left':
+      participants.delete(msg.participantId);
+      speaking.delete(msg.participantId);
+      render();
+      break;
+    case 'offer':
+      call?.handleOffer(msg.sdp, msg.tracks);
+      break;
+    case 'chat':
+      addChat(msg.message);
+      if ($('chat-panel').hidden) { unreadChat++; updateControls(); }
+      break;
+    case 'speaking':
+      if (msg.speaking) speaking.add(msg.participantId); else speaking.delete(msg.participantId);
+      for (const tile of document.querySelectorAll(`.tile[data-id="${CSS.escape(msg.participantId)}"]`)) {
+        tile.classList.toggle('speaking', msg.speaking);
+      }
+      break;
+    case 'error':
+      console.warn('server:', msg.code, msg.message);
+      if (msg.code === 'meeting-full') { signalling?.leave(); showLeft('This meeting is full.'); }
+      else setStatus(msg.message, true);
+      break;
+  }
+}
+
+function setStatus(text, warn = false) {
+  $('status').textContent = text;
+  $('status').classList.toggle('warn', warn);
+}
+
+/** Keep one <video> per stream and only touch it when its track changes. */
+function setVideo(container, track, cls) {
+  let video = container.querySelector('video');
+  if (!track) { video?.remove(); return null; }
+  if (!video) {
+    video = document.createElement('video');
+    video.autoplay = true;
+    video.playsInline = true;
+    video.muted = true; // audio plays from the audio sink
+    if (cls) video.className = cls;
+    container.prepend(video);
+    video.addEventListener('loadeddata', reportFirstFrame, { once: true });
+  }
+  if (video.srcObject?.getVideoTracks()[0] !== track) video.srcObject = new MediaStream([track]);
+  return video;
+}
+
+function reportFirstFrame() {
+  if (firstFrameReported || !joinClickedAt) return;
+  firstFrameReported = true;
+  const ms = Math.round(performance.now() - joinClickedAt);
+  // Read by the end-to-end tests for BENCHMARKS.md.
+  /** @type {any} */ (window).conveneJoinToFirstFrameMs = ms;
+  console.info(`first remote frame ${ms} ms after Join`);
+}
+
+function tileFor(container, id, key) {
+  let tile = container.querySelector(`.tile[data-key="${CSS.escape(key)}"]`);
+  if (!tile) {
+    tile = document.createElement('div');
+    tile.className = 'tile';
+    tile.dataset.key = key;
+    tile.dataset.id = id;
+    tile.setAttribute('role', 'group');
+    const avatar = document.createElement('div');
+    avatar.className = 'avatar';
+    avatar.setAttribute('aria-hidden', 'true');
+    const label = document.createElement('div');
+    label.className = 'label';
+    tile.append(avatar, label);
+    container.append(tile);
+  }
+  return tile;
+}
+
+function render() {
+  const remote = call?.remoteTracks() || new Map();
+  const grid = $('grid');
+  const stage = $('stage');
+  const seen = new Set();
+  const seenStage = new Set();
+  for (const [id, p] of participants) {
+    const isMe = id === me;
+    const tile = tileFor(grid, id, id);
+    seen.add(id);
+    tile.classList.toggle('self', isMe);
+    tile.classList.toggle('away', !p.connected);
+    tile.classList.toggle('speaking', speaking.has(id));
+    const micMuted = p.muted.includes('microphone') || !p.sources.includes('microphone');
+    const name = isMe ? `${p.name} (you)` : p.name;
+    const state = [micMuted ? 'microphone off' : '', p.connected ? '' : 'reconnecting'].filter(Boolean).join(', ');
+    tile.querySelector('.label').textContent = state ? `${name} · ${state}` : name;
+    tile.setAttribute('aria-label', state ? `${name}, ${state}` : name);
+    tile.querySelector('.avatar').textContent = p.name.slice(0, 1).toUpperCase();
+    const camTrack = isMe ? (local.cameraOn ? local.camera : null) : (p.sources.includes('camera') ? remote.get(id)?.get('camera') : null);
+    tile.querySelector('.avatar').hidden = !!setVideo(tile, camTrack || null, '');
+    const screenTrack = isMe ? localTrack('screen') : (p.sources.includes('screen') ? remote.get(id)?.get('screen') : null);
+    if (screenTrack) {
+      const st = tileFor(stage, id, `${id}-screen`);
+      seenStage.add(`${id}-screen`);
+      const label = `${isMe ? 'You are' : `${p.name} is`} sharing the screen`;
+      st.querySelector('.label').textContent = label;
+      st.setAttribute('aria-label', label);
+      st.querySelector('.avatar').hidden = true;
+      setVideo(st, screenTrack, '');
+    }
+    if (!isMe) playAudio(id, remote.get(id));
+  }
+  for (const t of [...grid.querySelectorAll('.tile')]) if (!seen.has(t.dataset.key)) t.remove();
+  for (const t of [...stage.querySelectorAll('.tile')]) if (!seenStage.has(t.dataset.key)) t.remove();
+  for (const a of [...$('audio-sink').querySelectorAll('audio')]) if (!participants.has(a.dataset.id)) a.remove();
+  stage.hidden = seenStage.size === 0;
+  renderPeople();
+}
+
+function playAudio(id, tracks) {
+  const sink = $('audio-sink');
+  for (const source of ['microphone', 'screen-audio']) {
+    const key = `${id}-${source}`;
+    let el = sink.querySelector(`audio[data-key="${CSS.escape(key)}"]`);
+    const track = tracks?.get(source);
+    if (!track) { el?.remove(); continue; }
+    if (!el) {
+      el = document.createElement('audio');
+      el.autoplay = true;
+      el.dataset.key = key;
+      el.dataset.id = id;
+      sink.append(el);
+    }
+    if (el.srcObject?.getAudioTracks()[0] !== track) el.srcObject = new MediaStream([track]);
+  }
+}
+
+function renderPeople() {
+  const list = $('people');
+  list.replaceChildren();
+  for (const [id, p] of participants) {
+    const li = document.createElement('li');
+    const bits = [];
+    if (id === me) bits.push('you');
+    if (p.muted.includes('microphone') || !p.sources.includes('microphone')) bits.push('microphone off');
+    if (!p.sources.includes('camera')) bits.push('camera off');
+    if (p.sources.includes('screen')) bits.push('sharing screen');
+    if (!p.connected) bits.push('reconnecting');
+    li.textContent = bits.length ? `${p.name} (${bits.join(', ')})` : p.name;
+    li.dataset.id = id;
+    list.append(li);
+  }
+  $('people-count').textContent = String(participants.size);
+}
+
+function addChat(m) {
+  const li = document.createElement('li');
+  const who = document.createElement('span');
+  who.className = 'who';
+  who.textContent = m.participantId === me ? `${m.name} (you)` : m.name;
+  const time = document.createElement('time');
+  const at = new Date(m.sentAt);
+  time.dateTime = at.toISOString();
+  time.textContent = at.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  const text = document.createElement('div');
+  text.textContent = m.text;
+  li.append(who, time, text);
+  $('chat-log').append(li);
+  li.scrollIntoView({ block: 'end' });
+}
+
+function updateControls() {
+  const mic = $('mic-btn');
+  mic.disabled = !local.mic;
+  mic.title = local.mic ? '' : 'No microphone available';
+  mic.textContent = local.micMuted ? 'Unmute' : 'Mute';
+  mic.setAttribute('aria-pressed', String(local.micMuted));
+  const cam = $('cam-btn');
+  cam.textContent = local.cameraOn ? 'Stop camera' : 'Start camera';
+  cam.setAttribute('aria-pressed', String(!local.cameraOn));
+  const share = $('share-btn');
+  share.disabled = !navigator.mediaDevices?.getDisplayMedia;
+  share.textContent = local.screen ? 'Stop sharing' : 'Share screen';
+  share.setAttribute('aria-pressed', String(!!local.screen));
+  $('chat-badge').hidden = unreadChat === 0;
+  $('chat-badge').textContent = unreadChat ? `${unreadChat} new` : '';
+}
+
+function togglePanel(panelId, buttonId) {
+  const panel = $(panelId);
+  panel.hidden = !panel.hidden;
+  $(buttonId).setAttribute('aria-expanded', String(!panel.hidden));
+  $('side').hidden = $('people-panel').hidden && $('chat-panel').hidden;
+  if (panelId === 'chat-panel' && !panel.hidden) {
+    unreadChat = 0;
+    updateControls();
+    $('chat-input').focus();
+  }
+}
+
+async function toggleCamera() {
+  if (local.cameraOn) {
+    local.cameraOn = false;
+    local.camera?.stop();
+    local.camera = null;
+    send({ type: 'unpublish', source: 'camera' });
+  } else {
+    try {
+      const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 } });
+      local.camera = stream.getVideoTracks()[0];
+      local.cameraOn = true;
+      send({ type: 'publish', source: 'camera' });
+    } catch (e) {
+      setStatus(`Cannot start the camera: ${e instanceof Error ? e.message : e}`, true);
+    }
+  }
+  updateControls();
+  render();
+}
+
+async function toggleShare() {
+  if (local.screen) { stopShare(); return; }
+  try {
+    local.screen = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: true });
+  } catch (e) {
+    if (!(e instanceof DOMException && e.name === 'NotAllowedError')) setStatus(`Cannot share the screen: ${e instanceof Error ? e.message : e}`, true);
+    return;
+  }
+  local.screen.getVideoTracks()[0]?.addEventListener('ended', stopShare);
+  send({ type: 'publish', source: 'screen' });
+  if (local.screen.getAudioTracks()[0]) send({ type: 'publish', source: 'screen-audio' });
+  updateControls();
+  render();
+}
+
+function stopShare() {
+  if (!local.screen) return;
+  const hadAudio = local.screen.getAudioTracks().length > 0;
+  for (const t of local.screen.getTracks()) t.stop();
+  local.screen = null;
+  send({ type: 'unpublish', source: 'screen' });
+  if (hadAudio) send({ type: 'unpublish', source: 'screen-audio' });
+  updateControls();
+  render();
+}
+
+function leave() {
+  signalling?.leave();
+  signalling = null;
+  call?.close();
+  call = null;
+  local.mic?.stop();
+  local.camera?.stop();
+  stopShare();
+  showLeft('');
+}
+
+function showLeft(reason) {
+  $('meeting').hidden = true;
+  $('left').hidden = false;
+  $('left-reason').textContent = reason;
+  $('rejoin').focus();
+}
+
+function wireControls() {
+  $('mic-btn').addEventListener('click', () => {
+    if (!local.mic) return;
+    local.micMuted = !local.micMuted;
+    local.mic.enabled = !local.micMuted;
+    send({ type: 'mute', source: 'microphone', muted: local.micMuted });
+    updateControls();
+  });
+  $('cam-btn').addEventListener('click', toggleCamera);
+  $('share-btn').addEventListener('click', toggleShare);
+  $('people-btn').addEventListener('click', () => togglePanel('people-panel', 'people-btn'));
+  $('chat-btn').addEventListener('click', () => togglePanel('chat-panel', 'chat-btn'));
+  $('leave-btn').addEventListener('click', leave);
+  $('rejoin').addEventListener('click', () => location.reload());
+  $('chat-form').addEventListener('submit', (/** @type {Event} */ e) => {
+    e.preventDefault();
+    const text = $('chat-input').value.trim();
+    if (!text) return;
+    send({ type: 'chat', text });
+    $('chat-input').value = '';
+  });
+}
+
+wireControls();
+loadMeeting();
+setupPrejoin();
