@@ -3,16 +3,16 @@
 import { spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, dirname } from 'node:path';
+import { join as pathJoin, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
-export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const ROOT = pathJoin(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 /** Start target/release/convene on loopback with a fresh data folder. */
 export async function startServer(extraArgs = []) {
-  const bin = process.env.CONVENE_BIN || join(ROOT, 'target', 'release', 'convene');
-  const dataDir = mkdtempSync(join(tmpdir(), 'convene-e2e-'));
+  const bin = process.env.CONVENE_BIN || pathJoin(ROOT, 'target', 'release', 'convene');
+  const dataDir = mkdtempSync(pathJoin(tmpdir(), 'convene-e2e-'));
   const proc = spawn(bin, ['--listen', '127.0.0.1:0', '--data-dir', dataDir, '--log', 'warn', ...extraArgs], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });

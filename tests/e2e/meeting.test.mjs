@@ -29,7 +29,9 @@ test('three people meet: video, audio, screen share, chat, leave, vanish', async
   await ann.page.goto(server.url);
   await ann.page.getByLabel('Meeting title').fill('Cross-department planning');
   await ann.page.getByRole('button', { name: 'Create meeting' }).click();
+  await ann.page.getByRole('heading', { name: 'Your meeting is ready' }).waitFor();
   const link = await ann.page.getByLabel('Join link').inputValue();
+  await ann.page.screenshot({ path: pathJoin(SHOTS, 'home.png') });
   assert.match(link, /\/m\/[a-z2-9]{4}-[a-z2-9]{4}-[a-z2-9]{4}$/);
 
   await join(ann.page, link, 'Ann (Home Office)', { screenshot: pathJoin(SHOTS, 'prejoin.png') });
