@@ -177,6 +177,8 @@ function onMessage(msg) {
     case 'participant-joined':
     case 'participant-updated':
       participants.set(msg.participant.id, msg.participant);
+      // A source that is gone cannot be speaking (its last "speaking: false" may not come).
+      if (!msg.participant.sources.includes('microphone')) speaking.delete(msg.participant.id);
       render();
       break;
     case 'participant-left':

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State, WebSocketUpgrade};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -129,7 +129,25 @@ async fn meeting_page(State(state): State<Arc<AppState>>, Path(id): Path<String>
     }
 }
 
-async fn signalling(State(state): State<Arc<AppState>>, Path(id): Path<String>, upgrade: WebSocketUpgrade) -> Response {
+/// Browsers send Origin on WebSocket requests; one from another site is refused,
+/// so no other page can open a signalling socket with a visitor's browser.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+        return true; // not a browser (the headless client, load tests)
+    };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    origin.split_once("://").is_some_and(|(_, rest)| rest == host)
+}
+
+async fn signalling(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if !same_origin(&headers) {
+        return api_error(StatusCode::FORBIDDEN, "cross-origin signalling is not allowed");
+    }
     let meeting = match find(&state, &id).await {
         Ok(m) => m,
         Err(r) => return r,

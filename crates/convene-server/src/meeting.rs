@@ -214,13 +214,16 @@ impl Meeting {
                 self.send(&who, ServerMessage::error(code, error.to_string()));
             }
             SfuEvent::Closed(conn) => {
-                if let Some(who) = self.conn_owner.remove(&conn) {
-                    debug!(meeting = %self.id, %who, "media connection closed");
-                    if self.conns.get(&who) == Some(&conn) {
-                        self.conns.remove(&who);
-                    }
-                }
                 self.state.registry.remove_conn(conn);
+                let Some(who) = self.conn_owner.remove(&conn) else { return };
+                debug!(meeting = %self.id, %who, "media connection closed");
+                if self.conns.get(&who) == Some(&conn) {
+                    // Media died under a live socket: close the socket too, so the
+                    // client resumes with a fresh connection within the grace period.
+                    self.conns.remove(&who);
+                    self.members.remove(&who);
+                    self.room.connection_lost(Instant::now(), &who);
+                }
             }
             SfuEvent::Speaking { track, speaking } => {
                 if let Some((who, Source::Microphone)) = self.track_owner.get(&track).cloned() {

@@ -107,8 +107,10 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, meeting: Meeting) {
     let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(OUTBOUND_QUEUE);
 
     // Until "join" succeeds, this task answers errors itself.
+    // One deadline for the whole joining phase: refused messages do not extend it.
+    let join_deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
     let who: ParticipantId = loop {
-        let msg = match tokio::time::timeout(JOIN_TIMEOUT, next_message(&mut rx, &mut rate)).await {
+        let msg = match tokio::time::timeout_at(join_deadline, next_message(&mut rx, &mut rate)).await {
             Err(_) => {
                 let _ = tx.send(encode(&ServerMessage::error(ErrorCode::WrongState, "no \"join\" in time"))).await;
                 return;

@@ -168,3 +168,40 @@ async fn meetings_survive_a_restart() {
     server.shutdown().await;
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signalling_from_another_site_is_refused() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let server = common::server().await;
+    let meeting = common::create_meeting(&server, "Origin").await;
+    let url = format!("{}/api/meetings/{meeting}/ws", server.url.replacen("http", "ws", 1));
+    let mut req = url.as_str().into_client_request().unwrap();
+    req.headers_mut().insert("Origin", "https://evil.example".parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(req).await.is_err(), "a foreign origin is refused");
+    let mut req = url.as_str().into_client_request().unwrap();
+    req.headers_mut().insert("Origin", server.url.parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(req).await.is_ok(), "the server's own origin is fine");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_that_never_joins_is_closed_even_if_it_keeps_talking() {
+    let server = common::server().await;
+    let meeting = common::create_meeting(&server, "Lurker").await;
+    let mut ws = raw(&server.url, &meeting).await;
+    let start = std::time::Instant::now();
+    let mut closed = false;
+    while start.elapsed() < Duration::from_secs(14) {
+        if ws.send(Message::text("{bad")).await.is_err() {
+            closed = true;
+            break;
+        }
+        if next(&mut ws).await.is_none() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(closed, "closed after the join deadline");
+    server.shutdown().await;
+}
