@@ -54,6 +54,12 @@ export async function launchPerson() {
     window.RTCPeerConnection = class extends Orig {
       constructor(...args) { super(...args); /** @type {any} */ (window).__pcs.push(this); }
     };
+    // …and every WebSocket, so a test can cut the page's connections.
+    const OrigWs = window.WebSocket;
+    /** @type {any} */ (window).__sockets = [];
+    window.WebSocket = class extends OrigWs {
+      constructor(...args) { super(...args); /** @type {any} */ (window).__sockets.push(this); }
+    };
   });
   const page = await context.newPage();
   page.on('pageerror', (e) => console.error('page error:', e.message));
@@ -129,4 +135,12 @@ export async function join(page, link, name, { screenshot } = {}) {
 
 export async function peopleNames(page) {
   return page.$$eval('#people li', (lis) => lis.map((li) => li.textContent));
+}
+
+/** Cut the page's signalling and media connections at once, as a network drop would. */
+export async function cutConnections(page) {
+  await page.evaluate(() => {
+    for (const ws of /** @type {any} */ (window).__sockets) ws.close();
+    for (const pc of /** @type {any} */ (window).__pcs) pc.close();
+  });
 }

@@ -3,7 +3,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join as pathJoin } from 'node:path';
-import { ROOT, startServer, launchPerson, join, until, decodingVideos, receivingAudio, peopleNames } from './harness.mjs';
+import { ROOT, startServer, launchPerson, join, until, decodingVideos, receivingAudio, peopleNames, cutConnections } from './harness.mjs';
 
 const SHOTS = pathJoin(ROOT, 'docs', 'screenshots');
 let server;
@@ -82,6 +82,17 @@ test('three people meet: video, audio, screen share, chat, leave, vanish', async
   }
   await ann.page.getByRole('button', { name: 'Stop sharing' }).click();
   await until('the stage closes', async () => (await bob.page.locator('#stage video').count()) === 0);
+
+  // Ann's connections drop: her page reconnects and resumes; nobody sees her leave.
+  const bobSawAnnLeave = bob.page.waitForFunction(() => document.querySelectorAll('#people li').length < 3, null, { timeout: 8000 })
+    .then(() => true, () => false);
+  await cutConnections(ann.page);
+  await until('Ann decoding again after resuming', async () => (await decodingVideos(ann.page)) >= 2, 20000);
+  await until('Bob decoding Ann again', async () => (await decodingVideos(bob.page)) >= 2, 20000);
+  assert.equal(await bobSawAnnLeave, false, 'Bob never saw Ann leave');
+  assert.ok(await ann.page.evaluate(() => window['__sockets'].length) >= 2, 'Ann opened a new socket');
+  assert.ok(await ann.page.evaluate(() => window['__pcs'].filter((pc) => pc.connectionState === 'connected').length) === 1);
+  assert.equal((await peopleNames(bob.page)).length, 3);
 
   // Cat leaves; Ann and Bob carry on decoding each other.
   await cat.page.getByRole('button', { name: 'Leave' }).click();

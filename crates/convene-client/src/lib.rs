@@ -32,6 +32,8 @@ pub struct StreamCount {
     /// Sequence numbers skipped (loss, or a broken rewrite).
     pub gaps: u64,
     pub last_seq: Option<u64>,
+    /// Sequence numbers skipped and not (yet) filled by a retransmission.
+    pub missing: std::collections::BTreeSet<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -64,6 +66,9 @@ pub struct Client {
     synths: Vec<(String, Synth)>,
     buf: Vec<u8>,
     pub media_connected: bool,
+    /// Test aid: drop every n-th incoming RTP datagram, as a lossy network would.
+    pub drop_rtp_every: Option<u64>,
+    rtp_datagrams: u64,
 }
 
 impl Client {
@@ -95,6 +100,8 @@ impl Client {
             synths: Vec::new(),
             buf: vec![0; 2000],
             media_connected: false,
+            drop_rtp_every: None,
+            rtp_datagrams: 0,
         };
         let mut join = json!({"type": "join", "protocol": 1, "name": name});
         if let Some(token) = resume {
@@ -168,7 +175,15 @@ impl Client {
                 },
                 r = self.socket.recv_from(&mut self.buf) => {
                     if let Ok((n, source)) = r {
-                        if let Ok(contents) = self.buf[..n].try_into() {
+                        // RFC 7983: 128..=191 is RTP or RTCP; RTCP types are 192..=223 in byte 1.
+                        let is_rtp = n > 1 && (128..=191).contains(&self.buf[0]) && !(192..=223).contains(&self.buf[1]);
+                        if is_rtp {
+                            self.rtp_datagrams += 1;
+                        }
+                        let dropped = is_rtp && self.drop_rtp_every.is_some_and(|k| self.rtp_datagrams % k == 0);
+                        if dropped {
+                            // lost on the way
+                        } else if let Ok(contents) = self.buf[..n].try_into() {
                             let input = Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source, destination: self.local, contents });
                             let _ = self.rtc.handle_input(input);
                         }
@@ -214,8 +229,10 @@ impl Client {
                 if let Some(last) = count.last_seq {
                     if seq > last + 1 {
                         count.gaps += seq - last - 1;
+                        count.missing.extend(last + 1..seq);
                     }
                 }
+                count.missing.remove(&seq);
                 count.last_seq = Some(count.last_seq.map_or(seq, |l| l.max(seq)));
             }
             _ => {}

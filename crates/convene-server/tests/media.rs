@@ -90,6 +90,20 @@ async fn two_participants_exchange_media_chat_and_speaking() {
         "Bob sees Ann leave"
     );
     assert_eq!(bob.participants.len(), 1);
+    bob.leave().await;
+
+    // Nothing is left behind in the SFU once everyone has gone.
+    let sfu = server.state.sfu.clone();
+    let mut clean = false;
+    for _ in 0..50 {
+        let s = sfu.stats();
+        if s.connections == 0 && s.tracks == 0 {
+            clean = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(clean, "SFU still holds {:?}", sfu.stats());
     server.shutdown().await;
 }
 
@@ -145,5 +159,35 @@ async fn a_vanished_participant_is_removed_after_the_grace_period() {
             .await
     );
     assert!(!bob.participants.contains_key(&ann_id));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_video_packets_are_retransmitted_by_the_sfu() {
+    let server = common::server().await;
+    let url = server.url.clone();
+    let meeting = common::create_meeting(&server, "Lossy").await;
+    let mut ann = Client::join(&url, &meeting, "Ann", None).await.unwrap();
+    ann.publish("camera", 500).await.unwrap();
+    let mut bob = Client::join(&url, &meeting, "Bob", None).await.unwrap();
+    // Bob's network loses one RTP datagram in 15; his str0m sends NACKs and the
+    // SFU answers from its send cache.
+    bob.drop_rtp_every = Some(15);
+    let ann_id = ann.participant_id.clone();
+    let (_, ok) = run_pair(&mut ann, &mut bob, T, |_| true, |c| c.received_from(&ann_id, "camera").packets > 400).await;
+    assert!(ok, "{:?}", bob.received);
+    let cam = bob.received_from(&ann_id, "camera");
+    assert!(cam.gaps > 10, "packets were lost: {cam:?}");
+    // Let the last retransmissions arrive.
+    run_pair(&mut ann, &mut bob, Duration::from_millis(500), |_| false, |_| false).await;
+    let cam = bob.received_from(&ann_id, "camera");
+    let recovered = cam.gaps - cam.missing.len() as u64;
+    assert!(
+        recovered * 10 >= cam.gaps * 9,
+        "at least 90% of lost packets come back: {} of {} ({:?} still missing)",
+        recovered,
+        cam.gaps,
+        cam.missing
+    );
     server.shutdown().await;
 }

@@ -112,6 +112,9 @@ pub struct SfuStats {
     pub rtp_forwarded: u64,
     /// RTP on an m-line that carries no published track (e.g. after an unpublish).
     pub rtp_dropped_unpublished: u64,
+    /// Connections and published tracks alive now (to see that nothing leaks).
+    pub connections: usize,
+    pub tracks: usize,
 }
 
 /// A published track: where its packets come from and who receives them.
@@ -181,7 +184,7 @@ impl Sfu {
     }
 
     pub fn stats(&self) -> SfuStats {
-        self.stats
+        SfuStats { connections: self.conns.len(), tracks: self.producers.len(), ..self.stats }
     }
 
     pub fn connection_count(&self) -> usize {
