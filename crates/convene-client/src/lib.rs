@@ -69,6 +69,8 @@ pub struct Client {
     /// Test aid: drop every n-th incoming RTP datagram, as a lossy network would.
     pub drop_rtp_every: Option<u64>,
     rtp_datagrams: u64,
+    /// Keyframe requests (PLI/FIR) received for what we publish.
+    pub keyframe_requests: u64,
 }
 
 impl Client {
@@ -102,6 +104,7 @@ impl Client {
             media_connected: false,
             drop_rtp_every: None,
             rtp_datagrams: 0,
+            keyframe_requests: 0,
         };
         let mut join = json!({"type": "join", "protocol": 1, "name": name});
         if let Some(token) = resume {
@@ -128,6 +131,15 @@ impl Client {
         let kind = if source == "microphone" || source == "screen-audio" { SynthKind::Opus } else { SynthKind::Vp8 { kbps, fps: 25 } };
         self.synths.push((source.to_string(), Synth::new(kind, Instant::now())));
         self.send(json!({"type": "publish", "source": source})).await
+    }
+
+    /// Keyframes of published video only every `every` (or when asked).
+    pub fn set_keyframe_interval(&mut self, source: &str, every: Duration) {
+        for (s, synth) in &mut self.synths {
+            if s == source {
+                synth.set_keyframe_interval(every);
+            }
+        }
     }
 
     pub async fn chat(&mut self, text: &str) -> Result<(), String> {
@@ -215,6 +227,15 @@ impl Client {
     fn on_event(&mut self, e: Event) {
         match e {
             Event::Connected => self.media_connected = true,
+            Event::KeyframeRequest(req) => {
+                self.keyframe_requests += 1;
+                let source = self.slots.get(&req.mid).and_then(|s| s.source.clone());
+                for (s, synth) in &mut self.synths {
+                    if Some(&*s) == source.as_ref() {
+                        synth.request_keyframe();
+                    }
+                }
+            }
             Event::RtpPacket(pkt) => {
                 let Some(mid) = self.rtc.direct_api().stream_rx(&pkt.header.ssrc).map(|s| s.mid()) else { return };
                 let Some(info) = self.slots.get(&mid) else { return };

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const MAX_PAYLOAD: usize = 1100;
+/// Like a real encoder: a keyframe every 2 s, and at once when the receiver asks.
 const KEYFRAME_EVERY: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy)]
@@ -29,12 +30,33 @@ pub struct Synth {
     frame: u64,
     seq: u64,
     last_keyframe: Option<Instant>,
+    keyframe_every: Duration,
+    force_keyframe: bool,
     filler: Arc<[u8]>,
 }
 
 impl Synth {
     pub fn new(kind: SynthKind, now: Instant) -> Self {
-        Synth { kind, started: now, next: now, frame: 0, seq: 1, last_keyframe: None, filler: vec![0x5a; MAX_PAYLOAD].into() }
+        Synth {
+            kind,
+            started: now,
+            next: now,
+            frame: 0,
+            seq: 1,
+            last_keyframe: None,
+            keyframe_every: KEYFRAME_EVERY,
+            force_keyframe: false,
+            filler: vec![0x5a; MAX_PAYLOAD].into(),
+        }
+    }
+
+    pub fn set_keyframe_interval(&mut self, every: Duration) {
+        self.keyframe_every = every;
+    }
+
+    /// A keyframe request (PLI/FIR) arrived: the next frame is a keyframe.
+    pub fn request_keyframe(&mut self) {
+        self.force_keyframe = true;
     }
 
     pub fn is_audio(&self) -> bool {
@@ -67,7 +89,8 @@ impl Synth {
             }
             SynthKind::Vp8 { kbps, fps } => {
                 let ts = (elapsed.as_micros() * 90 / 1000) as u32;
-                let key = self.last_keyframe.is_none_or(|t| at.duration_since(t) >= KEYFRAME_EVERY);
+                let key = self.force_keyframe || self.last_keyframe.is_none_or(|t| at.duration_since(t) >= self.keyframe_every);
+                self.force_keyframe = false;
                 if key {
                     self.last_keyframe = Some(at);
                 }

@@ -191,3 +191,28 @@ async fn lost_video_packets_are_retransmitted_by_the_sfu() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_subscriber_gets_a_keyframe_requested_from_the_publisher() {
+    let server = common::server().await;
+    let url = server.url.clone();
+    let meeting = common::create_meeting(&server, "Keyframes").await;
+    let mut ann = Client::join(&url, &meeting, "Ann", None).await.unwrap();
+    let mut cat = Client::join(&url, &meeting, "Cat", None).await.unwrap();
+    ann.publish("camera", 300).await.unwrap();
+    // Ann's encoder would send its next keyframe only in a minute.
+    ann.set_keyframe_interval("camera", Duration::from_secs(60));
+    let ann_id = ann.participant_id.clone();
+    let (_, ok) = run_pair(&mut ann, &mut cat, T, |_| true, |c| c.received_from(&ann_id, "camera").packets > 50).await;
+    assert!(ok);
+    let asked_before = ann.keyframe_requests;
+
+    // Bob arrives mid-stream: the SFU asks Ann for a keyframe, and Bob's stream starts with it.
+    let mut bob = Client::join(&url, &meeting, "Bob", None).await.unwrap();
+    let (_, ok) = run_pair(&mut ann, &mut bob, T, |_| true, |c| c.received_from(&ann_id, "camera").packets > 20).await;
+    assert!(ok, "Bob receives video well before Ann's next scheduled keyframe");
+    assert!(ann.keyframe_requests > asked_before, "the SFU sent Ann a keyframe request");
+    let got = bob.received_from(&ann_id, "camera");
+    assert!(got.keyframes >= 1 && got.gaps == 0, "{got:?}");
+    server.shutdown().await;
+}
