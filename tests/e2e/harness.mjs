@@ -95,29 +95,21 @@ export async function until(what, check, timeoutMs = 15000) {
   throw new Error(`timed out waiting for ${what}`);
 }
 
-/**
- * The number of remote video streams whose decoded frame count rises over a
- * second (really playing, not just negotiated).
- */
-export async function decodingVideos(page) {
+/** How many inbound streams of `kind` have `field` rising over one second. */
+async function rising(page, kind, field) {
   const a = await inbound(page);
   await new Promise((r) => setTimeout(r, 1000));
   const b = await inbound(page);
-  return b.video.filter((v) => {
-    const before = a.video.find((x) => x.mid === v.mid);
-    return before && v.framesDecoded > before.framesDecoded;
+  return b[kind].filter((v) => {
+    const before = a[kind].find((x) => x.mid === v.mid);
+    return before && v[field] > before[field];
   }).length;
 }
 
-export async function receivingAudio(page) {
-  const a = await inbound(page);
-  await new Promise((r) => setTimeout(r, 1000));
-  const b = await inbound(page);
-  return b.audio.filter((v) => {
-    const before = a.audio.find((x) => x.mid === v.mid);
-    return before && v.bytes > before.bytes;
-  }).length;
-}
+/** Remote videos really playing (decoded frames rising), not just negotiated. */
+export const decodingVideos = (page) => rising(page, 'video', 'framesDecoded');
+/** Remote audio streams whose bytes keep arriving. */
+export const receivingAudio = (page) => rising(page, 'audio', 'bytes');
 
 /** Go to the join link, give a name, click Join. */
 export async function join(page, link, name, { screenshot } = {}) {

@@ -75,12 +75,29 @@ pub struct Client {
 
 impl Client {
     /// Open the signalling socket and join as `name` (or resume with a token).
-    pub async fn join(base_url: &str, meeting: &str, name: &str, resume: Option<&str>) -> Result<Client, String> {
-        let ws_url = format!("{}/api/meetings/{meeting}/ws", base_url.replacen("http", "ws", 1));
-        let (ws, _) = tokio_tungstenite::connect_async(&ws_url).await.map_err(|e| e.to_string())?;
-        let socket = UdpSocket::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    pub async fn join(
+        base_url: &str,
+        meeting: &str,
+        name: &str,
+        resume: Option<&str>,
+    ) -> Result<Client, String> {
+        let ws_url = format!(
+            "{}/api/meetings/{meeting}/ws",
+            base_url.replacen("http", "ws", 1)
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(&ws_url)
+            .await
+            .map_err(|e| e.to_string())?;
+        let socket = UdpSocket::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
         let local = socket.local_addr().map_err(|e| e.to_string())?;
-        let mut rtc = RtcConfig::new().set_rtp_mode(true).clear_codecs().enable_opus(true, false).enable_vp8(true).build(Instant::now());
+        let mut rtc = RtcConfig::new()
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .build(Instant::now());
         rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| e.to_string())?);
         let mut c = Client {
             ws,
@@ -111,7 +128,11 @@ impl Client {
             join["resume"] = json!(token);
         }
         c.send(join).await?;
-        let ok = c.run_until(Duration::from_secs(5), |c| !c.participant_id.is_empty() || !c.errors.is_empty()).await;
+        let ok = c
+            .run_until(Duration::from_secs(5), |c| {
+                !c.participant_id.is_empty() || !c.errors.is_empty()
+            })
+            .await;
         if !ok || c.participant_id.is_empty() {
             return Err(format!("join failed: {:?}", c.errors));
         }
@@ -119,7 +140,10 @@ impl Client {
     }
 
     pub async fn send(&mut self, msg: Value) -> Result<(), String> {
-        self.ws.send(Message::text(msg.to_string())).await.map_err(|e| e.to_string())
+        self.ws
+            .send(Message::text(msg.to_string()))
+            .await
+            .map_err(|e| e.to_string())
     }
 
     pub async fn send_raw(&mut self, msg: Message) -> Result<(), String> {
@@ -128,9 +152,15 @@ impl Client {
 
     /// Publish a synthetic source ("microphone", "camera", "screen", "screen-audio").
     pub async fn publish(&mut self, source: &str, kbps: u32) -> Result<(), String> {
-        let kind = if source == "microphone" || source == "screen-audio" { SynthKind::Opus } else { SynthKind::Vp8 { kbps, fps: 25 } };
-        self.synths.push((source.to_string(), Synth::new(kind, Instant::now())));
-        self.send(json!({"type": "publish", "source": source})).await
+        let kind = if source == "microphone" || source == "screen-audio" {
+            SynthKind::Opus
+        } else {
+            SynthKind::Vp8 { kbps, fps: 25 }
+        };
+        self.synths
+            .push((source.to_string(), Synth::new(kind, Instant::now())));
+        self.send(json!({"type": "publish", "source": source}))
+            .await
     }
 
     /// Keyframes of published video only every `every` (or when asked).
@@ -155,7 +185,11 @@ impl Client {
     pub fn vanish(self) {}
 
     /// Run the client until `done` holds or `timeout` passes; true if `done` held.
-    pub async fn run_until(&mut self, timeout: Duration, mut done: impl FnMut(&Client) -> bool) -> bool {
+    pub async fn run_until(
+        &mut self,
+        timeout: Duration,
+        mut done: impl FnMut(&Client) -> bool,
+    ) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
             if done(self) {
@@ -171,7 +205,9 @@ impl Client {
             if let Some(t) = next_media {
                 wake = wake.min(t);
             }
-            let wait = wake.saturating_duration_since(Instant::now()).max(Duration::from_micros(100));
+            let wait = wake
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_micros(100));
             tokio::select! {
                 msg = self.ws.next() => match msg {
                     Some(Ok(Message::Text(t))) => {
@@ -192,7 +228,7 @@ impl Client {
                         if is_rtp {
                             self.rtp_datagrams += 1;
                         }
-                        let dropped = is_rtp && self.drop_rtp_every.is_some_and(|k| self.rtp_datagrams % k == 0);
+                        let dropped = is_rtp && self.drop_rtp_every.is_some_and(|k| self.rtp_datagrams.is_multiple_of(k));
                         if dropped {
                             // lost on the way
                         } else if let Ok(contents) = self.buf[..n].try_into() {
@@ -237,9 +273,20 @@ impl Client {
                 }
             }
             Event::RtpPacket(pkt) => {
-                let Some(mid) = self.rtc.direct_api().stream_rx(&pkt.header.ssrc).map(|s| s.mid()) else { return };
-                let Some(info) = self.slots.get(&mid) else { return };
-                let (Some(p), Some(s)) = (&info.participant, &info.source) else { return };
+                let Some(mid) = self
+                    .rtc
+                    .direct_api()
+                    .stream_rx(&pkt.header.ssrc)
+                    .map(|s| s.mid())
+                else {
+                    return;
+                };
+                let Some(info) = self.slots.get(&mid) else {
+                    return;
+                };
+                let (Some(p), Some(s)) = (&info.participant, &info.source) else {
+                    return;
+                };
                 let count = self.received.entry((p.clone(), s.clone())).or_default();
                 count.packets += 1;
                 count.bytes += pkt.payload.len() as u64;
@@ -264,27 +311,49 @@ impl Client {
         let now = Instant::now();
         for i in 0..self.synths.len() {
             let source = self.synths[i].0.clone();
-            let Some(mid) = self.slots.iter().find(|(_, s)| s.direction == "send" && s.source.as_deref() == Some(&source)).map(|(m, _)| *m) else {
+            let Some(mid) = self
+                .slots
+                .iter()
+                .find(|(_, s)| s.direction == "send" && s.source.as_deref() == Some(&source))
+                .map(|(m, _)| *m)
+            else {
                 continue;
             };
             while self.synths[i].1.next_at() <= now {
                 let packets = self.synths[i].1.next_frame();
                 let pt = {
-                    let want = if self.synths[i].1.is_audio() { str0m::format::Codec::Opus } else { str0m::format::Codec::Vp8 };
-                    match self.rtc.codec_config().params().iter().find(|p| p.spec().codec == want) {
+                    let want = if self.synths[i].1.is_audio() {
+                        str0m::format::Codec::Opus
+                    } else {
+                        str0m::format::Codec::Vp8
+                    };
+                    match self
+                        .rtc
+                        .codec_config()
+                        .params()
+                        .iter()
+                        .find(|p| p.spec().codec == want)
+                    {
                         Some(p) => p.pt(),
                         None => break,
                     }
                 };
                 for p in packets {
                     let mut api = self.rtc.direct_api();
-                    let Some(tx) = api.stream_tx_by_mid(mid, None) else { break };
+                    let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+                        break;
+                    };
                     let mut ext = ExtensionValues::default();
                     if let Some(level) = p.audio_level {
                         ext.audio_level = Some(level);
                         ext.voice_activity = Some(true);
                     }
-                    tx.write_rtp(RtpWrite::new(pt, SeqNo::from(p.seq), p.timestamp, now, p.payload).marker(p.marker).ext_vals(ext).nackable(true));
+                    tx.write_rtp(
+                        RtpWrite::new(pt, SeqNo::from(p.seq), p.timestamp, now, p.payload)
+                            .marker(p.marker)
+                            .ext_vals(ext)
+                            .nackable(true),
+                    );
                     self.drain();
                 }
             }
@@ -300,40 +369,51 @@ impl Client {
                 self.meeting_title = v["meeting"]["title"].as_str().unwrap_or("").to_string();
                 self.participants.clear();
                 for p in v["participants"].as_array().into_iter().flatten() {
-                    self.participants.insert(p["id"].as_str().unwrap_or("").to_string(), p.clone());
+                    self.participants
+                        .insert(p["id"].as_str().unwrap_or("").to_string(), p.clone());
                 }
-                self.chat.extend(v["chat"].as_array().into_iter().flatten().cloned());
+                self.chat
+                    .extend(v["chat"].as_array().into_iter().flatten().cloned());
             }
             "participant-joined" | "participant-updated" => {
                 let p = &v["participant"];
-                self.participants.insert(p["id"].as_str().unwrap_or("").to_string(), p.clone());
+                self.participants
+                    .insert(p["id"].as_str().unwrap_or("").to_string(), p.clone());
             }
             "participant-left" => {
                 let id = v["participantId"].as_str().unwrap_or("").to_string();
                 self.participants.remove(&id);
-                self.left.push((id, v["reason"].as_str().unwrap_or("").to_string()));
+                self.left
+                    .push((id, v["reason"].as_str().unwrap_or("").to_string()));
             }
             "chat" => self.chat.push(v["message"].clone()),
             "speaking" => {
-                self.speaking.insert(v["participantId"].as_str().unwrap_or("").to_string(), v["speaking"].as_bool().unwrap_or(false));
+                self.speaking.insert(
+                    v["participantId"].as_str().unwrap_or("").to_string(),
+                    v["speaking"].as_bool().unwrap_or(false),
+                );
             }
             "error" => self.errors.push(v),
             "offer" => {
                 self.offers += 1;
                 let Ok(offer) = SdpOffer::from_sdp_string(v["sdp"].as_str().unwrap_or("")) else {
-                    self.errors.push(json!({"type": "client", "message": "unparseable offer"}));
+                    self.errors
+                        .push(json!({"type": "client", "message": "unparseable offer"}));
                     return;
                 };
                 let answer = match self.rtc.sdp_api().accept_offer(offer) {
                     Ok(a) => a,
                     Err(e) => {
-                        self.errors.push(json!({"type": "client", "message": e.to_string()}));
+                        self.errors
+                            .push(json!({"type": "client", "message": e.to_string()}));
                         return;
                     }
                 };
                 self.slots.clear();
                 for t in v["tracks"].as_array().into_iter().flatten() {
-                    let Some(mid) = t["mid"].as_str() else { continue };
+                    let Some(mid) = t["mid"].as_str() else {
+                        continue;
+                    };
                     self.slots.insert(
                         Mid::from(mid),
                         SlotInfo {
@@ -344,7 +424,9 @@ impl Client {
                     );
                 }
                 self.drain();
-                let _ = self.send(json!({"type": "answer", "sdp": answer.to_sdp_string()})).await;
+                let _ = self
+                    .send(json!({"type": "answer", "sdp": answer.to_sdp_string()}))
+                    .await;
             }
             _ => {}
         }
@@ -352,6 +434,9 @@ impl Client {
 
     /// Packets received from `participant`'s `source`.
     pub fn received_from(&self, participant: &str, source: &str) -> StreamCount {
-        self.received.get(&(participant.to_string(), source.to_string())).cloned().unwrap_or_default()
+        self.received
+            .get(&(participant.to_string(), source.to_string()))
+            .cloned()
+            .unwrap_or_default()
     }
 }

@@ -85,11 +85,20 @@ impl Synth {
                 let ts = (elapsed.as_micros() * 48 / 1000) as u32;
                 let seq = self.seq;
                 self.seq += 1;
-                vec![Packet { seq, timestamp: ts, marker: false, payload: self.filler[..80].into(), audio_level: Some(-30) }]
+                vec![Packet {
+                    seq,
+                    timestamp: ts,
+                    marker: false,
+                    payload: self.filler[..80].into(),
+                    audio_level: Some(-30),
+                }]
             }
             SynthKind::Vp8 { kbps, fps } => {
                 let ts = (elapsed.as_micros() * 90 / 1000) as u32;
-                let key = self.force_keyframe || self.last_keyframe.is_none_or(|t| at.duration_since(t) >= self.keyframe_every);
+                let key = self.force_keyframe
+                    || self
+                        .last_keyframe
+                        .is_none_or(|t| at.duration_since(t) >= self.keyframe_every);
                 self.force_keyframe = false;
                 if key {
                     self.last_keyframe = Some(at);
@@ -117,7 +126,13 @@ impl Synth {
                         p.extend_from_slice(&self.filler[..room]);
                         let seq = self.seq;
                         self.seq += 1;
-                        Packet { seq, timestamp: ts, marker: i + 1 == count, payload: p.into(), audio_level: None }
+                        Packet {
+                            seq,
+                            timestamp: ts,
+                            marker: i + 1 == count,
+                            payload: p.into(),
+                            audio_level: None,
+                        }
                     })
                     .collect()
             }
@@ -127,5 +142,9 @@ impl Synth {
 
 /// The same check the SFU makes, on the client's side.
 pub fn is_keyframe_start(payload: &[u8]) -> bool {
-    payload.len() >= 5 && payload[0] & 0x10 != 0 && payload[0] & 0x07 == 0 && payload[4] & 0x01 == 0 && payload[1] & 0x80 != 0
+    payload.len() >= 5
+        && payload[0] & 0x10 != 0
+        && payload[0] & 0x07 == 0
+        && payload[4] & 0x01 == 0
+        && payload[1] & 0x80 != 0
 }

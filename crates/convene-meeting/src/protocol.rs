@@ -53,7 +53,16 @@ pub enum ClientMessage {
     Leave {},
 }
 
-const CLIENT_TYPES: &[&str] = &["join", "publish", "unpublish", "mute", "answer", "chat", "ping", "leave"];
+const CLIENT_TYPES: &[&str] = &[
+    "join",
+    "publish",
+    "unpublish",
+    "mute",
+    "answer",
+    "chat",
+    "ping",
+    "leave",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -186,7 +195,10 @@ pub enum ServerMessage {
 
 impl ServerMessage {
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
-        ServerMessage::Error { code, message: message.into() }
+        ServerMessage::Error {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -199,7 +211,10 @@ pub struct ProtocolError {
 
 impl ProtocolError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ProtocolError { code, message: message.into() }
+        ProtocolError {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -207,15 +222,29 @@ impl ProtocolError {
 pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> {
     let value: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| ProtocolError::new(ErrorCode::BadJson, format!("not valid JSON: {e}")))?;
-    let Some(kind) = value.get("type").and_then(|t| t.as_str()).map(str::to_owned) else {
-        return Err(ProtocolError::new(ErrorCode::Invalid, "a message must be an object with a string \"type\""));
+    let Some(kind) = value
+        .get("type")
+        .and_then(|t| t.as_str())
+        .map(str::to_owned)
+    else {
+        return Err(ProtocolError::new(
+            ErrorCode::Invalid,
+            "a message must be an object with a string \"type\"",
+        ));
     };
     if !CLIENT_TYPES.contains(&kind.as_str()) {
         let shown: String = kind.chars().take(40).collect();
-        return Err(ProtocolError::new(ErrorCode::UnknownType, format!("unknown message type \"{shown}\"")));
+        return Err(ProtocolError::new(
+            ErrorCode::UnknownType,
+            format!("unknown message type \"{shown}\""),
+        ));
     }
-    serde_json::from_value(value)
-        .map_err(|e| ProtocolError::new(ErrorCode::Invalid, format!("invalid \"{kind}\" message: {e}")))
+    serde_json::from_value(value).map_err(|e| {
+        ProtocolError::new(
+            ErrorCode::Invalid,
+            format!("invalid \"{kind}\" message: {e}"),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -226,14 +255,26 @@ mod tests {
     fn parses_each_client_message() {
         assert_eq!(
             parse_client_message(r#"{"type":"join","protocol":1,"name":"Ann"}"#).unwrap(),
-            ClientMessage::Join { protocol: 1, name: "Ann".into(), resume: None }
+            ClientMessage::Join {
+                protocol: 1,
+                name: "Ann".into(),
+                resume: None
+            }
         );
         assert_eq!(
             parse_client_message(r#"{"type":"publish","source":"screen-audio"}"#).unwrap(),
-            ClientMessage::Publish { source: Source::ScreenAudio }
+            ClientMessage::Publish {
+                source: Source::ScreenAudio
+            }
         );
-        assert_eq!(parse_client_message(r#"{"type":"leave"}"#).unwrap(), ClientMessage::Leave {});
-        assert_eq!(parse_client_message(r#"{"type":"ping"}"#).unwrap(), ClientMessage::Ping { id: None });
+        assert_eq!(
+            parse_client_message(r#"{"type":"leave"}"#).unwrap(),
+            ClientMessage::Leave {}
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"ping"}"#).unwrap(),
+            ClientMessage::Ping { id: None }
+        );
     }
 
     #[test]
@@ -242,16 +283,31 @@ mod tests {
         assert_eq!(code("{nope"), ErrorCode::BadJson);
         assert_eq!(code("[1,2]"), ErrorCode::Invalid);
         assert_eq!(code(r#"{"type":"dance"}"#), ErrorCode::UnknownType);
-        assert_eq!(code(r#"{"type":"publish","source":"hologram"}"#), ErrorCode::Invalid);
+        assert_eq!(
+            code(r#"{"type":"publish","source":"hologram"}"#),
+            ErrorCode::Invalid
+        );
         assert_eq!(code(r#"{"type":"chat"}"#), ErrorCode::Invalid);
-        assert_eq!(code(r#"{"type":"chat","text":"x","extra":1}"#), ErrorCode::Invalid);
+        assert_eq!(
+            code(r#"{"type":"chat","text":"x","extra":1}"#),
+            ErrorCode::Invalid
+        );
     }
 
     #[test]
     fn server_messages_serialise_as_documented() {
-        let m = ServerMessage::Speaking { participant_id: "p1".into(), speaking: true };
-        assert_eq!(serde_json::to_string(&m).unwrap(), r#"{"type":"speaking","participantId":"p1","speaking":true}"#);
-        let m = ServerMessage::ParticipantLeft { participant_id: "p2".into(), reason: LeaveReason::Disconnected };
+        let m = ServerMessage::Speaking {
+            participant_id: "p1".into(),
+            speaking: true,
+        };
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            r#"{"type":"speaking","participantId":"p1","speaking":true}"#
+        );
+        let m = ServerMessage::ParticipantLeft {
+            participant_id: "p2".into(),
+            reason: LeaveReason::Disconnected,
+        };
         assert_eq!(
             serde_json::to_string(&m).unwrap(),
             r#"{"type":"participant-left","participantId":"p2","reason":"disconnected"}"#

@@ -5,8 +5,8 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::protocol::{
-    ChatMessage, ClientMessage, ErrorCode, LeaveReason, MeetingInfo, ParticipantInfo, ServerMessage, Source,
-    PROTOCOL_VERSION,
+    ChatMessage, ClientMessage, ErrorCode, LeaveReason, MeetingInfo, ParticipantInfo,
+    ServerMessage, Source, PROTOCOL_VERSION,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -48,18 +48,36 @@ pub enum MediaAction {
     Connect(ParticipantId),
     /// Close the participant's media connection; its tracks stay until unpublished.
     Disconnect(ParticipantId),
-    Publish { who: ParticipantId, source: Source },
-    Unpublish { who: ParticipantId, source: Source },
-    Subscribe { who: ParticipantId, publisher: ParticipantId, source: Source },
-    Answer { who: ParticipantId, sdp: String },
+    Publish {
+        who: ParticipantId,
+        source: Source,
+    },
+    Unpublish {
+        who: ParticipantId,
+        source: Source,
+    },
+    Subscribe {
+        who: ParticipantId,
+        publisher: ParticipantId,
+        source: Source,
+    },
+    Answer {
+        who: ParticipantId,
+        sdp: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    Send { to: ParticipantId, message: ServerMessage },
+    Send {
+        to: ParticipantId,
+        message: ServerMessage,
+    },
     Media(MediaAction),
     /// The participant's session is over: close its socket.
-    Close { who: ParticipantId },
+    Close {
+        who: ParticipantId,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -70,7 +88,10 @@ pub struct RoomError {
 }
 
 fn err(code: ErrorCode, message: impl Into<String>) -> RoomError {
-    RoomError { code, message: message.into() }
+    RoomError {
+        code,
+        message: message.into(),
+    }
 }
 
 #[derive(Debug)]
@@ -127,8 +148,16 @@ impl Room {
     /// token for a participant still within the reconnect grace, they come back as
     /// that participant and the others see no leave and join.
     pub fn join(&mut self, now: Instant, msg: ClientMessage) -> Result<ParticipantId, RoomError> {
-        let ClientMessage::Join { protocol, name, resume } = msg else {
-            return Err(err(ErrorCode::WrongState, "the first message must be \"join\""));
+        let ClientMessage::Join {
+            protocol,
+            name,
+            resume,
+        } = msg
+        else {
+            return Err(err(
+                ErrorCode::WrongState,
+                "the first message must be \"join\"",
+            ));
         };
         if protocol != PROTOCOL_VERSION {
             return Err(err(
@@ -143,7 +172,10 @@ impl Room {
                 .find(|(_, p)| constant_time_eq(p.resume_token.as_bytes(), token.as_bytes()))
                 .map(|(id, _)| id.clone());
             let Some(id) = found else {
-                return Err(err(ErrorCode::NotFound, "that session has ended; join again"));
+                return Err(err(
+                    ErrorCode::NotFound,
+                    "that session has ended; join again",
+                ));
             };
             // If the old socket is still open (the client noticed the loss first), the
             // edge replaces it, and `Connect` replaces the old media connection.
@@ -186,7 +218,11 @@ impl Room {
             participant_id: id.0.clone(),
             resume_token: p.resume_token.clone(),
             meeting: self.info.clone(),
-            participants: self.participants.keys().map(|k| self.participant_info(k)).collect(),
+            participants: self
+                .participants
+                .keys()
+                .map(|k| self.participant_info(k))
+                .collect(),
             chat: self.chat.iter().cloned().collect(),
         };
         self.send(id, message);
@@ -194,7 +230,8 @@ impl Room {
 
     /// A media connection for `id`, subscribed to everything the others publish.
     fn start_media(&mut self, id: &ParticipantId) {
-        self.effects.push_back(Effect::Media(MediaAction::Connect(id.clone())));
+        self.effects
+            .push_back(Effect::Media(MediaAction::Connect(id.clone())));
         let subs: Vec<(ParticipantId, Source)> = self
             .participants
             .iter()
@@ -202,12 +239,22 @@ impl Room {
             .flat_map(|(other, p)| p.sources.iter().map(move |s| (other.clone(), *s)))
             .collect();
         for (publisher, source) in subs {
-            self.effects.push_back(Effect::Media(MediaAction::Subscribe { who: id.clone(), publisher, source }));
+            self.effects
+                .push_back(Effect::Media(MediaAction::Subscribe {
+                    who: id.clone(),
+                    publisher,
+                    source,
+                }));
         }
     }
 
     /// A message from a joined participant.
-    pub fn handle(&mut self, now: Instant, who: &ParticipantId, msg: ClientMessage) -> Result<(), RoomError> {
+    pub fn handle(
+        &mut self,
+        now: Instant,
+        who: &ParticipantId,
+        msg: ClientMessage,
+    ) -> Result<(), RoomError> {
         let _ = now;
         let Some(p) = self.participants.get_mut(who) else {
             return Err(err(ErrorCode::WrongState, "not in this meeting"));
@@ -217,19 +264,31 @@ impl Room {
             ClientMessage::Publish { source } => {
                 if !p.sources.insert(source) {
                     // Republishing after a reconnect: the media layer moves the track.
-                    self.effects.push_back(Effect::Media(MediaAction::Publish { who: who.clone(), source }));
+                    self.effects.push_back(Effect::Media(MediaAction::Publish {
+                        who: who.clone(),
+                        source,
+                    }));
                     return Ok(());
                 }
                 p.muted.remove(&source);
-                self.effects.push_back(Effect::Media(MediaAction::Publish { who: who.clone(), source }));
-                let others: Vec<ParticipantId> = self.participants.keys().filter(|k| *k != who).cloned().collect();
+                self.effects.push_back(Effect::Media(MediaAction::Publish {
+                    who: who.clone(),
+                    source,
+                }));
+                let others: Vec<ParticipantId> = self
+                    .participants
+                    .keys()
+                    .filter(|k| *k != who)
+                    .cloned()
+                    .collect();
                 for other in others {
                     if self.participants[&other].away_since.is_none() {
-                        self.effects.push_back(Effect::Media(MediaAction::Subscribe {
-                            who: other,
-                            publisher: who.clone(),
-                            source,
-                        }));
+                        self.effects
+                            .push_back(Effect::Media(MediaAction::Subscribe {
+                                who: other,
+                                publisher: who.clone(),
+                                source,
+                            }));
                     }
                 }
                 self.broadcast_update(who);
@@ -239,20 +298,31 @@ impl Room {
                     return Err(err(ErrorCode::WrongState, "that source is not published"));
                 }
                 p.muted.remove(&source);
-                self.effects.push_back(Effect::Media(MediaAction::Unpublish { who: who.clone(), source }));
+                self.effects
+                    .push_back(Effect::Media(MediaAction::Unpublish {
+                        who: who.clone(),
+                        source,
+                    }));
                 self.broadcast_update(who);
             }
             ClientMessage::Mute { source, muted } => {
                 if !p.sources.contains(&source) {
                     return Err(err(ErrorCode::WrongState, "that source is not published"));
                 }
-                let changed = if muted { p.muted.insert(source) } else { p.muted.remove(&source) };
+                let changed = if muted {
+                    p.muted.insert(source)
+                } else {
+                    p.muted.remove(&source)
+                };
                 if changed {
                     self.broadcast_update(who);
                 }
             }
             ClientMessage::Answer { sdp } => {
-                self.effects.push_back(Effect::Media(MediaAction::Answer { who: who.clone(), sdp }));
+                self.effects.push_back(Effect::Media(MediaAction::Answer {
+                    who: who.clone(),
+                    sdp,
+                }));
             }
             ClientMessage::Chat { text } => {
                 let text = text.trim();
@@ -262,7 +332,10 @@ impl Room {
                 if text.chars().count() > self.limits.max_chat_chars {
                     return Err(err(
                         ErrorCode::Invalid,
-                        format!("a chat message is at most {} characters", self.limits.max_chat_chars),
+                        format!(
+                            "a chat message is at most {} characters",
+                            self.limits.max_chat_chars
+                        ),
                     ));
                 }
                 let message = ChatMessage {
@@ -288,12 +361,15 @@ impl Room {
     /// The participant's signalling socket closed without "leave", or its media
     /// connection died. They may resume within the grace period.
     pub fn connection_lost(&mut self, now: Instant, who: &ParticipantId) {
-        let Some(p) = self.participants.get_mut(who) else { return };
+        let Some(p) = self.participants.get_mut(who) else {
+            return;
+        };
         if p.away_since.is_some() {
             return;
         }
         p.away_since = Some(now);
-        self.effects.push_back(Effect::Media(MediaAction::Disconnect(who.clone())));
+        self.effects
+            .push_back(Effect::Media(MediaAction::Disconnect(who.clone())));
         self.broadcast_update(who);
     }
 
@@ -303,7 +379,10 @@ impl Room {
         let expired: Vec<ParticipantId> = self
             .participants
             .iter()
-            .filter(|(_, p)| p.away_since.is_some_and(|t| now.saturating_duration_since(t) >= grace))
+            .filter(|(_, p)| {
+                p.away_since
+                    .is_some_and(|t| now.saturating_duration_since(t) >= grace)
+            })
             .map(|(id, _)| id.clone())
             .collect();
         for id in expired {
@@ -314,24 +393,39 @@ impl Room {
     /// Voice activity reported by the media layer.
     pub fn speaking(&mut self, who: &ParticipantId, speaking: bool) {
         if self.participants.contains_key(who) {
-            self.broadcast(ServerMessage::Speaking { participant_id: who.0.clone(), speaking });
+            self.broadcast(ServerMessage::Speaking {
+                participant_id: who.0.clone(),
+                speaking,
+            });
         }
     }
 
     pub fn is_away(&self, who: &ParticipantId) -> bool {
-        self.participants.get(who).is_some_and(|p| p.away_since.is_some())
+        self.participants
+            .get(who)
+            .is_some_and(|p| p.away_since.is_some())
     }
 
     fn remove(&mut self, who: &ParticipantId, reason: LeaveReason) {
-        let Some(p) = self.participants.remove(who) else { return };
+        let Some(p) = self.participants.remove(who) else {
+            return;
+        };
         if p.away_since.is_none() {
-            self.effects.push_back(Effect::Media(MediaAction::Disconnect(who.clone())));
+            self.effects
+                .push_back(Effect::Media(MediaAction::Disconnect(who.clone())));
             self.effects.push_back(Effect::Close { who: who.clone() });
         }
         for source in p.sources {
-            self.effects.push_back(Effect::Media(MediaAction::Unpublish { who: who.clone(), source }));
+            self.effects
+                .push_back(Effect::Media(MediaAction::Unpublish {
+                    who: who.clone(),
+                    source,
+                }));
         }
-        self.broadcast(ServerMessage::ParticipantLeft { participant_id: who.0.clone(), reason });
+        self.broadcast(ServerMessage::ParticipantLeft {
+            participant_id: who.0.clone(),
+            reason,
+        });
     }
 
     fn participant_info(&self, id: &ParticipantId) -> ParticipantInfo {
@@ -351,7 +445,10 @@ impl Room {
     }
 
     fn send(&mut self, to: &ParticipantId, message: ServerMessage) {
-        self.effects.push_back(Effect::Send { to: to.clone(), message });
+        self.effects.push_back(Effect::Send {
+            to: to.clone(),
+            message,
+        });
     }
 
     /// To everyone connected (those away catch up from "welcome" when they resume).
@@ -383,7 +480,10 @@ fn clean_name(name: &str, max: usize) -> Result<String, RoomError> {
         return Err(err(ErrorCode::Invalid, "please give a name"));
     }
     if name.chars().count() > max {
-        return Err(err(ErrorCode::Invalid, format!("a name is at most {max} characters")));
+        return Err(err(
+            ErrorCode::Invalid,
+            format!("a name is at most {max} characters"),
+        ));
     }
     Ok(name)
 }

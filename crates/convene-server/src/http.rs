@@ -18,7 +18,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(|| async { assets::serve("index.html") }))
         .route("/m/{id}", get(meeting_page))
-        .route("/assets/{*path}", get(|Path(path): Path<String>| async move { assets::serve(&path) }))
+        .route(
+            "/assets/{*path}",
+            get(|Path(path): Path<String>| async move { assets::serve(&path) }),
+        )
         .route("/api/meetings", post(create_meeting))
         .route("/api/meetings/{id}", get(get_meeting))
         .route("/api/meetings/{id}/ws", get(signalling))
@@ -38,9 +41,15 @@ async fn security_headers(mut res: Response) -> Response {
              base-uri 'none'; frame-ancestors 'none'",
         ),
     );
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     // Join links carry the meeting id: never leak them to other sites.
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(
         "permissions-policy",
         HeaderValue::from_static("camera=(self), microphone=(self), display-capture=(self)"),
@@ -66,7 +75,11 @@ fn api_error(status: StatusCode, msg: impl Into<String>) -> Response {
 }
 
 fn view(state: &AppState, m: Meeting) -> MeetingView {
-    MeetingView { join_url: format!("{}/m/{}", state.public_url, m.id), id: m.id, title: m.title }
+    MeetingView {
+        join_url: format!("{}/m/{}", state.public_url, m.id),
+        id: m.id,
+        title: m.title,
+    }
 }
 
 async fn find(state: &Arc<AppState>, id: &str) -> Result<Meeting, Response> {
@@ -80,9 +93,15 @@ async fn find(state: &Arc<AppState>, id: &str) -> Result<Meeting, Response> {
         Ok(Ok(None)) => Err(api_error(StatusCode::NOT_FOUND, "no such meeting")),
         Ok(Err(e)) => {
             tracing::error!("storage: {e}");
-            Err(api_error(StatusCode::INTERNAL_SERVER_ERROR, "storage error"))
+            Err(api_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage error",
+            ))
         }
-        Err(_) => Err(api_error(StatusCode::INTERNAL_SERVER_ERROR, "storage error")),
+        Err(_) => Err(api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "storage error",
+        )),
     }
 }
 
@@ -92,7 +111,10 @@ struct CreateMeeting {
     title: String,
 }
 
-async fn create_meeting(State(state): State<Arc<AppState>>, body: Result<Json<CreateMeeting>, axum::extract::rejection::JsonRejection>) -> Response {
+async fn create_meeting(
+    State(state): State<Arc<AppState>>,
+    body: Result<Json<CreateMeeting>, axum::extract::rejection::JsonRejection>,
+) -> Response {
     let Ok(Json(req)) = body else {
         return api_error(StatusCode::BAD_REQUEST, "expected JSON: {\"title\": \"…\"}");
     };
@@ -101,12 +123,18 @@ async fn create_meeting(State(state): State<Arc<AppState>>, body: Result<Json<Cr
         return api_error(StatusCode::BAD_REQUEST, "please give the meeting a title");
     }
     if title.chars().count() > MAX_TITLE_CHARS {
-        return api_error(StatusCode::BAD_REQUEST, format!("a title is at most {MAX_TITLE_CHARS} characters"));
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            format!("a title is at most {MAX_TITLE_CHARS} characters"),
+        );
     }
     let st = state.clone();
     match tokio::task::spawn_blocking(move || st.storage.create_meeting(&title)).await {
         Ok(Ok(m)) => (StatusCode::CREATED, Json(view(&state, m))).into_response(),
-        _ => api_error(StatusCode::INTERNAL_SERVER_ERROR, "could not create the meeting"),
+        _ => api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "could not create the meeting",
+        ),
     }
 }
 
@@ -135,8 +163,13 @@ fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
         return true; // not a browser (the headless client, load tests)
     };
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-    origin.split_once("://").is_some_and(|(_, rest)| rest == host)
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    origin
+        .split_once("://")
+        .is_some_and(|(_, rest)| rest == host)
 }
 
 async fn signalling(
@@ -146,7 +179,10 @@ async fn signalling(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     if !same_origin(&headers) {
-        return api_error(StatusCode::FORBIDDEN, "cross-origin signalling is not allowed");
+        return api_error(
+            StatusCode::FORBIDDEN,
+            "cross-origin signalling is not allowed",
+        );
     }
     let meeting = match find(&state, &id).await {
         Ok(m) => m,

@@ -1,8 +1,8 @@
 //! Convene's edges: the HTTP server (pages, API), WebSocket signalling, and the
 //! glue between the meeting domain and the media core.
 
-pub mod config;
 mod assets;
+pub mod config;
 mod http;
 mod meeting;
 mod registry;
@@ -43,7 +43,9 @@ impl RunningServer {
     pub async fn shutdown(self) {
         let _ = self.stop.send(());
         let _ = self.http.await;
-        tokio::task::spawn_blocking(move || self.sfu.shutdown()).await.ok();
+        tokio::task::spawn_blocking(move || self.sfu.shutdown())
+            .await
+            .ok();
     }
 }
 
@@ -62,12 +64,18 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let storage = Storage::open(&config.data_dir)
         .map_err(|e| StartError(format!("data folder {}: {e}", config.data_dir.display())))?;
     let registry = Registry::default();
-    let sfu = convene_sfu::driver::spawn(config.media_listen, config.media_announce, registry.sfu_event_sink())
-        .map_err(|e| StartError(format!("media socket {}: {e}", config.media_listen)))?;
+    let sfu = convene_sfu::driver::spawn(
+        config.media_listen,
+        config.media_announce,
+        registry.sfu_event_sink(),
+    )
+    .map_err(|e| StartError(format!("media socket {}: {e}", config.media_listen)))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.listen)))?;
-    let addr = listener.local_addr().map_err(|e| StartError(e.to_string()))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError(e.to_string()))?;
     let url = config.public_url(addr);
     let state = Arc::new(AppState {
         storage,
@@ -92,5 +100,13 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             tracing::error!("HTTP server stopped: {e}");
         }
     });
-    Ok(RunningServer { url, addr, media_addr, state, stop, http, sfu })
+    Ok(RunningServer {
+        url,
+        addr,
+        media_addr,
+        state,
+        stop,
+        http,
+        sfu,
+    })
 }

@@ -145,7 +145,12 @@ impl Meeting {
     fn handle(&mut self, input: MeetingInput) {
         let now = Instant::now();
         match input {
-            MeetingInput::Join { msg, out, socket, reply } => match self.room.join(now, msg) {
+            MeetingInput::Join {
+                msg,
+                out,
+                socket,
+                reply,
+            } => match self.room.join(now, msg) {
                 Ok(who) => {
                     // A resume while the old socket is open replaces that socket.
                     self.members.insert(who.clone(), Member { out, socket });
@@ -163,7 +168,12 @@ impl Meeting {
                     self.send(&who, ServerMessage::error(e.code, e.message));
                 }
             }
-            MeetingInput::Refused { who, socket, code, message } => {
+            MeetingInput::Refused {
+                who,
+                socket,
+                code,
+                message,
+            } => {
                 if self.members.get(&who).is_some_and(|m| m.socket == socket) {
                     self.send(&who, ServerMessage::error(code, message));
                 }
@@ -182,7 +192,9 @@ impl Meeting {
     fn sfu_event(&mut self, event: SfuEvent) {
         match event {
             SfuEvent::Offer { conn, sdp, slots } => {
-                let Some(who) = self.conn_owner.get(&conn).cloned() else { return };
+                let Some(who) = self.conn_owner.get(&conn).cloned() else {
+                    return;
+                };
                 let tracks = slots
                     .into_iter()
                     .map(|s| {
@@ -205,7 +217,9 @@ impl Meeting {
                 self.send(&who, ServerMessage::Offer { sdp, tracks });
             }
             SfuEvent::Failed { conn, error } => {
-                let Some(who) = self.conn_owner.get(&conn).cloned() else { return };
+                let Some(who) = self.conn_owner.get(&conn).cloned() else {
+                    return;
+                };
                 let code = match error {
                     SfuError::BadSdp(_) => ErrorCode::BadSdp,
                     SfuError::NoOfferPending => ErrorCode::WrongState,
@@ -215,7 +229,9 @@ impl Meeting {
             }
             SfuEvent::Closed(conn) => {
                 self.state.registry.remove_conn(conn);
-                let Some(who) = self.conn_owner.remove(&conn) else { return };
+                let Some(who) = self.conn_owner.remove(&conn) else {
+                    return;
+                };
                 debug!(meeting = %self.id, %who, "media connection closed");
                 if self.conns.get(&who) == Some(&conn) {
                     // Media died under a live socket: close the socket too, so the
@@ -259,14 +275,20 @@ impl Meeting {
             }
             MediaAction::Disconnect(who) => self.drop_conn(&who),
             MediaAction::Publish { who, source } => {
-                let Some(&conn) = self.conns.get(&who) else { return };
+                let Some(&conn) = self.conns.get(&who) else {
+                    return;
+                };
                 let track = *self.tracks.entry((who.clone(), source)).or_insert_with(|| {
                     let t = TrackId(NEXT_TRACK.fetch_add(1, Ordering::Relaxed));
                     self.state.registry.add_track(t, self.me.clone());
                     t
                 });
                 self.track_owner.insert(track, (who, source));
-                let kind = if source.is_audio() { TrackKind::Audio } else { TrackKind::Video };
+                let kind = if source.is_audio() {
+                    TrackKind::Audio
+                } else {
+                    TrackKind::Video
+                };
                 sfu.send(Command::Publish { conn, track, kind });
             }
             MediaAction::Unpublish { who, source } => {
@@ -276,15 +298,24 @@ impl Meeting {
                     sfu.send(Command::Unpublish(track));
                 }
             }
-            MediaAction::Subscribe { who, publisher, source } => {
-                let (Some(&conn), Some(&track)) = (self.conns.get(&who), self.tracks.get(&(publisher, source))) else {
+            MediaAction::Subscribe {
+                who,
+                publisher,
+                source,
+            } => {
+                let (Some(&conn), Some(&track)) =
+                    (self.conns.get(&who), self.tracks.get(&(publisher, source)))
+                else {
                     return;
                 };
                 sfu.send(Command::Subscribe { conn, track });
             }
             MediaAction::Answer { who, sdp } => match self.conns.get(&who) {
                 Some(&conn) => sfu.send(Command::Answer { conn, sdp }),
-                None => self.send(&who, ServerMessage::error(ErrorCode::WrongState, "no media connection")),
+                None => self.send(
+                    &who,
+                    ServerMessage::error(ErrorCode::WrongState, "no media connection"),
+                ),
             },
         }
     }
@@ -298,7 +329,9 @@ impl Meeting {
     }
 
     fn send(&mut self, to: &ParticipantId, message: ServerMessage) {
-        let Some(member) = self.members.get(to) else { return };
+        let Some(member) = self.members.get(to) else {
+            return;
+        };
         let text: Arc<str> = match serde_json::to_string(&message) {
             Ok(t) => t.into(),
             Err(_) => return,

@@ -42,10 +42,6 @@ impl Registry {
         self.lock().tracks.remove(&track);
     }
 
-    pub fn meeting_count(&self) -> usize {
-        self.lock().meetings.len()
-    }
-
     /// Where the SFU thread sends its events.
     pub fn sfu_event_sink(&self) -> impl FnMut(SfuEvent) + Send + 'static {
         let registry = self.clone();

@@ -40,11 +40,15 @@ struct RateLimit {
 
 impl RateLimit {
     fn new() -> Self {
-        RateLimit { tokens: RATE_BURST, at: Instant::now() }
+        RateLimit {
+            tokens: RATE_BURST,
+            at: Instant::now(),
+        }
     }
 
     fn allow(&mut self, now: Instant) -> bool {
-        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * RATE_PER_SEC).min(RATE_BURST);
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * RATE_PER_SEC)
+            .min(RATE_BURST);
         self.at = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -56,7 +60,9 @@ impl RateLimit {
 }
 
 fn encode(message: &ServerMessage) -> Message {
-    Message::Text(Utf8Bytes::from(serde_json::to_string(message).unwrap_or_default()))
+    Message::Text(Utf8Bytes::from(
+        serde_json::to_string(message).unwrap_or_default(),
+    ))
 }
 
 enum Incoming {
@@ -66,7 +72,10 @@ enum Incoming {
 }
 
 /// Read the next client message, applying the limits.
-async fn next_message(socket: &mut futures_util::stream::SplitStream<WebSocket>, rate: &mut RateLimit) -> Incoming {
+async fn next_message(
+    socket: &mut futures_util::stream::SplitStream<WebSocket>,
+    rate: &mut RateLimit,
+) -> Incoming {
     loop {
         let frame = match tokio::time::timeout(IDLE_TIMEOUT, socket.next()).await {
             Ok(Some(Ok(frame))) => frame,
@@ -79,13 +88,19 @@ async fn next_message(socket: &mut futures_util::stream::SplitStream<WebSocket>,
         let text = match frame {
             Message::Text(t) => t,
             Message::Binary(_) => {
-                return Incoming::Refused(ServerMessage::error(ErrorCode::BadJson, "messages are JSON text"))
+                return Incoming::Refused(ServerMessage::error(
+                    ErrorCode::BadJson,
+                    "messages are JSON text",
+                ))
             }
             Message::Close(_) => return Incoming::Closed,
             Message::Ping(_) | Message::Pong(_) => continue,
         };
         if !rate.allow(Instant::now()) {
-            return Incoming::Refused(ServerMessage::error(ErrorCode::RateLimited, "too many messages; slow down"));
+            return Incoming::Refused(ServerMessage::error(
+                ErrorCode::RateLimited,
+                "too many messages; slow down",
+            ));
         }
         if text.len() > MAX_MESSAGE {
             return Incoming::Refused(ServerMessage::error(
@@ -110,25 +125,38 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, meeting: Meeting) {
     // One deadline for the whole joining phase: refused messages do not extend it.
     let join_deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
     let who: ParticipantId = loop {
-        let msg = match tokio::time::timeout_at(join_deadline, next_message(&mut rx, &mut rate)).await {
-            Err(_) => {
-                let _ = tx.send(encode(&ServerMessage::error(ErrorCode::WrongState, "no \"join\" in time"))).await;
-                return;
-            }
-            Ok(Incoming::Closed) => return,
-            Ok(Incoming::Refused(err)) => {
-                let _ = tx.send(encode(&err)).await;
-                continue;
-            }
-            Ok(Incoming::Message(m)) => m,
-        };
+        let msg =
+            match tokio::time::timeout_at(join_deadline, next_message(&mut rx, &mut rate)).await {
+                Err(_) => {
+                    let _ = tx
+                        .send(encode(&ServerMessage::error(
+                            ErrorCode::WrongState,
+                            "no \"join\" in time",
+                        )))
+                        .await;
+                    return;
+                }
+                Ok(Incoming::Closed) => return,
+                Ok(Incoming::Refused(err)) => {
+                    let _ = tx.send(encode(&err)).await;
+                    continue;
+                }
+                Ok(Incoming::Message(m)) => m,
+            };
         let (reply, result) = oneshot::channel();
-        let input = MeetingInput::Join { msg, out: out_tx.clone(), socket: socket_id, reply };
+        let input = MeetingInput::Join {
+            msg,
+            out: out_tx.clone(),
+            socket: socket_id,
+            reply,
+        };
         deliver(&state, &meeting.id, &meeting.title, input);
         match result.await {
             Ok(Ok(who)) => break who,
             Ok(Err(e)) => {
-                let _ = tx.send(encode(&ServerMessage::error(e.code, e.message))).await;
+                let _ = tx
+                    .send(encode(&ServerMessage::error(e.code, e.message)))
+                    .await;
             }
             Err(_) => return,
         }
@@ -174,14 +202,23 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, meeting: Meeting) {
                         return false;
                     }
                     // Through the meeting task, so errors keep their order with other output.
-                    let input = MeetingInput::Refused { who: who_r.clone(), socket: socket_id, code, message };
+                    let input = MeetingInput::Refused {
+                        who: who_r.clone(),
+                        socket: socket_id,
+                        code,
+                        message,
+                    };
                     deliver(&st, &meeting_id, &title, input);
                 }
                 Incoming::Refused(_) => {}
                 Incoming::Message(msg) => {
                     refused = 0;
                     let leaving = matches!(msg, ClientMessage::Leave {});
-                    let input = MeetingInput::Message { who: who_r.clone(), socket: socket_id, msg };
+                    let input = MeetingInput::Message {
+                        who: who_r.clone(),
+                        socket: socket_id,
+                        msg,
+                    };
                     deliver(&st, &meeting_id, &title, input);
                     if leaving {
                         return true;
@@ -196,7 +233,10 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, meeting: Meeting) {
         left = reader => left,
     };
     if !left {
-        let input = MeetingInput::SocketClosed { who, socket: socket_id };
+        let input = MeetingInput::SocketClosed {
+            who,
+            socket: socket_id,
+        };
         deliver(&state, &meeting.id, &meeting.title, input);
     }
 }

@@ -9,10 +9,14 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn raw(url: &str, meeting: &str) -> Ws {
-    let ws_url = format!("{}/api/meetings/{meeting}/ws", url.replacen("http", "ws", 1));
+    let ws_url = format!(
+        "{}/api/meetings/{meeting}/ws",
+        url.replacen("http", "ws", 1)
+    );
     tokio_tungstenite::connect_async(&ws_url).await.unwrap().0
 }
 
@@ -63,7 +67,11 @@ async fn errors_before_join() {
     assert_eq!(next_error(&mut ws).await, "unsupported-protocol");
     send(&mut ws, r#"{"type":"join","protocol":1}"#).await;
     assert_eq!(next_error(&mut ws).await, "invalid");
-    send(&mut ws, format!(r#"{{"type":"chat","text":"{}"}}"#, "x".repeat(300 * 1024))).await;
+    send(
+        &mut ws,
+        format!(r#"{{"type":"chat","text":"{}"}}"#, "x".repeat(300 * 1024)),
+    )
+    .await;
     assert_eq!(next_error(&mut ws).await, "too-large");
     ws.send(Message::binary(vec![1, 2, 3])).await.unwrap();
     assert_eq!(next_error(&mut ws).await, "bad-json");
@@ -77,7 +85,9 @@ async fn errors_before_join() {
 async fn bad_messages_in_a_meeting_do_not_disturb_the_others() {
     let server = common::server().await;
     let meeting = common::create_meeting(&server, "Disturb").await;
-    let mut ann = Client::join(&server.url, &meeting, "Ann", None).await.unwrap();
+    let mut ann = Client::join(&server.url, &meeting, "Ann", None)
+        .await
+        .unwrap();
     ann.publish("camera", 300).await.unwrap();
     let ann_id = ann.participant_id.clone();
 
@@ -86,7 +96,11 @@ async fn bad_messages_in_a_meeting_do_not_disturb_the_others() {
     send(&mut eve, r#"{"type":"join","protocol":1,"name":"Eve"}"#).await;
     assert_eq!(next(&mut eve).await.unwrap()["type"], "welcome");
     // An answer with no offer outstanding (Eve has no media yet) and broken SDP.
-    send(&mut eve, json!({"type": "answer", "sdp": "v=0 garbage"}).to_string()).await;
+    send(
+        &mut eve,
+        json!({"type": "answer", "sdp": "v=0 garbage"}).to_string(),
+    )
+    .await;
     let code = next_error_keeping(&mut eve, &mut seen).await;
     assert!(code == "bad-sdp" || code == "wrong-state", "{code}");
     send(&mut eve, r#"{"type":"join","protocol":1,"name":"Again"}"#).await;
@@ -108,21 +122,37 @@ async fn bad_messages_in_a_meeting_do_not_disturb_the_others() {
             }
         },
     };
-    assert!(offer["tracks"].as_array().unwrap().iter().any(|t| t["participantId"] == ann_id.as_str()));
-    send(&mut eve, json!({"type": "answer", "sdp": "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n"}).to_string()).await;
+    assert!(offer["tracks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["participantId"] == ann_id.as_str()));
+    send(
+        &mut eve,
+        json!({"type": "answer", "sdp": "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n"}).to_string(),
+    )
+    .await;
     assert_eq!(next_error_keeping(&mut eve, &mut seen).await, "bad-sdp");
 
     // Flooding is refused with rate-limited, not by dropping the meeting.
     for _ in 0..80 {
         send(&mut eve, r#"{"type":"ping"}"#).await;
     }
-    assert_eq!(next_error_keeping(&mut eve, &mut seen).await, "rate-limited");
+    assert_eq!(
+        next_error_keeping(&mut eve, &mut seen).await,
+        "rate-limited"
+    );
 
     // Meanwhile a well-behaved participant is unaffected.
-    let mut bob = Client::join(&server.url, &meeting, "Bob", None).await.unwrap();
+    let mut bob = Client::join(&server.url, &meeting, "Bob", None)
+        .await
+        .unwrap();
     let ok = tokio::join!(
         ann.run_until(Duration::from_secs(10), |_| false),
-        bob.run_until(Duration::from_secs(10), |c| c.received_from(&ann_id, "camera").packets > 50)
+        bob.run_until(Duration::from_secs(10), |c| c
+            .received_from(&ann_id, "camera")
+            .packets
+            > 50)
     )
     .1;
     assert!(ok, "Bob still gets Ann's video");
@@ -133,29 +163,66 @@ async fn bad_messages_in_a_meeting_do_not_disturb_the_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_api_validates_and_unknown_meetings_are_404() {
     let server = common::server().await;
-    let (status, body) = common::http(&server, "POST", "/api/meetings", Some("{\"title\":\"\"}")).await;
+    let (status, body) =
+        common::http(&server, "POST", "/api/meetings", Some("{\"title\":\"\"}")).await;
     assert_eq!(status, 400, "{body}");
     let (status, _) = common::http(&server, "POST", "/api/meetings", Some("nonsense")).await;
     assert_eq!(status, 400);
     let long = json!({ "title": "t".repeat(121) }).to_string();
-    assert_eq!(common::http(&server, "POST", "/api/meetings", Some(&long)).await.0, 400);
+    assert_eq!(
+        common::http(&server, "POST", "/api/meetings", Some(&long))
+            .await
+            .0,
+        400
+    );
     let id = common::create_meeting(&server, "  Spaced   title ").await;
     let (status, body) = common::http(&server, "GET", &format!("/api/meetings/{id}"), None).await;
     assert_eq!(status, 200);
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["title"], "Spaced title");
-    assert!(v["joinUrl"].as_str().unwrap().ends_with(&format!("/m/{id}")));
-    assert_eq!(common::http(&server, "GET", "/api/meetings/aaaa-bbbb-cccc", None).await.0, 404);
-    assert_eq!(common::http(&server, "GET", "/m/aaaa-bbbb-cccc", None).await.0, 404);
-    assert_eq!(common::http(&server, "GET", &format!("/m/{id}"), None).await.0, 200);
-    assert_eq!(common::http(&server, "GET", "/api/meetings/..%2f..%2fetc", None).await.0, 404);
-    assert_eq!(common::http(&server, "GET", "/assets/..%2fCargo.toml", None).await.0, 404);
+    assert!(v["joinUrl"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("/m/{id}")));
+    assert_eq!(
+        common::http(&server, "GET", "/api/meetings/aaaa-bbbb-cccc", None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        common::http(&server, "GET", "/m/aaaa-bbbb-cccc", None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        common::http(&server, "GET", &format!("/m/{id}"), None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        common::http(&server, "GET", "/api/meetings/..%2f..%2fetc", None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        common::http(&server, "GET", "/assets/..%2fCargo.toml", None)
+            .await
+            .0,
+        404
+    );
     server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn meetings_survive_a_restart() {
-    let dir = std::env::temp_dir().join(format!("convene-restart-{}", convene_storage::new_meeting_id()));
+    let dir = std::env::temp_dir().join(format!(
+        "convene-restart-{}",
+        convene_storage::new_meeting_id()
+    ));
     let d = dir.clone();
     let server = common::server_with(|c| c.data_dir = d).await;
     let id = common::create_meeting(&server, "Persistent").await;
@@ -174,13 +241,24 @@ async fn signalling_from_another_site_is_refused() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let server = common::server().await;
     let meeting = common::create_meeting(&server, "Origin").await;
-    let url = format!("{}/api/meetings/{meeting}/ws", server.url.replacen("http", "ws", 1));
+    let url = format!(
+        "{}/api/meetings/{meeting}/ws",
+        server.url.replacen("http", "ws", 1)
+    );
     let mut req = url.as_str().into_client_request().unwrap();
-    req.headers_mut().insert("Origin", "https://evil.example".parse().unwrap());
-    assert!(tokio_tungstenite::connect_async(req).await.is_err(), "a foreign origin is refused");
+    req.headers_mut()
+        .insert("Origin", "https://evil.example".parse().unwrap());
+    assert!(
+        tokio_tungstenite::connect_async(req).await.is_err(),
+        "a foreign origin is refused"
+    );
     let mut req = url.as_str().into_client_request().unwrap();
-    req.headers_mut().insert("Origin", server.url.parse().unwrap());
-    assert!(tokio_tungstenite::connect_async(req).await.is_ok(), "the server's own origin is fine");
+    req.headers_mut()
+        .insert("Origin", server.url.parse().unwrap());
+    assert!(
+        tokio_tungstenite::connect_async(req).await.is_ok(),
+        "the server's own origin is fine"
+    );
     server.shutdown().await;
 }
 

@@ -60,17 +60,30 @@ async fn two_participants_exchange_media_chat_and_speaking() {
         |c| c.received_from(&bob_id, "microphone").packets > 50,
         |c| {
             let v = c.received_from(&ann_id, "camera");
-            v.keyframes > 0 && v.packets > 100 && c.received_from(&ann_id, "microphone").packets > 50
+            v.keyframes > 0
+                && v.packets > 100
+                && c.received_from(&ann_id, "microphone").packets > 50
         },
     )
     .await;
     assert!(ann_ok, "Ann receives Bob's audio: {:?}", ann.received);
-    assert!(bob_ok, "Bob receives Ann's video and audio: {:?}", bob.received);
+    assert!(
+        bob_ok,
+        "Bob receives Ann's video and audio: {:?}",
+        bob.received
+    );
     let cam = bob.received_from(&ann_id, "camera");
     assert_eq!(cam.gaps, 0, "no loss on loopback");
 
     // Speaking indicator from the audio-level extension.
-    let (_, spoke) = run_pair(&mut ann, &mut bob, T, |_| true, |c| c.speaking.get(&ann_id) == Some(&true)).await;
+    let (_, spoke) = run_pair(
+        &mut ann,
+        &mut bob,
+        T,
+        |_| true,
+        |c| c.speaking.get(&ann_id) == Some(&true),
+    )
+    .await;
     assert!(spoke, "Bob sees Ann speaking");
 
     bob.chat("hello from Bob").await.unwrap();
@@ -78,7 +91,11 @@ async fn two_participants_exchange_media_chat_and_speaking() {
         &mut ann,
         &mut bob,
         T,
-        |c| c.chat.iter().any(|m| m["text"] == "hello from Bob" && m["name"] == "Bob"),
+        |c| {
+            c.chat
+                .iter()
+                .any(|m| m["text"] == "hello from Bob" && m["name"] == "Bob")
+        },
         |c| c.chat.iter().any(|m| m["text"] == "hello from Bob"),
     )
     .await;
@@ -86,7 +103,11 @@ async fn two_participants_exchange_media_chat_and_speaking() {
 
     ann.leave().await;
     assert!(
-        bob.run_until(T, |c| c.left.iter().any(|(id, why)| *id == ann_id && why == "left")).await,
+        bob.run_until(T, |c| c
+            .left
+            .iter()
+            .any(|(id, why)| *id == ann_id && why == "left"))
+            .await,
         "Bob sees Ann leave"
     );
     assert_eq!(bob.participants.len(), 1);
@@ -116,7 +137,14 @@ async fn a_publisher_that_reconnects_keeps_its_place_and_the_stream_stays_contin
     ann.publish("camera", 300).await.unwrap();
     let mut bob = Client::join(&url, &meeting, "Bob", None).await.unwrap();
     let ann_id = ann.participant_id.clone();
-    let (_, ok) = run_pair(&mut ann, &mut bob, T, |_| true, |c| c.received_from(&ann_id, "camera").packets > 50).await;
+    let (_, ok) = run_pair(
+        &mut ann,
+        &mut bob,
+        T,
+        |_| true,
+        |c| c.received_from(&ann_id, "camera").packets > 50,
+    )
+    .await;
     assert!(ok);
     let before = bob.received_from(&ann_id, "camera");
     let offers_before = bob.offers;
@@ -125,22 +153,41 @@ async fn a_publisher_that_reconnects_keeps_its_place_and_the_stream_stays_contin
     let token = ann.resume_token.clone();
     ann.vanish();
     assert!(
-        bob.run_until(T, |c| c.participants.get(&ann_id).is_some_and(|p| p["connected"] == false)).await,
+        bob.run_until(T, |c| c
+            .participants
+            .get(&ann_id)
+            .is_some_and(|p| p["connected"] == false))
+            .await,
         "Bob sees Ann reconnecting"
     );
-    let mut ann = Client::join(&url, &meeting, "Ann", Some(&token)).await.unwrap();
+    let mut ann = Client::join(&url, &meeting, "Ann", Some(&token))
+        .await
+        .unwrap();
     assert_eq!(ann.participant_id, ann_id, "same participant after resume");
     ann.publish("camera", 300).await.unwrap();
-    let (_, ok) = run_pair(&mut ann, &mut bob, T, |_| true, |c| {
-        c.received_from(&ann_id, "camera").packets > before.packets + 100
-    })
+    let (_, ok) = run_pair(
+        &mut ann,
+        &mut bob,
+        T,
+        |_| true,
+        |c| c.received_from(&ann_id, "camera").packets > before.packets + 100,
+    )
     .await;
     assert!(ok, "media resumes: {:?}", bob.received);
     let after = bob.received_from(&ann_id, "camera");
-    assert_eq!(after.gaps, 0, "the outgoing stream continues without a sequence jump");
-    assert!(after.keyframes > before.keyframes, "the new source starts at a keyframe");
+    assert_eq!(
+        after.gaps, 0,
+        "the outgoing stream continues without a sequence jump"
+    );
+    assert!(
+        after.keyframes > before.keyframes,
+        "the new source starts at a keyframe"
+    );
     assert!(bob.left.is_empty(), "no one left");
-    assert_eq!(bob.offers, offers_before, "Bob's media was not renegotiated");
+    assert_eq!(
+        bob.offers, offers_before,
+        "Bob's media was not renegotiated"
+    );
     assert!(bob.participants[&ann_id]["connected"] == true);
     server.shutdown().await;
 }
@@ -155,7 +202,10 @@ async fn a_vanished_participant_is_removed_after_the_grace_period() {
     let ann_id = ann.participant_id.clone();
     ann.vanish();
     assert!(
-        bob.run_until(Duration::from_secs(5), |c| c.left.iter().any(|(id, why)| *id == ann_id && why == "disconnected"))
+        bob.run_until(Duration::from_secs(5), |c| c
+            .left
+            .iter()
+            .any(|(id, why)| *id == ann_id && why == "disconnected"))
             .await
     );
     assert!(!bob.participants.contains_key(&ann_id));
@@ -174,12 +224,26 @@ async fn lost_video_packets_are_retransmitted_by_the_sfu() {
     // SFU answers from its send cache.
     bob.drop_rtp_every = Some(15);
     let ann_id = ann.participant_id.clone();
-    let (_, ok) = run_pair(&mut ann, &mut bob, T, |_| true, |c| c.received_from(&ann_id, "camera").packets > 400).await;
+    let (_, ok) = run_pair(
+        &mut ann,
+        &mut bob,
+        T,
+        |_| true,
+        |c| c.received_from(&ann_id, "camera").packets > 400,
+    )
+    .await;
     assert!(ok, "{:?}", bob.received);
     let cam = bob.received_from(&ann_id, "camera");
     assert!(cam.gaps > 10, "packets were lost: {cam:?}");
     // Let the last retransmissions arrive.
-    run_pair(&mut ann, &mut bob, Duration::from_millis(500), |_| false, |_| false).await;
+    run_pair(
+        &mut ann,
+        &mut bob,
+        Duration::from_millis(500),
+        |_| false,
+        |_| false,
+    )
+    .await;
     let cam = bob.received_from(&ann_id, "camera");
     let recovered = cam.gaps - cam.missing.len() as u64;
     assert!(
@@ -203,15 +267,35 @@ async fn a_new_subscriber_gets_a_keyframe_requested_from_the_publisher() {
     // Ann's encoder would send its next keyframe only in a minute.
     ann.set_keyframe_interval("camera", Duration::from_secs(60));
     let ann_id = ann.participant_id.clone();
-    let (_, ok) = run_pair(&mut ann, &mut cat, T, |_| true, |c| c.received_from(&ann_id, "camera").packets > 50).await;
+    let (_, ok) = run_pair(
+        &mut ann,
+        &mut cat,
+        T,
+        |_| true,
+        |c| c.received_from(&ann_id, "camera").packets > 50,
+    )
+    .await;
     assert!(ok);
     let asked_before = ann.keyframe_requests;
 
     // Bob arrives mid-stream: the SFU asks Ann for a keyframe, and Bob's stream starts with it.
     let mut bob = Client::join(&url, &meeting, "Bob", None).await.unwrap();
-    let (_, ok) = run_pair(&mut ann, &mut bob, T, |_| true, |c| c.received_from(&ann_id, "camera").packets > 20).await;
-    assert!(ok, "Bob receives video well before Ann's next scheduled keyframe");
-    assert!(ann.keyframe_requests > asked_before, "the SFU sent Ann a keyframe request");
+    let (_, ok) = run_pair(
+        &mut ann,
+        &mut bob,
+        T,
+        |_| true,
+        |c| c.received_from(&ann_id, "camera").packets > 20,
+    )
+    .await;
+    assert!(
+        ok,
+        "Bob receives video well before Ann's next scheduled keyframe"
+    );
+    assert!(
+        ann.keyframe_requests > asked_before,
+        "the SFU sent Ann a keyframe request"
+    );
     let got = bob.received_from(&ann_id, "camera");
     assert!(got.keyframes >= 1 && got.gaps == 0, "{got:?}");
     server.shutdown().await;

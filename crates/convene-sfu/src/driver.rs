@@ -26,11 +26,24 @@ const RECV_BUF: usize = 2048;
 pub enum Command {
     AddConnection(ConnId),
     RemoveConnection(ConnId),
-    Publish { conn: ConnId, track: TrackId, kind: TrackKind },
+    Publish {
+        conn: ConnId,
+        track: TrackId,
+        kind: TrackKind,
+    },
     Unpublish(TrackId),
-    Subscribe { conn: ConnId, track: TrackId },
-    Unsubscribe { conn: ConnId, track: TrackId },
-    Answer { conn: ConnId, sdp: String },
+    Subscribe {
+        conn: ConnId,
+        track: TrackId,
+    },
+    Unsubscribe {
+        conn: ConnId,
+        track: TrackId,
+    },
+    Answer {
+        conn: ConnId,
+        sdp: String,
+    },
     Shutdown,
 }
 
@@ -103,7 +116,8 @@ pub fn spawn(
     }
     let mut socket = UdpSocket::from_std(std_socket);
     let poll = Poll::new()?;
-    poll.registry().register(&mut socket, SOCKET, Interest::READABLE)?;
+    poll.registry()
+        .register(&mut socket, SOCKET, Interest::READABLE)?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (tx, rx) = mpsc::channel();
     let stats = Arc::new(Mutex::new(SfuStats::default()));
@@ -114,7 +128,9 @@ pub fn spawn(
         stats: stats.clone(),
         local_addr: announce,
     };
-    let config = SfuConfig { candidates: vec![announce] };
+    let config = SfuConfig {
+        candidates: vec![announce],
+    };
     let thread = std::thread::Builder::new()
         .name("convene-sfu".into())
         .spawn(move || {
@@ -122,7 +138,10 @@ pub fn spawn(
                 error!("SFU thread stopped: {e}");
             }
         })?;
-    Ok(SfuThread { handle, thread: Some(thread) })
+    Ok(SfuThread {
+        handle,
+        thread: Some(thread),
+    })
 }
 
 fn run(

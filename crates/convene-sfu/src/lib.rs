@@ -22,6 +22,8 @@ mod vp8;
 
 pub use ids::{ConnId, TrackId};
 pub use rewrite::Rewriter;
-pub use sfu::{Datagram, OfferedSlot, Sfu, SfuConfig, SfuError, SfuEvent, SfuStats, SlotDirection, TrackKind};
+pub use sfu::{
+    Datagram, OfferedSlot, Sfu, SfuConfig, SfuError, SfuEvent, SfuStats, SlotDirection, TrackKind,
+};
 pub use speaking::SpeakingDetector;
 pub use vp8::is_vp8_keyframe_start;

@@ -125,7 +125,9 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Rewriter::new(0);
         r.rewrite(1, 1, u32::MAX - 10, t0, 48_000);
-        let (_, ts) = r.rewrite(2, 1, 0, t0 + Duration::from_millis(20), 48_000).unwrap();
+        let (_, ts) = r
+            .rewrite(2, 1, 0, t0 + Duration::from_millis(20), 48_000)
+            .unwrap();
         assert_eq!(ts, (u32::MAX - 10).wrapping_add(960));
     }
 

@@ -82,7 +82,11 @@ pub struct OfferedSlot {
 #[derive(Debug)]
 pub enum SfuEvent {
     /// Send this offer to the client; its answer goes to [`Sfu::accept_answer`].
-    Offer { conn: ConnId, sdp: String, slots: Vec<OfferedSlot> },
+    Offer {
+        conn: ConnId,
+        sdp: String,
+        slots: Vec<OfferedSlot>,
+    },
     /// ICE and DTLS are up.
     Connected(ConnId),
     /// ICE lost the client. It may come back; the layer above decides when to give up.
@@ -184,7 +188,11 @@ impl Sfu {
     }
 
     pub fn stats(&self) -> SfuStats {
-        SfuStats { connections: self.conns.len(), tracks: self.producers.len(), ..self.stats }
+        SfuStats {
+            connections: self.conns.len(),
+            tracks: self.producers.len(),
+            ..self.stats
+        }
     }
 
     pub fn connection_count(&self) -> usize {
@@ -228,7 +236,9 @@ impl Sfu {
         self.routes.remove_conn(conn);
         for (idx, slot) in c.slots.iter().enumerate() {
             let Some(track) = slot.track else { continue };
-            let Some(p) = self.producers.get_mut(&track) else { continue };
+            let Some(p) = self.producers.get_mut(&track) else {
+                continue;
+            };
             match slot.dir {
                 SlotDirection::Send => {
                     if p.conn == Some(conn) {
@@ -243,7 +253,12 @@ impl Sfu {
 
     /// `conn` publishes `track`. If the track exists (its publisher reconnected),
     /// it moves to this connection and its subscribers carry on seamlessly.
-    pub fn publish(&mut self, conn: ConnId, track: TrackId, kind: TrackKind) -> Result<(), SfuError> {
+    pub fn publish(
+        &mut self,
+        conn: ConnId,
+        track: TrackId,
+        kind: TrackKind,
+    ) -> Result<(), SfuError> {
         if !self.conns.contains_key(&conn) {
             return Err(SfuError::UnknownConnection);
         }
@@ -294,13 +309,23 @@ impl Sfu {
             }
         }
         if p.speaking.is_speaking() {
-            self.events.push_back(SfuEvent::Speaking { track, speaking: false });
+            self.events.push_back(SfuEvent::Speaking {
+                track,
+                speaking: false,
+            });
         }
     }
 
     pub fn subscribe(&mut self, conn: ConnId, track: TrackId) -> Result<(), SfuError> {
-        let kind = self.producers.get(&track).ok_or(SfuError::UnknownTrack)?.kind;
-        let c = self.conns.get_mut(&conn).ok_or(SfuError::UnknownConnection)?;
+        let kind = self
+            .producers
+            .get(&track)
+            .ok_or(SfuError::UnknownTrack)?
+            .kind;
+        let c = self
+            .conns
+            .get_mut(&conn)
+            .ok_or(SfuError::UnknownConnection)?;
         if c.slot_of(track, SlotDirection::Receive).is_some() {
             return Ok(());
         }
@@ -333,11 +358,15 @@ impl Sfu {
 
     /// The client's answer to the last offer.
     pub fn accept_answer(&mut self, now: Instant, conn: ConnId, sdp: &str) -> Result<(), SfuError> {
-        let c = self.conns.get_mut(&conn).ok_or(SfuError::UnknownConnection)?;
+        let c = self
+            .conns
+            .get_mut(&conn)
+            .ok_or(SfuError::UnknownConnection)?;
         if c.pending_offer.is_none() {
             return Err(SfuError::NoOfferPending);
         }
-        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let answer =
+            SdpAnswer::from_sdp_string(sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
         let pending = c.pending_offer.take().expect("checked above");
         let new_mids = std::mem::take(&mut c.pending_new_mids);
         let result = c.rtc.sdp_api().accept_answer(pending, answer);
@@ -385,7 +414,9 @@ impl Sfu {
     }
 
     fn negotiate(&mut self, conn: ConnId) {
-        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         if c.pending_offer.is_some() || !c.dirty {
             return;
         }
@@ -396,16 +427,21 @@ impl Sfu {
             let active = slot.track.is_some();
             match slot.mid {
                 None if active => {
-                    let mid = api.add_media(slot.kind.media_kind(), slot.str0m_direction(), None, None, None);
+                    let mid = api.add_media(
+                        slot.kind.media_kind(),
+                        slot.str0m_direction(),
+                        None,
+                        None,
+                        None,
+                    );
                     slot.mid = Some(mid);
                     new_mids.push(idx);
                 }
                 None => {}
-                Some(mid) => {
-                    if active != slot.offered_active {
-                        api.set_direction(mid, slot.str0m_direction());
-                    }
+                Some(mid) if active != slot.offered_active => {
+                    api.set_direction(mid, slot.str0m_direction());
                 }
+                Some(_) => {}
             }
             slot.offered_active = active && slot.mid.is_some();
         }
@@ -426,11 +462,21 @@ impl Sfu {
                 })
             })
             .collect();
-        self.events.push_back(SfuEvent::Offer { conn, sdp: offer.to_sdp_string(), slots });
+        self.events.push_back(SfuEvent::Offer {
+            conn,
+            sdp: offer.to_sdp_string(),
+            slots,
+        });
         self.drain(conn);
     }
 
-    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) {
         self.stats.datagrams_in += 1;
         let (conn_id, verify) = match self.routes.lookup(source, data) {
             Route::Known(c) => (c, false),
@@ -443,8 +489,18 @@ impl Sfu {
         let Ok(contents) = data.try_into() else {
             return;
         };
-        let input = Input::Receive(now, Receive { proto: Protocol::Udp, source, destination, contents });
-        let Some(c) = self.conns.get_mut(&conn_id) else { return };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination,
+                contents,
+            },
+        );
+        let Some(c) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
         if verify {
             if !c.rtc.accepts(&input) {
                 return;
@@ -464,7 +520,9 @@ impl Sfu {
                 break;
             }
             self.timers.pop();
-            let Some(c) = self.conns.get_mut(&conn) else { continue };
+            let Some(c) = self.conns.get_mut(&conn) else {
+                continue;
+            };
             if c.scheduled != Some(at) {
                 continue; // superseded by an earlier entry
             }
@@ -487,7 +545,10 @@ impl Sfu {
             self.next_speaking_tick = now + SPEAKING_TICK;
             for (track, p) in self.producers.iter_mut() {
                 if let Some(speaking) = p.speaking.on_tick(now) {
-                    self.events.push_back(SfuEvent::Speaking { track: *track, speaking });
+                    self.events.push_back(SfuEvent::Speaking {
+                        track: *track,
+                        speaking,
+                    });
                 }
             }
         }
@@ -515,7 +576,9 @@ impl Sfu {
     /// Drain one connection's output to its timeout (str0m's contract after every
     /// mutation). Events are queued, not handled here, so handling cannot recurse.
     fn drain(&mut self, conn: ConnId) {
-        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         loop {
             match c.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {
@@ -553,7 +616,9 @@ impl Sfu {
                     let track = self.conns.get(&conn).and_then(|c| {
                         let idx = c.slot_by_mid(req.mid)?;
                         let s = &c.slots[idx];
-                        (s.dir == SlotDirection::Receive).then_some(s.track).flatten()
+                        (s.dir == SlotDirection::Receive)
+                            .then_some(s.track)
+                            .flatten()
                     });
                     if let Some(track) = track {
                         self.request_keyframe(now, track);
@@ -572,7 +637,9 @@ impl Sfu {
     }
 
     fn request_keyframe(&mut self, now: Instant, track: TrackId) {
-        let Some(p) = self.producers.get_mut(&track) else { return };
+        let Some(p) = self.producers.get_mut(&track) else {
+            return;
+        };
         if p.kind != TrackKind::Video {
             return;
         }
@@ -582,8 +649,13 @@ impl Sfu {
             return;
         }
         let Some(conn) = p.conn else { return };
-        let Some(c) = self.conns.get_mut(&conn) else { return };
-        let Some(mid) = c.slot_of(track, SlotDirection::Send).and_then(|i| c.slots[i].mid) else {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Some(mid) = c
+            .slot_of(track, SlotDirection::Send)
+            .and_then(|i| c.slots[i].mid)
+        else {
             return;
         };
         let mut api = c.rtc.direct_api();
@@ -601,12 +673,16 @@ impl Sfu {
         if pkt.payload.is_empty() || !self.media_pts.contains(&pkt.header.payload_type) {
             return; // padding/probes and anything not negotiated as media
         }
-        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         let ssrc = pkt.header.ssrc;
         let idx = match c.ssrc_slot.get(&ssrc) {
             Some(&i) => i,
             None => {
-                let Some(mid) = c.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid()) else { return };
+                let Some(mid) = c.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid()) else {
+                    return;
+                };
                 let Some(i) = c.slot_by_mid(mid) else { return };
                 c.ssrc_slot.insert(ssrc, i);
                 i
@@ -618,7 +694,9 @@ impl Sfu {
             self.stats.rtp_dropped_unpublished += 1;
             return;
         };
-        let Some(p) = self.producers.get_mut(&track) else { return };
+        let Some(p) = self.producers.get_mut(&track) else {
+            return;
+        };
         if p.conn != Some(conn) {
             return;
         }
@@ -628,8 +706,12 @@ impl Sfu {
             if let Some(level) = pkt.header.ext_vals.audio_level {
                 ext.audio_level = Some(level);
                 ext.voice_activity = pkt.header.ext_vals.voice_activity;
-                if let Some(speaking) = p.speaking.on_level(now, level, pkt.header.ext_vals.voice_activity) {
-                    self.events.push_back(SfuEvent::Speaking { track, speaking });
+                if let Some(speaking) =
+                    p.speaking
+                        .on_level(now, level, pkt.header.ext_vals.voice_activity)
+                {
+                    self.events
+                        .push_back(SfuEvent::Speaking { track, speaking });
                 }
             }
         } else {
@@ -640,10 +722,16 @@ impl Sfu {
         let consumers = std::mem::take(&mut p.consumers);
         let mut want_keyframe = false;
         for &(sub, slot_idx) in &consumers {
-            let Some(sc) = self.conns.get_mut(&sub) else { continue };
+            let Some(sc) = self.conns.get_mut(&sub) else {
+                continue;
+            };
             let slot = &mut sc.slots[slot_idx];
-            let Some(mid) = slot.mid.filter(|_| slot.track == Some(track)) else { continue };
-            if kind == TrackKind::Video && (slot.needs_keyframe || !slot.rewriter.is_current(source)) {
+            let Some(mid) = slot.mid.filter(|_| slot.track == Some(track)) else {
+                continue;
+            };
+            if kind == TrackKind::Video
+                && (slot.needs_keyframe || !slot.rewriter.is_current(source))
+            {
                 if !keyframe {
                     slot.needs_keyframe = true;
                     want_keyframe = true;
@@ -651,18 +739,30 @@ impl Sfu {
                 }
                 slot.needs_keyframe = false;
             }
-            let Some((seq, ts)) =
-                slot.rewriter.rewrite(source, *pkt.seq_no, pkt.header.timestamp, now, kind.clock_rate())
-            else {
+            let Some((seq, ts)) = slot.rewriter.rewrite(
+                source,
+                *pkt.seq_no,
+                pkt.header.timestamp,
+                now,
+                kind.clock_rate(),
+            ) else {
                 continue;
             };
             let mut api = sc.rtc.direct_api();
-            let Some(tx) = api.stream_tx_by_mid(mid, None) else { continue };
+            let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+                continue;
+            };
             tx.write_rtp(
-                RtpWrite::new(pkt.header.payload_type, SeqNo::from(seq), ts, pkt.timestamp, pkt.payload.clone())
-                    .marker(pkt.header.marker)
-                    .ext_vals(ext.clone())
-                    .nackable(kind == TrackKind::Video),
+                RtpWrite::new(
+                    pkt.header.payload_type,
+                    SeqNo::from(seq),
+                    ts,
+                    pkt.timestamp,
+                    pkt.payload.clone(),
+                )
+                .marker(pkt.header.marker)
+                .ext_vals(ext.clone())
+                .nackable(kind == TrackKind::Video),
             );
             self.stats.rtp_forwarded += 1;
             self.drain(sub);
@@ -677,4 +777,3 @@ impl Sfu {
         }
     }
 }
-

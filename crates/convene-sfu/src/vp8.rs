@@ -45,7 +45,9 @@ mod tests {
         // X=1 S=1 PID=0; I=1; PictureID 0x8123; VP8 header P=0.
         assert!(is_vp8_keyframe_start(&[0x90, 0x80, 0x81, 0x23, 0x10, 0x02]));
         // Same, but P=1: an interframe.
-        assert!(!is_vp8_keyframe_start(&[0x90, 0x80, 0x81, 0x23, 0x11, 0x02]));
+        assert!(!is_vp8_keyframe_start(&[
+            0x90, 0x80, 0x81, 0x23, 0x11, 0x02
+        ]));
     }
 
     #[test]
@@ -61,7 +63,13 @@ mod tests {
 
     #[test]
     fn truncated_payloads_do_not_panic() {
-        for p in [&[][..], &[0x90], &[0x90, 0x80], &[0x90, 0x80, 0x81], &[0x90, 0xf0, 0x01, 0x02]] {
+        for p in [
+            &[][..],
+            &[0x90],
+            &[0x90, 0x80],
+            &[0x90, 0x80, 0x81],
+            &[0x90, 0xf0, 0x01, 0x02],
+        ] {
             let _ = is_vp8_keyframe_start(p);
         }
     }

@@ -18,7 +18,9 @@ pub enum StorageError {
     Sqlite(#[from] rusqlite::Error),
     #[error("could not create the data folder: {0}")]
     Io(#[from] std::io::Error),
-    #[error("the database was written by a newer Convene (schema {found}, this one knows {known})")]
+    #[error(
+        "the database was written by a newer Convene (schema {found}, this one knows {known})"
+    )]
     TooNew { found: usize, known: usize },
 }
 
@@ -49,7 +51,9 @@ impl Storage {
     fn from_connection(mut conn: Connection) -> Result<Self, StorageError> {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrate(&mut conn)?;
-        Ok(Storage { conn: Mutex::new(conn) })
+        Ok(Storage {
+            conn: Mutex::new(conn),
+        })
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -57,7 +61,11 @@ impl Storage {
     }
 
     pub fn create_meeting(&self, title: &str) -> Result<Meeting, StorageError> {
-        let meeting = Meeting { id: new_meeting_id(), title: title.to_string(), created_at: unix_secs() };
+        let meeting = Meeting {
+            id: new_meeting_id(),
+            title: title.to_string(),
+            created_at: unix_secs(),
+        };
         self.conn().execute(
             "INSERT INTO meetings (id, title, created_at) VALUES (?1, ?2, ?3)",
             params![meeting.id, meeting.title, meeting.created_at],
@@ -68,18 +76,30 @@ impl Storage {
     pub fn meeting(&self, id: &str) -> Result<Option<Meeting>, StorageError> {
         let found = self
             .conn()
-            .query_row("SELECT id, title, created_at FROM meetings WHERE id = ?1", params![id], |r| {
-                Ok(Meeting { id: r.get(0)?, title: r.get(1)?, created_at: r.get(2)? })
-            })
+            .query_row(
+                "SELECT id, title, created_at FROM meetings WHERE id = ?1",
+                params![id],
+                |r| {
+                    Ok(Meeting {
+                        id: r.get(0)?,
+                        title: r.get(1)?,
+                        created_at: r.get(2)?,
+                    })
+                },
+            )
             .optional()?;
         Ok(found)
     }
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
-    let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+    let version: usize =
+        conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
     if version > MIGRATIONS.len() {
-        return Err(StorageError::TooNew { found: version, known: MIGRATIONS.len() });
+        return Err(StorageError::TooNew {
+            found: version,
+            known: MIGRATIONS.len(),
+        });
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
         let tx = conn.transaction()?;
@@ -104,7 +124,13 @@ pub fn new_meeting_id() -> String {
 /// Whether `s` has the shape of a meeting id (checked before any lookup).
 pub fn is_meeting_id(s: &str) -> bool {
     s.len() == 14
-        && s.bytes().enumerate().all(|(i, b)| if i % 5 == 4 { b == b'-' } else { ID_ALPHABET.contains(&b) })
+        && s.bytes().enumerate().all(|(i, b)| {
+            if i % 5 == 4 {
+                b == b'-'
+            } else {
+                ID_ALPHABET.contains(&b)
+            }
+        })
 }
 
 fn unix_secs() -> i64 {
@@ -121,7 +147,10 @@ mod tests {
     #[test]
     fn meetings_survive_reopening_the_file() {
         let dir = std::env::temp_dir().join(format!("convene-storage-{}", new_meeting_id()));
-        let m = Storage::open(&dir).unwrap().create_meeting("Weekly sync").unwrap();
+        let m = Storage::open(&dir)
+            .unwrap()
+            .create_meeting("Weekly sync")
+            .unwrap();
         let s = Storage::open(&dir).unwrap();
         assert_eq!(s.meeting(&m.id).unwrap(), Some(m));
         assert_eq!(s.meeting("nope-nope-nope").unwrap(), None);
@@ -143,6 +172,9 @@ mod tests {
     fn a_newer_schema_is_refused() {
         let conn = Connection::open_in_memory().unwrap();
         conn.pragma_update(None, "user_version", 99).unwrap();
-        assert!(matches!(Storage::from_connection(conn), Err(StorageError::TooNew { .. })));
+        assert!(matches!(
+            Storage::from_connection(conn),
+            Err(StorageError::TooNew { .. })
+        ));
     }
 }

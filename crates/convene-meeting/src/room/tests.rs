@@ -2,7 +2,11 @@ use super::*;
 use crate::protocol::{ClientMessage as C, ErrorCode};
 
 fn join_msg(name: &str) -> C {
-    C::Join { protocol: PROTOCOL_VERSION, name: name.into(), resume: None }
+    C::Join {
+        protocol: PROTOCOL_VERSION,
+        name: name.into(),
+        resume: None,
+    }
 }
 
 fn room() -> Room {
@@ -38,22 +42,40 @@ fn a_joiner_is_welcomed_announced_and_subscribed_to_what_exists() {
     let now = Instant::now();
     let mut r = room();
     let ann = r.join(now, join_msg("Ann")).unwrap();
-    r.handle(now, &ann, C::Publish { source: Source::Camera }).unwrap();
+    r.handle(
+        now,
+        &ann,
+        C::Publish {
+            source: Source::Camera,
+        },
+    )
+    .unwrap();
     drain(&mut r);
     let bob = r.join(now, join_msg("  Bob \n Smith ")).unwrap();
     let fx = drain(&mut r);
-    let ServerMessage::Welcome { participants, meeting, .. } = &sent_to(&fx, &bob)[0] else {
+    let ServerMessage::Welcome {
+        participants,
+        meeting,
+        ..
+    } = &sent_to(&fx, &bob)[0]
+    else {
         panic!("first message to a joiner is welcome")
     };
     assert_eq!(meeting.title, "Budget");
     assert_eq!(participants.len(), 2);
     assert!(participants.iter().any(|p| p.name == "Bob Smith"));
-    assert!(matches!(&sent_to(&fx, &ann)[0], ServerMessage::ParticipantJoined { participant } if participant.name == "Bob Smith"));
+    assert!(
+        matches!(&sent_to(&fx, &ann)[0], ServerMessage::ParticipantJoined { participant } if participant.name == "Bob Smith")
+    );
     assert_eq!(
         media(&fx),
         vec![
             MediaAction::Connect(bob.clone()),
-            MediaAction::Subscribe { who: bob.clone(), publisher: ann.clone(), source: Source::Camera }
+            MediaAction::Subscribe {
+                who: bob.clone(),
+                publisher: ann.clone(),
+                source: Source::Camera
+            }
         ]
     );
 }
@@ -66,12 +88,32 @@ fn publishing_subscribes_everyone_else() {
     let b = r.join(now, join_msg("B")).unwrap();
     let c = r.join(now, join_msg("C")).unwrap();
     drain(&mut r);
-    r.handle(now, &b, C::Publish { source: Source::Screen }).unwrap();
+    r.handle(
+        now,
+        &b,
+        C::Publish {
+            source: Source::Screen,
+        },
+    )
+    .unwrap();
     let m = media(&drain(&mut r));
-    assert!(m.contains(&MediaAction::Publish { who: b.clone(), source: Source::Screen }));
-    assert!(m.contains(&MediaAction::Subscribe { who: a.clone(), publisher: b.clone(), source: Source::Screen }));
-    assert!(m.contains(&MediaAction::Subscribe { who: c, publisher: b.clone(), source: Source::Screen }));
-    assert!(!m.iter().any(|x| matches!(x, MediaAction::Subscribe { who, .. } if *who == b)));
+    assert!(m.contains(&MediaAction::Publish {
+        who: b.clone(),
+        source: Source::Screen
+    }));
+    assert!(m.contains(&MediaAction::Subscribe {
+        who: a.clone(),
+        publisher: b.clone(),
+        source: Source::Screen
+    }));
+    assert!(m.contains(&MediaAction::Subscribe {
+        who: c,
+        publisher: b.clone(),
+        source: Source::Screen
+    }));
+    assert!(!m
+        .iter()
+        .any(|x| matches!(x, MediaAction::Subscribe { who, .. } if *who == b)));
 }
 
 #[test]
@@ -81,34 +123,90 @@ fn chat_reaches_everyone_and_is_kept_for_later_joiners() {
     let a = r.join(now, join_msg("A")).unwrap();
     let b = r.join(now, join_msg("B")).unwrap();
     drain(&mut r);
-    r.handle(now, &a, C::Chat { text: " hello ".into() }).unwrap();
+    r.handle(
+        now,
+        &a,
+        C::Chat {
+            text: " hello ".into(),
+        },
+    )
+    .unwrap();
     let fx = drain(&mut r);
     for who in [&a, &b] {
-        assert!(matches!(&sent_to(&fx, who)[0], ServerMessage::Chat { message } if message.text == "hello" && message.name == "A"));
+        assert!(
+            matches!(&sent_to(&fx, who)[0], ServerMessage::Chat { message } if message.text == "hello" && message.name == "A")
+        );
     }
     let c = r.join(now, join_msg("C")).unwrap();
     let fx = drain(&mut r);
-    let ServerMessage::Welcome { chat, .. } = &sent_to(&fx, &c)[0] else { panic!() };
+    let ServerMessage::Welcome { chat, .. } = &sent_to(&fx, &c)[0] else {
+        panic!()
+    };
     assert_eq!(chat.len(), 1);
-    assert_eq!(r.handle(now, &a, C::Chat { text: "  ".into() }).unwrap_err().code, ErrorCode::Invalid);
-    assert_eq!(r.handle(now, &a, C::Chat { text: "x".repeat(2001) }).unwrap_err().code, ErrorCode::Invalid);
+    assert_eq!(
+        r.handle(now, &a, C::Chat { text: "  ".into() })
+            .unwrap_err()
+            .code,
+        ErrorCode::Invalid
+    );
+    assert_eq!(
+        r.handle(
+            now,
+            &a,
+            C::Chat {
+                text: "x".repeat(2001)
+            }
+        )
+        .unwrap_err()
+        .code,
+        ErrorCode::Invalid
+    );
 }
 
 #[test]
 fn wrong_state_and_bad_joins_are_refused() {
     let now = Instant::now();
     let mut r = room();
-    assert_eq!(r.join(now, C::Leave {}).unwrap_err().code, ErrorCode::WrongState);
     assert_eq!(
-        r.join(now, C::Join { protocol: 9, name: "A".into(), resume: None }).unwrap_err().code,
+        r.join(now, C::Leave {}).unwrap_err().code,
+        ErrorCode::WrongState
+    );
+    assert_eq!(
+        r.join(
+            now,
+            C::Join {
+                protocol: 9,
+                name: "A".into(),
+                resume: None
+            }
+        )
+        .unwrap_err()
+        .code,
         ErrorCode::UnsupportedProtocol
     );
-    assert_eq!(r.join(now, join_msg(" \u{7} ")).unwrap_err().code, ErrorCode::Invalid);
-    assert_eq!(r.join(now, join_msg(&"n".repeat(65))).unwrap_err().code, ErrorCode::Invalid);
-    let a = r.join(now, join_msg("A")).unwrap();
-    assert_eq!(r.handle(now, &a, join_msg("A")).unwrap_err().code, ErrorCode::WrongState);
     assert_eq!(
-        r.handle(now, &a, C::Unpublish { source: Source::Camera }).unwrap_err().code,
+        r.join(now, join_msg(" \u{7} ")).unwrap_err().code,
+        ErrorCode::Invalid
+    );
+    assert_eq!(
+        r.join(now, join_msg(&"n".repeat(65))).unwrap_err().code,
+        ErrorCode::Invalid
+    );
+    let a = r.join(now, join_msg("A")).unwrap();
+    assert_eq!(
+        r.handle(now, &a, join_msg("A")).unwrap_err().code,
+        ErrorCode::WrongState
+    );
+    assert_eq!(
+        r.handle(
+            now,
+            &a,
+            C::Unpublish {
+                source: Source::Camera
+            }
+        )
+        .unwrap_err()
+        .code,
         ErrorCode::WrongState
     );
 }
@@ -116,10 +214,20 @@ fn wrong_state_and_bad_joins_are_refused() {
 #[test]
 fn meeting_full() {
     let now = Instant::now();
-    let mut r = Room::new("m".into(), "t".into(), RoomLimits { max_participants: 2, ..Default::default() });
+    let mut r = Room::new(
+        "m".into(),
+        "t".into(),
+        RoomLimits {
+            max_participants: 2,
+            ..Default::default()
+        },
+    );
     r.join(now, join_msg("A")).unwrap();
     r.join(now, join_msg("B")).unwrap();
-    assert_eq!(r.join(now, join_msg("C")).unwrap_err().code, ErrorCode::MeetingFull);
+    assert_eq!(
+        r.join(now, join_msg("C")).unwrap_err().code,
+        ErrorCode::MeetingFull
+    );
 }
 
 #[test]
@@ -128,15 +236,28 @@ fn leaving_unpublishes_and_tells_the_others() {
     let mut r = room();
     let a = r.join(now, join_msg("A")).unwrap();
     let b = r.join(now, join_msg("B")).unwrap();
-    r.handle(now, &a, C::Publish { source: Source::Microphone }).unwrap();
+    r.handle(
+        now,
+        &a,
+        C::Publish {
+            source: Source::Microphone,
+        },
+    )
+    .unwrap();
     drain(&mut r);
     r.handle(now, &a, C::Leave {}).unwrap();
     let fx = drain(&mut r);
     assert!(fx.contains(&Effect::Close { who: a.clone() }));
-    assert!(media(&fx).contains(&MediaAction::Unpublish { who: a.clone(), source: Source::Microphone }));
+    assert!(media(&fx).contains(&MediaAction::Unpublish {
+        who: a.clone(),
+        source: Source::Microphone
+    }));
     assert_eq!(
         sent_to(&fx, &b),
-        vec![ServerMessage::ParticipantLeft { participant_id: a.0.clone(), reason: LeaveReason::Left }]
+        vec![ServerMessage::ParticipantLeft {
+            participant_id: a.0.clone(),
+            reason: LeaveReason::Left
+        }]
     );
     assert_eq!(r.participant_count(), 1);
 }
@@ -147,26 +268,59 @@ fn a_lost_connection_can_resume_within_grace_without_a_leave() {
     let mut r = room();
     let a = r.join(t0, join_msg("A")).unwrap();
     let b = r.join(t0, join_msg("B")).unwrap();
-    r.handle(t0, &a, C::Publish { source: Source::Camera }).unwrap();
+    r.handle(
+        t0,
+        &a,
+        C::Publish {
+            source: Source::Camera,
+        },
+    )
+    .unwrap();
     let fx = drain(&mut r);
-    let ServerMessage::Welcome { resume_token, .. } = &sent_to(&fx, &a)[0] else { panic!() };
+    let ServerMessage::Welcome { resume_token, .. } = &sent_to(&fx, &a)[0] else {
+        panic!()
+    };
     let token = resume_token.clone();
     r.connection_lost(t0, &a);
     let fx = drain(&mut r);
     assert!(media(&fx).contains(&MediaAction::Disconnect(a.clone())));
-    assert!(matches!(&sent_to(&fx, &b)[0], ServerMessage::ParticipantUpdated { participant } if !participant.connected));
+    assert!(
+        matches!(&sent_to(&fx, &b)[0], ServerMessage::ParticipantUpdated { participant } if !participant.connected)
+    );
     r.tick(t0 + Duration::from_secs(3));
     let back = r
-        .join(t0 + Duration::from_secs(3), C::Join { protocol: 1, name: "ignored".into(), resume: Some(token) })
+        .join(
+            t0 + Duration::from_secs(3),
+            C::Join {
+                protocol: 1,
+                name: "ignored".into(),
+                resume: Some(token),
+            },
+        )
         .unwrap();
     assert_eq!(back, a);
     let fx = drain(&mut r);
-    assert!(!sent_to(&fx, &b).iter().any(|m| matches!(m, ServerMessage::ParticipantLeft { .. })));
+    assert!(!sent_to(&fx, &b)
+        .iter()
+        .any(|m| matches!(m, ServerMessage::ParticipantLeft { .. })));
     assert!(media(&fx).contains(&MediaAction::Connect(a.clone())));
     // Republishing the same source moves the track rather than adding one.
-    r.handle(t0, &a, C::Publish { source: Source::Camera }).unwrap();
+    r.handle(
+        t0,
+        &a,
+        C::Publish {
+            source: Source::Camera,
+        },
+    )
+    .unwrap();
     let fx = drain(&mut r);
-    assert_eq!(media(&fx), vec![MediaAction::Publish { who: a.clone(), source: Source::Camera }]);
+    assert_eq!(
+        media(&fx),
+        vec![MediaAction::Publish {
+            who: a.clone(),
+            source: Source::Camera
+        }]
+    );
 }
 
 #[test]
@@ -182,8 +336,15 @@ fn away_past_grace_means_gone() {
     let fx = drain(&mut r);
     assert_eq!(
         sent_to(&fx, &b),
-        vec![ServerMessage::ParticipantLeft { participant_id: a.0.clone(), reason: LeaveReason::Disconnected }]
+        vec![ServerMessage::ParticipantLeft {
+            participant_id: a.0.clone(),
+            reason: LeaveReason::Disconnected
+        }]
     );
-    let resume = C::Join { protocol: 1, name: "A".into(), resume: Some("0".repeat(32)) };
+    let resume = C::Join {
+        protocol: 1,
+        name: "A".into(),
+        resume: Some("0".repeat(32)),
+    };
     assert_eq!(r.join(t0, resume).unwrap_err().code, ErrorCode::NotFound);
 }

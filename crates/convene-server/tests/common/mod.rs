@@ -11,7 +11,10 @@ pub async fn server() -> RunningServer {
 }
 
 pub async fn server_with(tweak: impl FnOnce(&mut Config)) -> RunningServer {
-    let dir = std::env::temp_dir().join(format!("convene-test-{}", convene_storage::new_meeting_id()));
+    let dir = std::env::temp_dir().join(format!(
+        "convene-test-{}",
+        convene_storage::new_meeting_id()
+    ));
     let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         media_listen: "127.0.0.1:0".parse().unwrap(),
@@ -27,7 +30,12 @@ pub async fn server_with(tweak: impl FnOnce(&mut Config)) -> RunningServer {
 }
 
 /// A bare HTTP/1.1 request on loopback; returns (status, body).
-pub async fn http(server: &RunningServer, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+pub async fn http(
+    server: &RunningServer,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let body = body.unwrap_or("");
     let req = format!(
@@ -37,15 +45,27 @@ pub async fn http(server: &RunningServer, method: &str, path: &str, body: Option
     );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
     let text = String::from_utf8_lossy(&out).to_string();
     let status = text[9..12].parse().unwrap();
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
 pub async fn create_meeting(server: &RunningServer, title: &str) -> String {
-    let (status, body) = http(server, "POST", "/api/meetings", Some(&serde_json::json!({ "title": title }).to_string())).await;
+    let (status, body) = http(
+        server,
+        "POST",
+        "/api/meetings",
+        Some(&serde_json::json!({ "title": title }).to_string()),
+    )
+    .await;
     assert_eq!(status, 201, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     v["id"].as_str().unwrap().to_string()
