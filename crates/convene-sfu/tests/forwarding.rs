@@ -1,0 +1,45 @@
+//! The media core alone, in memory: real str0m peers, real ICE, DTLS and SRTP.
+
+mod support;
+
+use convene_sfu::TrackKind;
+use support::Net;
+
+#[test]
+fn one_publisher_reaches_every_subscriber_with_continuous_sequence_numbers() {
+    let mut net = Net::fan_out(5, TrackKind::Video);
+    net.send_video(0, 1, 200, 1000);
+    net.settle();
+    for p in &net.peers[1..] {
+        assert_eq!(p.received.len(), 200, "every packet forwarded once");
+        let seqs: Vec<u64> = p.received.iter().map(|r| r.1).collect();
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "rewritten sequence is continuous");
+        assert!(p.received.iter().all(|r| r.2 == 1000), "payloads intact");
+    }
+    let stats = net.sfu.stats();
+    assert_eq!(stats.rtp_forwarded, 800);
+}
+
+#[test]
+fn a_subscriber_gets_nothing_until_a_keyframe_starts() {
+    let mut net = Net::fan_out(2, TrackKind::Video);
+    net.send_vp8(0, 1, 10, 500, false);
+    net.settle();
+    assert!(net.peers[1].received.is_empty(), "delta frames alone are not forwarded to a new subscriber");
+    net.send_vp8(0, 11, 10, 500, true);
+    net.settle();
+    let seqs: Vec<u64> = net.peers[1].received.iter().map(|r| r.1).collect();
+    assert_eq!(seqs.len(), 10, "from the keyframe on, everything");
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "no gap where the deltas were dropped");
+}
+
+#[test]
+fn unroutable_datagrams_are_counted_and_ignored() {
+    let mut net = Net::fan_out(2, TrackKind::Audio);
+    let stranger = "10.9.9.9:1234".parse().unwrap();
+    net.sfu.handle_datagram(net.now, stranger, net.sfu_addr, &[0x80, 0x60, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]);
+    net.sfu.handle_datagram(net.now, stranger, net.sfu_addr, &[0, 1, 0, 0]);
+    net.sfu.handle_datagram(net.now, stranger, net.sfu_addr, &[]);
+    assert_eq!(net.sfu.stats().unroutable, 3);
+    assert!(net.sfu.poll_transmit().is_none());
+}

@@ -1,0 +1,226 @@
+//! An in-memory network for the media core: one [`Sfu`] and str0m peers that
+//! exchange datagrams through queues, with no sockets and no clock but the one we
+//! advance. Used by the SFU's own tests and its criterion benchmarks.
+#![allow(dead_code)]
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use convene_sfu::{ConnId, Sfu, SfuConfig, SfuEvent, TrackId, TrackKind};
+use str0m::change::SdpOffer;
+use str0m::format::Codec;
+use str0m::media::{Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{RtpWrite, SeqNo};
+use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+
+pub const SFU_ADDR: &str = "10.0.0.1:5000";
+
+pub struct Peer {
+    pub rtc: Rtc,
+    pub addr: SocketAddr,
+    pub conn: ConnId,
+    pub connected: bool,
+    /// RTP packets this peer received: (mid, extended seq, payload length).
+    pub received: Vec<(Mid, u64, usize)>,
+    /// Offer mids → (direction "send"/"receive", track).
+    pub mids: HashMap<Mid, (bool, Option<TrackId>)>,
+}
+
+pub struct Net {
+    pub sfu: Sfu,
+    pub sfu_addr: SocketAddr,
+    pub now: Instant,
+    pub peers: Vec<Peer>,
+    /// Datagrams on the wire: (from, to, bytes).
+    wire: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
+    /// When set, datagrams from this peer are kept here instead of delivered.
+    pub capture_from: Option<usize>,
+    pub captured: Vec<Vec<u8>>,
+    /// SFU output counted but not delivered (for benchmarks).
+    pub discard_sfu_output: bool,
+    pub sfu_datagrams_out: u64,
+}
+
+fn peer_rtc(now: Instant, addr: SocketAddr) -> Rtc {
+    let mut rtc = RtcConfig::new()
+        .set_rtp_mode(true)
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true)
+        .build(now);
+    rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+    rtc
+}
+
+impl Net {
+    pub fn new(peers: usize) -> Net {
+        let now = Instant::now();
+        let sfu_addr: SocketAddr = SFU_ADDR.parse().unwrap();
+        let mut sfu = Sfu::new(SfuConfig { candidates: vec![sfu_addr] }, now);
+        let peers = (0..peers)
+            .map(|i| {
+                let addr = SocketAddr::from(([10, 0, (i / 250) as u8 + 1, (i % 250) as u8 + 2], 6000));
+                let conn = ConnId(i as u64 + 1);
+                sfu.add_connection(now, conn).unwrap();
+                Peer { rtc: peer_rtc(now, addr), addr, conn, connected: false, received: Vec::new(), mids: HashMap::new() }
+            })
+            .collect();
+        Net {
+            sfu,
+            sfu_addr,
+            now,
+            peers,
+            wire: VecDeque::new(),
+            capture_from: None,
+            captured: Vec::new(),
+            discard_sfu_output: false,
+            sfu_datagrams_out: 0,
+        }
+    }
+
+    /// Peer 0 publishes one track of `kind`; every other peer subscribes to it.
+    pub fn fan_out(peers: usize, kind: TrackKind) -> Net {
+        let mut net = Net::new(peers);
+        let track = TrackId(1);
+        net.sfu.publish(net.peers[0].conn, track, kind).unwrap();
+        for i in 1..peers {
+            let conn = net.peers[i].conn;
+            net.sfu.subscribe(conn, track).unwrap();
+        }
+        net.settle();
+        assert!(net.peers.iter().all(|p| p.connected), "every peer connects");
+        net
+    }
+
+    fn peer_by_addr(&self, addr: SocketAddr) -> Option<usize> {
+        self.peers.iter().position(|p| p.addr == addr)
+    }
+
+    /// Exchange signalling and datagrams, advancing time, until nothing moves.
+    pub fn settle(&mut self) {
+        for _ in 0..2000 {
+            let moved = self.step();
+            if !moved {
+                self.now += Duration::from_millis(5);
+                self.sfu.handle_timeout(self.now);
+                for p in &mut self.peers {
+                    let _ = p.rtc.handle_input(Input::Timeout(self.now));
+                }
+                if self.peers.iter().all(|p| p.connected) && !self.step() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One round: SFU events and output, then peers' output. True if anything moved.
+    pub fn step(&mut self) -> bool {
+        let mut moved = false;
+        self.sfu.negotiate_all();
+        while let Some(ev) = self.sfu.poll_event() {
+            moved = true;
+            if let SfuEvent::Offer { conn, sdp, slots } = ev {
+                let i = self.peers.iter().position(|p| p.conn == conn).unwrap();
+                let peer = &mut self.peers[i];
+                let answer = peer.rtc.sdp_api().accept_offer(SdpOffer::from_sdp_string(&sdp).unwrap()).unwrap();
+                peer.mids = slots
+                    .iter()
+                    .map(|s| (Mid::from(s.mid.as_str()), (s.direction == convene_sfu::SlotDirection::Send, s.track)))
+                    .collect();
+                self.drain_peer(i);
+                self.sfu.accept_answer(self.now, conn, &answer.to_sdp_string()).unwrap();
+            }
+        }
+        while let Some(d) = self.sfu.poll_transmit() {
+            moved = true;
+            self.sfu_datagrams_out += 1;
+            if !self.discard_sfu_output {
+                self.wire.push_back((d.source, d.destination, d.contents));
+            }
+        }
+        for i in 0..self.peers.len() {
+            moved |= self.drain_peer(i);
+        }
+        while let Some((from, to, bytes)) = self.wire.pop_front() {
+            moved = true;
+            if to == self.sfu_addr {
+                self.sfu.handle_datagram(self.now, from, to, &bytes);
+            } else if let Some(i) = self.peer_by_addr(to) {
+                let input = Input::Receive(
+                    self.now,
+                    Receive { proto: Protocol::Udp, source: from, destination: to, contents: bytes.as_slice().try_into().unwrap() },
+                );
+                let _ = self.peers[i].rtc.handle_input(input);
+                self.drain_peer(i);
+            }
+        }
+        moved
+    }
+
+    fn drain_peer(&mut self, i: usize) -> bool {
+        let mut moved = false;
+        loop {
+            let out = self.peers[i].rtc.poll_output().unwrap();
+            match out {
+                Output::Timeout(_) => return moved,
+                Output::Transmit(t) => {
+                    moved = true;
+                    if self.capture_from == Some(i) {
+                        self.captured.push(t.contents.into());
+                    } else {
+                        self.wire.push_back((t.source, t.destination, t.contents.into()));
+                    }
+                }
+                Output::Event(e) => {
+                    let p = &mut self.peers[i];
+                    match e {
+                        Event::Connected => p.connected = true,
+                        Event::RtpPacket(pkt) => {
+                            let mid = p.rtc.direct_api().stream_rx(&pkt.header.ssrc).map(|s| s.mid());
+                            if let Some(mid) = mid {
+                                p.received.push((mid, *pkt.seq_no, pkt.payload.len()));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn send_mid(&self, i: usize) -> Mid {
+        *self.peers[i].mids.iter().find(|(_, (send, _))| *send).expect("a send slot").0
+    }
+
+    fn pt(&self, i: usize, codec: Codec) -> Pt {
+        self.peers[i].rtc.codec_config().params().iter().find(|p| p.spec().codec == codec).unwrap().pt()
+    }
+
+    /// Peer `i` sends `count` VP8-shaped packets of `size` bytes starting at
+    /// sequence number `first_seq`; the first is a keyframe start.
+    pub fn send_video(&mut self, i: usize, first_seq: u64, count: usize, size: usize) {
+        self.send_vp8(i, first_seq, count, size, true)
+    }
+
+    pub fn send_vp8(&mut self, i: usize, first_seq: u64, count: usize, size: usize, keyframe_first: bool) {
+        let mid = self.send_mid(i);
+        let pt = self.pt(i, Codec::Vp8);
+        let now = self.now;
+        for k in 0..count {
+            let seq = first_seq + k as u64;
+            let mut payload = vec![0x80u8, 0x80, 0x80 | (seq >> 8) as u8 & 0x7f, seq as u8, 0x11];
+            if k == 0 && keyframe_first {
+                payload[0] = 0x90;
+                payload[4] = 0x10; // keyframe
+            }
+            payload.resize(size, 0x5a);
+            let ts = (seq / 4) as u32 * 3000;
+            let mut api = self.peers[i].rtc.direct_api();
+            let tx = api.stream_tx_by_mid(mid, None).unwrap();
+            tx.write_rtp(RtpWrite::new(pt, SeqNo::from(seq), ts, now, payload).marker(seq % 4 == 3).nackable(true));
+            self.drain_peer(i);
+        }
+    }
+}
