@@ -21,6 +21,8 @@ use crate::{is_vp8_keyframe_start, ConnId, SpeakingDetector, TrackId};
 
 /// Keyframe requests to one publisher are sent at most this often.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(300);
+/// Immediate timeouts answered in one drain before deferring to the timer heap.
+const MAX_IMMEDIATE_TIMEOUTS: u32 = 4;
 /// How often speaking indicators are re-checked for publishers that went quiet.
 const SPEAKING_TICK: Duration = Duration::from_millis(200);
 
@@ -150,6 +152,8 @@ pub struct Sfu {
     /// str0m events waiting to be handled (handling one may produce more).
     work: VecDeque<(ConnId, Event)>,
     stats: SfuStats,
+    /// The latest time given to us; str0m never reads a clock, nor do we.
+    now: Instant,
 }
 
 impl Sfu {
@@ -171,6 +175,7 @@ impl Sfu {
             events: VecDeque::new(),
             work: VecDeque::new(),
             stats: SfuStats::default(),
+            now,
         }
     }
 
@@ -202,6 +207,7 @@ impl Sfu {
     /// A new connection, with no media yet. Its first offer comes with the first
     /// publish or subscribe.
     pub fn add_connection(&mut self, now: Instant, id: ConnId) -> Result<(), SfuError> {
+        self.now = self.now.max(now);
         if self.conns.contains_key(&id) {
             return Err(SfuError::DuplicateConnection);
         }
@@ -358,6 +364,7 @@ impl Sfu {
 
     /// The client's answer to the last offer.
     pub fn accept_answer(&mut self, now: Instant, conn: ConnId, sdp: &str) -> Result<(), SfuError> {
+        self.now = self.now.max(now);
         let c = self
             .conns
             .get_mut(&conn)
@@ -477,6 +484,7 @@ impl Sfu {
         destination: SocketAddr,
         data: &[u8],
     ) {
+        self.now = self.now.max(now);
         self.stats.datagrams_in += 1;
         let (conn_id, verify) = match self.routes.lookup(source, data) {
             Route::Known(c) => (c, false),
@@ -515,6 +523,7 @@ impl Sfu {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = self.now.max(now);
         while let Some(Reverse((at, conn))) = self.timers.peek().copied() {
             if at > now {
                 break;
@@ -579,8 +588,17 @@ impl Sfu {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        // str0m asks for an immediate timeout when it has queued media to send;
+        // answering at once sends forwarded packets now, not at the next timer.
+        let mut immediate = 0;
         loop {
             match c.rtc.poll_output() {
+                Ok(Output::Timeout(t)) if t <= self.now && immediate < MAX_IMMEDIATE_TIMEOUTS => {
+                    immediate += 1;
+                    if let Err(e) = c.rtc.handle_input(Input::Timeout(self.now)) {
+                        debug!(conn = %conn, "timeout error: {e}");
+                    }
+                }
                 Ok(Output::Timeout(t)) => {
                     c.next_timeout = Some(t);
                     if c.scheduled.is_none_or(|s| t < s) {

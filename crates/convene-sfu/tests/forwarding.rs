@@ -13,7 +13,10 @@ fn one_publisher_reaches_every_subscriber_with_continuous_sequence_numbers() {
     for p in &net.peers[1..] {
         assert_eq!(p.received.len(), 200, "every packet forwarded once");
         let seqs: Vec<u64> = p.received.iter().map(|r| r.1).collect();
-        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "rewritten sequence is continuous");
+        assert!(
+            seqs.windows(2).all(|w| w[1] == w[0] + 1),
+            "rewritten sequence is continuous"
+        );
         assert!(p.received.iter().all(|r| r.2 == 1000), "payloads intact");
     }
     let stats = net.sfu.stats();
@@ -25,21 +28,56 @@ fn a_subscriber_gets_nothing_until_a_keyframe_starts() {
     let mut net = Net::fan_out(2, TrackKind::Video);
     net.send_vp8(0, 1, 10, 500, false);
     net.settle();
-    assert!(net.peers[1].received.is_empty(), "delta frames alone are not forwarded to a new subscriber");
+    assert!(
+        net.peers[1].received.is_empty(),
+        "delta frames alone are not forwarded to a new subscriber"
+    );
     net.send_vp8(0, 11, 10, 500, true);
     net.settle();
     let seqs: Vec<u64> = net.peers[1].received.iter().map(|r| r.1).collect();
     assert_eq!(seqs.len(), 10, "from the keyframe on, everything");
-    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "no gap where the deltas were dropped");
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "no gap where the deltas were dropped"
+    );
 }
 
 #[test]
 fn unroutable_datagrams_are_counted_and_ignored() {
     let mut net = Net::fan_out(2, TrackKind::Audio);
     let stranger = "10.9.9.9:1234".parse().unwrap();
-    net.sfu.handle_datagram(net.now, stranger, net.sfu_addr, &[0x80, 0x60, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]);
-    net.sfu.handle_datagram(net.now, stranger, net.sfu_addr, &[0, 1, 0, 0]);
-    net.sfu.handle_datagram(net.now, stranger, net.sfu_addr, &[]);
+    net.sfu.handle_datagram(
+        net.now,
+        stranger,
+        net.sfu_addr,
+        &[0x80, 0x60, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1],
+    );
+    net.sfu
+        .handle_datagram(net.now, stranger, net.sfu_addr, &[0, 1, 0, 0]);
+    net.sfu
+        .handle_datagram(net.now, stranger, net.sfu_addr, &[]);
     assert_eq!(net.sfu.stats().unroutable, 3);
     assert!(net.sfu.poll_transmit().is_none());
+}
+
+#[test]
+fn forwarded_packets_leave_at_once() {
+    // What the benchmark does: capture the publisher's datagrams, feed them by hand.
+    let mut net = Net::fan_out(3, TrackKind::Video);
+    net.capture_from = Some(0);
+    net.send_video(0, 1, 50, 1200);
+    net.flush_peer(0);
+    let datagrams = std::mem::take(&mut net.captured);
+    assert!(datagrams.len() >= 50, "captured {}", datagrams.len());
+    net.capture_from = None;
+    let (from, to, now) = (net.peers[0].addr, net.sfu_addr, net.now);
+    let mut out = 0;
+    for d in &datagrams {
+        net.sfu.handle_datagram(now, from, to, d);
+        while net.sfu.poll_transmit().is_some() {
+            out += 1;
+        }
+    }
+    // Forwarded at once, without waiting for a timer: 50 packets × 2 subscribers.
+    assert!(out >= 100, "only {out} datagrams left at once");
 }

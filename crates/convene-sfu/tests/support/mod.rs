@@ -58,13 +58,26 @@ impl Net {
     pub fn new(peers: usize) -> Net {
         let now = Instant::now();
         let sfu_addr: SocketAddr = SFU_ADDR.parse().unwrap();
-        let mut sfu = Sfu::new(SfuConfig { candidates: vec![sfu_addr] }, now);
+        let mut sfu = Sfu::new(
+            SfuConfig {
+                candidates: vec![sfu_addr],
+            },
+            now,
+        );
         let peers = (0..peers)
             .map(|i| {
-                let addr = SocketAddr::from(([10, 0, (i / 250) as u8 + 1, (i % 250) as u8 + 2], 6000));
+                let addr =
+                    SocketAddr::from(([10, 0, (i / 250) as u8 + 1, (i % 250) as u8 + 2], 6000));
                 let conn = ConnId(i as u64 + 1);
                 sfu.add_connection(now, conn).unwrap();
-                Peer { rtc: peer_rtc(now, addr), addr, conn, connected: false, received: Vec::new(), mids: HashMap::new() }
+                Peer {
+                    rtc: peer_rtc(now, addr),
+                    addr,
+                    conn,
+                    connected: false,
+                    received: Vec::new(),
+                    mids: HashMap::new(),
+                }
             })
             .collect();
         Net {
@@ -124,13 +137,24 @@ impl Net {
             if let SfuEvent::Offer { conn, sdp, slots } = ev {
                 let i = self.peers.iter().position(|p| p.conn == conn).unwrap();
                 let peer = &mut self.peers[i];
-                let answer = peer.rtc.sdp_api().accept_offer(SdpOffer::from_sdp_string(&sdp).unwrap()).unwrap();
+                let answer = peer
+                    .rtc
+                    .sdp_api()
+                    .accept_offer(SdpOffer::from_sdp_string(&sdp).unwrap())
+                    .unwrap();
                 peer.mids = slots
                     .iter()
-                    .map(|s| (Mid::from(s.mid.as_str()), (s.direction == convene_sfu::SlotDirection::Send, s.track)))
+                    .map(|s| {
+                        (
+                            Mid::from(s.mid.as_str()),
+                            (s.direction == convene_sfu::SlotDirection::Send, s.track),
+                        )
+                    })
                     .collect();
                 self.drain_peer(i);
-                self.sfu.accept_answer(self.now, conn, &answer.to_sdp_string()).unwrap();
+                self.sfu
+                    .accept_answer(self.now, conn, &answer.to_sdp_string())
+                    .unwrap();
             }
         }
         while let Some(d) = self.sfu.poll_transmit() {
@@ -150,7 +174,12 @@ impl Net {
             } else if let Some(i) = self.peer_by_addr(to) {
                 let input = Input::Receive(
                     self.now,
-                    Receive { proto: Protocol::Udp, source: from, destination: to, contents: bytes.as_slice().try_into().unwrap() },
+                    Receive {
+                        proto: Protocol::Udp,
+                        source: from,
+                        destination: to,
+                        contents: bytes.as_slice().try_into().unwrap(),
+                    },
                 );
                 let _ = self.peers[i].rtc.handle_input(input);
                 self.drain_peer(i);
@@ -170,7 +199,8 @@ impl Net {
                     if self.capture_from == Some(i) {
                         self.captured.push(t.contents.into());
                     } else {
-                        self.wire.push_back((t.source, t.destination, t.contents.into()));
+                        self.wire
+                            .push_back((t.source, t.destination, t.contents.into()));
                     }
                 }
                 Output::Event(e) => {
@@ -178,7 +208,11 @@ impl Net {
                     match e {
                         Event::Connected => p.connected = true,
                         Event::RtpPacket(pkt) => {
-                            let mid = p.rtc.direct_api().stream_rx(&pkt.header.ssrc).map(|s| s.mid());
+                            let mid = p
+                                .rtc
+                                .direct_api()
+                                .stream_rx(&pkt.header.ssrc)
+                                .map(|s| s.mid());
                             if let Some(mid) = mid {
                                 p.received.push((mid, *pkt.seq_no, pkt.payload.len()));
                             }
@@ -190,12 +224,42 @@ impl Net {
         }
     }
 
+    /// Let peer `i`'s pacer release what it queued: advance its clock until it
+    /// emits nothing more.
+    pub fn flush_peer(&mut self, i: usize) {
+        let mut quiet = 0;
+        while quiet < 3 {
+            self.now += Duration::from_millis(1);
+            let _ = self.peers[i].rtc.handle_input(Input::Timeout(self.now));
+            let before = self.captured.len() + self.wire.len();
+            self.drain_peer(i);
+            quiet = if self.captured.len() + self.wire.len() == before {
+                quiet + 1
+            } else {
+                0
+            };
+        }
+        self.sfu.handle_timeout(self.now);
+    }
+
     fn send_mid(&self, i: usize) -> Mid {
-        *self.peers[i].mids.iter().find(|(_, (send, _))| *send).expect("a send slot").0
+        *self.peers[i]
+            .mids
+            .iter()
+            .find(|(_, (send, _))| *send)
+            .expect("a send slot")
+            .0
     }
 
     fn pt(&self, i: usize, codec: Codec) -> Pt {
-        self.peers[i].rtc.codec_config().params().iter().find(|p| p.spec().codec == codec).unwrap().pt()
+        self.peers[i]
+            .rtc
+            .codec_config()
+            .params()
+            .iter()
+            .find(|p| p.spec().codec == codec)
+            .unwrap()
+            .pt()
     }
 
     /// Peer `i` sends `count` VP8-shaped packets of `size` bytes starting at
@@ -204,13 +268,26 @@ impl Net {
         self.send_vp8(i, first_seq, count, size, true)
     }
 
-    pub fn send_vp8(&mut self, i: usize, first_seq: u64, count: usize, size: usize, keyframe_first: bool) {
+    pub fn send_vp8(
+        &mut self,
+        i: usize,
+        first_seq: u64,
+        count: usize,
+        size: usize,
+        keyframe_first: bool,
+    ) {
         let mid = self.send_mid(i);
         let pt = self.pt(i, Codec::Vp8);
         let now = self.now;
         for k in 0..count {
             let seq = first_seq + k as u64;
-            let mut payload = vec![0x80u8, 0x80, 0x80 | (seq >> 8) as u8 & 0x7f, seq as u8, 0x11];
+            let mut payload = vec![
+                0x80u8,
+                0x80,
+                0x80 | (seq >> 8) as u8 & 0x7f,
+                seq as u8,
+                0x11,
+            ];
             if k == 0 && keyframe_first {
                 payload[0] = 0x90;
                 payload[4] = 0x10; // keyframe
@@ -219,7 +296,11 @@ impl Net {
             let ts = (seq / 4) as u32 * 3000;
             let mut api = self.peers[i].rtc.direct_api();
             let tx = api.stream_tx_by_mid(mid, None).unwrap();
-            tx.write_rtp(RtpWrite::new(pt, SeqNo::from(seq), ts, now, payload).marker(seq % 4 == 3).nackable(true));
+            tx.write_rtp(
+                RtpWrite::new(pt, SeqNo::from(seq), ts, now, payload)
+                    .marker(seq % 4 == 3)
+                    .nackable(true),
+            );
             self.drain_peer(i);
         }
     }
