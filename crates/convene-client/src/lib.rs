@@ -20,7 +20,21 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-pub use synth::{Synth, SynthKind};
+pub use synth::{micros_since_epoch, stamped_at, Synth, SynthKind};
+
+/// Shared counters a load generator reads while clients run.
+#[derive(Debug, Default)]
+pub struct Meter {
+    pub packets: std::sync::atomic::AtomicU64,
+    pub bytes: std::sync::atomic::AtomicU64,
+    /// Delay samples are kept only while this is set (after ramp-up).
+    pub measuring: std::sync::atomic::AtomicBool,
+}
+
+/// Most delay samples one client keeps.
+const MAX_DELAY_SAMPLES: usize = 200_000;
+/// Most missing sequence numbers remembered per stream.
+const MAX_MISSING: usize = 10_000;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -71,6 +85,9 @@ pub struct Client {
     rtp_datagrams: u64,
     /// Keyframe requests (PLI/FIR) received for what we publish.
     pub keyframe_requests: u64,
+    pub meter: Option<std::sync::Arc<Meter>>,
+    /// Send-to-receive delays in microseconds, sampled while the meter measures.
+    pub delays_us: Vec<u32>,
 }
 
 impl Client {
@@ -122,6 +139,8 @@ impl Client {
             drop_rtp_every: None,
             rtp_datagrams: 0,
             keyframe_requests: 0,
+            meter: None,
+            delays_us: Vec::new(),
         };
         let mut join = json!({"type": "join", "protocol": 1, "name": name});
         if let Some(token) = resume {
@@ -152,10 +171,15 @@ impl Client {
 
     /// Publish a synthetic source ("microphone", "camera", "screen", "screen-audio").
     pub async fn publish(&mut self, source: &str, kbps: u32) -> Result<(), String> {
+        self.publish_with(source, kbps, 25).await
+    }
+
+    /// Publish with a chosen video bitrate and frame rate (ignored for audio).
+    pub async fn publish_with(&mut self, source: &str, kbps: u32, fps: u32) -> Result<(), String> {
         let kind = if source == "microphone" || source == "screen-audio" {
             SynthKind::Opus
         } else {
-            SynthKind::Vp8 { kbps, fps: 25 }
+            SynthKind::Vp8 { kbps, fps }
         };
         self.synths
             .push((source.to_string(), Synth::new(kind, Instant::now())));
@@ -301,6 +325,21 @@ impl Client {
                     }
                 }
                 count.missing.remove(&seq);
+                while count.missing.len() > MAX_MISSING {
+                    count.missing.pop_first();
+                }
+                if let Some(meter) = &self.meter {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    meter.packets.fetch_add(1, Relaxed);
+                    meter.bytes.fetch_add(pkt.payload.len() as u64, Relaxed);
+                    if meter.measuring.load(Relaxed) && self.delays_us.len() < MAX_DELAY_SAMPLES {
+                        if let Some(sent) = stamped_at(&pkt.payload) {
+                            let now = micros_since_epoch(Instant::now());
+                            self.delays_us
+                                .push(now.saturating_sub(sent).min(u64::from(u32::MAX)) as u32);
+                        }
+                    }
+                }
                 count.last_seq = Some(count.last_seq.map_or(seq, |l| l.max(seq)));
             }
             _ => {}

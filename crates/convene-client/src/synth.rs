@@ -2,8 +2,29 @@
 //! video (descriptor, keyframe every 2 s, MTU-sized packets, marker on the last
 //! packet of a frame) and Opus-sized audio at 50 packets/s.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+/// Every payload ends with the microseconds since this process's epoch at which
+/// it was sent, so a receiver in the same process can measure the delay.
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+pub fn micros_since_epoch(at: Instant) -> u64 {
+    at.saturating_duration_since(*EPOCH.get_or_init(Instant::now))
+        .as_micros() as u64
+}
+
+/// The send time stamped into a payload, if it carries one.
+pub fn stamped_at(payload: &[u8]) -> Option<u64> {
+    let tail = payload.len().checked_sub(8).map(|i| &payload[i..])?;
+    Some(u64::from_be_bytes(tail.try_into().ok()?))
+}
+
+fn stamp(payload: &mut [u8], at: Instant) {
+    if let Some(i) = payload.len().checked_sub(8) {
+        payload[i..].copy_from_slice(&micros_since_epoch(at).to_be_bytes());
+    }
+}
 
 const MAX_PAYLOAD: usize = 1100;
 /// Like a real encoder: a keyframe every 2 s, and at once when the receiver asks.
@@ -124,6 +145,7 @@ impl Synth {
                         }
                         let room = (bytes / count).clamp(8, MAX_PAYLOAD);
                         p.extend_from_slice(&self.filler[..room]);
+                        stamp(&mut p, Instant::now());
                         let seq = self.seq;
                         self.seq += 1;
                         Packet {

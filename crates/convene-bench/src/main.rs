@@ -1,0 +1,313 @@
+//! convene-bench: joins meetings on a Convene server as real WebRTC peers, through
+//! the documented signalling protocol, and measures what the server does.
+//! Every run is bounded in participants and time and targets loopback only.
+
+mod procfs;
+mod report;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use convene_client::{Client, Meter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::report::Report;
+
+/// Most participants one run may create, whatever the options say.
+const MAX_PARTICIPANTS: usize = 2000;
+/// Longest measuring window.
+const MAX_DURATION_SECS: u64 = 600;
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Scenario {
+    /// One video publisher, N subscribers.
+    FanOut,
+    /// N people, each publishing camera and microphone and receiving all others.
+    Meeting,
+    /// S speakers publishing audio, L listeners.
+    AudioRoom,
+}
+
+/// Load generator for Convene. Joins as real WebRTC peers (str0m) through the
+/// signalling protocol; publishers send synthetic VP8/Opus RTP, subscribers count
+/// packets, loss and delay without decoding.
+#[derive(Debug, Parser)]
+#[command(name = "convene-bench", version)]
+struct Args {
+    /// Base URL of the server (loopback only).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    server: String,
+    #[arg(long, value_enum, default_value = "fan-out")]
+    scenario: Scenario,
+    /// fan-out: number of subscribers.
+    #[arg(long, default_value_t = 10)]
+    subscribers: usize,
+    /// meeting: number of participants in each meeting.
+    #[arg(long, default_value_t = 4)]
+    participants: usize,
+    /// audio-room: number of speakers.
+    #[arg(long, default_value_t = 10)]
+    speakers: usize,
+    /// audio-room: number of listeners.
+    #[arg(long, default_value_t = 100)]
+    listeners: usize,
+    /// How many meetings to run the scenario in, side by side.
+    #[arg(long, default_value_t = 1)]
+    meetings: usize,
+    /// Video bitrate of each publisher, kbit/s.
+    #[arg(long, default_value_t = 500)]
+    video_kbps: u32,
+    /// Video frame rate.
+    #[arg(long, default_value_t = 25)]
+    fps: u32,
+    /// Joins per second while ramping up.
+    #[arg(long, default_value_t = 50.0)]
+    join_rate: f64,
+    /// Seconds to wait after everyone joined before measuring.
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    /// Seconds to measure.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// The server's process id, to read its CPU time and memory from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Write the results as JSON to this file ("-" for standard output).
+    #[arg(long)]
+    json: Option<String>,
+    /// Worker threads for the generator's runtime.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+struct Plan {
+    /// (meeting index, name, sources to publish)
+    people: Vec<(usize, String, Vec<&'static str>)>,
+}
+
+fn plan(args: &Args) -> Plan {
+    let mut people = Vec::new();
+    for m in 0..args.meetings {
+        match args.scenario {
+            Scenario::FanOut => {
+                people.push((m, format!("publisher-{m}"), vec!["camera"]));
+                people.extend((0..args.subscribers).map(|i| (m, format!("sub-{m}-{i}"), vec![])));
+            }
+            Scenario::Meeting => {
+                people.extend(
+                    (0..args.participants)
+                        .map(|i| (m, format!("p-{m}-{i}"), vec!["camera", "microphone"])),
+                );
+            }
+            Scenario::AudioRoom => {
+                people.extend(
+                    (0..args.speakers).map(|i| (m, format!("speaker-{m}-{i}"), vec!["microphone"])),
+                );
+                people
+                    .extend((0..args.listeners).map(|i| (m, format!("listener-{m}-{i}"), vec![])));
+            }
+        }
+    }
+    Plan { people }
+}
+
+async fn create_meeting(base: &str, title: &str) -> Result<String, String> {
+    let hostport = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = tokio::net::TcpStream::connect(hostport)
+        .await
+        .map_err(|e| format!("{hostport}: {e}"))?;
+    let body = serde_json::json!({ "title": title }).to_string();
+    let req = format!(
+        "POST /api/meetings HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)
+        .await
+        .map_err(|e| e.to_string())?;
+    let json = out.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let v: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("bad reply {out:?}: {e}"))?;
+    v["id"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| format!("no meeting id in {out:?}"))
+}
+
+fn check_loopback(url: &str) -> Result<(), String> {
+    let host = url
+        .trim_start_matches("http://")
+        .split([':', '/'])
+        .next()
+        .unwrap_or("");
+    if host == "localhost" || host.starts_with("127.") || host == "[::1]" {
+        Ok(())
+    } else {
+        Err(format!(
+            "convene-bench only targets loopback servers, not {host}"
+        ))
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()
+        .expect("runtime");
+    match rt.block_on(run(args)) {
+        Ok(()) => {}
+        Err(e) => {
+            eprintln!("convene-bench: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    check_loopback(&args.server)?;
+    let plan = plan(&args);
+    if plan.people.len() > MAX_PARTICIPANTS {
+        return Err(format!(
+            "{} participants is more than the limit of {MAX_PARTICIPANTS}",
+            plan.people.len()
+        ));
+    }
+    if args.duration > MAX_DURATION_SECS {
+        return Err(format!("--duration is at most {MAX_DURATION_SECS} s"));
+    }
+    let mut meetings = Vec::new();
+    for m in 0..args.meetings {
+        meetings.push(create_meeting(&args.server, &format!("bench {m}")).await?);
+    }
+    let server_before_join = args.server_pid.and_then(procfs::sample);
+    let meter = Arc::new(Meter::default());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let joined = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let total = plan.people.len();
+
+    // Ramp up at the join rate; each participant runs in its own task until stopped.
+    let ramp_start = Instant::now();
+    let gap = Duration::from_secs_f64(1.0 / args.join_rate.max(0.1));
+    let mut tasks = Vec::new();
+    for (i, (m, name, sources)) in plan.people.into_iter().enumerate() {
+        let at = ramp_start + gap * i as u32;
+        tokio::time::sleep_until(at.into()).await;
+        let (url, meeting) = (args.server.clone(), meetings[m].clone());
+        let (meter, stop, joined) = (meter.clone(), stop.clone(), joined.clone());
+        let kbps = args.video_kbps;
+        let fps = args.fps;
+        tasks.push(tokio::spawn(async move {
+            let mut c = Client::join(&url, &meeting, &name, None).await?;
+            joined.fetch_add(1, Relaxed);
+            c.meter = Some(meter);
+            for s in &sources {
+                c.publish_with(s, kbps, fps).await?;
+            }
+            c.run_until(Duration::from_secs(MAX_DURATION_SECS * 2), |_| {
+                stop.load(Relaxed)
+            })
+            .await;
+            Ok::<Client, String>(c)
+        }));
+    }
+    // Wait for the joins to finish (or fail).
+    let join_deadline = Instant::now() + Duration::from_secs(60);
+    while joined.load(Relaxed) < total && Instant::now() < join_deadline {
+        if tasks.iter().any(|t| t.is_finished()) {
+            break; // a join failed: report it below
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ramp_secs = ramp_start.elapsed().as_secs_f64();
+    let joined_n = joined.load(Relaxed);
+    eprintln!("joined {joined_n}/{total} in {ramp_secs:.1} s");
+    if joined_n < total {
+        stop.store(true, Relaxed);
+        for t in tasks {
+            if let Ok(Err(e)) = t.await {
+                return Err(format!("a participant could not join: {e}"));
+            }
+        }
+        return Err("not everyone joined within 60 s".into());
+    }
+
+    tokio::time::sleep(Duration::from_secs(args.warmup)).await;
+    let server_start = args.server_pid.and_then(procfs::sample);
+    let (p0, b0) = (meter.packets.load(Relaxed), meter.bytes.load(Relaxed));
+    meter.measuring.store(true, Relaxed);
+    let measure_start = Instant::now();
+    let mut last = (p0, measure_start);
+    while measure_start.elapsed() < Duration::from_secs(args.duration) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let p = meter.packets.load(Relaxed);
+        let rate = (p - last.0) as f64 / last.1.elapsed().as_secs_f64();
+        eprint!(
+            "\r{:>4.0} s  {:>9.0} packets/s received  {joined_n} participants   ",
+            measure_start.elapsed().as_secs_f64(),
+            rate
+        );
+        last = (p, Instant::now());
+    }
+    meter.measuring.store(false, Relaxed);
+    let window = measure_start.elapsed().as_secs_f64();
+    let (p1, b1) = (meter.packets.load(Relaxed), meter.bytes.load(Relaxed));
+    let server_end = args.server_pid.and_then(procfs::sample);
+    eprintln!();
+    stop.store(true, Relaxed);
+
+    let mut clients = Vec::new();
+    for t in tasks {
+        match t.await {
+            Ok(Ok(c)) => clients.push(c),
+            Ok(Err(e)) => return Err(format!("a participant failed: {e}")),
+            Err(e) => return Err(format!("a participant task failed: {e}")),
+        }
+    }
+    let report = Report::build(
+        &args_summary(&args),
+        joined_n,
+        ramp_secs,
+        window,
+        p1 - p0,
+        b1 - b0,
+        &clients,
+        server_before_join,
+        server_start,
+        server_end,
+    );
+    println!("{}", report.table());
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        if path == "-" {
+            println!("{json}");
+        } else {
+            std::fs::write(path, json).map_err(|e| format!("{path}: {e}"))?;
+        }
+    }
+    for c in clients {
+        c.leave().await;
+    }
+    Ok(())
+}
+
+fn args_summary(a: &Args) -> serde_json::Value {
+    serde_json::json!({
+        "scenario": format!("{:?}", a.scenario),
+        "subscribers": a.subscribers,
+        "participants": a.participants,
+        "speakers": a.speakers,
+        "listeners": a.listeners,
+        "meetings": a.meetings,
+        "videoKbps": a.video_kbps,
+        "fps": a.fps,
+        "joinRate": a.join_rate,
+        "duration": a.duration,
+    })
+}

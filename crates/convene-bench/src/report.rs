@@ -1,0 +1,146 @@
+//! The results of a run, as JSON for machines and a table for people.
+
+use convene_client::Client;
+use serde::Serialize;
+
+use crate::procfs::ProcSample;
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub config: serde_json::Value,
+    pub participants: usize,
+    pub joins_per_sec: f64,
+    pub window_secs: f64,
+    /// RTP packets the subscribers received from the server, per second.
+    pub forwarded_packets_per_sec: f64,
+    /// RTP payload bits per second received (headers and SRTP tags not counted).
+    pub forwarded_payload_mbit_per_sec: f64,
+    /// Packets never received (sequence gaps not filled by retransmission), over the whole run.
+    pub loss_percent: f64,
+    /// Send-to-receive delay through the server on loopback (includes both peers' str0m).
+    pub delay_p50_ms: Option<f64>,
+    pub delay_p99_ms: Option<f64>,
+    pub delay_samples: usize,
+    pub server_cpu_seconds: Option<f64>,
+    /// Server CPU time as a share of one core during the window.
+    pub server_cpu_percent_of_core: Option<f64>,
+    pub server_cpu_secs_per_million_packets: Option<f64>,
+    pub server_rss_mib: Option<f64>,
+    pub server_rss_kib_per_participant: Option<f64>,
+}
+
+fn percentile(sorted: &[u32], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    Some(f64::from(sorted[i]) / 1000.0)
+}
+
+impl Report {
+    #[allow(clippy::too_many_arguments)]
+    pub fn build(
+        config: &serde_json::Value,
+        participants: usize,
+        ramp_secs: f64,
+        window: f64,
+        packets: u64,
+        bytes: u64,
+        clients: &[Client],
+        before_join: Option<ProcSample>,
+        start: Option<ProcSample>,
+        end: Option<ProcSample>,
+    ) -> Report {
+        let (mut received, mut missing) = (0u64, 0u64);
+        let mut delays: Vec<u32> = Vec::new();
+        for c in clients {
+            for s in c.received.values() {
+                received += s.packets;
+                missing += s.missing.len() as u64;
+            }
+            delays.extend_from_slice(&c.delays_us);
+        }
+        delays.sort_unstable();
+        let cpu = match (start, end) {
+            (Some(a), Some(b)) => Some(b.cpu.saturating_sub(a.cpu).as_secs_f64()),
+            _ => None,
+        };
+        let per_sec = packets as f64 / window.max(1e-9);
+        Report {
+            config: config.clone(),
+            participants,
+            joins_per_sec: participants as f64 / ramp_secs.max(1e-9),
+            window_secs: window,
+            forwarded_packets_per_sec: per_sec,
+            forwarded_payload_mbit_per_sec: bytes as f64 * 8.0 / window.max(1e-9) / 1e6,
+            loss_percent: if received + missing == 0 {
+                0.0
+            } else {
+                100.0 * missing as f64 / (received + missing) as f64
+            },
+            delay_p50_ms: percentile(&delays, 0.50),
+            delay_p99_ms: percentile(&delays, 0.99),
+            delay_samples: delays.len(),
+            server_cpu_seconds: cpu,
+            server_cpu_percent_of_core: cpu.map(|c| 100.0 * c / window.max(1e-9)),
+            server_cpu_secs_per_million_packets: cpu
+                .filter(|_| packets > 0)
+                .map(|c| c / (packets as f64 / 1e6)),
+            server_rss_mib: end.map(|e| e.rss_bytes as f64 / (1024.0 * 1024.0)),
+            server_rss_kib_per_participant: match (before_join, end) {
+                (Some(a), Some(b)) if participants > 0 => Some(
+                    b.rss_bytes.saturating_sub(a.rss_bytes) as f64 / 1024.0 / participants as f64,
+                ),
+                _ => None,
+            },
+        }
+    }
+
+    pub fn table(&self) -> String {
+        let opt = |v: Option<f64>, unit: &str| {
+            v.map_or("n/a (no --server-pid)".to_string(), |v| {
+                format!("{v:.2} {unit}")
+            })
+        };
+        let d = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.2} ms"));
+        [
+            ("participants", format!("{}", self.participants)),
+            (
+                "joins/s during ramp-up",
+                format!("{:.1}", self.joins_per_sec),
+            ),
+            ("measured for", format!("{:.1} s", self.window_secs)),
+            (
+                "forwarded packets/s",
+                format!("{:.0}", self.forwarded_packets_per_sec),
+            ),
+            (
+                "forwarded payload",
+                format!("{:.2} Mbit/s", self.forwarded_payload_mbit_per_sec),
+            ),
+            ("loss", format!("{:.3} %", self.loss_percent)),
+            (
+                "added delay p50 / p99",
+                format!("{} / {}", d(self.delay_p50_ms), d(self.delay_p99_ms)),
+            ),
+            (
+                "server CPU",
+                opt(self.server_cpu_percent_of_core, "% of a core"),
+            ),
+            (
+                "server CPU per million packets",
+                opt(self.server_cpu_secs_per_million_packets, "s"),
+            ),
+            ("server memory", opt(self.server_rss_mib, "MiB")),
+            (
+                "server memory per participant",
+                opt(self.server_rss_kib_per_participant, "KiB"),
+            ),
+        ]
+        .iter()
+        .map(|(k, v)| format!("{k:<32} {v}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+    }
+}

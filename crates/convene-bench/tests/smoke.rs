@@ -1,0 +1,170 @@
+//! A short run of each scenario against a real server: it works and the results
+//! are well-formed. Nothing is asserted about speed.
+
+use std::process::Command;
+
+use convene_server::config::Config;
+
+async fn server() -> convene_server::RunningServer {
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        media_listen: "127.0.0.1:0".parse().unwrap(),
+        media_announce: None,
+        data_dir: std::env::temp_dir().join(format!(
+            "convene-bench-smoke-{}",
+            convene_storage::new_meeting_id()
+        )),
+        public_url: None,
+        reconnect_grace: 2,
+        max_participants: 100,
+        log: "warn".into(),
+    };
+    convene_server::start(config).await.unwrap()
+}
+
+fn run_bench(url: &str, args: &[&str]) -> serde_json::Value {
+    let json = std::env::temp_dir().join(format!(
+        "convene-bench-{}.json",
+        convene_storage::new_meeting_id()
+    ));
+    let out = Command::new(env!("CARGO_BIN_EXE_convene-bench"))
+        .args([
+            "--server",
+            url,
+            "--duration",
+            "2",
+            "--warmup",
+            "1",
+            "--join-rate",
+            "200",
+        ])
+        .args(["--server-pid", &std::process::id().to_string()])
+        .args(["--json", json.to_str().unwrap()])
+        .args(args)
+        .output()
+        .expect("convene-bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("forwarded packets/s"),
+        "a table for people: {stdout}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    std::fs::remove_file(json).ok();
+    v
+}
+
+fn assert_well_formed(v: &serde_json::Value, participants: u64) {
+    assert_eq!(v["participants"], participants);
+    for key in [
+        "joinsPerSec",
+        "windowSecs",
+        "forwardedPacketsPerSec",
+        "forwardedPayloadMbitPerSec",
+        "lossPercent",
+    ] {
+        assert!(
+            v[key].as_f64().is_some_and(|x| x.is_finite() && x >= 0.0),
+            "{key} in {v}"
+        );
+    }
+    assert!(
+        v["forwardedPacketsPerSec"].as_f64().unwrap() > 0.0,
+        "media flowed: {v}"
+    );
+    assert!(
+        v["delayP50Ms"].as_f64().is_some() && v["delayP99Ms"].as_f64().is_some(),
+        "{v}"
+    );
+    assert!(v["delaySamples"].as_u64().unwrap() > 0);
+    assert!(
+        v["serverCpuSeconds"].as_f64().is_some() && v["serverRssMib"].as_f64().is_some(),
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_scenario_runs_and_reports() {
+    let server = server().await;
+    let url = server.url.clone();
+    let v = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || {
+            run_bench(
+                &url,
+                &[
+                    "--scenario",
+                    "fan-out",
+                    "--subscribers",
+                    "4",
+                    "--video-kbps",
+                    "200",
+                ],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert_well_formed(&v, 5);
+    let v = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || {
+            run_bench(
+                &url,
+                &[
+                    "--scenario",
+                    "meeting",
+                    "--participants",
+                    "3",
+                    "--video-kbps",
+                    "200",
+                ],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert_well_formed(&v, 3);
+    let v = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || {
+            run_bench(
+                &url,
+                &[
+                    "--scenario",
+                    "audio-room",
+                    "--speakers",
+                    "2",
+                    "--listeners",
+                    "4",
+                    "--meetings",
+                    "2",
+                ],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert_well_formed(&v, 12);
+    server.shutdown().await;
+}
+
+#[test]
+fn refuses_targets_off_loopback_and_oversized_runs() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_convene-bench"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--server", "http://10.1.2.3:8080"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+    let out = run(&["--server", "http://127.0.0.1:9", "--subscribers", "5000"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("limit"));
+}
