@@ -333,10 +333,11 @@ impl Client {
                     meter.packets.fetch_add(1, Relaxed);
                     meter.bytes.fetch_add(pkt.payload.len() as u64, Relaxed);
                     if meter.measuring.load(Relaxed) && self.delays_us.len() < MAX_DELAY_SAMPLES {
-                        if let Some(sent) = stamped_at(&pkt.payload) {
-                            let now = micros_since_epoch(Instant::now());
+                        let now = micros_since_epoch(Instant::now());
+                        // A stamp from the future is not ours (media from another sender).
+                        if let Some(sent) = stamped_at(&pkt.payload).filter(|&t| t <= now) {
                             self.delays_us
-                                .push(now.saturating_sub(sent).min(u64::from(u32::MAX)) as u32);
+                                .push((now - sent).min(u64::from(u32::MAX)) as u32);
                         }
                     }
                 }

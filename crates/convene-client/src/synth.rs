@@ -110,7 +110,11 @@ impl Synth {
                     seq,
                     timestamp: ts,
                     marker: false,
-                    payload: self.filler[..80].into(),
+                    payload: {
+                        let mut p = self.filler[..80].to_vec();
+                        stamp(&mut p, Instant::now());
+                        p.into()
+                    },
                     audio_level: Some(-30),
                 }]
             }
@@ -169,4 +173,42 @@ pub fn is_keyframe_start(payload: &[u8]) -> bool {
         && payload[0] & 0x07 == 0
         && payload[4] & 0x01 == 0
         && payload[1] & 0x80 != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_packet_carries_its_send_time() {
+        let now = Instant::now();
+        for kind in [SynthKind::Opus, SynthKind::Vp8 { kbps: 500, fps: 25 }] {
+            let mut s = Synth::new(kind, now);
+            for p in s.next_frame() {
+                let at = stamped_at(&p.payload).unwrap();
+                let since = micros_since_epoch(Instant::now());
+                assert!(
+                    at <= since && since - at < 1_000_000,
+                    "{kind:?}: stamp {at} vs now {since}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn keyframes_every_two_seconds_and_on_request() {
+        let t0 = Instant::now();
+        let mut s = Synth::new(SynthKind::Vp8 { kbps: 500, fps: 25 }, t0);
+        let key = |s: &mut Synth| is_keyframe_start(&s.next_frame()[0].payload);
+        assert!(key(&mut s), "the first frame");
+        assert!(!key(&mut s));
+        s.request_keyframe();
+        assert!(key(&mut s), "asked for");
+        let frames: Vec<bool> = (0..60).map(|_| key(&mut s)).collect();
+        assert_eq!(
+            frames.iter().filter(|k| **k).count(),
+            1,
+            "one more in the next 2.4 s"
+        );
+    }
 }
