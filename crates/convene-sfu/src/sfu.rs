@@ -1,7 +1,7 @@
 //! The sans-IO SFU: connections, published tracks (producers) and subscriptions.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,10 @@ use crate::{is_vp8_keyframe_start, ConnId, SpeakingDetector, TrackId};
 
 /// Keyframe requests to one publisher are sent at most this often.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(300);
+/// Outgoing video packets kept per stream to answer NACKs: about 2 s of
+/// 2.5 Mbit/s video. str0m's default (1000) costs memory per subscriber for
+/// history no retransmission can use in time.
+const SEND_BUFFER_VIDEO: usize = 500;
 /// Immediate timeouts answered in one drain before deferring to the timer heap.
 const MAX_IMMEDIATE_TIMEOUTS: u32 = 4;
 /// How often speaking indicators are re-checked for publishers that went quiet.
@@ -154,6 +158,8 @@ pub struct Sfu {
     stats: SfuStats,
     /// The latest time given to us; str0m never reads a clock, nor do we.
     now: Instant,
+    /// Connections whose wanted m-lines changed since the last negotiate_all.
+    to_negotiate: BTreeSet<ConnId>,
 }
 
 impl Sfu {
@@ -176,6 +182,7 @@ impl Sfu {
             work: VecDeque::new(),
             stats: SfuStats::default(),
             now,
+            to_negotiate: BTreeSet::new(),
         }
     }
 
@@ -185,7 +192,8 @@ impl Sfu {
             .set_rtp_mode(true)
             .clear_codecs()
             .enable_opus(true, false)
-            .enable_vp8(true);
+            .enable_vp8(true)
+            .set_send_buffer_video(SEND_BUFFER_VIDEO);
         if let Some(cert) = &self.dtls_cert {
             cfg = cfg.set_dtls_cert(cert.clone());
         }
@@ -297,6 +305,7 @@ impl Sfu {
         let idx = c.free_slot(kind, SlotDirection::Send);
         c.slots[idx].track = Some(track);
         c.dirty = true;
+        self.to_negotiate.insert(conn);
         Ok(())
     }
 
@@ -312,6 +321,7 @@ impl Sfu {
             if let Some(c) = self.conns.get_mut(&conn) {
                 c.slots[idx].track = None;
                 c.dirty = true;
+                self.to_negotiate.insert(conn);
             }
         }
         if p.speaking.is_speaking() {
@@ -340,6 +350,7 @@ impl Sfu {
         slot.track = Some(track);
         slot.needs_keyframe = kind == TrackKind::Video;
         c.dirty = true;
+        self.to_negotiate.insert(conn);
         let p = self.producers.get_mut(&track).expect("checked above");
         p.consumers.push((conn, idx));
         Ok(())
@@ -358,6 +369,7 @@ impl Sfu {
                 c.slots[idx].track = None;
                 c.dirty = true;
                 c.ssrc_slot.clear();
+                self.to_negotiate.insert(conn);
             }
         }
     }
@@ -409,13 +421,9 @@ impl Sfu {
     /// waiting for an answer. Called by the driver after a batch of commands, so
     /// several changes go into one offer.
     pub fn negotiate_all(&mut self) {
-        let dirty: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.dirty && c.pending_offer.is_none())
-            .map(|(id, _)| *id)
-            .collect();
-        for conn in dirty {
+        // Only connections changed since the last call; one waiting for an answer
+        // renegotiates when the answer comes (see accept_answer).
+        for conn in std::mem::take(&mut self.to_negotiate) {
             self.negotiate(conn);
         }
     }
