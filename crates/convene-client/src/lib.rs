@@ -53,8 +53,9 @@ pub struct StreamCount {
 #[derive(Debug, Clone)]
 struct SlotInfo {
     direction: String,
-    participant: Option<String>,
     source: Option<String>,
+    /// (participant id, source) of a received track.
+    key: Option<(String, String)>,
 }
 
 pub struct Client {
@@ -75,6 +76,7 @@ pub struct Client {
     pub log: Vec<Value>,
     pub offers: u64,
     slots: HashMap<Mid, SlotInfo>,
+    ssrc_mid: HashMap<str0m::rtp::Ssrc, Mid>,
     /// (participant id, source) → what arrived.
     pub received: BTreeMap<(String, String), StreamCount>,
     synths: Vec<(String, Synth)>,
@@ -132,6 +134,7 @@ impl Client {
             log: Vec::new(),
             offers: 0,
             slots: HashMap::new(),
+            ssrc_mid: HashMap::new(),
             received: BTreeMap::new(),
             synths: Vec::new(),
             buf: vec![0; 2000],
@@ -247,17 +250,11 @@ impl Client {
                 },
                 r = self.socket.recv_from(&mut self.buf) => {
                     if let Ok((n, source)) = r {
-                        // RFC 7983: 128..=191 is RTP or RTCP; RTCP types are 192..=223 in byte 1.
-                        let is_rtp = n > 1 && (128..=191).contains(&self.buf[0]) && !(192..=223).contains(&self.buf[1]);
-                        if is_rtp {
-                            self.rtp_datagrams += 1;
-                        }
-                        let dropped = is_rtp && self.drop_rtp_every.is_some_and(|k| self.rtp_datagrams.is_multiple_of(k));
-                        if dropped {
-                            // lost on the way
-                        } else if let Ok(contents) = self.buf[..n].try_into() {
-                            let input = Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source, destination: self.local, contents });
-                            let _ = self.rtc.handle_input(input);
+                        self.feed(n, source);
+                        // Take whatever else is queued before sleeping again.
+                        for _ in 0..64 {
+                            let Ok((n, source)) = self.socket.try_recv_from(&mut self.buf) else { break };
+                            self.feed(n, source);
                         }
                     }
                 }
@@ -268,6 +265,35 @@ impl Client {
             self.drain();
             self.send_due_media();
         }
+    }
+
+    /// One received datagram into str0m, and its output out.
+    fn feed(&mut self, n: usize, source: SocketAddr) {
+        // RFC 7983: 128..=191 is RTP or RTCP; RTCP packet types are 192..=223 in byte 1.
+        let is_rtp =
+            n > 1 && (128..=191).contains(&self.buf[0]) && !(192..=223).contains(&self.buf[1]);
+        if is_rtp {
+            self.rtp_datagrams += 1;
+            if self
+                .drop_rtp_every
+                .is_some_and(|k| self.rtp_datagrams.is_multiple_of(k))
+            {
+                return; // lost on the way
+            }
+        }
+        if let Ok(contents) = self.buf[..n].try_into() {
+            let input = Input::Receive(
+                Instant::now(),
+                Receive {
+                    proto: Protocol::Udp,
+                    source,
+                    destination: self.local,
+                    contents,
+                },
+            );
+            let _ = self.rtc.handle_input(input);
+        }
+        self.drain();
     }
 
     /// Drain str0m's output; returns its next timeout.
@@ -297,21 +323,29 @@ impl Client {
                 }
             }
             Event::RtpPacket(pkt) => {
-                let Some(mid) = self
-                    .rtc
-                    .direct_api()
-                    .stream_rx(&pkt.header.ssrc)
-                    .map(|s| s.mid())
-                else {
-                    return;
+                let ssrc = pkt.header.ssrc;
+                let mid = match self.ssrc_mid.get(&ssrc) {
+                    Some(m) => *m,
+                    None => {
+                        let Some(m) = self.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid())
+                        else {
+                            return;
+                        };
+                        self.ssrc_mid.insert(ssrc, m);
+                        m
+                    }
                 };
                 let Some(info) = self.slots.get(&mid) else {
                     return;
                 };
-                let (Some(p), Some(s)) = (&info.participant, &info.source) else {
+                let Some(key) = &info.key else {
                     return;
                 };
-                let count = self.received.entry((p.clone(), s.clone())).or_default();
+                // Look up without allocating; the key is cloned once per stream.
+                if !self.received.contains_key(key) {
+                    self.received.insert(key.clone(), StreamCount::default());
+                }
+                let count = self.received.get_mut(key).expect("inserted above");
                 count.packets += 1;
                 count.bytes += pkt.payload.len() as u64;
                 if synth::is_keyframe_start(&pkt.payload) {
@@ -450,6 +484,7 @@ impl Client {
                     }
                 };
                 self.slots.clear();
+                self.ssrc_mid.clear();
                 for t in v["tracks"].as_array().into_iter().flatten() {
                     let Some(mid) = t["mid"].as_str() else {
                         continue;
@@ -458,8 +493,11 @@ impl Client {
                         Mid::from(mid),
                         SlotInfo {
                             direction: t["direction"].as_str().unwrap_or("").to_string(),
-                            participant: t["participantId"].as_str().map(str::to_string),
                             source: t["source"].as_str().map(str::to_string),
+                            key: t["participantId"]
+                                .as_str()
+                                .zip(t["source"].as_str())
+                                .map(|(p, s)| (p.to_string(), s.to_string())),
                         },
                     );
                 }

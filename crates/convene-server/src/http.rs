@@ -191,5 +191,9 @@ async fn signalling(
     upgrade
         .max_message_size(ws::MAX_FRAME)
         .max_frame_size(ws::MAX_FRAME)
+        // Signalling is mostly small messages: tungstenite's 128 KiB default buffers
+        // were most of a participant's memory. Buffers still grow for a large SDP.
+        .read_buffer_size(ws::READ_BUFFER)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| ws::run(socket, state, meeting))
 }

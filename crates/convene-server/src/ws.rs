@@ -19,6 +19,8 @@ use crate::AppState;
 /// Largest message we read; larger ones get a "too-large" error. (SDP answers in
 /// big meetings are the largest legitimate messages.)
 pub const MAX_MESSAGE: usize = 256 * 1024;
+/// Bytes read from the socket at a time.
+pub const READ_BUFFER: usize = 4096;
 /// Frames beyond this are refused by the WebSocket layer itself, which closes.
 pub const MAX_FRAME: usize = 1024 * 1024;
 /// Token bucket: sustained messages per second, and burst.
