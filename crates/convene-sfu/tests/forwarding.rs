@@ -89,17 +89,36 @@ fn forwarded_packets_leave_at_once() {
 fn memory_per_connection() {
     fn rss_kib() -> u64 {
         let s = std::fs::read_to_string("/proc/self/status").unwrap();
-        s.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().split_whitespace().next().unwrap().parse().unwrap()
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
     }
     let before = rss_kib();
-    let mut sfu = convene_sfu::Sfu::new(convene_sfu::SfuConfig { candidates: vec![support::SFU_ADDR.parse().unwrap()] }, std::time::Instant::now());
+    let mut sfu = convene_sfu::Sfu::new(
+        convene_sfu::SfuConfig {
+            candidates: vec![support::SFU_ADDR.parse().unwrap()],
+        },
+        std::time::Instant::now(),
+    );
     for i in 0..200 {
-        sfu.add_connection(std::time::Instant::now(), convene_sfu::ConnId(i)).unwrap();
+        sfu.add_connection(std::time::Instant::now(), convene_sfu::ConnId(i))
+            .unwrap();
     }
     let after_sfu = rss_kib();
-    eprintln!("SFU side, unconnected: {} KiB per connection", (after_sfu - before) / 200);
+    eprintln!(
+        "SFU side, unconnected: {} KiB per connection",
+        (after_sfu - before) / 200
+    );
     let net = Net::fan_out(101, TrackKind::Video);
     let after_net = rss_kib();
-    eprintln!("fan-out of 100, both sides connected: {} KiB per peer pair", (after_net - after_sfu) / 101);
+    eprintln!(
+        "fan-out of 100, both sides connected: {} KiB per peer pair",
+        (after_net - after_sfu) / 101
+    );
     drop(net);
 }
