@@ -240,6 +240,7 @@ async fn run(args: Args) -> Result<(), String> {
 
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
     let server_start = args.server_pid.and_then(procfs::sample);
+    let generator_start = procfs::sample(std::process::id());
     let (p0, b0) = (meter.packets.load(Relaxed), meter.bytes.load(Relaxed));
     meter.measuring.store(true, Relaxed);
     let measure_start = Instant::now();
@@ -259,6 +260,7 @@ async fn run(args: Args) -> Result<(), String> {
     let window = measure_start.elapsed().as_secs_f64();
     let (p1, b1) = (meter.packets.load(Relaxed), meter.bytes.load(Relaxed));
     let server_end = args.server_pid.and_then(procfs::sample);
+    let generator_end = procfs::sample(std::process::id());
     eprintln!();
     stop.store(true, Relaxed);
 
@@ -279,8 +281,8 @@ async fn run(args: Args) -> Result<(), String> {
         b1 - b0,
         &clients,
         server_before_join,
-        server_start,
-        server_end,
+        (server_start, server_end),
+        (generator_start, generator_end),
     );
     println!("{}", report.table());
     if let Some(path) = &args.json {

@@ -28,6 +28,9 @@ pub struct Report {
     pub server_cpu_secs_per_million_packets: Option<f64>,
     pub server_rss_mib: Option<f64>,
     pub server_rss_kib_per_participant: Option<f64>,
+    /// The generator's own CPU as a share of one core: near 100 % means the
+    /// figures above are the generator's limit, not the server's.
+    pub generator_cpu_percent_of_core: Option<f64>,
 }
 
 fn percentile(sorted: &[u32], p: f64) -> Option<f64> {
@@ -49,8 +52,8 @@ impl Report {
         bytes: u64,
         clients: &[Client],
         before_join: Option<ProcSample>,
-        start: Option<ProcSample>,
-        end: Option<ProcSample>,
+        (start, end): (Option<ProcSample>, Option<ProcSample>),
+        (gen_start, gen_end): (Option<ProcSample>, Option<ProcSample>),
     ) -> Report {
         let (mut received, mut missing) = (0u64, 0u64);
         let mut delays: Vec<u32> = Vec::new();
@@ -88,6 +91,12 @@ impl Report {
                 .filter(|_| packets > 0)
                 .map(|c| c / (packets as f64 / 1e6)),
             server_rss_mib: end.map(|e| e.rss_bytes as f64 / (1024.0 * 1024.0)),
+            generator_cpu_percent_of_core: match (gen_start, gen_end) {
+                (Some(a), Some(b)) => {
+                    Some(100.0 * b.cpu.saturating_sub(a.cpu).as_secs_f64() / window.max(1e-9))
+                }
+                _ => None,
+            },
             server_rss_kib_per_participant: match (before_join, end) {
                 (Some(a), Some(b)) if participants > 0 => Some(
                     b.rss_bytes.saturating_sub(a.rss_bytes) as f64 / 1024.0 / participants as f64,
@@ -136,6 +145,10 @@ impl Report {
             (
                 "server memory per participant",
                 opt(self.server_rss_kib_per_participant, "KiB"),
+            ),
+            (
+                "generator CPU",
+                opt(self.generator_cpu_percent_of_core, "% of a core"),
             ),
         ]
         .iter()

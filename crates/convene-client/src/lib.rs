@@ -36,7 +36,7 @@ const MAX_DELAY_SAMPLES: usize = 200_000;
 /// Most missing sequence numbers remembered per stream.
 const MAX_MISSING: usize = 10_000;
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type WsSink = futures_util::stream::SplitSink<WebSocketStream<MaybeTlsStream<TcpStream>>, Message>;
 
 #[derive(Debug, Default, Clone)]
 pub struct StreamCount {
@@ -59,7 +59,11 @@ struct SlotInfo {
 }
 
 pub struct Client {
-    ws: Ws,
+    ws: WsSink,
+    /// Text messages from the server, read by a task of their own (so the media
+    /// loop never polls the WebSocket); `None` when the socket closed.
+    incoming: tokio::sync::mpsc::UnboundedReceiver<Option<String>>,
+    reader: tokio::task::JoinHandle<()>,
     socket: UdpSocket,
     local: SocketAddr,
     rtc: Rtc,
@@ -104,9 +108,30 @@ impl Client {
             "{}/api/meetings/{meeting}/ws",
             base_url.replacen("http", "ws", 1)
         );
-        let (ws, _) = tokio_tungstenite::connect_async(&ws_url)
+        // Small read buffer: tungstenite zeroes its whole buffer (128 KiB by default)
+        // on every read attempt, which was a third of a load generator's CPU.
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(0);
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(&ws_url, Some(config), false)
             .await
             .map_err(|e| e.to_string())?;
+        let (ws, mut read) = ws.split();
+        let (tx, incoming) = tokio::sync::mpsc::unbounded_channel();
+        let reader = tokio::spawn(async move {
+            while let Some(msg) = read.next().await {
+                match msg {
+                    Ok(Message::Text(t)) => {
+                        if tx.send(Some(t.to_string())).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = tx.send(None);
+        });
         let socket = UdpSocket::bind("127.0.0.1:0")
             .await
             .map_err(|e| e.to_string())?;
@@ -120,6 +145,8 @@ impl Client {
         rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| e.to_string())?);
         let mut c = Client {
             ws,
+            incoming,
+            reader,
             socket,
             local,
             rtc,
@@ -205,7 +232,8 @@ impl Client {
 
     pub async fn leave(mut self) {
         let _ = self.send(json!({"type": "leave"})).await;
-        let _ = self.ws.close(None).await;
+        let _ = self.ws.send(Message::Close(None)).await;
+        let _ = self.ws.close().await;
     }
 
     /// Vanish without a word: sockets dropped, as when a laptop lid closes.
@@ -218,6 +246,10 @@ impl Client {
         mut done: impl FnMut(&Client) -> bool,
     ) -> bool {
         let deadline = Instant::now() + timeout;
+        // One timer for the whole run, moved as needed: a new one per wake-up
+        // costs more than the packet it wakes for.
+        let sleep = tokio::time::sleep_until(deadline.into());
+        tokio::pin!(sleep);
         loop {
             if done(self) {
                 return true;
@@ -232,18 +264,18 @@ impl Client {
             if let Some(t) = next_media {
                 wake = wake.min(t);
             }
-            let wait = wake
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_micros(100));
+            let wake = wake.max(Instant::now() + Duration::from_micros(100));
+            if sleep.deadline() != wake.into() {
+                sleep.as_mut().reset(wake.into());
+            }
             tokio::select! {
-                msg = self.ws.next() => match msg {
-                    Some(Ok(Message::Text(t))) => {
+                msg = self.incoming.recv() => match msg {
+                    Some(Some(t)) => {
                         if let Ok(v) = serde_json::from_str::<Value>(&t) {
                             self.on_message(v).await;
                         }
                     }
-                    Some(Ok(_)) => {}
-                    Some(Err(_)) | None => {
+                    Some(None) | None => {
                         self.errors.push(json!({"type": "closed"}));
                         return done(self);
                     }
@@ -258,7 +290,7 @@ impl Client {
                         }
                     }
                 }
-                _ = tokio::time::sleep(wait) => {
+                _ = &mut sleep => {
                     let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
                 }
             }
@@ -516,5 +548,13 @@ impl Client {
             .get(&(participant.to_string(), source.to_string()))
             .cloned()
             .unwrap_or_default()
+    }
+}
+
+impl Drop for Client {
+    /// The reader task holds the socket's read half: end it, so dropping a client
+    /// closes its connection.
+    fn drop(&mut self) {
+        self.reader.abort();
     }
 }
