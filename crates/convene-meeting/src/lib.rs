@@ -6,6 +6,8 @@
 //! time passes) and queues [`Effect`]s: messages to participants and media actions
 //! for the SFU. The server edge carries them out.
 
+pub mod access;
+pub mod passcode;
 pub mod protocol;
 mod room;
 

@@ -6,7 +6,14 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_meetings.sql")];
+pub mod audit;
+
+pub use audit::{AuditBreak, AuditEvent, AuditHead, AuditRecord};
+
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_meetings.sql"),
+    include_str!("../migrations/0002_audit.sql"),
+];
 
 /// Meeting ids are the join link's secret for now: 60 random bits in a form that
 /// is easy to read aloud (no 0/o, 1/l).
@@ -16,6 +23,8 @@ const ID_ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
 pub enum StorageError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("export failed: {0}")]
+    Export(String),
     #[error("could not create the data folder: {0}")]
     Io(#[from] std::io::Error),
     #[error(
@@ -92,6 +101,28 @@ impl Storage {
     }
 }
 
+impl Storage {
+    /// Append an event to the audit log.
+    pub fn audit(&self, event: AuditEvent<'_>) -> Result<AuditRecord, StorageError> {
+        audit::append(&mut self.conn(), event, unix_millis())
+    }
+
+    /// The audit log, all of it or one meeting's, in order.
+    pub fn audit_records(&self, meeting: Option<&str>) -> Result<Vec<AuditRecord>, StorageError> {
+        audit::records(&self.conn(), meeting)
+    }
+
+    /// Check the audit log's hash chain from its first row to its last.
+    pub fn verify_audit(&self) -> Result<Result<AuditHead, AuditBreak>, StorageError> {
+        audit::verify(&self.conn())
+    }
+
+    #[cfg(test)]
+    fn raw(&self) -> MutexGuard<'_, Connection> {
+        self.conn()
+    }
+}
+
 fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
     let version: usize =
         conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
@@ -133,12 +164,22 @@ pub fn is_meeting_id(s: &str) -> bool {
         })
 }
 
+fn unix_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 fn unix_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod audit_tests;
 
 #[cfg(test)]
 mod tests {

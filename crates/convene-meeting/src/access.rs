@@ -1,0 +1,231 @@
+//! Who may do what in a meeting: roles, the host's settings, and one rule that
+//! answers every "may this person do this?" question. The server asks it for
+//! every signalling message; the SFU only forwards what it allowed.
+
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::Source;
+
+/// Roles, most powerful first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Host,
+    CoHost,
+    Presenter,
+    Participant,
+}
+
+impl Role {
+    pub fn is_host(self) -> bool {
+        matches!(self, Role::Host | Role::CoHost)
+    }
+}
+
+/// Who a setting lets do something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Who {
+    Everyone,
+    /// Hosts, co-hosts and presenters.
+    HostsAndPresenters,
+    /// Hosts and co-hosts only.
+    Hosts,
+}
+
+impl Who {
+    fn allows(self, role: Role) -> bool {
+        match self {
+            Who::Everyone => true,
+            Who::HostsAndPresenters => role <= Role::Presenter,
+            Who::Hosts => role.is_host(),
+        }
+    }
+}
+
+/// A meeting's settings, chosen at creation and changed by hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Settings {
+    pub lobby: bool,
+    pub screen_share: Who,
+    /// Who may unmute themselves (after a host muted them, or at all).
+    pub unmute: Who,
+    pub chat: Who,
+    /// Whether participants who are not hosts or presenters may send video.
+    pub guest_cameras: bool,
+    pub max_participants: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            lobby: false,
+            screen_share: Who::Everyone,
+            unmute: Who::Everyone,
+            chat: Who::Everyone,
+            guest_cameras: true,
+            max_participants: 100,
+        }
+    }
+}
+
+/// Something a participant asks to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Publish(Source),
+    /// Unmute their own microphone.
+    Unmute,
+    Chat,
+    /// Any host action: admit, mute or remove others, change roles or settings,
+    /// lock, end.
+    Host,
+}
+
+/// Why an action is refused, in words to show the person.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Denied(pub &'static str);
+
+/// The one rule. `muted_by_host` is whether a host muted this person's microphone.
+pub fn check(
+    role: Role,
+    settings: &Settings,
+    action: Action,
+    muted_by_host: bool,
+) -> Result<(), Denied> {
+    match action {
+        Action::Publish(Source::Screen | Source::ScreenAudio)
+            if !settings.screen_share.allows(role) =>
+        {
+            Err(Denied(
+                "only hosts and presenters may share their screen in this meeting",
+            ))
+        }
+        Action::Publish(Source::Camera) if !settings.guest_cameras && role == Role::Participant => {
+            Err(Denied(
+                "cameras are turned off for participants in this meeting",
+            ))
+        }
+        Action::Publish(Source::Microphone) | Action::Unmute
+            if (muted_by_host || action == Action::Unmute) && !settings.unmute.allows(role) =>
+        {
+            Err(Denied("a host has muted you; ask a host to unmute you"))
+        }
+        Action::Chat if !settings.chat.allows(role) => {
+            Err(Denied("chat is turned off for you in this meeting"))
+        }
+        Action::Host if !role.is_host() => Err(Denied("only hosts may do that")),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL_ROLES: [Role; 4] = [Role::Host, Role::CoHost, Role::Presenter, Role::Participant];
+
+    #[test]
+    fn defaults_let_everyone_take_part_but_only_hosts_host() {
+        let s = Settings::default();
+        for role in ALL_ROLES {
+            for src in [
+                Source::Microphone,
+                Source::Camera,
+                Source::Screen,
+                Source::ScreenAudio,
+            ] {
+                assert_eq!(
+                    check(role, &s, Action::Publish(src), false),
+                    Ok(()),
+                    "{role:?} {src:?}"
+                );
+            }
+            assert_eq!(check(role, &s, Action::Chat, false), Ok(()));
+            assert_eq!(check(role, &s, Action::Unmute, true), Ok(()));
+            assert_eq!(check(role, &s, Action::Host, false).is_ok(), role.is_host());
+        }
+    }
+
+    #[test]
+    fn screen_sharing_for_hosts_and_presenters() {
+        let s = Settings {
+            screen_share: Who::HostsAndPresenters,
+            ..Settings::default()
+        };
+        let allowed: Vec<Role> = ALL_ROLES
+            .into_iter()
+            .filter(|r| check(*r, &s, Action::Publish(Source::Screen), false).is_ok())
+            .collect();
+        assert_eq!(allowed, vec![Role::Host, Role::CoHost, Role::Presenter]);
+        assert!(check(
+            Role::Participant,
+            &s,
+            Action::Publish(Source::ScreenAudio),
+            false
+        )
+        .is_err());
+        assert!(check(
+            Role::Participant,
+            &s,
+            Action::Publish(Source::Camera),
+            false
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn self_unmute_off_keeps_host_mutes_in_force() {
+        let s = Settings {
+            unmute: Who::Hosts,
+            ..Settings::default()
+        };
+        assert!(check(Role::Participant, &s, Action::Unmute, false).is_err());
+        assert!(check(
+            Role::Participant,
+            &s,
+            Action::Publish(Source::Microphone),
+            true
+        )
+        .is_err());
+        // Not muted by a host: publishing a microphone (joining with it) is fine.
+        assert!(check(
+            Role::Participant,
+            &s,
+            Action::Publish(Source::Microphone),
+            false
+        )
+        .is_ok());
+        assert!(check(Role::CoHost, &s, Action::Unmute, true).is_ok());
+    }
+
+    #[test]
+    fn chat_and_cameras_can_be_restricted() {
+        let s = Settings {
+            chat: Who::HostsAndPresenters,
+            guest_cameras: false,
+            ..Settings::default()
+        };
+        assert!(check(Role::Participant, &s, Action::Chat, false).is_err());
+        assert!(check(Role::Presenter, &s, Action::Chat, false).is_ok());
+        assert!(check(
+            Role::Participant,
+            &s,
+            Action::Publish(Source::Camera),
+            false
+        )
+        .is_err());
+        assert!(check(Role::Presenter, &s, Action::Publish(Source::Camera), false).is_ok());
+    }
+
+    #[test]
+    fn settings_parse_strictly() {
+        let s: Settings = serde_json::from_str(
+            r#"{"lobby":true,"screenShare":"hosts-and-presenters","unmute":"everyone","chat":"hosts","guestCameras":false,"maxParticipants":20}"#,
+        )
+        .unwrap();
+        assert!(s.lobby && s.chat == Who::Hosts && s.max_participants == 20);
+        assert!(serde_json::from_str::<Settings>(r#"{"lobby":true,"bogus":1}"#).is_err());
+    }
+}

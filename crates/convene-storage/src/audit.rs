@@ -1,0 +1,224 @@
+//! The tamper-evident audit log. Each row's hash covers its fields and the hash
+//! of the row before it; the first row chains to [`GENESIS`].
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::StorageError;
+
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// One event to record.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditEvent<'a> {
+    pub meeting: &'a str,
+    pub actor: &'a str,
+    pub subject: &'a str,
+    pub event: &'a str,
+    pub outcome: &'a str,
+    pub detail: &'a str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditRecord {
+    pub seq: i64,
+    pub at: i64,
+    pub meeting: String,
+    pub actor: String,
+    pub subject: String,
+    pub event: String,
+    pub outcome: String,
+    pub detail: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl AuditRecord {
+    /// The hash this row must have, given its fields and `prev_hash`.
+    pub fn expected_hash(&self) -> String {
+        // Length-prefixed fields: no choice of field contents can make two
+        // different rows hash the same input.
+        let mut h = Sha256::new();
+        h.update(self.prev_hash.as_bytes());
+        for field in [
+            self.seq.to_string().as_str(),
+            self.at.to_string().as_str(),
+            &self.meeting,
+            &self.actor,
+            &self.subject,
+            &self.event,
+            &self.outcome,
+            &self.detail,
+        ] {
+            h.update((field.len() as u64).to_be_bytes());
+            h.update(field.as_bytes());
+        }
+        hex(&h.finalize())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Where the chain breaks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuditBreak {
+    #[error("row {seq}: its contents do not match its hash (the row was changed)")]
+    Modified { seq: i64 },
+    #[error("row {seq}: expected row {expected} here (rows were deleted or reordered)")]
+    Gap { seq: i64, expected: i64 },
+    #[error("row {seq}: it does not follow the row before it (rows were deleted, inserted or reordered)")]
+    Unchained { seq: i64 },
+}
+
+/// The last row of an intact chain. Recording it elsewhere (e.g. in a records
+/// system) also makes deletion of the newest rows detectable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditHead {
+    pub rows: i64,
+    pub hash: String,
+}
+
+pub(crate) fn append(
+    conn: &mut Connection,
+    ev: AuditEvent<'_>,
+    at: i64,
+) -> Result<AuditRecord, StorageError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let last: Option<(i64, String)> = tx
+        .query_row(
+            "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let (prev_seq, prev_hash) = last.unwrap_or((0, GENESIS.to_string()));
+    let mut rec = AuditRecord {
+        seq: prev_seq + 1,
+        at,
+        meeting: ev.meeting.into(),
+        actor: ev.actor.into(),
+        subject: ev.subject.into(),
+        event: ev.event.into(),
+        outcome: ev.outcome.into(),
+        detail: ev.detail.into(),
+        prev_hash,
+        hash: String::new(),
+    };
+    rec.hash = rec.expected_hash();
+    tx.execute(
+        "INSERT INTO audit_log (seq, at, meeting, actor, subject, event, outcome, detail, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![rec.seq, rec.at, rec.meeting, rec.actor, rec.subject, rec.event, rec.outcome, rec.detail, rec.prev_hash, rec.hash],
+    )?;
+    tx.commit()?;
+    Ok(rec)
+}
+
+pub(crate) fn records(
+    conn: &Connection,
+    meeting: Option<&str>,
+) -> Result<Vec<AuditRecord>, StorageError> {
+    let mut stmt = conn.prepare(
+        "SELECT seq, at, meeting, actor, subject, event, outcome, detail, prev_hash, hash FROM audit_log
+         WHERE ?1 IS NULL OR meeting = ?1 ORDER BY seq",
+    )?;
+    let rows = stmt.query_map(params![meeting], |r| {
+        Ok(AuditRecord {
+            seq: r.get(0)?,
+            at: r.get(1)?,
+            meeting: r.get(2)?,
+            actor: r.get(3)?,
+            subject: r.get(4)?,
+            event: r.get(5)?,
+            outcome: r.get(6)?,
+            detail: r.get(7)?,
+            prev_hash: r.get(8)?,
+            hash: r.get(9)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Check the whole chain, in the order the rows are stored (rowid), which is
+/// the order they were appended.
+pub(crate) fn verify(conn: &Connection) -> Result<Result<AuditHead, AuditBreak>, StorageError> {
+    let mut stmt = conn.prepare(
+        "SELECT seq, at, meeting, actor, subject, event, outcome, detail, prev_hash, hash FROM audit_log ORDER BY rowid",
+    )?;
+    let mut rows = stmt.query([])?;
+    let (mut expected_seq, mut prev) = (1i64, GENESIS.to_string());
+    while let Some(r) = rows.next()? {
+        let rec = AuditRecord {
+            seq: r.get(0)?,
+            at: r.get(1)?,
+            meeting: r.get(2)?,
+            actor: r.get(3)?,
+            subject: r.get(4)?,
+            event: r.get(5)?,
+            outcome: r.get(6)?,
+            detail: r.get(7)?,
+            prev_hash: r.get(8)?,
+            hash: r.get(9)?,
+        };
+        if rec.expected_hash() != rec.hash {
+            return Ok(Err(AuditBreak::Modified { seq: rec.seq }));
+        }
+        if rec.seq != expected_seq {
+            return Ok(Err(AuditBreak::Gap {
+                seq: rec.seq,
+                expected: expected_seq,
+            }));
+        }
+        if rec.prev_hash != prev {
+            return Ok(Err(AuditBreak::Unchained { seq: rec.seq }));
+        }
+        expected_seq += 1;
+        prev = rec.hash;
+    }
+    Ok(Ok(AuditHead {
+        rows: expected_seq - 1,
+        hash: prev,
+    }))
+}
+
+/// One JSON object per line.
+pub fn to_jsonl(records: &[AuditRecord]) -> String {
+    records
+        .iter()
+        .filter_map(|r| serde_json::to_string(r).ok())
+        .map(|l| l + "\n")
+        .collect()
+}
+
+/// RFC 4180 CSV with a header row.
+pub fn to_csv(records: &[AuditRecord]) -> Result<String, StorageError> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "seq", "at", "meeting", "actor", "subject", "event", "outcome", "detail", "prevHash",
+        "hash",
+    ])
+    .map_err(|e| StorageError::Export(e.to_string()))?;
+    for r in records {
+        w.write_record([
+            r.seq.to_string().as_str(),
+            r.at.to_string().as_str(),
+            &r.meeting,
+            &r.actor,
+            &r.subject,
+            &r.event,
+            &r.outcome,
+            &r.detail,
+            &r.prev_hash,
+            &r.hash,
+        ])
+        .map_err(|e| StorageError::Export(e.to_string()))?;
+    }
+    let bytes = w
+        .into_inner()
+        .map_err(|e| StorageError::Export(e.to_string()))?;
+    String::from_utf8(bytes).map_err(|e| StorageError::Export(e.to_string()))
+}

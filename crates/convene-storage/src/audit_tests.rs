@@ -1,0 +1,161 @@
+use super::*;
+
+fn ev<'a>(event: &'a str, subject: &'a str) -> AuditEvent<'a> {
+    AuditEvent {
+        meeting: "m1",
+        actor: "p1",
+        subject,
+        event,
+        outcome: "ok",
+        detail: "",
+    }
+}
+
+fn storage_with_rows(n: usize) -> Storage {
+    let s = Storage::in_memory().unwrap();
+    for i in 0..n {
+        s.audit(ev("join", &format!("p{i}"))).unwrap();
+    }
+    s
+}
+
+/// Tampering goes around the triggers, as someone with the file would.
+fn tamper(s: &Storage, sql: &str) {
+    let c = s.raw();
+    c.execute_batch("DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete;")
+        .unwrap();
+    c.execute_batch(sql).unwrap();
+}
+
+#[test]
+fn an_intact_log_verifies_and_reports_its_head() {
+    let s = storage_with_rows(5);
+    let head = s.verify_audit().unwrap().unwrap();
+    assert_eq!(head.rows, 5);
+    assert_eq!(head.hash, s.audit_records(None).unwrap()[4].hash);
+    assert_eq!(
+        Storage::in_memory()
+            .unwrap()
+            .verify_audit()
+            .unwrap()
+            .unwrap()
+            .rows,
+        0
+    );
+}
+
+#[test]
+fn the_log_refuses_updates_and_deletes() {
+    let s = storage_with_rows(2);
+    assert!(s
+        .raw()
+        .execute("UPDATE audit_log SET outcome = 'x'", [])
+        .is_err());
+    assert!(s
+        .raw()
+        .execute("DELETE FROM audit_log WHERE seq = 1", [])
+        .is_err());
+    assert_eq!(s.audit_records(None).unwrap().len(), 2);
+}
+
+#[test]
+fn a_modified_row_is_detected() {
+    let s = storage_with_rows(5);
+    tamper(
+        &s,
+        "UPDATE audit_log SET outcome = 'admitted' WHERE seq = 3",
+    );
+    assert_eq!(
+        s.verify_audit().unwrap(),
+        Err(AuditBreak::Modified { seq: 3 })
+    );
+}
+
+#[test]
+fn a_modified_row_with_a_recomputed_hash_breaks_the_next_link() {
+    let s = storage_with_rows(5);
+    let mut r = s.audit_records(None).unwrap()[2].clone();
+    r.outcome = "admitted".into();
+    r.hash = r.expected_hash();
+    tamper(
+        &s,
+        &format!(
+            "UPDATE audit_log SET outcome = 'admitted', hash = '{}' WHERE seq = 3",
+            r.hash
+        ),
+    );
+    assert_eq!(
+        s.verify_audit().unwrap(),
+        Err(AuditBreak::Unchained { seq: 4 })
+    );
+}
+
+#[test]
+fn a_deleted_row_is_detected() {
+    let s = storage_with_rows(5);
+    tamper(&s, "DELETE FROM audit_log WHERE seq = 2");
+    assert_eq!(
+        s.verify_audit().unwrap(),
+        Err(AuditBreak::Gap {
+            seq: 3,
+            expected: 2
+        })
+    );
+}
+
+#[test]
+fn reordered_rows_are_detected() {
+    let s = storage_with_rows(5);
+    // Swap the contents of rows 2 and 3, keeping each row self-consistent.
+    let rows = s.audit_records(None).unwrap();
+    let (a, b) = (&rows[1], &rows[2]);
+    let swap = |into: &AuditRecord, from: &AuditRecord| {
+        format!(
+            "UPDATE audit_log SET subject = '{}', prev_hash = '{}', hash = '{}' WHERE seq = {};",
+            from.subject, from.prev_hash, from.hash, into.seq
+        )
+    };
+    tamper(&s, &(swap(a, b) + &swap(b, a)));
+    assert!(s.verify_audit().unwrap().is_err());
+}
+
+#[test]
+fn exports_as_jsonl_and_csv() {
+    let s = Storage::in_memory().unwrap();
+    s.audit(AuditEvent {
+        meeting: "m1",
+        actor: "p1",
+        subject: "p2",
+        event: "remove",
+        outcome: "barred",
+        detail: "said \"hi\", left",
+    })
+    .unwrap();
+    s.audit(AuditEvent {
+        meeting: "m2",
+        actor: "system",
+        subject: "m2",
+        event: "end",
+        outcome: "ok",
+        detail: "",
+    })
+    .unwrap();
+    let m1 = s.audit_records(Some("m1")).unwrap();
+    assert_eq!(m1.len(), 1);
+    let jsonl = audit::to_jsonl(&m1);
+    let v: serde_json::Value = serde_json::from_str(jsonl.lines().next().unwrap()).unwrap();
+    assert_eq!(v["event"], "remove");
+    assert_eq!(v["prevHash"], audit::GENESIS);
+    let csv = audit::to_csv(&s.audit_records(None).unwrap()).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "seq,at,meeting,actor,subject,event,outcome,detail,prevHash,hash"
+    );
+    assert!(
+        lines[1].contains("\"said \"\"hi\"\", left\""),
+        "{}",
+        lines[1]
+    );
+    assert_eq!(lines.len(), 3);
+}
