@@ -17,6 +17,7 @@ async fn server() -> convene_server::RunningServer {
         public_url: None,
         reconnect_grace: 2,
         max_participants: 100,
+        admin_token: Some("test-admin-token".into()),
         log: "warn".into(),
     };
     convene_server::start(config).await.unwrap()

@@ -11,4 +11,4 @@ pub mod passcode;
 pub mod protocol;
 mod room;
 
-pub use room::{Effect, MediaAction, ParticipantId, Room, RoomError, RoomLimits};
+pub use room::{AuditFact, Effect, MediaAction, ParticipantId, Room, RoomError, RoomLimits};

@@ -67,6 +67,16 @@ pub enum MediaAction {
     },
 }
 
+/// An auditable event, described by the domain; the edge stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditFact {
+    pub event: &'static str,
+    pub actor: String,
+    pub subject: String,
+    pub outcome: String,
+    pub detail: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     Send {
@@ -78,6 +88,8 @@ pub enum Effect {
     Close {
         who: ParticipantId,
     },
+    /// Something the audit log must record.
+    Audit(AuditFact),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -185,6 +197,7 @@ impl Room {
             self.welcome(&id);
             self.start_media(&id);
             self.broadcast_update(&id);
+            self.audit("join", &id, &id, "resumed", String::new());
             return Ok(id);
         }
         let name = clean_name(&name, self.limits.max_name_chars)?;
@@ -204,6 +217,8 @@ impl Room {
             },
         );
         self.welcome(&id);
+        let name = self.participants[&id].name.clone();
+        self.audit("join", &id, &id, "admitted", format!("name: {name}"));
         let info = self.participant_info(&id);
         self.broadcast_except(&id, ServerMessage::ParticipantJoined { participant: info });
         self.start_media(&id);
@@ -426,6 +441,28 @@ impl Room {
             participant_id: who.0.clone(),
             reason,
         });
+        let outcome = match reason {
+            LeaveReason::Left => "left",
+            LeaveReason::Disconnected => "disconnected",
+        };
+        self.audit("leave", who, who, outcome, String::new());
+    }
+
+    fn audit(
+        &mut self,
+        event: &'static str,
+        actor: &ParticipantId,
+        subject: &ParticipantId,
+        outcome: &str,
+        detail: String,
+    ) {
+        self.effects.push_back(Effect::Audit(AuditFact {
+            event,
+            actor: actor.0.clone(),
+            subject: subject.0.clone(),
+            outcome: outcome.to_string(),
+            detail,
+        }));
     }
 
     fn participant_info(&self, id: &ParticipantId) -> ParticipantInfo {

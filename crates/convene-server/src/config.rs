@@ -3,14 +3,51 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Convene: self-hosted video meetings across organisations, from a plain browser.
 ///
-/// With no options it serves http://127.0.0.1:8080/ and keeps its data in
+/// With no command it serves http://127.0.0.1:8080/ and keeps its data in
 /// ./convene-data. Every option can also be set by the environment variable shown.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "convene", version)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Work with the audit log in the data folder.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum AuditCommand {
+    /// Write the audit log (or one meeting's part of it) to standard output.
+    Export {
+        /// Only this meeting's events.
+        #[arg(long)]
+        meeting: Option<String>,
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ExportFormat,
+    },
+    /// Check the hash chain of the whole audit log. Exits 0 and prints the number
+    /// of rows and the last hash if intact; exits 2 and names the first broken row
+    /// if not.
+    Verify,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    Jsonl,
+    Csv,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct Config {
     /// Address and port for the web pages, the API and signalling (HTTP and WebSocket).
     #[arg(long, env = "CONVENE_LISTEN", default_value = "127.0.0.1:8080")]
@@ -44,6 +81,11 @@ pub struct Config {
     /// Most people in one meeting.
     #[arg(long, env = "CONVENE_MAX_PARTICIPANTS", default_value_t = 100)]
     pub max_participants: usize,
+
+    /// Token that grants access to the admin API (audit export). Without one, the
+    /// admin API is off.
+    #[arg(long, env = "CONVENE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 
     /// Log filter, in tracing's syntax (e.g. "info", "convene_sfu=debug").
     #[arg(long, env = "CONVENE_LOG", default_value = "info")]

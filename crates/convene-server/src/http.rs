@@ -25,6 +25,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/meetings", post(create_meeting))
         .route("/api/meetings/{id}", get(get_meeting))
         .route("/api/meetings/{id}/ws", get(signalling))
+        .route("/api/admin/audit", get(admin_audit))
         .route("/healthz", get(|| async { "ok" }))
         .layer(axum::middleware::map_response(security_headers))
         .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
@@ -102,6 +103,72 @@ async fn find(state: &Arc<AppState>, id: &str) -> Result<Meeting, Response> {
             StatusCode::INTERNAL_SERVER_ERROR,
             "storage error",
         )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    meeting: Option<String>,
+    format: Option<String>,
+}
+
+/// Audit export for records management: `Authorization: Bearer <admin token>`.
+async fn admin_audit(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Some(token) = &state.admin_token else {
+        return api_error(
+            StatusCode::NOT_FOUND,
+            "the admin API is off (no admin token configured)",
+        );
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        given.as_bytes(),
+        token.as_bytes(),
+    )) {
+        return api_error(StatusCode::UNAUTHORIZED, "an admin token is needed");
+    }
+    let Ok(axum::extract::Query(q)) = query else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "query: meeting=<id>&format=jsonl|csv",
+        );
+    };
+    let format = q.format.unwrap_or_else(|| "jsonl".into());
+    if format != "jsonl" && format != "csv" {
+        return api_error(StatusCode::BAD_REQUEST, "format is jsonl or csv");
+    }
+    let st = state.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let records = st.storage.audit_records(q.meeting.as_deref())?;
+        if format == "csv" {
+            Ok((
+                "text/csv; charset=utf-8",
+                convene_storage::audit::to_csv(&records)?,
+            ))
+        } else {
+            Ok((
+                "application/x-ndjson",
+                convene_storage::audit::to_jsonl(&records),
+            ))
+        }
+    })
+    .await;
+    match result {
+        Ok(Ok((mime, body))) => ([(header::CONTENT_TYPE, mime)], body).into_response(),
+        Ok(Err::<_, convene_storage::StorageError>(e)) => {
+            tracing::error!("audit export: {e}");
+            api_error(StatusCode::INTERNAL_SERVER_ERROR, "export failed")
+        }
+        Err(_) => api_error(StatusCode::INTERNAL_SERVER_ERROR, "export failed"),
     }
 }
 

@@ -2,6 +2,7 @@
 //! glue between the meeting domain and the media core.
 
 mod assets;
+mod audit;
 pub mod config;
 mod http;
 mod meeting;
@@ -22,7 +23,11 @@ use crate::config::Config;
 use crate::registry::Registry;
 
 pub struct AppState {
-    pub storage: Storage,
+    pub storage: Arc<Storage>,
+    /// Audit events go to one writer thread, so they are stored in order
+    /// without blocking a meeting's task on the database.
+    pub audit: audit::AuditWriter,
+    pub admin_token: Option<String>,
     pub sfu: SfuHandle,
     pub registry: Registry,
     pub limits: RoomLimits,
@@ -61,8 +66,11 @@ impl std::fmt::Display for StartError {
 impl std::error::Error for StartError {}
 
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
-    let storage = Storage::open(&config.data_dir)
-        .map_err(|e| StartError(format!("data folder {}: {e}", config.data_dir.display())))?;
+    let storage = Arc::new(
+        Storage::open(&config.data_dir)
+            .map_err(|e| StartError(format!("data folder {}: {e}", config.data_dir.display())))?,
+    );
+    let audit = audit::AuditWriter::start(storage.clone());
     let registry = Registry::default();
     let sfu = convene_sfu::driver::spawn(
         config.media_listen,
@@ -79,6 +87,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let url = config.public_url(addr);
     let state = Arc::new(AppState {
         storage,
+        audit,
+        admin_token: config.admin_token.clone().filter(|t| !t.is_empty()),
         sfu: sfu.handle.clone(),
         registry,
         limits: RoomLimits {

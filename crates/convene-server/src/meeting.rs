@@ -15,6 +15,7 @@ use convene_sfu::{ConnId, SfuError, SfuEvent, SlotDirection, TrackId, TrackKind}
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info};
 
+use crate::audit::AuditEntry;
 use crate::AppState;
 
 /// Messages queued for one participant's socket before it counts as too slow.
@@ -157,6 +158,18 @@ impl Meeting {
                     let _ = reply.send(Ok(who));
                 }
                 Err(e) => {
+                    let outcome = serde_json::to_value(e.code)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default();
+                    self.state.audit.record(AuditEntry {
+                        meeting: self.id.clone(),
+                        actor: "anonymous".into(),
+                        subject: "-".into(),
+                        event: "join".into(),
+                        outcome: format!("refused: {outcome}"),
+                        detail: e.message.clone(),
+                    });
                     let _ = reply.send(Err(e));
                 }
             },
@@ -258,6 +271,14 @@ impl Meeting {
                     self.members.remove(&who); // dropping the sender closes the socket
                 }
                 Effect::Media(action) => self.media(action),
+                Effect::Audit(fact) => self.state.audit.record(AuditEntry {
+                    meeting: self.id.clone(),
+                    actor: fact.actor,
+                    subject: fact.subject,
+                    event: fact.event.to_string(),
+                    outcome: fact.outcome,
+                    detail: fact.detail,
+                }),
             }
         }
     }

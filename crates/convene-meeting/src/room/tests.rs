@@ -348,3 +348,33 @@ fn away_past_grace_means_gone() {
     };
     assert_eq!(r.join(t0, resume).unwrap_err().code, ErrorCode::NotFound);
 }
+
+#[test]
+fn joins_resumes_and_leaves_are_audit_facts() {
+    let t0 = Instant::now();
+    let mut r = room();
+    let a = r.join(t0, join_msg("Ann")).unwrap();
+    let fx = drain(&mut r);
+    let audits: Vec<&AuditFact> = fx
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Audit(f) => Some(f),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(audits.len(), 1);
+    assert_eq!(
+        (
+            audits[0].event,
+            audits[0].outcome.as_str(),
+            audits[0].subject.as_str()
+        ),
+        ("join", "admitted", "p1")
+    );
+    assert!(audits[0].detail.contains("Ann"));
+    r.handle(t0, &a, C::Leave {}).unwrap();
+    let fx = drain(&mut r);
+    assert!(fx
+        .iter()
+        .any(|e| matches!(e, Effect::Audit(f) if f.event == "leave" && f.outcome == "left")));
+}

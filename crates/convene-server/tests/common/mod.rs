@@ -23,6 +23,7 @@ pub async fn server_with(tweak: impl FnOnce(&mut Config)) -> RunningServer {
         public_url: None,
         reconnect_grace: 2,
         max_participants: 100,
+        admin_token: Some("test-admin-token".into()),
         log: "warn".into(),
     };
     tweak(&mut config);
@@ -36,10 +37,21 @@ pub async fn http(
     path: &str,
     body: Option<&str>,
 ) -> (u16, String) {
+    http_with(server, method, path, body, "").await
+}
+
+/// `extra_headers` are whole header lines, each ending in \r\n.
+pub async fn http_with(
+    server: &RunningServer,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    extra_headers: &str,
+) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let body = body.unwrap_or("");
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{extra_headers}\r\n{body}",
         server.addr,
         body.len()
     );
