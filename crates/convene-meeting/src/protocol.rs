@@ -29,6 +29,12 @@ pub enum ClientMessage {
         name: String,
         #[serde(default)]
         resume: Option<String>,
+        /// The meeting's passcode, when it has one (not needed to resume).
+        #[serde(default)]
+        passcode: Option<String>,
+        /// From the host link: makes the joiner a host.
+        #[serde(default, rename = "hostKey")]
+        host_key: Option<String>,
     },
     Publish {
         source: Source,
@@ -82,6 +88,7 @@ pub struct ParticipantInfo {
     pub muted: Vec<Source>,
     /// False while the participant's connection is lost and may come back.
     pub connected: bool,
+    pub role: crate::access::Role,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -144,6 +151,11 @@ pub enum ErrorCode {
     UnsupportedProtocol,
     BadSdp,
     MeetingFull,
+    /// The meeting's settings or the sender's role do not allow this.
+    Forbidden,
+    WrongPasscode,
+    /// Too many wrong passcodes from this address: wait and try again.
+    LockedOut,
     NotFound,
     Media,
 }
@@ -258,7 +270,9 @@ mod tests {
             ClientMessage::Join {
                 protocol: 1,
                 name: "Ann".into(),
-                resume: None
+                resume: None,
+                passcode: None,
+                host_key: None,
             }
         );
         assert_eq!(

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::access::{self, Action, Role, Settings};
 use crate::protocol::{
     ChatMessage, ClientMessage, ErrorCode, LeaveReason, MeetingInfo, ParticipantInfo,
     ServerMessage, Source, PROTOCOL_VERSION,
@@ -109,6 +110,7 @@ fn err(code: ErrorCode, message: impl Into<String>) -> RoomError {
 #[derive(Debug)]
 struct Participant {
     name: String,
+    role: Role,
     resume_token: String,
     /// `Some(since)` while the connection is lost.
     away_since: Option<Instant>,
@@ -120,6 +122,7 @@ struct Participant {
 pub struct Room {
     info: MeetingInfo,
     limits: RoomLimits,
+    settings: Settings,
     participants: BTreeMap<ParticipantId, Participant>,
     chat: VecDeque<ChatMessage>,
     next_participant: u64,
@@ -129,9 +132,19 @@ pub struct Room {
 
 impl Room {
     pub fn new(id: String, title: String, limits: RoomLimits) -> Self {
+        Self::with_settings(id, title, limits, Settings::default())
+    }
+
+    pub fn with_settings(
+        id: String,
+        title: String,
+        limits: RoomLimits,
+        settings: Settings,
+    ) -> Self {
         Room {
             info: MeetingInfo { id, title },
             limits,
+            settings,
             participants: BTreeMap::new(),
             chat: VecDeque::new(),
             next_participant: 1,
@@ -160,10 +173,21 @@ impl Room {
     /// token for a participant still within the reconnect grace, they come back as
     /// that participant and the others see no leave and join.
     pub fn join(&mut self, now: Instant, msg: ClientMessage) -> Result<ParticipantId, RoomError> {
+        self.join_as(now, msg, Role::Participant)
+    }
+
+    /// Join with the role the edge established (a valid host key makes a host).
+    pub fn join_as(
+        &mut self,
+        now: Instant,
+        msg: ClientMessage,
+        role: Role,
+    ) -> Result<ParticipantId, RoomError> {
         let ClientMessage::Join {
             protocol,
             name,
             resume,
+            ..
         } = msg
         else {
             return Err(err(
@@ -201,7 +225,12 @@ impl Room {
             return Ok(id);
         }
         let name = clean_name(&name, self.limits.max_name_chars)?;
-        if self.participants.len() >= self.limits.max_participants {
+        if self.participants.len()
+            >= self
+                .limits
+                .max_participants
+                .min(self.settings.max_participants)
+        {
             return Err(err(ErrorCode::MeetingFull, "this meeting is full"));
         }
         let id = ParticipantId(format!("p{}", self.next_participant));
@@ -210,6 +239,7 @@ impl Room {
             id.clone(),
             Participant {
                 name,
+                role,
                 resume_token: random_token(),
                 away_since: None,
                 sources: BTreeSet::new(),
@@ -277,6 +307,7 @@ impl Room {
         match msg {
             ClientMessage::Join { .. } => return Err(err(ErrorCode::WrongState, "already joined")),
             ClientMessage::Publish { source } => {
+                allowed(p.role, &self.settings, Action::Publish(source))?;
                 if !p.sources.insert(source) {
                     // Republishing after a reconnect: the media layer moves the track.
                     self.effects.push_back(Effect::Media(MediaAction::Publish {
@@ -340,6 +371,7 @@ impl Room {
                 }));
             }
             ClientMessage::Chat { text } => {
+                allowed(p.role, &self.settings, Action::Chat)?;
                 let text = text.trim();
                 if text.is_empty() {
                     return Err(err(ErrorCode::Invalid, "a chat message cannot be empty"));
@@ -473,6 +505,7 @@ impl Room {
             sources: p.sources.iter().copied().collect(),
             muted: p.muted.iter().copied().collect(),
             connected: p.away_since.is_none(),
+            role: p.role,
         }
     }
 
@@ -508,6 +541,11 @@ impl Room {
             self.send(&id, message.clone());
         }
     }
+}
+
+/// The permission rule, as a room error the sender is shown.
+fn allowed(role: Role, settings: &Settings, action: Action) -> Result<(), RoomError> {
+    access::check(role, settings, action, false).map_err(|d| err(ErrorCode::Forbidden, d.0))
 }
 
 fn clean_name(name: &str, max: usize) -> Result<String, RoomError> {

@@ -6,6 +6,8 @@ fn join_msg(name: &str) -> C {
         protocol: PROTOCOL_VERSION,
         name: name.into(),
         resume: None,
+        passcode: None,
+        host_key: None,
     }
 }
 
@@ -177,7 +179,9 @@ fn wrong_state_and_bad_joins_are_refused() {
             C::Join {
                 protocol: 9,
                 name: "A".into(),
-                resume: None
+                resume: None,
+                passcode: None,
+                host_key: None,
             }
         )
         .unwrap_err()
@@ -295,6 +299,8 @@ fn a_lost_connection_can_resume_within_grace_without_a_leave() {
                 protocol: 1,
                 name: "ignored".into(),
                 resume: Some(token),
+                passcode: None,
+                host_key: None,
             },
         )
         .unwrap();
@@ -345,6 +351,8 @@ fn away_past_grace_means_gone() {
         protocol: 1,
         name: "A".into(),
         resume: Some("0".repeat(32)),
+        passcode: None,
+        host_key: None,
     };
     assert_eq!(r.join(t0, resume).unwrap_err().code, ErrorCode::NotFound);
 }
@@ -377,4 +385,83 @@ fn joins_resumes_and_leaves_are_audit_facts() {
     assert!(fx
         .iter()
         .any(|e| matches!(e, Effect::Audit(f) if f.event == "leave" && f.outcome == "left")));
+}
+
+#[test]
+fn settings_and_roles_are_enforced_on_messages() {
+    use crate::access::{Role, Settings, Who};
+    let now = Instant::now();
+    let settings = Settings {
+        screen_share: Who::HostsAndPresenters,
+        chat: Who::Hosts,
+        ..Settings::default()
+    };
+    let mut r = Room::with_settings("m".into(), "t".into(), RoomLimits::default(), settings);
+    let host = r.join_as(now, join_msg("Host"), Role::Host).unwrap();
+    let guest = r.join(now, join_msg("Guest")).unwrap();
+    let fx = drain(&mut r);
+    let ServerMessage::Welcome { participants, .. } = &sent_to(&fx, &guest)[0] else {
+        panic!()
+    };
+    assert!(participants
+        .iter()
+        .any(|p| p.name == "Host" && p.role == Role::Host));
+    assert!(participants
+        .iter()
+        .any(|p| p.name == "Guest" && p.role == Role::Participant));
+
+    let e = r
+        .handle(
+            now,
+            &guest,
+            C::Publish {
+                source: Source::Screen,
+            },
+        )
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::Forbidden);
+    assert!(
+        drain(&mut r).iter().all(|e| !matches!(e, Effect::Media(_))),
+        "nothing reaches the SFU"
+    );
+    assert_eq!(
+        r.handle(now, &guest, C::Chat { text: "hi".into() })
+            .unwrap_err()
+            .code,
+        ErrorCode::Forbidden
+    );
+    assert!(r
+        .handle(
+            now,
+            &guest,
+            C::Publish {
+                source: Source::Camera
+            }
+        )
+        .is_ok());
+    assert!(r
+        .handle(
+            now,
+            &host,
+            C::Publish {
+                source: Source::Screen
+            }
+        )
+        .is_ok());
+    assert!(r.handle(now, &host, C::Chat { text: "hi".into() }).is_ok());
+}
+
+#[test]
+fn the_settings_cap_on_participants_applies() {
+    let now = Instant::now();
+    let settings = crate::access::Settings {
+        max_participants: 1,
+        ..Default::default()
+    };
+    let mut r = Room::with_settings("m".into(), "t".into(), RoomLimits::default(), settings);
+    r.join(now, join_msg("A")).unwrap();
+    assert_eq!(
+        r.join(now, join_msg("B")).unwrap_err().code,
+        ErrorCode::MeetingFull
+    );
 }
