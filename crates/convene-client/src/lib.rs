@@ -38,6 +38,16 @@ const MAX_MISSING: usize = 10_000;
 
 type WsSink = futures_util::stream::SplitSink<WebSocketStream<MaybeTlsStream<TcpStream>>, Message>;
 
+/// How to join, beyond a name.
+#[derive(Debug, Default, Clone)]
+pub struct JoinOptions {
+    pub resume: Option<String>,
+    pub passcode: Option<String>,
+    pub host_key: Option<String>,
+    /// Connect from this loopback address (to look like another client).
+    pub local_ip: Option<std::net::IpAddr>,
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct StreamCount {
     pub packets: u64,
@@ -104,6 +114,20 @@ impl Client {
         name: &str,
         resume: Option<&str>,
     ) -> Result<Client, String> {
+        let opts = JoinOptions {
+            resume: resume.map(str::to_string),
+            ..JoinOptions::default()
+        };
+        Self::join_with(base_url, meeting, name, opts).await
+    }
+
+    /// Join with a passcode, a host key, or from another loopback address.
+    pub async fn join_with(
+        base_url: &str,
+        meeting: &str,
+        name: &str,
+        opts: JoinOptions,
+    ) -> Result<Client, String> {
         let ws_url = format!(
             "{}/api/meetings/{meeting}/ws",
             base_url.replacen("http", "ws", 1)
@@ -113,9 +137,30 @@ impl Client {
         let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
             .read_buffer_size(4096)
             .write_buffer_size(0);
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(&ws_url, Some(config), false)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (ws, _) = match opts.local_ip {
+            None => tokio_tungstenite::connect_async_with_config(&ws_url, Some(config), false)
+                .await
+                .map_err(|e| e.to_string())?,
+            Some(ip) => {
+                let host = base_url.trim_start_matches("http://").trim_end_matches('/');
+                let server: SocketAddr = tokio::net::lookup_host(host)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .next()
+                    .ok_or("no address")?;
+                let sock = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+                sock.bind(SocketAddr::new(ip, 0))
+                    .map_err(|e| e.to_string())?;
+                let stream = sock.connect(server).await.map_err(|e| e.to_string())?;
+                tokio_tungstenite::client_async_with_config(
+                    &ws_url,
+                    MaybeTlsStream::Plain(stream),
+                    Some(config),
+                )
+                .await
+                .map_err(|e| e.to_string())?
+            }
+        };
         let (ws, mut read) = ws.split();
         let (tx, incoming) = tokio::sync::mpsc::unbounded_channel();
         let reader = tokio::spawn(async move {
@@ -173,8 +218,14 @@ impl Client {
             delays_us: Vec::new(),
         };
         let mut join = json!({"type": "join", "protocol": 1, "name": name});
-        if let Some(token) = resume {
+        if let Some(token) = opts.resume {
             join["resume"] = json!(token);
+        }
+        if let Some(p) = opts.passcode {
+            join["passcode"] = json!(p);
+        }
+        if let Some(k) = opts.host_key {
+            join["hostKey"] = json!(k);
         }
         c.send(join).await?;
         let ok = c

@@ -2,11 +2,15 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State, WebSocketUpgrade};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use convene_meeting::access::Settings;
+use convene_meeting::passcode;
 use convene_storage::{is_meeting_id, Meeting};
 use serde::{Deserialize, Serialize};
 
@@ -64,6 +68,16 @@ struct MeetingView {
     id: String,
     title: String,
     join_url: String,
+    /// Whether joining needs the passcode (shared apart from the link).
+    passcode_required: bool,
+    settings: Settings,
+    /// Only in the answer to creating the meeting: the host key is stored as a
+    /// hash and cannot be shown again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host_key: Option<String>,
+    /// The join link with the host key in its fragment (never sent to a server).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host_url: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -75,9 +89,14 @@ fn api_error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(ApiError { error: msg.into() })).into_response()
 }
 
-fn view(state: &AppState, m: Meeting) -> MeetingView {
+fn view(state: &AppState, m: Meeting, host_key: Option<String>) -> MeetingView {
+    let join_url = format!("{}/m/{}", state.public_url, m.id);
     MeetingView {
-        join_url: format!("{}/m/{}", state.public_url, m.id),
+        host_url: host_key.as_ref().map(|k| format!("{join_url}#host={k}")),
+        host_key,
+        join_url,
+        passcode_required: m.passcode_hash.is_some(),
+        settings: serde_json::from_str(&m.settings).unwrap_or_default(),
         id: m.id,
         title: m.title,
     }
@@ -176,6 +195,11 @@ async fn admin_audit(
 #[serde(deny_unknown_fields)]
 struct CreateMeeting {
     title: String,
+    /// Optional; digits or a phrase.
+    #[serde(default)]
+    passcode: Option<String>,
+    #[serde(default)]
+    settings: Option<Settings>,
 }
 
 async fn create_meeting(
@@ -196,8 +220,31 @@ async fn create_meeting(
         );
     }
     let st = state.clone();
-    match tokio::task::spawn_blocking(move || st.storage.create_meeting(&title)).await {
-        Ok(Ok(m)) => (StatusCode::CREATED, Json(view(&state, m))).into_response(),
+    let settings = req.settings.unwrap_or_default();
+    if settings.max_participants == 0 {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "maxParticipants must be at least 1",
+        );
+    }
+    let settings = serde_json::to_string(&settings).unwrap_or_else(|_| "{}".into());
+    let passcode = req.passcode.filter(|p| !p.is_empty());
+    let created = tokio::task::spawn_blocking(move || {
+        let hash = match passcode.as_deref().map(passcode::hash) {
+            Some(Ok(h)) => Some(h),
+            Some(Err(e)) => return Ok(Err(e.to_string())),
+            None => None,
+        };
+        st.storage
+            .create_meeting(&title, hash.as_deref(), &settings)
+            .map(Ok)
+    })
+    .await;
+    match created {
+        Ok(Ok(Err(passcode_problem))) => api_error(StatusCode::BAD_REQUEST, passcode_problem),
+        Ok(Ok(Ok((m, host_key)))) => {
+            (StatusCode::CREATED, Json(view(&state, m, Some(host_key)))).into_response()
+        }
         _ => api_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "could not create the meeting",
@@ -207,7 +254,7 @@ async fn create_meeting(
 
 async fn get_meeting(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     match find(&state, &id).await {
-        Ok(m) => Json(view(&state, m)).into_response(),
+        Ok(m) => Json(view(&state, m, None)).into_response(),
         Err(r) => r,
     }
 }
@@ -243,6 +290,7 @@ async fn signalling(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     headers: HeaderMap,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     if !same_origin(&headers) {
@@ -262,5 +310,5 @@ async fn signalling(
         // were most of a participant's memory. Buffers still grow for a large SDP.
         .read_buffer_size(ws::READ_BUFFER)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| ws::run(socket, state, meeting))
+        .on_upgrade(move |socket| ws::run(socket, state, meeting, peer.ip()))
 }

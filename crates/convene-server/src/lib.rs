@@ -28,6 +28,9 @@ pub struct AppState {
     /// without blocking a meeting's task on the database.
     pub audit: audit::AuditWriter,
     pub admin_token: Option<String>,
+    /// Wrong passcode guesses per (client address, meeting).
+    pub passcode_limiter:
+        std::sync::Mutex<convene_meeting::passcode::Limiter<(std::net::IpAddr, String)>>,
     pub sfu: SfuHandle,
     pub registry: Registry,
     pub limits: RoomLimits,
@@ -89,6 +92,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         storage,
         audit,
         admin_token: config.admin_token.clone().filter(|t| !t.is_empty()),
+        passcode_limiter: Default::default(),
         sfu: sfu.handle.clone(),
         registry,
         limits: RoomLimits {
@@ -103,6 +107,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let app = http::router(state.clone());
     let (stop, stopped) = oneshot::channel::<()>();
     let http = tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let serve = axum::serve(listener, app).with_graceful_shutdown(async {
             let _ = stopped.await;
         });

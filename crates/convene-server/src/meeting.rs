@@ -17,6 +17,8 @@ use tracing::{debug, info};
 
 use crate::audit::AuditEntry;
 use crate::AppState;
+use convene_meeting::access::Role;
+use convene_storage::Meeting as StoredMeeting;
 
 /// Messages queued for one participant's socket before it counts as too slow.
 pub const OUTBOUND_QUEUE: usize = 512;
@@ -36,6 +38,7 @@ pub type OutboundTx = mpsc::Sender<Outbound>;
 pub enum MeetingInput {
     Join {
         msg: ClientMessage,
+        role: Role,
         out: OutboundTx,
         socket: u64,
         reply: oneshot::Sender<Result<ParticipantId, RoomError>>,
@@ -79,13 +82,14 @@ struct Meeting {
 /// Send `input` to the meeting's task, starting the task if it is not running.
 /// Holding the registry lock while sending means a task cannot stop between our
 /// lookup and our send.
-pub fn deliver(state: &Arc<AppState>, id: &str, title: &str, input: MeetingInput) {
+pub fn deliver(state: &Arc<AppState>, meeting: &StoredMeeting, input: MeetingInput) {
+    let id = meeting.id.as_str();
     let mut inner = state.registry.lock();
     if let Some(tx) = inner.meetings.get(id) {
         if let Err(mpsc::error::SendError(back)) = tx.send(input) {
             inner.meetings.remove(id);
             drop(inner);
-            return deliver(state, id, title, back);
+            return deliver(state, meeting, back);
         }
         return;
     }
@@ -94,7 +98,12 @@ pub fn deliver(state: &Arc<AppState>, id: &str, title: &str, input: MeetingInput
     inner.meetings.insert(id.to_string(), tx.clone());
     let meeting = Meeting {
         id: id.to_string(),
-        room: Room::new(id.to_string(), title.to_string(), state.limits.clone()),
+        room: Room::with_settings(
+            id.to_string(),
+            meeting.title.clone(),
+            state.limits.clone(),
+            serde_json::from_str(&meeting.settings).unwrap_or_default(),
+        ),
         state: state.clone(),
         me: tx,
         members: HashMap::new(),
@@ -148,10 +157,11 @@ impl Meeting {
         match input {
             MeetingInput::Join {
                 msg,
+                role,
                 out,
                 socket,
                 reply,
-            } => match self.room.join(now, msg) {
+            } => match self.room.join_as(now, msg, role) {
                 Ok(who) => {
                     // A resume while the old socket is open replaces that socket.
                     self.members.insert(who.clone(), Member { out, socket });

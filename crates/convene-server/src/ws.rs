@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
+use convene_meeting::access::Role;
+use convene_meeting::passcode;
 use convene_meeting::protocol::{parse_client_message, ClientMessage, ErrorCode, ServerMessage};
 use convene_meeting::ParticipantId;
 use convene_storage::Meeting;
@@ -13,6 +15,9 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
+use std::net::IpAddr;
+
+use crate::audit::AuditEntry;
 use crate::meeting::{deliver, MeetingInput, Outbound, OUTBOUND_QUEUE};
 use crate::AppState;
 
@@ -34,6 +39,98 @@ const PING_EVERY: Duration = Duration::from_secs(5);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 
 static NEXT_SOCKET: AtomicU64 = AtomicU64::new(1);
+
+/// Checks made before a "join" reaches the meeting: the host key gives the host
+/// role; a meeting's passcode must be given (by everyone but hosts), with wrong
+/// guesses slowed down per client address and meeting. A resume skips both: its
+/// token proves the earlier admission.
+async fn admit(
+    state: &Arc<AppState>,
+    meeting: &Meeting,
+    client: IpAddr,
+    msg: &ClientMessage,
+) -> Result<Role, ServerMessage> {
+    let ClientMessage::Join {
+        resume,
+        passcode,
+        host_key,
+        ..
+    } = msg
+    else {
+        return Ok(Role::Participant); // the room answers "wrong-state"
+    };
+    if resume.is_some() {
+        return Ok(Role::Participant); // the room restores the role it knew
+    }
+    let audit = |outcome: &str, detail: String| {
+        state.audit.record(AuditEntry {
+            meeting: meeting.id.clone(),
+            actor: format!("client {client}"),
+            subject: "-".into(),
+            event: "join".into(),
+            outcome: outcome.into(),
+            detail,
+        })
+    };
+    if let Some(key) = host_key {
+        if meeting.is_host_key(key) {
+            return Ok(Role::Host);
+        }
+        audit("refused: bad host key", String::new());
+        return Err(ServerMessage::error(
+            ErrorCode::Forbidden,
+            "that host link is not valid for this meeting",
+        ));
+    }
+    let Some(hash) = meeting.passcode_hash.clone() else {
+        return Ok(Role::Participant);
+    };
+    let key = (client, meeting.id.clone());
+    let wait = state
+        .passcode_limiter
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .check(Instant::now(), &key);
+    if let Err(wait) = wait {
+        audit(
+            "refused: locked out",
+            format!("retry after {} s", wait.as_secs() + 1),
+        );
+        return Err(ServerMessage::error(
+            ErrorCode::LockedOut,
+            format!(
+                "too many wrong passcodes: try again in {} seconds",
+                wait.as_secs() + 1
+            ),
+        ));
+    }
+    let Some(attempt) = passcode.clone() else {
+        return Err(ServerMessage::error(
+            ErrorCode::WrongPasscode,
+            "this meeting needs a passcode",
+        ));
+    };
+    // Argon2 is deliberately slow: keep it off the async workers.
+    let ok = tokio::task::spawn_blocking(move || passcode::verify(&hash, &attempt))
+        .await
+        .unwrap_or(false);
+    let mut limiter = state
+        .passcode_limiter
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if ok {
+        limiter.succeeded(&key);
+        Ok(Role::Participant)
+    } else {
+        limiter.failed(Instant::now(), &key);
+        drop(limiter);
+        audit("refused: wrong passcode", String::new());
+        Err(ServerMessage::error(
+            ErrorCode::WrongPasscode,
+            "that passcode is not right",
+        ))
+    }
+}
 
 struct RateLimit {
     tokens: f64,
@@ -117,7 +214,7 @@ async fn next_message(
     }
 }
 
-pub async fn run(socket: WebSocket, state: Arc<AppState>, meeting: Meeting) {
+pub async fn run(socket: WebSocket, state: Arc<AppState>, meeting: Meeting, client: IpAddr) {
     let socket_id = NEXT_SOCKET.fetch_add(1, Ordering::Relaxed);
     let (mut tx, mut rx) = socket.split();
     let mut rate = RateLimit::new();
@@ -145,14 +242,22 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, meeting: Meeting) {
                 }
                 Ok(Incoming::Message(m)) => m,
             };
+        let role = match admit(&state, &meeting, client, &msg).await {
+            Ok(role) => role,
+            Err(refusal) => {
+                let _ = tx.send(encode(&refusal)).await;
+                continue;
+            }
+        };
         let (reply, result) = oneshot::channel();
         let input = MeetingInput::Join {
             msg,
+            role,
             out: out_tx.clone(),
             socket: socket_id,
             reply,
         };
-        deliver(&state, &meeting.id, &meeting.title, input);
+        deliver(&state, &meeting, input);
         match result.await {
             Ok(Ok(who)) => break who,
             Ok(Err(e)) => {
@@ -191,7 +296,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, meeting: Meeting) {
     };
 
     let st = state.clone();
-    let (meeting_id, title) = (meeting.id.clone(), meeting.title.clone());
+    let meeting_r = meeting.clone();
     let who_r = who.clone();
     let reader = async move {
         let mut refused = 0u32;
@@ -210,7 +315,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, meeting: Meeting) {
                         code,
                         message,
                     };
-                    deliver(&st, &meeting_id, &title, input);
+                    deliver(&st, &meeting_r, input);
                 }
                 Incoming::Refused(_) => {}
                 Incoming::Message(msg) => {
@@ -221,7 +326,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, meeting: Meeting) {
                         socket: socket_id,
                         msg,
                     };
-                    deliver(&st, &meeting_id, &title, input);
+                    deliver(&st, &meeting_r, input);
                     if leaving {
                         return true;
                     }
@@ -239,6 +344,6 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, meeting: Meeting) {
             who,
             socket: socket_id,
         };
-        deliver(&state, &meeting.id, &meeting.title, input);
+        deliver(&state, &meeting, input);
     }
 }

@@ -13,6 +13,7 @@ pub use audit::{AuditBreak, AuditEvent, AuditHead, AuditRecord};
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_meetings.sql"),
     include_str!("../migrations/0002_audit.sql"),
+    include_str!("../migrations/0003_meeting_access.sql"),
 ];
 
 /// Meeting ids are the join link's secret for now: 60 random bits in a form that
@@ -38,6 +39,33 @@ pub struct Meeting {
     pub id: String,
     pub title: String,
     pub created_at: i64,
+    /// SHA-256 (hex) of the host key.
+    pub host_key_hash: String,
+    /// Argon2 PHC string, when the meeting has a passcode.
+    pub passcode_hash: Option<String>,
+    /// The meeting's settings as JSON (the meeting domain defines them).
+    pub settings: String,
+}
+
+impl Meeting {
+    /// Whether `key` is this meeting's host key (compared in constant time).
+    pub fn is_host_key(&self, key: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        !self.host_key_hash.is_empty()
+            && bool::from(
+                sha256_hex(key)
+                    .as_bytes()
+                    .ct_eq(self.host_key_hash.as_bytes()),
+            )
+    }
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 pub struct Storage {
@@ -69,30 +97,53 @@ impl Storage {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn create_meeting(&self, title: &str) -> Result<Meeting, StorageError> {
+    /// Create a meeting; returns it and its host key (kept only as a hash, so
+    /// this is the one time it can be shown).
+    pub fn create_meeting(
+        &self,
+        title: &str,
+        passcode_hash: Option<&str>,
+        settings: &str,
+    ) -> Result<(Meeting, String), StorageError> {
+        let key_bytes: [u8; 16] = rand::random();
+        let host_key: String = key_bytes.iter().map(|b| format!("{b:02x}")).collect();
         let meeting = Meeting {
             id: new_meeting_id(),
             title: title.to_string(),
             created_at: unix_secs(),
+            host_key_hash: sha256_hex(&host_key),
+            passcode_hash: passcode_hash.map(str::to_string),
+            settings: settings.to_string(),
         };
         self.conn().execute(
-            "INSERT INTO meetings (id, title, created_at) VALUES (?1, ?2, ?3)",
-            params![meeting.id, meeting.title, meeting.created_at],
+            "INSERT INTO meetings (id, title, created_at, host_key_hash, passcode_hash, settings)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                meeting.id,
+                meeting.title,
+                meeting.created_at,
+                meeting.host_key_hash,
+                meeting.passcode_hash,
+                meeting.settings
+            ],
         )?;
-        Ok(meeting)
+        Ok((meeting, host_key))
     }
 
     pub fn meeting(&self, id: &str) -> Result<Option<Meeting>, StorageError> {
         let found = self
             .conn()
             .query_row(
-                "SELECT id, title, created_at FROM meetings WHERE id = ?1",
+                "SELECT id, title, created_at, host_key_hash, passcode_hash, settings FROM meetings WHERE id = ?1",
                 params![id],
                 |r| {
                     Ok(Meeting {
                         id: r.get(0)?,
                         title: r.get(1)?,
                         created_at: r.get(2)?,
+                        host_key_hash: r.get(3)?,
+                        passcode_hash: r.get(4)?,
+                        settings: r.get(5)?,
                     })
                 },
             )
@@ -188,12 +239,20 @@ mod tests {
     #[test]
     fn meetings_survive_reopening_the_file() {
         let dir = std::env::temp_dir().join(format!("convene-storage-{}", new_meeting_id()));
-        let m = Storage::open(&dir)
+        let (m, host_key) = Storage::open(&dir)
             .unwrap()
-            .create_meeting("Weekly sync")
+            .create_meeting("Weekly sync", Some("$argon2id$stub"), r#"{"lobby":true}"#)
             .unwrap();
         let s = Storage::open(&dir).unwrap();
-        assert_eq!(s.meeting(&m.id).unwrap(), Some(m));
+        let found = s.meeting(&m.id).unwrap().unwrap();
+        assert_eq!(found, m);
+        assert_eq!(found.passcode_hash.as_deref(), Some("$argon2id$stub"));
+        assert!(found.is_host_key(&host_key));
+        assert!(!found.is_host_key("0123"));
+        assert!(
+            !found.host_key_hash.contains(&host_key),
+            "only a hash is stored"
+        );
         assert_eq!(s.meeting("nope-nope-nope").unwrap(), None);
         std::fs::remove_dir_all(dir).unwrap();
     }

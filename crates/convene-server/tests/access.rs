@@ -1,0 +1,191 @@
+//! Who gets in and what they may do: host links, passcodes with back-off, and
+//! settings enforced by the server.
+
+mod common;
+
+use std::time::Duration;
+
+use convene_client::{Client, JoinOptions};
+use serde_json::{json, Value};
+
+async fn create(server: &convene_server::RunningServer, body: Value) -> Value {
+    let (status, text) =
+        common::http(server, "POST", "/api/meetings", Some(&body.to_string())).await;
+    assert_eq!(status, 201, "{text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+fn opts(passcode: Option<&str>, from: Option<&str>) -> JoinOptions {
+    JoinOptions {
+        passcode: passcode.map(str::to_string),
+        local_ip: from.map(|ip| ip.parse().unwrap()),
+        ..JoinOptions::default()
+    }
+}
+
+#[track_caller]
+fn error_code(result: Result<Client, String>) -> String {
+    let e = result.err().expect("join refused");
+    ["wrong-passcode", "locked-out", "forbidden"]
+        .iter()
+        .find(|c| e.contains(*c))
+        .unwrap_or(&"other")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passcodes_are_checked_slowed_and_locked_out_per_client() {
+    let server = common::server().await;
+    let m = create(
+        &server,
+        json!({"title": "Sensitive", "passcode": "4711 blue"}),
+    )
+    .await;
+    let id = m["id"].as_str().unwrap().to_string();
+    assert_eq!(m["passcodeRequired"], true);
+    assert!(
+        !m["joinUrl"].as_str().unwrap().contains("4711"),
+        "the passcode is never in the link"
+    );
+    let (_, public) = common::http(&server, "GET", &format!("/api/meetings/{id}"), None).await;
+    let public: Value = serde_json::from_str(&public).unwrap();
+    assert_eq!(public["passcodeRequired"], true);
+    assert!(
+        public.get("hostKey").is_none(),
+        "the host key is shown only once"
+    );
+
+    let url = server.url.clone();
+    assert_eq!(
+        error_code(Client::join_with(&url, &id, "Eve", opts(None, None)).await),
+        "wrong-passcode"
+    );
+    // Giving none is not a guess; five wrong guesses are.
+    for _ in 0..5 {
+        assert_eq!(
+            error_code(Client::join_with(&url, &id, "Eve", opts(Some("0000"), None)).await),
+            "wrong-passcode"
+        );
+    }
+    // Five wrong: now even the right passcode must wait, from this address.
+    assert_eq!(
+        error_code(Client::join_with(&url, &id, "Eve", opts(Some("4711 blue"), None)).await),
+        "locked-out"
+    );
+    // Someone else, from another address, gets in with the right passcode.
+    let ann = Client::join_with(&url, &id, "Ann", opts(Some("4711 blue"), Some("127.0.0.2")))
+        .await
+        .unwrap();
+    assert_eq!(ann.meeting_title, "Sensitive");
+    // After the wait, the first address may try again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let eve = Client::join_with(&url, &id, "Eve", opts(Some("4711 blue"), None))
+        .await
+        .unwrap();
+    // Resuming needs no passcode: the token proves the earlier admission.
+    let token = eve.resume_token.clone();
+    eve.vanish();
+    let back = Client::join_with(
+        &url,
+        &id,
+        "Eve",
+        JoinOptions {
+            resume: Some(token),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(back.is_ok(), "{:?}", back.err());
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, log) = common::http_with(
+        &server,
+        "GET",
+        &format!("/api/admin/audit?meeting={id}"),
+        None,
+        "Authorization: Bearer test-admin-token\r\n",
+    )
+    .await;
+    assert!(log.contains("refused: wrong passcode"));
+    assert!(log.contains("refused: locked out"));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_link_makes_a_host_and_settings_bind_participants() {
+    let server = common::server().await;
+    let m = create(
+        &server,
+        json!({"title": "Briefing", "settings": {
+            "lobby": false, "screenShare": "hosts-and-presenters", "unmute": "everyone",
+            "chat": "hosts", "guestCameras": true, "maxParticipants": 10
+        }}),
+    )
+    .await;
+    let id = m["id"].as_str().unwrap().to_string();
+    let host_key = m["hostKey"].as_str().unwrap().to_string();
+    assert!(
+        m["hostUrl"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("#host={host_key}")),
+        "key in the fragment only"
+    );
+    let url = server.url.clone();
+
+    let bad = JoinOptions {
+        host_key: Some("f".repeat(32)),
+        ..Default::default()
+    };
+    assert_eq!(
+        error_code(Client::join_with(&url, &id, "Mallory", bad).await),
+        "forbidden"
+    );
+
+    let host_opts = JoinOptions {
+        host_key: Some(host_key),
+        ..Default::default()
+    };
+    let mut host = Client::join_with(&url, &id, "Hana", host_opts)
+        .await
+        .unwrap();
+    let mut guest = Client::join(&url, &id, "Gus", None).await.unwrap();
+    let host_id = host.participant_id.clone();
+    assert_eq!(guest.participants[&host_id]["role"], "host");
+    assert_eq!(
+        guest.participants[&guest.participant_id]["role"],
+        "participant"
+    );
+
+    guest.publish("screen", 300).await.unwrap();
+    guest.chat("can I talk?").await.unwrap();
+    assert!(
+        guest
+            .run_until(Duration::from_secs(5), |c| c.errors.len() >= 2)
+            .await
+    );
+    assert!(
+        guest.errors.iter().all(|e| e["code"] == "forbidden"),
+        "{:?}",
+        guest.errors
+    );
+    assert!(guest.participants[&guest.participant_id]["sources"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+
+    host.publish("screen", 300).await.unwrap();
+    let gid = guest.participant_id.clone();
+    let hid = host_id.clone();
+    let (_, got) = tokio::join!(
+        host.run_until(Duration::from_secs(4), |_| false),
+        guest.run_until(Duration::from_secs(4), |c| c
+            .received_from(&hid, "screen")
+            .packets
+            > 20)
+    );
+    assert!(got, "the host's screen reaches the guest");
+    // The guest's refused screen never reached the host.
+    assert_eq!(host.received_from(&gid, "screen").packets, 0);
+    server.shutdown().await;
+}
