@@ -3,6 +3,9 @@ export {}; // an ES module: nothing is exported, but its names stay its own
 
 const form = /** @type {HTMLFormElement} */ (document.getElementById('create'));
 const title = /** @type {HTMLInputElement} */ (document.getElementById('title'));
+const passcode = /** @type {HTMLInputElement} */ (document.getElementById('passcode'));
+const hostLink = /** @type {HTMLInputElement} */ (document.getElementById('host-link'));
+const copyHost = /** @type {HTMLButtonElement} */ (document.getElementById('copy-host'));
 const error = /** @type {HTMLElement} */ (document.getElementById('create-error'));
 const created = /** @type {HTMLElement} */ (document.getElementById('created'));
 const link = /** @type {HTMLInputElement} */ (document.getElementById('join-link'));
@@ -16,13 +19,15 @@ form.addEventListener('submit', async (event) => {
     const res = await fetch('/api/meetings', {
       method: 'POST',
       headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify({ title: title.value }),
+      body: JSON.stringify({ title: title.value, passcode: passcode.value || undefined }),
     });
     const body = await res.json();
     if (!res.ok) throw new Error(body.error || `the server said ${res.status}`);
     // The link is shown as the server knows it; we navigate within this origin.
     link.value = body.joinUrl;
-    open.href = `/m/${body.id}`;
+    hostLink.value = body.hostUrl;
+    open.href = `/m/${body.id}#host=${body.hostKey}`;
+    /** @type {HTMLElement} */ (document.getElementById('passcode-reminder')).hidden = !body.passcodeRequired;
     created.hidden = false;
     link.focus();
     link.select();
@@ -32,12 +37,17 @@ form.addEventListener('submit', async (event) => {
   }
 });
 
-copy.addEventListener('click', async () => {
-  try {
-    await navigator.clipboard.writeText(link.value);
-    copy.textContent = 'Copied';
-  } catch {
-    link.select();
-    copy.textContent = 'Press Ctrl+C to copy';
-  }
-});
+/** @param {HTMLButtonElement} button @param {HTMLInputElement} field */
+function copier(button, field) {
+  button.addEventListener('click', async () => {
+    try {
+      await navigator.clipboard.writeText(field.value);
+      button.textContent = 'Copied';
+    } catch {
+      field.select();
+      button.textContent = 'Press Ctrl+C to copy';
+    }
+  });
+}
+copier(copy, link);
+copier(copyHost, hostLink);

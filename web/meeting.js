@@ -5,6 +5,15 @@ import { Call } from './call.js';
 const $ = (/** @type {string} */ id) => /** @type {any} */ (document.getElementById(id));
 const meetingId = location.pathname.split('/').pop() || '';
 
+// The host key comes in the link's fragment (never sent to any server). Keep it
+// for this tab and take it out of the address bar, so a shared screen shows none.
+const hostMatch = location.hash.match(/host=([0-9a-f]+)/);
+if (hostMatch) {
+  sessionStorage.setItem(`convene-host-${meetingId}`, hostMatch[1]);
+  history.replaceState(null, '', location.pathname);
+}
+const hostKey = sessionStorage.getItem(`convene-host-${meetingId}`) || undefined;
+
 /** Local media: what this browser captures. */
 const local = {
   /** @type {MediaStreamTrack | null} */ mic: null,
@@ -31,6 +40,10 @@ async function loadMeeting() {
   const m = await res.json();
   document.title = `${m.title} · Convene`;
   for (const el of document.querySelectorAll('.meeting-title')) el.textContent = m.title;
+  const needPasscode = m.passcodeRequired && !hostKey;
+  $('passcode-row').hidden = !needPasscode;
+  $('passcode').required = needPasscode;
+  $('host-note').hidden = !hostKey;
 }
 
 async function getMedia(cameraId, micId) {
@@ -86,31 +99,37 @@ async function fillDevices() {
   }
 }
 
-async function setupPrejoin() {
+function setupPrejoin() {
   $('name').value = localStorage.getItem('convene-name') || '';
-  try {
-    await getMedia();
-    await fillDevices();
-  } catch (e) {
-    $('device-error').textContent = `Camera or microphone unavailable (${e instanceof Error ? e.message : e}). You can still join and listen.`;
-    $('device-error').hidden = false;
-  }
+  // Wire the form first: a quick click must not submit it natively. Joining waits
+  // for the devices, so nobody joins without the camera they were shown.
+  const mediaReady = (async () => {
+    try {
+      await getMedia();
+      await fillDevices();
+    } catch (e) {
+      $('device-error').textContent = `Camera or microphone unavailable (${e instanceof Error ? e.message : e}). You can still join and listen.`;
+      $('device-error').hidden = false;
+    }
+  })();
   $('camera-select').addEventListener('change', () => getMedia($('camera-select').value, $('mic-select').value).catch(() => {}));
   $('mic-select').addEventListener('change', () => getMedia($('camera-select').value, $('mic-select').value).catch(() => {}));
   $('join-camera-off').addEventListener('change', showPreview);
-  $('join-form').addEventListener('submit', (/** @type {Event} */ e) => {
+  $('join-form').addEventListener('submit', async (/** @type {Event} */ e) => {
     e.preventDefault();
     const name = $('name').value.trim();
     if (!name) return;
     localStorage.setItem('convene-name', name);
     joinClickedAt = performance.now();
-    enterMeeting(name);
+    $('join-error').hidden = true;
+    await mediaReady;
+    enterMeeting(name, { passcode: $('passcode').value || undefined, hostKey });
   });
 }
 
 // ---------- in the meeting ----------
 
-function enterMeeting(name) {
+function enterMeeting(name, credentials) {
   local.cameraOn = !!local.camera && !$('join-camera-off').checked;
   if (!local.cameraOn) { local.camera?.stop(); local.camera = null; }
   local.micMuted = $('join-mic-off').checked;
@@ -120,7 +139,18 @@ function enterMeeting(name) {
   $('left').hidden = true;
   $('meeting').hidden = false;
   updateControls();
-  signalling = new Signalling(meetingId, name);
+  signalling = new Signalling(meetingId, name, credentials);
+  signalling.addEventListener('refused', (e) => {
+    // Back to the pre-join screen, saying why.
+    const msg = /** @type {CustomEvent} */ (e).detail;
+    signalling = null;
+    $('meeting').hidden = true;
+    $('prejoin').hidden = false;
+    $('join-error').textContent = msg.message;
+    $('join-error').hidden = false;
+    if (msg.code === 'wrong-passcode') $('passcode').focus();
+    startMeter();
+  });
   signalling.addEventListener('message', (e) => onMessage(/** @type {CustomEvent} */ (e).detail));
   signalling.addEventListener('lost', () => {
     setStatus('Connection lost. Reconnecting…', true);
@@ -322,6 +352,7 @@ function renderPeople() {
     const li = document.createElement('li');
     const bits = [];
     if (id === me) bits.push('you');
+    if (p.role === 'host' || p.role === 'co-host') bits.push(p.role);
     if (p.muted.includes('microphone') || !p.sources.includes('microphone')) bits.push('microphone off');
     if (!p.sources.includes('camera')) bits.push('camera off');
     if (p.sources.includes('screen')) bits.push('sharing screen');

@@ -5,11 +5,13 @@ const PING_EVERY_MS = 5000;
 const PONG_TIMEOUT_MS = 10000;
 
 export class Signalling extends EventTarget {
-  /** @param {string} meetingId @param {string} name */
-  constructor(meetingId, name) {
+  /** @param {string} meetingId @param {string} name @param {{passcode?: string, hostKey?: string}} credentials */
+  constructor(meetingId, name, credentials = {}) {
     super();
     this.meetingId = meetingId;
     this.name = name;
+    this.credentials = credentials;
+    this.welcomed = false;
     /** @type {WebSocket | null} */
     this.ws = null;
     /** @type {string | null} */
@@ -27,9 +29,7 @@ export class Signalling extends EventTarget {
     this.ws = ws;
     ws.addEventListener('open', () => {
       /** @type {Record<string, unknown>} */
-      const join = { type: 'join', protocol: PROTOCOL, name: this.name };
-      if (this.resumeToken) join.resume = this.resumeToken;
-      this.send(join);
+      this.send(this.joinMessage());
       this.lastPong = Date.now();
       clearInterval(this.pingTimer);
       this.pingTimer = window.setInterval(() => this.keepalive(), PING_EVERY_MS);
@@ -38,7 +38,15 @@ export class Signalling extends EventTarget {
       let msg;
       try { msg = JSON.parse(e.data); } catch { return; }
       if (msg.type === 'pong') { this.lastPong = Date.now(); return; }
+      if (msg.type === 'error' && !this.welcomed && ['wrong-passcode', 'locked-out', 'forbidden', 'meeting-full'].includes(msg.code)) {
+        // Not let in: stop here and let the page ask again.
+        this.closedByUs = true;
+        ws.close();
+        this.dispatchEvent(new CustomEvent('refused', { detail: msg }));
+        return;
+      }
       if (msg.type === 'welcome') {
+        this.welcomed = true;
         this.attempt = 0;
         this.resumeToken = msg.resumeToken;
         sessionStorage.setItem(`convene-resume-${this.meetingId}`, msg.resumeToken);
@@ -46,7 +54,7 @@ export class Signalling extends EventTarget {
       if (msg.type === 'error' && msg.code === 'not-found' && this.resumeToken) {
         // Our old session is over: join afresh under the same name.
         this.forgetSession();
-        this.send({ type: 'join', protocol: PROTOCOL, name: this.name });
+        this.send(this.joinMessage());
         return;
       }
       this.dispatchEvent(new CustomEvent('message', { detail: msg }));
@@ -58,6 +66,17 @@ export class Signalling extends EventTarget {
       const delay = Math.min(4000, 250 * 2 ** this.attempt++);
       setTimeout(() => { if (!this.closedByUs) this.connect(); }, delay);
     });
+  }
+
+  joinMessage() {
+    /** @type {Record<string, unknown>} */
+    const join = { type: 'join', protocol: PROTOCOL, name: this.name };
+    if (this.resumeToken) join.resume = this.resumeToken;
+    else {
+      if (this.credentials.hostKey) join.hostKey = this.credentials.hostKey;
+      if (this.credentials.passcode) join.passcode = this.credentials.passcode;
+    }
+    return join;
   }
 
   keepalive() {

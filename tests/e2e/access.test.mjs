@@ -1,0 +1,59 @@
+// A host creates a meeting with a passcode; a guest needs the passcode to get in.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, launchPerson, until, decodingVideos, peopleNames } from './harness.mjs';
+
+let server;
+const people = [];
+
+before(async () => {
+  server = await startServer();
+});
+
+after(async () => {
+  for (const p of people) await p.browser.close().catch(() => {});
+  server?.stop();
+});
+
+test('host link and passcode', async () => {
+  const host = await launchPerson();
+  const guest = await launchPerson();
+  people.push(host, guest);
+
+  await host.page.goto(server.url);
+  await host.page.getByLabel('Meeting title').fill('Restricted briefing');
+  await host.page.getByLabel('Passcode (optional)').fill('blue 4711');
+  await host.page.getByRole('button', { name: 'Create meeting' }).click();
+  await host.page.getByRole('heading', { name: 'Your meeting is ready' }).waitFor();
+  const link = await host.page.getByLabel('Join link').inputValue();
+  const hostLink = await host.page.getByLabel('Your host link').inputValue();
+  assert.ok(!link.includes('blue') && !link.includes('host='), 'the join link carries neither passcode nor host key');
+  assert.match(hostLink, /#host=[0-9a-f]{32}$/);
+
+  // The host goes in through the host link: no passcode asked.
+  await host.page.getByRole('link', { name: 'Go to the meeting as host' }).click();
+  await host.page.getByText('You are joining as a host.').waitFor();
+  assert.equal(new URL(host.page.url()).hash, '', 'the host key is taken out of the address bar');
+  assert.equal(await host.page.getByLabel('Meeting passcode').isVisible(), false);
+  await host.page.getByLabel('Your name').fill('Hana (host)');
+  await host.page.getByRole('button', { name: 'Join meeting' }).click();
+  await host.page.locator('#meeting').waitFor({ state: 'visible' });
+
+  // The guest must give the passcode; a wrong one is refused with a message.
+  await guest.page.goto(link);
+  await guest.page.getByLabel('Your name').fill('Gus (guest)');
+  await guest.page.getByLabel('Meeting passcode').fill('red 1234');
+  await guest.page.getByRole('button', { name: 'Join meeting' }).click();
+  await guest.page.getByText('that passcode is not right').waitFor();
+  assert.equal(await guest.page.locator('#meeting').isVisible(), false);
+  await guest.page.getByLabel('Meeting passcode').fill('blue 4711');
+  await guest.page.getByRole('button', { name: 'Join meeting' }).click();
+  await guest.page.locator('#meeting').waitFor({ state: 'visible' });
+
+  for (const p of [host, guest]) {
+    await until('both in the list', async () => (await peopleNames(p.page)).length === 2);
+    await until('decoding the other', async () => (await decodingVideos(p.page)) >= 1, 20000);
+  }
+  const names = await peopleNames(guest.page);
+  assert.ok(names.some((n) => n.startsWith('Hana (host)') && n.includes('host')), names.join(' | '));
+});
