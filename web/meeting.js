@@ -31,6 +31,7 @@ const speaking = new Set();
 let joinClickedAt = 0;
 let firstFrameReported = false;
 let unreadChat = 0;
+let meetingLocked = false;
 
 // ---------- pre-join ----------
 
@@ -184,6 +185,7 @@ function onMessage(msg) {
   switch (msg.type) {
     case 'welcome': {
       me = msg.participantId;
+      meetingLocked = msg.meeting.locked;
       participants.clear();
       for (const p of msg.participants) participants.set(p.id, p);
       call?.close();
@@ -218,6 +220,16 @@ function onMessage(msg) {
       break;
     case 'offer':
       call?.handleOffer(msg.sdp, msg.tracks);
+      break;
+    case 'meeting-updated':
+      meetingLocked = msg.meeting.locked;
+      renderPeople();
+      break;
+    case 'removed':
+      endSession(`${msg.by} removed you from the meeting.`);
+      break;
+    case 'ended':
+      endSession(`${msg.by} ended the meeting for everyone.`);
       break;
     case 'chat':
       addChat(msg.message);
@@ -345,9 +357,28 @@ function playAudio(id, tracks) {
   }
 }
 
+function amHost() {
+  const role = participants.get(me)?.role;
+  return role === 'host' || role === 'co-host';
+}
+
+/** A small button in a person's row of the participant list. */
+function personButton(label, accessibleName, onClick) {
+  const b = document.createElement('button');
+  b.type = 'button';
+  b.textContent = label;
+  b.setAttribute('aria-label', accessibleName);
+  b.addEventListener('click', onClick);
+  return b;
+}
+
 function renderPeople() {
   const list = $('people');
   list.replaceChildren();
+  $('host-controls').hidden = !amHost();
+  $('locked-badge').hidden = !meetingLocked;
+  $('lock-btn').textContent = meetingLocked ? 'Unlock meeting' : 'Lock meeting';
+  $('lock-btn').setAttribute('aria-pressed', String(meetingLocked));
   for (const [id, p] of participants) {
     const li = document.createElement('li');
     const bits = [];
@@ -357,8 +388,18 @@ function renderPeople() {
     if (!p.sources.includes('camera')) bits.push('camera off');
     if (p.sources.includes('screen')) bits.push('sharing screen');
     if (!p.connected) bits.push('reconnecting');
-    li.textContent = bits.length ? `${p.name} (${bits.join(', ')})` : p.name;
+    const label = document.createElement('span');
+    label.textContent = bits.length ? `${p.name} (${bits.join(', ')})` : p.name;
+    li.append(label);
     li.dataset.id = id;
+    if (amHost() && id !== me) {
+      const promote = p.role === 'participant' || p.role === 'presenter';
+      li.append(personButton(promote ? 'Make co-host' : 'Make participant', `${promote ? 'Make co-host' : 'Make participant'}: ${p.name}`,
+        () => send({ type: 'set-role', participantId: id, role: promote ? 'co-host' : 'participant' })));
+      li.append(personButton('Remove', `Remove ${p.name}`, () => {
+        if (confirm(`Remove ${p.name} from the meeting?`)) send({ type: 'remove', participantId: id });
+      }));
+    }
     list.append(li);
   }
   $('people-count').textContent = String(participants.size);
@@ -455,6 +496,18 @@ function stopShare() {
   render();
 }
 
+/** The server ended our part in the meeting (removed, or the meeting ended). */
+function endSession(reason) {
+  signalling = null;
+  call?.close();
+  call = null;
+  local.mic?.stop();
+  local.camera?.stop();
+  stopShare();
+  showLeft(reason);
+  $('rejoin').hidden = true;
+}
+
 function leave() {
   signalling?.leave();
   signalling = null;
@@ -486,6 +539,10 @@ function wireControls() {
   $('people-btn').addEventListener('click', () => togglePanel('people-panel', 'people-btn'));
   $('chat-btn').addEventListener('click', () => togglePanel('chat-panel', 'chat-btn'));
   $('leave-btn').addEventListener('click', leave);
+  $('lock-btn').addEventListener('click', () => send({ type: 'lock', locked: !meetingLocked }));
+  $('end-btn').addEventListener('click', () => {
+    if (confirm('End the meeting for everyone?')) send({ type: 'end' });
+  });
   $('rejoin').addEventListener('click', () => location.reload());
   $('chat-form').addEventListener('submit', (/** @type {Event} */ e) => {
     e.preventDefault();

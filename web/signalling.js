@@ -38,7 +38,12 @@ export class Signalling extends EventTarget {
       let msg;
       try { msg = JSON.parse(e.data); } catch { return; }
       if (msg.type === 'pong') { this.lastPong = Date.now(); return; }
-      if (msg.type === 'error' && !this.welcomed && ['wrong-passcode', 'locked-out', 'forbidden', 'meeting-full'].includes(msg.code)) {
+      if (msg.type === 'removed' || msg.type === 'ended') {
+        // The server closes the socket next: do not try to come back.
+        this.closedByUs = true;
+        this.forgetSession();
+      }
+      if (msg.type === 'error' && !this.welcomed && ['wrong-passcode', 'locked-out', 'forbidden', 'meeting-full', 'locked', 'ended'].includes(msg.code)) {
         // Not let in: stop here and let the page ask again.
         this.closedByUs = true;
         ws.close();

@@ -56,4 +56,32 @@ test('host link and passcode', async () => {
   }
   const names = await peopleNames(guest.page);
   assert.ok(names.some((n) => n.startsWith('Hana (host)') && n.includes('host')), names.join(' | '));
+  assert.equal(await guest.page.getByRole('button', { name: 'Lock meeting' }).isVisible(), false, 'no host controls for guests');
+
+  // The host removes the guest, who is told and not brought back.
+  host.page.on('dialog', (d) => d.accept());
+  await host.page.getByRole('button', { name: 'People' }).click();
+  await host.page.getByRole('button', { name: 'Remove Gus (guest)' }).click();
+  await guest.page.getByText('Hana (host) removed you from the meeting.').waitFor();
+  await until('the guest gone', async () => (await peopleNames(host.page)).length === 1);
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.equal((await peopleNames(host.page)).length, 1, 'the removed guest did not reconnect');
+
+  // Locked: a newcomer with the right passcode is turned away.
+  await host.page.getByRole('button', { name: 'Lock meeting' }).click();
+  await host.page.getByText('Locked', { exact: true }).waitFor();
+  await guest.page.goto(link);
+  await guest.page.getByLabel('Your name').fill('Gus again');
+  await guest.page.getByLabel('Meeting passcode').fill('blue 4711');
+  await guest.page.getByRole('button', { name: 'Join meeting' }).click();
+  await guest.page.getByText('this meeting is locked').waitFor();
+
+  // Ending: the meeting closes for the host too, and no one gets in afterwards.
+  await host.page.getByRole('button', { name: 'End meeting for all' }).click();
+  await host.page.getByText('Hana (host) ended the meeting for everyone.').waitFor();
+  await guest.page.reload();
+  await guest.page.getByLabel('Your name').fill('Gus once more');
+  await guest.page.getByLabel('Meeting passcode').fill('blue 4711');
+  await guest.page.getByRole('button', { name: 'Join meeting' }).click();
+  await guest.page.getByText('this meeting has ended').waitFor();
 });

@@ -57,9 +57,27 @@ pub enum ClientMessage {
         id: Option<u64>,
     },
     Leave {},
+    /// Host actions.
+    #[serde(rename_all = "camelCase")]
+    Remove {
+        participant_id: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    SetRole {
+        participant_id: String,
+        role: crate::access::Role,
+    },
+    Lock {
+        locked: bool,
+    },
+    End {},
 }
 
 const CLIENT_TYPES: &[&str] = &[
+    "remove",
+    "set-role",
+    "lock",
+    "end",
     "join",
     "publish",
     "unpublish",
@@ -75,6 +93,8 @@ const CLIENT_TYPES: &[&str] = &[
 pub struct MeetingInfo {
     pub id: String,
     pub title: String,
+    /// No new joins while locked (hosts with the host link still get in).
+    pub locked: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -137,6 +157,10 @@ pub struct TrackSlot {
 pub enum LeaveReason {
     Left,
     Disconnected,
+    /// A host removed them.
+    Removed,
+    /// A host ended the meeting.
+    Ended,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -156,6 +180,10 @@ pub enum ErrorCode {
     WrongPasscode,
     /// Too many wrong passcodes from this address: wait and try again.
     LockedOut,
+    /// The meeting is locked: no new joins.
+    Locked,
+    /// The meeting has ended.
+    Ended,
     NotFound,
     Media,
 }
@@ -198,6 +226,20 @@ pub enum ServerMessage {
     Pong {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
+    },
+    /// The meeting's state changed (locked or unlocked).
+    MeetingUpdated {
+        meeting: MeetingInfo,
+    },
+    /// To the person removed, just before their socket closes.
+    #[serde(rename_all = "camelCase")]
+    Removed {
+        by: String,
+    },
+    /// To everyone when a host ends the meeting, just before sockets close.
+    #[serde(rename_all = "camelCase")]
+    Ended {
+        by: String,
     },
     Error {
         code: ErrorCode,

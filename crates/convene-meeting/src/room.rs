@@ -91,6 +91,8 @@ pub enum Effect {
     },
     /// Something the audit log must record.
     Audit(AuditFact),
+    /// A host ended the meeting: it takes no more joins, ever.
+    Ended,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -121,6 +123,7 @@ struct Participant {
 #[derive(Debug)]
 pub struct Room {
     info: MeetingInfo,
+    ended: bool,
     limits: RoomLimits,
     settings: Settings,
     participants: BTreeMap<ParticipantId, Participant>,
@@ -142,7 +145,12 @@ impl Room {
         settings: Settings,
     ) -> Self {
         Room {
-            info: MeetingInfo { id, title },
+            info: MeetingInfo {
+                id,
+                title,
+                locked: false,
+            },
+            ended: false,
             limits,
             settings,
             participants: BTreeMap::new(),
@@ -223,6 +231,15 @@ impl Room {
             self.broadcast_update(&id);
             self.audit("join", &id, &id, "resumed", String::new());
             return Ok(id);
+        }
+        if self.ended {
+            return Err(err(ErrorCode::Ended, "this meeting has ended"));
+        }
+        if self.info.locked && role != Role::Host {
+            return Err(err(
+                ErrorCode::Locked,
+                "this meeting is locked: no one new can join",
+            ));
         }
         let name = clean_name(&name, self.limits.max_name_chars)?;
         if self.participants.len()
@@ -401,6 +418,77 @@ impl Room {
             }
             ClientMessage::Ping { id } => self.send(who, ServerMessage::Pong { id }),
             ClientMessage::Leave {} => self.remove(who, LeaveReason::Left),
+            ClientMessage::Remove { participant_id } => {
+                allowed(p.role, &self.settings, Action::Host)?;
+                let target = ParticipantId(participant_id);
+                if !self.participants.contains_key(&target) || target == *who {
+                    return Err(err(ErrorCode::Invalid, "no such participant to remove"));
+                }
+                self.send(
+                    &target,
+                    ServerMessage::Removed {
+                        by: self.participants[who].name.clone(),
+                    },
+                );
+                self.audit("remove", who, &target, "removed", String::new());
+                self.remove(&target, LeaveReason::Removed);
+            }
+            ClientMessage::SetRole {
+                participant_id,
+                role,
+            } => {
+                allowed(p.role, &self.settings, Action::Host)?;
+                let target = ParticipantId(participant_id);
+                let hosts = self
+                    .participants
+                    .values()
+                    .filter(|p| p.role == Role::Host)
+                    .count();
+                let Some(t) = self.participants.get_mut(&target) else {
+                    return Err(err(ErrorCode::Invalid, "no such participant"));
+                };
+                if t.role == Role::Host && role != Role::Host && hosts == 1 {
+                    return Err(err(ErrorCode::Invalid, "a meeting keeps at least one host"));
+                }
+                let before = t.role;
+                t.role = role;
+                self.audit(
+                    "role-change",
+                    who,
+                    &target,
+                    &format!("{before:?} -> {role:?}").to_lowercase(),
+                    String::new(),
+                );
+                self.broadcast_update(&target);
+            }
+            ClientMessage::Lock { locked } => {
+                allowed(p.role, &self.settings, Action::Host)?;
+                if self.info.locked != locked {
+                    self.info.locked = locked;
+                    self.audit(
+                        "lock",
+                        who,
+                        who,
+                        if locked { "locked" } else { "unlocked" },
+                        String::new(),
+                    );
+                    self.broadcast(ServerMessage::MeetingUpdated {
+                        meeting: self.info.clone(),
+                    });
+                }
+            }
+            ClientMessage::End {} => {
+                allowed(p.role, &self.settings, Action::Host)?;
+                let by = p.name.clone();
+                self.ended = true;
+                self.audit("end", who, who, "ended", String::new());
+                self.broadcast(ServerMessage::Ended { by });
+                let everyone: Vec<ParticipantId> = self.participants.keys().cloned().collect();
+                for id in everyone {
+                    self.remove(&id, LeaveReason::Ended);
+                }
+                self.effects.push_back(Effect::Ended);
+            }
         }
         Ok(())
     }
@@ -476,6 +564,8 @@ impl Room {
         let outcome = match reason {
             LeaveReason::Left => "left",
             LeaveReason::Disconnected => "disconnected",
+            LeaveReason::Removed => "removed",
+            LeaveReason::Ended => "ended",
         };
         self.audit("leave", who, who, outcome, String::new());
     }

@@ -70,6 +70,7 @@ struct MeetingView {
     join_url: String,
     /// Whether joining needs the passcode (shared apart from the link).
     passcode_required: bool,
+    ended: bool,
     settings: Settings,
     /// Only in the answer to creating the meeting: the host key is stored as a
     /// hash and cannot be shown again.
@@ -96,6 +97,7 @@ fn view(state: &AppState, m: Meeting, host_key: Option<String>) -> MeetingView {
         host_key,
         join_url,
         passcode_required: m.passcode_hash.is_some(),
+        ended: m.ended_at.is_some(),
         settings: serde_json::from_str(&m.settings).unwrap_or_default(),
         id: m.id,
         title: m.title,

@@ -281,6 +281,14 @@ impl Meeting {
                     self.members.remove(&who); // dropping the sender closes the socket
                 }
                 Effect::Media(action) => self.media(action),
+                Effect::Ended => {
+                    let (storage, id) = (self.state.storage.clone(), self.id.clone());
+                    tokio::task::spawn_blocking(move || {
+                        if let Err(e) = storage.end_meeting(&id) {
+                            tracing::error!(meeting = %id, "could not mark the meeting ended: {e}");
+                        }
+                    });
+                }
                 Effect::Audit(fact) => self.state.audit.record(AuditEntry {
                     meeting: self.id.clone(),
                     actor: fact.actor,

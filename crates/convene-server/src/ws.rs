@@ -59,6 +59,12 @@ async fn admit(
     else {
         return Ok(Role::Participant); // the room answers "wrong-state"
     };
+    if meeting.ended_at.is_some() {
+        return Err(ServerMessage::error(
+            ErrorCode::Ended,
+            "this meeting has ended",
+        ));
+    }
     if resume.is_some() {
         return Ok(Role::Participant); // the room restores the role it knew
     }

@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_meetings.sql"),
     include_str!("../migrations/0002_audit.sql"),
     include_str!("../migrations/0003_meeting_access.sql"),
+    include_str!("../migrations/0004_meeting_end.sql"),
 ];
 
 /// Meeting ids are the join link's secret for now: 60 random bits in a form that
@@ -45,6 +46,8 @@ pub struct Meeting {
     pub passcode_hash: Option<String>,
     /// The meeting's settings as JSON (the meeting domain defines them).
     pub settings: String,
+    /// Set when a host ended the meeting.
+    pub ended_at: Option<i64>,
 }
 
 impl Meeting {
@@ -114,6 +117,7 @@ impl Storage {
             host_key_hash: sha256_hex(&host_key),
             passcode_hash: passcode_hash.map(str::to_string),
             settings: settings.to_string(),
+            ended_at: None,
         };
         self.conn().execute(
             "INSERT INTO meetings (id, title, created_at, host_key_hash, passcode_hash, settings)
@@ -134,7 +138,8 @@ impl Storage {
         let found = self
             .conn()
             .query_row(
-                "SELECT id, title, created_at, host_key_hash, passcode_hash, settings FROM meetings WHERE id = ?1",
+                "SELECT id, title, created_at, host_key_hash, passcode_hash, settings, ended_at
+                 FROM meetings WHERE id = ?1",
                 params![id],
                 |r| {
                     Ok(Meeting {
@@ -144,6 +149,7 @@ impl Storage {
                         host_key_hash: r.get(3)?,
                         passcode_hash: r.get(4)?,
                         settings: r.get(5)?,
+                        ended_at: r.get(6)?,
                     })
                 },
             )
@@ -153,6 +159,15 @@ impl Storage {
 }
 
 impl Storage {
+    /// A host ended the meeting: no one joins it again.
+    pub fn end_meeting(&self, id: &str) -> Result<(), StorageError> {
+        self.conn().execute(
+            "UPDATE meetings SET ended_at = ?2 WHERE id = ?1 AND ended_at IS NULL",
+            params![id, unix_millis()],
+        )?;
+        Ok(())
+    }
+
     /// Append an event to the audit log.
     pub fn audit(&self, event: AuditEvent<'_>) -> Result<AuditRecord, StorageError> {
         audit::append(&mut self.conn(), event, unix_millis())

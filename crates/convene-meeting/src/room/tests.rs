@@ -465,3 +465,144 @@ fn the_settings_cap_on_participants_applies() {
         ErrorCode::MeetingFull
     );
 }
+
+mod host_actions {
+    use super::*;
+    use crate::access::Role;
+
+    fn meeting() -> (Room, ParticipantId, ParticipantId, ParticipantId) {
+        let now = Instant::now();
+        let mut r = room();
+        let host = r.join_as(now, join_msg("Host"), Role::Host).unwrap();
+        let a = r.join(now, join_msg("A")).unwrap();
+        let b = r.join(now, join_msg("B")).unwrap();
+        drain(&mut r);
+        (r, host, a, b)
+    }
+
+    #[test]
+    fn only_hosts_act_as_hosts() {
+        let now = Instant::now();
+        let (mut r, host, a, b) = meeting();
+        for msg in [
+            C::Remove {
+                participant_id: b.0.clone(),
+            },
+            C::Lock { locked: true },
+            C::End {},
+            C::SetRole {
+                participant_id: a.0.clone(),
+                role: Role::Host,
+            },
+        ] {
+            assert_eq!(
+                r.handle(now, &a, msg).unwrap_err().code,
+                ErrorCode::Forbidden
+            );
+        }
+        assert_eq!(r.participant_count(), 3);
+        assert!(r.handle(now, &host, C::Lock { locked: true }).is_ok());
+    }
+
+    #[test]
+    fn a_removed_person_is_told_and_the_others_see_them_go() {
+        let now = Instant::now();
+        let (mut r, host, a, b) = meeting();
+        r.handle(
+            now,
+            &host,
+            C::Remove {
+                participant_id: b.0.clone(),
+            },
+        )
+        .unwrap();
+        let fx = drain(&mut r);
+        assert!(matches!(&sent_to(&fx, &b)[0], ServerMessage::Removed { by } if by == "Host"));
+        assert!(fx.contains(&Effect::Close { who: b.clone() }));
+        assert!(sent_to(&fx, &a).contains(&ServerMessage::ParticipantLeft {
+            participant_id: b.0.clone(),
+            reason: LeaveReason::Removed
+        }));
+        assert!(fx
+            .iter()
+            .any(|e| matches!(e, Effect::Audit(f) if f.event == "remove" && f.subject == b.0)));
+    }
+
+    #[test]
+    fn a_locked_meeting_takes_no_one_new_but_hosts() {
+        let now = Instant::now();
+        let (mut r, host, a, _) = meeting();
+        r.handle(now, &host, C::Lock { locked: true }).unwrap();
+        let fx = drain(&mut r);
+        assert!(
+            matches!(&sent_to(&fx, &a)[0], ServerMessage::MeetingUpdated { meeting } if meeting.locked)
+        );
+        assert_eq!(
+            r.join(now, join_msg("Late")).unwrap_err().code,
+            ErrorCode::Locked
+        );
+        assert!(r.join_as(now, join_msg("Co-organiser"), Role::Host).is_ok());
+        r.handle(now, &host, C::Lock { locked: false }).unwrap();
+        assert!(r.join(now, join_msg("Late")).is_ok());
+    }
+
+    #[test]
+    fn ending_closes_everyone_and_refuses_joins() {
+        let now = Instant::now();
+        let (mut r, host, a, b) = meeting();
+        r.handle(now, &host, C::End {}).unwrap();
+        let fx = drain(&mut r);
+        for who in [&host, &a, &b] {
+            assert!(sent_to(&fx, who)
+                .iter()
+                .any(|m| matches!(m, ServerMessage::Ended { .. })));
+            assert!(fx.contains(&Effect::Close { who: who.clone() }));
+        }
+        assert!(fx.contains(&Effect::Ended));
+        assert!(r.is_empty());
+        assert_eq!(
+            r.join(now, join_msg("Late")).unwrap_err().code,
+            ErrorCode::Ended
+        );
+    }
+
+    #[test]
+    fn roles_change_but_a_meeting_keeps_a_host() {
+        let now = Instant::now();
+        let (mut r, host, a, b) = meeting();
+        r.handle(
+            now,
+            &host,
+            C::SetRole {
+                participant_id: a.0.clone(),
+                role: Role::CoHost,
+            },
+        )
+        .unwrap();
+        let fx = drain(&mut r);
+        assert!(
+            matches!(&sent_to(&fx, &b)[0], ServerMessage::ParticipantUpdated { participant } if participant.role == Role::CoHost)
+        );
+        // A co-host may act as a host now.
+        assert!(r
+            .handle(
+                now,
+                &a,
+                C::Remove {
+                    participant_id: b.0.clone()
+                }
+            )
+            .is_ok());
+        let e = r
+            .handle(
+                now,
+                &host,
+                C::SetRole {
+                    participant_id: host.0.clone(),
+                    role: Role::Participant,
+                },
+            )
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::Invalid);
+    }
+}

@@ -1,0 +1,2 @@
+-- When a host ended the meeting (milliseconds since the Unix epoch); no joins after.
+ALTER TABLE meetings ADD COLUMN ended_at INTEGER;
