@@ -58,6 +58,17 @@ test('three people meet: video, audio, screen share, chat, leave, vanish', async
   // The fake audio is a beep: the speaking indicator shows on someone's tile.
   await until('a speaking indicator', () => bob.page.locator('.tile.speaking').count());
 
+  // Bob mutes and stops his camera: the others see it; then he turns both back on.
+  await bob.page.getByRole('button', { name: 'Mute' }).click();
+  await until('Ann sees Bob muted', async () => (await peopleNames(ann.page)).some((n) => n.startsWith('Bob (DWP)') && n.includes('microphone off')));
+  await bob.page.getByRole('button', { name: 'Stop camera' }).click();
+  const bobTile = ann.page.locator('#grid .tile', { hasText: 'Bob (DWP)' });
+  await until('Bob\'s tile shows no video', async () => (await bobTile.locator('video').count()) === 0);
+  await bob.page.getByRole('button', { name: 'Unmute' }).click();
+  await bob.page.getByRole('button', { name: 'Start camera' }).click();
+  await until('Bob\'s video back', async () => (await bobTile.locator('video').count()) === 1);
+  await until('Ann decoding two videos again', async () => (await decodingVideos(ann.page)) >= 2, 20000);
+
   // Ann shares her screen; Bob and Cat see it large and decode it.
   await ann.page.getByRole('button', { name: 'Share screen' }).click();
   for (const [who, p] of [['Bob', bob], ['Cat', cat]]) {
