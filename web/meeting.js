@@ -496,8 +496,8 @@ function stopShare() {
   render();
 }
 
-/** The server ended our part in the meeting (removed, or the meeting ended). */
-function endSession(reason) {
+/** Stop all media and show the "left" screen. */
+function finish(reason, canRejoin) {
   signalling = null;
   call?.close();
   call = null;
@@ -505,18 +505,17 @@ function endSession(reason) {
   local.camera?.stop();
   stopShare();
   showLeft(reason);
-  $('rejoin').hidden = true;
+  $('rejoin').hidden = !canRejoin;
+}
+
+/** The server ended our part in the meeting (removed, or the meeting ended). */
+function endSession(reason) {
+  finish(reason, false);
 }
 
 function leave() {
   signalling?.leave();
-  signalling = null;
-  call?.close();
-  call = null;
-  local.mic?.stop();
-  local.camera?.stop();
-  stopShare();
-  showLeft('');
+  finish('', true);
 }
 
 function showLeft(reason) {

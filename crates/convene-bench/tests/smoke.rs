@@ -92,65 +92,55 @@ fn assert_well_formed(v: &serde_json::Value, participants: u64) {
 async fn each_scenario_runs_and_reports() {
     let server = server().await;
     let url = server.url.clone();
-    let v = tokio::task::spawn_blocking({
+    let scenarios: [(&[&str], u64); 3] = [
+        (
+            &[
+                "--scenario",
+                "fan-out",
+                "--subscribers",
+                "4",
+                "--video-kbps",
+                "200",
+            ],
+            5,
+        ),
+        (
+            &[
+                "--scenario",
+                "meeting",
+                "--participants",
+                "3",
+                "--video-kbps",
+                "200",
+            ],
+            3,
+        ),
+        (
+            &[
+                "--scenario",
+                "audio-room",
+                "--speakers",
+                "2",
+                "--listeners",
+                "4",
+                "--meetings",
+                "2",
+            ],
+            12,
+        ),
+    ];
+    for (args, participants) in scenarios {
         let url = url.clone();
-        move || {
-            run_bench(
-                &url,
-                &[
-                    "--scenario",
-                    "fan-out",
-                    "--subscribers",
-                    "4",
-                    "--video-kbps",
-                    "200",
-                ],
-            )
-        }
-    })
-    .await
-    .unwrap();
-    assert_well_formed(&v, 5);
-    let v = tokio::task::spawn_blocking({
-        let url = url.clone();
-        move || {
-            run_bench(
-                &url,
-                &[
-                    "--scenario",
-                    "meeting",
-                    "--participants",
-                    "3",
-                    "--video-kbps",
-                    "200",
-                ],
-            )
-        }
-    })
-    .await
-    .unwrap();
-    assert_well_formed(&v, 3);
-    let v = tokio::task::spawn_blocking({
-        let url = url.clone();
-        move || {
-            run_bench(
-                &url,
-                &[
-                    "--scenario",
-                    "audio-room",
-                    "--speakers",
-                    "2",
-                    "--listeners",
-                    "4",
-                    "--meetings",
-                    "2",
-                ],
-            )
-        }
-    })
-    .await
-    .unwrap();
-    assert_well_formed(&v, 12);
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        // The bench is a separate process; the server runs in this one.
+        let v = tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_bench(&url, &args)
+        })
+        .await
+        .unwrap();
+        assert_well_formed(&v, participants);
+    }
     server.shutdown().await;
 }
 

@@ -118,6 +118,22 @@ pub(crate) fn append(
     Ok(rec)
 }
 
+/// A row of `SELECT seq, at, meeting, actor, subject, event, outcome, detail, prev_hash, hash`.
+fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRecord> {
+    Ok(AuditRecord {
+        seq: r.get(0)?,
+        at: r.get(1)?,
+        meeting: r.get(2)?,
+        actor: r.get(3)?,
+        subject: r.get(4)?,
+        event: r.get(5)?,
+        outcome: r.get(6)?,
+        detail: r.get(7)?,
+        prev_hash: r.get(8)?,
+        hash: r.get(9)?,
+    })
+}
+
 pub(crate) fn records(
     conn: &Connection,
     meeting: Option<&str>,
@@ -126,20 +142,7 @@ pub(crate) fn records(
         "SELECT seq, at, meeting, actor, subject, event, outcome, detail, prev_hash, hash FROM audit_log
          WHERE ?1 IS NULL OR meeting = ?1 ORDER BY seq",
     )?;
-    let rows = stmt.query_map(params![meeting], |r| {
-        Ok(AuditRecord {
-            seq: r.get(0)?,
-            at: r.get(1)?,
-            meeting: r.get(2)?,
-            actor: r.get(3)?,
-            subject: r.get(4)?,
-            event: r.get(5)?,
-            outcome: r.get(6)?,
-            detail: r.get(7)?,
-            prev_hash: r.get(8)?,
-            hash: r.get(9)?,
-        })
-    })?;
+    let rows = stmt.query_map(params![meeting], from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -152,18 +155,7 @@ pub(crate) fn verify(conn: &Connection) -> Result<Result<AuditHead, AuditBreak>,
     let mut rows = stmt.query([])?;
     let (mut expected_seq, mut prev) = (1i64, GENESIS.to_string());
     while let Some(r) = rows.next()? {
-        let rec = AuditRecord {
-            seq: r.get(0)?,
-            at: r.get(1)?,
-            meeting: r.get(2)?,
-            actor: r.get(3)?,
-            subject: r.get(4)?,
-            event: r.get(5)?,
-            outcome: r.get(6)?,
-            detail: r.get(7)?,
-            prev_hash: r.get(8)?,
-            hash: r.get(9)?,
-        };
+        let rec = from_row(r)?;
         if rec.expected_hash() != rec.hash {
             return Ok(Err(AuditBreak::Modified { seq: rec.seq }));
         }
