@@ -45,7 +45,7 @@ impl Who {
 
 /// A meeting's settings, chosen at creation and changed by hosts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Settings {
     pub lobby: bool,
     pub screen_share: Who,

@@ -71,11 +71,24 @@ pub enum ClientMessage {
         locked: bool,
     },
     End {},
+    /// Lobby: let one waiting person in, turn one away, or let everyone in.
+    #[serde(rename_all = "camelCase")]
+    Admit {
+        participant_id: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    Deny {
+        participant_id: String,
+    },
+    AdmitAll {},
 }
 
 const CLIENT_TYPES: &[&str] = &[
     "remove",
     "set-role",
+    "admit",
+    "deny",
+    "admit-all",
     "lock",
     "end",
     "join",
@@ -109,6 +122,15 @@ pub struct ParticipantInfo {
     /// False while the participant's connection is lost and may come back.
     pub connected: bool,
     pub role: crate::access::Role,
+}
+
+/// A person waiting in the lobby, as hosts see them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Waiting {
+    pub id: String,
+    /// Self-declared.
+    pub name: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -236,6 +258,18 @@ pub enum ServerMessage {
     Removed {
         by: String,
     },
+    /// To someone waiting in the lobby (again whenever a host arrives or leaves).
+    #[serde(rename_all = "camelCase")]
+    Lobby {
+        meeting: MeetingInfo,
+        host_present: bool,
+    },
+    /// To hosts: who is waiting in the lobby now.
+    LobbyUpdated {
+        waiting: Vec<Waiting>,
+    },
+    /// To someone a host turned away from the lobby, before the socket closes.
+    Denied {},
     /// To everyone when a host ends the meeting, just before sockets close.
     #[serde(rename_all = "camelCase")]
     Ended {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::access::{self, Action, Role, Settings};
 use crate::protocol::{
     ChatMessage, ClientMessage, ErrorCode, LeaveReason, MeetingInfo, ParticipantInfo,
-    ServerMessage, Source, PROTOCOL_VERSION,
+    ServerMessage, Source, Waiting, PROTOCOL_VERSION,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -113,6 +113,8 @@ fn err(code: ErrorCode, message: impl Into<String>) -> RoomError {
 struct Participant {
     name: String,
     role: Role,
+    /// False while waiting in the lobby: such a person gets no media, chat or list.
+    admitted: bool,
     resume_token: String,
     /// `Some(since)` while the connection is lost.
     away_since: Option<Instant>,
@@ -257,20 +259,123 @@ impl Room {
             Participant {
                 name,
                 role,
+                admitted: !self.settings.lobby || role.is_host(),
                 resume_token: random_token(),
                 away_since: None,
                 sources: BTreeSet::new(),
                 muted: BTreeSet::new(),
             },
         );
-        self.welcome(&id);
         let name = self.participants[&id].name.clone();
+        if !self.participants[&id].admitted {
+            self.audit(
+                "join",
+                &id,
+                &id,
+                "waiting in lobby",
+                format!("name: {name}"),
+            );
+            self.send_lobby(&id);
+            self.notify_hosts();
+            return Ok(id);
+        }
         self.audit("join", &id, &id, "admitted", format!("name: {name}"));
-        let info = self.participant_info(&id);
-        self.broadcast_except(&id, ServerMessage::ParticipantJoined { participant: info });
-        self.start_media(&id);
+        self.let_in(&id);
+        if role.is_host() {
+            self.lobby_changed(); // a host arrived: show them the lobby, tell those waiting
+        }
         let _ = now;
         Ok(id)
+    }
+
+    /// Into the meeting proper: welcome, announce, media.
+    fn let_in(&mut self, id: &ParticipantId) {
+        self.welcome(id);
+        let info = self.participant_info(id);
+        self.broadcast_except(id, ServerMessage::ParticipantJoined { participant: info });
+        self.start_media(id);
+    }
+
+    fn host_present(&self) -> bool {
+        self.participants
+            .values()
+            .any(|p| p.role.is_host() && p.away_since.is_none())
+    }
+
+    fn send_lobby(&mut self, id: &ParticipantId) {
+        let message = ServerMessage::Lobby {
+            meeting: self.info.clone(),
+            host_present: self.host_present(),
+        };
+        self.send(id, message);
+    }
+
+    /// Hosts see who waits; those waiting learn whether a host is there.
+    fn lobby_changed(&mut self) {
+        self.notify_hosts();
+        let waiters: Vec<ParticipantId> = self
+            .participants
+            .iter()
+            .filter(|(_, p)| !p.admitted)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for w in waiters {
+            self.send_lobby(&w);
+        }
+    }
+
+    /// Hosts get the current lobby list.
+    fn notify_hosts(&mut self) {
+        let waiting: Vec<Waiting> = self
+            .participants
+            .iter()
+            .filter(|(_, p)| !p.admitted)
+            .map(|(id, p)| Waiting {
+                id: id.0.clone(),
+                name: p.name.clone(),
+            })
+            .collect();
+        let hosts: Vec<ParticipantId> = self
+            .participants
+            .iter()
+            .filter(|(_, p)| p.admitted && p.role.is_host() && p.away_since.is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for h in hosts {
+            self.send(
+                &h,
+                ServerMessage::LobbyUpdated {
+                    waiting: waiting.clone(),
+                },
+            );
+        }
+    }
+
+    /// A host lets `target` in (true) or turns them away (false).
+    fn decide(
+        &mut self,
+        host: &ParticipantId,
+        target: &ParticipantId,
+        admit: bool,
+    ) -> Result<(), RoomError> {
+        if self.participants.get(target).is_none_or(|p| p.admitted) {
+            return Err(err(ErrorCode::Invalid, "no one by that id is waiting"));
+        }
+        if admit {
+            if let Some(p) = self.participants.get_mut(target) {
+                p.admitted = true;
+            }
+            self.audit("admit", host, target, "admitted", String::new());
+            self.let_in(target);
+        } else {
+            self.audit("deny", host, target, "denied", String::new());
+            self.send(target, ServerMessage::Denied {});
+            self.participants.remove(target);
+            self.effects.push_back(Effect::Close {
+                who: target.clone(),
+            });
+        }
+        Ok(())
     }
 
     fn welcome(&mut self, id: &ParticipantId) {
@@ -282,8 +387,9 @@ impl Room {
             meeting: self.info.clone(),
             participants: self
                 .participants
-                .keys()
-                .map(|k| self.participant_info(k))
+                .iter()
+                .filter(|(_, p)| p.admitted)
+                .map(|(k, _)| self.participant_info(k))
                 .collect(),
             chat: self.chat.iter().cloned().collect(),
         };
@@ -321,6 +427,10 @@ impl Room {
         let Some(p) = self.participants.get_mut(who) else {
             return Err(err(ErrorCode::WrongState, "not in this meeting"));
         };
+        // Someone in the lobby may only wait, ping or leave.
+        if !p.admitted && !matches!(msg, ClientMessage::Ping { .. } | ClientMessage::Leave {}) {
+            return Err(err(ErrorCode::WrongState, "you are waiting in the lobby"));
+        }
         match msg {
             ClientMessage::Join { .. } => return Err(err(ErrorCode::WrongState, "already joined")),
             ClientMessage::Publish { source } => {
@@ -477,6 +587,35 @@ impl Room {
                     });
                 }
             }
+            ClientMessage::Admit { participant_id } | ClientMessage::Deny { participant_id }
+                if !p.admitted =>
+            {
+                let _ = participant_id;
+                return Err(err(ErrorCode::WrongState, "you are waiting in the lobby"));
+            }
+            ClientMessage::Admit { participant_id } => {
+                allowed(p.role, &self.settings, Action::Host)?;
+                self.decide(who, &ParticipantId(participant_id), true)?;
+                self.notify_hosts();
+            }
+            ClientMessage::Deny { participant_id } => {
+                allowed(p.role, &self.settings, Action::Host)?;
+                self.decide(who, &ParticipantId(participant_id), false)?;
+                self.notify_hosts();
+            }
+            ClientMessage::AdmitAll {} => {
+                allowed(p.role, &self.settings, Action::Host)?;
+                let waiting: Vec<ParticipantId> = self
+                    .participants
+                    .iter()
+                    .filter(|(_, p)| !p.admitted)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for w in waiting {
+                    self.decide(who, &w, true)?;
+                }
+                self.notify_hosts();
+            }
             ClientMessage::End {} => {
                 allowed(p.role, &self.settings, Action::Host)?;
                 let by = p.name.clone();
@@ -502,10 +641,20 @@ impl Room {
         if p.away_since.is_some() {
             return;
         }
+        if !p.admitted {
+            // Waiting is not a seat worth keeping: gone at once.
+            self.participants.remove(who);
+            self.notify_hosts();
+            return;
+        }
         p.away_since = Some(now);
+        let was_host = p.role.is_host();
         self.effects
             .push_back(Effect::Media(MediaAction::Disconnect(who.clone())));
         self.broadcast_update(who);
+        if was_host {
+            self.lobby_changed();
+        }
     }
 
     /// Time passes: participants away longer than the grace period are gone.
@@ -545,6 +694,15 @@ impl Room {
         let Some(p) = self.participants.remove(who) else {
             return;
         };
+        if !p.admitted {
+            // Left the lobby: only the hosts' lobby list changes.
+            self.effects.push_back(Effect::Close { who: who.clone() });
+            self.notify_hosts();
+            return;
+        }
+        if p.role.is_host() {
+            self.lobby_changed();
+        }
         if p.away_since.is_none() {
             self.effects
                 .push_back(Effect::Media(MediaAction::Disconnect(who.clone())));
@@ -624,7 +782,7 @@ impl Room {
         let to: Vec<ParticipantId> = self
             .participants
             .iter()
-            .filter(|(id, p)| p.away_since.is_none() && Some(*id) != except)
+            .filter(|(id, p)| p.admitted && p.away_since.is_none() && Some(*id) != except)
             .map(|(id, _)| id.clone())
             .collect();
         for id in to {

@@ -606,3 +606,184 @@ mod host_actions {
         assert_eq!(e.code, ErrorCode::Invalid);
     }
 }
+
+mod lobby {
+    use super::*;
+    use crate::access::{Role, Settings};
+
+    fn lobby_room() -> Room {
+        Room::with_settings(
+            "m".into(),
+            "Board".into(),
+            RoomLimits::default(),
+            Settings {
+                lobby: true,
+                ..Settings::default()
+            },
+        )
+    }
+
+    fn lobby_msgs(fx: &[Effect], who: &ParticipantId) -> Vec<bool> {
+        sent_to(fx, who)
+            .into_iter()
+            .filter_map(|m| match m {
+                ServerMessage::Lobby { host_present, .. } => Some(host_present),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_waiting_guest_gets_nothing_of_the_meeting_until_admitted() {
+        let now = Instant::now();
+        let mut r = lobby_room();
+        let host = r.join_as(now, join_msg("Host"), Role::Host).unwrap();
+        r.handle(
+            now,
+            &host,
+            C::Publish {
+                source: Source::Camera,
+            },
+        )
+        .unwrap();
+        drain(&mut r);
+        let guest = r.join(now, join_msg("Guest")).unwrap();
+        let fx = drain(&mut r);
+        assert_eq!(
+            lobby_msgs(&fx, &guest),
+            vec![true],
+            "told to wait, and that a host is here"
+        );
+        assert!(
+            sent_to(&fx, &guest)
+                .iter()
+                .all(|m| matches!(m, ServerMessage::Lobby { .. })),
+            "no welcome, no list"
+        );
+        assert!(
+            media(&fx).is_empty(),
+            "no media connection, no subscriptions"
+        );
+        assert!(
+            matches!(&sent_to(&fx, &host)[0], ServerMessage::LobbyUpdated { waiting } if waiting[0].name == "Guest")
+        );
+        assert!(!sent_to(&fx, &host)
+            .iter()
+            .any(|m| matches!(m, ServerMessage::ParticipantJoined { .. })));
+
+        // Chat and roster changes do not reach the lobby; the guest cannot act.
+        r.handle(
+            now,
+            &host,
+            C::Chat {
+                text: "private".into(),
+            },
+        )
+        .unwrap();
+        assert!(sent_to(&drain(&mut r), &guest).is_empty());
+        assert_eq!(
+            r.handle(now, &guest, C::Chat { text: "hi".into() })
+                .unwrap_err()
+                .code,
+            ErrorCode::WrongState
+        );
+        assert_eq!(
+            r.handle(
+                now,
+                &guest,
+                C::Publish {
+                    source: Source::Camera
+                }
+            )
+            .unwrap_err()
+            .code,
+            ErrorCode::WrongState
+        );
+
+        r.handle(
+            now,
+            &host,
+            C::Admit {
+                participant_id: guest.0.clone(),
+            },
+        )
+        .unwrap();
+        let fx = drain(&mut r);
+        assert!(matches!(
+            &sent_to(&fx, &guest)[0],
+            ServerMessage::Welcome { .. }
+        ));
+        assert!(media(&fx).contains(&MediaAction::Subscribe {
+            who: guest.clone(),
+            publisher: host.clone(),
+            source: Source::Camera
+        }));
+        assert!(sent_to(&fx, &host)
+            .iter()
+            .any(|m| matches!(m, ServerMessage::ParticipantJoined { .. })));
+        assert!(sent_to(&fx, &host).contains(&ServerMessage::LobbyUpdated { waiting: vec![] }));
+    }
+
+    #[test]
+    fn without_a_host_people_wait_and_learn_when_one_arrives() {
+        let now = Instant::now();
+        let mut r = lobby_room();
+        let a = r.join(now, join_msg("A")).unwrap();
+        assert_eq!(lobby_msgs(&drain(&mut r), &a), vec![false]);
+        let host = r.join_as(now, join_msg("Host"), Role::Host).unwrap();
+        let fx = drain(&mut r);
+        assert_eq!(lobby_msgs(&fx, &a), vec![true]);
+        assert!(sent_to(&fx, &host)
+            .iter()
+            .any(|m| matches!(m, ServerMessage::LobbyUpdated { waiting } if waiting.len() == 1)));
+    }
+
+    #[test]
+    fn denied_people_are_told_and_gone_admit_all_lets_everyone_in() {
+        let now = Instant::now();
+        let mut r = lobby_room();
+        let host = r.join_as(now, join_msg("Host"), Role::Host).unwrap();
+        let a = r.join(now, join_msg("A")).unwrap();
+        let b = r.join(now, join_msg("B")).unwrap();
+        let c = r.join(now, join_msg("C")).unwrap();
+        drain(&mut r);
+        assert_eq!(
+            r.handle(
+                now,
+                &a,
+                C::Admit {
+                    participant_id: b.0.clone()
+                }
+            )
+            .unwrap_err()
+            .code,
+            ErrorCode::WrongState
+        );
+        r.handle(
+            now,
+            &host,
+            C::Deny {
+                participant_id: a.0.clone(),
+            },
+        )
+        .unwrap();
+        let fx = drain(&mut r);
+        assert_eq!(sent_to(&fx, &a), vec![ServerMessage::Denied {}]);
+        assert!(fx.contains(&Effect::Close { who: a.clone() }));
+        r.handle(now, &host, C::AdmitAll {}).unwrap();
+        let fx = drain(&mut r);
+        for who in [&b, &c] {
+            assert!(matches!(
+                &sent_to(&fx, who)[0],
+                ServerMessage::Welcome { .. }
+            ));
+        }
+        // The host sees both arrive.
+        let joined = sent_to(&fx, &host)
+            .iter()
+            .filter(|m| matches!(m, ServerMessage::ParticipantJoined { .. }))
+            .count();
+        assert_eq!(joined, 2);
+        assert_eq!(r.participant_count(), 3);
+    }
+}
