@@ -19,7 +19,11 @@ form.addEventListener('submit', async (event) => {
     const res = await fetch('/api/meetings', {
       method: 'POST',
       headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify({ title: title.value, passcode: passcode.value || undefined }),
+      body: JSON.stringify({
+        title: title.value,
+        passcode: passcode.value || undefined,
+        settings: { lobby: /** @type {HTMLInputElement} */ (document.getElementById('lobby')).checked },
+      }),
     });
     const body = await res.json();
     if (!res.ok) throw new Error(body.error || `the server said ${res.status}`);

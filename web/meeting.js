@@ -184,6 +184,8 @@ function send(msg) { signalling?.send(msg); }
 function onMessage(msg) {
   switch (msg.type) {
     case 'welcome': {
+      $('lobby').hidden = true;
+      $('meeting').hidden = false;
       me = msg.participantId;
       meetingLocked = msg.meeting.locked;
       participants.clear();
@@ -220,6 +222,21 @@ function onMessage(msg) {
       break;
     case 'offer':
       call?.handleOffer(msg.sdp, msg.tracks);
+      break;
+    case 'lobby':
+      $('prejoin').hidden = true;
+      $('meeting').hidden = true;
+      $('lobby').hidden = false;
+      $('lobby-message').textContent = msg.hostPresent
+        ? 'A host will let you in shortly.'
+        : 'No host has arrived yet. Please wait: you will be let in when a host joins.';
+      break;
+    case 'lobby-updated':
+      renderLobby(msg.waiting);
+      break;
+    case 'denied':
+      $('lobby').hidden = true;
+      endSession('A host did not let you in to this meeting.');
       break;
     case 'meeting-updated':
       meetingLocked = msg.meeting.locked;
@@ -357,6 +374,25 @@ function playAudio(id, tracks) {
   }
 }
 
+/** Hosts see who waits, with admit and deny for each. */
+function renderLobby(waiting) {
+  const list = $('lobby-list');
+  list.replaceChildren();
+  for (const w of waiting) {
+    const li = document.createElement('li');
+    const label = document.createElement('span');
+    label.textContent = `${w.name} (unverified name)`;
+    li.append(label,
+      personButton('Admit', `Admit ${w.name}`, () => send({ type: 'admit', participantId: w.id })),
+      personButton('Deny', `Deny ${w.name}`, () => send({ type: 'deny', participantId: w.id })));
+    list.append(li);
+  }
+  $('lobby-count').textContent = String(waiting.length);
+  $('lobby-panel').hidden = waiting.length === 0;
+  $('side').hidden = $('people-panel').hidden && $('chat-panel').hidden && $('lobby-panel').hidden;
+  setStatus(waiting.length ? `${waiting.length} waiting in the lobby` : '', waiting.length > 0);
+}
+
 function amHost() {
   const role = participants.get(me)?.role;
   return role === 'host' || role === 'co-host';
@@ -442,7 +478,7 @@ function togglePanel(panelId, buttonId) {
   const panel = $(panelId);
   panel.hidden = !panel.hidden;
   $(buttonId).setAttribute('aria-expanded', String(!panel.hidden));
-  $('side').hidden = $('people-panel').hidden && $('chat-panel').hidden;
+  $('side').hidden = $('people-panel').hidden && $('chat-panel').hidden && $('lobby-panel').hidden;
   if (panelId === 'chat-panel' && !panel.hidden) {
     unreadChat = 0;
     updateControls();
@@ -539,6 +575,8 @@ function wireControls() {
   $('chat-btn').addEventListener('click', () => togglePanel('chat-panel', 'chat-btn'));
   $('leave-btn').addEventListener('click', leave);
   $('lock-btn').addEventListener('click', () => send({ type: 'lock', locked: !meetingLocked }));
+  $('admit-all').addEventListener('click', () => send({ type: 'admit-all' }));
+  $('lobby-leave').addEventListener('click', () => { $('lobby').hidden = true; leave(); });
   $('end-btn').addEventListener('click', () => {
     if (confirm('End the meeting for everyone?')) send({ type: 'end' });
   });

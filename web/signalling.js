@@ -38,7 +38,8 @@ export class Signalling extends EventTarget {
       let msg;
       try { msg = JSON.parse(e.data); } catch { return; }
       if (msg.type === 'pong') { this.lastPong = Date.now(); return; }
-      if (msg.type === 'removed' || msg.type === 'ended') {
+      if (msg.type === 'lobby') this.welcomed = true; // past the door: errors now are not refusals
+      if (msg.type === 'removed' || msg.type === 'ended' || msg.type === 'denied') {
         // The server closes the socket next: do not try to come back.
         this.closedByUs = true;
         this.forgetSession();

@@ -23,6 +23,7 @@ test('host link and passcode', async () => {
   await host.page.goto(server.url);
   await host.page.getByLabel('Meeting title').fill('Restricted briefing');
   await host.page.getByLabel('Passcode (optional)').fill('blue 4711');
+  await host.page.getByLabel('Lobby: people wait until a host lets them in').check();
   await host.page.getByRole('button', { name: 'Create meeting' }).click();
   await host.page.getByRole('heading', { name: 'Your meeting is ready' }).waitFor();
   const link = await host.page.getByLabel('Join link').inputValue();
@@ -48,6 +49,13 @@ test('host link and passcode', async () => {
   assert.equal(await guest.page.locator('#meeting').isVisible(), false);
   await guest.page.getByLabel('Meeting passcode').fill('blue 4711');
   await guest.page.getByRole('button', { name: 'Join meeting' }).click();
+  // Right passcode: into the lobby, seeing nothing of the meeting until admitted.
+  await guest.page.getByRole('heading', { name: 'Waiting to be let in' }).waitFor();
+  await guest.page.getByText('A host will let you in shortly.').waitFor();
+  assert.equal(await guest.page.locator('#meeting').isVisible(), false);
+  assert.equal((await peopleNames(guest.page)).length, 0, 'no participant list in the lobby');
+  await host.page.getByText('1 waiting in the lobby').waitFor();
+  await host.page.getByRole('button', { name: 'Admit Gus (guest)' }).click();
   await guest.page.locator('#meeting').waitFor({ state: 'visible' });
 
   for (const p of [host, guest]) {
