@@ -81,6 +81,12 @@ pub enum ClientMessage {
         participant_id: String,
     },
     AdmitAll {},
+    /// Host: mute one person's microphone, or everyone's but the hosts'.
+    #[serde(rename_all = "camelCase")]
+    MuteParticipant {
+        participant_id: String,
+    },
+    MuteAll {},
 }
 
 const CLIENT_TYPES: &[&str] = &[
@@ -89,6 +95,8 @@ const CLIENT_TYPES: &[&str] = &[
     "admit",
     "deny",
     "admit-all",
+    "mute-participant",
+    "mute-all",
     "lock",
     "end",
     "join",
@@ -267,6 +275,13 @@ pub enum ServerMessage {
     /// To hosts: who is waiting in the lobby now.
     LobbyUpdated {
         waiting: Vec<Waiting>,
+    },
+    /// To someone a host muted: their microphone is no longer forwarded.
+    #[serde(rename_all = "camelCase")]
+    MutedByHost {
+        by: String,
+        /// Whether they may unmute themselves (the meeting's `unmute` setting).
+        may_unmute: bool,
     },
     /// To someone a host turned away from the lobby, before the socket closes.
     Denied {},

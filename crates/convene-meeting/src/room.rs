@@ -62,6 +62,12 @@ pub enum MediaAction {
         publisher: ParticipantId,
         source: Source,
     },
+    /// Stop or resume forwarding one source (a host mute), without renegotiation.
+    Pause {
+        who: ParticipantId,
+        source: Source,
+        paused: bool,
+    },
     Answer {
         who: ParticipantId,
         sdp: String,
@@ -115,6 +121,8 @@ struct Participant {
     role: Role,
     /// False while waiting in the lobby: such a person gets no media, chat or list.
     admitted: bool,
+    /// A host muted their microphone; it stays unforwarded until they may unmute.
+    muted_by_host: bool,
     resume_token: String,
     /// `Some(since)` while the connection is lost.
     away_since: Option<Instant>,
@@ -260,6 +268,7 @@ impl Room {
                 name,
                 role,
                 admitted: !self.settings.lobby || role.is_host(),
+                muted_by_host: false,
                 resume_token: random_token(),
                 away_since: None,
                 sources: BTreeSet::new(),
@@ -351,6 +360,27 @@ impl Room {
         }
     }
 
+    /// A host mutes `target`: the SFU stops forwarding their microphone at once,
+    /// they are told, and everyone sees them muted.
+    fn host_mute(&mut self, host: &ParticipantId, target: &ParticipantId) {
+        let by = self.participants[host].name.clone();
+        let Some(t) = self.participants.get_mut(target) else { return };
+        t.muted_by_host = true;
+        let role = t.role;
+        if t.sources.contains(&Source::Microphone) {
+            t.muted.insert(Source::Microphone);
+        }
+        self.effects.push_back(Effect::Media(MediaAction::Pause {
+            who: target.clone(),
+            source: Source::Microphone,
+            paused: true,
+        }));
+        let may_unmute = access::check(role, &self.settings, Action::Unmute, true).is_ok();
+        self.send(target, ServerMessage::MutedByHost { by, may_unmute });
+        self.audit("mute", host, target, "muted", String::new());
+        self.broadcast_update(target);
+    }
+
     /// A host lets `target` in (true) or turns them away (false).
     fn decide(
         &mut self,
@@ -434,7 +464,16 @@ impl Room {
         match msg {
             ClientMessage::Join { .. } => return Err(err(ErrorCode::WrongState, "already joined")),
             ClientMessage::Publish { source } => {
-                allowed(p.role, &self.settings, Action::Publish(source))?;
+                if !p.sources.contains(&source) {
+                    // A new publication. (Republishing after a resume keeps whatever
+                    // was allowed, and any host mute, on the same track.)
+                    let host_muted = p.muted_by_host && source == Source::Microphone;
+                    access::check(p.role, &self.settings, Action::Publish(source), host_muted)
+                        .map_err(|d| err(ErrorCode::Forbidden, d.0))?;
+                    if source == Source::Microphone {
+                        p.muted_by_host = false; // a new track starts unmuted
+                    }
+                }
                 if !p.sources.insert(source) {
                     // Republishing after a reconnect: the media layer moves the track.
                     self.effects.push_back(Effect::Media(MediaAction::Publish {
@@ -481,6 +520,16 @@ impl Room {
             ClientMessage::Mute { source, muted } => {
                 if !p.sources.contains(&source) {
                     return Err(err(ErrorCode::WrongState, "that source is not published"));
+                }
+                if source == Source::Microphone && !muted && p.muted_by_host {
+                    access::check(p.role, &self.settings, Action::Unmute, true)
+                        .map_err(|d| err(ErrorCode::Forbidden, d.0))?;
+                    p.muted_by_host = false;
+                    self.effects.push_back(Effect::Media(MediaAction::Pause {
+                        who: who.clone(),
+                        source,
+                        paused: false,
+                    }));
                 }
                 let changed = if muted {
                     p.muted.insert(source)
@@ -615,6 +664,26 @@ impl Room {
                     self.decide(who, &w, true)?;
                 }
                 self.notify_hosts();
+            }
+            ClientMessage::MuteParticipant { participant_id } => {
+                allowed(p.role, &self.settings, Action::Host)?;
+                let target = ParticipantId(participant_id);
+                if !self.participants.get(&target).is_some_and(|t| t.admitted) {
+                    return Err(err(ErrorCode::Invalid, "no such participant"));
+                }
+                self.host_mute(who, &target);
+            }
+            ClientMessage::MuteAll {} => {
+                allowed(p.role, &self.settings, Action::Host)?;
+                let targets: Vec<ParticipantId> = self
+                    .participants
+                    .iter()
+                    .filter(|(id, t)| *id != who && t.admitted && !t.role.is_host())
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for t in targets {
+                    self.host_mute(who, &t);
+                }
             }
             ClientMessage::End {} => {
                 allowed(p.role, &self.settings, Action::Host)?;

@@ -349,6 +349,11 @@ impl Meeting {
                 };
                 sfu.send(Command::Subscribe { conn, track });
             }
+            MediaAction::Pause { who, source, paused } => {
+                if let Some(&track) = self.tracks.get(&(who, source)) {
+                    sfu.send(Command::Pause { track, paused });
+                }
+            }
             MediaAction::Answer { who, sdp } => match self.conns.get(&who) {
                 Some(&conn) => sfu.send(Command::Answer { conn, sdp }),
                 None => self.send(

@@ -189,3 +189,46 @@ async fn the_host_link_makes_a_host_and_settings_bind_participants() {
     assert_eq!(host.received_from(&gid, "screen").packets, 0);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_mute_is_enforced_by_the_sfu() {
+    let server = common::server().await;
+    let m = create(&server, json!({"title": "Muting"})).await;
+    let id = m["id"].as_str().unwrap().to_string();
+    let host_opts = JoinOptions { host_key: Some(m["hostKey"].as_str().unwrap().to_string()), ..Default::default() };
+    let url = server.url.clone();
+    let mut host = Client::join_with(&url, &id, "Hana", host_opts).await.unwrap();
+    let mut guest = Client::join(&url, &id, "Gus", None).await.unwrap();
+    guest.publish("microphone", 0).await.unwrap();
+    let gid = guest.participant_id.clone();
+    let audio = |c: &Client| c.received_from(&gid, "microphone").packets;
+
+    let (_, got) = tokio::join!(
+        guest.run_until(Duration::from_secs(3), |_| false),
+        host.run_until(Duration::from_secs(3), |c| audio(c) > 20)
+    );
+    assert!(got);
+    host.send(json!({"type": "mute-participant", "participantId": gid})).await.unwrap();
+    // The guest keeps sending (a client that ignores the mute): nothing more arrives.
+    tokio::join!(
+        guest.run_until(Duration::from_secs(1), |_| false),
+        host.run_until(Duration::from_secs(1), |_| false)
+    );
+    let at_mute = audio(&host);
+    tokio::join!(
+        guest.run_until(Duration::from_secs(2), |_| false),
+        host.run_until(Duration::from_secs(2), |_| false)
+    );
+    assert!(audio(&host) <= at_mute + 2, "muted audio is not forwarded: {} -> {}", at_mute, audio(&host));
+    assert!(guest.log.iter().any(|m| m["type"] == "muted-by-host" && m["mayUnmute"] == true));
+
+    // The guest may unmute (the default setting): audio flows again.
+    guest.send(json!({"type": "mute", "source": "microphone", "muted": false})).await.unwrap();
+    let before = audio(&host);
+    let (_, resumed) = tokio::join!(
+        guest.run_until(Duration::from_secs(3), |_| false),
+        host.run_until(Duration::from_secs(3), |c| audio(c) > before + 20)
+    );
+    assert!(resumed, "audio resumes after unmuting");
+    server.shutdown().await;
+}

@@ -32,6 +32,7 @@ pub enum Command {
         kind: TrackKind,
     },
     Unpublish(TrackId),
+    Pause { track: TrackId, paused: bool },
     Subscribe {
         conn: ConnId,
         track: TrackId,
@@ -208,6 +209,10 @@ fn apply(sfu: &mut Sfu, cmd: Command) {
         Command::Publish { conn, track, kind } => (conn, sfu.publish(conn, track, kind)),
         Command::Unpublish(track) => {
             sfu.unpublish(track);
+            return;
+        }
+        Command::Pause { track, paused } => {
+            sfu.set_paused(track, paused);
             return;
         }
         Command::Subscribe { conn, track } => (conn, sfu.subscribe(conn, track)),

@@ -122,6 +122,8 @@ pub struct SfuStats {
     pub rtp_forwarded: u64,
     /// RTP on an m-line that carries no published track (e.g. after an unpublish).
     pub rtp_dropped_unpublished: u64,
+    /// RTP of a paused (host-muted) track.
+    pub rtp_dropped_paused: u64,
     /// Connections and published tracks alive now (to see that nothing leaks).
     pub connections: usize,
     pub tracks: usize,
@@ -139,6 +141,8 @@ struct Producer {
     consumers: Vec<(ConnId, usize)>,
     last_keyframe_request: Option<Instant>,
     speaking: SpeakingDetector,
+    /// Set by the layer above (a host muted it): packets arrive but go nowhere.
+    paused: bool,
 }
 
 pub struct Sfu {
@@ -298,6 +302,7 @@ impl Sfu {
                     consumers: Vec::new(),
                     last_keyframe_request: None,
                     speaking: SpeakingDetector::default(),
+                    paused: false,
                 },
             );
         }
@@ -310,6 +315,18 @@ impl Sfu {
     }
 
     /// The track ends: its publisher's m-line and every subscriber's go inactive.
+    /// Stop (or resume) forwarding a track without renegotiating: what its
+    /// publisher sends while paused reaches no one.
+    pub fn set_paused(&mut self, track: TrackId, paused: bool) {
+        if let Some(p) = self.producers.get_mut(&track) {
+            p.paused = paused;
+            if paused && p.speaking.is_speaking() {
+                p.speaking = SpeakingDetector::default();
+                self.events.push_back(SfuEvent::Speaking { track, speaking: false });
+            }
+        }
+    }
+
     pub fn unpublish(&mut self, track: TrackId) {
         let Some(p) = self.producers.remove(&track) else {
             return;
@@ -724,6 +741,10 @@ impl Sfu {
             return;
         };
         if p.conn != Some(conn) {
+            return;
+        }
+        if p.paused {
+            self.stats.rtp_dropped_paused += 1;
             return;
         }
         let kind = p.kind;
