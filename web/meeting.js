@@ -32,6 +32,8 @@ let joinClickedAt = 0;
 let firstFrameReported = false;
 let unreadChat = 0;
 let meetingLocked = false;
+/** A host muted us and the meeting's settings do not let us unmute. */
+let mutedByHostNoUnmute = false;
 
 // ---------- pre-join ----------
 
@@ -242,6 +244,13 @@ function onMessage(msg) {
       meetingLocked = msg.meeting.locked;
       renderPeople();
       break;
+    case 'muted-by-host':
+      local.micMuted = true;
+      if (local.mic) local.mic.enabled = false;
+      mutedByHostNoUnmute = !msg.mayUnmute;
+      setStatus(msg.mayUnmute ? `${msg.by} muted you.` : `${msg.by} muted you. Only hosts can unmute you in this meeting.`, true);
+      updateControls();
+      break;
     case 'removed':
       endSession(`${msg.by} removed you from the meeting.`);
       break;
@@ -432,6 +441,9 @@ function renderPeople() {
       const promote = p.role === 'participant' || p.role === 'presenter';
       li.append(personButton(promote ? 'Make co-host' : 'Make participant', `${promote ? 'Make co-host' : 'Make participant'}: ${p.name}`,
         () => send({ type: 'set-role', participantId: id, role: promote ? 'co-host' : 'participant' })));
+      if (p.sources.includes('microphone') && !p.muted.includes('microphone')) {
+        li.append(personButton('Mute', `Mute ${p.name}`, () => send({ type: 'mute-participant', participantId: id })));
+      }
       li.append(personButton('Remove', `Remove ${p.name}`, () => {
         if (confirm(`Remove ${p.name} from the meeting?`)) send({ type: 'remove', participantId: id });
       }));
@@ -459,8 +471,8 @@ function addChat(m) {
 
 function updateControls() {
   const mic = $('mic-btn');
-  mic.disabled = !local.mic;
-  mic.title = local.mic ? '' : 'No microphone available';
+  mic.disabled = !local.mic || mutedByHostNoUnmute;
+  mic.title = !local.mic ? 'No microphone available' : mutedByHostNoUnmute ? 'A host muted you; only hosts can unmute you in this meeting' : '';
   mic.textContent = local.micMuted ? 'Unmute' : 'Mute';
   mic.setAttribute('aria-pressed', String(local.micMuted));
   const cam = $('cam-btn');
@@ -576,6 +588,7 @@ function wireControls() {
   $('leave-btn').addEventListener('click', leave);
   $('lock-btn').addEventListener('click', () => send({ type: 'lock', locked: !meetingLocked }));
   $('admit-all').addEventListener('click', () => send({ type: 'admit-all' }));
+  $('mute-all-btn').addEventListener('click', () => send({ type: 'mute-all' }));
   $('lobby-leave').addEventListener('click', () => { $('lobby').hidden = true; leave(); });
   $('end-btn').addEventListener('click', () => {
     if (confirm('End the meeting for everyone?')) send({ type: 'end' });

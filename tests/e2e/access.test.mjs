@@ -66,9 +66,15 @@ test('host link and passcode', async () => {
   assert.ok(names.some((n) => n.startsWith('Hana (host)') && n.includes('host')), names.join(' | '));
   assert.equal(await guest.page.getByRole('button', { name: 'Lock meeting' }).isVisible(), false, 'no host controls for guests');
 
+  // The host mutes the guest: the guest is told and shows as muted.
+  await host.page.getByRole('button', { name: 'People' }).click();
+  await host.page.getByRole('button', { name: 'Mute Gus (guest)' }).click();
+  await guest.page.getByText('Hana (host) muted you.').waitFor();
+  await until('the guest shown muted', async () => (await peopleNames(host.page)).some((n) => n.startsWith('Gus') && n.includes('microphone off')));
+  assert.equal(await guest.page.getByRole('button', { name: 'Unmute' }).isEnabled(), true, 'unmuting is allowed by default');
+
   // The host removes the guest, who is told and not brought back.
   host.page.on('dialog', (d) => d.accept());
-  await host.page.getByRole('button', { name: 'People' }).click();
   await host.page.getByRole('button', { name: 'Remove Gus (guest)' }).click();
   await guest.page.getByText('Hana (host) removed you from the meeting.').waitFor();
   await until('the guest gone', async () => (await peopleNames(host.page)).length === 1);

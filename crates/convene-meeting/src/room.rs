@@ -364,7 +364,9 @@ impl Room {
     /// they are told, and everyone sees them muted.
     fn host_mute(&mut self, host: &ParticipantId, target: &ParticipantId) {
         let by = self.participants[host].name.clone();
-        let Some(t) = self.participants.get_mut(target) else { return };
+        let Some(t) = self.participants.get_mut(target) else {
+            return;
+        };
         t.muted_by_host = true;
         let role = t.role;
         if t.sources.contains(&Source::Microphone) {

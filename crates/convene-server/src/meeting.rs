@@ -349,7 +349,11 @@ impl Meeting {
                 };
                 sfu.send(Command::Subscribe { conn, track });
             }
-            MediaAction::Pause { who, source, paused } => {
+            MediaAction::Pause {
+                who,
+                source,
+                paused,
+            } => {
                 if let Some(&track) = self.tracks.get(&(who, source)) {
                     sfu.send(Command::Pause { track, paused });
                 }

@@ -195,9 +195,14 @@ async fn a_host_mute_is_enforced_by_the_sfu() {
     let server = common::server().await;
     let m = create(&server, json!({"title": "Muting"})).await;
     let id = m["id"].as_str().unwrap().to_string();
-    let host_opts = JoinOptions { host_key: Some(m["hostKey"].as_str().unwrap().to_string()), ..Default::default() };
+    let host_opts = JoinOptions {
+        host_key: Some(m["hostKey"].as_str().unwrap().to_string()),
+        ..Default::default()
+    };
     let url = server.url.clone();
-    let mut host = Client::join_with(&url, &id, "Hana", host_opts).await.unwrap();
+    let mut host = Client::join_with(&url, &id, "Hana", host_opts)
+        .await
+        .unwrap();
     let mut guest = Client::join(&url, &id, "Gus", None).await.unwrap();
     guest.publish("microphone", 0).await.unwrap();
     let gid = guest.participant_id.clone();
@@ -208,7 +213,9 @@ async fn a_host_mute_is_enforced_by_the_sfu() {
         host.run_until(Duration::from_secs(3), |c| audio(c) > 20)
     );
     assert!(got);
-    host.send(json!({"type": "mute-participant", "participantId": gid})).await.unwrap();
+    host.send(json!({"type": "mute-participant", "participantId": gid}))
+        .await
+        .unwrap();
     // The guest keeps sending (a client that ignores the mute): nothing more arrives.
     tokio::join!(
         guest.run_until(Duration::from_secs(1), |_| false),
@@ -219,11 +226,22 @@ async fn a_host_mute_is_enforced_by_the_sfu() {
         guest.run_until(Duration::from_secs(2), |_| false),
         host.run_until(Duration::from_secs(2), |_| false)
     );
-    assert!(audio(&host) <= at_mute + 2, "muted audio is not forwarded: {} -> {}", at_mute, audio(&host));
-    assert!(guest.log.iter().any(|m| m["type"] == "muted-by-host" && m["mayUnmute"] == true));
+    assert!(
+        audio(&host) <= at_mute + 2,
+        "muted audio is not forwarded: {} -> {}",
+        at_mute,
+        audio(&host)
+    );
+    assert!(guest
+        .log
+        .iter()
+        .any(|m| m["type"] == "muted-by-host" && m["mayUnmute"] == true));
 
     // The guest may unmute (the default setting): audio flows again.
-    guest.send(json!({"type": "mute", "source": "microphone", "muted": false})).await.unwrap();
+    guest
+        .send(json!({"type": "mute", "source": "microphone", "muted": false}))
+        .await
+        .unwrap();
     let before = audio(&host);
     let (_, resumed) = tokio::join!(
         guest.run_until(Duration::from_secs(3), |_| false),

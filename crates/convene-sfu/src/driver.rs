@@ -32,7 +32,10 @@ pub enum Command {
         kind: TrackKind,
     },
     Unpublish(TrackId),
-    Pause { track: TrackId, paused: bool },
+    Pause {
+        track: TrackId,
+        paused: bool,
+    },
     Subscribe {
         conn: ConnId,
         track: TrackId,

@@ -322,7 +322,10 @@ impl Sfu {
             p.paused = paused;
             if paused && p.speaking.is_speaking() {
                 p.speaking = SpeakingDetector::default();
-                self.events.push_back(SfuEvent::Speaking { track, speaking: false });
+                self.events.push_back(SfuEvent::Speaking {
+                    track,
+                    speaking: false,
+                });
             }
         }
     }

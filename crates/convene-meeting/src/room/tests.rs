@@ -797,7 +797,14 @@ mod host_mute {
         let mut r = Room::with_settings("m".into(), "t".into(), RoomLimits::default(), settings);
         let host = r.join_as(now, join_msg("Host"), Role::Host).unwrap();
         let guest = r.join(now, join_msg("Guest")).unwrap();
-        r.handle(now, &guest, C::Publish { source: Source::Microphone }).unwrap();
+        r.handle(
+            now,
+            &guest,
+            C::Publish {
+                source: Source::Microphone,
+            },
+        )
+        .unwrap();
         drain(&mut r);
         (r, host, guest)
     }
@@ -806,30 +813,110 @@ mod host_mute {
     fn a_host_mute_stops_forwarding_and_the_guest_may_unmute_by_default() {
         let now = Instant::now();
         let (mut r, host, guest) = setup(Settings::default());
-        assert_eq!(r.handle(now, &guest, C::MuteParticipant { participant_id: host.0.clone() }).unwrap_err().code, ErrorCode::Forbidden);
-        r.handle(now, &host, C::MuteParticipant { participant_id: guest.0.clone() }).unwrap();
+        assert_eq!(
+            r.handle(
+                now,
+                &guest,
+                C::MuteParticipant {
+                    participant_id: host.0.clone()
+                }
+            )
+            .unwrap_err()
+            .code,
+            ErrorCode::Forbidden
+        );
+        r.handle(
+            now,
+            &host,
+            C::MuteParticipant {
+                participant_id: guest.0.clone(),
+            },
+        )
+        .unwrap();
         let fx = drain(&mut r);
-        assert!(media(&fx).contains(&MediaAction::Pause { who: guest.clone(), source: Source::Microphone, paused: true }));
-        assert!(matches!(&sent_to(&fx, &guest)[0], ServerMessage::MutedByHost { may_unmute: true, .. }));
+        assert!(media(&fx).contains(&MediaAction::Pause {
+            who: guest.clone(),
+            source: Source::Microphone,
+            paused: true
+        }));
+        assert!(matches!(
+            &sent_to(&fx, &guest)[0],
+            ServerMessage::MutedByHost {
+                may_unmute: true,
+                ..
+            }
+        ));
         assert!(sent_to(&fx, &host).iter().any(|m| matches!(m, ServerMessage::ParticipantUpdated { participant } if participant.muted.contains(&Source::Microphone))));
-        r.handle(now, &guest, C::Mute { source: Source::Microphone, muted: false }).unwrap();
-        assert!(media(&drain(&mut r)).contains(&MediaAction::Pause { who: guest.clone(), source: Source::Microphone, paused: false }));
+        r.handle(
+            now,
+            &guest,
+            C::Mute {
+                source: Source::Microphone,
+                muted: false,
+            },
+        )
+        .unwrap();
+        assert!(media(&drain(&mut r)).contains(&MediaAction::Pause {
+            who: guest.clone(),
+            source: Source::Microphone,
+            paused: false
+        }));
     }
 
     #[test]
     fn when_only_hosts_may_unmute_the_mute_holds() {
         let now = Instant::now();
-        let (mut r, host, guest) = setup(Settings { unmute: Who::Hosts, ..Settings::default() });
+        let (mut r, host, guest) = setup(Settings {
+            unmute: Who::Hosts,
+            ..Settings::default()
+        });
         r.handle(now, &host, C::MuteAll {}).unwrap();
         let fx = drain(&mut r);
-        assert!(matches!(&sent_to(&fx, &guest)[0], ServerMessage::MutedByHost { may_unmute: false, .. }));
-        assert!(!media(&fx).iter().any(|m| matches!(m, MediaAction::Pause { who, .. } if *who == host)), "mute all spares hosts");
-        let e = r.handle(now, &guest, C::Mute { source: Source::Microphone, muted: false }).unwrap_err();
+        assert!(matches!(
+            &sent_to(&fx, &guest)[0],
+            ServerMessage::MutedByHost {
+                may_unmute: false,
+                ..
+            }
+        ));
+        assert!(
+            !media(&fx)
+                .iter()
+                .any(|m| matches!(m, MediaAction::Pause { who, .. } if *who == host)),
+            "mute all spares hosts"
+        );
+        let e = r
+            .handle(
+                now,
+                &guest,
+                C::Mute {
+                    source: Source::Microphone,
+                    muted: false,
+                },
+            )
+            .unwrap_err();
         assert_eq!(e.code, ErrorCode::Forbidden);
         // Nor can the microphone come back as a new publication.
-        r.handle(now, &guest, C::Unpublish { source: Source::Microphone }).unwrap();
-        let e = r.handle(now, &guest, C::Publish { source: Source::Microphone }).unwrap_err();
+        r.handle(
+            now,
+            &guest,
+            C::Unpublish {
+                source: Source::Microphone,
+            },
+        )
+        .unwrap();
+        let e = r
+            .handle(
+                now,
+                &guest,
+                C::Publish {
+                    source: Source::Microphone,
+                },
+            )
+            .unwrap_err();
         assert_eq!(e.code, ErrorCode::Forbidden);
-        assert!(!media(&drain(&mut r)).iter().any(|m| matches!(m, MediaAction::Pause { paused: false, .. })));
+        assert!(!media(&drain(&mut r))
+            .iter()
+            .any(|m| matches!(m, MediaAction::Pause { paused: false, .. })));
     }
 }
