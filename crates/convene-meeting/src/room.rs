@@ -322,15 +322,18 @@ impl Room {
     /// Hosts see who waits; those waiting learn whether a host is there.
     fn lobby_changed(&mut self) {
         self.notify_hosts();
-        let waiters: Vec<ParticipantId> = self
-            .participants
+        for w in self.waiting_ids() {
+            self.send_lobby(&w);
+        }
+    }
+
+    /// Everyone in the lobby.
+    fn waiting_ids(&self) -> Vec<ParticipantId> {
+        self.participants
             .iter()
             .filter(|(_, p)| !p.admitted)
             .map(|(id, _)| id.clone())
-            .collect();
-        for w in waiters {
-            self.send_lobby(&w);
-        }
+            .collect()
     }
 
     /// Hosts get the current lobby list.
@@ -656,13 +659,7 @@ impl Room {
             }
             ClientMessage::AdmitAll {} => {
                 allowed(p.role, &self.settings, Action::Host)?;
-                let waiting: Vec<ParticipantId> = self
-                    .participants
-                    .iter()
-                    .filter(|(_, p)| !p.admitted)
-                    .map(|(id, _)| id.clone())
-                    .collect();
-                for w in waiting {
+                for w in self.waiting_ids() {
                     self.decide(who, &w, true)?;
                 }
                 self.notify_hosts();
