@@ -46,6 +46,8 @@ pub struct JoinOptions {
     pub host_key: Option<String>,
     /// Connect from this loopback address (to look like another client).
     pub local_ip: Option<std::net::IpAddr>,
+    /// A `Cookie` header value, as a browser would send (its device cookie).
+    pub cookie: Option<String>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -137,8 +139,19 @@ impl Client {
         let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
             .read_buffer_size(4096)
             .write_buffer_size(0);
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = ws_url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| e.to_string())?;
+        if let Some(cookie) = &opts.cookie {
+            request.headers_mut().insert(
+                "cookie",
+                cookie.parse().map_err(|_| "bad cookie".to_string())?,
+            );
+        }
         let (ws, _) = match opts.local_ip {
-            None => tokio_tungstenite::connect_async_with_config(&ws_url, Some(config), false)
+            None => tokio_tungstenite::connect_async_with_config(request, Some(config), false)
                 .await
                 .map_err(|e| e.to_string())?,
             Some(ip) => {
@@ -153,7 +166,7 @@ impl Client {
                     .map_err(|e| e.to_string())?;
                 let stream = sock.connect(server).await.map_err(|e| e.to_string())?;
                 tokio_tungstenite::client_async_with_config(
-                    &ws_url,
+                    request,
                     MaybeTlsStream::Plain(stream),
                     Some(config),
                 )

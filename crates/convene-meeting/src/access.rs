@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::Source;
+use crate::protocol::{Permissions, Source};
 
 /// Roles, most powerful first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -49,7 +49,8 @@ impl Who {
 pub struct Settings {
     pub lobby: bool,
     pub screen_share: Who,
-    /// Who may unmute themselves (after a host muted them, or at all).
+    /// Who may unmute themselves after a host muted them. (Anyone may unmute
+    /// a microphone they muted themselves.)
     pub unmute: Who,
     pub chat: Who,
     /// Whether participants who are not hosts or presenters may send video.
@@ -108,7 +109,7 @@ pub fn check(
             ))
         }
         Action::Publish(Source::Microphone) | Action::Unmute
-            if (muted_by_host || action == Action::Unmute) && !settings.unmute.allows(role) =>
+            if muted_by_host && !settings.unmute.allows(role) =>
         {
             Err(Denied("a host has muted you; ask a host to unmute you"))
         }
@@ -117,6 +118,23 @@ pub fn check(
         }
         Action::Host if !role.is_host() => Err(Denied("only hosts may do that")),
         _ => Ok(()),
+    }
+}
+
+/// What a person may not do right now, each with the reason, so that the
+/// client can disable the control and say why. Computed by [`check`] alone.
+pub fn permissions(role: Role, settings: &Settings, muted_by_host: bool) -> Permissions {
+    let reason = |action| {
+        check(role, settings, action, muted_by_host)
+            .err()
+            .map(|d| d.0.to_string())
+    };
+    Permissions {
+        camera: reason(Action::Publish(Source::Camera)),
+        screen_share: reason(Action::Publish(Source::Screen)),
+        unmute: reason(Action::Unmute),
+        chat: reason(Action::Chat),
+        host: role.is_host(),
     }
 }
 
@@ -181,7 +199,9 @@ mod tests {
             unmute: Who::Hosts,
             ..Settings::default()
         };
-        assert!(check(Role::Participant, &s, Action::Unmute, false).is_err());
+        // Self-muted people may always unmute; a host mute holds.
+        assert!(check(Role::Participant, &s, Action::Unmute, false).is_ok());
+        assert!(check(Role::Participant, &s, Action::Unmute, true).is_err());
         assert!(check(
             Role::Participant,
             &s,
@@ -220,12 +240,53 @@ mod tests {
     }
 
     #[test]
+    fn permissions_say_why_each_control_is_off() {
+        let s = Settings {
+            screen_share: Who::HostsAndPresenters,
+            unmute: Who::Hosts,
+            chat: Who::Hosts,
+            guest_cameras: false,
+            ..Settings::default()
+        };
+        let p = permissions(Role::Participant, &s, false);
+        assert!(p.camera.unwrap().contains("cameras are turned off"));
+        assert!(p.screen_share.unwrap().contains("share their screen"));
+        assert!(p.chat.unwrap().contains("chat is turned off"));
+        assert_eq!(p.unmute, None, "not muted by a host");
+        assert!(!p.host);
+        let muted = permissions(Role::Participant, &s, true);
+        assert!(muted.unmute.unwrap().contains("muted you"));
+        let presenter = permissions(Role::Presenter, &s, true);
+        assert_eq!(
+            (presenter.camera, presenter.screen_share),
+            (None, None),
+            "presenters keep cameras and screens"
+        );
+        assert!(presenter.chat.is_some() && presenter.unmute.is_some());
+        let host = permissions(Role::CoHost, &s, true);
+        assert_eq!(
+            (
+                host.camera,
+                host.screen_share,
+                host.unmute,
+                host.chat,
+                host.host
+            ),
+            (None, None, None, None, true)
+        );
+    }
+
+    #[test]
     fn settings_parse_strictly() {
         let s: Settings = serde_json::from_str(
             r#"{"lobby":true,"screenShare":"hosts-and-presenters","unmute":"everyone","chat":"hosts","guestCameras":false,"maxParticipants":20}"#,
         )
         .unwrap();
         assert!(s.lobby && s.chat == Who::Hosts && s.max_participants == 20);
+        assert_eq!(
+            serde_json::from_str::<Settings>(&serde_json::to_string(&s).unwrap()).unwrap(),
+            s
+        );
         assert!(serde_json::from_str::<Settings>(r#"{"lobby":true,"bogus":1}"#).is_err());
     }
 }

@@ -11,4 +11,7 @@ pub mod passcode;
 pub mod protocol;
 mod room;
 
-pub use room::{AuditFact, Effect, MediaAction, ParticipantId, Room, RoomError, RoomLimits};
+pub use room::{
+    AuditFact, Change, Effect, Entrant, MediaAction, ParticipantId, Room, RoomError, RoomLimits,
+    RoomState,
+};

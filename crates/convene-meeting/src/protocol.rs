@@ -61,6 +61,18 @@ pub enum ClientMessage {
     #[serde(rename_all = "camelCase")]
     Remove {
         participant_id: String,
+        /// Also bar them from rejoining this meeting.
+        #[serde(default)]
+        bar: bool,
+    },
+    /// A host stops someone's camera or screen share.
+    #[serde(rename_all = "camelCase")]
+    StopSource {
+        participant_id: String,
+        source: Source,
+    },
+    UpdateSettings {
+        settings: crate::access::Settings,
     },
     #[serde(rename_all = "camelCase")]
     SetRole {
@@ -91,6 +103,8 @@ pub enum ClientMessage {
 
 const CLIENT_TYPES: &[&str] = &[
     "remove",
+    "stop-source",
+    "update-settings",
     "set-role",
     "admit",
     "deny",
@@ -108,6 +122,19 @@ const CLIENT_TYPES: &[&str] = &[
     "ping",
     "leave",
 ];
+
+/// What the receiver may not do right now: each field is `null` when allowed,
+/// or the reason to show beside the disabled control.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Permissions {
+    pub camera: Option<String>,
+    pub screen_share: Option<String>,
+    pub unmute: Option<String>,
+    pub chat: Option<String>,
+    /// Whether the receiver may use host controls.
+    pub host: bool,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -212,6 +239,8 @@ pub enum ErrorCode {
     LockedOut,
     /// The meeting is locked: no new joins.
     Locked,
+    /// A host removed this person and barred them from rejoining.
+    Barred,
     /// The meeting has ended.
     Ended,
     NotFound,
@@ -229,6 +258,20 @@ pub enum ServerMessage {
         meeting: MeetingInfo,
         participants: Vec<ParticipantInfo>,
         chat: Vec<ChatMessage>,
+        settings: crate::access::Settings,
+        permissions: Permissions,
+    },
+    /// The receiver's permissions changed (role, settings or a host mute).
+    Permissions {
+        permissions: Permissions,
+    },
+    SettingsUpdated {
+        settings: crate::access::Settings,
+    },
+    /// A host stopped the receiver's camera or screen share: stop sending it.
+    SourceStopped {
+        source: Source,
+        by: String,
     },
     ParticipantJoined {
         participant: ParticipantInfo,
@@ -265,6 +308,8 @@ pub enum ServerMessage {
     #[serde(rename_all = "camelCase")]
     Removed {
         by: String,
+        /// They may not rejoin this meeting.
+        barred: bool,
     },
     /// To someone waiting in the lobby (again whenever a host arrives or leaves).
     #[serde(rename_all = "camelCase")]

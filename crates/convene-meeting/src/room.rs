@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::access::{self, Action, Role, Settings};
 use crate::protocol::{
-    ChatMessage, ClientMessage, ErrorCode, LeaveReason, MeetingInfo, ParticipantInfo,
+    ChatMessage, ClientMessage, ErrorCode, LeaveReason, MeetingInfo, ParticipantInfo, Permissions,
     ServerMessage, Source, Waiting, PROTOCOL_VERSION,
 };
 
@@ -84,6 +84,51 @@ pub struct AuditFact {
     pub detail: String,
 }
 
+/// A change to what the meeting remembers across restarts; the edge stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Settings(Settings),
+    Locked(bool),
+    /// The person known by `key` gets `role` whenever they join (`Participant`
+    /// withdraws the grant).
+    Grant {
+        key: String,
+        role: Role,
+    },
+    /// The person known by `key` may not join again.
+    Bar {
+        key: String,
+    },
+}
+
+/// What the meeting remembers across restarts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoomState {
+    pub settings: Settings,
+    pub locked: bool,
+    pub grants: BTreeMap<String, Role>,
+    pub barred: BTreeSet<String>,
+}
+
+/// Who is joining, as the edge established it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entrant {
+    /// The role their credentials give (a valid host key makes a host).
+    pub role: Role,
+    /// What recognises this person again (a browser's device cookie, hashed):
+    /// role grants and bars attach to it. `None` for clients without one.
+    pub key: Option<String>,
+}
+
+impl Entrant {
+    pub fn participant() -> Self {
+        Entrant {
+            role: Role::Participant,
+            key: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     Send {
@@ -99,6 +144,8 @@ pub enum Effect {
     Audit(AuditFact),
     /// A host ended the meeting: it takes no more joins, ever.
     Ended,
+    /// Something to remember across restarts.
+    Persist(Change),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -119,6 +166,7 @@ fn err(code: ErrorCode, message: impl Into<String>) -> RoomError {
 struct Participant {
     name: String,
     role: Role,
+    key: Option<String>,
     /// False while waiting in the lobby: such a person gets no media, chat or list.
     admitted: bool,
     /// A host muted their microphone; it stays unforwarded until they may unmute.
@@ -136,6 +184,8 @@ pub struct Room {
     ended: bool,
     limits: RoomLimits,
     settings: Settings,
+    grants: BTreeMap<String, Role>,
+    barred: BTreeSet<String>,
     participants: BTreeMap<ParticipantId, Participant>,
     chat: VecDeque<ChatMessage>,
     next_participant: u64,
@@ -154,15 +204,31 @@ impl Room {
         limits: RoomLimits,
         settings: Settings,
     ) -> Self {
+        Self::restore(
+            id,
+            title,
+            limits,
+            RoomState {
+                settings,
+                ..RoomState::default()
+            },
+        )
+    }
+
+    /// A meeting as it was remembered (after a restart, or after its task stopped
+    /// for lack of people).
+    pub fn restore(id: String, title: String, limits: RoomLimits, state: RoomState) -> Self {
         Room {
             info: MeetingInfo {
                 id,
                 title,
-                locked: false,
+                locked: state.locked,
             },
             ended: false,
             limits,
-            settings,
+            settings: state.settings,
+            grants: state.grants,
+            barred: state.barred,
             participants: BTreeMap::new(),
             chat: VecDeque::new(),
             next_participant: 1,
@@ -200,6 +266,17 @@ impl Room {
         now: Instant,
         msg: ClientMessage,
         role: Role,
+    ) -> Result<ParticipantId, RoomError> {
+        self.enter(now, msg, Entrant { role, key: None })
+    }
+
+    /// Join as the person the edge recognised: their credentials' role, or a
+    /// higher one a host granted them earlier; refused if a host barred them.
+    pub fn enter(
+        &mut self,
+        now: Instant,
+        msg: ClientMessage,
+        entrant: Entrant,
     ) -> Result<ParticipantId, RoomError> {
         let ClientMessage::Join {
             protocol,
@@ -245,7 +322,25 @@ impl Room {
         if self.ended {
             return Err(err(ErrorCode::Ended, "this meeting has ended"));
         }
-        if self.info.locked && role != Role::Host {
+        let granted = entrant
+            .key
+            .as_ref()
+            .and_then(|k| self.grants.get(k))
+            .copied();
+        let role = entrant.role.min(granted.unwrap_or(Role::Participant));
+        if role != Role::Host
+            && entrant
+                .key
+                .as_ref()
+                .is_some_and(|k| self.barred.contains(k))
+        {
+            return Err(err(
+                ErrorCode::Barred,
+                "a host removed you from this meeting; you cannot rejoin it",
+            ));
+        }
+        // Hosts, and those a host made co-host, still get into a locked meeting.
+        if self.info.locked && !role.is_host() {
             return Err(err(
                 ErrorCode::Locked,
                 "this meeting is locked: no one new can join",
@@ -267,6 +362,7 @@ impl Room {
             Participant {
                 name,
                 role,
+                key: entrant.key,
                 admitted: !self.settings.lobby || role.is_host(),
                 muted_by_host: false,
                 resume_token: random_token(),
@@ -382,8 +478,97 @@ impl Room {
         }));
         let may_unmute = access::check(role, &self.settings, Action::Unmute, true).is_ok();
         self.send(target, ServerMessage::MutedByHost { by, may_unmute });
+        self.send_permissions(target);
         self.audit("mute", host, target, "muted", String::new());
         self.broadcast_update(target);
+    }
+
+    /// Stop forwarding `target`'s camera or screen (with its audio) and tell them.
+    fn stop_source(&mut self, target: &ParticipantId, source: Source, by: &str) {
+        let sources: &[Source] = match source {
+            Source::Screen => &[Source::Screen, Source::ScreenAudio],
+            other => &[other][..],
+        };
+        let Some(t) = self.participants.get_mut(target) else {
+            return;
+        };
+        for s in sources {
+            if t.sources.remove(s) {
+                t.muted.remove(s);
+                self.effects
+                    .push_back(Effect::Media(MediaAction::Unpublish {
+                        who: target.clone(),
+                        source: *s,
+                    }));
+            }
+        }
+        self.send(
+            target,
+            ServerMessage::SourceStopped {
+                source,
+                by: by.to_string(),
+            },
+        );
+        self.broadcast_update(target);
+    }
+
+    /// A host changes the settings: they apply at once to everyone present.
+    fn update_settings(
+        &mut self,
+        host: &ParticipantId,
+        by: &str,
+        settings: Settings,
+    ) -> Result<(), RoomError> {
+        if settings.max_participants == 0
+            || settings.max_participants > self.limits.max_participants
+        {
+            return Err(err(
+                ErrorCode::Invalid,
+                format!(
+                    "the participant limit must be between 1 and {}",
+                    self.limits.max_participants
+                ),
+            ));
+        }
+        if settings == self.settings {
+            return Ok(());
+        }
+        let detail = settings_diff(&self.settings, &settings);
+        self.settings = settings.clone();
+        self.audit("settings", host, host, "changed", detail);
+        self.effects
+            .push_back(Effect::Persist(Change::Settings(settings.clone())));
+        self.broadcast(ServerMessage::SettingsUpdated { settings });
+        // What people may no longer send stops now, not at their next publish.
+        let admitted: Vec<ParticipantId> = self
+            .participants
+            .iter()
+            .filter(|(_, p)| p.admitted)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &admitted {
+            let p = &self.participants[id];
+            let stop: Vec<Source> = [Source::Camera, Source::Screen]
+                .into_iter()
+                .filter(|s| {
+                    p.sources.contains(s)
+                        && access::check(p.role, &self.settings, Action::Publish(*s), false)
+                            .is_err()
+                })
+                .collect();
+            for s in stop {
+                self.stop_source(id, s, by);
+            }
+            self.send_permissions(id);
+        }
+        if !self.settings.lobby {
+            // No lobby any more: everyone waiting comes in.
+            for w in self.waiting_ids() {
+                self.decide(host, &w, true)?;
+            }
+            self.notify_hosts();
+        }
+        Ok(())
     }
 
     /// A host lets `target` in (true) or turns them away (false).
@@ -427,8 +612,22 @@ impl Room {
                 .map(|(k, _)| self.participant_info(k))
                 .collect(),
             chat: self.chat.iter().cloned().collect(),
+            settings: self.settings.clone(),
+            permissions: self.permissions_of(p),
         };
         self.send(id, message);
+    }
+
+    fn permissions_of(&self, p: &Participant) -> Permissions {
+        access::permissions(p.role, &self.settings, p.muted_by_host)
+    }
+
+    /// Tell `id` what they may do now (after a role, settings or mute change).
+    fn send_permissions(&mut self, id: &ParticipantId) {
+        if let Some(p) = self.participants.get(id) {
+            let permissions = self.permissions_of(p);
+            self.send(id, ServerMessage::Permissions { permissions });
+        }
     }
 
     /// A media connection for `id`, subscribed to everything the others publish.
@@ -526,7 +725,8 @@ impl Room {
                 if !p.sources.contains(&source) {
                     return Err(err(ErrorCode::WrongState, "that source is not published"));
                 }
-                if source == Source::Microphone && !muted && p.muted_by_host {
+                let lifts_host_mute = source == Source::Microphone && !muted && p.muted_by_host;
+                if lifts_host_mute {
                     access::check(p.role, &self.settings, Action::Unmute, true)
                         .map_err(|d| err(ErrorCode::Forbidden, d.0))?;
                     p.muted_by_host = false;
@@ -541,6 +741,9 @@ impl Room {
                 } else {
                     p.muted.remove(&source)
                 };
+                if lifts_host_mute {
+                    self.send_permissions(who);
+                }
                 if changed {
                     self.broadcast_update(who);
                 }
@@ -582,26 +785,95 @@ impl Room {
             }
             ClientMessage::Ping { id } => self.send(who, ServerMessage::Pong { id }),
             ClientMessage::Leave {} => self.remove(who, LeaveReason::Left),
-            ClientMessage::Remove { participant_id } => {
+            ClientMessage::Remove {
+                participant_id,
+                bar,
+            } => {
                 allowed(p.role, &self.settings, Action::Host)?;
+                let actor_role = p.role;
                 let target = ParticipantId(participant_id);
-                if !self.participants.contains_key(&target) || target == *who {
+                let Some(t) = self.participants.get(&target).filter(|_| target != *who) else {
                     return Err(err(ErrorCode::Invalid, "no such participant to remove"));
+                };
+                outranks(actor_role, t.role)?;
+                let key = t.key.clone();
+                let barred = bar && key.is_some();
+                if bar && !barred {
+                    // Nothing recognises them again (no device cookie): say so
+                    // rather than pretend.
+                    self.send(
+                        who,
+                        ServerMessage::error(
+                            ErrorCode::Invalid,
+                            "removed, but they could not be barred: their client gives no way to recognise them again",
+                        ),
+                    );
+                }
+                if let (true, Some(key)) = (barred, key) {
+                    self.barred.insert(key.clone());
+                    self.effects.push_back(Effect::Persist(Change::Bar { key }));
                 }
                 self.send(
                     &target,
                     ServerMessage::Removed {
                         by: self.participants[who].name.clone(),
+                        barred,
                     },
                 );
-                self.audit("remove", who, &target, "removed", String::new());
+                self.audit(
+                    "remove",
+                    who,
+                    &target,
+                    if barred {
+                        "removed and barred"
+                    } else {
+                        "removed"
+                    },
+                    String::new(),
+                );
                 self.remove(&target, LeaveReason::Removed);
+            }
+            ClientMessage::StopSource {
+                participant_id,
+                source,
+            } => {
+                allowed(p.role, &self.settings, Action::Host)?;
+                let actor_role = p.role;
+                let by = p.name.clone();
+                if !matches!(source, Source::Camera | Source::Screen) {
+                    return Err(err(
+                        ErrorCode::Invalid,
+                        "a host may stop a camera or a screen share (use mute for microphones)",
+                    ));
+                }
+                let target = ParticipantId(participant_id);
+                let Some(t) = self.participants.get_mut(&target).filter(|t| t.admitted) else {
+                    return Err(err(ErrorCode::Invalid, "no such participant"));
+                };
+                outranks(actor_role, t.role)?;
+                if !t.sources.contains(&source) {
+                    return Err(err(ErrorCode::WrongState, "they are not sending that"));
+                }
+                self.stop_source(&target, source, &by);
+                self.audit(
+                    "stop-source",
+                    who,
+                    &target,
+                    "stopped",
+                    format!("source: {}", source_name(source)),
+                );
+            }
+            ClientMessage::UpdateSettings { settings } => {
+                allowed(p.role, &self.settings, Action::Host)?;
+                let by = p.name.clone();
+                self.update_settings(who, &by, settings)?;
             }
             ClientMessage::SetRole {
                 participant_id,
                 role,
             } => {
                 allowed(p.role, &self.settings, Action::Host)?;
+                let actor_role = p.role;
                 let target = ParticipantId(participant_id);
                 let hosts = self
                     .participants
@@ -611,11 +883,27 @@ impl Room {
                 let Some(t) = self.participants.get_mut(&target) else {
                     return Err(err(ErrorCode::Invalid, "no such participant"));
                 };
+                if actor_role != Role::Host && (t.role == Role::Host || role == Role::Host) {
+                    return Err(err(
+                        ErrorCode::Forbidden,
+                        "only the host may make or unmake hosts",
+                    ));
+                }
                 if t.role == Role::Host && role != Role::Host && hosts == 1 {
                     return Err(err(ErrorCode::Invalid, "a meeting keeps at least one host"));
                 }
                 let before = t.role;
                 t.role = role;
+                if let Some(key) = t.key.clone() {
+                    // They keep the role if they leave and come back, even after a restart.
+                    match role {
+                        Role::Participant => self.grants.remove(&key),
+                        _ => self.grants.insert(key.clone(), role),
+                    };
+                    self.effects
+                        .push_back(Effect::Persist(Change::Grant { key, role }));
+                }
+                self.send_permissions(&target);
                 self.audit(
                     "role-change",
                     who,
@@ -629,6 +917,8 @@ impl Room {
                 allowed(p.role, &self.settings, Action::Host)?;
                 if self.info.locked != locked {
                     self.info.locked = locked;
+                    self.effects
+                        .push_back(Effect::Persist(Change::Locked(locked)));
                     self.audit(
                         "lock",
                         who,
@@ -666,10 +956,12 @@ impl Room {
             }
             ClientMessage::MuteParticipant { participant_id } => {
                 allowed(p.role, &self.settings, Action::Host)?;
+                let actor_role = p.role;
                 let target = ParticipantId(participant_id);
-                if !self.participants.get(&target).is_some_and(|t| t.admitted) {
+                let Some(t) = self.participants.get(&target).filter(|t| t.admitted) else {
                     return Err(err(ErrorCode::Invalid, "no such participant"));
-                }
+                };
+                outranks(actor_role, t.role)?;
                 self.host_mute(who, &target);
             }
             ClientMessage::MuteAll {} => {
@@ -857,6 +1149,40 @@ impl Room {
             self.send(&id, message.clone());
         }
     }
+}
+
+/// Co-hosts may act on participants and presenters, not on the host.
+fn outranks(actor: Role, target: Role) -> Result<(), RoomError> {
+    if target == Role::Host && actor != Role::Host {
+        return Err(err(
+            ErrorCode::Forbidden,
+            "only the host may do that to the host",
+        ));
+    }
+    Ok(())
+}
+
+fn source_name(source: Source) -> &'static str {
+    match source {
+        Source::Microphone => "microphone",
+        Source::Camera => "camera",
+        Source::Screen => "screen",
+        Source::ScreenAudio => "screen-audio",
+    }
+}
+
+/// The changed settings, as `name: old -> new` pairs, for the audit log.
+fn settings_diff(before: &Settings, after: &Settings) -> String {
+    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
+        (serde_json::to_value(before), serde_json::to_value(after))
+    else {
+        return String::new();
+    };
+    b.iter()
+        .filter(|(k, v)| a.get(*k) != Some(*v))
+        .map(|(k, v)| format!("{k}: {} -> {v}", a.get(k).cloned().unwrap_or_default()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The permission rule, as a room error the sender is shown.

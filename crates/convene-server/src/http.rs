@@ -14,7 +14,7 @@ use convene_meeting::passcode;
 use convene_storage::{is_meeting_id, Meeting};
 use serde::{Deserialize, Serialize};
 
-use crate::{assets, ws, AppState};
+use crate::{assets, device, ws, AppState};
 
 const MAX_TITLE_CHARS: usize = 120;
 
@@ -31,6 +31,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/meetings/{id}/ws", get(signalling))
         .route("/api/admin/audit", get(admin_audit))
         .route("/healthz", get(|| async { "ok" }))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            device::ensure_cookie,
+        ))
         .layer(axum::middleware::map_response(security_headers))
         .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
         .with_state(state)
@@ -312,5 +316,13 @@ async fn signalling(
         // were most of a participant's memory. Buffers still grow for a large SDP.
         .read_buffer_size(ws::READ_BUFFER)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| ws::run(socket, state, meeting, peer.ip()))
+        .on_upgrade(move |socket| {
+            ws::run(
+                socket,
+                state,
+                meeting,
+                peer.ip(),
+                device::person_key(&headers),
+            )
+        })
 }

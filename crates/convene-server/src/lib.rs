@@ -2,11 +2,12 @@
 //! glue between the meeting domain and the media core.
 
 mod assets;
-mod audit;
 pub mod config;
+mod device;
 mod http;
 mod meeting;
 mod registry;
+mod writer;
 mod ws;
 
 use std::net::SocketAddr;
@@ -26,7 +27,7 @@ pub struct AppState {
     pub storage: Arc<Storage>,
     /// Audit events go to one writer thread, so they are stored in order
     /// without blocking a meeting's task on the database.
-    pub audit: audit::AuditWriter,
+    pub writer: writer::Writer,
     pub admin_token: Option<String>,
     /// Wrong passcode guesses per (client address, meeting).
     pub passcode_limiter:
@@ -73,7 +74,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         Storage::open(&config.data_dir)
             .map_err(|e| StartError(format!("data folder {}: {e}", config.data_dir.display())))?,
     );
-    let audit = audit::AuditWriter::start(storage.clone());
+    let writer = writer::Writer::start(storage.clone());
     let registry = Registry::default();
     let sfu = convene_sfu::driver::spawn(
         config.media_listen,
@@ -90,7 +91,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let url = config.public_url(addr);
     let state = Arc::new(AppState {
         storage,
-        audit,
+        writer,
         admin_token: config.admin_token.clone().filter(|t| !t.is_empty()),
         passcode_limiter: Default::default(),
         sfu: sfu.handle.clone(),

@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use convene_meeting::protocol::{
     ClientMessage, Direction, ErrorCode, MediaKind, ServerMessage, Source, TrackSlot,
 };
-use convene_meeting::{Effect, MediaAction, ParticipantId, Room, RoomError};
+use convene_meeting::{Effect, Entrant, MediaAction, ParticipantId, Room, RoomError, RoomState};
 use convene_sfu::driver::Command;
 use convene_sfu::{ConnId, SfuError, SfuEvent, SlotDirection, TrackId, TrackKind};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info};
 
-use crate::audit::AuditEntry;
+use crate::writer::AuditEntry;
 use crate::AppState;
 use convene_meeting::access::Role;
 use convene_storage::Meeting as StoredMeeting;
@@ -38,7 +38,7 @@ pub type OutboundTx = mpsc::Sender<Outbound>;
 pub enum MeetingInput {
     Join {
         msg: ClientMessage,
-        role: Role,
+        entrant: Entrant,
         out: OutboundTx,
         socket: u64,
         reply: oneshot::Sender<Result<ParticipantId, RoomError>>,
@@ -96,24 +96,64 @@ pub fn deliver(state: &Arc<AppState>, meeting: &StoredMeeting, input: MeetingInp
     let (tx, rx) = mpsc::unbounded_channel();
     let _ = tx.send(input);
     inner.meetings.insert(id.to_string(), tx.clone());
-    let meeting = Meeting {
-        id: id.to_string(),
-        room: Room::with_settings(
-            id.to_string(),
-            meeting.title.clone(),
-            state.limits.clone(),
-            serde_json::from_str(&meeting.settings).unwrap_or_default(),
-        ),
-        state: state.clone(),
-        me: tx,
-        members: HashMap::new(),
-        conns: HashMap::new(),
-        conn_owner: HashMap::new(),
-        tracks: HashMap::new(),
-        track_owner: HashMap::new(),
-    };
-    info!(meeting = %id, "meeting started");
-    tokio::spawn(meeting.run(rx));
+    let (state, stored, id) = (state.clone(), meeting.clone(), id.to_string());
+    tokio::spawn(async move {
+        // Read what the meeting remembers off the async workers; inputs wait in
+        // the channel meanwhile.
+        let st = state.clone();
+        let remembered = tokio::task::spawn_blocking(move || {
+            let room_state = remembered(&st, &stored);
+            (stored, room_state)
+        })
+        .await;
+        let Ok((stored, room_state)) = remembered else {
+            state.registry.lock().meetings.remove(&id);
+            return;
+        };
+        let meeting = Meeting {
+            id: stored.id.clone(),
+            room: Room::restore(
+                stored.id.clone(),
+                stored.title.clone(),
+                state.limits.clone(),
+                room_state,
+            ),
+            state,
+            me: tx,
+            members: HashMap::new(),
+            conns: HashMap::new(),
+            conn_owner: HashMap::new(),
+            tracks: HashMap::new(),
+            track_owner: HashMap::new(),
+        };
+        info!(meeting = %meeting.id, "meeting started");
+        meeting.run(rx).await;
+    });
+}
+
+/// What the meeting remembers: the stored meeting row is as fresh as the caller's
+/// read; grants and bars are read now. (A failed read starts the meeting with
+/// none, loudly: refusing to start it would shut everyone out.)
+fn remembered(state: &AppState, meeting: &StoredMeeting) -> RoomState {
+    let people = state
+        .storage
+        .meeting_people(&meeting.id)
+        .unwrap_or_else(|e| {
+            tracing::error!(meeting = %meeting.id, "could not read roles and bars: {e}");
+            Default::default()
+        });
+    let role =
+        |name: &str| serde_json::from_value::<Role>(serde_json::Value::String(name.into())).ok();
+    RoomState {
+        settings: serde_json::from_str(&meeting.settings).unwrap_or_default(),
+        locked: meeting.locked,
+        grants: people
+            .grants
+            .into_iter()
+            .filter_map(|(k, r)| Some((k, role(&r)?)))
+            .collect(),
+        barred: people.barred.into_iter().collect(),
+    }
 }
 
 impl Meeting {
@@ -157,11 +197,11 @@ impl Meeting {
         match input {
             MeetingInput::Join {
                 msg,
-                role,
+                entrant,
                 out,
                 socket,
                 reply,
-            } => match self.room.join_as(now, msg, role) {
+            } => match self.room.enter(now, msg, entrant) {
                 Ok(who) => {
                     // A resume while the old socket is open replaces that socket.
                     self.members.insert(who.clone(), Member { out, socket });
@@ -172,7 +212,7 @@ impl Meeting {
                         .ok()
                         .and_then(|v| v.as_str().map(str::to_string))
                         .unwrap_or_default();
-                    self.state.audit.record(AuditEntry {
+                    self.state.writer.record(AuditEntry {
                         meeting: self.id.clone(),
                         actor: "anonymous".into(),
                         subject: "-".into(),
@@ -289,7 +329,8 @@ impl Meeting {
                         }
                     });
                 }
-                Effect::Audit(fact) => self.state.audit.record(AuditEntry {
+                Effect::Persist(change) => self.state.writer.remember(&self.id, change),
+                Effect::Audit(fact) => self.state.writer.record(AuditEntry {
                     meeting: self.id.clone(),
                     actor: fact.actor,
                     subject: fact.subject,

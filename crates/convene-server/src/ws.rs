@@ -9,7 +9,7 @@ use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use convene_meeting::access::Role;
 use convene_meeting::passcode;
 use convene_meeting::protocol::{parse_client_message, ClientMessage, ErrorCode, ServerMessage};
-use convene_meeting::ParticipantId;
+use convene_meeting::{Entrant, ParticipantId};
 use convene_storage::Meeting;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
@@ -17,8 +17,8 @@ use tracing::debug;
 
 use std::net::IpAddr;
 
-use crate::audit::AuditEntry;
 use crate::meeting::{deliver, MeetingInput, Outbound, OUTBOUND_QUEUE};
+use crate::writer::AuditEntry;
 use crate::AppState;
 
 /// Largest message we read; larger ones get a "too-large" error. (SDP answers in
@@ -69,7 +69,7 @@ async fn admit(
         return Ok(Role::Participant); // the room restores the role it knew
     }
     let audit = |outcome: &str, detail: String| {
-        state.audit.record(AuditEntry {
+        state.writer.record(AuditEntry {
             meeting: meeting.id.clone(),
             actor: format!("client {client}"),
             subject: "-".into(),
@@ -220,7 +220,13 @@ async fn next_message(
     }
 }
 
-pub async fn run(socket: WebSocket, state: Arc<AppState>, meeting: Meeting, client: IpAddr) {
+pub async fn run(
+    socket: WebSocket,
+    state: Arc<AppState>,
+    meeting: Meeting,
+    client: IpAddr,
+    person: Option<String>,
+) {
     let socket_id = NEXT_SOCKET.fetch_add(1, Ordering::Relaxed);
     let (mut tx, mut rx) = socket.split();
     let mut rate = RateLimit::new();
@@ -258,7 +264,10 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, meeting: Meeting, clie
         let (reply, result) = oneshot::channel();
         let input = MeetingInput::Join {
             msg,
-            role,
+            entrant: Entrant {
+                role,
+                key: person.clone(),
+            },
             out: out_tx.clone(),
             socket: socket_id,
             reply,

@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_audit.sql"),
     include_str!("../migrations/0003_meeting_access.sql"),
     include_str!("../migrations/0004_meeting_end.sql"),
+    include_str!("../migrations/0005_meeting_memory.sql"),
 ];
 
 /// Meeting ids are the join link's secret for now: 60 random bits in a form that
@@ -48,6 +49,16 @@ pub struct Meeting {
     pub settings: String,
     /// Set when a host ended the meeting.
     pub ended_at: Option<i64>,
+    /// A host locked it: no new joins.
+    pub locked: bool,
+}
+
+/// Roles granted and people barred in one meeting, by person key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MeetingPeople {
+    /// (person key, role name)
+    pub grants: Vec<(String, String)>,
+    pub barred: Vec<String>,
 }
 
 impl Meeting {
@@ -118,6 +129,7 @@ impl Storage {
             passcode_hash: passcode_hash.map(str::to_string),
             settings: settings.to_string(),
             ended_at: None,
+            locked: false,
         };
         self.conn().execute(
             "INSERT INTO meetings (id, title, created_at, host_key_hash, passcode_hash, settings)
@@ -138,7 +150,8 @@ impl Storage {
         let found = self
             .conn()
             .query_row(
-                "SELECT id, title, created_at, host_key_hash, passcode_hash, settings, ended_at
+                "SELECT id, title, created_at, host_key_hash, passcode_hash, settings, ended_at,
+                        locked
                  FROM meetings WHERE id = ?1",
                 params![id],
                 |r| {
@@ -150,6 +163,7 @@ impl Storage {
                         passcode_hash: r.get(4)?,
                         settings: r.get(5)?,
                         ended_at: r.get(6)?,
+                        locked: r.get(7)?,
                     })
                 },
             )
@@ -166,6 +180,69 @@ impl Storage {
             params![id, unix_millis()],
         )?;
         Ok(())
+    }
+
+    pub fn update_settings(&self, id: &str, settings: &str) -> Result<(), StorageError> {
+        self.conn().execute(
+            "UPDATE meetings SET settings = ?2 WHERE id = ?1",
+            params![id, settings],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_locked(&self, id: &str, locked: bool) -> Result<(), StorageError> {
+        self.conn().execute(
+            "UPDATE meetings SET locked = ?2 WHERE id = ?1",
+            params![id, locked],
+        )?;
+        Ok(())
+    }
+
+    /// The person known by `person` gets `role` when they join; `None` withdraws it.
+    pub fn set_grant(
+        &self,
+        id: &str,
+        person: &str,
+        role: Option<&str>,
+    ) -> Result<(), StorageError> {
+        let conn = self.conn();
+        match role {
+            Some(role) => conn.execute(
+                "INSERT INTO meeting_grants (meeting, person, role) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (meeting, person) DO UPDATE SET role = excluded.role",
+                params![id, person, role],
+            )?,
+            None => conn.execute(
+                "DELETE FROM meeting_grants WHERE meeting = ?1 AND person = ?2",
+                params![id, person],
+            )?,
+        };
+        Ok(())
+    }
+
+    pub fn bar(&self, id: &str, person: &str) -> Result<(), StorageError> {
+        self.conn().execute(
+            "INSERT OR IGNORE INTO meeting_bars (meeting, person, barred_at) VALUES (?1, ?2, ?3)",
+            params![id, person, unix_millis()],
+        )?;
+        Ok(())
+    }
+
+    pub fn meeting_people(&self, id: &str) -> Result<MeetingPeople, StorageError> {
+        let conn = self.conn();
+        let mut people = MeetingPeople::default();
+        let mut q = conn.prepare(
+            "SELECT person, role FROM meeting_grants WHERE meeting = ?1 ORDER BY person",
+        )?;
+        for row in q.query_map(params![id], |r| Ok((r.get(0)?, r.get(1)?)))? {
+            people.grants.push(row?);
+        }
+        let mut q =
+            conn.prepare("SELECT person FROM meeting_bars WHERE meeting = ?1 ORDER BY person")?;
+        for row in q.query_map(params![id], |r| r.get(0))? {
+            people.barred.push(row?);
+        }
+        Ok(people)
     }
 
     /// Append an event to the audit log.
@@ -269,6 +346,37 @@ mod tests {
             "only a hash is stored"
         );
         assert_eq!(s.meeting("nope-nope-nope").unwrap(), None);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn lock_settings_grants_and_bars_survive_reopening() {
+        let dir = std::env::temp_dir().join(format!("convene-storage-{}", new_meeting_id()));
+        let id = {
+            let s = Storage::open(&dir).unwrap();
+            let (m, _) = s.create_meeting("Board", None, "{}").unwrap();
+            s.set_locked(&m.id, true).unwrap();
+            s.update_settings(&m.id, r#"{"lobby":true}"#).unwrap();
+            s.set_grant(&m.id, "device:a", Some("co-host")).unwrap();
+            s.set_grant(&m.id, "device:a", Some("presenter")).unwrap();
+            s.set_grant(&m.id, "device:b", Some("co-host")).unwrap();
+            s.set_grant(&m.id, "device:b", None).unwrap();
+            s.bar(&m.id, "device:t").unwrap();
+            s.bar(&m.id, "device:t").unwrap();
+            m.id
+        };
+        let s = Storage::open(&dir).unwrap();
+        let m = s.meeting(&id).unwrap().unwrap();
+        assert!(m.locked);
+        assert_eq!(m.settings, r#"{"lobby":true}"#);
+        assert_eq!(
+            s.meeting_people(&id).unwrap(),
+            MeetingPeople {
+                grants: vec![("device:a".into(), "presenter".into())],
+                barred: vec!["device:t".into()],
+            }
+        );
+        assert_eq!(s.meeting_people("other").unwrap(), MeetingPeople::default());
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -487,6 +487,7 @@ mod host_actions {
         for msg in [
             C::Remove {
                 participant_id: b.0.clone(),
+                bar: false,
             },
             C::Lock { locked: true },
             C::End {},
@@ -513,11 +514,14 @@ mod host_actions {
             &host,
             C::Remove {
                 participant_id: b.0.clone(),
+                bar: false,
             },
         )
         .unwrap();
         let fx = drain(&mut r);
-        assert!(matches!(&sent_to(&fx, &b)[0], ServerMessage::Removed { by } if by == "Host"));
+        assert!(
+            matches!(&sent_to(&fx, &b)[0], ServerMessage::Removed { by, barred: false } if by == "Host")
+        );
         assert!(fx.contains(&Effect::Close { who: b.clone() }));
         assert!(sent_to(&fx, &a).contains(&ServerMessage::ParticipantLeft {
             participant_id: b.0.clone(),
@@ -589,7 +593,8 @@ mod host_actions {
                 now,
                 &a,
                 C::Remove {
-                    participant_id: b.0.clone()
+                    participant_id: b.0.clone(),
+                    bar: false,
                 }
             )
             .is_ok());
@@ -918,5 +923,421 @@ mod host_mute {
         assert!(!media(&drain(&mut r))
             .iter()
             .any(|m| matches!(m, MediaAction::Pause { paused: false, .. })));
+    }
+}
+
+mod host_controls {
+    use super::*;
+    use crate::access::{Role, Settings, Who};
+
+    fn key(s: &str) -> Option<String> {
+        Some(format!("device:{s}"))
+    }
+
+    fn enter(r: &mut Room, name: &str, role: Role, k: &str) -> Result<ParticipantId, RoomError> {
+        r.enter(
+            Instant::now(),
+            join_msg(name),
+            Entrant { role, key: key(k) },
+        )
+    }
+
+    fn persisted(fx: &[Effect]) -> Vec<Change> {
+        fx.iter()
+            .filter_map(|e| match e {
+                Effect::Persist(c) => Some(c.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn publish(r: &mut Room, who: &ParticipantId, source: Source) {
+        r.handle(Instant::now(), who, C::Publish { source })
+            .unwrap();
+    }
+
+    #[test]
+    fn a_barred_person_cannot_come_back_but_others_can() {
+        let now = Instant::now();
+        let mut r = room();
+        let host = enter(&mut r, "Host", Role::Host, "h").unwrap();
+        let troll = enter(&mut r, "Troll", Role::Participant, "t").unwrap();
+        drain(&mut r);
+        r.handle(
+            now,
+            &host,
+            C::Remove {
+                participant_id: troll.0.clone(),
+                bar: true,
+            },
+        )
+        .unwrap();
+        let fx = drain(&mut r);
+        assert_eq!(
+            sent_to(&fx, &troll)[0],
+            ServerMessage::Removed {
+                by: "Host".into(),
+                barred: true
+            }
+        );
+        assert_eq!(
+            persisted(&fx),
+            vec![Change::Bar {
+                key: "device:t".into()
+            }]
+        );
+        assert!(fx.iter().any(
+            |e| matches!(e, Effect::Audit(f) if f.event == "remove" && f.outcome == "removed and barred")
+        ));
+        // Under any name: the key, not the name, is barred.
+        let e = enter(&mut r, "Someone Else", Role::Participant, "t").unwrap_err();
+        assert_eq!(e.code, ErrorCode::Barred);
+        assert!(enter(&mut r, "Troll", Role::Participant, "other").is_ok());
+        // A restored meeting remembers the bar.
+        let mut again = Room::restore(
+            "m1".into(),
+            "Budget".into(),
+            RoomLimits::default(),
+            RoomState {
+                barred: ["device:t".to_string()].into(),
+                ..RoomState::default()
+            },
+        );
+        assert_eq!(
+            enter(&mut again, "Troll", Role::Participant, "t")
+                .unwrap_err()
+                .code,
+            ErrorCode::Barred
+        );
+    }
+
+    #[test]
+    fn removing_without_bar_lets_them_rejoin_and_a_keyless_bar_is_reported() {
+        let now = Instant::now();
+        let mut r = room();
+        let host = enter(&mut r, "Host", Role::Host, "h").unwrap();
+        let a = enter(&mut r, "A", Role::Participant, "a").unwrap();
+        let raw = r.join(now, join_msg("Raw")).unwrap();
+        r.handle(
+            now,
+            &host,
+            C::Remove {
+                participant_id: a.0.clone(),
+                bar: false,
+            },
+        )
+        .unwrap();
+        assert!(enter(&mut r, "A", Role::Participant, "a").is_ok());
+        drain(&mut r);
+        r.handle(
+            now,
+            &host,
+            C::Remove {
+                participant_id: raw.0.clone(),
+                bar: true,
+            },
+        )
+        .unwrap();
+        let fx = drain(&mut r);
+        assert!(matches!(
+            &sent_to(&fx, &host)[0],
+            ServerMessage::Error { code: ErrorCode::Invalid, message } if message.contains("could not be barred")
+        ));
+        assert!(matches!(
+            &sent_to(&fx, &raw)[0],
+            ServerMessage::Removed { barred: false, .. }
+        ));
+        assert!(persisted(&fx).is_empty());
+    }
+
+    #[test]
+    fn co_hosts_cannot_act_on_the_host() {
+        let now = Instant::now();
+        let mut r = room();
+        let host = enter(&mut r, "Host", Role::Host, "h").unwrap();
+        let co = enter(&mut r, "Co", Role::Participant, "c").unwrap();
+        r.handle(
+            now,
+            &host,
+            C::SetRole {
+                participant_id: co.0.clone(),
+                role: Role::CoHost,
+            },
+        )
+        .unwrap();
+        publish(&mut r, &host, Source::Camera);
+        for msg in [
+            C::Remove {
+                participant_id: host.0.clone(),
+                bar: true,
+            },
+            C::MuteParticipant {
+                participant_id: host.0.clone(),
+            },
+            C::StopSource {
+                participant_id: host.0.clone(),
+                source: Source::Camera,
+            },
+            C::SetRole {
+                participant_id: host.0.clone(),
+                role: Role::Participant,
+            },
+            C::SetRole {
+                participant_id: co.0.clone(),
+                role: Role::Host,
+            },
+        ] {
+            assert_eq!(
+                r.handle(now, &co, msg.clone()).unwrap_err().code,
+                ErrorCode::Forbidden,
+                "{msg:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn granted_roles_come_back_with_the_person() {
+        let now = Instant::now();
+        let mut r = room();
+        let host = enter(&mut r, "Host", Role::Host, "h").unwrap();
+        let p = enter(&mut r, "Pat", Role::Participant, "p").unwrap();
+        drain(&mut r);
+        r.handle(
+            now,
+            &host,
+            C::SetRole {
+                participant_id: p.0.clone(),
+                role: Role::Presenter,
+            },
+        )
+        .unwrap();
+        let fx = drain(&mut r);
+        assert_eq!(
+            persisted(&fx),
+            vec![Change::Grant {
+                key: "device:p".into(),
+                role: Role::Presenter
+            }]
+        );
+        assert!(sent_to(&fx, &p)
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Permissions { .. })));
+        r.handle(now, &p, C::Leave {}).unwrap();
+        let back = enter(&mut r, "Pat", Role::Participant, "p").unwrap();
+        let fx = drain(&mut r);
+        let ServerMessage::Welcome { participants, .. } = &sent_to(&fx, &back)[0] else {
+            panic!("welcome")
+        };
+        assert_eq!(
+            participants.iter().find(|x| x.id == back.0).unwrap().role,
+            Role::Presenter
+        );
+        // A grant never lowers what credentials give: a host key stays host.
+        let mut state = RoomState::default();
+        state.grants.insert("device:h".into(), Role::Presenter);
+        let mut restored = Room::restore("m".into(), "t".into(), RoomLimits::default(), state);
+        let h = enter(&mut restored, "Host", Role::Host, "h").unwrap();
+        let fx = drain(&mut restored);
+        let ServerMessage::Welcome { permissions, .. } = &sent_to(&fx, &h)[0] else {
+            panic!("welcome")
+        };
+        assert!(permissions.host);
+    }
+
+    #[test]
+    fn a_host_stops_a_camera_or_a_screen_share() {
+        let now = Instant::now();
+        let mut r = room();
+        let host = enter(&mut r, "Host", Role::Host, "h").unwrap();
+        let g = enter(&mut r, "Guest", Role::Participant, "g").unwrap();
+        for s in [Source::Camera, Source::Screen, Source::ScreenAudio] {
+            publish(&mut r, &g, s);
+        }
+        drain(&mut r);
+        r.handle(
+            now,
+            &host,
+            C::StopSource {
+                participant_id: g.0.clone(),
+                source: Source::Screen,
+            },
+        )
+        .unwrap();
+        let fx = drain(&mut r);
+        assert_eq!(
+            media(&fx),
+            vec![
+                MediaAction::Unpublish {
+                    who: g.clone(),
+                    source: Source::Screen
+                },
+                MediaAction::Unpublish {
+                    who: g.clone(),
+                    source: Source::ScreenAudio
+                },
+            ]
+        );
+        assert!(sent_to(&fx, &g).contains(&ServerMessage::SourceStopped {
+            source: Source::Screen,
+            by: "Host".into()
+        }));
+        assert!(sent_to(&fx, &host).iter().any(|m| matches!(
+            m,
+            ServerMessage::ParticipantUpdated { participant } if participant.sources == vec![Source::Camera]
+        )));
+        assert!(fx.iter().any(
+            |e| matches!(e, Effect::Audit(f) if f.event == "stop-source" && f.detail == "source: screen")
+        ));
+        // Not a microphone (that is a mute), not something not sent, not by a guest.
+        for (who, source, code) in [
+            (&host, Source::Microphone, ErrorCode::Invalid),
+            (&host, Source::Screen, ErrorCode::WrongState),
+            (&g, Source::Camera, ErrorCode::Forbidden),
+        ] {
+            let target = if who == &g { &host } else { &g };
+            assert_eq!(
+                r.handle(
+                    now,
+                    who,
+                    C::StopSource {
+                        participant_id: target.0.clone(),
+                        source
+                    }
+                )
+                .unwrap_err()
+                .code,
+                code
+            );
+        }
+    }
+
+    #[test]
+    fn settings_changes_apply_at_once_and_are_remembered() {
+        let now = Instant::now();
+        let mut r = room();
+        let host = enter(&mut r, "Host", Role::Host, "h").unwrap();
+        let g = enter(&mut r, "Guest", Role::Participant, "g").unwrap();
+        publish(&mut r, &g, Source::Camera);
+        publish(&mut r, &g, Source::Screen);
+        drain(&mut r);
+        let strict = Settings {
+            lobby: true,
+            screen_share: Who::HostsAndPresenters,
+            chat: Who::Hosts,
+            guest_cameras: false,
+            ..Settings::default()
+        };
+        assert_eq!(
+            r.handle(
+                now,
+                &g,
+                C::UpdateSettings {
+                    settings: strict.clone()
+                }
+            )
+            .unwrap_err()
+            .code,
+            ErrorCode::Forbidden
+        );
+        r.handle(
+            now,
+            &host,
+            C::UpdateSettings {
+                settings: strict.clone(),
+            },
+        )
+        .unwrap();
+        let fx = drain(&mut r);
+        assert_eq!(persisted(&fx), vec![Change::Settings(strict.clone())]);
+        let to_guest = sent_to(&fx, &g);
+        assert!(to_guest.contains(&ServerMessage::SettingsUpdated {
+            settings: strict.clone()
+        }));
+        // Their camera and screen stop now; they are told why they cannot restart them.
+        assert_eq!(media(&fx).len(), 2, "{:?}", media(&fx));
+        let Some(ServerMessage::Permissions { permissions }) = to_guest
+            .iter()
+            .rev()
+            .find(|m| matches!(m, ServerMessage::Permissions { .. }))
+        else {
+            panic!("permissions")
+        };
+        assert!(permissions.camera.is_some() && permissions.chat.is_some());
+        let audit = fx
+            .iter()
+            .find_map(|e| match e {
+                Effect::Audit(f) if f.event == "settings" => Some(f.detail.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert!(audit.contains("lobby: false -> true"), "{audit}");
+        assert!(audit.contains("chat: \"everyone\" -> \"hosts\""), "{audit}");
+        assert_eq!(
+            r.handle(now, &g, C::Chat { text: "hi".into() })
+                .unwrap_err()
+                .code,
+            ErrorCode::Forbidden
+        );
+        // The lobby applies to newcomers; switching it off lets them all in.
+        let w = enter(&mut r, "Waiting", Role::Participant, "w").unwrap();
+        drain(&mut r);
+        r.handle(
+            now,
+            &host,
+            C::UpdateSettings {
+                settings: Settings {
+                    lobby: false,
+                    ..strict.clone()
+                },
+            },
+        )
+        .unwrap();
+        let fx = drain(&mut r);
+        assert!(matches!(
+            &sent_to(&fx, &w)[0],
+            ServerMessage::Welcome { .. }
+        ));
+        // Nonsense limits are refused.
+        assert_eq!(
+            r.handle(
+                now,
+                &host,
+                C::UpdateSettings {
+                    settings: Settings {
+                        max_participants: 0,
+                        ..strict
+                    }
+                }
+            )
+            .unwrap_err()
+            .code,
+            ErrorCode::Invalid
+        );
+    }
+
+    #[test]
+    fn lock_is_remembered() {
+        let now = Instant::now();
+        let mut r = room();
+        let host = enter(&mut r, "Host", Role::Host, "h").unwrap();
+        drain(&mut r);
+        r.handle(now, &host, C::Lock { locked: true }).unwrap();
+        assert_eq!(persisted(&drain(&mut r)), vec![Change::Locked(true)]);
+        let mut restored = Room::restore(
+            "m".into(),
+            "t".into(),
+            RoomLimits::default(),
+            RoomState {
+                locked: true,
+                ..RoomState::default()
+            },
+        );
+        assert_eq!(
+            enter(&mut restored, "New", Role::Participant, "n")
+                .unwrap_err()
+                .code,
+            ErrorCode::Locked
+        );
+        assert!(enter(&mut restored, "Host", Role::Host, "h").is_ok());
     }
 }
