@@ -32,8 +32,12 @@ let joinClickedAt = 0;
 let firstFrameReported = false;
 let unreadChat = 0;
 let meetingLocked = false;
-/** A host muted us and the meeting's settings do not let us unmute. */
-let mutedByHostNoUnmute = false;
+/** What we may not do now, each with its reason (null when allowed); from the server. */
+let permissions = { camera: null, screenShare: null, unmute: null, chat: null, host: false };
+/** The meeting's settings, as hosts last set them. */
+let settings = null;
+/** Whom the remove dialog is about. */
+let removing = { id: '', name: '' };
 
 // ---------- pre-join ----------
 
@@ -190,6 +194,8 @@ function onMessage(msg) {
       $('meeting').hidden = false;
       me = msg.participantId;
       meetingLocked = msg.meeting.locked;
+      permissions = msg.permissions;
+      settings = msg.settings;
       participants.clear();
       for (const p of msg.participants) participants.set(p.id, p);
       call?.close();
@@ -204,6 +210,7 @@ function onMessage(msg) {
       for (const s of mine) if (!want.includes(s)) send({ type: 'unpublish', source: s });
       for (const s of want) send({ type: 'publish', source: s });
       if (local.micMuted && want.includes('microphone')) send({ type: 'mute', source: 'microphone', muted: true });
+      updateControls();
       $('chat-log').replaceChildren();
       for (const m of msg.chat) addChat(m);
       setStatus('');
@@ -244,15 +251,38 @@ function onMessage(msg) {
       meetingLocked = msg.meeting.locked;
       renderPeople();
       break;
+    case 'permissions':
+      permissions = msg.permissions;
+      updateControls();
+      renderPeople();
+      break;
+    case 'settings-updated':
+      settings = msg.settings;
+      break;
+    case 'source-stopped':
+      // The server already stopped forwarding it; stop capturing too.
+      if (msg.source === 'camera') {
+        local.cameraOn = false;
+        local.camera?.stop();
+        local.camera = null;
+        setStatus(`${msg.by} stopped your camera.`, true);
+      } else {
+        stopShare(false);
+        setStatus(`${msg.by} stopped your screen share.`, true);
+      }
+      updateControls();
+      render();
+      break;
     case 'muted-by-host':
       local.micMuted = true;
       if (local.mic) local.mic.enabled = false;
-      mutedByHostNoUnmute = !msg.mayUnmute;
       setStatus(msg.mayUnmute ? `${msg.by} muted you.` : `${msg.by} muted you. Only hosts can unmute you in this meeting.`, true);
       updateControls();
       break;
     case 'removed':
-      endSession(`${msg.by} removed you from the meeting.`);
+      endSession(msg.barred
+        ? `${msg.by} removed you from the meeting. You cannot rejoin it.`
+        : `${msg.by} removed you from the meeting.`);
       break;
     case 'ended':
       endSession(`${msg.by} ended the meeting for everyone.`);
@@ -437,20 +467,51 @@ function renderPeople() {
     label.textContent = bits.length ? `${p.name} (${bits.join(', ')})` : p.name;
     li.append(label);
     li.dataset.id = id;
-    if (amHost() && id !== me) {
-      const promote = p.role === 'participant' || p.role === 'presenter';
-      li.append(personButton(promote ? 'Make co-host' : 'Make participant', `${promote ? 'Make co-host' : 'Make participant'}: ${p.name}`,
-        () => send({ type: 'set-role', participantId: id, role: promote ? 'co-host' : 'participant' })));
+    // Co-hosts act on everyone but the host; only the host makes hosts.
+    const myRole = participants.get(me)?.role;
+    if (amHost() && id !== me && (p.role !== 'host' || myRole === 'host')) {
+      li.append(roleSelect(id, p, myRole === 'host'));
       if (p.sources.includes('microphone') && !p.muted.includes('microphone')) {
         li.append(personButton('Mute', `Mute ${p.name}`, () => send({ type: 'mute-participant', participantId: id })));
       }
+      if (p.sources.includes('camera')) {
+        li.append(personButton('Stop camera', `Stop the camera of ${p.name}`, () => send({ type: 'stop-source', participantId: id, source: 'camera' })));
+      }
+      if (p.sources.includes('screen')) {
+        li.append(personButton('Stop sharing', `Stop the screen share of ${p.name}`, () => send({ type: 'stop-source', participantId: id, source: 'screen' })));
+      }
       li.append(personButton('Remove', `Remove ${p.name}`, () => {
-        if (confirm(`Remove ${p.name} from the meeting?`)) send({ type: 'remove', participantId: id });
+        removing = { id, name: p.name };
+        $('remove-name').textContent = p.name;
+        $('remove-bar').checked = false;
+        $('remove-dialog').showModal();
       }));
     }
     list.append(li);
   }
   $('people-count').textContent = String(participants.size);
+}
+
+/** A role picker for one person (hosts only). */
+function roleSelect(id, p, canMakeHost) {
+  const select = document.createElement('select');
+  select.setAttribute('aria-label', `Role of ${p.name}`);
+  const roles = [['participant', 'Participant'], ['presenter', 'Presenter'], ['co-host', 'Co-host']];
+  if (canMakeHost) roles.push(['host', 'Host']);
+  for (const [value, label] of roles) select.add(new Option(label, value, false, p.role === value));
+  select.addEventListener('change', () => send({ type: 'set-role', participantId: id, role: select.value }));
+  return select;
+}
+
+function openSettings() {
+  if (!settings) return;
+  $('set-lobby').checked = settings.lobby;
+  $('set-screen').value = settings.screenShare;
+  $('set-unmute').value = settings.unmute;
+  $('set-chat').value = settings.chat;
+  $('set-cameras').checked = settings.guestCameras;
+  $('set-max').value = String(settings.maxParticipants);
+  $('settings-dialog').showModal();
 }
 
 function addChat(m) {
@@ -469,19 +530,44 @@ function addChat(m) {
   li.scrollIntoView({ block: 'end' });
 }
 
+/** Turn a control off (or on) and say why next to it. */
+function restrict(el, reason) {
+  el.disabled = !!reason;
+  el.title = reason || '';
+  if (reason) el.setAttribute('aria-describedby', 'restrictions'); else el.removeAttribute('aria-describedby');
+}
+
 function updateControls() {
   const mic = $('mic-btn');
-  mic.disabled = !local.mic || mutedByHostNoUnmute;
-  mic.title = !local.mic ? 'No microphone available' : mutedByHostNoUnmute ? 'A host muted you; only hosts can unmute you in this meeting' : '';
+  // Muting is always allowed; unmuting may not be, after a host mute.
+  restrict(mic, !local.mic ? 'No microphone available' : local.micMuted ? permissions.unmute : null);
   mic.textContent = local.micMuted ? 'Unmute' : 'Mute';
   mic.setAttribute('aria-pressed', String(local.micMuted));
   const cam = $('cam-btn');
+  restrict(cam, local.cameraOn ? null : permissions.camera);
   cam.textContent = local.cameraOn ? 'Stop camera' : 'Start camera';
   cam.setAttribute('aria-pressed', String(!local.cameraOn));
   const share = $('share-btn');
-  share.disabled = !navigator.mediaDevices?.getDisplayMedia;
+  restrict(share, !navigator.mediaDevices?.getDisplayMedia ? 'This browser cannot share a screen'
+    : local.screen ? null : permissions.screenShare);
   share.textContent = local.screen ? 'Stop sharing' : 'Share screen';
   share.setAttribute('aria-pressed', String(!!local.screen));
+  restrict($('chat-input'), permissions.chat);
+  restrict($('chat-send'), permissions.chat);
+  $('chat-why').textContent = permissions.chat ? `You cannot chat: ${permissions.chat}.` : '';
+  $('chat-why').hidden = !permissions.chat;
+  const reasons = [
+    ['Unmute', local.micMuted ? permissions.unmute : null],
+    ['Camera', local.cameraOn ? null : permissions.camera],
+    ['Screen sharing', local.screen ? null : permissions.screenShare],
+    ['Chat', permissions.chat],
+  ].filter(([, why]) => why);
+  $('restrictions').replaceChildren(...reasons.map(([what, why]) => {
+    const li = document.createElement('li');
+    li.textContent = `${what}: ${why}.`;
+    return li;
+  }));
+  $('restrictions').hidden = reasons.length === 0;
   $('chat-badge').hidden = unreadChat === 0;
   $('chat-badge').textContent = unreadChat ? `${unreadChat} new` : '';
 }
@@ -526,20 +612,23 @@ async function toggleShare() {
     if (!(e instanceof DOMException && e.name === 'NotAllowedError')) setStatus(`Cannot share the screen: ${e instanceof Error ? e.message : e}`, true);
     return;
   }
-  local.screen.getVideoTracks()[0]?.addEventListener('ended', stopShare);
+  local.screen.getVideoTracks()[0]?.addEventListener('ended', () => stopShare());
   send({ type: 'publish', source: 'screen' });
   if (local.screen.getAudioTracks()[0]) send({ type: 'publish', source: 'screen-audio' });
   updateControls();
   render();
 }
 
-function stopShare() {
+/** @param {boolean} [tellServer] false when the server stopped it already */
+function stopShare(tellServer = true) {
   if (!local.screen) return;
   const hadAudio = local.screen.getAudioTracks().length > 0;
   for (const t of local.screen.getTracks()) t.stop();
   local.screen = null;
-  send({ type: 'unpublish', source: 'screen' });
-  if (hadAudio) send({ type: 'unpublish', source: 'screen-audio' });
+  if (tellServer) {
+    send({ type: 'unpublish', source: 'screen' });
+    if (hadAudio) send({ type: 'unpublish', source: 'screen-audio' });
+  }
   updateControls();
   render();
 }
@@ -589,6 +678,25 @@ function wireControls() {
   $('lock-btn').addEventListener('click', () => send({ type: 'lock', locked: !meetingLocked }));
   $('admit-all').addEventListener('click', () => send({ type: 'admit-all' }));
   $('mute-all-btn').addEventListener('click', () => send({ type: 'mute-all' }));
+  $('settings-btn').addEventListener('click', openSettings);
+  $('settings-cancel').addEventListener('click', () => $('settings-dialog').close());
+  $('settings-form').addEventListener('submit', () => {
+    send({
+      type: 'update-settings',
+      settings: {
+        lobby: $('set-lobby').checked,
+        screenShare: $('set-screen').value,
+        unmute: $('set-unmute').value,
+        chat: $('set-chat').value,
+        guestCameras: $('set-cameras').checked,
+        maxParticipants: Number($('set-max').value),
+      },
+    });
+  });
+  $('remove-cancel').addEventListener('click', () => $('remove-dialog').close());
+  $('remove-form').addEventListener('submit', () => {
+    send({ type: 'remove', participantId: removing.id, bar: $('remove-bar').checked });
+  });
   $('lobby-leave').addEventListener('click', () => { $('lobby').hidden = true; leave(); });
   $('end-btn').addEventListener('click', () => {
     if (confirm('End the meeting for everyone?')) send({ type: 'end' });

@@ -73,29 +73,52 @@ test('host link and passcode', async () => {
   await until('the guest shown muted', async () => (await peopleNames(host.page)).some((n) => n.startsWith('Gus') && n.includes('microphone off')));
   assert.equal(await guest.page.getByRole('button', { name: 'Unmute' }).isEnabled(), true, 'unmuting is allowed by default');
 
-  // The host removes the guest, who is told and not brought back.
-  host.page.on('dialog', (d) => d.accept());
+  // The host turns chat off for participants: the guest's chat is disabled, with the reason.
+  await host.page.getByRole('button', { name: 'Settings' }).click();
+  await host.page.getByLabel('Who may chat').selectOption('hosts');
+  await host.page.getByRole('button', { name: 'Save settings' }).click();
+  await guest.page.getByRole('button', { name: 'Chat' }).click();
+  await guest.page.getByText('You cannot chat: chat is turned off for you in this meeting.').waitFor();
+  assert.equal(await guest.page.getByLabel('Message').isDisabled(), true);
+
+  // The host stops the guest's camera: the guest is told, and the others no longer see it.
+  await host.page.getByRole('button', { name: 'Stop the camera of Gus (guest)' }).click();
+  await guest.page.getByText('Hana (host) stopped your camera.').waitFor();
+  await guest.page.getByRole('button', { name: 'Start camera' }).waitFor();
+  await until('the guest shown without camera', async () => (await peopleNames(host.page)).some((n) => n.startsWith('Gus') && n.includes('camera off')));
+
+  // The host removes the guest and bars them: told, gone, and unable to come back.
   await host.page.getByRole('button', { name: 'Remove Gus (guest)' }).click();
-  await guest.page.getByText('Hana (host) removed you from the meeting.').waitFor();
+  await host.page.getByLabel('Do not let them rejoin this meeting').check();
+  await host.page.getByRole('dialog').getByRole('button', { name: 'Remove' }).click();
+  await guest.page.getByText('Hana (host) removed you from the meeting. You cannot rejoin it.').waitFor();
   await until('the guest gone', async () => (await peopleNames(host.page)).length === 1);
   await new Promise((r) => setTimeout(r, 1500));
   assert.equal((await peopleNames(host.page)).length, 1, 'the removed guest did not reconnect');
+  await guest.page.goto(link);
+  await guest.page.getByLabel('Your name').fill('Gus under another name');
+  await guest.page.getByLabel('Meeting passcode').fill('blue 4711');
+  await guest.page.getByRole('button', { name: 'Join meeting' }).click();
+  await guest.page.getByText('a host removed you from this meeting; you cannot rejoin it').waitFor();
 
   // Locked: a newcomer with the right passcode is turned away.
+  const newcomer = await launchPerson();
+  people.push(newcomer);
   await host.page.getByRole('button', { name: 'Lock meeting' }).click();
   await host.page.getByText('Locked', { exact: true }).waitFor();
-  await guest.page.goto(link);
-  await guest.page.getByLabel('Your name').fill('Gus again');
-  await guest.page.getByLabel('Meeting passcode').fill('blue 4711');
-  await guest.page.getByRole('button', { name: 'Join meeting' }).click();
-  await guest.page.getByText('this meeting is locked').waitFor();
+  await newcomer.page.goto(link);
+  await newcomer.page.getByLabel('Your name').fill('Lee');
+  await newcomer.page.getByLabel('Meeting passcode').fill('blue 4711');
+  await newcomer.page.getByRole('button', { name: 'Join meeting' }).click();
+  await newcomer.page.getByText('this meeting is locked').waitFor();
 
   // Ending: the meeting closes for the host too, and no one gets in afterwards.
+  host.page.on('dialog', (d) => d.accept());
   await host.page.getByRole('button', { name: 'End meeting for all' }).click();
   await host.page.getByText('Hana (host) ended the meeting for everyone.').waitFor();
-  await guest.page.reload();
-  await guest.page.getByLabel('Your name').fill('Gus once more');
-  await guest.page.getByLabel('Meeting passcode').fill('blue 4711');
-  await guest.page.getByRole('button', { name: 'Join meeting' }).click();
-  await guest.page.getByText('this meeting has ended').waitFor();
+  await newcomer.page.reload();
+  await newcomer.page.getByLabel('Your name').fill('Lee once more');
+  await newcomer.page.getByLabel('Meeting passcode').fill('blue 4711');
+  await newcomer.page.getByRole('button', { name: 'Join meeting' }).click();
+  await newcomer.page.getByText('this meeting has ended').waitFor();
 });
