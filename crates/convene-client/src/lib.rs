@@ -91,6 +91,8 @@ pub struct Client {
     /// Every server message, in order, for assertions.
     pub log: Vec<Value>,
     pub offers: u64,
+    /// Waiting in the lobby (joined, not yet admitted).
+    pub in_lobby: bool,
     slots: HashMap<Mid, SlotInfo>,
     ssrc_mid: HashMap<str0m::rtp::Ssrc, Mid>,
     /// (participant id, source) → what arrived.
@@ -218,6 +220,7 @@ impl Client {
             left: Vec::new(),
             log: Vec::new(),
             offers: 0,
+            in_lobby: false,
             slots: HashMap::new(),
             ssrc_mid: HashMap::new(),
             received: BTreeMap::new(),
@@ -243,10 +246,10 @@ impl Client {
         c.send(join).await?;
         let ok = c
             .run_until(Duration::from_secs(5), |c| {
-                !c.participant_id.is_empty() || !c.errors.is_empty()
+                !c.participant_id.is_empty() || c.in_lobby || !c.errors.is_empty()
             })
             .await;
-        if !ok || c.participant_id.is_empty() {
+        if !ok || (c.participant_id.is_empty() && !c.in_lobby) {
             return Err(format!("join failed: {:?}", c.errors));
         }
         Ok(c)
@@ -533,7 +536,9 @@ impl Client {
     async fn on_message(&mut self, v: Value) {
         self.log.push(v.clone());
         match v["type"].as_str().unwrap_or("") {
+            "lobby" => self.in_lobby = true,
             "welcome" => {
+                self.in_lobby = false;
                 self.participant_id = v["participantId"].as_str().unwrap_or("").to_string();
                 self.resume_token = v["resumeToken"].as_str().unwrap_or("").to_string();
                 self.meeting_title = v["meeting"]["title"].as_str().unwrap_or("").to_string();

@@ -269,3 +269,130 @@ async fn a_restart_keeps_lock_settings_roles_and_bars() {
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forbidden_requests_get_errors_and_their_media_reaches_no_one() {
+    let server = common::server().await;
+    let (id, key) = create(
+        &server,
+        json!({"title": "Strict", "settings": {"lobby": true, "unmute": "hosts"}}),
+    )
+    .await;
+    let url = server.url.clone();
+    let mut host = Client::join_with(&url, &id, "Hana", as_host(&key, 1))
+        .await
+        .unwrap();
+    host.publish("microphone", 0).await.unwrap();
+    host.publish("camera", 300).await.unwrap();
+
+    // Someone waiting in the lobby may not publish, chat or act, and sees nothing.
+    let mut waiter = Client::join_with(&url, &id, "Wes", as_device(2))
+        .await
+        .unwrap();
+    assert!(waiter.in_lobby);
+    for msg in [
+        json!({"type": "publish", "source": "camera"}),
+        json!({"type": "chat", "text": "let me in"}),
+        json!({"type": "admit", "participantId": "p2"}),
+        json!({"type": "lock", "locked": true}),
+    ] {
+        waiter.send(msg).await.unwrap();
+    }
+    host.chat("agenda item 1").await.unwrap();
+    let d = Duration::from_secs(2);
+    tokio::join!(
+        host.run_until(d, |_| false),
+        waiter.run_until(d, |c| c.errors.len() >= 4)
+    );
+    assert_eq!(waiter.errors.len(), 4, "{:?}", waiter.errors);
+    assert!(waiter
+        .errors
+        .iter()
+        .all(|e| e["code"] == "wrong-state" && e["message"] == "you are waiting in the lobby"));
+    assert!(waiter.participants.is_empty() && waiter.chat.is_empty());
+    assert_eq!(waiter.offers, 0, "no media connection while waiting");
+
+    // An admitted guest whom the host mutes may not unmute (only hosts may here),
+    // and may not act as a host.
+    let mut gus = Client::join_with(&url, &id, "Gus", as_device(3))
+        .await
+        .unwrap();
+    assert!(
+        host.run_until(Duration::from_secs(3), |c| c.log.iter().any(|m| m["type"]
+            == "lobby-updated"
+            && m["waiting"].as_array().unwrap().len() == 2))
+            .await
+    );
+    let gus_id = host
+        .log
+        .iter()
+        .rev()
+        .find(|m| m["type"] == "lobby-updated")
+        .and_then(|m| {
+            m["waiting"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|w| w["name"] == "Gus")
+                .map(|w| w["id"].as_str().unwrap().to_string())
+        })
+        .unwrap();
+    host.send(json!({"type": "admit", "participantId": gus_id}))
+        .await
+        .unwrap();
+    assert!(
+        gus.run_until(Duration::from_secs(3), |c| !c.participant_id.is_empty())
+            .await
+    );
+    gus.publish("microphone", 0).await.unwrap();
+    let audio = |c: &Client| c.received_from(&gus_id, "microphone").packets;
+    let d = Duration::from_secs(2);
+    tokio::join!(gus.run_until(d, |_| false), host.run_until(d, |_| false));
+    assert!(audio(&host) > 20, "the guest is heard before the mute");
+    host.send(json!({"type": "mute-participant", "participantId": gus_id}))
+        .await
+        .unwrap();
+    assert!(
+        gus.run_until(Duration::from_secs(3), |c| c
+            .log
+            .iter()
+            .any(|m| m["type"] == "muted-by-host" && m["mayUnmute"] == false))
+            .await
+    );
+    gus.errors.clear();
+    for msg in [
+        json!({"type": "mute", "source": "microphone", "muted": false}),
+        json!({"type": "remove", "participantId": host.participant_id}),
+        json!({"type": "lock", "locked": true}),
+        json!({"type": "mute-all"}),
+        json!({"type": "set-role", "participantId": gus_id, "role": "host"}),
+        json!({"type": "end"}),
+    ] {
+        gus.send(msg).await.unwrap();
+    }
+    let d = Duration::from_secs(1);
+    tokio::join!(
+        gus.run_until(d, |c| c.errors.len() >= 6),
+        host.run_until(d, |_| false)
+    );
+    assert_eq!(gus.errors.len(), 6, "{:?}", gus.errors);
+    assert!(gus.errors.iter().all(|e| e["code"] == "forbidden"));
+    assert!(gus.errors[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("ask a host to unmute you"));
+    // Gus's client keeps sending audio regardless: none of it is forwarded.
+    let at_mute = audio(&host);
+    let d = Duration::from_secs(2);
+    tokio::join!(gus.run_until(d, |_| false), host.run_until(d, |_| false));
+    assert!(audio(&host) <= at_mute + 2, "{at_mute} -> {}", audio(&host));
+    // Nothing changed: the host is still here, the meeting open, the waiter waiting.
+    assert_eq!(gus.participants.len(), 2);
+    assert!(!host.log.iter().any(|m| m["type"] == "meeting-updated"));
+    assert_eq!(gus.participants[&gus_id]["role"], "participant");
+    waiter
+        .run_until(Duration::from_millis(200), |_| false)
+        .await;
+    assert!(waiter.received.is_empty() && waiter.participants.is_empty());
+    server.shutdown().await;
+}
