@@ -12,6 +12,8 @@ const link = /** @type {HTMLInputElement} */ (document.getElementById('join-link
 const copy = /** @type {HTMLButtonElement} */ (document.getElementById('copy'));
 const open = /** @type {HTMLAnchorElement} */ (document.getElementById('open'));
 
+const field = (/** @type {string} */ id) => /** @type {any} */ (document.getElementById(id));
+
 form.addEventListener('submit', async (event) => {
   event.preventDefault();
   error.hidden = true;
@@ -22,7 +24,14 @@ form.addEventListener('submit', async (event) => {
       body: JSON.stringify({
         title: title.value,
         passcode: passcode.value || undefined,
-        settings: { lobby: /** @type {HTMLInputElement} */ (document.getElementById('lobby')).checked },
+        settings: {
+          lobby: field('lobby').checked,
+          screenShare: field('screen-share').value,
+          unmute: field('unmute').value,
+          chat: field('chat').value,
+          guestCameras: field('guest-cameras').checked,
+          maxParticipants: Number(field('max-participants').value),
+        },
       }),
     });
     const body = await res.json();
