@@ -519,15 +519,11 @@ impl Room {
         by: &str,
         settings: Settings,
     ) -> Result<(), RoomError> {
-        if settings.max_participants == 0
-            || settings.max_participants > self.limits.max_participants
-        {
+        // Above the server's own limit is allowed: that limit applies anyway.
+        if settings.max_participants == 0 {
             return Err(err(
                 ErrorCode::Invalid,
-                format!(
-                    "the participant limit must be between 1 and {}",
-                    self.limits.max_participants
-                ),
+                "the participant limit must be at least 1",
             ));
         }
         if settings == self.settings {
