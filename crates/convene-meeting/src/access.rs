@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::identity::LobbyBypass;
 use crate::protocol::{Permissions, Source};
 
 /// Roles, most powerful first.
@@ -56,6 +57,12 @@ pub struct Settings {
     /// Whether participants who are not hosts or presenters may send video.
     pub guest_cameras: bool,
     pub max_participants: usize,
+    /// With the lobby on, who goes straight in by their verified identity.
+    pub lobby_bypass: LobbyBypass,
+    /// Whether unverified guests may join at all.
+    pub guests_allowed: bool,
+    /// Whether members and partners must have signed in with more than one factor.
+    pub require_mfa: bool,
 }
 
 impl Default for Settings {
@@ -67,6 +74,9 @@ impl Default for Settings {
             chat: Who::Everyone,
             guest_cameras: true,
             max_participants: 100,
+            lobby_bypass: LobbyBypass::Nobody,
+            guests_allowed: true,
+            require_mfa: false,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! for the SFU. The server edge carries them out.
 
 pub mod access;
+pub mod identity;
 pub mod passcode;
 pub mod protocol;
 mod room;

@@ -157,6 +157,7 @@ pub struct ParticipantInfo {
     /// False while the participant's connection is lost and may come back.
     pub connected: bool,
     pub role: crate::access::Role,
+    pub identity: crate::identity::Verification,
 }
 
 /// A person waiting in the lobby, as hosts see them.
@@ -164,8 +165,9 @@ pub struct ParticipantInfo {
 #[serde(rename_all = "camelCase")]
 pub struct Waiting {
     pub id: String,
-    /// Self-declared.
+    /// Self-declared for guests; from their organisation for members and partners.
     pub name: String,
+    pub identity: crate::identity::Verification,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -177,6 +179,7 @@ pub struct ChatMessage {
     pub text: String,
     /// Milliseconds since the Unix epoch, by the server's clock.
     pub sent_at: u64,
+    pub identity: crate::identity::Verification,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -241,6 +244,10 @@ pub enum ErrorCode {
     Locked,
     /// A host removed this person and barred them from rejoining.
     Barred,
+    /// The meeting admits only people verified by their organisation's sign-in.
+    VerificationRequired,
+    /// The meeting needs members and partners to sign in with more than one factor.
+    MfaRequired,
     /// The meeting has ended.
     Ended,
     NotFound,

@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::access::{self, Action, Role, Settings};
+use crate::identity::{Identity, Level, Verification};
 use crate::protocol::{
     ChatMessage, ClientMessage, ErrorCode, LeaveReason, MeetingInfo, ParticipantInfo, Permissions,
     ServerMessage, Source, Waiting, PROTOCOL_VERSION,
@@ -115,9 +116,11 @@ pub struct RoomState {
 pub struct Entrant {
     /// The role their credentials give (a valid host key makes a host).
     pub role: Role,
-    /// What recognises this person again (a browser's device cookie, hashed):
-    /// role grants and bars attach to it. `None` for clients without one.
+    /// What recognises this person again (their verified account, or else a
+    /// browser's device cookie; hashed): role grants and bars attach to it.
+    /// `None` for clients without either.
     pub key: Option<String>,
+    pub identity: Identity,
 }
 
 impl Entrant {
@@ -125,6 +128,7 @@ impl Entrant {
         Entrant {
             role: Role::Participant,
             key: None,
+            identity: Identity::guest(),
         }
     }
 }
@@ -167,6 +171,7 @@ struct Participant {
     name: String,
     role: Role,
     key: Option<String>,
+    identity: Identity,
     /// False while waiting in the lobby: such a person gets no media, chat or list.
     admitted: bool,
     /// A host muted their microphone; it stays unforwarded until they may unmute.
@@ -267,7 +272,14 @@ impl Room {
         msg: ClientMessage,
         role: Role,
     ) -> Result<ParticipantId, RoomError> {
-        self.enter(now, msg, Entrant { role, key: None })
+        self.enter(
+            now,
+            msg,
+            Entrant {
+                role,
+                ..Entrant::participant()
+            },
+        )
     }
 
     /// Join as the person the edge recognised: their credentials' role, or a
@@ -339,6 +351,9 @@ impl Room {
                 "a host removed you from this meeting; you cannot rejoin it",
             ));
         }
+        if !role.is_host() {
+            self.meets_rules(&entrant.identity)?;
+        }
         // Hosts, and those a host made co-host, still get into a locked meeting.
         if self.info.locked && !role.is_host() {
             return Err(err(
@@ -346,7 +361,14 @@ impl Room {
                 "this meeting is locked: no one new can join",
             ));
         }
-        let name = clean_name(&name, self.limits.max_name_chars)?;
+        // Verified people go by the name their organisation gives them.
+        let name = match &entrant.identity.name {
+            Some(verified) if entrant.identity.is_verified() => {
+                clean_name(verified, self.limits.max_name_chars)
+                    .or_else(|_| clean_name(&name, self.limits.max_name_chars))?
+            }
+            _ => clean_name(&name, self.limits.max_name_chars)?,
+        };
         if self.participants.len()
             >= self
                 .limits
@@ -363,7 +385,10 @@ impl Room {
                 name,
                 role,
                 key: entrant.key,
-                admitted: !self.settings.lobby || role.is_host(),
+                admitted: !self.settings.lobby
+                    || role.is_host()
+                    || self.settings.lobby_bypass.lets_in(entrant.identity.level),
+                identity: entrant.identity,
                 muted_by_host: false,
                 resume_token: random_token(),
                 away_since: None,
@@ -371,20 +396,15 @@ impl Room {
                 muted: BTreeSet::new(),
             },
         );
-        let name = self.participants[&id].name.clone();
-        if !self.participants[&id].admitted {
-            self.audit(
-                "join",
-                &id,
-                &id,
-                "waiting in lobby",
-                format!("name: {name}"),
-            );
+        let p = &self.participants[&id];
+        let name = format!("name: {}; identity: {}", p.name, p.identity.describe());
+        if !p.admitted {
+            self.audit("join", &id, &id, "waiting in lobby", name);
             self.send_lobby(&id);
             self.notify_hosts();
             return Ok(id);
         }
-        self.audit("join", &id, &id, "admitted", format!("name: {name}"));
+        self.audit("join", &id, &id, "admitted", name);
         self.let_in(&id);
         if role.is_host() {
             self.lobby_changed(); // a host arrived: show them the lobby, tell those waiting
@@ -441,6 +461,7 @@ impl Room {
             .map(|(id, p)| Waiting {
                 id: id.0.clone(),
                 name: p.name.clone(),
+                identity: Verification::of(&p.identity),
             })
             .collect();
         let hosts: Vec<ParticipantId> = self
@@ -557,9 +578,17 @@ impl Room {
             }
             self.send_permissions(id);
         }
-        if !self.settings.lobby {
-            // No lobby any more: everyone waiting comes in.
-            for w in self.waiting_ids() {
+        // No lobby any more, or one that now lets some people straight in: they
+        // come in.
+        let lobby = self.settings.lobby;
+        let bypass = self.settings.lobby_bypass;
+        let admit: Vec<ParticipantId> = self
+            .waiting_ids()
+            .into_iter()
+            .filter(|w| !lobby || bypass.lets_in(self.participants[w].identity.level))
+            .collect();
+        if !admit.is_empty() {
+            for w in admit {
                 self.decide(host, &w, true)?;
             }
             self.notify_hosts();
@@ -771,6 +800,7 @@ impl Room {
                     name: p.name.clone(),
                     text: text.to_string(),
                     sent_at: unix_millis(),
+                    identity: Verification::of(&p.identity).public(),
                 };
                 self.next_chat += 1;
                 if self.chat.len() >= self.limits.chat_history {
@@ -1110,7 +1140,25 @@ impl Room {
             muted: p.muted.iter().copied().collect(),
             connected: p.away_since.is_none(),
             role: p.role,
+            identity: Verification::of(&p.identity),
         }
+    }
+
+    /// The meeting's rules on identity: guests allowed or not, MFA required or not.
+    fn meets_rules(&self, identity: &Identity) -> Result<(), RoomError> {
+        if identity.level == Level::Guest && !self.settings.guests_allowed {
+            return Err(err(
+                ErrorCode::VerificationRequired,
+                "this meeting is only for people who sign in with their organisation's account",
+            ));
+        }
+        if identity.is_verified() && self.settings.require_mfa && !identity.mfa {
+            return Err(err(
+                ErrorCode::MfaRequired,
+                "this meeting needs a sign-in with a second factor (such as a security key or code): sign in again using one",
+            ));
+        }
+        Ok(())
     }
 
     fn broadcast_update(&mut self, id: &ParticipantId) {
@@ -1119,6 +1167,11 @@ impl Room {
     }
 
     fn send(&mut self, to: &ParticipantId, message: ServerMessage) {
+        let host = self
+            .participants
+            .get(to)
+            .is_some_and(|p| p.admitted && p.role.is_host());
+        let message = if host { message } else { for_non_host(message) };
         self.effects.push_back(Effect::Send {
             to: to.clone(),
             message,
@@ -1144,6 +1197,42 @@ impl Room {
         for id in to {
             self.send(&id, message.clone());
         }
+    }
+}
+
+/// Only hosts learn who signed in with more than one factor.
+fn for_non_host(message: ServerMessage) -> ServerMessage {
+    let strip = |mut p: ParticipantInfo| {
+        p.identity = p.identity.public();
+        p
+    };
+    match message {
+        ServerMessage::Welcome {
+            protocol,
+            participant_id,
+            resume_token,
+            meeting,
+            participants,
+            chat,
+            settings,
+            permissions,
+        } => ServerMessage::Welcome {
+            protocol,
+            participant_id,
+            resume_token,
+            meeting,
+            participants: participants.into_iter().map(strip).collect(),
+            chat,
+            settings,
+            permissions,
+        },
+        ServerMessage::ParticipantJoined { participant } => ServerMessage::ParticipantJoined {
+            participant: strip(participant),
+        },
+        ServerMessage::ParticipantUpdated { participant } => ServerMessage::ParticipantUpdated {
+            participant: strip(participant),
+        },
+        other => other,
     }
 }
 

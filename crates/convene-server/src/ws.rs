@@ -267,6 +267,7 @@ pub async fn run(
             entrant: Entrant {
                 role,
                 key: person.clone(),
+                identity: convene_meeting::identity::Identity::guest(),
             },
             out: out_tx.clone(),
             socket: socket_id,

@@ -938,7 +938,11 @@ mod host_controls {
         r.enter(
             Instant::now(),
             join_msg(name),
-            Entrant { role, key: key(k) },
+            Entrant {
+                role,
+                key: key(k),
+                identity: crate::identity::Identity::guest(),
+            },
         )
     }
 
@@ -1339,5 +1343,165 @@ mod host_controls {
             ErrorCode::Locked
         );
         assert!(enter(&mut restored, "Host", Role::Host, "h").is_ok());
+    }
+}
+
+mod identities {
+    use super::*;
+    use crate::access::{Role, Settings};
+    use crate::identity::{Identity, Level, LobbyBypass};
+
+    fn verified(level: Level, org: &str, name: &str, mfa: bool) -> Identity {
+        Identity {
+            level,
+            organisation: Some(org.into()),
+            name: Some(name.into()),
+            mfa,
+            subject: Some(format!("{}@{}", name.to_lowercase(), org.to_lowercase())),
+        }
+    }
+
+    fn come(r: &mut Room, typed: &str, identity: Identity) -> Result<ParticipantId, RoomError> {
+        r.enter(
+            Instant::now(),
+            join_msg(typed),
+            Entrant {
+                role: Role::Participant,
+                key: None,
+                identity,
+            },
+        )
+    }
+
+    fn with(settings: Settings) -> (Room, ParticipantId) {
+        let mut r = Room::with_settings("m".into(), "t".into(), RoomLimits::default(), settings);
+        let host = r
+            .join_as(Instant::now(), join_msg("Host"), Role::Host)
+            .unwrap();
+        drain(&mut r);
+        (r, host)
+    }
+
+    #[test]
+    fn guests_may_be_kept_out_and_mfa_required_of_verified_people() {
+        let (mut r, _) = with(Settings {
+            guests_allowed: false,
+            require_mfa: true,
+            ..Settings::default()
+        });
+        assert_eq!(
+            come(&mut r, "Gail", Identity::guest()).unwrap_err().code,
+            ErrorCode::VerificationRequired
+        );
+        assert_eq!(
+            come(&mut r, "x", verified(Level::Partner, "Other", "Pam", false))
+                .unwrap_err()
+                .code,
+            ErrorCode::MfaRequired
+        );
+        assert!(come(&mut r, "x", verified(Level::Partner, "Other", "Pam", true)).is_ok());
+        // The host key holder is not held to these rules.
+        assert!(r
+            .join_as(Instant::now(), join_msg("Second host"), Role::Host)
+            .is_ok());
+    }
+
+    #[test]
+    fn verified_people_skip_the_lobby_by_rule_and_go_by_their_verified_name() {
+        let (mut r, host) = with(Settings {
+            lobby: true,
+            lobby_bypass: LobbyBypass::Members,
+            ..Settings::default()
+        });
+        let m = come(
+            &mut r,
+            "typed",
+            verified(Level::Member, "Home", "Alice", true),
+        )
+        .unwrap();
+        let p = come(
+            &mut r,
+            "typed",
+            verified(Level::Partner, "Other", "Pam", false),
+        )
+        .unwrap();
+        let g = come(&mut r, "Gail", Identity::guest()).unwrap();
+        let fx = drain(&mut r);
+        let ServerMessage::Welcome { participants, .. } = &sent_to(&fx, &m)[0] else {
+            panic!("the member goes straight in")
+        };
+        let me = participants.iter().find(|x| x.id == m.0).unwrap();
+        assert_eq!(me.name, "Alice");
+        assert_eq!(me.identity.level, Level::Member);
+        assert_eq!(me.identity.mfa, None, "only hosts see the MFA flag");
+        assert!(matches!(sent_to(&fx, &p)[0], ServerMessage::Lobby { .. }));
+        assert!(matches!(sent_to(&fx, &g)[0], ServerMessage::Lobby { .. }));
+        // The host sees, in the lobby list, who is verified by whom, and MFA.
+        let Some(ServerMessage::LobbyUpdated { waiting }) = sent_to(&fx, &host)
+            .into_iter()
+            .rfind(|m| matches!(m, ServerMessage::LobbyUpdated { .. }))
+        else {
+            panic!("lobby list")
+        };
+        assert_eq!(waiting.len(), 2);
+        assert_eq!(waiting[0].identity.organisation.as_deref(), Some("Other"));
+        assert_eq!(waiting[0].identity.mfa, Some(false));
+        assert_eq!(waiting[1].identity.level, Level::Guest);
+        assert!(sent_to(&fx, &host).iter().any(|msg| matches!(
+            msg,
+            ServerMessage::ParticipantJoined { participant } if participant.identity.mfa == Some(true)
+        )));
+        // Widening the bypass lets the partner in; the guest still waits.
+        r.handle(
+            Instant::now(),
+            &host,
+            C::UpdateSettings {
+                settings: Settings {
+                    lobby: true,
+                    lobby_bypass: LobbyBypass::MembersAndPartners,
+                    ..Settings::default()
+                },
+            },
+        )
+        .unwrap();
+        let fx = drain(&mut r);
+        assert!(matches!(sent_to(&fx, &p)[0], ServerMessage::Welcome { .. }));
+        assert!(sent_to(&fx, &g).is_empty());
+        // The audit log says who was verified by whom.
+        let _ = fx;
+        r.handle(Instant::now(), &m, C::Chat { text: "hi".into() })
+            .unwrap();
+        let fx = drain(&mut r);
+        let Some(ServerMessage::Chat { message }) = sent_to(&fx, &host).pop() else {
+            panic!("chat")
+        };
+        assert_eq!(message.identity.level, Level::Member);
+        assert_eq!(message.identity.mfa, None);
+    }
+
+    #[test]
+    fn the_audit_log_records_the_identity() {
+        let mut r = room();
+        come(
+            &mut r,
+            "typed",
+            verified(Level::Member, "Home", "Alice", true),
+        )
+        .unwrap();
+        come(&mut r, "Gail", Identity::guest()).unwrap();
+        let details: Vec<String> = drain(&mut r)
+            .into_iter()
+            .filter_map(|e| match e {
+                Effect::Audit(f) if f.event == "join" => Some(f.detail),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            details,
+            vec![
+                "name: Alice; identity: member of Home: alice@home, multi-factor".to_string(),
+                "name: Gail; identity: guest (unverified)".to_string()
+            ]
+        );
     }
 }
