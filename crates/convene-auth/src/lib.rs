@@ -1,0 +1,359 @@
+//! Sign-in with the home organisation's and trusted partners' OpenID Connect
+//! providers: authorization-code flow with PKCE, state (bound to the browser)
+//! and nonce; provider discovery; ID-token validation by the openidconnect
+//! crate, re-fetching the provider's keys when it rotates them; server-side
+//! sessions. HTTP routes live in the server; this crate does the protocol.
+
+pub mod classify;
+pub mod config;
+pub mod store;
+pub mod verify;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use convene_meeting::identity::Identity;
+use openidconnect::core::{CoreClient, CoreProviderMetadata, CoreResponseType};
+use openidconnect::{
+    AuthenticationFlow, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
+    PkceCodeChallenge, RedirectUrl, Scope, TokenResponse,
+};
+use tracing::{info, warn};
+
+use crate::config::{DeploymentConfig, Organisation, WhoCreates};
+use crate::store::{Pending, PendingLogins, Session, Sessions};
+use crate::verify::TokenError;
+
+/// Keys are fetched again after a signature by an unknown key at most this often.
+const MIN_REFRESH: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("no organisation \"{0}\" signs people in here")]
+    UnknownOrganisation(String),
+    #[error("{0}")]
+    Pending(#[from] store::PendingError),
+    #[error("the sign-in service of {0} cannot be reached: {1}")]
+    Provider(String, String),
+    #[error("the sign-in service refused the sign-in: {0}")]
+    Refused(String),
+    #[error("{0}")]
+    Token(#[from] TokenError),
+}
+
+struct Provider {
+    org: Organisation,
+    /// Discovery document with its keys, and when it was fetched.
+    metadata: tokio::sync::Mutex<Option<(CoreProviderMetadata, Instant)>>,
+}
+
+/// Everything about sign-in for one server.
+pub struct Auth {
+    home_name: String,
+    who_creates: WhoCreates,
+    providers: HashMap<String, Provider>,
+    order: Vec<String>,
+    redirect: String,
+    http: openidconnect::reqwest::Client,
+    pending: Mutex<PendingLogins>,
+    sessions: Mutex<Sessions>,
+}
+
+/// An organisation whose people can sign in, as the join page lists them.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignInOption {
+    pub id: String,
+    pub name: String,
+    pub home: bool,
+}
+
+/// Where to send the browser, and the login cookie to set on it.
+pub struct Started {
+    pub url: String,
+    pub binding: String,
+}
+
+/// A finished sign-in.
+pub struct SignedIn {
+    pub token: String,
+    pub return_to: String,
+    pub identity: Identity,
+}
+
+impl Auth {
+    /// `public_url` is this server's address as browsers see it; the
+    /// providers send people back to `<public_url>/auth/callback`.
+    pub fn new(config: Option<&DeploymentConfig>, public_url: &str) -> Auth {
+        let orgs = config.map(|c| c.organisations()).unwrap_or_default();
+        let http = openidconnect::reqwest::ClientBuilder::new()
+            // Following redirects would let a provider point us anywhere (SSRF).
+            .redirect(openidconnect::reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        Auth {
+            home_name: config
+                .map(|c| c.home.name.clone())
+                .unwrap_or_else(|| "this server (trial: no organisation configured)".into()),
+            who_creates: config
+                .map(|c| c.who_creates())
+                .unwrap_or(WhoCreates::Anyone),
+            order: orgs.iter().map(|o| o.id.clone()).collect(),
+            providers: orgs
+                .into_iter()
+                .map(|org| {
+                    (
+                        org.id.clone(),
+                        Provider {
+                            org,
+                            metadata: tokio::sync::Mutex::new(None),
+                        },
+                    )
+                })
+                .collect(),
+            redirect: format!("{}/auth/callback", public_url.trim_end_matches('/')),
+            http,
+            pending: Mutex::new(PendingLogins::default()),
+            sessions: Mutex::new(Sessions::new(Duration::from_secs(
+                u64::from(config.map(|c| c.sessions.hours).unwrap_or(8)) * 3600,
+            ))),
+        }
+    }
+
+    pub fn home_name(&self) -> &str {
+        &self.home_name
+    }
+
+    pub fn who_creates(&self) -> WhoCreates {
+        self.who_creates
+    }
+
+    /// Whether anyone can sign in at all.
+    pub fn enabled(&self) -> bool {
+        !self.providers.is_empty()
+    }
+
+    pub fn session_lifetime(&self) -> Duration {
+        self.sessions().lifetime()
+    }
+
+    pub fn options(&self) -> Vec<SignInOption> {
+        self.order
+            .iter()
+            .filter_map(|id| self.providers.get(id))
+            .map(|p| SignInOption {
+                id: p.org.id.clone(),
+                name: p.org.name.clone(),
+                home: p.org.kind == config::Kind::Home,
+            })
+            .collect()
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn session(&self, token: &str) -> Option<Session> {
+        self.sessions().get(token, Instant::now())
+    }
+
+    pub fn sign_out(&self, token: &str) {
+        self.sessions().remove(token);
+    }
+
+    /// Discover each provider now, so that a misconfiguration shows in the log
+    /// at start-up. Failures are not fatal: sign-in retries discovery.
+    pub async fn warm_up(&self) {
+        for p in self.providers.values() {
+            match self.metadata(p, false).await {
+                Ok(_) => {
+                    info!(organisation = %p.org.name, issuer = %p.org.provider.issuer, "sign-in provider ready")
+                }
+                Err(e) => warn!("{e}"),
+            }
+        }
+    }
+
+    async fn metadata(
+        &self,
+        p: &Provider,
+        refresh: bool,
+    ) -> Result<CoreProviderMetadata, LoginError> {
+        let mut held = p.metadata.lock().await;
+        if let Some((md, at)) = held.as_ref() {
+            if !refresh || at.elapsed() < MIN_REFRESH {
+                return Ok(md.clone());
+            }
+        }
+        let unreachable = |e: String| LoginError::Provider(p.org.name.clone(), e);
+        let issuer = IssuerUrl::new(p.org.provider.issuer.clone())
+            .map_err(|e| unreachable(e.to_string()))?;
+        // Discovery checks that the document names the issuer we asked for, and
+        // fetches the provider's signing keys.
+        let md = CoreProviderMetadata::discover_async(issuer, &self.http)
+            .await
+            .map_err(|e| unreachable(error_chain(&e)))?;
+        *held = Some((md.clone(), Instant::now()));
+        Ok(md)
+    }
+
+    /// Start signing in with organisation `org`; afterwards the browser returns
+    /// to `return_to` (a path on this server).
+    pub async fn begin(&self, org: &str, return_to: &str) -> Result<Started, LoginError> {
+        let p = self
+            .providers
+            .get(org)
+            .ok_or_else(|| LoginError::UnknownOrganisation(org.chars().take(40).collect()))?;
+        let md = self.metadata(p, false).await?;
+        let client = CoreClient::from_provider_metadata(
+            md,
+            ClientId::new(p.org.provider.client_id.clone()),
+            Some(ClientSecret::new(p.org.provider.client_secret.clone())),
+        )
+        .set_redirect_uri(
+            RedirectUrl::new(self.redirect.clone())
+                .map_err(|e| LoginError::Refused(e.to_string()))?,
+        );
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut request = client.authorize_url(
+            AuthenticationFlow::<CoreResponseType>::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        );
+        for scope in p.org.provider.scopes.iter().filter(|s| *s != "openid") {
+            request = request.add_scope(Scope::new(scope.clone()));
+        }
+        let (url, state, nonce) = request.set_pkce_challenge(challenge).url();
+        let binding = store::random_hex(16);
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                state.secret().clone(),
+                Pending {
+                    org: org.to_string(),
+                    nonce,
+                    verifier,
+                    binding: binding.clone(),
+                    return_to: safe_return(return_to),
+                    at: Instant::now(),
+                },
+            );
+        Ok(Started {
+            url: url.to_string(),
+            binding,
+        })
+    }
+
+    /// The provider sent the browser back with `code` and `state` (and, per
+    /// RFC 9207, `iss`); `binding` is the browser's login cookie.
+    pub async fn finish(
+        &self,
+        code: &str,
+        state: &str,
+        iss: Option<&str>,
+        binding: Option<&str>,
+    ) -> Result<SignedIn, LoginError> {
+        let pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(state, binding, Instant::now())?;
+        let p = self
+            .providers
+            .get(&pending.org)
+            .ok_or_else(|| LoginError::UnknownOrganisation(pending.org.clone()))?;
+        if iss
+            .is_some_and(|i| i.trim_end_matches('/') != p.org.provider.issuer.trim_end_matches('/'))
+        {
+            return Err(LoginError::Refused(
+                "the response came from another issuer".into(),
+            ));
+        }
+        let md = self.metadata(p, false).await?;
+        let client = CoreClient::from_provider_metadata(
+            md.clone(),
+            ClientId::new(p.org.provider.client_id.clone()),
+            Some(ClientSecret::new(p.org.provider.client_secret.clone())),
+        )
+        .set_redirect_uri(
+            RedirectUrl::new(self.redirect.clone())
+                .map_err(|e| LoginError::Refused(e.to_string()))?,
+        );
+        let tokens = client
+            .exchange_code(AuthorizationCode::new(code.to_string()))
+            .map_err(|e| LoginError::Refused(e.to_string()))?
+            .set_pkce_verifier(pending.verifier)
+            .request_async(&self.http)
+            .await
+            .map_err(|e| LoginError::Refused(error_chain(&e)))?;
+        let id_token = tokens
+            .id_token()
+            .ok_or_else(|| LoginError::Refused("no ID token in the response".into()))?;
+        let claims =
+            match verify::verify(id_token, &p.org.provider, md.jwks(), &pending.nonce, None) {
+                Err(TokenError::UnknownKey) => {
+                    // The provider may have rotated its keys since we fetched them.
+                    let md = self.metadata(p, true).await?;
+                    verify::verify(id_token, &p.org.provider, md.jwks(), &pending.nonce, None)?
+                }
+                other => other?,
+            };
+        let identity = classify::classify(&p.org, &claims);
+        let key = format!(
+            "account:{}",
+            &store::sha256_hex(&format!("{}#{}", claims.issuer, claims.subject))[..32]
+        );
+        info!(organisation = %p.org.name, level = ?identity.level, mfa = identity.mfa, "signed in");
+        let token = self
+            .sessions()
+            .create(identity.clone(), key, Instant::now());
+        Ok(SignedIn {
+            token,
+            return_to: pending.return_to,
+            identity,
+        })
+    }
+}
+
+/// Only paths on this server: never `//elsewhere` or `https://elsewhere`.
+pub fn safe_return(path: &str) -> String {
+    let ok = path.starts_with('/')
+        && !path.starts_with("//")
+        && !path.contains('\\')
+        && !path.chars().any(|c| c.is_control());
+    if ok {
+        path.to_string()
+    } else {
+        "/".into()
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn return_paths_stay_on_this_server() {
+        for (given, kept) in [
+            ("/m/abcd-efgh-jkmn", "/m/abcd-efgh-jkmn"),
+            ("//evil.example/x", "/"),
+            ("https://evil.example", "/"),
+            ("/\\evil.example", "/"),
+            ("", "/"),
+        ] {
+            assert_eq!(super::safe_return(given), kept);
+        }
+    }
+}
