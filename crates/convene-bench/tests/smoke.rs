@@ -10,6 +10,7 @@ async fn server() -> convene_server::RunningServer {
         listen: "127.0.0.1:0".parse().unwrap(),
         media_listen: "127.0.0.1:0".parse().unwrap(),
         media_announce: None,
+        config_file: None,
         data_dir: std::env::temp_dir().join(format!(
             "convene-bench-smoke-{}",
             convene_storage::new_meeting_id()

@@ -64,6 +64,12 @@ pub struct Config {
     #[arg(long, env = "CONVENE_MEDIA_ANNOUNCE")]
     pub media_announce: Option<SocketAddr>,
 
+    /// Deployment configuration file (TOML): the home organisation, its sign-in
+    /// provider and trusted partners; see convene.example.toml. Without one,
+    /// Convene runs as a trial: no sign-in, anyone may create meetings.
+    #[arg(long = "config", env = "CONVENE_CONFIG")]
+    pub config_file: Option<PathBuf>,
+
     /// Folder for Convene's data (the SQLite database).
     #[arg(long, env = "CONVENE_DATA_DIR", default_value = "convene-data")]
     pub data_dir: PathBuf,

@@ -14,7 +14,7 @@ use convene_meeting::passcode;
 use convene_storage::{is_meeting_id, Meeting};
 use serde::{Deserialize, Serialize};
 
-use crate::{assets, device, ws, AppState};
+use crate::{assets, device, signin, ws, AppState};
 
 const MAX_TITLE_CHARS: usize = 120;
 
@@ -30,10 +30,18 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/meetings/{id}", get(get_meeting))
         .route("/api/meetings/{id}/ws", get(signalling))
         .route("/api/admin/audit", get(admin_audit))
+        .route("/api/session", get(signin::session_view))
+        .route("/auth/login", get(signin::login))
+        .route("/auth/callback", get(signin::callback))
+        .route("/auth/logout", post(signin::logout))
         .route("/healthz", get(|| async { "ok" }))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             device::ensure_cookie,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            signin::csrf,
         ))
         .layer(axum::middleware::map_response(security_headers))
         .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
@@ -76,6 +84,9 @@ struct MeetingView {
     passcode_required: bool,
     ended: bool,
     settings: Settings,
+    /// The organisation that runs this server, and the server's address.
+    hosted_by: String,
+    server: String,
     /// Only in the answer to creating the meeting: the host key is stored as a
     /// hash and cannot be shown again.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -103,6 +114,8 @@ fn view(state: &AppState, m: Meeting, host_key: Option<String>) -> MeetingView {
         passcode_required: m.passcode_hash.is_some(),
         ended: m.ended_at.is_some(),
         settings: serde_json::from_str(&m.settings).unwrap_or_default(),
+        hosted_by: state.auth.home_name().to_string(),
+        server: state.public_url.clone(),
         id: m.id,
         title: m.title,
     }
@@ -210,8 +223,16 @@ struct CreateMeeting {
 
 async fn create_meeting(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     body: Result<Json<CreateMeeting>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
+    let session = signin::session(&state, &headers);
+    if !signin::may_create(&state, session.as_ref()) {
+        return api_error(
+            StatusCode::UNAUTHORIZED,
+            format!("sign in with {} to create meetings", state.auth.home_name()),
+        );
+    }
     let Ok(Json(req)) = body else {
         return api_error(StatusCode::BAD_REQUEST, "expected JSON: {\"title\": \"…\"}");
     };
@@ -279,7 +300,7 @@ async fn meeting_page(State(state): State<Arc<AppState>>, Path(id): Path<String>
 
 /// Browsers send Origin on WebSocket requests; one from another site is refused,
 /// so no other page can open a signalling socket with a visitor's browser.
-fn same_origin(headers: &HeaderMap) -> bool {
+pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
         return true; // not a browser (the headless client, load tests)
     };
@@ -317,12 +338,16 @@ async fn signalling(
         .read_buffer_size(ws::READ_BUFFER)
         .write_buffer_size(0)
         .on_upgrade(move |socket| {
-            ws::run(
-                socket,
-                state,
-                meeting,
-                peer.ip(),
-                device::person_key(&headers),
-            )
+            // A signed-in person is known by their account; anyone else by
+            // their browser's device cookie.
+            let session = signin::session(&state, &headers);
+            let (key, identity) = match session {
+                Some(s) => (Some(s.key), s.identity),
+                None => (
+                    device::person_key(&headers),
+                    convene_meeting::identity::Identity::guest(),
+                ),
+            };
+            ws::run(socket, state, meeting, peer.ip(), key, identity)
         })
 }

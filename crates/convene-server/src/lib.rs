@@ -7,6 +7,7 @@ mod device;
 mod http;
 mod meeting;
 mod registry;
+mod signin;
 mod writer;
 mod ws;
 
@@ -36,6 +37,8 @@ pub struct AppState {
     pub registry: Registry,
     pub limits: RoomLimits,
     pub public_url: String,
+    /// Sign-in (none configured: a trial where everyone is a guest).
+    pub auth: Arc<convene_auth::Auth>,
 }
 
 pub struct RunningServer {
@@ -70,6 +73,17 @@ impl std::fmt::Display for StartError {
 impl std::error::Error for StartError {}
 
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+    let deployment = match &config.config_file {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| StartError(format!("configuration {}: {e}", path.display())))?;
+            Some(
+                convene_auth::config::DeploymentConfig::parse(&text)
+                    .map_err(|e| StartError(format!("configuration {}: {e}", path.display())))?,
+            )
+        }
+    };
     let storage = Arc::new(
         Storage::open(&config.data_dir)
             .map_err(|e| StartError(format!("data folder {}: {e}", config.data_dir.display())))?,
@@ -102,7 +116,12 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             ..RoomLimits::default()
         },
         public_url: url.clone(),
+        auth: Arc::new(convene_auth::Auth::new(deployment.as_ref(), &url)),
     });
+    {
+        let auth = state.auth.clone();
+        tokio::spawn(async move { auth.warm_up().await });
+    }
     let media_addr = sfu.handle.local_addr();
     info!(%addr, %media_addr, data = %config.data_dir.display(), "Convene started");
     let app = http::router(state.clone());

@@ -226,6 +226,7 @@ pub async fn run(
     meeting: Meeting,
     client: IpAddr,
     person: Option<String>,
+    identity: convene_meeting::identity::Identity,
 ) {
     let socket_id = NEXT_SOCKET.fetch_add(1, Ordering::Relaxed);
     let (mut tx, mut rx) = socket.split();
@@ -267,7 +268,7 @@ pub async fn run(
             entrant: Entrant {
                 role,
                 key: person.clone(),
-                identity: convene_meeting::identity::Identity::guest(),
+                identity: identity.clone(),
             },
             out: out_tx.clone(),
             socket: socket_id,

@@ -1,0 +1,256 @@
+//! Sign-in routes and the session cookie: `/auth/login`, `/auth/callback`,
+//! `/auth/logout`, `/api/session`; and CSRF protection for every
+//! state-changing request.
+
+use std::sync::Arc;
+
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use convene_auth::store::Session;
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+
+pub const SESSION_COOKIE: &str = "convene_session";
+const LOGIN_COOKIE: &str = "convene_login";
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|h| h.to_str().ok())
+        .flat_map(|h| h.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v)
+}
+
+/// The signed-in session this request carries, if any.
+pub fn session(state: &AppState, headers: &HeaderMap) -> Option<Session> {
+    state.auth.session(cookie(headers, SESSION_COOKIE)?)
+}
+
+/// Cookies are `Secure` unless this server is reached over plain http (a trial
+/// on this machine), where browsers would refuse to send them back.
+fn secure(state: &AppState) -> &'static str {
+    if state.public_url.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    }
+}
+
+fn set_cookie(res: &mut Response, value: String) {
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+/// A plain page saying what went wrong with sign-in, with a way back.
+fn problem(status: StatusCode, message: &str) -> Response {
+    let escaped = message
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;");
+    let page = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sign-in problem · Convene</title>\
+         <link rel=\"stylesheet\" href=\"/assets/styles.css\"></head><body class=\"page\"><main class=\"card\">\
+         <h1>Sign-in did not work</h1><p role=\"alert\" id=\"problem\">{escaped}</p><p><a href=\"/\">Back to Convene</a></p></main></body></html>"
+    );
+    (status, Html(page)).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct LoginQuery {
+    org: String,
+    #[serde(default, rename = "return")]
+    return_to: Option<String>,
+}
+
+pub async fn login(State(state): State<Arc<AppState>>, Query(q): Query<LoginQuery>) -> Response {
+    let return_to = q.return_to.as_deref().unwrap_or("/");
+    match state.auth.begin(&q.org, return_to).await {
+        Ok(started) => {
+            let mut res =
+                (StatusCode::SEE_OTHER, [(header::LOCATION, started.url)]).into_response();
+            set_cookie(
+                &mut res,
+                format!(
+                    "{LOGIN_COOKIE}={}; Path=/auth; Max-Age=600; HttpOnly; SameSite=Lax{}",
+                    started.binding,
+                    secure(&state)
+                ),
+            );
+            res
+        }
+        Err(convene_auth::LoginError::UnknownOrganisation(_)) => problem(
+            StatusCode::NOT_FOUND,
+            "That organisation does not sign people in to this server.",
+        ),
+        Err(e) => problem(StatusCode::BAD_GATEWAY, &e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    iss: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+pub async fn callback(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<CallbackQuery>,
+) -> Response {
+    if let Some(error) = q.error {
+        let detail = q.error_description.unwrap_or_default();
+        return problem(
+            StatusCode::BAD_REQUEST,
+            &format!("Your organisation's sign-in said: {error} {detail}"),
+        );
+    }
+    let (Some(code), Some(st)) = (q.code, q.state) else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "The sign-in response was incomplete.",
+        );
+    };
+    let binding = cookie(&headers, LOGIN_COOKIE);
+    match state
+        .auth
+        .finish(&code, &st, q.iss.as_deref(), binding)
+        .await
+    {
+        Ok(done) => {
+            let mut res =
+                (StatusCode::SEE_OTHER, [(header::LOCATION, done.return_to)]).into_response();
+            set_cookie(
+                &mut res,
+                format!(
+                    "{SESSION_COOKIE}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{}",
+                    done.token,
+                    state.auth.session_lifetime().as_secs(),
+                    secure(&state)
+                ),
+            );
+            set_cookie(
+                &mut res,
+                format!("{LOGIN_COOKIE}=; Path=/auth; Max-Age=0; HttpOnly; SameSite=Lax"),
+            );
+            res
+        }
+        Err(e) => {
+            tracing::info!("sign-in refused: {e}");
+            problem(StatusCode::BAD_REQUEST, &e.to_string())
+        }
+    }
+}
+
+pub async fn logout(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Some(token) = cookie(&headers, SESSION_COOKIE) {
+        state.auth.sign_out(token);
+    }
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    set_cookie(
+        &mut res,
+        format!("{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"),
+    );
+    res
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Me {
+    name: Option<String>,
+    level: convene_meeting::identity::Level,
+    organisation: Option<String>,
+    mfa: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionView {
+    /// The organisation that runs this server, and its address: shown first
+    /// on every page so people can check a link is genuine.
+    hosted_by: String,
+    server: String,
+    signed_in: Option<Me>,
+    /// Send in the `X-CSRF-Token` header with every state-changing request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    csrf_token: Option<String>,
+    sign_in: Vec<convene_auth::SignInOption>,
+    may_create_meetings: bool,
+}
+
+pub async fn session_view(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let s = session(&state, &headers);
+    let view = SessionView {
+        hosted_by: state.auth.home_name().to_string(),
+        server: state.public_url.clone(),
+        may_create_meetings: may_create(&state, s.as_ref()),
+        csrf_token: s.as_ref().map(|s| s.csrf.clone()),
+        signed_in: s.map(|s| Me {
+            name: s.identity.name.clone(),
+            level: s.identity.level,
+            organisation: s.identity.organisation.clone(),
+            mfa: s.identity.mfa,
+        }),
+        sign_in: state.auth.options(),
+    };
+    let mut res = Json(view).into_response();
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+pub fn may_create(state: &AppState, session: Option<&Session>) -> bool {
+    match state.auth.who_creates() {
+        convene_auth::config::WhoCreates::Anyone => true,
+        convene_auth::config::WhoCreates::Members => {
+            session.is_some_and(|s| s.identity.level == convene_meeting::identity::Level::Member)
+        }
+    }
+}
+
+/// Every state-changing request: one from another site's page is refused (by
+/// `Origin`), and one that rides on a session cookie must also carry that
+/// session's CSRF token in a header, which other sites cannot read or set.
+pub async fn csrf(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let changes_state = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if changes_state {
+        let headers = req.headers();
+        if !crate::http::same_origin(headers) {
+            return forbidden("cross-site requests are not allowed");
+        }
+        if let Some(token) = cookie(headers, SESSION_COOKIE) {
+            if let Some(s) = state.auth.session(token) {
+                let sent = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+                if !sent.is_some_and(|t| constant_time_eq(t, &s.csrf)) {
+                    return forbidden("missing or wrong CSRF token");
+                }
+            }
+        }
+    }
+    next.run(req).await
+}
+
+fn forbidden(msg: &str) -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        Json(serde_json::json!({ "error": msg })),
+    )
+        .into_response()
+}
+
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    a.as_bytes().ct_eq(b.as_bytes()).into()
+}

@@ -1,0 +1,602 @@
+//! Sign-in against real OpenID providers on loopback: two (or three) instances
+//! of the certified `oidc-provider` package (tests/oidc/provider.mjs), each with
+//! its own keys and users, playing the home organisation and a partner.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use convene_client::{Client, JoinOptions};
+use serde_json::{json, Value};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One oidc-provider process; killed when dropped.
+struct Provider {
+    child: Child,
+    port: u16,
+}
+
+impl Provider {
+    fn start(port: u16, key_id: &str, convene_port: u16, users: Value) -> Provider {
+        let dir = repo().join("tests/oidc");
+        assert!(
+            dir.join("node_modules/oidc-provider").exists(),
+            "the test OpenID provider is not installed: run `npm ci` in tests/oidc (scripts/test does)"
+        );
+        let config = json!({
+            "port": port,
+            "keyId": key_id,
+            "clients": [{
+                "client_id": "convene",
+                "client_secret": format!("secret-{port}"),
+                "redirect_uris": [format!("http://127.0.0.1:{convene_port}/auth/callback")]
+            }],
+            "users": users,
+        });
+        let mut child = Command::new("node")
+            .arg(dir.join("provider.mjs"))
+            .env("OIDC_CONFIG", config.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node runs");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(
+            line.contains("\"ready\":true"),
+            "provider did not start: {line}"
+        );
+        Provider { child, port }
+    }
+
+    fn issuer(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn user(name: &str, email: &str, full: &str) -> Value {
+    json!({"username": name, "password": "pw", "sub": format!("{name}-sub"), "email": email,
+           "email_verified": true, "name": full})
+}
+
+/// A browser, as far as HTTP goes: cookies (all on 127.0.0.1, so one jar
+/// serves Convene and the providers), no automatic redirects.
+struct Browser {
+    http: reqwest::Client,
+    jar: BTreeMap<String, String>,
+}
+
+struct Reply {
+    status: u16,
+    location: Option<String>,
+    body: String,
+}
+
+impl Browser {
+    fn new() -> Browser {
+        Browser {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            jar: BTreeMap::new(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.jar
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn send(&mut self, req: reqwest::RequestBuilder) -> Reply {
+        let req = if self.jar.is_empty() {
+            req
+        } else {
+            req.header("cookie", self.cookie_header())
+        };
+        let res = req.send().await.unwrap();
+        for sc in res.headers().get_all("set-cookie") {
+            let sc = sc.to_str().unwrap();
+            let (pair, attrs) = sc.split_once(';').unwrap_or((sc, ""));
+            let (k, v) = pair.split_once('=').unwrap();
+            if v.is_empty() || attrs.to_ascii_lowercase().contains("max-age=0") {
+                self.jar.remove(k.trim());
+            } else {
+                self.jar.insert(k.trim().to_string(), v.to_string());
+            }
+        }
+        Reply {
+            status: res.status().as_u16(),
+            location: res
+                .headers()
+                .get("location")
+                .map(|l| l.to_str().unwrap().to_string()),
+            body: res.text().await.unwrap(),
+        }
+    }
+
+    async fn get(&mut self, url: &str) -> Reply {
+        let req = self.http.get(url);
+        self.send(req).await
+    }
+
+    /// Through the provider's login form, up to (not into) Convene's callback.
+    /// Returns the callback URL the provider sends the browser to.
+    async fn sign_in_at_provider(
+        &mut self,
+        convene: &str,
+        org: &str,
+        username: &str,
+        mfa: bool,
+    ) -> String {
+        let r = self
+            .get(&format!("{convene}/auth/login?org={org}&return=/welcome"))
+            .await;
+        assert_eq!(r.status, 303, "{}", r.body);
+        let mut url = r.location.unwrap();
+        let base = url.split("/auth?").next().unwrap().to_string();
+        // Authorize → the provider's interaction page.
+        loop {
+            let r = self.get(&url).await;
+            match r.location {
+                Some(next) if next.starts_with('/') => url = format!("{base}{next}"),
+                Some(next) if next.starts_with(&base) => url = next,
+                Some(next) => return next,
+                None => {
+                    assert!(
+                        r.body.contains("name=\"username\""),
+                        "login form: {}",
+                        r.body
+                    );
+                    let mut form = vec![("username", username), ("password", "pw")];
+                    if mfa {
+                        form.push(("mfa", "1"));
+                    }
+                    let req = self.http.post(format!("{url}/login")).form(&form);
+                    let r = self.send(req).await;
+                    let next = r.location.expect("login accepted");
+                    url = if next.starts_with('/') {
+                        format!("{base}{next}")
+                    } else {
+                        next
+                    };
+                }
+            }
+        }
+    }
+
+    async fn sign_in(&mut self, convene: &str, org: &str, username: &str, mfa: bool) {
+        let callback = self.sign_in_at_provider(convene, org, username, mfa).await;
+        let r = self.get(&callback).await;
+        assert_eq!(r.status, 303, "callback: {}", r.body);
+        assert_eq!(r.location.as_deref(), Some("/welcome"));
+        assert!(self.jar.contains_key("convene_session"));
+    }
+
+    async fn session(&mut self, convene: &str) -> Value {
+        let r = self.get(&format!("{convene}/api/session")).await;
+        serde_json::from_str(&r.body).unwrap()
+    }
+
+    fn join_options(&self) -> JoinOptions {
+        JoinOptions {
+            cookie: Some(self.cookie_header()),
+            ..JoinOptions::default()
+        }
+    }
+}
+
+struct World {
+    server: convene_server::RunningServer,
+    home: Provider,
+    partner: Provider,
+    url: String,
+    _config: PathBuf,
+}
+
+async fn world() -> World {
+    let convene_port = free_port();
+    let home = Provider::start(
+        free_port(),
+        "home-1",
+        convene_port,
+        json!([
+            user("alice", "alice@home.example", "Alice Archer"),
+            user("eve", "eve@elsewhere.example", "Eve Elsewhere"),
+        ]),
+    );
+    let partner = Provider::start(
+        free_port(),
+        "partner-1",
+        convene_port,
+        json!([user("pam", "pam@partner.example", "Pam Partner")]),
+    );
+    let config = std::env::temp_dir().join(format!(
+        "convene-signin-{}.toml",
+        convene_storage::new_meeting_id()
+    ));
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[home]
+name = "Home Department"
+domains = ["home.example"]
+[home.provider]
+issuer = "{}"
+client_id = "convene"
+client_secret = "secret-{}"
+
+[[partner]]
+id = "partner-agency"
+name = "Partner Agency"
+domains = ["partner.example"]
+[partner.provider]
+issuer = "{}"
+client_id = "convene"
+client_secret = "secret-{}"
+"#,
+            home.issuer(),
+            home.port,
+            partner.issuer(),
+            partner.port
+        ),
+    )
+    .unwrap();
+    let path = config.clone();
+    let server = common::server_with(move |c| {
+        c.listen = format!("127.0.0.1:{convene_port}").parse().unwrap();
+        c.config_file = Some(path);
+    })
+    .await;
+    World {
+        url: server.url.clone(),
+        server,
+        home,
+        partner,
+        _config: config,
+    }
+}
+
+async fn create(b: &mut Browser, url: &str, settings: Value) -> Reply {
+    let csrf = b.session(url).await["csrfToken"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let req = b
+        .http
+        .post(format!("{url}/api/meetings"))
+        .header("x-csrf-token", csrf)
+        .json(&json!({"title": "Joint planning", "settings": settings}));
+    b.send(req).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_and_partners_are_verified_and_shown_guests_wait() {
+    let w = world().await;
+    let url = w.url.clone();
+
+    // Nobody signed in: the page says who hosts, and creating needs a member.
+    let mut anon = Browser::new();
+    let s = anon.session(&url).await;
+    assert_eq!(s["hostedBy"], "Home Department");
+    assert_eq!(s["server"], url);
+    assert_eq!(s["mayCreateMeetings"], false);
+    assert_eq!(
+        s["signIn"],
+        json!([{"id": "home", "name": "Home Department", "home": true},
+               {"id": "partner-agency", "name": "Partner Agency", "home": false}])
+    );
+    assert_eq!(create(&mut anon, &url, json!({})).await.status, 401);
+
+    let mut alice = Browser::new();
+    alice.sign_in(&url, "home", "alice", true).await;
+    let s = alice.session(&url).await;
+    assert_eq!(
+        s["signedIn"],
+        json!({"name": "Alice Archer", "level": "member", "organisation": "Home Department", "mfa": true})
+    );
+    assert_eq!(s["mayCreateMeetings"], true);
+    let r = create(
+        &mut alice,
+        &url,
+        json!({"lobby": true, "lobbyBypass": "members-and-partners"}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let m: Value = serde_json::from_str(&r.body).unwrap();
+    let (id, host_key) = (
+        m["id"].as_str().unwrap().to_string(),
+        m["hostKey"].as_str().unwrap().to_string(),
+    );
+    assert_eq!(m["hostedBy"], "Home Department");
+
+    let mut pam = Browser::new();
+    pam.sign_in(&url, "partner-agency", "pam", false).await;
+    assert_eq!(
+        pam.session(&url).await["signedIn"],
+        json!({"name": "Pam Partner", "level": "partner", "organisation": "Partner Agency", "mfa": false})
+    );
+    // Eve signs in with the home provider, but her address is not the home
+    // organisation's: she is a guest.
+    let mut eve = Browser::new();
+    eve.sign_in(&url, "home", "eve", false).await;
+    assert_eq!(eve.session(&url).await["signedIn"]["level"], "guest");
+    assert_eq!(eve.session(&url).await["mayCreateMeetings"], false);
+
+    // In the meeting: the member (host) and the partner go straight in and see
+    // each other's verification; the guests wait, marked as guests.
+    let mut host = Client::join_with(
+        &url,
+        &id,
+        "typed name ignored",
+        JoinOptions {
+            host_key: Some(host_key),
+            ..alice.join_options()
+        },
+    )
+    .await
+    .unwrap();
+    let partner = Client::join_with(&url, &id, "x", pam.join_options())
+        .await
+        .unwrap();
+    assert!(!partner.in_lobby);
+    let me = &partner.participants[&partner.participant_id];
+    assert_eq!(me["name"], "Pam Partner");
+    assert_eq!(
+        me["identity"],
+        json!({"level": "partner", "organisation": "Partner Agency"})
+    );
+    let host_seen = partner
+        .participants
+        .values()
+        .find(|p| p["role"] == "host")
+        .unwrap();
+    assert_eq!(
+        host_seen["identity"],
+        json!({"level": "member", "organisation": "Home Department"}),
+        "no MFA flag for non-hosts"
+    );
+    let guest = Client::join_with(&url, &id, "Gail", JoinOptions::default())
+        .await
+        .unwrap();
+    let signed_in_guest = Client::join_with(&url, &id, "Eve", eve.join_options())
+        .await
+        .unwrap();
+    assert!(guest.in_lobby && signed_in_guest.in_lobby);
+    assert!(
+        host.run_until(Duration::from_secs(3), |c| c.log.iter().any(|m| m["type"]
+            == "lobby-updated"
+            && m["waiting"].as_array().unwrap().len() == 2))
+            .await
+    );
+    let waiting = host
+        .log
+        .iter()
+        .rev()
+        .find(|m| m["type"] == "lobby-updated")
+        .unwrap()["waiting"]
+        .clone();
+    assert!(waiting
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|w| w["identity"] == json!({"level": "guest"})));
+    let pid = partner.participant_id.clone();
+    assert!(
+        host.run_until(Duration::from_secs(2), |c| c
+            .participants
+            .contains_key(&pid))
+            .await
+    );
+    assert_eq!(
+        host.participants[&pid]["identity"],
+        json!({"level": "partner", "organisation": "Partner Agency", "mfa": false}),
+        "hosts see whether a sign-in used MFA"
+    );
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = w.server.state.storage.audit_records(Some(&id)).unwrap();
+    assert!(log.iter().any(|r| r.event == "join"
+        && r.detail
+            .contains("partner of Partner Agency: pam@partner.example, single-factor")));
+    assert!(log.iter().any(|r| r.event == "join"
+        && r.detail
+            .contains("member of Home Department: alice@home.example, multi-factor")));
+    drop((w.home, w.partner));
+    w.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_replayed_and_cross_browser_sign_ins_are_refused() {
+    let w = world().await;
+    let url = w.url.clone();
+
+    // An organisation this server does not trust.
+    let mut b = Browser::new();
+    let r = b.get(&format!("{url}/auth/login?org=rogue")).await;
+    assert_eq!(r.status, 404);
+
+    // Replay: the same callback twice.
+    let mut a = Browser::new();
+    let callback = a.sign_in_at_provider(&url, "home", "alice", false).await;
+    assert_eq!(a.get(&callback).await.status, 303);
+    let again = a.get(&callback).await;
+    assert_eq!(again.status, 400);
+    assert!(again.body.contains("already used"), "{}", again.body);
+
+    // State from another browser: a callback finished in a browser that did not
+    // start it (login CSRF) is refused.
+    let mut victim = Browser::new();
+    let mut attacker = Browser::new();
+    let attackers_callback = attacker
+        .sign_in_at_provider(&url, "home", "eve", false)
+        .await;
+    let r = victim.get(&attackers_callback).await;
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("another browser"), "{}", r.body);
+    assert!(!victim.jar.contains_key("convene_session"));
+
+    // Code injection: browser A's own state with browser B's code. The code was
+    // issued against B's PKCE challenge, so the provider refuses A's verifier.
+    let mut one = Browser::new();
+    let mut two = Browser::new();
+    let cb_one = one.sign_in_at_provider(&url, "home", "alice", false).await;
+    let cb_two = two.sign_in_at_provider(&url, "home", "eve", false).await;
+    let param = |u: &str, k: &str| {
+        u.split(['?', '&'])
+            .find_map(|p| p.strip_prefix(&format!("{k}=")))
+            .unwrap()
+            .to_string()
+    };
+    let injected = format!(
+        "{url}/auth/callback?code={}&state={}",
+        param(&cb_two, "code"),
+        param(&cb_one, "state")
+    );
+    let r = one.get(&injected).await;
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("refused"), "{}", r.body);
+    assert!(!one.jar.contains_key("convene_session"));
+
+    // A callback naming another issuer (mix-up) is refused.
+    let mut c = Browser::new();
+    let cb = c.sign_in_at_provider(&url, "home", "alice", false).await;
+    let mixed = cb.replace(
+        &format!("iss={}", urlencode(&w.home.issuer())),
+        &format!("iss={}", urlencode(&w.partner.issuer())),
+    );
+    assert_ne!(cb, mixed, "the provider sends iss");
+    let r = c.get(&mixed).await;
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("another issuer"), "{}", r.body);
+
+    // The provider's own refusal is passed on.
+    let r = b
+        .get(&format!(
+            "{url}/auth/callback?error=access_denied&error_description=nope"
+        ))
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("access_denied"));
+    w.server.shutdown().await;
+}
+
+fn urlencode(s: &str) -> String {
+    s.replace(':', "%3A").replace('/', "%2F")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_rotating_its_keys_is_followed() {
+    let mut w = world().await;
+    let url = w.url.clone();
+    let mut a = Browser::new();
+    a.sign_in(&url, "home", "alice", false).await;
+    // The home provider restarts with a new signing key (the old one is gone).
+    let port = w.home.port;
+    let _ = w.home.child.kill();
+    let _ = w.home.child.wait();
+    w.home = Provider::start(
+        port,
+        "home-2",
+        w.server.addr.port(),
+        json!([user("alice", "alice@home.example", "Alice Archer")]),
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await; // past the refresh limit
+    let mut b = Browser::new();
+    b.sign_in(&url, "home", "alice", false).await;
+    assert_eq!(b.session(&url).await["signedIn"]["level"], "member");
+    w.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meeting_rules_on_identity_and_csrf_on_every_change() {
+    let w = world().await;
+    let url = w.url.clone();
+    let mut alice = Browser::new();
+    alice.sign_in(&url, "home", "alice", false).await;
+
+    // A state-changing request riding on the session cookie needs the CSRF
+    // token; one from another site's page is refused whatever it carries.
+    let req = alice
+        .http
+        .post(format!("{url}/api/meetings"))
+        .json(&json!({"title": "No token"}));
+    assert_eq!(alice.send(req).await.status, 403);
+    let csrf = alice.session(&url).await["csrfToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let req = alice
+        .http
+        .post(format!("{url}/api/meetings"))
+        .header("x-csrf-token", &csrf)
+        .header("origin", "https://evil.example")
+        .json(&json!({"title": "Cross-site"}));
+    assert_eq!(alice.send(req).await.status, 403);
+
+    let r = create(
+        &mut alice,
+        &url,
+        json!({"guestsAllowed": false, "requireMfa": true}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = serde_json::from_str::<Value>(&r.body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let refused = |r: Result<Client, String>| r.err().expect("refused");
+    assert!(
+        refused(Client::join_with(&url, &id, "Gail", JoinOptions::default()).await)
+            .contains("verification-required")
+    );
+    // Alice signed in with a password only: not enough here.
+    assert!(
+        refused(Client::join_with(&url, &id, "Alice", alice.join_options()).await)
+            .contains("mfa-required")
+    );
+    let mut strong = Browser::new();
+    strong.sign_in(&url, "home", "alice", true).await;
+    assert!(Client::join_with(&url, &id, "Alice", strong.join_options())
+        .await
+        .is_ok());
+
+    // Signing out needs the token too, and ends the session.
+    let req = alice.http.post(format!("{url}/auth/logout"));
+    assert_eq!(alice.send(req).await.status, 403);
+    let req = alice
+        .http
+        .post(format!("{url}/auth/logout"))
+        .header("x-csrf-token", &csrf);
+    assert_eq!(alice.send(req).await.status, 204);
+    assert_eq!(alice.session(&url).await["signedIn"], Value::Null);
+    w.server.shutdown().await;
+}
