@@ -1,5 +1,5 @@
 // Home page: create a meeting and show its join link.
-export {}; // an ES module: nothing is exported, but its names stay its own
+import { loadSession, renderSignIn } from './identity.js';
 
 const form = /** @type {HTMLFormElement} */ (document.getElementById('create'));
 const title = /** @type {HTMLInputElement} */ (document.getElementById('title'));
@@ -13,6 +13,26 @@ const copy = /** @type {HTMLButtonElement} */ (document.getElementById('copy'));
 const open = /** @type {HTMLAnchorElement} */ (document.getElementById('open'));
 
 const field = (/** @type {string} */ id) => /** @type {any} */ (document.getElementById(id));
+/** @type {any} */ let session = null;
+
+async function showSession() {
+  session = await loadSession();
+  field('hosted-by').textContent = `Hosted by ${session.hostedBy} · ${session.server}`;
+  renderSignIn(session, field('sign-in'), '/');
+  const signInExists = session.signIn.length > 0;
+  field('trial-notice').hidden = signInExists;
+  field('identity-rules').hidden = !signInExists;
+  form.hidden = !session.mayCreateMeetings;
+  const home = session.signIn.find((/** @type {any} */ o) => o.home);
+  field('create-needs-sign-in').hidden = session.mayCreateMeetings;
+  field('create-needs-sign-in').textContent = session.signedIn
+    ? `Only members of ${session.hostedBy} may create meetings here. You can still join meetings you are invited to.`
+    : `Sign in${home ? ` with ${home.name}` : ''} to create a meeting. You can join meetings you are invited to without signing in.`;
+}
+showSession().catch((e) => {
+  error.textContent = `Could not reach the server: ${e instanceof Error ? e.message : e}`;
+  error.hidden = false;
+});
 
 form.addEventListener('submit', async (event) => {
   event.preventDefault();
@@ -20,7 +40,7 @@ form.addEventListener('submit', async (event) => {
   try {
     const res = await fetch('/api/meetings', {
       method: 'POST',
-      headers: { 'Content-Type': 'application/json' },
+      headers: { 'Content-Type': 'application/json', ...(session?.csrfToken ? { 'X-CSRF-Token': session.csrfToken } : {}) },
       body: JSON.stringify({
         title: title.value,
         passcode: passcode.value || undefined,
@@ -31,6 +51,9 @@ form.addEventListener('submit', async (event) => {
           chat: field('chat').value,
           guestCameras: field('guest-cameras').checked,
           maxParticipants: Number(field('max-participants').value),
+          lobbyBypass: field('lobby-bypass').value,
+          guestsAllowed: field('guests-allowed').checked,
+          requireMfa: field('require-mfa').checked,
         },
       }),
     });

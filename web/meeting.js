@@ -1,6 +1,7 @@
 // The meeting page: pre-join screen, then the meeting itself.
 import { Signalling } from './signalling.js';
 import { Call } from './call.js';
+import { badge, describe, loadSession, renderSignIn } from './identity.js';
 
 const $ = (/** @type {string} */ id) => /** @type {any} */ (document.getElementById(id));
 const meetingId = location.pathname.split('/').pop() || '';
@@ -47,6 +48,20 @@ async function loadMeeting() {
   const m = await res.json();
   document.title = `${m.title} · Convene`;
   for (const el of document.querySelectorAll('.meeting-title')) el.textContent = m.title;
+  const hosted = `Hosted by ${m.hostedBy} · ${m.server}`;
+  $('hosted-by').textContent = hosted;
+  for (const el of document.querySelectorAll('.lobby-hosted')) el.textContent = hosted;
+  const session = await loadSession();
+  if (session.signIn.length || session.signedIn) {
+    $('identity').hidden = false;
+    renderSignIn(session, $('sign-in'), location.pathname);
+  }
+  if (session.signedIn && session.signedIn.level !== 'guest') {
+    $('guest-note').hidden = true;
+    $('name').value = session.signedIn.name || '';
+    $('name').readOnly = true;
+    $('name-hint').hidden = false;
+  }
   const needPasscode = m.passcodeRequired && !hostKey;
   $('passcode-row').hidden = !needPasscode;
   $('passcode').required = needPasscode;
@@ -371,8 +386,9 @@ function render() {
     const micMuted = p.muted.includes('microphone') || !p.sources.includes('microphone');
     const name = isMe ? `${p.name} (you)` : p.name;
     const state = [micMuted ? 'microphone off' : '', p.connected ? '' : 'reconnecting'].filter(Boolean).join(', ');
-    tile.querySelector('.label').textContent = state ? `${name} · ${state}` : name;
-    tile.setAttribute('aria-label', state ? `${name}, ${state}` : name);
+    const verified = describe(p.identity);
+    tile.querySelector('.label').replaceChildren(state ? `${name} · ${state}` : name, badge(p.identity));
+    tile.setAttribute('aria-label', `${name}, ${verified}${state ? `, ${state}` : ''}`);
     tile.querySelector('.avatar').textContent = p.name.slice(0, 1).toUpperCase();
     const camTrack = isMe ? (local.cameraOn ? local.camera : null) : (p.sources.includes('camera') ? remote.get(id)?.get('camera') : null);
     tile.querySelector('.avatar').hidden = !!setVideo(tile, camTrack || null, '');
@@ -420,7 +436,7 @@ function renderLobby(waiting) {
   for (const w of waiting) {
     const li = document.createElement('li');
     const label = document.createElement('span');
-    label.textContent = `${w.name} (unverified name)`;
+    label.append(w.name, badge(w.identity));
     li.append(label,
       personButton('Admit', `Admit ${w.name}`, () => send({ type: 'admit', participantId: w.id })),
       personButton('Deny', `Deny ${w.name}`, () => send({ type: 'deny', participantId: w.id })));
@@ -464,7 +480,7 @@ function renderPeople() {
     if (p.sources.includes('screen')) bits.push('sharing screen');
     if (!p.connected) bits.push('reconnecting');
     const label = document.createElement('span');
-    label.textContent = bits.length ? `${p.name} (${bits.join(', ')})` : p.name;
+    label.append(bits.length ? `${p.name} (${bits.join(', ')})` : p.name, badge(p.identity));
     li.append(label);
     li.dataset.id = id;
     // Co-hosts act on everyone but the host; only the host makes hosts.
@@ -511,6 +527,9 @@ function openSettings() {
   $('set-chat').value = settings.chat;
   $('set-cameras').checked = settings.guestCameras;
   $('set-max').value = String(settings.maxParticipants);
+  $('set-bypass').value = settings.lobbyBypass;
+  $('set-guests').checked = settings.guestsAllowed;
+  $('set-mfa').checked = settings.requireMfa;
   $('settings-dialog').showModal();
 }
 
@@ -518,7 +537,7 @@ function addChat(m) {
   const li = document.createElement('li');
   const who = document.createElement('span');
   who.className = 'who';
-  who.textContent = m.participantId === me ? `${m.name} (you)` : m.name;
+  who.append(m.participantId === me ? `${m.name} (you)` : m.name, badge(m.identity));
   const time = document.createElement('time');
   const at = new Date(m.sentAt);
   time.dateTime = at.toISOString();
@@ -690,6 +709,9 @@ function wireControls() {
         chat: $('set-chat').value,
         guestCameras: $('set-cameras').checked,
         maxParticipants: Number($('set-max').value),
+        lobbyBypass: $('set-bypass').value,
+        guestsAllowed: $('set-guests').checked,
+        requireMfa: $('set-mfa').checked,
       },
     });
   });

@@ -44,7 +44,7 @@ export class Signalling extends EventTarget {
         this.closedByUs = true;
         this.forgetSession();
       }
-      if (msg.type === 'error' && !this.welcomed && ['wrong-passcode', 'locked-out', 'forbidden', 'meeting-full', 'locked', 'barred', 'ended'].includes(msg.code)) {
+      if (msg.type === 'error' && !this.welcomed && ['wrong-passcode', 'locked-out', 'forbidden', 'meeting-full', 'locked', 'barred', 'ended', 'verification-required', 'mfa-required'].includes(msg.code)) {
         // Not let in: stop here and let the page ask again.
         this.closedByUs = true;
         ws.close();

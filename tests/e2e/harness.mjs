@@ -10,10 +10,10 @@ import { chromium } from 'playwright-core';
 export const ROOT = pathJoin(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 /** Start target/release/convene on loopback with a fresh data folder. */
-export async function startServer(extraArgs = []) {
+export async function startServer(extraArgs = [], { port = 0 } = {}) {
   const bin = process.env.CONVENE_BIN || pathJoin(ROOT, 'target', 'release', 'convene');
   const dataDir = mkdtempSync(pathJoin(tmpdir(), 'convene-e2e-'));
-  const proc = spawn(bin, ['--listen', '127.0.0.1:0', '--data-dir', dataDir, '--log', 'warn', ...extraArgs], {
+  const proc = spawn(bin, ['--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--log', 'warn', ...extraArgs], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const url = await new Promise((resolve, reject) => {
@@ -135,4 +135,43 @@ export async function cutConnections(page) {
     for (const ws of /** @type {any} */ (window).__sockets) ws.close();
     for (const pc of /** @type {any} */ (window).__pcs) pc.close();
   });
+}
+
+/** A free TCP port on loopback (for servers whose address must be known up front). */
+export async function freePort() {
+  const { createServer } = await import('node:net');
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = /** @type {any} */ (srv.address());
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * A real OpenID provider (tests/oidc/provider.mjs, built on oidc-provider) on
+ * loopback, with a client for the Convene at `convenePort`.
+ */
+export async function startProvider({ port, keyId, convenePort, users }) {
+  const config = {
+    port,
+    keyId,
+    clients: [{ client_id: 'convene', client_secret: `secret-${port}`, redirect_uris: [`http://127.0.0.1:${convenePort}/auth/callback`] }],
+    users: users.map((u) => ({ password: 'pw', email_verified: true, sub: `${u.username}-sub`, ...u })),
+  };
+  const proc = spawn(process.execPath, [pathJoin(ROOT, 'tests', 'oidc', 'provider.mjs')], {
+    env: { ...process.env, OIDC_CONFIG: JSON.stringify(config) },
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  await new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`provider did not start: ${out}`)), 15000);
+    proc.stdout.on('data', (d) => {
+      out += d;
+      if (out.includes('"ready":true')) { clearTimeout(timer); resolve(undefined); }
+    });
+    proc.on('exit', (code) => reject(new Error(`provider exited with ${code}`)));
+  });
+  return { issuer: `http://127.0.0.1:${port}`, secret: `secret-${port}`, stop: () => proc.kill('SIGTERM') };
 }

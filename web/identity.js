@@ -1,0 +1,71 @@
+// Who someone is, as the server verified it, in words: shown with every name.
+
+/**
+ * @typedef {{level: 'member'|'partner'|'guest', organisation?: string, mfa?: boolean}} Verification
+ */
+
+/**
+ * "Member, Home Department", "Partner: Other Agency", "Guest (unverified)";
+ * with the MFA flag when the server sent it (only hosts get it).
+ * @param {Verification | undefined} v
+ */
+export function describe(v) {
+  if (!v || v.level === 'guest') return 'Guest (unverified)';
+  const who = v.level === 'member' ? `Member, ${v.organisation}` : `Partner: ${v.organisation}`;
+  if (v.mfa === undefined) return who;
+  return `${who} · ${v.mfa ? 'multi-factor sign-in' : 'single-factor sign-in'}`;
+}
+
+/**
+ * A small badge element for a name.
+ * @param {Verification | undefined} v
+ */
+export function badge(v) {
+  const span = document.createElement('span');
+  span.className = `id-badge ${v?.level || 'guest'}`;
+  span.textContent = describe(v);
+  return span;
+}
+
+/** What /api/session says about this browser and this server. */
+export async function loadSession() {
+  const res = await fetch('/api/session', { cache: 'no-store' });
+  if (!res.ok) throw new Error(`the server said ${res.status}`);
+  return res.json();
+}
+
+/**
+ * Fill `container` with sign-in state: who is signed in (with sign out), or a
+ * sign-in link per organisation, returning to `returnTo`.
+ * @param {any} session @param {HTMLElement} container @param {string} returnTo
+ */
+export function renderSignIn(session, container, returnTo) {
+  container.replaceChildren();
+  if (session.signedIn) {
+    const me = session.signedIn;
+    const p = document.createElement('p');
+    p.append(`Signed in as ${me.name || 'you'} `, badge({ level: me.level, organisation: me.organisation, mfa: me.mfa }));
+    const out = document.createElement('button');
+    out.type = 'button';
+    out.textContent = 'Sign out';
+    out.addEventListener('click', async () => {
+      await fetch('/auth/logout', { method: 'POST', headers: { 'X-CSRF-Token': session.csrfToken } });
+      location.reload();
+    });
+    container.append(p, out);
+    return;
+  }
+  if (!session.signIn.length) return;
+  const list = document.createElement('ul');
+  list.className = 'sign-in';
+  for (const org of session.signIn) {
+    const li = document.createElement('li');
+    const a = document.createElement('a');
+    a.className = 'button';
+    a.href = `/auth/login?org=${encodeURIComponent(org.id)}&return=${encodeURIComponent(returnTo)}`;
+    a.textContent = `Sign in with ${org.name}`;
+    li.append(a);
+    list.append(li);
+  }
+  container.append(list);
+}
