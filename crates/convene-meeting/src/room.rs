@@ -351,7 +351,9 @@ impl Room {
                 "a host removed you from this meeting; you cannot rejoin it",
             ));
         }
-        if !role.is_host() {
+        // Identity rules bind everyone but holders of the host key (a credential
+        // of its own); a host role granted to an account does not lift them.
+        if entrant.role != Role::Host {
             self.meets_rules(&entrant.identity)?;
         }
         // Hosts, and those a host made co-host, still get into a locked meeting.

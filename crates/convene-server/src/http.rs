@@ -256,15 +256,25 @@ async fn create_meeting(
     }
     let settings = serde_json::to_string(&settings).unwrap_or_else(|_| "{}".into());
     let passcode = req.passcode.filter(|p| !p.is_empty());
+    // A signed-in creator is the meeting's host on any device they sign in on,
+    // not only through the host link.
+    let creator = session
+        .as_ref()
+        .filter(|s| s.identity.is_verified())
+        .map(|s| s.key.clone());
     let created = tokio::task::spawn_blocking(move || {
         let hash = match passcode.as_deref().map(passcode::hash) {
             Some(Ok(h)) => Some(h),
             Some(Err(e)) => return Ok(Err(e.to_string())),
             None => None,
         };
-        st.storage
-            .create_meeting(&title, hash.as_deref(), &settings)
-            .map(Ok)
+        let (m, key) = st
+            .storage
+            .create_meeting(&title, hash.as_deref(), &settings)?;
+        if let Some(creator) = creator {
+            st.storage.set_grant(&m.id, &creator, Some("host"))?;
+        }
+        Ok::<_, convene_storage::StorageError>(Ok((m, key)))
     })
     .await;
     match created {

@@ -384,6 +384,12 @@ async fn members_and_partners_are_verified_and_shown_guests_wait() {
         json!({"level": "member", "organisation": "Home Department"}),
         "no MFA flag for non-hosts"
     );
+    // Signed in, the creator is a host from the plain join link too.
+    let again = Client::join_with(&url, &id, "x", alice.join_options())
+        .await
+        .unwrap();
+    assert_eq!(again.participants[&again.participant_id]["role"], "host");
+    again.leave().await;
     let guest = Client::join_with(&url, &id, "Gail", JoinOptions::default())
         .await
         .unwrap();
