@@ -32,6 +32,8 @@ pub enum Who {
     HostsAndPresenters,
     /// Hosts and co-hosts only.
     Hosts,
+    /// No one at all (for example chat, where a handling level forbids it).
+    Nobody,
 }
 
 impl Who {
@@ -40,6 +42,7 @@ impl Who {
             Who::Everyone => true,
             Who::HostsAndPresenters => role <= Role::Presenter,
             Who::Hosts => role.is_host(),
+            Who::Nobody => false,
         }
     }
 }
@@ -109,9 +112,11 @@ pub fn check(
         Action::Publish(Source::Screen | Source::ScreenAudio)
             if !settings.screen_share.allows(role) =>
         {
-            Err(Denied(
-                "only hosts and presenters may share their screen in this meeting",
-            ))
+            Err(Denied(match settings.screen_share {
+                Who::Nobody => "screen sharing is turned off in this meeting",
+                Who::Hosts => "only hosts may share their screen in this meeting",
+                _ => "only hosts and presenters may share their screen in this meeting",
+            }))
         }
         Action::Publish(Source::Camera) if !settings.guest_cameras && role == Role::Participant => {
             Err(Denied(

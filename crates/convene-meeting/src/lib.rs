@@ -9,6 +9,7 @@
 pub mod access;
 pub mod identity;
 pub mod passcode;
+pub mod policy;
 pub mod protocol;
 mod room;
 
