@@ -11,6 +11,7 @@ async fn server() -> convene_server::RunningServer {
         media_listen: "127.0.0.1:0".parse().unwrap(),
         media_announce: None,
         config_file: None,
+        policy_file: None,
         data_dir: std::env::temp_dir().join(format!(
             "convene-bench-smoke-{}",
             convene_storage::new_meeting_id()

@@ -74,6 +74,16 @@ pub enum ClientMessage {
     UpdateSettings {
         settings: crate::access::Settings,
     },
+    /// A host changes the meeting's handling level.
+    SetLevel {
+        level: String,
+        /// Raise the settings to meet the level rather than refuse.
+        #[serde(default)]
+        raise: bool,
+        /// Lowering a level must be confirmed.
+        #[serde(default)]
+        confirm: bool,
+    },
     #[serde(rename_all = "camelCase")]
     SetRole {
         participant_id: String,
@@ -105,6 +115,7 @@ const CLIENT_TYPES: &[&str] = &[
     "remove",
     "stop-source",
     "update-settings",
+    "set-level",
     "set-role",
     "admit",
     "deny",
@@ -143,6 +154,8 @@ pub struct MeetingInfo {
     pub title: String,
     /// No new joins while locked (hosts with the host link still get in).
     pub locked: bool,
+    /// The meeting's handling level: show its banner at every stage.
+    pub level: crate::policy::LevelView,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -215,6 +228,8 @@ pub struct TrackSlot {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LeaveReason {
+    /// Moved back to the lobby (a level change).
+    Lobby,
     Left,
     Disconnected,
     /// A host removed them.
@@ -248,6 +263,8 @@ pub enum ErrorCode {
     VerificationRequired,
     /// The meeting needs members and partners to sign in with more than one factor.
     MfaRequired,
+    /// The settings fall short of the meeting's handling level.
+    Policy,
     /// The meeting has ended.
     Ended,
     NotFound,
@@ -317,6 +334,13 @@ pub enum ServerMessage {
         by: String,
         /// They may not rejoin this meeting.
         barred: bool,
+        /// Why, when it was not a host's choice about them alone (a level change).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Something hosts should know (for example who a level change removed).
+    Notice {
+        text: String,
     },
     /// To someone waiting in the lobby (again whenever a host arrives or leaves).
     #[serde(rename_all = "camelCase")]

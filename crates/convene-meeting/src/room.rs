@@ -29,6 +29,10 @@ pub struct RoomLimits {
     pub chat_history: usize,
     /// How long a participant whose connection dropped may come back as themselves.
     pub reconnect_grace: Duration,
+    /// The deployment's handling levels.
+    pub policy: std::sync::Arc<crate::policy::Policy>,
+    /// Whether this server can verify identities (some levels need it).
+    pub sign_in_available: bool,
 }
 
 impl Default for RoomLimits {
@@ -39,6 +43,8 @@ impl Default for RoomLimits {
             max_chat_chars: 2000,
             chat_history: 200,
             reconnect_grace: Duration::from_secs(5),
+            policy: std::sync::Arc::new(crate::policy::Policy::uk()),
+            sign_in_available: false,
         }
     }
 }
@@ -100,6 +106,8 @@ pub enum Change {
     Bar {
         key: String,
     },
+    /// The handling level's id.
+    Level(String),
 }
 
 /// What the meeting remembers across restarts.
@@ -107,6 +115,9 @@ pub enum Change {
 pub struct RoomState {
     pub settings: Settings,
     pub locked: bool,
+    /// The handling level's id (unknown or empty: the lowest).
+    pub level: String,
+    pub has_passcode: bool,
     pub grants: BTreeMap<String, Role>,
     pub barred: BTreeSet<String>,
 }
@@ -189,6 +200,7 @@ pub struct Room {
     ended: bool,
     limits: RoomLimits,
     settings: Settings,
+    has_passcode: bool,
     grants: BTreeMap<String, Role>,
     barred: BTreeSet<String>,
     participants: BTreeMap<ParticipantId, Participant>,
@@ -223,15 +235,22 @@ impl Room {
     /// A meeting as it was remembered (after a restart, or after its task stopped
     /// for lack of people).
     pub fn restore(id: String, title: String, limits: RoomLimits, state: RoomState) -> Self {
+        let level = limits
+            .policy
+            .level(&state.level)
+            .unwrap_or(limits.policy.lowest())
+            .view();
         Room {
             info: MeetingInfo {
                 id,
                 title,
                 locked: state.locked,
+                level,
             },
             ended: false,
             limits,
             settings: state.settings,
+            has_passcode: state.has_passcode,
             grants: state.grants,
             barred: state.barred,
             participants: BTreeMap::new(),
@@ -355,6 +374,16 @@ impl Room {
         // of its own); a host role granted to an account does not lift them.
         if entrant.role != Role::Host {
             self.meets_rules(&entrant.identity)?;
+        }
+        // The handling level binds everyone, host key or not: a key proves who
+        // hosts, not who someone is.
+        if let Err(why) = self.level().admits(&entrant.identity) {
+            let code = if entrant.identity.is_verified() {
+                ErrorCode::MfaRequired
+            } else {
+                ErrorCode::VerificationRequired
+            };
+            return Err(err(code, why));
         }
         // Hosts, and those a host made co-host, still get into a locked meeting.
         if self.info.locked && !role.is_host() {
@@ -596,6 +625,199 @@ impl Room {
             self.notify_hosts();
         }
         Ok(())
+    }
+
+    /// The meeting's handling level.
+    pub fn level(&self) -> &crate::policy::HandlingLevel {
+        self.limits
+            .policy
+            .level(&self.info.level.id)
+            .unwrap_or(self.limits.policy.lowest())
+    }
+
+    fn meets_level(
+        &self,
+        level: &crate::policy::HandlingLevel,
+        settings: &Settings,
+    ) -> Result<(), RoomError> {
+        let unmet = level.unmet(&crate::policy::Proposal {
+            settings,
+            has_passcode: self.has_passcode,
+            sign_in_available: self.limits.sign_in_available,
+        });
+        if unmet.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = unmet.into_iter().map(|u| u.0).collect();
+        Err(err(ErrorCode::Policy, list.join("; ")))
+    }
+
+    /// A host changes the handling level. Raising applies the new requirements
+    /// at once: people the level does not admit are removed, and unverified
+    /// guests go back to the lobby when the level newly requires one.
+    fn set_level(
+        &mut self,
+        host: &ParticipantId,
+        by: &str,
+        id: &str,
+        raise: bool,
+        confirm: bool,
+    ) -> Result<(), RoomError> {
+        let policy = self.limits.policy.clone();
+        let Some(new) = policy.level(id) else {
+            let ids: Vec<&str> = policy.levels().iter().map(|l| l.id.as_str()).collect();
+            let shown: String = id.chars().take(40).collect();
+            return Err(err(
+                ErrorCode::Invalid,
+                format!(
+                    "no level \"{shown}\"; this server's levels are {}",
+                    ids.join(", ")
+                ),
+            ));
+        };
+        let old = self.level().clone();
+        if new.id == old.id {
+            return Ok(());
+        }
+        let lowering = policy.rank(&new.id) < policy.rank(&old.id);
+        if lowering && !confirm {
+            return Err(err(
+                ErrorCode::Invalid,
+                format!(
+                    "lowering the level from {} to {} must be confirmed",
+                    old.name, new.name
+                ),
+            ));
+        }
+        if let Err(why) = new.admits(&self.participants[host].identity) {
+            return Err(err(
+                ErrorCode::Policy,
+                format!("you could not stay in the meeting at that level: {why}"),
+            ));
+        }
+        let settings = if raise {
+            new.raise(&self.settings)
+        } else {
+            self.settings.clone()
+        };
+        self.meets_level(new, &settings)?;
+        self.info.level = new.view();
+        self.effects
+            .push_back(Effect::Persist(Change::Level(new.id.clone())));
+        self.audit(
+            "level",
+            host,
+            host,
+            if lowering { "lowered" } else { "raised" },
+            format!("{} -> {}", old.name, new.name),
+        );
+        self.broadcast(ServerMessage::MeetingUpdated {
+            meeting: self.info.clone(),
+        });
+        for w in self.waiting_ids() {
+            self.send_lobby(&w);
+        }
+        self.update_settings(host, by, settings)?;
+        if lowering {
+            return Ok(());
+        }
+        // Apply the new level to everyone present or waiting.
+        let mut removed = Vec::new();
+        let mut to_lobby = Vec::new();
+        for (id, p) in &self.participants {
+            if let Err(why) = new.admits(&p.identity) {
+                removed.push((id.clone(), p.name.clone(), why));
+            } else if new.lobby_required
+                && !old.lobby_required
+                && p.admitted
+                && p.identity.level == Level::Guest
+                && !p.role.is_host()
+            {
+                to_lobby.push((id.clone(), p.name.clone()));
+            }
+        }
+        for (id, _, why) in &removed {
+            self.send(
+                id,
+                ServerMessage::Removed {
+                    by: by.to_string(),
+                    barred: false,
+                    reason: Some(why.clone()),
+                },
+            );
+            self.audit("remove", host, id, "removed by level", why.clone());
+            self.remove(id, LeaveReason::Removed);
+        }
+        for (id, _) in &to_lobby {
+            self.to_lobby(id);
+            self.audit(
+                "lobby",
+                host,
+                id,
+                "moved to lobby by level",
+                new.name.clone(),
+            );
+        }
+        let mut notes = Vec::new();
+        if !removed.is_empty() {
+            let names: Vec<&str> = removed.iter().map(|(_, n, _)| n.as_str()).collect();
+            notes.push(format!(
+                "{} does not admit {}: removed",
+                new.name,
+                names.join(", ")
+            ));
+        }
+        if !to_lobby.is_empty() {
+            let names: Vec<&str> = to_lobby.iter().map(|(_, n)| n.as_str()).collect();
+            notes.push(format!(
+                "{} requires the lobby: {} wait there for a host to admit them again",
+                new.name,
+                names.join(", ")
+            ));
+        }
+        if !notes.is_empty() {
+            let text = notes.join(". ");
+            for h in self.host_ids() {
+                self.send(&h, ServerMessage::Notice { text: text.clone() });
+            }
+        }
+        if !to_lobby.is_empty() {
+            self.notify_hosts();
+        }
+        Ok(())
+    }
+
+    fn host_ids(&self) -> Vec<ParticipantId> {
+        self.participants
+            .iter()
+            .filter(|(_, p)| p.admitted && p.role.is_host() && p.away_since.is_none())
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Back to the lobby: their media stops, the others see them leave, and a
+    /// host must admit them again.
+    fn to_lobby(&mut self, id: &ParticipantId) {
+        let Some(p) = self.participants.get_mut(id) else {
+            return;
+        };
+        p.admitted = false;
+        let sources: Vec<Source> = std::mem::take(&mut p.sources).into_iter().collect();
+        p.muted.clear();
+        for source in sources {
+            self.effects
+                .push_back(Effect::Media(MediaAction::Unpublish {
+                    who: id.clone(),
+                    source,
+                }));
+        }
+        self.effects
+            .push_back(Effect::Media(MediaAction::Disconnect(id.clone())));
+        self.broadcast(ServerMessage::ParticipantLeft {
+            participant_id: id.0.clone(),
+            reason: LeaveReason::Lobby,
+        });
+        self.send_lobby(id);
     }
 
     /// A host lets `target` in (true) or turns them away (false).
@@ -846,6 +1068,7 @@ impl Room {
                     ServerMessage::Removed {
                         by: self.participants[who].name.clone(),
                         barred,
+                        reason: None,
                     },
                 );
                 self.audit(
@@ -894,7 +1117,17 @@ impl Room {
             ClientMessage::UpdateSettings { settings } => {
                 allowed(p.role, &self.settings, Action::Host)?;
                 let by = p.name.clone();
+                self.meets_level(self.level(), &settings)?;
                 self.update_settings(who, &by, settings)?;
+            }
+            ClientMessage::SetLevel {
+                level,
+                raise,
+                confirm,
+            } => {
+                allowed(p.role, &self.settings, Action::Host)?;
+                let by = p.name.clone();
+                self.set_level(who, &by, &level, raise, confirm)?;
             }
             ClientMessage::SetRole {
                 participant_id,
@@ -1112,6 +1345,7 @@ impl Room {
             LeaveReason::Disconnected => "disconnected",
             LeaveReason::Removed => "removed",
             LeaveReason::Ended => "ended",
+            LeaveReason::Lobby => "moved to lobby",
         };
         self.audit("leave", who, who, outcome, String::new());
     }

@@ -70,6 +70,11 @@ pub struct Config {
     #[arg(long = "config", env = "CONVENE_CONFIG")]
     pub config_file: Option<PathBuf>,
 
+    /// Handling-level policy file (TOML; see docs/policy.md). Default: the UK
+    /// levels OFFICIAL and OFFICIAL-SENSITIVE (policies/uk.toml).
+    #[arg(long = "policy", env = "CONVENE_POLICY")]
+    pub policy_file: Option<PathBuf>,
+
     /// Folder for Convene's data (the SQLite database).
     #[arg(long, env = "CONVENE_DATA_DIR", default_value = "convene-data")]
     pub data_dir: PathBuf,

@@ -31,6 +31,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/meetings/{id}/ws", get(signalling))
         .route("/api/admin/audit", get(admin_audit))
         .route("/api/session", get(signin::session_view))
+        .route("/api/policy", get(policy_view))
         .route("/auth/login", get(signin::login))
         .route("/auth/callback", get(signin::callback))
         .route("/auth/logout", post(signin::logout))
@@ -84,6 +85,8 @@ struct MeetingView {
     passcode_required: bool,
     ended: bool,
     settings: Settings,
+    /// The handling level: its name and banner, shown at every stage.
+    level: convene_meeting::policy::LevelView,
     /// The organisation that runs this server, and the server's address.
     hosted_by: String,
     server: String,
@@ -114,6 +117,12 @@ fn view(state: &AppState, m: Meeting, host_key: Option<String>) -> MeetingView {
         passcode_required: m.passcode_hash.is_some(),
         ended: m.ended_at.is_some(),
         settings: serde_json::from_str(&m.settings).unwrap_or_default(),
+        level: state
+            .limits
+            .policy
+            .level(&m.level)
+            .unwrap_or(state.limits.policy.lowest())
+            .view(),
         hosted_by: state.auth.home_name().to_string(),
         server: state.public_url.clone(),
         id: m.id,
@@ -219,6 +228,12 @@ struct CreateMeeting {
     passcode: Option<String>,
     #[serde(default)]
     settings: Option<Settings>,
+    /// Handling level id (default: the policy's lowest).
+    #[serde(default)]
+    level: Option<String>,
+    /// Raise the settings to what the level requires instead of refusing.
+    #[serde(default)]
+    raise: bool,
 }
 
 async fn create_meeting(
@@ -254,8 +269,48 @@ async fn create_meeting(
             "maxParticipants must be at least 1",
         );
     }
-    let settings = serde_json::to_string(&settings).unwrap_or_else(|_| "{}".into());
     let passcode = req.passcode.filter(|p| !p.is_empty());
+    let policy = state.limits.policy.clone();
+    let level = match req.level.as_deref() {
+        None => policy.lowest(),
+        Some(id) => match policy.level(id) {
+            Some(l) => l,
+            None => {
+                let ids: Vec<&str> = policy.levels().iter().map(|l| l.id.as_str()).collect();
+                return api_error(
+                    StatusCode::BAD_REQUEST,
+                    format!("no such level; this server's levels are {}", ids.join(", ")),
+                );
+            }
+        },
+    };
+    let settings = if req.raise {
+        level.raise(&settings)
+    } else {
+        settings
+    };
+    let unmet = level.unmet(&convene_meeting::policy::Proposal {
+        settings: &settings,
+        has_passcode: passcode.is_some(),
+        sign_in_available: state.limits.sign_in_available,
+    });
+    if !unmet.is_empty() {
+        let list: Vec<String> = unmet.into_iter().map(|u| u.0).collect();
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({
+                "error": format!("this meeting does not meet {}: {}", level.name, list.join("; ")),
+                "unmet": list,
+            })),
+        )
+            .into_response();
+    }
+    let level_id = level.id.clone();
+    let creator_name = session
+        .as_ref()
+        .and_then(|s| s.identity.subject.clone())
+        .unwrap_or_else(|| "anonymous".into());
+    let settings = serde_json::to_string(&settings).unwrap_or_else(|_| "{}".into());
     // A signed-in creator is the meeting's host on any device they sign in on,
     // not only through the host link.
     let creator = session
@@ -270,7 +325,7 @@ async fn create_meeting(
         };
         let (m, key) = st
             .storage
-            .create_meeting(&title, hash.as_deref(), &settings)?;
+            .create_meeting_at(&title, hash.as_deref(), &settings, &level_id)?;
         if let Some(creator) = creator {
             st.storage.set_grant(&m.id, &creator, Some("host"))?;
         }
@@ -280,6 +335,14 @@ async fn create_meeting(
     match created {
         Ok(Ok(Err(passcode_problem))) => api_error(StatusCode::BAD_REQUEST, passcode_problem),
         Ok(Ok(Ok((m, host_key)))) => {
+            state.writer.record(crate::writer::AuditEntry {
+                meeting: m.id.clone(),
+                actor: creator_name,
+                subject: "-".into(),
+                event: "create".into(),
+                outcome: "created".into(),
+                detail: format!("level: {}", m.level),
+            });
             (StatusCode::CREATED, Json(view(&state, m, Some(host_key)))).into_response()
         }
         _ => api_error(
@@ -287,6 +350,30 @@ async fn create_meeting(
             "could not create the meeting",
         ),
     }
+}
+
+/// The deployment's handling levels, lowest first, with their requirements.
+async fn policy_view(State(state): State<Arc<AppState>>) -> Response {
+    let levels: Vec<serde_json::Value> = state
+        .limits
+        .policy
+        .levels()
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "id": l.id, "name": l.name, "banner": l.banner,
+                "requires": {
+                    "passcode": l.passcode_required, "lobby": l.lobby_required,
+                    "lobbyBypass": l.lobby_bypass, "guestsAllowed": l.guests_allowed,
+                    "mfa": l.mfa_required, "e2ee": l.e2ee_required,
+                    "recordingAllowed": l.recording_allowed, "chatAllowed": l.chat_allowed,
+                    "chatRetentionDays": l.chat_retention_days, "screenShare": l.screen_share,
+                    "maxParticipants": l.max_participants,
+                },
+            })
+        })
+        .collect();
+    Json(serde_json::json!({ "levels": levels })).into_response()
 }
 
 async fn get_meeting(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {

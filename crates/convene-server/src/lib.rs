@@ -84,6 +84,18 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             )
         }
     };
+    let policy = match &config.policy_file {
+        None => convene_meeting::policy::Policy::uk(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| StartError(format!("policy {}: {e}", path.display())))?;
+            convene_meeting::policy::Policy::parse(&text)
+                .map_err(|e| StartError(format!("policy {}: {e}", path.display())))?
+        }
+    };
+    let sign_in_available = deployment
+        .as_ref()
+        .is_some_and(|d| !d.organisations().is_empty());
     let storage = Arc::new(
         Storage::open(&config.data_dir)
             .map_err(|e| StartError(format!("data folder {}: {e}", config.data_dir.display())))?,
@@ -113,6 +125,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         limits: RoomLimits {
             max_participants: config.max_participants,
             reconnect_grace: Duration::from_secs(config.reconnect_grace),
+            policy: Arc::new(policy),
+            sign_in_available,
             ..RoomLimits::default()
         },
         public_url: url.clone(),

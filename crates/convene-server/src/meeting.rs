@@ -147,6 +147,8 @@ fn remembered(state: &AppState, meeting: &StoredMeeting) -> RoomState {
     RoomState {
         settings: serde_json::from_str(&meeting.settings).unwrap_or_default(),
         locked: meeting.locked,
+        level: meeting.level.clone(),
+        has_passcode: meeting.passcode_hash.is_some(),
         grants: people
             .grants
             .into_iter()

@@ -88,6 +88,7 @@ fn remember(storage: &Storage, meeting: &str, change: &Change) -> Result<(), Sto
             storage.set_grant(meeting, key, role.as_deref())
         }
         Change::Bar { key } => storage.bar(meeting, key),
+        Change::Level(level) => storage.set_level(meeting, level),
     }
 }
 

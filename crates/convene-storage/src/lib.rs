@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_meeting_access.sql"),
     include_str!("../migrations/0004_meeting_end.sql"),
     include_str!("../migrations/0005_meeting_memory.sql"),
+    include_str!("../migrations/0006_meeting_level.sql"),
 ];
 
 /// Meeting ids are the join link's secret for now: 60 random bits in a form that
@@ -51,6 +52,8 @@ pub struct Meeting {
     pub ended_at: Option<i64>,
     /// A host locked it: no new joins.
     pub locked: bool,
+    /// Handling level id (empty: the policy's lowest).
+    pub level: String,
 }
 
 /// Roles granted and people barred in one meeting, by person key.
@@ -119,6 +122,17 @@ impl Storage {
         passcode_hash: Option<&str>,
         settings: &str,
     ) -> Result<(Meeting, String), StorageError> {
+        self.create_meeting_at(title, passcode_hash, settings, "")
+    }
+
+    /// Create a meeting at a handling level.
+    pub fn create_meeting_at(
+        &self,
+        title: &str,
+        passcode_hash: Option<&str>,
+        settings: &str,
+        level: &str,
+    ) -> Result<(Meeting, String), StorageError> {
         let key_bytes: [u8; 16] = rand::random();
         let host_key: String = key_bytes.iter().map(|b| format!("{b:02x}")).collect();
         let meeting = Meeting {
@@ -130,17 +144,19 @@ impl Storage {
             settings: settings.to_string(),
             ended_at: None,
             locked: false,
+            level: level.to_string(),
         };
         self.conn().execute(
-            "INSERT INTO meetings (id, title, created_at, host_key_hash, passcode_hash, settings)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO meetings (id, title, created_at, host_key_hash, passcode_hash, settings, level)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 meeting.id,
                 meeting.title,
                 meeting.created_at,
                 meeting.host_key_hash,
                 meeting.passcode_hash,
-                meeting.settings
+                meeting.settings,
+                meeting.level
             ],
         )?;
         Ok((meeting, host_key))
@@ -151,7 +167,7 @@ impl Storage {
             .conn()
             .query_row(
                 "SELECT id, title, created_at, host_key_hash, passcode_hash, settings, ended_at,
-                        locked
+                        locked, level
                  FROM meetings WHERE id = ?1",
                 params![id],
                 |r| {
@@ -164,6 +180,7 @@ impl Storage {
                         settings: r.get(5)?,
                         ended_at: r.get(6)?,
                         locked: r.get(7)?,
+                        level: r.get(8)?,
                     })
                 },
             )
@@ -186,6 +203,14 @@ impl Storage {
         self.conn().execute(
             "UPDATE meetings SET settings = ?2 WHERE id = ?1",
             params![id, settings],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_level(&self, id: &str, level: &str) -> Result<(), StorageError> {
+        self.conn().execute(
+            "UPDATE meetings SET level = ?2 WHERE id = ?1",
+            params![id, level],
         )?;
         Ok(())
     }
@@ -356,6 +381,7 @@ mod tests {
             let s = Storage::open(&dir).unwrap();
             let (m, _) = s.create_meeting("Board", None, "{}").unwrap();
             s.set_locked(&m.id, true).unwrap();
+            s.set_level(&m.id, "official-sensitive").unwrap();
             s.update_settings(&m.id, r#"{"lobby":true}"#).unwrap();
             s.set_grant(&m.id, "device:a", Some("co-host")).unwrap();
             s.set_grant(&m.id, "device:a", Some("presenter")).unwrap();
@@ -368,6 +394,7 @@ mod tests {
         let s = Storage::open(&dir).unwrap();
         let m = s.meeting(&id).unwrap().unwrap();
         assert!(m.locked);
+        assert_eq!(m.level, "official-sensitive");
         assert_eq!(m.settings, r#"{"lobby":true}"#);
         assert_eq!(
             s.meeting_people(&id).unwrap(),

@@ -520,7 +520,7 @@ mod host_actions {
         .unwrap();
         let fx = drain(&mut r);
         assert!(
-            matches!(&sent_to(&fx, &b)[0], ServerMessage::Removed { by, barred: false } if by == "Host")
+            matches!(&sent_to(&fx, &b)[0], ServerMessage::Removed { by, barred: false, .. } if by == "Host")
         );
         assert!(fx.contains(&Effect::Close { who: b.clone() }));
         assert!(sent_to(&fx, &a).contains(&ServerMessage::ParticipantLeft {
@@ -981,7 +981,8 @@ mod host_controls {
             sent_to(&fx, &troll)[0],
             ServerMessage::Removed {
                 by: "Host".into(),
-                barred: true
+                barred: true,
+                reason: None,
             }
         );
         assert_eq!(
@@ -1503,5 +1504,242 @@ mod identities {
                 "name: Gail; identity: guest (unverified)".to_string()
             ]
         );
+    }
+}
+
+mod levels {
+    use super::*;
+    use crate::access::{Role, Settings};
+    use crate::identity::{Identity, Level};
+    use crate::policy::Policy;
+    use proptest::prelude::*;
+    use std::sync::Arc;
+
+    const FOUR: &str = include_str!("../../../../policies/four-levels.toml");
+
+    fn limits() -> RoomLimits {
+        RoomLimits {
+            policy: Arc::new(Policy::parse(FOUR).unwrap()),
+            sign_in_available: true,
+            ..RoomLimits::default()
+        }
+    }
+
+    fn person(level: Level, mfa: bool) -> Identity {
+        match level {
+            Level::Guest => Identity::guest(),
+            _ => Identity {
+                level,
+                organisation: Some("Org".into()),
+                name: None,
+                mfa,
+                subject: Some("x@org.example".into()),
+            },
+        }
+    }
+
+    fn room_at(level: &str) -> Room {
+        Room::restore(
+            "m".into(),
+            "t".into(),
+            limits(),
+            RoomState {
+                level: level.into(),
+                has_passcode: true,
+                ..RoomState::default()
+            },
+        )
+    }
+
+    fn come(
+        r: &mut Room,
+        name: &str,
+        role: Role,
+        identity: Identity,
+    ) -> Result<ParticipantId, RoomError> {
+        r.enter(
+            Instant::now(),
+            join_msg(name),
+            Entrant {
+                role,
+                key: None,
+                identity,
+            },
+        )
+    }
+
+    fn set_level(
+        r: &mut Room,
+        host: &ParticipantId,
+        level: &str,
+        raise: bool,
+        confirm: bool,
+    ) -> Result<(), RoomError> {
+        r.handle(
+            Instant::now(),
+            host,
+            C::SetLevel {
+                level: level.into(),
+                raise,
+                confirm,
+            },
+        )
+    }
+
+    #[test]
+    fn raising_moves_guests_to_the_lobby_then_out_and_tells_the_hosts() {
+        let mut r = room_at("level-0");
+        let host = come(&mut r, "Host", Role::Host, person(Level::Member, true)).unwrap();
+        let guest = come(&mut r, "Gail", Role::Participant, Identity::guest()).unwrap();
+        let partner = come(
+            &mut r,
+            "Pam",
+            Role::Participant,
+            person(Level::Partner, false),
+        )
+        .unwrap();
+        r.handle(
+            Instant::now(),
+            &guest,
+            C::Publish {
+                source: Source::Camera,
+            },
+        )
+        .unwrap();
+        drain(&mut r);
+        // Without raising, the settings fall short: every shortfall is named.
+        let e = set_level(&mut r, &host, "level-1", false, false).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Policy);
+        assert!(e.message.contains("requires the lobby"), "{e}");
+        set_level(&mut r, &host, "level-1", true, false).unwrap();
+        let fx = drain(&mut r);
+        assert!(sent_to(&fx, &partner).iter().any(|m| matches!(
+            m,
+            ServerMessage::MeetingUpdated { meeting } if meeting.level.name == "Protection level 1"
+        )));
+        // The guest goes back to the lobby; their camera stops.
+        assert!(matches!(
+            sent_to(&fx, &guest).last(),
+            Some(ServerMessage::Lobby { .. })
+        ));
+        assert!(media(&fx).contains(&MediaAction::Unpublish {
+            who: guest.clone(),
+            source: Source::Camera
+        }));
+        assert!(
+            sent_to(&fx, &partner).contains(&ServerMessage::ParticipantLeft {
+                participant_id: guest.0.clone(),
+                reason: LeaveReason::Lobby
+            })
+        );
+        assert!(sent_to(&fx, &host).iter().any(|m| matches!(
+            m,
+            ServerMessage::Notice { text } if text.contains("Gail wait there")
+        )));
+        assert!(fx
+            .iter()
+            .any(|e| matches!(e, Effect::Persist(Change::Level(l)) if l == "level-1")));
+        // Level 2 admits no guests and needs MFA: both the guest and the partner go.
+        set_level(&mut r, &host, "level-2", true, false).unwrap();
+        let fx = drain(&mut r);
+        for who in [&guest, &partner] {
+            assert!(
+                sent_to(&fx, who).iter().any(|m| matches!(
+                    m,
+                    ServerMessage::Removed {
+                        reason: Some(_),
+                        ..
+                    }
+                )),
+                "{who}"
+            );
+        }
+        assert_eq!(r.participant_count(), 1);
+        let audit: Vec<(String, String)> = fx
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Audit(f) => Some((f.event.to_string(), f.outcome.clone())),
+                _ => None,
+            })
+            .collect();
+        assert!(audit.contains(&("level".into(), "raised".into())));
+        assert!(audit.contains(&("remove".into(), "removed by level".into())));
+        // Lowering must be confirmed, and is audited.
+        let e = set_level(&mut r, &host, "level-0", false, false).unwrap_err();
+        assert!(e.message.contains("must be confirmed"));
+        set_level(&mut r, &host, "level-0", false, true).unwrap();
+        assert!(drain(&mut r).iter().any(
+            |e| matches!(e, Effect::Audit(f) if f.event == "level" && f.outcome == "lowered" && f.detail == "Protection level 2 -> Protection level 0")
+        ));
+        // A level that needs what Convene lacks cannot be chosen.
+        let e = set_level(&mut r, &host, "level-3", true, false).unwrap_err();
+        assert!(e.message.contains("end-to-end encryption"), "{e}");
+    }
+
+    #[test]
+    fn admission_and_settings_follow_the_level() {
+        let mut r = room_at("level-2");
+        // Host key or not, an unverified person cannot join a level-2 meeting.
+        let e = come(&mut r, "Hana", Role::Host, Identity::guest()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::VerificationRequired);
+        assert!(e.message.contains("Protection level 2"));
+        let e = come(
+            &mut r,
+            "Pam",
+            Role::Participant,
+            person(Level::Partner, false),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::MfaRequired);
+        let host = come(&mut r, "Hana", Role::Host, person(Level::Member, true)).unwrap();
+        let e = r
+            .handle(
+                Instant::now(),
+                &host,
+                C::UpdateSettings {
+                    settings: Settings::default(),
+                },
+            )
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::Policy);
+        assert!(
+            e.message.contains("does not allow unverified guests"),
+            "{e}"
+        );
+    }
+
+    fn arb_identity() -> impl Strategy<Value = Identity> {
+        (0..3usize, any::<bool>())
+            .prop_map(|(l, mfa)| person([Level::Member, Level::Partner, Level::Guest][l], mfa))
+    }
+
+    proptest! {
+        /// Raising a level never leaves anyone in the meeting (or its lobby) whom
+        /// the higher level forbids, and guests are never left in a meeting whose
+        /// new level newly requires the lobby.
+        #[test]
+        fn raising_never_keeps_someone_the_level_forbids(
+            people in proptest::collection::vec((arb_identity(), any::<bool>()), 0..8),
+            target in 1..3usize,
+        ) {
+            let mut r = room_at("level-0");
+            let host = come(&mut r, "Host", Role::Host, person(Level::Member, true)).unwrap();
+            for (i, (identity, co_host)) in people.iter().enumerate() {
+                let id = come(&mut r, &format!("P{i}"), Role::Participant, identity.clone()).unwrap();
+                if *co_host {
+                    r.handle(Instant::now(), &host, C::SetRole { participant_id: id.0.clone(), role: Role::CoHost }).unwrap();
+                }
+            }
+            let level_id = format!("level-{target}");
+            set_level(&mut r, &host, &level_id, true, false).unwrap();
+            let policy = Policy::parse(FOUR).unwrap();
+            let level = policy.level(&level_id).unwrap();
+            for p in r.participants.values() {
+                prop_assert!(level.admits(&p.identity).is_ok(), "{:?} stayed", p.identity);
+                if level.lobby_required && p.identity.level == Level::Guest && !p.role.is_host() {
+                    prop_assert!(!p.admitted, "a guest stayed in past a new lobby");
+                }
+            }
+        }
     }
 }

@@ -20,6 +20,7 @@ pub async fn server_with(tweak: impl FnOnce(&mut Config)) -> RunningServer {
         media_listen: "127.0.0.1:0".parse().unwrap(),
         media_announce: None,
         config_file: None,
+        policy_file: None,
         data_dir: dir,
         public_url: None,
         reconnect_grace: 2,
