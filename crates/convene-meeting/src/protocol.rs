@@ -271,6 +271,9 @@ pub enum ErrorCode {
     Media,
 }
 
+// Messages are serialised as soon as they are made: the welcome's size is no
+// cost worth boxing it for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum ServerMessage {

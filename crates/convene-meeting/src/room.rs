@@ -144,6 +144,9 @@ impl Entrant {
     }
 }
 
+// Effects are made and consumed at once, one at a time: their size is no cost
+// worth boxing the welcome message for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     Send {
@@ -749,7 +752,7 @@ impl Room {
             self.remove(id, LeaveReason::Removed);
         }
         for (id, _) in &to_lobby {
-            self.to_lobby(id);
+            self.move_to_lobby(id);
             self.audit(
                 "lobby",
                 host,
@@ -797,7 +800,7 @@ impl Room {
 
     /// Back to the lobby: their media stops, the others see them leave, and a
     /// host must admit them again.
-    fn to_lobby(&mut self, id: &ParticipantId) {
+    fn move_to_lobby(&mut self, id: &ParticipantId) {
         let Some(p) = self.participants.get_mut(id) else {
             return;
         };

@@ -323,9 +323,9 @@ async fn create_meeting(
             Some(Err(e)) => return Ok(Err(e.to_string())),
             None => None,
         };
-        let (m, key) = st
-            .storage
-            .create_meeting_at(&title, hash.as_deref(), &settings, &level_id)?;
+        let (m, key) =
+            st.storage
+                .create_meeting_at(&title, hash.as_deref(), &settings, &level_id)?;
         if let Some(creator) = creator {
             st.storage.set_grant(&m.id, &creator, Some("host"))?;
         }
