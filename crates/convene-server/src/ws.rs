@@ -172,8 +172,17 @@ fn encode(message: &ServerMessage) -> Message {
 
 enum Incoming {
     Message(ClientMessage),
-    Refused(ServerMessage),
+    Refused { code: ErrorCode, message: String },
     Closed,
+}
+
+impl Incoming {
+    fn refused(code: ErrorCode, message: impl Into<String>) -> Incoming {
+        Incoming::Refused {
+            code,
+            message: message.into(),
+        }
+    }
 }
 
 /// Read the next client message, applying the limits.
@@ -193,29 +202,23 @@ async fn next_message(
         let text = match frame {
             Message::Text(t) => t,
             Message::Binary(_) => {
-                return Incoming::Refused(ServerMessage::error(
-                    ErrorCode::BadJson,
-                    "messages are JSON text",
-                ))
+                return Incoming::refused(ErrorCode::BadJson, "messages are JSON text")
             }
             Message::Close(_) => return Incoming::Closed,
             Message::Ping(_) | Message::Pong(_) => continue,
         };
         if !rate.allow(Instant::now()) {
-            return Incoming::Refused(ServerMessage::error(
-                ErrorCode::RateLimited,
-                "too many messages; slow down",
-            ));
+            return Incoming::refused(ErrorCode::RateLimited, "too many messages; slow down");
         }
         if text.len() > MAX_MESSAGE {
-            return Incoming::Refused(ServerMessage::error(
+            return Incoming::refused(
                 ErrorCode::TooLarge,
                 format!("a message is at most {MAX_MESSAGE} bytes"),
-            ));
+            );
         }
         return match parse_client_message(text.as_str()) {
             Ok(m) => Incoming::Message(m),
-            Err(e) => Incoming::Refused(ServerMessage::error(e.code, e.message)),
+            Err(e) => Incoming::refused(e.code, e.message),
         };
     }
 }
@@ -249,8 +252,8 @@ pub async fn run(
                     return;
                 }
                 Ok(Incoming::Closed) => return,
-                Ok(Incoming::Refused(err)) => {
-                    let _ = tx.send(encode(&err)).await;
+                Ok(Incoming::Refused { code, message }) => {
+                    let _ = tx.send(encode(&ServerMessage::error(code, message))).await;
                     continue;
                 }
                 Ok(Incoming::Message(m)) => m,
@@ -320,7 +323,7 @@ pub async fn run(
         loop {
             match next_message(&mut rx, &mut rate).await {
                 Incoming::Closed => return false,
-                Incoming::Refused(ServerMessage::Error { code, message }) => {
+                Incoming::Refused { code, message } => {
                     refused += 1;
                     if refused > MAX_REFUSED {
                         return false;
@@ -334,7 +337,6 @@ pub async fn run(
                     };
                     deliver(&st, &meeting_r, input);
                 }
-                Incoming::Refused(_) => {}
                 Incoming::Message(msg) => {
                     refused = 0;
                     let leaving = matches!(msg, ClientMessage::Leave {});
