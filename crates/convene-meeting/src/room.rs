@@ -373,11 +373,6 @@ impl Room {
                 "a host removed you from this meeting; you cannot rejoin it",
             ));
         }
-        // Identity rules bind everyone but holders of the host key (a credential
-        // of its own); a host role granted to an account does not lift them.
-        if entrant.role != Role::Host {
-            self.meets_rules(&entrant.identity)?;
-        }
         // The handling level binds everyone, host key or not: a key proves who
         // hosts, not who someone is.
         if let Err(why) = self.level().admits(&entrant.identity) {
@@ -387,6 +382,11 @@ impl Room {
                 ErrorCode::VerificationRequired
             };
             return Err(err(code, why));
+        }
+        // Identity rules bind everyone but holders of the host key (a credential
+        // of its own); a host role granted to an account does not lift them.
+        if entrant.role != Role::Host {
+            self.meets_rules(&entrant.identity)?;
         }
         // Hosts, and those a host made co-host, still get into a locked meeting.
         if self.info.locked && !role.is_host() {

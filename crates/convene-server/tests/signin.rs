@@ -222,6 +222,11 @@ struct World {
 }
 
 async fn world() -> World {
+    world_with_policy(None).await
+}
+
+async fn world_with_policy(policy: Option<&str>) -> World {
+    let policy = policy.map(|p| repo().join(p));
     let convene_port = free_port();
     let home = Provider::start(
         free_port(),
@@ -274,6 +279,7 @@ client_secret = "secret-{}"
     let server = common::server_with(move |c| {
         c.listen = format!("127.0.0.1:{convene_port}").parse().unwrap();
         c.config_file = Some(path);
+        c.policy_file = policy;
     })
     .await;
     World {
@@ -604,5 +610,130 @@ async fn meeting_rules_on_identity_and_csrf_on_every_change() {
         .header("x-csrf-token", &csrf);
     assert_eq!(alice.send(req).await.status, 204);
     assert_eq!(alice.session(&url).await["signedIn"], Value::Null);
+    w.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raising_the_level_moves_guests_out_and_admission_follows_it() {
+    let w = world_with_policy(Some("policies/four-levels.toml")).await;
+    let url = w.url.clone();
+    let mut alice = Browser::new();
+    alice.sign_in(&url, "home", "alice", true).await;
+    let csrf = alice.session(&url).await["csrfToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A level the settings fall short of is refused, naming each shortfall.
+    let req = alice
+        .http
+        .post(format!("{url}/api/meetings"))
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"title": "Review", "level": "level-2"}));
+    let r = alice.send(req).await;
+    assert_eq!(r.status, 400);
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    assert!(v["unmet"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("Protection level 2 requires a passcode")));
+    let req = alice
+        .http
+        .post(format!("{url}/api/meetings"))
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"title": "Review", "level": "level-0", "passcode": "4711 blue"}));
+    let r = alice.send(req).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let m: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(m["level"]["name"], "Protection level 0");
+    let id = m["id"].as_str().unwrap().to_string();
+    let mut host = Client::join_with(
+        &url,
+        &id,
+        "x",
+        JoinOptions {
+            host_key: Some(m["hostKey"].as_str().unwrap().to_string()),
+            ..alice.join_options()
+        },
+    )
+    .await
+    .unwrap();
+    let with_passcode = |o: JoinOptions| JoinOptions {
+        passcode: Some("4711 blue".into()),
+        ..o
+    };
+    let mut gail = Client::join_with(&url, &id, "Gail", with_passcode(JoinOptions::default()))
+        .await
+        .unwrap();
+    let mut pam_browser = Browser::new();
+    pam_browser
+        .sign_in(&url, "partner-agency", "pam", false)
+        .await;
+    let mut pam = Client::join_with(&url, &id, "x", with_passcode(pam_browser.join_options()))
+        .await
+        .unwrap();
+    assert!(!gail.in_lobby && !pam.in_lobby);
+
+    // Level 1 requires the lobby: the guest goes back to it.
+    host.send(json!({"type": "set-level", "level": "level-1", "raise": true}))
+        .await
+        .unwrap();
+    let d = Duration::from_secs(2);
+    tokio::join!(
+        host.run_until(d, |c| c.log.iter().any(|m| m["type"] == "notice")),
+        gail.run_until(d, |c| c.in_lobby),
+        pam.run_until(d, |_| false)
+    );
+    assert!(gail.in_lobby, "the guest is back in the lobby");
+    assert!(pam
+        .log
+        .iter()
+        .any(|m| m["type"] == "meeting-updated"
+            && m["meeting"]["level"]["name"] == "Protection level 1"));
+    assert!(pam
+        .left
+        .contains(&(gail.participant_id.clone(), "lobby".into())));
+
+    // Level 2 admits only verified people with a second factor: the guest and
+    // the partner (signed in with a password only) are removed, and told why.
+    host.send(json!({"type": "set-level", "level": "level-2", "raise": true}))
+        .await
+        .unwrap();
+    tokio::join!(
+        host.run_until(d, |_| false),
+        gail.run_until(d, |c| c.log.iter().any(|m| m["type"] == "removed")),
+        pam.run_until(d, |c| c.log.iter().any(|m| m["type"] == "removed"))
+    );
+    for (c, why) in [(&gail, "only people verified"), (&pam, "second factor")] {
+        let removed = c.log.iter().find(|m| m["type"] == "removed").unwrap();
+        assert!(
+            removed["reason"].as_str().unwrap().contains(why),
+            "{removed}"
+        );
+    }
+    assert_eq!(host.participants.len(), 1);
+    // Newcomers meet the level at the door.
+    let e = Client::join_with(&url, &id, "Gus", with_passcode(JoinOptions::default()))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        e.contains("verification-required") && e.contains("Protection level 2"),
+        "{e}"
+    );
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = w.server.state.storage.audit_records(Some(&id)).unwrap();
+    let has =
+        |event: &str, outcome: &str| log.iter().any(|r| r.event == event && r.outcome == outcome);
+    assert!(has("create", "created"));
+    assert!(has("level", "raised"));
+    assert!(has("lobby", "moved to lobby by level"));
+    assert!(has("remove", "removed by level"));
+    assert!(log
+        .iter()
+        .any(|r| r.event == "join" && r.outcome == "refused: verification-required"));
+    assert!(log
+        .iter()
+        .any(|r| r.event == "level" && r.detail == "Protection level 1 -> Protection level 2"));
     w.server.shutdown().await;
 }
