@@ -23,6 +23,8 @@ async function showSession() {
   field('trial-notice').hidden = signInExists;
   field('identity-rules').hidden = !signInExists;
   form.hidden = !session.mayCreateMeetings;
+  const policy = await (await fetch('/api/policy')).json();
+  field('level').replaceChildren(...policy.levels.map((/** @type {any} */ l) => new Option(l.name, l.id)));
   const home = session.signIn.find((/** @type {any} */ o) => o.home);
   field('create-needs-sign-in').hidden = session.mayCreateMeetings;
   field('create-needs-sign-in').textContent = session.signedIn
@@ -44,6 +46,8 @@ form.addEventListener('submit', async (event) => {
       body: JSON.stringify({
         title: title.value,
         passcode: passcode.value || undefined,
+        level: field('level').value || undefined,
+        raise: field('raise').checked,
         settings: {
           lobby: field('lobby').checked,
           screenShare: field('screen-share').value,
@@ -58,6 +62,18 @@ form.addEventListener('submit', async (event) => {
       }),
     });
     const body = await res.json();
+    if (!res.ok && Array.isArray(body.unmet)) {
+      // Say each requirement the settings fall short of.
+      const list = document.createElement('ul');
+      for (const u of body.unmet) {
+        const li = document.createElement('li');
+        li.textContent = u;
+        list.append(li);
+      }
+      error.replaceChildren('This meeting does not meet its level:', list);
+      error.hidden = false;
+      return;
+    }
     if (!res.ok) throw new Error(body.error || `the server said ${res.status}`);
     // The link is shown as the server knows it; we navigate within this origin.
     link.value = body.joinUrl;

@@ -40,6 +40,47 @@ let settings = null;
 /** Whom the remove dialog is about. */
 let removing = { id: '', name: '' };
 
+/** The deployment's levels (for hosts' level control), lowest first. */
+/** @type {any[]} */ let levels = [];
+let currentLevel = '';
+
+/** Show the meeting's handling level in the banner that stays at every stage. */
+function showLevel(level) {
+  if (!level) return;
+  currentLevel = level.id;
+  const banner = $('level-banner');
+  banner.textContent = level.banner.text;
+  banner.style.color = level.banner.foreground;
+  banner.style.background = level.banner.background;
+  banner.hidden = false;
+  $('level-select').value = level.id;
+}
+
+async function loadLevels() {
+  const res = await fetch('/api/policy');
+  if (!res.ok) return;
+  levels = (await res.json()).levels;
+  const select = $('level-select');
+  select.replaceChildren(...levels.map((l) => new Option(l.name, l.id, false, l.id === currentLevel)));
+}
+
+function changeLevel() {
+  const target = $('level-select').value;
+  if (target === currentLevel) return;
+  const rank = (id) => levels.findIndex((l) => l.id === id);
+  const name = (id) => levels[rank(id)]?.name || id;
+  if (rank(target) < rank(currentLevel)) {
+    if (!confirm(`Lower this meeting from ${name(currentLevel)} to ${name(target)}? Everyone will see the new level, and the change is recorded.`)) {
+      $('level-select').value = currentLevel;
+      return;
+    }
+    send({ type: 'set-level', level: target, confirm: true });
+  } else {
+    // Raising applies the level's requirements to the settings at once.
+    send({ type: 'set-level', level: target, raise: true });
+  }
+}
+
 // ---------- pre-join ----------
 
 async function loadMeeting() {
@@ -48,6 +89,7 @@ async function loadMeeting() {
   const m = await res.json();
   document.title = `${m.title} · Convene`;
   for (const el of document.querySelectorAll('.meeting-title')) el.textContent = m.title;
+  showLevel(m.level);
   const hosted = `Hosted by ${m.hostedBy} · ${m.server}`;
   $('hosted-by').textContent = hosted;
   for (const el of document.querySelectorAll('.lobby-hosted')) el.textContent = hosted;
@@ -209,6 +251,7 @@ function onMessage(msg) {
       $('meeting').hidden = false;
       me = msg.participantId;
       meetingLocked = msg.meeting.locked;
+      showLevel(msg.meeting.level);
       permissions = msg.permissions;
       settings = msg.settings;
       participants.clear();
@@ -248,6 +291,10 @@ function onMessage(msg) {
       call?.handleOffer(msg.sdp, msg.tracks);
       break;
     case 'lobby':
+      showLevel(msg.meeting.level);
+      // Sent back from the meeting (a level change): its media is gone.
+      call?.close();
+      call = null;
       $('prejoin').hidden = true;
       $('meeting').hidden = true;
       $('lobby').hidden = false;
@@ -262,8 +309,12 @@ function onMessage(msg) {
       $('lobby').hidden = true;
       endSession('A host did not let you in to this meeting.');
       break;
+    case 'notice':
+      setStatus(msg.text, true);
+      break;
     case 'meeting-updated':
       meetingLocked = msg.meeting.locked;
+      showLevel(msg.meeting.level);
       renderPeople();
       break;
     case 'permissions':
@@ -295,9 +346,11 @@ function onMessage(msg) {
       updateControls();
       break;
     case 'removed':
-      endSession(msg.barred
-        ? `${msg.by} removed you from the meeting. You cannot rejoin it.`
-        : `${msg.by} removed you from the meeting.`);
+      endSession(msg.reason
+        ? `${msg.by} changed the meeting's level, and you were removed: ${msg.reason}.`
+        : msg.barred
+          ? `${msg.by} removed you from the meeting. You cannot rejoin it.`
+          : `${msg.by} removed you from the meeting.`);
       break;
     case 'ended':
       endSession(`${msg.by} ended the meeting for everyone.`);
@@ -698,6 +751,7 @@ function wireControls() {
   $('admit-all').addEventListener('click', () => send({ type: 'admit-all' }));
   $('mute-all-btn').addEventListener('click', () => send({ type: 'mute-all' }));
   $('settings-btn').addEventListener('click', openSettings);
+  $('level-btn').addEventListener('click', changeLevel);
   $('settings-cancel').addEventListener('click', () => $('settings-dialog').close());
   $('settings-form').addEventListener('submit', () => {
     send({
@@ -734,5 +788,5 @@ function wireControls() {
 }
 
 wireControls();
-loadMeeting();
+loadMeeting().then(loadLevels);
 setupPrejoin();

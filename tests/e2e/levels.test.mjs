@@ -1,0 +1,80 @@
+// Handling levels in real Chromium: the organiser picks OFFICIAL-SENSITIVE,
+// is told what the settings lack, lets Convene raise them; everyone sees the
+// level's banner on the pre-join page, in the lobby and in the meeting; a host
+// lowers the level (confirmed) and everyone's banner follows.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { join as pathJoin } from 'node:path';
+import { startServer, launchPerson, until, ROOT } from './harness.mjs';
+
+let server;
+const people = [];
+
+before(async () => {
+  server = await startServer();
+});
+
+after(async () => {
+  for (const p of people) await p.browser.close().catch(() => {});
+  server?.stop();
+});
+
+const banner = (page) => page.locator('#level-banner');
+
+async function bannerSays(page, text) {
+  await until(`banner "${text}"`, async () => (await banner(page).isVisible()) && (await banner(page).textContent()) === text);
+}
+
+test('the level banner is visible to everyone at every stage', async () => {
+  const host = await launchPerson();
+  const guest = await launchPerson();
+  people.push(host, guest);
+  const sensitive = 'OFFICIAL-SENSITIVE: only authorised people may be present. Do not record.';
+
+  await host.page.goto(server.url);
+  await host.page.getByLabel('Meeting title').fill('Incident review');
+  await host.page.getByLabel('Handling level').selectOption('official-sensitive');
+  await host.page.getByRole('button', { name: 'Create meeting' }).click();
+  // Without a passcode and with default settings, each shortfall is named.
+  await host.page.getByText('This meeting does not meet its level:').waitFor();
+  for (const unmet of ['OFFICIAL-SENSITIVE requires a passcode', 'OFFICIAL-SENSITIVE requires the lobby']) {
+    await host.page.getByText(unmet, { exact: true }).waitFor();
+  }
+  await host.page.getByLabel('Passcode (optional)').fill('4711 blue');
+  await host.page.getByLabel('Raise the settings to what the level requires').check();
+  await host.page.getByRole('button', { name: 'Create meeting' }).click();
+  await host.page.getByRole('heading', { name: 'Your meeting is ready' }).waitFor();
+  const link = await host.page.getByLabel('Join link').inputValue();
+  await host.page.getByRole('link', { name: 'Go to the meeting as host' }).click();
+  await bannerSays(host.page, sensitive);
+  await host.page.getByLabel('Your name').fill('Hana (host)');
+  await host.page.getByRole('button', { name: 'Join meeting' }).click();
+  await host.page.locator('#meeting').waitFor({ state: 'visible' });
+  await bannerSays(host.page, sensitive);
+
+  // The guest sees the level before entering anything, while waiting, and inside.
+  await guest.page.goto(link);
+  await bannerSays(guest.page, sensitive);
+  const colours = await banner(guest.page).evaluate((el) => [getComputedStyle(el).color, getComputedStyle(el).backgroundColor]);
+  assert.deepEqual(colours, ['rgb(255, 255, 255)', 'rgb(177, 14, 30)']);
+  await guest.page.getByLabel('Your name').fill('Gus (guest)');
+  await guest.page.getByLabel('Meeting passcode').fill('4711 blue');
+  await guest.page.getByRole('button', { name: 'Join meeting' }).click();
+  await guest.page.getByRole('heading', { name: 'Waiting to be let in' }).waitFor();
+  await bannerSays(guest.page, sensitive);
+  await guest.page.screenshot({ path: pathJoin(ROOT, 'docs', 'screenshots', 'level-lobby.png') });
+  await host.page.getByRole('button', { name: 'Admit Gus (guest)' }).click();
+  await guest.page.locator('#meeting').waitFor({ state: 'visible' });
+  await bannerSays(guest.page, sensitive);
+  // Screen sharing is for hosts and presenters at this level: the guest is told why.
+  assert.equal(await guest.page.getByRole('button', { name: 'Share screen' }).isDisabled(), true);
+  await guest.page.getByText('Screen sharing: only hosts and presenters may share their screen in this meeting.').waitFor();
+
+  // Lowering is confirmed, and everyone's banner follows.
+  host.page.on('dialog', (d) => d.accept());
+  await host.page.getByLabel('Meeting level').selectOption('official');
+  await host.page.getByRole('button', { name: 'Change level' }).click();
+  await bannerSays(guest.page, 'OFFICIAL');
+  await bannerSays(host.page, 'OFFICIAL');
+  await host.page.screenshot({ path: pathJoin(ROOT, 'docs', 'screenshots', 'level-meeting.png') });
+});
