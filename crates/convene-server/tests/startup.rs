@@ -1,7 +1,6 @@
 //! A malformed or contradictory configuration stops the server at start-up,
 //! with a message naming the file, the line and the problem.
 
-
 use convene_server::config::Config;
 
 fn config_with(policy: Option<&str>, deployment: Option<&str>) -> Config {
