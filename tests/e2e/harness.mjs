@@ -153,11 +153,11 @@ export async function freePort() {
  * A real OpenID provider (tests/oidc/provider.mjs, built on oidc-provider) on
  * loopback, with a client for the Convene at `convenePort`.
  */
-export async function startProvider({ port, keyId, convenePort, users }) {
+export async function startProvider({ port, keyId, org, convenePort, users }) {
   const config = {
     port,
     keyId,
-    clients: [{ client_id: 'convene', client_secret: `secret-${port}`, redirect_uris: [`http://127.0.0.1:${convenePort}/auth/callback`] }],
+    clients: [{ client_id: 'convene', client_secret: `secret-${port}`, redirect_uris: [`http://127.0.0.1:${convenePort}/auth/callback/${org}`] }],
     users: users.map((u) => ({ password: 'pw', email_verified: true, sub: `${u.username}-sub`, ...u })),
   };
   const proc = spawn(process.execPath, [pathJoin(ROOT, 'tests', 'oidc', 'provider.mjs')], {

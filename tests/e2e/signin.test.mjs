@@ -16,11 +16,11 @@ const people = [];
 before(async () => {
   const convenePort = await freePort();
   const home = await startProvider({
-    port: await freePort(), keyId: 'home-1', convenePort,
+    port: await freePort(), keyId: 'home-1', org: 'home', convenePort,
     users: [{ username: 'alice', email: 'alice@home.example', name: 'Alice Archer' }],
   });
   const partner = await startProvider({
-    port: await freePort(), keyId: 'partner-1', convenePort,
+    port: await freePort(), keyId: 'partner-1', org: 'partner-agency', convenePort,
     users: [{ username: 'pam', email: 'pam@partner.example', name: 'Pam Partner' }],
   });
   providers.push(home, partner);

@@ -18,18 +18,24 @@ pub struct Claims {
     pub acr: Option<String>,
 }
 
-/// RFC 8176 methods that are a factor other than a password.
+/// RFC 8176 methods that prove possession or inherence: with any other
+/// method (a password, a PIN) they make a second factor. Knowledge-only pairs
+/// (`pwd` + `kba`) and mere presence (`user`) do not count.
 const SECOND_FACTORS: &[&str] = &[
-    "hwk", "swk", "otp", "sms", "tel", "fpt", "face", "iris", "retina", "vbm", "pin", "sc", "pop",
-    "kba", "user",
+    "hwk", "swk", "otp", "sms", "tel", "fpt", "face", "iris", "retina", "vbm", "sc", "pop",
 ];
 
 /// Whether the sign-in used more than one factor, by `amr` (RFC 8176) or by an
 /// `acr` value the organisation declared multi-factor.
 pub fn is_multi_factor(claims: &Claims, org: &Organisation) -> bool {
     let amr = |m: &str| claims.amr.iter().any(|a| a == m);
+    let possession = claims
+        .amr
+        .iter()
+        .find(|a| SECOND_FACTORS.contains(&a.as_str()));
+    let another = |p: &String| claims.amr.iter().any(|a| a != p && a != "user");
     amr("mfa")
-        || (claims.amr.len() >= 2 && SECOND_FACTORS.iter().any(|f| amr(f)))
+        || possession.is_some_and(another)
         || claims
             .acr
             .as_ref()
@@ -56,7 +62,15 @@ pub fn classify(org: &Organisation, claims: &Claims) -> Identity {
             Kind::Partner => Level::Partner,
         },
         organisation: Some(org.name.clone()),
-        name: claims.name.clone().or_else(|| claims.email.clone()),
+        // Without a name claim, the address's local part: the whole address
+        // would be shown to everyone in the meeting.
+        name: claims.name.clone().or_else(|| {
+            claims
+                .email
+                .as_deref()
+                .and_then(|e| e.split_once('@'))
+                .map(|(local, _)| local.to_string())
+        }),
         mfa: is_multi_factor(claims, org),
         subject: claims
             .email
@@ -139,6 +153,10 @@ mod tests {
             (&["pwd", "otp"][..], true),
             (&["mfa"][..], true),
             (&["pwd", "pwd"][..], false),
+            (&["pwd", "kba"][..], false),
+            (&["pwd", "user"][..], false),
+            (&["otp", "otp"][..], false),
+            (&["hwk", "pin"][..], true),
         ] {
             assert_eq!(
                 is_multi_factor(&claims("a@other.gov.uk", amr), &o),

@@ -54,7 +54,9 @@ pub struct Auth {
     who_creates: WhoCreates,
     providers: HashMap<String, Provider>,
     order: Vec<String>,
-    redirect: String,
+    /// This server's public URL: providers send people back to
+    /// `<base>/auth/callback/<organisation id>`.
+    base: String,
     http: openidconnect::reqwest::Client,
     pending: Mutex<PendingLogins>,
     sessions: Mutex<Sessions>,
@@ -83,8 +85,9 @@ pub struct SignedIn {
 }
 
 impl Auth {
-    /// `public_url` is this server's address as browsers see it; the
-    /// providers send people back to `<public_url>/auth/callback`.
+    /// `public_url` is this server's address as browsers see it. Each provider
+    /// sends people back to its own `<public_url>/auth/callback/<org id>`, so a
+    /// response can never be taken for another provider's (mix-up attacks).
     pub fn new(config: Option<&DeploymentConfig>, public_url: &str) -> Auth {
         let orgs = config.map(|c| c.organisations()).unwrap_or_default();
         let http = openidconnect::reqwest::ClientBuilder::new()
@@ -113,13 +116,18 @@ impl Auth {
                     )
                 })
                 .collect(),
-            redirect: format!("{}/auth/callback", public_url.trim_end_matches('/')),
+            base: public_url.trim_end_matches('/').to_string(),
             http,
             pending: Mutex::new(PendingLogins::default()),
             sessions: Mutex::new(Sessions::new(Duration::from_secs(
                 u64::from(config.map(|c| c.sessions.hours).unwrap_or(8)) * 3600,
             ))),
         }
+    }
+
+    /// Where organisation `org`'s provider sends people back (register this).
+    pub fn redirect_for(&self, org: &str) -> String {
+        format!("{}/auth/callback/{org}", self.base)
     }
 
     pub fn home_name(&self) -> &str {
@@ -213,7 +221,7 @@ impl Auth {
             Some(ClientSecret::new(p.org.provider.client_secret.clone())),
         )
         .set_redirect_uri(
-            RedirectUrl::new(self.redirect.clone())
+            RedirectUrl::new(self.redirect_for(org))
                 .map_err(|e| LoginError::Refused(e.to_string()))?,
         );
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
@@ -247,10 +255,12 @@ impl Auth {
         })
     }
 
-    /// The provider sent the browser back with `code` and `state` (and, per
-    /// RFC 9207, `iss`); `binding` is the browser's login cookie.
+    /// Organisation `org`'s provider sent the browser back (to its own
+    /// callback path) with `code` and `state` (and, per RFC 9207, `iss`);
+    /// `binding` is the browser's login cookie.
     pub async fn finish(
         &self,
+        org: &str,
         code: &str,
         state: &str,
         iss: Option<&str>,
@@ -261,6 +271,11 @@ impl Auth {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take(state, binding, Instant::now())?;
+        if pending.org != org {
+            return Err(LoginError::Refused(
+                "the response came back for another organisation".into(),
+            ));
+        }
         let p = self
             .providers
             .get(&pending.org)
@@ -279,7 +294,7 @@ impl Auth {
             Some(ClientSecret::new(p.org.provider.client_secret.clone())),
         )
         .set_redirect_uri(
-            RedirectUrl::new(self.redirect.clone())
+            RedirectUrl::new(self.redirect_for(&pending.org))
                 .map_err(|e| LoginError::Refused(e.to_string()))?,
         );
         let tokens = client
@@ -318,9 +333,11 @@ impl Auth {
     }
 }
 
-/// Only paths on this server: never `//elsewhere` or `https://elsewhere`.
+/// Only paths on this server: never `//elsewhere` or `https://elsewhere`; and
+/// short (pending logins are kept in memory).
 pub fn safe_return(path: &str) -> String {
-    let ok = path.starts_with('/')
+    let ok = path.len() <= 512
+        && path.starts_with('/')
         && !path.starts_with("//")
         && !path.contains('\\')
         && !path.chars().any(|c| c.is_control());
@@ -352,6 +369,7 @@ mod tests {
             ("https://evil.example", "/"),
             ("/\\evil.example", "/"),
             ("", "/"),
+            (&format!("/{}", "x".repeat(600)), "/"),
         ] {
             assert_eq!(super::safe_return(given), kept);
         }

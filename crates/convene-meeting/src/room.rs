@@ -347,6 +347,13 @@ impl Room {
             if let Some(p) = self.participants.get_mut(&id) {
                 p.away_since = None;
             }
+            if !self.participants[&id].admitted {
+                // Still waiting (for example sent back by a level change): a
+                // resume must not be a way past the lobby.
+                self.send_lobby(&id);
+                self.audit("join", &id, &id, "resumed in lobby", String::new());
+                return Ok(id);
+            }
             self.welcome(&id);
             self.start_media(&id);
             self.broadcast_update(&id);
@@ -614,16 +621,25 @@ impl Room {
         }
         // No lobby any more, or one that now lets some people straight in: they
         // come in.
+        // Whoever the new rules keep out altogether is turned away.
         let lobby = self.settings.lobby;
         let bypass = self.settings.lobby_bypass;
-        let admit: Vec<ParticipantId> = self
-            .waiting_ids()
-            .into_iter()
-            .filter(|w| !lobby || bypass.lets_in(self.participants[w].identity.level))
-            .collect();
-        if !admit.is_empty() {
+        let mut admit = Vec::new();
+        let mut turn_away = Vec::new();
+        for w in self.waiting_ids() {
+            let identity = &self.participants[&w].identity;
+            if self.meets_rules(identity).is_err() {
+                turn_away.push(w);
+            } else if !lobby || bypass.lets_in(identity.level) {
+                admit.push(w);
+            }
+        }
+        if !admit.is_empty() || !turn_away.is_empty() {
             for w in admit {
                 self.decide(host, &w, true)?;
+            }
+            for w in turn_away {
+                self.decide(host, &w, false)?;
             }
             self.notify_hosts();
         }
@@ -720,9 +736,8 @@ impl Room {
         for w in self.waiting_ids() {
             self.send_lobby(&w);
         }
-        self.update_settings(host, by, settings)?;
         if lowering {
-            return Ok(());
+            return self.update_settings(host, by, settings);
         }
         // Apply the new level to everyone present or waiting.
         let mut removed = Vec::new();
@@ -761,6 +776,9 @@ impl Room {
                 new.name.clone(),
             );
         }
+        // Settings last: people are removed above with the level's reason, not
+        // turned away by the raised settings.
+        self.update_settings(host, by, settings)?;
         let mut notes = Vec::new();
         if !removed.is_empty() {
             let names: Vec<&str> = removed.iter().map(|(_, n, _)| n.as_str()).collect();

@@ -33,7 +33,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/session", get(signin::session_view))
         .route("/api/policy", get(policy_view))
         .route("/auth/login", get(signin::login))
-        .route("/auth/callback", get(signin::callback))
+        .route("/auth/callback/{org}", get(signin::callback))
         .route("/auth/logout", post(signin::logout))
         .route("/healthz", get(|| async { "ok" }))
         .layer(axum::middleware::from_fn_with_state(
@@ -395,19 +395,25 @@ async fn meeting_page(State(state): State<Arc<AppState>>, Path(id): Path<String>
     }
 }
 
-/// Browsers send Origin on WebSocket requests; one from another site is refused,
-/// so no other page can open a signalling socket with a visitor's browser.
-pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
+/// Browsers send Origin on WebSocket requests and POSTs; one from another site
+/// is refused, so no other page can act with a visitor's browser. Allowed: the
+/// public URL's origin, and plain http to this machine by a loopback name (a
+/// trial reached as localhost or 127.0.0.1). Comparing with `Host` alone would
+/// let a DNS-rebinding page pass.
+pub(crate) fn same_origin(headers: &HeaderMap, public_url: &str) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
         return true; // not a browser (the headless client, load tests)
     };
+    if origin == public_url.trim_end_matches('/') {
+        return true;
+    }
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
-    origin
-        .split_once("://")
-        .is_some_and(|(_, rest)| rest == host)
+    let name = host.rsplit_once(':').map_or(host, |(n, _)| n);
+    let loopback = name == "localhost" || name == "[::1]" || name.starts_with("127.");
+    loopback && origin == format!("http://{host}")
 }
 
 async fn signalling(
@@ -417,7 +423,7 @@ async fn signalling(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    if !same_origin(&headers) {
+    if !same_origin(&headers, &state.public_url) {
         return api_error(
             StatusCode::FORBIDDEN,
             "cross-origin signalling is not allowed",
@@ -447,4 +453,54 @@ async fn signalling(
             };
             ws::run(socket, state, meeting, peer.ip(), key, identity)
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_origin;
+    use axum::http::{header, HeaderMap, HeaderValue};
+
+    fn headers(origin: Option<&str>, host: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+        if let Some(o) = origin {
+            h.insert(header::ORIGIN, HeaderValue::from_str(o).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn only_the_public_origin_or_a_loopback_trial_passes() {
+        let public = "https://meet.example.gov.uk";
+        assert!(same_origin(
+            &headers(Some(public), "meet.example.gov.uk"),
+            public
+        ));
+        assert!(
+            same_origin(&headers(None, "anything"), public),
+            "not a browser"
+        );
+        // DNS rebinding: the attacker's name resolves here, Host matches Origin.
+        assert!(!same_origin(
+            &headers(Some("http://evil.example:8080"), "evil.example:8080"),
+            public
+        ));
+        assert!(
+            !same_origin(
+                &headers(Some("http://meet.example.gov.uk"), "meet.example.gov.uk"),
+                public
+            ),
+            "scheme counts"
+        );
+        let trial = "http://127.0.0.1:8080";
+        assert!(same_origin(
+            &headers(Some("http://localhost:8080"), "localhost:8080"),
+            trial
+        ));
+        assert!(same_origin(&headers(Some(trial), "127.0.0.1:8080"), trial));
+        assert!(!same_origin(
+            &headers(Some("http://127.0.0.1:9999"), "127.0.0.1:8080"),
+            trial
+        ));
+    }
 }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Query, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
@@ -14,8 +14,23 @@ use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 
-pub const SESSION_COOKIE: &str = "convene_session";
-const LOGIN_COOKIE: &str = "convene_login";
+/// Cookie names: with the `__Host-` prefix over https, so that no other site
+/// (a sibling subdomain) can plant them.
+fn session_cookie(state: &AppState) -> &'static str {
+    if state.public_url.starts_with("https://") {
+        "__Host-convene_session"
+    } else {
+        "convene_session"
+    }
+}
+
+fn login_cookie(state: &AppState) -> &'static str {
+    if state.public_url.starts_with("https://") {
+        "__Host-convene_login"
+    } else {
+        "convene_login"
+    }
+}
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -31,7 +46,7 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// The signed-in session this request carries, if any.
 pub fn session(state: &AppState, headers: &HeaderMap) -> Option<Session> {
-    state.auth.session(cookie(headers, SESSION_COOKIE)?)
+    state.auth.session(cookie(headers, session_cookie(state))?)
 }
 
 /// Cookies are `Secure` unless this server is reached over plain http (a trial
@@ -81,7 +96,8 @@ pub async fn login(State(state): State<Arc<AppState>>, Query(q): Query<LoginQuer
             set_cookie(
                 &mut res,
                 format!(
-                    "{LOGIN_COOKIE}={}; Path=/auth; Max-Age=600; HttpOnly; SameSite=Lax{}",
+                    "{}={}; Path=/; Max-Age=600; HttpOnly; SameSite=Lax{}",
+                    login_cookie(&state),
                     started.binding,
                     secure(&state)
                 ),
@@ -107,15 +123,24 @@ pub struct CallbackQuery {
 
 pub async fn callback(
     State(state): State<Arc<AppState>>,
+    Path(org): Path<String>,
     headers: HeaderMap,
     Query(q): Query<CallbackQuery>,
 ) -> Response {
     if let Some(error) = q.error {
-        let detail = q.error_description.unwrap_or_default();
-        return problem(
-            StatusCode::BAD_REQUEST,
-            &format!("Your organisation's sign-in said: {error} {detail}"),
-        );
+        // Fixed words only: text from the query would let anyone put their
+        // message on this server's page.
+        let _ = q.error_description;
+        let message = match error.as_str() {
+            "access_denied" => "You, or your organisation, declined the sign-in.".to_string(),
+            code if code.len() <= 40
+                && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') =>
+            {
+                format!("Your organisation's sign-in service returned an error ({code}).")
+            }
+            _ => "Your organisation's sign-in service returned an error.".to_string(),
+        };
+        return problem(StatusCode::BAD_REQUEST, &message);
     }
     let (Some(code), Some(st)) = (q.code, q.state) else {
         return problem(
@@ -123,10 +148,10 @@ pub async fn callback(
             "The sign-in response was incomplete.",
         );
     };
-    let binding = cookie(&headers, LOGIN_COOKIE);
+    let binding = cookie(&headers, login_cookie(&state));
     match state
         .auth
-        .finish(&code, &st, q.iss.as_deref(), binding)
+        .finish(&org, &code, &st, q.iss.as_deref(), binding)
         .await
     {
         Ok(done) => {
@@ -135,7 +160,8 @@ pub async fn callback(
             set_cookie(
                 &mut res,
                 format!(
-                    "{SESSION_COOKIE}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{}",
+                    "{}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{}",
+                    session_cookie(&state),
                     done.token,
                     state.auth.session_lifetime().as_secs(),
                     secure(&state)
@@ -143,7 +169,11 @@ pub async fn callback(
             );
             set_cookie(
                 &mut res,
-                format!("{LOGIN_COOKIE}=; Path=/auth; Max-Age=0; HttpOnly; SameSite=Lax"),
+                format!(
+                    "{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax{}",
+                    login_cookie(&state),
+                    secure(&state)
+                ),
             );
             res
         }
@@ -155,13 +185,17 @@ pub async fn callback(
 }
 
 pub async fn logout(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Some(token) = cookie(&headers, SESSION_COOKIE) {
+    if let Some(token) = cookie(&headers, session_cookie(&state)) {
         state.auth.sign_out(token);
     }
     let mut res = StatusCode::NO_CONTENT.into_response();
     set_cookie(
         &mut res,
-        format!("{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"),
+        format!(
+            "{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax{}",
+            session_cookie(&state),
+            secure(&state)
+        ),
     );
     res
 }
@@ -227,10 +261,10 @@ pub async fn csrf(State(state): State<Arc<AppState>>, req: Request, next: Next) 
     let changes_state = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if changes_state {
         let headers = req.headers();
-        if !crate::http::same_origin(headers) {
+        if !crate::http::same_origin(headers, &state.public_url) {
             return forbidden("cross-site requests are not allowed");
         }
-        if let Some(token) = cookie(headers, SESSION_COOKIE) {
+        if let Some(token) = cookie(headers, session_cookie(&state)) {
             if let Some(s) = state.auth.session(token) {
                 let sent = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
                 if !sent.is_some_and(|t| constant_time_eq(t, &s.csrf)) {

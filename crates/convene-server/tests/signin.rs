@@ -32,7 +32,7 @@ struct Provider {
 }
 
 impl Provider {
-    fn start(port: u16, key_id: &str, convene_port: u16, users: Value) -> Provider {
+    fn start(port: u16, key_id: &str, org: &str, convene_port: u16, users: Value) -> Provider {
         let dir = repo().join("tests/oidc");
         assert!(
             dir.join("node_modules/oidc-provider").exists(),
@@ -44,7 +44,7 @@ impl Provider {
             "clients": [{
                 "client_id": "convene",
                 "client_secret": format!("secret-{port}"),
-                "redirect_uris": [format!("http://127.0.0.1:{convene_port}/auth/callback")]
+                "redirect_uris": [format!("http://127.0.0.1:{convene_port}/auth/callback/{org}")]
             }],
             "users": users,
         });
@@ -231,6 +231,7 @@ async fn world_with_policy(policy: Option<&str>) -> World {
     let home = Provider::start(
         free_port(),
         "home-1",
+        "home",
         convene_port,
         json!([
             user("alice", "alice@home.example", "Alice Archer"),
@@ -240,6 +241,7 @@ async fn world_with_policy(policy: Option<&str>) -> World {
     let partner = Provider::start(
         free_port(),
         "partner-1",
+        "partner-agency",
         convene_port,
         json!([user("pam", "pam@partner.example", "Pam Partner")]),
     );
@@ -489,7 +491,7 @@ async fn forged_replayed_and_cross_browser_sign_ins_are_refused() {
             .to_string()
     };
     let injected = format!(
-        "{url}/auth/callback?code={}&state={}",
+        "{url}/auth/callback/home?code={}&state={}",
         param(&cb_two, "code"),
         param(&cb_one, "state")
     );
@@ -513,11 +515,24 @@ async fn forged_replayed_and_cross_browser_sign_ins_are_refused() {
     // The provider's own refusal is passed on.
     let r = b
         .get(&format!(
-            "{url}/auth/callback?error=access_denied&error_description=nope"
+            "{url}/auth/callback/home?error=access_denied&error_description=Call+0800+now"
         ))
         .await;
     assert_eq!(r.status, 400);
-    assert!(r.body.contains("access_denied"));
+    assert!(r.body.contains("declined the sign-in"));
+    assert!(
+        !r.body.contains("0800"),
+        "no text from the query on our page"
+    );
+
+    // A response brought back to another organisation's callback (mix-up) is refused.
+    let mut d = Browser::new();
+    let cb = d.sign_in_at_provider(&url, "home", "alice", false).await;
+    let r = d
+        .get(&cb.replace("/auth/callback/home?", "/auth/callback/partner-agency?"))
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("another organisation"), "{}", r.body);
     w.server.shutdown().await;
 }
 
@@ -538,6 +553,7 @@ async fn a_provider_rotating_its_keys_is_followed() {
     w.home = Provider::start(
         port,
         "home-2",
+        "home",
         w.server.addr.port(),
         json!([user("alice", "alice@home.example", "Alice Archer")]),
     );

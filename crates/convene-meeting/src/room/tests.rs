@@ -1743,3 +1743,82 @@ mod levels {
         }
     }
 }
+
+mod review_fixes {
+    use super::*;
+    use crate::access::{Role, Settings};
+    use crate::identity::Identity;
+
+    #[test]
+    fn resuming_while_waiting_stays_in_the_lobby() {
+        let now = Instant::now();
+        let mut r = Room::with_settings(
+            "m".into(),
+            "t".into(),
+            RoomLimits::default(),
+            Settings {
+                lobby: true,
+                ..Settings::default()
+            },
+        );
+        let host = r.join_as(now, join_msg("Host"), Role::Host).unwrap();
+        let _ = host;
+        let waiting = r.join(now, join_msg("Wes")).unwrap();
+        drain(&mut r);
+        let token = r.participants[&waiting].resume_token.clone();
+        let back = r
+            .join(
+                now,
+                C::Join {
+                    protocol: PROTOCOL_VERSION,
+                    name: "Wes".into(),
+                    resume: Some(token),
+                    passcode: None,
+                    host_key: None,
+                },
+            )
+            .unwrap();
+        let fx = drain(&mut r);
+        assert_eq!(back, waiting);
+        assert!(matches!(
+            &sent_to(&fx, &waiting)[..],
+            [ServerMessage::Lobby { .. }]
+        ));
+        assert!(media(&fx).is_empty(), "no media for someone waiting");
+    }
+
+    #[test]
+    fn turning_the_lobby_off_does_not_let_in_those_the_rules_keep_out() {
+        let now = Instant::now();
+        let mut r = Room::with_settings(
+            "m".into(),
+            "t".into(),
+            RoomLimits::default(),
+            Settings {
+                lobby: true,
+                ..Settings::default()
+            },
+        );
+        let host = r.join_as(now, join_msg("Host"), Role::Host).unwrap();
+        let guest = r
+            .enter(now, join_msg("Gail"), Entrant::participant())
+            .unwrap();
+        let _ = Identity::guest();
+        drain(&mut r);
+        r.handle(
+            now,
+            &host,
+            C::UpdateSettings {
+                settings: Settings {
+                    lobby: false,
+                    guests_allowed: false,
+                    ..Settings::default()
+                },
+            },
+        )
+        .unwrap();
+        let fx = drain(&mut r);
+        assert!(sent_to(&fx, &guest).contains(&ServerMessage::Denied {}));
+        assert_eq!(r.participant_count(), 1);
+    }
+}
