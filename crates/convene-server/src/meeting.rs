@@ -135,6 +135,15 @@ pub fn deliver(state: &Arc<AppState>, meeting: &StoredMeeting, input: MeetingInp
 /// read; grants and bars are read now. (A failed read starts the meeting with
 /// none, loudly: refusing to start it would shut everyone out.)
 fn remembered(state: &AppState, meeting: &StoredMeeting) -> RoomState {
+    if !meeting.level.is_empty() && state.limits.policy.level(&meeting.level).is_none() {
+        // The policy file changed under a stored meeting: say so rather than
+        // quietly treat it as the lowest level.
+        tracing::warn!(
+            meeting = %meeting.id,
+            level = %meeting.level,
+            "this meeting's handling level is not in the policy any more; it runs at the lowest level"
+        );
+    }
     let people = state
         .storage
         .meeting_people(&meeting.id)
