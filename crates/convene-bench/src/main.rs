@@ -118,7 +118,10 @@ async fn create_meeting(base: &str, title: &str) -> Result<String, String> {
     let mut s = tokio::net::TcpStream::connect(hostport)
         .await
         .map_err(|e| format!("{hostport}: {e}"))?;
-    let body = serde_json::json!({ "title": title }).to_string();
+    // Large meetings need a participant limit to match (the server's own limit
+    // and the level's still apply).
+    let body =
+        serde_json::json!({ "title": title, "settings": { "maxParticipants": 2000 } }).to_string();
     let req = format!(
         "POST /api/meetings HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
