@@ -208,6 +208,12 @@ impl Policy {
         self.levels.iter().find(|l| l.id == id)
     }
 
+    /// Level `id`, or the lowest when there is none by that id (an empty id
+    /// from before levels existed, or one an edited policy dropped).
+    pub fn level_or_lowest(&self, id: &str) -> &HandlingLevel {
+        self.level(id).unwrap_or(self.lowest())
+    }
+
     /// Position in the order (0 = lowest).
     pub fn rank(&self, id: &str) -> Option<usize> {
         self.levels.iter().position(|l| l.id == id)

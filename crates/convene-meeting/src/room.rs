@@ -238,11 +238,7 @@ impl Room {
     /// A meeting as it was remembered (after a restart, or after its task stopped
     /// for lack of people).
     pub fn restore(id: String, title: String, limits: RoomLimits, state: RoomState) -> Self {
-        let level = limits
-            .policy
-            .level(&state.level)
-            .unwrap_or(limits.policy.lowest())
-            .view();
+        let level = limits.policy.level_or_lowest(&state.level).view();
         Room {
             info: MeetingInfo {
                 id,
@@ -505,13 +501,7 @@ impl Room {
                 identity: Verification::of(&p.identity),
             })
             .collect();
-        let hosts: Vec<ParticipantId> = self
-            .participants
-            .iter()
-            .filter(|(_, p)| p.admitted && p.role.is_host() && p.away_since.is_none())
-            .map(|(id, _)| id.clone())
-            .collect();
-        for h in hosts {
+        for h in self.host_ids() {
             self.send(
                 &h,
                 ServerMessage::LobbyUpdated {
@@ -648,10 +638,7 @@ impl Room {
 
     /// The meeting's handling level.
     pub fn level(&self) -> &crate::policy::HandlingLevel {
-        self.limits
-            .policy
-            .level(&self.info.level.id)
-            .unwrap_or(self.limits.policy.lowest())
+        self.limits.policy.level_or_lowest(&self.info.level.id)
     }
 
     fn meets_level(

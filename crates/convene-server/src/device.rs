@@ -6,36 +6,28 @@
 //! verified sign-in exist.
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
-use crate::AppState;
+use convene_auth::store::{random_hex, sha256_hex};
+
+use crate::{cookies, AppState};
 
 pub const COOKIE: &str = "convene_device";
 const VALUE_LEN: usize = 32;
 
 /// The device cookie's value, if the request carries a well-formed one.
 pub fn cookie(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|h| h.to_str().ok())
-        .flat_map(|h| h.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| value)
+    cookies::get(headers, COOKIE)
         .filter(|v| v.len() == VALUE_LEN && v.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// The key a meeting knows this browser by.
 pub fn person_key(headers: &HeaderMap) -> Option<String> {
-    let value = cookie(headers)?;
-    let digest = Sha256::digest(value.as_bytes());
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    Some(format!("device:{hex}"))
+    let hash = sha256_hex(cookie(headers)?);
+    Some(format!("device:{}", &hash[..32]))
 }
 
 /// Give pages (not the API or assets) a device cookie when the browser has none.
@@ -49,20 +41,14 @@ pub async fn ensure_cookie(
     let needs = is_page && cookie(req.headers()).is_none();
     let mut res = next.run(req).await;
     if needs {
-        let bytes: [u8; VALUE_LEN / 2] = rand::random();
-        let value: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        // Secure whenever the public address is https (plain http only on a trial
-        // or loopback, where browsers would drop a Secure cookie).
-        let secure = if state.public_url.starts_with("https://") {
-            "; Secure"
-        } else {
-            ""
-        };
-        let cookie =
-            format!("{COOKIE}={value}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax{secure}");
-        if let Ok(v) = HeaderValue::from_str(&cookie) {
-            res.headers_mut().append(header::SET_COOKIE, v);
-        }
+        let value = random_hex(VALUE_LEN / 2);
+        cookies::set(
+            &mut res,
+            format!(
+                "{COOKIE}={value}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax{}",
+                cookies::secure(&state)
+            ),
+        );
     }
     res
 }
@@ -70,6 +56,7 @@ pub async fn ensure_cookie(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::{header, HeaderValue};
 
     fn headers(cookie: &str) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -117,12 +117,7 @@ fn view(state: &AppState, m: Meeting, host_key: Option<String>) -> MeetingView {
         passcode_required: m.passcode_hash.is_some(),
         ended: m.ended_at.is_some(),
         settings: serde_json::from_str(&m.settings).unwrap_or_default(),
-        level: state
-            .limits
-            .policy
-            .level(&m.level)
-            .unwrap_or(state.limits.policy.lowest())
-            .view(),
+        level: state.limits.policy.level_or_lowest(&m.level).view(),
         hosted_by: state.auth.home_name().to_string(),
         server: state.public_url.clone(),
         id: m.id,

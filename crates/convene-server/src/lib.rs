@@ -3,6 +3,7 @@
 
 mod assets;
 pub mod config;
+mod cookies;
 mod device;
 mod http;
 mod meeting;

@@ -12,6 +12,7 @@ use axum::Json;
 use convene_auth::store::Session;
 use serde::{Deserialize, Serialize};
 
+use crate::cookies::{get as cookie, secure, set as set_cookie};
 use crate::AppState;
 
 /// Cookie names: with the `__Host-` prefix over https, so that no other site
@@ -33,36 +34,9 @@ fn login_cookie(state: &AppState) -> &'static str {
 }
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|h| h.to_str().ok())
-        .flat_map(|h| h.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v)
-}
-
 /// The signed-in session this request carries, if any.
 pub fn session(state: &AppState, headers: &HeaderMap) -> Option<Session> {
     state.auth.session(cookie(headers, session_cookie(state))?)
-}
-
-/// Cookies are `Secure` unless this server is reached over plain http (a trial
-/// on this machine), where browsers would refuse to send them back.
-fn secure(state: &AppState) -> &'static str {
-    if state.public_url.starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    }
-}
-
-fn set_cookie(res: &mut Response, value: String) {
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        res.headers_mut().append(header::SET_COOKIE, v);
-    }
 }
 
 /// A plain page saying what went wrong with sign-in, with a way back.
