@@ -166,7 +166,7 @@ export async function startProvider({ port, keyId, org, convenePort, users }) {
   });
   await new Promise((resolve, reject) => {
     let out = '';
-    const timer = setTimeout(() => reject(new Error(`provider did not start: ${out}`)), 15000);
+    const timer = setTimeout(() => reject(new Error(`provider did not start: ${out}`)), 30000);
     proc.stdout.on('data', (d) => {
       out += d;
       if (out.includes('"ready":true')) { clearTimeout(timer); resolve(undefined); }
