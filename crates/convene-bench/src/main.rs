@@ -244,6 +244,7 @@ async fn run(args: Args) -> Result<(), String> {
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
     let server_start = args.server_pid.and_then(procfs::sample);
     let generator_start = procfs::sample(std::process::id());
+    let drops_start = procfs::udp_receive_buffer_drops();
     let (p0, b0) = (meter.packets.load(Relaxed), meter.bytes.load(Relaxed));
     meter.measuring.store(true, Relaxed);
     let measure_start = Instant::now();
@@ -264,6 +265,7 @@ async fn run(args: Args) -> Result<(), String> {
     let (p1, b1) = (meter.packets.load(Relaxed), meter.bytes.load(Relaxed));
     let server_end = args.server_pid.and_then(procfs::sample);
     let generator_end = procfs::sample(std::process::id());
+    let drops_end = procfs::udp_receive_buffer_drops();
     eprintln!();
     stop.store(true, Relaxed);
 
@@ -286,6 +288,7 @@ async fn run(args: Args) -> Result<(), String> {
         server_before_join,
         (server_start, server_end),
         (generator_start, generator_end),
+        drops_start.zip(drops_end).map(|(a, b)| b.saturating_sub(a)),
     );
     println!("{}", report.table());
     if let Some(path) = &args.json {

@@ -30,11 +30,27 @@ pub fn sample(pid: u32) -> Option<ProcSample> {
     })
 }
 
+/// UDP datagrams the kernel dropped because a socket's receive buffer was full,
+/// machine-wide (RcvbufErrors in /proc/net/snmp). On loopback these are losses of
+/// the server's socket or the generator's, so a run should see none.
+pub fn udp_receive_buffer_drops() -> Option<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next()?, udp.next()?);
+    let i = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
+    values.split_whitespace().nth(i)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn reads_this_process() {
         let s = super::sample(std::process::id()).expect("own /proc entry");
         assert!(s.rss_bytes > 0);
+    }
+
+    #[test]
+    fn reads_udp_drops() {
+        assert!(super::udp_receive_buffer_drops().is_some());
     }
 }

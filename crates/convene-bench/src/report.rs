@@ -31,6 +31,9 @@ pub struct Report {
     /// The generator's own CPU as a share of one core: near 100 % means the
     /// figures above are the generator's limit, not the server's.
     pub generator_cpu_percent_of_core: Option<f64>,
+    /// Datagrams dropped by full UDP receive buffers during the window, whole
+    /// machine (server and generator sockets alike).
+    pub udp_receive_buffer_drops: Option<u64>,
 }
 
 fn percentile(sorted: &[u32], p: f64) -> Option<f64> {
@@ -54,6 +57,7 @@ impl Report {
         before_join: Option<ProcSample>,
         (start, end): (Option<ProcSample>, Option<ProcSample>),
         (gen_start, gen_end): (Option<ProcSample>, Option<ProcSample>),
+        udp_receive_buffer_drops: Option<u64>,
     ) -> Report {
         let (mut received, mut missing) = (0u64, 0u64);
         let mut delays: Vec<u32> = Vec::new();
@@ -97,6 +101,7 @@ impl Report {
                 }
                 _ => None,
             },
+            udp_receive_buffer_drops,
             server_rss_kib_per_participant: match (before_join, end) {
                 (Some(a), Some(b)) if participants > 0 => Some(
                     b.rss_bytes.saturating_sub(a.rss_bytes) as f64 / 1024.0 / participants as f64,
@@ -149,6 +154,11 @@ impl Report {
             (
                 "generator CPU",
                 opt(self.generator_cpu_percent_of_core, "% of a core"),
+            ),
+            (
+                "UDP receive-buffer drops",
+                self.udp_receive_buffer_drops
+                    .map_or("n/a".to_string(), |d| d.to_string()),
             ),
         ]
         .iter()

@@ -192,9 +192,7 @@ impl Client {
             }
             let _ = tx.send(None);
         });
-        let socket = UdpSocket::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| e.to_string())?;
+        let socket = bind_socket().map_err(|e| e.to_string())?;
         let local = socket.local_addr().map_err(|e| e.to_string())?;
         let mut rtc = RtcConfig::new()
             .set_rtp_mode(true)
@@ -626,4 +624,15 @@ impl Drop for Client {
     fn drop(&mut self) {
         self.reader.abort();
     }
+}
+
+/// A loopback UDP socket with room for a burst (a keyframe is dozens of packets
+/// arriving at once; the default buffer dropped some under load tests).
+fn bind_socket() -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    let _ = socket.set_recv_buffer_size(1 << 20);
+    socket.set_nonblocking(true)?;
+    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    UdpSocket::from_std(socket.into())
 }
