@@ -60,6 +60,8 @@ pub(crate) struct Connection {
     pub next_timeout: Option<Instant>,
     /// Earliest entry this connection has in the SFU's timer heap.
     pub scheduled: Option<Instant>,
+    /// Media was written since the last drain (it is in the SFU's drain list).
+    pub written: bool,
 }
 
 impl Connection {
@@ -73,6 +75,7 @@ impl Connection {
             ssrc_slot: HashMap::new(),
             next_timeout: None,
             scheduled: None,
+            written: false,
         }
     }
 

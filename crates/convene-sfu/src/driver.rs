@@ -27,6 +27,8 @@ const RECV_BUF: usize = 2048;
 /// about 2 400 drops/s at fan-out 500, each a loss for every subscriber when it was
 /// media). The kernel caps these at net.core.rmem_max / wmem_max.
 const SOCKET_BUFFER: usize = 8 << 20;
+/// Datagrams received before what they produced is sent.
+const RECV_BATCH: usize = 16;
 
 #[derive(Debug)]
 pub enum Command {
@@ -201,11 +203,18 @@ fn run(
                 Err(mpsc::TryRecvError::Disconnected) => return Ok(()),
             }
         }
+        // Datagrams are handled in batches, and what they produce sent after each
+        // batch: packets of one frame arrive together and share the drains.
+        let mut batch = 0;
         loop {
+            if batch == RECV_BATCH {
+                flush(&mut sfu, &socket, &mut send_errors);
+                batch = 0;
+            }
             match socket.recv_from(&mut buf) {
                 Ok((n, source)) => {
                     sfu.handle_datagram(Instant::now(), source, local_addr, &buf[..n]);
-                    flush(&mut sfu, &socket, &mut send_errors);
+                    batch += 1;
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,

@@ -164,6 +164,11 @@ pub struct Sfu {
     now: Instant,
     /// Connections whose wanted m-lines changed since the last negotiate_all.
     to_negotiate: BTreeSet<ConnId>,
+    /// Subscribers written to since their last drain. Draining once per batch of
+    /// incoming datagrams, not once per packet, shares str0m's per-poll work (its
+    /// timeout handling and the walk through every layer) between the packets of a
+    /// video frame that arrive together.
+    to_drain: Vec<ConnId>,
 }
 
 impl Sfu {
@@ -187,6 +192,7 @@ impl Sfu {
             stats: SfuStats::default(),
             now,
             to_negotiate: BTreeSet::new(),
+            to_drain: Vec::new(),
         }
     }
 
@@ -593,12 +599,33 @@ impl Sfu {
     }
 
     pub fn next_timeout(&self) -> Instant {
+        if !self.to_drain.is_empty() {
+            return self.now;
+        }
         let t = self.timers.peek().map(|Reverse((t, _))| *t);
         t.map_or(self.next_speaking_tick, |t| t.min(self.next_speaking_tick))
     }
 
+    /// The next datagram to send. Datagrams from several inputs may be batched:
+    /// call this until it returns `None` after each batch of inputs.
     pub fn poll_transmit(&mut self) -> Option<Datagram> {
+        if self.transmits.is_empty() {
+            self.drain_written();
+        }
         self.transmits.pop_front()
+    }
+
+    /// Drain every subscriber written to since the last call.
+    fn drain_written(&mut self) {
+        while !self.to_drain.is_empty() {
+            for conn in std::mem::take(&mut self.to_drain) {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.written = false;
+                }
+                self.drain(conn);
+            }
+            self.process_work(self.now);
+        }
     }
 
     /// Queue an event for the layer above (the driver reports failed commands so).
@@ -815,7 +842,10 @@ impl Sfu {
                 .nackable(kind == TrackKind::Video),
             );
             self.stats.rtp_forwarded += 1;
-            self.drain(sub);
+            if !sc.written {
+                sc.written = true;
+                self.to_drain.push(sub);
+            }
         }
         if let Some(p) = self.producers.get_mut(&track) {
             // Subscriptions made while forwarding (none today) are kept.
