@@ -15,7 +15,8 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, error, warn};
 
-use crate::{ConnId, Sfu, SfuConfig, SfuEvent, SfuStats, TrackId, TrackKind};
+use crate::sendmany::{SendMany, MAX_PER_CALL};
+use crate::{ConnId, Datagram, Sfu, SfuConfig, SfuEvent, SfuStats, TrackId, TrackKind};
 
 const SOCKET: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -125,6 +126,9 @@ pub fn spawn(
             "the media socket is bound to a wildcard address: give the address clients should use",
         ));
     }
+    // Sends go through a duplicate of the descriptor as a std socket (batched
+    // with sendmmsg); mio only watches for reads.
+    let send_socket = std_socket.try_clone()?;
     let mut socket = UdpSocket::from_std(std_socket);
     let poll = Poll::new()?;
     poll.registry()
@@ -145,7 +149,15 @@ pub fn spawn(
     let thread = std::thread::Builder::new()
         .name("convene-sfu".into())
         .spawn(move || {
-            if let Err(e) = run(poll, socket, local_addr, rx, config, stats, &mut on_event) {
+            if let Err(e) = run(
+                poll,
+                (socket, local_addr),
+                Output::new(send_socket),
+                rx,
+                config,
+                stats,
+                &mut on_event,
+            ) {
                 error!("SFU thread stopped: {e}");
             }
         })?;
@@ -176,8 +188,8 @@ fn bind_media_socket(bind: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
 
 fn run(
     mut poll: Poll,
-    socket: UdpSocket,
-    local_addr: SocketAddr,
+    (socket, local_addr): (UdpSocket, SocketAddr),
+    mut out: Output,
     rx: Receiver<Command>,
     config: SfuConfig,
     stats: Arc<Mutex<SfuStats>>,
@@ -186,7 +198,6 @@ fn run(
     let mut sfu = Sfu::new(config, Instant::now());
     let mut events = Events::with_capacity(64);
     let mut buf = vec![0u8; RECV_BUF];
-    let mut send_errors = 0u64;
     loop {
         let wait = sfu.next_timeout().saturating_duration_since(Instant::now());
         if let Err(e) = poll.poll(&mut events, Some(wait)) {
@@ -208,7 +219,7 @@ fn run(
         let mut batch = 0;
         loop {
             if batch == RECV_BATCH {
-                flush(&mut sfu, &socket, &mut send_errors);
+                out.flush(&mut sfu);
                 batch = 0;
             }
             match socket.recv_from(&mut buf) {
@@ -224,7 +235,7 @@ fn run(
         }
         sfu.handle_timeout(Instant::now());
         sfu.negotiate_all();
-        flush(&mut sfu, &socket, &mut send_errors);
+        out.flush(&mut sfu);
         while let Some(ev) = sfu.poll_event() {
             on_event(ev);
         }
@@ -264,13 +275,42 @@ fn apply(sfu: &mut Sfu, cmd: Command) {
     }
 }
 
-fn flush(sfu: &mut Sfu, socket: &UdpSocket, errors: &mut u64) {
-    while let Some(d) = sfu.poll_transmit() {
-        if let Err(e) = socket.send_to(&d.contents, d.destination) {
-            *errors += 1;
-            if *errors % 1000 == 1 {
-                warn!("send to {} failed ({} so far): {e}", d.destination, errors);
+/// The sending side of the media socket.
+struct Output {
+    socket: std::net::UdpSocket,
+    batch: Vec<Datagram>,
+    sender: SendMany,
+    errors: u64,
+}
+
+impl Output {
+    fn new(socket: std::net::UdpSocket) -> Self {
+        Output {
+            socket,
+            batch: Vec::new(),
+            sender: SendMany::default(),
+            errors: 0,
+        }
+    }
+
+    /// Send everything the SFU has to send.
+    fn flush(&mut self, sfu: &mut Sfu) {
+        loop {
+            self.batch.clear();
+            while self.batch.len() < MAX_PER_CALL * 8 {
+                let Some(d) = sfu.poll_transmit() else { break };
+                self.batch.push(d);
             }
+            if self.batch.is_empty() {
+                return;
+            }
+            let errors = &mut self.errors;
+            self.sender.send(&self.socket, &self.batch, |d, e| {
+                *errors += 1;
+                if *errors % 1000 == 1 {
+                    warn!("send to {} failed ({} so far): {e}", d.destination, errors);
+                }
+            });
         }
     }
 }

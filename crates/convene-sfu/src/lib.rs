@@ -16,6 +16,7 @@ pub mod driver;
 mod ids;
 mod rewrite;
 mod route;
+mod sendmany;
 mod sfu;
 mod speaking;
 mod vp8;
