@@ -10,6 +10,7 @@ async fn server() -> convene_server::RunningServer {
         listen: "127.0.0.1:0".parse().unwrap(),
         media_listen: "127.0.0.1:0".parse().unwrap(),
         media_announce: None,
+        media_workers: None,
         config_file: None,
         policy_file: None,
         data_dir: std::env::temp_dir().join(format!(

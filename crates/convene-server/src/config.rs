@@ -64,6 +64,12 @@ pub struct Config {
     #[arg(long, env = "CONVENE_MEDIA_ANNOUNCE")]
     pub media_announce: Option<SocketAddr>,
 
+    /// Media worker threads, each with its own UDP port (--media-listen's port,
+    /// then the next ones); a meeting's media stays on one worker. Defaults to
+    /// the number of CPU cores.
+    #[arg(long, env = "CONVENE_MEDIA_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub media_workers: Option<u16>,
+
     /// Deployment configuration file (TOML): the home organisation, its sign-in
     /// provider and trusted partners; see convene.example.toml. Without one,
     /// Convene runs as a trial: no sign-in, anyone may create meetings.
@@ -104,6 +110,13 @@ pub struct Config {
 }
 
 impl Config {
+    pub fn media_workers(&self) -> usize {
+        self.media_workers.map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get()),
+            usize::from,
+        )
+    }
+
     pub fn public_url(&self, bound: SocketAddr) -> String {
         match &self.public_url {
             Some(u) => u.trim_end_matches('/').to_string(),

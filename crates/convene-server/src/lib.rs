@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use convene_meeting::RoomLimits;
-use convene_sfu::driver::{SfuHandle, SfuThread};
+use convene_sfu::driver::SfuThread;
+use convene_sfu::pool::SfuPool;
 use convene_storage::Storage;
 use tokio::sync::oneshot;
 use tracing::info;
@@ -34,7 +35,8 @@ pub struct AppState {
     /// Wrong passcode guesses per (client address, meeting).
     pub passcode_limiter:
         std::sync::Mutex<convene_meeting::passcode::Limiter<(std::net::IpAddr, String)>>,
-    pub sfu: SfuHandle,
+    /// The media workers; each meeting leases one.
+    pub sfu: SfuPool,
     pub registry: Registry,
     pub limits: RoomLimits,
     pub public_url: String,
@@ -45,18 +47,19 @@ pub struct AppState {
 pub struct RunningServer {
     pub url: String,
     pub addr: SocketAddr,
+    /// The first media worker's address (each worker has its own port).
     pub media_addr: SocketAddr,
     pub state: Arc<AppState>,
     stop: oneshot::Sender<()>,
     http: tokio::task::JoinHandle<()>,
-    sfu: SfuThread,
+    sfu: Vec<SfuThread>,
 }
 
 impl RunningServer {
     pub async fn shutdown(self) {
         let _ = self.stop.send(());
         let _ = self.http.await;
-        tokio::task::spawn_blocking(move || self.sfu.shutdown())
+        tokio::task::spawn_blocking(move || self.sfu.into_iter().for_each(SfuThread::shutdown))
             .await
             .ok();
     }
@@ -103,10 +106,11 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     );
     let writer = writer::Writer::start(storage.clone());
     let registry = Registry::default();
-    let sfu = convene_sfu::driver::spawn(
+    let (pool, sfu) = convene_sfu::pool::spawn_pool(
+        config.media_workers(),
         config.media_listen,
         config.media_announce,
-        registry.sfu_event_sink(),
+        || registry.sfu_event_sink(),
     )
     .map_err(|e| StartError(format!("media socket {}: {e}", config.media_listen)))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -121,7 +125,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         writer,
         admin_token: config.admin_token.clone().filter(|t| !t.is_empty()),
         passcode_limiter: Default::default(),
-        sfu: sfu.handle.clone(),
+        sfu: pool.clone(),
         registry,
         limits: RoomLimits {
             max_participants: config.max_participants,
@@ -137,8 +141,9 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         let auth = state.auth.clone();
         tokio::spawn(async move { auth.warm_up().await });
     }
-    let media_addr = sfu.handle.local_addr();
-    info!(%addr, %media_addr, data = %config.data_dir.display(), "Convene started");
+    let media_addr = sfu[0].handle.local_addr();
+    let media_workers = sfu.len();
+    info!(%addr, %media_addr, media_workers, data = %config.data_dir.display(), "Convene started");
     let app = http::router(state.clone());
     let (stop, stopped) = oneshot::channel::<()>();
     let http = tokio::spawn(async move {

@@ -11,6 +11,7 @@ use convene_meeting::protocol::{
 };
 use convene_meeting::{Effect, Entrant, MediaAction, ParticipantId, Room, RoomError, RoomState};
 use convene_sfu::driver::Command;
+use convene_sfu::pool::SfuLease;
 use convene_sfu::{ConnId, SfuError, SfuEvent, SlotDirection, TrackId, TrackKind};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info};
@@ -71,6 +72,8 @@ struct Meeting {
     id: String,
     room: Room,
     state: Arc<AppState>,
+    /// The SFU worker all of this meeting's media goes through.
+    sfu: SfuLease,
     me: mpsc::UnboundedSender<MeetingInput>,
     members: HashMap<ParticipantId, Member>,
     conns: HashMap<ParticipantId, ConnId>,
@@ -118,6 +121,7 @@ pub fn deliver(state: &Arc<AppState>, meeting: &StoredMeeting, input: MeetingInp
                 state.limits.clone(),
                 room_state,
             ),
+            sfu: state.sfu.lease(),
             state,
             me: tx,
             members: HashMap::new(),
@@ -197,7 +201,7 @@ impl Meeting {
             }
         }
         for conn in self.conns.values() {
-            self.state.sfu.send(Command::RemoveConnection(*conn));
+            self.sfu.send(Command::RemoveConnection(*conn));
             self.state.registry.remove_conn(*conn);
         }
         info!(meeting = %self.id, "meeting task stopped");
@@ -354,8 +358,7 @@ impl Meeting {
     }
 
     fn media(&mut self, action: MediaAction) {
-        let state = self.state.clone();
-        let sfu = &state.sfu;
+        let sfu = (*self.sfu).clone();
         match action {
             MediaAction::Connect(who) => {
                 self.drop_conn(&who);
@@ -424,7 +427,7 @@ impl Meeting {
         if let Some(conn) = self.conns.remove(who) {
             self.conn_owner.remove(&conn);
             self.state.registry.remove_conn(conn);
-            self.state.sfu.send(Command::RemoveConnection(conn));
+            self.sfu.send(Command::RemoveConnection(conn));
         }
     }
 

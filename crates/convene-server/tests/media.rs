@@ -300,3 +300,54 @@ async fn a_new_subscriber_gets_a_keyframe_requested_from_the_publisher() {
     assert!(got.keyframes >= 1 && got.gaps == 0, "{got:?}");
     server.shutdown().await;
 }
+
+/// With two media workers, two meetings land on different workers (each its own
+/// thread and UDP port) and media flows in both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meetings_are_spread_over_media_workers() {
+    let server = common::server_with(|c| c.media_workers = Some(2)).await;
+    let url = server.url.clone();
+    let mut pairs = Vec::new();
+    for title in ["First", "Second"] {
+        let meeting = common::create_meeting(&server, title).await;
+        let mut ann = Client::join(&url, &meeting, "Ann", None).await.unwrap();
+        ann.publish("camera", 300).await.unwrap();
+        let bob = Client::join(&url, &meeting, "Bob", None).await.unwrap();
+        pairs.push((ann, bob));
+    }
+    let [(a1, b1), (a2, b2)] = &mut pairs[..] else {
+        unreachable!()
+    };
+    let (id1, id2) = (a1.participant_id.clone(), a2.participant_id.clone());
+    let (r1, r2) = tokio::join!(
+        run_pair(
+            a1,
+            b1,
+            T,
+            |_| true,
+            |c| c.received_from(&id1, "camera").packets > 30
+        ),
+        run_pair(
+            a2,
+            b2,
+            T,
+            |_| true,
+            |c| c.received_from(&id2, "camera").packets > 30
+        ),
+    );
+    assert!(r1.1, "video reaches Bob in the first meeting");
+    assert!(r2.1, "video reaches Bob in the second meeting");
+    let per_worker: Vec<(u16, usize)> = server
+        .state
+        .sfu
+        .handles()
+        .map(|h| (h.local_addr().port(), h.stats().connections))
+        .collect();
+    assert_eq!(per_worker.len(), 2);
+    assert_ne!(per_worker[0].0, per_worker[1].0, "one port per worker");
+    assert!(
+        per_worker.iter().all(|&(_, conns)| conns == 2),
+        "each worker carries one meeting's two connections: {per_worker:?}"
+    );
+    server.shutdown().await;
+}

@@ -18,6 +18,7 @@ fn config_with(policy: Option<&str>, deployment: Option<&str>) -> Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         media_listen: "127.0.0.1:0".parse().unwrap(),
         media_announce: None,
+        media_workers: None,
         config_file: deployment.map(|t| write("convene.toml", t)),
         policy_file: policy.map(|t| write("policy.toml", t)),
         data_dir: dir.join("data"),

@@ -112,6 +112,15 @@ impl SfuThread {
 pub fn spawn(
     bind: SocketAddr,
     announce: Option<SocketAddr>,
+    on_event: impl FnMut(SfuEvent) + Send + 'static,
+) -> std::io::Result<SfuThread> {
+    spawn_worker(bind, announce, Arc::new(AtomicU64::new(1)), on_event)
+}
+
+pub(crate) fn spawn_worker(
+    bind: SocketAddr,
+    announce: Option<SocketAddr>,
+    next_conn: Arc<AtomicU64>,
     mut on_event: impl FnMut(SfuEvent) + Send + 'static,
 ) -> std::io::Result<SfuThread> {
     let std_socket = bind_media_socket(bind)?;
@@ -139,7 +148,7 @@ pub fn spawn(
     let handle = SfuHandle {
         tx,
         waker,
-        next_conn: Arc::new(AtomicU64::new(1)),
+        next_conn,
         stats: stats.clone(),
         local_addr: announce,
     };

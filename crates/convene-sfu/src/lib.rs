@@ -14,6 +14,7 @@
 mod connection;
 pub mod driver;
 mod ids;
+pub mod pool;
 mod rewrite;
 mod route;
 mod sendmany;

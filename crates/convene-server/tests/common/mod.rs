@@ -19,6 +19,7 @@ pub async fn server_with(tweak: impl FnOnce(&mut Config)) -> RunningServer {
         listen: "127.0.0.1:0".parse().unwrap(),
         media_listen: "127.0.0.1:0".parse().unwrap(),
         media_announce: None,
+        media_workers: None,
         config_file: None,
         policy_file: None,
         data_dir: dir,

@@ -1,0 +1,183 @@
+//! Several SFU workers, one thread and one UDP port each, so that a machine's
+//! cores share the meetings. A meeting's connections all live on one worker
+//! (forwarding never crosses threads); the pool gives each new meeting the worker
+//! with the fewest meetings, then the fewest connections.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::driver::{spawn_worker, SfuHandle, SfuThread};
+use crate::{SfuEvent, SfuStats};
+
+struct Worker {
+    handle: SfuHandle,
+    /// Meetings holding a lease on this worker.
+    meetings: Arc<AtomicUsize>,
+}
+
+/// Cheap to clone: hands out workers to meetings.
+#[derive(Clone)]
+pub struct SfuPool {
+    workers: Arc<[Worker]>,
+}
+
+/// A meeting's hold on its worker; the worker counts one meeting fewer when dropped.
+pub struct SfuLease {
+    handle: SfuHandle,
+    meetings: Arc<AtomicUsize>,
+}
+
+impl std::ops::Deref for SfuLease {
+    type Target = SfuHandle;
+    fn deref(&self) -> &SfuHandle {
+        &self.handle
+    }
+}
+
+impl Drop for SfuLease {
+    fn drop(&mut self) {
+        self.meetings.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Start `workers` SFU threads (at least one). With a fixed port in `bind`,
+/// worker i binds port + i (and announces the announced port + i); with port 0
+/// each picks a free port. `sink` makes each worker's event callback.
+pub fn spawn_pool<S>(
+    workers: usize,
+    bind: SocketAddr,
+    announce: Option<SocketAddr>,
+    mut sink: impl FnMut() -> S,
+) -> std::io::Result<(SfuPool, Vec<SfuThread>)>
+where
+    S: FnMut(SfuEvent) + Send + 'static,
+{
+    // Connection ids are unique across workers: the layer above routes events by them.
+    let next_conn = Arc::new(AtomicU64::new(1));
+    let mut threads: Vec<SfuThread> = Vec::new();
+    for i in 0..workers.max(1) {
+        let offset = |mut a: SocketAddr| -> std::io::Result<SocketAddr> {
+            if a.port() != 0 {
+                let port = u16::try_from(usize::from(a.port()) + i).map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "media port + workers exceeds 65535",
+                    )
+                })?;
+                a.set_port(port);
+            }
+            Ok(a)
+        };
+        let worker = offset(bind).and_then(|bind| {
+            let announce = announce.map(offset).transpose()?;
+            spawn_worker(bind, announce, next_conn.clone(), sink())
+        });
+        match worker {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                for t in threads {
+                    t.shutdown();
+                }
+                return Err(e);
+            }
+        }
+    }
+    let pool = SfuPool {
+        workers: threads
+            .iter()
+            .map(|t| Worker {
+                handle: t.handle.clone(),
+                meetings: Arc::new(AtomicUsize::new(0)),
+            })
+            .collect(),
+    };
+    Ok((pool, threads))
+}
+
+impl SfuPool {
+    /// The worker for a meeting that is starting.
+    pub fn lease(&self) -> SfuLease {
+        let w = self
+            .workers
+            .iter()
+            .min_by_key(|w| {
+                (
+                    w.meetings.load(Ordering::Relaxed),
+                    w.handle.stats().connections,
+                )
+            })
+            .expect("a pool has at least one worker");
+        w.meetings.fetch_add(1, Ordering::Relaxed);
+        SfuLease {
+            handle: w.handle.clone(),
+            meetings: w.meetings.clone(),
+        }
+    }
+
+    pub fn handles(&self) -> impl Iterator<Item = &SfuHandle> {
+        self.workers.iter().map(|w| &w.handle)
+    }
+
+    /// Counters summed over the workers.
+    pub fn stats(&self) -> SfuStats {
+        self.handles().fold(SfuStats::default(), |a, h| {
+            let b = h.stats();
+            SfuStats {
+                datagrams_in: a.datagrams_in + b.datagrams_in,
+                unroutable: a.unroutable + b.unroutable,
+                rtp_in: a.rtp_in + b.rtp_in,
+                rtp_forwarded: a.rtp_forwarded + b.rtp_forwarded,
+                rtp_dropped_unpublished: a.rtp_dropped_unpublished + b.rtp_dropped_unpublished,
+                rtp_dropped_paused: a.rtp_dropped_paused + b.rtp_dropped_paused,
+                connections: a.connections + b.connections,
+                tracks: a.tracks + b.tracks,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meetings_spread_over_workers_and_ports_follow_the_first() {
+        let (pool, threads) =
+            spawn_pool(3, "127.0.0.1:0".parse().unwrap(), None, || |_| {}).unwrap();
+        let ports: std::collections::BTreeSet<u16> =
+            pool.handles().map(|h| h.local_addr().port()).collect();
+        assert_eq!(ports.len(), 3, "each worker has its own port");
+        let a = pool.lease();
+        let b = pool.lease();
+        let c = pool.lease();
+        let used: std::collections::BTreeSet<SocketAddr> =
+            [&a, &b, &c].iter().map(|l| l.local_addr()).collect();
+        assert_eq!(used.len(), 3, "three meetings, three workers");
+        let b_addr = b.local_addr();
+        drop(b);
+        assert_eq!(
+            pool.lease().local_addr(),
+            b_addr,
+            "the freed worker is next"
+        );
+        for t in threads {
+            t.shutdown();
+        }
+
+        // A fixed port: worker i takes port + i.
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let base = probe.local_addr().unwrap().port();
+        drop(probe);
+        if base < 65000 {
+            let bind = SocketAddr::from(([127, 0, 0, 1], base));
+            if let Ok((pool, threads)) = spawn_pool(2, bind, None, || |_| {}) {
+                let ports: Vec<u16> = pool.handles().map(|h| h.local_addr().port()).collect();
+                assert_eq!(ports, vec![base, base + 1]);
+                for t in threads {
+                    t.shutdown();
+                }
+            }
+        }
+    }
+}
