@@ -210,6 +210,7 @@ async fn run(args: Args) -> Result<(), String> {
             let mut c = Client::join(&url, &meeting, &name, None).await?;
             joined.fetch_add(1, Relaxed);
             c.meter = Some(meter);
+            c.keep_roster = false;
             for s in &sources {
                 c.publish_with(s, kbps, fps).await?;
             }

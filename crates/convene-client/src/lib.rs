@@ -106,6 +106,10 @@ pub struct Client {
     /// Keyframe requests (PLI/FIR) received for what we publish.
     pub keyframe_requests: u64,
     pub meter: Option<std::sync::Arc<Meter>>,
+    /// Keep `participants` up to date (true by default). A load generator with a
+    /// thousand listeners turns it off: a thousand copies of a thousand-person
+    /// roster cost the generator gigabytes and most of its CPU.
+    pub keep_roster: bool,
     /// Send-to-receive delays in microseconds, sampled while the meter measures.
     pub delays_us: Vec<u32>,
 }
@@ -229,6 +233,7 @@ impl Client {
             rtp_datagrams: 0,
             keyframe_requests: 0,
             meter: None,
+            keep_roster: true,
             delays_us: Vec::new(),
         };
         let mut join = json!({"type": "join", "protocol": 1, "name": name});
@@ -336,7 +341,8 @@ impl Client {
             tokio::select! {
                 msg = self.incoming.recv() => match msg {
                     Some(Some(t)) => {
-                        if let Ok(v) = serde_json::from_str::<Value>(&t) {
+                        let skip = !self.keep_roster && is_roster_change(&t);
+                        if let Some(v) = (!skip).then(|| serde_json::from_str::<Value>(&t).ok()).flatten() {
                             self.on_message(v).await;
                         }
                     }
@@ -635,4 +641,20 @@ fn bind_socket() -> std::io::Result<UdpSocket> {
     socket.set_nonblocking(true)?;
     socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
     UdpSocket::from_std(socket.into())
+}
+
+/// A message that only changes the participant list (cheap to tell: the type is
+/// read without building the rest).
+fn is_roster_change(text: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Head<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: std::borrow::Cow<'a, str>,
+    }
+    serde_json::from_str::<Head>(text).is_ok_and(|h| {
+        matches!(
+            &*h.kind,
+            "participant-joined" | "participant-updated" | "participant-left" | "speaking"
+        )
+    })
 }
