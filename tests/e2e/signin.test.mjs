@@ -80,6 +80,8 @@ test('a member and a partner see each other verified; a guest waits marked as a 
   await alice.page.getByText('More settings').click();
   await alice.page.getByLabel('With the lobby on, who goes straight in').selectOption('members-and-partners');
   await alice.page.getByRole('button', { name: 'Create meeting' }).click();
+  // The link is filled in when the meeting exists: reading it sooner gave "".
+  await alice.page.getByRole('heading', { name: 'Your meeting is ready' }).waitFor();
   const link = await alice.page.getByLabel('Join link').inputValue();
   await alice.page.getByRole('link', { name: 'Go to the meeting as host' }).click();
   await until('the verified name filled in', async () => (await alice.page.getByLabel('Your name').inputValue()) === 'Alice Archer');
