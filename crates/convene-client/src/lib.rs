@@ -342,8 +342,10 @@ impl Client {
                 msg = self.incoming.recv() => match msg {
                     Some(Some(t)) => {
                         let skip = !self.keep_roster && is_roster_change(&t);
-                        if let Some(v) = (!skip).then(|| serde_json::from_str::<Value>(&t).ok()).flatten() {
-                            self.on_message(v).await;
+                        if !skip {
+                            if let Ok(v) = serde_json::from_str::<Value>(&t) {
+                                self.on_message(v).await;
+                            }
                         }
                     }
                     Some(None) | None => {

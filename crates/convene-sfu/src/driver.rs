@@ -107,16 +107,9 @@ impl SfuThread {
     }
 }
 
-/// Bind `bind` and start the SFU thread. `announce` overrides the address given to
-/// clients (needed when binding a wildcard address or behind NAT).
-pub fn spawn(
-    bind: SocketAddr,
-    announce: Option<SocketAddr>,
-    on_event: impl FnMut(SfuEvent) + Send + 'static,
-) -> std::io::Result<SfuThread> {
-    spawn_worker(bind, announce, Arc::new(AtomicU64::new(1)), on_event)
-}
-
+/// Bind `bind` and start one SFU thread (through [`crate::pool::spawn_pool`]).
+/// `announce` overrides the address given to clients (needed when binding a
+/// wildcard address or behind NAT); `next_conn` is shared by the pool's workers.
 pub(crate) fn spawn_worker(
     bind: SocketAddr,
     announce: Option<SocketAddr>,
