@@ -275,6 +275,13 @@ function onMessage(msg) {
       render();
       break;
     }
+    case 'roster':
+      for (const p of msg.participants) participants.set(p.id, p);
+      render();
+      break;
+    case 'chat-history':
+      for (const m of msg.messages) addChat(m);
+      break;
     case 'participant-joined':
     case 'participant-updated':
       participants.set(msg.participant.id, msg.participant);

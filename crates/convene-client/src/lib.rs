@@ -556,6 +556,15 @@ impl Client {
                 self.chat
                     .extend(v["chat"].as_array().into_iter().flatten().cloned());
             }
+            "roster" => {
+                for p in v["participants"].as_array().into_iter().flatten() {
+                    self.participants
+                        .insert(p["id"].as_str().unwrap_or("").to_string(), p.clone());
+                }
+            }
+            "chat-history" => self
+                .chat
+                .extend(v["messages"].as_array().into_iter().flatten().cloned()),
             "participant-joined" | "participant-updated" => {
                 let p = &v["participant"];
                 self.participants
@@ -656,7 +665,11 @@ fn is_roster_change(text: &str) -> bool {
     serde_json::from_str::<Head>(text).is_ok_and(|h| {
         matches!(
             &*h.kind,
-            "participant-joined" | "participant-updated" | "participant-left" | "speaking"
+            "roster"
+                | "participant-joined"
+                | "participant-updated"
+                | "participant-left"
+                | "speaking"
         )
     })
 }

@@ -300,6 +300,15 @@ pub enum ServerMessage {
         source: Source,
         by: String,
     },
+    /// More of the participant list, right after "welcome", which carries the
+    /// first page. Sent in pages so that no message grows with the meeting.
+    Roster {
+        participants: Vec<ParticipantInfo>,
+    },
+    /// More of the chat so far, right after "welcome", oldest first.
+    ChatHistory {
+        messages: Vec<ChatMessage>,
+    },
     ParticipantJoined {
         participant: ParticipantInfo,
     },

@@ -20,6 +20,12 @@ impl fmt::Display for ParticipantId {
     }
 }
 
+/// Participants per "welcome" or "roster" message.
+const ROSTER_PAGE: usize = 50;
+/// Chat messages per "welcome" or "chat-history" message: with the default
+/// limit of 2000 characters each, a page stays under 80 KB even in 4-byte ones.
+const CHAT_PAGE: usize = 10;
+
 #[derive(Debug, Clone)]
 pub struct RoomLimits {
     pub max_participants: usize,
@@ -855,24 +861,43 @@ impl Room {
         Ok(())
     }
 
+    /// "welcome" with the first page of the participant list (the receiver
+    /// first) and of the chat, then the rest in "roster" and "chat-history"
+    /// pages: a message the size of a large meeting would stay in every
+    /// connection's write buffer for good.
     fn welcome(&mut self, id: &ParticipantId) {
         let p = &self.participants[id];
+        let mut participants: Vec<ParticipantInfo> = std::iter::once(id)
+            .chain(
+                self.participants
+                    .iter()
+                    .filter(|(k, p)| p.admitted && *k != id)
+                    .map(|(k, _)| k),
+            )
+            .map(|k| self.participant_info(k))
+            .collect();
+        let more_participants = participants.split_off(participants.len().min(ROSTER_PAGE));
+        let mut chat: Vec<ChatMessage> = self.chat.iter().cloned().collect();
+        let more_chat = chat.split_off(chat.len().min(CHAT_PAGE));
         let message = ServerMessage::Welcome {
             protocol: PROTOCOL_VERSION,
             participant_id: id.0.clone(),
             resume_token: p.resume_token.clone(),
             meeting: self.info.clone(),
-            participants: self
-                .participants
-                .iter()
-                .filter(|(_, p)| p.admitted)
-                .map(|(k, _)| self.participant_info(k))
-                .collect(),
-            chat: self.chat.iter().cloned().collect(),
+            participants,
+            chat,
             settings: self.settings.clone(),
             permissions: self.permissions_of(p),
         };
         self.send(id, message);
+        for page in more_participants.chunks(ROSTER_PAGE) {
+            let participants = page.to_vec();
+            self.send(id, ServerMessage::Roster { participants });
+        }
+        for page in more_chat.chunks(CHAT_PAGE) {
+            let messages = page.to_vec();
+            self.send(id, ServerMessage::ChatHistory { messages });
+        }
     }
 
     fn permissions_of(&self, p: &Participant) -> Permissions {
@@ -1469,6 +1494,9 @@ fn for_non_host(message: ServerMessage) -> ServerMessage {
             chat,
             settings,
             permissions,
+        },
+        ServerMessage::Roster { participants } => ServerMessage::Roster {
+            participants: participants.into_iter().map(strip).collect(),
         },
         ServerMessage::ParticipantJoined { participant } => ServerMessage::ParticipantJoined {
             participant: strip(participant),

@@ -12,6 +12,7 @@
 //! (SSRC, sequence number, timestamp) and written to every subscriber's `Rtc`.
 
 mod connection;
+mod downstream_twcc;
 pub mod driver;
 mod ids;
 pub mod pool;

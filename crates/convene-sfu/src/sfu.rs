@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::connection::Connection;
 pub use crate::connection::SlotDirection;
+use crate::downstream_twcc::without_downstream_twcc;
 use crate::route::{Route, RouteTable};
 use crate::{is_vp8_keyframe_start, ConnId, SpeakingDetector, TrackId};
 
@@ -507,11 +508,14 @@ impl Sfu {
                 })
             })
             .collect();
-        self.events.push_back(SfuEvent::Offer {
-            conn,
-            sdp: offer.to_sdp_string(),
-            slots,
-        });
+        let sending_mids = c
+            .slots
+            .iter()
+            .filter(|s| s.dir == SlotDirection::Receive)
+            .filter_map(|s| Some(s.mid?.to_string()))
+            .collect();
+        let sdp = without_downstream_twcc(&offer.to_sdp_string(), &sending_mids);
+        self.events.push_back(SfuEvent::Offer { conn, sdp, slots });
         self.drain(conn);
     }
 

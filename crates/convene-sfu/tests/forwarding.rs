@@ -3,6 +3,7 @@
 mod support;
 
 use convene_sfu::TrackKind;
+use std::time::Duration;
 use support::Net;
 
 #[test]
@@ -39,6 +40,27 @@ fn a_subscriber_gets_nothing_until_a_keyframe_starts() {
     assert!(
         seqs.windows(2).all(|w| w[1] == w[0] + 1),
         "no gap where the deltas were dropped"
+    );
+}
+
+#[test]
+fn only_publishers_get_congestion_feedback() {
+    // Publishers' browsers adapt their bitrate to the SFU's transport-wide
+    // feedback; subscribers are not asked for any, as the SFU has no downstream
+    // estimate to feed (see downstream_twcc.rs).
+    let mut net = Net::fan_out(2, TrackKind::Video);
+    for second in 0..3u64 {
+        net.send_video(0, 1 + second * 50, 50, 1000);
+        net.run_for(Duration::from_millis(1000));
+    }
+    assert_eq!(net.peers[1].received.len(), 150);
+    assert!(
+        net.peers[0].egress_loss.is_some(),
+        "the publisher got transport-wide feedback"
+    );
+    assert_eq!(
+        net.peers[1].twcc_numbered, 0,
+        "forwarded packets carry no transport-wide sequence number"
     );
 }
 

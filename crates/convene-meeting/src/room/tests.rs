@@ -1822,3 +1822,57 @@ mod review_fixes {
         assert_eq!(r.participant_count(), 1);
     }
 }
+
+#[test]
+fn a_large_meeting_is_described_to_a_joiner_in_pages() {
+    let now = Instant::now();
+    let limits = RoomLimits {
+        max_participants: 500,
+        ..RoomLimits::default()
+    };
+    let settings = crate::access::Settings {
+        max_participants: 500,
+        ..Default::default()
+    };
+    let mut r = Room::with_settings("m1".into(), "Webinar".into(), limits, settings);
+    let people: Vec<ParticipantId> = (0..120)
+        .map(|i| r.join(now, join_msg(&format!("P{i}"))).unwrap())
+        .collect();
+    for (i, who) in people.iter().take(25).enumerate() {
+        let text = format!("message {i}");
+        r.handle(now, who, C::Chat { text }).unwrap();
+    }
+    drain(&mut r);
+    let late = r.join(now, join_msg("Late")).unwrap();
+    let to_late = sent_to(&drain(&mut r), &late);
+
+    let ServerMessage::Welcome {
+        participants, chat, ..
+    } = &to_late[0]
+    else {
+        panic!("welcome first, got {:?}", to_late[0])
+    };
+    assert_eq!(participants.len(), 50);
+    assert_eq!(participants[0].id, late.0, "the receiver comes first");
+    let mut everyone: Vec<String> = participants.iter().map(|p| p.id.clone()).collect();
+    let mut texts: Vec<String> = chat.iter().map(|m| m.text.clone()).collect();
+    let mut page_sizes = Vec::new();
+    for m in &to_late[1..] {
+        match m {
+            ServerMessage::Roster { participants } => {
+                page_sizes.push(participants.len());
+                everyone.extend(participants.iter().map(|p| p.id.clone()));
+            }
+            ServerMessage::ChatHistory { messages } => {
+                texts.extend(messages.iter().map(|m| m.text.clone()));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(page_sizes, vec![50, 21]);
+    everyone.sort();
+    everyone.dedup();
+    assert_eq!(everyone.len(), 121, "everyone once, the receiver included");
+    let expected: Vec<String> = (0..25).map(|i| format!("message {i}")).collect();
+    assert_eq!(texts, expected, "all the chat, oldest first");
+}

@@ -26,6 +26,11 @@ pub struct Peer {
     pub received: Vec<(Mid, u64, usize)>,
     /// Offer mids → (direction "send"/"receive", track).
     pub mids: HashMap<Mid, (bool, Option<TrackId>)>,
+    /// Received RTP packets that carried a transport-wide sequence number.
+    pub twcc_numbered: usize,
+    /// From the last stats event: loss on what this peer sent, as reported by
+    /// transport-wide congestion feedback (None: no feedback came).
+    pub egress_loss: Option<f32>,
 }
 
 pub struct Net {
@@ -49,6 +54,7 @@ fn peer_rtc(now: Instant, addr: SocketAddr) -> Rtc {
         .clear_codecs()
         .enable_opus(true, false)
         .enable_vp8(true)
+        .set_stats_interval(Some(Duration::from_secs(1)))
         .build(now);
     rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
     rtc
@@ -77,6 +83,8 @@ impl Net {
                     connected: false,
                     received: Vec::new(),
                     mids: HashMap::new(),
+                    twcc_numbered: 0,
+                    egress_loss: None,
                 }
             })
             .collect();
@@ -216,11 +224,28 @@ impl Net {
                             if let Some(mid) = mid {
                                 p.received.push((mid, *pkt.seq_no, pkt.payload.len()));
                             }
+                            if pkt.header.ext_vals.transport_cc.is_some() {
+                                p.twcc_numbered += 1;
+                            }
                         }
+                        Event::PeerStats(s) => p.egress_loss = s.egress_loss_fraction,
                         _ => {}
                     }
                 }
             }
+        }
+    }
+
+    /// Let `d` of time pass in 5 ms ticks, delivering whatever is sent.
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.now += Duration::from_millis(5);
+            self.sfu.handle_timeout(self.now);
+            for p in &mut self.peers {
+                let _ = p.rtc.handle_input(Input::Timeout(self.now));
+            }
+            while self.step() {}
         }
     }
 
