@@ -153,7 +153,9 @@ struct Producer {
 pub struct Sfu {
     config: SfuConfig,
     dtls_cert: Option<DtlsCert>,
-    conns: HashMap<ConnId, Connection>,
+    /// Boxed: a connection (str0m's `Rtc`) is about 10 KiB inline, and a map keeps up to half
+    /// its slots empty after growing.
+    conns: HashMap<ConnId, Box<Connection>>,
     producers: HashMap<TrackId, Producer>,
     routes: RouteTable,
     timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
@@ -250,7 +252,7 @@ impl Sfu {
         }
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
         self.routes.add_conn(id, ufrag);
-        self.conns.insert(id, Connection::new(rtc));
+        self.conns.insert(id, Box::new(Connection::new(rtc)));
         self.drain(id);
         debug!(conn = %id, "connection added");
         Ok(())
