@@ -159,6 +159,13 @@ pub enum Effect {
         to: ParticipantId,
         message: ServerMessage,
     },
+    /// One message for several people: made once, not once per recipient (a
+    /// meeting of a thousand would otherwise queue a thousand copies of every
+    /// join, leave and change).
+    Broadcast {
+        to: Vec<ParticipantId>,
+        message: ServerMessage,
+    },
     Media(MediaAction),
     /// The participant's session is over: close its socket.
     Close {
@@ -1456,15 +1463,27 @@ impl Room {
         self.broadcast_filtered(Some(except), message);
     }
 
+    /// Hosts get the message as it is, everyone else [`for_non_host`]'s version.
     fn broadcast_filtered(&mut self, except: Option<&ParticipantId>, message: ServerMessage) {
-        let to: Vec<ParticipantId> = self
+        let (hosts, others): (Vec<_>, Vec<_>) = self
             .participants
             .iter()
             .filter(|(id, p)| p.admitted && p.away_since.is_none() && Some(*id) != except)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in to {
-            self.send(&id, message.clone());
+            .partition(|(_, p)| p.role.is_host());
+        let ids = |v: Vec<(&ParticipantId, &Participant)>| -> Vec<ParticipantId> {
+            v.into_iter().map(|(id, _)| id.clone()).collect()
+        };
+        let (hosts, others) = (ids(hosts), ids(others));
+        if !others.is_empty() {
+            let message = for_non_host(message.clone());
+            self.effects.push_back(Effect::Broadcast {
+                to: others,
+                message,
+            });
+        }
+        if !hosts.is_empty() {
+            self.effects
+                .push_back(Effect::Broadcast { to: hosts, message });
         }
     }
 }

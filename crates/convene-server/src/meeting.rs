@@ -332,6 +332,7 @@ impl Meeting {
         while let Some(effect) = self.room.poll_effect() {
             match effect {
                 Effect::Send { to, message } => self.send(&to, message),
+                Effect::Broadcast { to, message } => self.broadcast(&to, message),
                 Effect::Close { who } => {
                     self.members.remove(&who); // dropping the sender closes the socket
                 }
@@ -432,18 +433,28 @@ impl Meeting {
     }
 
     fn send(&mut self, to: &ParticipantId, message: ServerMessage) {
-        let Some(member) = self.members.get(to) else {
+        self.broadcast(std::slice::from_ref(to), message);
+    }
+
+    /// Serialised once; every recipient's socket gets the same text.
+    fn broadcast(&mut self, to: &[ParticipantId], message: ServerMessage) {
+        if !to.iter().any(|who| self.members.contains_key(who)) {
             return;
-        };
+        }
         let text: Arc<str> = match serde_json::to_string(&message) {
             Ok(t) => t.into(),
             Err(_) => return,
         };
-        if member.out.try_send(Outbound::Text(text)).is_err() {
-            // Too slow to keep up (or gone): drop the socket; the client may resume.
-            info!(meeting = %self.id, who = %to, "socket cannot keep up; closing it");
-            self.members.remove(to);
-            self.room.connection_lost(Instant::now(), to);
+        for who in to {
+            let Some(member) = self.members.get(who) else {
+                continue;
+            };
+            if member.out.try_send(Outbound::Text(text.clone())).is_err() {
+                // Too slow to keep up (or gone): drop the socket; the client may resume.
+                info!(meeting = %self.id, %who, "socket cannot keep up; closing it");
+                self.members.remove(who);
+                self.room.connection_lost(Instant::now(), who);
+            }
         }
     }
 }

@@ -24,6 +24,7 @@ fn sent_to(effects: &[Effect], who: &ParticipantId) -> Vec<ServerMessage> {
         .iter()
         .filter_map(|e| match e {
             Effect::Send { to, message } if to == who => Some(message.clone()),
+            Effect::Broadcast { to, message } if to.contains(who) => Some(message.clone()),
             _ => None,
         })
         .collect()
@@ -1468,6 +1469,17 @@ mod identities {
         let fx = drain(&mut r);
         assert!(matches!(sent_to(&fx, &p)[0], ServerMessage::Welcome { .. }));
         assert!(sent_to(&fx, &g).is_empty());
+        // Everyone is told; only the host's copy says whether the partner used MFA.
+        let joined = |who: &ParticipantId| {
+            sent_to(&fx, who).into_iter().find_map(|msg| match msg {
+                ServerMessage::ParticipantJoined { participant } if participant.id == p.0 => {
+                    Some(participant.identity.mfa)
+                }
+                _ => None,
+            })
+        };
+        assert_eq!(joined(&host), Some(Some(false)));
+        assert_eq!(joined(&m), Some(None));
         // The audit log says who was verified by whom.
         let _ = fx;
         r.handle(Instant::now(), &m, C::Chat { text: "hi".into() })
@@ -1875,4 +1887,36 @@ fn a_large_meeting_is_described_to_a_joiner_in_pages() {
     assert_eq!(everyone.len(), 121, "everyone once, the receiver included");
     let expected: Vec<String> = (0..25).map(|i| format!("message {i}")).collect();
     assert_eq!(texts, expected, "all the chat, oldest first");
+}
+
+#[test]
+fn a_change_is_queued_once_for_everyone_not_once_per_person() {
+    let now = Instant::now();
+    let settings = crate::access::Settings {
+        max_participants: 300,
+        ..Default::default()
+    };
+    let limits = RoomLimits {
+        max_participants: 300,
+        ..RoomLimits::default()
+    };
+    let mut r = Room::with_settings("m1".into(), "Webinar".into(), limits, settings);
+    let people: Vec<ParticipantId> = (0..200)
+        .map(|i| r.join(now, join_msg(&format!("P{i}"))).unwrap())
+        .collect();
+    drain(&mut r);
+    r.connection_lost(now, &people[0]);
+    let fx = drain(&mut r);
+    let messages = fx
+        .iter()
+        .filter(|e| matches!(e, Effect::Send { .. } | Effect::Broadcast { .. }))
+        .count();
+    assert_eq!(messages, 1, "one message for all 199 others");
+    for who in &people[1..] {
+        assert!(sent_to(&fx, who).iter().any(|m| matches!(
+            m,
+            ServerMessage::ParticipantUpdated { participant }
+                if participant.id == people[0].0 && !participant.connected
+        )));
+    }
 }
