@@ -1835,9 +1835,8 @@ mod review_fixes {
     }
 }
 
-#[test]
-fn a_large_meeting_is_described_to_a_joiner_in_pages() {
-    let now = Instant::now();
+/// A room of 500 places with `people` in it, named P0, P1, …
+fn webinar(now: Instant, people: usize) -> (Room, Vec<ParticipantId>) {
     let limits = RoomLimits {
         max_participants: 500,
         ..RoomLimits::default()
@@ -1847,9 +1846,16 @@ fn a_large_meeting_is_described_to_a_joiner_in_pages() {
         ..Default::default()
     };
     let mut r = Room::with_settings("m1".into(), "Webinar".into(), limits, settings);
-    let people: Vec<ParticipantId> = (0..120)
+    let people = (0..people)
         .map(|i| r.join(now, join_msg(&format!("P{i}"))).unwrap())
         .collect();
+    (r, people)
+}
+
+#[test]
+fn a_large_meeting_is_described_to_a_joiner_in_pages() {
+    let now = Instant::now();
+    let (mut r, people) = webinar(now, 120);
     for (i, who) in people.iter().take(25).enumerate() {
         let text = format!("message {i}");
         r.handle(now, who, C::Chat { text }).unwrap();
@@ -1892,18 +1898,7 @@ fn a_large_meeting_is_described_to_a_joiner_in_pages() {
 #[test]
 fn a_change_is_queued_once_for_everyone_not_once_per_person() {
     let now = Instant::now();
-    let settings = crate::access::Settings {
-        max_participants: 300,
-        ..Default::default()
-    };
-    let limits = RoomLimits {
-        max_participants: 300,
-        ..RoomLimits::default()
-    };
-    let mut r = Room::with_settings("m1".into(), "Webinar".into(), limits, settings);
-    let people: Vec<ParticipantId> = (0..200)
-        .map(|i| r.join(now, join_msg(&format!("P{i}"))).unwrap())
-        .collect();
+    let (mut r, people) = webinar(now, 200);
     drain(&mut r);
     r.connection_lost(now, &people[0]);
     let fx = drain(&mut r);
