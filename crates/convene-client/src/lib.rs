@@ -367,7 +367,8 @@ impl Client {
                     let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
                 }
             }
-            self.drain();
+            // Its output goes at the top of the loop: one drain per wake-up, as
+            // str0m's poll_output walks every subsystem even when idle.
             self.send_due_media();
         }
     }
