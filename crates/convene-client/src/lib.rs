@@ -321,6 +321,8 @@ impl Client {
         let sleep = tokio::time::sleep_until(deadline.into());
         tokio::pin!(sleep);
         loop {
+            // Drain first, so `done` sees the events of the last input.
+            let rtc_timeout = self.drain();
             if done(self) {
                 return true;
             }
@@ -328,7 +330,6 @@ impl Client {
             if now >= deadline {
                 return false;
             }
-            let rtc_timeout = self.drain();
             let next_media = self.synths.iter().map(|(_, s)| s.next_at()).min();
             let mut wake = deadline.min(rtc_timeout);
             if let Some(t) = next_media {
@@ -550,6 +551,7 @@ impl Client {
                 self.resume_token = v["resumeToken"].as_str().unwrap_or("").to_string();
                 self.meeting_title = v["meeting"]["title"].as_str().unwrap_or("").to_string();
                 self.participants.clear();
+                self.chat.clear();
                 for p in v["participants"].as_array().into_iter().flatten() {
                     self.participants
                         .insert(p["id"].as_str().unwrap_or("").to_string(), p.clone());

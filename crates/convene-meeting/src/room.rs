@@ -23,7 +23,8 @@ impl fmt::Display for ParticipantId {
 /// Participants per "welcome" or "roster" message.
 const ROSTER_PAGE: usize = 50;
 /// Chat messages per "welcome" or "chat-history" message: with the default
-/// limit of 2000 characters each, a page stays under 80 KB even in 4-byte ones.
+/// limit of 2000 characters each, a page stays under 80 KB of text even in
+/// 4-byte characters (JSON escapes of control characters aside).
 const CHAT_PAGE: usize = 10;
 
 #[derive(Debug, Clone)]
@@ -1523,7 +1524,27 @@ fn for_non_host(message: ServerMessage) -> ServerMessage {
         ServerMessage::ParticipantUpdated { participant } => ServerMessage::ParticipantUpdated {
             participant: strip(participant),
         },
-        other => other,
+        // None of these carries a participant's identity beyond its public part
+        // (the lobby list goes to hosts only). Listed rather than matched with a
+        // wildcard so that a new message has to be decided on here.
+        other @ (ServerMessage::Permissions { .. }
+        | ServerMessage::SettingsUpdated { .. }
+        | ServerMessage::SourceStopped { .. }
+        | ServerMessage::ChatHistory { .. }
+        | ServerMessage::ParticipantLeft { .. }
+        | ServerMessage::Offer { .. }
+        | ServerMessage::Chat { .. }
+        | ServerMessage::Speaking { .. }
+        | ServerMessage::Pong { .. }
+        | ServerMessage::MeetingUpdated { .. }
+        | ServerMessage::Removed { .. }
+        | ServerMessage::Notice { .. }
+        | ServerMessage::Lobby { .. }
+        | ServerMessage::LobbyUpdated { .. }
+        | ServerMessage::MutedByHost { .. }
+        | ServerMessage::Denied { .. }
+        | ServerMessage::Ended { .. }
+        | ServerMessage::Error { .. }) => other,
     }
 }
 

@@ -2,7 +2,7 @@
 
 mod support;
 
-use convene_sfu::TrackKind;
+use convene_sfu::{TrackId, TrackKind};
 use std::time::Duration;
 use support::Net;
 
@@ -48,15 +48,22 @@ fn only_publishers_get_congestion_feedback() {
     // Publishers' browsers adapt their bitrate to the SFU's transport-wide
     // feedback; subscribers are not asked for any, as the SFU has no downstream
     // estimate to feed (see downstream_twcc.rs).
-    let mut net = Net::fan_out(2, TrackKind::Video);
+    let mut net = Net::fan_out(3, TrackKind::Video);
+    // A second publisher later: peer 1's m-line for it comes in a renegotiation.
+    net.sfu
+        .publish(net.peers[2].conn, TrackId(2), TrackKind::Video)
+        .unwrap();
+    net.sfu.subscribe(net.peers[1].conn, TrackId(2)).unwrap();
+    net.settle();
     for second in 0..3u64 {
         net.send_video(0, 1 + second * 50, 50, 1000);
+        net.send_video(2, 1 + second * 50, 50, 1000);
         net.run_for(Duration::from_millis(1000));
     }
-    assert_eq!(net.peers[1].received.len(), 150);
+    assert_eq!(net.peers[1].received.len(), 300, "both videos arrive");
     assert!(
-        net.peers[0].egress_loss.is_some(),
-        "the publisher got transport-wide feedback"
+        net.peers[0].got_twcc_feedback && net.peers[2].got_twcc_feedback,
+        "both publishers got transport-wide feedback"
     );
     assert_eq!(
         net.peers[1].twcc_numbered, 0,

@@ -1385,6 +1385,35 @@ mod identities {
     }
 
     #[test]
+    fn roster_pages_show_mfa_to_hosts_only() {
+        let (mut r, _) = with(Settings::default());
+        for i in 0..80 {
+            come(&mut r, &format!("G{i}"), Identity::guest()).unwrap();
+        }
+        come(&mut r, "x", verified(Level::Partner, "Other", "Pam", true)).unwrap();
+        drain(&mut r);
+        // Pam (the 82nd id) is beyond the welcome's first page.
+        let pam_in_roster = |msgs: Vec<ServerMessage>| {
+            msgs.into_iter().find_map(|m| match m {
+                ServerMessage::Roster { participants } => participants
+                    .into_iter()
+                    .find(|p| p.name == "Pam")
+                    .map(|p| p.identity.mfa),
+                _ => None,
+            })
+        };
+        let guest = come(&mut r, "Late", Identity::guest()).unwrap();
+        assert_eq!(pam_in_roster(sent_to(&drain(&mut r), &guest)), Some(None));
+        let host = r
+            .join_as(Instant::now(), join_msg("Second host"), Role::Host)
+            .unwrap();
+        assert_eq!(
+            pam_in_roster(sent_to(&drain(&mut r), &host)),
+            Some(Some(true))
+        );
+    }
+
+    #[test]
     fn guests_may_be_kept_out_and_mfa_required_of_verified_people() {
         let (mut r, _) = with(Settings {
             guests_allowed: false,

@@ -28,9 +28,9 @@ pub struct Peer {
     pub mids: HashMap<Mid, (bool, Option<TrackId>)>,
     /// Received RTP packets that carried a transport-wide sequence number.
     pub twcc_numbered: usize,
-    /// From the last stats event: loss on what this peer sent, as reported by
-    /// transport-wide congestion feedback (None: no feedback came).
-    pub egress_loss: Option<f32>,
+    /// Whether any stats event reported loss on what this peer sent, which
+    /// str0m knows only from transport-wide congestion feedback.
+    pub got_twcc_feedback: bool,
 }
 
 pub struct Net {
@@ -84,7 +84,7 @@ impl Net {
                     received: Vec::new(),
                     mids: HashMap::new(),
                     twcc_numbered: 0,
-                    egress_loss: None,
+                    got_twcc_feedback: false,
                 }
             })
             .collect();
@@ -228,7 +228,9 @@ impl Net {
                                 p.twcc_numbered += 1;
                             }
                         }
-                        Event::PeerStats(s) => p.egress_loss = s.egress_loss_fraction,
+                        Event::PeerStats(s) => {
+                            p.got_twcc_feedback |= s.egress_loss_fraction.is_some()
+                        }
                         _ => {}
                     }
                 }
