@@ -5,6 +5,20 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// A welcome to a meeting of this size is 201 messages (participant list pages),
+/// plus chat pages, well inside a socket's outbound queue of 512; past that
+/// queue a joiner would be dropped as too slow before the welcome was out.
+const MAX_PARTICIPANTS_LIMIT: usize = 10_000;
+
+fn parse_max_participants(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=MAX_PARTICIPANTS_LIMIT).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "expected a number from 1 to {MAX_PARTICIPANTS_LIMIT}"
+        )),
+    }
+}
+
 /// Convene: self-hosted video meetings across organisations, from a plain browser.
 ///
 /// With no command it serves http://127.0.0.1:8080/ and keeps its data in
@@ -95,8 +109,9 @@ pub struct Config {
     #[arg(long, env = "CONVENE_RECONNECT_GRACE", default_value_t = 5)]
     pub reconnect_grace: u64,
 
-    /// Most people in one meeting.
-    #[arg(long, env = "CONVENE_MAX_PARTICIPANTS", default_value_t = 100)]
+    /// Most people in one meeting (1 to 10 000).
+    #[arg(long, env = "CONVENE_MAX_PARTICIPANTS", default_value_t = 100,
+          value_parser = parse_max_participants)]
     pub max_participants: usize,
 
     /// Token that grants access to the admin API (audit export). Without one, the
@@ -121,6 +136,26 @@ impl Config {
         match &self.public_url {
             Some(u) => u.trim_end_matches('/').to_string(),
             None => format!("http://{bound}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn max_participants(value: &str) -> Result<usize, clap::Error> {
+        Cli::try_parse_from(["convene", "--max-participants", value])
+            .map(|cli| cli.config.max_participants)
+    }
+
+    #[test]
+    fn meeting_size_is_bounded() {
+        assert_eq!(max_participants("2000").unwrap(), 2000);
+        assert_eq!(max_participants("10000").unwrap(), 10_000);
+        for bad in ["0", "10001", "lots"] {
+            let e = max_participants(bad).unwrap_err().to_string();
+            assert!(e.contains("from 1 to 10000"), "{bad}: {e}");
         }
     }
 }
