@@ -541,6 +541,14 @@ impl Client {
         }
     }
 
+    /// Participants from a "welcome" or "roster" list, by id.
+    fn add_participants(&mut self, list: &Value) {
+        for p in list.as_array().into_iter().flatten() {
+            self.participants
+                .insert(p["id"].as_str().unwrap_or("").to_string(), p.clone());
+        }
+    }
+
     async fn on_message(&mut self, v: Value) {
         self.log.push(v.clone());
         match v["type"].as_str().unwrap_or("") {
@@ -552,19 +560,11 @@ impl Client {
                 self.meeting_title = v["meeting"]["title"].as_str().unwrap_or("").to_string();
                 self.participants.clear();
                 self.chat.clear();
-                for p in v["participants"].as_array().into_iter().flatten() {
-                    self.participants
-                        .insert(p["id"].as_str().unwrap_or("").to_string(), p.clone());
-                }
+                self.add_participants(&v["participants"]);
                 self.chat
                     .extend(v["chat"].as_array().into_iter().flatten().cloned());
             }
-            "roster" => {
-                for p in v["participants"].as_array().into_iter().flatten() {
-                    self.participants
-                        .insert(p["id"].as_str().unwrap_or("").to_string(), p.clone());
-                }
-            }
+            "roster" => self.add_participants(&v["participants"]),
             "chat-history" => self
                 .chat
                 .extend(v["messages"].as_array().into_iter().flatten().cloned()),

@@ -1466,15 +1466,17 @@ impl Room {
 
     /// Hosts get the message as it is, everyone else [`for_non_host`]'s version.
     fn broadcast_filtered(&mut self, except: Option<&ParticipantId>, message: ServerMessage) {
-        let (hosts, others): (Vec<_>, Vec<_>) = self
-            .participants
-            .iter()
-            .filter(|(id, p)| p.admitted && p.away_since.is_none() && Some(*id) != except)
-            .partition(|(_, p)| p.role.is_host());
-        let ids = |v: Vec<(&ParticipantId, &Participant)>| -> Vec<ParticipantId> {
-            v.into_iter().map(|(id, _)| id.clone()).collect()
-        };
-        let (hosts, others) = (ids(hosts), ids(others));
+        let (mut hosts, mut others) = (Vec::new(), Vec::new());
+        for (id, p) in &self.participants {
+            if p.admitted && p.away_since.is_none() && Some(id) != except {
+                let group = if p.role.is_host() {
+                    &mut hosts
+                } else {
+                    &mut others
+                };
+                group.push(id.clone());
+            }
+        }
         if !others.is_empty() {
             let message = for_non_host(message.clone());
             self.effects.push_back(Effect::Broadcast {

@@ -124,11 +124,7 @@ impl Net {
         for _ in 0..2000 {
             let moved = self.step();
             if !moved {
-                self.now += Duration::from_millis(5);
-                self.sfu.handle_timeout(self.now);
-                for p in &mut self.peers {
-                    let _ = p.rtc.handle_input(Input::Timeout(self.now));
-                }
+                self.tick();
                 if self.peers.iter().all(|p| p.connected) && !self.step() {
                     return;
                 }
@@ -238,15 +234,20 @@ impl Net {
         }
     }
 
+    /// 5 ms pass: the SFU and every peer see the new time.
+    fn tick(&mut self) {
+        self.now += Duration::from_millis(5);
+        self.sfu.handle_timeout(self.now);
+        for p in &mut self.peers {
+            let _ = p.rtc.handle_input(Input::Timeout(self.now));
+        }
+    }
+
     /// Let `d` of time pass in 5 ms ticks, delivering whatever is sent.
     pub fn run_for(&mut self, d: Duration) {
         let end = self.now + d;
         while self.now < end {
-            self.now += Duration::from_millis(5);
-            self.sfu.handle_timeout(self.now);
-            for p in &mut self.peers {
-                let _ = p.rtc.handle_input(Input::Timeout(self.now));
-            }
+            self.tick();
             while self.step() {}
         }
     }
