@@ -1,7 +1,7 @@
 // The media connection. The server always offers and we always answer, so there
 // is never glare; each offer says what every m-line (mid) carries.
 
-/** @typedef {{mid: string, kind: 'audio'|'video', direction: 'send'|'receive', participantId?: string, source?: string}} TrackSlot */
+/** @typedef {{mid: string, kind: 'audio'|'video', direction: 'send'|'receive', participantId?: string, source?: string, voice?: boolean}} TrackSlot */
 
 export class Call extends EventTarget {
   /** @param {(msg: object) => void} send @param {(source: string) => MediaStreamTrack | null} localTrack */
@@ -38,7 +38,7 @@ export class Call extends EventTarget {
         await tr.sender.replaceTrack(track);
         tr.direction = slot.source ? 'sendonly' : 'inactive';
       } else {
-        tr.direction = slot.participantId ? 'recvonly' : 'inactive';
+        tr.direction = slot.participantId || slot.voice ? 'recvonly' : 'inactive';
       }
     }
     const answer = await this.pc.createAnswer();
@@ -66,6 +66,17 @@ export class Call extends EventTarget {
       if (!tr) continue;
       if (!out.has(slot.participantId)) out.set(slot.participantId, new Map());
       out.get(slot.participantId).set(slot.source, tr.receiver.track);
+    }
+    return out;
+  }
+
+  /** Tracks of the voice slots: each carries whoever is talking (the server switches). */
+  voiceTracks() {
+    const out = [];
+    for (const slot of this.slots) {
+      if (slot.direction !== 'receive' || !slot.voice) continue;
+      const tr = this.pc.getTransceivers().find((t) => t.mid === slot.mid);
+      if (tr) out.push({ mid: slot.mid, track: tr.receiver.track });
     }
     return out;
   }

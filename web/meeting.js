@@ -297,6 +297,9 @@ function onMessage(msg) {
     case 'offer':
       call?.handleOffer(msg.sdp, msg.tracks);
       break;
+    case 'voice-slot':
+      // Who a voice slot carries now. The speaking indicators already show who talks.
+      break;
     case 'lobby':
       showLevel(msg.meeting.level);
       // Sent back from the meeting (a level change): its media is gone.
@@ -462,31 +465,48 @@ function render() {
       st.querySelector('.avatar').hidden = true;
       setVideo(st, screenTrack, '');
     }
-    if (!isMe) playAudio(id, remote.get(id));
+    if (!isMe) playScreenAudio(id, remote.get(id));
   }
   for (const t of [...grid.querySelectorAll('.tile')]) if (!seen.has(t.dataset.key)) t.remove();
   for (const t of [...stage.querySelectorAll('.tile')]) if (!seenStage.has(t.dataset.key)) t.remove();
-  for (const a of [...$('audio-sink').querySelectorAll('audio')]) if (!participants.has(a.dataset.id)) a.remove();
+  playVoices(call?.voiceTracks() || []);
+  for (const a of [...$('audio-sink').querySelectorAll('audio:not([data-voice])')]) if (!participants.has(a.dataset.id)) a.remove();
   stage.hidden = seenStage.size === 0;
   renderPeople();
 }
 
-function playAudio(id, tracks) {
+/** Microphones arrive on a few voice slots, whoever is talking; play each slot. */
+function playVoices(voices) {
   const sink = $('audio-sink');
-  for (const source of ['microphone', 'screen-audio']) {
-    const key = `${id}-${source}`;
-    let el = sink.querySelector(`audio[data-key="${CSS.escape(key)}"]`);
-    const track = tracks?.get(source);
-    if (!track) { el?.remove(); continue; }
+  const mids = new Set(voices.map((v) => v.mid));
+  for (const a of [...sink.querySelectorAll('audio[data-voice]')]) if (!mids.has(a.dataset.voice)) a.remove();
+  for (const { mid, track } of voices) {
+    let el = sink.querySelector(`audio[data-voice="${CSS.escape(mid)}"]`);
     if (!el) {
       el = document.createElement('audio');
       el.autoplay = true;
-      el.dataset.key = key;
-      el.dataset.id = id;
+      el.dataset.voice = mid;
       sink.append(el);
     }
     if (el.srcObject?.getAudioTracks()[0] !== track) el.srcObject = new MediaStream([track]);
   }
+}
+
+/** A shared screen's sound has an m-line of its own (it does not compete for voice slots). */
+function playScreenAudio(id, tracks) {
+  const sink = $('audio-sink');
+  const key = `${id}-screen-audio`;
+  let el = sink.querySelector(`audio[data-key="${CSS.escape(key)}"]`);
+  const track = tracks?.get('screen-audio');
+  if (!track) { el?.remove(); return; }
+  if (!el) {
+    el = document.createElement('audio');
+    el.autoplay = true;
+    el.dataset.key = key;
+    el.dataset.id = id;
+    sink.append(el);
+  }
+  if (el.srcObject?.getAudioTracks()[0] !== track) el.srcObject = new MediaStream([track]);
 }
 
 /** Hosts see who waits, with admit and deny for each. */

@@ -58,6 +58,9 @@ pub struct StreamCount {
     /// Sequence numbers skipped (loss, or a broken rewrite).
     pub gaps: u64,
     pub last_seq: Option<u64>,
+    /// The m-line the last packet came on: a voice can move between voice slots,
+    /// each with its own sequence numbers.
+    pub mid: Option<Mid>,
     /// Sequence numbers skipped and not (yet) filled by a retransmission.
     pub missing: std::collections::BTreeSet<u64>,
 }
@@ -94,6 +97,8 @@ pub struct Client {
     /// Waiting in the lobby (joined, not yet admitted).
     pub in_lobby: bool,
     slots: HashMap<Mid, SlotInfo>,
+    /// Voice slot → participant it carries now (from `voice-slot`; kept across offers).
+    voice_holders: HashMap<Mid, String>,
     ssrc_mid: HashMap<str0m::rtp::Ssrc, Mid>,
     /// (participant id, source) → what arrived.
     pub received: BTreeMap<(String, String), StreamCount>,
@@ -224,6 +229,7 @@ impl Client {
             offers: 0,
             in_lobby: false,
             slots: HashMap::new(),
+            voice_holders: HashMap::new(),
             ssrc_mid: HashMap::new(),
             received: BTreeMap::new(),
             synths: Vec::new(),
@@ -459,6 +465,10 @@ impl Client {
                     count.keyframes += 1;
                 }
                 let seq = *pkt.seq_no;
+                if count.mid != Some(mid) {
+                    count.mid = Some(mid);
+                    count.last_seq = None;
+                }
                 if let Some(last) = count.last_seq {
                     if seq > last + 1 {
                         count.gaps += seq - last - 1;
@@ -586,6 +596,19 @@ impl Client {
                     v["speaking"].as_bool().unwrap_or(false),
                 );
             }
+            "voice-slot" => {
+                let Some(mid) = v["mid"].as_str().map(Mid::from) else {
+                    return;
+                };
+                match v["participantId"].as_str() {
+                    Some(p) => self.voice_holders.insert(mid, p.to_string()),
+                    None => self.voice_holders.remove(&mid),
+                };
+                let key = self.voice_key(mid);
+                if let Some(slot) = self.slots.get_mut(&mid) {
+                    slot.key = Some(key);
+                }
+            }
             "error" => self.errors.push(v),
             "offer" => {
                 self.offers += 1;
@@ -605,18 +628,23 @@ impl Client {
                 self.slots.clear();
                 self.ssrc_mid.clear();
                 for t in v["tracks"].as_array().into_iter().flatten() {
-                    let Some(mid) = t["mid"].as_str() else {
+                    let Some(mid) = t["mid"].as_str().map(Mid::from) else {
                         continue;
                     };
+                    let key = if t["voice"] == true {
+                        Some(self.voice_key(mid))
+                    } else {
+                        t["participantId"]
+                            .as_str()
+                            .zip(t["source"].as_str())
+                            .map(|(p, s)| (p.to_string(), s.to_string()))
+                    };
                     self.slots.insert(
-                        Mid::from(mid),
+                        mid,
                         SlotInfo {
                             direction: t["direction"].as_str().unwrap_or("").to_string(),
                             source: t["source"].as_str().map(str::to_string),
-                            key: t["participantId"]
-                                .as_str()
-                                .zip(t["source"].as_str())
-                                .map(|(p, s)| (p.to_string(), s.to_string())),
+                            key,
                         },
                     );
                 }
@@ -627,6 +655,13 @@ impl Client {
             }
             _ => {}
         }
+    }
+
+    /// Whom a voice slot's packets are counted for: the participant it carries, or
+    /// "" before the server has said (packets can beat the `voice-slot` message).
+    fn voice_key(&self, mid: Mid) -> (String, String) {
+        let who = self.voice_holders.get(&mid).cloned().unwrap_or_default();
+        (who, "microphone".to_string())
     }
 
     /// Packets received from `participant`'s `source`.

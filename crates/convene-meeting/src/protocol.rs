@@ -223,6 +223,10 @@ pub struct TrackSlot {
     pub participant_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<Source>,
+    /// A voice slot: an audio m-line that carries whichever participant is talking,
+    /// switched by the server without renegotiation; `voice-slot` messages say who.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub voice: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -331,6 +335,13 @@ pub enum ServerMessage {
     Speaking {
         participant_id: String,
         speaking: bool,
+    },
+    /// A voice slot now carries this participant's microphone (absent: nobody's).
+    #[serde(rename_all = "camelCase")]
+    VoiceSlot {
+        mid: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        participant_id: Option<String>,
     },
     Pong {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -496,6 +507,14 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&m).unwrap(),
             r#"{"type":"speaking","participantId":"p1","speaking":true}"#
+        );
+        let m = ServerMessage::VoiceSlot {
+            mid: "3".into(),
+            participant_id: Some("p2".into()),
+        };
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            r#"{"type":"voice-slot","mid":"3","participantId":"p2"}"#
         );
         let m = ServerMessage::ParticipantLeft {
             participant_id: "p2".into(),

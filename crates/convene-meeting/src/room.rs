@@ -1537,6 +1537,7 @@ fn for_non_host(message: ServerMessage) -> ServerMessage {
         | ServerMessage::Offer { .. }
         | ServerMessage::Chat { .. }
         | ServerMessage::Speaking { .. }
+        | ServerMessage::VoiceSlot { .. }
         | ServerMessage::Pong { .. }
         | ServerMessage::MeetingUpdated { .. }
         | ServerMessage::Removed { .. }

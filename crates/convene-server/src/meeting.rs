@@ -280,9 +280,11 @@ impl Meeting {
                         TrackSlot {
                             mid: s.mid,
                             kind: match s.kind {
-                                TrackKind::Audio => MediaKind::Audio,
+                                TrackKind::Audio | TrackKind::Voice => MediaKind::Audio,
                                 TrackKind::Video => MediaKind::Video,
                             },
+                            voice: s.kind == TrackKind::Voice
+                                && s.direction == SlotDirection::Receive,
                             direction: match s.direction {
                                 SlotDirection::Send => Direction::Send,
                                 SlotDirection::Receive => Direction::Receive,
@@ -323,6 +325,21 @@ impl Meeting {
                 if let Some((who, Source::Microphone)) = self.track_owner.get(&track).cloned() {
                     self.room.speaking(&who, speaking);
                 }
+            }
+            SfuEvent::VoiceSlot { conn, mid, track } => {
+                let Some(who) = self.conn_owner.get(&conn).cloned() else {
+                    return;
+                };
+                let participant_id = track
+                    .and_then(|t| self.track_owner.get(&t))
+                    .map(|(p, _)| p.0.clone());
+                self.send(
+                    &who,
+                    ServerMessage::VoiceSlot {
+                        mid,
+                        participant_id,
+                    },
+                );
             }
             SfuEvent::Connected(_) | SfuEvent::Disconnected(_) => {}
         }
@@ -379,10 +396,12 @@ impl Meeting {
                     t
                 });
                 self.track_owner.insert(track, (who, source));
-                let kind = if source.is_audio() {
-                    TrackKind::Audio
-                } else {
-                    TrackKind::Video
+                // Microphones share each listener's few voice slots; a screen's
+                // sound is forwarded to everyone on its own m-line.
+                let kind = match source {
+                    Source::Microphone => TrackKind::Voice,
+                    s if s.is_audio() => TrackKind::Audio,
+                    _ => TrackKind::Video,
                 };
                 sfu.send(Command::Publish { conn, track, kind });
             }

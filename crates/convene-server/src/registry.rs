@@ -52,7 +52,8 @@ impl Registry {
                 | SfuEvent::Connected(conn)
                 | SfuEvent::Disconnected(conn)
                 | SfuEvent::Closed(conn)
-                | SfuEvent::Failed { conn, .. } => inner.conns.get(conn),
+                | SfuEvent::Failed { conn, .. }
+                | SfuEvent::VoiceSlot { conn, .. } => inner.conns.get(conn),
                 SfuEvent::Speaking { track, .. } => inner.tracks.get(track),
             };
             if let Some(to) = to {

@@ -351,3 +351,72 @@ async fn meetings_are_spread_over_media_workers() {
     );
     server.shutdown().await;
 }
+
+/// Run every client at once for `d`.
+async fn run_all(clients: &mut [Client], d: Duration) {
+    futures_util::future::join_all(clients.iter_mut().map(|c| c.run_until(d, |_| false))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_hears_three_talkers_on_voice_slots_and_a_fourth_when_one_stops() {
+    let server = common::server().await;
+    let url = server.url.clone();
+    let meeting = common::create_meeting(&server, "Voices").await;
+    let mut people = Vec::new();
+    for name in ["Ann", "Bob", "Cy", "Di"] {
+        let mut c = Client::join(&url, &meeting, name, None).await.unwrap();
+        c.publish("microphone", 0).await.unwrap();
+        people.push(c);
+    }
+    // Lee only listens. The synthetic microphones all talk all the time.
+    people.push(Client::join(&url, &meeting, "Lee", None).await.unwrap());
+    run_all(&mut people, Duration::from_secs(3)).await;
+
+    let lee = &people[4];
+    let offer = lee.log.iter().rev().find(|m| m["type"] == "offer").unwrap();
+    let tracks = offer["tracks"].as_array().unwrap();
+    assert_eq!(
+        tracks.len(),
+        3,
+        "three m-lines for four microphones: {tracks:?}"
+    );
+    assert!(tracks
+        .iter()
+        .all(|t| t["voice"] == true && t["kind"] == "audio"));
+    let ids: Vec<String> = people[..4]
+        .iter()
+        .map(|c| c.participant_id.clone())
+        .collect();
+    let heard: Vec<usize> = (0..4)
+        .filter(|&i| lee.received_from(&ids[i], "microphone").packets > 50)
+        .collect();
+    assert_eq!(heard.len(), 3, "three talkers heard at once: {heard:?}");
+    // The voice-slot messages named exactly those three.
+    let named: std::collections::BTreeSet<&str> = lee
+        .log
+        .iter()
+        .filter(|m| m["type"] == "voice-slot")
+        .filter_map(|m| m["participantId"].as_str())
+        .collect();
+    let heard_ids: std::collections::BTreeSet<&str> = heard.iter().map(|&i| &*ids[i]).collect();
+    assert_eq!(named, heard_ids);
+    let waiting = (0..4).find(|i| !heard.contains(i)).unwrap();
+    assert_eq!(lee.received_from(&ids[waiting], "microphone").packets, 0);
+
+    // One of the three stops their microphone: the fourth is heard in their slot.
+    let stopping = heard[0];
+    people[stopping]
+        .send(serde_json::json!({"type": "unpublish", "source": "microphone"}))
+        .await
+        .unwrap();
+    run_all(&mut people, Duration::from_secs(2)).await;
+    let lee = &people[4];
+    assert!(lee.received_from(&ids[waiting], "microphone").packets > 30);
+    let last_named = lee
+        .log
+        .iter()
+        .rev()
+        .find(|m| m["type"] == "voice-slot")
+        .unwrap();
+    assert_eq!(last_named["participantId"], ids[waiting].as_str());
+}

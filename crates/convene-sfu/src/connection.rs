@@ -35,11 +35,24 @@ pub(crate) struct Slot {
     pub rewriter: Rewriter,
     /// Outgoing video only: waiting for a keyframe before sending anything.
     pub needs_keyframe: bool,
+    /// Voice slots only: until when the current speaker keeps the slot against
+    /// another who starts talking (the last voiced packet plus a pause's length).
+    pub voice_until: Option<Instant>,
 }
 
 impl Slot {
+    /// A voice slot the SFU sends on: it stays open while its speaker changes.
+    pub fn is_voice_out(&self) -> bool {
+        self.kind == TrackKind::Voice && self.dir == SlotDirection::Receive
+    }
+
+    /// Whether the m-line should be active.
+    pub fn wanted(&self) -> bool {
+        self.track.is_some() || self.is_voice_out()
+    }
+
     pub fn str0m_direction(&self) -> Direction {
-        match (self.track.is_some(), self.dir) {
+        match (self.wanted(), self.dir) {
             (false, _) => Direction::Inactive,
             (true, SlotDirection::Send) => Direction::RecvOnly,
             (true, SlotDirection::Receive) => Direction::SendOnly,
@@ -62,6 +75,10 @@ pub(crate) struct Connection {
     pub scheduled: Option<Instant>,
     /// Media was written since the last drain (it is in the SFU's drain list).
     pub written: bool,
+    /// Voice tracks this connection hears, through its voice slots.
+    pub listening: Vec<TrackId>,
+    /// Indices of its voice slots (at most `VOICE_SLOTS`).
+    pub voice_slots: Vec<usize>,
 }
 
 impl Connection {
@@ -76,6 +93,8 @@ impl Connection {
             next_timeout: None,
             scheduled: None,
             written: false,
+            listening: Vec::new(),
+            voice_slots: Vec::new(),
         }
     }
 
@@ -85,18 +104,66 @@ impl Connection {
             .slots
             .iter()
             .position(|s| s.track.is_none() && s.kind == kind && s.dir == dir);
-        found.unwrap_or_else(|| {
-            self.slots.push(Slot {
-                mid: None,
-                kind,
-                dir,
-                track: None,
-                offered_active: false,
-                rewriter: Rewriter::new(rand::random::<u16>() & 0x3fff),
-                needs_keyframe: true,
-            });
-            self.slots.len() - 1
-        })
+        found.unwrap_or_else(|| self.add_slot(kind, dir))
+    }
+
+    pub fn add_slot(&mut self, kind: TrackKind, dir: SlotDirection) -> usize {
+        self.slots.push(Slot {
+            mid: None,
+            kind,
+            dir,
+            track: None,
+            offered_active: false,
+            rewriter: Rewriter::new(rand::random::<u16>() & 0x3fff),
+            needs_keyframe: true,
+            voice_until: None,
+        });
+        self.slots.len() - 1
+    }
+
+    /// The voice slot that carries `track` to this connection, taking one over if
+    /// `track` has none: an empty slot, or, when `voiced`, one whose speaker has
+    /// paused. `None` if every slot carries someone still talking. The flag says
+    /// whether the slot changed hands.
+    pub fn voice_slot_for(
+        &mut self,
+        track: TrackId,
+        voiced: bool,
+        now: Instant,
+    ) -> Option<(usize, bool)> {
+        let mut take: Option<usize> = None;
+        for &i in &self.voice_slots {
+            let s = &self.slots[i];
+            if s.track == Some(track) {
+                return Some((i, false));
+            }
+            if s.mid.is_none() {
+                continue; // not negotiated yet
+            }
+            let empty = s.track.is_none();
+            let paused = voiced && s.voice_until.is_none_or(|t| t <= now);
+            // Prefer an empty slot to interrupting anyone.
+            if (empty || paused) && take.is_none_or(|t| empty && self.slots[t].track.is_some()) {
+                take = Some(i);
+            }
+        }
+        let i = take?;
+        self.slots[i].track = Some(track);
+        self.slots[i].voice_until = None;
+        Some((i, true))
+    }
+
+    /// Stop carrying `track` on a voice slot; the slot it had, if any.
+    pub fn drop_voice(&mut self, track: TrackId) -> Option<usize> {
+        self.listening.retain(|&t| t != track);
+        let i = self
+            .voice_slots
+            .iter()
+            .copied()
+            .find(|&i| self.slots[i].track == Some(track))?;
+        self.slots[i].track = None;
+        self.slots[i].voice_until = None;
+        Some(i)
     }
 
     pub fn slot_by_mid(&self, mid: Mid) -> Option<usize> {

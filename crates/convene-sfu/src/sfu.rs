@@ -18,6 +18,7 @@ use crate::connection::Connection;
 pub use crate::connection::SlotDirection;
 use crate::downstream_twcc::without_downstream_twcc;
 use crate::route::{Route, RouteTable};
+use crate::speaking::is_voice;
 use crate::{is_vp8_keyframe_start, ConnId, SpeakingDetector, TrackId};
 
 /// Keyframe requests to one publisher are sent at most this often.
@@ -34,26 +35,42 @@ const SEND_BUFFER_VIDEO: usize = 128;
 const MAX_IMMEDIATE_TIMEOUTS: u32 = 4;
 /// How often speaking indicators are re-checked for publishers that went quiet.
 const SPEAKING_TICK: Duration = Duration::from_millis(200);
+/// Voices a subscriber hears at once: each connection gets at most this many voice
+/// slots, however many people publish a microphone. Three people talking over each
+/// other is already more than anyone follows; a fourth waits for a pause. Each
+/// outgoing audio stream costs the SFU about 13 KiB of state per subscriber, and a
+/// packet sent per 20 ms.
+pub const VOICE_SLOTS: usize = 3;
+/// A speaker keeps a voice slot through pauses shorter than this.
+const VOICE_HOLD: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TrackKind {
+    /// Audio forwarded to each subscriber on an m-line of its own (a screen's sound).
     Audio,
+    /// A microphone: heard through each subscriber's few voice slots, which carry
+    /// whoever is talking (see [`VOICE_SLOTS`]).
+    Voice,
     Video,
 }
 
 impl TrackKind {
     fn media_kind(self) -> MediaKind {
         match self {
-            TrackKind::Audio => MediaKind::Audio,
+            TrackKind::Audio | TrackKind::Voice => MediaKind::Audio,
             TrackKind::Video => MediaKind::Video,
         }
     }
 
     fn clock_rate(self) -> u32 {
         match self {
-            TrackKind::Audio => 48_000,
+            TrackKind::Audio | TrackKind::Voice => 48_000,
             TrackKind::Video => 90_000,
         }
+    }
+
+    pub fn is_audio(self) -> bool {
+        self.media_kind() == MediaKind::Audio
     }
 }
 
@@ -86,7 +103,9 @@ pub struct OfferedSlot {
     pub mid: String,
     pub kind: TrackKind,
     pub direction: SlotDirection,
-    /// `None` when the slot is inactive.
+    /// `None` when the slot is inactive, and on voice slots the SFU sends on, which
+    /// are always active and change speaker without renegotiation
+    /// ([`SfuEvent::VoiceSlot`] says who).
     pub track: Option<TrackId>,
 }
 
@@ -108,6 +127,12 @@ pub enum SfuEvent {
     Failed { conn: ConnId, error: SfuError },
     /// Voice activity of an audio track changed.
     Speaking { track: TrackId, speaking: bool },
+    /// A voice slot of this connection now carries `track` (`None`: nobody).
+    VoiceSlot {
+        conn: ConnId,
+        mid: String,
+        track: Option<TrackId>,
+    },
 }
 
 /// A datagram to send from the SFU's socket.
@@ -144,6 +169,8 @@ struct Producer {
     generation: u32,
     /// Subscribers: connection and slot index.
     consumers: Vec<(ConnId, usize)>,
+    /// Voice tracks: the connections that hear it through their voice slots.
+    listeners: Vec<ConnId>,
     last_keyframe_request: Option<Instant>,
     speaking: SpeakingDetector,
     /// Set by the layer above (a host muted it): packets arrive but go nowhere.
@@ -279,6 +306,11 @@ impl Sfu {
                 SlotDirection::Receive => p.consumers.retain(|&(c2, i)| (c2, i) != (conn, idx)),
             }
         }
+        for track in &c.listening {
+            if let Some(p) = self.producers.get_mut(track) {
+                p.listeners.retain(|&l| l != conn);
+            }
+        }
         debug!(conn = %conn, "connection removed");
     }
 
@@ -313,6 +345,7 @@ impl Sfu {
                     conn: Some(conn),
                     generation: 0,
                     consumers: Vec::new(),
+                    listeners: Vec::new(),
                     last_keyframe_request: None,
                     speaking: SpeakingDetector::default(),
                     paused: false,
@@ -357,6 +390,9 @@ impl Sfu {
                 self.to_negotiate.insert(conn);
             }
         }
+        for conn in p.listeners {
+            self.stop_hearing(conn, track);
+        }
         if p.speaking.is_speaking() {
             self.events.push_back(SfuEvent::Speaking {
                 track,
@@ -375,6 +411,21 @@ impl Sfu {
             .conns
             .get_mut(&conn)
             .ok_or(SfuError::UnknownConnection)?;
+        if kind == TrackKind::Voice {
+            if c.listening.contains(&track) {
+                return Ok(());
+            }
+            c.listening.push(track);
+            if c.voice_slots.len() < c.listening.len().min(VOICE_SLOTS) {
+                let idx = c.add_slot(TrackKind::Voice, SlotDirection::Receive);
+                c.voice_slots.push(idx);
+                c.dirty = true;
+                self.to_negotiate.insert(conn);
+            }
+            let p = self.producers.get_mut(&track).expect("checked above");
+            p.listeners.push(conn);
+            return Ok(());
+        }
         if c.slot_of(track, SlotDirection::Receive).is_some() {
             return Ok(());
         }
@@ -392,8 +443,27 @@ impl Sfu {
     pub fn unsubscribe(&mut self, conn: ConnId, track: TrackId) {
         if let Some(p) = self.producers.get_mut(&track) {
             p.consumers.retain(|&(c, _)| c != conn);
+            if p.kind == TrackKind::Voice {
+                p.listeners.retain(|&c| c != conn);
+                self.stop_hearing(conn, track);
+                return;
+            }
         }
         self.release_slot(conn, track, SlotDirection::Receive);
+    }
+
+    /// `conn` no longer hears voice `track`; a slot it had goes empty at once.
+    fn stop_hearing(&mut self, conn: ConnId, track: TrackId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if let Some(mid) = c.drop_voice(track).and_then(|i| c.slots[i].mid) {
+            self.events.push_back(SfuEvent::VoiceSlot {
+                conn,
+                mid: mid.to_string(),
+                track: None,
+            });
+        }
     }
 
     fn release_slot(&mut self, conn: ConnId, track: TrackId, dir: SlotDirection) {
@@ -472,7 +542,7 @@ impl Sfu {
         let mut api = c.rtc.sdp_api();
         let mut new_mids = Vec::new();
         for (idx, slot) in c.slots.iter_mut().enumerate() {
-            let active = slot.track.is_some();
+            let active = slot.wanted();
             match slot.mid {
                 None if active => {
                     let mid = api.add_media(
@@ -506,7 +576,7 @@ impl Sfu {
                     mid: s.mid?.to_string(),
                     kind: s.kind,
                     direction: s.dir,
-                    track: s.track,
+                    track: s.track.filter(|_| !s.is_voice_out()),
                 })
             })
             .collect();
@@ -786,14 +856,15 @@ impl Sfu {
         }
         let kind = p.kind;
         let mut ext = ExtensionValues::default();
-        if kind == TrackKind::Audio {
+        // Packets without a level count as voice: we cannot tell otherwise.
+        let mut voiced = true;
+        if kind.is_audio() {
             if let Some(level) = pkt.header.ext_vals.audio_level {
+                let activity = pkt.header.ext_vals.voice_activity;
                 ext.audio_level = Some(level);
-                ext.voice_activity = pkt.header.ext_vals.voice_activity;
-                if let Some(speaking) =
-                    p.speaking
-                        .on_level(now, level, pkt.header.ext_vals.voice_activity)
-                {
+                ext.voice_activity = activity;
+                voiced = is_voice(level, activity);
+                if let Some(speaking) = p.speaking.on_level(now, level, activity) {
                     self.events
                         .push_back(SfuEvent::Speaking { track, speaking });
                 }
@@ -801,20 +872,27 @@ impl Sfu {
         } else {
             ext.video_orientation = pkt.header.ext_vals.video_orientation;
         }
-        let source = (u64::from(p.generation) << 32) | u64::from(*ssrc);
+        let out = Outgoing {
+            source: (u64::from(p.generation) << 32) | u64::from(*ssrc),
+            kind,
+            pkt: &pkt,
+            ext,
+            now,
+        };
         let keyframe = kind == TrackKind::Video && is_vp8_keyframe_start(&pkt.payload);
         let consumers = std::mem::take(&mut p.consumers);
+        let listeners = std::mem::take(&mut p.listeners);
         let mut want_keyframe = false;
         for &(sub, slot_idx) in &consumers {
             let Some(sc) = self.conns.get_mut(&sub) else {
                 continue;
             };
             let slot = &mut sc.slots[slot_idx];
-            let Some(mid) = slot.mid.filter(|_| slot.track == Some(track)) else {
+            if slot.track != Some(track) {
                 continue;
-            };
+            }
             if kind == TrackKind::Video
-                && (slot.needs_keyframe || !slot.rewriter.is_current(source))
+                && (slot.needs_keyframe || !slot.rewriter.is_current(out.source))
             {
                 if !keyframe {
                     slot.needs_keyframe = true;
@@ -823,44 +901,100 @@ impl Sfu {
                 }
                 slot.needs_keyframe = false;
             }
-            let Some((seq, ts)) = slot.rewriter.rewrite(
-                source,
-                *pkt.seq_no,
-                pkt.header.timestamp,
-                now,
-                kind.clock_rate(),
-            ) else {
+            if out.write(sc, slot_idx) {
+                self.stats.rtp_forwarded += 1;
+                queue_drain(sc, &mut self.to_drain, sub);
+            }
+        }
+        for &sub in &listeners {
+            let Some(sc) = self.conns.get_mut(&sub) else {
                 continue;
             };
-            let mut api = sc.rtc.direct_api();
-            let Some(tx) = api.stream_tx_by_mid(mid, None) else {
-                continue;
+            let Some((slot_idx, taken)) = sc.voice_slot_for(track, voiced, now) else {
+                continue; // others are talking in every slot
             };
-            tx.write_rtp(
-                RtpWrite::new(
-                    pkt.header.payload_type,
-                    SeqNo::from(seq),
-                    ts,
-                    pkt.timestamp,
-                    pkt.payload.clone(),
-                )
-                .marker(pkt.header.marker)
-                .ext_vals(ext.clone())
-                .nackable(kind == TrackKind::Video),
-            );
-            self.stats.rtp_forwarded += 1;
-            if !sc.written {
-                sc.written = true;
-                self.to_drain.push_back(sub);
+            if voiced {
+                sc.slots[slot_idx].voice_until = Some(now + VOICE_HOLD);
+            }
+            if taken {
+                let mid = sc.slots[slot_idx].mid.map(|m| m.to_string());
+                self.events.push_back(SfuEvent::VoiceSlot {
+                    conn: sub,
+                    mid: mid.unwrap_or_default(),
+                    track: Some(track),
+                });
+            }
+            if out.write(sc, slot_idx) {
+                self.stats.rtp_forwarded += 1;
+                queue_drain(sc, &mut self.to_drain, sub);
             }
         }
         if let Some(p) = self.producers.get_mut(&track) {
             // Subscriptions made while forwarding (none today) are kept.
             let added = std::mem::replace(&mut p.consumers, consumers);
             p.consumers.extend(added);
+            let added = std::mem::replace(&mut p.listeners, listeners);
+            p.listeners.extend(added);
         }
         if want_keyframe {
             self.request_keyframe(now, track);
         }
+    }
+}
+
+/// Queue a subscriber for draining once after this batch of input.
+fn queue_drain(c: &mut Connection, to_drain: &mut VecDeque<ConnId>, conn: ConnId) {
+    if !c.written {
+        c.written = true;
+        to_drain.push_back(conn);
+    }
+}
+
+/// One incoming packet on its way out to subscribers.
+struct Outgoing<'a> {
+    /// The source's identity for the rewriter (track generation and SSRC).
+    source: u64,
+    kind: TrackKind,
+    pkt: &'a RtpPacket,
+    ext: ExtensionValues,
+    now: Instant,
+}
+
+impl Outgoing<'_> {
+    /// Rewrite the packet for one slot of a subscriber and hand it to its `Rtc`.
+    /// False if nothing was written (slot not negotiated, or a late packet from
+    /// before a change of source).
+    fn write(&self, sc: &mut Connection, slot_idx: usize) -> bool {
+        let slot = &mut sc.slots[slot_idx];
+        let Some(mid) = slot.mid else {
+            return false;
+        };
+        let pkt = self.pkt;
+        let Some((seq, ts)) = slot.rewriter.rewrite(
+            self.source,
+            *pkt.seq_no,
+            pkt.header.timestamp,
+            self.now,
+            self.kind.clock_rate(),
+        ) else {
+            return false;
+        };
+        let mut api = sc.rtc.direct_api();
+        let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+            return false;
+        };
+        tx.write_rtp(
+            RtpWrite::new(
+                pkt.header.payload_type,
+                SeqNo::from(seq),
+                ts,
+                pkt.timestamp,
+                pkt.payload.clone(),
+            )
+            .marker(pkt.header.marker)
+            .ext_vals(self.ext.clone())
+            .nackable(self.kind == TrackKind::Video),
+        );
+        true
     }
 }

@@ -10,6 +10,11 @@ const START_AFTER: Duration = Duration::from_millis(200);
 /// …and stops after this long without any.
 const STOP_AFTER: Duration = Duration::from_millis(800);
 
+/// Whether one packet carries voice: loud enough, and not flagged silent.
+pub fn is_voice(audio_level: i8, voice: Option<bool>) -> bool {
+    audio_level.unsigned_abs() < VOICE_LEVEL && voice != Some(false)
+}
+
 #[derive(Debug, Default)]
 pub struct SpeakingDetector {
     speaking: bool,
@@ -21,8 +26,7 @@ impl SpeakingDetector {
     /// Feed one packet's level (`audio_level` is -dBov, as str0m gives it) and
     /// whether the sender flagged voice. Returns the new state if it changed.
     pub fn on_level(&mut self, now: Instant, audio_level: i8, voice: Option<bool>) -> Option<bool> {
-        let loud = audio_level.unsigned_abs() < VOICE_LEVEL && voice != Some(false);
-        if loud {
+        if is_voice(audio_level, voice) {
             self.last_voice = Some(now);
             let since = *self.voice_since.get_or_insert(now);
             if !self.speaking && now.saturating_duration_since(since) >= START_AFTER {

@@ -4,6 +4,7 @@ mod support;
 
 use convene_sfu::{TrackId, TrackKind};
 use std::time::Duration;
+use str0m::media::Mid;
 use support::Net;
 
 #[test]
@@ -150,4 +151,155 @@ fn memory_per_connection() {
         (after_net - after_sfu) / 101
     );
     drop(net);
+}
+
+/// Payload sizes tell the speakers apart at the listener.
+fn voice_size(speaker: usize) -> usize {
+    100 + speaker
+}
+
+/// The voice-slot test's listener (peers 0 to 4 speak).
+const LISTENER: usize = 5;
+
+/// Of `senders`, those `talking` send a loud packet and the rest a silent one,
+/// every 20 ms for `ms` milliseconds; returns what the listener got meanwhile.
+fn talk(
+    net: &mut Net,
+    seq: &mut u64,
+    senders: &[usize],
+    talking: &[usize],
+    ms: u64,
+) -> Vec<(Mid, usize)> {
+    let before = net.peers[LISTENER].received.len();
+    for _ in 0..ms / 20 {
+        *seq += 1;
+        for &s in senders {
+            let level = if talking.contains(&s) { 20 } else { 127 };
+            net.send_audio(s, *seq, voice_size(s), level);
+        }
+        net.run_for(Duration::from_millis(20));
+    }
+    net.peers[LISTENER].received[before..]
+        .iter()
+        .map(|&(mid, _, len)| (mid, len))
+        .collect()
+}
+
+fn heard(got: &[(Mid, usize)]) -> std::collections::BTreeSet<usize> {
+    got.iter().map(|&(_, len)| len - 100).collect()
+}
+
+#[test]
+fn a_listener_hears_three_voices_and_a_fourth_after_a_pause() {
+    // Five microphones, and one listener who subscribes to all of them.
+    let speakers = LISTENER;
+    let all = [0, 1, 2, 3, 4];
+    let mut net = Net::new(speakers + 1);
+    let listener = net.peers[speakers].conn;
+    for s in 0..speakers {
+        let track = TrackId(s as u64 + 1);
+        net.sfu
+            .publish(net.peers[s].conn, track, TrackKind::Voice)
+            .unwrap();
+        net.sfu.subscribe(listener, track).unwrap();
+    }
+    net.settle();
+    let voice_mids = net.peers[speakers].voice_mids.clone();
+    assert_eq!(
+        voice_mids.len(),
+        3,
+        "three voice m-lines, not one per microphone"
+    );
+    let mut seq = 0;
+
+    // Three start talking; a fourth joins in while they all still talk.
+    talk(&mut net, &mut seq, &all, &[0, 1, 2], 400);
+    let got = talk(&mut net, &mut seq, &all, &[0, 1, 2, 3], 600);
+    assert_eq!(
+        heard(&got),
+        [0, 1, 2].into(),
+        "the fourth waits: {:?}",
+        heard(&got)
+    );
+    // Each slot carries one speaker, as one gapless stream.
+    for mid in &voice_mids {
+        let seqs: Vec<u64> = net.peers[speakers]
+            .received
+            .iter()
+            .filter(|(m, _, _)| m == mid)
+            .map(|&(_, s, _)| s)
+            .collect();
+        assert!(
+            seqs.len() >= 45,
+            "slot {mid} carried {} packets",
+            seqs.len()
+        );
+        assert!(
+            seqs.windows(2).all(|w| w[1] == w[0] + 1),
+            "slot {mid} has gaps"
+        );
+    }
+
+    // Speaker 0 pauses for longer than a breath while nobody new talks: the
+    // silent ones don't take its slot.
+    let events = net.voice_events.len();
+    let got = talk(&mut net, &mut seq, &[3, 4, 0, 1, 2], &[1, 2], 1500);
+    assert_eq!(heard(&got), [0, 1, 2].into());
+    assert_eq!(net.voice_events.len(), events, "no slot changed hands");
+
+    // Then speaker 3 talks, and takes that slot.
+    let got = talk(&mut net, &mut seq, &all, &[1, 2, 3], 400);
+    let tail = &got[got.len() - 30..];
+    assert_eq!(
+        heard(tail),
+        [1, 2, 3].into(),
+        "after the pause: {:?}",
+        heard(tail)
+    );
+    let taken: Vec<_> = net
+        .voice_events
+        .iter()
+        .filter(|(c, _, _)| *c == listener)
+        .map(|(_, mid, t)| (mid.clone(), *t))
+        .collect();
+    assert!(
+        taken.contains(&(taken.last().unwrap().0.clone(), Some(TrackId(4)))),
+        "the listener is told who now speaks on the slot: {taken:?}"
+    );
+    // Speaker 3's slot is the one speaker 0 had, and its sequence runs on.
+    let slot_of = |len| got.iter().rev().find(|&&(_, l)| l == len).map(|&(m, _)| m);
+    let mid3 = slot_of(voice_size(3)).unwrap();
+    let first0 = net.peers[speakers]
+        .received
+        .iter()
+        .find(|&&(_, _, l)| l == voice_size(0))
+        .unwrap()
+        .0;
+    assert_eq!(mid3, first0);
+    let seqs: Vec<u64> = net.peers[speakers]
+        .received
+        .iter()
+        .filter(|(m, _, _)| *m == mid3)
+        .map(|&(_, s, _)| s)
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "the switch leaves no gap"
+    );
+
+    // Speaker 1 stops publishing: its slot empties at once, and someone silent
+    // who is not yet heard fills it with their first packet.
+    net.sfu.unpublish(TrackId(2));
+    net.run_for(Duration::from_millis(20));
+    assert!(net
+        .voice_events
+        .iter()
+        .any(|(c, _, t)| *c == listener && t.is_none()));
+    let got = talk(&mut net, &mut seq, &[0, 2, 3, 4], &[2, 3], 200);
+    let now_heard = heard(&got);
+    assert!(
+        now_heard.contains(&0) || now_heard.contains(&4),
+        "{now_heard:?}"
+    );
+    assert!(!now_heard.contains(&1));
 }

@@ -26,6 +26,8 @@ pub struct Peer {
     pub received: Vec<(Mid, u64, usize)>,
     /// Offer mids → (direction "send"/"receive", track).
     pub mids: HashMap<Mid, (bool, Option<TrackId>)>,
+    /// Voice slots the SFU sends on, in offer order.
+    pub voice_mids: Vec<Mid>,
     /// Received RTP packets that carried a transport-wide sequence number.
     pub twcc_numbered: usize,
     /// Whether any stats event reported loss on what this peer sent, which
@@ -46,6 +48,8 @@ pub struct Net {
     /// SFU output counted but not delivered (for benchmarks).
     pub discard_sfu_output: bool,
     pub sfu_datagrams_out: u64,
+    /// `SfuEvent::VoiceSlot`s: (connection, mid, track).
+    pub voice_events: Vec<(ConnId, String, Option<TrackId>)>,
 }
 
 fn peer_rtc(now: Instant, addr: SocketAddr) -> Rtc {
@@ -83,6 +87,7 @@ impl Net {
                     connected: false,
                     received: Vec::new(),
                     mids: HashMap::new(),
+                    voice_mids: Vec::new(),
                     twcc_numbered: 0,
                     got_twcc_feedback: false,
                 }
@@ -98,6 +103,7 @@ impl Net {
             captured: Vec::new(),
             discard_sfu_output: false,
             sfu_datagrams_out: 0,
+            voice_events: Vec::new(),
         }
     }
 
@@ -138,7 +144,9 @@ impl Net {
         self.sfu.negotiate_all();
         while let Some(ev) = self.sfu.poll_event() {
             moved = true;
-            if let SfuEvent::Offer { conn, sdp, slots } = ev {
+            if let SfuEvent::VoiceSlot { conn, mid, track } = ev {
+                self.voice_events.push((conn, mid, track));
+            } else if let SfuEvent::Offer { conn, sdp, slots } = ev {
                 let i = self.peers.iter().position(|p| p.conn == conn).unwrap();
                 let peer = &mut self.peers[i];
                 let answer = peer
@@ -154,6 +162,14 @@ impl Net {
                             (s.direction == convene_sfu::SlotDirection::Send, s.track),
                         )
                     })
+                    .collect();
+                peer.voice_mids = slots
+                    .iter()
+                    .filter(|s| {
+                        s.kind == TrackKind::Voice
+                            && s.direction == convene_sfu::SlotDirection::Receive
+                    })
+                    .map(|s| Mid::from(s.mid.as_str()))
                     .collect();
                 self.drain_peer(i);
                 self.sfu
@@ -288,6 +304,32 @@ impl Net {
             .find(|p| p.spec().codec == codec)
             .unwrap()
             .pt()
+    }
+
+    /// Peer `i` sends one Opus-shaped packet of `size` bytes with sequence number
+    /// `seq` and an audio level (-dBov: 0 loudest, 127 silence).
+    pub fn send_audio(&mut self, i: usize, seq: u64, size: usize, level: i8) {
+        let mid = self.send_mid(i);
+        let pt = self.pt(i, Codec::Opus);
+        let now = self.now;
+        let mut api = self.peers[i].rtc.direct_api();
+        let tx = api.stream_tx_by_mid(mid, None).unwrap();
+        let ext = str0m::rtp::ExtensionValues {
+            audio_level: Some(-level.abs()),
+            voice_activity: Some(level.unsigned_abs() < 50),
+            ..Default::default()
+        };
+        tx.write_rtp(
+            RtpWrite::new(
+                pt,
+                SeqNo::from(seq),
+                seq as u32 * 960,
+                now,
+                vec![0x0b; size],
+            )
+            .ext_vals(ext),
+        );
+        self.drain_peer(i);
     }
 
     /// Peer `i` sends `count` VP8-shaped packets of `size` bytes starting at
