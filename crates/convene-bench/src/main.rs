@@ -80,6 +80,10 @@ struct Args {
     /// Worker threads for the generator's runtime.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Join this existing meeting instead of creating one (with `--meetings 1`),
+    /// for example to watch or hear the load from a browser.
+    #[arg(long)]
+    meeting: Option<String>,
 }
 
 struct Plan {
@@ -186,8 +190,16 @@ async fn run(args: Args) -> Result<(), String> {
         return Err(format!("--duration is at most {MAX_DURATION_SECS} s"));
     }
     let mut meetings = Vec::new();
-    for m in 0..args.meetings {
-        meetings.push(create_meeting(&args.server, &format!("bench {m}")).await?);
+    match &args.meeting {
+        Some(_) if args.meetings != 1 => {
+            return Err("--meeting joins one meeting: use it with --meetings 1".into())
+        }
+        Some(id) => meetings.push(id.clone()),
+        None => {
+            for m in 0..args.meetings {
+                meetings.push(create_meeting(&args.server, &format!("bench {m}")).await?);
+            }
+        }
     }
     let server_before_join = args.server_pid.and_then(procfs::sample);
     let meter = Arc::new(Meter::default());
