@@ -10,6 +10,9 @@
 //! remote address (or the STUN username until the address is known), decrypted by
 //! that connection's `Rtc`, and each RTP packet of a published track is rewritten
 //! (SSRC, sequence number, timestamp) and written to every subscriber's `Rtc`.
+//! Microphones ([`TrackKind::Voice`]) are the exception: each subscriber has at
+//! most [`VOICE_SLOTS`] outgoing audio streams, and a microphone's packet goes
+//! out on the one it holds, or takes a free one (see `Connection::voice_slot_for`).
 
 mod connection;
 mod downstream_twcc;
@@ -27,6 +30,7 @@ pub use ids::{ConnId, TrackId};
 pub use rewrite::Rewriter;
 pub use sfu::{
     Datagram, OfferedSlot, Sfu, SfuConfig, SfuError, SfuEvent, SfuStats, SlotDirection, TrackKind,
+    VOICE_SLOTS,
 };
 pub use speaking::SpeakingDetector;
 pub use vp8::is_vp8_keyframe_start;
