@@ -14,6 +14,6 @@ pub mod protocol;
 mod room;
 
 pub use room::{
-    AuditFact, Change, Effect, Entrant, MediaAction, ParticipantId, Room, RoomError, RoomLimits,
-    RoomState,
+    welcome_messages, AuditFact, Change, Effect, Entrant, MediaAction, ParticipantId, Room,
+    RoomError, RoomLimits, RoomState,
 };

@@ -27,6 +27,16 @@ const ROSTER_PAGE: usize = 50;
 /// 4-byte characters (JSON escapes of control characters aside).
 const CHAT_PAGE: usize = 10;
 
+/// How many messages the welcome to a meeting of `participants` people with
+/// `chat_history` messages takes: the welcome itself, then the `roster` and
+/// `chat-history` pages. The edge keeps each socket's outbound queue above this.
+pub const fn welcome_messages(participants: usize, chat_history: usize) -> usize {
+    1 + participants
+        .saturating_sub(ROSTER_PAGE)
+        .div_ceil(ROSTER_PAGE)
+        + chat_history.saturating_sub(CHAT_PAGE).div_ceil(CHAT_PAGE)
+}
+
 #[derive(Debug, Clone)]
 pub struct RoomLimits {
     pub max_participants: usize,
@@ -42,13 +52,18 @@ pub struct RoomLimits {
     pub sign_in_available: bool,
 }
 
+impl RoomLimits {
+    /// Chat messages kept for latecomers.
+    pub const DEFAULT_CHAT_HISTORY: usize = 200;
+}
+
 impl Default for RoomLimits {
     fn default() -> Self {
         RoomLimits {
             max_participants: 100,
             max_name_chars: 64,
             max_chat_chars: 2000,
-            chat_history: 200,
+            chat_history: Self::DEFAULT_CHAT_HISTORY,
             reconnect_grace: Duration::from_secs(5),
             policy: std::sync::Arc::new(crate::policy::Policy::uk()),
             sign_in_available: false,

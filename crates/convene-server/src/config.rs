@@ -5,10 +5,16 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// A welcome to a meeting of this size is 201 messages (participant list pages),
-/// plus chat pages, well inside a socket's outbound queue of 512; past that
-/// queue a joiner would be dropped as too slow before the welcome was out.
+/// The welcome to a meeting of this size and its pages must fit a socket's
+/// outbound queue, or a joiner is dropped as too slow before the welcome is out.
 const MAX_PARTICIPANTS_LIMIT: usize = 10_000;
+const _: () = assert!(
+    convene_meeting::welcome_messages(
+        MAX_PARTICIPANTS_LIMIT,
+        convene_meeting::RoomLimits::DEFAULT_CHAT_HISTORY
+    ) + 16
+        < crate::meeting::OUTBOUND_QUEUE
+);
 
 fn parse_max_participants(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {

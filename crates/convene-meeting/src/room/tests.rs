@@ -1917,6 +1917,11 @@ fn a_large_meeting_is_described_to_a_joiner_in_pages() {
         }
     }
     assert_eq!(page_sizes, vec![50, 21]);
+    assert_eq!(
+        to_late.len(),
+        crate::welcome_messages(121, 25),
+        "the edge sizes its queues by this"
+    );
     everyone.sort();
     everyone.dedup();
     assert_eq!(everyone.len(), 121, "everyone once, the receiver included");
