@@ -223,6 +223,7 @@ async fn run(args: Args) -> Result<(), String> {
             joined.fetch_add(1, Relaxed);
             c.meter = Some(meter);
             c.keep_roster = false;
+            c.timer_slack = Duration::from_millis(20);
             for s in &sources {
                 c.publish_with(s, kbps, fps).await?;
             }

@@ -115,6 +115,12 @@ pub struct Client {
     /// thousand listeners turns it off: a thousand copies of a thousand-person
     /// roster cost the generator gigabytes and most of its CPU.
     pub keep_roster: bool,
+    /// How late str0m's timers may be handled when nothing else wakes the client
+    /// (zero by default). Timers that are due are always handled at the next
+    /// wake-up, which packets and media cause anyway; a load generator sets this
+    /// to about 20 ms so that a listener's NACK check (every 33 ms) rides on the
+    /// wake-up of its next packet instead of costing one of its own.
+    pub timer_slack: Duration,
     /// Send-to-receive delays in microseconds, sampled while the meter measures.
     pub delays_us: Vec<u32>,
 }
@@ -240,6 +246,7 @@ impl Client {
             keyframe_requests: 0,
             meter: None,
             keep_roster: true,
+            timer_slack: Duration::ZERO,
             delays_us: Vec::new(),
         };
         let mut join = json!({"type": "join", "protocol": 1, "name": name});
@@ -328,16 +335,21 @@ impl Client {
         tokio::pin!(sleep);
         loop {
             // Drain first, so `done` sees the events of the last input.
-            let rtc_timeout = self.drain();
+            let mut rtc_timeout = self.drain();
+            let now = Instant::now();
+            if rtc_timeout <= now {
+                // Due while we are awake anyway: handle it now, not after a sleep.
+                let _ = self.rtc.handle_input(Input::Timeout(now));
+                rtc_timeout = self.drain();
+            }
             if done(self) {
                 return true;
             }
-            let now = Instant::now();
             if now >= deadline {
                 return false;
             }
             let next_media = self.synths.iter().map(|(_, s)| s.next_at()).min();
-            let mut wake = deadline.min(rtc_timeout);
+            let mut wake = deadline.min(rtc_timeout + self.timer_slack);
             if let Some(t) = next_media {
                 wake = wake.min(t);
             }
