@@ -3,6 +3,7 @@
 //! as the server; it publishes synthetic VP8 and Opus as real RTP through str0m and
 //! counts what it receives per (participant, source).
 
+mod stamped;
 mod synth;
 
 use std::collections::{BTreeMap, HashMap};
@@ -121,6 +122,10 @@ pub struct Client {
     /// to about 20 ms so that a listener's NACK check (every 33 ms) rides on the
     /// wake-up of its next packet instead of costing one of its own.
     pub timer_slack: Duration,
+    /// When the datagram being handled arrived (the kernel's time): str0m is
+    /// given the time of handling, which never goes backwards, and delays are
+    /// measured from this.
+    arrived: Instant,
     /// Send-to-receive delays in microseconds, sampled while the meter measures.
     pub delays_us: Vec<u32>,
 }
@@ -247,6 +252,7 @@ impl Client {
             meter: None,
             keep_roster: true,
             timer_slack: Duration::ZERO,
+            arrived: Instant::now(),
             delays_us: Vec::new(),
         };
         let mut join = json!({"type": "join", "protocol": 1, "name": name});
@@ -353,6 +359,7 @@ impl Client {
             if let Some(t) = next_media {
                 wake = wake.min(t);
             }
+
             let wake = wake.max(Instant::now() + Duration::from_micros(100));
             if sleep.deadline() != wake.into() {
                 sleep.as_mut().reset(wake.into());
@@ -372,14 +379,9 @@ impl Client {
                         return done(self);
                     }
                 },
-                r = self.socket.recv_from(&mut self.buf) => {
-                    if let Ok((n, source)) = r {
-                        self.feed(n, source);
-                        // Take whatever else is queued before sleeping again.
-                        for _ in 0..64 {
-                            let Ok((n, source)) = self.socket.try_recv_from(&mut self.buf) else { break };
-                            self.feed(n, source);
-                        }
+                r = self.socket.readable() => {
+                    if r.is_ok() {
+                        self.read_socket();
                     }
                 }
                 _ = &mut sleep => {
@@ -392,8 +394,25 @@ impl Client {
         }
     }
 
+    /// Whatever the socket holds (up to a bound), each datagram with the time the
+    /// kernel received it.
+    fn read_socket(&mut self) {
+        use std::os::fd::AsRawFd;
+        let fd = self.socket.as_raw_fd();
+        let clocks = stamped::Clocks::now();
+        for _ in 0..64 {
+            let buf = &mut self.buf;
+            let got = self
+                .socket
+                .try_io(tokio::io::Interest::READABLE, || stamped::recv(fd, buf));
+            let Ok((n, source, arrival)) = got else { break };
+            self.feed(n, source, clocks.instant_of(arrival));
+        }
+    }
+
     /// One received datagram into str0m, and its output out.
-    fn feed(&mut self, n: usize, source: SocketAddr) {
+    fn feed(&mut self, n: usize, source: SocketAddr, arrived: Instant) {
+        self.arrived = arrived;
         // RFC 7983: 128..=191 is RTP or RTCP; RTCP packet types are 192..=223 in byte 1.
         let is_rtp =
             n > 1 && (128..=191).contains(&self.buf[0]) && !(192..=223).contains(&self.buf[1]);
@@ -496,7 +515,7 @@ impl Client {
                     meter.packets.fetch_add(1, Relaxed);
                     meter.bytes.fetch_add(pkt.payload.len() as u64, Relaxed);
                     if meter.measuring.load(Relaxed) && self.delays_us.len() < MAX_DELAY_SAMPLES {
-                        let now = micros_since_epoch(Instant::now());
+                        let now = micros_since_epoch(self.arrived);
                         // A stamp from the future is not ours (media from another sender).
                         if let Some(sent) = stamped_at(&pkt.payload).filter(|&t| t <= now) {
                             self.delays_us
@@ -699,6 +718,13 @@ fn bind_socket() -> std::io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     let _ = socket.set_recv_buffer_size(1 << 20);
+    {
+        use std::os::fd::AsRawFd;
+        // Without arrival times, delays are measured from when we read a packet.
+        if let Err(e) = stamped::enable(socket.as_raw_fd()) {
+            tracing::debug!("no kernel receive timestamps: {e}");
+        }
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
     UdpSocket::from_std(socket.into())

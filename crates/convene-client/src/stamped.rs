@@ -1,0 +1,117 @@
+//! Receiving a datagram with the kernel's arrival time (`SO_TIMESTAMPNS`), so
+//! that a measured delay does not include how long this process took to get to
+//! the packet: the load generator's own scheduling is not the server's delay.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Ask the kernel to stamp each datagram received on `fd` with its arrival time.
+pub fn enable(fd: RawFd) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: a valid socket descriptor and a c_int option value of the right size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// One IPv4 datagram into `buf`: its length, sender and kernel arrival time
+/// (wall clock), if the kernel gave one.
+pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<SystemTime>)> {
+    // SAFETY: every pointer in `msg` points at a live local of the stated size,
+    // and the control messages are read only within what the kernel wrote.
+    unsafe {
+        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // Room for one timespec control message, 8-byte aligned.
+        let mut control = [0u64; 8];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_name = (&mut addr as *mut libc::sockaddr_in).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        let n = libc::recvmsg(fd, &mut msg, 0);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut arrival = None;
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let t: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                arrival = Some(UNIX_EPOCH + Duration::new(t.tv_sec as u64, t.tv_nsec as u32));
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+        let ip = Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr));
+        let source = SocketAddr::from((ip, u16::from_be(addr.sin_port)));
+        Ok((n as usize, source, arrival))
+    }
+}
+
+/// Translates kernel arrival times (wall clock) to `Instant`s, from one reading
+/// of both clocks taken when a batch of datagrams is read.
+#[derive(Clone, Copy)]
+pub struct Clocks {
+    instant: Instant,
+    wall: SystemTime,
+}
+
+impl Clocks {
+    pub fn now() -> Self {
+        Clocks {
+            instant: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+
+    /// When a datagram that arrived at `wall` arrived, as an `Instant` (now, if
+    /// unknown or apparently in the future).
+    pub fn instant_of(&self, wall: Option<SystemTime>) -> Instant {
+        let ago = wall
+            .and_then(|w| self.wall.duration_since(w).ok())
+            .unwrap_or_default();
+        self.instant.checked_sub(ago).unwrap_or(self.instant)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn a_datagram_comes_with_its_arrival_time() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        enable(rx.as_raw_fd()).unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.send_to(b"hello", rx.local_addr().unwrap()).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let clocks = Clocks::now();
+        let mut buf = [0u8; 64];
+        let (n, from, wall) = recv(rx.as_raw_fd(), &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"hello");
+        assert_eq!(from, tx.local_addr().unwrap());
+        // It arrived about 50 ms before we read it, and we can tell.
+        let waited = clocks.instant.duration_since(clocks.instant_of(wall));
+        assert!(waited >= Duration::from_millis(40), "{waited:?}");
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
+    }
+}
