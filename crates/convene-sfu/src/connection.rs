@@ -11,6 +11,9 @@ use str0m::Rtc;
 
 use crate::{Rewriter, TrackId, TrackKind};
 
+/// A speaker keeps a voice slot through pauses shorter than this.
+const VOICE_HOLD: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Which way media flows on a slot, seen from the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlotDirection {
@@ -121,35 +124,45 @@ impl Connection {
         self.slots.len() - 1
     }
 
-    /// The voice slot that carries `track` to this connection, taking one over if
-    /// `track` has none: an empty slot, or, when `voiced`, one whose speaker has
-    /// paused. `None` if every slot carries someone still talking. The flag says
-    /// whether the slot changed hands.
+    /// The voice slot that carries `track`'s packet (`voiced` or not) to this
+    /// connection, taking one over if `track` has none: an empty slot, or, for a
+    /// voiced packet, one whose speaker has paused for `VOICE_HOLD`. `None` if
+    /// every slot carries someone still talking. The flag says whether the slot
+    /// changed hands.
     pub fn voice_slot_for(
         &mut self,
         track: TrackId,
         voiced: bool,
         now: Instant,
     ) -> Option<(usize, bool)> {
-        let mut take: Option<usize> = None;
+        // Which to take, best first: an empty slot; one whose holder has not said
+        // anything; the one whose speaker has been quiet longest.
+        let mut take: Option<(usize, (u8, Option<Instant>))> = None;
         for &i in &self.voice_slots {
             let s = &self.slots[i];
             if s.track == Some(track) {
+                if voiced {
+                    self.slots[i].voice_until = Some(now + VOICE_HOLD);
+                }
                 return Some((i, false));
             }
-            if s.mid.is_none() {
-                continue; // not negotiated yet
+            if s.mid.is_none() || self.pending_new_mids.contains(&i) {
+                continue; // not in an accepted answer yet: it may never exist
             }
-            let empty = s.track.is_none();
-            let paused = voiced && s.voice_until.is_none_or(|t| t <= now);
-            // Prefer an empty slot to interrupting anyone.
-            if (empty || paused) && take.is_none_or(|t| empty && self.slots[t].track.is_some()) {
-                take = Some(i);
+            let rank = match (s.track, s.voice_until) {
+                (None, _) => (0, None),
+                (Some(_), _) if !voiced => continue,
+                (Some(_), None) => (1, None),
+                (Some(_), Some(t)) if t <= now => (2, Some(t)),
+                _ => continue, // still talking
+            };
+            if take.is_none_or(|(_, best)| rank < best) {
+                take = Some((i, rank));
             }
         }
-        let i = take?;
+        let (i, _) = take?;
         self.slots[i].track = Some(track);
-        self.slots[i].voice_until = None;
+        self.slots[i].voice_until = voiced.then_some(now + VOICE_HOLD);
         Some((i, true))
     }
 
@@ -174,5 +187,50 @@ impl Connection {
         self.slots
             .iter()
             .position(|s| s.track == Some(track) && s.dir == dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A connection with `n` negotiated voice slots.
+    fn with_voice_slots(n: usize) -> Connection {
+        let mut c = Connection::new(str0m::RtcConfig::new().build(Instant::now()));
+        for k in 0..n {
+            let i = c.add_slot(TrackKind::Voice, SlotDirection::Receive);
+            c.slots[i].mid = Some(Mid::from(k.to_string().as_str()));
+            c.voice_slots.push(i);
+        }
+        c
+    }
+
+    #[test]
+    fn a_new_voice_takes_the_slot_of_whoever_said_least_and_never_a_talker() {
+        let t0 = Instant::now();
+        let s = |n| t0 + Duration::from_secs(n);
+        let mut c = with_voice_slots(3);
+        for (i, until) in [(0, Some(s(1))), (1, None), (2, Some(s(5)))] {
+            c.slots[i].track = Some(TrackId(i as u64 + 1));
+            c.slots[i].voice_until = until;
+        }
+        // Slot 1's holder never said anything; slot 0's paused at 1 s; slot 2's talks.
+        assert_eq!(c.voice_slot_for(TrackId(4), true, s(2)), Some((1, true)));
+        assert_eq!(c.voice_slot_for(TrackId(5), true, s(2)), Some((0, true)));
+        assert_eq!(c.voice_slot_for(TrackId(6), true, s(2)), None);
+        // Silence takes nothing that is held, and a holder keeps its slot.
+        assert_eq!(c.voice_slot_for(TrackId(7), false, s(9)), None);
+        assert_eq!(c.voice_slot_for(TrackId(3), false, s(9)), Some((2, false)));
+    }
+
+    #[test]
+    fn no_voice_goes_on_an_m_line_the_client_has_not_accepted() {
+        let now = Instant::now();
+        let mut c = with_voice_slots(1);
+        c.pending_new_mids = vec![0];
+        assert_eq!(c.voice_slot_for(TrackId(1), true, now), None);
+        c.pending_new_mids.clear();
+        assert_eq!(c.voice_slot_for(TrackId(1), true, now), Some((0, true)));
     }
 }

@@ -11,7 +11,7 @@ use std::time::Instant;
 #[derive(Debug)]
 pub struct Rewriter {
     /// Identity of the current source (the caller combines track and SSRC).
-    source: Option<u64>,
+    source: Option<u128>,
     /// Added to an incoming extended sequence number to give the outgoing one.
     seq_offset: i64,
     /// Packets of the current source older than this predate the switch: dropped.
@@ -40,7 +40,7 @@ impl Rewriter {
     }
 
     /// Whether `source` is the source currently being forwarded.
-    pub fn is_current(&self, source: u64) -> bool {
+    pub fn is_current(&self, source: u128) -> bool {
         self.source == Some(source)
     }
 
@@ -49,7 +49,7 @@ impl Rewriter {
     /// to it (a late retransmission), and must not be sent.
     pub fn rewrite(
         &mut self,
-        source: u64,
+        source: u128,
         seq: u64,
         ts: u32,
         now: Instant,
@@ -71,7 +71,7 @@ impl Rewriter {
         Some((out_seq, out_ts))
     }
 
-    fn switch_to(&mut self, source: u64, seq: u64, ts: u32, now: Instant, clock_rate: u32) {
+    fn switch_to(&mut self, source: u128, seq: u64, ts: u32, now: Instant, clock_rate: u32) {
         let next_seq = self.last_out_seq.map_or(self.start_seq, |last| last + 1);
         self.seq_offset = next_seq as i64 - seq as i64;
         self.first_in_seq = seq;
@@ -144,7 +144,7 @@ mod tests {
             let mut expected = u64::from(start);
             for (i, (ts, first, len)) in runs.into_iter().enumerate() {
                 for k in 0..len as u64 {
-                    let (seq, _) = r.rewrite(i as u64, first + k, ts, now, 90_000).unwrap();
+                    let (seq, _) = r.rewrite(i as u128, first + k, ts, now, 90_000).unwrap();
                     prop_assert_eq!(seq, expected);
                     expected += 1;
                 }

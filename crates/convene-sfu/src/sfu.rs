@@ -41,8 +41,6 @@ const SPEAKING_TICK: Duration = Duration::from_millis(200);
 /// outgoing audio stream costs the SFU about 13 KiB of state per subscriber, and a
 /// packet sent per 20 ms.
 pub const VOICE_SLOTS: usize = 3;
-/// A speaker keeps a voice slot through pauses shorter than this.
-const VOICE_HOLD: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TrackKind {
@@ -873,7 +871,10 @@ impl Sfu {
             ext.video_orientation = pkt.header.ext_vals.video_orientation;
         }
         let out = Outgoing {
-            source: (u64::from(p.generation) << 32) | u64::from(*ssrc),
+            // Track, publisher connection and SSRC: two publishers' SSRCs may be equal.
+            source: (u128::from(track.0) << 64)
+                | (u128::from(p.generation) << 32)
+                | u128::from(*ssrc),
             kind,
             pkt: &pkt,
             ext,
@@ -888,7 +889,7 @@ impl Sfu {
                 continue;
             };
             let slot = &mut sc.slots[slot_idx];
-            if slot.track != Some(track) {
+            if slot.track != Some(track) || slot.mid.is_none() {
                 continue;
             }
             if kind == TrackKind::Video
@@ -913,9 +914,6 @@ impl Sfu {
             let Some((slot_idx, taken)) = sc.voice_slot_for(track, voiced, now) else {
                 continue; // others are talking in every slot
             };
-            if voiced {
-                sc.slots[slot_idx].voice_until = Some(now + VOICE_HOLD);
-            }
             if taken {
                 let mid = sc.slots[slot_idx].mid.map(|m| m.to_string());
                 self.events.push_back(SfuEvent::VoiceSlot {
@@ -952,8 +950,8 @@ fn queue_drain(c: &mut Connection, to_drain: &mut VecDeque<ConnId>, conn: ConnId
 
 /// One incoming packet on its way out to subscribers.
 struct Outgoing<'a> {
-    /// The source's identity for the rewriter (track generation and SSRC).
-    source: u64,
+    /// The source's identity for the rewriter.
+    source: u128,
     kind: TrackKind,
     pkt: &'a RtpPacket,
     ext: ExtensionValues,
