@@ -481,29 +481,28 @@ function playVoices(voices) {
   const mids = new Set(voices.map((v) => v.mid));
   for (const a of [...sink.querySelectorAll('audio[data-voice]')]) if (!mids.has(a.dataset.voice)) a.remove();
   for (const { mid, track } of voices) {
-    let el = sink.querySelector(`audio[data-voice="${CSS.escape(mid)}"]`);
-    if (!el) {
-      el = document.createElement('audio');
-      el.autoplay = true;
-      el.dataset.voice = mid;
-      sink.append(el);
-    }
-    if (el.srcObject?.getAudioTracks()[0] !== track) el.srcObject = new MediaStream([track]);
+    playInSink(`audio[data-voice="${CSS.escape(mid)}"]`, (data) => { data.voice = mid; }, track);
   }
 }
 
 /** A shared screen's sound has an m-line of its own (it does not compete for voice slots). */
 function playScreenAudio(id, tracks) {
-  const sink = $('audio-sink');
   const key = `${id}-screen-audio`;
-  let el = sink.querySelector(`audio[data-key="${CSS.escape(key)}"]`);
+  const selector = `audio[data-key="${CSS.escape(key)}"]`;
   const track = tracks?.get('screen-audio');
-  if (!track) { el?.remove(); return; }
+  if (!track) { $('audio-sink').querySelector(selector)?.remove(); return; }
+  playInSink(selector, (data) => { data.key = key; data.id = id; }, track);
+}
+
+/** Play `track` on the audio sink's element matching `selector`; a missing one is
+ * made, its data attributes set by `label`. */
+function playInSink(selector, label, track) {
+  const sink = $('audio-sink');
+  let el = sink.querySelector(selector);
   if (!el) {
     el = document.createElement('audio');
     el.autoplay = true;
-    el.dataset.key = key;
-    el.dataset.id = id;
+    label(el.dataset);
     sink.append(el);
   }
   if (el.srcObject?.getAudioTracks()[0] !== track) el.srcObject = new MediaStream([track]);

@@ -1,7 +1,7 @@
 // A host creates a meeting with a passcode; a guest needs the passcode to get in.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchPerson, until, decodingVideos, peopleNames } from './harness.mjs';
+import { startServer, launchPerson, createMeeting, until, decodingVideos, peopleNames } from './harness.mjs';
 
 let server;
 const people = [];
@@ -20,14 +20,12 @@ test('host link and passcode', async () => {
   const guest = await launchPerson();
   people.push(host, guest);
 
-  await host.page.goto(server.url);
-  await host.page.getByLabel('Meeting title').fill('Restricted briefing');
-  await host.page.getByLabel('Passcode (optional)').fill('blue 4711');
-  await host.page.getByLabel('Lobby: people wait until a host lets them in').check();
-  await host.page.getByRole('button', { name: 'Create meeting' }).click();
-  await host.page.getByRole('heading', { name: 'Your meeting is ready' }).waitFor();
-  const link = await host.page.getByLabel('Join link').inputValue();
-  const hostLink = await host.page.getByLabel('Your host link').inputValue();
+  const { link, hostLink } = await createMeeting(host.page, server.url, 'Restricted briefing', {
+    setup: async (page) => {
+      await page.getByLabel('Passcode (optional)').fill('blue 4711');
+      await page.getByLabel('Lobby: people wait until a host lets them in').check();
+    },
+  });
   assert.ok(!link.includes('blue') && !link.includes('host='), 'the join link carries neither passcode nor host key');
   assert.match(hostLink, /#host=[0-9a-f]{32}$/);
 

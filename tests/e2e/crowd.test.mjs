@@ -2,7 +2,7 @@
 // pages (welcome, then roster and chat-history): 70 people and 25 chat messages.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchPerson, join, until, peopleNames } from './harness.mjs';
+import { startServer, launchPerson, createMeeting, join, until, peopleNames } from './harness.mjs';
 
 const CROWD = 70;
 const NOTES = 25;
@@ -21,11 +21,7 @@ after(async () => {
 test('a latecomer sees everyone and all the chat of a 70-person meeting', async () => {
   person = await launchPerson();
   const { page } = person;
-  await page.goto(server.url);
-  await page.getByLabel('Meeting title').fill('All-staff briefing');
-  await page.getByRole('button', { name: 'Create meeting' }).click();
-  await page.getByRole('heading', { name: 'Your meeting is ready' }).waitFor();
-  const link = await page.getByLabel('Join link').inputValue();
+  const { link } = await createMeeting(page, server.url, 'All-staff briefing');
   const wsUrl = link.replace(/^http/, 'ws').replace('/m/', '/api/meetings/') + '/ws';
 
   // The crowd: plain signalling sockets from a second tab (no media), the

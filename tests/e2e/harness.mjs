@@ -111,6 +111,23 @@ export const decodingVideos = (page) => rising(page, 'video', 'framesDecoded');
 /** Remote audio streams whose bytes keep arriving. */
 export const receivingAudio = (page) => rising(page, 'audio', 'bytes');
 
+/**
+ * Create a meeting on the home page of `serverUrl` as a person would: the title,
+ * whatever `setup(page)` fills in, then Create. Returns the join and host links.
+ */
+export async function createMeeting(page, serverUrl, title, { setup } = {}) {
+  await page.goto(serverUrl);
+  await page.getByLabel('Meeting title').fill(title);
+  if (setup) await setup(page);
+  await page.getByRole('button', { name: 'Create meeting' }).click();
+  // The links are filled in when the meeting exists: reading them sooner gives "".
+  await page.getByRole('heading', { name: 'Your meeting is ready' }).waitFor();
+  return {
+    link: await page.getByLabel('Join link').inputValue(),
+    hostLink: await page.getByLabel('Your host link').inputValue(),
+  };
+}
+
 /** Go to the join link, give a name, click Join. */
 export async function join(page, link, name, { screenshot } = {}) {
   await page.goto(link);

@@ -3,7 +3,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join as pathJoin } from 'node:path';
-import { ROOT, startServer, launchPerson, join, until, decodingVideos, receivingAudio, peopleNames, cutConnections } from './harness.mjs';
+import { ROOT, startServer, launchPerson, createMeeting, join, until, decodingVideos, receivingAudio, peopleNames, cutConnections } from './harness.mjs';
 
 const SHOTS = pathJoin(ROOT, 'docs', 'screenshots');
 let server;
@@ -26,11 +26,7 @@ test('three people meet: video, audio, screen share, chat, leave, vanish', async
   people.push(ann, bob, cat);
 
   // Ann creates the meeting on the home page.
-  await ann.page.goto(server.url);
-  await ann.page.getByLabel('Meeting title').fill('Cross-department planning');
-  await ann.page.getByRole('button', { name: 'Create meeting' }).click();
-  await ann.page.getByRole('heading', { name: 'Your meeting is ready' }).waitFor();
-  const link = await ann.page.getByLabel('Join link').inputValue();
+  const { link } = await createMeeting(ann.page, server.url, 'Cross-department planning');
   await ann.page.screenshot({ path: pathJoin(SHOTS, 'home.png') });
   assert.match(link, /\/m\/[a-z2-9]{4}-[a-z2-9]{4}-[a-z2-9]{4}$/);
 

@@ -5,7 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join as pathJoin } from 'node:path';
-import { ROOT, startServer, launchPerson, join, until, inbound, receivingAudio, peopleNames } from './harness.mjs';
+import { ROOT, startServer, launchPerson, createMeeting, join, until, inbound, receivingAudio, peopleNames } from './harness.mjs';
 
 const TALKERS = 4;
 let server;
@@ -25,12 +25,8 @@ after(async () => {
 test('a browser hears three talkers at once, and the fourth when the host mutes one', async () => {
   person = await launchPerson();
   const { page } = person;
-  await page.goto(server.url);
-  await page.getByLabel('Meeting title').fill('Radio check');
-  await page.getByRole('button', { name: 'Create meeting' }).click();
-  await page.getByRole('heading', { name: 'Your meeting is ready' }).waitFor();
-  const hostLink = await page.getByLabel('Your host link').inputValue();
-  const id = (await page.getByLabel('Join link').inputValue()).split('/m/')[1];
+  const { link, hostLink } = await createMeeting(page, server.url, 'Radio check');
+  const id = link.split('/m/')[1];
   await join(page, hostLink, 'Hana');
 
   // Keep every voice-slot message and every name, to know whom each slot carries.

@@ -359,7 +359,6 @@ impl Client {
             if let Some(t) = next_media {
                 wake = wake.min(t);
             }
-
             let wake = wake.max(Instant::now() + Duration::from_micros(100));
             if sleep.deadline() != wake.into() {
                 sleep.as_mut().reset(wake.into());

@@ -8,6 +8,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// The welcome to a meeting of this size and its pages must fit a socket's
 /// outbound queue, or a joiner is dropped as too slow before the welcome is out.
 const MAX_PARTICIPANTS_LIMIT: usize = 10_000;
+// The 16 leave room for what else reaches a joiner at once (its offer, joins and
+// updates of others while the pages go out).
 const _: () = assert!(
     convene_meeting::welcome_messages(
         MAX_PARTICIPANTS_LIMIT,
