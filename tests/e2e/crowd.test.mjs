@@ -32,12 +32,19 @@ test('a latecomer sees everyone and all the chat of a 70-person meeting', async 
     for (let i = 1; i <= count; i++) {
       const ws = new WebSocket(wsUrl);
       await new Promise((ok, fail) => { ws.onopen = ok; ws.onerror = fail; });
-      const welcomed = new Promise((ok) => ws.addEventListener('message', (e) => {
-        if (JSON.parse(e.data).type === 'welcome') ok(undefined);
+      const arrived = (type) => new Promise((ok) => ws.addEventListener('message', (e) => {
+        if (JSON.parse(e.data).type === type) ok(undefined);
       }));
+      const welcomed = arrived('welcome');
       ws.send(JSON.stringify({ type: 'join', protocol: 1, name: `Guest ${i}` }));
       await welcomed;
-      if (i <= notes) ws.send(JSON.stringify({ type: 'chat', text: `note ${i}` }));
+      if (i <= notes) {
+        // Wait for the echo (the server's confirmation): notes from different
+        // sockets have no order of their own until the server has taken one.
+        const echoed = arrived('chat');
+        ws.send(JSON.stringify({ type: 'chat', text: `note ${i}` }));
+        await echoed;
+      }
     }
   }, { wsUrl, count: CROWD, notes: NOTES });
 
