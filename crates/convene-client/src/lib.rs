@@ -3,13 +3,13 @@
 //! as the server; it publishes synthetic VP8 and Opus as real RTP through str0m and
 //! counts what it receives per (participant, source).
 
-mod stamped;
 mod synth;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use convene_sfu::stamped;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use str0m::change::SdpOffer;

@@ -16,6 +16,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, error, warn};
 
 use crate::sendmany::{SendMany, MAX_PER_CALL};
+use crate::stamped;
 use crate::{ConnId, Datagram, Sfu, SfuConfig, SfuEvent, SfuStats, TrackId, TrackKind};
 
 const SOCKET: Token = Token(0);
@@ -30,6 +31,11 @@ const RECV_BUF: usize = 2048;
 const SOCKET_BUFFER: usize = 8 << 20;
 /// Datagrams received before what they produced is sent.
 const RECV_BATCH: usize = 16;
+/// ... or packets forwarded, whichever comes first: what a batch produced is sent
+/// only at its end, so a batch is as much delay as work (16 voice packets to 1000
+/// listeners each were 16 000 datagrams, about 190 ms). 2048 is a few video
+/// frames to 500 subscribers, about 25 ms here.
+const FLUSH_AFTER_FORWARDED: u64 = 2048;
 
 #[derive(Debug)]
 pub enum Command {
@@ -185,6 +191,10 @@ fn bind_media_socket(bind: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     }
     socket.set_nonblocking(true)?;
     socket.bind(&bind.into())?;
+    // Without arrival times nothing is dropped as late; media still flows.
+    if let Err(e) = stamped::enable(std::os::fd::AsRawFd::as_raw_fd(&socket)) {
+        warn!("no kernel arrival times on the media socket: {e}");
+    }
     Ok(socket.into())
 }
 
@@ -200,6 +210,7 @@ fn run(
     let mut sfu = Sfu::new(config, Instant::now());
     let mut events = Events::with_capacity(64);
     let mut buf = vec![0u8; RECV_BUF];
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
     loop {
         let wait = sfu.next_timeout().saturating_duration_since(Instant::now());
         if let Err(e) = poll.poll(&mut events, Some(wait)) {
@@ -219,14 +230,19 @@ fn run(
         // Datagrams are handled in batches, and what they produce sent after each
         // batch: packets of one frame arrive together and share the drains.
         let mut batch = 0;
+        let mut flushed_at = sfu.forwarded();
         loop {
-            if batch == RECV_BATCH {
+            if batch == RECV_BATCH || sfu.forwarded() - flushed_at >= FLUSH_AFTER_FORWARDED {
                 out.flush(&mut sfu);
                 batch = 0;
+                flushed_at = sfu.forwarded();
             }
-            match socket.recv_from(&mut buf) {
-                Ok((n, source)) => {
-                    sfu.handle_datagram(Instant::now(), source, local_addr, &buf[..n]);
+            match stamped::recv(fd, &mut buf) {
+                Ok((n, source, wall)) => {
+                    let clocks = stamped::Clocks::now();
+                    let arrived = clocks.instant_of(wall);
+                    let now = clocks.instant();
+                    sfu.handle_datagram_received(now, arrived, source, local_addr, &buf[..n]);
                     batch += 1;
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,

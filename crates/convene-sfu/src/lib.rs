@@ -13,6 +13,10 @@
 //! Microphones ([`TrackKind::Voice`]) are the exception: each subscriber has at
 //! most [`VOICE_SLOTS`] outgoing audio streams, and a microphone's packet goes
 //! out on the one it holds, or takes a free one (see `Connection::voice_slot_for`).
+//!
+//! Under overload, media is dropped rather than forwarded late: a packet that
+//! waited in the server longer than [`MAX_MEDIA_AGE`] since the kernel received
+//! it is not forwarded (the publisher's connection still counts it).
 
 mod connection;
 mod downstream_twcc;
@@ -24,13 +28,14 @@ mod route;
 mod sendmany;
 mod sfu;
 mod speaking;
+pub mod stamped;
 mod vp8;
 
 pub use ids::{ConnId, TrackId};
 pub use rewrite::Rewriter;
 pub use sfu::{
     Datagram, OfferedSlot, Sfu, SfuConfig, SfuError, SfuEvent, SfuStats, SlotDirection, TrackKind,
-    VOICE_SLOTS,
+    MAX_MEDIA_AGE, VOICE_SLOTS,
 };
 pub use speaking::SpeakingDetector;
 pub use vp8::is_vp8_keyframe_start;

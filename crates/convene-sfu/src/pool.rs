@@ -130,6 +130,7 @@ impl SfuPool {
                 rtp_forwarded: a.rtp_forwarded + b.rtp_forwarded,
                 rtp_dropped_unpublished: a.rtp_dropped_unpublished + b.rtp_dropped_unpublished,
                 rtp_dropped_paused: a.rtp_dropped_paused + b.rtp_dropped_paused,
+                rtp_dropped_late: a.rtp_dropped_late + b.rtp_dropped_late,
                 connections: a.connections + b.connections,
                 tracks: a.tracks + b.tracks,
             }

@@ -41,6 +41,14 @@ const SPEAKING_TICK: Duration = Duration::from_millis(200);
 /// outgoing audio stream costs the SFU about 13 KiB of state per subscriber, and a
 /// packet sent per 20 ms.
 pub const VOICE_SLOTS: usize = 3;
+/// Media that waited longer than this between the kernel receiving it and the SFU
+/// forwarding it is dropped instead. This only happens when the server has more
+/// to forward than it can: its receive queue grows, and everything forwarded
+/// arrives later and later (seconds, measured). A listener's jitter buffer would
+/// play that far behind the room; a lost packet costs a moment of concealment or a
+/// keyframe instead. Normal bursts (a keyframe to 1000 subscribers) wait well
+/// under 100 ms here.
+pub const MAX_MEDIA_AGE: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TrackKind {
@@ -152,6 +160,8 @@ pub struct SfuStats {
     pub rtp_dropped_unpublished: u64,
     /// RTP of a paused (host-muted) track.
     pub rtp_dropped_paused: u64,
+    /// RTP not forwarded because it waited longer than [`MAX_MEDIA_AGE`].
+    pub rtp_dropped_late: u64,
     /// Connections and published tracks alive now (to see that nothing leaks).
     pub connections: usize,
     pub tracks: usize,
@@ -194,6 +204,8 @@ pub struct Sfu {
     stats: SfuStats,
     /// The latest time given to us; str0m never reads a clock, nor do we.
     now: Instant,
+    /// When the kernel received the datagram being handled, while it is handled.
+    arrived: Option<Instant>,
     /// Connections whose wanted m-lines changed since the last negotiate_all.
     to_negotiate: BTreeSet<ConnId>,
     /// Subscribers written to since their last drain. Draining once per batch of
@@ -223,6 +235,7 @@ impl Sfu {
             work: VecDeque::new(),
             stats: SfuStats::default(),
             now,
+            arrived: None,
             to_negotiate: BTreeSet::new(),
             to_drain: VecDeque::new(),
         }
@@ -248,6 +261,11 @@ impl Sfu {
             tracks: self.producers.len(),
             ..self.stats
         }
+    }
+
+    /// RTP packets forwarded so far (a cheap read of one counter of [`Sfu::stats`]).
+    pub fn forwarded(&self) -> u64 {
+        self.stats.rtp_forwarded
     }
 
     pub fn connection_count(&self) -> usize {
@@ -589,6 +607,7 @@ impl Sfu {
         self.drain(conn);
     }
 
+    /// A datagram handled as soon as it arrived.
     pub fn handle_datagram(
         &mut self,
         now: Instant,
@@ -596,6 +615,26 @@ impl Sfu {
         destination: SocketAddr,
         data: &[u8],
     ) {
+        self.handle_datagram_received(now, now, source, destination, data);
+    }
+
+    /// A datagram the kernel received at `arrived` (earlier than `now` when it
+    /// waited in the socket's queue): media in it older than [`MAX_MEDIA_AGE`] is
+    /// not forwarded.
+    pub fn handle_datagram_received(
+        &mut self,
+        now: Instant,
+        arrived: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) {
+        self.arrived = Some(arrived);
+        self.receive(now, source, destination, data);
+        self.arrived = None;
+    }
+
+    fn receive(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
         self.now = self.now.max(now);
         self.stats.datagrams_in += 1;
         let (conn_id, verify) = match self.routes.lookup(source, data) {
@@ -853,6 +892,25 @@ impl Sfu {
             return;
         }
         let kind = p.kind;
+        // Only the packets of the datagram being received have a known age.
+        if self
+            .arrived
+            .is_some_and(|a| now.saturating_duration_since(a) > MAX_MEDIA_AGE)
+        {
+            self.stats.rtp_dropped_late += 1;
+            if kind == TrackKind::Video {
+                // The frame is broken for everyone: send nothing more until a
+                // keyframe, and ask for one once here rather than each subscriber
+                // asking by itself.
+                for &(sub, slot_idx) in &p.consumers {
+                    if let Some(slot) = self.conns.get_mut(&sub).map(|c| &mut c.slots[slot_idx]) {
+                        slot.needs_keyframe = true;
+                    }
+                }
+                self.request_keyframe(now, track);
+            }
+            return;
+        }
         let mut ext = ExtensionValues::default();
         // Packets without a level count as voice: we cannot tell otherwise.
         let mut voiced = true;

@@ -2,7 +2,7 @@
 
 mod support;
 
-use convene_sfu::{TrackId, TrackKind};
+use convene_sfu::{TrackId, TrackKind, MAX_MEDIA_AGE};
 use std::time::Duration;
 use str0m::media::Mid;
 use support::Net;
@@ -23,6 +23,64 @@ fn one_publisher_reaches_every_subscriber_with_continuous_sequence_numbers() {
     }
     let stats = net.sfu.stats();
     assert_eq!(stats.rtp_forwarded, 800);
+}
+
+#[test]
+fn media_that_waited_too_long_in_the_server_is_dropped_not_forwarded_late() {
+    let mut net = Net::fan_out(3, TrackKind::Audio);
+    net.send_audio(0, 1, 100, -30);
+    net.settle();
+    // The server fell behind: what it reads now waited in its socket too long.
+    net.sfu_queued = MAX_MEDIA_AGE + Duration::from_millis(20);
+    net.send_audio(0, 2, 100, -30);
+    net.send_audio(0, 3, 100, -30);
+    net.settle();
+    // Still behind, but within the bound: forwarded.
+    net.sfu_queued = MAX_MEDIA_AGE - Duration::from_millis(20);
+    net.send_audio(0, 4, 100, -30);
+    net.settle();
+    for p in &net.peers[1..] {
+        let seqs: Vec<u64> = p.received.iter().map(|r| r.1).collect();
+        assert_eq!(seqs.len(), 2, "the late packets were not forwarded");
+        // The receiver sees the loss (and conceals it).
+        assert_eq!(seqs[1], seqs[0] + 3, "a gap where the late packets were");
+    }
+    let stats = net.sfu.stats();
+    assert_eq!(stats.rtp_dropped_late, 2);
+    assert_eq!(stats.rtp_forwarded, 4);
+}
+
+#[test]
+fn late_video_is_dropped_until_a_keyframe_which_the_sfu_asks_for() {
+    let mut net = Net::fan_out(3, TrackKind::Video);
+    net.send_video(0, 1, 40, 1000);
+    net.run_for(Duration::from_millis(500)); // past the limit on keyframe requests
+    let asked_before = net.peers[0].keyframe_requests;
+    net.sfu_queued = MAX_MEDIA_AGE + Duration::from_millis(20);
+    net.send_vp8(0, 41, 1, 1000, false);
+    net.settle();
+    assert_eq!(
+        net.peers[0].keyframe_requests,
+        asked_before + 1,
+        "one keyframe request to the publisher"
+    );
+    // Caught up, but the frame was broken: the rest of it and the frames that
+    // depend on it would only show as corruption.
+    net.sfu_queued = Duration::ZERO;
+    net.send_vp8(0, 42, 20, 1000, false);
+    net.settle();
+    net.send_video(0, 62, 20, 1000);
+    net.settle();
+    for p in &net.peers[1..] {
+        let seqs: Vec<u64> = p.received.iter().map(|r| r.1).collect();
+        assert_eq!(
+            seqs.len(),
+            60,
+            "nothing between the late packet and the keyframe"
+        );
+        assert_eq!(seqs[40], seqs[39] + 22, "a gap the receiver can see");
+    }
+    assert_eq!(net.sfu.stats().rtp_dropped_late, 1);
 }
 
 #[test]

@@ -33,6 +33,8 @@ pub struct Peer {
     /// Whether any stats event reported loss on what this peer sent, which
     /// str0m knows only from transport-wide congestion feedback.
     pub got_twcc_feedback: bool,
+    /// Keyframe requests (PLI/FIR) this peer received for what it sends.
+    pub keyframe_requests: usize,
 }
 
 pub struct Net {
@@ -50,6 +52,9 @@ pub struct Net {
     pub sfu_datagrams_out: u64,
     /// `SfuEvent::VoiceSlot`s: (connection, mid, track).
     pub voice_events: Vec<(ConnId, String, Option<TrackId>)>,
+    /// How long each datagram to the SFU waits in its socket before being read,
+    /// as when the server falls behind.
+    pub sfu_queued: Duration,
 }
 
 fn peer_rtc(now: Instant, addr: SocketAddr) -> Rtc {
@@ -90,6 +95,7 @@ impl Net {
                     voice_mids: Vec::new(),
                     twcc_numbered: 0,
                     got_twcc_feedback: false,
+                    keyframe_requests: 0,
                 }
             })
             .collect();
@@ -104,6 +110,7 @@ impl Net {
             discard_sfu_output: false,
             sfu_datagrams_out: 0,
             voice_events: Vec::new(),
+            sfu_queued: Duration::ZERO,
         }
     }
 
@@ -190,7 +197,9 @@ impl Net {
         while let Some((from, to, bytes)) = self.wire.pop_front() {
             moved = true;
             if to == self.sfu_addr {
-                self.sfu.handle_datagram(self.now, from, to, &bytes);
+                let arrived = self.now - self.sfu_queued;
+                self.sfu
+                    .handle_datagram_received(self.now, arrived, from, to, &bytes);
             } else if let Some(i) = self.peer_by_addr(to) {
                 let input = Input::Receive(
                     self.now,
@@ -240,6 +249,7 @@ impl Net {
                                 p.twcc_numbered += 1;
                             }
                         }
+                        Event::KeyframeRequest(_) => p.keyframe_requests += 1,
                         Event::PeerStats(s) => {
                             p.got_twcc_feedback |= s.egress_loss_fraction.is_some()
                         }

@@ -1,9 +1,10 @@
-//! Receiving a datagram with the kernel's arrival time (`SO_TIMESTAMPNS`), so
-//! that a measured delay does not include how long this process took to get to
-//! the packet: the load generator's own scheduling is not the server's delay.
+//! Receiving a datagram with the kernel's arrival time (`SO_TIMESTAMPNS`): how
+//! long a packet waited before this process got to it. The SFU drops media that
+//! waited too long (see `MAX_MEDIA_AGE`); the load generator measures the
+//! server's delay without its own scheduling in it.
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -27,13 +28,13 @@ pub fn enable(fd: RawFd) -> io::Result<()> {
     }
 }
 
-/// One IPv4 datagram into `buf`: its length, sender and kernel arrival time
-/// (wall clock), if the kernel gave one.
+/// One datagram into `buf`: its length, sender and kernel arrival time (wall
+/// clock), if the kernel gave one.
 pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<SystemTime>)> {
     // SAFETY: every pointer in `msg` points at a live local of the stated size,
     // and the control messages are read only within what the kernel wrote.
     unsafe {
-        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        let mut addr: libc::sockaddr_storage = std::mem::zeroed();
         let mut iov = libc::iovec {
             iov_base: buf.as_mut_ptr().cast(),
             iov_len: buf.len(),
@@ -41,8 +42,8 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<
         // Room for one timespec control message, 8-byte aligned.
         let mut control = [0u64; 8];
         let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_name = (&mut addr as *mut libc::sockaddr_in).cast();
-        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        msg.msg_name = (&mut addr as *mut libc::sockaddr_storage).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
         msg.msg_control = control.as_mut_ptr().cast();
@@ -60,8 +61,30 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<
             }
             c = libc::CMSG_NXTHDR(&msg, c);
         }
-        let ip = Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr));
-        let source = SocketAddr::from((ip, u16::from_be(addr.sin_port)));
+        let source = match i32::from(addr.ss_family) {
+            libc::AF_INET => {
+                let a: libc::sockaddr_in =
+                    std::ptr::read((&addr as *const libc::sockaddr_storage).cast());
+                let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+                SocketAddr::from((ip, u16::from_be(a.sin_port)))
+            }
+            libc::AF_INET6 => {
+                let a: libc::sockaddr_in6 =
+                    std::ptr::read((&addr as *const libc::sockaddr_storage).cast());
+                SocketAddr::V6(SocketAddrV6::new(
+                    Ipv6Addr::from(a.sin6_addr.s6_addr),
+                    u16::from_be(a.sin6_port),
+                    a.sin6_flowinfo,
+                    a.sin6_scope_id,
+                ))
+            }
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "not an IP sender",
+                ))
+            }
+        };
         Ok((n as usize, source, arrival))
     }
 }
@@ -80,6 +103,11 @@ impl Clocks {
             instant: Instant::now(),
             wall: SystemTime::now(),
         }
+    }
+
+    /// When the clocks were read.
+    pub fn instant(&self) -> Instant {
+        self.instant
     }
 
     /// When a datagram that arrived at `wall` arrived, as an `Instant` (now, if
@@ -113,5 +141,21 @@ mod tests {
         let waited = clocks.instant.duration_since(clocks.instant_of(wall));
         assert!(waited >= Duration::from_millis(40), "{waited:?}");
         assert!(waited < Duration::from_secs(5), "{waited:?}");
+    }
+
+    #[test]
+    fn an_ipv6_sender_is_told_apart() {
+        let Ok(rx) = std::net::UdpSocket::bind("[::1]:0") else {
+            return; // no IPv6 loopback on this machine
+        };
+        enable(rx.as_raw_fd()).unwrap();
+        let tx = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        tx.send_to(b"hi", rx.local_addr().unwrap()).unwrap();
+        rx.set_nonblocking(false).unwrap();
+        let mut buf = [0u8; 16];
+        let (n, from, wall) = recv(rx.as_raw_fd(), &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"hi");
+        assert_eq!(from, tx.local_addr().unwrap());
+        assert!(wall.is_some());
     }
 }
