@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+#[cfg(target_os = "linux")]
 use convene_sfu::stamped;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -396,16 +397,26 @@ impl Client {
     /// Whatever the socket holds (up to a bound), each datagram with the time the
     /// kernel received it.
     fn read_socket(&mut self) {
-        use std::os::fd::AsRawFd;
-        let fd = self.socket.as_raw_fd();
-        let clocks = stamped::Clocks::now();
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let fd = self.socket.as_raw_fd();
+            let clocks = stamped::Clocks::now();
+            for _ in 0..64 {
+                let buf = &mut self.buf;
+                let got = self
+                    .socket
+                    .try_io(tokio::io::Interest::READABLE, || stamped::recv(fd, buf));
+                let Ok((n, source, arrival)) = got else { break };
+                self.feed(n, source, clocks.instant_of(arrival));
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
         for _ in 0..64 {
-            let buf = &mut self.buf;
-            let got = self
-                .socket
-                .try_io(tokio::io::Interest::READABLE, || stamped::recv(fd, buf));
-            let Ok((n, source, arrival)) = got else { break };
-            self.feed(n, source, clocks.instant_of(arrival));
+            let Ok((n, source)) = self.socket.try_recv_from(&mut self.buf) else {
+                break;
+            };
+            self.feed(n, source, Instant::now());
         }
     }
 
@@ -717,6 +728,7 @@ fn bind_socket() -> std::io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     let _ = socket.set_recv_buffer_size(1 << 20);
+    #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
         // Without arrival times, delays are measured from when we read a packet.

@@ -16,7 +16,6 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, error, warn};
 
 use crate::sendmany::{SendMany, MAX_PER_CALL};
-use crate::stamped;
 use crate::{ConnId, Datagram, Sfu, SfuConfig, SfuEvent, SfuStats, TrackId, TrackKind};
 
 const SOCKET: Token = Token(0);
@@ -192,10 +191,33 @@ fn bind_media_socket(bind: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     socket.set_nonblocking(true)?;
     socket.bind(&bind.into())?;
     // Without arrival times nothing is dropped as late; media still flows.
-    if let Err(e) = stamped::enable(std::os::fd::AsRawFd::as_raw_fd(&socket)) {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = crate::stamped::enable(std::os::fd::AsRawFd::as_raw_fd(&socket)) {
         warn!("no kernel arrival times on the media socket: {e}");
     }
     Ok(socket.into())
+}
+
+/// One datagram: its length, sender, the time now, and when the kernel received
+/// it (where the kernel does not say, it counts as just arrived).
+fn recv(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr, Instant, Instant)> {
+    #[cfg(target_os = "linux")]
+    {
+        use crate::stamped;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(socket);
+        let (n, source, wall) = stamped::recv(fd, buf)?;
+        let clocks = stamped::Clocks::now();
+        Ok((n, source, clocks.instant(), clocks.instant_of(wall)))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let (n, source) = socket.recv_from(buf)?;
+        let now = Instant::now();
+        Ok((n, source, now, now))
+    }
 }
 
 fn run(
@@ -210,7 +232,6 @@ fn run(
     let mut sfu = Sfu::new(config, Instant::now());
     let mut events = Events::with_capacity(64);
     let mut buf = vec![0u8; RECV_BUF];
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
     loop {
         let wait = sfu.next_timeout().saturating_duration_since(Instant::now());
         if let Err(e) = poll.poll(&mut events, Some(wait)) {
@@ -237,11 +258,8 @@ fn run(
                 batch = 0;
                 flushed_at = sfu.forwarded();
             }
-            match stamped::recv(fd, &mut buf) {
-                Ok((n, source, wall)) => {
-                    let clocks = stamped::Clocks::now();
-                    let arrived = clocks.instant_of(wall);
-                    let now = clocks.instant();
+            match recv(&socket, &mut buf) {
+                Ok((n, source, now, arrived)) => {
                     sfu.handle_datagram_received(now, arrived, source, local_addr, &buf[..n]);
                     batch += 1;
                 }

@@ -28,6 +28,7 @@ mod route;
 mod sendmany;
 mod sfu;
 mod speaking;
+#[cfg(target_os = "linux")]
 pub mod stamped;
 mod vp8;
 

@@ -1,7 +1,7 @@
 //! Receiving a datagram with the kernel's arrival time (`SO_TIMESTAMPNS`): how
 //! long a packet waited before this process got to it. The SFU drops media that
 //! waited too long (see `MAX_MEDIA_AGE`); the load generator measures the
-//! server's delay without its own scheduling in it.
+//! server's delay without its own scheduling in it. Linux only.
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
@@ -111,7 +111,9 @@ impl Clocks {
     }
 
     /// When a datagram that arrived at `wall` arrived, as an `Instant` (now, if
-    /// unknown or apparently in the future).
+    /// unknown or apparently in the future). The kernel stamps with the wall
+    /// clock: if that is stepped forward while datagrams wait, they look older
+    /// than they are, once.
     pub fn instant_of(&self, wall: Option<SystemTime>) -> Instant {
         let ago = wall
             .and_then(|w| self.wall.duration_since(w).ok())

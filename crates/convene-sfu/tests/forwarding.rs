@@ -27,60 +27,97 @@ fn one_publisher_reaches_every_subscriber_with_continuous_sequence_numbers() {
 
 #[test]
 fn media_that_waited_too_long_in_the_server_is_dropped_not_forwarded_late() {
-    let mut net = Net::fan_out(3, TrackKind::Audio);
-    net.send_audio(0, 1, 100, -30);
-    net.settle();
-    // The server fell behind: what it reads now waited in its socket too long.
-    net.sfu_queued = MAX_MEDIA_AGE + Duration::from_millis(20);
-    net.send_audio(0, 2, 100, -30);
-    net.send_audio(0, 3, 100, -30);
-    net.settle();
-    // Still behind, but within the bound: forwarded.
-    net.sfu_queued = MAX_MEDIA_AGE - Duration::from_millis(20);
-    net.send_audio(0, 4, 100, -30);
-    net.settle();
-    for p in &net.peers[1..] {
-        let seqs: Vec<u64> = p.received.iter().map(|r| r.1).collect();
-        assert_eq!(seqs.len(), 2, "the late packets were not forwarded");
-        // The receiver sees the loss (and conceals it).
-        assert_eq!(seqs[1], seqs[0] + 3, "a gap where the late packets were");
+    // A microphone (voice slots) and a screen's sound (an m-line of its own).
+    for kind in [TrackKind::Voice, TrackKind::Audio] {
+        let mut net = Net::fan_out(3, kind);
+        net.send_audio(0, 1, 100, -30);
+        net.settle();
+        // The server fell behind: what it reads now waited in its socket too long.
+        net.sfu_queued = MAX_MEDIA_AGE + Duration::from_millis(20);
+        net.send_audio(0, 2, 100, -30);
+        net.send_audio(0, 3, 100, -30);
+        net.settle();
+        // Still behind, but within the bound: forwarded.
+        net.sfu_queued = MAX_MEDIA_AGE - Duration::from_millis(20);
+        net.send_audio(0, 4, 100, -30);
+        net.settle();
+        for p in &net.peers[1..] {
+            let seqs: Vec<u64> = p.received.iter().map(|r| r.1).collect();
+            assert_eq!(
+                seqs.len(),
+                2,
+                "{kind:?}: the late packets were not forwarded"
+            );
+            // The receiver sees the loss (and conceals it).
+            assert_eq!(
+                seqs[1],
+                seqs[0] + 3,
+                "{kind:?}: a gap where the late packets were"
+            );
+        }
+        let stats = net.sfu.stats();
+        assert_eq!(stats.rtp_dropped_late, 2, "{kind:?}");
+        assert_eq!(stats.rtp_forwarded, 4, "{kind:?}");
     }
-    let stats = net.sfu.stats();
-    assert_eq!(stats.rtp_dropped_late, 2);
-    assert_eq!(stats.rtp_forwarded, 4);
 }
 
 #[test]
-fn late_video_is_dropped_until_a_keyframe_which_the_sfu_asks_for() {
+fn late_video_stops_until_a_keyframe_asked_for_once_the_server_caught_up() {
     let mut net = Net::fan_out(3, TrackKind::Video);
-    net.send_video(0, 1, 40, 1000);
+    net.send_video(0, 1, 43, 1000);
     net.run_for(Duration::from_millis(500)); // past the limit on keyframe requests
-    let asked_before = net.peers[0].keyframe_requests;
+    let asked = net.peers[0].keyframe_requests;
+    // A frame (sequence numbers 44-47 share a timestamp) starts late.
     net.sfu_queued = MAX_MEDIA_AGE + Duration::from_millis(20);
-    net.send_vp8(0, 41, 1, 1000, false);
+    net.send_vp8(0, 44, 4, 1000, false);
+    net.settle();
+    assert_eq!(
+        net.peers[0].keyframe_requests, asked,
+        "no keyframe asked for while the server is behind"
+    );
+    // Caught up, but that frame was broken: the frames after it would only show
+    // as corruption, so nothing goes out until a keyframe, which is asked for.
+    net.sfu_queued = Duration::ZERO;
+    net.send_vp8(0, 48, 12, 1000, false);
     net.settle();
     assert_eq!(
         net.peers[0].keyframe_requests,
-        asked_before + 1,
-        "one keyframe request to the publisher"
+        asked + 1,
+        "one keyframe request"
     );
-    // Caught up, but the frame was broken: the rest of it and the frames that
-    // depend on it would only show as corruption.
-    net.sfu_queued = Duration::ZERO;
-    net.send_vp8(0, 42, 20, 1000, false);
-    net.settle();
-    net.send_video(0, 62, 20, 1000);
+    net.send_video(0, 60, 8, 1000);
     net.settle();
     for p in &net.peers[1..] {
         let seqs: Vec<u64> = p.received.iter().map(|r| r.1).collect();
         assert_eq!(
             seqs.len(),
-            60,
-            "nothing between the late packet and the keyframe"
+            51,
+            "nothing between the late frame and the keyframe"
         );
-        assert_eq!(seqs[40], seqs[39] + 22, "a gap the receiver can see");
+        assert_eq!(seqs[43], seqs[42] + 17, "a gap the receiver can see");
     }
-    assert_eq!(net.sfu.stats().rtp_dropped_late, 1);
+    assert_eq!(net.sfu.stats().rtp_dropped_late, 4);
+}
+
+#[test]
+fn a_frame_that_started_in_time_is_forwarded_whole_however_late_its_tail() {
+    // A big keyframe takes long to forward, and its last packets wait longest:
+    // dropping them would break every keyframe and freeze the video for good.
+    let mut net = Net::fan_out(3, TrackKind::Video);
+    net.send_video(0, 1, 40, 1000);
+    net.settle();
+    net.send_video(0, 44, 1, 1000); // a keyframe's first packet, in time
+    net.settle();
+    net.sfu_queued = MAX_MEDIA_AGE + Duration::from_millis(20);
+    net.send_vp8(0, 45, 3, 1000, false); // the rest of that frame, late
+    net.settle();
+    for p in &net.peers[1..] {
+        assert_eq!(p.received.len(), 44, "the whole frame arrives");
+    }
+    assert_eq!(net.sfu.stats().rtp_dropped_late, 0);
+    net.send_vp8(0, 48, 4, 1000, false); // the next frame starts late: dropped
+    net.settle();
+    assert_eq!(net.sfu.stats().rtp_dropped_late, 4);
 }
 
 #[test]
