@@ -30,6 +30,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/meetings/{id}", get(get_meeting))
         .route("/api/meetings/{id}/ws", get(signalling))
         .route("/api/admin/audit", get(admin_audit))
+        .route("/api/admin/stats", get(admin_stats))
         .route("/api/session", get(signin::session_view))
         .route("/api/policy", get(policy_view))
         .route("/auth/login", get(signin::login))
@@ -155,17 +156,14 @@ struct AuditQuery {
     format: Option<String>,
 }
 
-/// Audit export for records management: `Authorization: Bearer <admin token>`.
-async fn admin_audit(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    query: Result<axum::extract::Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
+/// The admin API answers only `Authorization: Bearer <admin token>`, and not at
+/// all without a configured token: the refusal, if any.
+fn admin_refusal(state: &AppState, headers: &HeaderMap) -> Option<Response> {
     let Some(token) = &state.admin_token else {
-        return api_error(
+        return Some(api_error(
             StatusCode::NOT_FOUND,
             "the admin API is off (no admin token configured)",
-        );
+        ));
     };
     let given = headers
         .get(header::AUTHORIZATION)
@@ -176,7 +174,48 @@ async fn admin_audit(
         given.as_bytes(),
         token.as_bytes(),
     )) {
-        return api_error(StatusCode::UNAUTHORIZED, "an admin token is needed");
+        return Some(api_error(
+            StatusCode::UNAUTHORIZED,
+            "an admin token is needed",
+        ));
+    }
+    None
+}
+
+/// Load and media counters for monitoring. Counters run from the server's start;
+/// rates are differences between two reads.
+async fn admin_stats(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Some(refused) = admin_refusal(&state, &headers) {
+        return refused;
+    }
+    let meetings_running = state.registry.lock().meetings.len();
+    let m = state.sfu.stats();
+    Json(serde_json::json!({
+        "meetingsRunning": meetings_running,
+        "media": {
+            "workers": state.sfu.handles().count(),
+            "connections": m.connections,
+            "tracks": m.tracks,
+            "datagramsIn": m.datagrams_in,
+            "unroutable": m.unroutable,
+            "rtpIn": m.rtp_in,
+            "rtpForwarded": m.rtp_forwarded,
+            "rtpDroppedLate": m.rtp_dropped_late,
+            "rtpDroppedPaused": m.rtp_dropped_paused,
+            "rtpDroppedUnpublished": m.rtp_dropped_unpublished,
+        },
+    }))
+    .into_response()
+}
+
+/// Audit export for records management.
+async fn admin_audit(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Some(refused) = admin_refusal(&state, &headers) {
+        return refused;
     }
     let Ok(axum::extract::Query(q)) = query else {
         return api_error(

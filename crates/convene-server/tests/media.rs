@@ -75,6 +75,20 @@ async fn two_participants_exchange_media_chat_and_speaking() {
     let cam = bob.received_from(&ann_id, "camera");
     assert_eq!(cam.gaps, 0, "no loss on loopback");
 
+    // An operator sees the load, with the admin token only.
+    let path = "/api/admin/stats";
+    assert_eq!(common::http(&server, "GET", path, None).await.0, 401);
+    let token = "Authorization: Bearer test-admin-token\r\n";
+    let (status, body) = common::http_with(&server, "GET", path, None, token).await;
+    assert_eq!(status, 200, "{body}");
+    let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(stats["meetingsRunning"], 1, "{stats}");
+    assert_eq!(stats["media"]["connections"], 2, "{stats}");
+    assert_eq!(stats["media"]["tracks"], 3, "{stats}");
+    let forwarded = stats["media"]["rtpForwarded"].as_u64().unwrap();
+    assert!(forwarded >= cam.packets, "{stats}");
+    assert!(stats["media"]["rtpDroppedLate"].is_u64(), "{stats}");
+
     // Speaking indicator from the audio-level extension.
     let (_, spoke) = run_pair(
         &mut ann,
