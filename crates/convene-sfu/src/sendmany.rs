@@ -1,23 +1,42 @@
 //! Sends a batch of datagrams, each to its own destination, in as few system calls
-//! as the platform allows: `sendmmsg` on Linux (up to [`MAX_PER_CALL`] per call),
-//! one `send_to` each elsewhere.
+//! as the platform allows: `sendmmsg` on Linux (up to [`MAX_PER_CALL`] messages per
+//! call), one `send_to` each elsewhere.
 //!
-//! A fan-out sends one datagram per subscriber, all to different addresses, so
-//! segmentation offload (GSO) does not apply; batching the calls does.
+//! A fan-out sends one datagram per subscriber, all to different addresses; but a
+//! subscriber's datagrams leave together (it is drained once per batch: a video
+//! frame's packets), and those go out as one message with UDP segmentation offload
+//! (`UDP_SEGMENT`): the kernel routes and queues them once and cuts them into the
+//! original datagrams (all as long as the first, the last possibly shorter), so
+//! receivers see no difference.
 
 use std::io;
 use std::net::UdpSocket;
 
 use crate::Datagram;
 
-/// Datagrams per `sendmmsg` call (the kernel's own limit is 1024).
+/// Messages per `sendmmsg` call (the kernel's own limit is 1024).
 pub const MAX_PER_CALL: usize = 64;
+/// Datagrams in one segmented message (the kernel's limit, UDP_MAX_SEGMENTS).
+#[cfg(target_os = "linux")]
+const MAX_SEGMENTS: usize = 64;
+/// Bytes in one segmented message: what one IPv4 datagram may carry.
+#[cfg(target_os = "linux")]
+const MAX_SEGMENTED_BYTES: usize = 65_507;
+/// Datagrams per call, however they are grouped into messages.
+#[cfg(target_os = "linux")]
+const MAX_DATAGRAMS_PER_CALL: usize = 256;
 
-/// Reusable buffers for the system call's arguments.
+/// Reusable buffers for the system call's arguments, and whether the kernel
+/// takes segmented messages.
 #[derive(Default)]
 pub struct SendMany {
     #[cfg(target_os = "linux")]
     addrs: Vec<socket2::SockAddr>,
+    /// Set once the kernel refused a segmented message: everything goes one
+    /// datagram per message from then on.
+    no_segmentation: bool,
+    /// Messages that carried more than one datagram (for tests and curiosity).
+    pub segmented_messages: u64,
 }
 
 impl SendMany {
@@ -31,8 +50,7 @@ impl SendMany {
     ) {
         let mut start = 0;
         while start < datagrams.len() {
-            let end = datagrams.len().min(start + MAX_PER_CALL);
-            match self.send_some(socket, &datagrams[start..end]) {
+            match self.send_some(socket, &datagrams[start..]) {
                 Ok(n) => start += n.max(1),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // The first datagram failed (an ICMP error from an earlier send to a
@@ -45,42 +63,120 @@ impl SendMany {
         }
     }
 
+    /// How many datagrams from the front go in one message: those that follow
+    /// the first to the same destination, as long as it (or shorter, last).
+    #[cfg(target_os = "linux")]
+    fn group_len(&self, datagrams: &[Datagram], room: usize) -> usize {
+        let first = &datagrams[0];
+        let size = first.contents.len();
+        if self.no_segmentation || size == 0 {
+            return 1;
+        }
+        let mut len = 1;
+        let mut bytes = size;
+        while len < datagrams.len().min(MAX_SEGMENTS).min(room) {
+            let d = &datagrams[len];
+            let n = d.contents.len();
+            let previous_full = datagrams[len - 1].contents.len() == size;
+            if d.destination != first.destination
+                || n > size
+                || n == 0
+                || !previous_full
+                || bytes + n > MAX_SEGMENTED_BYTES
+            {
+                break;
+            }
+            len += 1;
+            bytes += n;
+        }
+        len
+    }
+
+    /// One `sendmmsg`: returns how many datagrams it sent.
     #[cfg(target_os = "linux")]
     fn send_some(&mut self, socket: &UdpSocket, datagrams: &[Datagram]) -> io::Result<usize> {
         use std::os::fd::AsRawFd;
 
+        // (first datagram, datagrams) of each message.
+        let mut groups = [(0usize, 0usize); MAX_PER_CALL];
+        let mut messages = 0;
+        let mut taken = 0;
+        let limit = datagrams.len().min(MAX_DATAGRAMS_PER_CALL);
+        while taken < limit && messages < MAX_PER_CALL {
+            let len = self.group_len(&datagrams[taken..limit], limit - taken);
+            groups[messages] = (taken, len);
+            messages += 1;
+            taken += len;
+        }
         self.addrs.clear();
         self.addrs.extend(
-            datagrams
+            groups[..messages]
                 .iter()
-                .map(|d| socket2::SockAddr::from(d.destination)),
+                .map(|&(first, _)| socket2::SockAddr::from(datagrams[first].destination)),
         );
-        let mut iov: [libc::iovec; MAX_PER_CALL] = [libc::iovec {
+        let mut iov = [libc::iovec {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
-        }; MAX_PER_CALL];
+        }; MAX_DATAGRAMS_PER_CALL];
+        for (i, d) in datagrams[..taken].iter().enumerate() {
+            iov[i].iov_base = d.contents.as_ptr() as *mut libc::c_void;
+            iov[i].iov_len = d.contents.len();
+        }
+        // One control message per segmented message: the segment size, a u16
+        // (8-byte aligned buffers, larger than CMSG_SPACE(2)).
+        let mut control = [[0u64; 4]; MAX_PER_CALL];
         // SAFETY: an all-zero mmsghdr is a valid empty header (null pointers, zero lengths).
         let mut hdrs: [libc::mmsghdr; MAX_PER_CALL] = unsafe { std::mem::zeroed() };
-        let n = datagrams.len().min(MAX_PER_CALL);
-        for i in 0..n {
-            iov[i].iov_base = datagrams[i].contents.as_ptr() as *mut libc::c_void;
-            iov[i].iov_len = datagrams[i].contents.len();
-            let h = &mut hdrs[i].msg_hdr;
-            h.msg_name = self.addrs[i].as_ptr() as *mut libc::c_void;
-            h.msg_namelen = self.addrs[i].len();
-            h.msg_iov = &mut iov[i];
-            h.msg_iovlen = 1;
+        for (m, &(first, len)) in groups[..messages].iter().enumerate() {
+            let h = &mut hdrs[m].msg_hdr;
+            h.msg_name = self.addrs[m].as_ptr() as *mut libc::c_void;
+            h.msg_namelen = self.addrs[m].len();
+            h.msg_iov = &mut iov[first];
+            h.msg_iovlen = len as _;
+            if len > 1 {
+                let segment = datagrams[first].contents.len() as u16;
+                // SAFETY: `control[m]` is 32 bytes, 8-aligned, room for one cmsghdr
+                // with a u16 (CMSG_SPACE(2) is 24 on Linux); CMSG_FIRSTHDR reads only
+                // the header fields set here.
+                unsafe {
+                    h.msg_control = control[m].as_mut_ptr().cast();
+                    h.msg_controllen = libc::CMSG_SPACE(2) as _;
+                    let c = libc::CMSG_FIRSTHDR(h);
+                    (*c).cmsg_level = libc::SOL_UDP;
+                    (*c).cmsg_type = libc::UDP_SEGMENT;
+                    (*c).cmsg_len = libc::CMSG_LEN(2) as _;
+                    std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), segment);
+                }
+            }
         }
-        // SAFETY: the first n headers point into `iov`, `self.addrs` and the
-        // datagrams' contents, all alive and unmoved until the call returns; the
-        // kernel only reads them (it writes msg_len, which is ours).
-        let sent =
-            unsafe { libc::sendmmsg(socket.as_raw_fd(), hdrs.as_mut_ptr(), n as libc::c_uint, 0) };
+        // SAFETY: the first `messages` headers point into `iov`, `control`,
+        // `self.addrs` and the datagrams' contents, all alive and unmoved until the
+        // call returns; the kernel only reads them (it writes msg_len, which is ours).
+        let sent = unsafe {
+            libc::sendmmsg(
+                socket.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                messages as libc::c_uint,
+                0,
+            )
+        };
         if sent < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(sent as usize)
+            let e = io::Error::last_os_error();
+            let refused = matches!(
+                e.raw_os_error(),
+                Some(libc::EIO | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOPROTOOPT)
+            );
+            if groups[0].1 > 1 && refused {
+                // This kernel or route cannot segment: one datagram per message.
+                tracing::warn!("UDP segmentation refused ({e}); sending datagrams singly");
+                self.no_segmentation = true;
+                return Err(io::ErrorKind::Interrupted.into());
+            }
+            return Err(e);
         }
+        let sent = sent as usize;
+        self.segmented_messages += groups[..sent].iter().filter(|g| g.1 > 1).count() as u64;
+        Ok(groups[..sent].iter().map(|g| g.1).sum())
     }
 
     #[cfg(not(target_os = "linux"))]
@@ -134,5 +230,49 @@ mod tests {
         }
         // Loopback reports the closed port on a later call at most once.
         assert!(errors <= 1, "errors: {errors}");
+    }
+
+    /// A subscriber's datagrams in a row go out as segmented messages, and arrive
+    /// as the datagrams they were: same contents, same order, same boundaries.
+    #[test]
+    fn a_run_to_one_destination_arrives_as_separate_datagrams() {
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let datagram = |to: &UdpSocket, tag: u8, len: usize| Datagram {
+            source: sender.local_addr().unwrap(),
+            destination: to.local_addr().unwrap(),
+            contents: vec![tag; len],
+        };
+        // A frame of three full packets and a short last one; a shorter packet
+        // that is not last (it ends a message); another destination; a run longer
+        // than one message may hold.
+        let mut datagrams = vec![
+            datagram(&a, 1, 1200),
+            datagram(&a, 2, 1200),
+            datagram(&a, 3, 1200),
+            datagram(&a, 4, 700),
+            datagram(&b, 5, 900),
+            datagram(&b, 6, 500),
+            datagram(&b, 7, 900),
+            datagram(&a, 8, 300),
+        ];
+        for i in 0..70 {
+            datagrams.push(datagram(&b, 100 + i, 200));
+        }
+        let mut sender_many = SendMany::default();
+        let mut errors = 0;
+        sender_many.send(&sender, &datagrams, |_, _| errors += 1);
+        assert_eq!(errors, 0);
+        assert!(sender_many.segmented_messages >= 3, "runs were segmented");
+        let mut buf = [0u8; 2000];
+        for r in [&a, &b] {
+            r.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                .unwrap();
+            for d in datagrams.iter().filter(|d| d.destination == r.local_addr().unwrap()) {
+                let (n, _) = r.recv_from(&mut buf).unwrap();
+                assert_eq!(&buf[..n], &d.contents[..], "datagram {}", d.contents[0]);
+            }
+        }
     }
 }
