@@ -269,7 +269,10 @@ mod tests {
         for r in [&a, &b] {
             r.set_read_timeout(Some(std::time::Duration::from_secs(2)))
                 .unwrap();
-            for d in datagrams.iter().filter(|d| d.destination == r.local_addr().unwrap()) {
+            for d in datagrams
+                .iter()
+                .filter(|d| d.destination == r.local_addr().unwrap())
+            {
                 let (n, _) = r.recv_from(&mut buf).unwrap();
                 assert_eq!(&buf[..n], &d.contents[..], "datagram {}", d.contents[0]);
             }
