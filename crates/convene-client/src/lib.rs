@@ -245,7 +245,8 @@ impl Client {
             ssrc_mid: HashMap::new(),
             received: BTreeMap::new(),
             synths: Vec::new(),
-            buf: vec![0; 2000],
+            // A whole segmented run (GRO) fits.
+            buf: vec![0; 65536],
             media_connected: false,
             drop_rtp_every: None,
             rtp_datagrams: 0,
@@ -407,8 +408,11 @@ impl Client {
                 let got = self
                     .socket
                     .try_io(tokio::io::Interest::READABLE, || stamped::recv(fd, buf));
-                let Ok((n, source, arrival)) = got else { break };
-                self.feed(n, source, clocks.instant_of(arrival));
+                let Ok(r) = got else { break };
+                // A segmented run (GRO) holds several datagrams.
+                for range in r.datagrams() {
+                    self.feed(range, r.source, clocks.instant_of(r.arrival));
+                }
             }
         }
         #[cfg(not(target_os = "linux"))]
@@ -416,16 +420,17 @@ impl Client {
             let Ok((n, source)) = self.socket.try_recv_from(&mut self.buf) else {
                 break;
             };
-            self.feed(n, source, Instant::now());
+            self.feed(0..n, source, Instant::now());
         }
     }
 
     /// One received datagram into str0m, and its output out.
-    fn feed(&mut self, n: usize, source: SocketAddr, arrived: Instant) {
+    fn feed(&mut self, range: std::ops::Range<usize>, source: SocketAddr, arrived: Instant) {
         self.arrived = arrived;
+        let data = &self.buf[range.clone()];
         // RFC 7983: 128..=191 is RTP or RTCP; RTCP packet types are 192..=223 in byte 1.
         let is_rtp =
-            n > 1 && (128..=191).contains(&self.buf[0]) && !(192..=223).contains(&self.buf[1]);
+            data.len() > 1 && (128..=191).contains(&data[0]) && !(192..=223).contains(&data[1]);
         if is_rtp {
             self.rtp_datagrams += 1;
             if self
@@ -435,7 +440,7 @@ impl Client {
                 return; // lost on the way
             }
         }
-        if let Ok(contents) = self.buf[..n].try_into() {
+        if let Ok(contents) = self.buf[range].try_into() {
             let input = Input::Receive(
                 Instant::now(),
                 Receive {
@@ -734,6 +739,11 @@ fn bind_socket() -> std::io::Result<UdpSocket> {
         // Without arrival times, delays are measured from when we read a packet.
         if let Err(e) = stamped::enable(socket.as_raw_fd()) {
             tracing::debug!("no kernel receive timestamps: {e}");
+        }
+        // A run of datagrams the server sent segmented is one read and one
+        // wake-up here, as a network card's receive offload would make it.
+        if let Err(e) = stamped::enable_gro(socket.as_raw_fd()) {
+            tracing::debug!("no UDP receive offload: {e}");
         }
     }
     socket.set_nonblocking(true)?;

@@ -208,9 +208,15 @@ fn recv(
     {
         use crate::stamped;
         let fd = std::os::fd::AsRawFd::as_raw_fd(socket);
-        let (n, source, wall) = stamped::recv(fd, buf)?;
+        // No GRO on this socket: one datagram per read.
+        let r = stamped::recv(fd, buf)?;
         let clocks = stamped::Clocks::now();
-        Ok((n, source, clocks.instant(), clocks.instant_of(wall)))
+        Ok((
+            r.len,
+            r.source,
+            clocks.instant(),
+            clocks.instant_of(r.arrival),
+        ))
     }
     #[cfg(not(target_os = "linux"))]
     {
