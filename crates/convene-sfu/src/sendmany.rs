@@ -32,9 +32,17 @@ const MAX_DATAGRAMS_PER_CALL: usize = 256;
 pub struct SendMany {
     #[cfg(target_os = "linux")]
     addrs: Vec<socket2::SockAddr>,
-    /// Set once the kernel refused a segmented message: everything goes one
-    /// datagram per message from then on.
+    /// Whether the kernel was asked if it segments (kernels before 4.18 ignore
+    /// the control message and would send a run as one datagram).
+    #[cfg(target_os = "linux")]
+    probed: bool,
+    /// The kernel does not segment: one datagram per message.
+    #[cfg(target_os = "linux")]
     no_segmentation: bool,
+    /// Datagrams to send one per message before grouping again (a run whose
+    /// segmented message was refused, e.g. for a route's small MTU).
+    #[cfg(target_os = "linux")]
+    singly: usize,
     /// Messages that carried more than one datagram (for tests and curiosity).
     pub segmented_messages: u64,
 }
@@ -48,6 +56,14 @@ impl SendMany {
         datagrams: &[Datagram],
         mut on_error: impl FnMut(&Datagram, io::Error),
     ) {
+        #[cfg(target_os = "linux")]
+        if !self.probed {
+            self.probed = true;
+            self.no_segmentation = !kernel_segments(socket);
+            if self.no_segmentation {
+                tracing::info!("no UDP segmentation offload here: one datagram per message");
+            }
+        }
         let mut start = 0;
         while start < datagrams.len() {
             match self.send_some(socket, &datagrams[start..]) {
@@ -66,9 +82,13 @@ impl SendMany {
     /// How many datagrams from the front go in one message: those that follow
     /// the first to the same destination, as long as it (or shorter, last).
     #[cfg(target_os = "linux")]
-    fn group_len(&self, datagrams: &[Datagram], room: usize) -> usize {
+    fn group_len(&mut self, datagrams: &[Datagram], room: usize) -> usize {
         let first = &datagrams[0];
         let size = first.contents.len();
+        if self.singly > 0 {
+            self.singly -= 1;
+            return 1;
+        }
         if self.no_segmentation || size == 0 {
             return 1;
         }
@@ -131,7 +151,8 @@ impl SendMany {
             let h = &mut hdrs[m].msg_hdr;
             h.msg_name = self.addrs[m].as_ptr() as *mut libc::c_void;
             h.msg_namelen = self.addrs[m].len();
-            h.msg_iov = &mut iov[first];
+            // SAFETY: first + len <= taken <= MAX_DATAGRAMS_PER_CALL.
+            h.msg_iov = unsafe { iov.as_mut_ptr().add(first) };
             h.msg_iovlen = len as _;
             if len > 1 {
                 let segment = datagrams[first].contents.len() as u16;
@@ -162,14 +183,13 @@ impl SendMany {
         };
         if sent < 0 {
             let e = io::Error::last_os_error();
-            let refused = matches!(
-                e.raw_os_error(),
-                Some(libc::EIO | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOPROTOOPT)
-            );
+            // EINVAL: the route's MTU is below the segment; EIO: a route that
+            // cannot segment (IPsec, no checksum offload). Both concern this
+            // destination: send its run again, one datagram per message.
+            let refused = matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL));
             if groups[0].1 > 1 && refused {
-                // This kernel or route cannot segment: one datagram per message.
-                tracing::warn!("UDP segmentation refused ({e}); sending datagrams singly");
-                self.no_segmentation = true;
+                tracing::debug!("segmented send refused ({e}); sending that run singly");
+                self.singly = groups[0].1;
                 return Err(io::ErrorKind::Interrupted.into());
             }
             return Err(e);
@@ -184,6 +204,26 @@ impl SendMany {
         socket.send_to(&datagrams[0].contents, datagrams[0].destination)?;
         Ok(1)
     }
+}
+
+/// Whether the kernel knows UDP segmentation offload (Linux 4.18 and later): it
+/// answers a query for the option. Older ones would ignore the control message.
+#[cfg(target_os = "linux")]
+fn kernel_segments(socket: &UdpSocket) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: a valid descriptor, and an int-sized output buffer with its length.
+    let r = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    r == 0
 }
 
 #[cfg(test)]
@@ -230,6 +270,36 @@ mod tests {
         }
         // Loopback reports the closed port on a later call at most once.
         assert!(errors <= 1, "errors: {errors}");
+    }
+
+    /// Where a run is cut: a new destination, a datagram after a shorter one, a
+    /// larger one, 64 segments, the size of one IP datagram, the room left.
+    #[test]
+    fn runs_are_cut_where_segmentation_would_change_them() {
+        let (a, b): (std::net::SocketAddr, std::net::SocketAddr) = (
+            "127.0.0.1:1000".parse().unwrap(),
+            "127.0.0.1:1001".parse().unwrap(),
+        );
+        let d = |to, len| Datagram {
+            source: a,
+            destination: to,
+            contents: vec![0; len],
+        };
+        let mut s = SendMany::default();
+        let frame = [d(a, 1200), d(a, 1200), d(a, 500), d(a, 1200)];
+        assert_eq!(s.group_len(&frame, 256), 3, "the short one ends the run");
+        assert_eq!(s.group_len(&[d(a, 1200), d(b, 1200)], 256), 1);
+        assert_eq!(s.group_len(&[d(a, 500), d(a, 1200)], 256), 1);
+        let big: Vec<Datagram> = (0..60).map(|_| d(a, 1200)).collect();
+        assert_eq!(s.group_len(&big, 256), 54, "54 × 1200 fit in 65 507 bytes");
+        assert_eq!(s.group_len(&big, 10), 10);
+        let small: Vec<Datagram> = (0..70).map(|_| d(a, 100)).collect();
+        assert_eq!(s.group_len(&small, 256), 64);
+        // After a refusal, that run goes singly, then grouping resumes.
+        s.singly = 2;
+        assert_eq!(s.group_len(&frame, 256), 1);
+        assert_eq!(s.group_len(&frame[1..], 256), 1);
+        assert_eq!(s.group_len(&frame, 256), 3);
     }
 
     /// A subscriber's datagrams in a row go out as segmented messages, and arrive

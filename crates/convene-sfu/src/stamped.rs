@@ -83,8 +83,9 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Received> {
             iov_base: buf.as_mut_ptr().cast(),
             iov_len: buf.len(),
         };
-        // Room for one timespec control message, 8-byte aligned.
-        let mut control = [0u64; 8];
+        // Room for the timestamp (32 bytes) and the GRO segment size (24) with
+        // plenty to spare, 8-byte aligned.
+        let mut control = [0u64; 16];
         let mut msg: libc::msghdr = std::mem::zeroed();
         msg.msg_name = (&mut addr as *mut libc::sockaddr_storage).cast();
         msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -95,6 +96,14 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Received> {
         let n = libc::recvmsg(fd, &mut msg, 0);
         if n < 0 {
             return Err(io::Error::last_os_error());
+        }
+        // A datagram larger than the buffer, or control data cut short (a run
+        // without its segment size would look like one datagram): drop it.
+        if msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "datagram or its control data truncated",
+            ));
         }
         let mut arrival = None;
         let mut segment = None;
