@@ -22,6 +22,7 @@ mod connection;
 mod downstream_twcc;
 pub mod driver;
 mod ids;
+mod offer_candidates;
 pub mod pool;
 mod rewrite;
 mod route;

@@ -17,8 +17,8 @@ use tracing::{debug, info, warn};
 use crate::connection::Connection;
 pub use crate::connection::SlotDirection;
 use crate::downstream_twcc::without_downstream_twcc;
+use crate::offer_candidates::candidates_on_every_m_line;
 use crate::route::{Route, RouteTable};
-use crate::speaking::is_voice;
 use crate::{is_vp8_keyframe_start, ConnId, SpeakingDetector, TrackId};
 
 /// Keyframe requests to one publisher are sent at most this often.
@@ -388,7 +388,7 @@ impl Sfu {
         if let Some(p) = self.producers.get_mut(&track) {
             p.paused = paused;
             if paused && p.speaking.is_speaking() {
-                p.speaking = SpeakingDetector::default();
+                p.speaking.reset();
                 self.events.push_back(SfuEvent::Speaking {
                     track,
                     speaking: false,
@@ -608,6 +608,7 @@ impl Sfu {
             .filter_map(|s| Some(s.mid?.to_string()))
             .collect();
         let sdp = without_downstream_twcc(&offer.to_sdp_string(), &sending_mids);
+        let sdp = candidates_on_every_m_line(&sdp);
         self.events.push_back(SfuEvent::Offer { conn, sdp, slots });
         self.drain(conn);
     }
@@ -905,8 +906,8 @@ impl Sfu {
                 let activity = pkt.header.ext_vals.voice_activity;
                 ext.audio_level = Some(level);
                 ext.voice_activity = activity;
-                voiced = is_voice(level, activity);
-                if let Some(speaking) = p.speaking.on_level(now, level, activity) {
+                voiced = p.speaking.is_voice(level, activity);
+                if let Some(speaking) = p.speaking.on_packet(now, voiced) {
                     self.events
                         .push_back(SfuEvent::Speaking { track, speaking });
                 }

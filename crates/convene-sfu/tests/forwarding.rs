@@ -2,7 +2,7 @@
 
 mod support;
 
-use convene_sfu::{TrackId, TrackKind, MAX_MEDIA_AGE};
+use convene_sfu::{ConnId, Sfu, SfuConfig, SfuEvent, TrackId, TrackKind, MAX_MEDIA_AGE};
 use std::time::Duration;
 use str0m::media::Mid;
 use support::Net;
@@ -137,6 +137,80 @@ fn a_subscriber_gets_nothing_until_a_keyframe_starts() {
         seqs.windows(2).all(|w| w[1] == w[0] + 1),
         "no gap where the deltas were dropped"
     );
+}
+
+#[test]
+fn a_client_that_reads_candidates_from_another_m_line_than_the_first_connects() {
+    // A late joiner's offer brings two video m-lines (two cameras); clients that
+    // read the server's candidates per m-line (aiortc) may take them from any.
+    let mut net = Net::new(3);
+    net.candidates_from_last_m_line = true;
+    for (i, track) in [(0, 1), (1, 2)] {
+        let conn = net.peers[i].conn;
+        net.sfu
+            .publish(conn, TrackId(track), TrackKind::Video)
+            .unwrap();
+    }
+    for track in [1, 2] {
+        let conn = net.peers[2].conn;
+        net.sfu.subscribe(conn, TrackId(track)).unwrap();
+    }
+    net.settle();
+    assert!(
+        net.peers.iter().all(|p| p.connected),
+        "every peer connects with the candidates of its last m-line"
+    );
+    net.send_video(0, 1, 20, 500);
+    net.send_video(1, 1, 20, 500);
+    net.settle();
+    let mids: std::collections::BTreeSet<Mid> = net.peers[2].received.iter().map(|r| r.0).collect();
+    assert_eq!(net.peers[2].received.len(), 40, "both cameras arrive");
+    assert_eq!(mids.len(), 2, "on two m-lines");
+}
+
+#[test]
+fn every_m_line_of_an_offer_carries_the_candidate_and_its_end() {
+    let now = std::time::Instant::now();
+    let mut sfu = Sfu::new(
+        SfuConfig {
+            candidates: vec![support::SFU_ADDR.parse().unwrap()],
+        },
+        now,
+    );
+    for i in 1..=3 {
+        sfu.add_connection(now, ConnId(i)).unwrap();
+    }
+    sfu.publish(ConnId(1), TrackId(1), TrackKind::Video)
+        .unwrap();
+    sfu.publish(ConnId(2), TrackId(2), TrackKind::Video)
+        .unwrap();
+    sfu.publish(ConnId(2), TrackId(3), TrackKind::Voice)
+        .unwrap();
+    for track in 1..=3 {
+        sfu.subscribe(ConnId(3), TrackId(track)).unwrap();
+    }
+    sfu.publish(ConnId(3), TrackId(4), TrackKind::Voice)
+        .unwrap();
+    sfu.negotiate_all();
+    let sdp = std::iter::from_fn(|| sfu.poll_event())
+        .find_map(|e| match e {
+            SfuEvent::Offer {
+                conn: ConnId(3),
+                sdp,
+                ..
+            } => Some(sdp),
+            _ => None,
+        })
+        .expect("an offer for the late joiner");
+    let sections: Vec<&str> = sdp.split("\r\nm=").skip(1).collect();
+    assert_eq!(sections.len(), 4, "two videos, a voice slot, a microphone");
+    for s in sections {
+        assert!(
+            s.contains("\r\na=candidate:") && s.contains(" 10.0.0.1 5000 typ host"),
+            "{s}"
+        );
+        assert!(s.contains("\r\na=end-of-candidates\r\n"), "{s}");
+    }
 }
 
 #[test]

@@ -55,6 +55,21 @@ pub struct Net {
     /// How long each datagram to the SFU waits in its socket before being read,
     /// as when the server falls behind.
     pub sfu_queued: Duration,
+    /// Peers read the server's ICE candidates from the last m-line of each offer
+    /// only, as a client that reads them per m-line may use another than the first.
+    pub candidates_from_last_m_line: bool,
+}
+
+/// `sdp` with `a=candidate` and `a=end-of-candidates` lines left in the last media
+/// section only.
+pub fn candidates_in_last_m_line_only(sdp: &str) -> String {
+    let last = sdp.rfind("\nm=").expect("a media section") + 1;
+    let (head, tail) = sdp.split_at(last);
+    let kept: String = head
+        .split_inclusive('\n')
+        .filter(|l| !l.starts_with("a=candidate:") && !l.starts_with("a=end-of-candidates"))
+        .collect();
+    kept + tail
 }
 
 fn peer_rtc(now: Instant, addr: SocketAddr) -> Rtc {
@@ -111,6 +126,7 @@ impl Net {
             sfu_datagrams_out: 0,
             voice_events: Vec::new(),
             sfu_queued: Duration::ZERO,
+            candidates_from_last_m_line: false,
         }
     }
 
@@ -156,6 +172,11 @@ impl Net {
             } else if let SfuEvent::Offer { conn, sdp, slots } = ev {
                 let i = self.peers.iter().position(|p| p.conn == conn).unwrap();
                 let peer = &mut self.peers[i];
+                let sdp = if self.candidates_from_last_m_line {
+                    candidates_in_last_m_line_only(&sdp)
+                } else {
+                    sdp
+                };
                 let answer = peer
                     .rtc
                     .sdp_api()
