@@ -6,23 +6,15 @@ use std::process::Command;
 use convene_server::config::Config;
 
 async fn server() -> convene_server::RunningServer {
-    let config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        media_listen: "127.0.0.1:0".parse().unwrap(),
-        media_announce: None,
-        media_workers: None,
-        config_file: None,
-        policy_file: None,
-        data_dir: std::env::temp_dir().join(format!(
-            "convene-bench-smoke-{}",
-            convene_storage::new_meeting_id()
-        )),
-        public_url: None,
-        reconnect_grace: 2,
-        max_participants: 100,
-        admin_token: Some("test-admin-token".into()),
-        log: "warn".into(),
-    };
+    let mut config = Config::defaults();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.data_dir = std::env::temp_dir().join(format!(
+        "convene-bench-smoke-{}",
+        convene_storage::new_meeting_id()
+    ));
+    config.reconnect_grace = 2;
+    config.admin_token = Some("test-admin-token".into());
+    config.log = "warn".into();
     convene_server::start(config).await.unwrap()
 }
 

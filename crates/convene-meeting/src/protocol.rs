@@ -254,6 +254,11 @@ pub enum ErrorCode {
     UnsupportedProtocol,
     BadSdp,
     MeetingFull,
+    /// The lobby has as many people waiting as it takes (in all, or from the
+    /// joiner's address): try again later.
+    LobbyFull,
+    /// Waited in the lobby too long without being let in; the socket closes.
+    LobbyTimeout,
     /// The meeting's settings or the sender's role do not allow this.
     Forbidden,
     WrongPasscode,
@@ -273,6 +278,9 @@ pub enum ErrorCode {
     Ended,
     NotFound,
     Media,
+    /// The server is too busy for this now (its passcode checks are all
+    /// taken): try again in a few seconds.
+    Busy,
 }
 
 // Messages are serialised as soon as they are made: the welcome's size is no

@@ -57,9 +57,12 @@ pub enum AuditCommand {
         #[arg(long, value_enum, default_value = "jsonl")]
         format: ExportFormat,
     },
-    /// Check the hash chain of the whole audit log. Exits 0 and prints the number
-    /// of rows and the last hash if intact; exits 2 and names the first broken row
-    /// if not.
+    /// Check the hash chain of the whole audit log, and the log against its
+    /// checkpoints (--audit-checkpoints, verified with --audit-key-file).
+    /// Exits 0 and prints the number of rows and the last hash if intact (with
+    /// warnings, e.g. rows no checkpoint covers yet); exits 2 and says what
+    /// breaks it if not: a changed row, rows rewritten with recomputed hashes,
+    /// rows appended later, truncation, or a forged checkpoint.
     Verify,
 }
 
@@ -130,9 +133,103 @@ pub struct Config {
     /// Log filter, in tracing's syntax (e.g. "info", "convene_sfu=debug").
     #[arg(long, env = "CONVENE_LOG", default_value = "info")]
     pub log: String,
+
+    /// File whose bytes (at least 32, e.g. from `head -c 32 /dev/urandom`) are
+    /// the key audit checkpoints are signed with (HMAC-SHA256). Keep it out of
+    /// the data folder and out of reach of whoever administers the database.
+    /// Without one, checkpoints are unkeyed and prove nothing against whoever
+    /// can write both the database and the checkpoint file. `audit verify`
+    /// takes it too.
+    #[arg(long, env = "CONVENE_AUDIT_KEY_FILE", global = true)]
+    pub audit_key_file: Option<PathBuf>,
+
+    /// File the audit log's checkpoints are appended to, one JSON line each
+    /// (they also go to the log at info level). Put it on another volume, or
+    /// somewhere append-only. Default: audit-checkpoints.jsonl in the data
+    /// folder. `audit verify` reads it.
+    #[arg(long, env = "CONVENE_AUDIT_CHECKPOINTS", global = true)]
+    pub audit_checkpoints: Option<PathBuf>,
+
+    /// Seconds between audit checkpoints while the log changes (there is also
+    /// one every 1000 rows, one at start and one at shutdown).
+    #[arg(long, env = "CONVENE_AUDIT_CHECKPOINT_INTERVAL", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub audit_checkpoint_interval: u64,
+
+    /// Most open HTTP and WebSocket connections at once; further ones are closed
+    /// as they arrive. Lowered at start to what the open-files limit allows.
+    #[arg(long, env = "CONVENE_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(16..=1_000_000))]
+    pub max_connections: u32,
+
+    /// Most open connections from one client address (a reverse proxy listed in
+    /// --trusted-proxy is exempt). People behind one office NAT share it.
+    #[arg(long, env = "CONVENE_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections_per_address: u32,
+
+    /// Seconds a connection may take to send a request's headers, and may stay
+    /// open idle between requests, before it is closed.
+    #[arg(long, env = "CONVENE_IDLE_TIMEOUT", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub idle_timeout: u64,
+
+    /// Seconds a whole request (headers read, body and answer) may take.
+    #[arg(long, env = "CONVENE_REQUEST_TIMEOUT", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub request_timeout: u64,
+
+    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` headers name the
+    /// real client (addresses or CIDR ranges, comma-separated). Those headers
+    /// are ignored from anyone else.
+    #[arg(long = "trusted-proxy", env = "CONVENE_TRUSTED_PROXIES", value_delimiter = ',',
+          value_parser = parse_net)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| {
+            format!("expected an address or CIDR range, e.g. 10.0.0.5 or 10.0.0.0/24: {s}")
+        })
 }
 
 impl Config {
+    /// Where audit checkpoints go.
+    pub fn audit_checkpoints_path(&self) -> PathBuf {
+        self.audit_checkpoints
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("audit-checkpoints.jsonl"))
+    }
+
+    /// The audit key, if one is configured (an unreadable or short key file is
+    /// an error, not "no key").
+    pub fn audit_key(&self) -> Result<Option<convene_storage::AuditKey>, String> {
+        self.audit_key_file
+            .as_deref()
+            .map(convene_storage::AuditKey::from_file)
+            .transpose()
+    }
+
+    pub(crate) fn writer_options(&self) -> Result<crate::writer::WriterOptions, String> {
+        Ok(crate::writer::WriterOptions {
+            checkpoints: Some(self.audit_checkpoints_path()),
+            key: self.audit_key()?,
+            checkpoint_every: std::time::Duration::from_secs(self.audit_checkpoint_interval),
+            ..Default::default()
+        })
+    }
+
+    /// Every flag at its default (environment variables still apply), for
+    /// tests and embedding; set fields afterwards.
+    pub fn defaults() -> Config {
+        Cli::try_parse_from(["convene"])
+            .expect("the defaults parse")
+            .config
+    }
+
     pub fn media_workers(&self) -> usize {
         self.media_workers.map_or_else(
             || std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -155,6 +252,22 @@ mod tests {
     fn max_participants(value: &str) -> Result<usize, clap::Error> {
         Cli::try_parse_from(["convene", "--max-participants", value])
             .map(|cli| cli.config.max_participants)
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_ranges() {
+        let cli =
+            Cli::try_parse_from(["convene", "--trusted-proxy", "10.0.0.5, 192.168.0.0/16,::1"])
+                .unwrap();
+        let nets: Vec<String> = cli
+            .config
+            .trusted_proxies
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(nets, ["10.0.0.5/32", "192.168.0.0/16", "::1/128"]);
+        let e = Cli::try_parse_from(["convene", "--trusted-proxy", "proxy.example"]).unwrap_err();
+        assert!(e.to_string().contains("CIDR"), "{e}");
     }
 
     #[test]

@@ -16,17 +16,37 @@ use convene_auth::store::{random_hex, sha256_hex};
 use crate::{cookies, AppState};
 
 pub const COOKIE: &str = "convene_device";
+/// Over https the cookie carries the `__Host-` prefix: the browser then takes
+/// it only from this exact host, over https, for the whole site, so a sibling
+/// subdomain cannot plant a device identity (and with it someone's grants).
+pub const HOST_COOKIE: &str = "__Host-convene_device";
 const VALUE_LEN: usize = 32;
 
+fn name(secure: bool) -> &'static str {
+    if secure {
+        HOST_COOKIE
+    } else {
+        COOKIE
+    }
+}
+
+fn is_https(state: &AppState) -> bool {
+    state.public_url.starts_with("https://")
+}
+
 /// The device cookie's value, if the request carries a well-formed one.
-pub fn cookie(headers: &HeaderMap) -> Option<&str> {
-    cookies::get(headers, COOKIE)
+fn cookie(headers: &HeaderMap, secure: bool) -> Option<&str> {
+    cookies::get(headers, name(secure))
         .filter(|v| v.len() == VALUE_LEN && v.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// The key a meeting knows this browser by.
-pub fn person_key(headers: &HeaderMap) -> Option<String> {
-    let hash = sha256_hex(cookie(headers)?);
+pub fn person_key(state: &AppState, headers: &HeaderMap) -> Option<String> {
+    key_of(headers, is_https(state))
+}
+
+fn key_of(headers: &HeaderMap, secure: bool) -> Option<String> {
+    let hash = sha256_hex(cookie(headers, secure)?);
     Some(format!("device:{}", &hash[..32]))
 }
 
@@ -38,14 +58,16 @@ pub async fn ensure_cookie(
 ) -> Response {
     let path = req.uri().path();
     let is_page = path == "/" || path.starts_with("/m/");
-    let needs = is_page && cookie(req.headers()).is_none();
+    let secure = is_https(&state);
+    let needs = is_page && cookie(req.headers(), secure).is_none();
     let mut res = next.run(req).await;
     if needs {
         let value = random_hex(VALUE_LEN / 2);
         cookies::set(
             &mut res,
             format!(
-                "{COOKIE}={value}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax{}",
+                "{}={value}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax{}",
+                name(secure),
                 cookies::secure(&state)
             ),
         );
@@ -68,13 +90,20 @@ mod tests {
     fn finds_the_cookie_among_others_and_rejects_odd_values() {
         let v = "0123456789abcdef0123456789abcdef";
         assert_eq!(
-            cookie(&headers(&format!("a=b; {COOKIE}={v}; c=d"))),
+            cookie(&headers(&format!("a=b; {COOKIE}={v}; c=d")), false),
             Some(v)
         );
-        assert_eq!(cookie(&headers(&format!("{COOKIE}=short"))), None);
-        assert_eq!(cookie(&headers(&format!("{COOKIE}={v}x"))), None);
-        assert_eq!(cookie(&headers("other=1")), None);
-        let key = person_key(&headers(&format!("{COOKIE}={v}"))).unwrap();
+        assert_eq!(cookie(&headers(&format!("{COOKIE}=short")), false), None);
+        assert_eq!(cookie(&headers(&format!("{COOKIE}={v}x")), false), None);
+        assert_eq!(cookie(&headers("other=1"), false), None);
+        // Over https only the prefixed cookie counts: a plain one could have
+        // been planted by a sibling subdomain.
+        assert_eq!(cookie(&headers(&format!("{COOKIE}={v}")), true), None);
+        assert_eq!(
+            cookie(&headers(&format!("{HOST_COOKIE}={v}")), true),
+            Some(v)
+        );
+        let key = key_of(&headers(&format!("{COOKIE}={v}")), false).unwrap();
         assert!(key.starts_with("device:") && !key.contains(v));
         assert_eq!(key.len(), "device:".len() + 32);
     }

@@ -1,10 +1,9 @@
 //! HTTP routes: pages, the meeting API and the signalling socket.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, Path, State, WebSocketUpgrade};
+use axum::extract::{Path, Request, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -14,11 +13,15 @@ use convene_meeting::passcode;
 use convene_storage::{is_meeting_id, Meeting};
 use serde::{Deserialize, Serialize};
 
+use crate::client_addr::ClientIp;
+use crate::origin::same_origin;
 use crate::{assets, device, signin, ws, AppState};
 
 const MAX_TITLE_CHARS: usize = 120;
+/// Largest request body (the API takes small JSON objects).
+pub const MAX_BODY: usize = 16 * 1024;
 
-pub fn router(state: Arc<AppState>) -> Router {
+pub fn router(state: Arc<AppState>, request_timeout: Duration) -> Router {
     Router::new()
         .route("/", get(|| async { assets::serve("index.html") }))
         .route("/m/{id}", get(meeting_page))
@@ -46,8 +49,27 @@ pub fn router(state: Arc<AppState>) -> Router {
             signin::csrf,
         ))
         .layer(axum::middleware::map_response(security_headers))
-        .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            within(request_timeout, req, next)
+        }))
         .with_state(state)
+}
+
+/// A request (reading its body included) that takes longer than `limit` is
+/// answered 408 and its connection freed: a body sent a byte at a time cannot
+/// hold a connection open. A WebSocket's handshake answers at once; the socket
+/// that follows is not a request any more.
+async fn within(limit: Duration, req: Request, next: axum::middleware::Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => {
+            let mut res = api_error(StatusCode::REQUEST_TIMEOUT, "the request took too long");
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            res
+        }
+    }
 }
 
 async fn security_headers(mut res: Response) -> Response {
@@ -107,6 +129,17 @@ struct ApiError {
 
 fn api_error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(ApiError { error: msg.into() })).into_response()
+}
+
+/// The hashing threads were all taken for longer than a caller waits.
+fn busy() -> Response {
+    let mut res = api_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the server is busy; try again in a few seconds",
+    );
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    res
 }
 
 fn view(state: &AppState, m: Meeting, host_key: Option<String>) -> MeetingView {
@@ -282,8 +315,15 @@ async fn create_meeting(
             format!("sign in with {} to create meetings", state.auth.home_name()),
         );
     }
-    let Ok(Json(req)) = body else {
-        return api_error(StatusCode::BAD_REQUEST, "expected JSON: {\"title\": \"…\"}");
+    let req = match body {
+        Ok(Json(req)) => req,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return api_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("a request body is at most {MAX_BODY} bytes"),
+            )
+        }
+        Err(_) => return api_error(StatusCode::BAD_REQUEST, "expected JSON: {\"title\": \"…\"}"),
     };
     let title = req.title.split_whitespace().collect::<Vec<_>>().join(" ");
     if title.is_empty() || title.chars().any(char::is_control) {
@@ -351,24 +391,31 @@ async fn create_meeting(
         .as_ref()
         .filter(|s| s.identity.is_verified())
         .map(|s| s.key.clone());
+    // Argon2 runs on the bounded hashing threads, never more at once.
+    let hash = match passcode {
+        None => None,
+        Some(p) => match state
+            .hashers
+            .run(move |scratch| passcode::hash_with(scratch, &p))
+            .await
+        {
+            Ok(Ok(h)) => Some(h),
+            Ok(Err(e)) => return api_error(StatusCode::BAD_REQUEST, e.to_string()),
+            Err(crate::hashing::Busy) => return busy(),
+        },
+    };
     let created = tokio::task::spawn_blocking(move || {
-        let hash = match passcode.as_deref().map(passcode::hash) {
-            Some(Ok(h)) => Some(h),
-            Some(Err(e)) => return Ok(Err(e.to_string())),
-            None => None,
-        };
         let (m, key) =
             st.storage
                 .create_meeting_at(&title, hash.as_deref(), &settings, &level_id)?;
         if let Some(creator) = creator {
             st.storage.set_grant(&m.id, &creator, Some("host"))?;
         }
-        Ok::<_, convene_storage::StorageError>(Ok((m, key)))
+        Ok::<_, convene_storage::StorageError>((m, key))
     })
     .await;
     match created {
-        Ok(Ok(Err(passcode_problem))) => api_error(StatusCode::BAD_REQUEST, passcode_problem),
-        Ok(Ok(Ok((m, host_key)))) => {
+        Ok(Ok((m, host_key))) => {
             state.writer.record(crate::writer::AuditEntry {
                 meeting: m.id.clone(),
                 actor: creator_name,
@@ -377,7 +424,13 @@ async fn create_meeting(
                 outcome: "created".into(),
                 detail: format!("level: {}", m.level),
             });
-            (StatusCode::CREATED, Json(view(&state, m, Some(host_key)))).into_response()
+            // The answer carries the host key: no cache may keep it.
+            (
+                StatusCode::CREATED,
+                [(header::CACHE_CONTROL, "no-store")],
+                Json(view(&state, m, Some(host_key))),
+            )
+                .into_response()
         }
         _ => api_error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -429,32 +482,11 @@ async fn meeting_page(State(state): State<Arc<AppState>>, Path(id): Path<String>
     }
 }
 
-/// Browsers send Origin on WebSocket requests and POSTs; one from another site
-/// is refused, so no other page can act with a visitor's browser. Allowed: the
-/// public URL's origin, and plain http to this machine by a loopback name (a
-/// trial reached as localhost or 127.0.0.1). Comparing with `Host` alone would
-/// let a DNS-rebinding page pass.
-pub(crate) fn same_origin(headers: &HeaderMap, public_url: &str) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
-        return true; // not a browser (the headless client, load tests)
-    };
-    if origin == public_url.trim_end_matches('/') {
-        return true;
-    }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
-    let name = host.rsplit_once(':').map_or(host, |(n, _)| n);
-    let loopback = name == "localhost" || name == "[::1]" || name.starts_with("127.");
-    loopback && origin == format!("http://{host}")
-}
-
 async fn signalling(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(client): ClientIp,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     if !same_origin(&headers, &state.public_url) {
@@ -481,60 +513,10 @@ async fn signalling(
             let (key, identity) = match session {
                 Some(s) => (Some(s.key), s.identity),
                 None => (
-                    device::person_key(&headers),
+                    device::person_key(&state, &headers),
                     convene_meeting::identity::Identity::guest(),
                 ),
             };
-            ws::run(socket, state, meeting, peer.ip(), key, identity)
+            ws::run(socket, state, meeting, client, key, identity)
         })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::same_origin;
-    use axum::http::{header, HeaderMap, HeaderValue};
-
-    fn headers(origin: Option<&str>, host: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(header::HOST, HeaderValue::from_str(host).unwrap());
-        if let Some(o) = origin {
-            h.insert(header::ORIGIN, HeaderValue::from_str(o).unwrap());
-        }
-        h
-    }
-
-    #[test]
-    fn only_the_public_origin_or_a_loopback_trial_passes() {
-        let public = "https://meet.example.gov.uk";
-        assert!(same_origin(
-            &headers(Some(public), "meet.example.gov.uk"),
-            public
-        ));
-        assert!(
-            same_origin(&headers(None, "anything"), public),
-            "not a browser"
-        );
-        // DNS rebinding: the attacker's name resolves here, Host matches Origin.
-        assert!(!same_origin(
-            &headers(Some("http://evil.example:8080"), "evil.example:8080"),
-            public
-        ));
-        assert!(
-            !same_origin(
-                &headers(Some("http://meet.example.gov.uk"), "meet.example.gov.uk"),
-                public
-            ),
-            "scheme counts"
-        );
-        let trial = "http://127.0.0.1:8080";
-        assert!(same_origin(
-            &headers(Some("http://localhost:8080"), "localhost:8080"),
-            trial
-        ));
-        assert!(same_origin(&headers(Some(trial), "127.0.0.1:8080"), trial));
-        assert!(!same_origin(
-            &headers(Some("http://127.0.0.1:9999"), "127.0.0.1:8080"),
-            trial
-        ));
-    }
 }

@@ -2,11 +2,16 @@
 //! glue between the meeting domain and the media core.
 
 mod assets;
+mod client_addr;
 pub mod config;
 mod cookies;
 mod device;
+mod hashing;
 mod http;
+mod listener;
 mod meeting;
+mod origin;
+mod rates;
 mod registry;
 mod signin;
 mod writer;
@@ -26,15 +31,40 @@ use tracing::info;
 use crate::config::Config;
 use crate::registry::Registry;
 
+/// Passcode checks one client address may have made, right or wrong: a burst,
+/// then this many a second. Bounds what one address (even one that knows the
+/// passcode) can spend of the hashing threads; an office behind one NAT
+/// address still gets a room of people in within a minute or two.
+const PASSCODE_CHECKS_PER_SEC: f64 = 2.0;
+const PASSCODE_CHECKS_BURST: f64 = 30.0;
+/// Refused joins (wrong passcode, bad host key, barred, full, locked out…) from
+/// one client address, before further joins from it are turned away unread.
+const REFUSED_JOINS_PER_SEC: f64 = 1.0;
+const REFUSED_JOINS_BURST: f64 = 30.0;
+/// Sign-in starts per client address (each makes a provider round trip).
+const LOGINS_PER_SEC: f64 = 1.0;
+const LOGINS_BURST: f64 = 20.0;
+
 pub struct AppState {
     pub storage: Arc<Storage>,
     /// Audit events go to one writer thread, so they are stored in order
     /// without blocking a meeting's task on the database.
     pub writer: writer::Writer,
     pub admin_token: Option<String>,
-    /// Wrong passcode guesses per (client address, meeting).
+    /// Passcode guesses per (client address, meeting), and per meeting.
     pub passcode_limiter:
         std::sync::Mutex<convene_meeting::passcode::Limiter<(std::net::IpAddr, String)>>,
+    pub meeting_passcode_limiter: std::sync::Mutex<convene_meeting::passcode::Limiter<String>>,
+    /// Every Argon2 check and hash runs here, bounded in threads and memory.
+    pub hashers: hashing::Hashers,
+    /// Per client address: passcode checks (right or wrong), refused joins,
+    /// and sign-in starts.
+    pub passcode_checks: std::sync::Mutex<rates::Rates<std::net::IpAddr>>,
+    pub refused_joins: std::sync::Mutex<rates::Rates<std::net::IpAddr>>,
+    pub logins: std::sync::Mutex<rates::Rates<std::net::IpAddr>>,
+    /// Reverse proxies whose forwarding headers are believed.
+    pub trusted_proxies: Arc<[ipnet::IpNet]>,
+    pub connections: Arc<listener::ConnectionStats>,
     /// The media workers; each meeting leases one.
     pub sfu: SfuPool,
     pub registry: Registry,
@@ -59,6 +89,8 @@ impl RunningServer {
     pub async fn shutdown(self) {
         let _ = self.stop.send(());
         let _ = self.http.await;
+        // Refusal tallies and a last checkpoint.
+        self.state.writer.flush().await;
         tokio::task::spawn_blocking(move || self.sfu.into_iter().for_each(SfuThread::shutdown))
             .await
             .ok();
@@ -104,7 +136,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         Storage::open(&config.data_dir)
             .map_err(|e| StartError(format!("data folder {}: {e}", config.data_dir.display())))?,
     );
-    let writer = writer::Writer::start(storage.clone());
+    let writer = writer::Writer::start(
+        storage.clone(),
+        config.writer_options().map_err(StartError)?,
+    );
     let registry = Registry::default();
     let (pool, sfu) = convene_sfu::pool::spawn_pool(
         config.media_workers(),
@@ -113,6 +148,9 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         || registry.sfu_event_sink(),
     )
     .map_err(|e| StartError(format!("media socket {}: {e}", config.media_listen)))?;
+    let open_files = listener::raise_open_files_limit();
+    let max_connections = listener::connection_cap(config.max_connections as usize, open_files);
+    info!(open_files, max_connections, "open-files limit");
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -124,7 +162,24 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         storage,
         writer,
         admin_token: config.admin_token.clone().filter(|t| !t.is_empty()),
-        passcode_limiter: Default::default(),
+        passcode_limiter: std::sync::Mutex::new(convene_meeting::passcode::Limiter::new(
+            convene_meeting::passcode::Rules::PER_ADDRESS,
+        )),
+        meeting_passcode_limiter: std::sync::Mutex::new(convene_meeting::passcode::Limiter::new(
+            convene_meeting::passcode::Rules::PER_MEETING,
+        )),
+        hashers: hashing::Hashers::start(hashing::Hashers::default_threads(), hashing::QUEUE_WAIT),
+        passcode_checks: std::sync::Mutex::new(rates::Rates::new(
+            PASSCODE_CHECKS_PER_SEC,
+            PASSCODE_CHECKS_BURST,
+        )),
+        refused_joins: std::sync::Mutex::new(rates::Rates::new(
+            REFUSED_JOINS_PER_SEC,
+            REFUSED_JOINS_BURST,
+        )),
+        logins: std::sync::Mutex::new(rates::Rates::new(LOGINS_PER_SEC, LOGINS_BURST)),
+        trusted_proxies: config.trusted_proxies.clone().into(),
+        connections: Default::default(),
         sfu: pool.clone(),
         registry,
         limits: RoomLimits {
@@ -144,17 +199,21 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let media_addr = sfu[0].handle.local_addr();
     let media_workers = sfu.len();
     info!(%addr, %media_addr, media_workers, data = %config.data_dir.display(), "Convene started");
-    let app = http::router(state.clone());
+    let app = http::router(state.clone(), Duration::from_secs(config.request_timeout));
     let (stop, stopped) = oneshot::channel::<()>();
-    let http = tokio::spawn(async move {
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-            let _ = stopped.await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!("HTTP server stopped: {e}");
-        }
-    });
+    let limits = listener::Limits {
+        max_connections,
+        per_address: config.max_connections_per_address as usize,
+        header_timeout: Duration::from_secs(config.idle_timeout),
+        trusted: state.trusted_proxies.clone(),
+    };
+    let http = tokio::spawn(listener::serve(
+        listener,
+        app,
+        limits,
+        state.connections.clone(),
+        stopped,
+    ));
     Ok(RunningServer {
         url,
         addr,

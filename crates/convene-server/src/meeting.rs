@@ -16,7 +16,7 @@ use convene_sfu::{ConnId, SfuError, SfuEvent, SlotDirection, TrackId, TrackKind}
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info};
 
-use crate::writer::AuditEntry;
+use crate::writer::{AuditEntry, Item};
 use crate::AppState;
 use convene_meeting::access::Role;
 use convene_storage::Meeting as StoredMeeting;
@@ -25,6 +25,9 @@ use convene_storage::Meeting as StoredMeeting;
 pub const OUTBOUND_QUEUE: usize = 512;
 /// A meeting task with nobody in it stops after this long.
 const IDLE_STOP: Duration = Duration::from_secs(30);
+/// Inputs handled together before the meeting waits once for their writes to
+/// be on disk.
+const MAX_INPUTS_PER_COMMIT: usize = 256;
 
 static NEXT_TRACK: AtomicU64 = AtomicU64::new(1);
 
@@ -80,6 +83,18 @@ struct Meeting {
     conn_owner: HashMap<ConnId, ParticipantId>,
     tracks: HashMap<(ParticipantId, Source), TrackId>,
     track_owner: HashMap<TrackId, (ParticipantId, Source)>,
+    /// Writes (audit rows, what the meeting remembers) not yet handed to the
+    /// writer; while there are any, output waits in `held`.
+    unwritten: Vec<Item>,
+    /// Output produced after a write, in order: sent once the writes before
+    /// it are on disk, so nobody hears of a host action or a join that a
+    /// crash could still undo.
+    held: Vec<Held>,
+}
+
+enum Held {
+    Send(Vec<ParticipantId>, ServerMessage),
+    Close(ParticipantId),
 }
 
 /// Send `input` to the meeting's task, starting the task if it is not running.
@@ -129,6 +144,8 @@ pub fn deliver(state: &Arc<AppState>, meeting: &StoredMeeting, input: MeetingInp
             conn_owner: HashMap::new(),
             tracks: HashMap::new(),
             track_owner: HashMap::new(),
+            unwritten: Vec::new(),
+            held: Vec::new(),
         };
         info!(meeting = %meeting.id, "meeting started");
         meeting.run(rx).await;
@@ -179,12 +196,20 @@ impl Meeting {
             tokio::select! {
                 input = rx.recv() => {
                     let Some(input) = input else { break };
+                    // Handle what else is waiting too, then wait once for all
+                    // their writes (group commit) before sending their output.
                     self.handle(input);
+                    for _ in 1..MAX_INPUTS_PER_COMMIT {
+                        let Ok(input) = rx.try_recv() else { break };
+                        self.handle(input);
+                    }
+                    self.settle().await;
                 }
                 _ = tick.tick() => {
                     let now = Instant::now();
                     self.room.tick(now);
                     self.apply_effects();
+                    self.settle().await;
                     if self.room.is_empty() {
                         let since = *empty_since.get_or_insert(now);
                         if now.duration_since(since) >= IDLE_STOP {
@@ -216,28 +241,33 @@ impl Meeting {
                 out,
                 socket,
                 reply,
-            } => match self.room.enter(now, msg, entrant) {
-                Ok(who) => {
-                    // A resume while the old socket is open replaces that socket.
-                    self.members.insert(who.clone(), Member { out, socket });
-                    let _ = reply.send(Ok(who));
+            } => {
+                let address = entrant.address;
+                match self.room.enter(now, msg, entrant) {
+                    Ok(who) => {
+                        // A resume while the old socket is open replaces that socket.
+                        self.members.insert(who.clone(), Member { out, socket });
+                        let _ = reply.send(Ok(who));
+                    }
+                    Err(e) => {
+                        let outcome = serde_json::to_value(e.code)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default();
+                        // Tallied per client address (writer.rs): a flood of
+                        // refusals costs a row or two a minute.
+                        self.state.writer.record(AuditEntry {
+                            meeting: self.id.clone(),
+                            actor: address.map_or("anonymous".into(), |a| format!("client {a}")),
+                            subject: "-".into(),
+                            event: "join".into(),
+                            outcome: format!("refused: {outcome}"),
+                            detail: e.message.clone(),
+                        });
+                        let _ = reply.send(Err(e));
+                    }
                 }
-                Err(e) => {
-                    let outcome = serde_json::to_value(e.code)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default();
-                    self.state.writer.record(AuditEntry {
-                        meeting: self.id.clone(),
-                        actor: "anonymous".into(),
-                        subject: "-".into(),
-                        event: "join".into(),
-                        outcome: format!("refused: {outcome}"),
-                        detail: e.message.clone(),
-                    });
-                    let _ = reply.send(Err(e));
-                }
-            },
+            }
             MeetingInput::Message { who, socket, msg } => {
                 if self.members.get(&who).is_none_or(|m| m.socket != socket) {
                     return; // a replaced socket
@@ -300,12 +330,20 @@ impl Meeting {
                 let Some(who) = self.conn_owner.get(&conn).cloned() else {
                     return;
                 };
-                let code = match error {
-                    SfuError::BadSdp(_) => ErrorCode::BadSdp,
-                    SfuError::NoOfferPending => ErrorCode::WrongState,
-                    _ => ErrorCode::Media,
+                // The media stack's own words (parser positions, addresses) stay
+                // in the server's log; the client gets a fixed sentence.
+                info!(meeting = %self.id, %who, "media request failed: {error}");
+                let (code, message) = match error {
+                    SfuError::BadSdp(_) => (
+                        ErrorCode::BadSdp,
+                        "the answer is not SDP this server can use",
+                    ),
+                    SfuError::NoOfferPending => {
+                        (ErrorCode::WrongState, "no offer is waiting for an answer")
+                    }
+                    _ => (ErrorCode::Media, "the media connection could not be set up"),
                 };
-                self.send(&who, ServerMessage::error(code, error.to_string()));
+                self.send(&who, ServerMessage::error(code, message));
             }
             SfuEvent::Closed(conn) => {
                 self.state.registry.remove_conn(conn);
@@ -351,27 +389,54 @@ impl Meeting {
                 Effect::Send { to, message } => self.send(&to, message),
                 Effect::Broadcast { to, message } => self.broadcast(&to, message),
                 Effect::Close { who } => {
-                    self.members.remove(&who); // dropping the sender closes the socket
+                    if self.unwritten.is_empty() {
+                        self.members.remove(&who); // dropping the sender closes the socket
+                    } else {
+                        self.held.push(Held::Close(who));
+                    }
                 }
                 Effect::Media(action) => self.media(action),
-                Effect::Ended => {
-                    let (storage, id) = (self.state.storage.clone(), self.id.clone());
-                    tokio::task::spawn_blocking(move || {
-                        if let Err(e) = storage.end_meeting(&id) {
-                            tracing::error!(meeting = %id, "could not mark the meeting ended: {e}");
-                        }
-                    });
-                }
-                Effect::Persist(change) => self.state.writer.remember(&self.id, change),
-                Effect::Audit(fact) => self.state.writer.record(AuditEntry {
+                Effect::Ended => self.unwritten.push(Item::End {
+                    meeting: self.id.clone(),
+                }),
+                Effect::Persist(change) => self.unwritten.push(Item::Remember {
+                    meeting: self.id.clone(),
+                    change,
+                }),
+                Effect::Audit(fact) => self.unwritten.push(Item::Audit(AuditEntry {
                     meeting: self.id.clone(),
                     actor: fact.actor,
                     subject: fact.subject,
                     event: fact.event.to_string(),
                     outcome: fact.outcome,
                     detail: fact.detail,
-                }),
+                })),
             }
+        }
+    }
+
+    /// Hand the writes to the writer, wait until they are on disk, then send
+    /// the output held behind them, in order. Other meetings run meanwhile;
+    /// this one's inputs wait in its channel and are handled together next.
+    async fn settle(&mut self) {
+        while !self.unwritten.is_empty() {
+            let items = std::mem::take(&mut self.unwritten);
+            let held = std::mem::take(&mut self.held);
+            if !self.state.writer.commit(items).await {
+                // Logged by the writer. The room has moved on already; what
+                // it says still goes out.
+                tracing::error!(meeting = %self.id, "sending output whose writes failed");
+            }
+            for h in held {
+                match h {
+                    Held::Send(to, message) => self.deliver(&to, message),
+                    Held::Close(who) => {
+                        self.members.remove(&who);
+                    }
+                }
+            }
+            // A socket too slow for the output leaves, which may write again.
+            self.apply_effects();
         }
     }
 
@@ -455,8 +520,17 @@ impl Meeting {
         self.broadcast(std::slice::from_ref(to), message);
     }
 
-    /// Serialised once; every recipient's socket gets the same text.
+    /// Sent now, or held behind writes not yet on disk.
     fn broadcast(&mut self, to: &[ParticipantId], message: ServerMessage) {
+        if self.unwritten.is_empty() {
+            self.deliver(to, message);
+        } else {
+            self.held.push(Held::Send(to.to_vec(), message));
+        }
+    }
+
+    /// Serialised once; every recipient's socket gets the same text.
+    fn deliver(&mut self, to: &[ParticipantId], message: ServerMessage) {
         if !to.iter().any(|who| self.members.contains_key(who)) {
             return;
         }

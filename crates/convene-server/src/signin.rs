@@ -12,6 +12,7 @@ use axum::Json;
 use convene_auth::store::Session;
 use serde::{Deserialize, Serialize};
 
+use crate::client_addr::ClientIp;
 use crate::cookies::{get as cookie, secure, set as set_cookie};
 use crate::AppState;
 
@@ -61,7 +62,36 @@ pub struct LoginQuery {
     return_to: Option<String>,
 }
 
-pub async fn login(State(state): State<Arc<AppState>>, Query(q): Query<LoginQuery>) -> Response {
+/// Whether this address may start (or finish) another sign-in now: each one
+/// costs a round trip to the organisation's provider.
+fn may_try(state: &AppState, client: std::net::IpAddr) -> Result<(), Response> {
+    let allowed = state
+        .logins
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .allow(std::time::Instant::now(), &client);
+    if allowed {
+        return Ok(());
+    }
+    let mut res = problem(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many sign-in attempts from your network. Please wait a minute and try again.",
+    );
+    res.headers_mut().insert(
+        header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("60"),
+    );
+    Err(res)
+}
+
+pub async fn login(
+    State(state): State<Arc<AppState>>,
+    ClientIp(client): ClientIp,
+    Query(q): Query<LoginQuery>,
+) -> Response {
+    if let Err(refused) = may_try(&state, client) {
+        return refused;
+    }
     let return_to = q.return_to.as_deref().unwrap_or("/");
     match state.auth.begin(&q.org, return_to).await {
         Ok(started) => {
@@ -235,7 +265,7 @@ pub async fn csrf(State(state): State<Arc<AppState>>, req: Request, next: Next) 
     let changes_state = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if changes_state {
         let headers = req.headers();
-        if !crate::http::same_origin(headers, &state.public_url) {
+        if !crate::origin::same_origin(headers, &state.public_url) {
             return forbidden("cross-site requests are not allowed");
         }
         if let Some(token) = cookie(headers, session_cookie(&state)) {

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket};
 use convene_meeting::access::Role;
 use convene_meeting::passcode;
 use convene_meeting::protocol::{parse_client_message, ClientMessage, ErrorCode, ServerMessage};
@@ -41,9 +41,12 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 static NEXT_SOCKET: AtomicU64 = AtomicU64::new(1);
 
 /// Checks made before a "join" reaches the meeting: the host key gives the host
-/// role; a meeting's passcode must be given (by everyone but hosts), with wrong
-/// guesses slowed down per client address and meeting. A resume skips both: its
-/// token proves the earlier admission.
+/// role; a meeting's passcode must be given (by everyone but hosts). Guessing
+/// is bounded per client address and meeting and per meeting, each try charged
+/// before the slow check so simultaneous guesses gain nothing; the checks run
+/// on the bounded hashing threads, at a bounded rate per address. An address
+/// whose joins keep being refused is turned away for a while. A resume skips
+/// all this: its token proves the earlier admission.
 async fn admit(
     state: &Arc<AppState>,
     meeting: &Meeting,
@@ -78,63 +81,160 @@ async fn admit(
             detail,
         })
     };
+    // Charged for every refusal below; an address out of tokens gets no more
+    // checks, host-key or passcode, until it has some again.
+    let refuse = |outcome: &str, detail: String, reply: ServerMessage| {
+        state
+            .refused_joins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .allow(Instant::now(), &client);
+        audit(outcome, detail);
+        Err(reply)
+    };
+    let too_many_refusals = !state
+        .refused_joins
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .has(Instant::now(), &client);
+    if too_many_refusals {
+        audit("refused: too many refusals", String::new());
+        return Err(ServerMessage::error(
+            ErrorCode::RateLimited,
+            "too many refused joins from your address: wait a minute and try again",
+        ));
+    }
     if let Some(key) = host_key {
         if meeting.is_host_key(key) {
             return Ok(Role::Host);
         }
-        audit("refused: bad host key", String::new());
-        return Err(ServerMessage::error(
-            ErrorCode::Forbidden,
-            "that host link is not valid for this meeting",
-        ));
+        return refuse(
+            "refused: bad host key",
+            String::new(),
+            ServerMessage::error(
+                ErrorCode::Forbidden,
+                "that host link is not valid for this meeting",
+            ),
+        );
     }
     let Some(hash) = meeting.passcode_hash.clone() else {
         return Ok(Role::Participant);
     };
-    let key = (client, meeting.id.clone());
-    let wait = state
-        .passcode_limiter
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .check(Instant::now(), &key);
-    if let Err(wait) = wait {
-        audit(
-            "refused: locked out",
-            format!("retry after {} s", wait.as_secs() + 1),
-        );
-        return Err(ServerMessage::error(
-            ErrorCode::LockedOut,
-            format!(
-                "too many wrong passcodes: try again in {} seconds",
-                wait.as_secs() + 1
-            ),
-        ));
-    }
     let Some(attempt) = passcode.clone() else {
         return Err(ServerMessage::error(
             ErrorCode::WrongPasscode,
             "this meeting needs a passcode",
         ));
     };
-    // Argon2 is deliberately slow: keep it off the async workers.
-    let ok = tokio::task::spawn_blocking(move || passcode::verify(&hash, &attempt))
-        .await
-        .unwrap_or(false);
-    let mut limiter = state
-        .passcode_limiter
+    let guess = match Guess::reserve(state, client, &meeting.id) {
+        Ok(g) => g,
+        Err(wait) => {
+            let secs = wait.as_secs() + 1;
+            return refuse(
+                "refused: locked out",
+                format!("retry after {secs} s"),
+                ServerMessage::error(
+                    ErrorCode::LockedOut,
+                    format!("too many wrong passcodes: try again in {secs} seconds"),
+                ),
+            );
+        }
+    };
+    let checks_left = state
+        .passcode_checks
         .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    if ok {
-        limiter.succeeded(&key);
-        Ok(Role::Participant)
-    } else {
-        limiter.failed(Instant::now(), &key);
-        drop(limiter);
-        audit("refused: wrong passcode", String::new());
-        Err(ServerMessage::error(
-            ErrorCode::WrongPasscode,
-            "that passcode is not right",
-        ))
+        .unwrap_or_else(|e| e.into_inner())
+        .allow(Instant::now(), &client);
+    if !checks_left {
+        drop(guess); // not checked: no charge
+        return Err(ServerMessage::error(
+            ErrorCode::RateLimited,
+            "too many passcode checks from your address: wait a few seconds",
+        ));
+    }
+    let verdict = state
+        .hashers
+        .run(move |scratch| passcode::verify_with(scratch, &hash, &attempt))
+        .await;
+    match verdict {
+        Ok(true) => {
+            drop(guess); // right: its charge is taken back
+            Ok(Role::Participant)
+        }
+        Ok(false) => {
+            guess.failed();
+            refuse(
+                "refused: wrong passcode",
+                String::new(),
+                ServerMessage::error(ErrorCode::WrongPasscode, "that passcode is not right"),
+            )
+        }
+        Err(crate::hashing::Busy) => Err(ServerMessage::error(
+            ErrorCode::Busy,
+            "the server is busy checking passcodes: try again in a few seconds",
+        )),
+    }
+}
+
+/// A passcode try charged to its address and meeting and to the meeting; it
+/// stays charged only if [`Guess::failed`], and is taken back when dropped
+/// otherwise (right, or never checked).
+struct Guess<'a> {
+    state: &'a AppState,
+    key: (IpAddr, String),
+    failed: bool,
+}
+
+impl<'a> Guess<'a> {
+    fn reserve(state: &'a AppState, client: IpAddr, meeting: &str) -> Result<Guess<'a>, Duration> {
+        let now = Instant::now();
+        let key = (client, meeting.to_string());
+        let mut by_address = state
+            .passcode_limiter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut by_meeting = state
+            .meeting_passcode_limiter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        by_address.check(now, &key)?;
+        by_meeting.reserve(now, &key.1)?;
+        if let Err(wait) = by_address.reserve(now, &key) {
+            by_meeting.succeeded(&key.1);
+            return Err(wait);
+        }
+        Ok(Guess {
+            state,
+            key,
+            failed: false,
+        })
+    }
+
+    fn failed(mut self) {
+        self.failed = true;
+    }
+}
+
+impl Drop for Guess<'_> {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        let mut by_address = self
+            .state
+            .passcode_limiter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut by_meeting = self
+            .state
+            .meeting_passcode_limiter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if self.failed {
+            by_address.failed(now, &self.key);
+            by_meeting.failed(now, &self.key.1);
+        } else {
+            by_address.succeeded(&self.key);
+            by_meeting.succeeded(&self.key.1);
+        }
     }
 }
 
@@ -234,7 +334,7 @@ pub async fn run(
     let socket_id = NEXT_SOCKET.fetch_add(1, Ordering::Relaxed);
     let (mut tx, mut rx) = socket.split();
     let mut rate = RateLimit::new();
-    let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(OUTBOUND_QUEUE);
+    let (out_tx, out_rx) = mpsc::channel::<Outbound>(OUTBOUND_QUEUE);
 
     // Until "join" succeeds, this task answers errors itself.
     // One deadline for the whole joining phase: refused messages do not extend it.
@@ -272,6 +372,7 @@ pub async fn run(
                 role,
                 key: person.clone(),
                 identity: identity.clone(),
+                address: Some(client),
             },
             out: out_tx.clone(),
             socket: socket_id,
@@ -290,30 +391,8 @@ pub async fn run(
     };
     drop(out_tx); // the meeting task holds the only sender now: when it drops it, we close
 
-    let writer = async move {
-        let mut ping = tokio::time::interval(PING_EVERY);
-        ping.tick().await;
-        loop {
-            tokio::select! {
-                out = out_rx.recv() => match out {
-                    Some(Outbound::Text(text)) => {
-                        if tx.send(Message::Text(Utf8Bytes::from(&*text))).await.is_err() {
-                            break;
-                        }
-                    }
-                    None => {
-                        let _ = tx.send(Message::Close(None)).await;
-                        break;
-                    }
-                },
-                _ = ping.tick() => {
-                    if tx.send(Message::Ping(Default::default())).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    };
+    let (stop_tx, stop_rx) = oneshot::channel::<CloseFrame>();
+    let writer = write_loop(tx, out_rx, stop_rx);
 
     let st = state.clone();
     let meeting_r = meeting.clone();
@@ -322,11 +401,11 @@ pub async fn run(
         let mut refused = 0u32;
         loop {
             match next_message(&mut rx, &mut rate).await {
-                Incoming::Closed => return false,
+                Incoming::Closed => return End::Lost,
                 Incoming::Refused { code, message } => {
                     refused += 1;
                     if refused > MAX_REFUSED {
-                        return false;
+                        return End::Flooded;
                     }
                     // Through the meeting task, so errors keep their order with other output.
                     let input = MeetingInput::Refused {
@@ -347,22 +426,89 @@ pub async fn run(
                     };
                     deliver(&st, &meeting_r, input);
                     if leaving {
-                        return true;
+                        return End::Left;
                     }
                 }
             }
         }
     };
 
-    let left = tokio::select! {
-        _ = writer => false,
-        left = reader => left,
+    tokio::pin!(writer, reader);
+    let end = tokio::select! {
+        _ = &mut writer => End::Lost,
+        end = &mut reader => end,
     };
-    if !left {
-        let input = MeetingInput::SocketClosed {
-            who,
-            socket: socket_id,
-        };
-        deliver(&state, &meeting, input);
+    match end {
+        // The meeting handles the leave, then closes this socket's queue;
+        // until then its messages still go out, so the leave is never mistaken
+        // for a lost connection.
+        End::Left => {
+            let _ = tokio::time::timeout(LEAVE_WAIT, writer).await;
+        }
+        // What the meeting had queued goes out, then a close frame that says why.
+        End::Flooded => {
+            let _ = stop_tx.send(CloseFrame {
+                code: close_code::POLICY,
+                reason: Utf8Bytes::from_static("too many refused messages"),
+            });
+            let _ = tokio::time::timeout(LEAVE_WAIT, writer).await;
+        }
+        End::Lost => {}
+    }
+    // Harmless after a handled leave: the meeting no longer knows this socket.
+    let input = MeetingInput::SocketClosed {
+        who,
+        socket: socket_id,
+    };
+    deliver(&state, &meeting, input);
+}
+
+/// How long a leaving or closing socket waits for the meeting to finish with it.
+const LEAVE_WAIT: Duration = Duration::from_secs(5);
+
+enum End {
+    Left,
+    Lost,
+    Flooded,
+}
+
+/// Send what the meeting queues for this socket, and pings; ends when the
+/// meeting closes the queue, the socket fails, or `stop` asks to close (after
+/// sending what is already queued).
+async fn write_loop(
+    mut tx: futures_util::stream::SplitSink<WebSocket, Message>,
+    mut out_rx: mpsc::Receiver<Outbound>,
+    mut stop: oneshot::Receiver<CloseFrame>,
+) {
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            out = out_rx.recv() => match out {
+                Some(Outbound::Text(text)) => {
+                    if tx.send(Message::Text(Utf8Bytes::from(&*text))).await.is_err() {
+                        return;
+                    }
+                }
+                None => {
+                    let _ = tx.send(Message::Close(None)).await;
+                    return;
+                }
+            },
+            _ = ping.tick() => {
+                if tx.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
+            frame = &mut stop => {
+                while let Ok(Outbound::Text(text)) = out_rx.try_recv() {
+                    if tx.send(Message::Text(Utf8Bytes::from(&*text))).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = tx.send(Message::Close(frame.ok())).await;
+                return;
+            }
+        }
     }
 }

@@ -14,20 +14,14 @@ fn config_with(policy: Option<&str>, deployment: Option<&str>) -> Config {
         std::fs::write(&p, text).unwrap();
         p
     };
-    Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        media_listen: "127.0.0.1:0".parse().unwrap(),
-        media_announce: None,
-        media_workers: None,
-        config_file: deployment.map(|t| write("convene.toml", t)),
-        policy_file: policy.map(|t| write("policy.toml", t)),
-        data_dir: dir.join("data"),
-        public_url: None,
-        reconnect_grace: 2,
-        max_participants: 100,
-        admin_token: None,
-        log: "warn".into(),
-    }
+    let mut config = Config::defaults();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.config_file = deployment.map(|t| write("convene.toml", t));
+    config.policy_file = policy.map(|t| write("policy.toml", t));
+    config.data_dir = dir.join("data");
+    config.reconnect_grace = 2;
+    config.log = "warn".into();
+    config
 }
 
 async fn start_error(config: Config) -> String {

@@ -15,20 +15,12 @@ pub async fn server_with(tweak: impl FnOnce(&mut Config)) -> RunningServer {
         "convene-test-{}",
         convene_storage::new_meeting_id()
     ));
-    let mut config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        media_listen: "127.0.0.1:0".parse().unwrap(),
-        media_announce: None,
-        media_workers: None,
-        config_file: None,
-        policy_file: None,
-        data_dir: dir,
-        public_url: None,
-        reconnect_grace: 2,
-        max_participants: 100,
-        admin_token: Some("test-admin-token".into()),
-        log: "warn".into(),
-    };
+    let mut config = Config::defaults();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.data_dir = dir;
+    config.reconnect_grace = 2;
+    config.admin_token = Some("test-admin-token".into());
+    config.log = "warn".into();
     tweak(&mut config);
     convene_server::start(config).await.expect("server starts")
 }

@@ -1,0 +1,317 @@
+//! Accepting HTTP connections with limits, so that people who only open
+//! connections cannot exhaust the process's file descriptors: a cap on open
+//! connections overall and per client address, a deadline for a request's
+//! headers (which also closes keep-alive connections left idle), a cap on the
+//! size of headers, and the open-files limit raised at start.
+//!
+//! A WebSocket keeps its connection's place in the counts for as long as it is
+//! open (the count travels with the socket into the upgrade); its own keepalive
+//! and idle rules are in ws.rs.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tower::ServiceExt;
+use tracing::{debug, info, warn};
+
+/// Largest request head (request line and headers) read; larger gets 431.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Most header fields in one request.
+const MAX_HEADERS: usize = 64;
+/// File descriptors kept back from the connection cap for the database, media
+/// sockets, log files and the like.
+const RESERVED_FDS: u64 = 256;
+/// How long connections get to finish when the server stops.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub per_address: usize,
+    /// Deadline for a request's headers, counted from when the connection is
+    /// ready for the next request: a silent or idle connection is closed then.
+    pub header_timeout: Duration,
+    /// Addresses exempt from the per-address cap (the reverse proxies).
+    pub trusted: Arc<[ipnet::IpNet]>,
+}
+
+/// Connection counters, for the admin stats.
+#[derive(Debug, Default)]
+pub struct ConnectionStats {
+    pub open: AtomicU64,
+    pub accepted: AtomicU64,
+    pub refused_total_cap: AtomicU64,
+    pub refused_address_cap: AtomicU64,
+}
+
+/// Raise the soft open-files limit to the hard limit and return the result;
+/// the connection cap is kept below it.
+pub fn raise_open_files_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            warn!("could not raise the open-files limit: {e}");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
+        }
+    }
+}
+
+/// The connection cap that fits in `open_files` descriptors.
+pub fn connection_cap(wanted: usize, open_files: u64) -> usize {
+    let fits = open_files.saturating_sub(RESERVED_FDS).max(16);
+    wanted.min(usize::try_from(fits).unwrap_or(usize::MAX))
+}
+
+struct Counts {
+    total: usize,
+    by_address: HashMap<IpAddr, usize>,
+}
+
+/// Who holds how many connections. A [`Slot`] gives its place back when dropped.
+struct Gate {
+    limits: Limits,
+    counts: Mutex<Counts>,
+    stats: Arc<ConnectionStats>,
+}
+
+struct Slot {
+    gate: Arc<Gate>,
+    address: Option<IpAddr>,
+}
+
+impl Gate {
+    fn enter(self: &Arc<Self>, peer: IpAddr) -> Option<Slot> {
+        let exempt = self.limits.trusted.iter().any(|n| n.contains(&peer));
+        let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if c.total >= self.limits.max_connections {
+            self.stats.refused_total_cap.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        if !exempt {
+            let n = c.by_address.entry(peer).or_default();
+            if *n >= self.limits.per_address {
+                self.stats
+                    .refused_address_cap
+                    .fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            *n += 1;
+        }
+        c.total += 1;
+        self.stats.open.fetch_add(1, Ordering::Relaxed);
+        self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        Some(Slot {
+            gate: self.clone(),
+            address: (!exempt).then_some(peer),
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut c = self.gate.counts.lock().unwrap_or_else(|e| e.into_inner());
+        c.total -= 1;
+        if let Some(a) = self.address {
+            if let Some(n) = c.by_address.get_mut(&a) {
+                *n -= 1;
+                if *n == 0 {
+                    c.by_address.remove(&a);
+                }
+            }
+        }
+        self.gate.stats.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A TCP stream that holds its connection's place in the counts until it is
+/// dropped, which for a WebSocket is when the socket closes.
+struct Counted {
+    stream: TcpStream,
+    _slot: Slot,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// Serve `app` on `listener` until `stop` fires, then give open requests
+/// [`SHUTDOWN_GRACE`] to finish.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    stats: Arc<ConnectionStats>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    info!(
+        max_connections = limits.max_connections,
+        per_address = limits.per_address,
+        header_timeout_s = limits.header_timeout.as_secs_f32(),
+        "accepting connections"
+    );
+    let gate = Arc::new(Gate {
+        limits,
+        counts: Mutex::new(Counts {
+            total: 0,
+            by_address: HashMap::new(),
+        }),
+        stats,
+    });
+    let (closing_tx, closing) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut stop => break,
+            a = listener.accept() => a,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: wait a moment rather than spin.
+                warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(slot) = gate.enter(peer.ip()) else {
+            debug!(%peer, "connection refused: at the connection cap");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let io = TokioIo::new(Counted {
+            stream,
+            _slot: slot,
+        });
+        let app = app.clone();
+        let header_timeout = gate.limits.header_timeout;
+        let mut closing = closing.clone();
+        tasks.spawn(async move {
+            let svc = app.map_request(move |req: hyper::Request<hyper::body::Incoming>| {
+                let mut req = req.map(axum::body::Body::new);
+                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                req
+            });
+            let svc = TowerToHyperService::new(svc);
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .max_buf_size(MAX_HEADER_BYTES.max(8192) * 2)
+                .max_header_size(MAX_HEADER_BYTES)
+                .max_headers(MAX_HEADERS);
+            let conn = builder.serve_connection(io, svc).with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        debug!(%peer, "connection ended: {e}");
+                    }
+                }
+                _ = closing.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+                }
+            }
+        });
+    }
+    let _ = closing_tx.send(true);
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_fits_in_the_open_files_limit() {
+        assert_eq!(connection_cap(10_000, 1024), 768);
+        assert_eq!(connection_cap(10_000, 1_048_576), 10_000);
+        assert_eq!(connection_cap(10_000, 100), 16);
+    }
+
+    #[test]
+    fn places_are_counted_per_address_and_given_back() {
+        let gate = Arc::new(Gate {
+            limits: Limits {
+                max_connections: 3,
+                per_address: 2,
+                header_timeout: Duration::from_secs(1),
+                trusted: vec!["10.9.9.9/32".parse().unwrap()].into(),
+            },
+            counts: Mutex::new(Counts {
+                total: 0,
+                by_address: HashMap::new(),
+            }),
+            stats: Default::default(),
+        });
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let proxy: IpAddr = "10.9.9.9".parse().unwrap();
+        let a1 = gate.enter(a).unwrap();
+        let _a2 = gate.enter(a).unwrap();
+        assert!(gate.enter(a).is_none(), "per address");
+        let b1 = gate.enter(b).unwrap();
+        assert!(gate.enter(proxy).is_none(), "overall cap");
+        drop(b1);
+        let p1 = gate.enter(proxy).unwrap();
+        drop(p1);
+        let _p2 = gate.enter(proxy).unwrap();
+        drop(a1);
+        assert!(gate.enter(a).is_some(), "a place given back");
+        assert_eq!(gate.stats.refused_address_cap.load(Ordering::Relaxed), 1);
+        assert_eq!(gate.stats.refused_total_cap.load(Ordering::Relaxed), 1);
+    }
+}

@@ -1,0 +1,88 @@
+//! Token buckets per key (usually a client address): how often something may
+//! happen, with a burst. Bounded in memory: idle keys are dropped, and past
+//! [`MAX_KEYS`] the bucket refuses new keys rather than grow (under a flood of
+//! fresh addresses the flood is what gets refused).
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::time::{Duration, Instant};
+
+const MAX_KEYS: usize = 100_000;
+
+#[derive(Debug)]
+pub struct Rates<K> {
+    per_sec: f64,
+    burst: f64,
+    buckets: HashMap<K, (f64, Instant)>,
+    swept: Option<Instant>,
+}
+
+impl<K: Hash + Eq + Clone> Rates<K> {
+    pub fn new(per_sec: f64, burst: f64) -> Self {
+        Rates {
+            per_sec,
+            burst,
+            buckets: HashMap::new(),
+            swept: None,
+        }
+    }
+
+    fn refill(&self, tokens: f64, at: Instant, now: Instant) -> f64 {
+        (tokens + now.saturating_duration_since(at).as_secs_f64() * self.per_sec).min(self.burst)
+    }
+
+    /// Take one token for `key`; false if it has none left.
+    pub fn allow(&mut self, now: Instant, key: &K) -> bool {
+        self.sweep(now);
+        if !self.buckets.contains_key(key) && self.buckets.len() >= MAX_KEYS {
+            return false;
+        }
+        let burst = self.burst;
+        let (tokens, at) = *self.buckets.get(key).unwrap_or(&(burst, now));
+        let tokens = self.refill(tokens, at, now);
+        let allowed = tokens >= 1.0;
+        let left = if allowed { tokens - 1.0 } else { tokens };
+        self.buckets.insert(key.clone(), (left, now));
+        allowed
+    }
+
+    /// Whether `key` has a token, without taking it.
+    pub fn has(&self, now: Instant, key: &K) -> bool {
+        self.buckets
+            .get(key)
+            .is_none_or(|&(t, at)| self.refill(t, at, now) >= 1.0)
+    }
+
+    /// Forget keys whose bucket has refilled (at most once a second).
+    fn sweep(&mut self, now: Instant) {
+        if self
+            .swept
+            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.swept = Some(now);
+        let full = Duration::from_secs_f64(self.burst / self.per_sec);
+        self.buckets
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < full);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_then_the_steady_rate() {
+        let t0 = Instant::now();
+        let mut r = Rates::new(2.0, 3.0);
+        assert!((0..3).all(|_| r.allow(t0, &"a")));
+        assert!(!r.allow(t0, &"a"));
+        assert!(!r.has(t0, &"a"));
+        assert!(r.allow(t0, &"b"), "keys are apart");
+        let t1 = t0 + Duration::from_millis(500);
+        assert!(r.has(t1, &"a"));
+        assert!(r.allow(t1, &"a"));
+        assert!(!r.allow(t1, &"a"));
+    }
+}
