@@ -1,14 +1,14 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use convene_server::config::{AuditCommand, Cli, Command, ExportFormat};
-use convene_storage::{audit, Storage};
+use convene_server::config::{AuditCommand, Cli, Command, Config, ExportFormat};
+use convene_storage::{audit, checkpoint, Storage};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Audit(cmd)) = cli.command {
-        return audit_command(&cli.config.data_dir, cmd);
+        return audit_command(&cli.config, cmd);
     }
     let config = cli.config;
     tracing_subscriber::fmt()
@@ -28,7 +28,8 @@ async fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn audit_command(data_dir: &std::path::Path, cmd: AuditCommand) -> ExitCode {
+fn audit_command(config: &Config, cmd: AuditCommand) -> ExitCode {
+    let data_dir = &config.data_dir;
     let storage = match Storage::open(data_dir) {
         Ok(s) => s,
         Err(e) => {
@@ -55,22 +56,72 @@ fn audit_command(data_dir: &std::path::Path, cmd: AuditCommand) -> ExitCode {
                 }
             }
         }
-        AuditCommand::Verify => match storage.verify_audit() {
-            Ok(Ok(head)) => {
-                println!(
-                    "audit log intact: {} rows, last hash {}",
-                    head.rows, head.hash
-                );
-                ExitCode::SUCCESS
-            }
-            Ok(Err(broken)) => {
-                eprintln!("audit log BROKEN: {broken}");
-                ExitCode::from(2)
-            }
-            Err(e) => {
-                eprintln!("convene: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        AuditCommand::Verify => verify(config, &storage),
+    }
+}
+
+/// Check the chain and compare it with the checkpoints: exit 0 if nothing
+/// breaks it (warnings may still be printed), 2 if something does.
+fn verify(config: &Config, storage: &Storage) -> ExitCode {
+    let key = match config.audit_key() {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("convene: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let path = config.audit_checkpoints_path();
+    let (checkpoints, unreadable) = match checkpoint::read_from(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("convene: audit checkpoints {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = match storage.verify_audit_against(&checkpoints, key.as_ref()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("convene: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match &report.chain {
+        Ok(head) => println!(
+            "hash chain intact: {} rows, last hash {}",
+            head.rows, head.hash
+        ),
+        Err(broken) => eprintln!("audit log BROKEN: {broken}"),
+    }
+    println!(
+        "checkpoints: {} read from {}, {} verified with {}",
+        report.compared,
+        path.display(),
+        report.verified,
+        key.as_ref()
+            .map_or("no key".to_string(), |k| format!("key {}", k.id())),
+    );
+    if let Some(newest) = &report.newest {
+        println!(
+            "newest matching checkpoint: {} rows at {} ms, head {}",
+            newest.rows, newest.at, newest.head
+        );
+    }
+    for problem in &report.problems {
+        eprintln!("audit log BROKEN: {problem}");
+    }
+    for (line, e) in &unreadable {
+        println!(
+            "warning: line {line} of {} is not a checkpoint: {e}",
+            path.display()
+        );
+    }
+    for w in &report.warnings {
+        println!("warning: {w}");
+    }
+    if report.is_intact() {
+        println!("audit log intact");
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
     }
 }

@@ -1,12 +1,52 @@
 //! Writes audit events and what meetings remember, in order, on a thread of
-//! their own, so a meeting's task never waits on the database.
+//! their own, durably, and checkpoints the audit log's head.
+//!
+//! **Group commit.** The thread takes everything waiting in its queue (up to
+//! [`MAX_GROUP`] writes), stores it in one transaction and commits it with
+//! SQLite's `synchronous=FULL` (the WAL is fsynced), then tells each waiting
+//! sender that its writes are on disk. A meeting's task holds back what it
+//! would tell people about a host action or a join until then
+//! ([`Writer::commit`]); one fsync covers everything queued meanwhile, by every
+//! meeting.
+//!
+//! **Back-pressure.** The queue is bounded ([`WriterOptions::queue`] writes).
+//! When it is full:
+//! * a meeting's task waits for room ([`Writer::commit`]): host actions, joins,
+//!   leaves and what meetings remember are never dropped; that meeting's
+//!   output waits with them, other meetings run on until they write too;
+//! * [`Writer::record`] from code that cannot wait hands the write to a task
+//!   that waits for room (counted in [`WriterStats::queue_full`]);
+//! * refused joins never wait: see below.
+//!
+//! **Refused joins** do not go through the queue one by one. Refusals alike
+//! (same meeting, same client address, same event and outcome) within one
+//! minute (wall clock, UTC) are tallied: the first is queued at once (if the
+//! queue has room), and when the minute is over the writer stores one row
+//! saying how many there were in all ("… (N in all)"). At most
+//! [`MAX_OPEN_TALLIES`] tallies are kept per minute; refusals beyond that are
+//! counted as dropped, logged, and recorded in the audit log as one
+//! `audit`/`refusals dropped` row with their number. So a flood of refusals
+//! costs at most two rows per (meeting, address, outcome) per minute.
 
-use std::sync::mpsc::{self, Sender};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use convene_meeting::Change;
-use convene_storage::{AuditEvent, Storage, StorageError};
-use tracing::error;
+use convene_storage::checkpoint::{self, Checkpoint};
+use convene_storage::{AuditEvent, AuditHead, AuditKey, Batch, Storage, StorageError};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, info, warn};
+
+/// Most queued writes stored in one transaction.
+pub const MAX_GROUP: usize = 512;
+/// Refusal tallies open at once; refusals with a new key beyond this are dropped
+/// (and counted).
+pub const MAX_OPEN_TALLIES: usize = 4096;
+/// How often the thread wakes without writes, to close minutes and checkpoint.
+const TICK: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
 pub struct AuditEntry {
@@ -18,77 +58,520 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
-enum Write {
+impl AuditEntry {
+    /// A refused join, which may be tallied rather than written one by one.
+    pub fn is_refusal(&self) -> bool {
+        self.event == "join" && self.outcome.starts_with("refused")
+    }
+}
+
+/// One thing to store.
+#[derive(Debug)]
+pub enum Item {
     Audit(AuditEntry),
-    Remember { meeting: String, change: Change },
+    Remember {
+        meeting: String,
+        change: Change,
+    },
+    /// A host ended the meeting.
+    End {
+        meeting: String,
+    },
+}
+
+enum Write {
+    Items {
+        items: Vec<Item>,
+        /// Told whether the items are on disk.
+        done: Option<oneshot::Sender<bool>>,
+    },
+    /// Close every refusal tally and checkpoint now (shutdown, tests).
+    Flush(oneshot::Sender<()>),
+}
+
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    /// Writes the queue holds before senders wait.
+    pub queue: usize,
+    /// Refusals are tallied per this much wall-clock time.
+    pub refusal_window: Duration,
+    /// Where checkpoints are appended (none: only logged).
+    pub checkpoints: Option<PathBuf>,
+    /// The key checkpoints are made with (none: unkeyed).
+    pub key: Option<AuditKey>,
+    /// A checkpoint is made when the log changed and this long has passed…
+    pub checkpoint_every: Duration,
+    /// …or this many rows were added since the last one.
+    pub checkpoint_rows: i64,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            queue: 1024,
+            refusal_window: Duration::from_secs(60),
+            checkpoints: None,
+            key: None,
+            checkpoint_every: Duration::from_secs(60),
+            checkpoint_rows: 1000,
+        }
+    }
+}
+
+/// Counters, for monitoring.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Times a write found the queue full and had to wait.
+    pub queue_full: AtomicU64,
+    /// Refusals counted in a tally instead of written one by one.
+    pub refusals_tallied: AtomicU64,
+    /// Refusals not recorded at all (too many tallies open).
+    pub refusals_dropped: AtomicU64,
+    /// Transactions committed, and queued writes they held.
+    pub commits: AtomicU64,
+    pub writes: AtomicU64,
 }
 
 #[derive(Clone)]
 pub struct Writer {
-    tx: Sender<Write>,
+    tx: mpsc::Sender<Write>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    tallies: Mutex<Tallies>,
+    stats: WriterStats,
 }
 
 impl Writer {
-    pub fn start(storage: Arc<Storage>) -> Writer {
-        let (tx, rx) = mpsc::channel::<Write>();
+    pub fn start(storage: Arc<Storage>, options: WriterOptions) -> Writer {
+        let (tx, rx) = mpsc::channel::<Write>(options.queue.max(1));
+        let shared = Arc::new(Shared {
+            tallies: Mutex::new(Tallies::new(options.refusal_window)),
+            stats: WriterStats::default(),
+        });
+        let sh = shared.clone();
         std::thread::Builder::new()
             .name("convene-writer".into())
-            .spawn(move || {
-                for w in rx {
-                    match w {
-                        Write::Audit(e) => {
-                            let ev = AuditEvent {
-                                meeting: &e.meeting,
-                                actor: &e.actor,
-                                subject: &e.subject,
-                                event: &e.event,
-                                outcome: &e.outcome,
-                                detail: &e.detail,
-                            };
-                            if let Err(err) = storage.audit(ev) {
-                                error!("audit log write failed: {err} ({e:?})");
-                            }
-                        }
-                        Write::Remember { meeting, change } => {
-                            if let Err(err) = remember(&storage, &meeting, &change) {
-                                error!(%meeting, "could not store {change:?}: {err}");
-                            }
-                        }
+            .spawn(move || run(storage, rx, sh, options))
+            .expect("writer thread starts");
+        Writer { tx, shared }
+    }
+
+    pub fn stats(&self) -> &WriterStats {
+        &self.shared.stats
+    }
+
+    /// Record an event without waiting for it to be stored. Refused joins are
+    /// tallied (see the module's documentation); anything else is queued and
+    /// never dropped.
+    pub fn record(&self, entry: AuditEntry) {
+        if entry.is_refusal() {
+            self.refused(entry);
+        } else {
+            self.enqueue(vec![Item::Audit(entry)]);
+        }
+    }
+
+    /// Store `items` and return once they are on disk (true), or failed to be
+    /// stored (false, logged). Waits for room in the queue if it is full.
+    pub async fn commit(&self, items: Vec<Item>) -> bool {
+        let (done, stored) = oneshot::channel();
+        let write = Write::Items {
+            items,
+            done: Some(done),
+        };
+        let sent = match self.tx.try_send(write) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(write)) => {
+                self.shared.stats.queue_full.fetch_add(1, Ordering::Relaxed);
+                self.tx.send(write).await.is_ok()
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        };
+        if !sent {
+            error!("the writer has stopped: a write was not stored");
+            return false;
+        }
+        stored.await.unwrap_or(false)
+    }
+
+    /// Close every refusal tally and write a checkpoint if the log changed;
+    /// returns once done.
+    pub async fn flush(&self) {
+        let (done, flushed) = oneshot::channel();
+        if self.tx.send(Write::Flush(done)).await.is_ok() {
+            let _ = flushed.await;
+        }
+    }
+
+    fn enqueue(&self, items: Vec<Item>) {
+        let write = Write::Items { items, done: None };
+        match self.tx.try_send(write) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(write)) => {
+                self.shared.stats.queue_full.fetch_add(1, Ordering::Relaxed);
+                let tx = self.tx.clone();
+                match tokio::runtime::Handle::try_current() {
+                    Ok(rt) => {
+                        rt.spawn(async move {
+                            let _ = tx.send(write).await;
+                        });
+                    }
+                    Err(_) => {
+                        let _ = tx.blocking_send(write);
                     }
                 }
-            })
-            .expect("writer thread starts");
-        Writer { tx }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                error!("the writer has stopped: a write was not stored")
+            }
+        }
     }
 
-    pub fn record(&self, entry: AuditEntry) {
-        let _ = self.tx.send(Write::Audit(entry));
-    }
-
-    pub fn remember(&self, meeting: &str, change: Change) {
-        let _ = self.tx.send(Write::Remember {
-            meeting: meeting.to_string(),
-            change,
-        });
+    fn refused(&self, entry: AuditEntry) {
+        let stats = &self.shared.stats;
+        let mut tallies = self
+            .shared
+            .tallies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match tallies.count(&entry, convene_storage::unix_millis()) {
+            Tally::Counted => {
+                stats.refusals_tallied.fetch_add(1, Ordering::Relaxed);
+            }
+            Tally::Dropped => {
+                stats.refusals_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Tally::First(key) => {
+                let write = Write::Items {
+                    items: vec![Item::Audit(entry)],
+                    done: None,
+                };
+                // Never wait: if the queue is full, the minute's row counts it.
+                if self.tx.try_send(write).is_ok() {
+                    tallies.first_written(&key);
+                } else {
+                    stats.refusals_tallied.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
     }
 }
 
-fn remember(storage: &Storage, meeting: &str, change: &Change) -> Result<(), StorageError> {
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct TallyKey {
+    window: i64,
+    meeting: String,
+    actor: String,
+    event: String,
+    outcome: String,
+}
+
+struct Open {
+    first: AuditEntry,
+    count: u64,
+    first_written: bool,
+}
+
+enum Tally {
+    First(TallyKey),
+    Counted,
+    Dropped,
+}
+
+struct Tallies {
+    window_ms: i64,
+    open: HashMap<TallyKey, Open>,
+    dropped: u64,
+}
+
+impl Tallies {
+    fn new(window: Duration) -> Tallies {
+        Tallies {
+            window_ms: (window.as_millis() as i64).max(1),
+            open: HashMap::new(),
+            dropped: 0,
+        }
+    }
+
+    fn count(&mut self, e: &AuditEntry, now_ms: i64) -> Tally {
+        let key = TallyKey {
+            window: now_ms.div_euclid(self.window_ms),
+            meeting: e.meeting.clone(),
+            actor: e.actor.clone(),
+            event: e.event.clone(),
+            outcome: e.outcome.clone(),
+        };
+        if let Some(open) = self.open.get_mut(&key) {
+            open.count += 1;
+            return Tally::Counted;
+        }
+        if self.open.len() >= MAX_OPEN_TALLIES {
+            self.dropped += 1;
+            return Tally::Dropped;
+        }
+        self.open.insert(
+            key.clone(),
+            Open {
+                first: e.clone(),
+                count: 1,
+                first_written: false,
+            },
+        );
+        Tally::First(key)
+    }
+
+    fn first_written(&mut self, key: &TallyKey) {
+        if let Some(open) = self.open.get_mut(key) {
+            open.first_written = true;
+        }
+    }
+
+    /// The rows for tallies whose window is over (all of them if `all`), and
+    /// the number of refusals dropped since last asked.
+    fn close(&mut self, now_ms: i64, all: bool) -> (Vec<AuditEntry>, u64) {
+        let current = now_ms.div_euclid(self.window_ms);
+        let closed: Vec<TallyKey> = self
+            .open
+            .keys()
+            .filter(|k| all || k.window < current)
+            .cloned()
+            .collect();
+        let mut rows = Vec::new();
+        for key in closed {
+            let Some(t) = self.open.remove(&key) else {
+                continue;
+            };
+            let from = utc(key.window * self.window_ms);
+            let secs = self.window_ms / 1000;
+            let detail = match (t.first_written, t.count) {
+                (true, 1) => continue,
+                (false, 1) => t.first.detail.clone(),
+                (true, n) => {
+                    format!(
+                        "and {} more like it in the {secs} s from {from} ({n} in all)",
+                        n - 1
+                    )
+                }
+                (false, n) => format!(
+                    "{n} like it in the {secs} s from {from}, none written singly \
+                     (the log was busy) ({n} in all)"
+                ),
+            };
+            rows.push(AuditEntry { detail, ..t.first });
+        }
+        (rows, std::mem::take(&mut self.dropped))
+    }
+}
+
+/// `ms` since the Unix epoch as an ISO 8601 UTC time to the second.
+fn utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn run(
+    storage: Arc<Storage>,
+    mut rx: mpsc::Receiver<Write>,
+    shared: Arc<Shared>,
+    options: WriterOptions,
+) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("the writer's timer starts");
+    let mut cp = Checkpointer::start(&storage, &options);
+    // The log's head as this server last left it: anything else found there
+    // was written by something else.
+    let mut expected = storage.audit_head().ok();
+    loop {
+        let mut writes = Vec::new();
+        let mut stopping = false;
+        match rt.block_on(async { tokio::time::timeout(TICK, rx.recv()).await }) {
+            Ok(Some(w)) => writes.push(w),
+            Ok(None) => stopping = true,
+            Err(_) => {}
+        }
+        while writes.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(w) => writes.push(w),
+                Err(_) => break,
+            }
+        }
+        let mut items = Vec::new();
+        let (mut dones, mut flushes) = (Vec::new(), Vec::new());
+        for w in writes {
+            match w {
+                Write::Items { items: i, done } => {
+                    items.extend(i);
+                    dones.extend(done);
+                }
+                Write::Flush(f) => flushes.push(f),
+            }
+        }
+        let closing = stopping || !flushes.is_empty();
+        let (tallied, dropped) = shared
+            .tallies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .close(convene_storage::unix_millis(), closing);
+        if dropped > 0 {
+            warn!(
+                dropped,
+                "refused joins not recorded: too many different refusers at once"
+            );
+        }
+        let mut extra = tallied;
+        if dropped > 0 {
+            extra.push(AuditEntry {
+                meeting: "-".into(),
+                actor: "system".into(),
+                subject: "-".into(),
+                event: "audit".into(),
+                outcome: "refusals dropped".into(),
+                detail: format!(
+                    "{dropped} refused joins were not recorded: more than {MAX_OPEN_TALLIES} \
+                     different refusers at once"
+                ),
+            });
+        }
+        if !items.is_empty() || !extra.is_empty() {
+            let at = convene_storage::unix_millis().max(cp.floor);
+            let n = items.len() + extra.len();
+            let result = storage.write_batch(|b| {
+                check_head(b, expected.as_ref(), at);
+                for item in &items {
+                    store(b, item, at);
+                }
+                for e in &extra {
+                    store_audit(b, e, at);
+                }
+                b.audit_head()
+            });
+            let ok = match result {
+                Ok(Ok(head)) => {
+                    expected = Some(head);
+                    cp.floor = at;
+                    true
+                }
+                Ok(Err(e)) | Err(e) => {
+                    error!("could not store {n} audit and meeting writes: {e}");
+                    expected = storage.audit_head().ok();
+                    false
+                }
+            };
+            shared.stats.commits.fetch_add(1, Ordering::Relaxed);
+            shared.stats.writes.fetch_add(n as u64, Ordering::Relaxed);
+            for d in dones {
+                let _ = d.send(ok);
+            }
+        }
+        if let Some(head) = &expected {
+            cp.maybe(head, closing);
+        }
+        for f in flushes {
+            let _ = f.send(());
+        }
+        if stopping {
+            break;
+        }
+    }
+}
+
+/// Someone wrote to the audit log behind this server's back: say so, in the
+/// log itself (the row chains onto what was found) and loudly.
+fn check_head(b: &mut Batch<'_>, expected: Option<&AuditHead>, at: i64) {
+    let (Some(expected), Ok(found)) = (expected, b.audit_head()) else {
+        return;
+    };
+    if *expected == found {
+        return;
+    }
+    error!(
+        expected = expected.rows,
+        found = found.rows,
+        "the audit log was changed by something other than this server; run `convene audit verify`"
+    );
+    store_audit(
+        b,
+        &AuditEntry {
+            meeting: "-".into(),
+            actor: "system".into(),
+            subject: "-".into(),
+            event: "audit".into(),
+            outcome: "changed elsewhere".into(),
+            detail: format!(
+                "this server last left the log at row {} (hash {}); it found row {} (hash {})",
+                expected.rows, expected.hash, found.rows, found.hash
+            ),
+        },
+        at,
+    );
+}
+
+fn store_audit(b: &mut Batch<'_>, e: &AuditEntry, at: i64) {
+    let ev = AuditEvent {
+        meeting: &e.meeting,
+        actor: &e.actor,
+        subject: &e.subject,
+        event: &e.event,
+        outcome: &e.outcome,
+        detail: &e.detail,
+    };
+    if let Err(err) = b.audit(ev, at) {
+        error!("audit log write failed: {err} ({e:?})");
+    }
+}
+
+fn store(b: &mut Batch<'_>, item: &Item, at: i64) {
+    match item {
+        Item::Audit(e) => store_audit(b, e, at),
+        Item::Remember { meeting, change } => {
+            if let Err(err) = remember(b, meeting, change) {
+                error!(%meeting, "could not store {change:?}: {err}");
+            }
+        }
+        Item::End { meeting } => {
+            if let Err(err) = b.end_meeting(meeting) {
+                error!(%meeting, "could not mark the meeting ended: {err}");
+            }
+        }
+    }
+}
+
+fn remember(b: &Batch<'_>, meeting: &str, change: &Change) -> Result<(), StorageError> {
     match change {
         Change::Settings(s) => {
             let json = serde_json::to_string(s).map_err(|e| StorageError::Export(e.to_string()))?;
-            storage.update_settings(meeting, &json)
+            b.update_settings(meeting, &json)
         }
-        Change::Locked(locked) => storage.set_locked(meeting, *locked),
+        Change::Locked(locked) => b.set_locked(meeting, *locked),
         Change::Grant { key, role } => {
             let role = match role {
                 convene_meeting::access::Role::Participant => None,
                 r => Some(role_name(*r)),
             };
-            storage.set_grant(meeting, key, role.as_deref())
+            b.set_grant(meeting, key, role.as_deref())
         }
-        Change::Bar { key } => storage.bar(meeting, key),
-        Change::Level(level) => storage.set_level(meeting, level),
+        Change::Bar { key } => b.bar(meeting, key),
+        Change::Level(level) => b.set_level(meeting, level),
     }
 }
 
@@ -97,4 +580,243 @@ pub fn role_name(role: convene_meeting::access::Role) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default()
+}
+
+/// Makes checkpoints of the log's head: to the log (info, target
+/// `convene::audit`) and appended to the checkpoint file.
+struct Checkpointer {
+    path: Option<PathBuf>,
+    key: Option<AuditKey>,
+    every: Duration,
+    rows: i64,
+    last: Option<Checkpoint>,
+    last_made: Instant,
+    /// No row is dated before this: the newest checkpoint's time, so that a
+    /// row after a checkpoint is never dated before it (even if the clock
+    /// steps back), which lets `audit verify` spot rows appended later.
+    floor: i64,
+}
+
+impl Checkpointer {
+    fn start(storage: &Storage, o: &WriterOptions) -> Checkpointer {
+        let mut cp = Checkpointer {
+            path: o.checkpoints.clone(),
+            key: o.key.clone(),
+            every: o.checkpoint_every,
+            rows: o.checkpoint_rows.max(1),
+            last: None,
+            last_made: Instant::now(),
+            floor: 0,
+        };
+        match &cp.key {
+            Some(k) => info!(key = %k.id(), "audit checkpoints are keyed"),
+            None => warn!(
+                "no audit key (--audit-key-file): audit checkpoints are unkeyed; they catch \
+                 damage, but prove nothing against whoever can write both the database and \
+                 the checkpoints"
+            ),
+        }
+        let newest = match &cp.path {
+            None => None,
+            Some(p) => match checkpoint::read_from(p) {
+                Ok((cps, _)) => cps.into_iter().max_by_key(|c| (c.rows, c.at)),
+                Err(e) => {
+                    error!("audit checkpoints {}: {e}", p.display());
+                    None
+                }
+            },
+        };
+        let Ok(head) = storage.audit_head() else {
+            return cp;
+        };
+        if let Some(n) = &newest {
+            cp.floor = n.at;
+            let problem = if n.rows > head.rows {
+                Some(format!(
+                    "the newest checkpoint counted {} rows; the log has {}",
+                    n.rows, head.rows
+                ))
+            } else {
+                match storage.audit_row_hash(n.rows) {
+                    Ok(h) if h.as_deref() == Some(n.head.as_str()) || n.rows == 0 => None,
+                    _ => Some(format!(
+                        "row {} does not have the hash the newest checkpoint has",
+                        n.rows
+                    )),
+                }
+            };
+            let uncovered = head.rows > n.rows;
+            if let Some(problem) = &problem {
+                error!("the audit log does not match its checkpoints ({problem}): run `convene audit verify`");
+            } else if uncovered {
+                warn!(
+                    "audit rows {} to {} are not covered by a checkpoint (the server stopped \
+                     before making one, or they were added since); covering them now",
+                    n.rows + 1,
+                    head.rows
+                );
+            }
+            if problem.is_some() || uncovered {
+                let detail = problem.unwrap_or_else(|| {
+                    format!("rows {} to {} were not checkpointed", n.rows + 1, head.rows)
+                });
+                let at = convene_storage::unix_millis().max(cp.floor);
+                let _ = storage.write_batch(|b| {
+                    store_audit(
+                        b,
+                        &AuditEntry {
+                            meeting: "-".into(),
+                            actor: "system".into(),
+                            subject: "-".into(),
+                            event: "audit".into(),
+                            outcome: "found at start".into(),
+                            detail,
+                        },
+                        at,
+                    )
+                });
+            }
+            cp.last = Some(n.clone());
+        }
+        if let Ok(head) = storage.audit_head() {
+            cp.maybe(&head, true);
+        }
+        cp
+    }
+
+    fn maybe(&mut self, head: &AuditHead, now: bool) {
+        let since = match &self.last {
+            Some(c) if c.rows == head.rows && c.head == head.hash => return,
+            Some(c) => head.rows - c.rows,
+            None => head.rows,
+        };
+        if !(now || since >= self.rows || self.last_made.elapsed() >= self.every) {
+            return;
+        }
+        if head.rows == 0 {
+            return;
+        }
+        let at = convene_storage::unix_millis().max(self.floor);
+        let cp = Checkpoint::new(head, at, self.key.as_ref());
+        info!(target: "convene::audit", checkpoint = %cp.to_json(), "audit checkpoint");
+        if let Some(p) = &self.path {
+            if let Err(e) = checkpoint::append_to(p, &cp) {
+                error!(
+                    "could not append to the audit checkpoints {}: {e}",
+                    p.display()
+                );
+            }
+        }
+        self.floor = at;
+        self.last = Some(cp);
+        self.last_made = Instant::now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(meeting: &str, client: &str, outcome: &str) -> AuditEntry {
+        AuditEntry {
+            meeting: meeting.into(),
+            actor: format!("client {client}"),
+            subject: "-".into(),
+            event: "join".into(),
+            outcome: outcome.into(),
+            detail: String::new(),
+        }
+    }
+
+    /// The refusals a row stands for: itself, or those its tally adds.
+    fn refusals_in(detail: &str) -> u64 {
+        let number = |s: &str| s.split(' ').next().and_then(|n| n.parse().ok());
+        if let Some(more) = detail.strip_prefix("and ") {
+            return number(more).unwrap(); // the first was written singly
+        }
+        detail
+            .rsplit_once('(')
+            .and_then(|(_, t)| t.strip_suffix(" in all)"))
+            .and_then(number)
+            .unwrap_or(1)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_of_refusals_writes_a_few_rows_that_count_them_all() {
+        let storage = Arc::new(Storage::in_memory().unwrap());
+        let writer = Writer::start(
+            storage.clone(),
+            WriterOptions {
+                queue: 16,
+                refusal_window: Duration::from_millis(300),
+                ..Default::default()
+            },
+        );
+        let started = Instant::now();
+        let mut sent = HashMap::new();
+        for i in 0..20_000u64 {
+            let (client, outcome) = match i % 10 {
+                0 => ("10.0.0.2", "refused: locked"),
+                1 => ("10.0.0.3", "refused: locked"),
+                _ => ("10.0.0.1", "refused: wrong passcode"),
+            };
+            writer.record(refusal("m1", client, outcome));
+            *sent.entry((client, outcome)).or_insert(0u64) += 1;
+        }
+        // Host actions are never dropped, even with the refusals in the queue.
+        let host = AuditEntry {
+            actor: "p1".into(),
+            outcome: "locked".into(),
+            event: "lock".into(),
+            ..refusal("m1", "-", "")
+        };
+        assert!(writer.commit(vec![Item::Audit(host)]).await);
+        let windows = started.elapsed().as_millis() as u64 / 300 + 2;
+        writer.flush().await;
+
+        let rows = storage.audit_records(None).unwrap();
+        assert!(
+            rows.len() as u64 <= 1 + 3 * 2 * windows,
+            "{} rows for 20 000 refusals in {windows} windows",
+            rows.len()
+        );
+        let mut counted = HashMap::new();
+        for r in rows.iter().filter(|r| r.event == "join") {
+            let client = r.actor.trim_start_matches("client ").to_string();
+            *counted.entry((client, r.outcome.clone())).or_insert(0u64) += refusals_in(&r.detail);
+        }
+        for ((client, outcome), n) in sent {
+            assert_eq!(
+                counted.get(&(client.to_string(), outcome.to_string())),
+                Some(&n),
+                "{client} {outcome}"
+            );
+        }
+        assert!(rows.iter().any(|r| r.event == "lock"));
+        assert_eq!(writer.stats().refusals_dropped.load(Ordering::Relaxed), 0);
+        assert!(storage.verify_audit().unwrap().is_ok());
+    }
+
+    #[test]
+    fn too_many_refusers_at_once_are_dropped_and_counted() {
+        let mut t = Tallies::new(Duration::from_secs(60));
+        for i in 0..MAX_OPEN_TALLIES + 5 {
+            let _ = t.count(
+                &refusal("m1", &format!("10.1.{}.{}", i / 256, i % 256), "refused: x"),
+                0,
+            );
+        }
+        let (rows, dropped) = t.close(60_000, false);
+        assert_eq!(dropped, 5);
+        // None was written singly, so each tally is written now, as itself.
+        assert_eq!(rows.len(), MAX_OPEN_TALLIES);
+        assert!(rows.iter().all(|r| r.detail.is_empty()));
+    }
+
+    #[test]
+    fn times_are_written_in_utc() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(1_764_076_805_120), "2025-11-25T13:20:05Z");
+        assert_eq!(utc(951_782_400_000), "2000-02-29T00:00:00Z");
+    }
 }

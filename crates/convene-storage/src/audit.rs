@@ -59,7 +59,7 @@ impl AuditRecord {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -76,7 +76,7 @@ pub enum AuditBreak {
 
 /// The last row of an intact chain. Recording it elsewhere (e.g. in a records
 /// system) also makes deletion of the newest rows detectable.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct AuditHead {
     pub rows: i64,
     pub hash: String,
@@ -88,16 +88,34 @@ pub(crate) fn append(
     at: i64,
 ) -> Result<AuditRecord, StorageError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let last: Option<(i64, String)> = tx
+    let head = head(&tx)?;
+    let rec = insert(&tx, &head, ev, at)?;
+    tx.commit()?;
+    Ok(rec)
+}
+
+/// The newest row (rows 0 and [`GENESIS`] when the log is empty).
+pub(crate) fn head(conn: &Connection) -> Result<AuditHead, StorageError> {
+    let last: Option<(i64, String)> = conn
         .query_row(
             "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
-    let (prev_seq, prev_hash) = last.unwrap_or((0, GENESIS.to_string()));
+    let (rows, hash) = last.unwrap_or((0, GENESIS.to_string()));
+    Ok(AuditHead { rows, hash })
+}
+
+/// Append after `head`, which must be the log's newest row.
+pub(crate) fn insert(
+    conn: &Connection,
+    head: &AuditHead,
+    ev: AuditEvent<'_>,
+    at: i64,
+) -> Result<AuditRecord, StorageError> {
     let mut rec = AuditRecord {
-        seq: prev_seq + 1,
+        seq: head.rows + 1,
         at,
         meeting: ev.meeting.into(),
         actor: ev.actor.into(),
@@ -105,16 +123,15 @@ pub(crate) fn append(
         event: ev.event.into(),
         outcome: ev.outcome.into(),
         detail: ev.detail.into(),
-        prev_hash,
+        prev_hash: head.hash.clone(),
         hash: String::new(),
     };
     rec.hash = rec.expected_hash();
-    tx.execute(
+    conn.execute(
         "INSERT INTO audit_log (seq, at, meeting, actor, subject, event, outcome, detail, prev_hash, hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![rec.seq, rec.at, rec.meeting, rec.actor, rec.subject, rec.event, rec.outcome, rec.detail, rec.prev_hash, rec.hash],
     )?;
-    tx.commit()?;
     Ok(rec)
 }
 
@@ -146,35 +163,72 @@ pub(crate) fn records(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// What [`verify`] found.
+pub(crate) struct Verified {
+    /// The chain's head, or its first break.
+    pub chain: Result<AuditHead, AuditBreak>,
+    /// The stored hash of each row asked for that exists.
+    pub hashes: std::collections::HashMap<i64, String>,
+    /// Rows stored (whether or not they chain).
+    pub stored: i64,
+    /// The oldest date (`at`) among rows numbered above the `after` asked for.
+    pub oldest_after: Option<(i64, i64)>,
+}
+
 /// Check the whole chain, in the order the rows are stored (rowid), which is
-/// the order they were appended.
-pub(crate) fn verify(conn: &Connection) -> Result<Result<AuditHead, AuditBreak>, StorageError> {
+/// the order they were appended; also pick out the hashes of rows `wanted`.
+pub(crate) fn verify(
+    conn: &Connection,
+    wanted: &std::collections::BTreeSet<i64>,
+    after: i64,
+) -> Result<Verified, StorageError> {
     let mut stmt = conn.prepare(
         "SELECT seq, at, meeting, actor, subject, event, outcome, detail, prev_hash, hash FROM audit_log ORDER BY rowid",
     )?;
     let mut rows = stmt.query([])?;
     let (mut expected_seq, mut prev) = (1i64, GENESIS.to_string());
+    let mut broken = None;
+    let mut hashes = std::collections::HashMap::new();
+    let mut stored = 0;
+    let mut oldest_after: Option<(i64, i64)> = None;
     while let Some(r) = rows.next()? {
         let rec = from_row(r)?;
-        if rec.expected_hash() != rec.hash {
-            return Ok(Err(AuditBreak::Modified { seq: rec.seq }));
+        stored += 1;
+        if rec.seq > after && oldest_after.is_none_or(|(_, at)| rec.at < at) {
+            oldest_after = Some((rec.seq, rec.at));
         }
-        if rec.seq != expected_seq {
-            return Ok(Err(AuditBreak::Gap {
+        if wanted.contains(&rec.seq) {
+            hashes.insert(rec.seq, rec.hash.clone());
+        }
+        if broken.is_some() {
+            continue;
+        }
+        if rec.expected_hash() != rec.hash {
+            broken = Some(AuditBreak::Modified { seq: rec.seq });
+        } else if rec.seq != expected_seq {
+            broken = Some(AuditBreak::Gap {
                 seq: rec.seq,
                 expected: expected_seq,
-            }));
+            });
+        } else if rec.prev_hash != prev {
+            broken = Some(AuditBreak::Unchained { seq: rec.seq });
+        } else {
+            expected_seq += 1;
+            prev = rec.hash;
         }
-        if rec.prev_hash != prev {
-            return Ok(Err(AuditBreak::Unchained { seq: rec.seq }));
-        }
-        expected_seq += 1;
-        prev = rec.hash;
     }
-    Ok(Ok(AuditHead {
-        rows: expected_seq - 1,
-        hash: prev,
-    }))
+    Ok(Verified {
+        chain: match broken {
+            Some(b) => Err(b),
+            None => Ok(AuditHead {
+                rows: expected_seq - 1,
+                hash: prev,
+            }),
+        },
+        hashes,
+        stored,
+        oldest_after,
+    })
 }
 
 /// One JSON object per line.

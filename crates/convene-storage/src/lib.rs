@@ -7,8 +7,10 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension};
 
 pub mod audit;
+pub mod checkpoint;
 
 pub use audit::{AuditBreak, AuditEvent, AuditHead, AuditRecord};
+pub use checkpoint::{AuditKey, Checkpoint, CheckpointReport};
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_meetings.sql"),
@@ -95,6 +97,10 @@ impl Storage {
         std::fs::create_dir_all(data_dir)?;
         let conn = Connection::open(data_dir.join("convene.db"))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
+        // A commit returns once it is on disk (the WAL is fsynced at every
+        // commit): what the server acknowledges survives a crash or power cut.
+        // Writers batch their changes into one transaction to share the fsync.
+        conn.pragma_update(None, "synchronous", "FULL")?;
         Self::from_connection(conn)
     }
 
@@ -192,35 +198,19 @@ impl Storage {
 impl Storage {
     /// A host ended the meeting: no one joins it again.
     pub fn end_meeting(&self, id: &str) -> Result<(), StorageError> {
-        self.conn().execute(
-            "UPDATE meetings SET ended_at = ?2 WHERE id = ?1 AND ended_at IS NULL",
-            params![id, unix_millis()],
-        )?;
-        Ok(())
+        writes::end_meeting(&self.conn(), id)
     }
 
     pub fn update_settings(&self, id: &str, settings: &str) -> Result<(), StorageError> {
-        self.conn().execute(
-            "UPDATE meetings SET settings = ?2 WHERE id = ?1",
-            params![id, settings],
-        )?;
-        Ok(())
+        writes::update_settings(&self.conn(), id, settings)
     }
 
     pub fn set_level(&self, id: &str, level: &str) -> Result<(), StorageError> {
-        self.conn().execute(
-            "UPDATE meetings SET level = ?2 WHERE id = ?1",
-            params![id, level],
-        )?;
-        Ok(())
+        writes::set_level(&self.conn(), id, level)
     }
 
     pub fn set_locked(&self, id: &str, locked: bool) -> Result<(), StorageError> {
-        self.conn().execute(
-            "UPDATE meetings SET locked = ?2 WHERE id = ?1",
-            params![id, locked],
-        )?;
-        Ok(())
+        writes::set_locked(&self.conn(), id, locked)
     }
 
     /// The person known by `person` gets `role` when they join; `None` withdraws it.
@@ -230,27 +220,29 @@ impl Storage {
         person: &str,
         role: Option<&str>,
     ) -> Result<(), StorageError> {
-        let conn = self.conn();
-        match role {
-            Some(role) => conn.execute(
-                "INSERT INTO meeting_grants (meeting, person, role) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (meeting, person) DO UPDATE SET role = excluded.role",
-                params![id, person, role],
-            )?,
-            None => conn.execute(
-                "DELETE FROM meeting_grants WHERE meeting = ?1 AND person = ?2",
-                params![id, person],
-            )?,
-        };
-        Ok(())
+        writes::set_grant(&self.conn(), id, person, role)
     }
 
     pub fn bar(&self, id: &str, person: &str) -> Result<(), StorageError> {
-        self.conn().execute(
-            "INSERT OR IGNORE INTO meeting_bars (meeting, person, barred_at) VALUES (?1, ?2, ?3)",
-            params![id, person, unix_millis()],
-        )?;
-        Ok(())
+        writes::bar(&self.conn(), id, person)
+    }
+
+    /// Run `f` in one transaction and commit it: with [`Storage::open`]'s
+    /// `synchronous=FULL`, everything `f` wrote is on disk when this returns
+    /// `Ok`. One commit (one fsync) covers the whole batch, which is how the
+    /// server's writer shares the cost of durability between many changes.
+    /// A statement that fails inside the batch fails alone (SQLite undoes that
+    /// statement only); `f` sees its error and the rest still commits.
+    pub fn write_batch<R>(&self, f: impl FnOnce(&mut Batch<'_>) -> R) -> Result<R, StorageError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut batch = Batch {
+            tx: &tx,
+            head: None,
+        };
+        let out = f(&mut batch);
+        tx.commit()?;
+        Ok(out)
     }
 
     pub fn meeting_people(&self, id: &str) -> Result<MeetingPeople, StorageError> {
@@ -282,12 +274,170 @@ impl Storage {
 
     /// Check the audit log's hash chain from its first row to its last.
     pub fn verify_audit(&self) -> Result<Result<AuditHead, AuditBreak>, StorageError> {
-        audit::verify(&self.conn())
+        audit::verify(&self.conn(), &Default::default(), i64::MAX).map(|v| v.chain)
+    }
+
+    /// The newest row's number and hash, without checking the chain.
+    pub fn audit_head(&self) -> Result<AuditHead, StorageError> {
+        audit::head(&self.conn())
+    }
+
+    /// The stored hash of row `seq`, if there is such a row.
+    pub fn audit_row_hash(&self, seq: i64) -> Result<Option<String>, StorageError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT hash FROM audit_log WHERE seq = ?1",
+                params![seq],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Check the chain, then check it against `checkpoints` (see
+    /// [`checkpoint::check`]); `key` verifies the checkpoints' MACs.
+    pub fn verify_audit_against(
+        &self,
+        checkpoints: &[Checkpoint],
+        key: Option<&AuditKey>,
+    ) -> Result<CheckpointReport, StorageError> {
+        checkpoint::check(&self.conn(), checkpoints, key)
     }
 
     #[cfg(test)]
     fn raw(&self) -> MutexGuard<'_, Connection> {
         self.conn()
+    }
+}
+
+/// Writes inside one transaction of [`Storage::write_batch`].
+pub struct Batch<'t> {
+    tx: &'t rusqlite::Transaction<'t>,
+    /// The audit log's head as of this batch's last append.
+    head: Option<AuditHead>,
+}
+
+impl Batch<'_> {
+    /// Append to the audit log, stamped `at` (ms since the Unix epoch).
+    pub fn audit(&mut self, event: AuditEvent<'_>, at: i64) -> Result<AuditRecord, StorageError> {
+        let head = match self.head.take() {
+            Some(h) => h,
+            None => audit::head(self.tx)?,
+        };
+        let rec = audit::insert(self.tx, &head, event, at);
+        if let Ok(rec) = &rec {
+            self.head = Some(AuditHead {
+                rows: rec.seq,
+                hash: rec.hash.clone(),
+            });
+        } else {
+            self.head = Some(head);
+        }
+        rec
+    }
+
+    /// The audit log's newest row as this transaction sees it.
+    pub fn audit_head(&mut self) -> Result<AuditHead, StorageError> {
+        if let Some(h) = &self.head {
+            return Ok(h.clone());
+        }
+        let h = audit::head(self.tx)?;
+        self.head = Some(h.clone());
+        Ok(h)
+    }
+
+    pub fn end_meeting(&self, id: &str) -> Result<(), StorageError> {
+        writes::end_meeting(self.tx, id)
+    }
+
+    pub fn update_settings(&self, id: &str, settings: &str) -> Result<(), StorageError> {
+        writes::update_settings(self.tx, id, settings)
+    }
+
+    pub fn set_level(&self, id: &str, level: &str) -> Result<(), StorageError> {
+        writes::set_level(self.tx, id, level)
+    }
+
+    pub fn set_locked(&self, id: &str, locked: bool) -> Result<(), StorageError> {
+        writes::set_locked(self.tx, id, locked)
+    }
+
+    pub fn set_grant(
+        &self,
+        id: &str,
+        person: &str,
+        role: Option<&str>,
+    ) -> Result<(), StorageError> {
+        writes::set_grant(self.tx, id, person, role)
+    }
+
+    pub fn bar(&self, id: &str, person: &str) -> Result<(), StorageError> {
+        writes::bar(self.tx, id, person)
+    }
+}
+
+/// Each write once, for both a lone call and a batch.
+mod writes {
+    use super::*;
+
+    pub fn end_meeting(c: &Connection, id: &str) -> Result<(), StorageError> {
+        c.execute(
+            "UPDATE meetings SET ended_at = ?2 WHERE id = ?1 AND ended_at IS NULL",
+            params![id, unix_millis()],
+        )?;
+        Ok(())
+    }
+
+    pub fn update_settings(c: &Connection, id: &str, settings: &str) -> Result<(), StorageError> {
+        c.execute(
+            "UPDATE meetings SET settings = ?2 WHERE id = ?1",
+            params![id, settings],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_level(c: &Connection, id: &str, level: &str) -> Result<(), StorageError> {
+        c.execute(
+            "UPDATE meetings SET level = ?2 WHERE id = ?1",
+            params![id, level],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_locked(c: &Connection, id: &str, locked: bool) -> Result<(), StorageError> {
+        c.execute(
+            "UPDATE meetings SET locked = ?2 WHERE id = ?1",
+            params![id, locked],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_grant(
+        c: &Connection,
+        id: &str,
+        person: &str,
+        role: Option<&str>,
+    ) -> Result<(), StorageError> {
+        match role {
+            Some(role) => c.execute(
+                "INSERT INTO meeting_grants (meeting, person, role) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (meeting, person) DO UPDATE SET role = excluded.role",
+                params![id, person, role],
+            )?,
+            None => c.execute(
+                "DELETE FROM meeting_grants WHERE meeting = ?1 AND person = ?2",
+                params![id, person],
+            )?,
+        };
+        Ok(())
+    }
+
+    pub fn bar(c: &Connection, id: &str, person: &str) -> Result<(), StorageError> {
+        c.execute(
+            "INSERT OR IGNORE INTO meeting_bars (meeting, person, barred_at) VALUES (?1, ?2, ?3)",
+            params![id, person, unix_millis()],
+        )?;
+        Ok(())
     }
 }
 
@@ -332,7 +482,7 @@ pub fn is_meeting_id(s: &str) -> bool {
         })
 }
 
-fn unix_millis() -> i64 {
+pub fn unix_millis() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -348,6 +498,9 @@ fn unix_secs() -> i64 {
 
 #[cfg(test)]
 mod audit_tests;
+
+#[cfg(test)]
+mod checkpoint_tests;
 
 #[cfg(test)]
 mod tests {
