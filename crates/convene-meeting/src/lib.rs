@@ -8,6 +8,7 @@
 
 pub mod access;
 pub mod identity;
+pub mod names;
 pub mod passcode;
 pub mod policy;
 pub mod protocol;

@@ -2,10 +2,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use crate::access::{self, Action, Role, Settings};
 use crate::identity::{Identity, Level, Verification};
+use crate::names;
 use crate::protocol::{
     ChatMessage, ClientMessage, ErrorCode, LeaveReason, MeetingInfo, ParticipantInfo, Permissions,
     ServerMessage, Source, Waiting, PROTOCOL_VERSION,
@@ -39,7 +41,18 @@ pub const fn welcome_messages(participants: usize, chat_history: usize) -> usize
 
 #[derive(Debug, Clone)]
 pub struct RoomLimits {
+    /// Most people in the meeting (the meeting's own setting may lower it).
+    /// Everyone admitted counts, hosts too, but hosts and co-hosts are never
+    /// refused by it; people waiting in the lobby do not count.
     pub max_participants: usize,
+    /// Most people waiting in one meeting's lobby at once.
+    pub max_waiting: usize,
+    /// Most people waiting in one meeting's lobby from one client address (for
+    /// IPv6, one /64 network), so that one address cannot fill the lobby.
+    pub max_waiting_per_address: usize,
+    /// How long someone may wait in the lobby without being let in before
+    /// they are turned away.
+    pub lobby_timeout: Duration,
     pub max_name_chars: usize,
     pub max_chat_chars: usize,
     /// Chat messages kept for people who join later (memory only, gone with the meeting).
@@ -55,12 +68,22 @@ pub struct RoomLimits {
 impl RoomLimits {
     /// Chat messages kept for latecomers.
     pub const DEFAULT_CHAT_HISTORY: usize = 200;
+    /// People waiting in one meeting's lobby.
+    pub const DEFAULT_MAX_WAITING: usize = 50;
+    /// People waiting in one meeting's lobby from one address: enough for a
+    /// team behind one office NAT, too few to fill the lobby alone.
+    pub const DEFAULT_MAX_WAITING_PER_ADDRESS: usize = 10;
+    /// The longest wait in the lobby.
+    pub const DEFAULT_LOBBY_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 }
 
 impl Default for RoomLimits {
     fn default() -> Self {
         RoomLimits {
             max_participants: 100,
+            max_waiting: Self::DEFAULT_MAX_WAITING,
+            max_waiting_per_address: Self::DEFAULT_MAX_WAITING_PER_ADDRESS,
+            lobby_timeout: Self::DEFAULT_LOBBY_TIMEOUT,
             max_name_chars: 64,
             max_chat_chars: 2000,
             chat_history: Self::DEFAULT_CHAT_HISTORY,
@@ -154,6 +177,9 @@ pub struct Entrant {
     /// `None` for clients without either.
     pub key: Option<String>,
     pub identity: Identity,
+    /// The client's network address, as the edge saw it: it caps how many may
+    /// wait in the lobby from one place. `None` if unknown (no such cap then).
+    pub address: Option<IpAddr>,
 }
 
 impl Entrant {
@@ -162,6 +188,7 @@ impl Entrant {
             role: Role::Participant,
             key: None,
             identity: Identity::guest(),
+            address: None,
         }
     }
 }
@@ -217,6 +244,10 @@ struct Participant {
     identity: Identity,
     /// False while waiting in the lobby: such a person gets no media, chat or list.
     admitted: bool,
+    /// Since when they wait in the lobby (while not admitted).
+    waiting_since: Option<Instant>,
+    /// Where they connect from (see [`address_group`]), for the lobby's cap per address.
+    address: Option<IpAddr>,
     /// A host muted their microphone; it stays unforwarded until they may unmute.
     muted_by_host: bool,
     resume_token: String,
@@ -435,12 +466,14 @@ impl Room {
             }
             _ => clean_name(&name, self.limits.max_name_chars)?,
         };
-        if self.participants.len()
-            >= self
-                .limits
-                .max_participants
-                .min(self.settings.max_participants)
-        {
+        let admitted = !self.settings.lobby
+            || role.is_host()
+            || self.settings.lobby_bypass.lets_in(entrant.identity.level);
+        let address = entrant.address.map(address_group);
+        // Those who wait take no seat in the meeting, but have seats of their own.
+        if !admitted {
+            self.lobby_has_room(address)?;
+        } else if !self.has_seat(role) {
             return Err(err(ErrorCode::MeetingFull, "this meeting is full"));
         }
         let id = ParticipantId(format!("p{}", self.next_participant));
@@ -451,9 +484,9 @@ impl Room {
                 name,
                 role,
                 key: entrant.key,
-                admitted: !self.settings.lobby
-                    || role.is_host()
-                    || self.settings.lobby_bypass.lets_in(entrant.identity.level),
+                admitted,
+                waiting_since: (!admitted).then_some(now),
+                address,
                 identity: entrant.identity,
                 muted_by_host: false,
                 resume_token: random_token(),
@@ -475,8 +508,47 @@ impl Room {
         if role.is_host() {
             self.lobby_changed(); // a host arrived: show them the lobby, tell those waiting
         }
-        let _ = now;
         Ok(id)
+    }
+
+    /// The participant limit: the server's, or the meeting's own if lower.
+    fn capacity(&self) -> usize {
+        self.limits
+            .max_participants
+            .min(self.settings.max_participants)
+    }
+
+    /// Whether someone with `role` may come in now: hosts and co-hosts always
+    /// may (a meeting full of participants must not keep out those who run
+    /// it); anyone else while fewer than the limit are in (hosts count). The
+    /// lobby takes no seats.
+    fn has_seat(&self, role: Role) -> bool {
+        role.is_host()
+            || self.participants.values().filter(|p| p.admitted).count() < self.capacity()
+    }
+
+    /// Whether one more may wait in the lobby, from `address`.
+    fn lobby_has_room(&self, address: Option<IpAddr>) -> Result<(), RoomError> {
+        let (mut waiting, mut from_there) = (0, 0);
+        for p in self.participants.values().filter(|p| !p.admitted) {
+            waiting += 1;
+            if address.is_some() && p.address == address {
+                from_there += 1;
+            }
+        }
+        if waiting >= self.limits.max_waiting {
+            return Err(err(
+                ErrorCode::LobbyFull,
+                "the lobby of this meeting is full: try again later",
+            ));
+        }
+        if from_there >= self.limits.max_waiting_per_address {
+            return Err(err(
+                ErrorCode::LobbyFull,
+                "too many people from your network address are already waiting in this meeting's lobby: try again later",
+            ));
+        }
+        Ok(())
     }
 
     /// Into the meeting proper: welcome, announce, media.
@@ -654,13 +726,23 @@ impl Room {
             }
         }
         if !admit.is_empty() || !turn_away.is_empty() {
-            for w in admit {
-                self.decide(host, &w, true)?;
-            }
+            // Those the meeting has no seat for wait on, for a host to admit.
+            let no_seat = admit
+                .into_iter()
+                .filter(|w| self.decide(host, w, true).is_err())
+                .count();
             for w in turn_away {
                 self.decide(host, &w, false)?;
             }
             self.notify_hosts();
+            if no_seat > 0 {
+                let text = format!(
+                    "the meeting is full: {no_seat} still wait in the lobby until someone leaves"
+                );
+                for h in self.host_ids() {
+                    self.send(&h, ServerMessage::Notice { text: text.clone() });
+                }
+            }
         }
         Ok(())
     }
@@ -692,6 +774,7 @@ impl Room {
     /// guests go back to the lobby when the level newly requires one.
     fn set_level(
         &mut self,
+        now: Instant,
         host: &ParticipantId,
         by: &str,
         id: &str,
@@ -783,7 +866,7 @@ impl Room {
             self.remove(id, LeaveReason::Removed);
         }
         for (id, _) in &to_lobby {
-            self.move_to_lobby(id);
+            self.move_to_lobby(now, id);
             self.audit(
                 "lobby",
                 host,
@@ -834,11 +917,12 @@ impl Room {
 
     /// Back to the lobby: their media stops, the others see them leave, and a
     /// host must admit them again.
-    fn move_to_lobby(&mut self, id: &ParticipantId) {
+    fn move_to_lobby(&mut self, now: Instant, id: &ParticipantId) {
         let Some(p) = self.participants.get_mut(id) else {
             return;
         };
         p.admitted = false;
+        p.waiting_since = Some(now);
         let sources: Vec<Source> = std::mem::take(&mut p.sources).into_iter().collect();
         p.muted.clear();
         for source in sources {
@@ -868,8 +952,17 @@ impl Room {
             return Err(err(ErrorCode::Invalid, "no one by that id is waiting"));
         }
         if admit {
+            let role = self.participants[target].role;
+            if !self.has_seat(role) {
+                let limit = self.capacity();
+                return Err(err(
+                    ErrorCode::Invalid,
+                    format!("the meeting is full ({limit} people): no one more can be admitted until someone leaves"),
+                ));
+            }
             if let Some(p) = self.participants.get_mut(target) {
                 p.admitted = true;
+                p.waiting_since = None;
             }
             self.audit("admit", host, target, "admitted", String::new());
             self.let_in(target);
@@ -1061,6 +1154,8 @@ impl Room {
             }
             ClientMessage::Chat { text } => {
                 allowed(p.role, &self.settings, Action::Chat)?;
+                // No bidi controls: a message must not reverse what is shown after it.
+                let text = names::chat_text(&text);
                 let text = text.trim();
                 if text.is_empty() {
                     return Err(err(ErrorCode::Invalid, "a chat message cannot be empty"));
@@ -1183,7 +1278,7 @@ impl Room {
             } => {
                 allowed(p.role, &self.settings, Action::Host)?;
                 let by = p.name.clone();
-                self.set_level(who, &by, &level, raise, confirm)?;
+                self.set_level(now, who, &by, &level, raise, confirm)?;
             }
             ClientMessage::SetRole {
                 participant_id,
@@ -1266,10 +1361,15 @@ impl Room {
             }
             ClientMessage::AdmitAll {} => {
                 allowed(p.role, &self.settings, Action::Host)?;
+                // As many as there are seats for, longest waiting first.
+                let mut full = Ok(());
                 for w in self.waiting_ids() {
-                    self.decide(who, &w, true)?;
+                    if let Err(e) = self.decide(who, &w, true) {
+                        full = Err(e);
+                    }
                 }
                 self.notify_hosts();
+                full?;
             }
             ClientMessage::MuteParticipant { participant_id } => {
                 allowed(p.role, &self.settings, Action::Host)?;
@@ -1349,6 +1449,47 @@ impl Room {
         for id in expired {
             self.remove(&id, LeaveReason::Disconnected);
         }
+        self.expire_waiting(now);
+    }
+
+    /// Those who waited in the lobby past the limit are told why and let go.
+    fn expire_waiting(&mut self, now: Instant) {
+        let limit = self.limits.lobby_timeout;
+        let expired: Vec<ParticipantId> = self
+            .participants
+            .iter()
+            .filter(|(_, p)| {
+                !p.admitted
+                    && p.waiting_since
+                        .is_some_and(|t| now.saturating_duration_since(t) >= limit)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        let minutes = limit.as_secs().div_ceil(60);
+        for id in &expired {
+            self.send(
+                id,
+                ServerMessage::error(
+                    ErrorCode::LobbyTimeout,
+                    format!(
+                        "no host let you in within {minutes} minutes; join again to wait again"
+                    ),
+                ),
+            );
+            self.audit(
+                "leave",
+                id,
+                id,
+                "lobby timed out",
+                format!("waited {minutes} minutes without being admitted"),
+            );
+            self.participants.remove(id);
+            self.effects.push_back(Effect::Close { who: id.clone() });
+        }
+        self.notify_hosts();
     }
 
     /// Voice activity reported by the media layer.
@@ -1605,19 +1746,24 @@ fn allowed(role: Role, settings: &Settings, action: Action) -> Result<(), RoomEr
     access::check(role, settings, action, false).map_err(|d| err(ErrorCode::Forbidden, d.0))
 }
 
+/// The name as shown, or why it is refused (see [`names::display_name`]).
 fn clean_name(name: &str, max: usize) -> Result<String, RoomError> {
-    let name: String = name.chars().filter(|c| !c.is_control()).collect();
-    let name = name.split_whitespace().collect::<Vec<_>>().join(" ");
-    if name.is_empty() {
-        return Err(err(ErrorCode::Invalid, "please give a name"));
+    names::display_name(name, max).map_err(|e| err(ErrorCode::Invalid, e.to_string()))
+}
+
+/// What the lobby's cap per address counts by: an IPv4 address, or an IPv6
+/// address's /64 network (one client commonly has a whole /64 to pick from).
+fn address_group(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
     }
-    if name.chars().count() > max {
-        return Err(err(
-            ErrorCode::Invalid,
-            format!("a name is at most {max} characters"),
-        ));
-    }
-    Ok(name)
 }
 
 fn random_token() -> String {

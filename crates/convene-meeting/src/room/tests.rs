@@ -943,6 +943,7 @@ mod host_controls {
                 role,
                 key: key(k),
                 identity: crate::identity::Identity::guest(),
+                address: None,
             },
         )
     }
@@ -1371,6 +1372,7 @@ mod identities {
                 role: Role::Participant,
                 key: None,
                 identity,
+                address: None,
             },
         )
     }
@@ -1605,6 +1607,7 @@ mod levels {
                 role,
                 key: None,
                 identity,
+                address: None,
             },
         )
     }
@@ -1947,5 +1950,369 @@ fn a_change_is_queued_once_for_everyone_not_once_per_person() {
             ServerMessage::ParticipantUpdated { participant }
                 if participant.id == people[0].0 && !participant.connected
         )));
+    }
+}
+
+/// The lobby has seats of its own: waiting takes no seat in the meeting, one
+/// address cannot fill it, nobody waits for ever, and those who run the
+/// meeting always get in.
+mod lobby_seats {
+    use super::*;
+    use crate::access::{Role, Settings};
+
+    fn limits(max_participants: usize) -> RoomLimits {
+        RoomLimits {
+            max_participants,
+            max_waiting: 6,
+            max_waiting_per_address: 3,
+            ..RoomLimits::default()
+        }
+    }
+
+    fn lobby_room(max_participants: usize) -> Room {
+        Room::with_settings(
+            "m".into(),
+            "t".into(),
+            limits(max_participants),
+            Settings {
+                lobby: true,
+                ..Settings::default()
+            },
+        )
+    }
+
+    fn from(r: &mut Room, now: Instant, name: &str, ip: &str) -> Result<ParticipantId, RoomError> {
+        r.enter(
+            now,
+            join_msg(name),
+            Entrant {
+                address: Some(ip.parse().unwrap()),
+                ..Entrant::participant()
+            },
+        )
+    }
+
+    fn waiting(fx: &[Effect], host: &ParticipantId) -> Option<usize> {
+        sent_to(fx, host).iter().rev().find_map(|m| match m {
+            ServerMessage::LobbyUpdated { waiting } => Some(waiting.len()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn people_waiting_take_no_seat_and_cannot_keep_the_host_out() {
+        let now = Instant::now();
+        let mut r = lobby_room(3);
+        for i in 0..5 {
+            from(&mut r, now, &format!("W{i}"), &format!("10.0.0.{i}")).unwrap();
+        }
+        drain(&mut r);
+        let host = r.join_as(now, join_msg("Host"), Role::Host).unwrap();
+        let fx = drain(&mut r);
+        assert!(matches!(
+            &sent_to(&fx, &host)[0],
+            ServerMessage::Welcome { .. }
+        ));
+        assert_eq!(waiting(&fx, &host), Some(5));
+        // People the lobby lets straight in still find seats: the host and two.
+        let mut r2 = Room::new("m".into(), "t".into(), limits(3));
+        r2.join_as(now, join_msg("Host"), Role::Host).unwrap();
+        r2.join(now, join_msg("A")).unwrap();
+        r2.join(now, join_msg("B")).unwrap();
+        assert_eq!(
+            r2.join(now, join_msg("C")).unwrap_err().code,
+            ErrorCode::MeetingFull
+        );
+    }
+
+    #[test]
+    fn hosts_and_co_hosts_get_into_a_full_meeting() {
+        let now = Instant::now();
+        let mut state = RoomState::default();
+        state.grants.insert("device:co".into(), Role::CoHost);
+        let mut r = Room::restore("m".into(), "t".into(), limits(2), state);
+        let a = r.join(now, join_msg("A")).unwrap();
+        r.join(now, join_msg("B")).unwrap();
+        assert_eq!(
+            r.join(now, join_msg("C")).unwrap_err().code,
+            ErrorCode::MeetingFull
+        );
+        r.join_as(now, join_msg("Host"), Role::Host).unwrap();
+        let co = r
+            .enter(
+                now,
+                join_msg("Co"),
+                Entrant {
+                    key: Some("device:co".into()),
+                    ..Entrant::participant()
+                },
+            )
+            .unwrap();
+        assert_eq!(r.participant_info(&co).role, Role::CoHost);
+        assert_eq!(r.participant_count(), 4);
+        // Hosts count: with one participant gone, three are still in, over the limit.
+        r.handle(now, &a, C::Leave {}).unwrap();
+        assert_eq!(
+            r.join(now, join_msg("C")).unwrap_err().code,
+            ErrorCode::MeetingFull
+        );
+    }
+
+    #[test]
+    fn the_lobby_is_capped_in_all_and_per_address() {
+        let now = Instant::now();
+        let mut r = lobby_room(100);
+        for i in 0..3 {
+            from(&mut r, now, &format!("A{i}"), "192.0.2.1").unwrap();
+        }
+        let e = from(&mut r, now, "A3", "192.0.2.1").unwrap_err();
+        assert_eq!(e.code, ErrorCode::LobbyFull);
+        assert!(e.message.contains("your network address"), "{e}");
+        // The same address written as IPv4-mapped IPv6 is the same address.
+        assert_eq!(
+            from(&mut r, now, "A4", "::ffff:192.0.2.1")
+                .unwrap_err()
+                .code,
+            ErrorCode::LobbyFull
+        );
+        // Another address still waits; an IPv6 client is counted by its /64.
+        let b = from(&mut r, now, "B", "192.0.2.2").unwrap();
+        from(&mut r, now, "V0", "2001:db8:1:2::1").unwrap();
+        from(&mut r, now, "V1", "2001:db8:1:2:aaaa::9").unwrap();
+        assert_eq!(r.participant_count(), 6);
+        // Six wait: the lobby is full for everyone, known address or not.
+        let e = from(&mut r, now, "C", "192.0.2.3").unwrap_err();
+        assert_eq!(e.code, ErrorCode::LobbyFull);
+        assert!(e.message.contains("lobby of this meeting is full"), "{e}");
+        assert_eq!(
+            r.join(now, join_msg("D")).unwrap_err().code,
+            ErrorCode::LobbyFull
+        );
+        // The host is not kept out, and someone leaving frees a place.
+        r.join_as(now, join_msg("Host"), Role::Host).unwrap();
+        r.connection_lost(now, &b);
+        from(&mut r, now, "C", "192.0.2.3").unwrap();
+        assert_eq!(
+            from(&mut r, now, "E", "192.0.2.4").unwrap_err().code,
+            ErrorCode::LobbyFull
+        );
+    }
+
+    #[test]
+    fn an_ipv6_client_is_counted_by_its_network() {
+        let now = Instant::now();
+        let mut r = lobby_room(100);
+        for ip in ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff::3"] {
+            from(&mut r, now, "V", ip).unwrap();
+        }
+        assert_eq!(
+            from(&mut r, now, "V", "2001:db8:1:2:abcd:1:2:3")
+                .unwrap_err()
+                .code,
+            ErrorCode::LobbyFull
+        );
+        from(&mut r, now, "W", "2001:db8:1:3::1").unwrap();
+    }
+
+    #[test]
+    fn admitting_needs_a_seat_but_a_co_host_always_has_one() {
+        let now = Instant::now();
+        // The host and two more.
+        let mut r = lobby_room(3);
+        let host = r.join_as(now, join_msg("Host"), Role::Host).unwrap();
+        let w: Vec<ParticipantId> = (0..5)
+            .map(|i| from(&mut r, now, &format!("W{i}"), &format!("10.0.1.{i}")).unwrap())
+            .collect();
+        r.handle(
+            now,
+            &host,
+            C::Admit {
+                participant_id: w[0].0.clone(),
+            },
+        )
+        .unwrap();
+        drain(&mut r);
+        // Admit all: as many as fit, longest waiting first; the rest wait on.
+        let e = r.handle(now, &host, C::AdmitAll {}).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Invalid);
+        assert!(e.message.contains("full"), "{e}");
+        let fx = drain(&mut r);
+        assert!(matches!(
+            &sent_to(&fx, &w[1])[0],
+            ServerMessage::Welcome { .. }
+        ));
+        assert!(sent_to(&fx, &w[2]).is_empty());
+        assert_eq!(waiting(&fx, &host), Some(3));
+        assert_eq!(
+            r.handle(
+                now,
+                &host,
+                C::Admit {
+                    participant_id: w[2].0.clone()
+                }
+            )
+            .unwrap_err()
+            .code,
+            ErrorCode::Invalid
+        );
+        // Made co-host while waiting, they come in all the same.
+        r.handle(
+            now,
+            &host,
+            C::SetRole {
+                participant_id: w[2].0.clone(),
+                role: Role::CoHost,
+            },
+        )
+        .unwrap();
+        r.handle(
+            now,
+            &host,
+            C::Admit {
+                participant_id: w[2].0.clone(),
+            },
+        )
+        .unwrap();
+        drain(&mut r);
+        // Turning the lobby off lets in whoever fits (no one): the others
+        // wait on, and the hosts are told.
+        r.handle(
+            now,
+            &host,
+            C::UpdateSettings {
+                settings: Settings::default(),
+            },
+        )
+        .unwrap();
+        let fx = drain(&mut r);
+        assert!(sent_to(&fx, &host)
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Notice { text } if text.contains("2 still wait"))));
+        assert!(sent_to(&fx, &w[3])
+            .iter()
+            .all(|m| !matches!(m, ServerMessage::Welcome { .. })));
+        assert_eq!(r.participant_count(), 6);
+    }
+
+    #[test]
+    fn waiting_too_long_ends_with_a_reason() {
+        let t0 = Instant::now();
+        let mut r = lobby_room(100);
+        let w = from(&mut r, t0, "W", "10.0.0.1").unwrap();
+        let host = r.join_as(t0, join_msg("Host"), Role::Host).unwrap();
+        let later = t0 + Duration::from_secs(10 * 60);
+        let w2 = from(&mut r, later, "W2", "10.0.0.2").unwrap();
+        drain(&mut r);
+        r.tick(t0 + RoomLimits::DEFAULT_LOBBY_TIMEOUT - Duration::from_secs(1));
+        assert!(drain(&mut r).is_empty(), "nobody has waited too long yet");
+        r.tick(t0 + RoomLimits::DEFAULT_LOBBY_TIMEOUT);
+        let fx = drain(&mut r);
+        let told = sent_to(&fx, &w);
+        assert!(
+            matches!(&told[..], [ServerMessage::Error { code: ErrorCode::LobbyTimeout, message }] if message.contains("30 minutes")),
+            "{told:?}"
+        );
+        let close = fx
+            .iter()
+            .position(|e| *e == Effect::Close { who: w.clone() });
+        let error = fx
+            .iter()
+            .position(|e| matches!(e, Effect::Send { to, .. } if *to == w));
+        assert!(
+            error < close && close.is_some(),
+            "told before the socket closes"
+        );
+        assert!(fx.iter().any(|e| matches!(e, Effect::Audit(f)
+            if f.event == "leave" && f.subject == w.0 && f.outcome == "lobby timed out")));
+        assert_eq!(waiting(&fx, &host), Some(1));
+        assert!(sent_to(&fx, &w2).is_empty());
+        // The host, admitted, stays; the later arrival waits the full time too.
+        assert_eq!(r.participant_count(), 2);
+        r.tick(later + RoomLimits::DEFAULT_LOBBY_TIMEOUT);
+        assert!(drain(&mut r).contains(&Effect::Close { who: w2 }));
+        assert_eq!(r.participant_count(), 1);
+    }
+
+    #[test]
+    fn admitted_people_are_not_timed_out() {
+        let t0 = Instant::now();
+        let mut r = lobby_room(100);
+        let host = r.join_as(t0, join_msg("Host"), Role::Host).unwrap();
+        let w = from(&mut r, t0, "W", "10.0.0.1").unwrap();
+        r.handle(
+            t0,
+            &host,
+            C::Admit {
+                participant_id: w.0.clone(),
+            },
+        )
+        .unwrap();
+        drain(&mut r);
+        r.tick(t0 + 2 * RoomLimits::DEFAULT_LOBBY_TIMEOUT);
+        assert!(drain(&mut r).is_empty());
+        assert_eq!(r.participant_count(), 2);
+    }
+}
+
+/// Names and chat cannot pass for a role or turn text around.
+mod spoofing {
+    use super::*;
+
+    #[test]
+    fn a_name_imitating_a_role_is_refused_with_a_reason() {
+        let now = Instant::now();
+        let mut r = room();
+        for name in ["Someone (host)", "Someone [Co-Host]", "Sam (ho\u{200B}st)"] {
+            let e = r.join(now, join_msg(name)).unwrap_err();
+            assert_eq!(e.code, ErrorCode::Invalid, "{name:?}");
+            assert!(e.message.contains("roles"), "{e}");
+        }
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn names_lose_hidden_and_direction_characters() {
+        let now = Instant::now();
+        let mut r = room();
+        let a = r
+            .join(now, join_msg("Bob\u{202E}nimda\u{200B}\u{FEFF}"))
+            .unwrap();
+        let b = r.join(now, join_msg("Ame\u{301}lie")).unwrap();
+        assert_eq!(r.participant_info(&a).name, "Bobnimda");
+        assert_eq!(r.participant_info(&b).name, "Am\u{E9}lie");
+    }
+
+    #[test]
+    fn chat_cannot_reverse_what_follows() {
+        let now = Instant::now();
+        let mut r = room();
+        let a = r.join(now, join_msg("A")).unwrap();
+        drain(&mut r);
+        r.handle(
+            now,
+            &a,
+            C::Chat {
+                text: "file\u{202E}gpj.exe \u{2067}x\u{2069}".into(),
+            },
+        )
+        .unwrap();
+        let fx = drain(&mut r);
+        assert!(
+            matches!(&sent_to(&fx, &a)[0], ServerMessage::Chat { message } if message.text == "filegpj.exe x"),
+            "{fx:?}"
+        );
+        // Nothing but direction marks: nothing to send.
+        assert_eq!(
+            r.handle(
+                now,
+                &a,
+                C::Chat {
+                    text: " \u{202E}\u{200F} ".into()
+                }
+            )
+            .unwrap_err()
+            .code,
+            ErrorCode::Invalid
+        );
     }
 }
