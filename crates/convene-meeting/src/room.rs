@@ -581,13 +581,16 @@ impl Room {
         }
     }
 
-    /// Everyone in the lobby.
+    /// Everyone in the lobby, longest waiting first.
     fn waiting_ids(&self) -> Vec<ParticipantId> {
-        self.participants
+        let mut waiting: Vec<(Option<Instant>, ParticipantId)> = self
+            .participants
             .iter()
             .filter(|(_, p)| !p.admitted)
-            .map(|(id, _)| id.clone())
-            .collect()
+            .map(|(id, p)| (p.waiting_since, id.clone()))
+            .collect();
+        waiting.sort_by_key(|(since, _)| *since);
+        waiting.into_iter().map(|(_, id)| id).collect()
     }
 
     /// Hosts get the current lobby list.

@@ -2115,6 +2115,43 @@ mod lobby_seats {
     }
 
     #[test]
+    fn admit_all_lets_in_the_longest_waiting_first() {
+        let t0 = Instant::now();
+        let mut r = Room::with_settings(
+            "m".into(),
+            "t".into(),
+            RoomLimits {
+                max_participants: 3,
+                ..RoomLimits::default()
+            },
+            Settings {
+                lobby: true,
+                ..Settings::default()
+            },
+        );
+        let host = r.join_as(t0, join_msg("Host"), Role::Host).unwrap();
+        // Eleven wait, one a second: p2 first, p12 last ("p10" sorts before "p2").
+        let w: Vec<ParticipantId> = (0..11)
+            .map(|i| {
+                r.join(t0 + Duration::from_secs(i), join_msg(&format!("W{i}")))
+                    .unwrap()
+            })
+            .collect();
+        drain(&mut r);
+        r.handle(t0, &host, C::AdmitAll {}).unwrap_err();
+        let fx = drain(&mut r);
+        let welcomed: Vec<&ParticipantId> = w
+            .iter()
+            .filter(|id| {
+                sent_to(&fx, id)
+                    .iter()
+                    .any(|m| matches!(m, ServerMessage::Welcome { .. }))
+            })
+            .collect();
+        assert_eq!(welcomed, vec![&w[0], &w[1]]);
+    }
+
+    #[test]
     fn admitting_needs_a_seat_but_a_co_host_always_has_one() {
         let now = Instant::now();
         // The host and two more.
