@@ -378,6 +378,7 @@ function onMessage(msg) {
     case 'error':
       console.warn('server:', msg.code, msg.message);
       if (msg.code === 'meeting-full') { signalling?.leave(); showLeft('This meeting is full.'); }
+      else if (msg.code === 'lobby-timeout') { $('lobby').hidden = true; finish(msg.message, true); }
       else setStatus(msg.message, true);
       break;
   }
@@ -450,7 +451,8 @@ function render() {
     const name = isMe ? `${p.name} (you)` : p.name;
     const state = [micMuted ? 'microphone off' : '', p.connected ? '' : 'reconnecting'].filter(Boolean).join(', ');
     const verified = describe(p.identity);
-    tile.querySelector('.label').replaceChildren(state ? `${name} · ${state}` : name, badge(p.identity));
+    const tags = [isMe ? ' (you)' : '', state ? ` · ${state}` : ''].join('');
+    tile.querySelector('.label').replaceChildren(nameText(p.name), ...(tags ? [tagText(tags)] : []), badge(p.identity));
     tile.setAttribute('aria-label', `${name}, ${verified}${state ? `, ${state}` : ''}`);
     tile.querySelector('.avatar').textContent = p.name.slice(0, 1).toUpperCase();
     const camTrack = isMe ? (local.cameraOn ? local.camera : null) : (p.sources.includes('camera') ? remote.get(id)?.get('camera') : null);
@@ -508,6 +510,27 @@ function playInSink(selector, label, track) {
   if (el.srcObject?.getAudioTracks()[0] !== track) el.srcObject = new MediaStream([track]);
 }
 
+/**
+ * A name someone typed, in an element of its own, isolated from the text
+ * around it: what Convene says about them (you, their role, their state, their
+ * identity badge) goes in separate elements, never in the same text.
+ * @param {string} name
+ */
+function nameText(name) {
+  const el = document.createElement('bdi');
+  el.className = 'name';
+  el.textContent = name;
+  return el;
+}
+
+/** What Convene says about someone, beside their name. @param {string} text */
+function tagText(text) {
+  const el = document.createElement('span');
+  el.className = 'tags';
+  el.textContent = text;
+  return el;
+}
+
 /** Hosts see who waits, with admit and deny for each. */
 function renderLobby(waiting) {
   const list = $('lobby-list');
@@ -515,7 +538,7 @@ function renderLobby(waiting) {
   for (const w of waiting) {
     const li = document.createElement('li');
     const label = document.createElement('span');
-    label.append(w.name, badge(w.identity));
+    label.append(nameText(w.name), badge(w.identity));
     li.append(label,
       personButton('Admit', `Admit ${w.name}`, () => send({ type: 'admit', participantId: w.id })),
       personButton('Deny', `Deny ${w.name}`, () => send({ type: 'deny', participantId: w.id })));
@@ -559,7 +582,7 @@ function renderPeople() {
     if (p.sources.includes('screen')) bits.push('sharing screen');
     if (!p.connected) bits.push('reconnecting');
     const label = document.createElement('span');
-    label.append(bits.length ? `${p.name} (${bits.join(', ')})` : p.name, badge(p.identity));
+    label.append(nameText(p.name), ...(bits.length ? [tagText(` (${bits.join(', ')})`)] : []), badge(p.identity));
     li.append(label);
     li.dataset.id = id;
     // Co-hosts act on everyone but the host; only the host makes hosts.
@@ -616,7 +639,7 @@ function addChat(m) {
   const li = document.createElement('li');
   const who = document.createElement('span');
   who.className = 'who';
-  who.append(m.participantId === me ? `${m.name} (you)` : m.name, badge(m.identity));
+  who.append(nameText(m.name), ...(m.participantId === me ? [tagText(' (you)')] : []), badge(m.identity));
   const time = document.createElement('time');
   const at = new Date(m.sentAt);
   time.dateTime = at.toISOString();

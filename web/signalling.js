@@ -39,12 +39,12 @@ export class Signalling extends EventTarget {
       try { msg = JSON.parse(e.data); } catch { return; }
       if (msg.type === 'pong') { this.lastPong = Date.now(); return; }
       if (msg.type === 'lobby') this.welcomed = true; // past the door: errors now are not refusals
-      if (msg.type === 'removed' || msg.type === 'ended' || msg.type === 'denied') {
+      if (msg.type === 'removed' || msg.type === 'ended' || msg.type === 'denied' || (msg.type === 'error' && msg.code === 'lobby-timeout')) {
         // The server closes the socket next: do not try to come back.
         this.closedByUs = true;
         this.forgetSession();
       }
-      if (msg.type === 'error' && !this.welcomed && ['wrong-passcode', 'locked-out', 'forbidden', 'meeting-full', 'locked', 'barred', 'ended', 'verification-required', 'mfa-required'].includes(msg.code)) {
+      if (msg.type === 'error' && !this.welcomed && ['wrong-passcode', 'locked-out', 'forbidden', 'meeting-full', 'lobby-full', 'invalid', 'locked', 'barred', 'ended', 'verification-required', 'mfa-required'].includes(msg.code)) {
         // Not let in: stop here and let the page ask again.
         this.closedByUs = true;
         ws.close();

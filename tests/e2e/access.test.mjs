@@ -34,13 +34,20 @@ test('host link and passcode', async () => {
   await host.page.getByText('You are joining as a host.').waitFor();
   assert.equal(new URL(host.page.url()).hash, '', 'the host key is taken out of the address bar');
   assert.equal(await host.page.getByLabel('Meeting passcode').isVisible(), false);
-  await host.page.getByLabel('Your name').fill('Hana (host)');
+  await host.page.getByLabel('Your name').fill('Hana Hughes');
   await host.page.getByRole('button', { name: 'Join meeting' }).click();
   await host.page.locator('#meeting').waitFor({ state: 'visible' });
 
-  // The guest must give the passcode; a wrong one is refused with a message.
+  // A name that imitates a role is refused on the pre-join screen, saying why.
   await guest.page.goto(link);
-  await guest.page.getByLabel('Your name').fill('Gus (guest)');
+  await guest.page.getByLabel('Your name').fill('Gus (host)');
+  await guest.page.getByLabel('Meeting passcode').fill('blue 4711');
+  await guest.page.getByRole('button', { name: 'Join meeting' }).click();
+  await guest.page.getByText('roles and sign-in are shown by Convene itself').waitFor();
+  assert.equal(await guest.page.locator('#meeting').isVisible(), false);
+
+  // The guest must give the passcode; a wrong one is refused with a message.
+  await guest.page.getByLabel('Your name').fill('Gus Grant');
   await guest.page.getByLabel('Meeting passcode').fill('red 1234');
   await guest.page.getByRole('button', { name: 'Join meeting' }).click();
   await guest.page.getByText('that passcode is not right').waitFor();
@@ -53,7 +60,7 @@ test('host link and passcode', async () => {
   assert.equal(await guest.page.locator('#meeting').isVisible(), false);
   assert.equal((await peopleNames(guest.page)).length, 0, 'no participant list in the lobby');
   await host.page.getByText('1 waiting in the lobby').waitFor();
-  await host.page.getByRole('button', { name: 'Admit Gus (guest)' }).click();
+  await host.page.getByRole('button', { name: 'Admit Gus Grant' }).click();
   await guest.page.locator('#meeting').waitFor({ state: 'visible' });
 
   for (const p of [host, guest]) {
@@ -61,13 +68,17 @@ test('host link and passcode', async () => {
     await until('decoding the other', async () => (await decodingVideos(p.page)) >= 1, 20000);
   }
   const names = await peopleNames(guest.page);
-  assert.ok(names.some((n) => n.startsWith('Hana (host)') && n.includes('host')), names.join(' | '));
+  assert.ok(names.some((n) => n.startsWith('Hana Hughes') && n.includes('host')), names.join(' | '));
+  // The role is said apart from the typed name, never in the same text.
+  const hostRow = guest.page.locator('#people li', { hasText: 'Hana Hughes' });
+  assert.equal(await hostRow.locator('bdi.name').textContent(), 'Hana Hughes');
+  assert.match((await hostRow.locator('.tags').textContent()) || '', /host/);
   assert.equal(await guest.page.getByRole('button', { name: 'Lock meeting' }).isVisible(), false, 'no host controls for guests');
 
   // The host mutes the guest: the guest is told and shows as muted.
   await host.page.getByRole('button', { name: 'People' }).click();
-  await host.page.getByRole('button', { name: 'Mute Gus (guest)' }).click();
-  await guest.page.getByText('Hana (host) muted you.').waitFor();
+  await host.page.getByRole('button', { name: 'Mute Gus Grant' }).click();
+  await guest.page.getByText('Hana Hughes muted you.').waitFor();
   await until('the guest shown muted', async () => (await peopleNames(host.page)).some((n) => n.startsWith('Gus') && n.includes('microphone off')));
   assert.equal(await guest.page.getByRole('button', { name: 'Unmute' }).isEnabled(), true, 'unmuting is allowed by default');
 
@@ -80,16 +91,16 @@ test('host link and passcode', async () => {
   assert.equal(await guest.page.getByLabel('Message').isDisabled(), true);
 
   // The host stops the guest's camera: the guest is told, and the others no longer see it.
-  await host.page.getByRole('button', { name: 'Stop the camera of Gus (guest)' }).click();
-  await guest.page.getByText('Hana (host) stopped your camera.').waitFor();
+  await host.page.getByRole('button', { name: 'Stop the camera of Gus Grant' }).click();
+  await guest.page.getByText('Hana Hughes stopped your camera.').waitFor();
   await guest.page.getByRole('button', { name: 'Start camera' }).waitFor();
   await until('the guest shown without camera', async () => (await peopleNames(host.page)).some((n) => n.startsWith('Gus') && n.includes('camera off')));
 
   // The host removes the guest and bars them: told, gone, and unable to come back.
-  await host.page.getByRole('button', { name: 'Remove Gus (guest)' }).click();
+  await host.page.getByRole('button', { name: 'Remove Gus Grant' }).click();
   await host.page.getByLabel('Do not let them rejoin this meeting').check();
   await host.page.getByRole('dialog').getByRole('button', { name: 'Remove' }).click();
-  await guest.page.getByText('Hana (host) removed you from the meeting. You cannot rejoin it.').waitFor();
+  await guest.page.getByText('Hana Hughes removed you from the meeting. You cannot rejoin it.').waitFor();
   await until('the guest gone', async () => (await peopleNames(host.page)).length === 1);
   await new Promise((r) => setTimeout(r, 1500));
   assert.equal((await peopleNames(host.page)).length, 1, 'the removed guest did not reconnect');
@@ -113,7 +124,7 @@ test('host link and passcode', async () => {
   // Ending: the meeting closes for the host too, and no one gets in afterwards.
   host.page.on('dialog', (d) => d.accept());
   await host.page.getByRole('button', { name: 'End meeting for all' }).click();
-  await host.page.getByText('Hana (host) ended the meeting for everyone.').waitFor();
+  await host.page.getByText('Hana Hughes ended the meeting for everyone.').waitFor();
   await newcomer.page.reload();
   await newcomer.page.getByLabel('Your name').fill('Lee once more');
   await newcomer.page.getByLabel('Meeting passcode').fill('blue 4711');

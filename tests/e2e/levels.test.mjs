@@ -47,7 +47,7 @@ test('the level banner is visible to everyone at every stage', async () => {
   const link = await host.page.getByLabel('Join link').inputValue();
   await host.page.getByRole('link', { name: 'Go to the meeting as host' }).click();
   await bannerSays(host.page, sensitive);
-  await host.page.getByLabel('Your name').fill('Hana (host)');
+  await host.page.getByLabel('Your name').fill('Hana Hughes');
   await host.page.getByRole('button', { name: 'Join meeting' }).click();
   await host.page.locator('#meeting').waitFor({ state: 'visible' });
   await bannerSays(host.page, sensitive);
@@ -57,13 +57,13 @@ test('the level banner is visible to everyone at every stage', async () => {
   await bannerSays(guest.page, sensitive);
   const colours = await banner(guest.page).evaluate((el) => [getComputedStyle(el).color, getComputedStyle(el).backgroundColor]);
   assert.deepEqual(colours, ['rgb(255, 255, 255)', 'rgb(177, 14, 30)']);
-  await guest.page.getByLabel('Your name').fill('Gus (guest)');
+  await guest.page.getByLabel('Your name').fill('Gus Grant');
   await guest.page.getByLabel('Meeting passcode').fill('4711 blue');
   await guest.page.getByRole('button', { name: 'Join meeting' }).click();
   await guest.page.getByRole('heading', { name: 'Waiting to be let in' }).waitFor();
   await bannerSays(guest.page, sensitive);
   await guest.page.screenshot({ path: pathJoin(ROOT, 'docs', 'screenshots', 'level-lobby.png') });
-  await host.page.getByRole('button', { name: 'Admit Gus (guest)' }).click();
+  await host.page.getByRole('button', { name: 'Admit Gus Grant' }).click();
   await guest.page.locator('#meeting').waitFor({ state: 'visible' });
   await bannerSays(guest.page, sensitive);
   // Screen sharing is for hosts and presenters at this level: the guest is told why.
