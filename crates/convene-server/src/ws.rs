@@ -438,29 +438,32 @@ pub async fn run(
         _ = &mut writer => End::Lost,
         end = &mut reader => end,
     };
+    let closed = MeetingInput::SocketClosed {
+        who,
+        socket: socket_id,
+    };
     match end {
         // The meeting handles the leave, then closes this socket's queue;
         // until then its messages still go out, so the leave is never mistaken
         // for a lost connection.
         End::Left => {
             let _ = tokio::time::timeout(LEAVE_WAIT, writer).await;
+            // Harmless after a handled leave: the meeting no longer knows this socket.
+            deliver(&state, &meeting, closed);
         }
-        // What the meeting had queued goes out, then a close frame that says why.
+        // The meeting answers what it was given before it hears the socket is
+        // closing, then closes the queue; the answers go out, then a close
+        // frame that says why.
         End::Flooded => {
             let _ = stop_tx.send(CloseFrame {
                 code: close_code::POLICY,
                 reason: Utf8Bytes::from_static("too many refused messages"),
             });
+            deliver(&state, &meeting, closed);
             let _ = tokio::time::timeout(LEAVE_WAIT, writer).await;
         }
-        End::Lost => {}
+        End::Lost => deliver(&state, &meeting, closed),
     }
-    // Harmless after a handled leave: the meeting no longer knows this socket.
-    let input = MeetingInput::SocketClosed {
-        who,
-        socket: socket_id,
-    };
-    deliver(&state, &meeting, input);
 }
 
 /// How long a leaving or closing socket waits for the meeting to finish with it.
@@ -473,15 +476,17 @@ enum End {
 }
 
 /// Send what the meeting queues for this socket, and pings; ends when the
-/// meeting closes the queue, the socket fails, or `stop` asks to close (after
-/// sending what is already queued).
+/// meeting closes the queue (with the close frame `reason` gave by then, if
+/// any) or the socket fails.
 async fn write_loop(
     mut tx: futures_util::stream::SplitSink<WebSocket, Message>,
     mut out_rx: mpsc::Receiver<Outbound>,
-    mut stop: oneshot::Receiver<CloseFrame>,
+    mut reason: oneshot::Receiver<CloseFrame>,
 ) {
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
+    let mut frame = None;
+    let mut reason_open = true;
     loop {
         tokio::select! {
             out = out_rx.recv() => match out {
@@ -491,7 +496,7 @@ async fn write_loop(
                     }
                 }
                 None => {
-                    let _ = tx.send(Message::Close(None)).await;
+                    let _ = tx.send(Message::Close(frame)).await;
                     return;
                 }
             },
@@ -500,14 +505,9 @@ async fn write_loop(
                     return;
                 }
             }
-            frame = &mut stop => {
-                while let Ok(Outbound::Text(text)) = out_rx.try_recv() {
-                    if tx.send(Message::Text(Utf8Bytes::from(&*text))).await.is_err() {
-                        return;
-                    }
-                }
-                let _ = tx.send(Message::Close(frame.ok())).await;
-                return;
+            given = &mut reason, if reason_open => {
+                reason_open = false;
+                frame = given.ok();
             }
         }
     }
