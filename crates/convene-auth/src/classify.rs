@@ -44,12 +44,18 @@ pub fn is_multi_factor(claims: &Claims, org: &Organisation) -> bool {
 
 /// The identity these claims give, signed by `org`'s provider. The email
 /// domain must be one of `org`'s: a provider vouches only for its own people,
-/// so anyone else it signs in is a guest.
+/// so anyone else it signs in is a guest. So must the address be verified: by
+/// `email_verified: true`, or, for a provider configured to be trusted without
+/// the claim, by its absence.
 pub fn classify(org: &Organisation, claims: &Claims) -> Identity {
+    let verified = match claims.email_verified {
+        Some(v) => v,
+        None => org.provider.assume_email_verified,
+    };
     let domain = claims
         .email
         .as_deref()
-        .filter(|_| claims.email_verified != Some(false))
+        .filter(|_| verified)
         .and_then(|e| e.rsplit_once('@'))
         .map(|(_, d)| d.to_ascii_lowercase());
     let belongs = domain.is_some_and(|d| org.domains.contains(&d));
@@ -96,6 +102,7 @@ mod tests {
                 client_secret: "s".into(),
                 scopes: vec!["openid".into()],
                 mfa_acr_values: vec!["urn:mfa".into()],
+                assume_email_verified: false,
             },
         }
     }
@@ -141,6 +148,23 @@ mod tests {
         let mut none = claims("pam@other.gov.uk", &[]);
         none.email = None;
         assert_eq!(classify(&org(Kind::Partner), &none).level, Level::Guest);
+    }
+
+    #[test]
+    fn an_address_without_email_verified_counts_only_where_the_provider_is_trusted_so() {
+        let mut silent = claims("pam@other.gov.uk", &["pwd"]);
+        silent.email_verified = None;
+        assert_eq!(
+            classify(&org(Kind::Partner), &silent).level,
+            Level::Guest,
+            "strict by default"
+        );
+        let mut trusting = org(Kind::Partner);
+        trusting.provider.assume_email_verified = true;
+        assert_eq!(classify(&trusting, &silent).level, Level::Partner);
+        // An explicit "false" is never overridden.
+        silent.email_verified = Some(false);
+        assert_eq!(classify(&trusting, &silent).level, Level::Guest);
     }
 
     #[test]

@@ -60,6 +60,13 @@ pub struct ProviderConfig {
     /// providers say so in `acr` rather than `amr`).
     #[serde(default)]
     pub mfa_acr_values: Vec<String>,
+    /// Treat an `email` without an `email_verified` claim as verified. Off by
+    /// default: only `email_verified: true` lets an address's domain make
+    /// someone a member or partner. Some providers (Microsoft Entra ID) never
+    /// send the claim; turn this on for such a provider only if it issues
+    /// `email` solely from addresses it has verified.
+    #[serde(default)]
+    pub assume_email_verified: bool,
 }
 
 fn default_scopes() -> Vec<String> {

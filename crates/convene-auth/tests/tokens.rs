@@ -25,6 +25,7 @@ fn provider() -> ProviderConfig {
         client_secret: "a-client-secret-long-enough-for-hmac-000".into(),
         scopes: vec!["openid".into()],
         mfa_acr_values: vec![],
+        assume_email_verified: false,
     }
 }
 
