@@ -305,6 +305,7 @@ struct CreateMeeting {
 
 async fn create_meeting(
     State(state): State<Arc<AppState>>,
+    ClientIp(client): ClientIp,
     headers: HeaderMap,
     body: Result<Json<CreateMeeting>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
@@ -314,6 +315,22 @@ async fn create_meeting(
             StatusCode::UNAUTHORIZED,
             format!("sign in with {} to create meetings", state.auth.home_name()),
         );
+    }
+    let anonymous = session.as_ref().is_none_or(|s| !s.identity.is_verified());
+    if anonymous
+        && !state
+            .anonymous_creations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .allow(std::time::Instant::now(), &client)
+    {
+        let mut res = api_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many meetings created from your address: try again in a minute",
+        );
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        return res;
     }
     let req = match body {
         Ok(Json(req)) => req,

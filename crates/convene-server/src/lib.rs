@@ -44,6 +44,10 @@ const REFUSED_JOINS_BURST: f64 = 30.0;
 /// Sign-in starts per client address (each makes a provider round trip).
 const LOGINS_PER_SEC: f64 = 1.0;
 const LOGINS_BURST: f64 = 20.0;
+/// Meetings created without signing in (a trial, or `create_meetings =
+/// "anyone"`), per client address: 60 at once, then one every 10 s.
+const ANONYMOUS_CREATIONS_PER_SEC: f64 = 0.1;
+const ANONYMOUS_CREATIONS_BURST: f64 = 60.0;
 
 pub struct AppState {
     pub storage: Arc<Storage>,
@@ -62,6 +66,9 @@ pub struct AppState {
     pub passcode_checks: std::sync::Mutex<rates::Rates<std::net::IpAddr>>,
     pub refused_joins: std::sync::Mutex<rates::Rates<std::net::IpAddr>>,
     pub logins: std::sync::Mutex<rates::Rates<std::net::IpAddr>>,
+    /// Meetings created without a sign-in, per client address (each is a row
+    /// kept until retention removes it: a flood would fill the disk).
+    pub anonymous_creations: std::sync::Mutex<rates::Rates<std::net::IpAddr>>,
     /// Reverse proxies whose forwarding headers are believed.
     pub trusted_proxies: Arc<[ipnet::IpNet]>,
     pub connections: Arc<listener::ConnectionStats>,
@@ -178,6 +185,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             REFUSED_JOINS_BURST,
         )),
         logins: std::sync::Mutex::new(rates::Rates::new(LOGINS_PER_SEC, LOGINS_BURST)),
+        anonymous_creations: std::sync::Mutex::new(rates::Rates::new(
+            ANONYMOUS_CREATIONS_PER_SEC,
+            ANONYMOUS_CREATIONS_BURST,
+        )),
         trusted_proxies: config.trusted_proxies.clone().into(),
         connections: Default::default(),
         sfu: pool.clone(),

@@ -167,6 +167,33 @@ async fn oversized_headers_and_bodies_get_clear_refusals() {
         out.to_ascii_lowercase().contains("cache-control: no-store"),
         "{out}"
     );
+
+    // One address may create 60 meetings at once without signing in, then one
+    // every 10 s (two requests above took one each).
+    let mut statuses = Vec::new();
+    for i in 0..62 {
+        let body = json!({ "title": format!("Spam {i}") }).to_string();
+        statuses.push(
+            common::http(&server, "POST", "/api/meetings", Some(&body))
+                .await
+                .0,
+        );
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        58,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        4,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        get_from("127.0.0.9", server.addr, "/healthz").await,
+        Some(200)
+    );
+
     server.shutdown().await;
 }
 
@@ -362,11 +389,12 @@ async fn a_hashing_burst_keeps_memory_bounded_and_says_busy_when_full() {
     let before = rss_bytes(pid);
     // 200 meetings with passcodes created at once: 200 Argon2 hashes of
     // 19 MiB each, were they all run together.
+    // (From 200 addresses: one address may create only 60 at once.)
     let creations = (0..200).map(|i| {
         let addr = server.addr;
         tokio::spawn(async move {
             let body = json!({ "title": format!("Burst {i}"), "passcode": "4711 blue" }).to_string();
-            let mut s = TcpStream::connect(addr).await.unwrap();
+            let mut s = connect_from(&format!("127.0.3.{}", i + 1), addr).await.unwrap();
             let req = format!(
                 "POST /api/meetings HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
