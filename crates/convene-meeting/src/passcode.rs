@@ -296,7 +296,7 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
     /// this cheap; `check` ignores such keys in between).
     fn forget_old(&mut self, now: Instant) {
         self.calls = self.calls.wrapping_add(1);
-        if self.calls % 1024 != 0 {
+        if !self.calls.is_multiple_of(1024) {
             return;
         }
         let keep = self.rules.forget_after;

@@ -62,16 +62,16 @@ pub struct LoginQuery {
     return_to: Option<String>,
 }
 
-/// Whether this address may start (or finish) another sign-in now: each one
+/// A refusal if this address may not start another sign-in now: each one
 /// costs a round trip to the organisation's provider.
-fn may_try(state: &AppState, client: std::net::IpAddr) -> Result<(), Response> {
+fn refuse_try(state: &AppState, client: std::net::IpAddr) -> Option<Response> {
     let allowed = state
         .logins
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .allow(std::time::Instant::now(), &client);
     if allowed {
-        return Ok(());
+        return None;
     }
     let mut res = problem(
         StatusCode::TOO_MANY_REQUESTS,
@@ -81,7 +81,7 @@ fn may_try(state: &AppState, client: std::net::IpAddr) -> Result<(), Response> {
         header::RETRY_AFTER,
         axum::http::HeaderValue::from_static("60"),
     );
-    Err(res)
+    Some(res)
 }
 
 pub async fn login(
@@ -89,7 +89,7 @@ pub async fn login(
     ClientIp(client): ClientIp,
     Query(q): Query<LoginQuery>,
 ) -> Response {
-    if let Err(refused) = may_try(&state, client) {
+    if let Some(refused) = refuse_try(&state, client) {
         return refused;
     }
     let return_to = q.return_to.as_deref().unwrap_or("/");

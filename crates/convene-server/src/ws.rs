@@ -90,7 +90,7 @@ async fn admit(
             .unwrap_or_else(|e| e.into_inner())
             .allow(Instant::now(), &client);
         audit(outcome, detail);
-        Err(reply)
+        reply
     };
     let too_many_refusals = !state
         .refused_joins
@@ -108,14 +108,14 @@ async fn admit(
         if meeting.is_host_key(key) {
             return Ok(Role::Host);
         }
-        return refuse(
+        return Err(refuse(
             "refused: bad host key",
             String::new(),
             ServerMessage::error(
                 ErrorCode::Forbidden,
                 "that host link is not valid for this meeting",
             ),
-        );
+        ));
     }
     let Some(hash) = meeting.passcode_hash.clone() else {
         return Ok(Role::Participant);
@@ -130,14 +130,14 @@ async fn admit(
         Ok(g) => g,
         Err(wait) => {
             let secs = wait.as_secs() + 1;
-            return refuse(
+            return Err(refuse(
                 "refused: locked out",
                 format!("retry after {secs} s"),
                 ServerMessage::error(
                     ErrorCode::LockedOut,
                     format!("too many wrong passcodes: try again in {secs} seconds"),
                 ),
-            );
+            ));
         }
     };
     let checks_left = state
@@ -163,11 +163,11 @@ async fn admit(
         }
         Ok(false) => {
             guess.failed();
-            refuse(
+            Err(refuse(
                 "refused: wrong passcode",
                 String::new(),
                 ServerMessage::error(ErrorCode::WrongPasscode, "that passcode is not right"),
-            )
+            ))
         }
         Err(crate::hashing::Busy) => Err(ServerMessage::error(
             ErrorCode::Busy,
