@@ -450,11 +450,27 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> 
         ));
     }
     serde_json::from_value(value).map_err(|e| {
+        let detail = shortened(&e.to_string());
         ProtocolError::new(
             ErrorCode::Invalid,
-            format!("invalid \"{kind}\" message: {e}"),
+            format!("invalid \"{kind}\" message: {detail}"),
         )
     })
+}
+
+/// serde's errors quote the value or field name they could not use, which can be
+/// as long as the message (found by fuzzing: a 200 KB `source` came back whole in
+/// the error). Long ones keep their start and their end ("expected one of …").
+fn shortened(detail: &str) -> String {
+    const HEAD: usize = 120;
+    const TAIL: usize = 160;
+    let count = detail.chars().count();
+    if count <= HEAD + TAIL {
+        return detail.to_owned();
+    }
+    let head: String = detail.chars().take(HEAD).collect();
+    let tail: String = detail.chars().skip(count - TAIL).collect();
+    format!("{head}…{tail}")
 }
 
 #[cfg(test)]
@@ -504,6 +520,19 @@ mod tests {
             code(r#"{"type":"chat","text":"x","extra":1}"#),
             ErrorCode::Invalid
         );
+    }
+
+    #[test]
+    fn an_error_does_not_echo_a_long_value_whole() {
+        let long = "\u{202e}x".repeat(100_000);
+        let e = parse_client_message(&format!(r#"{{"type":"publish","source":"{long}"}}"#))
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::Invalid);
+        assert!(e.message.chars().count() < 320, "{}", e.message.len());
+        assert!(e
+            .message
+            .starts_with("invalid \"publish\" message: unknown variant"));
+        assert!(e.message.contains("expected one of"), "{}", e.message);
     }
 
     #[test]
