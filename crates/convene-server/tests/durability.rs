@@ -30,6 +30,14 @@ struct Server {
     url: String,
 }
 
+/// A failed test leaves no server running.
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn start(data: &std::path::Path) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_convene"))
         .args(["--listen", "127.0.0.1:0", "--media-listen", "127.0.0.1:0"])
@@ -57,16 +65,22 @@ fn start(data: &std::path::Path) -> Server {
     Server { child, url }
 }
 
-async fn create_meeting(url: &str) -> (String, String) {
-    let v: serde_json::Value = reqwest::Client::new()
+/// Anonymous meetings are limited per address: make them from a few loopback
+/// addresses (127.0.0.2, …), 50 from each.
+async fn create_meeting(url: &str, n: usize) -> (String, String) {
+    let from = std::net::Ipv4Addr::new(127, 0, 0, 2 + (n / 50) as u8);
+    let res = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::V4(from))
+        .build()
+        .unwrap()
         .post(format!("{url}/api/meetings"))
         .json(&serde_json::json!({ "title": "Durable" }))
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
         .unwrap();
+    let status = res.status();
+    let v: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(status, 201, "{v}");
     (
         v["id"].as_str().unwrap().to_string(),
         v["hostKey"].as_str().unwrap().to_string(),
@@ -164,10 +178,10 @@ struct Acked {
 async fn round(data: &std::path::Path) -> Acked {
     let mut server = start(data);
     let mut lock_meetings = Vec::new();
-    for _ in 0..LOCK_MEETINGS {
-        lock_meetings.push(create_meeting(&server.url).await);
+    for n in 0..LOCK_MEETINGS {
+        lock_meetings.push(create_meeting(&server.url, n).await);
     }
-    let (join_meeting, _) = create_meeting(&server.url).await;
+    let (join_meeting, _) = create_meeting(&server.url, LOCK_MEETINGS).await;
 
     let mut tasks = Vec::new();
     let mut lock_acks = Vec::new();
@@ -212,6 +226,7 @@ async fn round(data: &std::path::Path) -> Acked {
     let elapsed = started.elapsed().as_secs_f64() - 0.3;
     server.child.kill().unwrap(); // SIGKILL
     server.child.wait().unwrap();
+    drop(server);
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
     }
