@@ -184,12 +184,22 @@ pub struct Limiter<K> {
 struct Entry {
     failures: u32,
     in_flight: u32,
-    last: Instant,
+    /// When the newest failure was recorded. Waits count from here, and only
+    /// from here: a try taken back (right, or never checked) leaves no trace,
+    /// so it cannot be used to keep a key waiting.
+    last_failure: Option<Instant>,
 }
 
 impl Entry {
     fn charged(&self) -> u32 {
         self.failures + self.in_flight
+    }
+
+    fn forgotten(&self, now: Instant, rules: &Rules) -> bool {
+        self.in_flight == 0
+            && self
+                .last_failure
+                .is_none_or(|t| now.saturating_duration_since(t) >= rules.forget_after)
     }
 }
 
@@ -208,21 +218,27 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         }
     }
 
-    /// `Err(wait)` if `key` must wait before trying again.
+    /// `Err(wait)` if `key` must wait before trying again. Once waits apply,
+    /// a key has one try in flight at a time.
     pub fn check(&self, now: Instant, key: &K) -> Result<(), Duration> {
         let Some(e) = self.entries.get(key) else {
             return Ok(());
         };
         let r = &self.rules;
-        let forgotten = e.in_flight == 0 && now.saturating_duration_since(e.last) >= r.forget_after;
-        if forgotten || e.charged() < r.free_tries {
+        if e.forgotten(now, r) || e.charged() < r.free_tries {
             return Ok(());
         }
+        if e.in_flight > 0 {
+            return Err(r.first_wait);
+        }
+        let Some(last) = e.last_failure else {
+            return Ok(());
+        };
         let wait = r
             .first_wait
-            .saturating_mul(1 << (e.charged() - r.free_tries).min(20))
+            .saturating_mul(1 << (e.failures - r.free_tries).min(20))
             .min(r.max_wait);
-        let ready = e.last + wait;
+        let ready = last + wait;
         if now >= ready {
             Ok(())
         } else {
@@ -237,16 +253,17 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         self.forget_old(now);
         self.check(now, key)?;
         self.make_room(key);
+        let rules = self.rules;
         let e = self.entries.entry(key.clone()).or_insert(Entry {
             failures: 0,
             in_flight: 0,
-            last: now,
+            last_failure: None,
         });
-        if e.in_flight == 0 && now.saturating_duration_since(e.last) >= self.rules.forget_after {
+        if e.forgotten(now, &rules) {
             e.failures = 0;
+            e.last_failure = None;
         }
         e.in_flight += 1;
-        e.last = now;
         Ok(())
     }
 
@@ -256,11 +273,11 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         let e = self.entries.entry(key.clone()).or_insert(Entry {
             failures: 0,
             in_flight: 1,
-            last: now,
+            last_failure: None,
         });
         e.in_flight = e.in_flight.saturating_sub(1);
         e.failures = e.failures.saturating_add(1);
-        e.last = now;
+        e.last_failure = Some(now);
     }
 
     /// The reserved try was right (or was never checked): its charge is taken
@@ -278,30 +295,39 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         self.entries.get(key).map_or(0, |e| e.failures)
     }
 
+    /// At [`MAX_KEYS`], forget the forgettable first, else any key with no try
+    /// in flight: memory stays bounded, at the price of a flood of new keys
+    /// wiping out some old keys' waits.
     fn make_room(&mut self, key: &K) {
-        if self.entries.len() >= MAX_KEYS && !self.entries.contains_key(key) {
-            if let Some(oldest) = self
-                .entries
-                .iter()
-                .filter(|(_, e)| e.in_flight == 0)
-                .min_by_key(|(_, e)| e.last)
-                .map(|(k, _)| k.clone())
-            {
-                self.entries.remove(&oldest);
-            }
+        if self.entries.len() < MAX_KEYS || self.entries.contains_key(key) {
+            return;
+        }
+        self.sweep(Instant::now());
+        if self.entries.len() < MAX_KEYS {
+            return;
+        }
+        if let Some(victim) = self
+            .entries
+            .iter()
+            .find(|(_, e)| e.in_flight == 0)
+            .map(|(k, _)| k.clone())
+        {
+            self.entries.remove(&victim);
         }
     }
 
-    /// Drop keys idle past `forget_after` (a sweep every 1024th try keeps
-    /// this cheap; `check` ignores such keys in between).
+    /// Drop keys past `forget_after` (a sweep every 1024th try keeps this
+    /// cheap; `check` ignores such keys in between).
     fn forget_old(&mut self, now: Instant) {
         self.calls = self.calls.wrapping_add(1);
-        if !self.calls.is_multiple_of(1024) {
-            return;
+        if self.calls.is_multiple_of(1024) {
+            self.sweep(now);
         }
-        let keep = self.rules.forget_after;
-        self.entries
-            .retain(|_, e| e.in_flight > 0 || now.saturating_duration_since(e.last) < keep);
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let rules = self.rules;
+        self.entries.retain(|_, e| !e.forgotten(now, &rules));
     }
 }
 
@@ -403,6 +429,38 @@ mod tests {
         let later = t0 + Rules::PER_ADDRESS.forget_after;
         assert!(l.reserve(later, &1u8).is_ok());
         assert_eq!(l.failures(&1u8), 0);
+    }
+
+    #[test]
+    fn a_try_taken_back_does_not_restart_the_wait() {
+        let t0 = Instant::now();
+        let mut l = Limiter::new(Rules::PER_MEETING);
+        for _ in 0..30 {
+            l.reserve(t0, &1u8).unwrap();
+            l.failed(t0, &1u8);
+        }
+        // Ready again after 1 s. A try that is taken back (never checked)
+        // at 1 s must not make the next one wait another second.
+        let t1 = t0 + Duration::from_secs(1);
+        l.reserve(t1, &1u8).unwrap();
+        l.succeeded(&1u8);
+        assert!(l.check(t1, &1u8).is_ok());
+        assert!(l.check(t1 + Duration::from_millis(10), &1u8).is_ok());
+    }
+
+    #[test]
+    fn once_waits_apply_one_try_at_a_time() {
+        let t0 = Instant::now();
+        let mut l = Limiter::default();
+        for _ in 0..5 {
+            l.reserve(t0, &1u8).unwrap();
+            l.failed(t0, &1u8);
+        }
+        let later = t0 + Duration::from_secs(60);
+        assert!(l.reserve(later, &1u8).is_ok());
+        assert!(l.reserve(later, &1u8).is_err(), "a second try at once");
+        l.failed(later, &1u8);
+        assert_eq!(l.check(later, &1u8), Err(Duration::from_secs(2)));
     }
 
     #[test]

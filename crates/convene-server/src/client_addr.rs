@@ -12,15 +12,23 @@ use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use ipnet::IpNet;
 
+pub use crate::config::ForwardedHeader;
+
 /// The address every limit, lockout and audit row uses for this request.
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+pub fn client_ip(
+    peer: IpAddr,
+    headers: &HeaderMap,
+    trusted: &[IpNet],
+    header: ForwardedHeader,
+) -> IpAddr {
+    let peer = peer.to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
     if !is_trusted(&peer) {
         return peer;
     }
     // Each proxy appends the address it received from; walk back from the
     // nearest hop and stop at the first address that is not one of ours.
-    let hops = forwarded_for(headers);
+    let hops = forwarded_for(headers, header);
     let mut client = peer;
     for hop in hops.iter().rev() {
         client = *hop;
@@ -31,40 +39,52 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
     client
 }
 
-/// The hops named by `Forwarded` if present, else `X-Forwarded-For`, in order.
-/// A hop that is not an address (`unknown`, an obfuscated name) ends the list
+/// The key per-address limits count by: an IPv4 address, or the /64 network
+/// of an IPv6 one (a single IPv6 client normally has a whole /64 to choose
+/// addresses from).
+pub fn address_group(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
+/// The hops named by the chosen header, in order. A hop that is not an address
+/// (`unknown`, an obfuscated name, bytes that are not text) ends the list
 /// there: nothing before it can be attributed.
-fn forwarded_for(headers: &HeaderMap) -> Vec<IpAddr> {
-    let forwarded: Vec<&str> = headers
-        .get_all("forwarded")
+fn forwarded_for(headers: &HeaderMap, header: ForwardedHeader) -> Vec<IpAddr> {
+    let name = match header {
+        ForwardedHeader::XForwardedFor => "x-forwarded-for",
+        ForwardedHeader::Forwarded => "forwarded",
+    };
+    let elements = headers
+        .get_all(name)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let hops: Vec<Option<IpAddr>> = if !forwarded.is_empty() {
-        forwarded
-            .iter()
-            .flat_map(|v| v.split(','))
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(|e| std::str::from_utf8(e).ok());
+    let hops: Vec<Option<IpAddr>> = match header {
+        ForwardedHeader::XForwardedFor => elements.map(|e| parse_node(e?.trim())).collect(),
+        ForwardedHeader::Forwarded => elements
             .map(|element| {
-                element.split(';').find_map(|pair| {
+                element?.split(';').find_map(|pair| {
                     let (k, v) = pair.split_once('=')?;
                     k.trim()
                         .eq_ignore_ascii_case("for")
                         .then(|| parse_node(v.trim().trim_matches('"')))
                 })?
             })
-            .collect()
-    } else {
-        headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|s| parse_node(s.trim()))
-            .collect()
+            .collect(),
     };
     // Keep the trailing run of parseable hops.
     let start = hops.iter().rposition(Option::is_none).map_or(0, |i| i + 1);
-    hops[start..].iter().flatten().copied().collect()
+    hops[start..]
+        .iter()
+        .flatten()
+        .map(|ip| ip.to_canonical())
+        .collect()
 }
 
 /// `192.0.2.1`, `192.0.2.1:4711`, `[2001:db8::1]`, `[2001:db8::1]:4711`, `2001:db8::1`.
@@ -99,6 +119,7 @@ impl FromRequestParts<std::sync::Arc<crate::AppState>> for ClientIp {
             peer,
             &parts.headers,
             &state.trusted_proxies,
+            state.forwarded_header,
         )))
     }
 }
@@ -120,15 +141,20 @@ mod tests {
         s.parse().unwrap()
     }
 
+    use ForwardedHeader::{Forwarded, XForwardedFor};
+
     #[test]
     fn headers_from_strangers_are_ignored() {
         let trusted: Vec<IpNet> = vec!["10.0.0.5/32".parse().unwrap()];
         let h = headers(&[("x-forwarded-for", "1.2.3.4")]);
         assert_eq!(
-            client_ip(ip("198.51.100.7"), &h, &trusted),
+            client_ip(ip("198.51.100.7"), &h, &trusted, XForwardedFor),
             ip("198.51.100.7")
         );
-        assert_eq!(client_ip(ip("198.51.100.7"), &h, &[]), ip("198.51.100.7"));
+        assert_eq!(
+            client_ip(ip("198.51.100.7"), &h, &[], XForwardedFor),
+            ip("198.51.100.7")
+        );
     }
 
     #[test]
@@ -139,16 +165,22 @@ mod tests {
         ];
         // The client wrote a fake first hop; our two proxies appended after it.
         let h = headers(&[("x-forwarded-for", "6.6.6.6, 203.0.113.9, 10.1.2.3")]);
-        assert_eq!(client_ip(ip("10.0.0.5"), &h, &trusted), ip("203.0.113.9"));
+        assert_eq!(
+            client_ip(ip("10.0.0.5"), &h, &trusted, XForwardedFor),
+            ip("203.0.113.9")
+        );
         // Split over several header lines, same order.
         let h = headers(&[
             ("x-forwarded-for", "6.6.6.6"),
             ("x-forwarded-for", "203.0.113.9"),
         ]);
-        assert_eq!(client_ip(ip("10.0.0.5"), &h, &trusted), ip("203.0.113.9"));
+        assert_eq!(
+            client_ip(ip("10.0.0.5"), &h, &trusted, XForwardedFor),
+            ip("203.0.113.9")
+        );
         // No header: the proxy itself.
         assert_eq!(
-            client_ip(ip("10.0.0.5"), &HeaderMap::new(), &trusted),
+            client_ip(ip("10.0.0.5"), &HeaderMap::new(), &trusted, XForwardedFor),
             ip("10.0.0.5")
         );
     }
@@ -160,12 +192,23 @@ mod tests {
             "forwarded",
             "for=6.6.6.6, for=\"[2001:db8::1]:4711\";proto=https;by=10.0.0.5",
         )]);
-        assert_eq!(client_ip(ip("10.0.0.5"), &h, &trusted), ip("2001:db8::1"));
+        assert_eq!(
+            client_ip(ip("10.0.0.5"), &h, &trusted, Forwarded),
+            ip("2001:db8::1")
+        );
         let h = headers(&[
             ("forwarded", "for=192.0.2.60:80"),
             ("x-forwarded-for", "6.6.6.6"),
         ]);
-        assert_eq!(client_ip(ip("10.0.0.5"), &h, &trusted), ip("192.0.2.60"));
+        assert_eq!(
+            client_ip(ip("10.0.0.5"), &h, &trusted, Forwarded),
+            ip("192.0.2.60")
+        );
+        // Only the configured header is read: the other one is the client's.
+        assert_eq!(
+            client_ip(ip("10.0.0.5"), &h, &trusted, XForwardedFor),
+            ip("6.6.6.6")
+        );
     }
 
     #[test]
@@ -173,6 +216,43 @@ mod tests {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let h = headers(&[("x-forwarded-for", "203.0.113.9, unknown, 10.1.1.1")]);
         // Nothing past "unknown" can be attributed: the last trusted hop stands.
-        assert_eq!(client_ip(ip("10.0.0.5"), &h, &trusted), ip("10.1.1.1"));
+        assert_eq!(
+            client_ip(ip("10.0.0.5"), &h, &trusted, XForwardedFor),
+            ip("10.1.1.1")
+        );
+        // Bytes that are not text are a hop that is not an address, only there.
+        let mut h = HeaderMap::new();
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"6.6.6.6, \xff, 203.0.113.9").unwrap(),
+        );
+        assert_eq!(
+            client_ip(ip("10.0.0.5"), &h, &trusted, XForwardedFor),
+            ip("203.0.113.9")
+        );
+    }
+
+    #[test]
+    fn ipv4_arriving_on_a_dual_stack_socket_is_ipv4() {
+        let trusted: Vec<IpNet> = vec!["127.0.0.1/32".parse().unwrap()];
+        let h = headers(&[("x-forwarded-for", "::ffff:203.0.113.9")]);
+        assert_eq!(
+            client_ip(ip("::ffff:127.0.0.1"), &h, &trusted, XForwardedFor),
+            ip("203.0.113.9")
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_are_grouped_by_their_64_network() {
+        assert_eq!(
+            address_group(ip("2001:db8:1:2:aaaa::1")),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            address_group(ip("2001:db8:1:2:bbbb::9")),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(address_group(ip("::ffff:192.0.2.1")), ip("192.0.2.1"));
+        assert_eq!(address_group(ip("192.0.2.1")), ip("192.0.2.1"));
     }
 }

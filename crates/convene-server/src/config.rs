@@ -185,6 +185,28 @@ pub struct Config {
     #[arg(long = "trusted-proxy", env = "CONVENE_TRUSTED_PROXIES", value_delimiter = ',',
           value_parser = parse_net)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// The header the trusted proxies write the client's address into; the
+    /// other one is ignored (a proxy passes it through from the client).
+    #[arg(
+        long,
+        env = "CONVENE_FORWARDED_HEADER",
+        value_enum,
+        default_value = "x-forwarded-for"
+    )]
+    pub forwarded_header: ForwardedHeader,
+}
+
+/// Which header a trusted proxy writes the client's address into. Only that
+/// one is read: a proxy that appends to one header passes the other through
+/// untouched, and whatever a client wrote there would otherwise be believed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For` (nginx `$proxy_add_x_forwarded_for`, HAProxy `option forwardfor`).
+    #[default]
+    XForwardedFor,
+    /// `Forwarded: for=…` (RFC 7239).
+    Forwarded,
 }
 
 fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {

@@ -37,8 +37,8 @@ use crate::registry::Registry;
 /// address still gets a room of people in within a minute or two.
 const PASSCODE_CHECKS_PER_SEC: f64 = 2.0;
 const PASSCODE_CHECKS_BURST: f64 = 30.0;
-/// Refused joins (wrong passcode, bad host key, barred, full, locked out…) from
-/// one client address, before further joins from it are turned away unread.
+/// Joins with a wrong host key from one client address, before further ones
+/// from it are turned away unread (a right host key always gets in).
 const REFUSED_JOINS_PER_SEC: f64 = 1.0;
 const REFUSED_JOINS_BURST: f64 = 30.0;
 /// Sign-in starts per client address (each makes a provider round trip).
@@ -61,16 +61,17 @@ pub struct AppState {
     pub meeting_passcode_limiter: std::sync::Mutex<convene_meeting::passcode::Limiter<String>>,
     /// Every Argon2 check and hash runs here, bounded in threads and memory.
     pub hashers: hashing::Hashers,
-    /// Per client address: passcode checks (right or wrong), refused joins,
-    /// and sign-in starts.
+    /// Per client address group (IPv4 address, IPv6 /64): passcode checks
+    /// (right or wrong), wrong host keys, and sign-in starts.
     pub passcode_checks: std::sync::Mutex<rates::Rates<std::net::IpAddr>>,
     pub refused_joins: std::sync::Mutex<rates::Rates<std::net::IpAddr>>,
     pub logins: std::sync::Mutex<rates::Rates<std::net::IpAddr>>,
     /// Meetings created without a sign-in, per client address (each is a row
     /// kept until retention removes it: a flood would fill the disk).
     pub anonymous_creations: std::sync::Mutex<rates::Rates<std::net::IpAddr>>,
-    /// Reverse proxies whose forwarding headers are believed.
+    /// Reverse proxies whose forwarding header is believed, and which header.
     pub trusted_proxies: Arc<[ipnet::IpNet]>,
+    pub forwarded_header: config::ForwardedHeader,
     pub connections: Arc<listener::ConnectionStats>,
     /// The media workers; each meeting leases one.
     pub sfu: SfuPool,
@@ -190,6 +191,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             ANONYMOUS_CREATIONS_BURST,
         )),
         trusted_proxies: config.trusted_proxies.clone().into(),
+        forwarded_header: config.forwarded_header,
         connections: Default::default(),
         sfu: pool.clone(),
         registry,

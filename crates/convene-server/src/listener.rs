@@ -92,8 +92,11 @@ struct Slot {
 }
 
 impl Gate {
+    /// `peer` counts by its address group (an IPv4 address, an IPv6 /64).
     fn enter(self: &Arc<Self>, peer: IpAddr) -> Option<Slot> {
+        let peer = peer.to_canonical();
         let exempt = self.limits.trusted.iter().any(|n| n.contains(&peer));
+        let peer = crate::client_addr::address_group(peer);
         let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         if c.total >= self.limits.max_connections {
             self.stats.refused_total_cap.fetch_add(1, Ordering::Relaxed);
@@ -214,7 +217,8 @@ pub async fn serve(
             Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
         };
         let (stream, peer) = match accepted {
-            Ok(a) => a,
+            // An IPv4 client on a dual-stack socket is an IPv4 client.
+            Ok((s, peer)) => (s, SocketAddr::new(peer.ip().to_canonical(), peer.port())),
             Err(e) => {
                 // EMFILE and friends: wait a moment rather than spin.
                 warn!("accept failed: {e}");
@@ -286,7 +290,7 @@ mod tests {
     fn places_are_counted_per_address_and_given_back() {
         let gate = Arc::new(Gate {
             limits: Limits {
-                max_connections: 3,
+                max_connections: 5,
                 per_address: 2,
                 header_timeout: Duration::from_secs(1),
                 trusted: vec!["10.9.9.9/32".parse().unwrap()].into(),
@@ -297,21 +301,51 @@ mod tests {
             }),
             stats: Default::default(),
         });
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let b: IpAddr = "10.0.0.2".parse().unwrap();
-        let proxy: IpAddr = "10.9.9.9".parse().unwrap();
-        let a1 = gate.enter(a).unwrap();
-        let _a2 = gate.enter(a).unwrap();
-        assert!(gate.enter(a).is_none(), "per address");
-        let b1 = gate.enter(b).unwrap();
-        assert!(gate.enter(proxy).is_none(), "overall cap");
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let a1 = gate.enter(ip("10.0.0.1")).unwrap();
+        let _a2 = gate.enter(ip("10.0.0.1")).unwrap();
+        assert!(gate.enter(ip("10.0.0.1")).is_none(), "per address");
+        // IPv6 counts by /64: another address in it is the same client.
+        let b1 = gate.enter(ip("2001:db8::1")).unwrap();
+        let _b2 = gate.enter(ip("2001:db8::2")).unwrap();
+        assert!(gate.enter(ip("2001:db8::3")).is_none(), "per /64");
+        let _p1 = gate.enter(ip("10.9.9.9")).unwrap();
+        assert!(gate.enter(ip("10.9.9.9")).is_none(), "overall cap");
         drop(b1);
-        let p1 = gate.enter(proxy).unwrap();
-        drop(p1);
-        let _p2 = gate.enter(proxy).unwrap();
+        assert!(
+            gate.enter(ip("2001:db8::3")).is_some(),
+            "a place given back"
+        );
         drop(a1);
-        assert!(gate.enter(a).is_some(), "a place given back");
-        assert_eq!(gate.stats.refused_address_cap.load(Ordering::Relaxed), 1);
+        // A mapped IPv4 address is that IPv4 address.
+        let _a3 = gate.enter(ip("::ffff:10.0.0.1")).unwrap();
+        assert!(gate.enter(ip("::ffff:10.0.0.1")).is_none());
+        assert!(gate.enter(ip("10.0.0.1")).is_none());
+        assert_eq!(gate.stats.refused_address_cap.load(Ordering::Relaxed), 4);
         assert_eq!(gate.stats.refused_total_cap.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_trusted_proxy_is_not_held_to_the_per_address_cap() {
+        let gate = Arc::new(Gate {
+            limits: Limits {
+                max_connections: 10,
+                per_address: 1,
+                header_timeout: Duration::from_secs(1),
+                trusted: vec!["10.9.9.9/32".parse().unwrap()].into(),
+            },
+            counts: Mutex::new(Counts {
+                total: 0,
+                by_address: HashMap::new(),
+            }),
+            stats: Default::default(),
+        });
+        let proxy: IpAddr = "10.9.9.9".parse().unwrap();
+        let held: Vec<_> = (0..5).map(|_| gate.enter(proxy).unwrap()).collect();
+        assert_eq!(held.len(), 5);
+        let v6_64 = "2001:db8:0:1::5".parse().unwrap();
+        let _c = gate.enter(v6_64).unwrap();
+        assert!(gate.enter("2001:db8:0:1::6".parse().unwrap()).is_none());
+        assert!(gate.enter("2001:db8:0:2::6".parse().unwrap()).is_some());
     }
 }

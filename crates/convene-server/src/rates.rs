@@ -1,7 +1,8 @@
 //! Token buckets per key (usually a client address): how often something may
 //! happen, with a burst. Bounded in memory: idle keys are dropped, and past
-//! [`MAX_KEYS`] the bucket refuses new keys rather than grow (under a flood of
-//! fresh addresses the flood is what gets refused).
+//! [`MAX_KEYS`] an arbitrary key is forgotten to make room (a flood of fresh
+//! addresses can then refill some old address's bucket early, but can neither
+//! grow memory nor lock everyone else out).
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -35,7 +36,9 @@ impl<K: Hash + Eq + Clone> Rates<K> {
     pub fn allow(&mut self, now: Instant, key: &K) -> bool {
         self.sweep(now);
         if !self.buckets.contains_key(key) && self.buckets.len() >= MAX_KEYS {
-            return false;
+            if let Some(victim) = self.buckets.keys().next().cloned() {
+                self.buckets.remove(&victim);
+            }
         }
         let burst = self.burst;
         let (tokens, at) = *self.buckets.get(key).unwrap_or(&(burst, now));

@@ -69,7 +69,10 @@ fn refuse_try(state: &AppState, client: std::net::IpAddr) -> Option<Response> {
         .logins
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .allow(std::time::Instant::now(), &client);
+        .allow(
+            std::time::Instant::now(),
+            &crate::client_addr::address_group(client),
+        );
     if allowed {
         return None;
     }

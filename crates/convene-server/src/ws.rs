@@ -31,8 +31,14 @@ pub const MAX_FRAME: usize = 1024 * 1024;
 /// Token bucket: sustained messages per second, and burst.
 const RATE_PER_SEC: f64 = 20.0;
 const RATE_BURST: f64 = 60.0;
-/// After this many refused messages in a row the socket is closed.
+/// More refused messages than this within [`REFUSED_WINDOW`] close the socket
+/// (counted over time, not in a row: accepted messages in between do not
+/// reset it).
 const MAX_REFUSED: u32 = 100;
+const REFUSED_WINDOW: Duration = Duration::from_secs(10);
+/// `rate-limited` is said at most this often; further ones are dropped here
+/// without reaching the meeting.
+const RATE_LIMITED_EVERY: Duration = Duration::from_secs(1);
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 const PING_EVERY: Duration = Duration::from_secs(5);
 /// No frame at all (not even a pong) for this long means the peer is gone.
@@ -44,9 +50,9 @@ static NEXT_SOCKET: AtomicU64 = AtomicU64::new(1);
 /// role; a meeting's passcode must be given (by everyone but hosts). Guessing
 /// is bounded per client address and meeting and per meeting, each try charged
 /// before the slow check so simultaneous guesses gain nothing; the checks run
-/// on the bounded hashing threads, at a bounded rate per address. An address
-/// whose joins keep being refused is turned away for a while. A resume skips
-/// all this: its token proves the earlier admission.
+/// on the bounded hashing threads, at a bounded rate per address. A right host
+/// key always gets in; an address that keeps sending wrong ones is turned away
+/// for a while. A resume skips all this: its token proves the earlier admission.
 async fn admit(
     state: &Arc<AppState>,
     meeting: &Meeting,
@@ -81,40 +87,32 @@ async fn admit(
             detail,
         })
     };
-    // Charged for every refusal below; an address out of tokens gets no more
-    // checks, host-key or passcode, until it has some again.
-    let refuse = |outcome: &str, detail: String, reply: ServerMessage| {
-        state
-            .refused_joins
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .allow(Instant::now(), &client);
-        audit(outcome, detail);
-        reply
-    };
-    let too_many_refusals = !state
-        .refused_joins
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .has(Instant::now(), &client);
-    if too_many_refusals {
-        audit("refused: too many refusals", String::new());
-        return Err(ServerMessage::error(
-            ErrorCode::RateLimited,
-            "too many refused joins from your address: wait a minute and try again",
-        ));
-    }
+    // Limits count per address group (an IPv4 address, an IPv6 /64); the
+    // audit names the address itself.
+    let group = crate::client_addr::address_group(client);
     if let Some(key) = host_key {
+        // A right host key always gets in. Wrong ones are refused, and an
+        // address that keeps sending them is turned away unread for a while.
         if meeting.is_host_key(key) {
             return Ok(Role::Host);
         }
-        return Err(refuse(
-            "refused: bad host key",
-            String::new(),
-            ServerMessage::error(
-                ErrorCode::Forbidden,
-                "that host link is not valid for this meeting",
-            ),
+        let mut refused = state
+            .refused_joins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if !refused.allow(Instant::now(), &group) {
+            drop(refused);
+            audit("refused: too many refusals", String::new());
+            return Err(ServerMessage::error(
+                ErrorCode::RateLimited,
+                "too many refused joins from your address: wait a minute and try again",
+            ));
+        }
+        drop(refused);
+        audit("refused: bad host key", String::new());
+        return Err(ServerMessage::error(
+            ErrorCode::Forbidden,
+            "that host link is not valid for this meeting",
         ));
     }
     let Some(hash) = meeting.passcode_hash.clone() else {
@@ -126,32 +124,29 @@ async fn admit(
             "this meeting needs a passcode",
         ));
     };
-    let guess = match Guess::reserve(state, client, &meeting.id) {
-        Ok(g) => g,
-        Err(wait) => {
-            let secs = wait.as_secs() + 1;
-            return Err(refuse(
-                "refused: locked out",
-                format!("retry after {secs} s"),
-                ServerMessage::error(
-                    ErrorCode::LockedOut,
-                    format!("too many wrong passcodes: try again in {secs} seconds"),
-                ),
-            ));
-        }
-    };
+    // The rate of checks first: a try refused here touches no guess count.
     let checks_left = state
         .passcode_checks
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .allow(Instant::now(), &client);
+        .allow(Instant::now(), &group);
     if !checks_left {
-        drop(guess); // not checked: no charge
         return Err(ServerMessage::error(
             ErrorCode::RateLimited,
             "too many passcode checks from your address: wait a few seconds",
         ));
     }
+    let guess = match Guess::reserve(state, group, &meeting.id) {
+        Ok(g) => g,
+        Err(wait) => {
+            let secs = wait.as_secs() + 1;
+            audit("refused: locked out", format!("retry after {secs} s"));
+            return Err(ServerMessage::error(
+                ErrorCode::LockedOut,
+                format!("too many wrong passcodes: try again in {secs} seconds"),
+            ));
+        }
+    };
     let verdict = state
         .hashers
         .run(move |scratch| passcode::verify_with(scratch, &hash, &attempt))
@@ -163,10 +158,10 @@ async fn admit(
         }
         Ok(false) => {
             guess.failed();
-            Err(refuse(
-                "refused: wrong passcode",
-                String::new(),
-                ServerMessage::error(ErrorCode::WrongPasscode, "that passcode is not right"),
+            audit("refused: wrong passcode", String::new());
+            Err(ServerMessage::error(
+                ErrorCode::WrongPasscode,
+                "that passcode is not right",
             ))
         }
         Err(crate::hashing::Busy) => Err(ServerMessage::error(
@@ -399,13 +394,28 @@ pub async fn run(
     let who_r = who.clone();
     let reader = async move {
         let mut refused = 0u32;
+        let mut window = Instant::now();
+        let mut said_rate_limited: Option<Instant> = None;
         loop {
             match next_message(&mut rx, &mut rate).await {
-                Incoming::Closed => return End::Lost,
+                Incoming::Closed => return (End::Lost, rx),
                 Incoming::Refused { code, message } => {
+                    let now = Instant::now();
+                    if now.duration_since(window) > REFUSED_WINDOW {
+                        window = now;
+                        refused = 0;
+                    }
                     refused += 1;
                     if refused > MAX_REFUSED {
-                        return End::Flooded;
+                        return (End::Flooded, rx);
+                    }
+                    if code == ErrorCode::RateLimited {
+                        if said_rate_limited
+                            .is_some_and(|t| now.duration_since(t) < RATE_LIMITED_EVERY)
+                        {
+                            continue;
+                        }
+                        said_rate_limited = Some(now);
                     }
                     // Through the meeting task, so errors keep their order with other output.
                     let input = MeetingInput::Refused {
@@ -417,7 +427,6 @@ pub async fn run(
                     deliver(&st, &meeting_r, input);
                 }
                 Incoming::Message(msg) => {
-                    refused = 0;
                     let leaving = matches!(msg, ClientMessage::Leave {});
                     let input = MeetingInput::Message {
                         who: who_r.clone(),
@@ -426,7 +435,7 @@ pub async fn run(
                     };
                     deliver(&st, &meeting_r, input);
                     if leaving {
-                        return End::Left;
+                        return (End::Left, rx);
                     }
                 }
             }
@@ -434,9 +443,12 @@ pub async fn run(
     };
 
     tokio::pin!(writer, reader);
-    let end = tokio::select! {
-        _ = &mut writer => End::Lost,
-        end = &mut reader => end,
+    let (end, mut rx) = tokio::select! {
+        _ = &mut writer => return deliver(&state, &meeting, MeetingInput::SocketClosed {
+            who,
+            socket: socket_id,
+        }),
+        ended = &mut reader => ended,
     };
     let closed = MeetingInput::SocketClosed {
         who,
@@ -461,10 +473,24 @@ pub async fn run(
             });
             deliver(&state, &meeting, closed);
             let _ = tokio::time::timeout(LEAVE_WAIT, writer).await;
+            // Read (and drop) what the client still sends until it answers
+            // the close: a socket closed with unread data is reset, and a
+            // reset can destroy the close frame before the client reads it.
+            let _ = tokio::time::timeout(CLOSE_WAIT, async {
+                while let Some(Ok(frame)) = rx.next().await {
+                    if matches!(frame, Message::Close(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
         }
         End::Lost => deliver(&state, &meeting, closed),
     }
 }
+
+/// How long a closing socket reads on for the client's close.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// How long a leaving or closing socket waits for the meeting to finish with it.
 const LEAVE_WAIT: Duration = Duration::from_secs(5);
@@ -496,6 +522,10 @@ async fn write_loop(
                     }
                 }
                 None => {
+                    // The reason may have come together with the end.
+                    if reason_open {
+                        frame = frame.or(reason.try_recv().ok());
+                    }
                     let _ = tx.send(Message::Close(frame)).await;
                     return;
                 }

@@ -490,3 +490,147 @@ async fn behind_a_trusted_proxy_lockouts_follow_the_real_client() {
     );
     server.shutdown().await;
 }
+
+/// A raw join on its own socket from `ip` with extra headers; the first reply's
+/// type, or its error code.
+async fn raw_join(
+    server: &convene_server::RunningServer,
+    id: &str,
+    ip: &str,
+    headers: &[(&'static str, &str)],
+    join: Value,
+) -> String {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut req = format!("ws://{}/api/meetings/{id}/ws", server.addr)
+        .into_client_request()
+        .unwrap();
+    for (k, v) in headers {
+        req.headers_mut().insert(*k, v.parse().unwrap());
+    }
+    let stream = connect_from(ip, server.addr).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(req, stream).await.unwrap();
+    ws.send(Message::Text(join.to_string().into()))
+        .await
+        .unwrap();
+    while let Some(Ok(msg)) = ws.next().await {
+        if let Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            return match v["type"].as_str() {
+                Some("error") => v["code"].as_str().unwrap().to_string(),
+                Some(t) => t.to_string(),
+                None => "?".into(),
+            };
+        }
+    }
+    "closed".into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_configured_forwarding_header_is_believed() {
+    // The default: the proxy appends to X-Forwarded-For; a Forwarded header
+    // is the client's own words and is ignored.
+    let server = common::server_with(|c| {
+        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let m = create(
+        &server,
+        json!({ "title": "Proxied", "passcode": "4711 blue" }),
+    )
+    .await;
+    let id = m["id"].as_str().unwrap().to_string();
+    let join = |p: &str| json!({"type": "join", "protocol": 1, "name": "P", "passcode": p});
+    for i in 0..6 {
+        // A fresh made-up address in Forwarded each time: still one client.
+        let fake = format!("for=198.51.100.{i}");
+        let code = raw_join(
+            &server,
+            &id,
+            "127.0.0.1",
+            &[("x-forwarded-for", "203.0.113.70"), ("forwarded", &fake)],
+            join("0000"),
+        )
+        .await;
+        let expected = if i < 5 {
+            "wrong-passcode"
+        } else {
+            "locked-out"
+        };
+        assert_eq!(code, expected, "try {i}");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_host_keys_from_an_address_never_keep_its_real_host_out() {
+    let server = common::server().await;
+    let m = create(&server, json!({ "title": "Hosted" })).await;
+    let id = m["id"].as_str().unwrap().to_string();
+    let host_key = m["hostKey"].as_str().unwrap().to_string();
+    let join = |key: &str| json!({"type": "join", "protocol": 1, "name": "H", "hostKey": key});
+    let ip = "127.0.4.1";
+    let mut codes = Vec::new();
+    for _ in 0..40 {
+        codes.push(raw_join(&server, &id, ip, &[], join("not-the-key")).await);
+    }
+    assert_eq!(
+        codes.iter().filter(|c| *c == "forbidden").count(),
+        30,
+        "{codes:?}"
+    );
+    assert_eq!(
+        codes.iter().filter(|c| *c == "rate-limited").count(),
+        10,
+        "{codes:?}"
+    );
+    // The same address (an office NAT) with the real host link gets in.
+    assert_eq!(
+        raw_join(&server, &id, ip, &[], join(&host_key)).await,
+        "welcome"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_flooding_past_the_rate_limit_is_closed_and_told_once_a_second() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let server = common::server().await;
+    let id = common::create_meeting(&server, "Flood").await;
+    let url = format!("ws://{}/api/meetings/{id}/ws", server.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let join = json!({"type": "join", "protocol": 1, "name": "Flo"});
+    ws.send(Message::Text(join.to_string().into()))
+        .await
+        .unwrap();
+    // Valid pings, far over the rate: some are accepted, which must not
+    // reset the count of refusals.
+    let ping = json!({"type": "ping"}).to_string();
+    for _ in 0..400 {
+        if ws.send(Message::Text(ping.clone().into())).await.is_err() {
+            break;
+        }
+    }
+    let mut rate_limited = 0;
+    let mut closed_with = None;
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+        match msg {
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["code"] == "rate-limited" {
+                    rate_limited += 1;
+                }
+            }
+            Message::Close(frame) => {
+                closed_with = frame.map(|f| u16::from(f.code));
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(closed_with, Some(1008));
+    assert!(rate_limited <= 2, "{rate_limited} rate-limited errors");
+    server.shutdown().await;
+}
