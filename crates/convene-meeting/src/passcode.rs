@@ -26,17 +26,11 @@ pub enum PasscodeError {
 
 /// Argon2's working memory (19 MiB with the default parameters), kept by each
 /// hashing thread and reused for every hash it makes, so a burst of checks
-/// costs no allocations and the server's memory stays what it was.
+/// costs no allocations and the server's memory stays what it was. Taken at
+/// the first hash, not before: a server without passcodes never holds it.
+#[derive(Default)]
 pub struct Scratch {
     blocks: Vec<Block>,
-}
-
-impl Default for Scratch {
-    fn default() -> Self {
-        Scratch {
-            blocks: vec![Block::new(); Params::DEFAULT.block_count()],
-        }
-    }
 }
 
 impl Scratch {
