@@ -229,8 +229,24 @@ async fn admin_stats(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
     }
     let meetings_running = state.registry.lock().meetings.len();
     let m = state.sfu.stats();
+    let c = &state.connections;
+    let w = state.writer.stats();
+    let n = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     Json(serde_json::json!({
         "meetingsRunning": meetings_running,
+        "connections": {
+            "open": n(&c.open),
+            "accepted": n(&c.accepted),
+            "refusedAtTotalCap": n(&c.refused_total_cap),
+            "refusedAtAddressCap": n(&c.refused_address_cap),
+        },
+        "audit": {
+            "commits": n(&w.commits),
+            "writes": n(&w.writes),
+            "queueFull": n(&w.queue_full),
+            "refusalsTallied": n(&w.refusals_tallied),
+            "refusalsDropped": n(&w.refusals_dropped),
+        },
         "media": {
             "workers": state.sfu.handles().count(),
             "connections": m.connections,
@@ -442,14 +458,20 @@ async fn create_meeting(
     .await;
     match created {
         Ok(Ok((m, host_key))) => {
-            state.writer.record(crate::writer::AuditEntry {
-                meeting: m.id.clone(),
-                actor: creator_name,
-                subject: "-".into(),
-                event: "create".into(),
-                outcome: "created".into(),
-                detail: format!("level: {}", m.level),
-            });
+            // On disk before anyone hears of the meeting, as host actions are.
+            state
+                .writer
+                .commit(vec![crate::writer::Item::Audit(
+                    crate::writer::AuditEntry {
+                        meeting: m.id.clone(),
+                        actor: creator_name,
+                        subject: "-".into(),
+                        event: "create".into(),
+                        outcome: "created".into(),
+                        detail: format!("level: {}", m.level),
+                    },
+                )])
+                .await;
             // The answer carries the host key: no cache may keep it.
             (
                 StatusCode::CREATED,

@@ -81,6 +81,20 @@ async fn idle_connections_are_closed_and_cannot_crowd_out_others() {
         get_from("127.0.0.1", server.addr, "/healthz").await,
         Some(200)
     );
+    // The operator sees what was turned away.
+    let (_, body) = common::http_with(
+        &server,
+        "GET",
+        "/api/admin/stats",
+        None,
+        "Authorization: Bearer test-admin-token\r\n",
+    )
+    .await;
+    let stats: Value = serde_json::from_str(&body).unwrap();
+    let refused = stats["connections"]["refusedAtAddressCap"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(refused as usize, idle.len() - 100, "{stats}");
     server.shutdown().await;
 }
 

@@ -88,6 +88,13 @@ async fn two_participants_exchange_media_chat_and_speaking() {
     let forwarded = stats["media"]["rtpForwarded"].as_u64().unwrap();
     assert!(forwarded >= cam.packets, "{stats}");
     assert!(stats["media"]["rtpDroppedLate"].is_u64(), "{stats}");
+    // Both WebSockets (and this request) are open connections; the joins'
+    // audit rows were committed.
+    assert!(
+        stats["connections"]["open"].as_u64().unwrap() >= 3,
+        "{stats}"
+    );
+    assert!(stats["audit"]["commits"].as_u64().unwrap() >= 1, "{stats}");
 
     // Speaking indicator from the audio-level extension.
     let (_, spoke) = run_pair(
