@@ -462,6 +462,7 @@ pub async fn run(
             let _ = tokio::time::timeout(LEAVE_WAIT, writer).await;
             // Harmless after a handled leave: the meeting no longer knows this socket.
             deliver(&state, &meeting, closed);
+            until_close(&mut rx).await;
         }
         // The meeting answers what it was given before it hears the socket is
         // closing, then closes the queue; the answers go out, then a close
@@ -473,20 +474,25 @@ pub async fn run(
             });
             deliver(&state, &meeting, closed);
             let _ = tokio::time::timeout(LEAVE_WAIT, writer).await;
-            // Read (and drop) what the client still sends until it answers
-            // the close: a socket closed with unread data is reset, and a
-            // reset can destroy the close frame before the client reads it.
-            let _ = tokio::time::timeout(CLOSE_WAIT, async {
-                while let Some(Ok(frame)) = rx.next().await {
-                    if matches!(frame, Message::Close(_)) {
-                        break;
-                    }
-                }
-            })
-            .await;
+            until_close(&mut rx).await;
         }
         End::Lost => deliver(&state, &meeting, closed),
     }
+}
+
+/// Read (and drop) what the client still sends until it answers our close,
+/// for at most [`CLOSE_WAIT`]: a socket closed with unread data is reset, and
+/// a reset can destroy the last messages and the close frame before the client
+/// has read them.
+async fn until_close(rx: &mut futures_util::stream::SplitStream<WebSocket>) {
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        while let Some(Ok(frame)) = rx.next().await {
+            if matches!(frame, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// How long a closing socket reads on for the client's close.
