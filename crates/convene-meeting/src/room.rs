@@ -1401,6 +1401,13 @@ impl Room {
                 let by = p.name.clone();
                 self.ended = true;
                 self.audit("end", who, who, "ended", String::new());
+                // The lobby is told first and let go, so that the hosts
+                // leaving below send it no "lobby" (no host) before the end.
+                for w in self.waiting_ids() {
+                    self.send(&w, ServerMessage::Ended { by: by.clone() });
+                    self.participants.remove(&w);
+                    self.effects.push_back(Effect::Close { who: w });
+                }
                 self.broadcast(ServerMessage::Ended { by });
                 let everyone: Vec<ParticipantId> = self.participants.keys().cloned().collect();
                 for id in everyone {

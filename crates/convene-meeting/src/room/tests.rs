@@ -731,6 +731,35 @@ mod lobby {
     }
 
     #[test]
+    fn ending_tells_the_lobby_before_closing_it() {
+        let now = Instant::now();
+        let mut r = lobby_room();
+        let host = r.join_as(now, join_msg("Host"), Role::Host).unwrap();
+        let a = r.join(now, join_msg("A")).unwrap();
+        let b = r.join(now, join_msg("B")).unwrap();
+        drain(&mut r);
+        r.handle(now, &host, C::End {}).unwrap();
+        let fx = drain(&mut r);
+        for who in [&a, &b] {
+            assert_eq!(
+                sent_to(&fx, who),
+                vec![ServerMessage::Ended { by: "Host".into() }],
+                "told the meeting ended, and nothing else (no lobby update)"
+            );
+            let told = fx
+                .iter()
+                .position(|e| sent_to(std::slice::from_ref(e), who).len() == 1)
+                .unwrap();
+            let closed = fx
+                .iter()
+                .position(|e| *e == Effect::Close { who: who.clone() })
+                .expect("their socket closes");
+            assert!(told < closed, "told before the socket closes");
+        }
+        assert!(r.is_empty());
+    }
+
+    #[test]
     fn without_a_host_people_wait_and_learn_when_one_arrives() {
         let now = Instant::now();
         let mut r = lobby_room();
