@@ -292,6 +292,52 @@ mod tests {
         assert!(e.to_string().contains("CIDR"), "{e}");
     }
 
+    /// docs/configuration.md is where operators look: every flag (and its
+    /// environment variable) must be there, and nothing the code lacks.
+    #[test]
+    fn the_configuration_document_names_every_flag() {
+        use clap::CommandFactory;
+        let doc = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md"),
+        )
+        .unwrap();
+        let cmd = Cli::command();
+        let mut missing = Vec::new();
+        let mut flags = Vec::new();
+        for arg in cmd.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if long == "help" || long == "version" {
+                continue;
+            }
+            flags.push(format!("--{long}"));
+            if !doc.contains(&format!("`--{long}`")) {
+                missing.push(format!("--{long}"));
+            }
+            if let Some(env) = arg.get_env() {
+                let env = env.to_string_lossy();
+                if !doc.contains(&format!("`{env}`")) {
+                    missing.push(env.to_string());
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "not in docs/configuration.md: {missing:?}"
+        );
+        // The flags table lists no flag the server does not have.
+        let documented: Vec<&str> = doc
+            .lines()
+            .filter(|l| l.starts_with("| `--"))
+            .filter_map(|l| l.split('`').nth(1))
+            .collect();
+        for flag in documented {
+            assert!(
+                flags.iter().any(|f| f == flag),
+                "docs/configuration.md lists {flag}, which the server does not have"
+            );
+        }
+    }
+
     #[test]
     fn meeting_size_is_bounded() {
         assert_eq!(max_participants("2000").unwrap(), 2000);
