@@ -39,6 +39,8 @@ let permissions = { camera: null, screenShare: null, unmute: null, chat: null, h
 let settings = null;
 /** Whom the remove dialog is about. */
 let removing = { id: '', name: '' };
+/** The meeting has ended: nothing more to capture or join. */
+let meetingOver = false;
 
 /** The deployment's levels (for hosts' level control), lowest first. */
 /** @type {any[]} */ let levels = [];
@@ -88,6 +90,12 @@ async function loadMeeting() {
   if (!res.ok) { location.replace('/'); return; }
   const m = await res.json();
   document.title = `${m.title} · Convene`;
+  if (m.ended) {
+    // Nothing to join: say so instead of showing the form.
+    meetingOver = true;
+    endSession('This meeting has ended', '');
+    return;
+  }
   for (const el of document.querySelectorAll('.meeting-title')) el.textContent = m.title;
   showLevel(m.level);
   const hosted = `Hosted by ${m.hostedBy} · ${m.server}`;
@@ -115,6 +123,10 @@ async function getMedia(cameraId, micId) {
     audio: micId ? { deviceId: { exact: micId } } : true,
     video: cameraId ? { deviceId: { exact: cameraId } } : { width: 640, height: 480 },
   });
+  if (meetingOver) {
+    for (const t of stream.getTracks()) t.stop();
+    return;
+  }
   local.mic?.stop();
   local.camera?.stop();
   local.mic = stream.getAudioTracks()[0] || null;
@@ -317,7 +329,7 @@ function onMessage(msg) {
       break;
     case 'denied':
       $('lobby').hidden = true;
-      endSession('A host did not let you in to this meeting.');
+      endSession('You were not let in', 'A host did not let you in to this meeting.');
       break;
     case 'notice':
       setStatus(msg.text, true);
@@ -356,14 +368,14 @@ function onMessage(msg) {
       updateControls();
       break;
     case 'removed':
-      endSession(msg.reason
+      endSession('A host removed you from the meeting', msg.reason
         ? `${msg.by} changed the meeting's level, and you were removed: ${msg.reason}.`
         : msg.barred
           ? `${msg.by} removed you from the meeting. You cannot rejoin it.`
           : `${msg.by} removed you from the meeting.`);
       break;
     case 'ended':
-      endSession(`${msg.by} ended the meeting for everyone.`);
+      endSession('This meeting has ended', `${msg.by} ended the meeting for everyone.`);
       break;
     case 'chat':
       addChat(msg.message);
@@ -377,7 +389,8 @@ function onMessage(msg) {
       break;
     case 'error':
       console.warn('server:', msg.code, msg.message);
-      if (msg.code === 'meeting-full') { signalling?.leave(); showLeft('This meeting is full.'); }
+      if (msg.code === 'meeting-full') { signalling?.leave(); showLeft('You left the meeting', 'This meeting is full.'); }
+      else if (msg.code === 'ended') endSession('This meeting has ended', '');
       else if (msg.code === 'lobby-timeout') { $('lobby').hidden = true; finish(msg.message, true); }
       else setStatus(msg.message, true);
       break;
@@ -754,21 +767,22 @@ function stopShare(tellServer = true) {
   render();
 }
 
-/** Stop all media and show the "left" screen. */
-function finish(reason, canRejoin) {
+/** Stop all media and show the "left" screen, headed `title`. */
+function finish(reason, canRejoin, title = 'You left the meeting') {
   signalling = null;
   call?.close();
   call = null;
+  clearInterval(meterTimer);
   local.mic?.stop();
   local.camera?.stop();
   stopShare();
-  showLeft(reason);
+  showLeft(title, reason);
   $('rejoin').hidden = !canRejoin;
 }
 
-/** The server ended our part in the meeting (removed, or the meeting ended). */
-function endSession(reason) {
-  finish(reason, false);
+/** The server ended our part in the meeting (removed, denied, or the meeting ended). */
+function endSession(title, reason) {
+  finish(reason, false, title);
 }
 
 function leave() {
@@ -776,9 +790,12 @@ function leave() {
   finish('', true);
 }
 
-function showLeft(reason) {
+function showLeft(title, reason) {
+  $('prejoin').hidden = true;
+  $('lobby').hidden = true;
   $('meeting').hidden = true;
   $('left').hidden = false;
+  $('left-title').textContent = title;
   $('left-reason').textContent = reason;
   $('rejoin').focus();
 }

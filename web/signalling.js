@@ -44,7 +44,16 @@ export class Signalling extends EventTarget {
         this.closedByUs = true;
         this.forgetSession();
       }
-      if (msg.type === 'error' && !this.welcomed && ['wrong-passcode', 'locked-out', 'forbidden', 'meeting-full', 'lobby-full', 'invalid', 'locked', 'barred', 'ended', 'verification-required', 'mfa-required'].includes(msg.code)) {
+      if (msg.type === 'error' && msg.code === 'ended') {
+        // The meeting is over for good (found so on a join or a resume): never come back.
+        this.closedByUs = true;
+        this.forgetSession();
+        clearInterval(this.pingTimer);
+        ws.close();
+        this.dispatchEvent(new CustomEvent('message', { detail: msg }));
+        return;
+      }
+      if (msg.type === 'error' && !this.welcomed && ['wrong-passcode', 'locked-out', 'forbidden', 'meeting-full', 'lobby-full', 'invalid', 'locked', 'barred', 'verification-required', 'mfa-required'].includes(msg.code)) {
         // Not let in: stop here and let the page ask again.
         this.closedByUs = true;
         ws.close();
