@@ -53,7 +53,7 @@ export class Signalling extends EventTarget {
         this.dispatchEvent(new CustomEvent('message', { detail: msg }));
         return;
       }
-      if (msg.type === 'error' && !this.welcomed && ['wrong-passcode', 'locked-out', 'forbidden', 'meeting-full', 'lobby-full', 'invalid', 'locked', 'barred', 'verification-required', 'mfa-required'].includes(msg.code)) {
+      if (msg.type === 'error' && !this.welcomed && ['wrong-passcode', 'locked-out', 'busy', 'rate-limited', 'forbidden', 'meeting-full', 'lobby-full', 'invalid', 'locked', 'barred', 'verification-required', 'mfa-required'].includes(msg.code)) {
         // Not let in: stop here and let the page ask again.
         this.closedByUs = true;
         ws.close();
