@@ -321,9 +321,17 @@ impl Client {
         self.send(json!({"type": "chat", "text": text})).await
     }
 
+    /// Leave as a browser does: say so, close, and wait (2 s at most) for the
+    /// server to close too. Hanging up at once can make the kernel reset the
+    /// connection, which throws away whatever the server had not read yet,
+    /// the leave included.
     pub async fn leave(mut self) {
         let _ = self.send(json!({"type": "leave"})).await;
         let _ = self.ws.send(Message::Close(None)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(Some(_)) = self.incoming.recv().await {}
+        })
+        .await;
         let _ = self.ws.close().await;
     }
 

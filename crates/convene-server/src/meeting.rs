@@ -67,7 +67,10 @@ pub enum MeetingInput {
 }
 
 struct Member {
-    out: OutboundTx,
+    /// `None` once the socket's side has gone (its queue closed): nothing
+    /// more is sent, but what it sent before going is still handled, until
+    /// its `SocketClosed`, which always comes last, says how it ended.
+    out: Option<OutboundTx>,
     socket: u64,
 }
 
@@ -249,7 +252,13 @@ impl Meeting {
                 match self.room.enter(now, msg, entrant) {
                     Ok(who) => {
                         // A resume while the old socket is open replaces that socket.
-                        self.members.insert(who.clone(), Member { out, socket });
+                        self.members.insert(
+                            who.clone(),
+                            Member {
+                                out: Some(out),
+                                socket,
+                            },
+                        );
                         let _ = reply.send(Ok(who));
                     }
                     Err(e) => {
@@ -542,14 +551,22 @@ impl Meeting {
             Err(_) => return,
         };
         for who in to {
-            let Some(member) = self.members.get(who) else {
+            let Some(member) = self.members.get_mut(who) else {
                 continue;
             };
-            if member.out.try_send(Outbound::Text(text.clone())).is_err() {
-                // Too slow to keep up (or gone): drop the socket; the client may resume.
-                info!(meeting = %self.id, %who, "socket cannot keep up; closing it");
-                self.members.remove(who);
-                self.room.connection_lost(Instant::now(), who);
+            let Some(out) = &member.out else { continue };
+            match out.try_send(Outbound::Text(text.clone())) {
+                Ok(()) => {}
+                // The socket is going (a client that leaves and hangs up at
+                // once): a leave it sent may still be queued here, so wait
+                // for its SocketClosed rather than call it lost now.
+                Err(mpsc::error::TrySendError::Closed(_)) => member.out = None,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    // Too slow to keep up: drop the socket; the client may resume.
+                    info!(meeting = %self.id, %who, "socket cannot keep up; closing it");
+                    self.members.remove(who);
+                    self.room.connection_lost(Instant::now(), who);
+                }
             }
         }
     }
