@@ -131,15 +131,21 @@ fn api_error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(ApiError { error: msg.into() })).into_response()
 }
 
+/// An error that says when to come back (`Retry-After`, in seconds).
+fn retry_later(status: StatusCode, msg: &str, seconds: &'static str) -> Response {
+    let mut res = api_error(status, msg);
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static(seconds));
+    res
+}
+
 /// The hashing threads were all taken for longer than a caller waits.
 fn busy() -> Response {
-    let mut res = api_error(
+    retry_later(
         StatusCode::SERVICE_UNAVAILABLE,
         "the server is busy; try again in a few seconds",
-    );
-    res.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-    res
+        "5",
+    )
 }
 
 fn view(state: &AppState, m: Meeting, host_key: Option<String>) -> MeetingView {
@@ -339,23 +345,12 @@ async fn create_meeting(
         );
     }
     let anonymous = session.as_ref().is_none_or(|s| !s.identity.is_verified());
-    if anonymous
-        && !state
-            .anonymous_creations
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .allow(
-                std::time::Instant::now(),
-                &crate::client_addr::address_group(client),
-            )
-    {
-        let mut res = api_error(
+    if anonymous && !state.anonymous_creations.allow(client) {
+        return retry_later(
             StatusCode::TOO_MANY_REQUESTS,
             "too many meetings created from your address: try again in a minute",
+            "60",
         );
-        res.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
-        return res;
     }
     let req = match body {
         Ok(Json(req)) => req,

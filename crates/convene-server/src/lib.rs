@@ -63,12 +63,12 @@ pub struct AppState {
     pub hashers: hashing::Hashers,
     /// Per client address group (IPv4 address, IPv6 /64): passcode checks
     /// (right or wrong), wrong host keys, and sign-in starts.
-    pub passcode_checks: std::sync::Mutex<rates::Rates<std::net::IpAddr>>,
-    pub refused_joins: std::sync::Mutex<rates::Rates<std::net::IpAddr>>,
-    pub logins: std::sync::Mutex<rates::Rates<std::net::IpAddr>>,
+    pub passcode_checks: rates::PerClient,
+    pub refused_joins: rates::PerClient,
+    pub logins: rates::PerClient,
     /// Meetings created without a sign-in, per client address (each is a row
     /// kept until retention removes it: a flood would fill the disk).
-    pub anonymous_creations: std::sync::Mutex<rates::Rates<std::net::IpAddr>>,
+    pub anonymous_creations: rates::PerClient,
     /// Reverse proxies whose forwarding header is believed, and which header.
     pub trusted_proxies: Arc<[ipnet::IpNet]>,
     pub forwarded_header: config::ForwardedHeader,
@@ -177,19 +177,13 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             convene_meeting::passcode::Rules::PER_MEETING,
         )),
         hashers: hashing::Hashers::start(hashing::Hashers::default_threads(), hashing::QUEUE_WAIT),
-        passcode_checks: std::sync::Mutex::new(rates::Rates::new(
-            PASSCODE_CHECKS_PER_SEC,
-            PASSCODE_CHECKS_BURST,
-        )),
-        refused_joins: std::sync::Mutex::new(rates::Rates::new(
-            REFUSED_JOINS_PER_SEC,
-            REFUSED_JOINS_BURST,
-        )),
-        logins: std::sync::Mutex::new(rates::Rates::new(LOGINS_PER_SEC, LOGINS_BURST)),
-        anonymous_creations: std::sync::Mutex::new(rates::Rates::new(
+        passcode_checks: rates::PerClient::new(PASSCODE_CHECKS_PER_SEC, PASSCODE_CHECKS_BURST),
+        refused_joins: rates::PerClient::new(REFUSED_JOINS_PER_SEC, REFUSED_JOINS_BURST),
+        logins: rates::PerClient::new(LOGINS_PER_SEC, LOGINS_BURST),
+        anonymous_creations: rates::PerClient::new(
             ANONYMOUS_CREATIONS_PER_SEC,
             ANONYMOUS_CREATIONS_BURST,
-        )),
+        ),
         trusted_proxies: config.trusted_proxies.clone().into(),
         forwarded_header: config.forwarded_header,
         connections: Default::default(),

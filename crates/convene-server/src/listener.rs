@@ -92,6 +92,17 @@ struct Slot {
 }
 
 impl Gate {
+    fn new(limits: Limits, stats: Arc<ConnectionStats>) -> Arc<Gate> {
+        Arc::new(Gate {
+            limits,
+            counts: Mutex::new(Counts {
+                total: 0,
+                by_address: HashMap::new(),
+            }),
+            stats,
+        })
+    }
+
     /// `peer` counts by its address group (an IPv4 address, an IPv6 /64).
     fn enter(self: &Arc<Self>, peer: IpAddr) -> Option<Slot> {
         let peer = peer.to_canonical();
@@ -200,14 +211,7 @@ pub async fn serve(
         header_timeout_s = limits.header_timeout.as_secs_f32(),
         "accepting connections"
     );
-    let gate = Arc::new(Gate {
-        limits,
-        counts: Mutex::new(Counts {
-            total: 0,
-            by_address: HashMap::new(),
-        }),
-        stats,
-    });
+    let gate = Gate::new(limits, stats);
     let (closing_tx, closing) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     loop {
@@ -288,19 +292,15 @@ mod tests {
 
     #[test]
     fn places_are_counted_per_address_and_given_back() {
-        let gate = Arc::new(Gate {
-            limits: Limits {
+        let gate = Gate::new(
+            Limits {
                 max_connections: 5,
                 per_address: 2,
                 header_timeout: Duration::from_secs(1),
                 trusted: vec!["10.9.9.9/32".parse().unwrap()].into(),
             },
-            counts: Mutex::new(Counts {
-                total: 0,
-                by_address: HashMap::new(),
-            }),
-            stats: Default::default(),
-        });
+            Default::default(),
+        );
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let a1 = gate.enter(ip("10.0.0.1")).unwrap();
         let _a2 = gate.enter(ip("10.0.0.1")).unwrap();
@@ -327,19 +327,15 @@ mod tests {
 
     #[test]
     fn a_trusted_proxy_is_not_held_to_the_per_address_cap() {
-        let gate = Arc::new(Gate {
-            limits: Limits {
+        let gate = Gate::new(
+            Limits {
                 max_connections: 10,
                 per_address: 1,
                 header_timeout: Duration::from_secs(1),
                 trusted: vec!["10.9.9.9/32".parse().unwrap()].into(),
             },
-            counts: Mutex::new(Counts {
-                total: 0,
-                by_address: HashMap::new(),
-            }),
-            stats: Default::default(),
-        });
+            Default::default(),
+        );
         let proxy: IpAddr = "10.9.9.9".parse().unwrap();
         let held: Vec<_> = (0..5).map(|_| gate.enter(proxy).unwrap()).collect();
         assert_eq!(held.len(), 5);

@@ -6,7 +6,11 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use crate::client_addr::address_group;
 
 const MAX_KEYS: usize = 100_000;
 
@@ -49,13 +53,6 @@ impl<K: Hash + Eq + Clone> Rates<K> {
         allowed
     }
 
-    /// Whether `key` has a token, without taking it.
-    pub fn has(&self, now: Instant, key: &K) -> bool {
-        self.buckets
-            .get(key)
-            .is_none_or(|&(t, at)| self.refill(t, at, now) >= 1.0)
-    }
-
     /// Forget keys whose bucket has refilled (at most once a second).
     fn sweep(&mut self, now: Instant) {
         if self
@@ -71,9 +68,38 @@ impl<K: Hash + Eq + Clone> Rates<K> {
     }
 }
 
+/// Token buckets per client, shared by the server's tasks: a client counts by
+/// its address group (an IPv4 address, an IPv6 /64), so one IPv6 client cannot
+/// pick a fresh address for each try.
+#[derive(Debug)]
+pub struct PerClient(Mutex<Rates<IpAddr>>);
+
+impl PerClient {
+    pub fn new(per_sec: f64, burst: f64) -> Self {
+        PerClient(Mutex::new(Rates::new(per_sec, burst)))
+    }
+
+    /// Take one token for `client` now; false if it has none left.
+    pub fn allow(&self, client: IpAddr) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .allow(Instant::now(), &address_group(client))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv6_client_is_one_client_across_its_64() {
+        let r = PerClient::new(0.001, 2.0);
+        assert!(r.allow("2001:db8::1".parse().unwrap()));
+        assert!(r.allow("2001:db8::2".parse().unwrap()));
+        assert!(!r.allow("2001:db8::ffff".parse().unwrap()));
+        assert!(r.allow("2001:db8:0:1::1".parse().unwrap()));
+    }
 
     #[test]
     fn a_burst_then_the_steady_rate() {
@@ -81,10 +107,8 @@ mod tests {
         let mut r = Rates::new(2.0, 3.0);
         assert!((0..3).all(|_| r.allow(t0, &"a")));
         assert!(!r.allow(t0, &"a"));
-        assert!(!r.has(t0, &"a"));
         assert!(r.allow(t0, &"b"), "keys are apart");
         let t1 = t0 + Duration::from_millis(500);
-        assert!(r.has(t1, &"a"));
         assert!(r.allow(t1, &"a"));
         assert!(!r.allow(t1, &"a"));
     }

@@ -65,15 +65,7 @@ pub struct LoginQuery {
 /// A refusal if this address may not start another sign-in now: each one
 /// costs a round trip to the organisation's provider.
 fn refuse_try(state: &AppState, client: std::net::IpAddr) -> Option<Response> {
-    let allowed = state
-        .logins
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .allow(
-            std::time::Instant::now(),
-            &crate::client_addr::address_group(client),
-        );
-    if allowed {
+    if state.logins.allow(client) {
         return None;
     }
     let mut res = problem(

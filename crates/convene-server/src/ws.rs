@@ -96,19 +96,13 @@ async fn admit(
         if meeting.is_host_key(key) {
             return Ok(Role::Host);
         }
-        let mut refused = state
-            .refused_joins
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if !refused.allow(Instant::now(), &group) {
-            drop(refused);
+        if !state.refused_joins.allow(client) {
             audit("refused: too many refusals", String::new());
             return Err(ServerMessage::error(
                 ErrorCode::RateLimited,
                 "too many refused joins from your address: wait a minute and try again",
             ));
         }
-        drop(refused);
         audit("refused: bad host key", String::new());
         return Err(ServerMessage::error(
             ErrorCode::Forbidden,
@@ -125,12 +119,7 @@ async fn admit(
         ));
     };
     // The rate of checks first: a try refused here touches no guess count.
-    let checks_left = state
-        .passcode_checks
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .allow(Instant::now(), &group);
-    if !checks_left {
+    if !state.passcode_checks.allow(client) {
         return Err(ServerMessage::error(
             ErrorCode::RateLimited,
             "too many passcode checks from your address: wait a few seconds",

@@ -463,33 +463,11 @@ async fn behind_a_trusted_proxy_lockouts_follow_the_real_client() {
     .await;
     let id = m["id"].as_str().unwrap().to_string();
     // Everyone arrives from the proxy (127.0.0.1), each named by X-Forwarded-For.
-    let guess = |client: &'static str, passcode: &'static str| {
-        let url = format!("ws://{}/api/meetings/{id}/ws", server.addr);
-        async move {
-            use futures_util::{SinkExt, StreamExt};
-            use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-            let mut req = url.into_client_request().unwrap();
-            req.headers_mut()
-                .insert("x-forwarded-for", client.parse().unwrap());
-            let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-            let join = json!({"type": "join", "protocol": 1, "name": "P", "passcode": passcode});
-            ws.send(tokio_tungstenite::tungstenite::Message::Text(
-                join.to_string().into(),
-            ))
-            .await
-            .unwrap();
-            while let Some(Ok(msg)) = ws.next().await {
-                if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
-                    let v: Value = serde_json::from_str(&t).unwrap();
-                    return match v["type"].as_str() {
-                        Some("error") => v["code"].as_str().unwrap().to_string(),
-                        Some(t) => t.to_string(),
-                        None => "?".into(),
-                    };
-                }
-            }
-            "closed".to_string()
-        }
+    let (server_ref, id_ref) = (&server, &id);
+    let guess = |client: &'static str, passcode: &'static str| async move {
+        let join = json!({"type": "join", "protocol": 1, "name": "P", "passcode": passcode});
+        let headers = [("x-forwarded-for", client)];
+        raw_join(server_ref, id_ref, "127.0.0.1", &headers, join).await
     };
     for _ in 0..5 {
         assert_eq!(guess("203.0.113.66", "0000").await, "wrong-passcode");
