@@ -133,6 +133,25 @@ async fn bad_messages_in_a_meeting_do_not_disturb_the_others() {
     )
     .await;
     assert_eq!(next_error_keeping(&mut eve, &mut seen).await, "bad-sdp");
+    // Not SDP at all: a fixed sentence, never the parser's internals (which
+    // named a heap address).
+    send(
+        &mut eve,
+        json!({"type": "answer", "sdp": "this is not sdp"}).to_string(),
+    )
+    .await;
+    let refusal = loop {
+        let v = next(&mut eve).await.expect("an error message");
+        if v["type"] == "error" {
+            break v;
+        }
+        seen.push(v);
+    };
+    assert_eq!(refusal["code"], "bad-sdp", "{refusal}");
+    assert_eq!(
+        refusal["message"], "the answer is not SDP this server can use",
+        "{refusal}"
+    );
 
     // Flooding is refused with rate-limited, not by dropping the meeting.
     for _ in 0..80 {
