@@ -180,13 +180,22 @@ async fn a_barred_browser_cannot_rejoin_and_pages_give_browsers_a_device_cookie(
         .await
         .unwrap();
     let tid = troll.participant_id.clone();
+    // Wait until the host knows the troll, then see them leave because of the
+    // removal (an empty list would pass before the remove was even read).
+    assert!(
+        host.run_until(Duration::from_secs(3), |c| c
+            .participants
+            .contains_key(&tid))
+            .await
+    );
     host.send(json!({"type": "remove", "participantId": tid, "bar": true}))
         .await
         .unwrap();
     assert!(
         host.run_until(Duration::from_secs(3), |c| !c
             .participants
-            .contains_key(&tid))
+            .contains_key(&tid)
+            && c.left.iter().any(|(who, _)| *who == tid))
             .await
     );
     let again = Client::join_with(&url, &id, "A new name", as_device(9)).await;
