@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use url::Url;
 
+pub mod turn;
+
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentConfig {
@@ -16,6 +18,8 @@ pub struct DeploymentConfig {
     pub partners: Vec<Partner>,
     #[serde(default)]
     pub sessions: Sessions,
+    /// TURN servers browsers may relay media through (the `[turn]` section, [`turn`]).
+    pub turn: Option<turn::TurnConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -112,8 +116,11 @@ pub struct ConfigError(pub String);
 impl DeploymentConfig {
     /// Parse and check. Errors name the place in the file and the problem.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let config: DeploymentConfig =
+        let mut config: DeploymentConfig =
             toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        if let Some(turn) = &mut config.turn {
+            turn.check(text).map_err(ConfigError)?;
+        }
         config.check()?;
         Ok(config)
     }
@@ -308,5 +315,60 @@ client_secret = "s"
         }
         let e = DeploymentConfig::parse("[home]\nname = \"x\"\nbogus = 1\n").unwrap_err();
         assert!(e.0.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn turn_is_optional_and_checked() {
+        let c = DeploymentConfig::parse(EXAMPLE).unwrap();
+        let turn = c.turn.expect("the example has a [turn] section");
+        assert_eq!(turn.urls.len(), 3);
+        assert_eq!(turn.ttl_seconds.seconds(), 3600);
+        let c = DeploymentConfig::parse("[home]\nname = \"Trial\"\n").unwrap();
+        assert!(c.turn.is_none());
+
+        let base = "[home]\nname = \"Home\"\n\n[turn]\n";
+        let ok = format!(
+            "{base}urls = [\"turn:127.0.0.1:3478\"]\nsecret_file = \"turn.secret\"\nttl_seconds = 600\n"
+        );
+        let turn = DeploymentConfig::parse(&ok).unwrap().turn.unwrap();
+        assert_eq!(turn.ttl_seconds.seconds(), 600);
+        assert_eq!(turn.secret_file, std::path::Path::new("turn.secret"));
+        // A bad URL or lifetime names its line, as syntax errors do.
+        let cases = [
+            (
+                "urls = [\n  \"turn:a.example:3478\",\n  \"turn:b.example:99999\",\n]\nsecret_file = \"s\"\n",
+                &["line 7", "turn:b.example:99999", "from 1 to 65535"][..],
+            ),
+            (
+                "urls = [\"turn:a.example\"]\nsecret_file = \"s\"\nttl_seconds = 30\n",
+                &["line 7", "from 60 to 86400"],
+            ),
+            (
+                "urls = [\"turn:a.example\"]\nsecret_file = \"s\"\nsecret = \"hunter2\"\n",
+                &["turn: the secret does not belong in the deployment file"],
+            ),
+            ("urls = []\nsecret_file = \"s\"\n", &["turn.urls: list"]),
+            (
+                "urls = [\"turn:a.example\", \"turn:a.example\"]\nsecret_file = \"s\"\n",
+                &["listed twice"],
+            ),
+            ("urls = [\"turn:a.example\"]\nsecret_file = \"\"\n", &["turn.secret_file"]),
+            (
+                "urls = [\"turn:a.example\"]\nsecret_file = \"s\"\nstatic_auth_secret = \"hunter2\"\n",
+                &["turn: the secret does not belong in the deployment file"],
+            ),
+            (
+                "urls = [\"turn:a.example\"]\nsecret_file = \"s\"\nttl = 60\n",
+                &["line 7", "unknown field `ttl`"],
+            ),
+            ("urls = [\"turn:a.example\"]\n", &["missing field `secret_file`"]),
+        ];
+        for (body, expected) in cases {
+            let e = DeploymentConfig::parse(&format!("{base}{body}")).unwrap_err();
+            for x in expected {
+                assert!(e.0.contains(x), "{body}: expected {x:?} in {e}");
+            }
+            assert!(!e.0.contains("hunter2"), "the secret is not echoed: {e}");
+        }
     }
 }
