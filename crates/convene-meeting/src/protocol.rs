@@ -229,6 +229,18 @@ pub struct TrackSlot {
     pub voice: bool,
 }
 
+/// A TURN server the client may relay media through, in WebRTC's
+/// `RTCIceServer` shape, so a browser passes the list to `RTCPeerConnection`
+/// as it is. The credentials are the receiver's own and expire: the server
+/// sends fresh ones (`ice-servers`) before they do. This crate only carries
+/// them; the server makes them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    pub username: String,
+    pub credential: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LeaveReason {
@@ -299,6 +311,15 @@ pub enum ServerMessage {
         chat: Vec<ChatMessage>,
         settings: crate::access::Settings,
         permissions: Permissions,
+        /// TURN servers with the receiver's credentials; empty when the
+        /// server has none. The room leaves it empty: the server's edge fills
+        /// it in for the one participant the welcome goes to.
+        ice_servers: Vec<IceServer>,
+    },
+    /// Fresh TURN credentials, before the ones the receiver has expire.
+    #[serde(rename_all = "camelCase")]
+    IceServers {
+        ice_servers: Vec<IceServer>,
     },
     /// The receiver's permissions changed (role, settings or a host mute).
     Permissions {
@@ -560,6 +581,17 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&m).unwrap(),
             r#"{"type":"participant-left","participantId":"p2","reason":"disconnected"}"#
+        );
+        let m = ServerMessage::IceServers {
+            ice_servers: vec![IceServer {
+                urls: vec!["turn:turn.example.org:3478?transport=udp".into()],
+                username: "1764080400:3f9a0c2e5b7d1f48".into(),
+                credential: "c2VjcmV0IGhtYWMgc2hhMSBiYXNlNjQ=".into(),
+            }],
+        };
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            r#"{"type":"ice-servers","iceServers":[{"urls":["turn:turn.example.org:3478?transport=udp"],"username":"1764080400:3f9a0c2e5b7d1f48","credential":"c2VjcmV0IGhtYWMgc2hhMSBiYXNlNjQ="}]}"#
         );
     }
 }

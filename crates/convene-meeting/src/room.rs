@@ -1007,6 +1007,7 @@ impl Room {
             chat,
             settings: self.settings.clone(),
             permissions: self.permissions_of(p),
+            ice_servers: Vec::new(),
         };
         self.send(id, message);
         for page in more_participants.chunks(ROSTER_PAGE) {
@@ -1673,6 +1674,7 @@ fn for_non_host(message: ServerMessage) -> ServerMessage {
             chat,
             settings,
             permissions,
+            ice_servers,
         } => ServerMessage::Welcome {
             protocol,
             participant_id,
@@ -1682,6 +1684,7 @@ fn for_non_host(message: ServerMessage) -> ServerMessage {
             chat,
             settings,
             permissions,
+            ice_servers,
         },
         ServerMessage::Roster { participants } => ServerMessage::Roster {
             participants: participants.into_iter().map(strip).collect(),
@@ -1695,7 +1698,8 @@ fn for_non_host(message: ServerMessage) -> ServerMessage {
         // None of these carries a participant's identity beyond its public part
         // (the lobby list goes to hosts only). Listed rather than matched with a
         // wildcard so that a new message has to be decided on here.
-        other @ (ServerMessage::Permissions { .. }
+        other @ (ServerMessage::IceServers { .. }
+        | ServerMessage::Permissions { .. }
         | ServerMessage::SettingsUpdated { .. }
         | ServerMessage::SourceStopped { .. }
         | ServerMessage::ChatHistory { .. }
