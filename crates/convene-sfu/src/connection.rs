@@ -82,6 +82,8 @@ pub(crate) struct Connection {
     pub listening: Vec<TrackId>,
     /// Indices of its voice slots (at most `VOICE_SLOTS`).
     pub voice_slots: Vec<usize>,
+    /// The next offer restarts ICE.
+    pub ice_restart: bool,
 }
 
 impl Connection {
@@ -98,6 +100,7 @@ impl Connection {
             written: false,
             listening: Vec::new(),
             voice_slots: Vec::new(),
+            ice_restart: false,
         }
     }
 

@@ -1,4 +1,5 @@
-//! Runs one [`Sfu`] on its own thread with one UDP socket, driven by mio.
+//! Runs one [`Sfu`] on its own thread with one UDP socket and the ICE-TCP
+//! connections handed to it ([`crate::tcp_conns`]), driven by mio.
 //!
 //! The meeting layer talks to it through an [`SfuHandle`]: commands in over a
 //! channel (waking the thread), events out through a callback.
@@ -15,8 +16,10 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, error, warn};
 
+use crate::pool::Directory;
 use crate::sendmany::{SendMany, MAX_PER_CALL};
-use crate::{ConnId, Datagram, Sfu, SfuConfig, SfuEvent, SfuStats, TrackId, TrackKind};
+use crate::tcp_conns::{Guard, TcpConns};
+use crate::{ConnId, Datagram, Sfu, SfuConfig, SfuEvent, SfuStats, TrackId, TrackKind, Transport};
 
 const SOCKET: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -61,6 +64,15 @@ pub enum Command {
     Answer {
         conn: ConnId,
         sdp: String,
+    },
+    /// Offer new ICE credentials to a client whose network changed.
+    RestartIce(ConnId),
+    /// An accepted ICE-TCP connection for one of this worker's connections,
+    /// with the bytes already read from it (at least its first frame).
+    AdoptTcp {
+        stream: std::net::TcpStream,
+        first: Vec<u8>,
+        guard: Guard,
     },
     Shutdown,
 }
@@ -112,13 +124,23 @@ impl SfuThread {
     }
 }
 
+/// What a worker needs besides its UDP port (through [`crate::pool::spawn_pool`]).
+pub(crate) struct WorkerSetup {
+    pub index: usize,
+    /// The ICE-TCP candidate every worker announces, if TCP is on.
+    pub tcp_announce: Option<SocketAddr>,
+    pub directory: Directory,
+    /// Shared by the pool's workers.
+    pub next_conn: Arc<AtomicU64>,
+}
+
 /// Bind `bind` and start one SFU thread (through [`crate::pool::spawn_pool`]).
 /// `announce` overrides the address given to clients (needed when binding a
-/// wildcard address or behind NAT); `next_conn` is shared by the pool's workers.
+/// wildcard address or behind NAT).
 pub(crate) fn spawn_worker(
     bind: SocketAddr,
     announce: Option<SocketAddr>,
-    next_conn: Arc<AtomicU64>,
+    setup: WorkerSetup,
     mut on_event: impl FnMut(SfuEvent) + Send + 'static,
 ) -> std::io::Result<SfuThread> {
     let std_socket = bind_media_socket(bind)?;
@@ -146,22 +168,23 @@ pub(crate) fn spawn_worker(
     let handle = SfuHandle {
         tx,
         waker,
-        next_conn,
+        next_conn: setup.next_conn.clone(),
         stats: stats.clone(),
         local_addr: announce,
     };
     let config = SfuConfig {
         candidates: vec![announce],
+        tcp_candidates: setup.tcp_announce.into_iter().collect(),
     };
     let thread = std::thread::Builder::new()
         .name("convene-sfu".into())
         .spawn(move || {
             if let Err(e) = run(
                 poll,
-                (socket, local_addr),
+                (socket, announce),
                 Output::new(send_socket),
                 rx,
-                config,
+                (config, setup),
                 stats,
                 &mut on_event,
             ) {
@@ -226,47 +249,81 @@ fn recv(
     }
 }
 
+/// `candidate` is the UDP candidate clients send to: the destination str0m
+/// expects on every datagram (the bound address may be a wildcard, or a
+/// private address behind NAT).
 fn run(
     mut poll: Poll,
-    (socket, local_addr): (UdpSocket, SocketAddr),
+    (socket, candidate): (UdpSocket, SocketAddr),
     mut out: Output,
     rx: Receiver<Command>,
-    config: SfuConfig,
+    (config, setup): (SfuConfig, WorkerSetup),
     stats: Arc<Mutex<SfuStats>>,
     on_event: &mut dyn FnMut(SfuEvent),
 ) -> std::io::Result<()> {
-    let mut sfu = Sfu::new(config, Instant::now());
+    let start = Instant::now();
+    let mut tcp = TcpConns::new(setup.tcp_announce.unwrap_or(candidate), start);
+    let mut sfu = Sfu::new(config, start);
     let mut events = Events::with_capacity(64);
     let mut buf = vec![0u8; RECV_BUF];
     loop {
-        let wait = sfu.next_timeout().saturating_duration_since(Instant::now());
+        let wait = if tcp.has_unread() {
+            std::time::Duration::ZERO
+        } else {
+            sfu.next_timeout()
+                .saturating_duration_since(Instant::now())
+                .min(std::time::Duration::from_secs(1))
+        };
         if let Err(e) = poll.poll(&mut events, Some(wait)) {
             if e.kind() != ErrorKind::Interrupted {
                 return Err(e);
+            }
+        }
+        for ev in events.iter() {
+            if tcp.owns(ev.token()) {
+                tcp.ready(
+                    poll.registry(),
+                    ev.token(),
+                    ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                    ev.is_writable(),
+                );
             }
         }
         // Commands first, all of them, so one batch gives one offer per connection.
         loop {
             match rx.try_recv() {
                 Ok(Command::Shutdown) => return Ok(()),
+                Ok(Command::AdoptTcp {
+                    stream,
+                    first,
+                    guard,
+                }) => tcp.adopt(
+                    poll.registry(),
+                    &mut sfu,
+                    stream,
+                    first,
+                    guard,
+                    Instant::now(),
+                ),
                 Ok(cmd) => apply(&mut sfu, cmd),
                 Err(mpsc::TryRecvError::Empty) => break,
                 Err(mpsc::TryRecvError::Disconnected) => return Ok(()),
             }
         }
+        tcp.read_unread(poll.registry(), &mut sfu, Instant::now());
         // Datagrams are handled in batches, and what they produce sent after each
         // batch: packets of one frame arrive together and share the drains.
         let mut batch = 0;
         let mut flushed_at = sfu.forwarded();
         loop {
             if batch == RECV_BATCH || sfu.forwarded() - flushed_at >= FLUSH_AFTER_FORWARDED {
-                out.flush(&mut sfu);
+                out.flush(&mut sfu, &mut tcp, poll.registry());
                 batch = 0;
                 flushed_at = sfu.forwarded();
             }
             match recv(&socket, &mut buf) {
                 Ok((n, source, now, arrived)) => {
-                    sfu.handle_datagram_received(now, arrived, source, local_addr, &buf[..n]);
+                    sfu.handle_datagram_received(now, arrived, source, candidate, &buf[..n]);
                     batch += 1;
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
@@ -275,14 +332,24 @@ fn run(
                 Err(e) => debug!("recv: {e}"),
             }
         }
-        sfu.handle_timeout(Instant::now());
+        let now = Instant::now();
+        sfu.handle_timeout(now);
+        tcp.sweep(poll.registry(), now);
         sfu.negotiate_all();
-        out.flush(&mut sfu);
+        out.flush(&mut sfu, &mut tcp, poll.registry());
+        // Before the offers go out: a client may connect over TCP as soon as
+        // it has one.
+        setup.directory.update(setup.index, &mut sfu);
         while let Some(ev) = sfu.poll_event() {
             on_event(ev);
         }
         if let Ok(mut s) = stats.lock() {
-            *s = sfu.stats();
+            let t = tcp.stats();
+            *s = SfuStats {
+                tcp_connections: t.open,
+                tcp_frames_dropped: t.frames_dropped,
+                ..sfu.stats()
+            };
         }
     }
 }
@@ -310,7 +377,8 @@ fn apply(sfu: &mut Sfu, cmd: Command) {
             return;
         }
         Command::Answer { conn, sdp } => (conn, sfu.accept_answer(now, conn, &sdp)),
-        Command::Shutdown => return,
+        Command::RestartIce(conn) => (conn, sfu.restart_ice(conn)),
+        Command::Shutdown | Command::AdoptTcp { .. } => return,
     };
     if let Err(error) = result {
         sfu.push_event(SfuEvent::Failed { conn, error });
@@ -336,12 +404,15 @@ impl Output {
     }
 
     /// Send everything the SFU has to send.
-    fn flush(&mut self, sfu: &mut Sfu) {
+    fn flush(&mut self, sfu: &mut Sfu, tcp: &mut TcpConns, registry: &mio::Registry) {
         loop {
             self.batch.clear();
             while self.batch.len() < MAX_PER_CALL * 8 {
                 let Some(d) = sfu.poll_transmit() else { break };
-                self.batch.push(d);
+                match d.transport {
+                    Transport::Udp => self.batch.push(d),
+                    Transport::Tcp => tcp.send(registry, d.destination, &d.contents),
+                }
             }
             if self.batch.is_empty() {
                 return;

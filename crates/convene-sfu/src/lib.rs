@@ -31,6 +31,8 @@ mod sfu;
 mod speaking;
 #[cfg(target_os = "linux")]
 pub mod stamped;
+mod tcp_conns;
+pub mod transport;
 mod vp8;
 
 pub use ids::{ConnId, TrackId};
@@ -40,4 +42,5 @@ pub use sfu::{
     MAX_MEDIA_AGE, VOICE_SLOTS,
 };
 pub use speaking::SpeakingDetector;
+pub use transport::Transport;
 pub use vp8::is_vp8_keyframe_start;

@@ -2,13 +2,59 @@
 //! cores share the meetings. A meeting's connections all live on one worker
 //! (forwarding never crosses threads); the pool gives each new meeting the worker
 //! with the fewest meetings, then the fewest connections.
+//!
+//! ICE-TCP has one port for all workers: the server accepts a connection, reads
+//! its first frame (a STUN binding request naming the SFU's username fragment)
+//! and [`SfuPool::adopt_tcp`] hands it to the worker that knows that fragment,
+//! as the workers keep a shared [`Directory`] of them.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use crate::driver::{spawn_worker, SfuHandle, SfuThread};
-use crate::{SfuEvent, SfuStats};
+use crate::driver::{spawn_worker, Command, SfuHandle, SfuThread, WorkerSetup};
+use crate::tcp_conns::Guard;
+use crate::transport::{first_frame, FramingError};
+use crate::{Sfu, SfuEvent, SfuStats};
+
+/// Which worker holds the connection with a given ICE username fragment.
+#[derive(Clone, Default)]
+pub struct Directory(Arc<Mutex<HashMap<String, usize>>>);
+
+impl Directory {
+    /// Take in what changed at worker `index` (called by the worker's loop).
+    pub(crate) fn update(&self, index: usize, sfu: &mut Sfu) {
+        let mut changes = std::iter::from_fn(|| sfu.poll_ufrag_change()).peekable();
+        if changes.peek().is_none() {
+            return;
+        }
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for (ufrag, added) in changes {
+            if added {
+                map.insert(ufrag, index);
+            } else if map.get(&ufrag) == Some(&index) {
+                map.remove(&ufrag);
+            }
+        }
+    }
+
+    fn worker_of(&self, ufrag: &str) -> Option<usize> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(ufrag).copied()
+    }
+}
+
+/// Why an ICE-TCP connection was not taken.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AdoptError {
+    #[error(transparent)]
+    Framing(#[from] FramingError),
+    #[error("the first frame is incomplete")]
+    Incomplete,
+    #[error("no connection has this ICE username")]
+    UnknownUfrag,
+}
 
 struct Worker {
     handle: SfuHandle,
@@ -20,6 +66,8 @@ struct Worker {
 #[derive(Clone)]
 pub struct SfuPool {
     workers: Arc<[Worker]>,
+    directory: Directory,
+    tcp_announce: Option<SocketAddr>,
 }
 
 /// A meeting's hold on its worker; the worker counts one meeting fewer when dropped.
@@ -41,20 +89,36 @@ impl Drop for SfuLease {
     }
 }
 
-/// Start `workers` SFU threads (at least one). With a fixed port in `bind`,
-/// worker i binds port + i (and announces the announced port + i); with port 0
-/// each picks a free port. `sink` makes each worker's event callback.
+/// Where the pool's workers take media.
+#[derive(Debug, Clone, Copy)]
+pub struct MediaAddrs {
+    /// UDP: with a fixed port, worker i binds port + i (and announces the
+    /// announced port + i); with port 0 each picks a free port.
+    pub bind: SocketAddr,
+    pub announce: Option<SocketAddr>,
+    /// The ICE-TCP candidate offered to clients (the server accepts there and
+    /// calls [`SfuPool::adopt_tcp`]); `None`: media over UDP only.
+    pub tcp_announce: Option<SocketAddr>,
+}
+
+/// Start `workers` SFU threads (at least one). `sink` makes each worker's
+/// event callback.
 pub fn spawn_pool<S>(
     workers: usize,
-    bind: SocketAddr,
-    announce: Option<SocketAddr>,
+    addrs: MediaAddrs,
     mut sink: impl FnMut() -> S,
 ) -> std::io::Result<(SfuPool, Vec<SfuThread>)>
 where
     S: FnMut(SfuEvent) + Send + 'static,
 {
+    let MediaAddrs {
+        bind,
+        announce,
+        tcp_announce,
+    } = addrs;
     // Connection ids are unique across workers: the layer above routes events by them.
     let next_conn = Arc::new(AtomicU64::new(1));
+    let directory = Directory::default();
     let mut threads: Vec<SfuThread> = Vec::new();
     for i in 0..workers.max(1) {
         let offset = |mut a: SocketAddr| -> std::io::Result<SocketAddr> {
@@ -71,7 +135,13 @@ where
         };
         let worker = offset(bind).and_then(|bind| {
             let announce = announce.map(offset).transpose()?;
-            spawn_worker(bind, announce, next_conn.clone(), sink())
+            let setup = WorkerSetup {
+                index: i,
+                tcp_announce,
+                directory: directory.clone(),
+                next_conn: next_conn.clone(),
+            };
+            spawn_worker(bind, announce, setup, sink())
         });
         match worker {
             Ok(t) => threads.push(t),
@@ -91,6 +161,8 @@ where
                 meetings: Arc::new(AtomicUsize::new(0)),
             })
             .collect(),
+        directory,
+        tcp_announce,
     };
     Ok((pool, threads))
 }
@@ -115,6 +187,34 @@ impl SfuPool {
         }
     }
 
+    /// The ICE-TCP candidate, if media over TCP is on.
+    pub fn tcp_announce(&self) -> Option<SocketAddr> {
+        self.tcp_announce
+    }
+
+    /// Hand an accepted ICE-TCP connection, of which `first` was read (its
+    /// whole first frame, maybe more), to the worker that holds the connection
+    /// the frame names. `guard` lives as long as the TCP connection.
+    pub fn adopt_tcp(
+        &self,
+        stream: std::net::TcpStream,
+        first: Vec<u8>,
+        guard: Box<dyn Send>,
+    ) -> Result<(), AdoptError> {
+        let ufrag = first_frame(&first)?.ok_or(AdoptError::Incomplete)?;
+        let index = self
+            .directory
+            .worker_of(&ufrag)
+            .ok_or(AdoptError::UnknownUfrag)?;
+        let worker = self.workers.get(index).ok_or(AdoptError::UnknownUfrag)?;
+        worker.handle.send(Command::AdoptTcp {
+            stream,
+            first,
+            guard: Guard(guard),
+        });
+        Ok(())
+    }
+
     pub fn handles(&self) -> impl Iterator<Item = &SfuHandle> {
         self.workers.iter().map(|w| &w.handle)
     }
@@ -133,6 +233,8 @@ impl SfuPool {
                 rtp_dropped_late: a.rtp_dropped_late + b.rtp_dropped_late,
                 connections: a.connections + b.connections,
                 tracks: a.tracks + b.tracks,
+                tcp_connections: a.tcp_connections + b.tcp_connections,
+                tcp_frames_dropped: a.tcp_frames_dropped + b.tcp_frames_dropped,
             }
         })
     }
@@ -144,8 +246,13 @@ mod tests {
 
     #[test]
     fn meetings_spread_over_workers_and_ports_follow_the_first() {
+        let udp = |bind| MediaAddrs {
+            bind,
+            announce: None,
+            tcp_announce: None,
+        };
         let (pool, threads) =
-            spawn_pool(3, "127.0.0.1:0".parse().unwrap(), None, || |_| {}).unwrap();
+            spawn_pool(3, udp("127.0.0.1:0".parse().unwrap()), || |_| {}).unwrap();
         let ports: std::collections::BTreeSet<u16> =
             pool.handles().map(|h| h.local_addr().port()).collect();
         assert_eq!(ports.len(), 3, "each worker has its own port");
@@ -172,7 +279,7 @@ mod tests {
         drop(probe);
         if base < 65000 {
             let bind = SocketAddr::from(([127, 0, 0, 1], base));
-            if let Ok((pool, threads)) = spawn_pool(2, bind, None, || |_| {}) {
+            if let Ok((pool, threads)) = spawn_pool(2, udp(bind), || |_| {}) {
                 let ports: Vec<u16> = pool.handles().map(|h| h.local_addr().port()).collect();
                 assert_eq!(ports, vec![base, base + 1]);
                 for t in threads {

@@ -1,21 +1,35 @@
-//! Which connection a datagram belongs to: a hash-map lookup by remote address,
-//! or, for STUN from an address not seen yet, by the ICE username fragment.
+//! Which connection a datagram belongs to: a hash-map lookup by transport and
+//! remote address, or, for STUN from an address not seen yet, by the ICE
+//! username fragment.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 
 use str0m::ice::StunMessage;
 
+use crate::transport::Transport;
 use crate::ConnId;
 
 /// Addresses remembered per connection; ICE may try a few candidate pairs.
 const MAX_ADDRS_PER_CONN: usize = 8;
+/// Username fragments per connection: the current one and, during an ICE
+/// restart, the one offered (either may be in use until the answer comes).
+const MAX_UFRAGS_PER_CONN: usize = 2;
+
+/// A remote address, as the same port number over UDP and TCP are different
+/// peers (two clients behind one NAT can hold them).
+pub type Peer = (Transport, SocketAddr);
 
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    by_addr: HashMap<SocketAddr, ConnId>,
+    by_addr: HashMap<Peer, ConnId>,
     by_ufrag: HashMap<String, ConnId>,
-    addrs: HashMap<ConnId, Vec<SocketAddr>>,
+    addrs: HashMap<ConnId, Vec<Peer>>,
+    ufrags: HashMap<ConnId, Vec<String>>,
+    /// Username fragments added (true) and dropped (false) since the last
+    /// [`RouteTable::poll_ufrag_change`]: the driver keeps the directory that
+    /// sends a new ICE-TCP connection to the worker that knows its ufrag.
+    changes: VecDeque<(String, bool)>,
 }
 
 pub enum Route {
@@ -29,12 +43,32 @@ pub enum Route {
 
 impl RouteTable {
     pub fn add_conn(&mut self, conn: ConnId, local_ufrag: String) {
-        self.by_ufrag.insert(local_ufrag, conn);
         self.addrs.insert(conn, Vec::new());
+        self.ufrags.insert(conn, Vec::new());
+        self.add_ufrag(conn, local_ufrag);
+    }
+
+    /// A further username fragment for `conn` (an ICE restart's); the oldest
+    /// beyond [`MAX_UFRAGS_PER_CONN`] is forgotten.
+    pub fn add_ufrag(&mut self, conn: ConnId, ufrag: String) {
+        let Some(list) = self.ufrags.get_mut(&conn) else {
+            return;
+        };
+        if list.len() >= MAX_UFRAGS_PER_CONN {
+            let old = list.remove(0);
+            self.by_ufrag.remove(&old);
+            self.changes.push_back((old, false));
+        }
+        list.push(ufrag.clone());
+        self.by_ufrag.insert(ufrag.clone(), conn);
+        self.changes.push_back((ufrag, true));
     }
 
     pub fn remove_conn(&mut self, conn: ConnId) {
-        self.by_ufrag.retain(|_, c| *c != conn);
+        for ufrag in self.ufrags.remove(&conn).unwrap_or_default() {
+            self.by_ufrag.remove(&ufrag);
+            self.changes.push_back((ufrag, false));
+        }
         for addr in self.addrs.remove(&conn).unwrap_or_default() {
             if self.by_addr.get(&addr) == Some(&conn) {
                 self.by_addr.remove(&addr);
@@ -42,7 +76,12 @@ impl RouteTable {
         }
     }
 
-    pub fn lookup(&self, source: SocketAddr, datagram: &[u8]) -> Route {
+    /// The next username fragment added (`true`) or dropped (`false`).
+    pub fn poll_ufrag_change(&mut self) -> Option<(String, bool)> {
+        self.changes.pop_front()
+    }
+
+    pub fn lookup(&self, source: Peer, datagram: &[u8]) -> Route {
         if let Some(&c) = self.by_addr.get(&source) {
             return Route::Known(c);
         }
@@ -60,7 +99,7 @@ impl RouteTable {
     }
 
     /// Remember that `source` belongs to `conn` (after the connection accepted it).
-    pub fn learn(&mut self, conn: ConnId, source: SocketAddr) {
+    pub fn learn(&mut self, conn: ConnId, source: Peer) {
         let Some(list) = self.addrs.get_mut(&conn) else {
             return;
         };
@@ -94,10 +133,12 @@ impl RouteTable {
 mod tests {
     use super::*;
 
+    const UDP: Transport = Transport::Udp;
+
     #[test]
     fn unknown_non_stun_is_dropped_and_learnt_addresses_route() {
         let mut t = RouteTable::default();
-        let a: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let a = (UDP, "127.0.0.1:5000".parse().unwrap());
         t.add_conn(ConnId(1), "abcd".into());
         assert!(matches!(t.lookup(a, &[0x80, 0, 0, 0]), Route::Unknown));
         t.learn(ConnId(1), a);
@@ -112,7 +153,10 @@ mod tests {
         let mut t = RouteTable::default();
         t.add_conn(ConnId(1), "u".into());
         for p in 0..100u16 {
-            t.learn(ConnId(1), SocketAddr::from(([127, 0, 0, 1], 1000 + p)));
+            t.learn(
+                ConnId(1),
+                (UDP, SocketAddr::from(([127, 0, 0, 1], 1000 + p))),
+            );
         }
         assert_eq!(t.len(), MAX_ADDRS_PER_CONN);
     }
@@ -120,8 +164,49 @@ mod tests {
     #[test]
     fn garbage_that_looks_like_stun_is_unknown() {
         let t = RouteTable::default();
-        let a: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let a = (UDP, "127.0.0.1:5000".parse().unwrap());
         assert!(matches!(t.lookup(a, &[0, 1, 0, 0, 1, 2]), Route::Unknown));
         assert!(matches!(t.lookup(a, &[]), Route::Unknown));
+    }
+
+    #[test]
+    fn the_same_port_over_tcp_is_another_peer() {
+        let mut t = RouteTable::default();
+        let addr: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        t.add_conn(ConnId(1), "a".into());
+        t.add_conn(ConnId(2), "b".into());
+        t.learn(ConnId(1), (UDP, addr));
+        t.learn(ConnId(2), (Transport::Tcp, addr));
+        assert!(matches!(
+            t.lookup((UDP, addr), &[0x80]),
+            Route::Known(ConnId(1))
+        ));
+        assert!(matches!(
+            t.lookup((Transport::Tcp, addr), &[0x80]),
+            Route::Known(ConnId(2))
+        ));
+    }
+
+    #[test]
+    fn an_ice_restart_keeps_two_ufrags_and_reports_each_change() {
+        let mut t = RouteTable::default();
+        t.add_conn(ConnId(1), "u1".into());
+        t.add_ufrag(ConnId(1), "u2".into());
+        t.add_ufrag(ConnId(1), "u3".into());
+        t.remove_conn(ConnId(1));
+        let changes: Vec<_> = std::iter::from_fn(|| t.poll_ufrag_change()).collect();
+        let s = |u: &str, added| (u.to_string(), added);
+        assert_eq!(
+            changes,
+            vec![
+                s("u1", true),
+                s("u2", true),
+                s("u1", false),
+                s("u3", true),
+                s("u2", false),
+                s("u3", false)
+            ]
+        );
+        assert!(t.by_ufrag.is_empty() && t.ufrags.is_empty());
     }
 }

@@ -250,6 +250,7 @@ mod tests {
                 receivers[i as usize % 3].local_addr().unwrap()
             };
             datagrams.push(Datagram {
+                transport: crate::Transport::Udp,
                 source: sender.local_addr().unwrap(),
                 destination,
                 contents: i.to_be_bytes().repeat(1 + i as usize % 5),
@@ -281,6 +282,7 @@ mod tests {
             "127.0.0.1:1001".parse().unwrap(),
         );
         let d = |to, len| Datagram {
+            transport: crate::Transport::Udp,
             source: a,
             destination: to,
             contents: vec![0; len],
@@ -310,6 +312,7 @@ mod tests {
         let a = UdpSocket::bind("127.0.0.1:0").unwrap();
         let b = UdpSocket::bind("127.0.0.1:0").unwrap();
         let datagram = |to: &UdpSocket, tag: u8, len: usize| Datagram {
+            transport: crate::Transport::Udp,
             source: sender.local_addr().unwrap(),
             destination: to.local_addr().unwrap(),
             contents: vec![tag; len],

@@ -9,7 +9,7 @@ use str0m::change::SdpAnswer;
 use str0m::config::DtlsCert;
 use str0m::format::Codec;
 use str0m::media::{KeyframeRequestKind, MediaKind, Pt};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, RtcConfig};
 use tracing::{debug, info, warn};
@@ -19,6 +19,7 @@ pub use crate::connection::SlotDirection;
 use crate::downstream_twcc::without_downstream_twcc;
 use crate::offer_candidates::candidates_on_every_m_line;
 use crate::route::{Route, RouteTable};
+use crate::transport::Transport;
 use crate::{is_vp8_keyframe_start, ConnId, SpeakingDetector, TrackId};
 
 /// Keyframe requests to one publisher are sent at most this often.
@@ -81,11 +82,15 @@ impl TrackKind {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SfuConfig {
     /// Addresses announced to clients as ICE host candidates (the UDP socket's
     /// address, or the public address in front of it).
     pub candidates: Vec<SocketAddr>,
+    /// Addresses announced as passive ICE-TCP candidates (RFC 6544), where a
+    /// client that cannot send UDP connects; their frames come in through
+    /// [`Sfu::handle_tcp_frame`]. Clients prefer UDP when both work.
+    pub tcp_candidates: Vec<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -142,9 +147,11 @@ pub enum SfuEvent {
     },
 }
 
-/// A datagram to send from the SFU's socket.
+/// A datagram to send from the SFU's socket (or, over TCP, a frame to send on
+/// the connection from `destination`).
 #[derive(Debug)]
 pub struct Datagram {
+    pub transport: Transport,
     pub source: SocketAddr,
     pub destination: SocketAddr,
     pub contents: Vec<u8>,
@@ -166,6 +173,10 @@ pub struct SfuStats {
     /// Connections and published tracks alive now (to see that nothing leaks).
     pub connections: usize,
     pub tracks: usize,
+    /// ICE-TCP connections open now (set by the driver).
+    pub tcp_connections: usize,
+    /// Frames not sent because a TCP connection's queue was full (set by the driver).
+    pub tcp_frames_dropped: u64,
 }
 
 /// A published track: where its packets come from and who receives them.
@@ -286,6 +297,15 @@ impl Sfu {
         let mut rtc = self.rtc_config().build(now);
         for addr in &self.config.candidates {
             let c = Candidate::host(*addr, "udp").map_err(|e| SfuError::Rtc(e.to_string()))?;
+            rtc.add_local_candidate(c);
+        }
+        for addr in &self.config.tcp_candidates {
+            let c = Candidate::builder()
+                .tcp()
+                .host(*addr)
+                .tcptype(TcpType::Passive)
+                .build()
+                .map_err(|e| SfuError::Rtc(e.to_string()))?;
             rtc.add_local_candidate(c);
         }
         if self.media_pts.is_empty() {
@@ -561,6 +581,10 @@ impl Sfu {
         }
         c.dirty = false;
         let mut api = c.rtc.sdp_api();
+        if std::mem::take(&mut c.ice_restart) {
+            let creds = api.ice_restart(true);
+            self.routes.add_ufrag(conn, creds.ufrag);
+        }
         let mut new_mids = Vec::new();
         for (idx, slot) in c.slots.iter_mut().enumerate() {
             let active = slot.wanted();
@@ -636,14 +660,53 @@ impl Sfu {
         data: &[u8],
     ) {
         self.arrived = Some(arrived);
-        self.receive(now, source, destination, data);
+        self.receive(now, (Transport::Udp, source), destination, data);
         self.arrived = None;
     }
 
-    fn receive(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
+    /// One frame from an ICE-TCP connection: `source` is the client's end of
+    /// the connection, `destination` the SFU's TCP candidate it connected to.
+    /// (TCP already delays what it carries; frames are not dropped as late.)
+    pub fn handle_tcp_frame(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) {
+        self.receive(now, (Transport::Tcp, source), destination, data);
+    }
+
+    /// The next ICE username fragment that became known (`true`) or was
+    /// forgotten (`false`): which worker a new ICE-TCP connection belongs to.
+    pub fn poll_ufrag_change(&mut self) -> Option<(String, bool)> {
+        self.routes.poll_ufrag_change()
+    }
+
+    /// Move `conn` to new ICE credentials (RFC 8445 §9), for a client whose
+    /// network changed: the next offer carries them, and the client's new
+    /// address is learnt from its checks. Media and m-lines are kept.
+    pub fn restart_ice(&mut self, conn: ConnId) -> Result<(), SfuError> {
+        let c = self
+            .conns
+            .get_mut(&conn)
+            .ok_or(SfuError::UnknownConnection)?;
+        c.ice_restart = true;
+        c.dirty = true;
+        self.to_negotiate.insert(conn);
+        Ok(())
+    }
+
+    fn receive(
+        &mut self,
+        now: Instant,
+        (transport, source): (Transport, SocketAddr),
+        destination: SocketAddr,
+        data: &[u8],
+    ) {
         self.now = self.now.max(now);
         self.stats.datagrams_in += 1;
-        let (conn_id, verify) = match self.routes.lookup(source, data) {
+        let (conn_id, verify) = match self.routes.lookup((transport, source), data) {
             Route::Known(c) => (c, false),
             Route::Candidate(c) => (c, true),
             Route::Unknown => {
@@ -657,7 +720,10 @@ impl Sfu {
         let input = Input::Receive(
             now,
             Receive {
-                proto: Protocol::Udp,
+                proto: match transport {
+                    Transport::Udp => Protocol::Udp,
+                    Transport::Tcp => Protocol::Tcp,
+                },
                 source,
                 destination,
                 contents,
@@ -670,7 +736,7 @@ impl Sfu {
             if !c.rtc.accepts(&input) {
                 return;
             }
-            self.routes.learn(conn_id, source);
+            self.routes.learn(conn_id, (transport, source));
         }
         if let Err(e) = c.rtc.handle_input(input) {
             debug!(conn = %conn_id, "input rejected: {e}");
@@ -783,6 +849,10 @@ impl Sfu {
                     break;
                 }
                 Ok(Output::Transmit(t)) => self.transmits.push_back(Datagram {
+                    transport: match t.proto {
+                        Protocol::Udp => Transport::Udp,
+                        _ => Transport::Tcp,
+                    },
                     source: t.source,
                     destination: t.destination,
                     contents: t.contents.into(),

@@ -249,6 +249,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, &n)| Datagram {
+                transport: crate::Transport::Udp,
                 source: tx.local_addr().unwrap(),
                 destination: rx.local_addr().unwrap(),
                 contents: vec![i as u8; n],

@@ -174,6 +174,7 @@ fn every_m_line_of_an_offer_carries_the_candidate_and_its_end() {
     let mut sfu = Sfu::new(
         SfuConfig {
             candidates: vec![support::SFU_ADDR.parse().unwrap()],
+            ..Default::default()
         },
         now,
     );
@@ -301,6 +302,7 @@ fn memory_per_connection() {
     let mut sfu = convene_sfu::Sfu::new(
         convene_sfu::SfuConfig {
             candidates: vec![support::SFU_ADDR.parse().unwrap()],
+            ..Default::default()
         },
         std::time::Instant::now(),
     );

@@ -7,20 +7,27 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use convene_sfu::{ConnId, Sfu, SfuConfig, SfuEvent, TrackId, TrackKind};
+use convene_sfu::{ConnId, Sfu, SfuConfig, SfuEvent, TrackId, TrackKind, Transport};
 use str0m::change::SdpOffer;
 use str0m::format::Codec;
 use str0m::media::{Mid, Pt};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 
 pub const SFU_ADDR: &str = "10.0.0.1:5000";
+/// The SFU's passive ICE-TCP candidate.
+pub const SFU_TCP_ADDR: &str = "10.0.0.1:443";
 
 pub struct Peer {
     pub rtc: Rtc,
     pub addr: SocketAddr,
     pub conn: ConnId,
+    /// How this peer reaches the SFU (its only local candidate).
+    pub transport: Transport,
+    /// Datagrams (UDP) and frames (TCP) this peer sent.
+    pub sent_udp: u64,
+    pub sent_tcp: u64,
     pub connected: bool,
     /// RTP packets this peer received: (mid, extended seq, payload length).
     pub received: Vec<(Mid, u64, usize)>,
@@ -42,8 +49,8 @@ pub struct Net {
     pub sfu_addr: SocketAddr,
     pub now: Instant,
     pub peers: Vec<Peer>,
-    /// Datagrams on the wire: (from, to, bytes).
-    wire: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
+    /// Datagrams (or TCP frames) on the wire: (transport, from, to, bytes).
+    wire: VecDeque<(Transport, SocketAddr, SocketAddr, Vec<u8>)>,
     /// When set, datagrams from this peer are kept here instead of delivered.
     pub capture_from: Option<usize>,
     pub captured: Vec<Vec<u8>>,
@@ -72,7 +79,7 @@ pub fn candidates_in_last_m_line_only(sdp: &str) -> String {
     kept + tail
 }
 
-fn peer_rtc(now: Instant, addr: SocketAddr) -> Rtc {
+fn peer_rtc(now: Instant, addr: SocketAddr, transport: Transport) -> Rtc {
     let mut rtc = RtcConfig::new()
         .set_rtp_mode(true)
         .clear_codecs()
@@ -80,17 +87,41 @@ fn peer_rtc(now: Instant, addr: SocketAddr) -> Rtc {
         .enable_vp8(true)
         .set_stats_interval(Some(Duration::from_secs(1)))
         .build(now);
-    rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+    let candidate = match transport {
+        Transport::Udp => Candidate::host(addr, "udp").unwrap(),
+        // A browser's TCP candidate: it connects out to the SFU's passive one.
+        Transport::Tcp => Candidate::builder()
+            .tcp()
+            .host(addr)
+            .tcptype(TcpType::Active)
+            .build()
+            .unwrap(),
+    };
+    rtc.add_local_candidate(candidate);
     rtc
+}
+
+fn proto(t: Transport) -> Protocol {
+    match t {
+        Transport::Udp => Protocol::Udp,
+        Transport::Tcp => Protocol::Tcp,
+    }
 }
 
 impl Net {
     pub fn new(peers: usize) -> Net {
+        Net::with_transports(peers, |_| Transport::Udp)
+    }
+
+    /// `peers` peers, peer i reaching the SFU over `transport(i)` only. The SFU
+    /// offers both its UDP and its TCP candidate to everyone.
+    pub fn with_transports(peers: usize, transport: impl Fn(usize) -> Transport) -> Net {
         let now = Instant::now();
         let sfu_addr: SocketAddr = SFU_ADDR.parse().unwrap();
         let mut sfu = Sfu::new(
             SfuConfig {
                 candidates: vec![sfu_addr],
+                tcp_candidates: vec![SFU_TCP_ADDR.parse().unwrap()],
             },
             now,
         );
@@ -101,9 +132,12 @@ impl Net {
                 let conn = ConnId(i as u64 + 1);
                 sfu.add_connection(now, conn).unwrap();
                 Peer {
-                    rtc: peer_rtc(now, addr),
+                    rtc: peer_rtc(now, addr, transport(i)),
                     addr,
                     conn,
+                    transport: transport(i),
+                    sent_udp: 0,
+                    sent_tcp: 0,
                     connected: false,
                     received: Vec::new(),
                     mids: HashMap::new(),
@@ -142,6 +176,18 @@ impl Net {
         net.settle();
         assert!(net.peers.iter().all(|p| p.connected), "every peer connects");
         net
+    }
+
+    /// Peer `i`'s network changes: its old address stops working (what is sent
+    /// to it is lost) and it gathers a candidate at `addr`, which nobody knows
+    /// until an ICE restart.
+    pub fn move_peer(&mut self, i: usize, addr: SocketAddr) {
+        let p = &mut self.peers[i];
+        let old = Candidate::host(p.addr, "udp").unwrap();
+        p.rtc.direct_api().invalidate_candidate(&old);
+        p.rtc
+            .add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        p.addr = addr;
     }
 
     fn peer_by_addr(&self, addr: SocketAddr) -> Option<usize> {
@@ -209,23 +255,27 @@ impl Net {
             moved = true;
             self.sfu_datagrams_out += 1;
             if !self.discard_sfu_output {
-                self.wire.push_back((d.source, d.destination, d.contents));
+                self.wire
+                    .push_back((d.transport, d.source, d.destination, d.contents));
             }
         }
         for i in 0..self.peers.len() {
             moved |= self.drain_peer(i);
         }
-        while let Some((from, to, bytes)) = self.wire.pop_front() {
+        let sfu_tcp: SocketAddr = SFU_TCP_ADDR.parse().unwrap();
+        while let Some((transport, from, to, bytes)) = self.wire.pop_front() {
             moved = true;
-            if to == self.sfu_addr {
+            if to == self.sfu_addr && transport == Transport::Udp {
                 let arrived = self.now - self.sfu_queued;
                 self.sfu
                     .handle_datagram_received(self.now, arrived, from, to, &bytes);
+            } else if to == sfu_tcp && transport == Transport::Tcp {
+                self.sfu.handle_tcp_frame(self.now, from, to, &bytes);
             } else if let Some(i) = self.peer_by_addr(to) {
                 let input = Input::Receive(
                     self.now,
                     Receive {
-                        proto: Protocol::Udp,
+                        proto: proto(transport),
                         source: from,
                         destination: to,
                         contents: bytes.as_slice().try_into().unwrap(),
@@ -249,8 +299,21 @@ impl Net {
                     if self.capture_from == Some(i) {
                         self.captured.push(t.contents.into());
                     } else {
-                        self.wire
-                            .push_back((t.source, t.destination, t.contents.into()));
+                        let transport = match t.proto {
+                            Protocol::Udp => Transport::Udp,
+                            _ => Transport::Tcp,
+                        };
+                        let p = &mut self.peers[i];
+                        match transport {
+                            Transport::Udp => p.sent_udp += 1,
+                            Transport::Tcp => p.sent_tcp += 1,
+                        }
+                        self.wire.push_back((
+                            transport,
+                            t.source,
+                            t.destination,
+                            t.contents.into(),
+                        ));
                     }
                 }
                 Output::Event(e) => {
