@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::client_addr::ClientIp;
 use crate::origin::same_origin;
-use crate::{assets, device, signin, ws, AppState};
+use crate::{assets, check, device, signin, ws, AppState};
 
 const MAX_TITLE_CHARS: usize = 120;
 /// Largest request body (the API takes small JSON objects).
@@ -32,6 +32,10 @@ pub fn router(state: Arc<AppState>, request_timeout: Duration) -> Router {
         .route("/api/meetings", post(create_meeting))
         .route("/api/meetings/{id}", get(get_meeting))
         .route("/api/meetings/{id}/ws", get(signalling))
+        .route("/check", get(|| async { assets::serve("check.html") }))
+        .route("/api/check/ws", get(check::socket))
+        .route("/api/check/download", get(check::download))
+        .route("/api/check/upload", post(check::upload))
         .route("/api/admin/audit", get(admin_audit))
         .route("/api/admin/stats", get(admin_stats))
         .route("/api/session", get(signin::session_view))
@@ -127,12 +131,12 @@ struct ApiError {
     error: String,
 }
 
-fn api_error(status: StatusCode, msg: impl Into<String>) -> Response {
+pub(crate) fn api_error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(ApiError { error: msg.into() })).into_response()
 }
 
 /// An error that says when to come back (`Retry-After`, in seconds).
-fn retry_later(status: StatusCode, msg: &str, seconds: &'static str) -> Response {
+pub(crate) fn retry_later(status: StatusCode, msg: &str, seconds: &'static str) -> Response {
     let mut res = api_error(status, msg);
     res.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static(seconds));

@@ -2,6 +2,7 @@
 //! glue between the meeting domain and the media core.
 
 mod assets;
+mod check;
 mod client_addr;
 pub mod config;
 mod cookies;
@@ -80,6 +81,8 @@ pub struct AppState {
     pub public_url: String,
     /// Sign-in (none configured: a trial where everyone is a guest).
     pub auth: Arc<convene_auth::Auth>,
+    /// The connectivity check's limits and counters (`/check`).
+    pub checks: check::Checks,
 }
 
 pub struct RunningServer {
@@ -198,6 +201,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         },
         public_url: url.clone(),
         auth: Arc::new(convene_auth::Auth::new(deployment.as_ref(), &url)),
+        checks: Default::default(),
     });
     {
         let auth = state.auth.clone();

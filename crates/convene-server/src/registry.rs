@@ -1,5 +1,7 @@
 //! Which meeting task owns what: meetings by id, and media connections and tracks
-//! by id, so events from the SFU thread reach the right meeting.
+//! by id, so events from the SFU thread reach the right meeting. Connections of
+//! the connectivity check (check.rs) belong to no meeting: their events go to
+//! the check's socket task.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,6 +21,8 @@ pub struct Inner {
     pub meetings: HashMap<String, UnboundedSender<MeetingInput>>,
     conns: HashMap<ConnId, UnboundedSender<MeetingInput>>,
     tracks: HashMap<TrackId, UnboundedSender<MeetingInput>>,
+    /// Connectivity-check probes: media connections of no meeting.
+    probes: HashMap<ConnId, UnboundedSender<SfuEvent>>,
 }
 
 impl Registry {
@@ -42,22 +46,37 @@ impl Registry {
         self.lock().tracks.remove(&track);
     }
 
+    pub fn add_probe(&self, conn: ConnId, to: UnboundedSender<SfuEvent>) {
+        self.lock().probes.insert(conn, to);
+    }
+
+    pub fn remove_probe(&self, conn: ConnId) {
+        self.lock().probes.remove(&conn);
+    }
+
     /// Where the SFU thread sends its events.
     pub fn sfu_event_sink(&self) -> impl FnMut(SfuEvent) + Send + 'static {
         let registry = self.clone();
         move |event| {
             let inner = registry.lock();
-            let to = match &event {
+            let (conn, track) = match &event {
                 SfuEvent::Offer { conn, .. }
                 | SfuEvent::Connected(conn)
                 | SfuEvent::Disconnected(conn)
                 | SfuEvent::Closed(conn)
                 | SfuEvent::Failed { conn, .. }
-                | SfuEvent::VoiceSlot { conn, .. } => inner.conns.get(conn),
-                SfuEvent::Speaking { track, .. } => inner.tracks.get(track),
+                | SfuEvent::VoiceSlot { conn, .. } => (Some(*conn), None),
+                SfuEvent::Speaking { track, .. } => (None, Some(*track)),
             };
-            if let Some(to) = to {
+            let meeting = match (conn, track) {
+                (Some(c), _) => inner.conns.get(&c),
+                (None, Some(t)) => inner.tracks.get(&t),
+                (None, None) => None,
+            };
+            if let Some(to) = meeting {
                 let _ = to.send(MeetingInput::Sfu(event));
+            } else if let Some(probe) = conn.and_then(|c| inner.probes.get(&c)) {
+                let _ = probe.send(event);
             }
         }
     }

@@ -1,0 +1,128 @@
+// The connectivity check page (/check) in real Chromium against a real
+// server: reached from the home and join pages, it finishes within 15 s with
+// a verdict, media over UDP passes through the SFU, the camera preview plays,
+// the microphone meter is labelled, the report says every result and copies;
+// a refused camera is said and the rest goes on; it fits a 390 px screen.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, launchPerson, createMeeting } from './harness.mjs';
+
+let server;
+const people = [];
+
+before(async () => {
+  server = await startServer();
+});
+
+after(async () => {
+  for (const p of people) await p.browser.close().catch(() => {});
+  server?.stop();
+});
+
+/** The words of one result row, without its symbol: "Media over UDP: Passed (…)". */
+const row = async (page, key) => (await page.locator(`#result-${key}`).innerText()).replace(/^[^A-Za-z]+/, '');
+
+test('the check passes on loopback: verdict, UDP, signalling, preview, report', async () => {
+  const person = await launchPerson();
+  people.push(person);
+  const { page } = person;
+  await page.context().grantPermissions(['clipboard-read', 'clipboard-write'], { origin: server.url });
+
+  // Linked from the home page.
+  await page.goto(server.url);
+  const started = Date.now();
+  await page.getByRole('link', { name: 'Check your connection' }).click();
+  await page.getByRole('heading', { name: 'Check your connection', level: 1 }).waitFor();
+
+  const verdict = page.locator('#verdict');
+  await verdict.waitFor({ state: 'visible', timeout: 15000 });
+  const took = Date.now() - started;
+  assert.ok(took < 15000, `finished in ${took} ms`);
+  assert.equal(await verdict.innerText(), 'You can join meetings');
+  assert.match(await page.getByRole('status').innerText(), /^Check finished\. You can join meetings/);
+
+  assert.match(await row(page, 'browser'), /^Browser: Passed/);
+  assert.match(await row(page, 'signalling'), /^Connection to the server \(WebSocket\): Passed \(answered; 5 pings, median round trip \d+ ms\)/);
+  assert.match(await row(page, 'udp'), /^Media over UDP: Passed \(connected in \d+ ms; udp, direct\)/);
+  // Until the server offers ICE over TCP the TCP probe is not failed, only not
+  // offered; once it does, it passes on loopback.
+  assert.match(await row(page, 'tcp'), /^Media over TCP: (Not offered by this server|Passed)/);
+  // Without a TURN server configured (or before the server has the endpoint).
+  assert.match(await row(page, 'relay'), /^Media through the relay \(TURN\): Not configured/);
+  assert.match(await row(page, 'rtt'), /^Round-trip time: Measured \(\d+ ms to the server; media \d+ ms\)/);
+  assert.match(await row(page, 'download'), /^Download speed: Measured \(about [\d.]+ Mbit\/s/);
+  assert.match(await row(page, 'upload'), /^Upload speed: Measured \(about [\d.]+ Mbit\/s/);
+
+  // The camera preview plays the fake camera; the meter is an accessible meter.
+  await page.waitForFunction(() => /** @type {HTMLVideoElement} */ (document.getElementById('preview')).videoWidth > 0);
+  assert.match(await row(page, 'camera'), /^Camera: Passed/);
+  assert.match(await row(page, 'microphone'), /^Microphone: Passed/);
+  assert.equal(await page.getByRole('meter', { name: 'Microphone level' }).count(), 1);
+  assert.equal(await page.getByLabel('Your camera preview').count(), 1);
+
+  // The report has every result, and the copy button puts it on the clipboard.
+  const report = await page.getByLabel('Report (plain text)').inputValue();
+  for (const line of [
+    'Convene connectivity check',
+    `Server: ${server.url}`,
+    'Result: You can join meetings',
+    'Connection to the server (WebSocket): Passed',
+    'Media over UDP: Passed',
+    'Media through the relay (TURN): Not configured',
+    'Camera: Passed',
+    "The server's media addresses:",
+    '  UDP 127.0.0.1:',
+  ]) {
+    assert.ok(report.includes(line), `the report has "${line}":\n${report}`);
+  }
+  assert.ok(!report.includes('Not reached'), 'nothing failed');
+  await page.getByRole('button', { name: 'Copy report' }).focus();
+  await page.keyboard.press('Enter');
+  await page.getByRole('status').getByText('Report copied.').waitFor();
+  assert.equal(await page.evaluate(() => navigator.clipboard.readText()), report);
+
+  // Keyboard: the buttons and the report are reachable with Tab.
+  const focusable = await page.evaluate(() => {
+    const out = [];
+    for (const el of document.querySelectorAll('a, button, textarea')) {
+      if (/** @type {HTMLElement} */ (el).tabIndex >= 0 && !(/** @type {any} */ (el).disabled)) out.push(el.id || el.textContent);
+    }
+    return out;
+  });
+  assert.deepEqual(focusable, ['copy-report', 'run-again', 'report', 'Back to the start page']);
+
+  // 390 px wide: nothing scrolls sideways.
+  await page.setViewportSize({ width: 390, height: 844 });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  assert.ok(overflow <= 0, `${overflow} px too wide at 390 px`);
+
+  // Run again: the same verdict, with the server's probe connections gone after.
+  await page.getByRole('button', { name: 'Run the check again' }).click();
+  await page.getByRole('status').getByText('Check finished. You can join meetings').waitFor({ timeout: 15000 });
+});
+
+test('a refused camera and microphone are said, and the rest of the check goes on', async () => {
+  const person = await launchPerson();
+  people.push(person);
+  const { page } = person;
+  // As if the person clicked "Block" on the browser's question (in every tab).
+  await page.context().addInitScript(() => {
+    navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('Permission denied', 'NotAllowedError'));
+  });
+  // Linked from the join page too.
+  const host = await launchPerson();
+  people.push(host);
+  const { link } = await createMeeting(host.page, server.url, 'Check link');
+  await page.goto(link);
+  const [check] = await Promise.all([
+    page.context().waitForEvent('page'),
+    page.getByRole('link', { name: 'Check your connection' }).click(),
+  ]);
+  await check.locator('#verdict').waitFor({ state: 'visible', timeout: 15000 });
+  assert.equal(await check.locator('#verdict').innerText(), 'You can join meetings');
+  assert.match(await row(check, 'camera'), /^Camera: Not allowed \(you did not allow it\)/);
+  assert.match(await row(check, 'microphone'), /^Microphone: Not allowed/);
+  assert.match(await check.locator('#verdict-note').innerText(), /^You did not allow the camera and microphone\. You can still join/);
+  assert.match(await row(check, 'udp'), /^Media over UDP: Passed/);
+  assert.ok((await check.getByLabel('Report (plain text)').inputValue()).includes('Camera: Not allowed'));
+});
