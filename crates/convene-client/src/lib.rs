@@ -4,6 +4,7 @@
 //! counts what it receives per (participant, source).
 
 mod synth;
+mod tcp_link;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -15,7 +16,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use str0m::change::SdpOffer;
 use str0m::media::Mid;
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use tokio::net::{TcpStream, UdpSocket};
@@ -50,6 +51,9 @@ pub struct JoinOptions {
     pub local_ip: Option<std::net::IpAddr>,
     /// A `Cookie` header value, as a browser would send (its device cookie).
     pub cookie: Option<String>,
+    /// Send media over TCP to the SFU's ICE-TCP candidate only, as a browser
+    /// on a network that blocks UDP does.
+    pub media_over_tcp: bool,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -83,6 +87,9 @@ pub struct Client {
     reader: tokio::task::JoinHandle<()>,
     socket: UdpSocket,
     local: SocketAddr,
+    /// Media over TCP: connected when the first offer names the SFU's candidate.
+    media_over_tcp: bool,
+    tcp: Option<tcp_link::TcpLink>,
     rtc: Rtc,
     pub participant_id: String,
     pub resume_token: String,
@@ -221,13 +228,26 @@ impl Client {
             .enable_opus(true, false)
             .enable_vp8(true)
             .build(Instant::now());
-        rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| e.to_string())?);
+        let candidate = if opts.media_over_tcp {
+            // An active TCP candidate: its address only names it (the real
+            // port is the connection's), as a browser's says port 9.
+            Candidate::builder()
+                .tcp()
+                .host(local)
+                .tcptype(TcpType::Active)
+                .build()
+        } else {
+            Candidate::host(local, "udp")
+        };
+        rtc.add_local_candidate(candidate.map_err(|e| e.to_string())?);
         let mut c = Client {
             ws,
             incoming,
             reader,
             socket,
             local,
+            media_over_tcp: opts.media_over_tcp,
+            tcp: None,
             rtc,
             participant_id: String::new(),
             resume_token: String::new(),
@@ -393,6 +413,11 @@ impl Client {
                         self.read_socket();
                     }
                 }
+                r = tcp_readable(&self.tcp) => {
+                    if r.is_ok() {
+                        self.read_tcp();
+                    }
+                }
                 _ = &mut sleep => {
                     let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
                 }
@@ -432,8 +457,39 @@ impl Client {
         }
     }
 
+    /// Frames from the TCP connection to the SFU; it is dropped when it fails.
+    fn read_tcp(&mut self) {
+        let Some(mut link) = self.tcp.take() else {
+            return;
+        };
+        let mut frames: Vec<Vec<u8>> = Vec::new();
+        let result = link.read(|f| frames.push(f.to_vec()));
+        let source = link.remote;
+        if result.is_ok() {
+            self.tcp = Some(link);
+        } else {
+            self.errors
+                .push(json!({"type": "client", "message": "media TCP connection closed"}));
+        }
+        for f in frames {
+            let n = f.len().min(self.buf.len());
+            self.buf[..n].copy_from_slice(&f[..n]);
+            self.feed_as(Protocol::Tcp, 0..n, source, Instant::now());
+        }
+    }
+
     /// One received datagram into str0m, and its output out.
     fn feed(&mut self, range: std::ops::Range<usize>, source: SocketAddr, arrived: Instant) {
+        self.feed_as(Protocol::Udp, range, source, arrived)
+    }
+
+    fn feed_as(
+        &mut self,
+        proto: Protocol,
+        range: std::ops::Range<usize>,
+        source: SocketAddr,
+        arrived: Instant,
+    ) {
         self.arrived = arrived;
         let data = &self.buf[range.clone()];
         // RFC 7983: 128..=191 is RTP or RTCP; RTCP packet types are 192..=223 in byte 1.
@@ -452,7 +508,7 @@ impl Client {
             let input = Input::Receive(
                 Instant::now(),
                 Receive {
-                    proto: Protocol::Udp,
+                    proto,
                     source,
                     destination: self.local,
                     contents,
@@ -468,8 +524,13 @@ impl Client {
         loop {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => return t,
-                Ok(Output::Transmit(t)) => {
+                Ok(Output::Transmit(t)) if t.proto == Protocol::Udp => {
                     let _ = self.socket.try_send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Transmit(t)) => {
+                    if let Some(link) = &mut self.tcp {
+                        link.send(&t.contents);
+                    }
                 }
                 Ok(Output::Event(e)) => self.on_event(e),
                 Err(_) => return Instant::now() + Duration::from_millis(10),
@@ -671,6 +732,20 @@ impl Client {
                         .push(json!({"type": "client", "message": "unparseable offer"}));
                     return;
                 };
+                if self.media_over_tcp && self.tcp.is_none() {
+                    let sfu = tcp_link::passive_tcp_candidate(v["sdp"].as_str().unwrap_or(""));
+                    match sfu {
+                        Some(addr) => match tcp_link::TcpLink::connect(addr).await {
+                            Ok(link) => self.tcp = Some(link),
+                            Err(e) => self.errors.push(
+                                json!({"type": "client", "message": format!("media TCP: {e}")}),
+                            ),
+                        },
+                        None => self.errors.push(
+                            json!({"type": "client", "message": "the offer has no TCP candidate"}),
+                        ),
+                    }
+                }
                 let answer = match self.rtc.sdp_api().accept_offer(offer) {
                     Ok(a) => a,
                     Err(e) => {
@@ -732,6 +807,14 @@ impl Drop for Client {
     /// closes its connection.
     fn drop(&mut self) {
         self.reader.abort();
+    }
+}
+
+/// Readiness of the media TCP connection; never, without one.
+async fn tcp_readable(link: &Option<tcp_link::TcpLink>) -> std::io::Result<()> {
+    match link {
+        Some(l) => l.stream.readable().await,
+        None => std::future::pending().await,
     }
 }
 

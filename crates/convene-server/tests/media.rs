@@ -5,37 +5,10 @@ mod common;
 
 use std::time::Duration;
 
+use common::run_pair;
 use convene_client::Client;
 
 const T: Duration = Duration::from_secs(10);
-
-/// Run two clients at once (each must keep answering and sending) until both
-/// conditions hold, or `timeout`. Returns whether each held.
-async fn run_pair(
-    a: &mut Client,
-    b: &mut Client,
-    timeout: Duration,
-    cond_a: impl Fn(&Client) -> bool,
-    cond_b: impl Fn(&Client) -> bool,
-) -> (bool, bool) {
-    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-    let (fa, fb) = (AtomicBool::new(false), AtomicBool::new(false));
-    tokio::join!(
-        a.run_until(timeout, |c| {
-            if cond_a(c) {
-                fa.store(true, SeqCst);
-            }
-            fa.load(SeqCst) && fb.load(SeqCst)
-        }),
-        b.run_until(timeout, |c| {
-            if cond_b(c) {
-                fb.store(true, SeqCst);
-            }
-            fa.load(SeqCst) && fb.load(SeqCst)
-        })
-    );
-    (fa.load(SeqCst), fb.load(SeqCst))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_participants_exchange_media_chat_and_speaking() {

@@ -30,6 +30,9 @@ pub const READ_BUDGET: usize = 64 * 1024;
 /// Bytes waiting to be written to one connection before frames are dropped:
 /// about a second of a 2 Mbit/s subscription.
 pub const MAX_QUEUED: usize = 256 * 1024;
+/// The kernel's send buffer per connection (Linux doubles it): about half a
+/// second of a 2 Mbit/s subscription.
+const SEND_BUFFER: usize = 64 * 1024;
 /// A connection with no frame for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections one worker holds at most.
@@ -135,6 +138,11 @@ impl TcpConns {
             return;
         }
         let _ = stream.set_nodelay(true);
+        // A fixed, small kernel send buffer: what the kernel holds for a slow
+        // reader is media growing stale (autotuning would let it hold
+        // megabytes, seconds of video); beyond it frames wait in our queue,
+        // which drops whole frames when full.
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
         let mut stream = TcpStream::from_std(stream);
         let token = Token(self.next_token);
         self.next_token += 1;

@@ -1,0 +1,195 @@
+//! Media over ICE-TCP through the real server: headless participants whose
+//! only candidate is TCP publish and receive, on a port of its own and on the
+//! web port; and what hostile or broken TCP clients do to that port does not
+//! reach anyone else's media.
+
+mod common;
+
+use std::time::Duration;
+
+use convene_client::{Client, JoinOptions};
+use convene_server::config::IceTcp;
+use convene_server::RunningServer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const T: Duration = Duration::from_secs(15);
+
+fn tcp() -> JoinOptions {
+    JoinOptions {
+        media_over_tcp: true,
+        ..JoinOptions::default()
+    }
+}
+
+async fn own_port() -> RunningServer {
+    common::server_with(|c| {
+        c.media_workers = Some(2);
+        c.ice_tcp_listen = IceTcp::At("127.0.0.1:0".parse().unwrap());
+    })
+    .await
+}
+
+/// Ann and Bob, both over TCP, each publish a camera and see the other's.
+async fn pair_over_tcp(server: &RunningServer, title: &str) -> (Client, Client) {
+    let meeting = common::create_meeting(server, title).await;
+    let mut ann = Client::join_with(&server.url, &meeting, "Ann", tcp())
+        .await
+        .unwrap();
+    ann.publish("camera", 300).await.unwrap();
+    let mut bob = Client::join_with(&server.url, &meeting, "Bob", tcp())
+        .await
+        .unwrap();
+    bob.publish("camera", 300).await.unwrap();
+    let (a, b) = (ann.participant_id.clone(), bob.participant_id.clone());
+    let (ok_a, ok_b) = common::run_pair(
+        &mut ann,
+        &mut bob,
+        T,
+        |c| c.received_from(&b, "camera").packets > 30,
+        |c| c.received_from(&a, "camera").packets > 30,
+    )
+    .await;
+    assert!(ok_a && ok_b, "{title}: video both ways over TCP ({ok_a}, {ok_b}); errors {:?} {:?}; ann offers {} received {:?} connected {}", ann.errors, bob.errors, ann.offers, ann.received, ann.media_connected);
+    assert!(ann.media_connected && bob.media_connected);
+    (ann, bob)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn participants_without_udp_exchange_media_over_the_ice_tcp_port() {
+    let server = own_port().await;
+    // Two meetings, on the two workers: each TCP connection finds its worker.
+    let first = pair_over_tcp(&server, "First").await;
+    let second = pair_over_tcp(&server, "Second").await;
+    let stats = server.state.sfu.stats();
+    assert_eq!(stats.tcp_connections, 4, "connections are TCP: {stats:?}");
+    drop((first, second));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_port_also_carries_media_over_tcp() {
+    let server = common::server_with(|c| c.ice_tcp_listen = IceTcp::Web).await;
+    let pair = pair_over_tcp(&server, "Shared port").await;
+    assert_eq!(server.state.sfu.stats().tcp_connections, 2);
+    // And it still serves pages.
+    let (status, _) = common::http(&server, "GET", "/", None).await;
+    assert_eq!(status, 200);
+    drop(pair);
+    server.shutdown().await;
+}
+
+fn ice_tcp_addr(server: &RunningServer) -> std::net::SocketAddr {
+    server.state.sfu.tcp_announce().expect("ICE-TCP is on")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_half_open_connections_and_slow_readers_leave_others_media_alone() {
+    let server = own_port().await;
+    let addr = ice_tcp_addr(&server);
+    let meeting = common::create_meeting(&server, "Under fire").await;
+    let mut ann = Client::join(&server.url, &meeting, "Ann", None)
+        .await
+        .unwrap();
+    ann.publish_with("camera", 3000, 30).await.unwrap();
+    let mut bob = Client::join(&server.url, &meeting, "Bob", None)
+        .await
+        .unwrap();
+    // Carl receives over TCP, then stops reading (a frozen tab, a stalled proxy).
+    let mut carl = Client::join_with(&server.url, &meeting, "Carl", tcp())
+        .await
+        .unwrap();
+    let a = ann.participant_id.clone();
+    {
+        use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+        let (bob_ok, carl_ok) = (AtomicBool::new(false), AtomicBool::new(false));
+        let both = || bob_ok.load(SeqCst) && carl_ok.load(SeqCst);
+        tokio::join!(
+            ann.run_until(T, |_| both()),
+            bob.run_until(T, |c| {
+                bob_ok.fetch_or(c.received_from(&a, "camera").packets > 50, SeqCst);
+                both()
+            }),
+            carl.run_until(T, |c| {
+                carl_ok.fetch_or(c.received_from(&a, "camera").packets > 50, SeqCst);
+                both()
+            }),
+        );
+        assert!(
+            carl_ok.load(SeqCst),
+            "Carl receives over TCP first: {:?}",
+            carl.errors
+        );
+        assert!(bob_ok.load(SeqCst), "and Bob over UDP");
+    }
+
+    // Now, while Carl reads nothing: connections that never speak, that speak
+    // garbage, that announce a frame larger than WebRTC sends, and that name
+    // no connection of ours.
+    let mut silent = Vec::new();
+    for _ in 0..100 {
+        silent.push(TcpStream::connect(addr).await.unwrap());
+    }
+    let mut refused = 0;
+    for bytes in [
+        b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+        vec![0xff, 0xff, 1, 2, 3],
+        {
+            // A well-formed STUN binding request naming an unknown username.
+            let mut f = vec![0, 32, 0, 1, 0, 12, 0x21, 0x12, 0xa4, 0x42];
+            f.extend_from_slice(&[7; 12]);
+            f.extend_from_slice(&[0, 6, 0, 8]);
+            f.extend_from_slice(b"nobody:x");
+            f
+        },
+    ] {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&bytes).await.unwrap();
+        let mut buf = [0u8; 16];
+        let closed = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await;
+        if matches!(closed, Ok(Ok(0)) | Ok(Err(_))) {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 3, "each bad opening is closed at once");
+
+    let before = bob.received_from(&a, "camera");
+    tokio::join!(
+        ann.run_until(Duration::from_secs(6), |_| false),
+        bob.run_until(Duration::from_secs(6), |_| false),
+    );
+    let after = bob.received_from(&a, "camera");
+    // 3 Mbit/s of 1200-byte packets is about 300 a second.
+    assert!(
+        after.packets - before.packets > 1000,
+        "Bob's video kept flowing: {} packets in 6 s",
+        after.packets - before.packets
+    );
+    let lost = after.missing.len().saturating_sub(before.missing.len()) as u64;
+    assert!(
+        lost * 100 <= after.packets - before.packets,
+        "and lost next to nothing: {lost} packets missing"
+    );
+    let stats = server.state.sfu.stats();
+    assert!(
+        stats.tcp_frames_dropped > 0,
+        "Carl's queue filled and frames were dropped, not buffered without end: {stats:?}"
+    );
+    // The silent connections were closed after their first-frame deadline.
+    let mut closed = 0;
+    for mut s in silent {
+        let mut buf = [0u8; 1];
+        if matches!(
+            tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        ) {
+            closed += 1;
+        }
+    }
+    assert_eq!(
+        closed, 100,
+        "connections that never sent a STUN check are closed"
+    );
+    drop(carl);
+    server.shutdown().await;
+}
