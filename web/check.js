@@ -76,6 +76,20 @@ const TEXT = {
   },
   answered: (/** @type {number} */ ms, /** @type {number} */ n) => `answered; ${n} pings, median round trip ${ms} ms`,
   connectedIn: (/** @type {number} */ ms) => `connected in ${ms} ms`,
+  via: (/** @type {import('./checks.js').Via} */ v) => (v.local === 'relay' ? `relay (${v.relayProtocol || v.protocol} to the TURN server)` : `${v.protocol}, direct`),
+  probeFailure: {
+    'no-offer': 'the server made no offer',
+    timeout: 'no connection within 6 s',
+    'ice-failed': 'the browser found no path that works',
+    error: 'the browser could not set up the connection',
+  },
+  transferFailure: {
+    'rate-limited': 'too many checks from your address: try again in a minute',
+    busy: 'the server is busy: try again in a few seconds',
+    status: (/** @type {number} */ n) => `the server answered ${n}`,
+    timeout: 'nothing got through in time',
+    failed: 'the transfer failed',
+  },
   notOfferedDetail: 'this server offers no media over TCP',
   notConfiguredDetail: 'this server has no TURN relay',
   rttDetail: (/** @type {number} */ ws, /** @type {number | undefined} */ media) => `${ws} ms to the server${media !== undefined ? `; media ${media} ms` : ''}`,
@@ -295,11 +309,11 @@ async function run() {
     progress(TEXT.checking(TEXT.names.download));
     set('download', 'running');
     const down = await measureDownload();
-    set('download', 'mbps' in down ? 'measured' : 'fail', 'mbps' in down ? TEXT.speed(down.mbps) : down.error);
+    set('download', 'mbps' in down ? 'measured' : 'fail', 'mbps' in down ? TEXT.speed(down.mbps) : transferFailure(down));
     progress(TEXT.checking(TEXT.names.upload));
     set('upload', 'running');
     const up = await measureUpload(session?.csrfToken);
-    set('upload', 'mbps' in up ? 'measured' : 'fail', 'mbps' in up ? TEXT.speed(up.mbps) : up.error);
+    set('upload', 'mbps' in up ? 'measured' : 'fail', 'mbps' in up ? TEXT.speed(up.mbps) : transferFailure(up));
   }
 
   const v = TEXT.verdicts[verdict({ support, signalling, media })];
@@ -319,12 +333,20 @@ async function run() {
   devices.then(writeReport);
 }
 
+/** @param {import('./checks.js').TransferFailure} f */
+function transferFailure(f) {
+  return f.error === 'status' ? TEXT.transferFailure.status(f.status || 0) : TEXT.transferFailure[f.error];
+}
+
 /** @param {'udp'|'tcp'|'relay'} path @param {import('./checks.js').PathResult} r */
 function showPath(path, r) {
-  if (r.outcome === 'pass') set(path, 'pass', [TEXT.connectedIn(r.ms || 0), r.via].filter(Boolean).join('; '));
+  if (r.outcome === 'pass') set(path, 'pass', [TEXT.connectedIn(r.ms || 0), r.via && TEXT.via(r.via)].filter(Boolean).join('; '));
   else if (r.outcome === 'not-offered') set(path, 'not-offered', TEXT.notOfferedDetail);
   else if (r.outcome === 'not-configured') set(path, 'not-configured', TEXT.notConfiguredDetail);
-  else if (r.outcome === 'fail') set(path, 'fail', [r.reason, ...r.targets].filter(Boolean).join('; '));
+  else if (r.outcome === 'fail') {
+    const why = r.reason === 'server' ? r.serverReason : r.reason && TEXT.probeFailure[r.reason];
+    set(path, 'fail', [why, ...r.targets].filter(Boolean).join('; '));
+  }
   else set(path, 'skipped');
 }
 

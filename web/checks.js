@@ -1,7 +1,8 @@
 // The connectivity check's measurements, without the page: what the browser
 // supports, its camera and microphone, the check socket (pings, media probes
 // over UDP, TCP and a TURN relay), download and upload timing, and the verdict.
-// check.js shows them. The server's side is docs/protocol.md §10.
+// No words here: results carry codes, and check.js words them (and shows
+// them). The server's side is docs/protocol.md §10.
 
 /** How long each part may take: the whole check stays under 15 s. */
 export const LIMITS = {
@@ -17,7 +18,11 @@ export const LIMITS = {
 /**
  * @typedef {'pass'|'fail'|'not-offered'|'not-configured'|'skipped'} PathOutcome
  * @typedef {{address: string, port: number, protocol: string, type: string}} Candidate
- * @typedef {{outcome: PathOutcome, ms?: number, via?: string, rttMs?: number, reason?: string, targets: string[]}} PathResult
+ * @typedef {{local: string, protocol: string, relayProtocol?: string}} Via the candidate pair used: the browser's side
+ * @typedef {'no-offer'|'timeout'|'ice-failed'|'server'|'error'} ProbeFailure
+ * @typedef {{ok: boolean, ms?: number, via?: Via, rttMs?: number, reason?: ProbeFailure, serverReason?: string}} ProbeResult
+ * @typedef {{outcome: PathOutcome, ms?: number, via?: Via, rttMs?: number, reason?: ProbeFailure, serverReason?: string, targets: string[]}} PathResult
+ * @typedef {{error: 'rate-limited'|'busy'|'status'|'timeout'|'failed', status?: number}} TransferFailure
  */
 
 /** What Convene needs from the browser, and what later end-to-end encryption will. */
@@ -26,7 +31,7 @@ export function browserSupport() {
     RTCPeerConnection: typeof RTCPeerConnection === 'function',
     getUserMedia: !!navigator.mediaDevices?.getUserMedia,
     WebSocket: typeof WebSocket === 'function',
-    'secure context': window.isSecureContext,
+    isSecureContext: window.isSecureContext,
     AudioContext: typeof AudioContext === 'function',
   };
   const missing = Object.entries(needs).filter(([, ok]) => !ok).map(([name]) => name);
@@ -41,8 +46,8 @@ export function browserSupport() {
 export function browserName() {
   const ua = navigator.userAgent;
   const m = ua.match(/(Edg|Firefox|Chrome|Chromium|Version)\/(\d+)/);
-  if (!m) return ua;
-  const name = { Edg: 'Edge', Version: /Safari/.test(ua) ? 'Safari' : 'Browser' }[m[1]] || m[1];
+  if (!m || (m[1] === 'Version' && !/Safari/.test(ua))) return ua;
+  const name = { Edg: 'Edge', Version: 'Safari' }[m[1]] || m[1];
   return `${name} ${m[2]}`;
 }
 
@@ -265,7 +270,7 @@ export function silentTrack() {
  * wait for the server to say the media connection is up.
  * @param {CheckSocket} sock @param {'udp'|'tcp'|'relay'} path @param {string} sdp
  * @param {RTCConfiguration} config @param {MediaStreamTrack} track
- * @returns {Promise<{ok: boolean, ms?: number, via?: string, rttMs?: number, reason?: string}>}
+ * @returns {Promise<ProbeResult>}
  */
 export async function connectProbe(sock, path, sdp, config, track) {
   const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require', ...config });
@@ -281,27 +286,30 @@ export async function connectProbe(sock, path, sdp, config, track) {
     const started = performance.now();
     const failedHere = new Promise((resolve) => {
       pc.addEventListener('connectionstatechange', () => {
-        if (pc.connectionState === 'failed') resolve({ type: 'failed', reason: 'ICE failed in the browser' });
+        if (pc.connectionState === 'failed') resolve({ type: 'ice-failed' });
       });
     });
     const said = await Promise.race([
       sock.next((m) => (m.type === 'connected' || m.type === 'failed') && m.path === path, LIMITS.connectMs),
       failedHere,
     ]);
-    if (!said) return { ok: false, reason: `no connection within ${LIMITS.connectMs / 1000} s` };
-    if (said.type !== 'connected') return { ok: false, reason: said.reason };
+    if (!said) return { ok: false, reason: 'timeout' };
+    if (said.type === 'ice-failed') return { ok: false, reason: 'ice-failed' };
+    if (said.type !== 'connected') return { ok: false, reason: 'server', serverReason: said.reason };
     return { ok: true, ms: Math.round(performance.now() - started), ...(await selectedPath(pc)) };
   } catch (e) {
-    return { ok: false, reason: e instanceof Error ? e.message : String(e) };
+    console.error('connectivity check: probe', path, e);
+    return { ok: false, reason: 'error' };
   } finally {
     pc.close();
   }
 }
 
 /**
- * The candidate pair the browser uses, in words ("udp, direct", "relay over
- * tcp"), and its round-trip time.
+ * The candidate pair the browser uses (its own side: host, srflx or relay,
+ * and over what), and its round-trip time.
  * @param {RTCPeerConnection} pc
+ * @returns {Promise<{via?: Via, rttMs?: number}>}
  */
 async function selectedPath(pc) {
   const stats = await pc.getStats();
@@ -312,9 +320,7 @@ async function selectedPath(pc) {
   if (!pair) stats.forEach((s) => { if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s; });
   if (!pair) return {};
   const local = stats.get(pair.localCandidateId);
-  const via = !local ? undefined
-    : local.candidateType === 'relay' ? `relay (${local.relayProtocol || local.protocol} to the TURN server)`
-    : `${local.protocol}, direct`;
+  const via = local && { local: local.candidateType, protocol: local.protocol, relayProtocol: local.relayProtocol };
   const rttMs = typeof pair.currentRoundTripTime === 'number' ? Math.round(pair.currentRoundTripTime * 1000) : undefined;
   return { via, rttMs };
 }
@@ -337,8 +343,7 @@ export async function probeMedia(sock, turn, progress) {
   try {
     const first = await sock.offer('udp');
     if (!first) {
-      const reason = 'the server made no offer';
-      for (const p of /** @type {const} */ (['udp', 'tcp', 'relay'])) results[p] = { ...results[p], outcome: 'fail', reason };
+      for (const p of /** @type {const} */ (['udp', 'tcp', 'relay'])) results[p] = { ...results[p], outcome: 'fail', reason: 'no-offer' };
       return results;
     }
     const cands = candidatesIn(first);
@@ -352,7 +357,7 @@ export async function probeMedia(sock, turn, progress) {
      */
     const run = async (path, sdp, config) => {
       if (!sdp) {
-        results[path] = { ...results[path], outcome: 'fail', reason: 'the server made no offer' };
+        results[path] = { ...results[path], outcome: 'fail', reason: 'no-offer' };
       } else {
         const r = await connectProbe(sock, path, sdp, config, silent.track);
         results[path] = { ...results[path], ...r, outcome: r.ok ? 'pass' : 'fail' };
@@ -383,7 +388,7 @@ export async function probeMedia(sock, turn, progress) {
 /**
  * Download speed to this server: read the check's download for at most
  * `LIMITS.downloadMs`, timed from the first byte.
- * @returns {Promise<{mbps: number, bytes: number} | {error: string}>}
+ * @returns {Promise<{mbps: number, bytes: number} | TransferFailure>}
  */
 export async function measureDownload() {
   const abort = new AbortController();
@@ -392,7 +397,7 @@ export async function measureDownload() {
   let start = 0;
   try {
     const res = await fetch('/api/check/download', { cache: 'no-store', signal: abort.signal });
-    if (!res.ok || !res.body) return { error: refusal(res.status) };
+    if (!res.ok || !res.body) return refusal(res.status);
     start = performance.now();
     const reader = res.body.getReader();
     for (;;) {
@@ -401,7 +406,7 @@ export async function measureDownload() {
       bytes += value.byteLength;
     }
   } catch (e) {
-    if (!start || !bytes) return { error: abort.signal.aborted ? 'nothing arrived in time' : 'the download failed' };
+    if (!start || !bytes) return { error: abort.signal.aborted ? 'timeout' : 'failed' };
   } finally {
     clearTimeout(timer);
   }
@@ -412,7 +417,7 @@ export async function measureDownload() {
  * Upload speed to this server: send up to 1 MiB of random bytes for at most
  * `LIMITS.uploadMs` (XMLHttpRequest, whose progress says how much went).
  * @param {string | undefined} csrfToken
- * @returns {Promise<{mbps: number, bytes: number} | {error: string}>}
+ * @returns {Promise<{mbps: number, bytes: number} | TransferFailure>}
  */
 export function measureUpload(csrfToken) {
   const size = 1 << 20;
@@ -428,13 +433,13 @@ export function measureUpload(csrfToken) {
     if (csrfToken) xhr.setRequestHeader('X-CSRF-Token', csrfToken);
     xhr.upload.addEventListener('progress', (e) => { sent = e.loaded; });
     xhr.addEventListener('load', () => {
-      if (xhr.status !== 200) resolve({ error: refusal(xhr.status) });
+      if (xhr.status !== 200) resolve(refusal(xhr.status));
       else resolve({ mbps: rate(size, performance.now() - start), bytes: size });
     });
     xhr.addEventListener('timeout', () => {
-      resolve(sent ? { mbps: rate(sent, performance.now() - start), bytes: sent } : { error: 'nothing was sent in time' });
+      resolve(sent ? { mbps: rate(sent, performance.now() - start), bytes: sent } : { error: 'timeout' });
     });
-    xhr.addEventListener('error', () => resolve({ error: 'the upload failed' }));
+    xhr.addEventListener('error', () => resolve({ error: 'failed' }));
     start = performance.now();
     xhr.send(data);
   });
@@ -442,11 +447,11 @@ export function measureUpload(csrfToken) {
 
 const rate = (/** @type {number} */ bytes, /** @type {number} */ ms) => (bytes * 8) / (Math.max(ms, 1) / 1000) / 1e6;
 
-/** @param {number} status */
+/** @param {number} status @returns {TransferFailure} */
 function refusal(status) {
-  if (status === 429) return 'too many checks from your address: try again in a minute';
-  if (status === 503) return 'the server is busy: try again in a few seconds';
-  return `the server answered ${status}`;
+  if (status === 429) return { error: 'rate-limited' };
+  if (status === 503) return { error: 'busy' };
+  return { error: 'status', status };
 }
 
 /**

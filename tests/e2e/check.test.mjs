@@ -5,10 +5,14 @@
 // a refused camera is said and the rest goes on; it fits a 390 px screen.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchPerson, createMeeting } from './harness.mjs';
+import { writeFileSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join as pathJoin } from 'node:path';
+import { startServer, launchPerson, createMeeting, startCoturn } from './harness.mjs';
 
 let server;
 const people = [];
+const stops = [];
 
 before(async () => {
   server = await startServer();
@@ -17,6 +21,7 @@ before(async () => {
 after(async () => {
   for (const p of people) await p.browser.close().catch(() => {});
   server?.stop();
+  for (const stop of stops) stop();
 });
 
 /** The words of one result row, without its symbol: "Media over UDP: Passed (…)". */
@@ -125,4 +130,55 @@ test('a refused camera and microphone are said, and the rest of the check goes o
   assert.match(await check.locator('#verdict-note').innerText(), /^You did not allow the camera and microphone\. You can still join/);
   assert.match(await row(check, 'udp'), /^Media over UDP: Passed/);
   assert.ok((await check.getByLabel('Report (plain text)').inputValue()).includes('Camera: Not allowed'));
+});
+
+test('with a TURN server configured, media through the relay passes and says so', async (t) => {
+  const secret = 'convene-e2e-turn-secret-0c9d8e7f';
+  const coturn = await startCoturn(secret);
+  if (!coturn) return t.skip('turnserver (coturn) is not installed');
+  stops.push(coturn.stop);
+  const dir = mkdtempSync(pathJoin(tmpdir(), 'convene-check-turn-'));
+  writeFileSync(pathJoin(dir, 'turn.secret'), secret);
+  writeFileSync(pathJoin(dir, 'convene.toml'), `[home]\nname = "Check test"\n\n[turn]\nurls = ["${coturn.url}"]\nsecret_file = "turn.secret"\n`);
+  const relayed = await startServer(['--config', pathJoin(dir, 'convene.toml')]);
+  stops.push(relayed.stop);
+
+  const person = await launchPerson();
+  people.push(person);
+  const { page } = person;
+  await page.goto(`${relayed.url}/check`);
+  await page.locator('#verdict').waitFor({ state: 'visible', timeout: 15000 });
+  assert.equal(await page.locator('#verdict').innerText(), 'You can join meetings');
+  assert.match(await row(page, 'relay'), /^Media through the relay \(TURN\): Passed \(connected in \d+ ms; relay \(udp to the TURN server\)\)/,
+    coturn.log().slice(-2000));
+  const report = await page.getByLabel('Report (plain text)').inputValue();
+  assert.ok(report.includes(`  TURN ${coturn.url}`), report);
+});
+
+test('the page restricts each probe to its transport, and words the verdict from the results', async () => {
+  const { onlyTransport, candidatesIn, verdict } = await import('../../web/checks.js');
+  const offer = [
+    'v=0', 'm=audio 9 UDP/TLS/RTP/SAVPF 111', 'c=IN IP4 0.0.0.0',
+    'a=candidate:1 1 udp 2130706431 198.51.100.7 40000 typ host',
+    'a=candidate:2 1 tcp 1518280447 198.51.100.7 443 typ host tcptype passive',
+    'a=candidate:3 1 udp 2130706431 2001:db8::7 40000 typ host',
+    'a=end-of-candidates', 'a=recvonly', '',
+  ].join('\r\n');
+  assert.deepEqual(candidatesIn(offer).map((c) => `${c.protocol} ${c.address} ${c.port}`),
+    ['udp 198.51.100.7 40000', 'tcp 198.51.100.7 443', 'udp 2001:db8::7 40000']);
+  const udp = onlyTransport(offer, 'udp');
+  assert.ok(!udp.includes(' tcp ') && udp.includes('198.51.100.7 40000') && udp.includes('a=end-of-candidates\r\na=recvonly\r\n'));
+  const tcp = onlyTransport(offer, 'tcp');
+  assert.deepEqual(candidatesIn(tcp).map((c) => c.protocol), ['tcp']);
+
+  const path = (outcome) => ({ outcome, targets: [] });
+  const media = (udp, tcp, relay) => ({ udp: path(udp), tcp: path(tcp), relay: path(relay) });
+  const ok = { ok: true };
+  assert.equal(verdict({ support: ok, signalling: ok, media: media('pass', 'not-offered', 'not-configured') }), 'ok');
+  assert.equal(verdict({ support: ok, signalling: ok, media: media('fail', 'pass', 'pass') }), 'tcp-only');
+  assert.equal(verdict({ support: ok, signalling: ok, media: media('fail', 'not-offered', 'pass') }), 'relay-only');
+  assert.equal(verdict({ support: ok, signalling: ok, media: media('fail', 'fail', 'not-configured') }), 'blocked');
+  assert.equal(verdict({ support: ok, signalling: { ok: false, why: 'blocked' }, media: null }), 'no-server');
+  assert.equal(verdict({ support: ok, signalling: { ok: false, why: 'rate-limited' }, media: null }), 'try-later');
+  assert.equal(verdict({ support: { ok: false }, signalling: ok, media: null }), 'unsupported');
 });

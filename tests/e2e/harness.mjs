@@ -192,3 +192,32 @@ export async function startProvider({ port, keyId, org, convenePort, users }) {
   });
   return { issuer: `http://127.0.0.1:${port}`, secret: `secret-${port}`, stop: () => proc.kill('SIGTERM') };
 }
+
+/**
+ * A real TURN server (Debian's coturn) on loopback with TURN REST API
+ * credentials made from `secret` (what Convene's `[turn]` section shares with
+ * it). Relays to loopback peers, since the SFU is on loopback in the tests.
+ * Null when `turnserver` is not installed.
+ */
+export async function startCoturn(secret) {
+  const { spawnSync } = await import('node:child_process');
+  if (spawnSync('turnserver', ['--version']).error) return null;
+  const port = await freePort();
+  const dir = mkdtempSync(pathJoin(tmpdir(), 'convene-coturn-'));
+  const proc = spawn('turnserver', [
+    '-n', '--listening-ip=127.0.0.1', '--relay-ip=127.0.0.1', `--listening-port=${port}`,
+    '--use-auth-secret', `--static-auth-secret=${secret}`, '--realm=convene.test',
+    '--allow-loopback-peers', '--no-tls', '--no-dtls', '--no-cli', '--relay-threads=1',
+    '--log-file=stdout', '--simple-log', `--pidfile=${pathJoin(dir, 'turnserver.pid')}`, `--db=${pathJoin(dir, 'turndb')}`,
+  ], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  proc.stdout.on('data', (d) => { log += d; });
+  proc.stderr.on('data', (d) => { log += d; });
+  // Ready when it has started its servers (its last line at start).
+  const end = Date.now() + 10000;
+  while (!/Total General servers/.test(log)) {
+    if (Date.now() > end || proc.exitCode !== null) throw new Error(`coturn did not start: ${log}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return { port, url: `turn:127.0.0.1:${port}?transport=udp`, log: () => log, stop: () => proc.kill('SIGTERM') };
+}
