@@ -1,0 +1,631 @@
+// Locked-down networks for the end-to-end tests: Linux network namespaces the
+// test makes itself, a real Convene and a real coturn in a "server" namespace,
+// real browsers (Chromium through playwright-core, Firefox through
+// puppeteer-core over WebDriver BiDi) each in a namespace of its own with
+// nftables rules on its way out, and the WebRTC stats that prove which path
+// the media took. Used by netns.test.mjs; needs root (ip netns, nft).
+//
+// The network, per Lab (one per group of scenarios):
+//
+//   server namespace "cvt<pid>-<tag>-srv"          client namespace "cvt<pid>-<tag>-<name>"
+//     lo: 127.0.0.1, 203.0.113.1 (Convene: web,      eth0: 10.77.<i>.2/24
+//         media, ICE-TCP), 203.0.113.2 (coturn)       default route via 10.77.<i>.1
+//     c<i>: 10.77.<i>.1/24  <------- veth ------->    nftables table inet convene_test
+//
+// Clients have private addresses (10.77.<i>.2), the servers public ones, as
+// in real life: 203.0.113.0/24 is TEST-NET-3 (RFC 5737, for documentation,
+// never routed), and here it exists only inside the lab. It matters:
+// Chromium never pairs with an ICE-TCP candidate on a private address
+// (10/8, 172.16/12, 192.168/16) at a port below 1024, so ICE-TCP on 443 at
+// 10.77.0.1 is silently not tried (measured: 8444 works, 443 and 80 do not;
+// Firefox tries them). A deployment on an intranet address with ICE-TCP on
+// 443 has the same limit with Chromium.
+//
+// Nothing is made in the machine's own namespace, so several runs (and the
+// addresses here) cannot collide with each other or with the machine's
+// network, and nothing else on the machine can reach or be reached from a
+// lab. The server namespace routes nothing on: a client reaches only the
+// server's addresses, the way a browser behind a firewall reaches only a
+// public server. Names carry the test process's id; a lab left behind by a
+// killed run is deleted by the next run (`reapStale`).
+//
+// Adding a scenario:
+//
+//   const lab = await Lab.create('mygroup');            // in before()
+//   const turn = await lab.startCoturn();               // optional: TURN over UDP, TCP, TLS on 443
+//   const convene = await lab.startConvene({ turn, iceTcp: `${SERVER_IP}:8444` });
+//   // in the test:
+//   const a = await lab.addClient('a');                 // a namespace; no rules: everything allowed
+//   await a.firewall(NO_UDP);                           // or any nftables rules (see the constants)
+//   const ann = await lab.chromium(a, { convene });     // or lab.firefox(a, { convene })
+//   const { hostUrl, joinUrl } = await createMeeting(ann, convene.url, 'Title');
+//   await joinMeeting(ann, hostUrl, 'Ann');
+//   ...
+//   await until('both decode', async () => (await decodingVideos(ann.page)) >= 1);
+//   const path = await selectedPath(ann.page);          // { local: {candidateType, protocol, relayProtocol}, remote: {...} }
+//   await lab.removeClient(a);                          // or leave it to lab.close() in after()
+//
+// For scenario 4 (the /check page reports each case): the same client
+// namespaces and rules, navigate the client to `${convene.url}/check` and read
+// the result rows (check.test.mjs shows how); start Convene with `turn` so the
+// relay row is tried.
+//
+// For scenario 5 (network change mid-meeting → ICE restart): a client's path
+// can be cut and restored while its browser runs: `client.firewall(rules)`
+// replaces the rules at once (`DROP_ALL` cuts everything but loopback,
+// `client.firewall(null)` removes them), and `client.moveAddress(newIndex)`
+// gives it another address and route, as a change of network does. Assert on
+// the others' people lists (harness.mjs peopleNames) that nobody left.
+import { spawn, spawnSync, execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync, readFileSync, rmSync, chmodSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join as pathJoin } from 'node:path';
+import { createServer } from 'node:net';
+import { ROOT, until, decodingVideos, receivingAudio } from './harness.mjs';
+
+// ip and nft live in /usr/sbin, which a non-login root shell may lack.
+for (const dir of ['/usr/sbin', '/sbin']) {
+  if (!(process.env.PATH || '').split(':').includes(dir)) process.env.PATH = `${process.env.PATH}:${dir}`;
+}
+
+/** Convene's address in the server namespace. */
+export const SERVER_IP = '203.0.113.1';
+/** The TURN server's address in the server namespace (another "host"). */
+export const TURN_IP = '203.0.113.2';
+/** The secret Convene shares with coturn (REST API credentials). */
+const TURN_SECRET = 'convene-netns-test-secret-5b1f0e2d';
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const FIREFOX = process.env.FIREFOX || '/usr/bin/firefox-esr';
+
+// nftables rules for a client's way out (the chain's body; loopback is always
+// allowed, and replies to what was allowed).
+
+/** No UDP at all leaves the client (there is no DNS here to allow). */
+export const NO_UDP = 'meta l4proto udp counter drop';
+/** Nothing leaves but loopback. */
+export const DROP_ALL = 'counter drop';
+/** Only TCP to `ip`:`port` leaves, for each pair given; everything else is dropped. */
+export const onlyTcp = (...to) => [
+  ...to.map(([ip, port]) => `ip daddr ${ip} tcp dport ${port} accept`),
+  'counter drop',
+].join('\n');
+
+/** Why these tests cannot run here, or null when they can. */
+export function unsupported() {
+  if (process.getuid?.() !== 0) return 'needs root (ip netns, nftables)';
+  for (const [cmd, args] of [['ip', ['-V']], ['nft', ['--version']], ['turnserver', ['--version']], ['openssl', ['version']]]) {
+    if (spawnSync(cmd, args).error) return `${cmd} is not installed`;
+  }
+  const probe = `cvt${process.pid}-probe`;
+  const made = spawnSync('ip', ['netns', 'add', probe]);
+  if (made.status !== 0) return `cannot make a network namespace: ${made.stderr}`;
+  const nft = spawnSync('ip', ['netns', 'exec', probe, 'nft', 'list', 'ruleset']);
+  spawnSync('ip', ['netns', 'del', probe]);
+  if (nft.status !== 0) return `nftables does not work in a namespace: ${nft.stderr}`;
+  return null;
+}
+
+function run(cmd, args, input) {
+  const r = spawnSync(cmd, args, { input, encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr || r.error}`);
+  return r.stdout;
+}
+const ipn = (ns, ...args) => run('ip', ['-n', ns, ...args]);
+
+/** Deletes namespaces left by test runs whose process is gone. */
+export function reapStale() {
+  for (const line of run('ip', ['netns', 'list']).split('\n')) {
+    const m = line.match(/^(cvt(\d+)-\S+)/);
+    if (!m) continue;
+    const pid = Number(m[2]);
+    if (pid === process.pid) continue;
+    try { process.kill(pid, 0); continue; } catch { /* its run is gone */ }
+    killIn(m[1]);
+    spawnSync('ip', ['netns', 'del', m[1]]);
+  }
+}
+
+/** Kills every process still in namespace `ns` (only ours live there). */
+function killIn(ns) {
+  const pids = spawnSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).stdout || '';
+  for (const pid of pids.split(/\s+/).filter(Boolean)) {
+    try { process.kill(Number(pid), 'SIGKILL'); } catch { /* gone */ }
+  }
+}
+
+/**
+ * A test CA and a certificate it signs for `ips` (IP subject alternative
+ * names), made with openssl in `dir`. Returns the PEM paths and the
+ * certificate's SPKI hash (base64 SHA-256), which Chromium pins with
+ * --ignore-certificate-errors-spki-list.
+ */
+export function makeCertificate(dir, name, ips) {
+  const p = (f) => pathJoin(dir, `${name}-${f}`);
+  const ossl = (...args) => run('openssl', args);
+  ossl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2',
+    '-subj', `/CN=Convene test CA (${name})`, '-keyout', p('ca.key'), '-out', p('ca.pem'),
+    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign');
+  ossl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+    '-subj', `/CN=${ips[0]}`, '-keyout', p('key.pem'), '-out', p('csr.pem'));
+  writeFileSync(p('ext.cnf'), `subjectAltName=${ips.map((ip) => `IP:${ip}`).join(',')}\n` +
+    'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n');
+  ossl('x509', '-req', '-in', p('csr.pem'), '-CA', p('ca.pem'), '-CAkey', p('ca.key'), '-CAcreateserial',
+    '-days', '2', '-extfile', p('ext.cnf'), '-out', p('leaf.pem'));
+  // Leaf first, then the CA, as a server sends its chain.
+  writeFileSync(p('cert.pem'), readFileSync(p('leaf.pem'), 'utf8') + readFileSync(p('ca.pem'), 'utf8'));
+  const spki = execFileSync('sh', ['-c',
+    `openssl x509 -in '${p('leaf.pem')}' -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64`],
+  { encoding: 'utf8' }).trim();
+  return { cert: p('cert.pem'), key: p('key.pem'), ca: p('ca.pem'), spki };
+}
+
+/** Waits until `proc`'s output (stdout and stderr) matches `re`; returns the match. */
+function waitForOutput(proc, re, what, timeoutMs = 15000) {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`${what} did not start in time:\n${out}`)), timeoutMs);
+    const on = (d) => {
+      out += d;
+      const m = out.match(re);
+      if (m) { clearTimeout(timer); resolve(m); }
+    };
+    proc.stdout?.on('data', on);
+    proc.stderr?.on('data', on);
+    proc.on('exit', (code) => { clearTimeout(timer); reject(new Error(`${what} exited with ${code}:\n${out}`)); });
+  });
+}
+
+let labs = 0;
+
+export class Lab {
+  /** Makes the server namespace. `tag`: a few letters naming the group. */
+  static async create(tag) {
+    reapStale();
+    const lab = new Lab(`cvt${process.pid}-${tag}${labs++}`);
+    run('ip', ['netns', 'add', lab.serverNs]);
+    ipn(lab.serverNs, 'link', 'set', 'lo', 'up');
+    ipn(lab.serverNs, 'addr', 'add', `${SERVER_IP}/32`, 'dev', 'lo');
+    ipn(lab.serverNs, 'addr', 'add', `${TURN_IP}/32`, 'dev', 'lo');
+    return lab;
+  }
+
+  constructor(prefix) {
+    this.prefix = prefix;
+    this.serverNs = `${prefix}-srv`;
+    this.dir = mkdtempSync(pathJoin(tmpdir(), 'convene-netns-'));
+    /** @type {Map<string, object>} */
+    this.clients = new Map();
+    this.procs = [];
+    this.browsers = [];
+    this.closers = [];
+    this.nextIndex = 1;
+  }
+
+  /** A client namespace with a veth to the server namespace; no rules yet. */
+  async addClient(name) {
+    const index = this.nextIndex++;
+    const ns = `${this.prefix}-${name}`;
+    run('ip', ['netns', 'add', ns]);
+    ipn(ns, 'link', 'set', 'lo', 'up');
+    ipn(this.serverNs, 'link', 'add', `c${index}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
+    const client = {
+      name, ns, index,
+      ip: `10.77.${index}.2`,
+      /** Replaces the client's outgoing rules (null: none, everything allowed). */
+      firewall: (rules) => {
+        spawnSync('ip', ['netns', 'exec', ns, 'nft', 'delete', 'table', 'inet', 'convene_test']);
+        if (rules == null) return;
+        run('ip', ['netns', 'exec', ns, 'nft', '-f', '-'], [
+          'table inet convene_test {',
+          '  chain out {',
+          '    type filter hook output priority 0; policy accept;',
+          '    oif "lo" accept',
+          '    ct state established,related accept',
+          ...rules.split('\n').map((r) => `    ${r}`),
+          '  }',
+          '}',
+        ].join('\n'));
+      },
+      /** Packets the rules dropped so far (the `counter drop` rules). */
+      dropped: () => {
+        const out = spawnSync('ip', ['netns', 'exec', ns, 'nft', 'list', 'table', 'inet', 'convene_test'], { encoding: 'utf8' }).stdout || '';
+        return [...out.matchAll(/counter packets (\d+)/g)].reduce((n, m) => n + Number(m[1]), 0);
+      },
+      /** Gives the client the address of link `newIndex` instead (as a change of network does). */
+      moveAddress: (newIndex) => {
+        const peer = `c${client.index}`;
+        ipn(ns, 'addr', 'flush', 'dev', 'eth0');
+        ipn(this.serverNs, 'addr', 'flush', 'dev', peer);
+        client.index = newIndex;
+        client.ip = `10.77.${newIndex}.2`;
+        ipn(this.serverNs, 'addr', 'add', `10.77.${newIndex}.1/24`, 'dev', peer);
+        ipn(ns, 'addr', 'add', `${client.ip}/24`, 'dev', 'eth0');
+        ipn(ns, 'route', 'add', 'default', 'via', `10.77.${newIndex}.1`);
+      },
+    };
+    ipn(this.serverNs, 'addr', 'add', `10.77.${index}.1/24`, 'dev', `c${index}`);
+    ipn(ns, 'addr', 'add', `${client.ip}/24`, 'dev', 'eth0');
+    ipn(this.serverNs, 'link', 'set', `c${index}`, 'up');
+    ipn(ns, 'link', 'set', 'eth0', 'up');
+    ipn(ns, 'route', 'add', 'default', 'via', `10.77.${index}.1`);
+    this.clients.set(ns, client);
+    return client;
+  }
+
+  /** Closes the client's browsers, kills what is left in it, deletes it. */
+  async removeClient(client) {
+    for (const b of this.browsers.filter((x) => x.ns === client.ns)) await b.close();
+    this.browsers = this.browsers.filter((x) => x.ns !== client.ns);
+    killIn(client.ns);
+    spawnSync('ip', ['netns', 'del', client.ns]);
+    this.clients.delete(client.ns);
+  }
+
+  /** Starts a process in namespace `ns`, killed by close(). */
+  spawnIn(ns, cmd, args, opts = {}) {
+    const proc = spawn('ip', ['netns', 'exec', ns, cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
+    let log = '';
+    proc.stdout?.on('data', (d) => { log += d; });
+    proc.stderr?.on('data', (d) => { log += d; });
+    proc.log = () => log;
+    this.procs.push(proc);
+    return proc;
+  }
+
+  /**
+   * coturn on TURN_IP: UDP and TCP on 3478, TLS on 443 (its own test
+   * certificate), REST API credentials from the secret Convene has.
+   */
+  async startCoturn() {
+    const tls = makeCertificate(this.dir, 'turn', [TURN_IP]);
+    const proc = this.spawnIn(this.serverNs, 'turnserver', [
+      '-n', `--listening-ip=${TURN_IP}`, `--relay-ip=${TURN_IP}`, '--listening-port=3478', '--tls-listening-port=443',
+      `--cert=${tls.cert}`, `--pkey=${tls.key}`, '--no-dtls', '--no-cli',
+      '--use-auth-secret', `--static-auth-secret=${TURN_SECRET}`, '--realm=convene.test',
+      '--min-port=49152', '--max-port=49999', '--relay-threads=1',
+      '--log-file=stdout', '--simple-log', `--pidfile=${pathJoin(this.dir, 'turnserver.pid')}`, `--db=${pathJoin(this.dir, 'turndb')}`,
+    ]);
+    await waitForOutput(proc, /Total General servers/, 'coturn');
+    return {
+      proc, spki: tls.spki, log: proc.log,
+      urls: [`turn:${TURN_IP}:3478?transport=udp`, `turn:${TURN_IP}:3478?transport=tcp`, `turns:${TURN_IP}:443?transport=tcp`],
+    };
+  }
+
+  /**
+   * target/release/convene in the server namespace on SERVER_IP:`port`, media
+   * on UDP `mediaPort`, ICE-TCP per `iceTcp` ('web', 'off' or an address);
+   * with `turn` (from startCoturn) a deployment file hands out its URLs; with
+   * `tls`, https and wss with a test certificate (`convene.spki` to pin).
+   */
+  async startConvene({ port = 8080, mediaPort = 40000, iceTcp = 'web', turn = null, tls = false, publicUrl = null, log = 'warn', extraArgs = [] } = {}) {
+    const bin = process.env.CONVENE_BIN || pathJoin(ROOT, 'target', 'release', 'convene');
+    const dir = mkdtempSync(pathJoin(this.dir, 'convene-'));
+    const args = [
+      '--listen', `${SERVER_IP}:${port}`, '--data-dir', pathJoin(dir, 'data'), '--log', log,
+      '--media-listen', `${SERVER_IP}:${mediaPort}`, '--media-workers', '1', '--ice-tcp-listen', iceTcp,
+    ];
+    if (publicUrl) args.push('--public-url', publicUrl);
+    let spki = null;
+    if (tls) {
+      const c = makeCertificate(dir, 'convene', [SERVER_IP]);
+      args.push('--tls-cert', c.cert, '--tls-key', c.key);
+      spki = c.spki;
+    }
+    if (turn) {
+      writeFileSync(pathJoin(dir, 'turn.secret'), TURN_SECRET, { mode: 0o600 });
+      writeFileSync(pathJoin(dir, 'convene.toml'), [
+        '[home]', 'name = "Network test"', '',
+        '[turn]', `urls = [${turn.urls.map((u) => JSON.stringify(u)).join(', ')}]`, 'secret_file = "turn.secret"', '',
+      ].join('\n'));
+      args.push('--config', pathJoin(dir, 'convene.toml'));
+    }
+    const proc = this.spawnIn(this.serverNs, bin, [...args, ...extraArgs]);
+    const [, url] = await waitForOutput(proc, /Convene is running at (\S+?)\/?\n/, 'Convene');
+    return { url, proc, spki, log: proc.log, turn, port };
+  }
+
+  /** An executable that runs `bin` with its arguments inside namespace `ns`. */
+  wrapper(ns, bin) {
+    const path = pathJoin(this.dir, `${ns}-${bin.split('/').pop()}`);
+    writeFileSync(path, `#!/bin/sh\nexec ip netns exec '${ns}' '${bin}' "$@"\n`);
+    chmodSync(path, 0o755);
+    return path;
+  }
+
+  /**
+   * Real headless Chromium in `client`'s namespace, for a page of `convene`:
+   * plain http on SERVER_IP is treated as a secure origin (camera and
+   * microphone), https certificates of the lab are pinned by their keys.
+   * Returns a person: { kind, page, close }.
+   */
+  async chromium(client, { convene, pins = [] } = {}) {
+    const { chromium } = await import('playwright-core');
+    const spkis = [convene?.spki, convene?.turn?.spki, ...pins].filter(Boolean);
+    const args = [
+      '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
+      '--autoplay-policy=no-user-gesture-required',
+      '--disable-features=WebRtcHideLocalIpsWithMdns',
+      `--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE ${SERVER_IP} , EXCLUDE ${TURN_IP}`,
+    ];
+    if (convene && convene.url.startsWith('http:')) args.push(`--unsafely-treat-insecure-origin-as-secure=${convene.url}`);
+    if (spkis.length) args.push(`--ignore-certificate-errors-spki-list=${spkis.join(',')}`);
+    const browser = await chromium.launch({ executablePath: this.wrapper(client.ns, CHROMIUM), headless: true, args, timeout: 30000 });
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    await context.addInitScript(INIT_SCRIPT);
+    const page = await context.newPage();
+    page.on('pageerror', (e) => console.error(`[${client.name} chromium] page error:`, e.message));
+    const person = { kind: 'chromium', ns: client.ns, page, browser, close: () => browser.close().catch(() => {}) };
+    this.browsers.push(person);
+    return person;
+  }
+
+  /**
+   * Real headless Firefox ESR in `client`'s namespace, driven by
+   * puppeteer-core over WebDriver BiDi. Firefox's remote agent listens on
+   * the namespace's own loopback, which this process cannot reach: a small
+   * forwarder on this side's loopback carries the one WebSocket across
+   * (each connection is piped through `ip netns exec … node`).
+   */
+  async firefox(client, { convene } = {}) {
+    const puppeteer = (await import('puppeteer-core')).default;
+    const port = await freePort();
+    const forwarder = createServer((sock) => {
+      const pipe = spawn('ip', ['netns', 'exec', client.ns, process.execPath, '-e', NS_PIPE, String(port)], { stdio: ['pipe', 'pipe', 'ignore'] });
+      sock.pipe(pipe.stdin);
+      pipe.stdout.pipe(sock);
+      const end = () => { sock.destroy(); pipe.kill(); };
+      sock.on('close', end); sock.on('error', end); pipe.on('exit', end);
+    });
+    await new Promise((r) => forwarder.listen(port, '127.0.0.1', r));
+    const host = convene ? new URL(convene.url).hostname : SERVER_IP;
+    let browser;
+    try {
+      browser = await puppeteer.launch({
+        browser: 'firefox',
+        protocol: 'webDriverBiDi',
+        executablePath: this.wrapper(client.ns, FIREFOX),
+        headless: true,
+        args: [`--remote-debugging-port=${port}`],
+        timeout: 30000,
+        extraPrefsFirefox: {
+          'media.navigator.streams.fake': true,
+          'media.navigator.permission.disabled': true,
+          'permissions.default.camera': 1,
+          'permissions.default.microphone': 1,
+          'media.autoplay.default': 0,
+          // Plain http on the lab's address counts as a secure origin (as
+          // Chromium's --unsafely-treat-insecure-origin-as-secure).
+          'dom.securecontext.allowlist': host,
+          // Real addresses in host candidates, not mDNS names.
+          'media.peerconnection.ice.obfuscate_host_addresses': false,
+          'media.peerconnection.ice.tcp': true,
+          'network.proxy.type': 0,
+        },
+      });
+    } catch (e) {
+      forwarder.close();
+      throw e;
+    }
+    const page = (await browser.pages())[0] || (await browser.newPage());
+    await page.evaluateOnNewDocument(INIT_SCRIPT);
+    page.on('pageerror', (e) => console.error(`[${client.name} firefox] page error:`, e.message));
+    const person = {
+      kind: 'firefox', ns: client.ns, page, browser,
+      close: async () => {
+        await Promise.race([browser.close().catch(() => {}), new Promise((r) => setTimeout(r, 5000))]);
+        forwarder.close();
+      },
+    };
+    this.browsers.push(person);
+    return person;
+  }
+
+  /** Closes browsers, kills processes, deletes every namespace and file of the lab. */
+  async close() {
+    for (const b of this.browsers) await b.close();
+    for (const p of this.procs) if (p.exitCode === null) p.kill('SIGKILL');
+    for (const ns of [...this.clients.keys(), this.serverNs]) {
+      killIn(ns);
+      spawnSync('ip', ['netns', 'del', ns]);
+    }
+    this.clients.clear();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** In a namespace: pipe stdin/stdout to TCP 127.0.0.1:<argv[1]> there. */
+const NS_PIPE = `const s = require('net').connect(Number(process.argv[1]), '127.0.0.1');
+process.stdin.pipe(s); s.pipe(process.stdout);
+s.on('error', () => process.exit(1)); s.on('close', () => process.exit(0));`;
+
+async function freePort() {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = /** @type {any} */ (srv.address());
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Runs in every page before its own scripts: keeps every RTCPeerConnection
+ * (to read its stats) and WebSocket, the TURN servers the server handed out
+ * (`__iceServers`), and notes when the first remote video
+ * frame was decoded, in ms since navigation began (`__firstFrameMs`, from
+ * getStats every 50 ms).
+ */
+const INIT_SCRIPT = `(() => {
+  const Orig = window.RTCPeerConnection;
+  window.__pcs = [];
+  window.RTCPeerConnection = class extends Orig {
+    constructor(...args) { super(...args); window.__pcs.push(this); }
+  };
+  const OrigWs = window.WebSocket;
+  window.__sockets = [];
+  window.__iceServers = null;
+  window.WebSocket = class extends OrigWs {
+    constructor(...args) {
+      super(...args);
+      window.__sockets.push(this);
+      // The TURN servers the server handed out (welcome, ice-servers).
+      this.addEventListener('message', (e) => {
+        try {
+          const m = JSON.parse(e.data);
+          if ((m.type === 'welcome' || m.type === 'ice-servers') && Array.isArray(m.iceServers)) window.__iceServers = m.iceServers;
+        } catch { /* not ours to judge */ }
+      });
+    }
+  };
+  window.__firstFrameMs = null;
+  const timer = setInterval(async () => {
+    for (const pc of window.__pcs) {
+      if (pc.connectionState === 'closed') continue;
+      const stats = await pc.getStats();
+      let decoded = false;
+      stats.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video' && s.framesDecoded > 0) decoded = true; });
+      if (decoded && window.__firstFrameMs === null) {
+        window.__firstFrameMs = Math.round(performance.now());
+        clearInterval(timer);
+      }
+    }
+  }, 50);
+})();`;
+
+// Steps in a page that work alike with playwright's and puppeteer's pages
+// (only goto and evaluate).
+
+/** Creates a meeting through the API from `person`'s page; returns its links. */
+export async function createMeeting(person, serverUrl, title) {
+  await person.page.goto(serverUrl);
+  return person.page.evaluate(async (t) => {
+    const res = await fetch('/api/meetings', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ title: t }),
+    });
+    const body = await res.json();
+    if (!res.ok) throw new Error(`create: ${res.status} ${JSON.stringify(body)}`);
+    return { joinUrl: body.joinUrl, hostUrl: body.hostUrl };
+  }, title);
+}
+
+/**
+ * Opens `link`, waits for the camera preview, gives `name`, clicks Join,
+ * waits for the meeting view. Returns the time of navigation (Date.now()).
+ */
+export async function joinMeeting(person, link, name) {
+  const { page } = person;
+  const started = Date.now();
+  await page.goto(link);
+  await until(`${name}'s camera preview`, () => page.evaluate(() => {
+    const v = /** @type {HTMLVideoElement|null} */ (document.getElementById('preview'));
+    return !!v && v.videoWidth > 0 && !!document.getElementById('name');
+  }), 20000);
+  await page.evaluate((n) => {
+    const input = /** @type {HTMLInputElement} */ (document.getElementById('name'));
+    input.value = n;
+    input.dispatchEvent(new Event('input', { bubbles: true }));
+    /** @type {HTMLButtonElement} */ (document.getElementById('join')).click();
+  }, name);
+  await until(`${name} in the meeting`, () => page.evaluate(() => {
+    const m = document.getElementById('meeting');
+    return !!m && !m.hidden;
+  }), 20000);
+  return started;
+}
+
+/** Ms from navigation to the first decoded remote video frame, once there is one. */
+export const firstFrameMs = (person) => person.page.evaluate(() => /** @type {any} */ (window).__firstFrameMs);
+
+/**
+ * The selected ICE candidate pair of the page's live peer connection: the
+ * transport's selectedCandidatePairId (Chromium), or the pair marked
+ * `selected` (Firefox, which has no transport stats). Null before one is
+ * selected.
+ */
+export async function selectedPath(page) {
+  return page.evaluate(async () => {
+    const pcs = /** @type {any} */ (window).__pcs.filter((pc) => pc.connectionState !== 'closed');
+    for (const pc of pcs) {
+      const stats = await pc.getStats();
+      let pair = null;
+      stats.forEach((s) => { if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId); });
+      if (!pair) stats.forEach((s) => { if (s.type === 'candidate-pair' && s.selected) pair = s; });
+      if (!pair || pair.state !== 'succeeded') continue;
+      const cand = (c) => c && ({
+        candidateType: c.candidateType, protocol: c.protocol, relayProtocol: c.relayProtocol,
+        address: c.address ?? c.ip, port: c.port, tcpType: c.tcpType,
+      });
+      return {
+        local: cand(stats.get(pair.localCandidateId)),
+        remote: cand(stats.get(pair.remoteCandidateId)),
+        connectionState: pc.connectionState,
+      };
+    }
+    return null;
+  });
+}
+
+/**
+ * What the page was offered: the server's candidates in the remote
+ * description ("tcp 203.0.113.1:8444"), the TURN URLs the server handed out,
+ * and those the peer connection was given.
+ */
+export async function offered(page) {
+  return page.evaluate(() => {
+    const w = /** @type {any} */ (window);
+    const pc = w.__pcs.find((p) => p.connectionState !== 'closed');
+    const sdp = pc?.remoteDescription?.sdp || '';
+    const candidates = [...new Set(sdp.split(/\r?\n/).filter((l) => l.startsWith('a=candidate:')).map((l) => {
+      const f = l.split(' ');
+      return `${f[2].toLowerCase()} ${f[4]}:${f[5]}`;
+    }))];
+    const urls = (servers) => (servers || []).flatMap((s) => [].concat(s.urls));
+    return { candidates, handedOut: urls(w.__iceServers), configured: urls(pc?.getConfiguration().iceServers) };
+  });
+}
+
+/** "tcp host → host 10.77.0.1:8444": a path in words, for messages. */
+export const describePath = (p) => p
+  ? `${p.local.protocol} ${p.local.candidateType}${p.local.relayProtocol ? ` (relay over ${p.local.relayProtocol})` : ''}` +
+    ` → ${p.remote.candidateType} ${p.remote.protocol} ${p.remote.address}:${p.remote.port}`
+  : 'no selected pair';
+
+/**
+ * Two people meet through `convene`: "open" (Chromium, no rules) creates the
+ * meeting and joins as host, then "shut" (a `guest` browser, 'chromium' or
+ * 'firefox', in a namespace with `rules`) joins from the link. Waits until
+ * each decodes the other's video and receives the other's audio. Returns
+ * both people, their clients and the guest's join-to-first-frame; `end()`
+ * removes both namespaces (also done by lab.close()).
+ */
+export async function meet(lab, convene, { tag, guest = 'chromium', rules = null, timeoutMs = 25000 }) {
+  const open = await lab.addClient(`${tag}o`);
+  const shut = await lab.addClient(`${tag}s`);
+  const end = async () => { await lab.removeClient(open); await lab.removeClient(shut); };
+  try {
+    shut.firewall(rules);
+    const host = await lab.chromium(open, { convene });
+    const other = guest === 'firefox' ? await lab.firefox(shut, { convene }) : await lab.chromium(shut, { convene });
+    const { hostUrl, joinUrl } = await createMeeting(host, convene.url, `Network test ${tag}`);
+    await joinMeeting(host, hostUrl, 'Open network');
+    await joinMeeting(other, joinUrl, 'Locked-down network');
+    for (const [who, p] of [['the locked-down person', other], ['the open person', host]]) {
+      await until(`${who} decoding the other's video`, async () => (await decodingVideos(p.page)) >= 1, timeoutMs);
+      await until(`${who} receiving the other's audio`, async () => (await receivingAudio(p.page)) >= 1, timeoutMs);
+    }
+    return { host, guest: other, open, shut, joinToFirstFrameMs: await firstFrameMs(other), end };
+  } catch (e) {
+    // Say what the guest's ICE saw, then clean up.
+    const guestPage = lab.browsers.find((b) => b.ns === shut.ns)?.page;
+    const path = guestPage ? await selectedPath(guestPage).catch(() => null) : null;
+    const dropped = shut.dropped();
+    await end();
+    e.message += ` (locked-down path: ${describePath(path)}; dropped by its rules: ${dropped} packets)`;
+    throw e;
+  }
+}
