@@ -2,14 +2,20 @@
 // is never glare; each offer says what every m-line (mid) carries.
 
 /** @typedef {{mid: string, kind: 'audio'|'video', direction: 'send'|'receive', participantId?: string, source?: string, voice?: boolean}} TrackSlot */
+/** TURN servers with this participant's own, expiring credentials (protocol §5.22): `[]` without TURN.
+ * @typedef {{urls: string[], username: string, credential: string}} IceServer */
 
 export class Call extends EventTarget {
-  /** @param {(msg: object) => void} send @param {(source: string) => MediaStreamTrack | null} localTrack */
-  constructor(send, localTrack) {
+  /**
+   * @param {(msg: object) => void} send
+   * @param {(source: string) => MediaStreamTrack | null} localTrack
+   * @param {IceServer[]} [iceServers] from the welcome
+   */
+  constructor(send, localTrack, iceServers = []) {
     super();
     this.send = send;
     this.localTrack = localTrack;
-    this.pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    this.pc = new RTCPeerConnection({ iceServers, bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
     /** @type {TrackSlot[]} */
     this.slots = [];
     /** Offers are handled one at a time, in order. */
@@ -79,6 +85,20 @@ export class Call extends EventTarget {
       if (tr) out.push({ mid: slot.mid, track: tr.receiver.track });
     }
     return out;
+  }
+
+  /**
+   * Fresh TURN credentials (`ice-servers`): used for relays set up from now on
+   * (an ICE restart); relays in use go on. No renegotiation.
+   * @param {IceServer[]} iceServers
+   */
+  setIceServers(iceServers) {
+    if (this.pc.signalingState === 'closed') return;
+    try {
+      this.pc.setConfiguration({ ...this.pc.getConfiguration(), iceServers });
+    } catch (e) {
+      console.warn('could not apply fresh TURN credentials', e);
+    }
   }
 
   close() {

@@ -269,7 +269,7 @@ function onMessage(msg) {
       participants.clear();
       for (const p of msg.participants) participants.set(p.id, p);
       call?.close();
-      call = new Call(send, localTrack);
+      call = new Call(send, localTrack, msg.iceServers);
       call.addEventListener('tracks', render);
       call.addEventListener('state', (e) => {
         const state = /** @type {CustomEvent} */ (e).detail;
@@ -308,6 +308,9 @@ function onMessage(msg) {
       break;
     case 'offer':
       call?.handleOffer(msg.sdp, msg.tracks);
+      break;
+    case 'ice-servers':
+      call?.setIceServers(msg.iceServers);
       break;
     case 'voice-slot':
       // Who a voice slot carries now. The speaking indicators already show who talks.

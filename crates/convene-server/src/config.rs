@@ -195,6 +195,11 @@ pub struct Config {
         default_value = "x-forwarded-for"
     )]
     pub forwarded_header: ForwardedHeader,
+
+    /// Tests only, not a flag: a TURN credential lifetime shorter than the
+    /// deployment file allows (60 s), so that refreshes come within a test.
+    #[arg(skip)]
+    pub turn_ttl_override: Option<std::time::Duration>,
 }
 
 /// Which header a trusted proxy writes the client's address into. Only that

@@ -36,6 +36,10 @@ pub fn router(state: Arc<AppState>, request_timeout: Duration) -> Router {
         .route("/api/check/ws", get(check::socket))
         .route("/api/check/download", get(check::download))
         .route("/api/check/upload", post(check::upload))
+        .route(
+            "/api/check/ice-servers",
+            get(crate::turn::check_ice_servers),
+        )
         .route("/api/admin/audit", get(admin_audit))
         .route("/api/admin/stats", get(admin_stats))
         .route("/api/session", get(signin::session_view))

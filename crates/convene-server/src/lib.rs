@@ -15,6 +15,7 @@ mod origin;
 mod rates;
 mod registry;
 mod signin;
+mod turn;
 mod writer;
 mod ws;
 
@@ -81,6 +82,8 @@ pub struct AppState {
     pub public_url: String,
     /// Sign-in (none configured: a trial where everyone is a guest).
     pub auth: Arc<convene_auth::Auth>,
+    /// TURN credentials for browsers (none configured: no relay).
+    pub turn: turn::Turn,
     /// The connectivity check's limits and counters (`/check`).
     pub checks: check::Checks,
 }
@@ -138,6 +141,22 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
                 .map_err(|e| StartError(format!("policy {}: {e}", path.display())))?;
             convene_meeting::policy::Policy::parse(&text)
                 .map_err(|e| StartError(format!("policy {}: {e}", path.display())))?
+        }
+    };
+    let turn_issuer = match deployment.as_ref().and_then(|d| d.turn.as_ref()) {
+        None => None,
+        Some(t) => {
+            // The secret file's path is relative to the deployment file's folder.
+            let base = config
+                .config_file
+                .as_deref()
+                .and_then(std::path::Path::parent)
+                .unwrap_or(std::path::Path::new("."));
+            let issuer = turn::Issuer::load(t, base, config.turn_ttl_override)
+                .map_err(|e| StartError(format!("configuration: {e}")))?;
+            info!(urls = ?t.urls.iter().map(|u| u.as_str()).collect::<Vec<_>>(),
+                  ttl_seconds = issuer.ttl().as_secs(), "TURN credentials for browsers");
+            Some(issuer)
         }
     };
     let sign_in_available = deployment
@@ -201,6 +220,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         },
         public_url: url.clone(),
         auth: Arc::new(convene_auth::Auth::new(deployment.as_ref(), &url)),
+        turn: turn::Turn::new(turn_issuer),
         checks: Default::default(),
     });
     {

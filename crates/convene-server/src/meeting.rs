@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use convene_meeting::protocol::{
     ClientMessage, Direction, ErrorCode, MediaKind, ServerMessage, Source, TrackSlot,
@@ -72,6 +72,14 @@ struct Member {
     /// its `SocketClosed`, which always comes last, says how it ended.
     out: Option<OutboundTx>,
     socket: u64,
+    /// TURN credentials given in this socket's welcome: their opaque id, and
+    /// when fresh ones are due. None before a welcome (or in the lobby).
+    turn: Option<TurnLease>,
+}
+
+struct TurnLease {
+    id: String,
+    refresh_at: Instant,
 }
 
 struct Meeting {
@@ -215,6 +223,7 @@ impl Meeting {
                     let now = Instant::now();
                     self.room.tick(now);
                     self.apply_effects();
+                    self.refresh_turn(now);
                     self.settle().await;
                     if self.room.is_empty() {
                         let since = *empty_since.get_or_insert(now);
@@ -257,6 +266,7 @@ impl Meeting {
                             Member {
                                 out: Some(out),
                                 socket,
+                                turn: None,
                             },
                         );
                         let _ = reply.send(Ok(who));
@@ -541,11 +551,65 @@ impl Meeting {
         }
     }
 
+    /// Fresh TURN credentials for everyone whose are due (at 80 % of their
+    /// lifetime), same id, later expiry.
+    fn refresh_turn(&mut self, now: Instant) {
+        let state = self.state.clone();
+        let Some(issuer) = state.turn.issuer.as_ref() else {
+            return;
+        };
+        let mut due = Vec::new();
+        for (who, member) in &mut self.members {
+            let Some(lease) = member.turn.as_mut().filter(|l| l.refresh_at <= now) else {
+                continue;
+            };
+            lease.refresh_at = now + issuer.refresh_after();
+            let ice_servers = issuer.ice_servers(&lease.id, SystemTime::now(), issuer.ttl());
+            due.push((who.clone(), ice_servers));
+        }
+        for (who, ice_servers) in due {
+            self.send(&who, ServerMessage::IceServers { ice_servers });
+        }
+    }
+
+    /// The server's part of a message as it goes out: a welcome gets the
+    /// receiver's own TURN credentials (a new id each time: a resume is a new
+    /// socket), which are then refreshed until the lobby or the end.
+    fn personalise(&mut self, to: &[ParticipantId], message: &mut ServerMessage) {
+        let state = self.state.clone();
+        match message {
+            ServerMessage::Welcome { ice_servers, .. } => {
+                let (Some(issuer), [who]) = (state.turn.issuer.as_ref(), to) else {
+                    return;
+                };
+                let Some(member) = self.members.get_mut(who) else {
+                    return;
+                };
+                let id = crate::turn::new_id();
+                *ice_servers = issuer.ice_servers(&id, SystemTime::now(), issuer.ttl());
+                member.turn = Some(TurnLease {
+                    id,
+                    refresh_at: Instant::now() + issuer.refresh_after(),
+                });
+            }
+            // Sent back to the lobby (a level change): no media, no relay.
+            ServerMessage::Lobby { .. } => {
+                for who in to {
+                    if let Some(member) = self.members.get_mut(who) {
+                        member.turn = None;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Serialised once; every recipient's socket gets the same text.
-    fn deliver(&mut self, to: &[ParticipantId], message: ServerMessage) {
+    fn deliver(&mut self, to: &[ParticipantId], mut message: ServerMessage) {
         if !to.iter().any(|who| self.members.contains_key(who)) {
             return;
         }
+        self.personalise(to, &mut message);
         let text: Arc<str> = match serde_json::to_string(&message) {
             Ok(t) => t.into(),
             Err(_) => return,

@@ -1,7 +1,8 @@
 //! The meeting object the HTTP API really sends is the one docs/protocol.md §2.1
 //! describes: every field in its table, every setting named there, and its
 //! example with the same fields; nor does the document describe fields the server
-//! does not send.
+//! does not send. Likewise the `welcome` (§5.1) and the TURN servers in it and in
+//! `ice-servers` and the check's `GET /api/check/ice-servers` (§5.22, §2.1).
 
 mod common;
 
@@ -147,6 +148,136 @@ async fn the_meeting_object_is_the_one_documented() {
     assert!(
         problems.is_empty(),
         "docs/protocol.md §2.1 and the server's meeting object disagree:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+/// The first ```json block after `heading`, parsed.
+fn example_after(heading: &str) -> Value {
+    let start = DOC
+        .find(heading)
+        .unwrap_or_else(|| panic!("{heading} in protocol.md"));
+    let block = &DOC[start..];
+    let block = &block[block.find("```json\n").expect("an example") + 8..];
+    let block = &block[..block.find("```").expect("the example ends")];
+    serde_json::from_str(block)
+        .unwrap_or_else(|e| panic!("the example after {heading} is not JSON: {e}"))
+}
+
+/// The first-column names of the table with header row `header` after `heading`.
+fn table_after(heading: &str, header: &str) -> BTreeSet<String> {
+    let start = DOC
+        .find(heading)
+        .unwrap_or_else(|| panic!("{heading} in protocol.md"));
+    let table = &DOC[start..];
+    let table = &table[table
+        .find(header)
+        .unwrap_or_else(|| panic!("{header} after {heading}"))..];
+    table
+        .lines()
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .flat_map(|row| quoted(row.split('|').nth(1).unwrap_or("")))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn keys_but_type(v: &Value) -> BTreeSet<String> {
+    keys(v).into_iter().filter(|k| k != "type").collect()
+}
+
+/// `welcome` (§5.1), its ICE servers and `ice-servers` (§5.22), and the
+/// check's `GET /api/check/ice-servers` (§2.1), as a server with TURN sends them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_welcome_and_its_ice_servers_are_the_ones_documented() {
+    let file = common::deployment_with_turn(
+        &["turn:127.0.0.1:3478?transport=udp"],
+        "0123456789abcdef0123456789abcdef",
+    );
+    let server = common::server_with(|c| {
+        c.config_file = Some(file);
+        c.turn_ttl_override = Some(std::time::Duration::from_secs(2));
+    })
+    .await;
+    let id = common::create_meeting(&server, "Budget review").await;
+    let mut ann = convene_client::Client::join(&server.url, &id, "Ann", None)
+        .await
+        .unwrap();
+    let refreshed = ann
+        .run_until(std::time::Duration::from_secs(5), |c| {
+            c.log.iter().any(|m| m["type"] == "ice-servers")
+        })
+        .await;
+    assert!(refreshed, "an ice-servers message within 5 s");
+    let welcome = ann.log.iter().find(|m| m["type"] == "welcome").unwrap();
+    let refresh = ann.log.iter().find(|m| m["type"] == "ice-servers").unwrap();
+    let (status, body) = common::http(&server, "GET", "/api/check/ice-servers", None).await;
+    assert_eq!(status, 200, "{body}");
+    let check: Value = serde_json::from_str(&body).unwrap();
+
+    let mut problems = Vec::new();
+    let mut compare = |what: &str, sent: BTreeSet<String>, documented: BTreeSet<String>| {
+        for f in sent.difference(&documented) {
+            problems.push(format!("{what}: the server sends `{f}`, not documented"));
+        }
+        for f in documented.difference(&sent) {
+            problems.push(format!(
+                "{what}: documents `{f}`, which the server does not send"
+            ));
+        }
+    };
+    let welcome_heading = "### 5.1 `welcome`";
+    compare(
+        "§5.1's table",
+        keys_but_type(welcome),
+        table_after(welcome_heading, "| Field | Type | Meaning |"),
+    );
+    compare(
+        "§5.1's example",
+        keys(welcome),
+        keys(&example_after(welcome_heading)),
+    );
+    let ice_heading = "### 5.22 `ice-servers`";
+    let ice_table = table_after(ice_heading, "| Field | Type | Meaning |");
+    for (what, list) in [
+        ("welcome.iceServers", &welcome["iceServers"]),
+        ("ice-servers", &refresh["iceServers"]),
+        ("GET /api/check/ice-servers", &check["iceServers"]),
+        (
+            "§5.1's example iceServers",
+            &example_after(welcome_heading)["iceServers"],
+        ),
+        ("§5.22's example", &example_after(ice_heading)["iceServers"]),
+    ] {
+        let list = list
+            .as_array()
+            .unwrap_or_else(|| panic!("{what}: an array"));
+        assert!(!list.is_empty(), "{what}");
+        for server in list {
+            compare(
+                &format!("§5.22's ICE server table, {what}"),
+                keys(server),
+                ice_table.clone(),
+            );
+        }
+    }
+    compare(
+        "§5.22's example",
+        keys(refresh),
+        keys(&example_after(ice_heading)),
+    );
+    let row = section_2_1()
+        .lines()
+        .find(|l| l.starts_with("| `GET /api/check/ice-servers`"))
+        .expect("§2.1 lists GET /api/check/ice-servers");
+    assert!(row.contains(r#"`{"iceServers":[…]}`"#), "{row}");
+    assert_eq!(keys(&check), BTreeSet::from(["iceServers".to_string()]));
+
+    drop(ann);
+    server.shutdown().await;
+    assert!(
+        problems.is_empty(),
+        "docs/protocol.md and what the server sends disagree:\n  {}",
         problems.join("\n  ")
     );
 }

@@ -77,3 +77,24 @@ pub async fn create_meeting(server: &RunningServer, title: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     v["id"].as_str().unwrap().to_string()
 }
+
+/// A deployment file whose `[turn]` lists `urls`, with `secret` in a secret
+/// file beside it (readable by this user only); returns the file's path.
+pub fn deployment_with_turn(urls: &[&str], secret: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!(
+        "convene-turn-{}",
+        convene_storage::new_meeting_id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret_file = dir.join("turn.secret");
+    std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let toml = format!(
+        "[home]\nname = \"Test Department\"\n\n[turn]\nurls = {}\nsecret_file = \"turn.secret\"\n",
+        serde_json::to_string(urls).unwrap()
+    );
+    let path = dir.join("convene.toml");
+    std::fs::write(&path, toml).unwrap();
+    path
+}
