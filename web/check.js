@@ -278,6 +278,7 @@ async function run() {
       sock = await CheckSocket.open(url);
     } catch {
       signalling = { ok: false, why: await whySocketFailed() };
+      facts.unreached.push(`WebSocket ${url}`);
       set('signalling', 'fail', TEXT.socketWhy[/** @type {keyof typeof TEXT.socketWhy} */ (signalling.why)]);
     }
     if (sock) {

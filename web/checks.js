@@ -10,6 +10,7 @@ export const LIMITS = {
   pings: 5,
   pingMs: 2000,
   offerMs: 3000,
+  fetchMs: 2000,
   connectMs: 6000,
   downloadMs: 3000,
   uploadMs: 3000,
@@ -221,7 +222,7 @@ export class CheckSocket {
  */
 export async function whySocketFailed() {
   try {
-    const res = await fetch('/api/check/ws', { cache: 'no-store' });
+    const res = await fetch('/api/check/ws', { cache: 'no-store', signal: AbortSignal.timeout(LIMITS.fetchMs) });
     if (res.status === 429) return 'rate-limited';
     if (res.status === 503) return 'busy';
     if (res.status === 426) return 'blocked';
@@ -238,7 +239,7 @@ export async function whySocketFailed() {
  */
 export async function relayServers() {
   try {
-    const res = await fetch('/api/check/ice-servers', { cache: 'no-store' });
+    const res = await fetch('/api/check/ice-servers', { cache: 'no-store', signal: AbortSignal.timeout(LIMITS.fetchMs) });
     if (!res.ok) return [];
     const body = await res.json();
     return Array.isArray(body.iceServers) ? body.iceServers : [];

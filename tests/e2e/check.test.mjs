@@ -2,7 +2,9 @@
 // server: reached from the home and join pages, it finishes within 15 s with
 // a verdict, media over UDP passes through the SFU, the camera preview plays,
 // the microphone meter is labelled, the report says every result and copies;
-// a refused camera is said and the rest goes on; it fits a 390 px screen.
+// a refused camera is said and the rest goes on; it fits a 390 px screen; a
+// WebSocket stopped on the way is told from a server refusal; a real coturn
+// relay passes.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync, mkdtempSync } from 'node:fs';
@@ -130,6 +132,27 @@ test('a refused camera and microphone are said, and the rest of the check goes o
   assert.match(await check.locator('#verdict-note').innerText(), /^You did not allow the camera and microphone\. You can still join/);
   assert.match(await row(check, 'udp'), /^Media over UDP: Passed/);
   assert.ok((await check.getByLabel('Report (plain text)').inputValue()).includes('Camera: Not allowed'));
+});
+
+test('a WebSocket stopped on the way is told apart from a server refusal, and named for IT', async () => {
+  const person = await launchPerson();
+  people.push(person);
+  const { page } = person;
+  // As a proxy that does not pass WebSocket upgrades: the socket never opens
+  // (here it is sent to a path with no socket), while plain HTTP works.
+  await page.context().addInitScript(() => {
+    const Orig = window.WebSocket;
+    window.WebSocket = class extends Orig {
+      constructor(url, protocols) { super(String(url).replace('/api/check/ws', '/api/check/nothing'), protocols); }
+    };
+  });
+  await page.goto(`${server.url}/check`);
+  await page.locator('#verdict').waitFor({ state: 'visible', timeout: 15000 });
+  assert.equal(await page.locator('#verdict').innerText(), 'Your network blocks the connection to this server: give this report to your IT team');
+  assert.match(await row(page, 'signalling'), /^Connection to the server \(WebSocket\): Failed \(the server is reachable, but the WebSocket could not open: a proxy or firewall on the way may block WebSockets\)/);
+  assert.match(await row(page, 'udp'), /^Media over UDP: Not checked/);
+  const report = await page.getByLabel('Report (plain text)').inputValue();
+  assert.ok(report.includes(`Not reached (check firewalls and proxies for these):\n  WebSocket ${server.url.replace('http', 'ws')}/api/check/ws`), report);
 });
 
 test('with a TURN server configured, media through the relay passes and says so', async (t) => {
