@@ -22,7 +22,47 @@ export class Call extends EventTarget {
     this.queue = Promise.resolve();
     this.pc.addEventListener('connectionstatechange', () => {
       this.dispatchEvent(new CustomEvent('state', { detail: this.pc.connectionState }));
+      if (this.pc.connectionState === 'connected') this.reportPath();
     });
+    /** @type {string | null} the path last told to the server */
+    this.path = null;
+    /** @type {number | undefined} */
+    this.restartTimer = undefined;
+    this.lastRestart = 0;
+    // A network change (Wi-Fi to mobile, a VPN coming up) breaks the media
+    // connection's path: ask the server for new ICE credentials rather than
+    // leave. 'disconnected' may mend by itself, so give it a moment first.
+    this.pc.addEventListener('iceconnectionstatechange', () => {
+      const state = this.pc.iceConnectionState;
+      clearTimeout(this.restartTimer);
+      if (state === 'failed') this.restartIce();
+      else if (state === 'disconnected') this.restartTimer = setTimeout(() => this.restartIce(), 2000);
+    });
+    this.onOnline = () => this.restartIce();
+    window.addEventListener('online', this.onOnline);
+    // The selected pair can change without a state change (an ICE restart, a
+    // relay taking over): look again now and then.
+    this.pathTimer = setInterval(() => this.reportPath(), 5000);
+  }
+
+  /** Ask the server for an ICE restart (it offers new credentials; at most one every 2 s). */
+  restartIce() {
+    if (this.pc.signalingState === 'closed') return;
+    const now = Date.now();
+    if (now - this.lastRestart < 2500) return;
+    this.lastRestart = now;
+    this.send({ type: 'restart-ice' });
+  }
+
+  /** Tell the server which path media takes: direct UDP, direct TCP, or the relay. */
+  async reportPath() {
+    if (this.pc.connectionState !== 'connected') return;
+    const path = await selectedPath(this.pc);
+    if (path && path !== this.path) {
+      this.path = path;
+      this.send({ type: 'media-path', path });
+      this.dispatchEvent(new CustomEvent('path', { detail: path }));
+    }
   }
 
   /** @param {string} sdp @param {TrackSlot[]} tracks */
@@ -102,6 +142,35 @@ export class Call extends EventTarget {
   }
 
   close() {
+    clearTimeout(this.restartTimer);
+    clearInterval(this.pathTimer);
+    window.removeEventListener('online', this.onOnline);
     this.pc.close();
   }
+}
+
+/**
+ * The selected candidate pair's path: 'relay' when our side is a TURN relay,
+ * else the protocol, 'udp' or 'tcp'. Null before a pair is selected.
+ * @param {RTCPeerConnection} pc
+ * @returns {Promise<'udp'|'tcp'|'relay'|null>}
+ */
+export async function selectedPath(pc) {
+  const stats = await pc.getStats();
+  /** @type {any} */
+  let pair = null;
+  stats.forEach((/** @type {any} */ s) => {
+    if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
+  });
+  // Firefox names no selected pair on the transport: it marks the pair.
+  if (!pair) {
+    stats.forEach((/** @type {any} */ s) => {
+      if (s.type === 'candidate-pair' && (s.selected || s.nominated) && s.state === 'succeeded') pair = s;
+    });
+  }
+  if (!pair) return null;
+  const local = stats.get(pair.localCandidateId);
+  if (!local) return null;
+  if (local.candidateType === 'relay') return 'relay';
+  return local.protocol === 'tcp' ? 'tcp' : 'udp';
 }

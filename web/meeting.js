@@ -581,6 +581,13 @@ function personButton(label, accessibleName, onClick) {
   return b;
 }
 
+/** How each media path is shown to hosts in People. */
+const MEDIA_PATH_WORDS = /** @type {Record<string, string>} */ ({
+  udp: 'media direct over UDP',
+  tcp: 'media direct over TCP',
+  relay: 'media through the relay',
+});
+
 function renderPeople() {
   const list = $('people');
   list.replaceChildren();
@@ -597,6 +604,8 @@ function renderPeople() {
     if (!p.sources.includes('camera')) bits.push('camera off');
     if (p.sources.includes('screen')) bits.push('sharing screen');
     if (!p.connected) bits.push('reconnecting');
+    // Hosts only (the server sends it to no one else): which path media takes, for support.
+    if (p.mediaPath) bits.push(MEDIA_PATH_WORDS[p.mediaPath] ?? '');
     const label = document.createElement('span');
     label.append(nameText(p.name), ...(bits.length ? [tagText(` (${bits.join(', ')})`)] : []), badge(p.identity));
     li.append(label);

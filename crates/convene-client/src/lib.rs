@@ -355,6 +355,21 @@ impl Client {
         let _ = self.ws.close().await;
     }
 
+    /// The network changes under this client (Wi-Fi to mobile): media goes
+    /// out from a new UDP port, the old one is gone, and the client asks the
+    /// server for an ICE restart, as a browser does when its connection fails.
+    pub async fn change_network(&mut self) -> Result<(), String> {
+        let socket = bind_socket().map_err(|e| e.to_string())?;
+        let local = socket.local_addr().map_err(|e| e.to_string())?;
+        let old = Candidate::host(self.local, "udp").map_err(|e| e.to_string())?;
+        self.rtc.direct_api().invalidate_candidate(&old);
+        self.rtc
+            .add_local_candidate(Candidate::host(local, "udp").map_err(|e| e.to_string())?);
+        self.socket = socket;
+        self.local = local;
+        self.send(json!({"type": "restart-ice"})).await
+    }
+
     /// Vanish without a word: sockets dropped, as when a laptop lid closes.
     pub fn vanish(self) {}
 

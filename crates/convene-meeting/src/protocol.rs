@@ -57,6 +57,14 @@ pub enum ClientMessage {
         id: Option<u64>,
     },
     Leave {},
+    /// The client's network changed (or its media connection failed): offer
+    /// new ICE credentials, keeping everything else.
+    RestartIce {},
+    /// How the client's media reaches the server now, from its own view of
+    /// the selected candidate pair (shown to hosts, for support).
+    MediaPath {
+        path: MediaPath,
+    },
     /// Host actions.
     #[serde(rename_all = "camelCase")]
     Remove {
@@ -132,7 +140,21 @@ const CLIENT_TYPES: &[&str] = &[
     "chat",
     "ping",
     "leave",
+    "restart-ice",
+    "media-path",
 ];
+
+/// Which way a participant's media travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaPath {
+    /// Straight to the server over UDP: the best path.
+    Udp,
+    /// Straight to the server over TCP (ICE-TCP): UDP is blocked.
+    Tcp,
+    /// Through the TURN relay (over UDP, TCP or TLS).
+    Relay,
+}
 
 /// What the receiver may not do right now: each field is `null` when allowed,
 /// or the reason to show beside the disabled control.
@@ -171,6 +193,9 @@ pub struct ParticipantInfo {
     pub connected: bool,
     pub role: crate::access::Role,
     pub identity: crate::identity::Verification,
+    /// How their media reaches the server, as their client reports it; hosts
+    /// only (`null` for others, and until reported).
+    pub media_path: Option<MediaPath>,
 }
 
 /// A person waiting in the lobby, as hosts see them.

@@ -9,8 +9,8 @@ use crate::access::{self, Action, Role, Settings};
 use crate::identity::{Identity, Level, Verification};
 use crate::names;
 use crate::protocol::{
-    ChatMessage, ClientMessage, ErrorCode, LeaveReason, MeetingInfo, ParticipantInfo, Permissions,
-    ServerMessage, Source, Waiting, PROTOCOL_VERSION,
+    ChatMessage, ClientMessage, ErrorCode, LeaveReason, MediaPath, MeetingInfo, ParticipantInfo,
+    Permissions, ServerMessage, Source, Waiting, PROTOCOL_VERSION,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -24,6 +24,8 @@ impl fmt::Display for ParticipantId {
 
 /// Participants per "welcome" or "roster" message.
 const ROSTER_PAGE: usize = 50;
+/// A participant's media connection is restarted at most this often.
+const ICE_RESTART_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 /// Chat messages per "welcome" or "chat-history" message: with the default
 /// limit of 2000 characters each, a page stays under 80 KB of text even in
 /// 4-byte characters (JSON escapes of control characters aside).
@@ -123,6 +125,10 @@ pub enum MediaAction {
     Answer {
         who: ParticipantId,
         sdp: String,
+    },
+    /// Offer the participant's media connection new ICE credentials.
+    RestartIce {
+        who: ParticipantId,
     },
 }
 
@@ -255,6 +261,9 @@ struct Participant {
     away_since: Option<Instant>,
     sources: BTreeSet<Source>,
     muted: BTreeSet<Source>,
+    /// As their client last reported it.
+    media_path: Option<MediaPath>,
+    last_ice_restart: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -493,6 +502,8 @@ impl Room {
                 away_since: None,
                 sources: BTreeSet::new(),
                 muted: BTreeSet::new(),
+                media_path: None,
+                last_ice_restart: None,
             },
         );
         let p = &self.participants[&id];
@@ -1059,7 +1070,6 @@ impl Room {
         who: &ParticipantId,
         msg: ClientMessage,
     ) -> Result<(), RoomError> {
-        let _ = now;
         let Some(p) = self.participants.get_mut(who) else {
             return Err(err(ErrorCode::WrongState, "not in this meeting"));
         };
@@ -1147,6 +1157,27 @@ impl Room {
                     self.send_permissions(who);
                 }
                 if changed {
+                    self.broadcast_update(who);
+                }
+            }
+            ClientMessage::RestartIce {} => {
+                // Each restart is a new offer and new checks: a client that
+                // asks in a loop gets one a while.
+                if p.last_ice_restart
+                    .is_some_and(|t| now.saturating_duration_since(t) < ICE_RESTART_INTERVAL)
+                {
+                    return Err(err(
+                        ErrorCode::RateLimited,
+                        "the media connection is already being restarted",
+                    ));
+                }
+                p.last_ice_restart = Some(now);
+                self.effects
+                    .push_back(Effect::Media(MediaAction::RestartIce { who: who.clone() }));
+            }
+            ClientMessage::MediaPath { path } => {
+                if p.media_path != Some(path) {
+                    p.media_path = Some(path);
                     self.broadcast_update(who);
                 }
             }
@@ -1585,6 +1616,7 @@ impl Room {
             connected: p.away_since.is_none(),
             role: p.role,
             identity: Verification::of(&p.identity),
+            media_path: p.media_path,
         }
     }
 
@@ -1662,6 +1694,7 @@ impl Room {
 fn for_non_host(message: ServerMessage) -> ServerMessage {
     let strip = |mut p: ParticipantInfo| {
         p.identity = p.identity.public();
+        p.media_path = None;
         p
     };
     match message {

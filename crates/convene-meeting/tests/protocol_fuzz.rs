@@ -125,6 +125,8 @@ fn type_of(m: &ClientMessage) -> &'static str {
         ClientMessage::AdmitAll {} => "admit-all",
         ClientMessage::MuteParticipant { .. } => "mute-participant",
         ClientMessage::MuteAll {} => "mute-all",
+        ClientMessage::RestartIce {} => "restart-ice",
+        ClientMessage::MediaPath { .. } => "media-path",
     }
 }
 

@@ -520,6 +520,11 @@ impl Meeting {
                     sfu.send(Command::Pause { track, paused });
                 }
             }
+            MediaAction::RestartIce { who } => {
+                if let Some(&conn) = self.conns.get(&who) {
+                    sfu.send(Command::RestartIce(conn));
+                }
+            }
             MediaAction::Answer { who, sdp } => match self.conns.get(&who) {
                 Some(&conn) => sfu.send(Command::Answer { conn, sdp }),
                 None => self.send(

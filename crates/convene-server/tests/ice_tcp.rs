@@ -193,3 +193,55 @@ async fn garbage_half_open_connections_and_slow_readers_leave_others_media_alone
     drop(carl);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_whose_network_changed_comes_back_by_an_ice_restart_and_nobody_sees_a_leave()
+{
+    let server = common::server().await;
+    let meeting = common::create_meeting(&server, "On the move").await;
+    let mut ann = Client::join(&server.url, &meeting, "Ann", None)
+        .await
+        .unwrap();
+    ann.publish("camera", 300).await.unwrap();
+    let mut bob = Client::join(&server.url, &meeting, "Bob", None)
+        .await
+        .unwrap();
+    let a = ann.participant_id.clone();
+    let (_, got) = common::run_pair(
+        &mut ann,
+        &mut bob,
+        T,
+        |_| true,
+        |c| c.received_from(&a, "camera").packets > 30,
+    )
+    .await;
+    assert!(got, "Bob sees Ann");
+    let offers = bob.offers;
+    let before = bob.received_from(&a, "camera").packets;
+    bob.change_network().await.unwrap();
+    let (_, back) = common::run_pair(
+        &mut ann,
+        &mut bob,
+        T,
+        |_| true,
+        |c| c.offers > offers && c.received_from(&a, "camera").packets > before + 60,
+    )
+    .await;
+    assert!(
+        back,
+        "video reaches Bob's new address after a new offer: errors {:?}",
+        bob.errors
+    );
+    assert!(
+        ann.left.is_empty() && bob.left.is_empty(),
+        "nobody saw anyone leave: {:?} {:?}",
+        ann.left,
+        bob.left
+    );
+    assert_eq!(
+        server.state.sfu.stats().connections,
+        2,
+        "still one connection each"
+    );
+    server.shutdown().await;
+}

@@ -2382,3 +2382,56 @@ mod spoofing {
         );
     }
 }
+
+mod media_connection {
+    use super::*;
+    use crate::access::Role;
+    use crate::protocol::MediaPath;
+
+    #[test]
+    fn an_ice_restart_is_asked_of_the_media_layer_at_most_every_two_seconds() {
+        let now = Instant::now();
+        let mut r = room();
+        let ann = r.join(now, join_msg("Ann")).unwrap();
+        drain(&mut r);
+        r.handle(now, &ann, C::RestartIce {}).unwrap();
+        assert_eq!(
+            media(&drain(&mut r)),
+            vec![MediaAction::RestartIce { who: ann.clone() }]
+        );
+        let again = r.handle(now + Duration::from_millis(500), &ann, C::RestartIce {});
+        assert_eq!(again.unwrap_err().code, ErrorCode::RateLimited);
+        assert!(media(&drain(&mut r)).is_empty());
+        r.handle(now + Duration::from_secs(2), &ann, C::RestartIce {})
+            .unwrap();
+        assert_eq!(media(&drain(&mut r)).len(), 1);
+    }
+
+    #[test]
+    fn a_media_path_is_shown_to_hosts_only_and_only_when_it_changes() {
+        let now = Instant::now();
+        let mut r = room();
+        let host = r.join_as(now, join_msg("Host"), Role::Host).unwrap();
+        let guest = r.join(now, join_msg("Guest")).unwrap();
+        drain(&mut r);
+        let path = C::MediaPath {
+            path: MediaPath::Relay,
+        };
+        r.handle(now, &guest, path.clone()).unwrap();
+        let fx = drain(&mut r);
+        let seen = |who: &ParticipantId| {
+            sent_to(&fx, who).into_iter().find_map(|m| match m {
+                ServerMessage::ParticipantUpdated { participant } => Some(participant.media_path),
+                _ => None,
+            })
+        };
+        assert_eq!(
+            seen(&host),
+            Some(Some(MediaPath::Relay)),
+            "the host sees the relay"
+        );
+        assert_eq!(seen(&guest), Some(None), "others are not told");
+        r.handle(now, &guest, path).unwrap();
+        assert!(drain(&mut r).is_empty(), "the same path again says nothing");
+    }
+}

@@ -98,3 +98,31 @@ pub fn deployment_with_turn(urls: &[&str], secret: &str) -> std::path::PathBuf {
     std::fs::write(&path, toml).unwrap();
     path
 }
+
+/// Run two clients at once (each must keep answering and sending) until both
+/// conditions hold, or `timeout`. Returns whether each held.
+pub async fn run_pair(
+    a: &mut convene_client::Client,
+    b: &mut convene_client::Client,
+    timeout: Duration,
+    cond_a: impl Fn(&convene_client::Client) -> bool,
+    cond_b: impl Fn(&convene_client::Client) -> bool,
+) -> (bool, bool) {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    let (fa, fb) = (AtomicBool::new(false), AtomicBool::new(false));
+    tokio::join!(
+        a.run_until(timeout, |c| {
+            if cond_a(c) {
+                fa.store(true, SeqCst);
+            }
+            fa.load(SeqCst) && fb.load(SeqCst)
+        }),
+        b.run_until(timeout, |c| {
+            if cond_b(c) {
+                fb.store(true, SeqCst);
+            }
+            fa.load(SeqCst) && fb.load(SeqCst)
+        })
+    );
+    (fa.load(SeqCst), fb.load(SeqCst))
+}
