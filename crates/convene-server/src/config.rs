@@ -111,9 +111,25 @@ pub struct Config {
     pub data_dir: PathBuf,
 
     /// Base URL people use to reach this server, for join links
-    /// (default: http://<listen address>).
+    /// (default: http://<listen address>, or https:// with --tls-cert).
     #[arg(long, env = "CONVENE_PUBLIC_URL")]
     pub public_url: Option<String>,
+
+    /// PEM file with this server's TLS certificate, then its intermediates.
+    /// With --tls-key, Convene serves https and wss on --listen itself, and
+    /// reloads both files when they change and on SIGHUP.
+    #[arg(long, env = "CONVENE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM file with the certificate's private key (PKCS#8, RSA or EC).
+    #[arg(long, env = "CONVENE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Address for a second, plain-HTTP listener (usually port 80) that
+    /// answers every request with a redirect (308) to the same path over
+    /// https, and serves nothing else. Needs --tls-cert and --tls-key.
+    #[arg(long, env = "CONVENE_HTTP_REDIRECT_LISTEN")]
+    pub http_redirect_listen: Option<SocketAddr>,
 
     /// Seconds a participant whose connection dropped may take to come back
     /// before the others see them leave.
@@ -200,6 +216,40 @@ pub struct Config {
     /// deployment file allows (60 s), so that refreshes come within a test.
     #[arg(skip)]
     pub turn_ttl_override: Option<std::time::Duration>,
+
+    /// Where browsers that cannot send UDP send media over TCP (ICE-TCP):
+    /// "web" shares the --listen port (told apart from HTTP and TLS by the
+    /// first bytes, so TCP 443 carries everything when Convene owns it), an
+    /// address gives it a port of its own, "off" turns it off.
+    #[arg(long, env = "CONVENE_ICE_TCP_LISTEN", default_value = "web",
+          value_parser = parse_ice_tcp)]
+    pub ice_tcp_listen: IceTcp,
+
+    /// Address announced to browsers for ICE-TCP, when it differs from where
+    /// Convene listens (a wildcard bind, NAT, a load balancer passing TCP
+    /// through). Default: --media-announce's (or --media-listen's) address
+    /// with the ICE-TCP port.
+    #[arg(long, env = "CONVENE_ICE_TCP_ANNOUNCE")]
+    pub ice_tcp_announce: Option<SocketAddr>,
+}
+
+/// Where ICE-TCP connections are accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IceTcp {
+    Off,
+    /// On the web port (--listen).
+    Web,
+    At(SocketAddr),
+}
+
+fn parse_ice_tcp(s: &str) -> Result<IceTcp, String> {
+    match s.trim() {
+        "off" => Ok(IceTcp::Off),
+        "web" => Ok(IceTcp::Web),
+        other => other.parse().map(IceTcp::At).map_err(|_| {
+            format!("expected \"web\", \"off\" or an address such as 0.0.0.0:3478: {other}")
+        }),
+    }
 }
 
 /// Which header a trusted proxy writes the client's address into. Only that
@@ -264,11 +314,83 @@ impl Config {
         )
     }
 
+    /// The ICE-TCP candidate browsers are given, for connections accepted at
+    /// `bound`: --ice-tcp-announce, else the media address's IP with the
+    /// bound port. `None` (with a warning) when no address to give is known.
+    pub fn ice_tcp_candidate(&self, bound: SocketAddr) -> Option<SocketAddr> {
+        if self.ice_tcp_listen == IceTcp::Off {
+            return None;
+        }
+        if let Some(a) = self.ice_tcp_announce {
+            return Some(a);
+        }
+        let ip = [
+            self.media_announce.map(|a| a.ip()),
+            Some(self.media_listen.ip()),
+            Some(bound.ip()),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|ip| !ip.is_unspecified());
+        if ip.is_none() {
+            tracing::warn!(
+                "media over TCP is off: give --ice-tcp-announce or --media-announce, the address browsers reach"
+            );
+        }
+        ip.map(|ip| SocketAddr::new(ip, bound.port()))
+    }
+
     pub fn public_url(&self, bound: SocketAddr) -> String {
         match &self.public_url {
             Some(u) => u.trim_end_matches('/').to_string(),
+            None if self.tls_cert.is_some() => format!("https://{bound}"),
             None => format!("http://{bound}"),
         }
+    }
+
+    /// The certificate and key files when Convene terminates TLS itself, or
+    /// why the TLS flags given do not fit together.
+    pub(crate) fn tls_files(&self) -> Result<Option<crate::tls::TlsFiles>, String> {
+        let files = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (Some(_), None) => {
+                return Err(
+                    "--tls-cert needs --tls-key: give both (the certificate chain and \
+                            its private key) to serve https, or neither"
+                        .into(),
+                )
+            }
+            (None, Some(_)) => {
+                return Err(
+                    "--tls-key needs --tls-cert: give both (the certificate chain and \
+                            its private key) to serve https, or neither"
+                        .into(),
+                )
+            }
+            (None, None) => None,
+        };
+        if files.is_none() && self.http_redirect_listen.is_some() {
+            return Err(
+                "--http-redirect-listen redirects to https, which Convene serves only \
+                        with --tls-cert and --tls-key (behind a reverse proxy, let the proxy \
+                        redirect)"
+                    .into(),
+            );
+        }
+        if files.is_some() {
+            if let Some(url) = &self.public_url {
+                if !url.starts_with("https://") {
+                    return Err(format!(
+                        "--public-url {url}: must start with https:// when Convene serves \
+                         TLS itself (--tls-cert)"
+                    ));
+                }
+            }
+        }
+        Ok(files)
     }
 }
 

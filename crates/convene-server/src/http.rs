@@ -56,7 +56,10 @@ pub fn router(state: Arc<AppState>, request_timeout: Duration) -> Router {
             state.clone(),
             signin::csrf,
         ))
-        .layer(axum::middleware::map_response(security_headers))
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            security_headers,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(move |req, next| {
             within(request_timeout, req, next)
@@ -80,8 +83,22 @@ async fn within(limit: Duration, req: Request, next: axum::middleware::Next) -> 
     }
 }
 
-async fn security_headers(mut res: Response) -> Response {
+/// HSTS when Convene serves TLS itself: browsers then use https for this host
+/// for a year, whatever link they were given. Without `includeSubDomains`:
+/// the names below Convene's host may belong to the department's other hosts
+/// (or Convene may run on the department's own domain), and forcing https on
+/// all of them for a year is for whoever runs the domain to decide, not a
+/// meeting server. Not sent over plain http (browsers ignore it there).
+const HSTS: &str = "max-age=31536000";
+
+async fn security_headers(State(state): State<Arc<AppState>>, mut res: Response) -> Response {
     let h = res.headers_mut();
+    if state.serves_tls {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(HSTS),
+        );
+    }
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(

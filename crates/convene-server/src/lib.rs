@@ -9,12 +9,15 @@ mod cookies;
 mod device;
 mod hashing;
 mod http;
+mod ice_tcp;
 mod listener;
 mod meeting;
 mod origin;
 mod rates;
+mod redirect;
 mod registry;
 mod signin;
+mod tls;
 mod turn;
 mod writer;
 mod ws;
@@ -27,7 +30,7 @@ use convene_meeting::RoomLimits;
 use convene_sfu::driver::SfuThread;
 use convene_sfu::pool::SfuPool;
 use convene_storage::Storage;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tracing::info;
 
 use crate::config::Config;
@@ -80,6 +83,8 @@ pub struct AppState {
     pub registry: Registry,
     pub limits: RoomLimits,
     pub public_url: String,
+    /// Convene terminates TLS itself: every answer goes over https, with HSTS.
+    pub serves_tls: bool,
     /// Sign-in (none configured: a trial where everyone is a guest).
     pub auth: Arc<convene_auth::Auth>,
     /// TURN credentials for browsers (none configured: no relay).
@@ -93,16 +98,26 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     /// The first media worker's address (each worker has its own port).
     pub media_addr: SocketAddr,
+    /// The plain-HTTP listener that redirects to https, if there is one.
+    pub redirect_addr: Option<SocketAddr>,
     pub state: Arc<AppState>,
-    stop: oneshot::Sender<()>,
-    http: tokio::task::JoinHandle<()>,
+    stop: watch::Sender<bool>,
+    /// The main listener and the redirect listener.
+    http: Vec<tokio::task::JoinHandle<()>>,
+    /// Reloads the TLS certificate when its files change or on SIGHUP.
+    tls_reloader: Option<tokio::task::JoinHandle<()>>,
     sfu: Vec<SfuThread>,
 }
 
 impl RunningServer {
     pub async fn shutdown(self) {
-        let _ = self.stop.send(());
-        let _ = self.http.await;
+        let _ = self.stop.send(true);
+        if let Some(r) = &self.tls_reloader {
+            r.abort();
+        }
+        for listener in self.http {
+            let _ = listener.await;
+        }
         // Refusal tallies and a last checkpoint.
         self.state.writer.flush().await;
         tokio::task::spawn_blocking(move || self.sfu.into_iter().for_each(SfuThread::shutdown))
@@ -123,6 +138,12 @@ impl std::fmt::Display for StartError {
 impl std::error::Error for StartError {}
 
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+    let certificates = config
+        .tls_files()
+        .map_err(StartError)?
+        .map(tls::Certificates::load)
+        .transpose()
+        .map_err(|e| StartError(e.to_string()))?;
     let deployment = match &config.config_file {
         None => None,
         Some(path) => {
@@ -171,13 +192,6 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         config.writer_options().map_err(StartError)?,
     );
     let registry = Registry::default();
-    let (pool, sfu) = convene_sfu::pool::spawn_pool(
-        config.media_workers(),
-        config.media_listen,
-        config.media_announce,
-        || registry.sfu_event_sink(),
-    )
-    .map_err(|e| StartError(format!("media socket {}: {e}", config.media_listen)))?;
     let open_files = listener::raise_open_files_limit();
     let max_connections = listener::connection_cap(config.max_connections as usize, open_files);
     info!(open_files, max_connections, "open-files limit");
@@ -186,6 +200,43 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.listen)))?;
     let addr = listener
         .local_addr()
+        .map_err(|e| StartError(e.to_string()))?;
+    let ice_tcp_listener =
+        match config.ice_tcp_listen {
+            config::IceTcp::At(a) => Some(tokio::net::TcpListener::bind(a).await.map_err(|e| {
+                StartError(format!("cannot listen on {a} (--ice-tcp-listen): {e}"))
+            })?),
+            config::IceTcp::Web | config::IceTcp::Off => None,
+        };
+    let ice_tcp_bound = match &ice_tcp_listener {
+        Some(l) => Some(l.local_addr().map_err(|e| StartError(e.to_string()))?),
+        None if config.ice_tcp_listen == config::IceTcp::Web => Some(addr),
+        None => None,
+    };
+    let tcp_announce = ice_tcp_bound.and_then(|bound| config.ice_tcp_candidate(bound));
+    let (pool, sfu) = convene_sfu::pool::spawn_pool(
+        config.media_workers(),
+        convene_sfu::pool::MediaAddrs {
+            bind: config.media_listen,
+            announce: config.media_announce,
+            tcp_announce,
+        },
+        || registry.sfu_event_sink(),
+    )
+    .map_err(|e| StartError(format!("media socket {}: {e}", config.media_listen)))?;
+    info!(ice_tcp = ?tcp_announce, "media over TCP");
+    let redirect_listener = match config.http_redirect_listen {
+        None => None,
+        Some(a) => Some(tokio::net::TcpListener::bind(a).await.map_err(|e| {
+            StartError(format!(
+                "cannot listen on {a} (--http-redirect-listen): {e}"
+            ))
+        })?),
+    };
+    let redirect_addr = redirect_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()
         .map_err(|e| StartError(e.to_string()))?;
     let url = config.public_url(addr);
     let state = Arc::new(AppState {
@@ -219,6 +270,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             ..RoomLimits::default()
         },
         public_url: url.clone(),
+        serves_tls: certificates.is_some(),
         auth: Arc::new(convene_auth::Auth::new(deployment.as_ref(), &url)),
         turn: turn::Turn::new(turn_issuer),
         checks: Default::default(),
@@ -231,27 +283,64 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let media_workers = sfu.len();
     info!(%addr, %media_addr, media_workers, data = %config.data_dir.display(), "Convene started");
     let app = http::router(state.clone(), Duration::from_secs(config.request_timeout));
-    let (stop, stopped) = oneshot::channel::<()>();
-    let limits = listener::Limits {
-        max_connections,
-        per_address: config.max_connections_per_address as usize,
-        header_timeout: Duration::from_secs(config.idle_timeout),
-        trusted: state.trusted_proxies.clone(),
+    let (stop, stopped) = watch::channel(false);
+    // Both listeners count against the same connection caps.
+    let gate = listener::Gate::new(
+        listener::Limits {
+            max_connections,
+            per_address: config.max_connections_per_address as usize,
+            header_timeout: Duration::from_secs(config.idle_timeout),
+            trusted: state.trusted_proxies.clone(),
+        },
+        state.connections.clone(),
+    );
+    let transport = match &certificates {
+        None => listener::Transport::Plain,
+        Some(c) => listener::Transport::Tls(tokio_rustls::TlsAcceptor::from(
+            c.server_config()
+                .map_err(|e| StartError(format!("TLS: {e}")))?,
+        )),
     };
-    let http = tokio::spawn(listener::serve(
+    let gate_for_ice_tcp = gate.clone();
+    let web_ice_tcp = (config.ice_tcp_listen == config::IceTcp::Web && tcp_announce.is_some())
+        .then(|| state.sfu.clone());
+    let mut http = vec![tokio::spawn(listener::serve(
         listener,
         app,
-        limits,
-        state.connections.clone(),
-        stopped,
-    ));
+        gate.clone(),
+        transport,
+        web_ice_tcp,
+        stopped.clone(),
+    ))];
+    if let Some(l) = redirect_listener {
+        let target = redirect::Target::new(config.public_url.as_deref(), addr.port());
+        http.push(tokio::spawn(listener::serve(
+            l,
+            redirect::router(target),
+            gate,
+            listener::Transport::Plain,
+            None,
+            stopped,
+        )));
+    }
+    if let Some(l) = ice_tcp_listener {
+        http.push(tokio::spawn(ice_tcp::serve(
+            l,
+            state.sfu.clone(),
+            gate_for_ice_tcp,
+            stop.subscribe(),
+        )));
+    }
+    let tls_reloader = certificates.as_ref().map(|c| c.spawn_reloader());
     Ok(RunningServer {
         url,
         addr,
         media_addr,
+        redirect_addr,
         state,
         stop,
         http,
+        tls_reloader,
         sfu,
     })
 }

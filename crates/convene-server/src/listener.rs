@@ -4,6 +4,11 @@
 //! headers (which also closes keep-alive connections left idle), a cap on the
 //! size of headers, and the open-files limit raised at start.
 //!
+//! Each accepted connection goes to [`connection`], which decides what it
+//! speaks and serves it: HTTP, or with `--tls-cert` TLS and then HTTP inside
+//! it (the handshake under the same deadline as a request's headers). The
+//! certificates themselves are tls.rs's concern.
+//!
 //! A WebSocket keeps its connection's place in the counts for as long as it is
 //! open (the count travels with the socket into the upgrade); its own keepalive
 //! and idle rules are in ws.rs.
@@ -79,20 +84,21 @@ struct Counts {
     by_address: HashMap<IpAddr, usize>,
 }
 
-/// Who holds how many connections. A [`Slot`] gives its place back when dropped.
-struct Gate {
+/// Who holds how many connections. A [`Slot`] gives its place back when
+/// dropped. The main listener and the redirect listener share one.
+pub struct Gate {
     limits: Limits,
     counts: Mutex<Counts>,
     stats: Arc<ConnectionStats>,
 }
 
-struct Slot {
+pub(crate) struct Slot {
     gate: Arc<Gate>,
     address: Option<IpAddr>,
 }
 
 impl Gate {
-    fn new(limits: Limits, stats: Arc<ConnectionStats>) -> Arc<Gate> {
+    pub fn new(limits: Limits, stats: Arc<ConnectionStats>) -> Arc<Gate> {
         Arc::new(Gate {
             limits,
             counts: Mutex::new(Counts {
@@ -104,7 +110,7 @@ impl Gate {
     }
 
     /// `peer` counts by its address group (an IPv4 address, an IPv6 /64).
-    fn enter(self: &Arc<Self>, peer: IpAddr) -> Option<Slot> {
+    pub(crate) fn enter(self: &Arc<Self>, peer: IpAddr) -> Option<Slot> {
         let peer = peer.to_canonical();
         let exempt = self.limits.trusted.iter().any(|n| n.contains(&peer));
         let peer = crate::client_addr::address_group(peer);
@@ -149,14 +155,15 @@ impl Drop for Slot {
     }
 }
 
-/// A TCP stream that holds its connection's place in the counts until it is
-/// dropped, which for a WebSocket is when the socket closes.
-struct Counted {
-    stream: TcpStream,
+/// A stream (plain TCP, or TLS over it) that holds its connection's place in
+/// the counts until it is dropped, which for a WebSocket is when the socket
+/// closes.
+struct Counted<S> {
+    stream: S,
     _slot: Slot,
 }
 
-impl AsyncRead for Counted {
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -166,7 +173,7 @@ impl AsyncRead for Counted {
     }
 }
 
-impl AsyncWrite for Counted {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -196,27 +203,105 @@ impl AsyncWrite for Counted {
     }
 }
 
-/// Serve `app` on `listener` until `stop` fires, then give open requests
-/// [`SHUTDOWN_GRACE`] to finish.
+/// What a listener's connections speak once accepted.
+#[derive(Clone)]
+pub enum Transport {
+    /// HTTP/1.1 straight on TCP.
+    Plain,
+    /// TLS first (certificates from tls.rs), then HTTP/1.1 inside it.
+    Tls(tokio_rustls::TlsAcceptor),
+}
+
+/// What the first bytes of a connection say it speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Greeting {
+    /// A TLS record carrying a handshake (a ClientHello): 0x16.
+    Tls,
+    /// An HTTP request line: it starts with a method, in ASCII letters.
+    Http,
+    /// Media over TCP (ICE-TCP, RFC 4571 framing): a two-byte length, then a
+    /// STUN binding request (0x00 0x01, the magic cookie). Only looked for
+    /// when the web port carries ICE-TCP.
+    IceTcp,
+    Other,
+}
+
+impl Greeting {
+    /// `None`: more bytes are needed to tell.
+    fn of(first: &[u8], ice_tcp: bool) -> Option<Greeting> {
+        let greeting = match first.first()? {
+            0x16 => Greeting::Tls,
+            b if b.is_ascii_alphabetic() => Greeting::Http,
+            _ if !ice_tcp => Greeting::Other,
+            _ => match convene_sfu::transport::looks_like_ice_tcp(first)? {
+                true => Greeting::IceTcp,
+                false => Greeting::Other,
+            },
+        };
+        Some(greeting)
+    }
+}
+
+/// Wait for a connection's first bytes (up to ten, for ICE-TCP) without
+/// taking them from the stream. `None`: closed before saying anything.
+async fn greeting(stream: &TcpStream, ice_tcp: bool) -> std::io::Result<Option<Greeting>> {
+    let mut first = [0u8; 10];
+    loop {
+        let n = stream.peek(&mut first).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if let Some(g) = Greeting::of(&first[..n], ice_tcp) {
+            return Ok(Some(g));
+        }
+        // A STUN check cut short in its first ten bytes: rare; the caller's
+        // deadline bounds the wait.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// What every connection of one listener shares.
+struct Served {
+    app: Router,
+    transport: Transport,
+    header_timeout: Duration,
+    /// The media workers, when this port also takes media over TCP.
+    ice_tcp: Option<convene_sfu::pool::SfuPool>,
+}
+
+/// Serve `app` on `listener` until `stop` turns true, then give open requests
+/// [`SHUTDOWN_GRACE`] to finish. Listeners that share `gate` share its caps.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    limits: Limits,
-    stats: Arc<ConnectionStats>,
-    mut stop: tokio::sync::oneshot::Receiver<()>,
+    gate: Arc<Gate>,
+    transport: Transport,
+    ice_tcp: Option<convene_sfu::pool::SfuPool>,
+    mut stop: watch::Receiver<bool>,
 ) {
+    let local = listener
+        .local_addr()
+        .map_or_else(|e| e.to_string(), |a| a.to_string());
     info!(
-        max_connections = limits.max_connections,
-        per_address = limits.per_address,
-        header_timeout_s = limits.header_timeout.as_secs_f32(),
+        address = %local,
+        tls = matches!(transport, Transport::Tls(_)),
+        ice_tcp = ice_tcp.is_some(),
+        max_connections = gate.limits.max_connections,
+        per_address = gate.limits.per_address,
+        header_timeout_s = gate.limits.header_timeout.as_secs_f32(),
         "accepting connections"
     );
-    let gate = Gate::new(limits, stats);
+    let served = Arc::new(Served {
+        app,
+        transport,
+        header_timeout: gate.limits.header_timeout,
+        ice_tcp,
+    });
     let (closing_tx, closing) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         let accepted = tokio::select! {
-            _ = &mut stop => break,
+            _ = stop.wait_for(|stop| *stop) => break,
             a = listener.accept() => a,
             Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
         };
@@ -236,47 +321,123 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(Counted {
+        tasks.spawn(connection(
             stream,
-            _slot: slot,
-        });
-        let app = app.clone();
-        let header_timeout = gate.limits.header_timeout;
-        let mut closing = closing.clone();
-        tasks.spawn(async move {
-            let svc = app.map_request(move |req: hyper::Request<hyper::body::Incoming>| {
-                let mut req = req.map(axum::body::Body::new);
-                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-                req
-            });
-            let svc = TowerToHyperService::new(svc);
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .max_buf_size(MAX_HEADER_BYTES.max(8192) * 2)
-                .max_header_size(MAX_HEADER_BYTES)
-                .max_headers(MAX_HEADERS);
-            let conn = builder.serve_connection(io, svc).with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        debug!(%peer, "connection ended: {e}");
-                    }
-                }
-                _ = closing.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
-                }
-            }
-        });
+            peer,
+            slot,
+            served.clone(),
+            closing.clone(),
+        ));
     }
     let _ = closing_tx.send(true);
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while tasks.join_next().await.is_some() {}
     })
     .await;
+}
+
+/// One accepted connection, from its first byte to its close: decide what it
+/// speaks, then serve it. Whatever the protocol, the connection holds its
+/// `slot` throughout, and nothing waits longer than the header deadline for a
+/// client that says nothing.
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: Slot,
+    served: Arc<Served>,
+    closing: watch::Receiver<bool>,
+) {
+    // The first bytes and, for TLS, the whole handshake within the header
+    // deadline: a client that connects and never sends a ClientHello, or
+    // sends it slowly, is closed then. The request head that follows has a
+    // deadline of its own (in `http`).
+    let deadline = tokio::time::Instant::now() + served.header_timeout;
+    let greeting = match (&served.transport, &served.ice_tcp) {
+        // Plain HTTP only: hyper's own header deadline covers silence.
+        (Transport::Plain, None) => Greeting::Http,
+        _ => match tokio::time::timeout_at(deadline, greeting(&stream, served.ice_tcp.is_some()))
+            .await
+        {
+            Ok(Ok(Some(g))) => g,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
+                debug!(%peer, "connection failed before its first bytes: {e}");
+                return;
+            }
+            Err(_) => {
+                debug!(%peer, "closed: nothing said within the header deadline");
+                return;
+            }
+        },
+    };
+    if let (Greeting::IceTcp, Some(pool)) = (greeting, &served.ice_tcp) {
+        crate::ice_tcp::take_over(stream, peer, pool.clone(), slot, Vec::new()).await;
+        return;
+    }
+    match &served.transport {
+        Transport::Plain => {
+            let io = Counted {
+                stream,
+                _slot: slot,
+            };
+            http(io, peer, &served, closing).await;
+        }
+        Transport::Tls(acceptor) => {
+            if greeting != Greeting::Tls {
+                debug!(%peer, ?greeting, "closed: not TLS on a TLS port");
+                return;
+            }
+            match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => {
+                    let io = Counted {
+                        stream: tls,
+                        _slot: slot,
+                    };
+                    http(io, peer, &served, closing).await;
+                }
+                Ok(Err(e)) => debug!(%peer, "TLS handshake failed: {e}"),
+                Err(_) => debug!(%peer, "TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+/// HTTP/1.1 (and WebSocket upgrades) on an accepted, counted stream.
+async fn http<S>(io: S, peer: SocketAddr, served: &Served, mut closing: watch::Receiver<bool>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = served
+        .app
+        .clone()
+        .map_request(move |req: hyper::Request<hyper::body::Incoming>| {
+            let mut req = req.map(axum::body::Body::new);
+            req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+            req
+        });
+    let svc = TowerToHyperService::new(svc);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(served.header_timeout)
+        .max_buf_size(MAX_HEADER_BYTES.max(8192) * 2)
+        .max_header_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADERS);
+    let conn = builder
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                debug!(%peer, "connection ended: {e}");
+            }
+        }
+        _ = closing.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,9 +7,9 @@ use axum::http::{header, HeaderMap};
 
 /// Browsers send Origin on WebSocket requests and POSTs; one from another site
 /// is refused, so no other page can act with a visitor's browser. Allowed: the
-/// public URL's origin, and plain http to this machine by a loopback name (a
-/// trial reached as localhost or 127.0.0.1). Comparing with `Host` alone would
-/// let a DNS-rebinding page pass.
+/// public URL's origin, and this machine by a loopback name (a trial reached as
+/// localhost or 127.0.0.1, over plain http or, when Convene serves TLS itself,
+/// https). Comparing with `Host` alone would let a DNS-rebinding page pass.
 pub fn same_origin(headers: &HeaderMap, public_url: &str) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
         return true; // not a browser (the headless client, load tests)
@@ -21,7 +21,11 @@ pub fn same_origin(headers: &HeaderMap, public_url: &str) -> bool {
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
-    is_loopback_host(host) && origin == format!("http://{host}")
+    is_loopback_host(host)
+        && origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            == Some(host)
 }
 
 /// Whether a `Host` header names this machine by a loopback name: `localhost`
@@ -89,6 +93,22 @@ mod tests {
         assert!(same_origin(
             &headers(Some("http://[::1]:8080"), "[::1]:8080"),
             trial
+        ));
+        // Convene serving TLS itself, reached by another loopback name than
+        // the public URL's.
+        let tls = "https://127.0.0.1:8443";
+        assert!(same_origin(
+            &headers(Some("https://localhost:8443"), "localhost:8443"),
+            tls
+        ));
+        assert!(same_origin(&headers(Some(tls), "127.0.0.1:8443"), tls));
+        assert!(!same_origin(
+            &headers(Some("https://localhost:9999"), "localhost:8443"),
+            tls
+        ));
+        assert!(!same_origin(
+            &headers(Some("https://evil.example:8443"), "evil.example:8443"),
+            tls
         ));
         // A DNS name that looks like a loopback address is somebody's domain.
         for host in [
