@@ -77,6 +77,10 @@ struct Args {
     /// Write the results as JSON to this file ("-" for standard output).
     #[arg(long)]
     json: Option<String>,
+    /// Every participant sends and receives media over TCP (ICE-TCP) only, as
+    /// browsers behind a firewall that blocks UDP do.
+    #[arg(long)]
+    tcp: bool,
     /// Worker threads for the generator's runtime.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -218,8 +222,12 @@ async fn run(args: Args) -> Result<(), String> {
         let (meter, stop, joined) = (meter.clone(), stop.clone(), joined.clone());
         let kbps = args.video_kbps;
         let fps = args.fps;
+        let opts = convene_client::JoinOptions {
+            media_over_tcp: args.tcp,
+            ..Default::default()
+        };
         tasks.push(tokio::spawn(async move {
-            let mut c = Client::join(&url, &meeting, &name, None).await?;
+            let mut c = Client::join_with(&url, &meeting, &name, opts).await?;
             joined.fetch_add(1, Relaxed);
             c.meter = Some(meter);
             c.keep_roster = false;
