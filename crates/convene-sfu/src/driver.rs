@@ -411,9 +411,10 @@ impl Output {
                 let Some(d) = sfu.poll_transmit() else { break };
                 match d.transport {
                     Transport::Udp => self.batch.push(d),
-                    Transport::Tcp => tcp.send(registry, d.destination, &d.contents),
+                    Transport::Tcp => tcp.send(d.destination, &d.contents),
                 }
             }
+            tcp.write_queued(registry);
             if self.batch.is_empty() {
                 return;
             }

@@ -81,6 +81,9 @@ pub struct TcpConns {
     next_token: usize,
     /// Connections with bytes left to read after their budget ran out.
     unread: Vec<Token>,
+    /// Connections with frames queued since the last [`TcpConns::write_queued`]:
+    /// one write per connection per flush, not one per frame.
+    unwritten: Vec<Token>,
     next_sweep: Instant,
     stats: TcpStats,
     buf: Vec<u8>,
@@ -94,6 +97,7 @@ impl TcpConns {
             by_peer: HashMap::new(),
             next_token: FIRST_TOKEN,
             unread: Vec::new(),
+            unwritten: Vec::new(),
             next_sweep: now + IDLE_TIMEOUT,
             stats: TcpStats::default(),
             buf: vec![0; 16 * 1024],
@@ -234,8 +238,9 @@ impl TcpConns {
         Ok(more)
     }
 
-    /// Queue a frame for the connection from `peer` and write what the kernel takes.
-    pub fn send(&mut self, registry: &Registry, peer: SocketAddr, payload: &[u8]) {
+    /// Queue a frame for the connection from `peer`; it is written by the next
+    /// [`TcpConns::write_queued`].
+    pub fn send(&mut self, peer: SocketAddr, payload: &[u8]) {
         let Some(&token) = self.by_peer.get(&peer) else {
             return; // the connection went; ICE will notice
         };
@@ -250,8 +255,17 @@ impl TcpConns {
             c.output.clear();
             c.sent = 0;
         }
+        let was_empty = c.sent == c.output.len();
         push_frame(&mut c.output, payload);
-        if !c.wants_write {
+        // A connection waiting for writability is written when the kernel says so.
+        if was_empty && !c.wants_write {
+            self.unwritten.push(token);
+        }
+    }
+
+    /// Write what was queued since the last call, as much as the kernel takes.
+    pub fn write_queued(&mut self, registry: &Registry) {
+        for token in std::mem::take(&mut self.unwritten) {
             self.write_out(registry, token);
         }
     }
@@ -312,6 +326,7 @@ impl TcpConns {
 
     fn close(&mut self, registry: &Registry, token: Token, why: &str) {
         self.unread.retain(|t| *t != token);
+        self.unwritten.retain(|t| *t != token);
         let Some(mut c) = self.conns.remove(&token) else {
             return;
         };
