@@ -11,6 +11,7 @@
 //     lo: 127.0.0.1, 203.0.113.1 (Convene: web,      eth0: 10.77.<i>.2/24
 //         media, ICE-TCP), 203.0.113.2 (coturn)       default route via 10.77.<i>.1
 //     c<i>: 10.77.<i>.1/24  <------- veth ------->    nftables table inet convene_test
+//                                                     /etc/hosts: turn.convene.test
 //
 // Clients have private addresses (10.77.<i>.2), the servers public ones, as
 // in real life: 203.0.113.0/24 is TEST-NET-3 (RFC 5737, for documentation,
@@ -19,7 +20,10 @@
 // (10/8, 172.16/12, 192.168/16) at a port below 1024, so ICE-TCP on 443 at
 // 10.77.0.1 is silently not tried (measured: 8444 works, 443 and 80 do not;
 // Firefox tries them). A deployment on an intranet address with ICE-TCP on
-// 443 has the same limit with Chromium.
+// 443 has the same limit with Chromium. The TURN server is named
+// (turn.convene.test, in the client namespace's own /etc/hosts, which
+// `ip netns exec` mounts from /etc/netns/<ns>/hosts): Firefox does no TURN
+// over TLS to an IP address.
 //
 // Nothing is made in the machine's own namespace, so several runs (and the
 // addresses here) cannot collide with each other or with the machine's
@@ -29,26 +33,43 @@
 // public server. Names carry the test process's id; a lab left behind by a
 // killed run is deleted by the next run (`reapStale`).
 //
-// Adding a scenario:
+// Certificates: makeCertificate() makes a CA and a leaf with openssl.
+// Chromium pins the leaf's key (--ignore-certificate-errors-spki-list: real
+// TLS, checked against the pinned key, for the page, the WebSocket and TURN
+// over TLS); Firefox gets the CA in its profile's NSS database (certutil).
 //
-//   const lab = await Lab.create('mygroup');            // in before()
-//   const turn = await lab.startCoturn();               // optional: TURN over UDP, TCP, TLS on 443
-//   const convene = await lab.startConvene({ turn, iceTcp: `${SERVER_IP}:8444` });
-//   // in the test:
-//   const a = await lab.addClient('a');                 // a namespace; no rules: everything allowed
-//   await a.firewall(NO_UDP);                           // or any nftables rules (see the constants)
-//   const ann = await lab.chromium(a, { convene });     // or lab.firefox(a, { convene })
-//   const { hostUrl, joinUrl } = await createMeeting(ann, convene.url, 'Title');
-//   await joinMeeting(ann, hostUrl, 'Ann');
-//   ...
-//   await until('both decode', async () => (await decodingVideos(ann.page)) >= 1);
-//   const path = await selectedPath(ann.page);          // { local: {candidateType, protocol, relayProtocol}, remote: {...} }
-//   await lab.removeClient(a);                          // or leave it to lab.close() in after()
+// Adding a scenario (netns.test.mjs has several):
+//
+//   let lab, convene;
+//   before(async () => {
+//     lab = await Lab.create('mine');                 // the server namespace
+//     const turn = await lab.startCoturn();           // optional: TURN over UDP, TCP, TLS on 443
+//     convene = await lab.startConvene({ turn, iceTcp: `${SERVER_IP}:8444` });
+//   });
+//   after(() => lab?.close());                        // kills everything, deletes every namespace
+//   test('…', async () => {
+//     // Two people meet: an open Chromium hosts, a guest browser joins from
+//     // a namespace with these nftables rules (NO_UDP, DROP_ALL, onlyTcp(…),
+//     // or lines of your own for the output chain).
+//     const m = await meet(lab, convene, { tag: 'x1', guest: 'firefox', rules: NO_UDP });
+//     try {
+//       const path = await selectedPath(m.guest.page); // { local: {candidateType, protocol, relayProtocol, …}, remote: {…} }
+//       …
+//     } finally {
+//       await m.end();                                // deletes both client namespaces
+//     }
+//   });
+//
+// Lower level: lab.addClient(name) gives a namespace, client.firewall(rules)
+// sets its rules, lab.chromium(client, { convene }) / lab.firefox(…) a
+// browser in it, createMeeting / joinMeeting drive any of their pages.
+// LAB_BROWSER_LOG=/tmp/x makes Chromium log its ICE (which allocation
+// phases ran, which pair it selected and why) to /tmp/x-<namespace>.
 //
 // For scenario 4 (the /check page reports each case): the same client
-// namespaces and rules, navigate the client to `${convene.url}/check` and read
-// the result rows (check.test.mjs shows how); start Convene with `turn` so the
-// relay row is tried.
+// namespaces and rules; navigate the client's page to `${convene.url}/check`
+// and read the result rows (check.test.mjs shows how); start Convene with
+// `turn` so that the relay row is tried.
 //
 // For scenario 5 (network change mid-meeting → ICE restart): a client's path
 // can be cut and restored while its browser runs: `client.firewall(rules)`
@@ -57,7 +78,7 @@
 // gives it another address and route, as a change of network does. Assert on
 // the others' people lists (harness.mjs peopleNames) that nobody left.
 import { spawn, spawnSync, execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, readFileSync, rmSync, chmodSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, rmSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join as pathJoin } from 'node:path';
 import { createServer } from 'node:net';
@@ -72,6 +93,8 @@ for (const dir of ['/usr/sbin', '/sbin']) {
 export const SERVER_IP = '203.0.113.1';
 /** The TURN server's address in the server namespace (another "host"). */
 export const TURN_IP = '203.0.113.2';
+/** The TURN server's name (RFC 2606 .test), in each client's /etc/hosts. */
+export const TURN_NAME = 'turn.convene.test';
 /** The secret Convene shares with coturn (REST API credentials). */
 const TURN_SECRET = 'convene-netns-test-secret-5b1f0e2d';
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
@@ -93,8 +116,9 @@ export const onlyTcp = (...to) => [
 /** Why these tests cannot run here, or null when they can. */
 export function unsupported() {
   if (process.getuid?.() !== 0) return 'needs root (ip netns, nftables)';
-  for (const [cmd, args] of [['ip', ['-V']], ['nft', ['--version']], ['turnserver', ['--version']], ['openssl', ['version']]]) {
-    if (spawnSync(cmd, args).error) return `${cmd} is not installed`;
+  for (const [cmd, args, pkg] of [['ip', ['-V'], 'iproute2'], ['nft', ['--version'], 'nftables'], ['turnserver', ['--version'], 'coturn'],
+    ['openssl', ['version'], 'openssl'], ['certutil', ['-H'], 'libnss3-tools']]) {
+    if (spawnSync(cmd, args).error) return `${cmd} is not installed (Debian: ${pkg})`;
   }
   const probe = `cvt${process.pid}-probe`;
   const made = spawnSync('ip', ['netns', 'add', probe]);
@@ -122,6 +146,7 @@ export function reapStale() {
     try { process.kill(pid, 0); continue; } catch { /* its run is gone */ }
     killIn(m[1]);
     spawnSync('ip', ['netns', 'del', m[1]]);
+    rmSync(`/etc/netns/${m[1]}`, { recursive: true, force: true });
   }
 }
 
@@ -134,8 +159,8 @@ function killIn(ns) {
 }
 
 /**
- * A test CA and a certificate it signs for `ips` (IP subject alternative
- * names), made with openssl in `dir`. Returns the PEM paths and the
+ * A test CA and a certificate it signs for `ips` (subject alternative names:
+ * IP addresses, or DNS names), made with openssl in `dir`. Returns the PEM paths and the
  * certificate's SPKI hash (base64 SHA-256), which Chromium pins with
  * --ignore-certificate-errors-spki-list.
  */
@@ -147,7 +172,8 @@ export function makeCertificate(dir, name, ips) {
     '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign');
   ossl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
     '-subj', `/CN=${ips[0]}`, '-keyout', p('key.pem'), '-out', p('csr.pem'));
-  writeFileSync(p('ext.cnf'), `subjectAltName=${ips.map((ip) => `IP:${ip}`).join(',')}\n` +
+  const san = ips.map((n) => (/^[\d.]+$|:/.test(n) ? `IP:${n}` : `DNS:${n}`)).join(',');
+  writeFileSync(p('ext.cnf'), `subjectAltName=${san}\n` +
     'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n');
   ossl('x509', '-req', '-in', p('csr.pem'), '-CA', p('ca.pem'), '-CAkey', p('ca.key'), '-CAcreateserial',
     '-days', '2', '-extfile', p('ext.cnf'), '-out', p('leaf.pem'));
@@ -176,12 +202,17 @@ function waitForOutput(proc, re, what, timeoutMs = 15000) {
 }
 
 let labs = 0;
+/** Labs not closed yet: deleted at exit even when a run is cut short. */
+const openLabs = new Set();
+process.once('exit', () => { for (const lab of openLabs) lab.closeSync(); });
+for (const signal of ['SIGINT', 'SIGTERM']) process.once(signal, () => process.exit(128 + (signal === 'SIGINT' ? 2 : 15)));
 
 export class Lab {
   /** Makes the server namespace. `tag`: a few letters naming the group. */
   static async create(tag) {
     reapStale();
     const lab = new Lab(`cvt${process.pid}-${tag}${labs++}`);
+    openLabs.add(lab);
     run('ip', ['netns', 'add', lab.serverNs]);
     ipn(lab.serverNs, 'link', 'set', 'lo', 'up');
     ipn(lab.serverNs, 'addr', 'add', `${SERVER_IP}/32`, 'dev', 'lo');
@@ -206,6 +237,9 @@ export class Lab {
     const index = this.nextIndex++;
     const ns = `${this.prefix}-${name}`;
     run('ip', ['netns', 'add', ns]);
+    // `ip netns exec` mounts /etc/netns/<ns>/hosts over /etc/hosts: the lab's names.
+    mkdirSync(`/etc/netns/${ns}`, { recursive: true });
+    writeFileSync(`/etc/netns/${ns}/hosts`, `127.0.0.1 localhost\n${TURN_IP} ${TURN_NAME}\n`);
     ipn(ns, 'link', 'set', 'lo', 'up');
     ipn(this.serverNs, 'link', 'add', `c${index}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
     const client = {
@@ -258,6 +292,7 @@ export class Lab {
     this.browsers = this.browsers.filter((x) => x.ns !== client.ns);
     killIn(client.ns);
     spawnSync('ip', ['netns', 'del', client.ns]);
+    rmSync(`/etc/netns/${client.ns}`, { recursive: true, force: true });
     this.clients.delete(client.ns);
   }
 
@@ -273,11 +308,12 @@ export class Lab {
   }
 
   /**
-   * coturn on TURN_IP: UDP and TCP on 3478, TLS on 443 (its own test
-   * certificate), REST API credentials from the secret Convene has.
+   * coturn on TURN_IP (TURN_NAME to clients): UDP and TCP on 3478, TLS on
+   * 443 (its own test certificate), REST API credentials from the secret
+   * Convene has.
    */
   async startCoturn() {
-    const tls = makeCertificate(this.dir, 'turn', [TURN_IP]);
+    const tls = makeCertificate(this.dir, 'turn', [TURN_NAME, TURN_IP]);
     const proc = this.spawnIn(this.serverNs, 'turnserver', [
       '-n', `--listening-ip=${TURN_IP}`, `--relay-ip=${TURN_IP}`, '--listening-port=3478', '--tls-listening-port=443',
       `--cert=${tls.cert}`, `--pkey=${tls.key}`, '--no-dtls', '--no-cli',
@@ -287,8 +323,10 @@ export class Lab {
     ]);
     await waitForOutput(proc, /Total General servers/, 'coturn');
     return {
-      proc, spki: tls.spki, log: proc.log,
-      urls: [`turn:${TURN_IP}:3478?transport=udp`, `turn:${TURN_IP}:3478?transport=tcp`, `turns:${TURN_IP}:443?transport=tcp`],
+      proc, spki: tls.spki, ca: tls.ca, log: proc.log,
+      // By name: Firefox does no TURN over TLS to an IP address (measured:
+      // with `turns:203.0.113.2:443` it gathers no relay candidate at all).
+      urls: [`turn:${TURN_NAME}:3478?transport=udp`, `turn:${TURN_NAME}:3478?transport=tcp`, `turns:${TURN_NAME}:443?transport=tcp`],
     };
   }
 
@@ -296,7 +334,8 @@ export class Lab {
    * target/release/convene in the server namespace on SERVER_IP:`port`, media
    * on UDP `mediaPort`, ICE-TCP per `iceTcp` ('web', 'off' or an address);
    * with `turn` (from startCoturn) a deployment file hands out its URLs; with
-   * `tls`, https and wss with a test certificate (`convene.spki` to pin).
+   * `tls`, https and wss with a test certificate (`convene.spki` to pin,
+   * `convene.ca` to trust).
    */
   async startConvene({ port = 8080, mediaPort = 40000, iceTcp = 'web', turn = null, tls = false, publicUrl = null, log = 'warn', extraArgs = [] } = {}) {
     const bin = process.env.CONVENE_BIN || pathJoin(ROOT, 'target', 'release', 'convene');
@@ -307,10 +346,11 @@ export class Lab {
     ];
     if (publicUrl) args.push('--public-url', publicUrl);
     let spki = null;
+    let ca = null;
     if (tls) {
       const c = makeCertificate(dir, 'convene', [SERVER_IP]);
       args.push('--tls-cert', c.cert, '--tls-key', c.key);
-      spki = c.spki;
+      ({ spki, ca } = c);
     }
     if (turn) {
       writeFileSync(pathJoin(dir, 'turn.secret'), TURN_SECRET, { mode: 0o600 });
@@ -322,13 +362,14 @@ export class Lab {
     }
     const proc = this.spawnIn(this.serverNs, bin, [...args, ...extraArgs]);
     const [, url] = await waitForOutput(proc, /Convene is running at (\S+?)\/?\n/, 'Convene');
-    return { url, proc, spki, log: proc.log, turn, port };
+    return { url, proc, spki, ca, log: proc.log, turn, port };
   }
 
   /** An executable that runs `bin` with its arguments inside namespace `ns`. */
   wrapper(ns, bin) {
     const path = pathJoin(this.dir, `${ns}-${bin.split('/').pop()}`);
-    writeFileSync(path, `#!/bin/sh\nexec ip netns exec '${ns}' '${bin}' "$@"\n`);
+    const log = process.env.LAB_BROWSER_LOG ? ` 2>>'${process.env.LAB_BROWSER_LOG}-${ns}'` : '';
+    writeFileSync(path, `#!/bin/sh\nexec ip netns exec '${ns}' '${bin}' "$@"${log}\n`);
     chmodSync(path, 0o755);
     return path;
   }
@@ -348,8 +389,9 @@ export class Lab {
       '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
       '--autoplay-policy=no-user-gesture-required',
       '--disable-features=WebRtcHideLocalIpsWithMdns',
-      `--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE ${SERVER_IP} , EXCLUDE ${TURN_IP}`,
+      `--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE ${SERVER_IP} , EXCLUDE ${TURN_IP} , EXCLUDE ${TURN_NAME}`,
     ];
+    if (process.env.LAB_BROWSER_LOG) args.push('--enable-logging=stderr', '--vmodule=*/p2p/*=1,*/webrtc/*=1,p2p_transport_channel=1,basic_port_allocator=1,tcp_port=1,port=1,connection=1');
     if (convene && convene.url.startsWith('http:')) args.push(`--unsafely-treat-insecure-origin-as-secure=${convene.url}`);
     if (spkis.length) args.push(`--ignore-certificate-errors-spki-list=${spkis.join(',')}`);
     const browser = await chromium.launch({ executablePath: this.wrapper(client.ns, CHROMIUM), headless: true, args, timeout: 30000 });
@@ -367,10 +409,19 @@ export class Lab {
    * puppeteer-core over WebDriver BiDi. Firefox's remote agent listens on
    * the namespace's own loopback, which this process cannot reach: a small
    * forwarder on this side's loopback carries the one WebSocket across
-   * (each connection is piped through `ip netns exec … node`).
+   * (each connection is piped through `ip netns exec … node`). The test CAs
+   * of `convene` and its TURN server are trusted in the profile's own NSS
+   * database (certutil, Debian's libnss3-tools): Firefox has no flag to pin
+   * a key as Chromium does.
    */
   async firefox(client, { convene } = {}) {
     const puppeteer = (await import('puppeteer-core')).default;
+    const cas = [convene?.ca, convene?.turn?.ca].filter(Boolean);
+    const profile = mkdtempSync(pathJoin(this.dir, 'firefox-profile-'));
+    if (cas.length) {
+      run('certutil', ['-N', '-d', `sql:${profile}`, '--empty-password']);
+      cas.forEach((ca, i) => run('certutil', ['-A', '-d', `sql:${profile}`, '-n', `Convene test CA ${i}`, '-t', 'C,,', '-i', ca]));
+    }
     const port = await freePort();
     const forwarder = createServer((sock) => {
       const pipe = spawn('ip', ['netns', 'exec', client.ns, process.execPath, '-e', NS_PIPE, String(port)], { stdio: ['pipe', 'pipe', 'ignore'] });
@@ -388,6 +439,7 @@ export class Lab {
         protocol: 'webDriverBiDi',
         executablePath: this.wrapper(client.ns, FIREFOX),
         headless: true,
+        userDataDir: profile,
         args: [`--remote-debugging-port=${port}`],
         timeout: 30000,
         extraPrefsFirefox: {
@@ -426,13 +478,21 @@ export class Lab {
   /** Closes browsers, kills processes, deletes every namespace and file of the lab. */
   async close() {
     for (const b of this.browsers) await b.close();
+    this.browsers = [];
+    this.closeSync();
+  }
+
+  /** Kills whatever is left (browsers included) and deletes it all, at once. */
+  closeSync() {
     for (const p of this.procs) if (p.exitCode === null) p.kill('SIGKILL');
     for (const ns of [...this.clients.keys(), this.serverNs]) {
       killIn(ns);
       spawnSync('ip', ['netns', 'del', ns]);
+      rmSync(`/etc/netns/${ns}`, { recursive: true, force: true });
     }
     this.clients.clear();
     rmSync(this.dir, { recursive: true, force: true });
+    openLabs.delete(this);
   }
 }
 
