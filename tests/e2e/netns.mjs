@@ -11,7 +11,7 @@
 //     lo: 127.0.0.1, 203.0.113.1 (Convene: web,      eth0: 10.77.<i>.2/24
 //         media, ICE-TCP), 203.0.113.2 (coturn)       default route via 10.77.<i>.1
 //     c<i>: 10.77.<i>.1/24  <------- veth ------->    nftables table inet convene_test
-//                                                     /etc/hosts: turn.convene.test
+//                                                     /etc/hosts: turn.convene.test; no DNS
 //
 // Clients have private addresses (10.77.<i>.2), the servers public ones, as
 // in real life: 203.0.113.0/24 is TEST-NET-3 (RFC 5737, for documentation,
@@ -237,9 +237,15 @@ export class Lab {
     const index = this.nextIndex++;
     const ns = `${this.prefix}-${name}`;
     run('ip', ['netns', 'add', ns]);
-    // `ip netns exec` mounts /etc/netns/<ns>/hosts over /etc/hosts: the lab's names.
+    // `ip netns exec` mounts /etc/netns/<ns>/{hosts,resolv.conf} over
+    // /etc's: the machine's names (its own name: Firefox looks it up) and
+    // the lab's; no DNS server (a query fails at once instead of waiting
+    // for one the lab cannot reach: Firefox took 22 s to start so).
     mkdirSync(`/etc/netns/${ns}`, { recursive: true });
-    writeFileSync(`/etc/netns/${ns}/hosts`, `127.0.0.1 localhost\n${TURN_IP} ${TURN_NAME}\n`);
+    let hosts = '127.0.0.1 localhost\n';
+    try { hosts = readFileSync('/etc/hosts', 'utf8'); } catch { /* the default above */ }
+    writeFileSync(`/etc/netns/${ns}/hosts`, `${hosts.trimEnd()}\n${TURN_IP} ${TURN_NAME}\n`);
+    writeFileSync(`/etc/netns/${ns}/resolv.conf`, 'nameserver 127.0.0.1\n');
     ipn(ns, 'link', 'set', 'lo', 'up');
     ipn(this.serverNs, 'link', 'add', `c${index}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
     const client = {
