@@ -228,7 +228,6 @@ export class Lab {
     this.clients = new Map();
     this.procs = [];
     this.browsers = [];
-    this.closers = [];
     this.nextIndex = 1;
   }
 
@@ -691,7 +690,8 @@ export async function meet(lab, convene, { tag, guest = 'chromium', rules = null
     const path = guestPage ? await selectedPath(guestPage).catch(() => null) : null;
     const dropped = shut.dropped();
     await end();
-    e.message += ` (locked-down path: ${describePath(path)}; dropped by its rules: ${dropped} packets)`;
+    e.message += ` (locked-down path: ${describePath(path)}; dropped by its rules: ${dropped} packets)` +
+      `\nConvene's log, last lines:\n${convene.log().split('\n').slice(-15).join('\n')}`;
     throw e;
   }
 }
