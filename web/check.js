@@ -92,6 +92,7 @@ const TEXT = {
   },
   notOfferedDetail: 'this server offers no media over TCP',
   notConfiguredDetail: 'this server has no TURN relay',
+  relayBusy: 'not tested: the server is giving out no more relay tests just now; try again in a minute',
   rttDetail: (/** @type {number} */ ws, /** @type {number | undefined} */ media) => `${ws} ms to the server${media !== undefined ? `; media ${media} ms` : ''}`,
   speed: (/** @type {number} */ mbps) => `about ${mbps < 10 ? mbps.toFixed(1) : Math.round(mbps)} Mbit/s, an estimate to this server only`,
   report: {
@@ -289,8 +290,10 @@ async function run() {
       if (signalling.ok) {
         progress(TEXT.checking(`${TEXT.names.udp}, ${TEXT.names.tcp}, ${TEXT.names.relay}`));
         for (const k of /** @type {const} */ (['udp', 'tcp', 'relay'])) set(k, 'running');
-        const turn = await relayServers();
+        const offered = await relayServers();
+        const turn = offered ?? [];
         media = await probeMedia(sock, turn, (path, r) => showPath(/** @type {'udp'|'tcp'|'relay'} */ (path), r));
+        if (offered === null) set('relay', 'skipped', TEXT.relayBusy);
         facts.addresses = [...media.udp.targets, ...media.tcp.targets, ...relayUrls(turn).map((u) => `TURN ${u}`)];
         for (const k of /** @type {const} */ (['udp', 'tcp', 'relay'])) {
           if (media[k].outcome === 'fail') facts.unreached.push(...media[k].targets.map((t) => (k === 'relay' ? `TURN ${t}` : t)));

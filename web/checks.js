@@ -234,12 +234,14 @@ export async function whySocketFailed() {
 
 /**
  * TURN servers to try (`GET /api/check/ice-servers`). None means the server
- * has no relay configured (also when it does not have that endpoint).
- * @returns {Promise<RTCIceServer[]>}
+ * has no relay configured (also when it does not have that endpoint); null,
+ * that it hands out no more credentials for checks just now (429, 503).
+ * @returns {Promise<RTCIceServer[] | null>}
  */
 export async function relayServers() {
   try {
     const res = await fetch('/api/check/ice-servers', { cache: 'no-store', signal: AbortSignal.timeout(LIMITS.fetchMs) });
+    if (res.status === 429 || res.status === 503) return null;
     if (!res.ok) return [];
     const body = await res.json();
     return Array.isArray(body.iceServers) ? body.iceServers : [];

@@ -259,11 +259,22 @@ pub struct TrackSlot {
 /// as it is. The credentials are the receiver's own and expire: the server
 /// sends fresh ones (`ice-servers`) before they do. This crate only carries
 /// them; the server makes them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Clone, PartialEq, Eq, Serialize)]
 pub struct IceServer {
     pub urls: Vec<String>,
     pub username: String,
     pub credential: String,
+}
+
+/// Without the credential: whatever prints a message must not print it.
+impl std::fmt::Debug for IceServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IceServer")
+            .field("urls", &self.urls)
+            .field("username", &self.username)
+            .field("credential", &"<redacted>")
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -1178,7 +1178,17 @@ impl Room {
             ClientMessage::MediaPath { path } => {
                 if p.media_path != Some(path) {
                     p.media_path = Some(path);
-                    self.broadcast_update(who);
+                    // Only hosts see paths: the others would get an update
+                    // with nothing changed in it.
+                    let participant = self.participant_info(who);
+                    for host in self.host_ids() {
+                        self.send(
+                            &host,
+                            ServerMessage::ParticipantUpdated {
+                                participant: participant.clone(),
+                            },
+                        );
+                    }
                 }
             }
             ClientMessage::Answer { sdp } => {

@@ -324,6 +324,18 @@ impl Config {
         if let Some(a) = self.ice_tcp_announce {
             return Some(a);
         }
+        // Behind a reverse proxy the web port is the proxy's: it speaks HTTP to
+        // Convene, and browsers cannot reach --listen at all. A candidate made
+        // of the media address and the web port would name another service.
+        let behind_proxy = !self.trusted_proxies.is_empty()
+            || (bound.ip().is_loopback()
+                && self.media_announce.is_some_and(|a| !a.ip().is_loopback()));
+        if self.ice_tcp_listen == IceTcp::Web && behind_proxy {
+            tracing::warn!(
+                "media over TCP is off: the web port is behind a reverse proxy; give ICE-TCP a port of its own (--ice-tcp-listen) to offer it"
+            );
+            return None;
+        }
         let ip = [
             self.media_announce.map(|a| a.ip()),
             Some(self.media_listen.ip()),
@@ -343,8 +355,21 @@ impl Config {
     pub fn public_url(&self, bound: SocketAddr) -> String {
         match &self.public_url {
             Some(u) => u.trim_end_matches('/').to_string(),
-            None if self.tls_cert.is_some() => format!("https://{bound}"),
-            None => format!("http://{bound}"),
+            None => {
+                let (scheme, default) = match self.tls_cert {
+                    Some(_) => ("https", 443),
+                    None => ("http", 80),
+                };
+                // Without the scheme's default port, as browsers write origins.
+                let host = match bound.ip() {
+                    std::net::IpAddr::V4(ip) => ip.to_string(),
+                    std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                };
+                match bound.port() {
+                    p if p == default => format!("{scheme}://{host}"),
+                    p => format!("{scheme}://{host}:{p}"),
+                }
+            }
         }
     }
 
@@ -421,6 +446,75 @@ mod tests {
 
     /// docs/configuration.md is where operators look: every flag (and its
     /// environment variable) must be there, and nothing the code lacks.
+    #[test]
+    fn the_default_public_url_leaves_out_the_default_port_as_origins_do() {
+        let mut c = Config::defaults();
+        assert_eq!(
+            c.public_url("10.0.0.1:8080".parse().unwrap()),
+            "http://10.0.0.1:8080"
+        );
+        assert_eq!(
+            c.public_url("10.0.0.1:80".parse().unwrap()),
+            "http://10.0.0.1"
+        );
+        c.tls_cert = Some("cert.pem".into());
+        assert_eq!(
+            c.public_url("10.0.0.1:443".parse().unwrap()),
+            "https://10.0.0.1"
+        );
+        assert_eq!(c.public_url("[::1]:443".parse().unwrap()), "https://[::1]");
+        assert_eq!(
+            c.public_url("[::1]:8443".parse().unwrap()),
+            "https://[::1]:8443"
+        );
+    }
+
+    #[test]
+    fn the_ice_tcp_candidate_is_where_browsers_can_reach_it_or_none() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["convene"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all).unwrap().config
+        };
+        let web: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let public: SocketAddr = "0.0.0.0:443".parse().unwrap();
+        // Trial on loopback: the web port, at the media address.
+        assert_eq!(parse(&[]).ice_tcp_candidate(web), Some(web));
+        // Convene on 443 itself, media announced at the public address.
+        let c = parse(&["--media-announce", "203.0.113.10:50000"]);
+        assert_eq!(
+            c.ice_tcp_candidate(public),
+            Some("203.0.113.10:443".parse().unwrap())
+        );
+        // Behind a proxy (loopback web port, public media; or a trusted
+        // proxy): the web port cannot carry it.
+        assert_eq!(c.ice_tcp_candidate(web), None);
+        let c = parse(&["--trusted-proxy", "10.0.0.1"]);
+        assert_eq!(c.ice_tcp_candidate(web), None);
+        // ... but a port of its own can, and an announced address always wins.
+        let c = parse(&[
+            "--trusted-proxy",
+            "10.0.0.1",
+            "--ice-tcp-listen",
+            "0.0.0.0:3478",
+            "--media-announce",
+            "203.0.113.10:50000",
+        ]);
+        assert_eq!(
+            c.ice_tcp_candidate("0.0.0.0:3478".parse().unwrap()),
+            Some("203.0.113.10:3478".parse().unwrap())
+        );
+        let c = parse(&["--ice-tcp-announce", "198.51.100.1:443"]);
+        assert_eq!(
+            c.ice_tcp_candidate(web),
+            Some("198.51.100.1:443".parse().unwrap())
+        );
+        assert_eq!(
+            parse(&["--ice-tcp-listen", "off"]).ice_tcp_candidate(web),
+            None
+        );
+    }
+
     #[test]
     fn the_configuration_document_names_every_flag() {
         use clap::CommandFactory;

@@ -19,7 +19,7 @@ use convene_sfu::transport::{first_frame, MAX_FRAME};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tracing::{debug, info};
+use tracing::debug;
 
 use crate::listener::{Gate, Slot};
 
@@ -85,11 +85,11 @@ pub async fn take_over(
     match read {
         Ok(Ok(())) => {}
         Ok(Err(why)) => {
-            info!(%peer, "ICE-TCP connection dropped: {why}");
+            debug!(%peer, "ICE-TCP connection dropped: {why}");
             return;
         }
         Err(_) => {
-            info!(%peer, "ICE-TCP connection dropped: no STUN check within {FIRST_FRAME_TIMEOUT:?}");
+            debug!(%peer, "ICE-TCP connection dropped: no STUN check within {FIRST_FRAME_TIMEOUT:?}");
             return;
         }
     }
@@ -101,6 +101,6 @@ pub async fn take_over(
         }
     };
     if let Err(e) = pool.adopt_tcp(stream, buf, Box::new(slot)) {
-        info!(%peer, "ICE-TCP connection dropped: {e}");
+        debug!(%peer, "ICE-TCP connection dropped: {e}");
     }
 }

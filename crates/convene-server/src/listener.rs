@@ -219,45 +219,31 @@ enum Greeting {
     Tls,
     /// An HTTP request line: it starts with a method, in ASCII letters.
     Http,
-    /// Media over TCP (ICE-TCP, RFC 4571 framing): a two-byte length, then a
-    /// STUN binding request (0x00 0x01, the magic cookie). Only looked for
-    /// when the web port carries ICE-TCP.
+    /// Media over TCP (ICE-TCP, RFC 4571 framing): a two-byte length, so a
+    /// first byte of 0x00 to 0x10 (see `may_be_ice_tcp`). Only looked for when
+    /// the web port carries ICE-TCP; ice_tcp.rs then reads the first frame
+    /// under its own deadline and closes what is not a STUN check.
     IceTcp,
     Other,
 }
 
 impl Greeting {
-    /// `None`: more bytes are needed to tell.
-    fn of(first: &[u8], ice_tcp: bool) -> Option<Greeting> {
-        let greeting = match first.first()? {
+    fn of(first: u8, ice_tcp: bool) -> Greeting {
+        match first {
             0x16 => Greeting::Tls,
             b if b.is_ascii_alphabetic() => Greeting::Http,
-            _ if !ice_tcp => Greeting::Other,
-            _ => match convene_sfu::transport::looks_like_ice_tcp(first)? {
-                true => Greeting::IceTcp,
-                false => Greeting::Other,
-            },
-        };
-        Some(greeting)
+            b if ice_tcp && convene_sfu::transport::may_be_ice_tcp(b) => Greeting::IceTcp,
+            _ => Greeting::Other,
+        }
     }
 }
 
-/// Wait for a connection's first bytes (up to ten, for ICE-TCP) without
-/// taking them from the stream. `None`: closed before saying anything.
+/// Wait for a connection's first byte without taking it from the stream.
+/// `None`: closed before saying anything.
 async fn greeting(stream: &TcpStream, ice_tcp: bool) -> std::io::Result<Option<Greeting>> {
-    let mut first = [0u8; 10];
-    loop {
-        let n = stream.peek(&mut first).await?;
-        if n == 0 {
-            return Ok(None);
-        }
-        if let Some(g) = Greeting::of(&first[..n], ice_tcp) {
-            return Ok(Some(g));
-        }
-        // A STUN check cut short in its first ten bytes: rare; the caller's
-        // deadline bounds the wait.
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let mut first = [0u8; 1];
+    let n = stream.peek(&mut first).await?;
+    Ok((n > 0).then(|| Greeting::of(first[0], ice_tcp)))
 }
 
 /// What every connection of one listener shares.

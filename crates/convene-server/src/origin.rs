@@ -14,7 +14,7 @@ pub fn same_origin(headers: &HeaderMap, public_url: &str) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
         return true; // not a browser (the headless client, load tests)
     };
-    if origin == public_url.trim_end_matches('/') {
+    if web_origin(origin).is_some() && web_origin(origin) == web_origin(public_url) {
         return true;
     }
     let host = headers
@@ -26,6 +26,26 @@ pub fn same_origin(headers: &HeaderMap, public_url: &str) -> bool {
             .strip_prefix("http://")
             .or_else(|| origin.strip_prefix("https://"))
             == Some(host)
+}
+
+/// The origin of a URL as browsers write it (RFC 6454): scheme and host in
+/// lower case, the port only when it is not the scheme's default, no path.
+/// So `https://Meet.example.org:443/convene/` and `https://meet.example.org`
+/// are one origin.
+fn web_origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let authority = rest.split(['/', '?', '#']).next()?.to_ascii_lowercase();
+    let default = match scheme.as_str() {
+        "https" => ":443",
+        "http" => ":80",
+        _ => return None,
+    };
+    let authority = authority.strip_suffix(default).unwrap_or(&authority);
+    if authority.is_empty() {
+        return None;
+    }
+    Some(format!("{scheme}://{authority}"))
 }
 
 /// Whether a `Host` header names this machine by a loopback name: `localhost`
@@ -46,6 +66,25 @@ fn is_loopback_host(host: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::same_origin;
+
+    #[test]
+    fn origins_are_compared_as_browsers_write_them() {
+        use super::web_origin;
+        let o = |s| web_origin(s);
+        assert_eq!(
+            o("https://Meet.Example.org:443/convene/"),
+            o("https://meet.example.org")
+        );
+        assert_eq!(o("http://10.0.0.1:80"), o("http://10.0.0.1"));
+        assert_ne!(
+            o("https://meet.example.org:8443"),
+            o("https://meet.example.org")
+        );
+        assert_ne!(o("http://meet.example.org"), o("https://meet.example.org"));
+        assert_eq!(o("https://[::1]:443"), Some("https://[::1]".into()));
+        assert_eq!(o("null"), None);
+        assert_eq!(o("https://"), None);
+    }
     use axum::http::{header, HeaderMap, HeaderValue};
 
     fn headers(origin: Option<&str>, host: &str) -> HeaderMap {

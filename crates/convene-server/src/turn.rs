@@ -39,12 +39,23 @@ pub const MIN_SECRET_BYTES: usize = 16;
 /// participant always holds some with a fifth of their lifetime left (clock
 /// skew between Convene and the TURN server, a slow ICE restart).
 pub const REFRESH_AT: f64 = 0.8;
-/// Lifetime of the connectivity check's credentials: the page runs for 15 s;
-/// ten minutes leave room for a slow start and clock skew.
-pub const CHECK_TTL: Duration = Duration::from_secs(600);
+/// Lifetime of the connectivity check's credentials: the page fetches them
+/// and runs its relay test within its 15 s; a minute leaves room for clock
+/// skew. Anyone may fetch them, so they are short: coturn checks a credential
+/// when an allocation is made or refreshed, so an allocation made with one
+/// lives at most its first lifetime (`max-allocate-lifetime`).
+pub const CHECK_TTL: Duration = Duration::from_secs(60);
 /// The check endpoint, per client address: a burst of 10, then 10 a minute.
 const CHECKS_PER_MINUTE: f64 = 10.0;
 const CHECKS_BURST: f64 = 10.0;
+/// ... and from everyone together: anonymous credentials are what someone
+/// farming the TURN server's allocation quota would collect. With the
+/// documented coturn settings (`user-quota=4`, `max-allocate-lifetime=600`)
+/// they can hold at most 20 a minute × 4 × 10 minutes = 800 allocations,
+/// whatever addresses they come from; docs/configuration.md sizes
+/// `total-quota` above that. Past it, the check page says the relay could not
+/// be tested now.
+const CHECKS_PER_MINUTE_ALL: f64 = 20.0;
 
 /// Makes credentials for the configured TURN servers.
 pub struct Issuer {
@@ -155,6 +166,7 @@ fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
 pub struct Turn {
     pub issuer: Option<Issuer>,
     checks: PerClient,
+    checks_all: std::sync::Mutex<crate::rates::Rates<()>>,
 }
 
 impl Turn {
@@ -162,6 +174,10 @@ impl Turn {
         Turn {
             issuer,
             checks: PerClient::new(CHECKS_PER_MINUTE / 60.0, CHECKS_BURST),
+            checks_all: std::sync::Mutex::new(crate::rates::Rates::new(
+                CHECKS_PER_MINUTE_ALL / 60.0,
+                CHECKS_PER_MINUTE_ALL,
+            )),
         }
     }
 }
@@ -185,6 +201,18 @@ pub async fn check_ice_servers(
             StatusCode::TOO_MANY_REQUESTS,
             "too many connectivity checks from your address: try again in a minute",
             "6",
+        );
+    }
+    let everyone = turn
+        .checks_all
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .allow(std::time::Instant::now(), &());
+    if turn.issuer.is_some() && !everyone {
+        return crate::http::retry_later(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many connectivity checks right now: try again in a minute",
+            "10",
         );
     }
     let ice_servers = turn

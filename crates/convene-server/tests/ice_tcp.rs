@@ -245,3 +245,101 @@ async fn a_participant_whose_network_changed_comes_back_by_an_ice_restart_and_no
     );
     server.shutdown().await;
 }
+
+/// A STUN binding request naming `ufrag` (the server's) with a made-up
+/// integrity value: it routes to a live connection but fails its ICE check.
+fn forged_check(ufrag: &str) -> Vec<u8> {
+    let username = format!("{ufrag}:evil");
+    let mut attrs = Vec::new();
+    attrs.extend_from_slice(&0x0006u16.to_be_bytes());
+    attrs.extend_from_slice(&(username.len() as u16).to_be_bytes());
+    attrs.extend_from_slice(username.as_bytes());
+    while attrs.len() % 4 != 0 {
+        attrs.push(0);
+    }
+    attrs.extend_from_slice(&0x0024u16.to_be_bytes()); // PRIORITY
+    attrs.extend_from_slice(&4u16.to_be_bytes());
+    attrs.extend_from_slice(&1_845_501_695u32.to_be_bytes());
+    attrs.extend_from_slice(&0x0008u16.to_be_bytes()); // MESSAGE-INTEGRITY
+    attrs.extend_from_slice(&20u16.to_be_bytes());
+    attrs.extend_from_slice(&[0x5a; 20]);
+    let mut msg = vec![0x00, 0x01];
+    msg.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+    msg.extend_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+    msg.extend_from_slice(&[9; 12]);
+    msg.extend_from_slice(&attrs);
+    let mut frame = (msg.len() as u16).to_be_bytes().to_vec();
+    frame.extend_from_slice(&msg);
+    frame
+}
+
+async fn closed_within(s: &mut TcpStream, d: Duration) -> bool {
+    let mut buf = [0u8; 64];
+    let end = tokio::time::Instant::now() + d;
+    loop {
+        match tokio::time::timeout_at(end, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn knowing_a_live_ice_username_does_not_keep_a_tcp_connection_open() {
+    let server = own_port().await;
+    let addr = ice_tcp_addr(&server);
+    let meeting = common::create_meeting(&server, "Names are not keys").await;
+    let mut ann = Client::join(&server.url, &meeting, "Ann", None)
+        .await
+        .unwrap();
+    ann.publish("camera", 300).await.unwrap();
+    ann.run_until(T, |c| c.media_connected).await;
+    let offer = ann
+        .log
+        .iter()
+        .find(|m| m["type"] == "offer")
+        .and_then(|m| m["sdp"].as_str())
+        .unwrap()
+        .to_string();
+    let ufrag = offer
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+        .unwrap()
+        .to_string();
+    let check = forged_check(&ufrag);
+    assert_eq!(
+        convene_sfu::transport::first_frame(&check),
+        Ok(Some(ufrag.clone())),
+        "the forged check names Ann's connection, as the acceptor reads it"
+    );
+
+    // One floods forged checks: closed once past the unverified allowance.
+    let mut flood = TcpStream::connect(addr).await.unwrap();
+    for _ in 0..40 {
+        flood.write_all(&check).await.unwrap();
+    }
+    // One sends a forged check, then keeps the line warm with empty frames
+    // and more forged checks: closed when its time to pass ICE is up.
+    let mut warm = TcpStream::connect(addr).await.unwrap();
+    warm.write_all(&check).await.unwrap();
+    let keep_warm = async {
+        for _ in 0..14 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if warm.write_all(&[0, 0]).await.is_err() || warm.write_all(&check).await.is_err() {
+                break;
+            }
+        }
+    };
+    let (flood_closed, ()) =
+        tokio::join!(closed_within(&mut flood, Duration::from_secs(3)), keep_warm);
+    assert!(flood_closed, "a flood of failed checks is closed at once");
+    assert!(
+        closed_within(&mut warm, Duration::from_secs(1)).await,
+        "a connection that never passes ICE is closed within its 10 s"
+    );
+    // Ann's own media connection is unharmed.
+    assert!(ann.media_connected);
+    drop(ann);
+    server.shutdown().await;
+}

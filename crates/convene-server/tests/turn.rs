@@ -624,7 +624,14 @@ async fn credentials_are_refreshed_before_they_expire() {
 
 /// (status, head, body) of a GET on loopback.
 async fn get(server: &RunningServer, path: &str) -> (u16, String, String) {
-    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    get_from(server, path, [127, 0, 0, 1]).await
+}
+
+/// From another loopback address: another client, as limits count them.
+async fn get_from(server: &RunningServer, path: &str, ip: [u8; 4]) -> (u16, String, String) {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(std::net::SocketAddr::from((ip, 0))).unwrap();
+    let mut s = sock.connect(server.addr).await.unwrap();
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
         server.addr
@@ -656,10 +663,7 @@ async fn the_check_endpoint_gives_short_lived_credentials_and_is_rate_limited() 
     let (urls, user, pass) = ice(&v);
     assert_eq!(urls, coturn.urls());
     let (expiry, _) = parts(&user);
-    assert!(
-        expiry.abs_diff(now_secs() + 600) <= 5,
-        "ten minutes: {user}"
-    );
+    assert!(expiry.abs_diff(now_secs() + 60) <= 5, "a minute: {user}");
     let got = allocate(coturn.addr(), Via::Udp, &user, &pass).await;
     assert!(matches!(got, Allocation::Relayed(_)), "{got:?}");
 
@@ -674,6 +678,18 @@ async fn the_check_endpoint_gives_short_lived_credentials_and_is_rate_limited() 
     assert_eq!(ids.len(), 10, "each check its own id");
     let (status, head, body) = get(&server, "/api/check/ice-servers").await;
     assert_eq!(status, 429, "{body}");
+    assert!(head.contains("retry-after: "), "{head}");
+    assert!(!body.contains("credential"), "{body}");
+
+    // Twenty a minute from everyone together: another address gets ten more,
+    // a third then nothing (503), as anonymous credentials are what someone
+    // farming the TURN server's allocations would collect.
+    for _ in 0..10 {
+        let (status, _, body) = get_from(&server, "/api/check/ice-servers", [127, 0, 0, 2]).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, head, body) = get_from(&server, "/api/check/ice-servers", [127, 0, 0, 3]).await;
+    assert_eq!(status, 503, "{body}");
     assert!(head.contains("retry-after: "), "{head}");
     assert!(!body.contains("credential"), "{body}");
     server.shutdown().await;

@@ -84,6 +84,8 @@ pub(crate) struct Connection {
     pub voice_slots: Vec<usize>,
     /// The next offer restarts ICE.
     pub ice_restart: bool,
+    /// The pending offer restarts ICE, with this new username fragment.
+    pub pending_restart: Option<String>,
 }
 
 impl Connection {
@@ -101,6 +103,7 @@ impl Connection {
             listening: Vec::new(),
             voice_slots: Vec::new(),
             ice_restart: false,
+            pending_restart: None,
         }
     }
 

@@ -335,6 +335,12 @@ fn run(
         let now = Instant::now();
         sfu.handle_timeout(now);
         tcp.sweep(poll.registry(), now);
+        while let Some(peer) = sfu.poll_dropped_tcp_peer() {
+            tcp.close_peer(poll.registry(), peer);
+        }
+        while let Some(peer) = tcp.poll_closed() {
+            sfu.forget_tcp_peer(peer);
+        }
         sfu.negotiate_all();
         out.flush(&mut sfu, &mut tcp, poll.registry());
         // Before the offers go out: a client may connect over TCP as soon as

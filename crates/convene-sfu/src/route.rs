@@ -30,6 +30,8 @@ pub struct RouteTable {
     /// [`RouteTable::poll_ufrag_change`]: the driver keeps the directory that
     /// sends a new ICE-TCP connection to the worker that knows its ufrag.
     changes: VecDeque<(String, bool)>,
+    /// TCP peers of connections that were removed, for the driver to close.
+    dropped_tcp: VecDeque<SocketAddr>,
 }
 
 pub enum Route {
@@ -64,6 +66,17 @@ impl RouteTable {
         self.changes.push_back((ufrag, true));
     }
 
+    /// Forget one of `conn`'s username fragments (an ICE restart that failed).
+    pub fn remove_ufrag(&mut self, conn: ConnId, ufrag: &str) {
+        if let Some(list) = self.ufrags.get_mut(&conn) {
+            list.retain(|u| u != ufrag);
+        }
+        if self.by_ufrag.get(ufrag) == Some(&conn) {
+            self.by_ufrag.remove(ufrag);
+            self.changes.push_back((ufrag.to_owned(), false));
+        }
+    }
+
     pub fn remove_conn(&mut self, conn: ConnId) {
         for ufrag in self.ufrags.remove(&conn).unwrap_or_default() {
             self.by_ufrag.remove(&ufrag);
@@ -73,7 +86,23 @@ impl RouteTable {
             if self.by_addr.get(&addr) == Some(&conn) {
                 self.by_addr.remove(&addr);
             }
+            if addr.0 == Transport::Tcp {
+                self.dropped_tcp.push_back(addr.1);
+            }
         }
+    }
+
+    /// `peer` no longer belongs to anyone (its TCP connection closed).
+    pub fn forget(&mut self, peer: Peer) {
+        if let Some(conn) = self.by_addr.remove(&peer) {
+            if let Some(list) = self.addrs.get_mut(&conn) {
+                list.retain(|a| *a != peer);
+            }
+        }
+    }
+
+    pub fn poll_dropped_tcp_peer(&mut self) -> Option<SocketAddr> {
+        self.dropped_tcp.pop_front()
     }
 
     /// The next username fragment added (`true`) or dropped (`false`).

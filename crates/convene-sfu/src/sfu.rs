@@ -532,10 +532,16 @@ impl Sfu {
             SdpAnswer::from_sdp_string(sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
         let pending = c.pending_offer.take().expect("checked above");
         let new_mids = std::mem::take(&mut c.pending_new_mids);
+        let restart = c.pending_restart.take();
         let result = c.rtc.sdp_api().accept_answer(pending, answer);
         c.ssrc_slot.clear();
         if let Err(e) = result {
-            // The offer is void: its new m-lines never existed. Offer again.
+            // The offer is void: its new m-lines never existed, its new ICE
+            // credentials never took. Offer again (restarting again if it did).
+            if let Some(ufrag) = restart {
+                self.routes.remove_ufrag(conn, &ufrag);
+                c.ice_restart = true;
+            }
             for idx in new_mids {
                 c.slots[idx].mid = None;
                 c.slots[idx].offered_active = false;
@@ -583,7 +589,8 @@ impl Sfu {
         let mut api = c.rtc.sdp_api();
         if std::mem::take(&mut c.ice_restart) {
             let creds = api.ice_restart(true);
-            self.routes.add_ufrag(conn, creds.ufrag);
+            self.routes.add_ufrag(conn, creds.ufrag.clone());
+            c.pending_restart = Some(creds.ufrag);
         }
         let mut new_mids = Vec::new();
         for (idx, slot) in c.slots.iter_mut().enumerate() {
@@ -660,21 +667,36 @@ impl Sfu {
         data: &[u8],
     ) {
         self.arrived = Some(arrived);
-        self.receive(now, (Transport::Udp, source), destination, data);
+        let _ = self.receive(now, (Transport::Udp, source), destination, data);
         self.arrived = None;
     }
 
     /// One frame from an ICE-TCP connection: `source` is the client's end of
     /// the connection, `destination` the SFU's TCP candidate it connected to.
     /// (TCP already delays what it carries; frames are not dropped as late.)
+    /// True if the frame went to a connection: from a peer that passed an ICE
+    /// check (or this frame was that check). A TCP connection that sends
+    /// nothing else is no one's (the driver closes it).
     pub fn handle_tcp_frame(
         &mut self,
         now: Instant,
         source: SocketAddr,
         destination: SocketAddr,
         data: &[u8],
-    ) {
-        self.receive(now, (Transport::Tcp, source), destination, data);
+    ) -> bool {
+        self.receive(now, (Transport::Tcp, source), destination, data)
+    }
+
+    /// An ICE-TCP connection closed: its address no longer routes (a new
+    /// connection from the same address and port must pass ICE again).
+    pub fn forget_tcp_peer(&mut self, peer: SocketAddr) {
+        self.routes.forget((Transport::Tcp, peer));
+    }
+
+    /// The next ICE-TCP peer whose connection was removed: its TCP connection
+    /// should close.
+    pub fn poll_dropped_tcp_peer(&mut self) -> Option<SocketAddr> {
+        self.routes.poll_dropped_tcp_peer()
     }
 
     /// The next ICE username fragment that became known (`true`) or was
@@ -703,7 +725,7 @@ impl Sfu {
         (transport, source): (Transport, SocketAddr),
         destination: SocketAddr,
         data: &[u8],
-    ) {
+    ) -> bool {
         self.now = self.now.max(now);
         self.stats.datagrams_in += 1;
         let (conn_id, verify) = match self.routes.lookup((transport, source), data) {
@@ -711,11 +733,11 @@ impl Sfu {
             Route::Candidate(c) => (c, true),
             Route::Unknown => {
                 self.stats.unroutable += 1;
-                return;
+                return false;
             }
         };
         let Ok(contents) = data.try_into() else {
-            return;
+            return false;
         };
         let input = Input::Receive(
             now,
@@ -730,11 +752,11 @@ impl Sfu {
             },
         );
         let Some(c) = self.conns.get_mut(&conn_id) else {
-            return;
+            return false;
         };
         if verify {
             if !c.rtc.accepts(&input) {
-                return;
+                return false;
             }
             self.routes.learn(conn_id, (transport, source));
         }
@@ -743,6 +765,7 @@ impl Sfu {
         }
         self.drain(conn_id);
         self.process_work(now);
+        true
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {

@@ -9,9 +9,13 @@
 //! than another. Writes that the kernel cannot take at once wait in a queue of
 //! at most [`MAX_QUEUED`] bytes; beyond that whole frames are dropped (media is
 //! loss-tolerant, a torn frame would break the stream). A connection is closed,
-//! with a log line, on a frame larger than WebRTC sends, on EOF or error, and
-//! after [`IDLE_TIMEOUT`] without a frame (browsers check consent every few
-//! seconds; a half-open connection says nothing).
+//! with a debug line, on a frame larger than WebRTC sends, on EOF or error,
+//! after [`IDLE_TIMEOUT`] without a frame that reached a connection (browsers
+//! check consent every few seconds; a half-open connection says nothing), and
+//! when it has not passed an ICE check (its STUN integrity checked with the
+//! connection's password) within [`VERIFY_TIMEOUT`] or [`MAX_UNVERIFIED_FRAMES`]:
+//! naming a live username fragment is not enough to keep a socket open. When
+//! the media connection it served goes, it goes too.
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
@@ -20,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
-use tracing::{debug, info};
+use tracing::debug;
 
 use crate::transport::{next_frame, push_frame, MAX_FRAME};
 use crate::Sfu;
@@ -35,6 +39,10 @@ pub const MAX_QUEUED: usize = 256 * 1024;
 const SEND_BUFFER: usize = 64 * 1024;
 /// A connection with no frame for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// An adopted connection must pass an ICE check within this...
+pub const VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
+/// ... and within this many frames (a browser's checks and their retries).
+pub const MAX_UNVERIFIED_FRAMES: u32 = 32;
 /// Connections one worker holds at most.
 pub const MAX_CONNECTIONS: usize = 8192;
 /// Tokens below this are the worker's own (socket, waker).
@@ -59,7 +67,12 @@ struct Conn {
     output: Vec<u8>,
     sent: usize,
     wants_write: bool,
+    /// When a frame last reached a media connection (or the adoption).
     last_frame: Instant,
+    adopted_at: Instant,
+    /// It passed an ICE check: its frames reach a connection.
+    verified: bool,
+    unverified_frames: u32,
     _guard: Guard,
 }
 
@@ -71,6 +84,7 @@ pub struct TcpStats {
     pub frames_dropped: u64,
     pub closed_bad_framing: u64,
     pub closed_idle: u64,
+    pub closed_unverified: u64,
 }
 
 pub struct TcpConns {
@@ -81,6 +95,9 @@ pub struct TcpConns {
     next_token: usize,
     /// Connections with bytes left to read after their budget ran out.
     unread: Vec<Token>,
+    /// Peers of connections closed since the last [`TcpConns::poll_closed`]:
+    /// the SFU forgets their routes.
+    closed: Vec<SocketAddr>,
     /// Connections with frames queued since the last [`TcpConns::write_queued`]:
     /// one write per connection per flush, not one per frame.
     unwritten: Vec<Token>,
@@ -98,7 +115,8 @@ impl TcpConns {
             next_token: FIRST_TOKEN,
             unread: Vec::new(),
             unwritten: Vec::new(),
-            next_sweep: now + IDLE_TIMEOUT,
+            closed: Vec::new(),
+            next_sweep: now,
             stats: TcpStats::default(),
             buf: vec![0; 16 * 1024],
         }
@@ -135,7 +153,7 @@ impl TcpConns {
             return;
         };
         if self.conns.len() >= MAX_CONNECTIONS {
-            info!(%peer, "ICE-TCP connection refused: this worker holds {MAX_CONNECTIONS}");
+            debug!(%peer, "ICE-TCP connection refused: this worker holds {MAX_CONNECTIONS}");
             return;
         }
         if stream.set_nonblocking(true).is_err() {
@@ -168,13 +186,32 @@ impl TcpConns {
                 sent: 0,
                 wants_write: false,
                 last_frame: now,
+                adopted_at: now,
+                verified: false,
+                unverified_frames: 0,
                 _guard: guard,
             },
         );
         debug!(%peer, "ICE-TCP connection adopted");
-        // The bytes already read, and whatever arrived since.
-        self.unread.push(token);
-        self.read_unread(registry, sfu, now);
+        // The bytes already read, and whatever arrived since; only this
+        // connection's (the others wait for their turn of the loop).
+        match self.read(sfu, token, now) {
+            Ok(true) => self.unread.push(token),
+            Ok(false) => {}
+            Err(why) => self.close(registry, token, &why),
+        }
+    }
+
+    /// Close the connection from `peer` (its media connection is gone).
+    pub fn close_peer(&mut self, registry: &Registry, peer: SocketAddr) {
+        if let Some(&token) = self.by_peer.get(&peer) {
+            self.close(registry, token, "its media connection ended");
+        }
+    }
+
+    /// The peers of connections closed since the last call.
+    pub fn poll_closed(&mut self) -> Option<SocketAddr> {
+        self.closed.pop()
     }
 
     /// A readiness event for one of ours.
@@ -213,11 +250,20 @@ impl TcpConns {
                 e.to_string()
             })? {
                 self.stats.frames_in += 1;
-                c.last_frame = now;
-                if !frame.is_empty() {
-                    sfu.handle_tcp_frame(now, c.peer, self.local, frame);
-                }
                 taken += n;
+                if frame.is_empty() {
+                    continue; // legal framing, no datagram: keeps nothing alive
+                }
+                if sfu.handle_tcp_frame(now, c.peer, self.local, frame) {
+                    c.verified = true;
+                    c.last_frame = now;
+                } else if !c.verified {
+                    c.unverified_frames += 1;
+                    if c.unverified_frames > MAX_UNVERIFIED_FRAMES {
+                        self.stats.closed_unverified += 1;
+                        return Err("no ICE check passed in its first frames".into());
+                    }
+                }
             }
             c.input.drain(..taken);
             if budget == 0 || !more {
@@ -312,15 +358,24 @@ impl TcpConns {
             return;
         }
         self.next_sweep = now + Duration::from_secs(1);
-        let idle: Vec<Token> = self
+        let stale: Vec<(Token, bool)> = self
             .conns
             .iter()
-            .filter(|(_, c)| now.saturating_duration_since(c.last_frame) >= IDLE_TIMEOUT)
-            .map(|(t, _)| *t)
+            .filter_map(|(t, c)| {
+                let unverified =
+                    !c.verified && now.saturating_duration_since(c.adopted_at) >= VERIFY_TIMEOUT;
+                let idle = now.saturating_duration_since(c.last_frame) >= IDLE_TIMEOUT;
+                (unverified || idle).then_some((*t, unverified))
+            })
             .collect();
-        for token in idle {
-            self.stats.closed_idle += 1;
-            self.close(registry, token, "idle");
+        for (token, unverified) in stale {
+            if unverified {
+                self.stats.closed_unverified += 1;
+                self.close(registry, token, "no ICE check passed in time");
+            } else {
+                self.stats.closed_idle += 1;
+                self.close(registry, token, "idle");
+            }
         }
     }
 
@@ -334,6 +389,9 @@ impl TcpConns {
             self.by_peer.remove(&c.peer);
         }
         let _ = registry.deregister(&mut c.stream);
-        info!(peer = %c.peer, "ICE-TCP connection closed: {why}");
+        self.closed.push(c.peer);
+        // Debug only: a client can open and break connections as fast as it
+        // likes, and its lines would crowd out the log (the counts are in stats).
+        debug!(peer = %c.peer, "ICE-TCP connection closed: {why}");
     }
 }

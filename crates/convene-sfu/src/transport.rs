@@ -45,25 +45,13 @@ pub fn next_frame(buf: &[u8]) -> Result<Option<(&[u8], usize)>, FramingError> {
     Ok(buf.get(2..2 + len).map(|payload| (payload, 2 + len)))
 }
 
-/// Whether the first bytes of a TCP connection can be a framed STUN binding
-/// request (length, type 0x0001, message length, magic cookie), for a port that
-/// also serves HTTP or TLS: those start with a letter or 0x16, never 0x00 0x01
-/// at offset 2 behind a length under [`MAX_FRAME`]. `None`: too few bytes yet.
-pub fn looks_like_ice_tcp(start: &[u8]) -> Option<bool> {
-    if start.len() < 10 {
-        // A TLS record or an HTTP method already differs in its first byte.
-        return match start.first() {
-            Some(0x16) | Some(b'A'..=b'Z') => Some(false),
-            _ if start.len() >= 4 && start[2..4] != [0x00, 0x01] => Some(false),
-            _ => None,
-        };
-    }
-    let len = usize::from(u16::from_be_bytes([start[0], start[1]]));
-    Some(
-        (20..=MAX_FRAME).contains(&len)
-            && start[2..4] == [0x00, 0x01]
-            && start[6..10] == [0x21, 0x12, 0xa4, 0x42],
-    )
+/// Whether a TCP connection whose first byte is `first` may be ICE-TCP, on a
+/// port that also serves HTTP and TLS: a frame's length is at most
+/// [`MAX_FRAME`], so its first byte is 0x00 to 0x10; an HTTP request starts
+/// with a letter and TLS with 0x16. One byte decides, so nothing waits for
+/// more: what follows is read, under its own deadline, as a first frame.
+pub fn may_be_ice_tcp(first: u8) -> bool {
+    usize::from(first) <= MAX_FRAME >> 8
 }
 
 /// The ICE username fragment (the SFU's side) named by the STUN binding request
@@ -117,16 +105,11 @@ mod tests {
     }
 
     #[test]
-    fn http_and_tls_are_told_apart_from_stun() {
-        assert_eq!(looks_like_ice_tcp(b"GET / HTTP/1.1\r\n"), Some(false));
-        assert_eq!(looks_like_ice_tcp(b"G"), Some(false));
-        assert_eq!(looks_like_ice_tcp(&[0x16, 3, 1, 2, 0]), Some(false));
-        assert_eq!(looks_like_ice_tcp(&[0, 0x50]), None);
-        let stun = [0, 0x50, 0, 1, 0, 0x3c, 0x21, 0x12, 0xa4, 0x42, 1, 2];
-        assert_eq!(looks_like_ice_tcp(&stun), Some(true));
-        let mut not_cookie = stun;
-        not_cookie[7] = 0;
-        assert_eq!(looks_like_ice_tcp(&not_cookie), Some(false));
+    fn one_byte_tells_http_and_tls_from_ice_tcp() {
+        assert!(!may_be_ice_tcp(b'G') && !may_be_ice_tcp(b'P'));
+        assert!(!may_be_ice_tcp(0x16), "TLS");
+        assert!(may_be_ice_tcp(0x00) && may_be_ice_tcp(0x10));
+        assert!(!may_be_ice_tcp(0x11), "a frame over MAX_FRAME");
     }
 
     #[test]
