@@ -74,6 +74,9 @@ test('host link and passcode', async () => {
   assert.equal(await hostRow.locator('bdi.name').textContent(), 'Hana Hughes');
   assert.match((await hostRow.locator('.tags').textContent()) || '', /host/);
   assert.equal(await guest.page.getByRole('button', { name: 'Lock meeting' }).isVisible(), false, 'no host controls for guests');
+  // The host sees which path each person's media takes (for support); the guest sees no one's.
+  await until('the host sees the guest\'s media path', async () => (await peopleNames(host.page)).some((n) => n.startsWith('Gus') && n.includes('media direct over UDP')));
+  assert.ok((await peopleNames(guest.page)).every((n) => !n.includes('media ')), 'paths are for hosts only');
 
   // The host mutes the guest: the guest is told and shows as muted.
   await host.page.getByRole('button', { name: 'People' }).click();
