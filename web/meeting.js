@@ -274,6 +274,8 @@ function onMessage(msg) {
       call.addEventListener('state', (e) => {
         const state = /** @type {CustomEvent} */ (e).detail;
         if (state === 'failed') signalling?.reconnect();
+        // The network may have changed under both: is the socket still there?
+        else if (state === 'disconnected') signalling?.check();
       });
       const mine = participants.get(me)?.sources || [];
       const want = localSources();

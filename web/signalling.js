@@ -3,6 +3,8 @@
 const PROTOCOL = 1;
 const PING_EVERY_MS = 5000;
 const PONG_TIMEOUT_MS = 10000;
+/** After a sign that the network changed, a ping unanswered this long means the socket's path is gone. */
+const CHECK_MS = 3000;
 
 export class Signalling extends EventTarget {
   /** @param {string} meetingId @param {string} name @param {{passcode?: string, hostKey?: string}} credentials */
@@ -21,6 +23,12 @@ export class Signalling extends EventTarget {
     this.lastPong = 0;
     /** @type {number | undefined} */
     this.pingTimer = undefined;
+    /** @type {number | undefined} */
+    this.checkTimer = undefined;
+    // A new network (the browser went offline and online again): the
+    // socket may be tied to an address that is gone.
+    this.onOnline = () => this.check();
+    window.addEventListener('online', this.onOnline);
   }
 
   connect() {
@@ -28,13 +36,14 @@ export class Signalling extends EventTarget {
     const ws = new WebSocket(`${proto}//${location.host}/api/meetings/${this.meetingId}/ws`);
     this.ws = ws;
     ws.addEventListener('open', () => {
-      /** @type {Record<string, unknown>} */
+      if (this.ws !== ws) { ws.close(); return; } // given up on while it was opening
       this.send(this.joinMessage());
       this.lastPong = Date.now();
       clearInterval(this.pingTimer);
       this.pingTimer = window.setInterval(() => this.keepalive(), PING_EVERY_MS);
     });
     ws.addEventListener('message', (e) => {
+      if (this.ws !== ws) return; // a socket given up on (reconnect) says nothing more
       let msg;
       try { msg = JSON.parse(e.data); } catch { return; }
       if (msg.type === 'pong') { this.lastPong = Date.now(); return; }
@@ -75,12 +84,19 @@ export class Signalling extends EventTarget {
       this.dispatchEvent(new CustomEvent('message', { detail: msg }));
     });
     ws.addEventListener('close', () => {
-      clearInterval(this.pingTimer);
       if (this.ws !== ws || this.closedByUs) return;
-      this.dispatchEvent(new Event('lost'));
-      const delay = Math.min(4000, 250 * 2 ** this.attempt++);
-      setTimeout(() => { if (!this.closedByUs) this.connect(); }, delay);
+      this.lost();
     });
+  }
+
+  /** The socket is gone: say so, and open another after a back-off (a resume). */
+  lost() {
+    clearInterval(this.pingTimer);
+    clearTimeout(this.checkTimer);
+    this.checkTimer = undefined;
+    this.dispatchEvent(new Event('lost'));
+    const delay = Math.min(4000, 250 * 2 ** this.attempt++);
+    setTimeout(() => { if (!this.closedByUs) this.connect(); }, delay);
   }
 
   joinMessage() {
@@ -102,9 +118,34 @@ export class Signalling extends EventTarget {
     this.send({ type: 'ping' });
   }
 
-  /** Drop the socket and resume (used when media fails). */
+  /**
+   * Drop the socket and resume (used when media fails, or the socket stopped
+   * answering). The old socket is given up on at once, not when its close
+   * completes: on a path that is gone (a network change took its address)
+   * the closing handshake never finishes, and no 'close' came in 40 s.
+   */
   reconnect() {
-    this.ws?.close();
+    const ws = this.ws;
+    if (!ws || this.closedByUs) return;
+    this.ws = null;
+    ws.close();
+    this.lost();
+  }
+
+  /**
+   * Is the socket still alive? Called on signs of a network change: a ping
+   * unanswered within CHECK_MS means its path is gone, and we resume on a
+   * new socket (from the new address) instead of waiting for the keepalive.
+   */
+  check() {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN || this.closedByUs || this.checkTimer !== undefined) return;
+    const sent = Date.now();
+    this.send({ type: 'ping' });
+    this.checkTimer = window.setTimeout(() => {
+      this.checkTimer = undefined;
+      if (this.ws === ws && this.lastPong < sent) this.reconnect();
+    }, CHECK_MS);
   }
 
   /** @param {object} msg */
@@ -122,6 +163,8 @@ export class Signalling extends EventTarget {
     this.send({ type: 'leave' });
     this.forgetSession();
     clearInterval(this.pingTimer);
+    clearTimeout(this.checkTimer);
+    window.removeEventListener('online', this.onOnline);
     this.ws?.close();
   }
 }
