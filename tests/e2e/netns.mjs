@@ -66,17 +66,26 @@
 // LAB_BROWSER_LOG=/tmp/x makes Chromium log its ICE (which allocation
 // phases ran, which pair it selected and why) to /tmp/x-<namespace>.
 //
-// For scenario 4 (the /check page reports each case): the same client
-// namespaces and rules; navigate the client's page to `${convene.url}/check`
-// and read the result rows (check.test.mjs shows how); start Convene with
-// `turn` so that the relay row is tried.
+// Scenario 4 (the /check page reports each case): a client namespace with
+// the case's rules, its browser on `${convene.url}/check`; `runCheck(person,
+// url)` waits for the verdict and reads it, each row's state and the report
+// by their ids (#verdict, #result-<row>, #report). Convene with `turn` tries
+// the relay row. GET /api/check/ice-servers allows 20 a minute per server:
+// one a check.
 //
-// For scenario 5 (network change mid-meeting → ICE restart): a client's path
-// can be cut and restored while its browser runs: `client.firewall(rules)`
-// replaces the rules at once (`DROP_ALL` cuts everything but loopback,
-// `client.firewall(null)` removes them), and `client.moveAddress(newIndex)`
-// gives it another address and route, as a change of network does. Assert on
-// the others' people lists (harness.mjs peopleNames) that nobody left.
+// Scenario 5 (a network change mid-meeting): `client.moveAddress(newIndex)`
+// gives the client another address and route, the old one gone, as a change
+// of network does (take `lab.nextIndex++`, a link number no client has);
+// `client.cut(match)` cuts its paths both ways, established flows too (all
+// of them, or only those an nftables expression matches), and
+// `client.mend()` restores them. `client.firewall(DROP_ALL)` does not cut a
+// meeting: its rules come after "established: accept", so media and the
+// signalling socket carry on. Every page keeps a log of what happened
+// (`events(page)`: signalling messages each way, sockets, ICE and
+// connection states, 'online'/'offline'), to tell an ICE restart (restart-ice
+// out, an offer with a new ufrag in, on the same socket and peer connection)
+// from a resume (a new socket and peer connection); assert on the others'
+// people lists (harness.mjs peopleNames) that nobody left.
 import { spawn, spawnSync, execFileSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, rmSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -264,6 +273,26 @@ export class Lab {
           '  }',
           '}',
         ].join('\n'));
+      },
+      /**
+       * Cuts every path in and out but loopback, established flows too, as a
+       * network going dark does, until `mend()`; with `match` (an nftables
+       * expression such as 'meta l4proto udp'), only the packets it matches.
+       * (`firewall` rules come after "established: accept", so
+       * `firewall(DROP_ALL)` stops only new flows: media and the signalling
+       * socket go on through it.) Independent of the `firewall` rules.
+       */
+      cut: (match = '') => {
+        run('ip', ['netns', 'exec', ns, 'nft', '-f', '-'], [
+          'table inet convene_cut {',
+          `  chain out { type filter hook output priority -10; policy accept; oif "lo" accept; ${match} counter drop; }`,
+          `  chain in { type filter hook input priority -10; policy accept; iif "lo" accept; ${match} counter drop; }`,
+          '}',
+        ].join('\n'));
+      },
+      /** Undoes `cut()`. */
+      mend: () => {
+        spawnSync('ip', ['netns', 'exec', ns, 'nft', 'delete', 'table', 'inet', 'convene_cut']);
       },
       /** Packets the rules dropped so far (the `counter drop` rules). */
       dropped: () => {
@@ -526,8 +555,24 @@ async function freePort() {
 const INIT_SCRIPT = `(() => {
   const Orig = window.RTCPeerConnection;
   window.__pcs = [];
+  // What happened, in order ({t: ms since navigation, what, …}): signalling
+  // messages each way, sockets opening and closing, ICE and connection
+  // states; the last 500.
+  window.__events = [];
+  const note = (what, more) => {
+    window.__events.push({ t: Math.round(performance.now()), what, ...more });
+    if (window.__events.length > 500) window.__events.shift();
+  };
+  window.addEventListener('online', () => note('online'));
+  window.addEventListener('offline', () => note('offline'));
   window.RTCPeerConnection = class extends Orig {
-    constructor(...args) { super(...args); window.__pcs.push(this); }
+    constructor(...args) {
+      super(...args);
+      const pc = window.__pcs.push(this) - 1;
+      note('pc', { pc });
+      this.addEventListener('iceconnectionstatechange', () => note('ice', { pc, state: this.iceConnectionState }));
+      this.addEventListener('connectionstatechange', () => note('connection', { pc, state: this.connectionState }));
+    }
   };
   const OrigWs = window.WebSocket;
   window.__sockets = [];
@@ -535,14 +580,26 @@ const INIT_SCRIPT = `(() => {
   window.WebSocket = class extends OrigWs {
     constructor(...args) {
       super(...args);
-      window.__sockets.push(this);
-      // The TURN servers the server handed out (welcome, ice-servers).
+      const ws = window.__sockets.push(this) - 1;
+      this.addEventListener('open', () => note('open', { ws }));
+      this.addEventListener('close', (e) => note('close', { ws, code: e.code }));
       this.addEventListener('message', (e) => {
         try {
           const m = JSON.parse(e.data);
+          // The TURN servers the server handed out (welcome, ice-servers).
           if ((m.type === 'welcome' || m.type === 'ice-servers') && Array.isArray(m.iceServers)) window.__iceServers = m.iceServers;
+          if (m.type === 'pong') return;
+          note('in', { ws, type: m.type, ufrag: typeof m.sdp === 'string' ? (m.sdp.match(/a=ice-ufrag:(\\S+)/) || [])[1] : undefined,
+            participant: m.participantId ?? m.participant?.id });
         } catch { /* not ours to judge */ }
       });
+    }
+    send(data) {
+      try {
+        const m = JSON.parse(data);
+        if (m.type !== 'ping') note('out', { ws: window.__sockets.indexOf(this), type: m.type });
+      } catch { /* not ours to judge */ }
+      super.send(data);
     }
   };
   window.__firstFrameMs = null;
@@ -601,6 +658,54 @@ export async function joinMeeting(person, link, name) {
     return !!m && !m.hidden;
   }), 20000);
   return started;
+}
+
+/**
+ * What happened in the page, oldest first (the last 500): `{t, what, …}`, `t`
+ * in ms of the page's clock (performance.now()); `what` is 'in' or 'out' (a
+ * signalling message: `type`, `ws` the socket's number, `ufrag` of an
+ * offer's ICE credentials, `participant`), 'open' or 'close' (a socket),
+ * 'pc' (a new peer connection), 'ice' or 'connection' (`state` of
+ * peer connection `pc`), 'online' or 'offline'.
+ */
+export const events = (page) => page.evaluate(() => /** @type {any} */ (window).__events);
+
+/** The page's clock now (ms), to read `events` from a moment on. */
+export const pageClock = (page) => page.evaluate(() => performance.now());
+
+/**
+ * Runs the connectivity check page of `url` in `person`'s browser and reads
+ * it when it has finished: the verdict, each row's state (`pass`, `fail`,
+ * `not-offered`, `not-configured`, …, from #result-<row>'s class) and words,
+ * the plain-text report, and how long it took.
+ */
+export async function runCheck(person, url, timeoutMs = 25000) {
+  const { page } = person;
+  const started = Date.now();
+  await page.goto(`${url}/check`);
+  await until('the check page\'s verdict', () => page.evaluate(() => {
+    const section = document.getElementById('verdict-section');
+    return !!section && !section.hidden && /^Check finished/.test(document.getElementById('progress')?.textContent || '');
+  }), timeoutMs);
+  const tookMs = Date.now() - started;
+  return {
+    tookMs,
+    ...(await page.evaluate(() => {
+      /** @type {Record<string, {state: string, text: string}>} */
+      const rows = {};
+      for (const li of document.querySelectorAll('#results li[id^="result-"]')) {
+        rows[li.id.slice('result-'.length)] = {
+          state: [...li.classList].find((c) => c !== 'result') || '',
+          text: (li.textContent || '').replace(/^[^A-Za-z]+/, ''),
+        };
+      }
+      return {
+        verdict: document.getElementById('verdict')?.textContent || '',
+        rows,
+        report: /** @type {HTMLTextAreaElement} */ (document.getElementById('report')).value,
+      };
+    })),
+  };
 }
 
 /** Ms from navigation to the first decoded remote video frame, once there is one. */

@@ -12,16 +12,33 @@
 //  2. Only TCP 443 to the TURN server   → TURN over TLS on 443
 //     (and the web port, for the page)
 //  3. Everything allowed                → direct UDP, though TCP and TURN are offered
+//  4. The check page (/check) in each of these networks: everything allowed
+//     → "You can join meetings"; UDP blocked → UDP fails, TCP passes, the
+//     TCP-only verdict; only TCP 443 to the TURN server → UDP and TCP fail,
+//     the relay passes, the relay-only verdict, the report names what was
+//     not reached
+//  5. A network change mid-meeting, the others see no leave or join:
+//     5a. a new address (the old one gone) → back within seconds by a resume
+//         (the signalling socket's address went too), from the new address;
+//     5b. every path cut for 10 s, then back → media again;
+//     5c. UDP cut (established flows too), the socket alive → ICE restart
+//         (restart-ice, an offer with new ICE credentials, the same peer
+//         connection) onto ICE-TCP
 //  6. https and wss with a test certificate: joining and media, and
 //     6b. only TCP 443 to Convene (https, wss and ICE-TCP on one port) → ICE-TCP on 443
 // Each in Chromium and in Firefox (the other person is always Chromium).
 //
 // Prints "join-to-first-frame udp=… ms tcp=… ms turn-tls=… ms" (navigation
-// of the locked-down Chromium to its first decoded remote frame, same run);
-// the figures go to BENCHMARKS.md, not into assertions.
+// of the locked-down Chromium to its first decoded remote frame, same run),
+// and how long the check page and the recoveries of scenario 5 took; the
+// figures go to BENCHMARKS.md, not into assertions.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { Lab, SERVER_IP, TURN_IP, TURN_NAME, NO_UDP, onlyTcp, meet, selectedPath, describePath, offered, unsupported } from './netns.mjs';
+import {
+  Lab, SERVER_IP, TURN_IP, TURN_NAME, NO_UDP, onlyTcp, meet, selectedPath, describePath, offered, unsupported,
+  runCheck, events, pageClock,
+} from './netns.mjs';
+import { until, decodingVideos, receivingAudio, peopleNames } from './harness.mjs';
 
 const skip = unsupported() || false;
 const WEB_PORT = 8080;
@@ -31,6 +48,14 @@ const ICE_TCP_PORT = 8444;
 const SCENARIO = { timeout: 60000 };
 
 const firstFrame = {};
+/** Figures printed at the end: check page run times, recovery times. */
+const figures = [];
+
+const VERDICT = {
+  ok: 'You can join meetings',
+  tcpOnly: 'You can join, but only over TCP: sound and video may lag when the network is busy',
+  relayOnly: 'You can join, but only through the relay: video may be lower quality',
+};
 
 /** The locked-down person's selected pair, asserted present and connected. */
 async function pathOf(person) {
@@ -62,6 +87,7 @@ describe('locked-down networks: plain http, ICE-TCP on its own port, coturn', { 
     await lab?.close();
     const f = (k) => (firstFrame[k] == null ? 'n/a' : `${firstFrame[k]} ms`);
     console.log(`join-to-first-frame udp=${f('udp')} tcp=${f('tcp')} turn-tls=${f('turn-tls')}`);
+    if (figures.length) console.log(figures.join('\n'));
   });
 
   for (const guest of ['chromium', 'firefox']) {
@@ -163,6 +189,195 @@ describe('locked-down networks: plain http, ICE-TCP on its own port, coturn', { 
       } finally {
         await m.end();
       }
+    });
+  }
+
+  // 4. The check page in each locked-down case. Each case is a client of its
+  // own (a fresh namespace and browser: no flow a case allowed carries over
+  // into the next). One GET /api/check/ice-servers per check: 4 on
+  // `convene`, 2 on `direct`, within its 20 a minute.
+  const CHECK_CASES = [
+    {
+      id: '4a', what: 'everything allowed', server: () => convene, rules: null,
+      verdict: VERDICT.ok, rows: { udp: 'pass', tcp: 'pass', relay: 'pass' }, unreached: [],
+    },
+    {
+      // Convene without TURN: ICE-TCP is the way out.
+      id: '4b', what: 'UDP blocked, TCP allowed', server: () => direct, rules: NO_UDP,
+      verdict: VERDICT.tcpOnly, rows: { udp: 'fail', tcp: 'pass', relay: 'not-configured' },
+      unreached: [`UDP ${SERVER_IP}:${MEDIA_PORT + 10}`],
+    },
+    {
+      // ICE-TCP (8444) is offered but dropped: only the relay gets through.
+      id: '4c', what: 'only TCP 443 to the TURN server (and the web port)', server: () => convene,
+      rules: onlyTcp([TURN_IP, 443], [SERVER_IP, WEB_PORT]),
+      verdict: VERDICT.relayOnly, rows: { udp: 'fail', tcp: 'fail', relay: 'pass' },
+      unreached: [`UDP ${SERVER_IP}:${MEDIA_PORT}`, `TCP ${SERVER_IP}:${ICE_TCP_PORT}`],
+    },
+  ];
+  for (const guest of ['chromium', 'firefox']) {
+    for (const c of CHECK_CASES) {
+      test(`${c.id}. the check page, ${c.what}: ${guest} says "${c.verdict.split(':')[0]}"`, SCENARIO, async () => {
+        const server = c.server();
+        const client = await lab.addClient(`${c.id}${guest[0]}`);
+        try {
+          client.firewall(c.rules);
+          const person = guest === 'firefox' ? await lab.firefox(client, { convene: server }) : await lab.chromium(client, { convene: server });
+          const r = await runCheck(person, server.url);
+          figures.push(`check page ${c.id} ${guest}: ${r.tookMs} ms`);
+          const why = `${guest} ${c.id}:\n${r.report}`;
+          assert.equal(r.verdict, c.verdict, why);
+          assert.equal(r.rows.signalling.state, 'pass', why);
+          for (const [row, state] of Object.entries(c.rows)) assert.equal(r.rows[row].state, state, `${row}: ${why}`);
+          // A failed row names the addresses it could not reach, and so does
+          // the report, under "Not reached".
+          for (const target of c.unreached) {
+            const row = target.startsWith('UDP') ? 'udp' : 'tcp';
+            assert.ok(r.rows[row].text.includes(target), `the ${row} row names ${target}: ${r.rows[row].text}`);
+          }
+          if (c.unreached.length) {
+            const listed = r.report.split('Not reached (check firewalls and proxies for these):\n')[1]?.split('\n\n')[0]?.split('\n').map((l) => l.trim());
+            assert.deepEqual(listed, c.unreached, why);
+          } else {
+            assert.ok(!r.report.includes('Not reached'), why);
+          }
+          assert.ok(r.report.includes(`Result: ${c.verdict}`), why);
+          if (c.rows.relay === 'pass' && c.rules) {
+            assert.match(r.rows.relay.text, /relay \(tls to the TURN server\)/, why);
+          }
+          if (c.rows.tcp === 'pass') assert.match(r.rows.tcp.text, /tcp, direct/, why);
+          if (c.rules) assert.ok(client.dropped() > 0, 'the rules dropped what the check tried');
+          // Within the page's own bound (15 s), with a second for navigation.
+          assert.ok(r.tookMs < 16000, `the check took ${r.tookMs} ms`);
+        } finally {
+          await lab.removeClient(client);
+        }
+      });
+    }
+  }
+
+  // 5. A network change mid-meeting. Two people meet over `direct` (ICE-TCP
+  // on its own port, no TURN); the mover's network changes; media must flow
+  // both ways again within 20 s, the mover must be the same participant with
+  // new ICE credentials, and the other person's people list must show the
+  // mover all along (sampled every 250 ms), with no participant-left or
+  // participant-joined for them.
+  const RECOVERY_MS = 20000;
+  /** Media both ways: each decodes the other's video and receives their audio. */
+  const flowing = async (m) => (await Promise.all([
+    decodingVideos(m.guest.page), receivingAudio(m.guest.page), decodingVideos(m.host.page), receivingAudio(m.host.page),
+  ])).every((n) => n >= 1);
+  /** Samples the host's people list every 250 ms until the returned function is called. */
+  const watchPeople = (page) => {
+    const samples = [];
+    let on = true;
+    const done = (async () => {
+      while (on) {
+        samples.push(await peopleNames(page).catch((e) => [`(could not read: ${e.message})`]));
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    })();
+    return async () => { on = false; await done; return samples; };
+  };
+
+  /**
+   * Meets, runs `change(m)` (which returns when the network has changed, or
+   * is back: `since` says which), waits for media both ways, watches 2 s
+   * more, and checks what every variant must show. Returns what happened in
+   * the mover's page after the change, and the selected pair.
+   */
+  async function networkChange(tag, guest, since, change) {
+    const m = await meet(lab, direct, { tag, guest });
+    try {
+      const before = await events(m.guest.page);
+      const moverId = before.find((e) => e.what === 'in' && e.type === 'welcome')?.participant;
+      assert.ok(moverId, 'the mover was welcomed');
+      const oldUfrags = new Set(before.filter((e) => e.type === 'offer').map((e) => e.ufrag));
+      const [guestMark, hostMark] = [await pageClock(m.guest.page), await pageClock(m.host.page)];
+      const stopWatching = watchPeople(m.host.page);
+      let back;
+      let recoveredMs;
+      try {
+        back = await change(m);
+        await until('media flowing both ways again', () => flowing(m), RECOVERY_MS);
+        recoveredMs = Date.now() - back;
+        // Watch a little longer: a late leave or another drop would show.
+        await new Promise((r) => setTimeout(r, 2000));
+      } finally {
+        const samples = await stopWatching();
+        const lost = samples.filter((names) => !names.some((n) => n.startsWith('Locked-down network')));
+        assert.ok(samples.length >= 8, `${samples.length} samples of the people list`);
+        assert.deepEqual(lost, [], `the other person's list always showed the mover (${lost.length} of ${samples.length} samples did not)`);
+      }
+      const after = (await events(m.guest.page)).filter((e) => e.t >= guestMark);
+      const hostSaw = (await events(m.host.page)).filter((e) => e.t >= hostMark && e.what === 'in');
+      const comings = hostSaw.filter((e) => ['participant-left', 'participant-joined'].includes(e.type) && e.participant === moverId);
+      assert.deepEqual(comings, [], 'the other person got no leave or join for the mover');
+      const welcomes = after.filter((e) => e.what === 'in' && e.type === 'welcome');
+      assert.ok(welcomes.every((e) => e.participant === moverId), `a resume kept the participant: ${JSON.stringify(welcomes)}`);
+      const newOffers = after.filter((e) => e.what === 'in' && e.type === 'offer' && !oldUfrags.has(e.ufrag));
+      assert.ok(newOffers.length > 0, `an offer with new ICE credentials came: ${JSON.stringify(after)}`);
+      const how = welcomes.length ? 'resume (new socket and peer connection)' : 'ICE restart';
+      const path = await selectedPath(m.guest.page);
+      figures.push(`network change ${tag} ${guest}: media both ways again ${recoveredMs} ms after ${since}, by ${how}; now ${describePath(path)}`);
+      return { m, after, path, welcomes };
+    } catch (e) {
+      e.message += `\nConvene's log, last lines:\n${direct.log().split('\n').slice(-10).join('\n')}`;
+      throw e;
+    } finally {
+      await m.end();
+    }
+  }
+
+  for (const guest of ['chromium', 'firefox']) {
+    // The socket's TCP connection goes with the old address: restart-ice is
+    // sent (Chromium on 'online', Firefox when ICE disconnects) but cannot
+    // arrive; the signalling's check finds the socket silent within 3 s and
+    // resumes from the new address, within the server's grace.
+    test(`5a. a new address mid-meeting: ${guest} is back within seconds from it, and nobody saw a leave`, SCENARIO, async () => {
+      const { m: _m, after, path, welcomes } = await networkChange(`5a${guest[0]}`, guest, 'the move', async (m) => {
+        m.shut.moveAddress(lab.nextIndex++);
+        return Date.now();
+      });
+      assert.ok(path, 'a candidate pair is selected');
+      assert.equal(path.local.address, _m.shut.ip, `the media comes from the new address: ${describePath(path)}`);
+      assert.ok(after.some((e) => e.what === 'out' && e.type === 'restart-ice'), 'the browser asked for an ICE restart');
+      assert.equal(welcomes.length, 1, 'one resume');
+    });
+
+    // Every path gone for 10 s (longer than either browser takes to see the
+    // media connection 'disconnected'), then back.
+    test(`5b. every path cut for 10 s: ${guest} has media both ways again after, and nobody saw a leave`, SCENARIO, async () => {
+      const { path } = await networkChange(`5b${guest[0]}`, guest, 'the paths came back', async (m) => {
+        m.shut.cut();
+        await new Promise((r) => setTimeout(r, 10000));
+        m.shut.mend();
+        return Date.now();
+      });
+      assert.ok(path, 'a candidate pair is selected');
+      assert.equal(path.local.protocol, 'udp', describePath(path));
+    });
+
+    // Only UDP goes (a firewall that starts dropping it, established flows
+    // too); the signalling socket lives on. The browser asks for an ICE
+    // restart, gets an offer with new credentials on the same socket, and
+    // its same peer connection moves to ICE-TCP.
+    test(`5c. UDP cut mid-meeting: ${guest} restarts ICE onto ICE-TCP, and nobody saw a leave`, SCENARIO, async () => {
+      const { after, path, welcomes } = await networkChange(`5c${guest[0]}`, guest, 'the cut', async (m) => {
+        m.shut.cut('meta l4proto udp');
+        return Date.now();
+      });
+      assert.deepEqual(welcomes, [], 'no resume');
+      assert.ok(!after.some((e) => e.what === 'pc'), 'the same peer connection');
+      const asked = after.findIndex((e) => e.what === 'out' && e.type === 'restart-ice');
+      assert.ok(asked >= 0, `the browser asked for an ICE restart: ${JSON.stringify(after)}`);
+      const ufrags = after.slice(asked).filter((e) => e.what === 'in' && e.type === 'offer').map((e) => e.ufrag);
+      assert.ok(ufrags.length > 0, 'an offer answered it');
+      assert.ok(path, 'a candidate pair is selected');
+      const why = describePath(path);
+      assert.equal(path.local.protocol, 'tcp', why);
+      assert.equal(path.remote.address, SERVER_IP, why);
+      assert.equal(path.remote.port, ICE_TCP_PORT + 1, why);
     });
   }
 });
