@@ -73,6 +73,7 @@ fuzz_target!(|data: &[u8]| {
     let mut sfu = Sfu::new(
         SfuConfig {
             candidates: vec![sfu_addr],
+            ..Default::default()
         },
         now,
     );
