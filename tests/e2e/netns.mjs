@@ -254,6 +254,10 @@ export class Lab {
     try { hosts = readFileSync('/etc/hosts', 'utf8'); } catch { /* the default above */ }
     writeFileSync(`/etc/netns/${ns}/hosts`, `${hosts.trimEnd()}\n${TURN_IP} ${TURN_NAME}\n`);
     writeFileSync(`/etc/netns/${ns}/resolv.conf`, 'nameserver 127.0.0.1\n');
+    // IPv4 only: an IPv6 link-local address would appear about 2 s after
+    // the link comes up (duplicate address detection), and Chromium fails a
+    // navigation under way then with ERR_NETWORK_CHANGED (seen in scenario 6).
+    run('ip', ['netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
     ipn(ns, 'link', 'set', 'lo', 'up');
     ipn(this.serverNs, 'link', 'add', `c${index}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
     const client = {
@@ -317,6 +321,12 @@ export class Lab {
     ipn(ns, 'link', 'set', 'eth0', 'up');
     ipn(ns, 'route', 'add', 'default', 'via', `10.77.${index}.1`);
     this.clients.set(ns, client);
+    // The link's carrier comes up a moment later (0.7 s measured): a browser
+    // started before would see that as a network change.
+    for (const end = Date.now() + 5000; !/state UP/.test(ipn(ns, '-o', 'link', 'show', 'eth0'));) {
+      if (Date.now() > end) throw new Error(`${ns}: its link did not come up`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
     return client;
   }
 

@@ -282,7 +282,7 @@ describe('locked-down networks: plain http, ICE-TCP on its own port, coturn', { 
 
   /**
    * Meets, runs `change(m)` (which returns when the network has changed, or
-   * is back: `since` says which), waits for media both ways, watches 2 s
+   * is back: `since` says which), waits for media both ways, watches 1 s
    * more, and checks what every variant must show. Returns what happened in
    * the mover's page after the change, and the selected pair.
    */
@@ -302,7 +302,7 @@ describe('locked-down networks: plain http, ICE-TCP on its own port, coturn', { 
         await until('media flowing both ways again', () => flowing(m), RECOVERY_MS);
         recoveredMs = Date.now() - back;
         // Watch a little longer: a late leave or another drop would show.
-        await new Promise((r) => setTimeout(r, 2000));
+        await new Promise((r) => setTimeout(r, 1000));
       } finally {
         const samples = await stopWatching();
         const lost = samples.filter((names) => !names.some((n) => n.startsWith('Locked-down network')));
