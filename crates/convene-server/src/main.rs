@@ -23,9 +23,40 @@ async fn main() -> ExitCode {
     };
     // Tests and scripts read this line to find the server.
     println!("Convene is running at {}/", server.url);
-    let _ = tokio::signal::ctrl_c().await;
+    stop_signal().await;
     server.shutdown().await;
     ExitCode::SUCCESS
+}
+
+/// Wait for Ctrl-C (SIGINT) or SIGTERM (systemd, `kill`), which stop the
+/// server gracefully: open requests finish, the audit log gets its last
+/// checkpoint. SIGHUP reloads the TLS certificate (tls.rs listens for it too)
+/// and never stops the server, with or without TLS: `systemctl reload` must
+/// not end every meeting.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut hangup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return,
+                _ = term.recv() => {
+                    tracing::info!("SIGTERM: stopping");
+                    return;
+                }
+                _ = hangup.recv() => tracing::info!("SIGHUP: the TLS certificate, if any, is reloaded; nothing else"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn audit_command(config: &Config, cmd: AuditCommand) -> ExitCode {
