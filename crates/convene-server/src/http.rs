@@ -289,6 +289,8 @@ async fn admin_stats(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
             "rtpDroppedLate": m.rtp_dropped_late,
             "rtpDroppedPaused": m.rtp_dropped_paused,
             "rtpDroppedUnpublished": m.rtp_dropped_unpublished,
+            "tcpConnections": m.tcp_connections,
+            "tcpFramesDropped": m.tcp_frames_dropped,
         },
     }))
     .into_response()

@@ -63,6 +63,13 @@ async fn participants_without_udp_exchange_media_over_the_ice_tcp_port() {
     let second = pair_over_tcp(&server, "Second").await;
     let stats = server.state.sfu.stats();
     assert_eq!(stats.tcp_connections, 4, "connections are TCP: {stats:?}");
+    // Operators see them in the admin stats.
+    let token = "Authorization: Bearer test-admin-token\r\n";
+    let (status, body) = common::http_with(&server, "GET", "/api/admin/stats", None, token).await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["media"]["tcpConnections"], 4, "{v}");
+    assert!(v["media"]["tcpFramesDropped"].is_u64(), "{v}");
     drop((first, second));
     server.shutdown().await;
 }
