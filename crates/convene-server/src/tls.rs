@@ -153,14 +153,17 @@ impl Certificates {
         *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = seen;
         match read(&self.files, &self.provider) {
             Ok(key) => {
+                let (sha256, chain) = (fingerprint(&key), key.cert.len());
+                // In use before it is said to be: whoever reads the log line
+                // and connects gets the new certificate.
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(key);
                 info!(
                     cert = %self.files.cert.display(),
-                    sha256 = %fingerprint(&key),
-                    chain = key.cert.len(),
+                    %sha256,
+                    chain,
                     why,
                     "TLS certificate reloaded"
                 );
-                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(key);
                 Ok(())
             }
             Err(e) => {
