@@ -368,6 +368,7 @@ impl Session {
                     conn,
                     track,
                     kind: TrackKind::Voice,
+                    simulcast: false,
                 });
                 self.probes.insert(
                     path,

@@ -402,6 +402,8 @@ impl Meeting {
                 );
             }
             SfuEvent::Connected(_) | SfuEvent::Disconnected(_) => {}
+            // Issue 15: told to clients by the server side (in progress).
+            SfuEvent::VideoLayers { .. } | SfuEvent::Quality { .. } | SfuEvent::VideoStalled { .. } => {}
         }
     }
 
@@ -490,7 +492,12 @@ impl Meeting {
                     s if s.is_audio() => TrackKind::Audio,
                     _ => TrackKind::Video,
                 };
-                sfu.send(Command::Publish { conn, track, kind });
+                sfu.send(Command::Publish {
+                    conn,
+                    track,
+                    kind,
+                    simulcast: source == Source::Camera,
+                });
             }
             MediaAction::Unpublish { who, source } => {
                 if let Some(track) = self.tracks.remove(&(who, source)) {

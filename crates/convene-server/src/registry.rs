@@ -65,8 +65,11 @@ impl Registry {
                 | SfuEvent::Disconnected(conn)
                 | SfuEvent::Closed(conn)
                 | SfuEvent::Failed { conn, .. }
-                | SfuEvent::VoiceSlot { conn, .. } => (Some(*conn), None),
-                SfuEvent::Speaking { track, .. } => (None, Some(*track)),
+                | SfuEvent::VoiceSlot { conn, .. }
+                | SfuEvent::Quality { conn, .. } => (Some(*conn), None),
+                SfuEvent::Speaking { track, .. }
+                | SfuEvent::VideoLayers { track, .. }
+                | SfuEvent::VideoStalled { track, .. } => (None, Some(*track)),
             };
             let meeting = match (conn, track) {
                 (Some(c), _) => inner.conns.get(&c),

@@ -9,6 +9,8 @@ use str0m::media::{Direction, Mid};
 use str0m::rtp::Ssrc;
 use str0m::Rtc;
 
+use crate::layers::View;
+use crate::quality::QualityMeter;
 use crate::{Rewriter, TrackId, TrackKind};
 
 /// A speaker keeps a voice slot through pauses shorter than this.
@@ -34,10 +36,21 @@ pub(crate) struct Slot {
     pub track: Option<TrackId>,
     /// Whether the last offer made this m-line active.
     pub offered_active: bool,
+    /// Active in the last accepted answer: what is sent on it reaches the
+    /// client. (Sent before that, a keyframe would be lost, and a new
+    /// subscriber would wait for the next one.)
+    pub live: bool,
     /// Outgoing slots only: keeps the stream continuous across changes of source.
     pub rewriter: Rewriter,
-    /// Outgoing video only: waiting for a keyframe before sending anything.
-    pub needs_keyframe: bool,
+    /// Incoming video: the m-line was offered with simulcast layers (a camera).
+    pub simulcast: bool,
+    /// Outgoing video: how the client shows it (`None`: it never said).
+    pub view: Option<View>,
+    /// Outgoing video: the layer to send (`None`: nothing, hidden or no room).
+    pub target: Option<u8>,
+    /// Outgoing video: the layer being sent, from a keyframe on; `None` until a
+    /// keyframe starts it (again, after a break).
+    pub current: Option<u8>,
     /// Voice slots only: until when the current speaker keeps the slot against
     /// another who starts talking (the last voiced packet plus a pause's length).
     pub voice_until: Option<Instant>,
@@ -71,8 +84,8 @@ pub(crate) struct Connection {
     pub pending_new_mids: Vec<usize>,
     /// The wanted slots differ from what was last offered.
     pub dirty: bool,
-    /// Incoming SSRC → index of its slot, filled on first packet.
-    pub ssrc_slot: HashMap<Ssrc, usize>,
+    /// Incoming SSRC → index of its slot and simulcast layer, filled on first packet.
+    pub ssrc_slot: HashMap<Ssrc, (usize, u8)>,
     pub next_timeout: Option<Instant>,
     /// Earliest entry this connection has in the SFU's timer heap.
     pub scheduled: Option<Instant>,
@@ -86,6 +99,11 @@ pub(crate) struct Connection {
     pub ice_restart: bool,
     /// The pending offer restarts ICE, with this new username fragment.
     pub pending_restart: Option<String>,
+    /// The downlink estimate (bits/s) from congestion feedback, once there is one.
+    pub estimate: Option<u64>,
+    /// The bit rate last asked of str0m's bandwidth estimation (to probe for).
+    pub desired: u64,
+    pub quality: QualityMeter,
 }
 
 impl Connection {
@@ -104,16 +122,24 @@ impl Connection {
             voice_slots: Vec::new(),
             ice_restart: false,
             pending_restart: None,
+            estimate: None,
+            desired: 0,
+            quality: QualityMeter::default(),
         }
     }
 
     /// Index of a free slot for a track of this kind and direction, adding one if none.
-    pub fn free_slot(&mut self, kind: TrackKind, dir: SlotDirection) -> usize {
-        let found = self
-            .slots
-            .iter()
-            .position(|s| s.track.is_none() && s.kind == kind && s.dir == dir);
-        found.unwrap_or_else(|| self.add_slot(kind, dir))
+    /// Simulcast m-lines are reused only for simulcast tracks (and the other way
+    /// round): an m-line's layers are fixed once negotiated.
+    pub fn free_slot(&mut self, kind: TrackKind, dir: SlotDirection, simulcast: bool) -> usize {
+        let found = self.slots.iter().position(|s| {
+            s.track.is_none() && s.kind == kind && s.dir == dir && s.simulcast == simulcast
+        });
+        found.unwrap_or_else(|| {
+            let i = self.add_slot(kind, dir);
+            self.slots[i].simulcast = simulcast;
+            i
+        })
     }
 
     pub fn add_slot(&mut self, kind: TrackKind, dir: SlotDirection) -> usize {
@@ -123,12 +149,17 @@ impl Connection {
             dir,
             track: None,
             offered_active: false,
+            live: false,
             rewriter: Rewriter::new(rand::random::<u16>() & 0x3fff),
-            needs_keyframe: true,
+            simulcast: false,
+            view: None,
+            target: None,
+            current: None,
             voice_until: None,
         });
         self.slots.len() - 1
     }
+
 
     /// The voice slot that carries `track`'s packet (`voiced` or not) to this
     /// connection, taking one over if `track` has none: an empty slot, or, for a

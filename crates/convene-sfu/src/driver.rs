@@ -19,7 +19,10 @@ use tracing::{debug, error, warn};
 use crate::pool::Directory;
 use crate::sendmany::{SendMany, MAX_PER_CALL};
 use crate::tcp_conns::{Guard, TcpConns};
-use crate::{ConnId, Datagram, Sfu, SfuConfig, SfuEvent, SfuStats, TrackId, TrackKind, Transport};
+use crate::{
+    ConnId, Datagram, Priority, Sfu, SfuConfig, SfuEvent, SfuStats, TrackId, TrackKind, Transport,
+    View,
+};
 
 const SOCKET: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -47,6 +50,18 @@ pub enum Command {
         conn: ConnId,
         track: TrackId,
         kind: TrackKind,
+        /// A camera in three layers (see [`Sfu::publish_simulcast`]).
+        simulcast: bool,
+    },
+    /// How a subscriber shows a video (see [`Sfu::set_view`]).
+    SetView {
+        conn: ConnId,
+        track: TrackId,
+        view: View,
+    },
+    SetPriority {
+        track: TrackId,
+        priority: Priority,
     },
     Unpublish(TrackId),
     Pause {
@@ -368,7 +383,23 @@ fn apply(sfu: &mut Sfu, cmd: Command) {
             sfu.remove_connection(conn);
             return;
         }
-        Command::Publish { conn, track, kind } => (conn, sfu.publish(conn, track, kind)),
+        Command::Publish {
+            conn,
+            track,
+            kind: TrackKind::Video,
+            simulcast: true,
+        } => (conn, sfu.publish_simulcast(conn, track)),
+        Command::Publish {
+            conn, track, kind, ..
+        } => (conn, sfu.publish(conn, track, kind)),
+        Command::SetView { conn, track, view } => {
+            sfu.set_view(conn, track, view);
+            return;
+        }
+        Command::SetPriority { track, priority } => {
+            sfu.set_priority(track, priority);
+            return;
+        }
         Command::Unpublish(track) => {
             sfu.unpublish(track);
             return;

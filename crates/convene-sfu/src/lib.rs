@@ -19,11 +19,12 @@
 //! it is not forwarded (the publisher's connection still counts it).
 
 mod connection;
-mod downstream_twcc;
 pub mod driver;
 mod ids;
+mod layers;
 mod offer_candidates;
 pub mod pool;
+mod quality;
 mod rewrite;
 mod route;
 mod sendmany;
@@ -36,6 +37,8 @@ pub mod transport;
 mod vp8;
 
 pub use ids::{ConnId, TrackId};
+pub use layers::{Priority, View};
+pub use quality::{Quality, QualityLevel};
 pub use rewrite::Rewriter;
 pub use sfu::{
     Datagram, OfferedSlot, Sfu, SfuConfig, SfuError, SfuEvent, SfuStats, SlotDirection, TrackKind,
@@ -43,4 +46,4 @@ pub use sfu::{
 };
 pub use speaking::SpeakingDetector;
 pub use transport::Transport;
-pub use vp8::is_vp8_keyframe_start;
+pub use vp8::{is_vp8_keyframe_start, vp8_keyframe_size};

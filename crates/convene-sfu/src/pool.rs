@@ -231,6 +231,8 @@ impl SfuPool {
                 rtp_dropped_unpublished: a.rtp_dropped_unpublished + b.rtp_dropped_unpublished,
                 rtp_dropped_paused: a.rtp_dropped_paused + b.rtp_dropped_paused,
                 rtp_dropped_late: a.rtp_dropped_late + b.rtp_dropped_late,
+                keyframe_requests: a.keyframe_requests + b.keyframe_requests,
+                layer_switches: a.layer_switches + b.layer_switches,
                 connections: a.connections + b.connections,
                 tracks: a.tracks + b.tracks,
                 tcp_connections: a.tcp_connections + b.tcp_connections,

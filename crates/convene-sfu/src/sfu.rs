@@ -5,25 +5,53 @@ use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpAnswer;
 use str0m::config::DtlsCert;
 use str0m::format::Codec;
-use str0m::media::{KeyframeRequestKind, MediaKind, Pt};
+use str0m::media::{KeyframeRequestKind, MediaKind, Pt, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, RtcConfig};
 use tracing::{debug, info, warn};
 
-use crate::connection::Connection;
+use crate::connection::{Connection, Slot};
 pub use crate::connection::SlotDirection;
-use crate::downstream_twcc::without_downstream_twcc;
+use crate::layers::{
+    allocate, layer_choices, LayerIn, Priority, View, Want, AUDIO_RESERVE, SIMULCAST_RIDS,
+};
 use crate::offer_candidates::candidates_on_every_m_line;
+use crate::quality::Quality;
 use crate::route::{Route, RouteTable};
 use crate::transport::Transport;
+use crate::vp8::vp8_keyframe_size;
 use crate::{is_vp8_keyframe_start, ConnId, SpeakingDetector, TrackId};
 
-/// Keyframe requests to one publisher are sent at most this often.
+/// A keyframe asked for and not yet arrived is not asked for again sooner
+/// than this (about a round trip and an encoder's reaction, with margin).
+/// Once it arrives, the next request may go at once: each joiner's request
+/// must not wait out the previous one's limit.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(300);
+/// ...but never more often than this per layer, whatever subscribers do.
+const KEYFRAME_MIN_GAP: Duration = Duration::from_millis(100);
+/// How often layers are measured and every subscriber's layers chosen again
+/// (an estimate that changes chooses at once, for that subscriber).
+const LAYER_TICK: Duration = Duration::from_millis(500);
+/// A layer nobody needed for this long is paused at its publisher.
+const PAUSE_UNNEEDED_AFTER: Duration = Duration::from_secs(2);
+/// A layer that did not come when asked for (the publisher's uplink cannot
+/// carry it) is asked for again after this long.
+const LAYER_RETRY: Duration = Duration::from_secs(10);
+/// A camera somebody watches from which nothing arrived for this long is
+/// reported stalled ("video paused: poor connection").
+const STALL_AFTER: Duration = Duration::from_secs(2);
+/// A subscriber's downlink is taken to be this until its congestion feedback
+/// says otherwise (str0m's estimate starts here and probes upward). A client
+/// that never sends feedback stays at it.
+const INITIAL_ESTIMATE: u64 = 1_000_000;
+/// Statistics (loss, round trip) are read from str0m this often, for the
+/// connection-quality indicator.
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// Outgoing video packets kept per stream to answer NACKs: about 0.5 s of
 /// 2.5 Mbit/s video, 1.6 s of 500 kbit/s, several round trips either way (a
 /// retransmission later than that arrives after the receiver gave up on the
@@ -119,6 +147,9 @@ pub struct OfferedSlot {
     /// are always active and change speaker without renegotiation
     /// ([`SfuEvent::VoiceSlot`] says who).
     pub track: Option<TrackId>,
+    /// The simulcast layers (rids, lowest first) the client is asked to send
+    /// on this m-line; empty for a single layer.
+    pub layers: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -145,6 +176,14 @@ pub enum SfuEvent {
         mid: String,
         track: Option<TrackId>,
     },
+    /// The publisher of this simulcast track should send these layers (rids)
+    /// and pause the others: nobody receives them.
+    VideoLayers { track: TrackId, active: Vec<String> },
+    /// A connection's measured quality changed level.
+    Quality { conn: ConnId, quality: Quality },
+    /// Nothing arrives of a video that people watch (its publisher's uplink
+    /// cannot carry even its lowest layer), or it arrives again.
+    VideoStalled { track: TrackId, stalled: bool },
 }
 
 /// A datagram to send from the SFU's socket (or, over TCP, a frame to send on
@@ -168,8 +207,12 @@ pub struct SfuStats {
     pub rtp_dropped_unpublished: u64,
     /// RTP of a paused (host-muted) track.
     pub rtp_dropped_paused: u64,
-    /// RTP not forwarded because it waited longer than [`MAX_MEDIA_AGE`].
+    /// Video RTP not forwarded because it waited longer than [`MAX_MEDIA_AGE`].
     pub rtp_dropped_late: u64,
+    /// Keyframe requests sent to publishers (per layer).
+    pub keyframe_requests: u64,
+    /// Subscribers moved from one simulcast layer to another (at a keyframe).
+    pub layer_switches: u64,
     /// Connections and published tracks alive now (to see that nothing leaks).
     pub connections: usize,
     pub tracks: usize,
@@ -191,13 +234,23 @@ struct Producer {
     consumers: Vec<(ConnId, usize)>,
     /// Voice tracks: the connections that hear it through their voice slots.
     listeners: Vec<ConnId>,
-    last_keyframe_request: Option<Instant>,
+    /// Video: its layers, lowest first (one unless published with simulcast).
+    layers: Vec<LayerIn>,
+    simulcast: bool,
+    priority: Priority,
+    /// Video: reported stalled (nothing arrives though people watch).
+    stalled: bool,
+    /// When it was published on its connection (a stall counts from then).
+    since: Instant,
     speaking: SpeakingDetector,
     /// Set by the layer above (a host muted it): packets arrive but go nowhere.
     paused: bool,
     /// Video: the RTP timestamp of the frame whose first packet was forwarded in
     /// time; the rest of that frame is forwarded however late.
     frame_out: Option<u32>,
+    /// Video: while the server is overloaded (media waited too long), only the
+    /// lowest layer is sent, until then.
+    overloaded_until: Option<Instant>,
 }
 
 pub struct Sfu {
@@ -223,6 +276,8 @@ pub struct Sfu {
     arrived: Option<Instant>,
     /// Connections whose wanted m-lines changed since the last negotiate_all.
     to_negotiate: BTreeSet<ConnId>,
+    /// When layers were last measured and chosen.
+    next_layer_tick: Instant,
     /// Subscribers written to since their last drain. Draining once per batch of
     /// incoming datagrams, not once per packet, shares str0m's per-poll work (its
     /// timeout handling and the walk through every layer) between the packets of a
@@ -244,6 +299,7 @@ impl Sfu {
             routes: RouteTable::default(),
             timers: BinaryHeap::new(),
             next_speaking_tick: now + SPEAKING_TICK,
+            next_layer_tick: now + LAYER_TICK,
             media_pts: Vec::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -263,7 +319,11 @@ impl Sfu {
             .clear_codecs()
             .enable_opus(true, false)
             .enable_vp8(true)
-            .set_send_buffer_video(SEND_BUFFER_VIDEO);
+            .set_send_buffer_video(SEND_BUFFER_VIDEO)
+            // Each subscriber's downlink estimate, from its transport-wide
+            // congestion feedback, chooses its simulcast layers.
+            .enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE)))
+            .set_stats_interval(Some(STATS_INTERVAL));
         if let Some(cert) = &self.dtls_cert {
             cfg = cfg.set_dtls_cert(cert.clone());
         }
@@ -354,19 +414,39 @@ impl Sfu {
         debug!(conn = %conn, "connection removed");
     }
 
-    /// `conn` publishes `track`. If the track exists (its publisher reconnected),
-    /// it moves to this connection and its subscribers carry on seamlessly.
+    /// `conn` publishes `track` in one layer. If the track exists (its
+    /// publisher reconnected), it moves to this connection and its subscribers
+    /// carry on seamlessly.
     pub fn publish(
         &mut self,
         conn: ConnId,
         track: TrackId,
         kind: TrackKind,
     ) -> Result<(), SfuError> {
+        self.publish_with(conn, track, kind, false)
+    }
+
+    /// `conn` publishes a camera in simulcast: the offer asks for three layers
+    /// (rids `l`, `m`, `h`), and each subscriber gets the one that suits it. A
+    /// client that answers without simulcast sends one layer, which is used
+    /// as it comes.
+    pub fn publish_simulcast(&mut self, conn: ConnId, track: TrackId) -> Result<(), SfuError> {
+        self.publish_with(conn, track, TrackKind::Video, true)
+    }
+
+    fn publish_with(
+        &mut self,
+        conn: ConnId,
+        track: TrackId,
+        kind: TrackKind,
+        simulcast: bool,
+    ) -> Result<(), SfuError> {
         if !self.conns.contains_key(&conn) {
             return Err(SfuError::UnknownConnection);
         }
+        let simulcast = simulcast && kind == TrackKind::Video;
         if let Some(p) = self.producers.get_mut(&track) {
-            if p.kind != kind {
+            if p.kind != kind || p.simulcast != simulcast {
                 return Err(SfuError::UnknownTrack);
             }
             if p.conn == Some(conn) {
@@ -374,10 +454,23 @@ impl Sfu {
             }
             let old = p.conn.replace(conn);
             p.generation = p.generation.wrapping_add(1);
+            p.since = self.now;
+            // The new connection starts sending every layer.
+            for l in &mut p.layers {
+                *l = LayerIn::new(l.rid);
+            }
             if let Some(old) = old {
                 self.release_slot(old, track, SlotDirection::Send);
             }
         } else {
+            let layers = match (kind, simulcast) {
+                (TrackKind::Video, true) => SIMULCAST_RIDS
+                    .iter()
+                    .map(|r| LayerIn::new(Some(Rid::from(*r))))
+                    .collect(),
+                (TrackKind::Video, false) => vec![LayerIn::new(None)],
+                _ => Vec::new(),
+            };
             self.producers.insert(
                 track,
                 Producer {
@@ -386,15 +479,20 @@ impl Sfu {
                     generation: 0,
                     consumers: Vec::new(),
                     listeners: Vec::new(),
-                    last_keyframe_request: None,
+                    layers,
+                    simulcast,
+                    priority: Priority::Normal,
+                    stalled: false,
+                    since: self.now,
                     speaking: SpeakingDetector::default(),
                     paused: false,
                     frame_out: None,
+                    overloaded_until: None,
                 },
             );
         }
         let c = self.conns.get_mut(&conn).expect("checked above");
-        let idx = c.free_slot(kind, SlotDirection::Send);
+        let idx = c.free_slot(kind, SlotDirection::Send, simulcast);
         c.slots[idx].track = Some(track);
         c.dirty = true;
         self.to_negotiate.insert(conn);
@@ -470,15 +568,52 @@ impl Sfu {
         if c.slot_of(track, SlotDirection::Receive).is_some() {
             return Ok(());
         }
-        let idx = c.free_slot(kind, SlotDirection::Receive);
+        let idx = c.free_slot(kind, SlotDirection::Receive, false);
         let slot = &mut c.slots[idx];
         slot.track = Some(track);
-        slot.needs_keyframe = kind == TrackKind::Video;
+        slot.current = None;
+        slot.target = None;
+        slot.view = None;
         c.dirty = true;
         self.to_negotiate.insert(conn);
         let p = self.producers.get_mut(&track).expect("checked above");
         p.consumers.push((conn, idx));
+        if kind == TrackKind::Video {
+            self.allocate(conn);
+        }
         Ok(())
+    }
+
+    /// How `conn` shows `track` (sizes in device pixels): a video is sent in
+    /// the smallest layer that covers its tile, and not at all when hidden.
+    /// Until this is called, a subscription has no limit by size.
+    pub fn set_view(&mut self, conn: ConnId, track: TrackId, view: View) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Some(idx) = c.slot_of(track, SlotDirection::Receive) else {
+            return;
+        };
+        if c.slots[idx].view == Some(view) {
+            return;
+        }
+        c.slots[idx].view = Some(view);
+        self.allocate(conn);
+    }
+
+    /// Where `track` comes in the order subscribers' bandwidth is shared.
+    pub fn set_priority(&mut self, track: TrackId, priority: Priority) {
+        let Some(p) = self.producers.get_mut(&track) else {
+            return;
+        };
+        if p.priority == priority {
+            return;
+        }
+        p.priority = priority;
+        let subs: Vec<ConnId> = p.consumers.iter().map(|&(c, _)| c).collect();
+        for conn in subs {
+            self.allocate(conn);
+        }
     }
 
     pub fn unsubscribe(&mut self, conn: ConnId, track: TrackId) {
@@ -551,16 +686,22 @@ impl Sfu {
             self.negotiate(conn);
             return Err(SfuError::BadSdp(e.to_string()));
         }
-        // Every outgoing video stream starts with a keyframe.
-        let wanted: Vec<TrackId> = c
+        for slot in &mut c.slots {
+            slot.live = slot.offered_active;
+        }
+        self.drain(conn);
+        self.allocate(conn);
+        // Every outgoing video stream starts with a keyframe, asked for now
+        // that there is an m-line to send it on.
+        let wanted: Vec<(TrackId, u8)> = self.conns[&conn]
             .slots
             .iter()
-            .filter(|s| s.dir == SlotDirection::Receive && s.kind == TrackKind::Video)
-            .filter_map(|s| s.track)
+            .filter(|s| s.dir == SlotDirection::Receive && s.kind == TrackKind::Video && s.live)
+            .filter(|s| s.current.is_none())
+            .filter_map(|s| Some((s.track?, s.target?)))
             .collect();
-        self.drain(conn);
-        for track in wanted {
-            self.request_keyframe(now, track);
+        for (track, layer) in wanted {
+            self.request_keyframe(now, track, layer);
         }
         self.process_work(now);
         self.negotiate(conn);
@@ -595,14 +736,24 @@ impl Sfu {
         let mut new_mids = Vec::new();
         for (idx, slot) in c.slots.iter_mut().enumerate() {
             let active = slot.wanted();
+            if !active {
+                slot.live = false;
+            }
             match slot.mid {
                 None if active => {
+                    let simulcast = slot.simulcast.then(|| {
+                        let mut s = Simulcast::new();
+                        for rid in SIMULCAST_RIDS {
+                            s.add_recv_layer(SimulcastLayer::new(rid));
+                        }
+                        s
+                    });
                     let mid = api.add_media(
                         slot.kind.media_kind(),
                         slot.str0m_direction(),
                         None,
                         None,
-                        None,
+                        simulcast,
                     );
                     slot.mid = Some(mid);
                     new_mids.push(idx);
@@ -629,17 +780,15 @@ impl Sfu {
                     kind: s.kind,
                     direction: s.dir,
                     track: s.track.filter(|_| !s.is_voice_out()),
+                    layers: if s.simulcast {
+                        SIMULCAST_RIDS.iter().map(|r| r.to_string()).collect()
+                    } else {
+                        Vec::new()
+                    },
                 })
             })
             .collect();
-        let sending_mids = c
-            .slots
-            .iter()
-            .filter(|s| s.dir == SlotDirection::Receive)
-            .filter_map(|s| Some(s.mid?.to_string()))
-            .collect();
-        let sdp = without_downstream_twcc(&offer.to_sdp_string(), &sending_mids);
-        let sdp = candidates_on_every_m_line(&sdp);
+        let sdp = candidates_on_every_m_line(&offer.to_sdp_string());
         self.events.push_back(SfuEvent::Offer { conn, sdp, slots });
         self.drain(conn);
     }
@@ -796,6 +945,10 @@ impl Sfu {
                 None => {}
             }
         }
+        if now >= self.next_layer_tick {
+            self.next_layer_tick = now + LAYER_TICK;
+            self.layer_tick(now);
+        }
         if now >= self.next_speaking_tick {
             self.next_speaking_tick = now + SPEAKING_TICK;
             for (track, p) in self.producers.iter_mut() {
@@ -814,8 +967,9 @@ impl Sfu {
         if !self.to_drain.is_empty() {
             return self.now;
         }
+        let ticks = self.next_speaking_tick.min(self.next_layer_tick);
         let t = self.timers.peek().map(|Reverse((t, _))| *t);
-        t.map_or(self.next_speaking_tick, |t| t.min(self.next_speaking_tick))
+        t.map_or(ticks, |t| t.min(ticks))
     }
 
     /// The next datagram to send. Datagrams from several inputs may be batched:
@@ -899,15 +1053,61 @@ impl Sfu {
             match event {
                 Event::RtpPacket(pkt) => self.forward(now, conn, pkt),
                 Event::KeyframeRequest(req) => {
-                    let track = self.conns.get(&conn).and_then(|c| {
+                    // For the layer the subscriber receives (or is moving to).
+                    let wanted = self.conns.get(&conn).and_then(|c| {
                         let idx = c.slot_by_mid(req.mid)?;
                         let s = &c.slots[idx];
-                        (s.dir == SlotDirection::Receive)
-                            .then_some(s.track)
-                            .flatten()
+                        if s.dir != SlotDirection::Receive {
+                            return None;
+                        }
+                        Some((s.track?, s.current.or(s.target)?))
                     });
-                    if let Some(track) = track {
-                        self.request_keyframe(now, track);
+                    if let Some((track, layer)) = wanted {
+                        self.request_keyframe(now, track, layer);
+                    }
+                }
+                Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                    let bps = estimate.as_u64();
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        // Small moves are noise; choosing again costs a walk
+                        // through the subscriber's videos.
+                        let moved = c.estimate.is_none_or(|e| bps.abs_diff(e) * 20 > e);
+                        if moved {
+                            c.estimate = Some(bps);
+                            self.allocate(conn);
+                        }
+                    }
+                }
+                Event::PeerStats(st) => {
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        let rtt = st.rtt.or_else(|| {
+                            st.selected_candidate_pair
+                                .as_ref()
+                                .and_then(|p| p.current_round_trip_time)
+                        });
+                        let q = c.quality.on_stats(
+                            st.ingress_loss_fraction,
+                            st.egress_loss_fraction,
+                            rtt,
+                            None,
+                        );
+                        if let Some(quality) = q {
+                            self.events.push_back(SfuEvent::Quality { conn, quality });
+                        }
+                    }
+                }
+                Event::MediaIngressStats(st) => {
+                    // Jitter of what the participant sends (its audio, where
+                    // the clock is 48 kHz; video's is 90 kHz).
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        let audio = c
+                            .slot_by_mid(st.mid)
+                            .is_some_and(|i| c.slots[i].kind.is_audio());
+                        let hz = if audio { 48 } else { 90 };
+                        let jitter = Duration::from_millis(u64::from(st.jitter) / hz);
+                        if let Some(quality) = c.quality.on_stats(None, None, None, Some(jitter)) {
+                            self.events.push_back(SfuEvent::Quality { conn, quality });
+                        }
                     }
                 }
                 Event::Connected => {
@@ -922,18 +1122,25 @@ impl Sfu {
         }
     }
 
-    fn request_keyframe(&mut self, now: Instant, track: TrackId) {
+    /// Ask `track`'s publisher for a keyframe on `layer`: at most one
+    /// outstanding request per layer (see [`KEYFRAME_REQUEST_INTERVAL`]).
+    fn request_keyframe(&mut self, now: Instant, track: TrackId, layer: u8) {
         let Some(p) = self.producers.get_mut(&track) else {
             return;
         };
-        if p.kind != TrackKind::Video {
+        let Some(l) = p.layers.get_mut(usize::from(layer)) else {
+            return; // not video
+        };
+        if l.keyframe_asked.is_some_and(|t| {
+            let since = now.saturating_duration_since(t);
+            since < KEYFRAME_REQUEST_INTERVAL
+        }) {
             return;
         }
-        if p.last_keyframe_request
-            .is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_REQUEST_INTERVAL)
-        {
+        if l.last_request.is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_MIN_GAP) {
             return;
         }
+        let rid = l.rid;
         let Some(conn) = p.conn else { return };
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
@@ -945,12 +1152,193 @@ impl Sfu {
             return;
         };
         let mut api = c.rtc.direct_api();
-        let Some(rx) = api.stream_rx_by_mid(mid, None) else {
+        // A publisher that answered without simulcast sends without a rid.
+        let rx = match rid {
+            Some(_) if api.stream_rx_by_mid(mid, rid).is_some() => api.stream_rx_by_mid(mid, rid),
+            _ => api.stream_rx_by_mid(mid, None),
+        };
+        let Some(rx) = rx else {
             return; // no media yet; the first frame will be a keyframe anyway
         };
         rx.request_keyframe(KeyframeRequestKind::Pli);
-        p.last_keyframe_request = Some(now);
+        l.keyframe_asked = Some(now);
+        l.last_request = Some(now);
+        self.stats.keyframe_requests += 1;
         self.drain(conn);
+    }
+
+    /// Choose again which layer `conn` receives of each video, from its
+    /// downlink estimate, what it shows at which size, and priorities.
+    fn allocate(&mut self, conn: ConnId) {
+        let now = self.now;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let mut audio_streams = 0u64;
+        let mut videos = Vec::new();
+        let mut wants = Vec::new();
+        for (i, s) in c.slots.iter().enumerate() {
+            if s.dir != SlotDirection::Receive {
+                continue;
+            }
+            if s.kind.is_audio() {
+                audio_streams += u64::from(s.wanted());
+                continue;
+            }
+            let Some(p) = s.track.and_then(|t| self.producers.get(&t)) else {
+                continue;
+            };
+            let overloaded = p.overloaded_until.is_some_and(|t| now < t);
+            let mut layers = layer_choices(&p.layers, now);
+            if overloaded {
+                // The server is behind: nothing above the lowest layer.
+                if let Some(low) = layers.iter().position(|l| l.usable) {
+                    layers.iter_mut().skip(low + 1).for_each(|l| l.usable = false);
+                }
+            }
+            videos.push(i);
+            wants.push(Want {
+                priority: p.priority,
+                view: s.view,
+                layers,
+                adaptive: p.simulcast,
+                previous: s.target,
+            });
+        }
+        let estimate = c.estimate.unwrap_or(INITIAL_ESTIMATE);
+        let budget = estimate.saturating_sub(audio_streams * AUDIO_RESERVE);
+        let a = allocate(&wants, budget);
+        let mut changed = Vec::new();
+        for (k, &i) in videos.iter().enumerate() {
+            let slot = &mut c.slots[i];
+            if slot.target != a.layers[k] {
+                slot.target = a.layers[k];
+                if let Some(t) = slot.track {
+                    changed.push((t, slot.target, slot.current.is_some() && slot.live));
+                }
+            }
+        }
+        // Probe for what the views want: str0m pads up to it while the
+        // estimate is below, so a subscriber climbs when its link allows.
+        let desired = a.desired + audio_streams * AUDIO_RESERVE;
+        if desired != c.desired {
+            c.desired = desired;
+            c.rtc
+                .bwe()
+                .set_bitrate(Bitrate::ZERO, Bitrate::bps(desired.max(INITIAL_ESTIMATE)));
+        }
+        for (track, target, sending) in changed {
+            self.update_publisher_layers(track, now);
+            // A switch waits for the new layer's keyframe: ask for one.
+            if let (Some(layer), true) = (target, sending) {
+                self.request_keyframe(now, track, layer);
+            }
+        }
+    }
+
+    /// Tell `track`'s publisher to send again a layer somebody now needs (at
+    /// once), or to pause one nobody needed for a while.
+    fn update_publisher_layers(&mut self, track: TrackId, now: Instant) {
+        let Some(p) = self.producers.get_mut(&track) else {
+            return;
+        };
+        if !p.simulcast || p.conn.is_none() {
+            return;
+        }
+        let mut needed = [false; 3];
+        for &(sub, idx) in &p.consumers {
+            let Some(s) = self.conns.get(&sub).map(|c| &c.slots[idx]) else {
+                continue;
+            };
+            for l in [s.target, s.current].into_iter().flatten() {
+                if let Some(n) = needed.get_mut(usize::from(l)) {
+                    *n = true;
+                }
+            }
+        }
+        let mut changed = false;
+        for (l, &need) in p.layers.iter_mut().zip(&needed) {
+            if need {
+                l.unneeded_since = None;
+                if l.paused {
+                    l.paused = false;
+                    l.resumed_at = Some(now);
+                    changed = true;
+                }
+            } else if !l.paused {
+                let since = *l.unneeded_since.get_or_insert(now);
+                if now.saturating_duration_since(since) >= PAUSE_UNNEEDED_AFTER {
+                    l.paused = true;
+                    // Gone before it was paused: its publisher could not send it.
+                    if !l.arriving(now) {
+                        l.retry_at = Some(now + LAYER_RETRY);
+                    }
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            let active = p
+                .layers
+                .iter()
+                .filter(|l| !l.paused)
+                .filter_map(|l| l.rid.map(|r| r.to_string()))
+                .collect();
+            self.events
+                .push_back(SfuEvent::VideoLayers { track, active });
+        }
+    }
+
+    /// Every [`LAYER_TICK`]: measure layers, choose every subscriber's layers
+    /// again (layers come and go with publishers' uplinks), pause what nobody
+    /// needs, and report cameras that stalled.
+    fn layer_tick(&mut self, now: Instant) {
+        let mut tracks = Vec::new();
+        for (&track, p) in self.producers.iter_mut() {
+            if p.kind != TrackKind::Video {
+                continue;
+            }
+            for l in &mut p.layers {
+                l.on_window(LAYER_TICK);
+            }
+            tracks.push(track);
+        }
+        let subscribers: BTreeSet<ConnId> = tracks
+            .iter()
+            .flat_map(|t| self.producers[t].consumers.iter().map(|&(c, _)| c))
+            .collect();
+        for conn in subscribers {
+            self.allocate(conn);
+        }
+        for track in tracks {
+            self.update_publisher_layers(track, now);
+            let p = self.producers.get_mut(&track).expect("listed above");
+            let watched = p.consumers.iter().any(|&(sub, idx)| {
+                self.conns
+                    .get(&sub)
+                    .is_some_and(|c| c.slots[idx].target.is_some() || c.slots[idx].view.is_none())
+            });
+            let last = p
+                .layers
+                .iter()
+                .filter(|l| !l.paused)
+                .filter_map(|l| l.last_packet.max(l.resumed_at))
+                .max()
+                .unwrap_or(p.since)
+                .max(p.since);
+            let stalled = watched
+                && !p.paused
+                && p.conn.is_some()
+                && p.layers.iter().any(|l| !l.paused)
+                && now.saturating_duration_since(last) >= STALL_AFTER;
+            if stalled && !p.stalled {
+                p.stalled = true;
+                self.events.push_back(SfuEvent::VideoStalled {
+                    track,
+                    stalled: true,
+                });
+            }
+        }
     }
 
     /// The hot path: one incoming RTP packet to every subscriber of its track.
@@ -963,15 +1351,24 @@ impl Sfu {
             return;
         };
         let ssrc = pkt.header.ssrc;
-        let idx = match c.ssrc_slot.get(&ssrc) {
-            Some(&i) => i,
+        let (idx, layer) = match c.ssrc_slot.get(&ssrc) {
+            Some(&found) => found,
             None => {
-                let Some(mid) = c.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid()) else {
+                let Some((mid, rid)) = c
+                    .rtc
+                    .direct_api()
+                    .stream_rx(&ssrc)
+                    .map(|s| (s.mid(), s.rid()))
+                else {
                     return;
                 };
                 let Some(i) = c.slot_by_mid(mid) else { return };
-                c.ssrc_slot.insert(ssrc, i);
-                i
+                // Simulcast layers by rid; anything else is the only layer.
+                let layer = rid
+                    .and_then(|r| SIMULCAST_RIDS.iter().position(|x| **x == *r))
+                    .unwrap_or(0) as u8;
+                c.ssrc_slot.insert(ssrc, (i, layer));
+                (i, layer)
             }
         };
         let slot = &c.slots[idx];
@@ -991,6 +1388,23 @@ impl Sfu {
             return;
         }
         let kind = p.kind;
+        let keyframe = kind == TrackKind::Video && is_vp8_keyframe_start(&pkt.payload);
+        if let Some(l) = p.layers.get_mut(usize::from(layer)) {
+            l.on_packet(now, pkt.payload.len());
+            if keyframe {
+                l.keyframe_asked = None;
+                if let Some(size) = vp8_keyframe_size(&pkt.payload) {
+                    l.size = Some(size);
+                }
+            }
+        }
+        if p.stalled {
+            p.stalled = false;
+            self.events.push_back(SfuEvent::VideoStalled {
+                track,
+                stalled: false,
+            });
+        }
         let mut ext = ExtensionValues::default();
         // Packets without a level count as voice: we cannot tell otherwise.
         let mut voiced = true;
@@ -1008,37 +1422,44 @@ impl Sfu {
         } else {
             ext.video_orientation = pkt.header.ext_vals.video_orientation;
         }
-        // Only the packets of the datagram being received have a known age. Video
-        // is judged by frame: once a frame's first packet went out, the rest follow
-        // (a keyframe's tail waits longest; dropping it would freeze the video for
-        // good whenever a keyframe takes longer than the bound to forward).
-        let late = self
-            .arrived
-            .is_some_and(|a| now.saturating_duration_since(a) > MAX_MEDIA_AGE)
-            && !(kind == TrackKind::Video && p.frame_out == Some(pkt.header.timestamp));
+        // Only the packets of the datagram being received have a known age, and
+        // only video is dropped for it: audio is small and cheap, and a voice
+        // breaking up is the first thing people notice. Video is judged by frame:
+        // once a frame's first packet went out, the rest follow (a keyframe's
+        // tail waits longest; dropping it would freeze the video for good
+        // whenever a keyframe takes longer than the bound to forward).
+        let late = kind == TrackKind::Video
+            && self
+                .arrived
+                .is_some_and(|a| now.saturating_duration_since(a) > MAX_MEDIA_AGE)
+            && p.frame_out != Some(pkt.header.timestamp);
         if late {
             self.stats.rtp_dropped_late += 1;
-            if kind == TrackKind::Video {
-                // The frame is broken for everyone: nothing more until a keyframe.
-                // The first packet on time asks for one (`want_keyframe` below):
-                // not now, while the server is behind, as keyframes are the
-                // largest frames.
-                p.frame_out = None;
-                for &(sub, slot_idx) in &p.consumers {
-                    if let Some(c) = self.conns.get_mut(&sub) {
-                        c.slots[slot_idx].needs_keyframe = true;
+            // The frame is broken for everyone on this layer: nothing more of it
+            // until a keyframe. The first packet on time asks for one (below):
+            // not now, while the server is behind, as keyframes are the largest
+            // frames. Until the server catches up, subscribers of a simulcast
+            // camera move down to its lowest layer rather than stop.
+            p.frame_out = None;
+            if p.simulcast {
+                p.overloaded_until = Some(now + LAYER_TICK * 4);
+            }
+            for &(sub, slot_idx) in &p.consumers {
+                if let Some(c) = self.conns.get_mut(&sub) {
+                    let s = &mut c.slots[slot_idx];
+                    if s.current == Some(layer) {
+                        s.current = None;
                     }
                 }
             }
-            // A late voice neither takes nor keeps a voice slot (its hold can
-            // lapse if it stays late for a second): the listeners are not visited.
             return;
         }
         if kind == TrackKind::Video {
             p.frame_out = Some(pkt.header.timestamp);
         }
         let out = Outgoing {
-            // Track, publisher connection and SSRC: two publishers' SSRCs may be equal.
+            // Track, publisher connection and SSRC: two publishers' SSRCs may be
+            // equal; each simulcast layer has its own.
             source: (u128::from(track.0) << 64)
                 | (u128::from(p.generation) << 32)
                 | u128::from(*ssrc),
@@ -1047,7 +1468,6 @@ impl Sfu {
             ext,
             now,
         };
-        let keyframe = kind == TrackKind::Video && is_vp8_keyframe_start(&pkt.payload);
         let consumers = std::mem::take(&mut p.consumers);
         let listeners = std::mem::take(&mut p.listeners);
         let mut want_keyframe = false;
@@ -1056,20 +1476,30 @@ impl Sfu {
                 continue;
             };
             let slot = &mut sc.slots[slot_idx];
-            if slot.track != Some(track) || slot.mid.is_none() {
+            if slot.track != Some(track) || !slot.live {
                 continue;
             }
-            if kind == TrackKind::Video
-                && (slot.needs_keyframe || !slot.rewriter.is_current(out.source))
-            {
-                if !keyframe {
-                    slot.needs_keyframe = true;
-                    want_keyframe = true;
-                    continue;
+            let starts = if kind == TrackKind::Video {
+                match video_verdict(slot, layer, keyframe, out.source) {
+                    Verdict::Skip => continue,
+                    Verdict::Send => false,
+                    Verdict::Start => true,
+                    Verdict::WantKeyframe => {
+                        want_keyframe = true;
+                        continue;
+                    }
                 }
-                slot.needs_keyframe = false;
-            }
+            } else {
+                false
+            };
             if out.write(sc, slot_idx) {
+                if starts {
+                    let slot = &mut sc.slots[slot_idx];
+                    if slot.current.is_some_and(|c| c != layer) {
+                        self.stats.layer_switches += 1;
+                    }
+                    slot.current = Some(layer);
+                }
                 self.stats.rtp_forwarded += 1;
                 queue_drain(sc, &mut self.to_drain, sub);
             }
@@ -1102,8 +1532,41 @@ impl Sfu {
             p.listeners.extend(added);
         }
         if want_keyframe {
-            self.request_keyframe(now, track);
+            self.request_keyframe(now, track, layer);
         }
+    }
+}
+
+/// What to do with a video packet of `layer` for one subscriber's slot.
+enum Verdict {
+    /// Forward it on the layer being sent.
+    Send,
+    /// A keyframe of the layer to send: the slot starts (or switches to) it.
+    Start,
+    /// The slot waits for a keyframe of this layer: ask for one.
+    WantKeyframe,
+    /// Not for this subscriber (another layer, or nothing to send).
+    Skip,
+}
+
+fn video_verdict(slot: &Slot, layer: u8, keyframe: bool, source: u128) -> Verdict {
+    let Some(target) = slot.target else {
+        return Verdict::Skip;
+    };
+    let on_current = slot.current == Some(layer) && slot.rewriter.is_current(source);
+    if layer == target {
+        if on_current {
+            Verdict::Send
+        } else if keyframe {
+            Verdict::Start
+        } else {
+            Verdict::WantKeyframe
+        }
+    } else if on_current {
+        // The old layer goes on until the new one's keyframe: no freeze.
+        Verdict::Send
+    } else {
+        Verdict::Skip
     }
 }
 
@@ -1135,6 +1598,12 @@ impl Outgoing<'_> {
             return false;
         };
         let pkt = self.pkt;
+        let mut api = sc.rtc.direct_api();
+        // Checked before rewriting: a packet that cannot go out must not move
+        // the subscriber's numbering on.
+        let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+            return false;
+        };
         let Some((seq, ts)) = slot.rewriter.rewrite(
             self.source,
             *pkt.seq_no,
@@ -1142,10 +1611,6 @@ impl Outgoing<'_> {
             self.now,
             self.kind.clock_rate(),
         ) else {
-            return false;
-        };
-        let mut api = sc.rtc.direct_api();
-        let Some(tx) = api.stream_tx_by_mid(mid, None) else {
             return false;
         };
         tx.write_rtp(
