@@ -86,6 +86,19 @@
 // out, an offer with a new ufrag in, on the same socket and peer connection)
 // from a resume (a new socket and peer connection); assert on the others'
 // people lists (harness.mjs peopleNames) that nobody left.
+//
+// Bad networks (issue 15, bad-networks.test.mjs): `await client.shape({ up,
+// down })` impairs the client's link each way, `{ rateKbit, queueMs,
+// delayMs, jitterMs, lossPct }` per direction; `await client.unshape()`
+// lifts it (and says how many packets were delayed and dropped each way);
+// `client.shaped()` says what the rate limits sent and dropped. Rates are a
+// token bucket (tc tbf) on the sending end of the client's veth; delay and
+// loss are impair.py on netfilter queues, since the kernel these tests were
+// written on has no netem (`shapingUnsupported()` says what is missing).
+// `mediaStats(page)` reads what a page receives and sends per m-line, named
+// by the participant and source the latest offer said each carries;
+// `lab.chromium(client, { deviceScaleFactor: 2 })` makes tiles big enough
+// (in device pixels) to be worth a 720p layer.
 import { spawn, spawnSync, execFileSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, rmSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -107,6 +120,8 @@ export const TURN_NAME = 'turn.convene.test';
 /** The secret Convene shares with coturn (REST API credentials). */
 const TURN_SECRET = 'convene-netns-test-secret-5b1f0e2d';
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+/** Delay and loss on NFQUEUEs (client.shape): netem's stand-in. */
+const IMPAIR = pathJoin(ROOT, 'tests', 'e2e', 'impair.py');
 const FIREFOX = process.env.FIREFOX || '/usr/bin/firefox-esr';
 
 // nftables rules for a client's way out (the chain's body; loopback is always
@@ -136,6 +151,34 @@ export function unsupported() {
   spawnSync('ip', ['netns', 'del', probe]);
   if (nft.status !== 0) return `nftables does not work in a namespace: ${nft.stderr}`;
   return null;
+}
+
+/**
+ * Why `client.shape` cannot work here, on top of `unsupported()`, or null:
+ * it needs tc with the tbf qdisc, iptables with the NFQUEUE target, and
+ * python3 (impair.py).
+ */
+export function shapingUnsupported() {
+  for (const [cmd, args, pkg] of [['tc', ['-V'], 'iproute2'], ['iptables', ['-V'], 'iptables'], ['python3', ['--version'], 'python3']]) {
+    if (spawnSync(cmd, args).error) return `${cmd} is not installed (Debian: ${pkg})`;
+  }
+  const probe = `cvt${process.pid}-shprobe`;
+  const made = spawnSync('ip', ['netns', 'add', probe]);
+  if (made.status !== 0) return `cannot make a network namespace: ${made.stderr}`;
+  try {
+    const steps = [
+      ['ip', '-n', probe, 'link', 'add', 'p0', 'type', 'veth', 'peer', 'name', 'p1'],
+      ['ip', 'netns', 'exec', probe, 'tc', 'qdisc', 'add', 'dev', 'p0', 'root', 'tbf', 'rate', '400kbit', 'burst', '3028', 'latency', '100ms'],
+      ['ip', 'netns', 'exec', probe, 'iptables', '-w', '-t', 'mangle', '-A', 'OUTPUT', '-o', 'p0', '-j', 'NFQUEUE', '--queue-num', '0', '--queue-bypass'],
+    ];
+    for (const [cmd, ...args] of steps) {
+      const r = spawnSync(cmd, args, { encoding: 'utf8' });
+      if (r.status !== 0) return `${args.slice(3).join(' ')}: ${(r.stderr || '').trim()}`;
+    }
+    return null;
+  } finally {
+    spawnSync('ip', ['netns', 'del', probe]);
+  }
 }
 
 function run(cmd, args, input) {
@@ -263,6 +306,89 @@ export class Lab {
     const client = {
       name, ns, index,
       ip: `10.77.${index}.2`,
+      /** The server namespace's end of the client's veth (its egress is the client's downlink). */
+      link: `c${index}`,
+      /** What `shape` set up: { up, down, impair (the impair.py process) }. */
+      shaping: null,
+      /**
+       * Impairs the client's link, each direction on its own: `up` (from
+       * the browser to the server) and `down` (to the browser), each
+       * `{ rateKbit, queueMs, delayMs, jitterMs, lossPct }` (any of them;
+       * a direction left out, or null, is not impaired). Replaces what an
+       * earlier call set up, so a test can tighten or loosen a link as it
+       * goes. The rate is a token bucket (`tc qdisc … tbf`) on the egress
+       * of the sending end of the veth: `eth0` in the client namespace for
+       * the uplink, the server namespace's end (`link`) for the downlink,
+       * the client's ingress shaped on its peer's egress. Its queue holds
+       * `queueMs` (default 100 ms) at that rate; more is dropped, as a
+       * router with that much buffer does. Delay, jitter (never reordering)
+       * and random loss come from impair.py on an NFQUEUE in the client
+       * namespace (iptables' mangle table: OUTPUT to eth0 for the uplink,
+       * PREROUTING from eth0 for the downlink): this kernel has no netem.
+       * So loss and delay happen on the browser's side of the rate limit
+       * going up and after it coming down.
+       */
+      shape: async ({ up = null, down = null } = {}) => {
+        await client.unshape();
+        const tbf = (where, dev, dir) => {
+          if (!dir?.rateKbit) return;
+          const bytesPerSec = dir.rateKbit * 125;
+          // A burst of at least two full packets, or 10 ms at the rate.
+          const burst = Math.max(3028, Math.round(bytesPerSec / 100));
+          run('ip', ['netns', 'exec', where, 'tc', 'qdisc', 'replace', 'dev', dev, 'root', 'tbf',
+            'rate', `${dir.rateKbit}kbit`, 'burst', String(burst), 'latency', `${dir.queueMs ?? 100}ms`]);
+        };
+        tbf(ns, 'eth0', up);
+        tbf(this.serverNs, client.link, down);
+        const impaired = (dir) => dir && (dir.delayMs || dir.jitterMs || dir.lossPct);
+        let impair = null;
+        if (impaired(up) || impaired(down)) {
+          const q = (n, dir) => `${n}:${dir?.delayMs || 0}:${dir?.jitterMs || 0}:${dir?.lossPct || 0}`;
+          impair = this.spawnIn(ns, 'python3', [IMPAIR, q(0, up), q(1, down)]);
+          await waitForOutput(impair, /^ready$/m, 'impair.py');
+          const ipt = (...args) => run('ip', ['netns', 'exec', ns, 'iptables', '-w', '-t', 'mangle', ...args]);
+          if (impaired(up)) ipt('-A', 'OUTPUT', '-o', 'eth0', '-j', 'NFQUEUE', '--queue-num', '0', '--queue-bypass');
+          if (impaired(down)) ipt('-A', 'PREROUTING', '-i', 'eth0', '-j', 'NFQUEUE', '--queue-num', '1', '--queue-bypass');
+        }
+        client.shaping = { up, down, impair };
+      },
+      /**
+       * Lifts what `shape` set up: packets held for delay are let go, not
+       * dropped. Returns how many packets impair.py saw and dropped each way
+       * (`{ up: {packets, dropped}, down: … }`, null without it).
+       */
+      unshape: async () => {
+        const was = client.shaping;
+        client.shaping = null;
+        spawnSync('ip', ['netns', 'exec', ns, 'tc', 'qdisc', 'del', 'dev', 'eth0', 'root']);
+        spawnSync('ip', ['netns', 'exec', this.serverNs, 'tc', 'qdisc', 'del', 'dev', client.link, 'root']);
+        if (!was?.impair) return null;
+        spawnSync('ip', ['netns', 'exec', ns, 'iptables', '-w', '-t', 'mangle', '-F']);
+        const proc = was.impair;
+        if (proc.exitCode === null) {
+          const exited = new Promise((r) => proc.once('exit', r));
+          proc.kill('SIGTERM');
+          await Promise.race([exited, new Promise((r) => setTimeout(r, 3000))]);
+        }
+        const counts = (n) => {
+          const m = proc.log().match(new RegExp(`queue ${n}: (\\d+) packets, (\\d+) dropped`));
+          return m ? { packets: Number(m[1]), dropped: Number(m[2]) } : null;
+        };
+        return { up: counts(0), down: counts(1) };
+      },
+      /**
+       * What the rate limits did so far: per direction, bytes and packets
+       * sent through the token bucket and packets it dropped (`tc -s`),
+       * null where there is none.
+       */
+      shaped: () => {
+        const stats = (where, dev) => {
+          const out = spawnSync('ip', ['netns', 'exec', where, 'tc', '-s', 'qdisc', 'show', 'dev', dev], { encoding: 'utf8' }).stdout || '';
+          const m = out.match(/qdisc tbf[\s\S]*?Sent (\d+) bytes (\d+) pkt \(dropped (\d+), overlimits (\d+)/);
+          return m ? { bytes: Number(m[1]), packets: Number(m[2]), dropped: Number(m[3]), overlimits: Number(m[4]) } : null;
+        };
+        return { up: stats(ns, 'eth0'), down: stats(this.serverNs, client.link) };
+      },
       /** Replaces the client's outgoing rules (null: none, everything allowed). */
       firewall: (rules) => {
         spawnSync('ip', ['netns', 'exec', ns, 'nft', 'delete', 'table', 'inet', 'convene_test']);
@@ -305,7 +431,7 @@ export class Lab {
       },
       /** Gives the client the address of link `newIndex` instead (as a change of network does). */
       moveAddress: (newIndex) => {
-        const peer = `c${client.index}`;
+        const peer = client.link;
         ipn(ns, 'addr', 'flush', 'dev', 'eth0');
         ipn(this.serverNs, 'addr', 'flush', 'dev', peer);
         client.index = newIndex;
@@ -422,9 +548,11 @@ export class Lab {
    * Real headless Chromium in `client`'s namespace, for a page of `convene`:
    * plain http on SERVER_IP is treated as a secure origin (camera and
    * microphone), https certificates of the lab are pinned by their keys.
-   * Returns a person: { kind, page, close }.
+   * `viewport` and `deviceScaleFactor` size the page (tiles grow with
+   * both: a page's tiles are measured in device pixels). Returns a person:
+   * { kind, page, close }.
    */
-  async chromium(client, { convene, pins = [] } = {}) {
+  async chromium(client, { convene, pins = [], viewport = { width: 1280, height: 800 }, deviceScaleFactor = 1 } = {}) {
     const { chromium } = await import('playwright-core');
     const spkis = [convene?.spki, convene?.turn?.spki, ...pins].filter(Boolean);
     const args = [
@@ -439,7 +567,7 @@ export class Lab {
     if (convene && convene.url.startsWith('http:')) args.push(`--unsafely-treat-insecure-origin-as-secure=${convene.url}`);
     if (spkis.length) args.push(`--ignore-certificate-errors-spki-list=${spkis.join(',')}`);
     const browser = await chromium.launch({ executablePath: this.wrapper(client.ns, CHROMIUM), headless: true, args, timeout: 30000 });
-    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    const context = await browser.newContext({ viewport, deviceScaleFactor });
     await context.addInitScript(INIT_SCRIPT);
     const page = await context.newPage();
     page.on('pageerror', (e) => console.error(`[${client.name} chromium] page error:`, e.message));
@@ -456,9 +584,10 @@ export class Lab {
    * (each connection is piped through `ip netns exec … node`). The test CAs
    * of `convene` and its TURN server are trusted in the profile's own NSS
    * database (certutil, Debian's libnss3-tools): Firefox has no flag to pin
-   * a key as Chromium does.
+   * a key as Chromium does. `viewport` and `deviceScaleFactor` size the page
+   * (Puppeteer's 800x600 unless given).
    */
-  async firefox(client, { convene } = {}) {
+  async firefox(client, { convene, viewport = null, deviceScaleFactor = 1 } = {}) {
     const puppeteer = (await import('puppeteer-core')).default;
     const cas = [convene?.ca, convene?.turn?.ca].filter(Boolean);
     const profile = mkdtempSync(pathJoin(this.dir, 'firefox-profile-'));
@@ -486,6 +615,8 @@ export class Lab {
         userDataDir: profile,
         args: [`--remote-debugging-port=${port}`],
         timeout: 30000,
+        // Puppeteer's own (800x600) unless a test sizes the page.
+        ...(viewport ? { defaultViewport: { ...viewport, deviceScaleFactor } } : {}),
         extraPrefsFirefox: {
           'media.navigator.streams.fake': true,
           'media.navigator.permission.disabled': true,
@@ -587,6 +718,8 @@ const INIT_SCRIPT = `(() => {
   const OrigWs = window.WebSocket;
   window.__sockets = [];
   window.__iceServers = null;
+  window.__me = null;
+  window.__slots = [];
   window.WebSocket = class extends OrigWs {
     constructor(...args) {
       super(...args);
@@ -598,6 +731,9 @@ const INIT_SCRIPT = `(() => {
           const m = JSON.parse(e.data);
           // The TURN servers the server handed out (welcome, ice-servers).
           if ((m.type === 'welcome' || m.type === 'ice-servers') && Array.isArray(m.iceServers)) window.__iceServers = m.iceServers;
+          // Who this page is, and what each m-line of the latest offer carries.
+          if (m.type === 'welcome') window.__me = m.participantId;
+          if (m.type === 'offer' && Array.isArray(m.tracks)) window.__slots = m.tracks;
           if (m.type === 'pong') return;
           note('in', { ws, type: m.type, ufrag: typeof m.sdp === 'string' ? (m.sdp.match(/a=ice-ufrag:(\\S+)/) || [])[1] : undefined,
             participant: m.participantId ?? m.participant?.id });
@@ -716,6 +852,71 @@ export async function runCheck(person, url, timeoutMs = 25000) {
       };
     })),
   };
+}
+
+/**
+ * What the page's live peer connection receives and sends, per m-line (read
+ * through each transceiver's receiver and sender, so Chromium and Firefox
+ * alike), with what the latest offer says each carries:
+ *   inbound:  { mid, kind, participantId, source, voice, frameWidth,
+ *               frameHeight, framesDecoded, framesPerSecond, bytesReceived,
+ *               packetsReceived, packetsLost, jitter, freezeCount,
+ *               totalFreezesDuration, concealedSamples, silentConcealedSamples,
+ *               totalSamplesReceived }
+ *   outbound: { mid, kind, source, rid, active, frameWidth, frameHeight,
+ *               framesEncoded, bytesSent, targetBitrate, qualityLimitationReason,
+ *               trackHeight (of the track sent, as captured) }
+ *   rttMs:    the selected candidate pair's current round trip (Chromium),
+ *             else the largest remote-inbound-rtp roundTripTime, in ms
+ *   at:       the page's clock (ms); me: its participant id.
+ * Fields a browser lacks are undefined. Null without a live connection.
+ */
+export async function mediaStats(page) {
+  return page.evaluate(async () => {
+    const w = /** @type {any} */ (window);
+    const pc = w.__pcs.filter((p) => p.connectionState !== 'closed').at(-1);
+    if (!pc) return null;
+    const slots = new Map((w.__slots || []).map((s) => [s.mid, s]));
+    const out = { at: performance.now(), me: w.__me, inbound: [], outbound: [], rttMs: null };
+    const pick = (s, keys) => Object.fromEntries(keys.map((k) => [k, s[k]]));
+    let remoteRtt = null;
+    for (const tr of pc.getTransceivers()) {
+      if (!tr.mid || tr.stopped) continue;
+      const slot = slots.get(tr.mid) || {};
+      const dir = tr.currentDirection || '';
+      if (dir.includes('recv')) {
+        (await tr.receiver.getStats()).forEach((s) => {
+          if (s.type !== 'inbound-rtp') return;
+          out.inbound.push({
+            mid: tr.mid, participantId: slot.participantId, source: slot.source, voice: !!slot.voice,
+            ...pick(s, ['kind', 'frameWidth', 'frameHeight', 'framesDecoded', 'framesPerSecond', 'bytesReceived',
+              'packetsReceived', 'packetsLost', 'jitter', 'freezeCount', 'totalFreezesDuration', 'concealedSamples',
+              'silentConcealedSamples', 'totalSamplesReceived']),
+          });
+        });
+      }
+      if (dir.includes('send')) {
+        (await tr.sender.getStats()).forEach((s) => {
+          if (s.type === 'remote-inbound-rtp' && s.roundTripTime != null) remoteRtt = Math.max(remoteRtt ?? 0, s.roundTripTime * 1000);
+          if (s.type !== 'outbound-rtp') return;
+          out.outbound.push({
+            mid: tr.mid, source: slot.source, trackHeight: tr.sender.track?.getSettings().height,
+            ...pick(s, ['kind', 'rid', 'active', 'frameWidth', 'frameHeight', 'framesEncoded', 'bytesSent', 'targetBitrate',
+              'qualityLimitationReason']),
+          });
+        });
+      }
+    }
+    const all = await pc.getStats();
+    all.forEach((s) => {
+      if (s.type === 'transport' && s.selectedCandidatePairId) {
+        const pair = all.get(s.selectedCandidatePairId);
+        if (pair?.currentRoundTripTime != null) out.rttMs = pair.currentRoundTripTime * 1000;
+      }
+    });
+    if (out.rttMs == null) out.rttMs = remoteRtt;
+    return out;
+  });
 }
 
 /** Ms from navigation to the first decoded remote video frame, once there is one. */
