@@ -1,9 +1,17 @@
 // The media connection. The server always offers and we always answer, so there
 // is never glare; each offer says what every m-line (mid) carries.
 
-/** @typedef {{mid: string, kind: 'audio'|'video', direction: 'send'|'receive', participantId?: string, source?: string, voice?: boolean}} TrackSlot */
+/** `layers`: on a send slot the server wants in simulcast, the rids, lowest first (§7.3).
+ * @typedef {{mid: string, kind: 'audio'|'video', direction: 'send'|'receive', participantId?: string, source?: string, voice?: boolean, layers?: string[]}} TrackSlot */
 /** TURN servers with this participant's own, expiring credentials (protocol §5.22): `[]` without TURN.
  * @typedef {{urls: string[], username: string, credential: string}} IceServer */
+
+/** How each simulcast layer is encoded, by rid: a quarter, half and full size. */
+const LAYERS = /** @type {Record<string, {scaleResolutionDownBy: number, maxBitrate: number}>} */ ({
+  l: { scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  m: { scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  h: { scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
+});
 
 export class Call extends EventTarget {
   /**
@@ -20,6 +28,8 @@ export class Call extends EventTarget {
     this.slots = [];
     /** Offers are handled one at a time, in order. */
     this.queue = Promise.resolve();
+    /** @type {Map<string, string[]>} source → the layers (rids) the server last asked us to send */
+    this.activeLayers = new Map();
     this.pc.addEventListener('connectionstatechange', () => {
       this.dispatchEvent(new CustomEvent('state', { detail: this.pc.connectionState }));
       if (this.pc.connectionState === 'connected') this.reportPath();
@@ -81,6 +91,8 @@ export class Call extends EventTarget {
       if (!tr) continue;
       if (slot.direction === 'send') {
         const track = slot.source ? this.localTrack(slot.source) : null;
+        // A shared screen is mostly text: keep it sharp rather than smooth.
+        if (track && slot.source === 'screen') track.contentHint = 'detail';
         await tr.sender.replaceTrack(track);
         tr.direction = slot.source ? 'sendonly' : 'inactive';
       } else {
@@ -90,8 +102,64 @@ export class Call extends EventTarget {
     const answer = await this.pc.createAnswer();
     await this.pc.setLocalDescription(answer);
     this.send({ type: 'answer', sdp: answer.sdp });
+    // A source we no longer send forgets what was asked of its layers (a new
+    // publication gets its own `video-layers`).
+    const sending = (/** @type {TrackSlot[]} */ list) => new Set(list.filter((t) => t.direction === 'send' && t.source).map((t) => t.source));
+    const now = sending(tracks);
+    for (const source of sending(this.slots)) if (!now.has(source)) this.activeLayers.delete(source);
     this.slots = tracks;
+    // Encodings once the transceivers are negotiated. Every offer again:
+    // Chromium turns every layer back on when it applies an offer.
+    for (const slot of tracks) {
+      if (slot.direction === 'send' && slot.source) await this.encode(slot);
+    }
     this.dispatchEvent(new Event('tracks'));
+  }
+
+  /**
+   * Set how a send slot's track is encoded: simulcast layers by rid (their
+   * sizes and bitrates, and which are on), and for a shared screen, keep
+   * its resolution when the link is short (frames are dropped instead).
+   * @param {TrackSlot} slot
+   */
+  async encode(slot) {
+    const tr = this.pc.getTransceivers().find((t) => t.mid === slot.mid);
+    if (!tr || !tr.sender.track) return;
+    try {
+      const params = tr.sender.getParameters();
+      if (slot.layers?.length) {
+        const active = this.activeLayers.get(/** @type {string} */ (slot.source));
+        for (const enc of params.encodings) {
+          const layer = enc.rid ? LAYERS[enc.rid] : undefined;
+          if (!layer) continue;
+          Object.assign(enc, layer);
+          enc.active = active ? active.includes(/** @type {string} */ (enc.rid)) : true;
+        }
+      } else if (slot.source === 'screen') {
+        /** @type {any} */ (params).degradationPreference = 'maintain-resolution';
+      } else {
+        return;
+      }
+      await tr.sender.setParameters(params);
+    } catch (e) {
+      // Not fatal: the browser's defaults still send video.
+      console.warn(`could not set the encodings of ${slot.source}`, e);
+    }
+  }
+
+  /**
+   * The server says which of a source's layers somebody needs (`video-layers`):
+   * the rest are paused, without renegotiating. Kept for a sender that does
+   * not exist yet, and applied again after every answer.
+   * @param {string} source @param {string[]} active rids
+   */
+  setLayers(source, active) {
+    this.activeLayers.set(source, active);
+    this.queue = this.queue.then(async () => {
+      for (const slot of this.slots) {
+        if (slot.direction === 'send' && slot.source === source && slot.layers?.length) await this.encode(slot);
+      }
+    }).catch((e) => console.warn('could not change layers', e));
   }
 
   /** Swap the track we send for a source (device change) without renegotiating. */

@@ -2,6 +2,8 @@
 import { Signalling } from './signalling.js';
 import { Call } from './call.js';
 import { badge, describe, loadSession, renderSignIn } from './identity.js';
+import { VideoSizes } from './sizes.js';
+import { ConnectionQuality } from './quality.js';
 
 const $ = (/** @type {string} */ id) => /** @type {any} */ (document.getElementById(id));
 const meetingId = location.pathname.split('/').pop() || '';
@@ -41,6 +43,10 @@ let settings = null;
 let removing = { id: '', name: '' };
 /** The meeting has ended: nothing more to capture or join. */
 let meetingOver = false;
+/** Cameras are asked for at 720p: simulcast sends it in three sizes. */
+const CAMERA = { width: { ideal: 1280 }, height: { ideal: 720 } };
+const sizes = new VideoSizes(send, [$('grid'), $('stage')], () => me);
+const quality = new ConnectionQuality($('grid'), $('quality-note'), () => me);
 
 /** The deployment's levels (for hosts' level control), lowest first. */
 /** @type {any[]} */ let levels = [];
@@ -121,7 +127,7 @@ async function loadMeeting() {
 async function getMedia(cameraId, micId) {
   const stream = await navigator.mediaDevices.getUserMedia({
     audio: micId ? { deviceId: { exact: micId } } : true,
-    video: cameraId ? { deviceId: { exact: cameraId } } : { width: 640, height: 480 },
+    video: cameraId ? { ...CAMERA, deviceId: { exact: cameraId } } : CAMERA,
   });
   if (meetingOver) {
     for (const t of stream.getTracks()) t.stop();
@@ -287,6 +293,8 @@ function onMessage(msg) {
       for (const m of msg.chat) addChat(m);
       setStatus('');
       render();
+      sizes.reset();
+      quality.reset();
       break;
     }
     case 'roster':
@@ -306,6 +314,7 @@ function onMessage(msg) {
     case 'participant-left':
       participants.delete(msg.participantId);
       speaking.delete(msg.participantId);
+      quality.forget(msg.participantId);
       render();
       break;
     case 'offer':
@@ -313,6 +322,12 @@ function onMessage(msg) {
       break;
     case 'ice-servers':
       call?.setIceServers(msg.iceServers);
+      break;
+    case 'video-layers':
+      call?.setLayers(msg.source, msg.active);
+      break;
+    case 'connection-quality':
+      quality.update(msg.participants);
       break;
     case 'voice-slot':
       // Who a voice slot carries now. The speaking indicators already show who talks.
@@ -461,6 +476,7 @@ function render() {
   for (const [id, p] of participants) {
     const isMe = id === me;
     const tile = tileFor(grid, id, id);
+    tile.dataset.source = 'camera';
     seen.add(id);
     tile.classList.toggle('self', isMe);
     tile.classList.toggle('away', !p.connected);
@@ -478,6 +494,7 @@ function render() {
     const screenTrack = isMe ? localTrack('screen') : (p.sources.includes('screen') ? remote.get(id)?.get('screen') : null);
     if (screenTrack) {
       const st = tileFor(stage, id, `${id}-screen`);
+      st.dataset.source = 'screen';
       seenStage.add(`${id}-screen`);
       const label = `${isMe ? 'You are' : `${p.name} is`} sharing the screen`;
       st.querySelector('.label').textContent = label;
@@ -492,6 +509,7 @@ function render() {
   playVoices(call?.voiceTracks() || []);
   for (const a of [...$('audio-sink').querySelectorAll('audio:not([data-voice])')]) if (!participants.has(a.dataset.id)) a.remove();
   stage.hidden = seenStage.size === 0;
+  quality.apply();
   renderPeople();
 }
 
@@ -740,7 +758,7 @@ async function toggleCamera() {
     send({ type: 'unpublish', source: 'camera' });
   } else {
     try {
-      const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 } });
+      const stream = await navigator.mediaDevices.getUserMedia({ video: CAMERA });
       local.camera = stream.getVideoTracks()[0];
       local.cameraOn = true;
       send({ type: 'publish', source: 'camera' });
