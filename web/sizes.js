@@ -129,7 +129,8 @@ export class VideoSizes {
  * @param {HTMLElement} video @param {HTMLElement} tile
  */
 function onScreen(video, tile) {
-  if (!video.checkVisibility({ opacityProperty: true, visibilityProperty: true })) return false;
+  // (Browsers without checkVisibility: elementFromPoint below skips what is hidden.)
+  if (video.checkVisibility && !video.checkVisibility({ opacityProperty: true, visibilityProperty: true })) return false;
   const r = video.getBoundingClientRect();
   if (r.width < 1 || r.height < 1) return false;
   const left = Math.max(r.left, 0);

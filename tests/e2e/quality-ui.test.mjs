@@ -130,8 +130,9 @@ test('simulcast publishing, tile sizes and connection quality', async () => {
     return e.length === 3 && e;
   });
   assert.deepEqual(encodings.map((e) => [e.rid, e.scale, e.maxBitrate]), [['l', 4, 150000], ['m', 2, 500000], ['h', 1, 1500000]]);
-  // The browser sends each layer (at least the low one, whatever the server needs).
-  const low = await until('the low layer sent at 320x180', () => ann.page.evaluate(async () => {
+  // The browser sends the low layer at a quarter size (less if the CPU is short,
+  // as Chromium lowers resolution under load), whatever else the server needs.
+  const low = await until('the low layer sent', () => ann.page.evaluate(async () => {
     for (const pc of window['__pcs']) {
       if (pc.connectionState === 'closed') continue;
       let found = null;
@@ -142,7 +143,7 @@ test('simulcast publishing, tile sizes and connection quality', async () => {
     }
     return null;
   }));
-  assert.deepEqual(low, { width: 320, height: 180 });
+  assert.ok(low.width <= 320 && low.height <= 180, `the low layer is 320x180 at most (${low.width}x${low.height})`);
 
   // The server's layer choice arrives as `video-layers`: layers nobody needs are paused
   // without renegotiating. (Given here by hand, then whatever the server says next.)
