@@ -13,6 +13,10 @@ const MAX_ENTRIES = 64;
 const MAX_PIXELS = 16384;
 /** Coverings no observer reports (a panel over a tile): looked for this often. */
 const RECHECK_MS = 2000;
+/** Never two messages closer than this (scrolling past many tiles). */
+const MIN_GAP_MS = 200;
+/** A layout that keeps moving is told at least this often. */
+const MAX_WAIT_MS = 1000;
 
 export class VideoSizes {
   /**
@@ -31,6 +35,9 @@ export class VideoSizes {
     /** @type {number | undefined} */ this.tick = undefined;
     /** @type {number | undefined} */ this.debounce = undefined;
     /** @type {Set<Element>} */ this.watched = new Set();
+    this.lastSent = 0;
+    /** @type {{sizes: VideoSize[], since: number} | null} a change waiting for the layout to settle */
+    this.pending = null;
     const schedule = () => this.schedule();
     this.resize = new ResizeObserver(schedule);
     this.intersect = new IntersectionObserver(schedule, { threshold: [0, 0.25, 0.5, 0.75, 1] });
@@ -73,25 +80,41 @@ export class VideoSizes {
   check() {
     const sizes = this.measure();
     const change = compare(this.sent, sizes);
+    const now = Date.now();
     if (change === 'none') {
-      clearTimeout(this.debounce);
-      this.debounce = undefined;
+      this.cancel();
       return;
     }
-    if (change === 'added') { this.flush(sizes); return; }
+    let wait;
+    if (change === 'added') {
+      wait = Math.max(0, this.lastSent + MIN_GAP_MS - now);
+    } else if (this.pending && same(this.pending.sizes, sizes)) {
+      return; // still settling on what is already waiting: leave its timer be
+    } else {
+      const since = this.pending?.since ?? now;
+      wait = Math.max(0, Math.min(DEBOUNCE_MS, since + MAX_WAIT_MS - now));
+      this.pending = { sizes, since };
+    }
+    if (wait === 0) { this.flush(sizes); return; }
     clearTimeout(this.debounce);
-    this.debounce = window.setTimeout(() => { this.debounce = undefined; this.flush(this.measure()); }, DEBOUNCE_MS);
+    this.debounce = window.setTimeout(() => { this.debounce = undefined; this.flush(this.measure()); }, wait);
+  }
+
+  cancel() {
+    clearTimeout(this.debounce);
+    this.debounce = undefined;
+    this.pending = null;
   }
 
   /** @param {VideoSize[]} sizes */
   flush(sizes) {
-    clearTimeout(this.debounce);
-    this.debounce = undefined;
+    this.cancel();
     // Until a video is on screen there is nothing to limit (and an old server
     // default, no limit, suits a first video best).
     if (this.sent === null && sizes.length === 0) return;
     if (this.sent && compare(this.sent, sizes) === 'none') return;
     this.sent = sizes;
+    this.lastSent = Date.now();
     this.send({ type: 'video-sizes', sizes });
   }
 
@@ -117,7 +140,9 @@ export class VideoSizes {
         });
       }
     }
-    out.sort((a, b) => b.width * b.height - a.width * a.height);
+    // Largest first (kept if there are too many), in a stable order.
+    out.sort((a, b) => b.width * b.height - a.width * a.height
+      || a.participantId.localeCompare(b.participantId) || a.source.localeCompare(b.source));
     return out.slice(0, MAX_ENTRIES);
   }
 }
@@ -168,6 +193,11 @@ export function compare(sent, next) {
     if (far(old.width, s.width) || far(old.height, s.height)) changed = true;
   }
   return changed ? 'changed' : 'none';
+}
+
+/** Exactly the same list. @param {VideoSize[]} a @param {VideoSize[]} b */
+function same(a, b) {
+  return a.length === b.length && a.every((s, i) => s.participantId === b[i].participantId && s.source === b[i].source && s.width === b[i].width && s.height === b[i].height);
 }
 
 /** @param {number} a @param {number} b */
