@@ -65,6 +65,12 @@ pub enum ClientMessage {
     MediaPath {
         path: MediaPath,
     },
+    /// The size at which the client shows each video it receives: the server
+    /// sends a video no larger than that, and not at all when it is not listed
+    /// (checked by the room: see [`VideoSize`]).
+    VideoSizes {
+        sizes: Vec<VideoSize>,
+    },
     /// Host actions.
     #[serde(rename_all = "camelCase")]
     Remove {
@@ -142,7 +148,26 @@ const CLIENT_TYPES: &[&str] = &[
     "leave",
     "restart-ice",
     "media-path",
+    "video-sizes",
 ];
+
+/// One video as a client shows it, in device pixels (CSS pixels times
+/// `devicePixelRatio`); 0 either way: not shown.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VideoSize {
+    pub participant_id: String,
+    pub source: Source,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl VideoSize {
+    /// Entries in one `video-sizes`.
+    pub const MAX_ENTRIES: usize = 64;
+    /// Largest width or height, in device pixels (an 8K screen is 7680).
+    pub const MAX_PIXELS: u32 = 16_384;
+}
 
 /// Which way a participant's media travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -252,6 +277,30 @@ pub struct TrackSlot {
     /// switched by the server without renegotiation; `voice-slot` messages say who.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub voice: bool,
+    /// On a camera the client sends: the simulcast layers (rids, lowest first)
+    /// it is asked to send. Absent for a single layer.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<String>,
+}
+
+/// A connection's quality, in words (from loss, round-trip time and jitter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Quality {
+    Good,
+    Fair,
+    Poor,
+}
+
+/// One participant's entry in `connection-quality`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParticipantQuality {
+    pub participant_id: String,
+    pub quality: Quality,
+    /// They publish a camera, but nothing of it arrives (their uplink cannot
+    /// carry even its lowest layer).
+    pub video_paused: bool,
 }
 
 /// A TURN server the client may relay media through, in WebRTC's
@@ -411,6 +460,17 @@ pub enum ServerMessage {
     Pong {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
+    },
+    /// To a publisher: the simulcast layers (rids) of its source somebody
+    /// receives; it should pause the others (none listed: pause them all).
+    VideoLayers {
+        source: Source,
+        active: Vec<String>,
+    },
+    /// How good participants' connections are: everyone's after a welcome,
+    /// then those that changed, at most every two seconds.
+    ConnectionQuality {
+        participants: Vec<ParticipantQuality>,
     },
     /// The meeting's state changed (locked or unlocked).
     MeetingUpdated {
@@ -590,6 +650,74 @@ mod tests {
             .message
             .starts_with("invalid \"publish\" message: unknown variant"));
         assert!(e.message.contains("expected one of"), "{}", e.message);
+    }
+
+    #[test]
+    fn video_sizes_parse_and_bad_ones_are_invalid() {
+        assert_eq!(
+            parse_client_message(
+                r#"{"type":"video-sizes","sizes":[{"participantId":"p1","source":"camera","width":320,"height":180}]}"#
+            )
+            .unwrap(),
+            ClientMessage::VideoSizes {
+                sizes: vec![VideoSize {
+                    participant_id: "p1".into(),
+                    source: Source::Camera,
+                    width: 320,
+                    height: 180,
+                }]
+            }
+        );
+        let code = |s: &str| parse_client_message(s).unwrap_err().code;
+        for bad in [
+            r#"{"type":"video-sizes"}"#,
+            r#"{"type":"video-sizes","sizes":{}}"#,
+            r#"{"type":"video-sizes","sizes":[{"participantId":"p1","source":"camera","width":-1,"height":1}]}"#,
+            r#"{"type":"video-sizes","sizes":[{"participantId":"p1","source":"camera","width":1.5,"height":1}]}"#,
+            r#"{"type":"video-sizes","sizes":[{"participantId":"p1","source":"camera","width":4294967296,"height":1}]}"#,
+            r#"{"type":"video-sizes","sizes":[{"participantId":"p1","source":"camera","width":1}]}"#,
+            r#"{"type":"video-sizes","sizes":[{"participantId":"p1","source":"camera","width":1,"height":1,"x":0}]}"#,
+        ] {
+            assert_eq!(code(bad), ErrorCode::Invalid, "{bad}");
+        }
+    }
+
+    #[test]
+    fn media_quality_messages_serialise_as_documented() {
+        let m = ServerMessage::VideoLayers {
+            source: Source::Camera,
+            active: vec!["l".into(), "m".into()],
+        };
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            r#"{"type":"video-layers","source":"camera","active":["l","m"]}"#
+        );
+        let m = ServerMessage::ConnectionQuality {
+            participants: vec![ParticipantQuality {
+                participant_id: "p1".into(),
+                quality: Quality::Poor,
+                video_paused: true,
+            }],
+        };
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            r#"{"type":"connection-quality","participants":[{"participantId":"p1","quality":"poor","videoPaused":true}]}"#
+        );
+        let slot = |layers: Vec<String>| TrackSlot {
+            mid: "a".into(),
+            kind: MediaKind::Video,
+            direction: Direction::Send,
+            participant_id: Some("p1".into()),
+            source: Some(Source::Camera),
+            voice: false,
+            layers,
+        };
+        assert_eq!(
+            serde_json::to_string(&slot(vec!["l".into(), "m".into(), "h".into()])).unwrap(),
+            r#"{"mid":"a","kind":"video","direction":"send","participantId":"p1","source":"camera","layers":["l","m","h"]}"#
+        );
+        let single = serde_json::to_value(slot(Vec::new())).unwrap();
+        assert!(single.get("layers").is_none(), "{single}");
     }
 
     #[test]

@@ -130,6 +130,12 @@ pub enum MediaAction {
     RestartIce {
         who: ParticipantId,
     },
+    /// How `who` shows the videos it receives (checked: see `room/media.rs`);
+    /// a video it receives and does not list is not on its screen.
+    VideoSizes {
+        who: ParticipantId,
+        sizes: Vec<crate::protocol::VideoSize>,
+    },
 }
 
 /// An auditable event, described by the domain; the edge stores it.
@@ -264,6 +270,7 @@ struct Participant {
     /// As their client last reported it.
     media_path: Option<MediaPath>,
     last_ice_restart: Option<Instant>,
+    video_sizes: media::SizesGate,
 }
 
 #[derive(Debug)]
@@ -504,6 +511,7 @@ impl Room {
                 muted: BTreeSet::new(),
                 media_path: None,
                 last_ice_restart: None,
+                video_sizes: Default::default(),
             },
         );
         let p = &self.participants[&id];
@@ -1191,6 +1199,7 @@ impl Room {
                     }
                 }
             }
+            ClientMessage::VideoSizes { sizes } => self.video_sizes(now, who, sizes)?,
             ClientMessage::Answer { sdp } => {
                 self.effects.push_back(Effect::Media(MediaAction::Answer {
                     who: who.clone(),
@@ -1502,6 +1511,7 @@ impl Room {
             self.remove(&id, LeaveReason::Disconnected);
         }
         self.expire_waiting(now);
+        self.flush_video_sizes(now);
     }
 
     /// Those who waited in the lobby past the limit are told why and let go.
@@ -1752,6 +1762,8 @@ fn for_non_host(message: ServerMessage) -> ServerMessage {
         | ServerMessage::Speaking { .. }
         | ServerMessage::VoiceSlot { .. }
         | ServerMessage::Pong { .. }
+        | ServerMessage::VideoLayers { .. }
+        | ServerMessage::ConnectionQuality { .. }
         | ServerMessage::MeetingUpdated { .. }
         | ServerMessage::Removed { .. }
         | ServerMessage::Notice { .. }
@@ -1839,6 +1851,8 @@ fn unix_millis() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+mod media;
 
 #[cfg(test)]
 mod tests;

@@ -38,6 +38,7 @@ const CLIENT_TYPES: &[&str] = &[
     "stop-source",
     "update-settings",
     "set-level",
+    "video-sizes",
 ];
 
 /// Field names the client messages use, for adding fields where they do not belong.
@@ -61,6 +62,10 @@ const FIELDS: &[&str] = &[
     "confirm",
     "role",
     "locked",
+    "sizes",
+    "width",
+    "height",
+    // Settings from here on.
     "lobby",
     "screenShare",
     "unmute",
@@ -127,6 +132,7 @@ fn type_of(m: &ClientMessage) -> &'static str {
         ClientMessage::MuteAll {} => "mute-all",
         ClientMessage::RestartIce {} => "restart-ice",
         ClientMessage::MediaPath { .. } => "media-path",
+        ClientMessage::VideoSizes { .. } => "video-sizes",
     }
 }
 

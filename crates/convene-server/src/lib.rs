@@ -11,6 +11,7 @@ mod hashing;
 mod http;
 mod ice_tcp;
 mod listener;
+mod media_quality;
 mod meeting;
 mod origin;
 mod rates;

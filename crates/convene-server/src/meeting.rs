@@ -16,6 +16,7 @@ use convene_sfu::{ConnId, SfuError, SfuEvent, SlotDirection, TrackId, TrackKind}
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info};
 
+use crate::media_quality::MediaQuality;
 use crate::writer::{AuditEntry, Item};
 use crate::AppState;
 use convene_meeting::access::Role;
@@ -94,6 +95,8 @@ struct Meeting {
     conn_owner: HashMap<ConnId, ParticipantId>,
     tracks: HashMap<(ParticipantId, Source), TrackId>,
     track_owner: HashMap<TrackId, (ParticipantId, Source)>,
+    /// Video sizes, priorities and connection quality (issue 15).
+    quality: MediaQuality,
     /// Writes (audit rows, what the meeting remembers) not yet handed to the
     /// writer; while there are any, output waits in `held`.
     unwritten: Vec<Item>,
@@ -158,6 +161,7 @@ pub fn deliver(state: &Arc<AppState>, meeting: &StoredMeeting, input: MeetingInp
             conn_owner: HashMap::new(),
             tracks: HashMap::new(),
             track_owner: HashMap::new(),
+            quality: MediaQuality::default(),
             unwritten: Vec::new(),
             held: Vec::new(),
         };
@@ -222,6 +226,9 @@ impl Meeting {
                 _ = tick.tick() => {
                     let now = Instant::now();
                     self.room.tick(now);
+                    let room = &self.room;
+                    self.quality.retain(|who| room.is_admitted(who));
+                    self.tell_quality(now);
                     self.apply_effects();
                     self.refresh_turn(now);
                     self.settle().await;
@@ -316,7 +323,16 @@ impl Meeting {
             }
             MeetingInput::Sfu(event) => self.sfu_event(event),
         }
+        self.tell_quality(now);
         self.apply_effects();
+    }
+
+    /// Connection quality that changed, to everyone, at most every
+    /// [`crate::media_quality::QUALITY_EVERY`].
+    fn tell_quality(&mut self, now: Instant) {
+        if let Some(participants) = self.quality.due(now) {
+            self.room.connection_quality(participants);
+        }
     }
 
     fn sfu_event(&mut self, event: SfuEvent) {
@@ -343,6 +359,7 @@ impl Meeting {
                             },
                             participant_id: owner.map(|(p, _)| p.0.clone()),
                             source: owner.map(|(_, s)| *s),
+                            layers: s.layers,
                         }
                     })
                     .collect();
@@ -384,6 +401,11 @@ impl Meeting {
             SfuEvent::Speaking { track, speaking } => {
                 if let Some((who, Source::Microphone)) = self.track_owner.get(&track).cloned() {
                     self.room.speaking(&who, speaking);
+                    if speaking {
+                        for command in self.quality.speaking(&who, &self.tracks) {
+                            self.sfu.send(command);
+                        }
+                    }
                 }
             }
             SfuEvent::VoiceSlot { conn, mid, track } => {
@@ -401,16 +423,35 @@ impl Meeting {
                     },
                 );
             }
+            SfuEvent::VideoLayers { track, active } => {
+                if let Some((who, source)) = self.track_owner.get(&track).cloned() {
+                    self.send(&who, ServerMessage::VideoLayers { source, active });
+                }
+            }
+            SfuEvent::Quality { conn, quality } => {
+                if let Some(who) = self.conn_owner.get(&conn) {
+                    self.quality.quality(who, quality.level);
+                }
+            }
+            SfuEvent::VideoStalled { track, stalled } => {
+                if let Some((who, Source::Camera)) = self.track_owner.get(&track) {
+                    self.quality.video_paused(who, stalled);
+                }
+            }
             SfuEvent::Connected(_) | SfuEvent::Disconnected(_) => {}
-            // Issue 15: told to clients by the server side (in progress).
-            SfuEvent::VideoLayers { .. } | SfuEvent::Quality { .. } | SfuEvent::VideoStalled { .. } => {}
         }
     }
 
     fn apply_effects(&mut self) {
+        let mut welcomed = Vec::new();
         while let Some(effect) = self.room.poll_effect() {
             match effect {
-                Effect::Send { to, message } => self.send(&to, message),
+                Effect::Send { to, message } => {
+                    if matches!(message, ServerMessage::Welcome { .. }) {
+                        welcomed.push(to.clone());
+                    }
+                    self.send(&to, message);
+                }
                 Effect::Broadcast { to, message } => self.broadcast(&to, message),
                 Effect::Close { who } => {
                     if self.unwritten.is_empty() {
@@ -435,6 +476,22 @@ impl Meeting {
                     outcome: fact.outcome,
                     detail: fact.detail,
                 })),
+            }
+        }
+        // After the welcome and the roster pages that follow it: how good
+        // everyone's connection is now.
+        for who in welcomed {
+            let participants: Vec<_> = self
+                .quality
+                .snapshot()
+                .into_iter()
+                .filter(|q| {
+                    self.room
+                        .is_admitted(&ParticipantId(q.participant_id.clone()))
+                })
+                .collect();
+            if !participants.is_empty() {
+                self.send(&who, ServerMessage::ConnectionQuality { participants });
             }
         }
     }
@@ -484,7 +541,7 @@ impl Meeting {
                     self.state.registry.add_track(t, self.me.clone());
                     t
                 });
-                self.track_owner.insert(track, (who, source));
+                self.track_owner.insert(track, (who.clone(), source));
                 // Microphones share each listener's few voice slots; a screen's
                 // sound is forwarded to everyone on its own m-line.
                 let kind = match source {
@@ -498,9 +555,13 @@ impl Meeting {
                     kind,
                     simulcast: source == Source::Camera,
                 });
+                if let Some(command) = self.quality.published(&who, source, track) {
+                    sfu.send(command);
+                }
             }
             MediaAction::Unpublish { who, source } => {
-                if let Some(track) = self.tracks.remove(&(who, source)) {
+                if let Some(track) = self.tracks.remove(&(who.clone(), source)) {
+                    self.quality.unpublished(&who, source, track);
                     self.track_owner.remove(&track);
                     self.state.registry.remove_track(track);
                     sfu.send(Command::Unpublish(track));
@@ -511,12 +572,25 @@ impl Meeting {
                 publisher,
                 source,
             } => {
-                let (Some(&conn), Some(&track)) =
-                    (self.conns.get(&who), self.tracks.get(&(publisher, source)))
-                else {
+                let (Some(&conn), Some(&track)) = (
+                    self.conns.get(&who),
+                    self.tracks.get(&(publisher.clone(), source)),
+                ) else {
                     return;
                 };
                 sfu.send(Command::Subscribe { conn, track });
+                if let Some(command) = self
+                    .quality
+                    .subscribed(&who, conn, &publisher, source, track)
+                {
+                    sfu.send(command);
+                }
+            }
+            MediaAction::VideoSizes { who, sizes } => {
+                let conn = self.conns.get(&who).copied();
+                for command in self.quality.video_sizes(&who, conn, sizes, &self.tracks) {
+                    sfu.send(command);
+                }
             }
             MediaAction::Pause {
                 who,
