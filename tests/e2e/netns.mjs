@@ -585,7 +585,7 @@ export class Lab {
    * of `convene` and its TURN server are trusted in the profile's own NSS
    * database (certutil, Debian's libnss3-tools): Firefox has no flag to pin
    * a key as Chromium does. `viewport` and `deviceScaleFactor` size the page
-   * (Puppeteer's 800x600 unless given).
+   * (as Puppeteer leaves it unless given).
    */
   async firefox(client, { convene, viewport = null, deviceScaleFactor = 1 } = {}) {
     const puppeteer = (await import('puppeteer-core')).default;
@@ -615,8 +615,6 @@ export class Lab {
         userDataDir: profile,
         args: [`--remote-debugging-port=${port}`],
         timeout: 30000,
-        // Puppeteer's own (800x600) unless a test sizes the page.
-        ...(viewport ? { defaultViewport: { ...viewport, deviceScaleFactor } } : {}),
         extraPrefsFirefox: {
           'media.navigator.streams.fake': true,
           'media.navigator.permission.disabled': true,
@@ -637,6 +635,8 @@ export class Lab {
       throw e;
     }
     const page = (await browser.pages())[0] || (await browser.newPage());
+    // Puppeteer's default viewport does not reach the page Firefox opened itself.
+    if (viewport) await page.setViewport({ ...viewport, deviceScaleFactor });
     await page.evaluateOnNewDocument(INIT_SCRIPT);
     page.on('pageerror', (e) => console.error(`[${client.name} firefox] page error:`, e.message));
     const person = {
@@ -736,14 +736,14 @@ const INIT_SCRIPT = `(() => {
           if (m.type === 'offer' && Array.isArray(m.tracks)) window.__slots = m.tracks;
           if (m.type === 'pong') return;
           note('in', { ws, type: m.type, ufrag: typeof m.sdp === 'string' ? (m.sdp.match(/a=ice-ufrag:(\\S+)/) || [])[1] : undefined,
-            participant: m.participantId ?? m.participant?.id });
+            participant: m.participantId ?? m.participant?.id, active: m.type === 'video-layers' ? m.active : undefined });
         } catch { /* not ours to judge */ }
       });
     }
     send(data) {
       try {
         const m = JSON.parse(data);
-        if (m.type !== 'ping') note('out', { ws: window.__sockets.indexOf(this), type: m.type });
+        if (m.type !== 'ping') note('out', { ws: window.__sockets.indexOf(this), type: m.type, sizes: m.type === 'video-sizes' ? m.sizes : undefined });
       } catch { /* not ours to judge */ }
       super.send(data);
     }
@@ -810,7 +810,8 @@ export async function joinMeeting(person, link, name) {
  * What happened in the page, oldest first (the last 500): `{t, what, …}`, `t`
  * in ms of the page's clock (performance.now()); `what` is 'in' or 'out' (a
  * signalling message: `type`, `ws` the socket's number, `ufrag` of an
- * offer's ICE credentials, `participant`), 'open' or 'close' (a socket),
+ * offer's ICE credentials, `participant`; `active` of a video-layers
+ * message in, `sizes` of a video-sizes message out), 'open' or 'close' (a socket),
  * 'pc' (a new peer connection), 'ice' or 'connection' (`state` of
  * peer connection `pc`), 'online' or 'offline'.
  */
