@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { readFileSync } from 'node:fs';
-import { startServer, launchPerson, createMeeting, join, until, decodingVideos } from './harness.mjs';
+import { startServer, launchPerson, createMeeting, join, until, decodingVideos, cutConnections } from './harness.mjs';
 
 const AXE = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
 let server;
@@ -213,4 +213,16 @@ test('simulcast publishing, tile sizes and connection quality', async () => {
   await bobTile.getByRole('img', { name: 'Connection: fair (some loss or delay)' }).waitFor();
   assert.equal(await bobTile.getByText('Video paused: poor connection').count(), 0);
   assert.equal(await own.count(), 0);
+
+  // A dropped connection: after the resume's welcome the server hears the sizes
+  // again (its new media connection knows none), and the quality comes afresh.
+  const welcomes = (await received(ann.page, 'welcome')).length;
+  await cutConnections(ann.page);
+  await until('resumed', async () => (await received(ann.page, 'welcome')).length > welcomes);
+  await until('sizes sent after the resume', () => ann.page.evaluate(() => {
+    const all = window['__sent'];
+    const join = all.findLastIndex((m) => m.type === 'join');
+    return all.slice(join).some((m) => m.type === 'video-sizes' && m.sizes.length === 1);
+  }));
+  await until('quality shown after the resume', () => bobTile.getByRole('img', { name: /^Connection: / }).count());
 });
