@@ -21,7 +21,11 @@ after(async () => {
   server?.stop();
 });
 
-/** A person whose page keeps every signalling message it sends and receives. */
+/**
+ * A person whose page keeps every signalling message it sends and receives.
+ * `window.__hold` (a Set of types) keeps the server's messages of those types
+ * from the page, so states given by hand are not overwritten meanwhile.
+ */
 async function person() {
   const p = await launchPerson();
   people.push(p);
@@ -38,7 +42,12 @@ async function person() {
     window.WebSocket = class extends Ws {
       constructor(...args) {
         super(...args);
-        this.addEventListener('message', (e) => { try { w.__received.push(JSON.parse(e.data)); } catch { /* not JSON */ } });
+        this.addEventListener('message', (e) => {
+          let m;
+          try { m = JSON.parse(e.data); } catch { return; }
+          w.__received.push(m);
+          if (e.isTrusted && w.__hold?.has(m.type)) e.stopImmediatePropagation();
+        });
       }
     };
   });
@@ -192,6 +201,8 @@ test('simulcast publishing, tile sizes and connection quality', async () => {
   await bobTile.getByRole('img', { name: /^Connection: (good|fair \(some loss or delay\)|poor \(high loss or delay\))$/ }).waitFor();
   await ann.page.locator('#grid .tile.self').getByRole('img', { name: /^Connection: / }).waitFor();
   // Bob's link is poor and his video cannot get through; Ann's own link is poor.
+  // (The server's own reports held back meanwhile: every 2 s it says how things are.)
+  await ann.page.evaluate(() => { window['__hold'] = new Set(['connection-quality']); });
   await inject(ann.page, { type: 'connection-quality', participants: [
     { participantId: bobId, quality: 'poor', videoPaused: true },
     { participantId: annId, quality: 'poor', videoPaused: false },
@@ -213,6 +224,7 @@ test('simulcast publishing, tile sizes and connection quality', async () => {
   await bobTile.getByRole('img', { name: 'Connection: fair (some loss or delay)' }).waitFor();
   assert.equal(await bobTile.getByText('Video paused: poor connection').count(), 0);
   assert.equal(await own.count(), 0);
+  await ann.page.evaluate(() => { window['__hold'] = null; });
 
   // A dropped connection: after the resume's welcome the server hears the sizes
   // again (its new media connection knows none), and the quality comes afresh.
