@@ -145,11 +145,16 @@ class Person {
     if (!v) return null;
     const before = this.prev?.inbound.find((p) => p.mid === v.mid);
     const dt = this.prev ? this.cur.at - this.prev.at : 0;
+    const grew = (k) => (before && v[k] != null ? v[k] - (before[k] ?? 0) : null);
     return {
       height: v.frameHeight || 0,
       decoding: !!before && v.framesDecoded > before.framesDecoded,
       kbps: before && dt > 0 ? Math.round(((v.bytesReceived - before.bytesReceived) * 8) / dt) : null,
       framesDecoded: v.framesDecoded,
+      // Over the same span, for messages: what arrived, keyframes, keyframe requests sent.
+      received: grew('framesReceived'),
+      keyframes: grew('keyFramesDecoded'),
+      plis: grew('pliCount'),
     };
   }
 
@@ -183,7 +188,9 @@ function layerOf(height, pub) {
 function describeReceived(sub, pub) {
   const r = sub.receiving(pub);
   if (!r) return `${pub.name}'s camera: not received`;
-  return `${pub.name}'s camera at ${r.height}p (${layerOf(r.height, pub) ?? '?'}, ${r.kbps ?? '?'} kbit/s, ${r.decoding ? 'decoding' : 'not decoding'})`;
+  const why = r.decoding ? '' : [r.received != null && `${r.received} frames in`, r.keyframes != null && `${r.keyframes} keyframes`, r.plis != null && `${r.plis} PLIs out`]
+    .filter(Boolean).join(', ');
+  return `${pub.name}'s camera at ${r.height}p (${layerOf(r.height, pub) ?? '?'}, ${r.kbps ?? '?'} kbit/s, ${r.decoding ? 'decoding' : `not decoding${why ? `: ${why}` : ''}`})`;
 }
 
 /** What `pub` publishes, for messages: "l 180p 140k, m 360p paused, h 720p 1200k (bandwidth)". */
@@ -612,7 +619,9 @@ describe('bad networks: simulcast and a layer per subscriber (issue 15)', { skip
           const b = ends[i].inbound.find((x) => x.kind === 'video' && x.participantId === pub.id && x.source === 'camera');
           if (!g || !a || !b) { problems.push(`${sub.name} did not receive ${pub.name}'s camera all along`); continue; }
           const freezes = b.freezeCount == null ? 'n/a' : `${b.freezeCount - a.freezeCount} (${Math.round((b.totalFreezesDuration - a.totalFreezesDuration) * 1000)} ms)`;
-          figure('3', sub.kind, `${pub.name} → ${sub.name}: longest frame gap; freezes (total)`, `${g.maxGapMs} ms; ${freezes}; ${g.frames} frames`);
+          const asked = (k) => (b[k] == null ? 'n/a' : b[k] - (a[k] ?? 0));
+          figure('3', sub.kind, `${pub.name} → ${sub.name}: longest frame gap; freezes (total); frames; NACKs, PLIs sent`,
+            `${g.maxGapMs} ms; ${freezes}; ${g.frames}; ${asked('nackCount')}, ${asked('pliCount')}`);
           if (g.maxGapMs > 1000) problems.push(`${sub.name} had no new frame of ${pub.name}'s camera for ${g.maxGapMs} ms`);
           if (g.frames < WATCH_S * 5) problems.push(`${sub.name} decoded only ${g.frames} frames of ${pub.name}'s camera in ${WATCH_S} s`);
         }

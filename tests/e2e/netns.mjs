@@ -860,7 +860,8 @@ export async function runCheck(person, url, timeoutMs = 25000) {
  * through each transceiver's receiver and sender, so Chromium and Firefox
  * alike), with what the latest offer says each carries:
  *   inbound:  { mid, kind, participantId, source, voice, frameWidth,
- *               frameHeight, framesDecoded, framesPerSecond, bytesReceived,
+ *               frameHeight, framesDecoded, framesReceived, keyFramesDecoded,
+ *               pliCount, nackCount, framesPerSecond, bytesReceived,
  *               packetsReceived, packetsLost, jitter, freezeCount,
  *               totalFreezesDuration, concealedSamples, silentConcealedSamples,
  *               totalSamplesReceived }
@@ -890,7 +891,8 @@ export async function mediaStats(page) {
           if (s.type !== 'inbound-rtp') return;
           out.inbound.push({
             mid: tr.mid, participantId: slot.participantId, source: slot.source, voice: !!slot.voice,
-            ...pick(s, ['kind', 'frameWidth', 'frameHeight', 'framesDecoded', 'framesPerSecond', 'bytesReceived',
+            ...pick(s, ['kind', 'frameWidth', 'frameHeight', 'framesDecoded', 'framesReceived', 'keyFramesDecoded', 'pliCount',
+              'nackCount', 'framesPerSecond', 'bytesReceived',
               'packetsReceived', 'packetsLost', 'jitter', 'freezeCount', 'totalFreezesDuration', 'concealedSamples',
               'silentConcealedSamples', 'totalSamplesReceived']),
           });
