@@ -372,13 +372,13 @@ if (mode === 'rtt') {
     s.send(Buffer.from('echo ' + process.hrtime.bigint()), port, ip);
     if (++sent < Number(a)) return;
     clearInterval(t);
-    setTimeout(() => { rtts.sort((x, y) => x - y); out({ sent, got: rtts.length, medianMs: rtts[rtts.length >> 1] }); }, 1000);
+    setTimeout(() => { rtts.sort((x, y) => x - y); out({ sent, got: rtts.length, medianMs: rtts[rtts.length >> 1] }); }, 600);
   }, Number(b));
 } else if (mode === 'down') {
   let bytes = 0, first = null, last = null;
   s.on('message', (m) => { const now = Date.now(); if (first === null) first = now; else bytes += m.length; last = now; });
   s.send(Buffer.from('blast ' + a + ' ' + b), port, ip);
-  setTimeout(() => out({ kbps: last > first ? Math.round(bytes * 8 / (last - first)) : 0 }), Number(a) + 1500);
+  setTimeout(() => out({ kbps: last > first ? Math.round(bytes * 8 / (last - first)) : 0 }), Number(a) + 700);
 } else if (mode === 'up') {
   s.send(Buffer.from('count'), port, ip);
   s.once('message', () => {
