@@ -476,7 +476,8 @@ function render() {
   for (const [id, p] of participants) {
     const isMe = id === me;
     const tile = tileFor(grid, id, id);
-    tile.dataset.source = 'camera';
+    // What the tile shows, or will once its media comes (sizes.js tells the server).
+    tile.dataset.source = p.sources.includes('camera') ? 'camera' : '';
     seen.add(id);
     tile.classList.toggle('self', isMe);
     tile.classList.toggle('away', !p.connected);

@@ -20,8 +20,10 @@ const MAX_WAIT_MS = 1000;
 
 export class VideoSizes {
   /**
-   * Remote videos are the `<video>` elements in `.tile`s under `roots` with
-   * `data-id` (whose) and `data-source` (which source), other than our own.
+   * Remote videos are the `.tile`s under `roots` with `data-id` (whose) and
+   * `data-source` (which source), other than our own: measured by their
+   * `<video>`, or before their media comes, by the tile it will fill (so the
+   * server can send it as soon as it arrives).
    * @param {(msg: object) => void} send
    * @param {HTMLElement[]} roots
    * @param {() => string} me our participant id
@@ -56,9 +58,9 @@ export class VideoSizes {
     this.schedule();
   }
 
-  /** Observe every video element in the roots (new ones come with render). */
+  /** Observe every tile and video in the roots (new ones come with render). */
   watch() {
-    const now = new Set(this.roots.flatMap((r) => [...r.querySelectorAll('.tile video')]));
+    const now = new Set(this.roots.flatMap((r) => [...r.querySelectorAll('.tile, .tile video')]));
     for (const v of this.watched) {
       if (!now.has(v)) { this.resize.unobserve(v); this.intersect.unobserve(v); }
     }
@@ -125,18 +127,20 @@ export class VideoSizes {
     /** @type {VideoSize[]} */
     const out = [];
     for (const root of this.roots) {
-      for (const video of root.querySelectorAll('.tile video')) {
-        const tile = /** @type {HTMLElement} */ (video.closest('.tile'));
+      for (const tile of /** @type {NodeListOf<HTMLElement>} */ (root.querySelectorAll('.tile[data-source]'))) {
         const participantId = tile.dataset.id;
         const source = tile.dataset.source;
         if (!participantId || !source || participantId === me) continue;
-        if (!onScreen(/** @type {HTMLElement} */ (video), tile)) continue;
-        const rect = video.getBoundingClientRect();
+        const video = tile.querySelector('video');
+        if (!onScreen(video || tile, tile)) continue;
+        // The video fills the tile inside its border.
+        const width = video ? video.getBoundingClientRect().width : tile.clientWidth;
+        const height = video ? video.getBoundingClientRect().height : tile.clientHeight;
         out.push({
           participantId,
           source,
-          width: Math.min(MAX_PIXELS, Math.round(rect.width * dpr)),
-          height: Math.min(MAX_PIXELS, Math.round(rect.height * dpr)),
+          width: Math.min(MAX_PIXELS, Math.round(width * dpr)),
+          height: Math.min(MAX_PIXELS, Math.round(height * dpr)),
         });
       }
     }
@@ -148,7 +152,7 @@ export class VideoSizes {
 }
 
 /**
- * Whether any of the video can be seen: laid out, not hidden, of some size,
+ * Whether any of the video (or its tile) can be seen: laid out, not hidden, of some size,
  * inside the window and its scrolling boxes, and not entirely under
  * something else (a modal dialog's dimmed backdrop still shows it).
  * @param {HTMLElement} video @param {HTMLElement} tile
