@@ -9,8 +9,9 @@
 //  lab. First, without browsers: UDP through the shaped links carries the
 //     rate, the delay and the loss asked for (so a failure below is not the
 //     lab's).
-//  0. Every camera is published in three layers (l, m, h at 1/4, 1/2 and
-//     full size) from a 1280x720 capture.
+//  0. Every camera is published with three layers (rids l, m, h) from a
+//     1280x720 capture, h sent at full size (the SFU pauses the others
+//     while nobody needs them; their sizes show where they are received).
 //  1. One subscriber's downlink limited to 400 kbit/s (tbf on its link's
 //     far end): within 10 s it receives the low layer of every camera, its
 //     videos keep decoding, its audio has under 1 % concealment over a 5 s
@@ -29,19 +30,26 @@
 //     low layer, the other stays on top; grown again, it climbs back.
 //  6. Scenario 1 with Firefox as the constrained subscriber (and 6b: 2).
 //
-// "The top layer" of a camera is the highest layer its publisher sends at
-// that moment, and which layer a subscriber receives is judged by the
-// frame height it decodes against the heights the publisher's own
-// outbound-rtp stats give per rid (nearest on a log scale): no heights are
-// assumed, so a publisher whose encoder scales everything down for CPU or
-// a camera of another size is still judged right. Scenario 0 checks the
-// sizes themselves.
+// "The top layer" of a camera is the highest layer its publisher
+// publishes (h), sent at the moment or paused by the SFU. Which layer a
+// subscriber receives is judged by the frame height it decodes against
+// the heights the publisher's own outbound-rtp stats give per rid (nearest
+// on a log scale): no heights are assumed, so a publisher whose encoder
+// scales everything down for CPU, or a camera of another size, is still
+// judged right. Each scenario starts once everyone receives every camera
+// on its top layer (at most 20 s: a scenario fails "before the scenario"
+// otherwise), and lifts what it set up (1 and 6 leave their limit for 2
+// and 6b to lift, which also works on its own). A video found not
+// decoding says what arrived (frames, keyframes, PLIs sent).
 //
 // Prints a table of measured figures at the end (time to adapt down and
 // up, time to settle, frame gaps and freezes, audio concealment, per
-// browser) with the date and commit, for BENCHMARKS.md; with
-// BAD_NETWORKS_FIGURES=<file> also into that file as a Markdown table.
-// Needs root, tc (tbf), iptables (NFQUEUE) and python3 (netns.mjs).
+// browser) with the date, commit, cores and load average, for
+// BENCHMARKS.md; with BAD_NETWORKS_FIGURES=<file> also into that file as a
+// Markdown table. Three browsers encoding 720p simulcast take about 1.1-1.4
+// of the 2 cores measured here: figures taken while other work loads the
+// machine are worse and say so by their load average. Needs root, tc
+// (tbf), iptables (NFQUEUE) and python3 (netns.mjs: client.shape).
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
