@@ -86,6 +86,13 @@ export class Call extends EventTarget {
   /** @param {string} sdp @param {TrackSlot[]} tracks */
   async answer(sdp, tracks) {
     await this.pc.setRemoteDescription({ type: 'offer', sdp });
+    // A source we no longer send forgets what was asked of its layers (a new
+    // publication gets its own `video-layers`).
+    const sending = (/** @type {TrackSlot[]} */ list) => new Set(list.filter((t) => t.direction === 'send' && t.source).map((t) => t.source));
+    const now = sending(tracks);
+    for (const source of sending(this.slots)) if (!now.has(source)) this.activeLayers.delete(source);
+    /** @type {TrackSlot[]} */
+    const retry = [];
     for (const slot of tracks) {
       const tr = this.pc.getTransceivers().find((t) => t.mid === slot.mid);
       if (!tr) continue;
@@ -95,6 +102,10 @@ export class Call extends EventTarget {
         if (track && slot.source === 'screen') track.contentHint = 'detail';
         await tr.sender.replaceTrack(track);
         tr.direction = slot.source ? 'sendonly' : 'inactive';
+        // Encodings on every offer: Chromium turns every simulcast layer back
+        // on when it applies one. (Chromium 156 and Firefox 153 take them
+        // before the answer; a browser that does not gets them after it.)
+        if (track && !(await this.encode(slot))) retry.push(slot);
       } else {
         tr.direction = slot.participantId || slot.voice ? 'recvonly' : 'inactive';
       }
@@ -102,17 +113,8 @@ export class Call extends EventTarget {
     const answer = await this.pc.createAnswer();
     await this.pc.setLocalDescription(answer);
     this.send({ type: 'answer', sdp: answer.sdp });
-    // A source we no longer send forgets what was asked of its layers (a new
-    // publication gets its own `video-layers`).
-    const sending = (/** @type {TrackSlot[]} */ list) => new Set(list.filter((t) => t.direction === 'send' && t.source).map((t) => t.source));
-    const now = sending(tracks);
-    for (const source of sending(this.slots)) if (!now.has(source)) this.activeLayers.delete(source);
     this.slots = tracks;
-    // Encodings once the transceivers are negotiated. Every offer again:
-    // Chromium turns every layer back on when it applies an offer.
-    for (const slot of tracks) {
-      if (slot.direction === 'send' && slot.source) await this.encode(slot);
-    }
+    for (const slot of retry) await this.encode(slot, true);
     this.dispatchEvent(new Event('tracks'));
   }
 
@@ -121,10 +123,12 @@ export class Call extends EventTarget {
    * sizes and bitrates, and which are on), and for a shared screen, keep
    * its resolution when the link is short (frames are dropped instead).
    * @param {TrackSlot} slot
+   * @param {boolean} [last] the last try: say so if it fails
+   * @returns {Promise<boolean>} whether it worked (or there was nothing to do)
    */
-  async encode(slot) {
+  async encode(slot, last = false) {
     const tr = this.pc.getTransceivers().find((t) => t.mid === slot.mid);
-    if (!tr || !tr.sender.track) return;
+    if (!tr || !tr.sender.track) return true;
     try {
       const params = tr.sender.getParameters();
       if (slot.layers?.length) {
@@ -138,12 +142,14 @@ export class Call extends EventTarget {
       } else if (slot.source === 'screen') {
         /** @type {any} */ (params).degradationPreference = 'maintain-resolution';
       } else {
-        return;
+        return true;
       }
       await tr.sender.setParameters(params);
+      return true;
     } catch (e) {
       // Not fatal: the browser's defaults still send video.
-      console.warn(`could not set the encodings of ${slot.source}`, e);
+      if (last) console.warn(`could not set the encodings of ${slot.source}`, e);
+      return false;
     }
   }
 
@@ -157,7 +163,7 @@ export class Call extends EventTarget {
     this.activeLayers.set(source, active);
     this.queue = this.queue.then(async () => {
       for (const slot of this.slots) {
-        if (slot.direction === 'send' && slot.source === source && slot.layers?.length) await this.encode(slot);
+        if (slot.direction === 'send' && slot.source === source && slot.layers?.length) await this.encode(slot, true);
       }
     }).catch((e) => console.warn('could not change layers', e));
   }
