@@ -195,6 +195,34 @@ test('simulcast publishing, tile sizes and connection quality', async () => {
   await new Promise((r) => setTimeout(r, 1500));
   assert.equal((await sent(ann.page, 'video-sizes')).length, settled, 'no messages while nothing changes');
 
+  // A shared screen: one layer, sharp rather than smooth; Bob tells its size on his stage.
+  await ann.page.getByRole('button', { name: 'Share screen' }).click();
+  const screen = await until('the screen sender', () => ann.page.evaluate(() => {
+    for (const pc of window['__pcs']) {
+      if (pc.connectionState === 'closed') continue;
+      for (const t of pc.getTransceivers()) {
+        const params = t.sender.getParameters();
+        if (t.sender.track?.kind === 'video' && t.currentDirection === 'sendonly' && params.encodings.length === 1) {
+          return { hint: t.sender.track.contentHint, preference: params['degradationPreference'] };
+        }
+      }
+    }
+    return null;
+  }));
+  assert.deepEqual(screen, { hint: 'detail', preference: 'maintain-resolution' });
+  const stage = await until('Bob shows the screen', () => bob.page.evaluate(() => {
+    const v = document.querySelector('#stage video');
+    if (!v) return null;
+    const r = v.getBoundingClientRect();
+    return { width: Math.round(r.width * devicePixelRatio), height: Math.round(r.height * devicePixelRatio) };
+  }));
+  await until('Bob tells the screen\'s size', async () => {
+    const s = (await sent(bob.page, 'video-sizes')).at(-1)?.sizes.find((x) => x.source === 'screen' && x.participantId === annId);
+    return s && Math.abs(s.width - stage.width) <= 2 && Math.abs(s.height - stage.height) <= 2;
+  });
+  await ann.page.getByRole('button', { name: 'Stop sharing' }).click();
+  await until('the screen gone from Bob\'s sizes', async () => !(await sent(bob.page, 'video-sizes')).at(-1).sizes.some((x) => x.source === 'screen'));
+
   // Connection quality from the server: every tile shows it in bars, named in words.
   const bobTile = ann.page.locator(`#grid .tile[data-id="${bobId}"]`);
   await until('the server reports connection quality', async () => (await received(ann.page, 'connection-quality')).length > 0);
