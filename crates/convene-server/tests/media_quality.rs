@@ -270,7 +270,7 @@ async fn video_sizes_decide_what_is_sent_and_bad_or_flooding_ones_do_no_harm() {
 /// needs, nothing when that viewer stops showing it, and the layer again
 /// when shown.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "SFU: a hidden subscription keeps its current layer (target None, current unchanged), so the layer counts as needed and is never paused; for the lead (crates/convene-sfu)"]
+
 async fn a_camera_nobody_watches_is_paused_at_its_publisher() {
     let server = common::server().await;
     let url = server.url.clone();

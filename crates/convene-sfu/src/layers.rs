@@ -161,7 +161,8 @@ pub(crate) fn layer_choices(layers: &[LayerIn], now: Instant) -> Vec<LayerChoice
             // A paused layer costs what it cost when it last ran.
             let cost = if l.bitrate > 0 { l.bitrate } else { nominal };
             LayerChoice {
-                usable: l.usable(now),
+                // A single layer is all there is: sent whenever it comes.
+                usable: n == 1 || l.usable(now),
                 cost,
                 width,
                 height,

@@ -61,7 +61,10 @@ const STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// made 570 KiB).
 const SEND_BUFFER_VIDEO: usize = 128;
 /// Immediate timeouts answered in one drain before deferring to the timer heap.
-const MAX_IMMEDIATE_TIMEOUTS: u32 = 4;
+/// str0m's pacer (on with bandwidth estimation) asks for one after each packet
+/// it releases: this many packets of a burst within the subscriber's pacing
+/// budget leave at once.
+const MAX_IMMEDIATE_TIMEOUTS: u32 = 64;
 /// How often speaking indicators are re-checked for publishers that went quiet.
 const SPEAKING_TICK: Duration = Duration::from_millis(200);
 /// Voices a subscriber hears at once: each connection gets at most this many voice
@@ -919,11 +922,17 @@ impl Sfu {
 
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = self.now.max(now);
+        // Each connection due is handled once per call: str0m's pacer may ask
+        // for another timeout at the same instant, which waits for the next call.
+        let mut due = Vec::new();
         while let Some(Reverse((at, conn))) = self.timers.peek().copied() {
             if at > now {
                 break;
             }
             self.timers.pop();
+            due.push((at, conn));
+        }
+        for (at, conn) in due {
             let Some(c) = self.conns.get_mut(&conn) else {
                 continue;
             };
@@ -1097,14 +1106,17 @@ impl Sfu {
                     }
                 }
                 Event::MediaIngressStats(st) => {
-                    // Jitter of what the participant sends (its audio, where
-                    // the clock is 48 kHz; video's is 90 kHz).
+                    // Jitter of the participant's audio (48 kHz clock): video
+                    // frames leave in bursts, and a paused simulcast layer's
+                    // figure is stale (it read as 0.8 s on a quiet loopback).
                     if let Some(c) = self.conns.get_mut(&conn) {
                         let audio = c
                             .slot_by_mid(st.mid)
                             .is_some_and(|i| c.slots[i].kind.is_audio());
-                        let hz = if audio { 48 } else { 90 };
-                        let jitter = Duration::from_millis(u64::from(st.jitter) / hz);
+                        if !audio {
+                            continue;
+                        }
+                        let jitter = Duration::from_millis(u64::from(st.jitter) / 48);
                         if let Some(quality) = c.quality.on_stats(None, None, None, Some(jitter)) {
                             self.events.push_back(SfuEvent::Quality { conn, quality });
                         }
@@ -1211,6 +1223,10 @@ impl Sfu {
         let mut changed = Vec::new();
         for (k, &i) in videos.iter().enumerate() {
             let slot = &mut c.slots[i];
+            if a.layers[k].is_none() {
+                // Shown again later, it starts from a keyframe.
+                slot.current = None;
+            }
             if slot.target != a.layers[k] {
                 slot.target = a.layers[k];
                 if let Some(t) = slot.track {
@@ -1250,11 +1266,22 @@ impl Sfu {
             let Some(s) = self.conns.get(&sub).map(|c| &c.slots[idx]) else {
                 continue;
             };
+            // The layer being sent counts while a switch away from it waits
+            // for the new one's keyframe; a hidden video needs nothing.
+            if s.target.is_none() {
+                continue;
+            }
             for l in [s.target, s.current].into_iter().flatten() {
                 if let Some(n) = needed.get_mut(usize::from(l)) {
                     *n = true;
                 }
             }
+        }
+        // While anyone watches, the lowest layer is never paused: it is cheap,
+        // and it is what a publisher whose uplink weakens falls back to
+        // (without it, Chromium sends a higher layer scaled down).
+        if needed.iter().any(|&n| n) {
+            needed[0] = true;
         }
         let mut changed = false;
         for (l, &need) in p.layers.iter_mut().zip(&needed) {
@@ -1390,6 +1417,7 @@ impl Sfu {
         let kind = p.kind;
         let keyframe = kind == TrackKind::Video && is_vp8_keyframe_start(&pkt.payload);
         if let Some(l) = p.layers.get_mut(usize::from(layer)) {
+            let new_layer = !l.arriving(now);
             l.on_packet(now, pkt.payload.len());
             if keyframe {
                 l.keyframe_asked = None;
@@ -1397,7 +1425,18 @@ impl Sfu {
                     l.size = Some(size);
                 }
             }
+            if new_layer && p.simulcast {
+                // A layer (re)appears: subscribers may want it, starting with
+                // this packet (a layer starts with a keyframe).
+                let subs: Vec<ConnId> = p.consumers.iter().map(|&(c, _)| c).collect();
+                for sub in subs {
+                    self.allocate(sub);
+                }
+            }
         }
+        let Some(p) = self.producers.get_mut(&track) else {
+            return;
+        };
         if p.stalled {
             p.stalled = false;
             self.events.push_back(SfuEvent::VideoStalled {

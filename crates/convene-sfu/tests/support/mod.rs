@@ -42,6 +42,10 @@ pub struct Peer {
     pub got_twcc_feedback: bool,
     /// Keyframe requests (PLI/FIR) this peer received for what it sends.
     pub keyframe_requests: usize,
+    /// Received packets that start a VP8 keyframe: (mid, extended seq).
+    pub keyframe_starts: Vec<(Mid, u64)>,
+    /// When the first packet arrived on each m-line.
+    pub first_packet_at: HashMap<Mid, Instant>,
 }
 
 pub struct Net {
@@ -65,6 +69,16 @@ pub struct Net {
     /// Peers read the server's ICE candidates from the last m-line of each offer
     /// only, as a client that reads them per m-line may use another than the first.
     pub candidates_from_last_m_line: bool,
+    /// SFU events taken so far.
+    pub events_seen: usize,
+    /// `SfuEvent::VideoLayers` seen: (track, rids the publisher should send).
+    pub layer_events: Vec<(TrackId, Vec<String>)>,
+    /// Other SFU events, as their debug text, for tests to look at.
+    pub other_events: Vec<String>,
+    /// How long a client takes to answer an offer (the SFU gets the answer
+    /// this much later; the client applies it at once).
+    pub answer_delay: Duration,
+    answers: VecDeque<(Instant, ConnId, String)>,
 }
 
 /// `sdp` with `a=candidate` and `a=end-of-candidates` lines left in the last media
@@ -145,6 +159,8 @@ impl Net {
                     twcc_numbered: 0,
                     got_twcc_feedback: false,
                     keyframe_requests: 0,
+                    keyframe_starts: Vec::new(),
+                    first_packet_at: HashMap::new(),
                 }
             })
             .collect();
@@ -161,6 +177,11 @@ impl Net {
             voice_events: Vec::new(),
             sfu_queued: Duration::ZERO,
             candidates_from_last_m_line: false,
+            events_seen: 0,
+            layer_events: Vec::new(),
+            other_events: Vec::new(),
+            answer_delay: Duration::ZERO,
+            answers: VecDeque::new(),
         }
     }
 
@@ -194,17 +215,47 @@ impl Net {
         self.peers.iter().position(|p| p.addr == addr)
     }
 
-    /// Exchange signalling and datagrams, advancing time, until nothing moves.
+    /// Exchange signalling and datagrams, advancing time, until everyone is
+    /// connected and nothing that matters moves: no SFU event, no media
+    /// received, no keyframe asked for, for a few ticks. (Datagrams alone do
+    /// not say: congestion control pads every subscriber's link all the time.)
     pub fn settle(&mut self) {
-        for _ in 0..2000 {
-            let moved = self.step();
-            if !moved {
-                self.tick();
-                if self.peers.iter().all(|p| p.connected) && !self.step() {
+        let mut quiet = 0;
+        for _ in 0..4000 {
+            let before = self.progress();
+            self.steps();
+            let connected = self.peers.iter().all(|p| p.connected);
+            if connected && self.answers.is_empty() && self.progress() == before {
+                quiet += 1;
+                if quiet >= 4 {
                     return;
                 }
+            } else {
+                quiet = 0;
+            }
+            self.tick();
+        }
+    }
+
+    /// Steps at this instant while anything moves, up to a bound: padding and
+    /// the feedback it draws can go back and forth without time passing.
+    fn steps(&mut self) {
+        for _ in 0..64 {
+            if !self.step() {
+                return;
             }
         }
+    }
+
+    /// Everything that counts as progress, summed.
+    fn progress(&self) -> usize {
+        self.events_seen
+            + self.answers.len()
+            + self
+                .peers
+                .iter()
+                .map(|p| p.received.len() + p.keyframe_requests + usize::from(p.connected))
+                .sum::<usize>()
     }
 
     /// One round: SFU events and output, then peers' output. True if anything moved.
@@ -213,7 +264,10 @@ impl Net {
         self.sfu.negotiate_all();
         while let Some(ev) = self.sfu.poll_event() {
             moved = true;
-            if let SfuEvent::VoiceSlot { conn, mid, track } = ev {
+            self.events_seen += 1;
+            if let SfuEvent::VideoLayers { track, active } = ev {
+                self.layer_events.push((track, active));
+            } else if let SfuEvent::VoiceSlot { conn, mid, track } = ev {
                 self.voice_events.push((conn, mid, track));
             } else if let SfuEvent::Offer { conn, sdp, slots } = ev {
                 let i = self.peers.iter().position(|p| p.conn == conn).unwrap();
@@ -246,10 +300,16 @@ impl Net {
                     .map(|s| Mid::from(s.mid.as_str()))
                     .collect();
                 self.drain_peer(i);
-                self.sfu
-                    .accept_answer(self.now, conn, &answer.to_sdp_string())
-                    .unwrap();
+                self.answers
+                    .push_back((self.now + self.answer_delay, conn, answer.to_sdp_string()));
+            } else {
+                self.other_events.push(format!("{ev:?}"));
             }
+        }
+        while self.answers.front().is_some_and(|a| a.0 <= self.now) {
+            let (_, conn, sdp) = self.answers.pop_front().unwrap();
+            moved = true;
+            self.sfu.accept_answer(self.now, conn, &sdp).unwrap();
         }
         while let Some(d) = self.sfu.poll_transmit() {
             moved = true;
@@ -320,6 +380,8 @@ impl Net {
                     let p = &mut self.peers[i];
                     match e {
                         Event::Connected => p.connected = true,
+                        // Padding (congestion control's probes) carries nothing.
+                        Event::RtpPacket(pkt) if pkt.payload.is_empty() => {}
                         Event::RtpPacket(pkt) => {
                             let mid = p
                                 .rtc
@@ -328,6 +390,10 @@ impl Net {
                                 .map(|s| s.mid());
                             if let Some(mid) = mid {
                                 p.received.push((mid, *pkt.seq_no, pkt.payload.len()));
+                                p.first_packet_at.entry(mid).or_insert(self.now);
+                                if convene_sfu::is_vp8_keyframe_start(&pkt.payload) {
+                                    p.keyframe_starts.push((mid, *pkt.seq_no));
+                                }
                             }
                             if pkt.header.ext_vals.transport_cc.is_some() {
                                 p.twcc_numbered += 1;
@@ -358,7 +424,7 @@ impl Net {
         let end = self.now + d;
         while self.now < end {
             self.tick();
-            while self.step() {}
+            self.steps();
         }
     }
 
