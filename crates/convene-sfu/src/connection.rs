@@ -160,7 +160,6 @@ impl Connection {
         self.slots.len() - 1
     }
 
-
     /// The voice slot that carries `track`'s packet (`voiced` or not) to this
     /// connection, taking one over if `track` has none: an empty slot, or, for a
     /// voiced packet, one whose speaker has paused for `VOICE_HOLD`. `None` if

@@ -211,7 +211,11 @@ impl Want {
                 .copied()
                 .find(|&i| {
                     let l = &self.layers[i];
-                    l.width * 100 >= width * SIZE_SLACK_PCT && l.height * 100 >= height * SIZE_SLACK_PCT
+                    // In u64: sizes come from clients.
+                    let covers = |have: u32, want: u32| {
+                        u64::from(have) * 100 >= u64::from(want) * u64::from(SIZE_SLACK_PCT)
+                    };
+                    covers(l.width, width) && covers(l.height, height)
                 })
                 .or(Some(top)),
         }
@@ -329,7 +333,10 @@ mod tests {
 
     #[test]
     fn a_narrow_link_gets_the_low_layer_of_every_camera() {
-        let wants = vec![camera(Priority::Normal, None), camera(Priority::Normal, None)];
+        let wants = vec![
+            camera(Priority::Normal, None),
+            camera(Priority::Normal, None),
+        ];
         // 400 kbit/s less two voices.
         let a = allocate(&wants, 400_000 - 2 * AUDIO_RESERVE);
         assert_eq!(a.layers, vec![Some(0), Some(0)]);
@@ -338,7 +345,10 @@ mod tests {
 
     #[test]
     fn a_wide_link_gets_the_top_layer() {
-        let wants = vec![camera(Priority::Normal, None), camera(Priority::Normal, None)];
+        let wants = vec![
+            camera(Priority::Normal, None),
+            camera(Priority::Normal, None),
+        ];
         let a = allocate(&wants, 10_000_000);
         assert_eq!(a.layers, vec![Some(2), Some(2)]);
         assert_eq!(a.desired, 3_000_000);
@@ -366,8 +376,8 @@ mod tests {
     #[test]
     fn absurd_sizes_ask_for_no_more_than_the_top_layer() {
         let huge = View::Size {
-            width: u32::MAX / 200,
-            height: u32::MAX / 200,
+            width: u32::MAX,
+            height: u32::MAX,
         };
         let a = allocate(&[camera(Priority::Normal, Some(huge))], 700_000);
         assert_eq!(a.layers, vec![Some(1)], "the budget still decides");

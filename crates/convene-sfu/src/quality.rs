@@ -138,7 +138,11 @@ mod tests {
         let mut m = QualityMeter::default();
         let q = m.on_stats(Some(0.0), Some(0.0), ms(20), ms(2)).unwrap();
         assert_eq!(q.level, QualityLevel::Good);
-        assert_eq!(m.on_stats(Some(0.0), None, ms(25), None), None, "no change, no news");
+        assert_eq!(
+            m.on_stats(Some(0.0), None, ms(25), None),
+            None,
+            "no change, no news"
+        );
         let q = m.on_stats(Some(0.05), Some(0.08), ms(40), None);
         assert_eq!(q.map(|q| q.level), Some(QualityLevel::Fair));
         let q = m.on_stats(None, Some(0.3), ms(40), None);
@@ -162,7 +166,12 @@ mod tests {
     #[test]
     fn nonsense_figures_do_not_panic() {
         let mut m = QualityMeter::default();
-        m.on_stats(Some(f32::NAN), Some(f32::INFINITY), Some(Duration::MAX), Some(Duration::MAX));
+        m.on_stats(
+            Some(f32::NAN),
+            Some(f32::INFINITY),
+            Some(Duration::MAX),
+            Some(Duration::MAX),
+        );
         m.on_stats(Some(-3.0), Some(7.0), None, None);
         assert_eq!(m.quality().level, QualityLevel::Poor);
     }

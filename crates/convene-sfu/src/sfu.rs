@@ -15,8 +15,8 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, RtcConfig};
 use tracing::{debug, info, warn};
 
-use crate::connection::{Connection, Slot};
 pub use crate::connection::SlotDirection;
+use crate::connection::{Connection, Slot};
 use crate::layers::{
     allocate, layer_choices, LayerIn, Priority, View, Want, AUDIO_RESERVE, SIMULCAST_RIDS,
 };
@@ -1149,7 +1149,9 @@ impl Sfu {
         }) {
             return;
         }
-        if l.last_request.is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_MIN_GAP) {
+        if l.last_request
+            .is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_MIN_GAP)
+        {
             return;
         }
         let rid = l.rid;
@@ -1205,7 +1207,10 @@ impl Sfu {
             if overloaded {
                 // The server is behind: nothing above the lowest layer.
                 if let Some(low) = layers.iter().position(|l| l.usable) {
-                    layers.iter_mut().skip(low + 1).for_each(|l| l.usable = false);
+                    layers
+                        .iter_mut()
+                        .skip(low + 1)
+                        .for_each(|l| l.usable = false);
                 }
             }
             videos.push(i);

@@ -76,7 +76,9 @@ mod tests {
     #[test]
     fn keyframe_size_is_read_from_its_first_packet() {
         // X=1 S=1; I=1, 7-bit PictureID; frame tag (keyframe), start code, 640x360.
-        let p = [0x90, 0x80, 0x05, 0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01];
+        let p = [
+            0x90, 0x80, 0x05, 0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01,
+        ];
         assert_eq!(vp8_keyframe_size(&p), Some((640, 360)));
         assert_eq!(vp8_keyframe_size(&p[..12]), None, "truncated");
         let mut delta = p;

@@ -300,8 +300,11 @@ impl Net {
                     .map(|s| Mid::from(s.mid.as_str()))
                     .collect();
                 self.drain_peer(i);
-                self.answers
-                    .push_back((self.now + self.answer_delay, conn, answer.to_sdp_string()));
+                self.answers.push_back((
+                    self.now + self.answer_delay,
+                    conn,
+                    answer.to_sdp_string(),
+                ));
             } else {
                 self.other_events.push(format!("{ev:?}"));
             }
