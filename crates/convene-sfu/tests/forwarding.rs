@@ -314,7 +314,7 @@ fn unroutable_datagrams_are_counted_and_ignored() {
 fn forwarded_packets_leave_paced_at_each_subscribers_estimate() {
     // What the benchmark does: capture the publisher's datagrams, feed them by
     // hand. Each subscriber's packets leave through str0m's pacer at about its
-    // downlink estimate (1 Mbit/s before any feedback): a burst is spread out
+    // downlink estimate (5 Mbit/s before any feedback): a burst is spread out
     // instead of overflowing a narrow link, and nothing waits longer than that.
     let mut net = Net::fan_out(3, TrackKind::Video);
     net.capture_from = Some(0);
@@ -339,7 +339,8 @@ fn forwarded_packets_leave_paced_at_each_subscribers_estimate() {
             out += 1;
         }
     }
-    // 50 packets × 2 subscribers, about 6 KB each at 1.1 Mbit/s: ~45 ms.
+    // 50 packets × 2 subscribers, about 6 KB each: ~50 ms at the estimate the
+    // peers' feedback has set by now.
     let took = now - start;
     assert!(out >= 100, "only {out} datagrams left");
     assert!(took <= Duration::from_millis(80), "pacing took {took:?}");
