@@ -66,9 +66,9 @@ const STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// made 570 KiB).
 const SEND_BUFFER_VIDEO: usize = 128;
 /// Immediate timeouts answered in one drain before deferring to the timer heap.
-/// str0m's pacer (on with bandwidth estimation) asks for one after each packet
-/// it releases: this many packets of a burst within the subscriber's pacing
-/// budget leave at once.
+/// str0m's pacer (on with bandwidth estimation) asks for one after each paced
+/// packet it releases (probes; forwarded media is unpaced): this many leave at
+/// once.
 const MAX_IMMEDIATE_TIMEOUTS: u32 = 64;
 /// How often speaking indicators are re-checked for publishers that went quiet.
 const SPEAKING_TICK: Duration = Duration::from_millis(200);
@@ -1653,6 +1653,10 @@ impl Outgoing<'_> {
         let Some(tx) = api.stream_tx_by_mid(mid, None) else {
             return false;
         };
+        // Forwarded video is not paced: the layer choice keeps it within the
+        // subscriber's estimate, and pacing it cost a timeout per packet
+        // (BENCHMARKS.md 2026-12-02). str0m's pacer still times its probes.
+        tx.set_unpaced(true);
         let Some((seq, ts)) = slot.rewriter.rewrite(
             self.source,
             *pkt.seq_no,
