@@ -47,12 +47,12 @@ const LAYER_RETRY: Duration = Duration::from_secs(10);
 const STALL_AFTER: Duration = Duration::from_secs(2);
 /// A subscriber's downlink is taken to be this until its congestion feedback
 /// says otherwise (str0m's estimate starts here and probes upward; a client
-/// that never sends feedback stays at it). High, because str0m paces what it
-/// sends at 1.1x the estimate: a single-layer video above it (a 3 Mbit/s
-/// camera from a client without simulcast, a screen share) queued and lost
-/// 10–30 % of its packets at 1 Mbit/s (tests/ice_tcp.rs). The cost: a joiner
-/// on a narrow link gets top layers for the second or two its estimate takes
-/// to fall.
+/// that never sends feedback stays at it). It decides a joiner's first layers:
+/// high, so a joiner on a good link sees sharp video at once; on a narrow link
+/// the estimate falls within a second or two and the layers with it. (It was
+/// first raised from 1 Mbit/s because str0m paced forwarded media at 1.1x the
+/// estimate and a 3 Mbit/s single-layer camera lost packets; forwarded media is
+/// no longer paced.)
 const INITIAL_ESTIMATE: u64 = 5_000_000;
 /// Statistics (loss, round trip) are read from str0m this often, for the
 /// connection-quality indicator.

@@ -311,11 +311,12 @@ fn unroutable_datagrams_are_counted_and_ignored() {
 }
 
 #[test]
-fn forwarded_packets_leave_paced_at_each_subscribers_estimate() {
+fn forwarded_video_leaves_at_once_not_paced() {
     // What the benchmark does: capture the publisher's datagrams, feed them by
-    // hand. Each subscriber's packets leave through str0m's pacer at about its
-    // downlink estimate (5 Mbit/s before any feedback): a burst is spread out
-    // instead of overflowing a narrow link, and nothing waits longer than that.
+    // hand. Forwarded video is not paced (each subscriber is kept within its
+    // estimate by the layer it gets): every packet of a burst leaves as it is
+    // forwarded, without waiting for time to pass. Paced at the estimate, the
+    // subscribers' copies of this burst took about 50 ms.
     let mut net = Net::fan_out(3, TrackKind::Video);
     net.capture_from = Some(0);
     net.send_video(0, 1, 50, 100);
@@ -323,7 +324,7 @@ fn forwarded_packets_leave_paced_at_each_subscribers_estimate() {
     let datagrams = std::mem::take(&mut net.captured);
     assert!(datagrams.len() >= 50, "captured {}", datagrams.len());
     net.capture_from = None;
-    let (from, to, mut now) = (net.peers[0].addr, net.sfu_addr, net.now);
+    let (from, to, now) = (net.peers[0].addr, net.sfu_addr, net.now);
     let mut out = 0;
     for d in &datagrams {
         net.sfu.handle_datagram(now, from, to, d);
@@ -331,19 +332,8 @@ fn forwarded_packets_leave_paced_at_each_subscribers_estimate() {
             out += 1;
         }
     }
-    let start = now;
-    while out < 100 && now - start < Duration::from_millis(200) {
-        now += Duration::from_millis(1);
-        net.sfu.handle_timeout(now);
-        while net.sfu.poll_transmit().is_some() {
-            out += 1;
-        }
-    }
-    // 50 packets × 2 subscribers, about 6 KB each: ~50 ms at the estimate the
-    // peers' feedback has set by now.
-    let took = now - start;
-    assert!(out >= 100, "only {out} datagrams left");
-    assert!(took <= Duration::from_millis(80), "pacing took {took:?}");
+    // 50 packets × 2 subscribers, plus any feedback the input caused.
+    assert!(out >= 100, "only {out} datagrams left before time moved on");
 }
 
 /// Memory per connection, for BENCHMARKS.md: `cargo test --release -p convene-sfu
