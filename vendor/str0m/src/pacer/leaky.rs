@@ -140,6 +140,14 @@ impl Pacer for LeakyBucketPacer {
             if self.next_poll_queue.is_some() {
                 return Some((next, None));
             }
+            // The last one. With nothing else queued there is nothing for an
+            // immediate timeout to do: newly queued media asks for its own, and
+            // padding waits for the regular handle anyway.
+            if self.queue_states.iter().all(|q| q.snapshot.packet_count == 0) {
+                self.needs_timeout_before_next_poll = true;
+                self.next_poll_time = None;
+                return Some((next, None));
+            }
         }
 
         // Mark that we need timeout before next poll
