@@ -30,7 +30,7 @@ pub const LAYER_GONE_AFTER: Duration = Duration::from_millis(1000);
 const RESUME_GRACE: Duration = Duration::from_secs(2);
 /// Moving up a layer needs this much headroom over its cost (percent), so a
 /// subscriber does not climb and fall back at every small change of estimate.
-const UPGRADE_HEADROOM_PCT: u64 = 115;
+pub const UPGRADE_HEADROOM_PCT: u64 = 115;
 /// A tile is served by the smallest layer at least this share of its size
 /// (percent): a slight upscale is invisible, the next layer costs three times.
 const SIZE_SLACK_PCT: u32 = 85;

@@ -19,6 +19,7 @@ pub use crate::connection::SlotDirection;
 use crate::connection::{Connection, Slot};
 use crate::layers::{
     allocate, layer_choices, LayerIn, Priority, View, Want, AUDIO_RESERVE, SIMULCAST_RIDS,
+    UPGRADE_HEADROOM_PCT,
 };
 use crate::offer_candidates::candidates_on_every_m_line;
 use crate::quality::Quality;
@@ -1244,14 +1245,17 @@ impl Sfu {
                 }
             }
         }
-        // Probe for what the views want: str0m pads up to it while the
-        // estimate is below, so a subscriber climbs when its link allows.
-        let desired = a.desired + audio_streams * AUDIO_RESERVE;
+        // Probe for what the views want, with the headroom a climb needs:
+        // str0m probes up to it while the estimate is below (and again when it
+        // rises), so a subscriber climbs when its link allows. Never for more:
+        // every probe is padding sent to this subscriber, and asking for 5
+        // Mbit/s whatever the views wanted kept every connection probing.
+        let desired = (a.desired + audio_streams * AUDIO_RESERVE) * UPGRADE_HEADROOM_PCT / 100;
         if desired != c.desired {
             c.desired = desired;
             c.rtc
                 .bwe()
-                .set_bitrate(Bitrate::ZERO, Bitrate::bps(desired.max(INITIAL_ESTIMATE)));
+                .set_bitrate(Bitrate::ZERO, Bitrate::bps(desired));
         }
         for (track, target, sending) in changed {
             self.update_publisher_layers(track, now);

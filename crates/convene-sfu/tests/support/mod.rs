@@ -46,6 +46,9 @@ pub struct Peer {
     pub keyframe_starts: Vec<(Mid, u64)>,
     /// When the first packet arrived on each m-line.
     pub first_packet_at: HashMap<Mid, Instant>,
+    /// Bytes of every datagram and frame delivered to this peer (media,
+    /// padding, RTCP, ICE and DTLS).
+    pub bytes_in: u64,
 }
 
 pub struct Net {
@@ -161,6 +164,7 @@ impl Net {
                     keyframe_requests: 0,
                     keyframe_starts: Vec::new(),
                     first_packet_at: HashMap::new(),
+                    bytes_in: 0,
                 }
             })
             .collect();
@@ -344,6 +348,7 @@ impl Net {
                         contents: bytes.as_slice().try_into().unwrap(),
                     },
                 );
+                self.peers[i].bytes_in += bytes.len() as u64;
                 let _ = self.peers[i].rtc.handle_input(input);
                 self.drain_peer(i);
             }
