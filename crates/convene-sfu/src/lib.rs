@@ -14,9 +14,10 @@
 //! most [`VOICE_SLOTS`] outgoing audio streams, and a microphone's packet goes
 //! out on the one it holds, or takes a free one (see `Connection::voice_slot_for`).
 //!
-//! Under overload, media is dropped rather than forwarded late: a packet that
+//! Under overload, video is dropped rather than forwarded late: a packet that
 //! waited in the server longer than [`MAX_MEDIA_AGE`] since the kernel received
-//! it is not forwarded (the publisher's connection still counts it).
+//! it is not forwarded (the publisher's connection still counts it). Audio is
+//! never dropped for lateness alone.
 
 mod connection;
 pub mod driver;

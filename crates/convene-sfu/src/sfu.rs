@@ -79,7 +79,7 @@ const SPEAKING_TICK: Duration = Duration::from_millis(200);
 /// outgoing audio stream costs the SFU about 13 KiB of state per subscriber, and a
 /// packet sent per 20 ms.
 pub const VOICE_SLOTS: usize = 3;
-/// Media that waited longer than this between the kernel receiving it and the SFU
+/// Video that waited longer than this between the kernel receiving it and the SFU
 /// reading it is not forwarded. This only happens when the server has more to
 /// forward than it can: its receive queue grows, and everything forwarded arrives
 /// later and later (over 4 s at p99, measured). A listener's jitter buffer would
