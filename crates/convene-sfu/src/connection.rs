@@ -11,6 +11,7 @@ use str0m::Rtc;
 
 use crate::layers::View;
 use crate::quality::QualityMeter;
+use crate::vp8::PictureIds;
 use crate::{Rewriter, TrackId, TrackKind};
 
 /// A speaker keeps a voice slot through pauses shorter than this.
@@ -42,6 +43,8 @@ pub(crate) struct Slot {
     pub live: bool,
     /// Outgoing slots only: keeps the stream continuous across changes of source.
     pub rewriter: Rewriter,
+    /// Outgoing video: keeps its VP8 picture numbering continuous likewise.
+    pub picture_ids: PictureIds,
     /// Incoming video: the m-line was offered with simulcast layers (a camera).
     pub simulcast: bool,
     /// Outgoing video: how the client shows it (`None`: it never said).
@@ -151,6 +154,7 @@ impl Connection {
             offered_active: false,
             live: false,
             rewriter: Rewriter::new(rand::random::<u16>() & 0x3fff),
+            picture_ids: PictureIds::default(),
             simulcast: false,
             view: None,
             target: None,

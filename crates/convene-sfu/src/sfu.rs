@@ -11,7 +11,7 @@ use str0m::config::DtlsCert;
 use str0m::format::Codec;
 use str0m::media::{KeyframeRequestKind, MediaKind, Pt, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive, TcpType};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Vp8Descriptor};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, RtcConfig};
 use tracing::{debug, info, warn};
 
@@ -26,7 +26,7 @@ use crate::quality::Quality;
 use crate::route::{Route, RouteTable};
 use crate::transport::Transport;
 use crate::vp8::vp8_keyframe_size;
-use crate::{is_vp8_keyframe_start, ConnId, SpeakingDetector, TrackId};
+use crate::{ConnId, SpeakingDetector, TrackId};
 
 /// A keyframe asked for and not yet arrived is not asked for again sooner
 /// than this (about a round trip and an encoder's reaction, with margin).
@@ -1429,7 +1429,11 @@ impl Sfu {
             return;
         }
         let kind = p.kind;
-        let keyframe = kind == TrackKind::Video && is_vp8_keyframe_start(&pkt.payload);
+        // Video is VP8 (the only video codec offered).
+        let vp8 = (kind == TrackKind::Video)
+            .then(|| Vp8Descriptor::parse(&pkt.payload).ok())
+            .flatten();
+        let keyframe = vp8.is_some_and(|d| d.starts_keyframe(&pkt.payload));
         if let Some(l) = p.layers.get_mut(usize::from(layer)) {
             let new_layer = !l.arriving(now);
             l.on_packet(now, pkt.payload.len());
@@ -1518,6 +1522,7 @@ impl Sfu {
                 | u128::from(*ssrc),
             kind,
             pkt: &pkt,
+            vp8,
             ext,
             now,
         };
@@ -1637,6 +1642,7 @@ struct Outgoing<'a> {
     source: u128,
     kind: TrackKind,
     pkt: &'a RtpPacket,
+    vp8: Option<Vp8Descriptor>,
     ext: ExtensionValues,
     now: Instant,
 }
@@ -1670,18 +1676,22 @@ impl Outgoing<'_> {
         ) else {
             return false;
         };
-        tx.write_rtp(
-            RtpWrite::new(
-                pkt.header.payload_type,
-                SeqNo::from(seq),
-                ts,
-                pkt.timestamp,
-                pkt.payload.clone(),
-            )
-            .marker(pkt.header.marker)
-            .ext_vals(self.ext.clone())
-            .nackable(self.kind == TrackKind::Video),
-        );
+        let mut w = RtpWrite::new(
+            pkt.header.payload_type,
+            SeqNo::from(seq),
+            ts,
+            pkt.timestamp,
+            pkt.payload.clone(),
+        )
+        .marker(pkt.header.marker)
+        .ext_vals(self.ext.clone())
+        .nackable(self.kind == TrackKind::Video);
+        if let Some(d) = &self.vp8 {
+            if let Some(patch) = slot.picture_ids.rewrite(self.source, &pkt.payload, d) {
+                w = w.vp8_patch(patch);
+            }
+        }
+        tx.write_rtp(w);
         true
     }
 }

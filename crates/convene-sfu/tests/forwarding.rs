@@ -2,7 +2,7 @@
 
 mod support;
 
-use convene_sfu::{ConnId, Sfu, SfuConfig, SfuEvent, TrackId, TrackKind, MAX_MEDIA_AGE};
+use convene_sfu::{ConnId, Sfu, SfuConfig, SfuEvent, TrackId, TrackKind, View, MAX_MEDIA_AGE};
 use std::time::Duration;
 use str0m::media::Mid;
 use support::Net;
@@ -563,4 +563,78 @@ fn a_listener_hears_three_voices_and_a_fourth_after_a_pause() {
         "{now_heard:?}"
     );
     assert!(!now_heard.contains(&1));
+}
+
+#[test]
+fn picture_ids_stay_continuous_when_a_subscriber_changes_layer() {
+    // Each simulcast layer numbers its pictures (and TL0PICIDX) from its own
+    // start. A subscriber moved from the low layer to the high one must see
+    // one continuous numbering, or its decoder takes the new layer's frames
+    // for old or missing ones (a freeze after the switch).
+    let mut net = Net::new(2);
+    let (publisher, subscriber, track) = (net.peers[0].conn, net.peers[1].conn, TrackId(1));
+    net.sfu.publish_simulcast(publisher, track).unwrap();
+    net.sfu.subscribe(subscriber, track).unwrap();
+    net.settle();
+    let small = View::Size {
+        width: 320,
+        height: 180,
+    };
+    net.sfu.set_view(subscriber, track, small);
+    // (rid, first picture id, first TL0PICIDX, size, packets per frame)
+    let layers = [
+        ("l", 100u16, 10u8, (320u16, 180u16), 1usize),
+        ("m", 9_000, 80, (640, 360), 2),
+        ("h", 20_000, 200, (1280, 720), 3),
+    ];
+    let mut seq = [1000u64, 5000, 9000];
+    for frame in 0..120u16 {
+        if frame == 40 {
+            let large = View::Size {
+                width: 1280,
+                height: 720,
+            };
+            net.sfu.set_view(subscriber, track, large);
+        }
+        for (i, &(rid, pid, tl0, size, packets)) in layers.iter().enumerate() {
+            let keyframe = (frame % 15 == 0).then_some(size);
+            net.send_layer_frame(
+                0,
+                rid,
+                seq[i],
+                u32::from(frame) * 3000 + i as u32 * 77_777,
+                pid + frame,
+                tl0.wrapping_add(frame as u8),
+                keyframe,
+                packets,
+                400,
+            );
+            seq[i] += packets as u64;
+        }
+        net.run_for(Duration::from_millis(33));
+    }
+    net.settle();
+    let mut got = net.peers[1].vp8_ids.clone();
+    got.sort_by_key(|g| g.1);
+    assert!(got.len() > 150, "the video arrives: {} packets", got.len());
+    assert!(
+        net.sfu.stats().layer_switches >= 1,
+        "the subscriber moved up a layer"
+    );
+    let ids: Vec<(u16, u8)> = got
+        .iter()
+        .map(|g| (g.2.expect("a picture id"), g.3.expect("a TL0PICIDX")))
+        .collect();
+    for w in ids.windows(2) {
+        let step = (
+            w[1].0.wrapping_sub(w[0].0) & 0x7fff,
+            w[1].1.wrapping_sub(w[0].1),
+        );
+        assert!(
+            step == (0, 0) || step == (1, 1),
+            "picture ids and TL0PICIDX go on by one picture at a time: {:?} then {:?}",
+            w[0],
+            w[1]
+        );
+    }
 }

@@ -49,6 +49,30 @@ pub struct Peer {
     /// Bytes of every datagram and frame delivered to this peer (media,
     /// padding, RTCP, ICE and DTLS).
     pub bytes_in: u64,
+    /// Received VP8 packets' picture ids and TL0PICIDX, where they carry them
+    /// (read here, not by the SFU's parser): (mid, extended seq, id, tl0).
+    pub vp8_ids: Vec<(Mid, u64, Option<u16>, Option<u8>)>,
+}
+
+/// A VP8 payload descriptor's 15-bit (or 7-bit) PictureID and TL0PICIDX
+/// (RFC 7741 §4.2).
+fn vp8_ids(p: &[u8]) -> (Option<u16>, Option<u8>) {
+    if p.len() < 2 || p[0] & 0x80 == 0 {
+        return (None, None);
+    }
+    let (x, mut i) = (p[1], 2);
+    let mut pid = None;
+    if x & 0x80 != 0 && p.len() > i {
+        if p[i] & 0x80 != 0 && p.len() > i + 1 {
+            pid = Some(u16::from(p[i] & 0x7f) << 8 | u16::from(p[i + 1]));
+            i += 2;
+        } else {
+            pid = Some(u16::from(p[i] & 0x7f));
+            i += 1;
+        }
+    }
+    let tl0 = (x & 0x40 != 0).then(|| p.get(i).copied()).flatten();
+    (pid, tl0)
 }
 
 pub struct Net {
@@ -165,6 +189,7 @@ impl Net {
                     keyframe_starts: Vec::new(),
                     first_packet_at: HashMap::new(),
                     bytes_in: 0,
+                    vp8_ids: Vec::new(),
                 }
             })
             .collect();
@@ -402,6 +427,17 @@ impl Net {
                                 if convene_sfu::is_vp8_keyframe_start(&pkt.payload) {
                                     p.keyframe_starts.push((mid, *pkt.seq_no));
                                 }
+                                let pt = pkt.header.payload_type;
+                                let vp8 = p
+                                    .rtc
+                                    .codec_config()
+                                    .params()
+                                    .iter()
+                                    .any(|c| c.pt() == pt && c.spec().codec == Codec::Vp8);
+                                if vp8 {
+                                    let (pid, tl0) = vp8_ids(&pkt.payload);
+                                    p.vp8_ids.push((mid, *pkt.seq_no, pid, tl0));
+                                }
                             }
                             if pkt.header.ext_vals.transport_cc.is_some() {
                                 p.twcc_numbered += 1;
@@ -498,6 +534,55 @@ impl Net {
             .ext_vals(ext),
         );
         self.drain_peer(i);
+    }
+
+    /// Peer `i` sends one VP8 frame on its camera's simulcast layer `rid` (which
+    /// it must publish with simulcast): `packets` packets of `size` bytes from
+    /// sequence number `seq`, with picture id `pid` (15-bit form), TL0PICIDX
+    /// `tl0` and temporal layer 0. A keyframe announces its picture size.
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_layer_frame(
+        &mut self,
+        i: usize,
+        rid: &str,
+        seq: u64,
+        ts: u32,
+        pid: u16,
+        tl0: u8,
+        keyframe: Option<(u16, u16)>,
+        packets: usize,
+        size: usize,
+    ) {
+        let mid = self.send_mid(i);
+        let pt = self.pt(i, Codec::Vp8);
+        let now = self.now;
+        for k in 0..packets {
+            let [hi, lo] = pid.to_be_bytes();
+            // X, S (first packet); I, L, T; long PictureID; TL0PICIDX; TID 0, Y.
+            let start = if k == 0 { 0x10 } else { 0x00 };
+            let mut payload = vec![0x80 | start, 0xe0, 0x80 | hi, lo, tl0, 0x20];
+            match keyframe {
+                Some((w, h)) if k == 0 => {
+                    // Frame tag (keyframe, shown), start code, sizes.
+                    payload.extend([0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a]);
+                    payload.extend(w.to_le_bytes());
+                    payload.extend(h.to_le_bytes());
+                }
+                _ if k == 0 => payload.extend([0x11, 0x02, 0x00]),
+                _ => {}
+            }
+            payload.resize(size.max(payload.len()), 0x5a);
+            let mut api = self.peers[i].rtc.direct_api();
+            let tx = api
+                .stream_tx_by_mid(mid, Some(rid.into()))
+                .expect("a simulcast layer to send on");
+            tx.write_rtp(
+                RtpWrite::new(pt, SeqNo::from(seq + k as u64), ts, now, payload)
+                    .marker(k + 1 == packets)
+                    .nackable(true),
+            );
+            self.drain_peer(i);
+        }
     }
 
     /// Peer `i` sends `count` VP8-shaped packets of `size` bytes starting at
