@@ -9,6 +9,7 @@ use str0m::media::{Direction, Mid};
 use str0m::rtp::Ssrc;
 use str0m::Rtc;
 
+use crate::feedback::FeedbackWatch;
 use crate::layers::View;
 use crate::quality::QualityMeter;
 use crate::vp8::PictureIds;
@@ -104,6 +105,8 @@ pub(crate) struct Connection {
     pub pending_restart: Option<String>,
     /// The downlink estimate (bits/s) from congestion feedback, once there is one.
     pub estimate: Option<u64>,
+    /// Whether it sends congestion feedback on what it receives.
+    pub feedback: FeedbackWatch,
     /// The bit rate last asked of str0m's bandwidth estimation (to probe for).
     pub desired: u64,
     pub quality: QualityMeter,
@@ -126,6 +129,7 @@ impl Connection {
             ice_restart: false,
             pending_restart: None,
             estimate: None,
+            feedback: FeedbackWatch::default(),
             desired: 0,
             quality: QualityMeter::default(),
         }

@@ -21,6 +21,7 @@
 
 mod connection;
 pub mod driver;
+mod feedback;
 mod ids;
 mod layers;
 mod offer_candidates;

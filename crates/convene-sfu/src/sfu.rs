@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 
 pub use crate::connection::SlotDirection;
 use crate::connection::{Connection, Slot};
+use crate::feedback::{FeedbackChange, NO_FEEDBACK_ESTIMATE};
 use crate::layers::{
     allocate, layer_choices, LayerIn, Priority, View, Want, AUDIO_RESERVE, SIMULCAST_RIDS,
     UPGRADE_HEADROOM_PCT,
@@ -1083,7 +1084,7 @@ impl Sfu {
                 }
                 Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
                     let bps = estimate.as_u64();
-                    if let Some(c) = self.conns.get_mut(&conn) {
+                    if let Some(c) = self.conns.get_mut(&conn).filter(|c| !c.feedback.without()) {
                         // Small moves are noise; choosing again costs a walk
                         // through the subscriber's videos.
                         let moved = c.estimate.is_none_or(|e| bps.abs_diff(e) * 20 > e);
@@ -1108,6 +1109,21 @@ impl Sfu {
                         );
                         if let Some(quality) = q {
                             self.events.push_back(SfuEvent::Quality { conn, quality });
+                        }
+                        // A subscriber's estimate is only as good as its
+                        // feedback: without any, a small fixed budget.
+                        let reported = st.egress_loss_fraction.is_some();
+                        let estimate = match c.feedback.on_stats(st.bytes_tx, reported) {
+                            Some(FeedbackChange::Stopped) => Some(NO_FEEDBACK_ESTIMATE),
+                            Some(FeedbackChange::Resumed) => {
+                                Some(st.bwe_tx.map_or(INITIAL_ESTIMATE, |b| b.as_u64()))
+                            }
+                            None => None,
+                        };
+                        if let Some(bps) = estimate {
+                            info!(conn = %conn, bps, reported, "congestion feedback changed");
+                            c.estimate = Some(bps);
+                            self.allocate(conn);
                         }
                     }
                 }

@@ -638,3 +638,86 @@ fn picture_ids_stay_continuous_when_a_subscriber_changes_layer() {
         );
     }
 }
+
+#[test]
+fn a_subscriber_that_sends_no_congestion_feedback_gets_only_a_small_budget() {
+    // Layers follow each subscriber's downlink estimate, which comes from its
+    // congestion feedback. A client that sends none must not keep the starting
+    // estimate (and the top layers) for good: after a few seconds it gets a
+    // small budget. Peer 1 sends no feedback, peer 2 does; both show the
+    // camera large. Layers are told apart by their packet sizes.
+    let mut net = Net::with_configs(
+        3,
+        |_| convene_sfu::Transport::Udp,
+        |i, c| {
+            if i == 1 {
+                support::without_congestion_feedback(c)
+            } else {
+                c
+            }
+        },
+    );
+    let track = TrackId(1);
+    net.sfu.publish_simulcast(net.peers[0].conn, track).unwrap();
+    let large = View::Size {
+        width: 1280,
+        height: 720,
+    };
+    for i in [1, 2] {
+        let conn = net.peers[i].conn;
+        net.sfu.subscribe(conn, track).unwrap();
+    }
+    net.settle();
+    for i in [1, 2] {
+        let conn = net.peers[i].conn;
+        net.sfu.set_view(conn, track, large);
+    }
+    assert_eq!(net.peers[1].twcc_numbered, 0, "peer 1 did not negotiate it");
+    // (rid, size, packet bytes, packets per frame): about 150 kbit/s,
+    // 650 kbit/s and 1.6 Mbit/s.
+    let layers = [
+        ("l", (320u16, 180u16), 600usize, 1usize),
+        ("m", (640, 360), 900, 3),
+        ("h", (1280, 720), 1100, 6),
+    ];
+    let mut seq = [1u64, 10_000, 20_000];
+    let mut tail_from = [0usize; 3];
+    for frame in 0..300u16 {
+        if frame == 240 {
+            tail_from = [0, net.peers[1].received.len(), net.peers[2].received.len()];
+        }
+        for (i, &(rid, size, bytes, packets)) in layers.iter().enumerate() {
+            net.send_layer_frame(
+                0,
+                rid,
+                seq[i],
+                u32::from(frame) * 3000,
+                frame,
+                frame as u8,
+                (frame % 30 == 0).then_some(size),
+                packets,
+                bytes,
+            );
+            seq[i] += packets as u64;
+        }
+        net.run_for(Duration::from_millis(33));
+    }
+    // The last two seconds.
+    let sizes = |i: usize| -> Vec<usize> {
+        net.peers[i].received[tail_from[i]..]
+            .iter()
+            .map(|r| r.2)
+            .collect()
+    };
+    let (without, with) = (sizes(1), sizes(2));
+    assert!(
+        with.contains(&1100),
+        "a subscriber with feedback keeps the top layer"
+    );
+    assert!(!without.is_empty(), "the other still receives video");
+    assert!(
+        without.iter().all(|&s| s == 600),
+        "without feedback only the lowest layer: {:?}",
+        without.iter().filter(|&&s| s != 600).count()
+    );
+}

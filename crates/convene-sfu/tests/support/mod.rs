@@ -12,7 +12,7 @@ use str0m::change::SdpOffer;
 use str0m::format::Codec;
 use str0m::media::{Mid, Pt};
 use str0m::net::{Protocol, Receive, TcpType};
-use str0m::rtp::{RtpWrite, SeqNo};
+use str0m::rtp::{Extension, ExtensionMap, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 
 pub const SFU_ADDR: &str = "10.0.0.1:5000";
@@ -120,14 +120,8 @@ pub fn candidates_in_last_m_line_only(sdp: &str) -> String {
     kept + tail
 }
 
-fn peer_rtc(now: Instant, addr: SocketAddr, transport: Transport) -> Rtc {
-    let mut rtc = RtcConfig::new()
-        .set_rtp_mode(true)
-        .clear_codecs()
-        .enable_opus(true, false)
-        .enable_vp8(true)
-        .set_stats_interval(Some(Duration::from_secs(1)))
-        .build(now);
+fn peer_rtc(now: Instant, addr: SocketAddr, transport: Transport, config: RtcConfig) -> Rtc {
+    let mut rtc = config.build(now);
     let candidate = match transport {
         Transport::Udp => Candidate::host(addr, "udp").unwrap(),
         // A browser's TCP candidate: it connects out to the SFU's passive one.
@@ -140,6 +134,31 @@ fn peer_rtc(now: Instant, addr: SocketAddr, transport: Transport) -> Rtc {
     };
     rtc.add_local_candidate(candidate);
     rtc
+}
+
+/// A peer's usual str0m configuration: a browser's codecs and extensions.
+fn peer_config() -> RtcConfig {
+    RtcConfig::new()
+        .set_rtp_mode(true)
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true)
+        .set_stats_interval(Some(Duration::from_secs(1)))
+}
+
+/// The configuration of a client that does not do transport-wide congestion
+/// control: it never sends the feedback the SFU's estimate comes from.
+pub fn without_congestion_feedback(config: RtcConfig) -> RtcConfig {
+    let mut exts = ExtensionMap::empty();
+    for (id, ext) in [
+        (1, Extension::AudioLevel),
+        (4, Extension::RtpMid),
+        (10, Extension::RtpStreamId),
+        (11, Extension::RepairedRtpStreamId),
+    ] {
+        exts.set(id, ext);
+    }
+    config.set_extension_map(exts)
 }
 
 fn proto(t: Transport) -> Protocol {
@@ -157,6 +176,16 @@ impl Net {
     /// `peers` peers, peer i reaching the SFU over `transport(i)` only. The SFU
     /// offers both its UDP and its TCP candidate to everyone.
     pub fn with_transports(peers: usize, transport: impl Fn(usize) -> Transport) -> Net {
+        Net::with_configs(peers, transport, |_, c| c)
+    }
+
+    /// `peers` peers; peer i reaches the SFU over `transport(i)` and its
+    /// str0m configuration is the usual one passed through `config(i, ..)`.
+    pub fn with_configs(
+        peers: usize,
+        transport: impl Fn(usize) -> Transport,
+        config: impl Fn(usize, RtcConfig) -> RtcConfig,
+    ) -> Net {
         let now = Instant::now();
         let sfu_addr: SocketAddr = SFU_ADDR.parse().unwrap();
         let mut sfu = Sfu::new(
@@ -173,7 +202,7 @@ impl Net {
                 let conn = ConnId(i as u64 + 1);
                 sfu.add_connection(now, conn).unwrap();
                 Peer {
-                    rtc: peer_rtc(now, addr, transport(i)),
+                    rtc: peer_rtc(now, addr, transport(i), config(i, peer_config())),
                     addr,
                     conn,
                     transport: transport(i),
