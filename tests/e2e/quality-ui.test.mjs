@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { readFileSync } from 'node:fs';
-import { startServer, launchPerson, createMeeting, join, until, decodingVideos, cutConnections } from './harness.mjs';
+import { startServer, launchPerson, createMeeting, join, until, decodingVideos, receivingAudio, cutConnections } from './harness.mjs';
 
 const AXE = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
 let server;
@@ -265,4 +265,43 @@ test('simulcast publishing, tile sizes and connection quality', async () => {
     return all.slice(join).some((m) => m.type === 'video-sizes' && m.sizes.length === 1);
   }));
   await until('quality shown after the resume', () => bobTile.getByRole('img', { name: /^Connection: / }).count());
+});
+
+/** Audio packets the page has sent so far on its microphone. */
+const audioPacketsSent = (page) => page.evaluate(async () => {
+  let n = 0;
+  for (const pc of window['__pcs']) {
+    if (pc.connectionState === 'closed') continue;
+    (await pc.getStats()).forEach((s) => {
+      if (s.type === 'outbound-rtp' && s.kind === 'audio') n += s.packetsSent;
+    });
+  }
+  return n;
+});
+
+test('a muted microphone sends almost nothing (Opus DTX), and is heard again when unmuted', async () => {
+  const ann = await person();
+  const bob = await person();
+  const { link } = await createMeeting(ann.page, server.url, 'Quiet microphones');
+  await join(ann.page, link, 'Ann');
+  await join(bob.page, link, 'Bob');
+  await until('Bob hears Ann', async () => (await receivingAudio(bob.page)) >= 1, 20000);
+  // The server offers Opus with in-band FEC and DTX.
+  const fmtp = await ann.page.evaluate(() => {
+    const pc = window['__pcs'].filter((p) => p.connectionState !== 'closed').at(-1);
+    return pc.remoteDescription.sdp.split('\r\n').find((l) => l.startsWith('a=fmtp:111 '));
+  });
+  assert.match(fmtp, /useinbandfec=1/);
+  assert.match(fmtp, /usedtx=1/);
+  await ann.page.getByRole('button', { name: 'Mute', exact: true }).click();
+  await new Promise((r) => setTimeout(r, 1500));
+  const before = await audioPacketsSent(ann.page);
+  await new Promise((r) => setTimeout(r, 3000));
+  const quiet = (await audioPacketsSent(ann.page)) - before;
+  // 50 packets a second without DTX; one every 400 ms or so with it.
+  assert.ok(quiet < 40, `a muted microphone sent ${quiet} packets in 3 s`);
+  await ann.page.getByRole('button', { name: 'Unmute', exact: true }).click();
+  const start = await audioPacketsSent(ann.page);
+  await until('Ann sends audio again', async () => (await audioPacketsSent(ann.page)) - start > 20);
+  await until('Bob hears Ann again', async () => (await receivingAudio(bob.page)) >= 1, 10000);
 });
