@@ -70,7 +70,7 @@ const cameraEncodings = (page) => page.evaluate(() => {
     if (pc.connectionState === 'closed') continue;
     for (const t of pc.getTransceivers()) {
       if (t.sender.track?.kind !== 'video' || t.currentDirection !== 'sendonly') continue;
-      return t.sender.getParameters().encodings.map((e) => ({ rid: e.rid, scale: e.scaleResolutionDownBy, maxBitrate: e.maxBitrate, active: e.active }));
+      return t.sender.getParameters().encodings.map((e) => ({ rid: e.rid, scale: e.scaleResolutionDownBy, maxBitrate: e.maxBitrate, maxFramerate: e.maxFramerate, active: e.active }));
     }
   }
   return [];
@@ -138,7 +138,8 @@ test('simulcast publishing, tile sizes and connection quality', async () => {
     const e = await cameraEncodings(ann.page);
     return e.length === 3 && e;
   });
-  assert.deepEqual(encodings.map((e) => [e.rid, e.scale, e.maxBitrate]), [['l', 4, 150000], ['m', 2, 500000], ['h', 1, 1500000]]);
+  assert.deepEqual(encodings.map((e) => [e.rid, e.scale, e.maxBitrate]), [['l', 4, 100000], ['m', 2, 500000], ['h', 1, 1500000]]);
+  assert.equal(encodings[0].maxFramerate, 15, 'the low layer at 15 frames a second');
   // The browser sends the low layer at a quarter size (less if the CPU is short,
   // as Chromium lowers resolution under load), whatever else the server needs.
   const low = await until('the low layer sent', () => ann.page.evaluate(async () => {

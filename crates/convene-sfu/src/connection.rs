@@ -190,7 +190,7 @@ impl Connection {
                 }
                 return Some((i, false));
             }
-            if s.mid.is_none() || self.pending_new_mids.contains(&i) {
+            if !s.live {
                 continue; // not in an accepted answer yet: it may never exist
             }
             let rank = match (s.track, s.voice_until) {
@@ -245,6 +245,7 @@ mod tests {
         for k in 0..n {
             let i = c.add_slot(TrackKind::Voice, SlotDirection::Receive);
             c.slots[i].mid = Some(Mid::from(k.to_string().as_str()));
+            c.slots[i].live = true;
             c.voice_slots.push(i);
         }
         c
@@ -272,9 +273,9 @@ mod tests {
     fn no_voice_goes_on_an_m_line_the_client_has_not_accepted() {
         let now = Instant::now();
         let mut c = with_voice_slots(1);
-        c.pending_new_mids = vec![0];
+        c.slots[0].live = false;
         assert_eq!(c.voice_slot_for(TrackId(1), true, now), None);
-        c.pending_new_mids.clear();
+        c.slots[0].live = true;
         assert_eq!(c.voice_slot_for(TrackId(1), true, now), Some((0, true)));
     }
 }

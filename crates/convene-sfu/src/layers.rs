@@ -16,7 +16,7 @@ use str0m::media::Rid;
 pub const SIMULCAST_RIDS: [&str; 3] = ["l", "m", "h"];
 /// What a layer is assumed to cost before it has been measured (bits/s):
 /// the browser client's `maxBitrate` for each layer.
-pub const NOMINAL_BITRATE: [u64; 3] = [150_000, 500_000, 1_500_000];
+pub const NOMINAL_BITRATE: [u64; 3] = [100_000, 500_000, 1_500_000];
 /// What a layer is assumed to show before a keyframe has said (width, height).
 const NOMINAL_SIZE: [(u32, u32); 3] = [(320, 180), (640, 360), (1280, 720)];
 /// Reserved on a subscriber's downlink for each audio stream it receives
@@ -391,11 +391,11 @@ mod tests {
             camera(Priority::Screen, None),
         ];
         // Room for two low layers only.
-        let a = allocate(&wants, 310_000);
+        let a = allocate(&wants, 250_000);
         assert_eq!(a.layers, vec![None, Some(0), Some(0)]);
         assert_eq!(a.starved, 1);
         // Room for the screen's top layer and the others' low ones.
-        let a = allocate(&wants, 1_500_000 * 115 / 100 + 300_000);
+        let a = allocate(&wants, 1_500_000 * 115 / 100 + 200_000);
         assert_eq!(a.layers, vec![Some(0), Some(0), Some(2)]);
     }
 

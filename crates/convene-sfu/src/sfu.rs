@@ -1236,7 +1236,8 @@ impl Sfu {
                 continue;
             }
             if s.kind.is_audio() {
-                audio_streams += u64::from(s.wanted());
+                // A voice slot costs only while it carries someone.
+                audio_streams += u64::from(s.track.is_some());
                 continue;
             }
             let Some(p) = s.track.and_then(|t| self.producers.get(&t)) else {
