@@ -221,3 +221,32 @@ export async function startCoturn(secret) {
   }
   return { port, url: `turn:127.0.0.1:${port}?transport=udp`, log: () => log, stop: () => proc.kill('SIGTERM') };
 }
+
+const AXE_SOURCE = pathJoin(ROOT, 'tests', 'e2e', 'node_modules', 'axe-core', 'axe.min.js');
+
+/**
+ * axe-core's violations on the page as "rule: targets" lines; `rules` limits
+ * the run to those rule ids (all of WCAG 2.1 A/AA and best practice otherwise).
+ * @param {import('playwright-core').Page} page @param {string[]} [rules]
+ */
+export async function axe(page, rules) {
+  const { readFileSync } = await import('node:fs');
+  // Evaluated rather than added as a script: the page's CSP allows no inline scripts.
+  if (!(await page.evaluate(() => 'axe' in window))) await page.evaluate(readFileSync(AXE_SOURCE, 'utf8'));
+  return page.evaluate(async (only) => {
+    const r = await /** @type {any} */ (window).axe.run(document, only
+      ? { runOnly: { type: 'rule', values: only } }
+      : { runOnly: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice'] });
+    return r.violations.map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
+  }, rules || null);
+}
+
+/** Open a meeting's host link (from createMeeting) and join as host named `name`. */
+export async function joinAsHost(page, hostLink, name) {
+  await page.goto(hostLink);
+  await page.getByText('You are joining as a host.').waitFor();
+  await page.getByLabel('Your name').fill(name);
+  await page.waitForFunction(() => /** @type {HTMLVideoElement} */ (document.getElementById('preview'))?.videoWidth > 0);
+  await page.getByRole('button', { name: 'Join meeting' }).click();
+  await page.locator('#meeting').waitFor({ state: 'visible' });
+}
