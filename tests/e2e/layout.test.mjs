@@ -44,3 +44,62 @@ test('bug 2: at 390 px the host reaches every control, and the page is no wider 
   const off = controls.filter((c) => c.left < 0 || c.right > 390);
   assert.deepEqual(off, [], 'controls off the screen');
 });
+
+test('bug 3: sign-in buttons on the home and join pages overlap neither each other nor the text', async () => {
+  const { mkdtempSync, writeFileSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join: pathJoin } = await import('node:path');
+  // Two organisations whose providers are never reached: only the pages are measured.
+  const config = pathJoin(mkdtempSync(pathJoin(tmpdir(), 'convene-e2e-layout-')), 'convene.toml');
+  writeFileSync(config, `
+[home]
+name = "Department for Levelling Up, Housing and Communities"
+domains = ["home.example"]
+[home.provider]
+issuer = "http://127.0.0.1:9/home"
+client_id = "convene"
+client_secret = "unused"
+
+[[partner]]
+id = "partner-agency"
+name = "Partner Agency for Regional Development"
+domains = ["partner.example"]
+[partner.provider]
+issuer = "http://127.0.0.1:9/partner"
+client_id = "convene"
+client_secret = "unused"
+`);
+  const signin = await startServer(['--config', config]);
+  try {
+    // A meeting to open the join page of (created over the API: nobody is signed in to create one).
+    const res = await fetch(`${signin.url}/api/meetings`, { method: 'POST', headers: { 'Content-Type': 'application/json', Origin: signin.url }, body: JSON.stringify({ title: 'Joint planning' }) });
+    const made = res.ok ? await res.json() : null;
+    const overlaps = (boxes) => {
+      const out = [];
+      for (let i = 0; i < boxes.length; i++) {
+        for (let j = i + 1; j < boxes.length; j++) {
+          const a = boxes[i], b = boxes[j];
+          if (a.left < b.right - 0.5 && b.left < a.right - 0.5 && a.top < b.bottom - 0.5 && b.top < a.bottom - 0.5) out.push(`${a.what} / ${b.what}`);
+        }
+      }
+      return out;
+    };
+    for (const width of [1280, 390]) {
+      const p = await person({ width, height: 844 });
+      await p.page.goto(signin.url);
+      await p.page.getByRole('link', { name: /Sign in with Partner Agency/ }).waitFor();
+      const home = [...await rects(p.page, '#sign-in a'), ...await rects(p.page, '#create-needs-sign-in, .lead')];
+      assert.equal(home.length, 4, 'two sign-in links and two texts on the home page');
+      assert.deepEqual(overlaps(home), [], `home page at ${width} px`);
+      if (made) {
+        await p.page.goto(made.joinUrl);
+        await p.page.getByRole('link', { name: /Sign in with Partner Agency/ }).waitFor();
+        const joinPage = [...await rects(p.page, '#sign-in a'), ...await rects(p.page, '#guest-note, #identity-heading')];
+        assert.equal(joinPage.length, 4, 'two sign-in links, the heading and the guest note on the join page');
+        assert.deepEqual(overlaps(joinPage), [], `join page at ${width} px`);
+      }
+    }
+  } finally {
+    signin.stop();
+  }
+});
