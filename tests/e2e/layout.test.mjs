@@ -103,3 +103,20 @@ client_secret = "unused"
     signin.stop();
   }
 });
+
+test('bug 4: with a side panel open, a shared screen fits the stage, and axe finds no unreachable scrolling', async () => {
+  const host = await person();
+  const { hostLink } = await createMeeting(host.page, server.url, 'Share check');
+  await joinAsHost(host.page, hostLink, 'Hana');
+  await host.page.getByRole('button', { name: 'Share screen' }).click();
+  await host.page.locator('#stage .tile video').waitFor();
+  await host.page.getByRole('button', { name: 'People' }).click();
+  await host.page.locator('#people-panel').waitFor({ state: 'visible' });
+  const [area] = await rects(host.page, '.stage-area');
+  const [share] = await rects(host.page, '#stage .tile');
+  assert.ok(share.left >= area.left - 0.5 && share.right <= area.right + 0.5,
+    `the shared screen (${share.left}–${share.right}) is inside the stage (${area.left}–${area.right})`);
+  const scroll = await host.page.$eval('.stage-area', (el) => ({ sw: el.scrollWidth, cw: el.clientWidth }));
+  assert.ok(scroll.sw <= scroll.cw, `the stage scrolls sideways (${scroll.sw} > ${scroll.cw})`);
+  assert.deepEqual(await axe(host.page, ['scrollable-region-focusable']), []);
+});
