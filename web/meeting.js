@@ -639,10 +639,10 @@ function renderPeople() {
         li.append(personButton('Mute', `Mute ${p.name}`, () => send({ type: 'mute-participant', participantId: id })));
       }
       if (p.sources.includes('camera')) {
-        li.append(personButton('Stop camera', `Stop the camera of ${p.name}`, () => send({ type: 'stop-source', participantId: id, source: 'camera' })));
+        li.append(personButton('Stop camera', `Stop camera of ${p.name}`, () => send({ type: 'stop-source', participantId: id, source: 'camera' })));
       }
       if (p.sources.includes('screen')) {
-        li.append(personButton('Stop sharing', `Stop the screen share of ${p.name}`, () => send({ type: 'stop-source', participantId: id, source: 'screen' })));
+        li.append(personButton('Stop sharing', `Stop sharing ${p.name}'s screen`, () => send({ type: 'stop-source', participantId: id, source: 'screen' })));
       }
       li.append(personButton('Remove', `Remove ${p.name}`, () => {
         removing = { id, name: p.name };

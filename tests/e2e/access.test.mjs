@@ -94,7 +94,7 @@ test('host link and passcode', async () => {
   assert.equal(await guest.page.getByLabel('Message').isDisabled(), true);
 
   // The host stops the guest's camera: the guest is told, and the others no longer see it.
-  await host.page.getByRole('button', { name: 'Stop the camera of Gus Grant' }).click();
+  await host.page.getByRole('button', { name: 'Stop camera of Gus Grant' }).click();
   await guest.page.getByText('Hana Hughes stopped your camera.').waitFor();
   await guest.page.getByRole('button', { name: 'Start camera' }).waitFor();
   await until('the guest shown without camera', async () => (await peopleNames(host.page)).some((n) => n.startsWith('Gus') && n.includes('camera off')));

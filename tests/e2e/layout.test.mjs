@@ -120,3 +120,16 @@ test('bug 4: with a side panel open, a shared screen fits the stage, and axe fin
   assert.ok(scroll.sw <= scroll.cw, `the stage scrolls sideways (${scroll.sw} > ${scroll.cw})`);
   assert.deepEqual(await axe(host.page, ['scrollable-region-focusable']), []);
 });
+
+test('bug 5: buttons in People are named with the words they show', async () => {
+  const host = await person();
+  const guest = await person();
+  const { link, hostLink } = await createMeeting(host.page, server.url, 'Names check');
+  await joinAsHost(host.page, hostLink, 'Hana');
+  await join(guest.page, link, 'Gus');
+  await guest.page.getByRole('button', { name: 'Share screen' }).click();
+  await host.page.getByRole('button', { name: 'People' }).click();
+  await host.page.locator('#people li', { hasText: 'Gus' }).getByText('Stop sharing').waitFor();
+  await host.page.locator('#people li', { hasText: 'Gus' }).getByText('Stop camera').waitFor();
+  assert.deepEqual(await axe(host.page, ['label-content-name-mismatch']), []);
+});
