@@ -409,6 +409,8 @@ function onMessage(msg) {
       break;
     case 'error':
       console.warn('server:', msg.code, msg.message);
+      // A refused level change: the picker goes back to the level the meeting has.
+      $('level-select').value = currentLevel;
       if (msg.code === 'meeting-full') { signalling?.leave(); showLeft('You left the meeting', 'This meeting is full.'); }
       else if (msg.code === 'ended') endSession('This meeting has ended', '');
       else if (msg.code === 'lobby-timeout') { $('lobby').hidden = true; finish(msg.message, true); }

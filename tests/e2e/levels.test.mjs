@@ -78,3 +78,23 @@ test('the level banner is visible to everyone at every stage', async () => {
   await bannerSays(host.page, 'OFFICIAL');
   await host.page.screenshot({ path: pathJoin(ROOT, 'docs', 'screenshots', 'level-meeting.png') });
 });
+
+test('bug 6: after a refused level change the picker shows the level the meeting has', async () => {
+  const host = await launchPerson();
+  people.push(host);
+  // OFFICIAL, no passcode: OFFICIAL-SENSITIVE needs one, so raising is refused.
+  await host.page.goto(server.url);
+  await host.page.getByLabel('Meeting title').fill('Weekly catch-up');
+  await host.page.getByRole('button', { name: 'Create meeting' }).click();
+  await host.page.getByRole('heading', { name: 'Your meeting is ready' }).waitFor();
+  await host.page.getByRole('link', { name: 'Go to the meeting as host' }).click();
+  await host.page.getByLabel('Your name').fill('Hana');
+  await host.page.getByRole('button', { name: 'Join meeting' }).click();
+  await host.page.locator('#meeting').waitFor({ state: 'visible' });
+  await bannerSays(host.page, 'OFFICIAL');
+  await host.page.getByLabel('Meeting level').selectOption('official-sensitive');
+  await host.page.getByRole('button', { name: 'Change level' }).click();
+  await host.page.getByText('OFFICIAL-SENSITIVE requires a passcode').waitFor();
+  assert.equal(await host.page.getByLabel('Meeting level').inputValue(), 'official', 'the picker shows the real level');
+  await bannerSays(host.page, 'OFFICIAL');
+});
