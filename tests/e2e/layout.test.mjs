@@ -133,3 +133,17 @@ test('bug 5: buttons in People are named with the words they show', async () => 
   await host.page.locator('#people li', { hasText: 'Gus' }).getByText('Stop camera').waitFor();
   assert.deepEqual(await axe(host.page, ['label-content-name-mismatch']), []);
 });
+
+test('bug 7: a host alone at 1280×800 sees their name label above the control bar', async () => {
+  const host = await person({ width: 1280, height: 800 });
+  const { hostLink } = await createMeeting(host.page, server.url, 'Alone');
+  await joinAsHost(host.page, hostLink, 'Hana');
+  await host.page.locator('#grid .tile video').waitFor();
+  const [label] = await rects(host.page, '#grid .tile .label');
+  const [bar] = await rects(host.page, '.controls');
+  const [area] = await rects(host.page, '.stage-area');
+  assert.ok(label.bottom <= bar.top, `the name label (bottom ${label.bottom}) is above the control bar (top ${bar.top})`);
+  assert.ok(label.bottom <= area.bottom, `the name label (bottom ${label.bottom}) is inside the stage (bottom ${area.bottom})`);
+  const [tile] = await rects(host.page, '#grid .tile');
+  assert.ok(tile.bottom <= area.bottom + 0.5, `the tile (bottom ${tile.bottom}) fits the stage (bottom ${area.bottom})`);
+});
