@@ -147,3 +147,21 @@ test('bug 7: a host alone at 1280×800 sees their name label above the control b
   const [tile] = await rects(host.page, '#grid .tile');
   assert.ok(tile.bottom <= area.bottom + 0.5, `the tile (bottom ${tile.bottom}) fits the stage (bottom ${area.bottom})`);
 });
+
+test('bug 8: the level banner is inside a landmark on the join page, in the lobby and in the meeting', async () => {
+  const host = await person();
+  const guest = await person();
+  const { link, hostLink } = await createMeeting(host.page, server.url, 'Landmarks', {
+    setup: (page) => page.getByLabel('Lobby: people wait until a host lets them in').check(),
+  });
+  await guest.page.goto(link);
+  await guest.page.locator('#level-banner').waitFor();
+  assert.deepEqual(await axe(guest.page, ['region']), [], 'join page');
+  await joinAsHost(host.page, hostLink, 'Hana');
+  assert.deepEqual(await axe(host.page, ['region']), [], 'meeting');
+  await guest.page.getByLabel('Your name').fill('Gus');
+  await guest.page.getByRole('button', { name: 'Join meeting' }).click();
+  await guest.page.getByRole('heading', { name: 'Waiting to be let in' }).waitFor();
+  assert.deepEqual(await axe(guest.page, ['region']), [], 'lobby');
+  await until('the banner named as a region', async () => (await guest.page.getByRole('region', { name: 'Handling level' }).count()) === 1);
+});
