@@ -287,13 +287,17 @@ test('a muted microphone sends almost nothing (Opus DTX), and is heard again whe
   await join(ann.page, link, 'Ann');
   await join(bob.page, link, 'Bob');
   await until('Bob hears Ann', async () => (await receivingAudio(bob.page)) >= 1, 20000);
-  // The server offers Opus with in-band FEC and DTX.
-  const fmtp = await ann.page.evaluate(() => {
+  // The server offers Opus with in-band FEC and DTX, and redundant audio
+  // (RED) before it, which is what makes Chromium send RED.
+  const sdp = await ann.page.evaluate(() => {
     const pc = window['__pcs'].filter((p) => p.connectionState !== 'closed').at(-1);
-    return pc.remoteDescription.sdp.split('\r\n').find((l) => l.startsWith('a=fmtp:111 '));
+    return pc.remoteDescription.sdp.split('\r\n');
   });
+  const fmtp = sdp.find((l) => l.startsWith('a=fmtp:111 '));
   assert.match(fmtp, /useinbandfec=1/);
   assert.match(fmtp, /usedtx=1/);
+  assert.ok(sdp.includes('a=rtpmap:63 red/48000/2') && sdp.includes('a=fmtp:63 111/111'), 'RED carrying Opus');
+  assert.ok(sdp.filter((l) => l.startsWith('m=audio')).every((l) => / 63 111$/.test(l)), 'RED listed first');
   await ann.page.getByRole('button', { name: 'Mute', exact: true }).click();
   await new Promise((r) => setTimeout(r, 1500));
   const before = await audioPacketsSent(ann.page);

@@ -107,6 +107,8 @@ pub(crate) struct Connection {
     pub estimate: Option<u64>,
     /// Whether it sends congestion feedback on what it receives.
     pub feedback: FeedbackWatch,
+    /// Its answer took redundant audio (RED): what it receives may carry it.
+    pub red: bool,
     /// The bit rate last asked of str0m's bandwidth estimation (to probe for).
     pub desired: u64,
     pub quality: QualityMeter,
@@ -130,6 +132,7 @@ impl Connection {
             pending_restart: None,
             estimate: None,
             feedback: FeedbackWatch::default(),
+            red: false,
             desired: 0,
             quality: QualityMeter::default(),
         }

@@ -20,8 +20,12 @@ pub const NOMINAL_BITRATE: [u64; 3] = [100_000, 500_000, 1_500_000];
 /// What a layer is assumed to show before a keyframe has said (width, height).
 const NOMINAL_SIZE: [(u32, u32); 3] = [(320, 180), (640, 360), (1280, 720)];
 /// Reserved on a subscriber's downlink for each audio stream it receives
-/// (Opus at 32 kbit/s with RTP, SRTP, UDP and IP overhead), before any video.
-pub const AUDIO_RESERVE: u64 = 48_000;
+/// before that stream has been measured (Opus at 32 kbit/s sent with RED, as
+/// browsers do, with RTP, SRTP, UDP and IP overhead), before any video.
+pub const AUDIO_RESERVE: u64 = 90_000;
+/// Headers of one audio packet on the wire beyond its payload (IPv4, UDP,
+/// RTP with two header extensions, the SRTP tag).
+const AUDIO_PACKET_OVERHEAD: u64 = 62;
 /// A layer not heard from for this long is not being sent (the publisher's
 /// uplink cannot carry it, or its camera stopped).
 pub const LAYER_GONE_AFTER: Duration = Duration::from_millis(1000);
@@ -53,6 +57,37 @@ pub enum Priority {
     Speaker,
     /// A shared screen.
     Screen,
+}
+
+/// What one published audio track costs on the wire (bits/s): a silent
+/// microphone (DTX) almost nothing, a talker with RED about 90 kbit/s. It
+/// is measured over each layer tick and follows a rise at once, so a new
+/// talker's room is made at the next choice of layers.
+#[derive(Debug, Default)]
+pub(crate) struct AudioRate {
+    window_bits: u64,
+    /// `None` until a first window was measured.
+    pub bitrate: Option<u64>,
+}
+
+impl AudioRate {
+    pub fn on_packet(&mut self, payload: usize) {
+        self.window_bits += (payload as u64 + AUDIO_PACKET_OVERHEAD) * 8;
+    }
+
+    pub fn on_window(&mut self, elapsed: Duration) {
+        let ms = elapsed.as_millis().max(1) as u64;
+        let rate = std::mem::take(&mut self.window_bits) * 1000 / ms;
+        self.bitrate = Some(match self.bitrate {
+            Some(old) if old > rate => (old * 3 + rate) / 4,
+            _ => rate,
+        });
+    }
+
+    /// What to reserve for it on a subscriber's downlink.
+    pub fn reserve(&self) -> u64 {
+        self.bitrate.unwrap_or(AUDIO_RESERVE)
+    }
 }
 
 /// One layer of a published video, as the SFU receives it.
@@ -329,6 +364,24 @@ mod tests {
             adaptive: true,
             previous: None,
         }
+    }
+
+    #[test]
+    fn audio_costs_what_it_measures_and_a_new_talker_at_once() {
+        let tick = Duration::from_millis(500);
+        let mut a = AudioRate::default();
+        assert_eq!(a.reserve(), AUDIO_RESERVE, "unmeasured: assumed a talker");
+        // DTX: one 3-byte packet per 400 ms or so.
+        a.on_packet(3);
+        a.on_window(tick);
+        assert!(a.reserve() < 2_000, "silence: {}", a.reserve());
+        // A talker: 25 packets of 160 bytes in half a second.
+        (0..25).for_each(|_| a.on_packet(160));
+        a.on_window(tick);
+        assert_eq!(a.reserve(), 25 * (160 + 62) * 8 * 2, "risen at once");
+        // Quiet again: it falls over a few ticks, not at once.
+        a.on_window(tick);
+        assert!(a.reserve() > 60_000 && a.reserve() < 90_000);
     }
 
     #[test]

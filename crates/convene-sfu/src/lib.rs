@@ -27,6 +27,7 @@ mod layers;
 mod offer_candidates;
 pub mod pool;
 mod quality;
+mod red;
 mod rewrite;
 mod route;
 mod sendmany;

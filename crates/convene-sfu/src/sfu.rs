@@ -1,8 +1,10 @@
 //! The sans-IO SFU: connections, published tracks (producers) and subscriptions.
 
+use std::cell::OnceCell;
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::bwe::{Bitrate, BweKind};
@@ -19,11 +21,12 @@ pub use crate::connection::SlotDirection;
 use crate::connection::{Connection, Slot};
 use crate::feedback::{FeedbackChange, NO_FEEDBACK_ESTIMATE};
 use crate::layers::{
-    allocate, layer_choices, LayerIn, Priority, View, Want, AUDIO_RESERVE, SIMULCAST_RIDS,
+    allocate, layer_choices, AudioRate, LayerIn, Priority, View, Want, SIMULCAST_RIDS,
     UPGRADE_HEADROOM_PCT,
 };
 use crate::offer_candidates::candidates_on_every_m_line;
 use crate::quality::Quality;
+use crate::red::red_primary;
 use crate::route::{Route, RouteTable};
 use crate::transport::Transport;
 use crate::vp8::vp8_keyframe_size;
@@ -58,6 +61,8 @@ const STALL_AFTER: Duration = Duration::from_secs(2);
 const INITIAL_ESTIMATE: u64 = 5_000_000;
 /// Opus's payload type (what browsers use, and protocol.md promises).
 const OPUS_PT: u8 = 111;
+/// Redundant audio's (RFC 2198, carrying Opus).
+const RED_PT: u8 = 63;
 /// Statistics (loss, round trip) are read from str0m this often, for the
 /// connection-quality indicator.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
@@ -248,6 +253,8 @@ struct Producer {
     listeners: Vec<ConnId>,
     /// Video: its layers, lowest first (one unless published with simulcast).
     layers: Vec<LayerIn>,
+    /// Audio: what it costs a subscriber's downlink.
+    audio_rate: AudioRate,
     simulcast: bool,
     priority: Priority,
     /// Video: reported stalled (nothing arrives though people watch).
@@ -352,6 +359,9 @@ impl Sfu {
                 ..FormatParams::default()
             },
         );
+        // RED before it: a browser that takes it sends each packet with the
+        // one before, so random loss of single packets costs nothing.
+        cfg.codec_config().set_red_pt(Codec::Opus, RED_PT.into());
         if let Some(cert) = &self.dtls_cert {
             cfg = cfg.set_dtls_cert(cert.clone());
         }
@@ -402,7 +412,8 @@ impl Sfu {
                 .params()
                 .iter()
                 .filter(|p| matches!(p.spec().codec, Codec::Opus | Codec::Vp8))
-                .map(|p| p.pt())
+                .flat_map(|p| [Some(p.pt()), p.red()])
+                .flatten()
                 .collect();
         }
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
@@ -508,6 +519,7 @@ impl Sfu {
                     consumers: Vec::new(),
                     listeners: Vec::new(),
                     layers,
+                    audio_rate: AudioRate::default(),
                     simulcast,
                     priority: Priority::Normal,
                     stalled: false,
@@ -717,6 +729,13 @@ impl Sfu {
         for slot in &mut c.slots {
             slot.live = slot.offered_active;
         }
+        // str0m keeps RED on Opus only if the answer took it.
+        c.red = c
+            .rtc
+            .codec_config()
+            .params()
+            .iter()
+            .any(|p| p.red() == Some(RED_PT.into()));
         self.drain(conn);
         self.allocate(conn);
         // Every outgoing video stream starts with a keyframe, asked for now
@@ -1228,7 +1247,7 @@ impl Sfu {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        let mut audio_streams = 0u64;
+        let mut audio = 0u64;
         let mut videos = Vec::new();
         let mut wants = Vec::new();
         for (i, s) in c.slots.iter().enumerate() {
@@ -1236,8 +1255,12 @@ impl Sfu {
                 continue;
             }
             if s.kind.is_audio() {
-                // A voice slot costs only while it carries someone.
-                audio_streams += u64::from(s.track.is_some());
+                // A voice slot costs only while it carries someone, and a
+                // silent microphone (DTX) next to nothing.
+                audio += s
+                    .track
+                    .and_then(|t| self.producers.get(&t))
+                    .map_or(0, |p| p.audio_rate.reserve());
                 continue;
             }
             let Some(p) = s.track.and_then(|t| self.producers.get(&t)) else {
@@ -1264,7 +1287,7 @@ impl Sfu {
             });
         }
         let estimate = c.estimate.unwrap_or(INITIAL_ESTIMATE);
-        let budget = estimate.saturating_sub(audio_streams * AUDIO_RESERVE);
+        let budget = estimate.saturating_sub(audio);
         let a = allocate(&wants, budget);
         let mut changed = Vec::new();
         for (k, &i) in videos.iter().enumerate() {
@@ -1285,7 +1308,7 @@ impl Sfu {
         // rises), so a subscriber climbs when its link allows. Never for more:
         // every probe is padding sent to this subscriber, and asking for 5
         // Mbit/s whatever the views wanted kept every connection probing.
-        let desired = (a.desired + audio_streams * AUDIO_RESERVE) * UPGRADE_HEADROOM_PCT / 100;
+        let desired = (a.desired + audio) * UPGRADE_HEADROOM_PCT / 100;
         if desired != c.desired {
             c.desired = desired;
             c.rtc
@@ -1372,6 +1395,7 @@ impl Sfu {
         let mut tracks = Vec::new();
         for (&track, p) in self.producers.iter_mut() {
             if p.kind != TrackKind::Video {
+                p.audio_rate.on_window(LAYER_TICK);
                 continue;
             }
             for l in &mut p.layers {
@@ -1464,6 +1488,9 @@ impl Sfu {
             return;
         }
         let kind = p.kind;
+        if kind.is_audio() {
+            p.audio_rate.on_packet(pkt.payload.len());
+        }
         // Video is VP8 (the only video codec offered).
         let vp8 = (kind == TrackKind::Video)
             .then(|| Vp8Descriptor::parse(&pkt.payload).ok())
@@ -1558,6 +1585,7 @@ impl Sfu {
             kind,
             pkt: &pkt,
             vp8,
+            red_primary: OnceCell::new(),
             ext,
             now,
         };
@@ -1678,11 +1706,23 @@ struct Outgoing<'a> {
     kind: TrackKind,
     pkt: &'a RtpPacket,
     vp8: Option<Vp8Descriptor>,
+    /// A RED packet's primary block, for subscribers without RED (made once,
+    /// when the first of them needs it).
+    red_primary: OnceCell<Option<(Pt, Arc<[u8]>)>>,
     ext: ExtensionValues,
     now: Instant,
 }
 
 impl Outgoing<'_> {
+    fn red_primary(&self) -> Option<&(Pt, Arc<[u8]>)> {
+        self.red_primary
+            .get_or_init(|| {
+                let (pt, range) = red_primary(&self.pkt.payload)?;
+                Some((Pt::from(pt), Arc::from(&self.pkt.payload[range])))
+            })
+            .as_ref()
+    }
+
     /// Rewrite the packet for one slot of a subscriber and hand it to its `Rtc`.
     /// False if nothing was written (slot not negotiated, or a late packet from
     /// before a change of source).
@@ -1711,16 +1751,18 @@ impl Outgoing<'_> {
         ) else {
             return false;
         };
-        let mut w = RtpWrite::new(
-            pkt.header.payload_type,
-            SeqNo::from(seq),
-            ts,
-            pkt.timestamp,
-            pkt.payload.clone(),
-        )
-        .marker(pkt.header.marker)
-        .ext_vals(self.ext.clone())
-        .nackable(self.kind == TrackKind::Video);
+        let (pt, payload) = if *pkt.header.payload_type == RED_PT && !sc.red {
+            match self.red_primary() {
+                Some((pt, p)) => (*pt, p.clone()),
+                None => return false,
+            }
+        } else {
+            (pkt.header.payload_type, pkt.payload.clone())
+        };
+        let mut w = RtpWrite::new(pt, SeqNo::from(seq), ts, pkt.timestamp, payload)
+            .marker(pkt.header.marker)
+            .ext_vals(self.ext.clone())
+            .nackable(self.kind == TrackKind::Video);
         if let Some(d) = &self.vp8 {
             if let Some(patch) = slot.picture_ids.rewrite(self.source, &pkt.payload, d) {
                 w = w.vp8_patch(patch);

@@ -721,3 +721,45 @@ fn a_subscriber_that_sends_no_congestion_feedback_gets_only_a_small_budget() {
         without.iter().filter(|&&s| s != 600).count()
     );
 }
+
+#[test]
+fn redundant_audio_reaches_who_took_it_and_the_primary_the_others() {
+    // Browsers send Opus with RED (each packet with the one before), so one
+    // lost packet costs nothing; a client that did not negotiate RED gets
+    // the newest block alone, as plain Opus.
+    let mut net = Net::with_configs(
+        3,
+        |_| convene_sfu::Transport::Udp,
+        |i, c| if i < 2 { c.enable_opus(true, true) } else { c },
+    );
+    let track = TrackId(1);
+    net.sfu
+        .publish(net.peers[0].conn, track, TrackKind::Voice)
+        .unwrap();
+    for i in [1, 2] {
+        let conn = net.peers[i].conn;
+        net.sfu.subscribe(conn, track).unwrap();
+    }
+    net.settle();
+    for seq in 1..=20u64 {
+        let prev = [seq as u8 - 1; 30];
+        let this = [seq as u8; 40];
+        net.send_red_audio(0, seq, &prev, &this);
+        net.run_for(Duration::from_millis(20));
+    }
+    net.settle();
+    let red = &net.peers[1].audio_in;
+    let plain = &net.peers[2].audio_in;
+    assert_eq!(red.len(), 20, "every packet reaches the RED subscriber");
+    assert_eq!(plain.len(), 20, "and the other");
+    assert!(
+        red.iter()
+            .all(|(pt, p)| *pt == 63 && p.len() == 5 + 30 + 40),
+        "RED as it came: {:?}",
+        red.iter().map(|(pt, p)| (pt, p.len())).collect::<Vec<_>>()
+    );
+    for (k, (pt, p)) in plain.iter().enumerate() {
+        assert_eq!(*pt, 111, "plain Opus");
+        assert_eq!(p, &vec![k as u8 + 1; 40], "the primary block only");
+    }
+}

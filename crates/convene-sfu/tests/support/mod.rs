@@ -52,6 +52,8 @@ pub struct Peer {
     /// Received VP8 packets' picture ids and TL0PICIDX, where they carry them
     /// (read here, not by the SFU's parser): (mid, extended seq, id, tl0).
     pub vp8_ids: Vec<(Mid, u64, Option<u16>, Option<u8>)>,
+    /// Received audio packets: (payload type, payload).
+    pub audio_in: Vec<(u8, Vec<u8>)>,
 }
 
 /// A VP8 payload descriptor's 15-bit (or 7-bit) PictureID and TL0PICIDX
@@ -219,6 +221,7 @@ impl Net {
                     first_packet_at: HashMap::new(),
                     bytes_in: 0,
                     vp8_ids: Vec::new(),
+                    audio_in: Vec::new(),
                 }
             })
             .collect();
@@ -463,6 +466,9 @@ impl Net {
                                     .params()
                                     .iter()
                                     .any(|c| c.pt() == pt && c.spec().codec == Codec::Vp8);
+                                if !vp8 {
+                                    p.audio_in.push((*pt, pkt.payload.to_vec()));
+                                }
                                 if vp8 {
                                     let (pid, tl0) = vp8_ids(&pkt.payload);
                                     p.vp8_ids.push((mid, *pkt.seq_no, pid, tl0));
@@ -561,6 +567,39 @@ impl Net {
                 vec![0x0b; size],
             )
             .ext_vals(ext),
+        );
+        self.drain_peer(i);
+    }
+
+    /// Peer `i` (which negotiated RED) sends one redundant-audio packet
+    /// (RFC 2198): `redundant`, the previous packet's Opus data, 960 ticks
+    /// back, then `primary`, this one's.
+    pub fn send_red_audio(&mut self, i: usize, seq: u64, redundant: &[u8], primary: &[u8]) {
+        let mid = self.send_mid(i);
+        let opus = self.pt(i, Codec::Opus);
+        let red = self.peers[i]
+            .rtc
+            .codec_config()
+            .params()
+            .iter()
+            .find_map(|p| p.red())
+            .expect("RED negotiated");
+        let header = (960u32 << 10) | redundant.len() as u32;
+        let mut payload = vec![0x80 | *opus];
+        payload.extend(&header.to_be_bytes()[1..]);
+        payload.push(*opus);
+        payload.extend(redundant);
+        payload.extend(primary);
+        let now = self.now;
+        let mut api = self.peers[i].rtc.direct_api();
+        let tx = api.stream_tx_by_mid(mid, None).unwrap();
+        let ext = str0m::rtp::ExtensionValues {
+            audio_level: Some(-20),
+            voice_activity: Some(true),
+            ..Default::default()
+        };
+        tx.write_rtp(
+            RtpWrite::new(red, SeqNo::from(seq), seq as u32 * 960, now, payload).ext_vals(ext),
         );
         self.drain_peer(i);
     }

@@ -325,7 +325,10 @@ impl CodecConfig {
     /// Fold the given RFC 2198 RED payload type onto the enabled param for `codec`. Used by the
     /// audio enable fns when `use_red` is set; each audio codec has its own RED payload type so the
     /// `a=rtpmap` entries (which carry each codec's clock rate) don't collide in SDP.
-    fn set_red_pt(&mut self, codec: Codec, red_pt: Pt) {
+    ///
+    /// Convene patch: public, so that RED can be folded onto an Opus configured with
+    /// [`Self::add_config`] (with DTX, which `enable_opus` does not set).
+    pub fn set_red_pt(&mut self, codec: Codec, red_pt: Pt) {
         if let Some(p) = self.params.iter_mut().find(|p| p.spec.codec == codec) {
             p.red = Some(red_pt);
         }
