@@ -1,5 +1,6 @@
 // Home page: create a meeting and show its join link.
 import { loadSession, renderSignIn } from './identity.js';
+import { levelOptions } from './levels.js';
 
 const form = /** @type {HTMLFormElement} */ (document.getElementById('create'));
 const title = /** @type {HTMLInputElement} */ (document.getElementById('title'));
@@ -24,7 +25,7 @@ async function showSession() {
   field('identity-rules').hidden = !signInExists;
   form.hidden = !session.mayCreateMeetings;
   const policy = await (await fetch('/api/policy')).json();
-  field('level').replaceChildren(...policy.levels.map((/** @type {any} */ l) => new Option(l.name, l.id)));
+  field('level').replaceChildren(...levelOptions(policy.levels));
   const home = session.signIn.find((/** @type {any} */ o) => o.home);
   field('create-needs-sign-in').hidden = session.mayCreateMeetings;
   field('create-needs-sign-in').textContent = session.signedIn

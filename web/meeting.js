@@ -4,6 +4,7 @@ import { Call } from './call.js';
 import { badge, describe, loadSession, renderSignIn } from './identity.js';
 import { VideoSizes } from './sizes.js';
 import { ConnectionQuality } from './quality.js';
+import { levelOptions } from './levels.js';
 
 const $ = (/** @type {string} */ id) => /** @type {any} */ (document.getElementById(id));
 const meetingId = location.pathname.split('/').pop() || '';
@@ -69,7 +70,7 @@ async function loadLevels() {
   if (!res.ok) return;
   levels = (await res.json()).levels;
   const select = $('level-select');
-  select.replaceChildren(...levels.map((l) => new Option(l.name, l.id, false, l.id === currentLevel)));
+  select.replaceChildren(...levelOptions(levels, currentLevel));
 }
 
 function changeLevel() {

@@ -98,3 +98,36 @@ test('bug 6: after a refused level change the picker shows the level the meeting
   assert.equal(await host.page.getByLabel('Meeting level').inputValue(), 'official', 'the picker shows the real level');
   await bannerSays(host.page, 'OFFICIAL');
 });
+
+test('bug 12: levels this server can never hold are offered disabled, with the reason', async () => {
+  // Four levels, no sign-in: level 2 needs verified people, level 3 end-to-end encryption.
+  const four = await startServer(['--policy', pathJoin(ROOT, 'policies', 'four-levels.toml')]);
+  const host = await launchPerson();
+  people.push(host);
+  try {
+    await host.page.goto(four.url);
+    const picker = host.page.getByLabel('Handling level');
+    await until('levels listed', async () => (await picker.locator('option').count()) === 4);
+    const options = await picker.locator('option').evaluateAll((os) => os.map((o) => ({ value: /** @type {HTMLOptionElement} */ (o).value, disabled: /** @type {HTMLOptionElement} */ (o).disabled, text: o.textContent })));
+    assert.deepEqual(options.map((o) => [o.value, o.disabled]), [['level-0', false], ['level-1', false], ['level-2', true], ['level-3', true]]);
+    assert.match(options[2].text, /Protection level 2.*sign-in/);
+    assert.match(options[3].text, /Protection level 3.*end-to-end encryption/);
+    // The meeting's own picker says the same to its host.
+    await host.page.getByLabel('Meeting title').fill('Four levels');
+    await host.page.getByRole('button', { name: 'Create meeting' }).click();
+    await host.page.getByRole('heading', { name: 'Your meeting is ready' }).waitFor();
+    await host.page.getByRole('link', { name: 'Go to the meeting as host' }).click();
+    await host.page.getByLabel('Your name').fill('Hana');
+    await host.page.getByRole('button', { name: 'Join meeting' }).click();
+    await host.page.locator('#meeting').waitFor({ state: 'visible' });
+    const inMeeting = host.page.getByLabel('Meeting level');
+    await until('meeting levels listed', async () => (await inMeeting.locator('option').count()) === 4);
+    const disabled = await inMeeting.locator('option').evaluateAll((os) => os.map((o) => /** @type {HTMLOptionElement} */ (o).disabled));
+    assert.deepEqual(disabled, [false, false, true, true]);
+    // The server refuses such a level whatever the page offers.
+    const res = await fetch(`${four.url}/api/meetings`, { method: 'POST', headers: { 'Content-Type': 'application/json', Origin: four.url }, body: JSON.stringify({ title: 'x', level: 'level-3', passcode: 'long enough', raise: true }) });
+    assert.equal(res.status, 400);
+  } finally {
+    four.stop();
+  }
+});

@@ -261,20 +261,17 @@ impl HandlingLevel {
     pub fn unmet(&self, p: &Proposal<'_>) -> Vec<Unmet> {
         let s = p.settings;
         let mut out = Vec::new();
+        let n = &self.name;
+        if let Some(why) = self.unavailable(p.sign_in_available) {
+            out.push(Unmet(format!(
+                "{n} {why}: meetings at this level cannot be held here"
+            )));
+        }
         let mut need = |cond: bool, msg: String| {
             if cond {
                 out.push(Unmet(msg));
             }
         };
-        let n = &self.name;
-        need(
-            self.e2ee_required,
-            format!("{n} requires end-to-end encryption, which Convene does not have yet: meetings at this level cannot be held here"),
-        );
-        need(
-            !self.guests_allowed && !p.sign_in_available,
-            format!("{n} admits only verified people, and this server has no sign-in configured: meetings at this level cannot be held here"),
-        );
         need(
             self.passcode_required && !p.has_passcode,
             format!("{n} requires a passcode"),
@@ -318,6 +315,21 @@ impl HandlingLevel {
             format!("{n} allows at most {} participants", self.max_participants),
         );
         out
+    }
+
+    /// Why no meeting can ever be held at this level on this server (what no
+    /// setting can give: a capability Convene lacks, or sign-in when the level
+    /// admits only verified people), in words after the level's name; `None`
+    /// when meetings at this level can be created. Pickers offer such levels
+    /// disabled, with this reason.
+    pub fn unavailable(&self, sign_in_available: bool) -> Option<String> {
+        if self.e2ee_required {
+            Some("requires end-to-end encryption, which Convene does not have yet".into())
+        } else if !self.guests_allowed && !sign_in_available {
+            Some("admits only verified people, and this server has no sign-in configured".into())
+        } else {
+            None
+        }
     }
 
     /// The settings raised just enough to meet this level (what a passcode or a

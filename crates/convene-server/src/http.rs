@@ -519,6 +519,8 @@ async fn policy_view(State(state): State<Arc<AppState>>) -> Response {
         .map(|l| {
             serde_json::json!({
                 "id": l.id, "name": l.name, "banner": l.banner,
+                // Why meetings at this level can never be held here (null when they can).
+                "unavailable": l.unavailable(state.limits.sign_in_available),
                 "requires": {
                     "passcode": l.passcode_required, "lobby": l.lobby_required,
                     "lobbyBypass": l.lobby_bypass, "guestsAllowed": l.guests_allowed,

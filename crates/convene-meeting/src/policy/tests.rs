@@ -297,3 +297,27 @@ fn contrast_is_computed_as_wcag_does() {
     assert!((contrast(black, white) - 21.0).abs() < 0.01);
     assert!((contrast(white, white) - 1.0).abs() < 0.01);
 }
+
+#[test]
+fn levels_that_can_never_be_held_here_say_why() {
+    let four = Policy::parse(FOUR).unwrap();
+    let why = |id: &str, sign_in: bool| four.level(id).unwrap().unavailable(sign_in);
+    assert_eq!(why("level-0", false), None);
+    assert_eq!(why("level-1", false), None);
+    // Verified people only: held only where someone can sign in.
+    assert!(why("level-2", false)
+        .unwrap()
+        .contains("no sign-in configured"));
+    assert_eq!(why("level-2", true), None);
+    // End-to-end encryption: never, sign-in or not.
+    assert!(why("level-3", true)
+        .unwrap()
+        .contains("end-to-end encryption"));
+    assert!(why("level-3", false)
+        .unwrap()
+        .contains("end-to-end encryption"));
+    assert!(Policy::uk()
+        .levels()
+        .iter()
+        .all(|l| l.unavailable(false).is_none()));
+}
