@@ -5,6 +5,7 @@ import { badge, describe, loadSession, renderSignIn } from './identity.js';
 import { VideoSizes } from './sizes.js';
 import { ConnectionQuality } from './quality.js';
 import { levelOptions } from './levels.js';
+import { showPasscodeSetting, passcodeChange } from './passcode-setting.js';
 
 const $ = (/** @type {string} */ id) => /** @type {any} */ (document.getElementById(id));
 const meetingId = location.pathname.split('/').pop() || '';
@@ -36,6 +37,8 @@ let joinClickedAt = 0;
 let firstFrameReported = false;
 let unreadChat = 0;
 let meetingLocked = false;
+/** Joining the meeting needs a passcode (a host may set, change or remove it). */
+let meetingPasscode = false;
 /** What we may not do now, each with its reason (null when allowed); from the server. */
 let permissions = { camera: null, screenShare: null, unmute: null, chat: null, host: false };
 /** The meeting's settings, as hosts last set them. */
@@ -270,6 +273,7 @@ function onMessage(msg) {
       $('meeting').hidden = false;
       me = msg.participantId;
       meetingLocked = msg.meeting.locked;
+      meetingPasscode = !!msg.meeting.passcode;
       showLevel(msg.meeting.level);
       permissions = msg.permissions;
       settings = msg.settings;
@@ -357,6 +361,7 @@ function onMessage(msg) {
       break;
     case 'meeting-updated':
       meetingLocked = msg.meeting.locked;
+      meetingPasscode = !!msg.meeting.passcode;
       showLevel(msg.meeting.level);
       renderPeople();
       break;
@@ -681,6 +686,7 @@ function openSettings() {
   $('set-bypass').value = settings.lobbyBypass;
   $('set-guests').checked = settings.guestsAllowed;
   $('set-mfa').checked = settings.requireMfa;
+  showPasscodeSetting(meetingPasscode);
   $('settings-dialog').showModal();
 }
 
@@ -870,6 +876,8 @@ function wireControls() {
         requireMfa: $('set-mfa').checked,
       },
     });
+    const passcode = passcodeChange();
+    if (passcode) send(passcode);
   });
   $('remove-cancel').addEventListener('click', () => $('remove-dialog').close());
   $('remove-form').addEventListener('submit', () => {

@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join as pathJoin } from 'node:path';
-import { startServer, launchPerson, until, ROOT } from './harness.mjs';
+import { startServer, launchPerson, joinAsHost, until, ROOT } from './harness.mjs';
 
 let server;
 const people = [];
@@ -87,10 +87,7 @@ test('bug 6: after a refused level change the picker shows the level the meeting
   await host.page.getByLabel('Meeting title').fill('Weekly catch-up');
   await host.page.getByRole('button', { name: 'Create meeting' }).click();
   await host.page.getByRole('heading', { name: 'Your meeting is ready' }).waitFor();
-  await host.page.getByRole('link', { name: 'Go to the meeting as host' }).click();
-  await host.page.getByLabel('Your name').fill('Hana');
-  await host.page.getByRole('button', { name: 'Join meeting' }).click();
-  await host.page.locator('#meeting').waitFor({ state: 'visible' });
+  await joinAsHost(host.page, await host.page.getByLabel('Your host link').inputValue(), 'Hana');
   await bannerSays(host.page, 'OFFICIAL');
   await host.page.getByLabel('Meeting level').selectOption('official-sensitive');
   await host.page.getByRole('button', { name: 'Change level' }).click();
@@ -116,10 +113,7 @@ test('bug 12: levels this server can never hold are offered disabled, with the r
     await host.page.getByLabel('Meeting title').fill('Four levels');
     await host.page.getByRole('button', { name: 'Create meeting' }).click();
     await host.page.getByRole('heading', { name: 'Your meeting is ready' }).waitFor();
-    await host.page.getByRole('link', { name: 'Go to the meeting as host' }).click();
-    await host.page.getByLabel('Your name').fill('Hana');
-    await host.page.getByRole('button', { name: 'Join meeting' }).click();
-    await host.page.locator('#meeting').waitFor({ state: 'visible' });
+    await joinAsHost(host.page, await host.page.getByLabel('Your host link').inputValue(), 'Hana');
     const inMeeting = host.page.getByLabel('Meeting level');
     await until('meeting levels listed', async () => (await inMeeting.locator('option').count()) === 4);
     const disabled = await inMeeting.locator('option').evaluateAll((os) => os.map((o) => /** @type {HTMLOptionElement} */ (o).disabled));
@@ -130,4 +124,40 @@ test('bug 12: levels this server can never hold are offered disabled, with the r
   } finally {
     four.stop();
   }
+});
+
+test('bug 11: a host adds a passcode during the meeting, then raises the level that needs one', async () => {
+  const host = await launchPerson();
+  const guest = await launchPerson();
+  people.push(host, guest);
+  await host.page.goto(server.url);
+  await host.page.getByLabel('Meeting title').fill('Started open');
+  await host.page.getByRole('button', { name: 'Create meeting' }).click();
+  await host.page.getByRole('heading', { name: 'Your meeting is ready' }).waitFor();
+  const link = await host.page.getByLabel('Join link').inputValue();
+  await joinAsHost(host.page, await host.page.getByLabel('Your host link').inputValue(), 'Hana');
+
+  await host.page.getByRole('button', { name: 'Settings' }).click();
+  const dialog = host.page.getByRole('dialog', { name: 'Meeting settings' });
+  await dialog.getByText('People join without a passcode. You can add one.').waitFor();
+  await dialog.getByLabel('New passcode').fill('4711 blue');
+  await dialog.getByRole('button', { name: 'Save settings' }).click();
+
+  // Joining now needs it (once hashed and stored): the join page asks for it.
+  await until('the meeting has a passcode', async () => (await (await fetch(link.replace('/m/', '/api/meetings/'))).json()).passcodeRequired);
+  await guest.page.goto(link);
+  await until('the join page asks for the passcode', async () => guest.page.getByLabel('Meeting passcode').isVisible());
+
+  // And the level that requires a passcode can be reached.
+  await host.page.getByLabel('Meeting level').selectOption('official-sensitive');
+  await host.page.getByRole('button', { name: 'Change level' }).click();
+  await bannerSays(host.page, 'OFFICIAL-SENSITIVE: only authorised people may be present. Do not record.');
+  await host.page.getByRole('button', { name: 'Settings' }).click();
+  await dialog.getByText('People need a passcode to join. You can change it or remove it.').waitFor();
+  await dialog.getByRole('button', { name: 'Cancel' }).click();
+
+  await guest.page.getByLabel('Your name').fill('Gus');
+  await guest.page.getByLabel('Meeting passcode').fill('4711 blue');
+  await guest.page.getByRole('button', { name: 'Join meeting' }).click();
+  await guest.page.getByRole('heading', { name: 'Waiting to be let in' }).waitFor();
 });

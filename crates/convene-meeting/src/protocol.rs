@@ -106,6 +106,12 @@ pub enum ClientMessage {
     Lock {
         locked: bool,
     },
+    /// A host sets or changes the meeting's passcode, or removes it (`null`
+    /// or empty; refused when the meeting's level requires one).
+    SetPasscode {
+        #[serde(default)]
+        passcode: Option<String>,
+    },
     End {},
     /// Lobby: let one waiting person in, turn one away, or let everyone in.
     #[serde(rename_all = "camelCase")]
@@ -137,6 +143,7 @@ const CLIENT_TYPES: &[&str] = &[
     "mute-participant",
     "mute-all",
     "lock",
+    "set-passcode",
     "end",
     "join",
     "publish",
@@ -203,6 +210,8 @@ pub struct MeetingInfo {
     pub locked: bool,
     /// The meeting's handling level: show its banner at every stage.
     pub level: crate::policy::LevelView,
+    /// Joining needs the meeting's passcode (not through the host link).
+    pub passcode: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

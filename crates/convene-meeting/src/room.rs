@@ -165,6 +165,8 @@ pub enum Change {
     },
     /// The handling level's id.
     Level(String),
+    /// The passcode's Argon2 hash, or none: the meeting has no passcode.
+    Passcode(Option<String>),
 }
 
 /// What the meeting remembers across restarts.
@@ -232,6 +234,12 @@ pub enum Effect {
     Ended,
     /// Something to remember across restarts.
     Persist(Change),
+    /// A host asked for this passcode: hash it off the meeting's task (Argon2
+    /// is slow on purpose) and hand the hash to [`Room::passcode_hashed`].
+    HashPasscode {
+        by: ParticipantId,
+        passcode: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -279,7 +287,6 @@ pub struct Room {
     ended: bool,
     limits: RoomLimits,
     settings: Settings,
-    has_passcode: bool,
     grants: BTreeMap<String, Role>,
     barred: BTreeSet<String>,
     participants: BTreeMap<ParticipantId, Participant>,
@@ -321,11 +328,11 @@ impl Room {
                 title,
                 locked: state.locked,
                 level,
+                passcode: state.has_passcode,
             },
             ended: false,
             limits,
             settings: state.settings,
-            has_passcode: state.has_passcode,
             grants: state.grants,
             barred: state.barred,
             participants: BTreeMap::new(),
@@ -781,7 +788,7 @@ impl Room {
     ) -> Result<(), RoomError> {
         let unmet = level.unmet(&crate::policy::Proposal {
             settings,
-            has_passcode: self.has_passcode,
+            has_passcode: self.info.passcode,
             sign_in_available: self.limits.sign_in_available,
         });
         if unmet.is_empty() {
@@ -1379,6 +1386,10 @@ impl Room {
                 );
                 self.broadcast_update(&target);
             }
+            ClientMessage::SetPasscode { passcode } => {
+                allowed(p.role, &self.settings, Action::Host)?;
+                self.set_passcode(who, passcode)?;
+            }
             ClientMessage::Lock { locked } => {
                 allowed(p.role, &self.settings, Action::Host)?;
                 if self.info.locked != locked {
@@ -1853,6 +1864,7 @@ fn unix_millis() -> u64 {
 }
 
 mod media;
+mod passcode;
 
 #[cfg(test)]
 mod tests;

@@ -124,6 +124,7 @@ fn type_of(m: &ClientMessage) -> &'static str {
         ClientMessage::SetLevel { .. } => "set-level",
         ClientMessage::SetRole { .. } => "set-role",
         ClientMessage::Lock { .. } => "lock",
+        ClientMessage::SetPasscode { .. } => "set-passcode",
         ClientMessage::End {} => "end",
         ClientMessage::Admit { .. } => "admit",
         ClientMessage::Deny { .. } => "deny",

@@ -65,6 +65,11 @@ pub enum MeetingInput {
         socket: u64,
     },
     Sfu(SfuEvent),
+    /// A passcode a host set, hashed off this task (`Effect::HashPasscode`).
+    PasscodeHashed {
+        who: ParticipantId,
+        hash: Result<String, RoomError>,
+    },
 }
 
 struct Member {
@@ -322,6 +327,10 @@ impl Meeting {
                 }
             }
             MeetingInput::Sfu(event) => self.sfu_event(event),
+            MeetingInput::PasscodeHashed { who, hash } => match hash {
+                Ok(hash) => self.room.passcode_hashed(&who, hash),
+                Err(e) => self.send(&who, ServerMessage::error(e.code, e.message)),
+            },
         }
         self.tell_quality(now);
         self.apply_effects();
@@ -442,6 +451,31 @@ impl Meeting {
         }
     }
 
+    /// Hash a host's new passcode on the bounded hashing threads and hand the
+    /// result back to this task (the room applies it then).
+    fn hash_passcode(&self, who: ParticipantId, passcode: String) {
+        let state = self.state.clone();
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            let hash = match state
+                .hashers
+                .run(move |scratch| convene_meeting::passcode::hash_with(scratch, &passcode))
+                .await
+            {
+                Ok(Ok(h)) => Ok(h),
+                Ok(Err(e)) => Err(RoomError {
+                    code: ErrorCode::Invalid,
+                    message: e.to_string(),
+                }),
+                Err(crate::hashing::Busy) => Err(RoomError {
+                    code: ErrorCode::Busy,
+                    message: "the server is busy: set the passcode again in a few seconds".into(),
+                }),
+            };
+            let _ = me.send(MeetingInput::PasscodeHashed { who, hash });
+        });
+    }
+
     fn apply_effects(&mut self) {
         let mut welcomed = Vec::new();
         while let Some(effect) = self.room.poll_effect() {
@@ -468,6 +502,7 @@ impl Meeting {
                     meeting: self.id.clone(),
                     change,
                 }),
+                Effect::HashPasscode { by, passcode } => self.hash_passcode(by, passcode),
                 Effect::Audit(fact) => self.unwritten.push(Item::Audit(AuditEntry {
                     meeting: self.id.clone(),
                     actor: fact.actor,

@@ -572,6 +572,7 @@ fn remember(b: &Batch<'_>, meeting: &str, change: &Change) -> Result<(), Storage
         }
         Change::Bar { key } => b.bar(meeting, key),
         Change::Level(level) => b.set_level(meeting, level),
+        Change::Passcode(hash) => b.set_passcode_hash(meeting, hash.as_deref()),
     }
 }
 

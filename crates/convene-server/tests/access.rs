@@ -250,3 +250,80 @@ async fn a_host_mute_is_enforced_by_the_sfu() {
     assert!(resumed, "audio resumes after unmuting");
     server.shutdown().await;
 }
+
+/// Issue 17, bug 11: a host adds a passcode to a meeting created without one;
+/// joins then need it, the API says so, a level that requires one can be
+/// reached, and the change is audited without the passcode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_sets_a_passcode_during_the_meeting() {
+    let server = common::server().await;
+    let m = create(&server, json!({"title": "Open at first"})).await;
+    let id = m["id"].as_str().unwrap().to_string();
+    let key = m["hostKey"].as_str().unwrap().to_string();
+    let url = server.url.clone();
+    let host_opts = JoinOptions {
+        host_key: Some(key.clone()),
+        ..JoinOptions::default()
+    };
+    let mut host = Client::join_with(&url, &id, "Hana", host_opts)
+        .await
+        .unwrap();
+    let mut guest = Client::join_with(&url, &id, "Gus", opts(None, Some("127.0.0.3")))
+        .await
+        .unwrap();
+
+    // A guest may not; the host may.
+    guest
+        .send(json!({"type": "set-passcode", "passcode": "guess me"}))
+        .await
+        .unwrap();
+    assert!(
+        guest
+            .run_until(Duration::from_secs(5), |c| !c.errors.is_empty())
+            .await
+    );
+    assert_eq!(guest.errors[0]["code"], "forbidden");
+    host.send(json!({"type": "set-passcode", "passcode": "4711 blue"}))
+        .await
+        .unwrap();
+    let updated = |c: &Client| {
+        c.log
+            .iter()
+            .any(|m| m["type"] == "meeting-updated" && m["meeting"]["passcode"] == true)
+    };
+    assert!(host.run_until(Duration::from_secs(10), updated).await);
+    assert!(guest.run_until(Duration::from_secs(5), updated).await);
+
+    let (_, public) = common::http(&server, "GET", &format!("/api/meetings/{id}"), None).await;
+    let public: Value = serde_json::from_str(&public).unwrap();
+    assert_eq!(public["passcodeRequired"], true);
+    assert_eq!(
+        error_code(Client::join_with(&url, &id, "Eve", opts(None, Some("127.0.0.4"))).await),
+        "wrong-passcode"
+    );
+    Client::join_with(&url, &id, "Ann", opts(Some("4711 blue"), Some("127.0.0.5")))
+        .await
+        .expect("the new passcode lets people in");
+
+    // OFFICIAL-SENSITIVE needs a passcode: now the meeting has one.
+    host.send(json!({"type": "set-level", "level": "official-sensitive", "raise": true}))
+        .await
+        .unwrap();
+    let raised = |c: &Client| {
+        c.log.iter().any(|m| {
+            m["type"] == "meeting-updated" && m["meeting"]["level"]["id"] == "official-sensitive"
+        })
+    };
+    assert!(
+        host.run_until(Duration::from_secs(5), raised).await,
+        "{:?}",
+        host.errors
+    );
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = server.state.storage.audit_records(Some(&id)).unwrap();
+    assert!(log
+        .iter()
+        .any(|r| r.event == "passcode" && r.outcome == "set"));
+    assert!(log.iter().all(|r| !format!("{r:?}").contains("4711")));
+}

@@ -362,6 +362,11 @@ impl Batch<'_> {
         writes::set_locked(self.tx, id, locked)
     }
 
+    /// The meeting's passcode hash (Argon2 PHC string), or none.
+    pub fn set_passcode_hash(&self, id: &str, hash: Option<&str>) -> Result<(), StorageError> {
+        writes::set_passcode_hash(self.tx, id, hash)
+    }
+
     pub fn set_grant(
         &self,
         id: &str,
@@ -400,6 +405,18 @@ mod writes {
         c.execute(
             "UPDATE meetings SET level = ?2 WHERE id = ?1",
             params![id, level],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_passcode_hash(
+        c: &Connection,
+        id: &str,
+        hash: Option<&str>,
+    ) -> Result<(), StorageError> {
+        c.execute(
+            "UPDATE meetings SET passcode_hash = ?2 WHERE id = ?1",
+            params![id, hash],
         )?;
         Ok(())
     }

@@ -2435,3 +2435,146 @@ mod media_connection {
         assert!(drain(&mut r).is_empty(), "the same path again says nothing");
     }
 }
+
+/// Issue 17, bug 11: a host sets, changes or removes the passcode during the meeting.
+mod set_passcode {
+    use super::*;
+    use crate::access::Role;
+
+    fn set(r: &mut Room, who: &ParticipantId, passcode: Option<&str>) -> Result<(), RoomError> {
+        r.handle(
+            Instant::now(),
+            who,
+            C::SetPasscode {
+                passcode: passcode.map(str::to_string),
+            },
+        )
+    }
+
+    fn audited(fx: &[Effect]) -> Vec<String> {
+        fx.iter()
+            .filter_map(|e| match e {
+                Effect::Audit(f) if f.event == "passcode" => Some(f.outcome.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn raise_to_sensitive(r: &mut Room, host: &ParticipantId) -> Result<(), RoomError> {
+        r.handle(
+            Instant::now(),
+            host,
+            C::SetLevel {
+                level: "official-sensitive".into(),
+                raise: true,
+                confirm: false,
+            },
+        )
+    }
+
+    #[test]
+    fn a_host_adds_a_passcode_and_can_then_raise_the_level() {
+        let now = Instant::now();
+        let mut r = room();
+        let host = r.join_as(now, join_msg("Hana"), Role::Host).unwrap();
+        let gus = r.join(now, join_msg("Gus")).unwrap();
+        drain(&mut r);
+        // Without a passcode, OFFICIAL-SENSITIVE is out of reach.
+        let refused = raise_to_sensitive(&mut r, &host).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::Policy);
+        assert!(refused.message.contains("requires a passcode"), "{refused}");
+        drain(&mut r);
+
+        // Only hosts may; and a passcode has 4 to 128 characters.
+        assert_eq!(
+            set(&mut r, &gus, Some("4711 blue")).unwrap_err().code,
+            ErrorCode::Forbidden
+        );
+        assert_eq!(
+            set(&mut r, &host, Some("123")).unwrap_err().code,
+            ErrorCode::Invalid
+        );
+        assert!(drain(&mut r).is_empty(), "nothing happens for a refusal");
+
+        // The room asks for a hash; nothing changes until it comes.
+        set(&mut r, &host, Some("4711 blue")).unwrap();
+        let fx = drain(&mut r);
+        assert!(
+            matches!(&fx[..], [Effect::HashPasscode { by, passcode }] if by == &host && passcode == "4711 blue"),
+            "{fx:?}"
+        );
+        assert!(!r.info().passcode);
+
+        r.passcode_hashed(&host, "$argon2id$hash".into());
+        let fx = drain(&mut r);
+        assert!(fx.iter().any(
+            |e| matches!(e, Effect::Persist(Change::Passcode(Some(h))) if h == "$argon2id$hash")
+        ));
+        assert_eq!(audited(&fx), ["set"]);
+        assert!(sent_to(&fx, &gus)
+            .iter()
+            .any(|m| matches!(m, ServerMessage::MeetingUpdated { meeting } if meeting.passcode)));
+        assert!(
+            !format!("{fx:?}").contains("4711"),
+            "the passcode itself is in no message, record or audit entry"
+        );
+
+        raise_to_sensitive(&mut r, &host).unwrap();
+        assert_eq!(r.level().id, "official-sensitive");
+        drain(&mut r);
+
+        // Changed: audited as such. Removed: refused, the level requires one.
+        set(&mut r, &host, Some("new phrase")).unwrap();
+        drain(&mut r);
+        r.passcode_hashed(&host, "$argon2id$other".into());
+        assert_eq!(audited(&drain(&mut r)), ["changed"]);
+        let refused = set(&mut r, &host, None).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::Policy);
+        assert!(r.info().passcode);
+    }
+
+    #[test]
+    fn a_host_removes_a_passcode_the_level_does_not_need() {
+        let now = Instant::now();
+        let mut r = Room::restore(
+            "m".into(),
+            "t".into(),
+            RoomLimits::default(),
+            RoomState {
+                has_passcode: true,
+                ..RoomState::default()
+            },
+        );
+        let host = r.join_as(now, join_msg("Hana"), Role::Host).unwrap();
+        drain(&mut r);
+        set(&mut r, &host, Some("")).unwrap();
+        let fx = drain(&mut r);
+        assert!(fx
+            .iter()
+            .any(|e| matches!(e, Effect::Persist(Change::Passcode(None)))));
+        assert_eq!(audited(&fx), ["removed"]);
+        assert!(!r.info().passcode);
+    }
+
+    #[test]
+    fn a_hash_for_someone_no_longer_a_host_changes_nothing() {
+        let now = Instant::now();
+        let mut r = room();
+        let host = r.join_as(now, join_msg("Hana"), Role::Host).unwrap();
+        let other = r.join_as(now, join_msg("Olga"), Role::Host).unwrap();
+        set(&mut r, &host, Some("4711 blue")).unwrap();
+        r.handle(
+            now,
+            &other,
+            C::SetRole {
+                participant_id: host.0.clone(),
+                role: Role::Participant,
+            },
+        )
+        .unwrap();
+        drain(&mut r);
+        r.passcode_hashed(&host, "$argon2id$hash".into());
+        assert!(audited(&drain(&mut r)).is_empty());
+        assert!(!r.info().passcode);
+    }
+}

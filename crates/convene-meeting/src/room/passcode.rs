@@ -1,0 +1,79 @@
+//! A host sets, changes or removes the meeting's passcode during the meeting
+//! (issue 17, bug 11: a meeting created without one could never be raised to a
+//! level that requires one). Hashing is slow on purpose, so it happens outside
+//! the room: `set-passcode` asks for it ([`Effect::HashPasscode`]) and
+//! [`Room::passcode_hashed`] applies the result. Every change is audited; the
+//! passcode itself is never stored, sent or logged.
+
+use super::{allowed, err, Change, Effect, ParticipantId, Room, RoomError};
+use crate::access::Action;
+use crate::passcode::{MAX_CHARS, MIN_CHARS};
+use crate::protocol::{ErrorCode, ServerMessage};
+
+impl Room {
+    /// `set-passcode` from a host (the caller checked the role).
+    pub(super) fn set_passcode(
+        &mut self,
+        who: &ParticipantId,
+        passcode: Option<String>,
+    ) -> Result<(), RoomError> {
+        match passcode.filter(|p| !p.is_empty()) {
+            Some(passcode) => {
+                if !(MIN_CHARS..=MAX_CHARS).contains(&passcode.chars().count()) {
+                    return Err(err(
+                        ErrorCode::Invalid,
+                        format!("a passcode has {MIN_CHARS} to {MAX_CHARS} characters"),
+                    ));
+                }
+                self.effects.push_back(Effect::HashPasscode {
+                    by: who.clone(),
+                    passcode,
+                });
+            }
+            None => {
+                if !self.info.passcode {
+                    return Ok(());
+                }
+                let level = self.level();
+                if level.passcode_required {
+                    return Err(err(
+                        ErrorCode::Policy,
+                        format!(
+                            "{} requires a passcode: it can be changed, not removed",
+                            level.name
+                        ),
+                    ));
+                }
+                self.apply_passcode(who, None);
+            }
+        }
+        Ok(())
+    }
+
+    /// The hash of the passcode `who` asked for ([`Effect::HashPasscode`]). If
+    /// they left or stopped being a host meanwhile, nothing changes.
+    pub fn passcode_hashed(&mut self, who: &ParticipantId, hash: String) {
+        let Some(p) = self.participants.get(who) else {
+            return;
+        };
+        if allowed(p.role, &self.settings, Action::Host).is_err() || self.ended {
+            return;
+        }
+        self.apply_passcode(who, Some(hash));
+    }
+
+    fn apply_passcode(&mut self, who: &ParticipantId, hash: Option<String>) {
+        let outcome = match (self.info.passcode, hash.is_some()) {
+            (false, true) => "set",
+            (true, true) => "changed",
+            _ => "removed",
+        };
+        self.info.passcode = hash.is_some();
+        self.effects
+            .push_back(Effect::Persist(Change::Passcode(hash)));
+        self.audit("passcode", who, who, outcome, String::new());
+        self.broadcast(ServerMessage::MeetingUpdated {
+            meeting: self.info.clone(),
+        });
+    }
+}
