@@ -1,0 +1,254 @@
+//! Adapting to each subscriber: which layer of each video it gets, what each
+//! publisher must send, keyframes asked for, cameras found stalled.
+
+use super::*;
+
+impl Sfu {
+    /// Ask `track`'s publisher for a keyframe on `layer`: at most one
+    /// outstanding request per layer (see [`KEYFRAME_REQUEST_INTERVAL`]).
+    pub(super) fn request_keyframe(&mut self, now: Instant, track: TrackId, layer: u8) {
+        let Some(p) = self.producers.get_mut(&track) else {
+            return;
+        };
+        let Some(l) = p.layers.get_mut(usize::from(layer)) else {
+            return; // not video
+        };
+        if l.keyframe_asked.is_some_and(|t| {
+            let since = now.saturating_duration_since(t);
+            since < KEYFRAME_REQUEST_INTERVAL
+        }) {
+            return;
+        }
+        if l.last_request
+            .is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_MIN_GAP)
+        {
+            return;
+        }
+        let rid = l.rid;
+        let Some(conn) = p.conn else { return };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Some(mid) = c
+            .slot_of(track, SlotDirection::Send)
+            .and_then(|i| c.slots[i].mid)
+        else {
+            return;
+        };
+        let mut api = c.rtc.direct_api();
+        // A publisher that answered without simulcast sends without a rid.
+        let rx = match rid {
+            Some(_) if api.stream_rx_by_mid(mid, rid).is_some() => api.stream_rx_by_mid(mid, rid),
+            _ => api.stream_rx_by_mid(mid, None),
+        };
+        let Some(rx) = rx else {
+            return; // no media yet; the first frame will be a keyframe anyway
+        };
+        rx.request_keyframe(KeyframeRequestKind::Pli);
+        l.keyframe_asked = Some(now);
+        l.last_request = Some(now);
+        self.stats.keyframe_requests += 1;
+        self.drain(conn);
+    }
+
+    /// Choose again which layer `conn` receives of each video, from its
+    /// downlink estimate, what it shows at which size, and priorities.
+    pub(super) fn allocate(&mut self, conn: ConnId) {
+        let now = self.now;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let mut audio = 0u64;
+        let mut videos = Vec::new();
+        let mut wants = Vec::new();
+        for (i, s) in c.slots.iter().enumerate() {
+            if s.dir != SlotDirection::Receive {
+                continue;
+            }
+            if s.kind.is_audio() {
+                // A voice slot costs only while it carries someone, and a
+                // silent microphone (DTX) next to nothing.
+                audio += s
+                    .track
+                    .and_then(|t| self.producers.get(&t))
+                    .map_or(0, |p| p.audio_rate.reserve());
+                continue;
+            }
+            let Some(p) = s.track.and_then(|t| self.producers.get(&t)) else {
+                continue;
+            };
+            let overloaded = p.overloaded_until.is_some_and(|t| now < t);
+            let mut layers = layer_choices(&p.layers, now);
+            if overloaded {
+                // The server is behind: nothing above the lowest layer.
+                if let Some(low) = layers.iter().position(|l| l.usable) {
+                    layers
+                        .iter_mut()
+                        .skip(low + 1)
+                        .for_each(|l| l.usable = false);
+                }
+            }
+            videos.push(i);
+            wants.push(Want {
+                priority: p.priority,
+                view: s.view,
+                layers,
+                adaptive: p.simulcast,
+                previous: s.target,
+            });
+        }
+        let estimate = c.estimate.unwrap_or(INITIAL_ESTIMATE);
+        let budget = estimate.saturating_sub(audio);
+        let a = allocate(&wants, budget);
+        let mut changed = Vec::new();
+        for (k, &i) in videos.iter().enumerate() {
+            let slot = &mut c.slots[i];
+            if a.layers[k].is_none() {
+                // Shown again later, it starts from a keyframe.
+                slot.current = None;
+            }
+            if slot.target != a.layers[k] {
+                slot.target = a.layers[k];
+                if let Some(t) = slot.track {
+                    changed.push((t, slot.target, slot.current.is_some() && slot.live));
+                }
+            }
+        }
+        // Probe for what the views want, with the headroom a climb needs:
+        // str0m probes up to it while the estimate is below (and again when it
+        // rises), so a subscriber climbs when its link allows. Never for more:
+        // every probe is padding sent to this subscriber, and asking for 5
+        // Mbit/s whatever the views wanted kept every connection probing.
+        let desired = (a.desired + audio) * UPGRADE_HEADROOM_PCT / 100;
+        if desired != c.desired {
+            c.desired = desired;
+            c.rtc
+                .bwe()
+                .set_bitrate(Bitrate::ZERO, Bitrate::bps(desired));
+        }
+        for (track, target, sending) in changed {
+            self.update_publisher_layers(track, now);
+            // A switch waits for the new layer's keyframe: ask for one.
+            if let (Some(layer), true) = (target, sending) {
+                self.request_keyframe(now, track, layer);
+            }
+        }
+    }
+
+    /// Tell `track`'s publisher to send again a layer somebody now needs (at
+    /// once), or to pause one nobody needed for a while.
+    pub(super) fn update_publisher_layers(&mut self, track: TrackId, now: Instant) {
+        let Some(p) = self.producers.get_mut(&track) else {
+            return;
+        };
+        if !p.simulcast || p.conn.is_none() {
+            return;
+        }
+        let mut needed = [false; 3];
+        for &(sub, idx) in &p.consumers {
+            let Some(s) = self.conns.get(&sub).map(|c| &c.slots[idx]) else {
+                continue;
+            };
+            // The layer being sent counts while a switch away from it waits
+            // for the new one's keyframe; a hidden video needs nothing.
+            if s.target.is_none() {
+                continue;
+            }
+            for l in [s.target, s.current].into_iter().flatten() {
+                if let Some(n) = needed.get_mut(usize::from(l)) {
+                    *n = true;
+                }
+            }
+        }
+        // While anyone watches, the lowest layer is never paused: it is cheap,
+        // and it is what a publisher whose uplink weakens falls back to
+        // (without it, Chromium sends a higher layer scaled down).
+        if needed.iter().any(|&n| n) {
+            needed[0] = true;
+        }
+        let mut changed = false;
+        for (l, &need) in p.layers.iter_mut().zip(&needed) {
+            if need {
+                l.unneeded_since = None;
+                if l.paused {
+                    l.paused = false;
+                    l.resumed_at = Some(now);
+                    changed = true;
+                }
+            } else if !l.paused {
+                let since = *l.unneeded_since.get_or_insert(now);
+                if now.saturating_duration_since(since) >= PAUSE_UNNEEDED_AFTER {
+                    l.paused = true;
+                    // Gone before it was paused: its publisher could not send it.
+                    if !l.arriving(now) {
+                        l.retry_at = Some(now + LAYER_RETRY);
+                    }
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            let active = p
+                .layers
+                .iter()
+                .filter(|l| !l.paused)
+                .filter_map(|l| l.rid.map(|r| r.to_string()))
+                .collect();
+            self.events
+                .push_back(SfuEvent::VideoLayers { track, active });
+        }
+    }
+
+    /// Every [`LAYER_TICK`]: measure layers, choose every subscriber's layers
+    /// again (layers come and go with publishers' uplinks), pause what nobody
+    /// needs, and report cameras that stalled.
+    pub(super) fn layer_tick(&mut self, now: Instant) {
+        let mut tracks = Vec::new();
+        for (&track, p) in self.producers.iter_mut() {
+            if p.kind != TrackKind::Video {
+                p.audio_rate.on_window(LAYER_TICK);
+                continue;
+            }
+            for l in &mut p.layers {
+                l.on_window(LAYER_TICK);
+            }
+            tracks.push(track);
+        }
+        let subscribers: BTreeSet<ConnId> = tracks
+            .iter()
+            .flat_map(|t| self.producers[t].consumers.iter().map(|&(c, _)| c))
+            .collect();
+        for conn in subscribers {
+            self.allocate(conn);
+        }
+        for track in tracks {
+            self.update_publisher_layers(track, now);
+            let p = self.producers.get_mut(&track).expect("listed above");
+            let watched = p.consumers.iter().any(|&(sub, idx)| {
+                self.conns
+                    .get(&sub)
+                    .is_some_and(|c| c.slots[idx].target.is_some() || c.slots[idx].view.is_none())
+            });
+            let last = p
+                .layers
+                .iter()
+                .filter(|l| !l.paused)
+                .filter_map(|l| l.last_packet.max(l.resumed_at))
+                .max()
+                .unwrap_or(p.since)
+                .max(p.since);
+            let stalled = watched
+                && !p.paused
+                && p.conn.is_some()
+                && p.layers.iter().any(|l| !l.paused)
+                && now.saturating_duration_since(last) >= STALL_AFTER;
+            if stalled && !p.stalled {
+                p.stalled = true;
+                self.events.push_back(SfuEvent::VideoStalled {
+                    track,
+                    stalled: true,
+                });
+            }
+        }
+    }
+}
