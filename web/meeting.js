@@ -6,6 +6,7 @@ import { VideoSizes } from './sizes.js';
 import { ConnectionQuality } from './quality.js';
 import { levelOptions } from './levels.js';
 import { showPasscodeSetting, passcodeChange } from './passcode-setting.js';
+import { showRequirements } from './requirements.js';
 
 const $ = (/** @type {string} */ id) => /** @type {any} */ (document.getElementById(id));
 const meetingId = location.pathname.split('/').pop() || '';
@@ -122,6 +123,10 @@ async function loadMeeting() {
     $('name').readOnly = true;
     $('name-hint').hidden = false;
   }
+  // What the meeting requires, up front; no join as a guest where guests are not admitted.
+  const mayTry = showRequirements($('requirements'), m, session, location.pathname);
+  if (m.settings?.guestsAllowed === false) $('guest-note').hidden = true;
+  $('join').disabled = !mayTry && !hostKey;
   const needPasscode = m.passcodeRequired && !hostKey;
   $('passcode-row').hidden = !needPasscode;
   $('passcode').required = needPasscode;

@@ -10,6 +10,8 @@ import { join as pathJoin } from 'node:path';
 import { startServer, startProvider, freePort, launchPerson, until, decodingVideos, peopleNames, ROOT } from './harness.mjs';
 
 let server;
+/** What the test provider calls a multi-factor sign-in (ACR_MFA in tests/oidc/provider.mjs). */
+const MFA_ACR = 'urn:convene:test:mfa';
 const providers = [];
 const people = [];
 
@@ -33,6 +35,8 @@ domains = ["home.example"]
 issuer = "${home.issuer}"
 client_id = "convene"
 client_secret = "${home.secret}"
+step_up_acr_values = ["${MFA_ACR}"]
+step_up_prompt_login = true
 
 [[partner]]
 id = "partner-agency"
@@ -124,4 +128,52 @@ test('a member and a partner see each other verified; a guest waits marked as a 
   // The badges are on the video tiles too.
   await pam.page.locator('.tile .id-badge', { hasText: 'Member, Home Department' }).waitFor();
   await alice.page.screenshot({ path: pathJoin(ROOT, 'docs', 'screenshots', 'verified-identities.png') });
+});
+
+test('bug 10: the join page says what the meeting requires, and a member without a second factor signs in again with one', async () => {
+  const alice = await launchPerson();
+  const gail = await launchPerson();
+  const again = await launchPerson();
+  people.push(alice, gail, again);
+
+  // Verified people only, each with a second factor.
+  await alice.page.goto(server.url);
+  await alice.page.getByRole('link', { name: 'Sign in with Home Department' }).click();
+  await providerLogin(alice.page, 'alice', { mfa: true });
+  await alice.page.getByText('Signed in as Alice Archer').waitFor();
+  await alice.page.getByLabel('Meeting title').fill('Board');
+  await alice.page.getByText('More settings').click();
+  await alice.page.getByLabel('Unverified guests may join').uncheck();
+  await alice.page.getByLabel('Members and partners must sign in with a second factor').check();
+  await alice.page.getByRole('button', { name: 'Create meeting' }).click();
+  await alice.page.getByRole('heading', { name: 'Your meeting is ready' }).waitFor();
+  const link = await alice.page.getByLabel('Join link').inputValue();
+
+  // A guest is told before typing anything, and offered no guest join.
+  await gail.page.goto(link);
+  const needs = gail.page.getByRole('region', { name: 'To join this meeting' });
+  await needs.getByText('Only people verified by their organisation’s sign-in may join: no guests.').waitFor();
+  await needs.getByText('Members and partners must sign in with a second factor').waitFor();
+  await needs.getByText('This meeting does not admit guests. Sign in with your organisation to join.').waitFor();
+  assert.equal(await gail.page.getByText('Or join as a guest').isVisible(), false, 'no guest join offered');
+  assert.equal(await gail.page.getByRole('button', { name: 'Join meeting' }).isDisabled(), true);
+
+  // A member signed in with a password only is told, and signs in again with a second factor:
+  // the provider is asked for it (acr_values) and to authenticate again (prompt=login).
+  await again.page.goto(link);
+  await again.page.getByRole('link', { name: 'Sign in with Home Department' }).click();
+  await providerLogin(again.page, 'alice');
+  await again.page.getByText('Signed in as Alice Archer').waitFor();
+  await again.page.getByText('You signed in without a second factor, and this meeting needs one.').waitFor();
+  assert.equal(await again.page.getByRole('button', { name: 'Join meeting' }).isDisabled(), true);
+  const authorize = again.page.waitForRequest((r) => r.url().includes('/auth?') && r.url().includes('client_id=convene'));
+  await again.page.getByRole('link', { name: 'Sign in again with a second factor (Home Department)' }).click();
+  const asked = new URL((await authorize).url()).searchParams;
+  assert.equal(asked.get('prompt'), 'login');
+  assert.equal(asked.get('acr_values'), MFA_ACR);
+  await providerLogin(again.page, 'alice', { mfa: true });
+  await again.page.getByText('Member, Home Department · multi-factor sign-in').waitFor();
+  assert.equal(new URL(again.page.url()).pathname, new URL(link).pathname, 'back on the join page');
+  await until('join offered', async () => !(await again.page.getByRole('button', { name: 'Join meeting' }).isDisabled()));
+  assert.equal(await again.page.getByText('You signed in without a second factor').isVisible(), false);
 });

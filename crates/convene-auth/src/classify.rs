@@ -103,6 +103,8 @@ mod tests {
                 scopes: vec!["openid".into()],
                 mfa_acr_values: vec!["urn:mfa".into()],
                 assume_email_verified: false,
+                step_up_acr_values: vec![],
+                step_up_prompt_login: false,
             },
         }
     }

@@ -64,6 +64,15 @@ pub struct ProviderConfig {
     /// providers say so in `acr` rather than `amr`).
     #[serde(default)]
     pub mfa_acr_values: Vec<String>,
+    /// Signing in again for a second factor (a meeting needs one): ask the
+    /// provider for these `acr_values` (space-separated in the request), if it
+    /// supports them. Empty: none are sent.
+    #[serde(default)]
+    pub step_up_acr_values: Vec<String>,
+    /// Signing in again for a second factor: send `prompt=login`, so that the
+    /// provider authenticates the person again instead of reusing its session.
+    #[serde(default)]
+    pub step_up_prompt_login: bool,
     /// Treat an `email` without an `email_verified` claim as verified. Off by
     /// default: only `email_verified: true` lets an address's domain make
     /// someone a member or partner. Some providers (Microsoft Entra ID) never

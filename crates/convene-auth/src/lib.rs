@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use convene_meeting::identity::Identity;
 use openidconnect::core::{CoreClient, CoreProviderMetadata, CoreResponseType};
 use openidconnect::{
-    AuthenticationFlow, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
-    PkceCodeChallenge, RedirectUrl, Scope, TokenResponse,
+    core::CoreAuthPrompt, AuthenticationFlow, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
+    IssuerUrl, Nonce, PkceCodeChallenge, RedirectUrl, Scope, TokenResponse,
 };
 use tracing::{info, warn};
 
@@ -208,8 +208,15 @@ impl Auth {
     }
 
     /// Start signing in with organisation `org`; afterwards the browser returns
-    /// to `return_to` (a path on this server).
-    pub async fn begin(&self, org: &str, return_to: &str) -> Result<Started, LoginError> {
+    /// to `return_to` (a path on this server). With `step_up` (signing in again
+    /// because a meeting needs a second factor), the request carries what the
+    /// provider is configured to be asked for then: `acr_values`, `prompt=login`.
+    pub async fn begin(
+        &self,
+        org: &str,
+        return_to: &str,
+        step_up: bool,
+    ) -> Result<Started, LoginError> {
         let p = self
             .providers
             .get(org)
@@ -232,6 +239,16 @@ impl Auth {
         );
         for scope in p.org.provider.scopes.iter().filter(|s| *s != "openid") {
             request = request.add_scope(Scope::new(scope.clone()));
+        }
+        if step_up {
+            let provider = &p.org.provider;
+            if !provider.step_up_acr_values.is_empty() {
+                request =
+                    request.add_extra_param("acr_values", provider.step_up_acr_values.join(" "));
+            }
+            if provider.step_up_prompt_login {
+                request = request.add_prompt(CoreAuthPrompt::Login);
+            }
         }
         let (url, state, nonce) = request.set_pkce_challenge(challenge).url();
         let binding = store::random_hex(16);

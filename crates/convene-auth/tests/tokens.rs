@@ -26,6 +26,8 @@ fn provider() -> ProviderConfig {
         scopes: vec!["openid".into()],
         mfa_acr_values: vec![],
         assume_email_verified: false,
+        step_up_acr_values: vec![],
+        step_up_prompt_login: false,
     }
 }
 

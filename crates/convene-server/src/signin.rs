@@ -60,6 +60,9 @@ pub struct LoginQuery {
     org: String,
     #[serde(default, rename = "return")]
     return_to: Option<String>,
+    /// `mfa=1`: signing in again because a meeting needs a second factor.
+    #[serde(default)]
+    mfa: Option<String>,
 }
 
 /// A refusal if this address may not start another sign-in now: each one
@@ -88,7 +91,8 @@ pub async fn login(
         return refused;
     }
     let return_to = q.return_to.as_deref().unwrap_or("/");
-    match state.auth.begin(&q.org, return_to).await {
+    let step_up = q.mfa.as_deref() == Some("1");
+    match state.auth.begin(&q.org, return_to, step_up).await {
         Ok(started) => {
             let mut res =
                 (StatusCode::SEE_OTHER, [(header::LOCATION, started.url)]).into_response();

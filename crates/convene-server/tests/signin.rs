@@ -255,6 +255,11 @@ async fn world() -> World {
 }
 
 async fn world_with_policy(policy: Option<&str>) -> World {
+    world_with(policy, "").await
+}
+
+/// `home_provider` is more TOML for the home organisation's `[home.provider]`.
+async fn world_with(policy: Option<&str>, home_provider: &str) -> World {
     let turn = ONE_AT_A_TIME.lock().await;
     let policy = policy.map(|p| repo().join(p));
     let convene_port = free_port();
@@ -290,6 +295,7 @@ domains = ["home.example"]
 issuer = "{}"
 client_id = "convene"
 client_secret = "secret-{}"
+{}
 
 [[partner]]
 id = "partner-agency"
@@ -302,6 +308,7 @@ client_secret = "secret-{}"
 "#,
             home.issuer(),
             home.port,
+            home_provider,
             partner.issuer(),
             partner.port
         ),
@@ -783,4 +790,52 @@ async fn raising_the_level_moves_guests_out_and_admission_follows_it() {
         .iter()
         .any(|r| r.event == "level" && r.detail == "Protection level 1 -> Protection level 2"));
     w.server.shutdown().await;
+}
+
+/// Issue 17, bug 10: signing in again because a meeting needs a second factor
+/// (`/auth/login?…&mfa=1`) asks the provider for what it is configured to be
+/// asked then (`acr_values`, `prompt=login`); nothing of it otherwise, nor from
+/// a provider configured without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_in_again_for_a_second_factor_asks_the_provider_for_one() {
+    let w = world_with(
+        None,
+        "step_up_acr_values = [\"urn:convene:mfa\", \"phr\"]\nstep_up_prompt_login = true",
+    )
+    .await;
+    let url = w.url.clone();
+    let query = |location: &str| -> BTreeMap<String, String> {
+        reqwest::Url::parse(location)
+            .unwrap()
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    };
+    let mut b = Browser::new();
+    let again = b
+        .get(&format!("{url}/auth/login?org=home&return=/m/abc&mfa=1"))
+        .await;
+    assert_eq!(again.status, 303);
+    let asked = query(again.location.as_deref().unwrap());
+    assert!(asked["redirect_uri"].ends_with("/auth/callback/home"));
+    assert_eq!(
+        asked.get("acr_values").map(String::as_str),
+        Some("urn:convene:mfa phr")
+    );
+    assert_eq!(asked.get("prompt").map(String::as_str), Some("login"));
+
+    let first = b
+        .get(&format!("{url}/auth/login?org=home&return=/m/abc"))
+        .await;
+    let asked = query(first.location.as_deref().unwrap());
+    assert!(!asked.contains_key("acr_values") && !asked.contains_key("prompt"));
+
+    // The partner's provider is configured without it: the same request as ever.
+    let partner = b
+        .get(&format!(
+            "{url}/auth/login?org=partner-agency&return=/m/abc&mfa=1"
+        ))
+        .await;
+    let asked = query(partner.location.as_deref().unwrap());
+    assert!(!asked.contains_key("acr_values") && !asked.contains_key("prompt"));
 }
