@@ -119,7 +119,14 @@ impl Sfu {
         // rises), so a subscriber climbs when its link allows. Never for more:
         // every probe is padding sent to this subscriber, and asking for 5
         // Mbit/s whatever the views wanted kept every connection probing.
-        let desired = (a.desired + audio) * UPGRADE_HEADROOM_PCT / 100;
+        // Nothing to choose, nothing to probe for: audio is never adapted,
+        // and padding on an audio-only connection shows in the browser as
+        // a stream of its own (SSRC 0).
+        let desired = if a.desired == 0 {
+            0
+        } else {
+            (a.desired + audio) * UPGRADE_HEADROOM_PCT / 100
+        };
         if desired != c.desired {
             c.desired = desired;
             c.rtc
