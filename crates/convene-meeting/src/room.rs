@@ -149,7 +149,9 @@ pub struct AuditFact {
 }
 
 /// A change to what the meeting remembers across restarts; the edge stores it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Its `Debug` never shows a passcode's hash (it is what a guess is checked
+/// against offline), so a logged change cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Change {
     Settings(Settings),
     Locked(bool),
@@ -167,6 +169,26 @@ pub enum Change {
     Level(String),
     /// The passcode's Argon2 hash, or none: the meeting has no passcode.
     Passcode(Option<String>),
+}
+
+impl std::fmt::Debug for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Change::Settings(s) => f.debug_tuple("Settings").field(s).finish(),
+            Change::Locked(l) => f.debug_tuple("Locked").field(l).finish(),
+            Change::Grant { key, role } => f
+                .debug_struct("Grant")
+                .field("key", key)
+                .field("role", role)
+                .finish(),
+            Change::Bar { key } => f.debug_struct("Bar").field("key", key).finish(),
+            Change::Level(l) => f.debug_tuple("Level").field(l).finish(),
+            Change::Passcode(h) => {
+                let shown = if h.is_some() { "set" } else { "none" };
+                f.debug_tuple("Passcode").field(&shown).finish()
+            }
+        }
+    }
 }
 
 /// What the meeting remembers across restarts.
@@ -285,6 +307,9 @@ struct Participant {
 pub struct Room {
     info: MeetingInfo,
     ended: bool,
+    /// A host's new passcode is being hashed: another change waits for it
+    /// (one hash per meeting at a time; the last request is the one applied).
+    passcode_pending: bool,
     limits: RoomLimits,
     settings: Settings,
     grants: BTreeMap<String, Role>,
@@ -331,6 +356,7 @@ impl Room {
                 passcode: state.has_passcode,
             },
             ended: false,
+            passcode_pending: false,
             limits,
             settings: state.settings,
             grants: state.grants,

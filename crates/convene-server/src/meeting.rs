@@ -329,7 +329,10 @@ impl Meeting {
             MeetingInput::Sfu(event) => self.sfu_event(event),
             MeetingInput::PasscodeHashed { who, hash } => match hash {
                 Ok(hash) => self.room.passcode_hashed(&who, hash),
-                Err(e) => self.send(&who, ServerMessage::error(e.code, e.message)),
+                Err(e) => {
+                    self.room.passcode_hash_failed();
+                    self.send(&who, ServerMessage::error(e.code, e.message));
+                }
             },
         }
         self.tell_quality(now);

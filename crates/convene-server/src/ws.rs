@@ -307,10 +307,25 @@ async fn next_message(
     }
 }
 
+/// A join is checked against the meeting as it is now, not as it was when
+/// the socket opened (up to [`JOIN_TIMEOUT`] before): a host may have set or
+/// changed the passcode meanwhile. Read again at most once a second per
+/// socket, so a stream of joins costs no more than that.
+const MEETING_FRESH_FOR: Duration = Duration::from_secs(1);
+
+async fn fresh_meeting(state: &Arc<AppState>, meeting: &Meeting) -> Option<Meeting> {
+    let st = state.clone();
+    let id = meeting.id.clone();
+    match tokio::task::spawn_blocking(move || st.storage.meeting(&id)).await {
+        Ok(Ok(Some(m))) => Some(m),
+        _ => None,
+    }
+}
+
 pub async fn run(
     socket: WebSocket,
     state: Arc<AppState>,
-    meeting: Meeting,
+    mut meeting: Meeting,
     client: IpAddr,
     person: Option<String>,
     identity: convene_meeting::identity::Identity,
@@ -323,6 +338,7 @@ pub async fn run(
     // Until "join" succeeds, this task answers errors itself.
     // One deadline for the whole joining phase: refused messages do not extend it.
     let join_deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+    let mut meeting_read = Instant::now();
     let who: ParticipantId = loop {
         let msg =
             match tokio::time::timeout_at(join_deadline, next_message(&mut rx, &mut rate)).await {
@@ -342,6 +358,13 @@ pub async fn run(
                 }
                 Ok(Incoming::Message(m)) => m,
             };
+        let fresh_join = matches!(&msg, ClientMessage::Join { resume: None, .. });
+        if fresh_join && meeting_read.elapsed() >= MEETING_FRESH_FOR {
+            if let Some(m) = fresh_meeting(&state, &meeting).await {
+                meeting = m;
+            }
+            meeting_read = Instant::now();
+        }
         let role = match admit(&state, &meeting, client, &msg).await {
             Ok(role) => role,
             Err(refusal) => {

@@ -272,6 +272,11 @@ async fn a_host_sets_a_passcode_during_the_meeting() {
         .await
         .unwrap();
 
+    // A socket opened before the passcode is set, joining after: it is
+    // checked against the meeting as it is when it joins.
+    let ws_url = format!("{}/api/meetings/{id}/ws", url.replacen("http", "ws", 1));
+    let (mut early, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+
     // A guest may not; the host may.
     guest
         .send(json!({"type": "set-passcode", "passcode": "guess me"}))
@@ -293,6 +298,24 @@ async fn a_host_sets_a_passcode_during_the_meeting() {
     };
     assert!(host.run_until(Duration::from_secs(10), updated).await);
     assert!(guest.run_until(Duration::from_secs(5), updated).await);
+    {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let join = json!({"type": "join", "protocol": 1, "name": "Early"}).to_string();
+        early.send(Message::text(join)).await.unwrap();
+        let answer = loop {
+            match tokio::time::timeout(Duration::from_secs(5), early.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => break serde_json::from_str::<Value>(&t).unwrap(),
+                Ok(Some(Ok(_))) => continue,
+                other => panic!("no answer to the early socket's join: {other:?}"),
+            }
+        };
+        assert_eq!(
+            answer["code"], "wrong-passcode",
+            "a socket opened before the passcode was set still needs it: {answer}"
+        );
+    }
 
     let (_, public) = common::http(&server, "GET", &format!("/api/meetings/{id}"), None).await;
     let public: Value = serde_json::from_str(&public).unwrap();

@@ -17,6 +17,15 @@ impl Room {
         who: &ParticipantId,
         passcode: Option<String>,
     ) -> Result<(), RoomError> {
+        // One hash at a time per meeting: hashing threads are shared by the
+        // whole server, and a later request must not be overtaken by an
+        // earlier one still being hashed.
+        if self.passcode_pending {
+            return Err(err(
+                ErrorCode::Busy,
+                "the last passcode change is still being applied: try again in a moment",
+            ));
+        }
         match passcode.filter(|p| !p.is_empty()) {
             Some(passcode) => {
                 if !(MIN_CHARS..=MAX_CHARS).contains(&passcode.chars().count()) {
@@ -25,6 +34,7 @@ impl Room {
                         format!("a passcode has {MIN_CHARS} to {MAX_CHARS} characters"),
                     ));
                 }
+                self.passcode_pending = true;
                 self.effects.push_back(Effect::HashPasscode {
                     by: who.clone(),
                     passcode,
@@ -53,6 +63,7 @@ impl Room {
     /// The hash of the passcode `who` asked for ([`Effect::HashPasscode`]). If
     /// they left or stopped being a host meanwhile, nothing changes.
     pub fn passcode_hashed(&mut self, who: &ParticipantId, hash: String) {
+        self.passcode_pending = false;
         let Some(p) = self.participants.get(who) else {
             return;
         };
@@ -60,6 +71,12 @@ impl Room {
             return;
         }
         self.apply_passcode(who, Some(hash));
+    }
+
+    /// The passcode asked for could not be hashed (the server was busy, or
+    /// it was refused): nothing changes, and another may be asked for.
+    pub fn passcode_hash_failed(&mut self) {
+        self.passcode_pending = false;
     }
 
     fn apply_passcode(&mut self, who: &ParticipantId, hash: Option<String>) {

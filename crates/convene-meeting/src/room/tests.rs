@@ -2534,6 +2534,36 @@ mod set_passcode {
     }
 
     #[test]
+    fn one_passcode_hash_at_a_time_and_the_hash_never_in_a_debug_print() {
+        // Hashing threads are the server's: a host flooding set-passcode
+        // gets busy while one is being hashed, removal included, so the
+        // last request is the one applied.
+        let now = Instant::now();
+        let mut r = room();
+        let host = r.join_as(now, join_msg("Hana"), Role::Host).unwrap();
+        drain(&mut r);
+        set(&mut r, &host, Some("first phrase")).unwrap();
+        for again in [Some("second phrase"), None] {
+            assert_eq!(set(&mut r, &host, again).unwrap_err().code, ErrorCode::Busy);
+        }
+        let fx = drain(&mut r);
+        assert_eq!(
+            fx.iter()
+                .filter(|e| matches!(e, Effect::HashPasscode { .. }))
+                .count(),
+            1,
+            "one hash asked for"
+        );
+        r.passcode_hashed(&host, "$argon2id$secret".into());
+        let fx = drain(&mut r);
+        assert!(!format!("{fx:?}").contains("argon2id"), "{fx:?}");
+        // Applied: another change may follow; a failed hash frees it too.
+        set(&mut r, &host, Some("third phrase")).unwrap();
+        r.passcode_hash_failed();
+        set(&mut r, &host, Some("fourth phrase")).unwrap();
+    }
+
+    #[test]
     fn a_host_removes_a_passcode_the_level_does_not_need() {
         let now = Instant::now();
         let mut r = Room::restore(
