@@ -109,6 +109,9 @@ pub(crate) struct Connection {
     pub feedback: FeedbackWatch,
     /// Its answer took redundant audio (RED): what it receives may carry it.
     pub red: bool,
+    /// RED is not sent to it for now: its downlink is too narrow for every
+    /// shown video's lowest layer beside redundant audio, and clean.
+    pub red_off: bool,
     /// The bit rate last asked of str0m's bandwidth estimation (to probe for).
     pub desired: u64,
     pub quality: QualityMeter,
@@ -133,6 +136,7 @@ impl Connection {
             estimate: None,
             feedback: FeedbackWatch::default(),
             red: false,
+            red_off: false,
             desired: 0,
             quality: QualityMeter::default(),
         }

@@ -66,27 +66,43 @@ pub enum Priority {
 #[derive(Debug, Default)]
 pub(crate) struct AudioRate {
     window_bits: u64,
+    /// The same without RED's redundant blocks (what a subscriber sent the
+    /// primary alone receives).
+    window_plain_bits: u64,
     /// `None` until a first window was measured.
     pub bitrate: Option<u64>,
+    plain_bitrate: Option<u64>,
 }
 
 impl AudioRate {
-    pub fn on_packet(&mut self, payload: usize) {
+    /// One packet: its payload, and of that its primary block (all of it
+    /// when it is not RED).
+    pub fn on_packet(&mut self, payload: usize, primary: usize) {
         self.window_bits += (payload as u64 + AUDIO_PACKET_OVERHEAD) * 8;
+        self.window_plain_bits += (primary as u64 + AUDIO_PACKET_OVERHEAD) * 8;
     }
 
     pub fn on_window(&mut self, elapsed: Duration) {
         let ms = elapsed.as_millis().max(1) as u64;
-        let rate = std::mem::take(&mut self.window_bits) * 1000 / ms;
-        self.bitrate = Some(match self.bitrate {
+        let follow = |old: Option<u64>, rate: u64| match old {
             Some(old) if old > rate => (old * 3 + rate) / 4,
             _ => rate,
-        });
+        };
+        let rate = std::mem::take(&mut self.window_bits) * 1000 / ms;
+        self.bitrate = Some(follow(self.bitrate, rate));
+        let plain = std::mem::take(&mut self.window_plain_bits) * 1000 / ms;
+        self.plain_bitrate = Some(follow(self.plain_bitrate, plain));
     }
 
-    /// What to reserve for it on a subscriber's downlink.
-    pub fn reserve(&self) -> u64 {
-        self.bitrate.unwrap_or(AUDIO_RESERVE)
+    /// What to reserve for it on a subscriber's downlink: as it comes, or
+    /// (`plain`) its primary blocks alone.
+    pub fn reserve(&self, plain: bool) -> u64 {
+        let rate = if plain {
+            self.plain_bitrate
+        } else {
+            self.bitrate
+        };
+        rate.unwrap_or(AUDIO_RESERVE)
     }
 }
 
@@ -370,18 +386,23 @@ mod tests {
     fn audio_costs_what_it_measures_and_a_new_talker_at_once() {
         let tick = Duration::from_millis(500);
         let mut a = AudioRate::default();
-        assert_eq!(a.reserve(), AUDIO_RESERVE, "unmeasured: assumed a talker");
+        assert_eq!(
+            a.reserve(false),
+            AUDIO_RESERVE,
+            "unmeasured: assumed a talker"
+        );
         // DTX: one 3-byte packet per 400 ms or so.
-        a.on_packet(3);
+        a.on_packet(3, 3);
         a.on_window(tick);
-        assert!(a.reserve() < 2_000, "silence: {}", a.reserve());
-        // A talker: 25 packets of 160 bytes in half a second.
-        (0..25).for_each(|_| a.on_packet(160));
+        assert!(a.reserve(false) < 2_000, "silence: {}", a.reserve(false));
+        // A talker with RED: 25 packets of 160 bytes (80 primary) in half a second.
+        (0..25).for_each(|_| a.on_packet(160, 80));
         a.on_window(tick);
-        assert_eq!(a.reserve(), 25 * (160 + 62) * 8 * 2, "risen at once");
+        assert_eq!(a.reserve(false), 25 * (160 + 62) * 8 * 2, "risen at once");
+        assert_eq!(a.reserve(true), 25 * (80 + 62) * 8 * 2, "the primary alone");
         // Quiet again: it falls over a few ticks, not at once.
         a.on_window(tick);
-        assert!(a.reserve() > 60_000 && a.reserve() < 90_000);
+        assert!(a.reserve(false) > 60_000 && a.reserve(false) < 90_000);
     }
 
     #[test]

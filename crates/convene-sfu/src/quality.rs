@@ -55,6 +55,11 @@ pub(crate) struct QualityMeter {
 }
 
 impl QualityMeter {
+    /// Smoothed loss, per thousand packets, the worse direction.
+    pub fn loss_permille(&self) -> u32 {
+        self.loss_permille
+    }
+
     /// One stats report: loss fractions (0..1) in each direction where known,
     /// round-trip time and jitter. Returns the new state when the level changed.
     pub fn on_stats(

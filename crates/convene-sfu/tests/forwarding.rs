@@ -763,3 +763,76 @@ fn redundant_audio_reaches_who_took_it_and_the_primary_the_others() {
         assert_eq!(p, &vec![k as u8 + 1; 40], "the primary block only");
     }
 }
+
+#[test]
+fn a_narrow_clean_downlink_gets_plain_audio_so_every_camera_fits() {
+    // Two talkers send RED (about 107 kbit/s each, 65 as plain Opus) and two
+    // cameras their low layer (160 kbit/s each). A subscriber with 500
+    // kbit/s (no congestion feedback: the fixed budget) and no loss fits
+    // both cameras only beside plain audio: it gets the primary blocks
+    // alone, and both cameras, rather than RED and one camera.
+    let red = |c: str0m::RtcConfig| c.enable_opus(true, true);
+    let mut net = Net::with_configs(
+        5,
+        |_| convene_sfu::Transport::Udp,
+        |i, c| match i {
+            0 | 1 => red(c),
+            4 => support::without_congestion_feedback(red(c)),
+            _ => c,
+        },
+    );
+    let conns: Vec<ConnId> = net.peers.iter().map(|p| p.conn).collect();
+    net.sfu
+        .publish(conns[0], TrackId(1), TrackKind::Voice)
+        .unwrap();
+    net.sfu
+        .publish(conns[1], TrackId(2), TrackKind::Voice)
+        .unwrap();
+    net.sfu.publish_simulcast(conns[2], TrackId(3)).unwrap();
+    net.sfu.publish_simulcast(conns[3], TrackId(4)).unwrap();
+    for t in 1..=4 {
+        net.sfu.subscribe(conns[4], TrackId(t)).unwrap();
+    }
+    net.settle();
+    let mut tail_from = (0, 0);
+    for step in 0..250u64 {
+        if step == 200 {
+            tail_from = (net.peers[4].audio_in.len(), net.peers[4].received.len());
+        }
+        // 40 ms: two audio packets per talker, one frame per camera.
+        for k in 0..2 {
+            let seq = 1 + step * 2 + k;
+            for talker in [0, 1] {
+                net.send_red_audio(talker, seq, &[1; 100], &[2; 100]);
+            }
+        }
+        for cam in [2, 3] {
+            let key = (step % 25 == 0).then_some((320, 180));
+            net.send_layer_frame(
+                cam,
+                "l",
+                1 + step,
+                step as u32 * 3600,
+                step as u16,
+                step as u8,
+                key,
+                1,
+                800,
+            );
+        }
+        net.run_for(Duration::from_millis(40));
+    }
+    let sub = &net.peers[4];
+    let audio: Vec<u8> = sub.audio_in[tail_from.0..].iter().map(|a| a.0).collect();
+    assert!(!audio.is_empty(), "audio arrives");
+    assert!(
+        audio.iter().all(|&pt| pt == 111),
+        "plain Opus on a narrow clean link: {audio:?}"
+    );
+    let cameras: std::collections::BTreeSet<Mid> = sub.received[tail_from.1..]
+        .iter()
+        .filter(|r| r.2 == 800)
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(cameras.len(), 2, "both cameras' low layers");
+}

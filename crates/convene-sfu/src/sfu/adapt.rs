@@ -59,6 +59,7 @@ impl Sfu {
             return;
         };
         let mut audio = 0u64;
+        let mut plain_audio = 0u64;
         let mut videos = Vec::new();
         let mut wants = Vec::new();
         for (i, s) in c.slots.iter().enumerate() {
@@ -68,10 +69,9 @@ impl Sfu {
             if s.kind.is_audio() {
                 // A voice slot costs only while it carries someone, and a
                 // silent microphone (DTX) next to nothing.
-                audio += s
-                    .track
-                    .and_then(|t| self.producers.get(&t))
-                    .map_or(0, |p| p.audio_rate.reserve());
+                let rate = s.track.and_then(|t| self.producers.get(&t));
+                audio += rate.map_or(0, |p| p.audio_rate.reserve(false));
+                plain_audio += rate.map_or(0, |p| p.audio_rate.reserve(true));
                 continue;
             }
             let Some(p) = s.track.and_then(|t| self.producers.get(&t)) else {
@@ -98,8 +98,22 @@ impl Sfu {
             });
         }
         let estimate = c.estimate.unwrap_or(INITIAL_ESTIMATE);
-        let budget = estimate.saturating_sub(audio);
-        let a = allocate(&wants, budget);
+        let mut a = allocate(&wants, estimate.saturating_sub(audio));
+        // A narrow downlink without loss: redundant audio (RED) costs a
+        // video's lowest layer and protects against nothing. Send such a
+        // subscriber the primary blocks alone while that lets more videos
+        // through; audio still comes first (its room is reserved).
+        let clean = c.quality.loss_permille() < RED_NEEDED_LOSS_PERMILLE;
+        let mut red_off = false;
+        if c.red && clean && a.starved > 0 && plain_audio < audio {
+            let plain = allocate(&wants, estimate.saturating_sub(plain_audio));
+            if plain.starved < a.starved {
+                a = plain;
+                red_off = true;
+                audio = plain_audio;
+            }
+        }
+        c.red_off = red_off;
         let mut changed = Vec::new();
         for (k, &i) in videos.iter().enumerate() {
             let slot = &mut c.slots[i];

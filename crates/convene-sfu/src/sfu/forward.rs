@@ -51,7 +51,12 @@ impl Sfu {
         }
         let kind = p.kind;
         if kind.is_audio() {
-            p.audio_rate.on_packet(pkt.payload.len());
+            let primary = if *pkt.header.payload_type == RED_PT {
+                red_primary(&pkt.payload).map_or(0, |(_, r)| r.len())
+            } else {
+                pkt.payload.len()
+            };
+            p.audio_rate.on_packet(pkt.payload.len(), primary);
         }
         // Video is VP8 (the only video codec offered).
         let vp8 = (kind == TrackKind::Video)
@@ -313,7 +318,7 @@ impl Outgoing<'_> {
         ) else {
             return false;
         };
-        let (pt, payload) = if *pkt.header.payload_type == RED_PT && !sc.red {
+        let (pt, payload) = if *pkt.header.payload_type == RED_PT && (!sc.red || sc.red_off) {
             match self.red_primary() {
                 Some((pt, p)) => (*pt, p.clone()),
                 None => return false,

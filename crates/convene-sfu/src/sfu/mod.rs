@@ -68,6 +68,9 @@ const INITIAL_ESTIMATE: u64 = 5_000_000;
 const OPUS_PT: u8 = 111;
 /// Redundant audio's (RFC 2198, carrying Opus).
 const RED_PT: u8 = 63;
+/// Downlink loss (per thousand, smoothed) from which a subscriber keeps
+/// redundant audio even when its link is too narrow for every video.
+const RED_NEEDED_LOSS_PERMILLE: u32 = 10;
 /// Statistics (loss, round trip) are read from str0m this often, for the
 /// connection-quality indicator.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
