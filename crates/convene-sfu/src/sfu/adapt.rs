@@ -97,6 +97,10 @@ impl Sfu {
                 previous: s.target,
             });
         }
+        if !c.red {
+            // It gets the primary blocks alone anyway.
+            audio = plain_audio;
+        }
         let estimate = c.estimate.unwrap_or(INITIAL_ESTIMATE);
         let mut a = allocate(&wants, estimate.saturating_sub(audio));
         // A narrow downlink without loss: redundant audio (RED) costs a
