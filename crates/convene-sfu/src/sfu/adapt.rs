@@ -110,8 +110,15 @@ impl Sfu {
         let clean = c.quality.loss_permille() < RED_NEEDED_LOSS_PERMILLE;
         let mut red_off = false;
         if c.red && clean && a.starved > 0 && plain_audio < audio {
-            let plain = allocate(&wants, estimate.saturating_sub(plain_audio));
+            let mut plain = allocate(&wants, estimate.saturating_sub(plain_audio));
             if plain.starved < a.starved {
+                // Room made for lowest layers, not for climbing: an estimate
+                // that narrow is no place to try higher ones.
+                for (chosen, w) in plain.layers.iter_mut().zip(&wants) {
+                    if chosen.is_some() {
+                        *chosen = w.layers.iter().position(|l| l.usable).map(|i| i as u8);
+                    }
+                }
                 a = plain;
                 red_off = true;
                 audio = plain_audio;
