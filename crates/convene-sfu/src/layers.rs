@@ -35,6 +35,11 @@ const RESUME_GRACE: Duration = Duration::from_secs(2);
 /// Moving up a layer needs this much headroom over its cost (percent), so a
 /// subscriber does not climb and fall back at every small change of estimate.
 pub const UPGRADE_HEADROOM_PCT: u64 = 115;
+/// A video already being sent keeps its lowest layer while the budget falls
+/// short of it by at most this share of its cost (percent): estimates dip for
+/// a moment under a steady link, and a video stopped and started again costs
+/// a keyframe and a frozen tile ([`allocate_holding`]).
+const HOLD_LOWEST_SLACK_PCT: u64 = 25;
 /// A tile is served by the smallest layer at least this share of its size
 /// (percent): a slight upscale is invisible, the next layer costs three times.
 const SIZE_SLACK_PCT: u32 = 85;
@@ -291,6 +296,16 @@ pub struct Allocation {
 /// lowest useful layer, in priority order, while the budget lasts; then, again
 /// in priority order, each climbs as far as its view and the budget allow.
 pub fn allocate(wants: &[Want], budget: u64) -> Allocation {
+    allocate_with(wants, budget, 0)
+}
+
+/// [`allocate`], but a video already being sent keeps its lowest layer
+/// through a small shortfall ([`HOLD_LOWEST_SLACK_PCT`]).
+pub fn allocate_holding(wants: &[Want], budget: u64) -> Allocation {
+    allocate_with(wants, budget, HOLD_LOWEST_SLACK_PCT)
+}
+
+fn allocate_with(wants: &[Want], budget: u64, hold_pct: u64) -> Allocation {
     let mut order: Vec<usize> = (0..wants.len()).collect();
     // Stable: equal priorities keep the caller's order.
     order.sort_by_key(|&i| std::cmp::Reverse(wants[i].priority));
@@ -311,7 +326,12 @@ pub fn allocate(wants: &[Want], budget: u64) -> Allocation {
     for &i in &order {
         let Some(low) = lowest[i] else { continue };
         let cost = wants[i].layers[low].cost;
-        if cost <= left || !wants[i].adaptive {
+        let slack = if wants[i].previous.is_some() {
+            cost * hold_pct / 100
+        } else {
+            0
+        };
+        if cost <= left + slack || !wants[i].adaptive {
             left = left.saturating_sub(cost);
             chosen[i] = Some(low as u8);
         } else {
@@ -415,6 +435,28 @@ mod tests {
         let a = allocate(&wants, 400_000 - 2 * AUDIO_RESERVE);
         assert_eq!(a.layers, vec![Some(0), Some(0)]);
         assert_eq!(a.starved, 0);
+    }
+
+    #[test]
+    fn a_video_being_sent_keeps_its_lowest_layer_through_a_small_dip() {
+        let mut wants = vec![
+            camera(Priority::Normal, None),
+            camera(Priority::Normal, None),
+        ];
+        // 10 % short of two low layers: a new video is not started...
+        let dip = 2 * NOMINAL_BITRATE[0] * 90 / 100;
+        assert_eq!(allocate_holding(&wants, dip).layers, vec![Some(0), None]);
+        // ...but two already on their low layers both keep them.
+        wants.iter_mut().for_each(|w| w.previous = Some(0));
+        let a = allocate_holding(&wants, dip);
+        assert_eq!(a.layers, vec![Some(0), Some(0)]);
+        assert_eq!(a.starved, 0);
+        assert_eq!(allocate(&wants, dip).starved, 1, "without holding");
+        // A real fall still stops one.
+        assert_eq!(
+            allocate_holding(&wants, NOMINAL_BITRATE[0] * 3 / 2).layers,
+            vec![Some(0), None]
+        );
     }
 
     #[test]

@@ -102,29 +102,32 @@ impl Sfu {
             audio = plain_audio;
         }
         let estimate = c.estimate.unwrap_or(INITIAL_ESTIMATE);
-        let mut a = allocate(&wants, estimate.saturating_sub(audio));
         // A narrow downlink without loss: redundant audio (RED) costs a
         // video's lowest layer and protects against nothing. Send such a
         // subscriber the primary blocks alone while that lets more videos
-        // through; audio still comes first (its room is reserved).
+        // through; audio still comes first (its room is reserved). Judged
+        // without the hold slack, so RED goes before a video overshoots.
         let clean = c.quality.loss_permille() < RED_NEEDED_LOSS_PERMILLE;
         let mut red_off = false;
-        if c.red && clean && a.starved > 0 && plain_audio < audio {
-            let mut plain = allocate(&wants, estimate.saturating_sub(plain_audio));
-            if plain.starved < a.starved {
-                // Room made for lowest layers, not for climbing: an estimate
-                // that narrow is no place to try higher ones.
-                for (chosen, w) in plain.layers.iter_mut().zip(&wants) {
-                    if chosen.is_some() {
-                        *chosen = w.layers.iter().position(|l| l.usable).map(|i| i as u8);
-                    }
-                }
-                a = plain;
-                red_off = true;
-                audio = plain_audio;
-            }
+        if c.red && clean && plain_audio < audio {
+            let with_red = allocate(&wants, estimate.saturating_sub(audio));
+            let plain = allocate(&wants, estimate.saturating_sub(plain_audio));
+            red_off = with_red.starved > 0 && plain.starved < with_red.starved;
+        }
+        if red_off {
+            audio = plain_audio;
         }
         c.red_off = red_off;
+        let mut a = allocate_holding(&wants, estimate.saturating_sub(audio));
+        if red_off {
+            // Room made for lowest layers, not for climbing: an estimate
+            // that narrow is no place to try higher ones.
+            for (chosen, w) in a.layers.iter_mut().zip(&wants) {
+                if chosen.is_some() {
+                    *chosen = w.layers.iter().position(|l| l.usable).map(|i| i as u8);
+                }
+            }
+        }
         let mut changed = Vec::new();
         for (k, &i) in videos.iter().enumerate() {
             let slot = &mut c.slots[i];

@@ -21,8 +21,8 @@ pub use crate::connection::SlotDirection;
 use crate::connection::{Connection, Slot};
 use crate::feedback::{FeedbackChange, NO_FEEDBACK_ESTIMATE};
 use crate::layers::{
-    allocate, layer_choices, AudioRate, LayerIn, Priority, View, Want, SIMULCAST_RIDS,
-    UPGRADE_HEADROOM_PCT,
+    allocate, allocate_holding, layer_choices, AudioRate, LayerIn, Priority, View, Want,
+    SIMULCAST_RIDS, UPGRADE_HEADROOM_PCT,
 };
 use crate::offer_candidates::candidates_on_every_m_line;
 use crate::quality::Quality;
