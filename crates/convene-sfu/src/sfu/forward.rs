@@ -1,5 +1,7 @@
 //! Forwarding one incoming RTP packet to every subscriber that should have it.
 
+use std::ops::Range;
+
 use super::*;
 
 impl Sfu {
@@ -50,11 +52,16 @@ impl Sfu {
             return;
         }
         let kind = p.kind;
+        // A RED packet's primary block, parsed once: for the audio rate, and
+        // for subscribers who get it alone.
+        let red = (kind.is_audio() && *pkt.header.payload_type == RED_PT)
+            .then(|| red_primary(&pkt.payload))
+            .flatten();
         if kind.is_audio() {
-            let primary = if *pkt.header.payload_type == RED_PT {
-                red_primary(&pkt.payload).map_or(0, |(_, r)| r.len())
-            } else {
-                pkt.payload.len()
+            let primary = match (&red, *pkt.header.payload_type == RED_PT) {
+                (Some((_, r)), _) => r.len(),
+                (None, true) => 0,
+                (None, false) => pkt.payload.len(),
             };
             p.audio_rate.on_packet(pkt.payload.len(), primary);
         }
@@ -152,7 +159,8 @@ impl Sfu {
             kind,
             pkt: &pkt,
             vp8,
-            red_primary: OnceCell::new(),
+            red,
+            red_copy: OnceCell::new(),
             ext,
             now,
         };
@@ -273,18 +281,20 @@ struct Outgoing<'a> {
     kind: TrackKind,
     pkt: &'a RtpPacket,
     vp8: Option<Vp8Descriptor>,
-    /// A RED packet's primary block, for subscribers without RED (made once,
-    /// when the first of them needs it).
-    red_primary: OnceCell<Option<(Pt, Arc<[u8]>)>>,
+    /// A RED packet's primary block: its payload type and place.
+    red: Option<(u8, Range<usize>)>,
+    /// That block, copied out for subscribers without RED (once, when the
+    /// first of them needs it).
+    red_copy: OnceCell<Option<(Pt, Arc<[u8]>)>>,
     ext: ExtensionValues,
     now: Instant,
 }
 
 impl Outgoing<'_> {
     fn red_primary(&self) -> Option<&(Pt, Arc<[u8]>)> {
-        self.red_primary
+        self.red_copy
             .get_or_init(|| {
-                let (pt, range) = red_primary(&self.pkt.payload)?;
+                let (pt, range) = self.red.clone()?;
                 Some((Pt::from(pt), Arc::from(&self.pkt.payload[range])))
             })
             .as_ref()
