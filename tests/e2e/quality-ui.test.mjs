@@ -4,11 +4,8 @@
 // shown on tiles (`connection-quality`), axe-clean at phone width.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
-import { readFileSync } from 'node:fs';
-import { startServer, launchPerson, createMeeting, join, until, decodingVideos, receivingAudio, cutConnections } from './harness.mjs';
+import { startServer, launchPerson, createMeeting, join, until, decodingVideos, receivingAudio, cutConnections, axe } from './harness.mjs';
 
-const AXE = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
 let server;
 const people = [];
 
@@ -103,17 +100,6 @@ async function sizesMatchScreen(page) {
   const ids = Object.keys(shown);
   if (Object.keys(told).length !== ids.length) return false;
   return ids.every((id) => told[id] && Math.abs(told[id].width - shown[id].width) <= 2 && Math.abs(told[id].height - shown[id].height) <= 2);
-}
-
-async function axe(page) {
-  // Evaluated rather than added as a script: the page's CSP allows no inline scripts.
-  await page.evaluate(readFileSync(AXE, 'utf8'));
-  return page.evaluate(async () => {
-    const r = await window['axe'].run(document, {
-      runOnly: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice'],
-    });
-    return r.violations.map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
-  });
 }
 
 test('simulcast publishing, tile sizes and connection quality', async () => {
