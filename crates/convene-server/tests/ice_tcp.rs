@@ -318,7 +318,11 @@ async fn knowing_a_live_ice_username_does_not_keep_a_tcp_connection_open() {
     // One floods forged checks: closed once past the unverified allowance.
     let mut flood = TcpStream::connect(addr).await.unwrap();
     for _ in 0..40 {
-        flood.write_all(&check).await.unwrap();
+        // The server may close it before all 40 are written: then a write
+        // fails (broken pipe), which is the outcome this part checks for.
+        if flood.write_all(&check).await.is_err() {
+            break;
+        }
     }
     // One sends a forged check, then keeps the line warm with empty frames
     // and more forged checks: closed when its time to pass ICE is up.
