@@ -48,13 +48,20 @@
 // BENCHMARKS.md; with BAD_NETWORKS_FIGURES=<file> also into that file as a
 // Markdown table. Three browsers encoding 720p simulcast take about 1.1-1.4
 // of the 2 cores measured here: figures taken while other work loads the
-// machine are worse and say so by their load average. Needs root, tc
-// (tbf), iptables (NFQUEUE) and python3 (netns.mjs: client.shape).
+// machine are worse and say so by their load average. The fake cameras run
+// at 15 frames a second: at Chromium's default 20, three publishers and
+// their decoders saturated this 2-core machine (load 9-12) and their own
+// bandwidth estimates sank, so scenario 0 failed before any network was
+// touched. BAD_NETWORKS_LOG=warn,convene_sfu=debug writes the server's log
+// (every layer chosen, every downlink estimate) to a file in the temporary
+// folder. Needs root, tc (tbf), iptables (NFQUEUE) and python3 (netns.mjs:
+// client.shape).
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-import { loadavg, cpus } from 'node:os';
+import { loadavg, cpus, tmpdir } from 'node:os';
+import { join as pathJoin } from 'node:path';
 import { Lab, SERVER_IP, createMeeting, joinMeeting, mediaStats, unsupported, shapingUnsupported, events, pageClock } from './netns.mjs';
 import { ROOT } from './harness.mjs';
 
@@ -72,8 +79,8 @@ const SCENARIO = { timeout: 60000 };
  */
 const TODO = (why) => (process.env.BAD_NETWORKS_STRICT ? SCENARIO : { ...SCENARIO, todo: why });
 const WATCH_S = Number(process.env.BAD_NETWORKS_WATCH_S || 30);
-/** Pages at device scale 2: a third of a 1280 px grid is about 830 device pixels wide, a 720p tile. */
-const PAGE = { viewport: { width: 1280, height: 800 }, deviceScaleFactor: 2 };
+/** Pages at device scale 2: a third of a 1280 px grid is about 830 device pixels wide, a 720p tile. Cameras at 15 frames a second (see above). */
+const PAGE = { viewport: { width: 1280, height: 800 }, deviceScaleFactor: 2, cameraFps: 15 };
 /** How long everyone may take to be back on the top layer before a scenario starts. */
 const SETTLE_MS = 20000;
 const POLL_MS = 250;
@@ -501,7 +508,7 @@ describe('bad networks: simulcast and a layer per subscriber (issue 15)', { skip
 
   before(async () => {
     lab = await Lab.create('bad');
-    convene = await lab.startConvene({});
+    convene = await lab.startConvene({ log: process.env.BAD_NETWORKS_LOG || 'warn' });
     const started = Date.now();
     ada = await addPerson('Ada', 'chromium');
     bo = await addPerson('Bo', 'chromium');
@@ -518,6 +525,12 @@ describe('bad networks: simulcast and a layer per subscriber (issue 15)', { skip
   }, { timeout: 90000 });
 
   after(async () => {
+    // BAD_NETWORKS_LOG=warn,convene_sfu=debug: the server's log (layer choices, estimates) to a file.
+    if (process.env.BAD_NETWORKS_LOG && convene) {
+      const file = pathJoin(tmpdir(), 'bad-networks-server.log');
+      writeFileSync(file, convene.log());
+      console.log(`# the server's log: ${file}`);
+    }
     await lab?.close();
     printFigures();
   });

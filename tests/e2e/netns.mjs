@@ -549,16 +549,17 @@ export class Lab {
    * plain http on SERVER_IP is treated as a secure origin (camera and
    * microphone), https certificates of the lab are pinned by their keys.
    * `viewport` and `deviceScaleFactor` size the page (tiles grow with
-   * both: a page's tiles are measured in device pixels). Returns a person:
+   * both: a page's tiles are measured in device pixels); `cameraFps` sets
+   * the fake camera's frame rate (Chromium's default is 20). Returns a person:
    * { kind, page, close }.
    */
-  async chromium(client, { convene, pins = [], viewport = { width: 1280, height: 800 }, deviceScaleFactor = 1 } = {}) {
+  async chromium(client, { convene, pins = [], viewport = { width: 1280, height: 800 }, deviceScaleFactor = 1, cameraFps = null } = {}) {
     const { chromium } = await import('playwright-core');
     const spkis = [convene?.spki, convene?.turn?.spki, ...pins].filter(Boolean);
     const args = [
       '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
+      '--use-fake-ui-for-media-stream', cameraFps ? `--use-fake-device-for-media-stream=fps=${cameraFps}` : '--use-fake-device-for-media-stream',
       '--autoplay-policy=no-user-gesture-required',
       '--disable-features=WebRtcHideLocalIpsWithMdns',
       `--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE ${SERVER_IP} , EXCLUDE ${TURN_IP} , EXCLUDE ${TURN_NAME}`,

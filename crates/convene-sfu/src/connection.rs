@@ -9,6 +9,7 @@ use str0m::media::{Direction, Mid};
 use str0m::rtp::Ssrc;
 use str0m::Rtc;
 
+use crate::climb::ClimbGate;
 use crate::feedback::FeedbackWatch;
 use crate::layers::View;
 use crate::quality::QualityMeter;
@@ -107,6 +108,8 @@ pub(crate) struct Connection {
     pub estimate: Option<u64>,
     /// Whether it sends congestion feedback on what it receives.
     pub feedback: FeedbackWatch,
+    /// When its videos may climb to higher layers.
+    pub climb: ClimbGate,
     /// Its answer took redundant audio (RED): what it receives may carry it.
     pub red: bool,
     /// RED is not sent to it for now: its downlink is too narrow for every
@@ -114,6 +117,8 @@ pub(crate) struct Connection {
     pub red_off: bool,
     /// The bit rate last asked of str0m's bandwidth estimation (to probe for).
     pub desired: u64,
+    /// The rate str0m was last asked to pad up to (never past its estimate).
+    pub pad_to: u64,
     pub quality: QualityMeter,
 }
 
@@ -135,9 +140,11 @@ impl Connection {
             pending_restart: None,
             estimate: None,
             feedback: FeedbackWatch::default(),
+            climb: ClimbGate::default(),
             red: false,
             red_off: false,
             desired: 0,
+            pad_to: 0,
             quality: QualityMeter::default(),
         }
     }

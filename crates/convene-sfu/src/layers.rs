@@ -18,7 +18,7 @@ pub const SIMULCAST_RIDS: [&str; 3] = ["l", "m", "h"];
 /// the browser client's `maxBitrate` for each layer.
 pub const NOMINAL_BITRATE: [u64; 3] = [100_000, 500_000, 1_500_000];
 /// What a layer is assumed to show before a keyframe has said (width, height).
-const NOMINAL_SIZE: [(u32, u32); 3] = [(320, 180), (640, 360), (1280, 720)];
+pub(crate) const NOMINAL_SIZE: [(u32, u32); 3] = [(320, 180), (640, 360), (1280, 720)];
 /// Reserved on a subscriber's downlink for each audio stream it receives
 /// before that stream has been measured (Opus at 32 kbit/s sent with RED, as
 /// browsers do, with RTP, SRTP, UDP and IP overhead), before any video.
@@ -289,6 +289,9 @@ pub struct Allocation {
     pub used: u64,
     /// Bits per second the subscriber would take with no limit but views.
     pub desired: u64,
+    /// A video went below the layer it had, though its view and its
+    /// publisher still allow that layer: it fell for lack of bandwidth.
+    pub fell: bool,
 }
 
 /// Choose a layer for each video a subscriber receives, within `budget`
@@ -369,11 +372,20 @@ fn allocate_with(wants: &[Want], budget: u64, hold_pct: u64) -> Allocation {
         .zip(wants)
         .filter_map(|(c, w)| c.map(|c| w.layers[c as usize].cost))
         .sum();
+    let fell = wants.iter().zip(&chosen).zip(&max).any(|((w, c), m)| {
+        w.previous.is_some_and(|p| {
+            let p = usize::from(p);
+            w.layers.get(p).is_some_and(|l| l.usable)
+                && m.is_some_and(|m| p <= m)
+                && c.is_none_or(|c| usize::from(c) < p)
+        })
+    });
     Allocation {
         layers: chosen,
         starved,
         used,
         desired,
+        fell,
     }
 }
 

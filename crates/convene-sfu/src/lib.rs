@@ -19,6 +19,7 @@
 //! it is not forwarded (the publisher's connection still counts it). Audio is
 //! never dropped for lateness alone.
 
+mod climb;
 mod connection;
 pub mod driver;
 mod feedback;

@@ -119,6 +119,18 @@ impl Sfu {
         }
         c.red_off = red_off;
         let mut a = allocate_holding(&wants, estimate.saturating_sub(audio));
+        if a.fell {
+            c.climb.on_fall(now);
+        }
+        // Climbs go by an estimate that has held, and not right after a fall.
+        match c.climb.climb_estimate(now, estimate) {
+            Some(e) if e >= estimate => {}
+            Some(e) => {
+                let steady = allocate_holding(&wants, e.saturating_sub(audio)).layers;
+                limit_climbs(&wants, &mut a.layers, Some(&steady));
+            }
+            None => limit_climbs(&wants, &mut a.layers, None),
+        }
         if red_off {
             // Room made for lowest layers, not for climbing: an estimate
             // that narrow is no place to try higher ones.
@@ -136,6 +148,7 @@ impl Sfu {
                 slot.current = None;
             }
             if slot.target != a.layers[k] {
+                debug!(conn = %conn, slot = i, from = ?slot.target, to = ?a.layers[k], estimate, "layer chosen");
                 slot.target = a.layers[k];
                 if let Some(t) = slot.track {
                     changed.push((t, slot.target, slot.current.is_some() && slot.live));
@@ -155,11 +168,18 @@ impl Sfu {
         } else {
             (a.desired + audio) * UPGRADE_HEADROOM_PCT / 100
         };
-        if desired != c.desired {
+        // Short of what the views want: pad up to the estimate (str0m never
+        // pads past it). The estimate may only grow to 1.5 times what it
+        // sees acknowledged, so a subscriber sent a little less than its
+        // estimate (the next layer does not fit) would stay where it fell
+        // after its link recovered: there is no idle room to probe in.
+        let pad_to = if a.used < a.desired { desired } else { 0 };
+        if desired != c.desired || pad_to != c.pad_to {
             c.desired = desired;
+            c.pad_to = pad_to;
             c.rtc
                 .bwe()
-                .set_bitrate(Bitrate::ZERO, Bitrate::bps(desired));
+                .set_bitrate(Bitrate::bps(pad_to), Bitrate::bps(desired));
         }
         for (track, target, sending) in changed {
             self.update_publisher_layers(track, now);

@@ -291,7 +291,9 @@ impl Sfu {
                         // through the subscriber's videos.
                         let moved = c.estimate.is_none_or(|e| bps.abs_diff(e) * 20 > e);
                         if moved {
+                            debug!(conn = %conn, bps, "downlink estimate");
                             c.estimate = Some(bps);
+                            c.climb.on_estimate(now, bps);
                             self.allocate(conn);
                         }
                     }
@@ -325,6 +327,7 @@ impl Sfu {
                         if let Some(bps) = estimate {
                             info!(conn = %conn, bps, reported, "congestion feedback changed");
                             c.estimate = Some(bps);
+                            c.climb.on_estimate(now, bps);
                             self.allocate(conn);
                         }
                     }

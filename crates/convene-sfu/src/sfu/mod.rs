@@ -17,6 +17,7 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Vp8Descriptor};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, RtcConfig};
 use tracing::{debug, info, warn};
 
+use crate::climb::limit_climbs;
 pub use crate::connection::SlotDirection;
 use crate::connection::{Connection, Slot};
 use crate::feedback::{FeedbackChange, NO_FEEDBACK_ESTIMATE};
