@@ -723,6 +723,102 @@ fn a_subscriber_that_sends_no_congestion_feedback_gets_only_a_small_budget() {
 }
 
 #[test]
+#[ignore = "fails (issue 15): the estimate is still under 1 Mbit/s 15 s after the link recovers"]
+fn a_subscriber_climbs_back_to_the_top_layer_once_its_link_recovers() {
+    // Bad-networks scenarios 1 and 2 without browsers: the subscriber's
+    // downlink falls to 400 kbit/s (a bottleneck that drops what would wait
+    // over 50 ms), then is fast again. It must fall to the low layer, and
+    // climb back to the top one once the link allows: its estimate has to
+    // grow past what it is sent, which needs room to probe in.
+    //
+    // Fails today, as bad-networks scenario 2 often does in browsers. What
+    // it shows (2026-12-03, estimates logged): at 400 kbit/s, sent only the
+    // 150 kbit/s low layer, the subscriber still takes about 280 kbit/s
+    // (padding and probes) and str0m's estimate sinks from 270 to 115
+    // kbit/s over 5 s; once the link is fast it grows about 8 % a second
+    // (115 kbit/s to 960 kbit/s in 15 s) with no probe that finds the
+    // capacity. Padding up to the estimate (adapt.rs) raised the end point
+    // from about 580 kbit/s; without it the estimate stalls in ALR.
+    let mut net = Net::new(2);
+    let track = TrackId(1);
+    net.sfu.publish_simulcast(net.peers[0].conn, track).unwrap();
+    let conn = net.peers[1].conn;
+    net.sfu.subscribe(conn, track).unwrap();
+    net.settle();
+    net.sfu.set_view(
+        conn,
+        track,
+        View::Size {
+            width: 1280,
+            height: 720,
+        },
+    );
+    // (rid, size, packet bytes, packets per frame) at 30 frames a second:
+    // about 150 kbit/s, 650 kbit/s and 1.6 Mbit/s, told apart by size.
+    let layers = [
+        ("l", (320u16, 180u16), 600usize, 1usize),
+        ("m", (640, 360), 900, 3),
+        ("h", (1280, 720), 1100, 6),
+    ];
+    let mut seq = [1u64, 10_000, 20_000];
+    let mut frame = 0u16;
+    // Frames for `secs` seconds; the sizes of the packets the subscriber
+    // received in the last `tail` seconds of them.
+    let mut run = |net: &mut Net, secs: u16, tail: u16| -> Vec<usize> {
+        let mut from = net.peers[1].received.len();
+        for k in 0..secs * 30 {
+            if k == (secs - tail) * 30 {
+                from = net.peers[1].received.len();
+            }
+            for (i, &(rid, size, bytes, packets)) in layers.iter().enumerate() {
+                net.send_layer_frame(
+                    0,
+                    rid,
+                    seq[i],
+                    u32::from(frame) * 3000,
+                    frame,
+                    frame as u8,
+                    frame.is_multiple_of(60).then_some(size),
+                    packets,
+                    bytes,
+                );
+                seq[i] += packets as u64;
+            }
+            frame = frame.wrapping_add(1) & 0x7fff;
+            net.run_for(Duration::from_millis(33));
+        }
+        net.peers[1].received[from..].iter().map(|r| r.2).collect()
+    };
+    let share = |got: &[usize], size: usize| {
+        got.iter().filter(|&&s| s == size).count() * 100 / got.len().max(1)
+    };
+    let fast = run(&mut net, 8, 2);
+    assert!(
+        share(&fast, 1100) > 90,
+        "the top layer on a fast link: {}% of packets",
+        share(&fast, 1100)
+    );
+    net.limit_downlink(1, 400_000, Duration::from_millis(50));
+    let narrow = run(&mut net, 12, 4);
+    assert!(
+        !narrow.is_empty() && narrow.iter().all(|&s| s == 600),
+        "the low layer only at 400 kbit/s: {} packets, {}% low",
+        narrow.len(),
+        share(&narrow, 600)
+    );
+    let dropped = net.lift_downlink(1);
+    assert!(dropped > 0, "the bottleneck dropped something");
+    let recovered = run(&mut net, 15, 2);
+    assert!(
+        share(&recovered, 1100) > 90,
+        "back on the top layer within 15 s of the link recovering: {}% of the last 2 s ({}% low, {}% middle)",
+        share(&recovered, 1100),
+        share(&recovered, 600),
+        share(&recovered, 900)
+    );
+}
+
+#[test]
 fn redundant_audio_reaches_who_took_it_and_the_primary_the_others() {
     // Browsers send Opus with RED (each packet with the one before), so one
     // lost packet costs nothing; a client that did not negotiate RED gets

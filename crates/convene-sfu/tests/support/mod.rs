@@ -108,6 +108,21 @@ pub struct Net {
     /// this much later; the client applies it at once).
     pub answer_delay: Duration,
     answers: VecDeque<(Instant, ConnId, String)>,
+    /// Bottlenecks on the way from the SFU to peers, by peer index.
+    downlinks: HashMap<usize, Downlink>,
+}
+
+/// A bottleneck between the SFU and a peer, as tc's `tbf rate R latency L`:
+/// datagrams leave at `bps` one after another; one that would wait longer
+/// than `max_delay` behind the others is dropped.
+struct Downlink {
+    bps: u64,
+    max_delay: Duration,
+    /// When the last datagram queued will have left.
+    busy_until: Instant,
+    /// (arrival time, transport, from, to, bytes), in order.
+    queue: VecDeque<(Instant, Transport, SocketAddr, SocketAddr, Vec<u8>)>,
+    dropped: u64,
 }
 
 /// `sdp` with `a=candidate` and `a=end-of-candidates` lines left in the last media
@@ -243,6 +258,7 @@ impl Net {
             other_events: Vec::new(),
             answer_delay: Duration::ZERO,
             answers: VecDeque::new(),
+            downlinks: HashMap::new(),
         }
     }
 
@@ -258,6 +274,33 @@ impl Net {
         net.settle();
         assert!(net.peers.iter().all(|p| p.connected), "every peer connects");
         net
+    }
+
+    /// From now on what the SFU sends peer `i` passes a bottleneck of `bps`
+    /// that drops what would wait longer than `max_delay`.
+    pub fn limit_downlink(&mut self, i: usize, bps: u64, max_delay: Duration) {
+        let now = self.now;
+        let link = self.downlinks.entry(i).or_insert(Downlink {
+            bps,
+            max_delay,
+            busy_until: now,
+            queue: VecDeque::new(),
+            dropped: 0,
+        });
+        link.bps = bps;
+        link.max_delay = max_delay;
+    }
+
+    /// Peer `i`'s downlink is fast again (what was queued still arrives).
+    /// Returns how many datagrams the bottleneck dropped.
+    pub fn lift_downlink(&mut self, i: usize) -> u64 {
+        let Some(link) = self.downlinks.remove(&i) else {
+            return 0;
+        };
+        for (_, t, from, to, bytes) in link.queue {
+            self.deliver_to_peer(i, t, from, to, bytes);
+        }
+        link.dropped
     }
 
     /// Peer `i`'s network changes: its old address stops working (what is sent
@@ -396,21 +439,58 @@ impl Net {
             } else if to == sfu_tcp && transport == Transport::Tcp {
                 self.sfu.handle_tcp_frame(self.now, from, to, &bytes);
             } else if let Some(i) = self.peer_by_addr(to) {
-                let input = Input::Receive(
-                    self.now,
-                    Receive {
-                        proto: proto(transport),
-                        source: from,
-                        destination: to,
-                        contents: bytes.as_slice().try_into().unwrap(),
-                    },
-                );
-                self.peers[i].bytes_in += bytes.len() as u64;
-                let _ = self.peers[i].rtc.handle_input(input);
-                self.drain_peer(i);
+                let now = self.now;
+                match self.downlinks.get_mut(&i) {
+                    Some(link) => {
+                        let start = link.busy_until.max(now);
+                        if start - now > link.max_delay {
+                            link.dropped += 1;
+                        } else {
+                            let on_wire = bytes.len() as u64 * 8 * 1_000_000 / link.bps;
+                            link.busy_until = start + Duration::from_micros(on_wire);
+                            link.queue
+                                .push_back((link.busy_until, transport, from, to, bytes));
+                        }
+                    }
+                    None => self.deliver_to_peer(i, transport, from, to, bytes),
+                }
             }
         }
+        // What has come through a bottleneck by now.
+        let mut due = Vec::new();
+        for (&i, link) in &mut self.downlinks {
+            while link.queue.front().is_some_and(|q| q.0 <= self.now) {
+                let (_, t, from, to, bytes) = link.queue.pop_front().unwrap();
+                due.push((i, t, from, to, bytes));
+            }
+        }
+        for (i, t, from, to, bytes) in due {
+            moved = true;
+            self.deliver_to_peer(i, t, from, to, bytes);
+        }
         moved
+    }
+
+    fn deliver_to_peer(
+        &mut self,
+        i: usize,
+        transport: Transport,
+        from: SocketAddr,
+        to: SocketAddr,
+        bytes: Vec<u8>,
+    ) {
+        let input = Input::Receive(
+            self.now,
+            Receive {
+                proto: proto(transport),
+                source: from,
+                destination: to,
+                contents: bytes.as_slice().try_into().unwrap(),
+            },
+        );
+        self.peers[i].bytes_in += bytes.len() as u64;
+        let _ = self.peers[i].rtc.handle_input(input);
+        self.drain_peer(i);
     }
 
     fn drain_peer(&mut self, i: usize) -> bool {
