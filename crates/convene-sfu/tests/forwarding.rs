@@ -722,99 +722,143 @@ fn a_subscriber_that_sends_no_congestion_feedback_gets_only_a_small_budget() {
     );
 }
 
-#[test]
-#[ignore = "fails (issue 15): the estimate is still under 1 Mbit/s 15 s after the link recovers"]
-fn a_subscriber_climbs_back_to_the_top_layer_once_its_link_recovers() {
-    // Bad-networks scenarios 1 and 2 without browsers: the subscriber's
-    // downlink falls to 400 kbit/s (a bottleneck that drops what would wait
-    // over 50 ms), then is fast again. It must fall to the low layer, and
-    // climb back to the top one once the link allows: its estimate has to
-    // grow past what it is sent, which needs room to probe in.
-    //
-    // Fails today, as bad-networks scenario 2 often does in browsers. What
-    // it shows (2026-12-03, estimates logged): at 400 kbit/s, sent only the
-    // 150 kbit/s low layer, the subscriber still takes about 280 kbit/s
-    // (padding and probes) and str0m's estimate sinks from 270 to 115
-    // kbit/s over 5 s; once the link is fast it grows about 8 % a second
-    // (115 kbit/s to 960 kbit/s in 15 s) with no probe that finds the
-    // capacity. Padding up to the estimate (adapt.rs) raised the end point
-    // from about 580 kbit/s; without it the estimate stalls in ALR.
-    let mut net = Net::new(2);
-    let track = TrackId(1);
-    net.sfu.publish_simulcast(net.peers[0].conn, track).unwrap();
-    let conn = net.peers[1].conn;
-    net.sfu.subscribe(conn, track).unwrap();
-    net.settle();
-    net.sfu.set_view(
-        conn,
-        track,
-        View::Size {
-            width: 1280,
-            height: 720,
-        },
-    );
-    // (rid, size, packet bytes, packets per frame) at 30 frames a second:
-    // about 150 kbit/s, 650 kbit/s and 1.6 Mbit/s, told apart by size.
-    let layers = [
-        ("l", (320u16, 180u16), 600usize, 1usize),
+/// A subscriber (peer 1) showing peer 0's simulcast camera large, the layers
+/// at 30 frames a second with a keyframe every half second (as browsers
+/// answer the SFU's keyframe requests): about 150 kbit/s, 650 kbit/s and 1.6
+/// Mbit/s, told apart by packet size (600, 900, 1100 bytes).
+struct Narrowing {
+    net: Net,
+    seq: [u64; 3],
+    frame: u16,
+}
+
+impl Narrowing {
+    const LAYERS: [(&'static str, (u16, u16), usize, usize); 3] = [
+        ("l", (320, 180), 600, 1),
         ("m", (640, 360), 900, 3),
         ("h", (1280, 720), 1100, 6),
     ];
-    let mut seq = [1u64, 10_000, 20_000];
-    let mut frame = 0u16;
-    // Frames for `secs` seconds; the sizes of the packets the subscriber
-    // received in the last `tail` seconds of them.
-    let mut run = |net: &mut Net, secs: u16, tail: u16| -> Vec<usize> {
-        let mut from = net.peers[1].received.len();
-        for k in 0..secs * 30 {
-            if k == (secs - tail) * 30 {
-                from = net.peers[1].received.len();
-            }
-            for (i, &(rid, size, bytes, packets)) in layers.iter().enumerate() {
-                net.send_layer_frame(
+
+    fn new() -> Narrowing {
+        let mut net = Net::new(2);
+        let track = TrackId(1);
+        net.sfu.publish_simulcast(net.peers[0].conn, track).unwrap();
+        let conn = net.peers[1].conn;
+        net.sfu.subscribe(conn, track).unwrap();
+        net.settle();
+        net.sfu.set_view(
+            conn,
+            track,
+            View::Size {
+                width: 1280,
+                height: 720,
+            },
+        );
+        Narrowing {
+            net,
+            seq: [1, 10_000, 20_000],
+            frame: 0,
+        }
+    }
+
+    /// One second of frames; the sizes of the packets peer 1 received in it.
+    fn second(&mut self) -> Vec<usize> {
+        let from = self.net.peers[1].received.len();
+        for _ in 0..30 {
+            for (i, &(rid, size, bytes, packets)) in Self::LAYERS.iter().enumerate() {
+                let f = self.frame;
+                self.net.send_layer_frame(
                     0,
                     rid,
-                    seq[i],
-                    u32::from(frame) * 3000,
-                    frame,
-                    frame as u8,
-                    frame.is_multiple_of(60).then_some(size),
+                    self.seq[i],
+                    u32::from(f) * 3000,
+                    f,
+                    f as u8,
+                    f.is_multiple_of(15).then_some(size),
                     packets,
                     bytes,
                 );
-                seq[i] += packets as u64;
+                self.seq[i] += packets as u64;
             }
-            frame = frame.wrapping_add(1) & 0x7fff;
-            net.run_for(Duration::from_millis(33));
+            self.frame = self.frame.wrapping_add(1) & 0x7fff;
+            self.net.run_for(Duration::from_millis(33));
         }
-        net.peers[1].received[from..].iter().map(|r| r.2).collect()
-    };
-    let share = |got: &[usize], size: usize| {
-        got.iter().filter(|&&s| s == size).count() * 100 / got.len().max(1)
-    };
-    let fast = run(&mut net, 8, 2);
+        self.net.peers[1].received[from..]
+            .iter()
+            .map(|r| r.2)
+            .collect()
+    }
+
+    /// `secs` seconds; the packet sizes of each.
+    fn seconds(&mut self, secs: usize) -> Vec<Vec<usize>> {
+        (0..secs).map(|_| self.second()).collect()
+    }
+}
+
+fn share(got: &[usize], size: usize) -> usize {
+    got.iter().filter(|&&s| s == size).count() * 100 / got.len().max(1)
+}
+
+#[test]
+fn a_subscriber_whose_link_narrows_falls_to_the_low_layer_at_once_and_keeps_it() {
+    // Bad-networks scenario 1 without browsers: the subscriber's downlink
+    // falls to 400 kbit/s (a bottleneck that drops what would wait over 50
+    // ms). Within 2 s it must receive the low layer alone, and then keep
+    // receiving it every second: the loss of a late fall once drove str0m's
+    // estimate to 100 kbit/s, below the low layer, and the camera stopped.
+    let mut n = Narrowing::new();
+    let fast = n.seconds(8).concat();
     assert!(
-        share(&fast, 1100) > 90,
+        share(&fast, 1100) > 80,
         "the top layer on a fast link: {}% of packets",
         share(&fast, 1100)
     );
-    net.limit_downlink(1, 400_000, Duration::from_millis(50));
-    let narrow = run(&mut net, 12, 4);
+    n.net.limit_downlink(1, 400_000, Duration::from_millis(50));
+    let narrow = n.seconds(12);
+    for (k, sec) in narrow.iter().enumerate().skip(2) {
+        assert!(
+            !sec.is_empty() && sec.iter().all(|&s| s == 600),
+            "second {} at 400 kbit/s: {} packets, {}% low, {}% middle, {}% top",
+            k + 1,
+            sec.len(),
+            share(sec, 600),
+            share(sec, 900),
+            share(sec, 1100)
+        );
+    }
     assert!(
-        !narrow.is_empty() && narrow.iter().all(|&s| s == 600),
-        "the low layer only at 400 kbit/s: {} packets, {}% low",
-        narrow.len(),
-        share(&narrow, 600)
+        n.net.lift_downlink(1) > 0,
+        "the bottleneck dropped something"
     );
-    let dropped = net.lift_downlink(1);
-    assert!(dropped > 0, "the bottleneck dropped something");
-    let recovered = run(&mut net, 15, 2);
+}
+
+#[test]
+#[ignore = "fails (issue 15): 15 s after the link recovers the subscriber is still on the low layer"]
+fn a_subscriber_climbs_back_to_the_top_layer_once_its_link_recovers() {
+    // Scenario 2 after scenario 1. Fails today, as bad-networks scenario 2
+    // often does in browsers. What str0m's state shows (2026-12-03, printed
+    // from vendor/str0m/src/bwe/mod.rs `update`): at 400 kbit/s the estimate
+    // settles at 320-380 kbit/s (loss-limited). Once the link is fast again
+    // the loss-based controller stays `Decreasing` with no loss at all, its
+    // estimate capped at 1.5 times the acknowledged rate (about 240 kbit/s:
+    // the low layer and padding; str0m pads up to the estimate but the
+    // acknowledged rate stays well below it), and probing is not allowed
+    // while loss-limited. The HOLD timer is not the cause (the same with
+    // `hold_duration_factor` 0). Ways out: a probe the SFU asks for itself
+    // after a quiet spell, or padding that really fills up to the estimate.
+    let mut n = Narrowing::new();
+    n.seconds(8);
+    n.net.limit_downlink(1, 400_000, Duration::from_millis(50));
+    n.seconds(12);
+    n.net.lift_downlink(1);
+    let recovered = n.seconds(15);
+    let last = recovered[13..].concat();
     assert!(
-        share(&recovered, 1100) > 90,
+        share(&last, 1100) > 80,
         "back on the top layer within 15 s of the link recovering: {}% of the last 2 s ({}% low, {}% middle)",
-        share(&recovered, 1100),
-        share(&recovered, 600),
-        share(&recovered, 900)
+        share(&last, 1100),
+        share(&last, 600),
+        share(&last, 900)
     );
 }
 
