@@ -64,12 +64,7 @@ impl EstimateSmoother {
 
         let total: f64 = self.estimates.iter().map(|b| b.1.as_f64()).sum();
         let avg = total / self.estimates.len() as f64;
-        // Convene patch: a fall is passed on at once, rises are averaged. An
-        // SFU that learns of a fall seconds late keeps sending layers the
-        // link drops, and the loss that causes drives the estimate far
-        // below the link (vendor/README.md).
-        let latest = self.estimates.back().map(|b| b.1.as_f64()).unwrap_or(avg);
-        let rate: Bitrate = avg.min(latest).into();
+        let rate: Bitrate = avg.into();
 
         // This forces emitting if we have the first ever value, or a last
         // where the rest of the window is gone (estimates stop coming).
