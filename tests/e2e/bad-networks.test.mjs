@@ -620,11 +620,11 @@ describe('bad networks: simulcast and a layer per subscriber (issue 15)', { skip
     figure(scenario, sub.kind, 'every camera back on the top layer after the limit was lifted', secs(upMs));
   }
 
-  test('1. a subscriber\'s downlink limited to 400 kbit/s: within 10 s it receives the low layer of every camera, audio under 1 % concealment; the others keep the top layer', TODO('top layer not sent by every publisher on a loaded 2-core machine'), async () => {
+  test('1. a subscriber\'s downlink limited to 400 kbit/s: within 10 s it receives the low layer of every camera, audio under 1 % concealment; the others keep the top layer', TODO('the estimate collapses far below 400 kbit/s under the loss of the first seconds and no video reaches the subscriber for a while (forwarding tests a_subscriber_whose_link_narrows…, #[ignore]d)'), async () => {
     await constrainDownlink('1', cy);
   });
 
-  test('2. the limit lifted: the subscriber climbs back to the top layer within 15 s', TODO('depends on scenario 1'), async () => {
+  test('2. the limit lifted: the subscriber climbs back to the top layer within 15 s', TODO('after a narrow spell str0m\'s loss controller stays loss-limited at 1.5x the acknowledged rate and may not probe (forwarding test a_subscriber_climbs_back…, #[ignore]d); passes in most runs'), async () => {
     await liftDownlink('2', cy);
   });
 
