@@ -869,6 +869,9 @@ export async function runCheck(person, url, timeoutMs = 25000) {
  *   outbound: { mid, kind, source, rid, active, frameWidth, frameHeight,
  *               framesEncoded, bytesSent, targetBitrate, qualityLimitationReason,
  *               trackHeight (of the track sent, as captured) }
+ *               retransmittedBytesSent, nackCount (received) }
+ *   outgoingKbps: the browser's own estimate of its uplink (Chromium's
+ *             availableOutgoingBitrate), kbit/s
  *   rttMs:    the selected candidate pair's current round trip (Chromium),
  *             else the largest remote-inbound-rtp roundTripTime, in ms
  *   at:       the page's clock (ms); me: its participant id.
@@ -880,7 +883,7 @@ export async function mediaStats(page) {
     const pc = w.__pcs.filter((p) => p.connectionState !== 'closed').at(-1);
     if (!pc) return null;
     const slots = new Map((w.__slots || []).map((s) => [s.mid, s]));
-    const out = { at: performance.now(), me: w.__me, inbound: [], outbound: [], rttMs: null };
+    const out = { at: performance.now(), me: w.__me, inbound: [], outbound: [], rttMs: null, outgoingKbps: null };
     const pick = (s, keys) => Object.fromEntries(keys.map((k) => [k, s[k]]));
     let remoteRtt = null;
     for (const tr of pc.getTransceivers()) {
@@ -906,7 +909,7 @@ export async function mediaStats(page) {
           out.outbound.push({
             mid: tr.mid, source: slot.source, trackHeight: tr.sender.track?.getSettings().height,
             ...pick(s, ['kind', 'rid', 'active', 'frameWidth', 'frameHeight', 'framesEncoded', 'bytesSent', 'targetBitrate',
-              'qualityLimitationReason']),
+              'qualityLimitationReason', 'retransmittedBytesSent', 'nackCount']),
           });
         });
       }
@@ -916,6 +919,7 @@ export async function mediaStats(page) {
       if (s.type === 'transport' && s.selectedCandidatePairId) {
         const pair = all.get(s.selectedCandidatePairId);
         if (pair?.currentRoundTripTime != null) out.rttMs = pair.currentRoundTripTime * 1000;
+        if (pair?.availableOutgoingBitrate != null) out.outgoingKbps = Math.round(pair.availableOutgoingBitrate / 1000);
       }
     });
     if (out.rttMs == null) out.rttMs = remoteRtt;
