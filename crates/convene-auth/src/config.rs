@@ -20,6 +20,21 @@ pub struct DeploymentConfig {
     pub sessions: Sessions,
     /// TURN servers browsers may relay media through (the `[turn]` section, [`turn`]).
     pub turn: Option<turn::TurnConfig>,
+    /// The server's command-line options (`[server]`): read and checked by
+    /// the server itself (convene-server's config_file.rs), not here.
+    #[serde(default)]
+    pub server: Option<ServerOptions>,
+}
+
+/// The `[server]` table, left to the server to read (it knows its flags).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerOptions;
+
+impl<'de> Deserialize<'de> for ServerOptions {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d)?;
+        Ok(ServerOptions)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]

@@ -158,6 +158,38 @@ const CLIENT_TYPES: &[&str] = &[
     "video-sizes",
 ];
 
+impl ClientMessage {
+    /// The message's `type`, for counting (metrics) without keeping content.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientMessage::Join { .. } => "join",
+            ClientMessage::Publish { .. } => "publish",
+            ClientMessage::Unpublish { .. } => "unpublish",
+            ClientMessage::Mute { .. } => "mute",
+            ClientMessage::Answer { .. } => "answer",
+            ClientMessage::Chat { .. } => "chat",
+            ClientMessage::Ping { .. } => "ping",
+            ClientMessage::Leave {} => "leave",
+            ClientMessage::RestartIce {} => "restart-ice",
+            ClientMessage::MediaPath { .. } => "media-path",
+            ClientMessage::VideoSizes { .. } => "video-sizes",
+            ClientMessage::Remove { .. } => "remove",
+            ClientMessage::StopSource { .. } => "stop-source",
+            ClientMessage::UpdateSettings { .. } => "update-settings",
+            ClientMessage::SetLevel { .. } => "set-level",
+            ClientMessage::SetRole { .. } => "set-role",
+            ClientMessage::Lock { .. } => "lock",
+            ClientMessage::SetPasscode { .. } => "set-passcode",
+            ClientMessage::End {} => "end",
+            ClientMessage::Admit { .. } => "admit",
+            ClientMessage::Deny { .. } => "deny",
+            ClientMessage::AdmitAll {} => "admit-all",
+            ClientMessage::MuteParticipant { .. } => "mute-participant",
+            ClientMessage::MuteAll {} => "mute-all",
+        }
+    }
+}
+
 /// One video as a client shows it, in device pixels (CSS pixels times
 /// `devicePixelRatio`); 0 either way: not shown.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

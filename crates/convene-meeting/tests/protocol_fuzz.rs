@@ -108,35 +108,6 @@ fn documented_messages() -> Vec<Value> {
     out
 }
 
-fn type_of(m: &ClientMessage) -> &'static str {
-    match m {
-        ClientMessage::Join { .. } => "join",
-        ClientMessage::Publish { .. } => "publish",
-        ClientMessage::Unpublish { .. } => "unpublish",
-        ClientMessage::Mute { .. } => "mute",
-        ClientMessage::Answer { .. } => "answer",
-        ClientMessage::Chat { .. } => "chat",
-        ClientMessage::Ping { .. } => "ping",
-        ClientMessage::Leave {} => "leave",
-        ClientMessage::Remove { .. } => "remove",
-        ClientMessage::StopSource { .. } => "stop-source",
-        ClientMessage::UpdateSettings { .. } => "update-settings",
-        ClientMessage::SetLevel { .. } => "set-level",
-        ClientMessage::SetRole { .. } => "set-role",
-        ClientMessage::Lock { .. } => "lock",
-        ClientMessage::SetPasscode { .. } => "set-passcode",
-        ClientMessage::End {} => "end",
-        ClientMessage::Admit { .. } => "admit",
-        ClientMessage::Deny { .. } => "deny",
-        ClientMessage::AdmitAll {} => "admit-all",
-        ClientMessage::MuteParticipant { .. } => "mute-participant",
-        ClientMessage::MuteAll {} => "mute-all",
-        ClientMessage::RestartIce {} => "restart-ice",
-        ClientMessage::MediaPath { .. } => "media-path",
-        ClientMessage::VideoSizes { .. } => "video-sizes",
-    }
-}
-
 /// Parse `text` and check the outcome against what the protocol document says
 /// about it. Returns the outcome for further checks.
 fn check(text: &str) -> Result<ClientMessage, ErrorCode> {
@@ -150,7 +121,7 @@ fn check(text: &str) -> Result<ClientMessage, ErrorCode> {
     match &result {
         Ok(m) => {
             assert_eq!(
-                Some(type_of(m)),
+                Some(m.kind()),
                 kind,
                 "a message parses as its own type: {}",
                 shown(text)

@@ -45,6 +45,15 @@ pub enum Command {
     /// Work with the audit log in the data folder.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Check a deployment file (its sections and its [server] options) and a
+    /// policy file without starting anything: prints FILE:LINE:COL: problem
+    /// for each problem found and exits 1, or says the files are fine and
+    /// exits 0. The policy checked is POLICY, else the one the file's
+    /// [server] policy names.
+    CheckConfig {
+        file: PathBuf,
+        policy: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -64,6 +73,12 @@ pub enum AuditCommand {
     /// breaks it if not: a changed row, rows rewritten with recomputed hashes,
     /// rows appended later, truncation, or a forged checkpoint.
     Verify,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -149,6 +164,18 @@ pub struct Config {
     /// Log filter, in tracing's syntax (e.g. "info", "convene_sfu=debug").
     #[arg(long, env = "CONVENE_LOG", default_value = "info")]
     pub log: String,
+
+    /// How log lines are written to standard error: "text" for people, "json"
+    /// (one object a line) for log shippers.
+    #[arg(long, env = "CONVENE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Serve the Prometheus metrics (GET /metrics) on this address of their
+    /// own, open to whoever reaches it (bind it to a monitoring network).
+    /// Without it, /metrics is served on --listen to holders of the admin
+    /// token only.
+    #[arg(long, env = "CONVENE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 
     /// File whose bytes (at least 32, e.g. from `head -c 32 /dev/urandom`) are
     /// the key audit checkpoints are signed with (HMAC-SHA256). Keep it out of

@@ -48,6 +48,8 @@ pub fn router(state: Arc<AppState>, request_timeout: Duration) -> Router {
         .route("/auth/callback/{org}", get(signin::callback))
         .route("/auth/logout", post(signin::logout))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_for_admins))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             device::ensure_cookie,
@@ -250,6 +252,41 @@ fn admin_refusal(state: &AppState, headers: &HeaderMap) -> Option<Response> {
         ));
     }
     None
+}
+
+/// Ready to serve meetings: storage takes writes, the audit writer and every
+/// media worker run. 503 naming what is not, for load balancers and systemd
+/// health checks (`/healthz` only says the process answers).
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let st = state.clone();
+    let storage = tokio::task::spawn_blocking(move || st.storage.check_writable())
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    let mut problems = Vec::new();
+    if let Err(e) = storage {
+        problems.push(format!("storage is not writable: {e}"));
+    }
+    if !state.writer.is_running() {
+        problems.push("the audit writer has stopped".to_string());
+    }
+    if !state.sfu.all_running() {
+        problems.push("a media worker has stopped".to_string());
+    }
+    if problems.is_empty() {
+        "ready".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, problems.join("\n")).into_response()
+    }
+}
+
+/// Prometheus metrics on the web port: for holders of the admin token
+/// (`--metrics-listen` serves them on an address of their own instead).
+async fn metrics_for_admins(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Some(refused) = admin_refusal(&state, &headers) {
+        return refused;
+    }
+    crate::metrics::answer(&state)
 }
 
 /// Load and media counters for monitoring. Counters run from the server's start;

@@ -5,6 +5,7 @@ mod assets;
 mod check;
 mod client_addr;
 pub mod config;
+pub mod config_file;
 mod cookies;
 mod device;
 mod hashing;
@@ -13,6 +14,7 @@ mod ice_tcp;
 mod listener;
 mod media_quality;
 mod meeting;
+mod metrics;
 mod origin;
 mod rates;
 mod redirect;
@@ -92,6 +94,8 @@ pub struct AppState {
     pub turn: turn::Turn,
     /// The connectivity check's limits and counters (`/check`).
     pub checks: check::Checks,
+    /// Counters for `/metrics`.
+    pub metrics: metrics::Metrics,
 }
 
 pub struct RunningServer {
@@ -101,6 +105,8 @@ pub struct RunningServer {
     pub media_addr: SocketAddr,
     /// The plain-HTTP listener that redirects to https, if there is one.
     pub redirect_addr: Option<SocketAddr>,
+    /// The metrics listener (`--metrics-listen`), if there is one.
+    pub metrics_addr: Option<SocketAddr>,
     pub state: Arc<AppState>,
     stop: watch::Sender<bool>,
     /// The main listener and the redirect listener.
@@ -239,6 +245,18 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .map(|l| l.local_addr())
         .transpose()
         .map_err(|e| StartError(e.to_string()))?;
+    let metrics_listener =
+        match config.metrics_listen {
+            None => None,
+            Some(a) => Some(tokio::net::TcpListener::bind(a).await.map_err(|e| {
+                StartError(format!("cannot listen on {a} (--metrics-listen): {e}"))
+            })?),
+        };
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()
+        .map_err(|e| StartError(e.to_string()))?;
     let url = config.public_url(addr);
     let state = Arc::new(AppState {
         storage,
@@ -275,6 +293,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         auth: Arc::new(convene_auth::Auth::new(deployment.as_ref(), &url)),
         turn: turn::Turn::new(turn_issuer),
         checks: Default::default(),
+        metrics: metrics::Metrics::new(),
     });
     {
         let auth = state.auth.clone();
@@ -313,6 +332,16 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         web_ice_tcp,
         stopped.clone(),
     ))];
+    if let Some(l) = metrics_listener {
+        http.push(tokio::spawn(listener::serve(
+            l,
+            metrics::router(state.clone()),
+            gate.clone(),
+            listener::Transport::Plain,
+            None,
+            stopped.clone(),
+        )));
+    }
     if let Some(l) = redirect_listener {
         let target = redirect::Target::new(config.public_url.as_deref(), addr.port());
         http.push(tokio::spawn(listener::serve(
@@ -338,6 +367,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         addr,
         media_addr,
         redirect_addr,
+        metrics_addr,
         state,
         stop,
         http,

@@ -1,19 +1,47 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-use convene_server::config::{AuditCommand, Cli, Command, Config, ExportFormat};
+use convene_server::config::{AuditCommand, Command, Config, ExportFormat, LogFormat};
+use convene_server::config_file::{self, ParseError};
 use convene_storage::{audit, checkpoint, Storage};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if let Some(Command::Audit(cmd)) = cli.command {
-        return audit_command(&cli.config, cmd);
+    let cli = match config_file::parse_with_file(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(ParseError::Clap(e)) => e.exit(),
+        Err(ParseError::File(problems)) => {
+            eprintln!("{problems}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Some(Command::Audit(cmd)) => return audit_command(&cli.config, cmd),
+        Some(Command::CheckConfig { file, policy }) => {
+            let problems = config_file::check(&file, policy.as_deref());
+            for p in &problems {
+                println!("{p}");
+            }
+            if problems.is_empty() {
+                println!("{}: no problems found", file.display());
+                return ExitCode::SUCCESS;
+            }
+            return ExitCode::FAILURE;
+        }
+        None => {}
     }
     let config = cli.config;
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log))
-        .init();
+    let filter = tracing_subscriber::EnvFilter::new(&config.log);
+    match config.log_format {
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        // Spans' fields (meeting, participant) on every line, for log shippers.
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .flatten_event(true)
+            .with_env_filter(filter)
+            .init(),
+    }
     let server = match convene_server::start(config).await {
         Ok(s) => s,
         Err(e) => {

@@ -130,6 +130,8 @@ pub struct WriterStats {
     /// Transactions committed, and queued writes they held.
     pub commits: AtomicU64,
     pub writes: AtomicU64,
+    /// Writes in transactions that failed (not stored).
+    pub failed: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -160,6 +162,11 @@ impl Writer {
 
     pub fn stats(&self) -> &WriterStats {
         &self.shared.stats
+    }
+
+    /// The writer thread still takes writes (readiness checks).
+    pub fn is_running(&self) -> bool {
+        !self.tx.is_closed()
     }
 
     /// Record an event without waiting for it to be stored. Refused joins are
@@ -473,6 +480,7 @@ fn run(
                 }
                 Ok(Err(e)) | Err(e) => {
                     error!("could not store {n} audit and meeting writes: {e}");
+                    shared.stats.failed.fetch_add(n as u64, Ordering::Relaxed);
                     expected = storage.audit_head().ok();
                     false
                 }

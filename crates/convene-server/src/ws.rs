@@ -353,10 +353,14 @@ pub async fn run(
                 }
                 Ok(Incoming::Closed) => return,
                 Ok(Incoming::Refused { code, message }) => {
+                    state.metrics.refused_message(code);
                     let _ = tx.send(encode(&ServerMessage::error(code, message))).await;
                     continue;
                 }
-                Ok(Incoming::Message(m)) => m,
+                Ok(Incoming::Message(m)) => {
+                    state.metrics.message(m.kind());
+                    m
+                }
             };
         let fresh_join = matches!(&msg, ClientMessage::Join { resume: None, .. });
         if fresh_join && meeting_read.elapsed() >= MEETING_FRESH_FOR {
@@ -368,6 +372,7 @@ pub async fn run(
         let role = match admit(&state, &meeting, client, &msg).await {
             Ok(role) => role,
             Err(refusal) => {
+                state.metrics.join_refused(&refusal);
                 let _ = tx.send(encode(&refusal)).await;
                 continue;
             }
@@ -387,8 +392,12 @@ pub async fn run(
         };
         deliver(&state, &meeting, input);
         match result.await {
-            Ok(Ok(who)) => break who,
+            Ok(Ok(who)) => {
+                state.metrics.join("joined");
+                break who;
+            }
             Ok(Err(e)) => {
+                state.metrics.join_refused_with(e.code);
                 let _ = tx
                     .send(encode(&ServerMessage::error(e.code, e.message)))
                     .await;
@@ -397,6 +406,7 @@ pub async fn run(
         }
     };
     drop(out_tx); // the meeting task holds the only sender now: when it drops it, we close
+    let _counted = state.metrics.participant();
 
     let (stop_tx, stop_rx) = oneshot::channel::<CloseFrame>();
     let writer = write_loop(tx, out_rx, stop_rx);
@@ -412,6 +422,7 @@ pub async fn run(
             match next_message(&mut rx, &mut rate).await {
                 Incoming::Closed => return (End::Lost, rx),
                 Incoming::Refused { code, message } => {
+                    st.metrics.refused_message(code);
                     let now = Instant::now();
                     if now.duration_since(window) > REFUSED_WINDOW {
                         window = now;
@@ -439,6 +450,7 @@ pub async fn run(
                     deliver(&st, &meeting_r, input);
                 }
                 Incoming::Message(msg) => {
+                    st.metrics.message(msg.kind());
                     let leaving = matches!(msg, ClientMessage::Leave {});
                     let input = MeetingInput::Message {
                         who: who_r.clone(),

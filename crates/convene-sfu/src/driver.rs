@@ -6,7 +6,7 @@
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -100,6 +100,8 @@ pub struct SfuHandle {
     next_conn: Arc<AtomicU64>,
     stats: Arc<Mutex<SfuStats>>,
     local_addr: SocketAddr,
+    /// False once the worker's thread has ended (an I/O error stops it).
+    running: Arc<AtomicBool>,
 }
 
 impl SfuHandle {
@@ -122,6 +124,20 @@ impl SfuHandle {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The worker's thread still runs (readiness checks).
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::Relaxed)
+    }
+}
+
+/// Marks the worker stopped however its thread ends, a panic included.
+struct RunningFlag(Arc<AtomicBool>);
+
+impl Drop for RunningFlag {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
     }
 }
 
@@ -186,7 +202,9 @@ pub(crate) fn spawn_worker(
         next_conn: setup.next_conn.clone(),
         stats: stats.clone(),
         local_addr: announce,
+        running: Arc::new(AtomicBool::new(true)),
     };
+    let running = RunningFlag(handle.running.clone());
     let config = SfuConfig {
         candidates: vec![announce],
         tcp_candidates: setup.tcp_announce.into_iter().collect(),
@@ -194,6 +212,7 @@ pub(crate) fn spawn_worker(
     let thread = std::thread::Builder::new()
         .name("convene-sfu".into())
         .spawn(move || {
+            let _running = running;
             if let Err(e) = run(
                 poll,
                 (socket, announce),
@@ -281,6 +300,7 @@ fn run(
     let mut sfu = Sfu::new(config, start);
     let mut events = Events::with_capacity(64);
     let mut buf = vec![0u8; RECV_BUF];
+    let (mut busy, mut bytes_in) = (std::time::Duration::ZERO, 0u64);
     loop {
         let wait = if tcp.has_unread() {
             std::time::Duration::ZERO
@@ -294,6 +314,7 @@ fn run(
                 return Err(e);
             }
         }
+        let woke = Instant::now();
         for ev in events.iter() {
             if tcp.owns(ev.token()) {
                 tcp.ready(
@@ -339,6 +360,7 @@ fn run(
             match recv(&socket, &mut buf) {
                 Ok((n, source, now, arrived)) => {
                     sfu.handle_datagram_received(now, arrived, source, candidate, &buf[..n]);
+                    bytes_in += n as u64;
                     batch += 1;
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
@@ -364,11 +386,14 @@ fn run(
         while let Some(ev) = sfu.poll_event() {
             on_event(ev);
         }
+        busy += woke.elapsed();
         if let Ok(mut s) = stats.lock() {
             let t = tcp.stats();
             *s = SfuStats {
                 tcp_connections: t.open,
                 tcp_frames_dropped: t.frames_dropped,
+                bytes_in,
+                busy_ns: u64::try_from(busy.as_nanos()).unwrap_or(u64::MAX),
                 ..sfu.stats()
             };
         }

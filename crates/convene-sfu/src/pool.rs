@@ -237,8 +237,15 @@ impl SfuPool {
                 tracks: a.tracks + b.tracks,
                 tcp_connections: a.tcp_connections + b.tcp_connections,
                 tcp_frames_dropped: a.tcp_frames_dropped + b.tcp_frames_dropped,
+                bytes_in: a.bytes_in + b.bytes_in,
+                busy_ns: a.busy_ns + b.busy_ns,
             }
         })
+    }
+
+    /// Every worker's thread still runs.
+    pub fn all_running(&self) -> bool {
+        self.handles().all(SfuHandle::is_running)
     }
 }
 

@@ -23,6 +23,11 @@ const MIGRATIONS: &[&str] = &[
 
 /// Meeting ids are the join link's secret for now: 60 random bits in a form that
 /// is easy to read aloud (no 0/o, 1/l).
+/// How long a statement waits for another connection's lock (rusqlite's
+/// default, kept explicit because the readiness probe lowers it for itself).
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const PROBE_BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 const ID_ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
 
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +123,23 @@ impl Storage {
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a write would succeed now (readiness checks): takes the write
+    /// lock and writes, then rolls back, leaving nothing behind. Fails on a
+    /// read-only file or folder, or a database another process holds locked.
+    pub fn check_writable(&self) -> Result<(), StorageError> {
+        let mut conn = self.conn();
+        // A probe answers within a second (load balancers give up after a
+        // few); other work keeps the usual wait for a lock.
+        conn.busy_timeout(PROBE_BUSY_TIMEOUT)?;
+        let result = (|| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute("CREATE TABLE readiness_probe (x INTEGER)", [])?;
+            tx.rollback()
+        })();
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        Ok(result?)
     }
 
     /// Create a meeting; returns it and its host key (kept only as a hash, so
@@ -522,6 +544,29 @@ mod checkpoint_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writability_is_checked_without_leaving_anything_behind() {
+        let dir = std::env::temp_dir().join(format!("convene-storage-{}", new_meeting_id()));
+        let s = Storage::open(&dir).unwrap();
+        let tables = |s: &Storage| -> i64 {
+            s.conn()
+                .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+                .unwrap()
+        };
+        let before = tables(&s);
+        s.check_writable().unwrap();
+        s.check_writable().unwrap();
+        assert_eq!(tables(&s), before, "the probe leaves no table");
+        // Another process holding the write lock: not writable (after the
+        // busy timeout), and writable again once it lets go.
+        let other = Connection::open(dir.join("convene.db")).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        assert!(s.check_writable().is_err());
+        other.execute_batch("ROLLBACK").unwrap();
+        s.check_writable().unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     #[test]
     fn meetings_survive_reopening_the_file() {

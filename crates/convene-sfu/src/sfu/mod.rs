@@ -246,6 +246,12 @@ pub struct SfuStats {
     pub tcp_connections: usize,
     /// Frames not sent because a TCP connection's queue was full (set by the driver).
     pub tcp_frames_dropped: u64,
+    /// UDP payload bytes received (set by the driver).
+    pub bytes_in: u64,
+    /// Time the worker spent working rather than waiting for input, in
+    /// nanoseconds since it started (set by the driver): its busy ratio is
+    /// the growth of this over wall-clock time.
+    pub busy_ns: u64,
 }
 
 /// A published track: where its packets come from and who receives them.

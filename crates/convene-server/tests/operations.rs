@@ -1,0 +1,280 @@
+//! What an operations team runs against: one configuration file as a whole
+//! deployment (flags and variables still win), `check-config`, `/readyz`,
+//! Prometheus metrics, and JSON logs.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use convene_client::{Client, JoinOptions};
+use serde_json::{json, Value};
+
+fn folder() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "convene-operations-{}",
+        convene_storage::new_meeting_id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn get(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The real binary started with only a configuration file (and one variable),
+/// its log in JSON.
+#[test]
+fn a_configuration_file_is_a_whole_deployment_and_variables_override_it() {
+    let dir = folder();
+    let file = dir.join("convene.toml");
+    std::fs::write(
+        &file,
+        "[home]\nname = \"Department for Tests\"\n\n[server]\n\
+         # Taken by something else: CONVENE_LISTEN below wins.\n\
+         listen = \"127.0.0.1:1\"\n\
+         data_dir = \"data\"\nmedia_workers = 1\nadmin_token = \"file-admin-token\"\n\
+         log = \"info\"\nlog_format = \"json\"\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_convene"))
+        .arg("--config")
+        .arg(&file)
+        .env("CONVENE_LISTEN", "127.0.0.1:0")
+        .env_remove("CONVENE_LOG")
+        .env_remove("CONVENE_LOG_FORMAT")
+        .env_remove("CONVENE_DATA_DIR")
+        .env_remove("CONVENE_ADMIN_TOKEN")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut log = Vec::new();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("the server prints its address")
+            .unwrap();
+        if let Some(rest) = line.split("Convene is running at ").nth(1) {
+            break rest.trim_end_matches('/').to_string();
+        }
+        log.push(line);
+    };
+    let reader = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let addr = url.trim_start_matches("http://").to_string();
+    assert_ne!(addr, "127.0.0.1:1", "the variable overrides the file");
+
+    // The data folder is the file's `data`, relative to the file.
+    assert!(
+        dir.join("data").join("convene.db").exists(),
+        "data folder from the file"
+    );
+    assert_eq!(get(&addr, "/readyz", None), (200, "ready".into()));
+    // The admin token from the file guards the metrics.
+    assert_eq!(get(&addr, "/metrics", None).0, 401);
+    let (status, metrics) = get(&addr, "/metrics", Some("file-admin-token"));
+    assert_eq!(status, 200, "{metrics}");
+    for name in [
+        "convene_meetings 0",
+        "convene_connections{transport=\"web\"}",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(metrics.contains(name), "{name} in {metrics}");
+    }
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    log.extend(reader.join().unwrap());
+    // Every log line is one JSON object with a level and a message.
+    assert!(!log.is_empty());
+    for line in &log {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(
+        log.iter()
+            .any(|l| l.contains("\"message\":\"Convene started\"")),
+        "{log:?}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn check_config_reports_each_problem_at_its_place_and_exits_1() {
+    let dir = folder();
+    let file = dir.join("convene.toml");
+    let run = |args: &[&std::path::Path]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_convene"))
+            .arg("check-config")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    std::fs::write(
+        &file,
+        "[home]\nname = \"Department for Tests\"\n[server]\nmax_participants = 0\nlisten = \"here\"\n",
+    )
+    .unwrap();
+    let (code, out) = run(&[&file]);
+    assert_eq!(code, Some(1), "{out}");
+    let f = file.display();
+    assert!(
+        out.contains(&format!("{f}:4:1: server.max_participants")),
+        "{out}"
+    );
+    assert!(out.contains(&format!("{f}:5:1: server.listen")), "{out}");
+    // The server refuses to start on it, saying the same.
+    let started = Command::new(env!("CARGO_BIN_EXE_convene"))
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!started.status.success());
+    let said = String::from_utf8_lossy(&started.stderr);
+    assert!(said.contains(&format!("{f}:4:1: ")), "{said}");
+
+    // Fixed, with the shipped policy: fine.
+    std::fs::write(
+        &file,
+        "[home]\nname = \"Department for Tests\"\n[server]\nmax_participants = 40\n",
+    )
+    .unwrap();
+    let policy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/uk.toml");
+    let (code, out) = run(&[&file, &policy]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("no problems found"), "{out}");
+    // And the example file, as shipped.
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../convene.example.toml");
+    let (code, out) = run(&[&example]);
+    // Its TURN secret file does not exist here: the only problem.
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        out.contains("[turn]") && out.contains("turn.secret"),
+        "{out}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// The counters a dashboard shows move with what people do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_joins_refusals_and_messages() {
+    let server = common::server_with(|c| c.media_workers = Some(1)).await;
+    let (status, body) = common::http(
+        &server,
+        "POST",
+        "/api/meetings",
+        Some(&json!({"title": "Counted", "passcode": "4711 blue"}).to_string()),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let id = serde_json::from_str::<Value>(&body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let opts = |p: &str| JoinOptions {
+        passcode: Some(p.into()),
+        ..JoinOptions::default()
+    };
+    assert!(Client::join_with(&server.url, &id, "Eve", opts("0000"))
+        .await
+        .is_err());
+    let ann = Client::join_with(&server.url, &id, "Ann", opts("4711 blue"))
+        .await
+        .unwrap();
+    let scrape = || async {
+        let (status, text) = common::http_with(
+            &server,
+            "GET",
+            "/metrics",
+            None,
+            "Authorization: Bearer test-admin-token\r\n",
+        )
+        .await;
+        assert_eq!(status, 200, "{text}");
+        text
+    };
+    let text = scrape().await;
+    for line in [
+        "convene_joins_total{outcome=\"joined\"} 1",
+        "convene_joins_total{outcome=\"wrong-passcode\"} 1",
+        "convene_signalling_messages_total{type=\"join\"} 2",
+        "convene_participants 1",
+        "convene_meetings 1",
+        "convene_media_worker_busy_seconds_total{worker=\"0\"}",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(line)),
+            "{line} in:\n{text}"
+        );
+    }
+    drop(ann);
+    // Gone: no longer counted (once the server has seen the socket close).
+    let mut left = false;
+    for _ in 0..50 {
+        if scrape()
+            .await
+            .lines()
+            .any(|l| l == "convene_participants 0")
+        {
+            left = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(left, "{}", scrape().await);
+    server.shutdown().await;
+}
+
+/// Ready means the database takes writes: another process holding its write
+/// lock makes the server unready (503, saying why), and ready again after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_database() {
+    let dir = folder();
+    let data = dir.clone();
+    let server = common::server_with(move |c| c.data_dir = data).await;
+    assert_eq!(
+        common::http(&server, "GET", "/readyz", None).await,
+        (200, "ready".into())
+    );
+    let other = rusqlite::Connection::open(dir.join("convene.db")).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let (status, body) = common::http(&server, "GET", "/readyz", None).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("storage is not writable"), "{body}");
+    other.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(
+        common::http(&server, "GET", "/readyz", None).await,
+        (200, "ready".into())
+    );
+    // Health is only "the process answers".
+    assert_eq!(common::http(&server, "GET", "/healthz", None).await.0, 200);
+    server.shutdown().await;
+    std::fs::remove_dir_all(dir).ok();
+}
