@@ -54,6 +54,13 @@ pub enum Command {
         file: PathBuf,
         policy: Option<PathBuf>,
     },
+    /// Copy the database in the data folder to FILE while the server may be
+    /// running (a consistent snapshot; SQLite's VACUUM INTO), then check the
+    /// copy (integrity, audit chain) and say what it holds. FILE must not
+    /// exist. To restore: stop the server, put the copy in place of
+    /// convene.db in the data folder (removing convene.db-wal and
+    /// convene.db-shm), start it.
+    Backup { file: PathBuf },
 }
 
 #[derive(Debug, Clone, Subcommand)]

@@ -626,6 +626,16 @@ async fn signalling(
                     convene_meeting::identity::Identity::guest(),
                 ),
             };
-            ws::run(socket, state, meeting, client, key, identity)
+            // Every log line about this socket names its meeting, and its
+            // participant once joined (ws::run records it).
+            let span = tracing::info_span!(
+                "socket",
+                meeting = %meeting.id,
+                participant = tracing::field::Empty
+            );
+            tracing::Instrument::instrument(
+                ws::run(socket, state, meeting, client, key, identity),
+                span,
+            )
         })
 }

@@ -12,6 +12,7 @@ mod hashing;
 mod http;
 mod ice_tcp;
 mod listener;
+pub mod logging;
 mod media_quality;
 mod meeting;
 mod metrics;

@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use convene_server::config::{AuditCommand, Command, Config, ExportFormat, LogFormat};
+use convene_server::config::{AuditCommand, Command, Config, ExportFormat};
 use convene_server::config_file::{self, ParseError};
 use convene_storage::{audit, checkpoint, Storage};
 
@@ -16,6 +16,25 @@ async fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::Audit(cmd)) => return audit_command(&cli.config, cmd),
+        Some(Command::Backup { file }) => {
+            return match convene_storage::Storage::backup(&cli.config.data_dir, &file) {
+                Ok(r) => {
+                    println!(
+                        "{}: {} bytes, schema {}, {} meetings, {} audit rows (chain intact)",
+                        file.display(),
+                        r.bytes,
+                        r.schema,
+                        r.meetings,
+                        r.audit_rows
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("convene: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Some(Command::CheckConfig { file, policy }) => {
             let problems = config_file::check(&file, policy.as_deref());
             for p in &problems {
@@ -30,18 +49,7 @@ async fn main() -> ExitCode {
         None => {}
     }
     let config = cli.config;
-    let filter = tracing_subscriber::EnvFilter::new(&config.log);
-    match config.log_format {
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
-        // Spans' fields (meeting, participant) on every line, for log shippers.
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .flatten_event(true)
-            .with_env_filter(filter)
-            .init(),
-    }
+    convene_server::logging::init(&config.log, config.log_format);
     let server = match convene_server::start(config).await {
         Ok(s) => s,
         Err(e) => {

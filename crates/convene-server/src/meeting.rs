@@ -137,42 +137,47 @@ pub fn deliver(state: &Arc<AppState>, meeting: &StoredMeeting, input: MeetingInp
     let _ = tx.send(input);
     inner.meetings.insert(id.to_string(), tx.clone());
     let (state, stored, id) = (state.clone(), meeting.clone(), id.to_string());
-    tokio::spawn(async move {
-        // Read what the meeting remembers off the async workers; inputs wait in
-        // the channel meanwhile.
-        let st = state.clone();
-        let remembered = tokio::task::spawn_blocking(move || {
-            let room_state = remembered(&st, &stored);
-            (stored, room_state)
-        })
-        .await;
-        let Ok((stored, room_state)) = remembered else {
-            state.registry.lock().meetings.remove(&id);
-            return;
-        };
-        let meeting = Meeting {
-            id: stored.id.clone(),
-            room: Room::restore(
-                stored.id.clone(),
-                stored.title.clone(),
-                state.limits.clone(),
-                room_state,
-            ),
-            sfu: state.sfu.lease(),
-            state,
-            me: tx,
-            members: HashMap::new(),
-            conns: HashMap::new(),
-            conn_owner: HashMap::new(),
-            tracks: HashMap::new(),
-            track_owner: HashMap::new(),
-            quality: MediaQuality::default(),
-            unwritten: Vec::new(),
-            held: Vec::new(),
-        };
-        info!(meeting = %meeting.id, "meeting started");
-        meeting.run(rx).await;
-    });
+    // Every log line of the meeting's task names it.
+    let span = tracing::info_span!("meeting", meeting = %id);
+    tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            // Read what the meeting remembers off the async workers; inputs wait in
+            // the channel meanwhile.
+            let st = state.clone();
+            let remembered = tokio::task::spawn_blocking(move || {
+                let room_state = remembered(&st, &stored);
+                (stored, room_state)
+            })
+            .await;
+            let Ok((stored, room_state)) = remembered else {
+                state.registry.lock().meetings.remove(&id);
+                return;
+            };
+            let meeting = Meeting {
+                id: stored.id.clone(),
+                room: Room::restore(
+                    stored.id.clone(),
+                    stored.title.clone(),
+                    state.limits.clone(),
+                    room_state,
+                ),
+                sfu: state.sfu.lease(),
+                state,
+                me: tx,
+                members: HashMap::new(),
+                conns: HashMap::new(),
+                conn_owner: HashMap::new(),
+                tracks: HashMap::new(),
+                track_owner: HashMap::new(),
+                quality: MediaQuality::default(),
+                unwritten: Vec::new(),
+                held: Vec::new(),
+            };
+            info!("meeting started");
+            meeting.run(rx).await;
+        },
+        span,
+    ));
 }
 
 /// What the meeting remembers: the stored meeting row is as fresh as the caller's

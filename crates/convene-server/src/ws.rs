@@ -406,6 +406,7 @@ pub async fn run(
         }
     };
     drop(out_tx); // the meeting task holds the only sender now: when it drops it, we close
+    tracing::Span::current().record("participant", tracing::field::display(&who));
     let _counted = state.metrics.participant();
 
     let (stop_tx, stop_rx) = oneshot::channel::<CloseFrame>();

@@ -278,3 +278,190 @@ async fn readiness_follows_the_database() {
     server.shutdown().await;
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// `convene backup` while the server runs; the copy restored into a new data
+/// folder serves the meetings of that moment, and its audit log verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_while_running_restores() {
+    let dir = folder();
+    let data = dir.join("data");
+    let d = data.clone();
+    let server = common::server_with(move |c| c.data_dir = d).await;
+    let kept = common::create_meeting(&server, "Kept").await;
+    let copy = dir.join("backup.db");
+    let out = Command::new(env!("CARGO_BIN_EXE_convene"))
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("backup")
+        .arg(&copy)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("1 meetings") && said.contains("chain intact"),
+        "{said}"
+    );
+    let later = common::create_meeting(&server, "Later").await;
+    server.shutdown().await;
+
+    let restored = dir.join("restored");
+    std::fs::create_dir_all(&restored).unwrap();
+    std::fs::copy(&copy, restored.join("convene.db")).unwrap();
+    let r = restored.clone();
+    let server = common::server_with(move |c| c.data_dir = r).await;
+    assert_eq!(
+        common::http(&server, "GET", &format!("/api/meetings/{kept}"), None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        common::http(&server, "GET", &format!("/api/meetings/{later}"), None)
+            .await
+            .0,
+        404
+    );
+    server.shutdown().await;
+    let out = Command::new(env!("CARGO_BIN_EXE_convene"))
+        .arg("--data-dir")
+        .arg(&restored)
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Passcodes, host keys, tokens, device cookies and chat text never reach the
+/// log, even at trace level (everything every crate logs); and a meeting's
+/// lines name it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_secret_reaches_the_log_even_at_trace_level() {
+    let dir = folder();
+    let admin = "admin-token-Quokka-5821";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_convene"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--media-workers",
+            "1",
+            "--log",
+            "trace",
+            "--log-format",
+            "json",
+        ])
+        .args(["--admin-token", admin])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .env_remove("CONVENE_CONFIG")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("the server prints its address")
+            .unwrap();
+        if let Some(rest) = line.split("Convene is running at ").nth(1) {
+            break rest.trim_end_matches('/').to_string();
+        }
+    };
+    let reader = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let addr = url.trim_start_matches("http://").to_string();
+
+    let passcode = "Zebra-passcode-4711";
+    let wrong = "Wrong-guess-0815";
+    let second = "Second-passcode-9931";
+    let chat = "Chat text that stays between us";
+    let cookie = "Device-cookie-Platypus-77";
+    let created: Value = {
+        use std::io::{Read, Write};
+        let body = json!({"title": "Secrets", "passcode": passcode}).to_string();
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "POST /api/meetings HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        serde_json::from_str(out.split_once("\r\n\r\n").unwrap().1).unwrap()
+    };
+    let id = created["id"].as_str().unwrap().to_string();
+    let host_key = created["hostKey"].as_str().unwrap().to_string();
+    let opts = |p: Option<&str>, k: Option<&str>| JoinOptions {
+        passcode: p.map(str::to_string),
+        host_key: k.map(str::to_string),
+        cookie: Some(format!("convene_device={cookie}")),
+        ..JoinOptions::default()
+    };
+    assert!(Client::join_with(&url, &id, "Eve", opts(Some(wrong), None))
+        .await
+        .is_err());
+    let mut host = Client::join_with(&url, &id, "Hana", opts(None, Some(&host_key)))
+        .await
+        .unwrap();
+    let mut guest = Client::join_with(&url, &id, "Gil", opts(Some(passcode), None))
+        .await
+        .unwrap();
+    guest.chat(chat).await.unwrap();
+    host.send(json!({"type": "set-passcode", "passcode": second}))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(get(&addr, "/api/admin/stats", Some(admin)).0, 200);
+    assert_eq!(get(&addr, "/metrics", Some(admin)).0, 200);
+    drop((host, guest));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log = reader.join().unwrap();
+    assert!(
+        log.iter()
+            .filter(|l| l.contains("\"level\":\"TRACE\""))
+            .count()
+            > 10,
+        "a trace-level log: {log:?}"
+    );
+    let text = log.join("\n");
+    let mut leaks = std::collections::BTreeMap::new();
+    for (what, secret) in [
+        ("the passcode", passcode),
+        ("a wrong passcode", wrong),
+        ("the new passcode", second),
+        ("the host key", host_key.as_str()),
+        ("the admin token", admin),
+        ("the device cookie", cookie),
+        ("chat text", chat),
+    ] {
+        for line in log.iter().filter(|l| l.contains(secret)) {
+            let target =
+                serde_json::from_str::<Value>(line).map_or("?".into(), |v| v["target"].to_string());
+            leaks.insert(
+                format!("{what} in {target}"),
+                line.chars().take(400).collect::<String>(),
+            );
+        }
+    }
+    assert!(leaks.is_empty(), "secrets in the log: {leaks:#?}");
+    // The meeting's own lines name it (the span), whatever the event says.
+    assert!(
+        log.iter()
+            .any(|l| l.contains("\"message\":\"meeting started\"")
+                && l.contains(&format!("\"meeting\":\"{id}\""))),
+        "{}",
+        &text[..text.len().min(4000)]
+    );
+    std::fs::remove_dir_all(dir).ok();
+}

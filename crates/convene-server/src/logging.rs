@@ -1,0 +1,39 @@
+//! The log: tracing's fmt subscriber, text for people or JSON for log
+//! shippers, filtered by `--log`. Whatever the filter asks, crates that log
+//! whole messages at their verbose levels are held to `info`: tungstenite
+//! writes every WebSocket frame at trace, and frames carry passcodes, host
+//! keys and chat (found by tests/operations.rs, which greps a trace-level log
+//! for every secret a meeting handles).
+
+use tracing_subscriber::filter::{filter_fn, EnvFilter};
+use tracing_subscriber::prelude::*;
+
+use crate::config::LogFormat;
+
+/// Targets whose debug and trace events carry message payloads.
+const PAYLOAD_LOGGERS: &[&str] = &["tungstenite", "tokio_tungstenite"];
+
+pub fn init(filter: &str, format: LogFormat) {
+    let payloads_kept_out = filter_fn(|meta| {
+        !(*meta.level() > tracing::Level::INFO
+            && PAYLOAD_LOGGERS.iter().any(|t| meta.target().starts_with(t)))
+    });
+    let env = EnvFilter::new(filter);
+    let registry = tracing_subscriber::registry().with(env);
+    match format {
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_filter(payloads_kept_out))
+            .init(),
+        // Spans' fields (meeting, participant) on every line.
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .flatten_event(true)
+                    .with_filter(payloads_kept_out),
+            )
+            .init(),
+    }
+}
