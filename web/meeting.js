@@ -48,6 +48,8 @@ let settings = null;
 let removing = { id: '', name: '' };
 /** The meeting has ended: nothing more to capture or join. */
 let meetingOver = false;
+/** The server said it is restarting (its socket closes next; we resume once it is back). */
+let serverRestarting = false;
 /** Cameras are asked for at 720p: simulcast sends it in three sizes. */
 const CAMERA = { width: { ideal: 1280 }, height: { ideal: 720 } };
 const sizes = new VideoSizes(send, [$('grid'), $('stage')], () => me);
@@ -244,7 +246,8 @@ function enterMeeting(name, credentials) {
   });
   signalling.addEventListener('message', (e) => onMessage(/** @type {CustomEvent} */ (e).detail));
   signalling.addEventListener('lost', () => {
-    setStatus('Connection lost. Reconnecting…', true);
+    // After `restarting` the socket closes on purpose: say why, not "lost".
+    setStatus(serverRestarting ? 'The server is restarting. You will be back in the meeting in a moment…' : 'Connection lost. Reconnecting…', true);
     call?.close();
     call = null;
   });
@@ -301,6 +304,7 @@ function onMessage(msg) {
       updateControls();
       $('chat-log').replaceChildren();
       for (const m of msg.chat) addChat(m);
+      serverRestarting = false;
       setStatus('');
       render();
       sizes.reset();
@@ -407,6 +411,10 @@ function onMessage(msg) {
       break;
     case 'ended':
       endSession('This meeting has ended', `${msg.by} ended the meeting for everyone.`);
+      break;
+    case 'restarting':
+      serverRestarting = true;
+      setStatus('The server is restarting. You will be back in the meeting in a moment…', true);
       break;
     case 'chat':
       addChat(msg.message);

@@ -9,10 +9,9 @@ import { chromium } from 'playwright-core';
 
 export const ROOT = pathJoin(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-/** Start target/release/convene on loopback with a fresh data folder. */
-export async function startServer(extraArgs = [], { port = 0 } = {}) {
+/** Start target/release/convene on loopback with a fresh data folder (or `dataDir`, to start it again on the same one). */
+export async function startServer(extraArgs = [], { port = 0, dataDir = mkdtempSync(pathJoin(tmpdir(), 'convene-e2e-')) } = {}) {
   const bin = process.env.CONVENE_BIN || pathJoin(ROOT, 'target', 'release', 'convene');
-  const dataDir = mkdtempSync(pathJoin(tmpdir(), 'convene-e2e-'));
   const proc = spawn(bin, ['--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--log', 'warn', ...extraArgs], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -26,7 +25,7 @@ export async function startServer(extraArgs = [], { port = 0 } = {}) {
     });
     proc.on('exit', (code) => reject(new Error(`server exited with ${code}: ${out}`)));
   });
-  return { url, proc, stop: () => proc.kill('SIGTERM') };
+  return { url, proc, dataDir, bin, stop: () => proc.kill('SIGTERM') };
 }
 
 const ARGS = [

@@ -18,7 +18,7 @@ pub enum Level {
 }
 
 /// A verified (or not) person, as the edge established it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
     pub level: Level,
     /// The organisation that verified them (members and partners).

@@ -14,6 +14,7 @@ pub mod policy;
 pub mod protocol;
 mod room;
 
+pub use room::restart::{token_hash, Returning};
 pub use room::{
     welcome_messages, AuditFact, Change, Effect, Entrant, MediaAction, ParticipantId, Room,
     RoomError, RoomLimits, RoomState,

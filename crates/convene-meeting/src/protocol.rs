@@ -550,6 +550,9 @@ pub enum ServerMessage {
     },
     /// To someone a host turned away from the lobby, before the socket closes.
     Denied {},
+    /// To everyone when the server stops for a restart, just before sockets
+    /// close: resume (§3.4) once it is back; places are held for a minute.
+    Restarting {},
     /// To everyone when a host ends the meeting, just before sockets close.
     #[serde(rename_all = "camelCase")]
     Ended {

@@ -61,6 +61,9 @@ pub struct RoomLimits {
     pub chat_history: usize,
     /// How long a participant whose connection dropped may come back as themselves.
     pub reconnect_grace: Duration,
+    /// How long those who were in the meeting when the server stopped for a
+    /// restart may take to come back as themselves ([`restart`]).
+    pub restart_grace: Duration,
     /// The deployment's handling levels.
     pub policy: std::sync::Arc<crate::policy::Policy>,
     /// Whether this server can verify identities (some levels need it).
@@ -90,6 +93,7 @@ impl Default for RoomLimits {
             max_chat_chars: 2000,
             chat_history: Self::DEFAULT_CHAT_HISTORY,
             reconnect_grace: Duration::from_secs(5),
+            restart_grace: Duration::from_secs(60),
             policy: std::sync::Arc::new(crate::policy::Policy::uk()),
             sign_in_available: false,
         }
@@ -293,6 +297,10 @@ struct Participant {
     /// A host muted their microphone; it stays unforwarded until they may unmute.
     muted_by_host: bool,
     resume_token: String,
+    /// Held for them across a server restart ([`restart`]): the SHA-256 of
+    /// their resume token, until they resume (and [`RoomLimits::restart_grace`]
+    /// applies while they are away).
+    returning: Option<String>,
     /// `Some(since)` while the connection is lost.
     away_since: Option<Instant>,
     sources: BTreeSet<Source>,
@@ -440,7 +448,8 @@ impl Room {
                 .participants
                 .iter()
                 .find(|(_, p)| constant_time_eq(p.resume_token.as_bytes(), token.as_bytes()))
-                .map(|(id, _)| id.clone());
+                .map(|(id, _)| id.clone())
+                .or_else(|| self.returning_with(&token));
             let Some(id) = found else {
                 return Err(err(
                     ErrorCode::NotFound,
@@ -539,6 +548,7 @@ impl Room {
                 identity: entrant.identity,
                 muted_by_host: false,
                 resume_token: random_token(),
+                returning: None,
                 away_since: None,
                 sources: BTreeSet::new(),
                 muted: BTreeSet::new(),
@@ -1534,11 +1544,14 @@ impl Room {
 
     /// Time passes: participants away longer than the grace period are gone.
     pub fn tick(&mut self, now: Instant) {
-        let grace = self.limits.reconnect_grace;
         let expired: Vec<ParticipantId> = self
             .participants
             .iter()
             .filter(|(_, p)| {
+                let grace = match p.returning {
+                    Some(_) => self.limits.restart_grace,
+                    None => self.limits.reconnect_grace,
+                };
                 p.away_since
                     .is_some_and(|t| now.saturating_duration_since(t) >= grace)
             })
@@ -1809,6 +1822,7 @@ fn for_non_host(message: ServerMessage) -> ServerMessage {
         | ServerMessage::MutedByHost { .. }
         | ServerMessage::Denied { .. }
         | ServerMessage::Ended { .. }
+        | ServerMessage::Restarting {}
         | ServerMessage::Error { .. }) => other,
     }
 }
@@ -1891,6 +1905,7 @@ fn unix_millis() -> u64 {
 
 mod media;
 mod passcode;
+pub mod restart;
 
 #[cfg(test)]
 mod tests;

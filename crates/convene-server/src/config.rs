@@ -158,6 +158,13 @@ pub struct Config {
     #[arg(long, env = "CONVENE_RECONNECT_GRACE", default_value_t = 5)]
     pub reconnect_grace: u64,
 
+    /// Seconds a graceful stop (SIGTERM) may take to hold everyone's place
+    /// for the restart, tell them and close their sockets; the audit log's
+    /// last flush and checkpoint follow.
+    #[arg(long, env = "CONVENE_SHUTDOWN_DEADLINE", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub shutdown_deadline: u64,
+
     /// Most people in one meeting (1 to 10 000).
     #[arg(long, env = "CONVENE_MAX_PARTICIPANTS", default_value_t = 100,
           value_parser = parse_max_participants)]

@@ -264,6 +264,9 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         .map_err(|e| e.to_string())
         .and_then(|r| r.map_err(|e| e.to_string()));
     let mut problems = Vec::new();
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        problems.push("stopping for a restart".to_string());
+    }
     if let Err(e) = storage {
         problems.push(format!("storage is not writable: {e}"));
     }
@@ -602,6 +605,13 @@ async fn signalling(
         return api_error(
             StatusCode::FORBIDDEN,
             "cross-origin signalling is not allowed",
+        );
+    }
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        // Clients back off and try again: the next process takes them.
+        return api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is restarting; try again in a moment",
         );
     }
     let meeting = match find(&state, &id).await {

@@ -97,6 +97,8 @@ pub struct AppState {
     pub checks: check::Checks,
     /// Counters for `/metrics`.
     pub metrics: metrics::Metrics,
+    /// Stopping for a restart: no new sockets, no meeting starts.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 pub struct RunningServer {
@@ -118,6 +120,42 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
+    /// A graceful stop (SIGTERM): no new sockets or meetings; each meeting
+    /// keeps who is in it for when the server is back, tells them it is
+    /// restarting and closes their sockets (within `deadline`, after which
+    /// the rest goes on regardless); then the listeners stop, the audit log
+    /// is flushed with a last checkpoint, and the media workers end.
+    pub async fn drain_and_shutdown(self, deadline: Duration) {
+        self.state
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let waits: Vec<_> = {
+            let inner = self.state.registry.lock();
+            inner
+                .meetings
+                .values()
+                .map(|tx| {
+                    let (done, wait) = tokio::sync::oneshot::channel();
+                    let _ = tx.send(meeting::MeetingInput::Drain { done });
+                    wait
+                })
+                .collect()
+        };
+        let meetings = waits.len();
+        if tokio::time::timeout(deadline, futures_util::future::join_all(waits))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                meetings,
+                "not every meeting had stopped by the shutdown deadline"
+            );
+        } else {
+            info!(meetings, "every meeting stopped for the restart");
+        }
+        self.shutdown().await;
+    }
+
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         if let Some(r) = &self.tls_reloader {
@@ -295,10 +333,22 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         turn: turn::Turn::new(turn_issuer),
         checks: Default::default(),
         metrics: metrics::Metrics::new(),
+        draining: Default::default(),
     });
     {
         let auth = state.auth.clone();
         tokio::spawn(async move { auth.warm_up().await });
+    }
+    {
+        // Places held at the last graceful stop for people who did not come
+        // back in time (their meeting never started again): forgotten.
+        let st = state.clone();
+        let started = convene_storage::unix_millis();
+        tokio::spawn(async move {
+            tokio::time::sleep(st.limits.restart_grace * 2).await;
+            let _ = tokio::task::spawn_blocking(move || st.storage.forget_returns_before(started))
+                .await;
+        });
     }
     let media_addr = sfu[0].handle.local_addr();
     let media_workers = sfu.len();

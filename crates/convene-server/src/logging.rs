@@ -20,9 +20,15 @@ pub fn init(filter: &str, format: LogFormat) {
     });
     let env = EnvFilter::new(filter);
     let registry = tracing_subscriber::registry().with(env);
+    // Colours only for a person at a terminal: journald and files get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     match format {
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_filter(payloads_kept_out))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(ansi)
+                    .with_filter(payloads_kept_out),
+            )
             .init(),
         // Spans' fields (meeting, participant) on every line.
         LogFormat::Json => registry

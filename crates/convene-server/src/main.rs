@@ -50,6 +50,7 @@ async fn main() -> ExitCode {
     }
     let config = cli.config;
     convene_server::logging::init(&config.log, config.log_format);
+    let config_deadline = config.shutdown_deadline;
     let server = match convene_server::start(config).await {
         Ok(s) => s,
         Err(e) => {
@@ -60,7 +61,8 @@ async fn main() -> ExitCode {
     // Tests and scripts read this line to find the server.
     println!("Convene is running at {}/", server.url);
     stop_signal().await;
-    server.shutdown().await;
+    let deadline = std::time::Duration::from_secs(config_deadline);
+    server.drain_and_shutdown(deadline).await;
     ExitCode::SUCCESS
 }
 

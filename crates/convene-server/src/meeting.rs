@@ -9,7 +9,10 @@ use std::time::{Duration, Instant, SystemTime};
 use convene_meeting::protocol::{
     ClientMessage, Direction, ErrorCode, MediaKind, ServerMessage, Source, TrackSlot,
 };
-use convene_meeting::{Effect, Entrant, MediaAction, ParticipantId, Room, RoomError, RoomState};
+
+use convene_meeting::{
+    Effect, Entrant, MediaAction, ParticipantId, Returning, Room, RoomError, RoomState,
+};
 use convene_sfu::driver::Command;
 use convene_sfu::pool::SfuLease;
 use convene_sfu::{ConnId, SfuError, SfuEvent, SlotDirection, TrackId, TrackKind};
@@ -69,6 +72,11 @@ pub enum MeetingInput {
     PasscodeHashed {
         who: ParticipantId,
         hash: Result<String, RoomError>,
+    },
+    /// The server stops for a restart: keep who is here, tell everyone, close
+    /// every socket, stop; then answer.
+    Drain {
+        done: oneshot::Sender<()>,
     },
 }
 
@@ -133,12 +141,18 @@ pub fn deliver(state: &Arc<AppState>, meeting: &StoredMeeting, input: MeetingInp
         }
         return;
     }
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        // Stopping: no meeting starts again in this process (a join waiting
+        // for its answer sees its reply dropped and closes).
+        return;
+    }
     let (tx, rx) = mpsc::unbounded_channel();
     let _ = tx.send(input);
     inner.meetings.insert(id.to_string(), tx.clone());
     let (state, stored, id) = (state.clone(), meeting.clone(), id.to_string());
     // Every log line of the meeting's task names it.
-    let span = tracing::info_span!("meeting", meeting = %id);
+    // A root span: the task outlives the socket whose input started it.
+    let span = tracing::info_span!(parent: None, "meeting", meeting = %id);
     tokio::spawn(tracing::Instrument::instrument(
         async move {
             // Read what the meeting remembers off the async workers; inputs wait in
@@ -146,21 +160,30 @@ pub fn deliver(state: &Arc<AppState>, meeting: &StoredMeeting, input: MeetingInp
             let st = state.clone();
             let remembered = tokio::task::spawn_blocking(move || {
                 let room_state = remembered(&st, &stored);
-                (stored, room_state)
+                let returning = returning(&st, &stored.id);
+                (stored, room_state, returning)
             })
             .await;
-            let Ok((stored, room_state)) = remembered else {
+            let Ok((stored, room_state, returning)) = remembered else {
                 state.registry.lock().meetings.remove(&id);
                 return;
             };
+            let mut room = Room::restore(
+                stored.id.clone(),
+                stored.title.clone(),
+                state.limits.clone(),
+                room_state,
+            );
+            if !returning.is_empty() {
+                info!(
+                    people = returning.len(),
+                    "places held for those here before the restart"
+                );
+                room.expect_returning(Instant::now(), returning);
+            }
             let meeting = Meeting {
                 id: stored.id.clone(),
-                room: Room::restore(
-                    stored.id.clone(),
-                    stored.title.clone(),
-                    state.limits.clone(),
-                    room_state,
-                ),
+                room,
                 sfu: state.sfu.lease(),
                 state,
                 me: tx,
@@ -178,6 +201,22 @@ pub fn deliver(state: &Arc<AppState>, meeting: &StoredMeeting, input: MeetingInp
         },
         span,
     ));
+}
+
+/// Those who were in the meeting when the server last stopped gracefully
+/// (read once; empty after a crash or when too old).
+fn returning(state: &AppState, meeting: &str) -> Vec<Returning> {
+    let max_age = i64::try_from(state.limits.restart_grace.as_millis()).unwrap_or(i64::MAX);
+    match state.storage.take_returns(meeting, max_age) {
+        Ok(rows) => rows
+            .iter()
+            .filter_map(|r| serde_json::from_str(r).ok())
+            .collect(),
+        Err(e) => {
+            tracing::error!("could not read who to expect back after the restart: {e}");
+            Vec::new()
+        }
+    }
 }
 
 /// What the meeting remembers: the stored meeting row is as fresh as the caller's
@@ -226,12 +265,20 @@ impl Meeting {
                     let Some(input) = input else { break };
                     // Handle what else is waiting too, then wait once for all
                     // their writes (group commit) before sending their output.
-                    self.handle(input);
-                    for _ in 1..MAX_INPUTS_PER_COMMIT {
-                        let Ok(input) = rx.try_recv() else { break };
-                        self.handle(input);
+                    let mut drain = None;
+                    let more = std::iter::from_fn(|| rx.try_recv().ok());
+                    for input in std::iter::once(input).chain(more).take(MAX_INPUTS_PER_COMMIT) {
+                        match input {
+                            MeetingInput::Drain { done } => drain = Some(done),
+                            input => self.handle(input),
+                        }
                     }
                     self.settle().await;
+                    if let Some(done) = drain {
+                        self.drain().await;
+                        let _ = done.send(());
+                        break;
+                    }
                 }
                 _ = tick.tick() => {
                     let now = Instant::now();
@@ -262,6 +309,29 @@ impl Meeting {
             self.state.registry.remove_conn(*conn);
         }
         info!(meeting = %self.id, "meeting task stopped");
+    }
+
+    /// Keep who is here for when the server is back, tell everyone, and let
+    /// their sockets close (the queues drain first).
+    async fn drain(&mut self) {
+        let rows: Vec<(String, String)> = self
+            .room
+            .returning()
+            .iter()
+            .filter_map(|r| Some((r.id.clone(), serde_json::to_string(r).ok()?)))
+            .collect();
+        let (st, id, n) = (self.state.clone(), self.id.clone(), rows.len());
+        match tokio::task::spawn_blocking(move || st.storage.hold_returns(&id, &rows)).await {
+            Ok(Ok(())) => info!(people = n, "stopping for a restart: places held"),
+            Ok(Err(e)) => tracing::error!("stopping for a restart: places not held: {e}"),
+            Err(e) => tracing::error!("stopping for a restart: places not held: {e}"),
+        }
+        let everyone: Vec<ParticipantId> = self.members.keys().cloned().collect();
+        self.broadcast(&everyone, ServerMessage::Restarting {});
+        self.settle().await;
+        // Dropping the senders closes the sockets once their queues are out.
+        self.members.clear();
+        self.state.registry.lock().meetings.remove(&self.id);
     }
 
     fn handle(&mut self, input: MeetingInput) {
@@ -332,6 +402,10 @@ impl Meeting {
                 }
             }
             MeetingInput::Sfu(event) => self.sfu_event(event),
+            // Taken out in `run`; never reaches here.
+            MeetingInput::Drain { done } => {
+                let _ = done.send(());
+            }
             MeetingInput::PasscodeHashed { who, hash } => match hash {
                 Ok(hash) => self.room.passcode_hashed(&who, hash),
                 Err(e) => {

@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_meeting_end.sql"),
     include_str!("../migrations/0005_meeting_memory.sql"),
     include_str!("../migrations/0006_meeting_level.sql"),
+    include_str!("../migrations/0007_meeting_returns.sql"),
 ];
 
 /// How long a statement waits for another connection's lock (rusqlite's
@@ -362,6 +363,64 @@ impl Storage {
         Ok(people)
     }
 
+    /// Keep who is in a meeting across a restart: (participant id, JSON)
+    /// each, replacing what was kept for the meeting before.
+    pub fn hold_returns(
+        &self,
+        meeting: &str,
+        people: &[(String, String)],
+    ) -> Result<(), StorageError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "DELETE FROM meeting_returns WHERE meeting = ?1",
+            params![meeting],
+        )?;
+        let at = unix_millis();
+        for (participant, data) in people {
+            tx.execute(
+                "INSERT INTO meeting_returns (meeting, participant, held_at, data) VALUES (?1, ?2, ?3, ?4)",
+                params![meeting, participant, at, data],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// What was kept for a meeting across a restart, at most `max_age_ms`
+    /// old; read once: everything kept for it (and anything older than that
+    /// for any meeting) is deleted.
+    pub fn take_returns(
+        &self,
+        meeting: &str,
+        max_age_ms: i64,
+    ) -> Result<Vec<String>, StorageError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let oldest = unix_millis() - max_age_ms;
+        let found = {
+            let mut q = tx.prepare(
+                "SELECT data FROM meeting_returns WHERE meeting = ?1 AND held_at >= ?2 ORDER BY participant",
+            )?;
+            let rows = q.query_map(params![meeting, oldest], |r| r.get::<_, String>(0))?;
+            rows.collect::<Result<Vec<_>, _>>()?
+        };
+        tx.execute(
+            "DELETE FROM meeting_returns WHERE meeting = ?1 OR held_at < ?2",
+            params![meeting, oldest],
+        )?;
+        tx.commit()?;
+        Ok(found)
+    }
+
+    /// Delete every place held before `before_ms` (those not back in time).
+    pub fn forget_returns_before(&self, before_ms: i64) -> Result<usize, StorageError> {
+        Ok(self.conn().execute(
+            "DELETE FROM meeting_returns WHERE held_at < ?1",
+            params![before_ms],
+        )?)
+    }
+
     /// Append an event to the audit log.
     pub fn audit(&self, event: AuditEvent<'_>) -> Result<AuditRecord, StorageError> {
         audit::append(&mut self.conn(), event, unix_millis())
@@ -669,6 +728,39 @@ mod tests {
         assert_eq!(r.meeting(&later.id).unwrap(), None);
         assert_eq!(r.verify_audit().unwrap().unwrap().rows, 1);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn returns_are_read_once_and_only_while_fresh() {
+        let s = Storage::in_memory().unwrap();
+        let (a, _) = s.create_meeting("A", None, "{}").unwrap();
+        let (b, _) = s.create_meeting("B", None, "{}").unwrap();
+        s.hold_returns(
+            &a.id,
+            &[
+                ("p1".into(), "{\"x\":1}".into()),
+                ("p2".into(), "{}".into()),
+            ],
+        )
+        .unwrap();
+        s.hold_returns(&b.id, &[("p1".into(), "{}".into())])
+            .unwrap();
+        assert_eq!(
+            s.take_returns(&a.id, 60_000).unwrap(),
+            vec!["{\"x\":1}", "{}"]
+        );
+        assert!(
+            s.take_returns(&a.id, 60_000).unwrap().is_empty(),
+            "read once"
+        );
+        // Too old: not given, and gone.
+        assert!(s.take_returns(&b.id, -1).unwrap().is_empty());
+        assert!(s.take_returns(&b.id, 60_000).unwrap().is_empty());
+        // Places nobody came back for are forgotten after the restart.
+        s.hold_returns(&b.id, &[("p1".into(), "{}".into())])
+            .unwrap();
+        assert_eq!(s.forget_returns_before(unix_millis() + 1).unwrap(), 1);
+        assert!(s.take_returns(&b.id, 60_000).unwrap().is_empty());
     }
 
     #[test]
