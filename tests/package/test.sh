@@ -137,6 +137,17 @@ if "$root/usr/bin/convene" --help | grep -q 'check-config'; then
 else
   echo "  skipped: this binary has no check-config command yet"
 fi
+# The licence notices name every crate compiled into the binary (Cargo.lock
+# as it is now: cargo tree reads it, compiling nothing).
+notices="$root/usr/share/doc/convene/third-party-licenses.html"
+cargo tree --offline --locked -p convene-server -e normal,build --prefix none \
+  --target "$(rustc -vV | sed -n 's/^host: //p')" -f '{p}' 2>/dev/null | sed 's/ (.*//; s/ v/@/' | sort -u >"$work/crates" ||
+  fail "cargo tree could not list convene's crates"
+grep -o 'data-crate="[^"]*"' "$notices" | sed 's/data-crate="//; s/"$//' | sort -u >"$work/noticed"
+unnoticed="$(comm -23 "$work/crates" "$work/noticed" | tr '\n' ' ')"
+[ -z "$unnoticed" ] || fail "the third-party notices lack crates compiled into convene: $unnoticed- regenerate them with scripts/notices (cargo install --locked cargo-about --features cli) and commit packaging/third-party-licenses.html"
+grep -q 'data-crate="str0m@' "$notices" || fail "the notices lack the vendored str0m"
+ok "third-party notices cover all $(wc -l <"$work/crates") crates compiled in"
 zcat "$root/usr/share/man/man1/convene.1.gz" | grep -q -- '--media-listen' || fail "the man page lacks the flags (--help)"
 grep -q 'GNU AFFERO GENERAL PUBLIC LICENSE' "$root/usr/share/doc/convene/copyright" || fail "copyright lacks the AGPL text"
 
