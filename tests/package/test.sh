@@ -148,6 +148,12 @@ unnoticed="$(comm -23 "$work/crates" "$work/noticed" | tr '\n' ' ')"
 [ -z "$unnoticed" ] || fail "the third-party notices lack crates compiled into convene: $unnoticed- regenerate them with scripts/notices (cargo install --locked cargo-about --features cli) and commit packaging/third-party-licenses.html"
 grep -q 'data-crate="str0m@' "$notices" || fail "the notices lack the vendored str0m"
 ok "third-party notices cover all $(wc -l <"$work/crates") crates compiled in"
+# The man page is --help; every flag there has its row in configuration.md.
+undocumented=""
+for f in $("$root/usr/bin/convene" --help | grep -oE '^ +--[a-z-]+' | sed 's/^ *//' | grep -vx -e --help -e --version); do
+  grep -q "^| \`$f\`" docs/configuration.md || undocumented="$undocumented $f"
+done
+[ -z "$undocumented" ] || fail "flags of convene --help (the man page) without a row in docs/configuration.md:$undocumented"
 zcat "$root/usr/share/man/man1/convene.1.gz" | grep -q -- '--media-listen' || fail "the man page lacks the flags (--help)"
 grep -q 'GNU AFFERO GENERAL PUBLIC LICENSE' "$root/usr/share/doc/convene/copyright" || fail "copyright lacks the AGPL text"
 
