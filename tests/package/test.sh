@@ -189,6 +189,25 @@ server_pid=""
 [ "$rc" = 0 ] || { tail -20 "$work/server.log" >&2; fail "the server exited $rc on SIGTERM (expected 0)"; }
 ok "SIGTERM: stopped, exit 0"
 
+# --- install and purge with dpkg (opt-in: it adds a user and files to this
+# machine, so only where CONVENE_PACKAGE_INSTALL_TEST=1, e.g. a fresh CI
+# machine, as root, with no convene package or user present).
+if [ "${CONVENE_PACKAGE_INSTALL_TEST:-}" = 1 ]; then
+  [ "$(id -u)" = 0 ] || fail "CONVENE_PACKAGE_INSTALL_TEST=1 needs root"
+  dpkg -s convene >/dev/null 2>&1 && fail "a convene package is already installed here: not touching it"
+  getent passwd convene >/dev/null && fail "a convene user already exists here: not touching it"
+  dpkg -i "$deb" >"$work/dpkg.log" 2>&1 || { cat "$work/dpkg.log" >&2; fail "dpkg -i failed (above)"; }
+  getent passwd convene >/dev/null || fail "postinst did not create the convene user"
+  [ "$(stat -c '%U:%G %a' /etc/convene/convene.toml)" = "root:convene 640" ] ||
+    fail "/etc/convene/convene.toml is $(stat -c '%U:%G %a' /etc/convene/convene.toml), expected root:convene 640"
+  runuser -u convene -- /usr/bin/convene check-config /etc/convene/convene.toml >/dev/null ||
+    fail "the convene user cannot check the installed /etc/convene/convene.toml"
+  dpkg --purge convene >"$work/dpkg.log" 2>&1 || { cat "$work/dpkg.log" >&2; fail "dpkg --purge failed (above)"; }
+  getent passwd convene >/dev/null && fail "purge left the convene user"
+  [ -e /etc/convene/convene.toml ] && fail "purge left /etc/convene/convene.toml"
+  ok "dpkg -i: user convene, config root:convene 0640 and readable by it; dpkg --purge: all gone"
+fi
+
 # --- deploy/: alert rules and dashboard
 if command -v promtool >/dev/null; then
   promtool check rules deploy/prometheus-alerts.yml >"$work/promtool" 2>&1 || { cat "$work/promtool" >&2; fail "promtool check rules deploy/prometheus-alerts.yml"; }
