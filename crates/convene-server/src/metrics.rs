@@ -248,11 +248,14 @@ impl Collector for Snapshot {
             &mut e,
             (
                 "media_bytes",
-                "Bytes of media traffic (UDP payload received)",
+                "Bytes of media traffic: UDP payload received; sent over UDP or ICE-TCP",
                 MetricType::Counter,
             ),
             "direction",
-            vec![("in", ConstCounter::new(m.bytes_in))],
+            vec![
+                ("in", ConstCounter::new(m.bytes_in)),
+                ("out", ConstCounter::new(m.bytes_out)),
+            ],
         )?;
         counter(
             &mut e,

@@ -184,7 +184,7 @@ fn check_config_reports_each_problem_at_its_place_and_exits_1() {
 
 /// The counters a dashboard shows move with what people do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_count_joins_refusals_and_messages() {
+async fn metrics_count_joins_refusals_messages_and_media() {
     let server = common::server_with(|c| c.media_workers = Some(1)).await;
     let (status, body) = common::http(
         &server,
@@ -234,6 +234,41 @@ async fn metrics_count_joins_refusals_and_messages() {
             "{line} in:\n{text}"
         );
     }
+    // Media: Bob hears Ann; the packets and bytes each way are counted.
+    let mut ann = ann;
+    ann.publish("microphone", 0).await.unwrap();
+    let mut bob = Client::join_with(&server.url, &id, "Bob", opts("4711 blue"))
+        .await
+        .unwrap();
+    let aid = ann.participant_id.clone();
+    let (_, heard) = tokio::join!(
+        ann.run_until(Duration::from_secs(4), |_| false),
+        bob.run_until(Duration::from_secs(4), |c| {
+            c.received_from(&aid, "microphone").packets > 20
+        })
+    );
+    assert!(heard, "Bob hears Ann");
+    let text = scrape().await;
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in:\n{text}"))
+    };
+    let (bytes_in, bytes_out) = (
+        value("convene_media_bytes_total{direction=\"in\"}"),
+        value("convene_media_bytes_total{direction=\"out\"}"),
+    );
+    let forwarded = value("convene_media_packets_total{direction=\"forwarded\"}");
+    assert!(forwarded >= 20.0, "{text}");
+    // At least the forwarded audio (20 packets of Opus at 0 kbit/s
+    // configured still carry tens of bytes each) went out, and more came in
+    // than the audio alone (ICE, DTLS, RTCP as well).
+    assert!(
+        bytes_out >= forwarded * 20.0,
+        "{bytes_out} out, {forwarded}"
+    );
+    assert!(bytes_in >= forwarded * 20.0, "{bytes_in} in, {forwarded}");
+    drop(bob);
     drop(ann);
     // Gone: no longer counted (once the server has seen the socket close).
     let mut left = false;

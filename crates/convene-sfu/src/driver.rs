@@ -393,6 +393,7 @@ fn run(
                 tcp_connections: t.open,
                 tcp_frames_dropped: t.frames_dropped,
                 bytes_in,
+                bytes_out: out.bytes,
                 busy_ns: u64::try_from(busy.as_nanos()).unwrap_or(u64::MAX),
                 ..sfu.stats()
             };
@@ -453,6 +454,8 @@ struct Output {
     batch: Vec<Datagram>,
     sender: SendMany,
     errors: u64,
+    /// Bytes handed to the kernel (UDP, less failed sends) or queued on TCP.
+    bytes: u64,
 }
 
 impl Output {
@@ -462,6 +465,7 @@ impl Output {
             batch: Vec::new(),
             sender: SendMany::default(),
             errors: 0,
+            bytes: 0,
         }
     }
 
@@ -471,6 +475,7 @@ impl Output {
             self.batch.clear();
             while self.batch.len() < MAX_PER_CALL * 8 {
                 let Some(d) = sfu.poll_transmit() else { break };
+                self.bytes += d.contents.len() as u64;
                 match d.transport {
                     Transport::Udp => self.batch.push(d),
                     Transport::Tcp => tcp.send(d.destination, &d.contents),
@@ -480,9 +485,10 @@ impl Output {
             if self.batch.is_empty() {
                 return;
             }
-            let errors = &mut self.errors;
+            let (errors, bytes) = (&mut self.errors, &mut self.bytes);
             self.sender.send(&self.socket, &self.batch, |d, e| {
                 *errors += 1;
+                *bytes -= d.contents.len() as u64;
                 if *errors % 1000 == 1 {
                     warn!("send to {} failed ({} so far): {e}", d.destination, errors);
                 }

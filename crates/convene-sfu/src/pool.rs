@@ -238,6 +238,7 @@ impl SfuPool {
                 tcp_connections: a.tcp_connections + b.tcp_connections,
                 tcp_frames_dropped: a.tcp_frames_dropped + b.tcp_frames_dropped,
                 bytes_in: a.bytes_in + b.bytes_in,
+                bytes_out: a.bytes_out + b.bytes_out,
                 busy_ns: a.busy_ns + b.busy_ns,
             }
         })

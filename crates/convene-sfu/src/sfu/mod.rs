@@ -248,6 +248,9 @@ pub struct SfuStats {
     pub tcp_frames_dropped: u64,
     /// UDP payload bytes received (set by the driver).
     pub bytes_in: u64,
+    /// Media bytes sent: UDP payload the kernel accepted plus frames queued on
+    /// ICE-TCP connections (set by the driver).
+    pub bytes_out: u64,
     /// Time the worker spent working rather than waiting for input, in
     /// nanoseconds since it started (set by the driver): its busy ratio is
     /// the growth of this over wall-clock time.
