@@ -9,17 +9,82 @@ import { chromium } from 'playwright-core';
 
 export const ROOT = pathJoin(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
+// Every server this process starts logs at CONVENE_E2E_LOG (default debug)
+// into memory; every secret a browser or a test hands the server is noted.
+// When the process exits, a secret found in any server's log fails the test
+// file, naming where (docs/security.md: nothing secret is logged).
+const LOG_LEVEL = process.env.CONVENE_E2E_LOG || 'debug';
+/** @type {{ name: string, chunks: Buffer[] }[]} */
+const serverLogs = [];
+const secrets = new Set();
+
+/** Note a value that must never appear in a server log (short values are skipped: they match by chance). */
+export function keepSecret(value) {
+  if (typeof value === 'string' && value.trim().length >= 6) secrets.add(value.trim());
+}
+
+const SECRET_KEYS = new Set(['passcode', 'hostKey', 'hostUrl', 'resume', 'resumeToken', 'credential']);
+
+/** Secrets a signalling frame (either way) or an API body carries: passcodes, host keys, resume tokens, TURN credentials, chat text. */
+function secretsInFrame(payload) {
+  let m;
+  try { m = JSON.parse(String(payload)); } catch { return; }
+  const walk = (v, chat) => {
+    if (Array.isArray(v)) { for (const x of v) walk(x, chat); return; }
+    if (!v || typeof v !== 'object') return;
+    for (const [k, x] of Object.entries(v)) {
+      if (SECRET_KEYS.has(k) || (chat && k === 'text')) keepSecret(x);
+      else walk(x, k === 'chat' || v.type === 'chat');
+    }
+  };
+  walk(m, m?.type === 'chat');
+}
+
+/** Where each secret appears in the logs: lines naming the log, never the secret itself. */
+export function leaksIn(logs, secretValues) {
+  const found = [];
+  for (const { name, text } of logs) {
+    const lines = text.split('\n');
+    for (const secret of secretValues) {
+      const at = lines.findIndex((l) => l.includes(secret));
+      if (at >= 0) found.push(`${name} line ${at + 1}: a secret of ${secret.length} characters (${lines[at].replaceAll(secret, '«secret»').slice(0, 160)})`);
+    }
+  }
+  return found;
+}
+
+process.on('exit', () => {
+  const leaks = leaksIn(serverLogs.map((l) => ({ name: l.name, text: Buffer.concat(l.chunks).toString() })), secrets);
+  if (leaks.length) {
+    console.error(`secrets in server logs (at --log ${LOG_LEVEL}):\n  ${leaks.join('\n  ')}`);
+    process.exitCode = 1;
+  }
+});
+
 /** Start target/release/convene on loopback with a fresh data folder (or `dataDir`, to start it again on the same one). */
 export async function startServer(extraArgs = [], { port = 0, dataDir = mkdtempSync(pathJoin(tmpdir(), 'convene-e2e-')) } = {}) {
   const bin = process.env.CONVENE_BIN || pathJoin(ROOT, 'target', 'release', 'convene');
-  const proc = spawn(bin, ['--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--log', 'warn', ...extraArgs], {
-    stdio: ['ignore', 'pipe', 'inherit'],
+  for (const flag of ['--admin-token', '--passcode']) {
+    const i = extraArgs.indexOf(flag);
+    if (i >= 0) keepSecret(extraArgs[i + 1]);
+  }
+  const proc = spawn(bin, ['--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--log', LOG_LEVEL, ...extraArgs], {
+    stdio: ['ignore', 'pipe', 'pipe'],
   });
+  const log = { name: `server ${serverLogs.length + 1} (${dataDir})`, chunks: [] };
+  serverLogs.push(log);
+  // Warnings and errors still reach the test's output, as at --log warn.
+  const keep = (/** @type {Buffer} */ d) => {
+    log.chunks.push(d);
+    for (const line of d.toString().split('\n')) if (/\b(WARN|ERROR)\b/.test(line)) console.error(line);
+  };
+  proc.stderr.on('data', keep);
   const url = await new Promise((resolve, reject) => {
     let out = '';
     const timer = setTimeout(() => reject(new Error(`server did not start: ${out}`)), 15000);
     proc.stdout.on('data', (d) => {
-      out += d;
+      keep(d);
+      if (out.length < 65536) out += d;
       const m = out.match(/Convene is running at (\S+?)\/?\n/);
       if (m) { clearTimeout(timer); resolve(m[1]); }
     });
@@ -59,6 +124,23 @@ export async function launchPerson() {
     window.WebSocket = class extends OrigWs {
       constructor(...args) { super(...args); /** @type {any} */ (window).__sockets.push(this); }
     };
+  });
+  // Every secret the page sends or is sent: the server must log none of them.
+  context.on('page', (p) => {
+    p.on('websocket', (ws) => {
+      ws.on('framesent', (f) => secretsInFrame(f.payload));
+      ws.on('framereceived', (f) => secretsInFrame(f.payload));
+    });
+    p.on('request', (r) => {
+      if (r.method() === 'POST' && r.url().includes('/api/')) secretsInFrame(r.postData() || '');
+    });
+    p.on('response', async (r) => {
+      const cookie = await r.headerValue('set-cookie').catch(() => null);
+      for (const c of (cookie || '').split('\n')) keepSecret(c.split(';')[0].split('=').slice(1).join('='));
+      if (r.request().method() === 'POST' && r.url().includes('/api/meetings')) {
+        secretsInFrame(await r.text().catch(() => ''));
+      }
+    });
   });
   const page = await context.newPage();
   page.on('pageerror', (e) => console.error('page error:', e.message));

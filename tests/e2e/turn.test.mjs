@@ -11,9 +11,10 @@ import { mkdtempSync, writeFileSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join as pathJoin } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { startServer, launchPerson, createMeeting, join, until, decodingVideos, startCoturn } from './harness.mjs';
+import { startServer, launchPerson, createMeeting, join, until, decodingVideos, startCoturn, keepSecret } from './harness.mjs';
 
 const secret = randomBytes(24).toString('hex');
+keepSecret(secret);
 let coturn;
 let server;
 const people = [];
