@@ -61,6 +61,17 @@ pub enum Command {
     /// convene.db in the data folder (removing convene.db-wal and
     /// convene.db-shm), start it.
     Backup { file: PathBuf },
+    /// Remove what the retention settings (--retain-meetings-days,
+    /// --retain-audit-days) no longer keep, as the running server does every
+    /// hour: with --dry-run, only say what would go; with --now, remove it
+    /// (one transaction; then a checkpoint of the log it left).
+    #[command(group(clap::ArgGroup::new("mode").required(true).args(["dry_run", "now"])))]
+    Purge {
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        now: bool,
+    },
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -213,6 +224,22 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub audit_checkpoint_interval: u64,
 
+    /// Days a meeting is kept after it ends (a link never ended: after its
+    /// last activity), with its settings, grants and bars; then it is purged
+    /// and its link no longer works. 0 keeps meetings for ever. Applied
+    /// hourly, and by `convene purge`.
+    #[arg(long, env = "CONVENE_RETAIN_MEETINGS_DAYS", default_value_t = 90,
+          value_parser = clap::value_parser!(u32).range(0..=36_500), global = true)]
+    pub retain_meetings_days: u32,
+
+    /// Days audit rows are kept; older ones are purged from the front of the
+    /// log, leaving a purge record (keyed with --audit-key-file) from which
+    /// the rest still verifies. 0 keeps them for ever. Applied hourly, and by
+    /// `convene purge`.
+    #[arg(long, env = "CONVENE_RETAIN_AUDIT_DAYS", default_value_t = 365,
+          value_parser = clap::value_parser!(u32).range(0..=36_500), global = true)]
+    pub retain_audit_days: u32,
+
     /// Most open HTTP and WebSocket connections at once; further ones are closed
     /// as they arrive. Lowered at start to what the open-files limit allows.
     #[arg(long, env = "CONVENE_MAX_CONNECTIONS", default_value_t = 10_000,
@@ -329,6 +356,15 @@ impl Config {
             .as_deref()
             .map(convene_storage::AuditKey::from_file)
             .transpose()
+    }
+
+    /// What the retention flags keep (0: for ever).
+    pub fn retention(&self) -> convene_storage::Retention {
+        let days = |d: u32| (d > 0).then_some(d);
+        convene_storage::Retention {
+            meetings_days: days(self.retain_meetings_days),
+            audit_days: days(self.retain_audit_days),
+        }
     }
 
     pub(crate) fn writer_options(&self) -> Result<crate::writer::WriterOptions, String> {

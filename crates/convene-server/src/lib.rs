@@ -20,6 +20,7 @@ mod origin;
 mod rates;
 mod redirect;
 mod registry;
+pub mod retention;
 mod signin;
 mod tls;
 mod turn;
@@ -350,6 +351,12 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
                 .await;
         });
     }
+    retention::spawn(
+        state.clone(),
+        config.retention(),
+        config.audit_key().map_err(StartError)?,
+        config.audit_checkpoints_path(),
+    );
     let media_addr = sfu[0].handle.local_addr();
     let media_workers = sfu.len();
     info!(%addr, %media_addr, media_workers, data = %config.data_dir.display(), "Convene started");

@@ -35,6 +35,9 @@ async fn main() -> ExitCode {
                 }
             };
         }
+        Some(Command::Purge { dry_run, .. }) => {
+            return convene_server::retention::command(&cli.config, dry_run)
+        }
         Some(Command::CheckConfig { file, policy }) => {
             let problems = config_file::check(&file, policy.as_deref());
             for p in &problems {

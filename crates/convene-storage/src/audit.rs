@@ -103,7 +103,33 @@ pub(crate) fn head(conn: &Connection) -> Result<AuditHead, StorageError> {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
-    let (rows, hash) = last.unwrap_or((0, GENESIS.to_string()));
+    match last {
+        Some((rows, hash)) => Ok(AuditHead { rows, hash }),
+        // Every row purged: the chain goes on from the purge record.
+        None => start(conn),
+    }
+}
+
+/// Where the chain starts: after the rows purged by retention (the newest
+/// purge record), or at [`GENESIS`]. Databases of a schema before purge
+/// records (a backup being checked) start at [`GENESIS`].
+pub(crate) fn start(conn: &Connection) -> Result<AuditHead, StorageError> {
+    let has_purges: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'audit_purges'",
+        [],
+        |r| r.get(0),
+    )?;
+    let purged: Option<(i64, String)> = if has_purges {
+        conn.query_row(
+            "SELECT rows, head FROM audit_purges ORDER BY rows DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?
+    } else {
+        None
+    };
+    let (rows, hash) = purged.unwrap_or((0, GENESIS.to_string()));
     Ok(AuditHead { rows, hash })
 }
 
@@ -175,8 +201,9 @@ pub(crate) struct Verified {
     pub oldest_after: Option<(i64, i64)>,
 }
 
-/// Check the whole chain, in the order the rows are stored (rowid), which is
-/// the order they were appended; also pick out the hashes of rows `wanted`.
+/// Check the whole chain (from the newest purge record, if rows were purged),
+/// in the order the rows are stored (rowid), which is the order they were
+/// appended; also pick out the hashes of rows `wanted`.
 pub(crate) fn verify(
     conn: &Connection,
     wanted: &std::collections::BTreeSet<i64>,
@@ -186,7 +213,8 @@ pub(crate) fn verify(
         "SELECT seq, at, meeting, actor, subject, event, outcome, detail, prev_hash, hash FROM audit_log ORDER BY rowid",
     )?;
     let mut rows = stmt.query([])?;
-    let (mut expected_seq, mut prev) = (1i64, GENESIS.to_string());
+    let from = start(conn)?;
+    let (mut expected_seq, mut prev) = (from.rows + 1, from.hash);
     let mut broken = None;
     let mut hashes = std::collections::HashMap::new();
     let mut stored = 0;

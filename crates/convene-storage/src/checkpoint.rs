@@ -246,6 +246,11 @@ pub enum CheckpointProblem {
          (forged or damaged)"
     )]
     BadMac { rows: i64, at: i64 },
+    #[error(
+        "FORGED PURGE RECORD: the record of rows 1 to {rows} purged at {at} ms does not verify \
+         (rows were deleted by someone without the audit key, or the record is damaged)"
+    )]
+    BadPurge { rows: i64, at: i64 },
 }
 
 /// The result of checking the log and its checkpoints.
@@ -313,6 +318,18 @@ pub(crate) fn check(
             }
         }
     }
+    // Rows purged by retention: the chain starts after the newest record,
+    // whose MAC must hold like a checkpoint's.
+    let purges = crate::retention::purge_records(conn)?;
+    let start = audit::start(conn)?;
+    for p in &purges {
+        if p.check_mac(key) == MacCheck::Wrong {
+            forged.push(CheckpointProblem::BadPurge {
+                rows: p.rows,
+                at: p.at,
+            });
+        }
+    }
     let wanted: BTreeSet<i64> = usable.iter().map(|c| c.rows).collect();
     let covered = usable.iter().map(|c| c.rows).max().unwrap_or(0);
     let v = audit::verify(conn, &wanted, covered)?;
@@ -328,9 +345,17 @@ pub(crate) fn check(
     usable.sort_by_key(|c| (c.rows, c.at));
     let mut matched = 0i64;
     let (mut rewritten, mut truncated) = (false, None::<&Checkpoint>);
+    let mut before_purge = 0;
     for cp in &usable {
         let stored_hash = if cp.rows == 0 {
             Some(GENESIS)
+        } else if cp.rows < start.rows {
+            // Its row was purged: nothing left to compare it with.
+            before_purge += 1;
+            matched = cp.rows;
+            continue;
+        } else if cp.rows == start.rows {
+            Some(start.hash.as_str())
         } else {
             v.hashes.get(&cp.rows).map(String::as_str)
         };
@@ -361,7 +386,7 @@ pub(crate) fn check(
     if let Some(cp) = truncated {
         report.problems.push(CheckpointProblem::Truncated {
             rows: cp.rows,
-            stored: v.stored,
+            stored: report.chain.as_ref().map_or(v.stored, |h| h.rows),
             at: cp.at,
         });
     }
@@ -376,6 +401,21 @@ pub(crate) fn check(
                 checkpoint_at: newest.at,
             });
         }
+    }
+    if let Some(p) = purges.last() {
+        report.warnings.push(format!(
+            "rows 1 to {} were purged by retention (the newest purge at {} ms; {} purge record(s)); \
+             the chain is checked from row {}{}",
+            p.rows,
+            p.at,
+            purges.len(),
+            p.rows + 1,
+            if before_purge > 0 {
+                format!("; {before_purge} checkpoint(s) of purged rows could not be compared")
+            } else {
+                String::new()
+            }
+        ));
     }
     if key.is_none() {
         report.warnings.push(
@@ -401,12 +441,13 @@ pub(crate) fn check(
                 .into(),
         );
     }
-    if report.problems.is_empty() && v.stored > covered {
+    let newest_row = report.chain.as_ref().map_or(v.stored, |h| h.rows);
+    if report.problems.is_empty() && newest_row > covered.max(start.rows) {
         report.warnings.push(format!(
             "rows {} to {} are not covered by any checkpoint yet: they may have been written \
              since the newest checkpoint, or appended by whoever holds the database",
-            covered + 1,
-            v.stored
+            covered.max(start.rows) + 1,
+            newest_row
         ));
     }
     Ok(report)

@@ -8,9 +8,11 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 pub mod audit;
 pub mod checkpoint;
+pub mod retention;
 
 pub use audit::{AuditBreak, AuditEvent, AuditHead, AuditRecord};
 pub use checkpoint::{AuditKey, Checkpoint, CheckpointReport};
+pub use retention::{PurgeReport, Retention};
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_meetings.sql"),
@@ -20,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0005_meeting_memory.sql"),
     include_str!("../migrations/0006_meeting_level.sql"),
     include_str!("../migrations/0007_meeting_returns.sql"),
+    include_str!("../migrations/0008_retention.sql"),
 ];
 
 /// How long a statement waits for another connection's lock (rusqlite's
@@ -680,6 +683,9 @@ mod checkpoint_tests;
 
 #[cfg(test)]
 mod migration_tests;
+
+#[cfg(test)]
+mod retention_tests;
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,149 @@
+//! Retention applied: every hour while the server runs, and by `convene
+//! purge`. What goes and when is the storage's [`Storage::purge`]; this is
+//! when it runs, which meetings it must spare (those open now), and the
+//! checkpoint written after it.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use convene_storage::{checkpoint, AuditKey, PurgeReport, Retention, Storage};
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::AppState;
+
+/// How often the running server purges.
+const EVERY: Duration = Duration::from_secs(60 * 60);
+
+/// Purge now, then every [`EVERY`], sparing meetings open on this server.
+pub(crate) fn spawn(
+    state: Arc<AppState>,
+    retention: Retention,
+    key: Option<AuditKey>,
+    checkpoints: std::path::PathBuf,
+) {
+    if retention == Retention::default() {
+        info!("retention: meetings and audit rows are kept for ever");
+        return;
+    }
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let live: HashSet<String> = state.registry.lock().meetings.keys().cloned().collect();
+            let (st, key, path) = (state.clone(), key.clone(), checkpoints.clone());
+            let done = tokio::task::spawn_blocking(move || {
+                purge(&st.storage, &retention, &live, key.as_ref(), &path, false)
+            })
+            .await;
+            match done {
+                Ok(Ok(r)) if r.is_empty() => {}
+                Ok(Ok(r)) => info!(
+                    meetings = r.meetings.len(),
+                    audit_rows = r.audit_rows,
+                    "retention: purged"
+                ),
+                Ok(Err(e)) => warn!("retention: purge failed: {e}"),
+                Err(e) => warn!("retention: purge task: {e}"),
+            }
+        }
+    });
+}
+
+/// One purge, then a checkpoint of the log it left (a failure to write that
+/// is reported; the purge stands, its keyed record is in the database).
+fn purge(
+    storage: &Storage,
+    retention: &Retention,
+    live: &HashSet<String>,
+    key: Option<&AuditKey>,
+    checkpoints: &Path,
+    dry_run: bool,
+) -> Result<PurgeReport, String> {
+    let now = convene_storage::unix_millis();
+    let report = storage
+        .purge(retention, now, live, key, dry_run)
+        .map_err(|e| e.to_string())?;
+    if !dry_run && !report.is_empty() {
+        // A checkpoint of the log as the purge left it (its own row
+        // included), so the file pins the new start too.
+        let head = storage.audit_head().map_err(|e| e.to_string())?;
+        let cp = convene_storage::Checkpoint::new(&head, now, key);
+        if let Err(e) = checkpoint::append_to(checkpoints, &cp) {
+            warn!(
+                "retention: no checkpoint written to {}: {e}",
+                checkpoints.display()
+            );
+        }
+    }
+    Ok(report)
+}
+
+/// `convene purge --dry-run|--now`.
+pub fn command(config: &Config, dry_run: bool) -> ExitCode {
+    let key = match config.audit_key() {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("convene: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let storage = match Storage::open(&config.data_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("convene: data folder {}: {e}", config.data_dir.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let retention = config.retention();
+    let keep = |d: Option<u32>| d.map_or("for ever".to_string(), |d| format!("{d} days"));
+    println!(
+        "retention: meetings {} after they end, audit rows {}",
+        keep(retention.meetings_days),
+        keep(retention.audit_days)
+    );
+    let r = match purge(
+        &storage,
+        &retention,
+        &HashSet::new(),
+        key.as_ref(),
+        &config.audit_checkpoints_path(),
+        dry_run,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("convene: purge failed, nothing removed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let verb = if dry_run { "would remove" } else { "removed" };
+    println!(
+        "{verb} {} meeting(s){}",
+        r.meetings.len(),
+        list(&r.meetings)
+    );
+    if r.audit_rows > 0 {
+        println!(
+            "{verb} {} audit row(s): rows {} to {}",
+            r.audit_rows, r.audit_from, r.audit_to
+        );
+    } else {
+        println!("{verb} 0 audit rows");
+    }
+    if dry_run {
+        println!("dry run: nothing was changed (purge --now removes it)");
+    }
+    ExitCode::SUCCESS
+}
+
+fn list(ids: &[String]) -> String {
+    if ids.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", ids.join(", "))
+    }
+}

@@ -1,0 +1,210 @@
+//! Retention: what the deployment keeps, and for how long, applied by
+//! [`Storage::purge`] (the server's hourly task and `convene purge`).
+//!
+//! * **Meetings** go a number of days after they end; a link that was never
+//!   ended counts as ended at its last activity (its newest audit row, else
+//!   its creation). Their grants, bars and held returns go with them
+//!   (foreign keys, `ON DELETE CASCADE`). Their audit rows stay: those have
+//!   their own retention.
+//! * **Audit rows** older than their retention go from the front of the log
+//!   only (a row goes only when every row before it goes too). A purge
+//!   record (migration 0008) keeps the last purged row's number and hash,
+//!   with a MAC made with the audit key like a checkpoint's, and the chain
+//!   goes on from it: what is left stays verifiable, and `convene audit
+//!   verify` says what was purged, when, and whether the record verifies.
+//! * Each purge that removes anything writes one audit row saying what went.
+//!
+//! One transaction: a purge cut short (a crash, `kill -9`) leaves the
+//! database as it was.
+
+use std::collections::HashSet;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+use crate::audit::{self, AuditEvent};
+use crate::checkpoint::{AuditKey, Checkpoint};
+use crate::{Storage, StorageError};
+
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// How long each kind of data is kept, in days; `None` keeps it for ever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retention {
+    pub meetings_days: Option<u32>,
+    pub audit_days: Option<u32>,
+}
+
+/// What a purge removed (or, on a dry run, would remove).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PurgeReport {
+    /// Meetings removed, by id.
+    pub meetings: Vec<String>,
+    /// Audit rows removed: rows `audit_from` to `audit_to`.
+    pub audit_rows: i64,
+    pub audit_from: i64,
+    pub audit_to: i64,
+    /// The purge record written for the audit rows (not on a dry run).
+    pub record: Option<Checkpoint>,
+    pub dry_run: bool,
+}
+
+impl PurgeReport {
+    pub fn is_empty(&self) -> bool {
+        self.meetings.is_empty() && self.audit_rows == 0
+    }
+}
+
+impl Storage {
+    /// Remove what `retention` no longer keeps at `now_ms` (milliseconds
+    /// since the Unix epoch): meetings, except those in `live` (open on this
+    /// server now), and the oldest audit rows. `key` makes the purge record's
+    /// MAC. With `dry_run`, report what would go and change nothing.
+    pub fn purge(
+        &self,
+        retention: &Retention,
+        now_ms: i64,
+        live: &HashSet<String>,
+        key: Option<&AuditKey>,
+        dry_run: bool,
+    ) -> Result<PurgeReport, StorageError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut report = PurgeReport {
+            dry_run,
+            ..Default::default()
+        };
+        if let Some(days) = retention.meetings_days {
+            let cut = now_ms - i64::from(days) * DAY_MS;
+            report.meetings = meetings_before(&tx, cut)?
+                .into_iter()
+                .filter(|id| !live.contains(id))
+                .collect();
+        }
+        if let Some(days) = retention.audit_days {
+            let cut = now_ms - i64::from(days) * DAY_MS;
+            let from = audit::start(&tx)?.rows + 1;
+            let to = audit_rows_before(&tx, cut)?;
+            if to >= from {
+                report.audit_from = from;
+                report.audit_to = to;
+                report.audit_rows = to - from + 1;
+            }
+        }
+        if dry_run || report.is_empty() {
+            return Ok(report);
+        }
+        for id in &report.meetings {
+            tx.execute("DELETE FROM meetings WHERE id = ?1", params![id])?;
+        }
+        if report.audit_rows > 0 {
+            let head: String = tx.query_row(
+                "SELECT hash FROM audit_log WHERE seq = ?1",
+                params![report.audit_to],
+                |r| r.get(0),
+            )?;
+            let record = Checkpoint::new(
+                &audit::AuditHead {
+                    rows: report.audit_to,
+                    hash: head,
+                },
+                now_ms,
+                key,
+            );
+            tx.execute(
+                "INSERT INTO audit_purges (rows, head, at, key, mac) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![record.rows, record.head, record.at, record.key, record.mac],
+            )?;
+            tx.execute(
+                "DELETE FROM audit_log WHERE seq <= ?1",
+                params![report.audit_to],
+            )?;
+            report.record = Some(record);
+        }
+        let detail = serde_json::json!({
+            "meetings": report.meetings.len(),
+            "auditRows": report.audit_rows,
+            "auditFrom": report.audit_from,
+            "auditTo": report.audit_to,
+            "meetingsDays": retention.meetings_days,
+            "auditDays": retention.audit_days,
+        })
+        .to_string();
+        let head = audit::head(&tx)?;
+        audit::insert(
+            &tx,
+            &head,
+            AuditEvent {
+                meeting: "-",
+                actor: "system",
+                subject: "retention",
+                event: "purge",
+                outcome: "done",
+                detail: &detail,
+            },
+            now_ms,
+        )?;
+        tx.commit()?;
+        Ok(report)
+    }
+
+    /// The purge records, oldest first.
+    pub fn purge_records(&self) -> Result<Vec<Checkpoint>, StorageError> {
+        purge_records(&self.conn())
+    }
+}
+
+/// Meetings whose end (or, never ended, last activity) is before `cut`.
+fn meetings_before(conn: &Connection, cut_ms: i64) -> Result<Vec<String>, StorageError> {
+    let mut stmt = conn.prepare(
+        "SELECT id FROM meetings m
+         WHERE CASE WHEN m.ended_at IS NOT NULL THEN m.ended_at
+               ELSE max(m.created_at * 1000,
+                        coalesce((SELECT max(a.at) FROM audit_log a WHERE a.meeting = m.id), 0))
+               END < ?1
+         ORDER BY id",
+    )?;
+    let ids = stmt.query_map(params![cut_ms], |r| r.get(0))?;
+    Ok(ids.collect::<Result<_, _>>()?)
+}
+
+/// The newest row such that it and every row before it are dated before
+/// `cut` (0 if there is none).
+fn audit_rows_before(conn: &Connection, cut_ms: i64) -> Result<i64, StorageError> {
+    let first_kept: Option<i64> = conn
+        .query_row(
+            "SELECT min(seq) FROM audit_log WHERE at >= ?1",
+            params![cut_ms],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    Ok(match first_kept {
+        Some(seq) => seq - 1,
+        None => audit::head(conn)?.rows,
+    })
+}
+
+pub(crate) fn purge_records(conn: &Connection) -> Result<Vec<Checkpoint>, StorageError> {
+    let has: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'audit_purges'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has {
+        return Ok(Vec::new());
+    }
+    let mut stmt =
+        conn.prepare("SELECT rows, head, at, key, mac FROM audit_purges ORDER BY rows")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(Checkpoint {
+            rows: r.get(0)?,
+            head: r.get(1)?,
+            at: r.get(2)?,
+            key: r.get(3)?,
+            mac: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
