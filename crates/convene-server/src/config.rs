@@ -61,6 +61,12 @@ pub enum Command {
     /// convene.db in the data folder (removing convene.db-wal and
     /// convene.db-shm), start it.
     Backup { file: PathBuf },
+    /// Write what is kept about a meeting, or about a person (for a subject
+    /// access request), to standard output: JSON Lines for a records system,
+    /// or an HTML report to read, print or file. Exits 1 when nothing is
+    /// kept about the meeting, 2 when the id or name is malformed.
+    #[command(subcommand)]
+    Export(ExportCommand),
     /// Remove what the retention settings (--retain-meetings-days,
     /// --retain-audit-days) no longer keep, as the running server does every
     /// hour: with --dry-run, only say what would go; with --now, remove it
@@ -72,6 +78,30 @@ pub enum Command {
         #[arg(long)]
         now: bool,
     },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ExportCommand {
+    /// The meeting's facts (no secrets), who took part with their verified
+    /// identities and times, and its audit rows.
+    Meeting {
+        id: String,
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: RecordsFormat,
+    },
+    /// Every meeting and audit row that names a person: by the name shown in
+    /// meetings or their verified sign-in (e.g. email), ignoring case.
+    Person {
+        name_or_email: String,
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: RecordsFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RecordsFormat {
+    Jsonl,
+    Html,
 }
 
 #[derive(Debug, Clone, Subcommand)]

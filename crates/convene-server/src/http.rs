@@ -42,6 +42,11 @@ pub fn router(state: Arc<AppState>, request_timeout: Duration) -> Router {
         )
         .route("/api/admin/audit", get(admin_audit))
         .route("/api/admin/stats", get(admin_stats))
+        .route(
+            "/api/admin/export/meeting/{id}",
+            get(crate::export::admin_meeting),
+        )
+        .route("/api/admin/export/person", get(crate::export::admin_person))
         .route("/api/session", get(signin::session_view))
         .route("/api/policy", get(policy_view))
         .route("/auth/login", get(signin::login))
@@ -224,7 +229,7 @@ struct AuditQuery {
 
 /// The admin API answers only `Authorization: Bearer <admin token>`, and not at
 /// all without a configured token: the refusal, if any.
-fn admin_refusal(state: &AppState, headers: &HeaderMap) -> Option<Response> {
+pub(crate) fn admin_refusal(state: &AppState, headers: &HeaderMap) -> Option<Response> {
     let Some(token) = &state.admin_token else {
         return Some(api_error(
             StatusCode::NOT_FOUND,

@@ -8,6 +8,7 @@ pub mod config;
 pub mod config_file;
 mod cookies;
 mod device;
+pub mod export;
 mod hashing;
 mod http;
 mod ice_tcp;
@@ -24,6 +25,7 @@ pub mod retention;
 mod signin;
 mod tls;
 mod turn;
+mod utc;
 mod writer;
 mod ws;
 

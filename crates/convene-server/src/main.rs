@@ -35,6 +35,19 @@ async fn main() -> ExitCode {
                 }
             };
         }
+        Some(Command::Export(cmd)) => {
+            use convene_server::config::ExportCommand;
+            use convene_server::export::{command, Subject};
+            return match cmd {
+                ExportCommand::Meeting { id, format } => {
+                    command(&cli.config, Subject::Meeting(id), format)
+                }
+                ExportCommand::Person {
+                    name_or_email,
+                    format,
+                } => command(&cli.config, Subject::Person(name_or_email), format),
+            };
+        }
         Some(Command::Purge { dry_run, .. }) => {
             return convene_server::retention::command(&cli.config, dry_run)
         }

@@ -350,7 +350,7 @@ impl Tallies {
             let Some(t) = self.open.remove(&key) else {
                 continue;
             };
-            let from = utc(key.window * self.window_ms);
+            let from = crate::utc::utc(key.window * self.window_ms);
             let secs = self.window_ms / 1000;
             let detail = match (t.first_written, t.count) {
                 (true, 1) => continue,
@@ -370,28 +370,6 @@ impl Tallies {
         }
         (rows, std::mem::take(&mut self.dropped))
     }
-}
-
-/// `ms` since the Unix epoch as an ISO 8601 UTC time to the second.
-fn utc(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 fn run(
@@ -824,6 +802,7 @@ mod tests {
 
     #[test]
     fn times_are_written_in_utc() {
+        use crate::utc::utc;
         assert_eq!(utc(0), "1970-01-01T00:00:00Z");
         assert_eq!(utc(1_764_076_805_120), "2025-11-25T13:20:05Z");
         assert_eq!(utc(951_782_400_000), "2000-02-29T00:00:00Z");

@@ -271,3 +271,202 @@ async fn the_server_purges_by_itself() {
     server.shutdown().await;
     std::fs::remove_dir_all(data).ok();
 }
+
+async fn admin(server: &convene_server::RunningServer, path: &str) -> (u16, String) {
+    common::http_with(
+        server,
+        "GET",
+        path,
+        None,
+        "Authorization: Bearer test-admin-token\r\n",
+    )
+    .await
+}
+
+fn lines(jsonl: &str) -> Vec<serde_json::Value> {
+    jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn of_kind<'a>(v: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
+    v.iter().filter(|l| l["kind"] == kind).collect()
+}
+
+/// A real meeting (a host, a guest the host removes, a refused guess), then
+/// its export and a person's, through the admin API and the command line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_hold_exactly_the_meetings_rows_and_the_persons() {
+    use convene_client::{Client, JoinOptions};
+    let data = folder();
+    let dir = data.clone();
+    let server = common::server_with(move |c| c.data_dir = dir).await;
+    let (status, body) = common::http(
+        &server,
+        "POST",
+        "/api/meetings",
+        Some(
+            &serde_json::json!({"title": "Budget <b>&</b> round 2", "passcode": "4711 blue"})
+                .to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let created: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    let host_key = created["hostKey"].as_str().unwrap().to_string();
+    let other = common::create_meeting(&server, "Elsewhere").await;
+
+    let url = server.url.clone();
+    let join = |name: &str, passcode: Option<&str>, host: bool| {
+        let opts = JoinOptions {
+            passcode: passcode.map(str::to_string),
+            host_key: host.then(|| host_key.clone()),
+            ..JoinOptions::default()
+        };
+        let (url, id, name) = (url.clone(), id.clone(), name.to_string());
+        async move { Client::join_with(&url, &id, &name, opts).await }
+    };
+    let mut hana = join("Hana", None, true).await.unwrap();
+    assert!(join("Bob", Some("wrong one"), false).await.is_err());
+    let bob = join("Bob", Some("4711 blue"), false).await.unwrap();
+    let bob_id = bob.participant_id.clone();
+    let bob_elsewhere = Client::join(&url, &other, "Bob", None).await.unwrap();
+    hana.send(serde_json::json!({"type": "remove", "participantId": bob_id}))
+        .await
+        .unwrap();
+    hana.run_until(Duration::from_secs(1), |_| false).await;
+    hana.leave().await;
+    drop(bob);
+    drop(bob_elsewhere);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // The meeting: exactly its audit rows, its two people, no secrets.
+    let (status, jsonl) = admin(&server, &format!("/api/admin/export/meeting/{id}")).await;
+    assert_eq!(status, 200, "{jsonl}");
+    let export = lines(&jsonl);
+    let (_, audit) = admin(&server, &format!("/api/admin/audit?meeting={id}")).await;
+    let seqs = |rows: Vec<&serde_json::Value>| -> Vec<i64> {
+        rows.iter().map(|r| r["seq"].as_i64().unwrap()).collect()
+    };
+    assert_eq!(
+        seqs(of_kind(&export, "audit")),
+        seqs(lines(&audit).iter().collect()),
+        "the meeting's rows, all of them and only them"
+    );
+    let meeting = of_kind(&export, "meeting");
+    assert_eq!(meeting[0]["title"], "Budget <b>&</b> round 2");
+    assert_eq!(meeting[0]["hasPasscode"], true);
+    let people: Vec<(String, String)> = of_kind(&export, "participant")
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().into(),
+                p["leftAs"].as_str().unwrap_or("").into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        people,
+        vec![
+            ("Hana".into(), "left".into()),
+            ("Bob".into(), "removed".into())
+        ]
+    );
+    let outcomes: Vec<&str> = of_kind(&export, "audit")
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
+    assert!(
+        outcomes.iter().any(|o| o.contains("wrong passcode")),
+        "the refused guess is in it: {outcomes:?}"
+    );
+    for secret in ["argon2", "4711 blue", &host_key] {
+        assert!(!jsonl.contains(secret), "{secret} in the export");
+    }
+
+    // The report: readable, escaped.
+    let (status, html) = admin(
+        &server,
+        &format!("/api/admin/export/meeting/{id}?format=html"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(html.starts_with("<!doctype html>"));
+    assert!(
+        html.contains("Budget &lt;b&gt;&amp;&lt;/b&gt; round 2"),
+        "escaped title"
+    );
+    assert!(!html.contains("<b>&</b>"));
+    assert!(html.contains("guest (unverified)"));
+
+    // The person: Bob in both meetings; every row is about him.
+    let (status, person) = admin(&server, "/api/admin/export/person?q=BOB").await;
+    assert_eq!(status, 200, "{person}");
+    let person = lines(&person);
+    let places: Vec<&str> = of_kind(&person, "participant")
+        .iter()
+        .map(|p| p["meeting"].as_str().unwrap())
+        .collect();
+    assert_eq!(places.len(), 2, "{places:?}");
+    assert!(places.contains(&id.as_str()) && places.contains(&other.as_str()));
+    let rows = of_kind(&person, "audit");
+    assert!(rows.len() >= 4, "{rows:?}");
+    for r in &rows {
+        let bob_here = of_kind(&person, "participant")
+            .iter()
+            .find(|p| p["meeting"] == r["meeting"])
+            .map(|p| p["participant"].clone())
+            .unwrap();
+        assert!(
+            r["actor"] == bob_here || r["subject"] == bob_here,
+            "a row not about Bob: {r}"
+        );
+    }
+    assert!(rows.iter().any(|r| r["event"] == "remove"), "his removal");
+    assert!(
+        !rows.iter().any(|r| r["subject"] == "-"),
+        "no refusals of unknown people"
+    );
+
+    // Bad requests get clear errors.
+    for (path, want) in [
+        ("/api/admin/export/meeting/not-an-id", 400),
+        ("/api/admin/export/meeting/aaaa-bbbb-cccc", 404),
+        ("/api/admin/export/person", 400),
+        ("/api/admin/export/person?q=x", 400),
+        (
+            &format!("/api/admin/export/meeting/{id}?format=pdf") as &str,
+            400,
+        ),
+    ] {
+        assert_eq!(admin(&server, path).await.0, want, "{path}");
+    }
+    let (status, _) = common::http(
+        &server,
+        "GET",
+        &format!("/api/admin/export/meeting/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 401, "the admin token is needed");
+    server.shutdown().await;
+
+    // The command line gives the same export.
+    let cli = convene(&data, &["export", "meeting", &id]);
+    assert!(cli.status.success(), "{}", text(&cli));
+    let cli_rows = lines(&String::from_utf8_lossy(&cli.stdout));
+    assert_eq!(
+        seqs(of_kind(&cli_rows, "audit")),
+        seqs(of_kind(&export, "audit"))
+    );
+    let bad = convene(&data, &["export", "meeting", "nonsense"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert!(text(&bad).contains("is not a meeting id"));
+    let unknown = convene(&data, &["export", "meeting", "aaaa-bbbb-cccc"]);
+    assert_eq!(unknown.status.code(), Some(1), "{}", text(&unknown));
+    let html = convene(&data, &["export", "person", "bob", "--format", "html"]);
+    assert!(String::from_utf8_lossy(&html.stdout).contains("Records about bob"));
+    std::fs::remove_dir_all(data).ok();
+}

@@ -8,10 +8,12 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 pub mod audit;
 pub mod checkpoint;
+pub mod export;
 pub mod retention;
 
 pub use audit::{AuditBreak, AuditEvent, AuditHead, AuditRecord};
 pub use checkpoint::{AuditKey, Checkpoint, CheckpointReport};
+pub use export::{MeetingExport, MeetingFacts, Participation, PersonExport};
 pub use retention::{PurgeReport, Retention};
 
 const MIGRATIONS: &[&str] = &[
@@ -686,6 +688,9 @@ mod migration_tests;
 
 #[cfg(test)]
 mod retention_tests;
+
+#[cfg(test)]
+mod export_tests;
 
 #[cfg(test)]
 mod tests {
