@@ -254,6 +254,14 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub audit_checkpoint_interval: u64,
 
+    /// Name the client's address in audit rows of refused joins (wrong
+    /// passcodes, host keys, locked meetings). Off by default: rows say
+    /// "client", and addresses live only in memory, as long as the passcode
+    /// back-off and rate limits need them (at most an hour after the last
+    /// try), and in debug-level logs.
+    #[arg(long, env = "CONVENE_AUDIT_CLIENT_ADDRESSES", global = true)]
+    pub audit_client_addresses: bool,
+
     /// Days a meeting is kept after it ends (a link never ended: after its
     /// last activity), with its settings, grants and bars; then it is purged
     /// and its link no longer works. 0 keeps meetings for ever. Applied

@@ -67,6 +67,9 @@ pub struct AppState {
     /// without blocking a meeting's task on the database.
     pub writer: writer::Writer,
     pub admin_token: Option<String>,
+    /// Whether audit rows of refused joins name the client's address
+    /// (`--audit-client-addresses`); by default they say only "client".
+    pub audit_addresses: bool,
     /// Passcode guesses per (client address, meeting), and per meeting.
     pub passcode_limiter:
         std::sync::Mutex<convene_meeting::passcode::Limiter<(std::net::IpAddr, String)>>,
@@ -102,6 +105,17 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// Stopping for a restart: no new sockets, no meeting starts.
     pub draining: std::sync::atomic::AtomicBool,
+}
+
+impl AppState {
+    /// Who an audit row of a refused join names: the client's address only
+    /// where the deployment asked for addresses.
+    pub(crate) fn client_label(&self, address: Option<std::net::IpAddr>) -> String {
+        match address {
+            Some(a) if self.audit_addresses => format!("client {a}"),
+            _ => "client".into(),
+        }
+    }
 }
 
 pub struct RunningServer {
@@ -304,6 +318,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         storage,
         writer,
         admin_token: config.admin_token.clone().filter(|t| !t.is_empty()),
+        audit_addresses: config.audit_client_addresses,
         passcode_limiter: std::sync::Mutex::new(convene_meeting::passcode::Limiter::new(
             convene_meeting::passcode::Rules::PER_ADDRESS,
         )),

@@ -363,11 +363,11 @@ impl Meeting {
                             .ok()
                             .and_then(|v| v.as_str().map(str::to_string))
                             .unwrap_or_default();
-                        // Tallied per client address (writer.rs): a flood of
-                        // refusals costs a row or two a minute.
+                        // Tallied per actor (writer.rs): a flood of refusals
+                        // costs a row or two a minute.
                         self.state.writer.record(AuditEntry {
                             meeting: self.id.clone(),
-                            actor: address.map_or("anonymous".into(), |a| format!("client {a}")),
+                            actor: self.state.client_label(address),
                             subject: "-".into(),
                             event: "join".into(),
                             outcome: format!("refused: {outcome}"),

@@ -80,7 +80,7 @@ async fn admit(
     let audit = |outcome: &str, detail: String| {
         state.writer.record(AuditEntry {
             meeting: meeting.id.clone(),
-            actor: format!("client {client}"),
+            actor: state.client_label(Some(client)),
             subject: "-".into(),
             event: "join".into(),
             outcome: outcome.into(),

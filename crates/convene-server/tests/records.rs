@@ -470,3 +470,110 @@ async fn exports_hold_exactly_the_meetings_rows_and_the_persons() {
     assert!(String::from_utf8_lossy(&html.stdout).contains("Records about bob"));
     std::fs::remove_dir_all(data).ok();
 }
+
+/// A wrong passcode from 198.51.100.23 (through a trusted proxy): by default
+/// neither the audit log nor the info-level log names the address; asked
+/// for (`--audit-client-addresses`), the audit row does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_addresses_are_kept_only_where_the_deployment_asks() {
+    use futures_util::{SinkExt, StreamExt};
+    use std::io::{BufRead, BufReader};
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+    const FROM: &str = "198.51.100.23";
+    for ask in [false, true] {
+        let data = folder();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_convene"));
+        cmd.args([
+            "--listen",
+            "127.0.0.1:0",
+            "--media-workers",
+            "1",
+            "--log",
+            "info",
+        ])
+        .args(["--trusted-proxy", "127.0.0.1"])
+        .arg("--data-dir")
+        .arg(&data)
+        .env_remove("CONVENE_CONFIG")
+        .env_remove("CONVENE_AUDIT_CLIENT_ADDRESSES")
+        .stdout(std::process::Stdio::piped());
+        if ask {
+            cmd.arg("--audit-client-addresses");
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("the server prints its address")
+                .unwrap();
+            if let Some(rest) = line.split("Convene is running at ").nth(1) {
+                break rest.trim_end_matches('/').to_string();
+            }
+        };
+        let log = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+        let client = reqwest::Client::new();
+        let created: serde_json::Value = client
+            .post(format!("{url}/api/meetings"))
+            .header("X-Forwarded-For", FROM)
+            .json(&serde_json::json!({"title": "Addresses", "passcode": "4711 blue"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = created["id"].as_str().unwrap().to_string();
+        let ws_url = format!("{}/api/meetings/{id}/ws", url.replace("http", "ws"));
+        let mut req = ws_url.into_client_request().unwrap();
+        req.headers_mut()
+            .insert("X-Forwarded-For", FROM.parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        ws.send(Message::text(
+            r#"{"type":"join","protocol":1,"name":"Eve","passcode":"not it at all"}"#,
+        ))
+        .await
+        .unwrap();
+        let reply = loop {
+            match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => break t.to_string(),
+                Ok(Some(Ok(_))) => continue,
+                other => panic!("no reply: {other:?}"),
+            }
+        };
+        assert!(reply.contains("wrong-passcode"), "{reply}");
+        drop(ws);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // SIGTERM: the writer flushes before the process ends.
+        assert!(Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+        child.wait().unwrap();
+        let log = log.join().unwrap().join("\n");
+        assert!(
+            !log.contains(FROM),
+            "the info log names no client address:\n{log}"
+        );
+        let rows = Storage::open(&data)
+            .unwrap()
+            .audit_records(Some(&id))
+            .unwrap();
+        let refusal = rows
+            .iter()
+            .find(|r| r.outcome.contains("wrong passcode"))
+            .unwrap_or_else(|| panic!("{rows:?}"));
+        let named = rows.iter().any(|r| format!("{r:?}").contains(FROM));
+        assert_eq!(named, ask, "address in the audit log: {rows:?}");
+        assert_eq!(
+            refusal.actor,
+            if ask {
+                format!("client {FROM}")
+            } else {
+                "client".into()
+            }
+        );
+        std::fs::remove_dir_all(data).ok();
+    }
+}
