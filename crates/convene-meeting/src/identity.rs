@@ -91,7 +91,7 @@ impl LobbyBypass {
 }
 
 /// What everyone sees of someone's identity (the MFA flag only reaches hosts).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Verification {
     pub level: Level,

@@ -51,8 +51,8 @@ pub struct HandlingLevel {
     pub recording_allowed: bool,
     #[serde(default = "yes")]
     pub chat_allowed: bool,
-    /// Days chat may be kept. Convene keeps chat only in memory while the
-    /// meeting runs and never stores it, so every value is met today.
+    /// Days chat is kept (stored sealed, shown to later joiners); 0: relayed
+    /// only, kept nowhere on the server.
     #[serde(default)]
     pub chat_retention_days: u32,
     /// The widest screen-sharing setting allowed.

@@ -274,7 +274,9 @@ pub struct Waiting {
     pub identity: crate::identity::Verification,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A chat message, as sent to everyone (and, where the level keeps chat,
+/// stored sealed: hence `Deserialize`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChatMessage {
     pub id: u64,

@@ -173,6 +173,11 @@ pub enum Change {
     Level(String),
     /// The passcode's Argon2 hash, or none: the meeting has no passcode.
     Passcode(Option<String>),
+    /// A chat message to keep for `days` days (the level keeps chat).
+    Chat {
+        message: ChatMessage,
+        days: u32,
+    },
 }
 
 impl std::fmt::Debug for Change {
@@ -187,6 +192,12 @@ impl std::fmt::Debug for Change {
                 .finish(),
             Change::Bar { key } => f.debug_struct("Bar").field("key", key).finish(),
             Change::Level(l) => f.debug_tuple("Level").field(l).finish(),
+            // Never the text: a logged change must not leak what was said.
+            Change::Chat { message, days } => f
+                .debug_struct("Chat")
+                .field("id", &message.id)
+                .field("days", days)
+                .finish(),
             Change::Passcode(h) => {
                 let shown = if h.is_some() { "set" } else { "none" };
                 f.debug_tuple("Passcode").field(&shown).finish()
@@ -205,6 +216,8 @@ pub struct RoomState {
     pub has_passcode: bool,
     pub grants: BTreeMap<String, Role>,
     pub barred: BTreeSet<String>,
+    /// Chat kept from before (where the level keeps chat), oldest first.
+    pub chat: Vec<ChatMessage>,
 }
 
 /// Who is joining, as the edge established it.
@@ -355,6 +368,7 @@ impl Room {
     /// for lack of people).
     pub fn restore(id: String, title: String, limits: RoomLimits, state: RoomState) -> Self {
         let level = limits.policy.level_or_lowest(&state.level).view();
+        let shown = state.chat.len().saturating_sub(limits.chat_history);
         Room {
             info: MeetingInfo {
                 id,
@@ -370,9 +384,10 @@ impl Room {
             grants: state.grants,
             barred: state.barred,
             participants: BTreeMap::new(),
-            chat: VecDeque::new(),
+            next_chat: state.chat.iter().map(|m| m.id + 1).max().unwrap_or(1),
+            // The newest that later joiners are shown, as while it runs.
+            chat: state.chat.iter().skip(shown).cloned().collect(),
             next_participant: 1,
-            next_chat: 1,
             effects: VecDeque::new(),
         }
     }
@@ -894,6 +909,20 @@ impl Room {
             if lowering { "lowered" } else { "raised" },
             format!("{} -> {}", old.name, new.name),
         );
+        // From this moment chat is kept, or no longer kept, as the new level says.
+        let (was_days, new_days) = (old.chat_retention_days, new.chat_retention_days);
+        if was_days != new_days {
+            self.audit(
+                "chat-retention",
+                host,
+                host,
+                if new_days > 0 { "kept" } else { "not kept" },
+                format!("{was_days} -> {new_days} days, from this moment"),
+            );
+            if new_days == 0 {
+                self.chat.clear();
+            }
+        }
         self.broadcast(ServerMessage::MeetingUpdated {
             meeting: self.info.clone(),
         });
@@ -1275,10 +1304,19 @@ impl Room {
                     identity: Verification::of(&p.identity).public(),
                 };
                 self.next_chat += 1;
-                if self.chat.len() >= self.limits.chat_history {
-                    self.chat.pop_front();
+                // Kept (for later joiners, and stored) only where the level
+                // keeps chat; otherwise it lives only in the browsers.
+                let days = self.level().chat_retention_days;
+                if days > 0 {
+                    if self.chat.len() >= self.limits.chat_history {
+                        self.chat.pop_front();
+                    }
+                    self.chat.push_back(message.clone());
+                    self.effects.push_back(Effect::Persist(Change::Chat {
+                        message: message.clone(),
+                        days,
+                    }));
                 }
-                self.chat.push_back(message.clone());
                 self.broadcast(ServerMessage::Chat { message });
             }
             ClientMessage::Ping { id } => self.send(who, ServerMessage::Pong { id }),
@@ -1909,3 +1947,6 @@ pub mod restart;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod chat_tests;

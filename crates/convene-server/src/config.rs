@@ -254,6 +254,14 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub audit_checkpoint_interval: u64,
 
+    /// File whose first 32 bytes are the key chat is sealed with where a
+    /// meeting's handling level keeps chat (chat_retention_days above 0).
+    /// Without one, Convene makes chat.key in the data folder (owner-only):
+    /// that protects copies of the database, such as backups, but not a copy
+    /// of the whole folder; keep the key elsewhere for more. Exports read it.
+    #[arg(long, env = "CONVENE_CHAT_KEY_FILE", global = true)]
+    pub chat_key_file: Option<PathBuf>,
+
     /// Name the client's address in audit rows of refused joins (wrong
     /// passcodes, host keys, locked meetings). Off by default: rows say
     /// "client", and addresses live only in memory, as long as the passcode
@@ -405,11 +413,35 @@ impl Config {
         }
     }
 
-    pub(crate) fn writer_options(&self) -> Result<crate::writer::WriterOptions, String> {
+    /// The key kept chat is sealed with: --chat-key-file, else chat.key in
+    /// the data folder, made there first when `create` (the server's start;
+    /// exports only read it).
+    pub fn chat_key(&self, create: bool) -> Result<Option<convene_storage::ChatKey>, String> {
+        use convene_storage::ChatKey;
+        match &self.chat_key_file {
+            Some(path) => ChatKey::from_file(path).map(Some),
+            None => {
+                let path = self.data_dir.join("chat.key");
+                if create {
+                    ChatKey::load_or_create(&path).map(Some)
+                } else if path.exists() {
+                    ChatKey::from_file(&path).map(Some)
+                } else {
+                    Ok(None)
+                }
+            }
+        }
+    }
+
+    pub(crate) fn writer_options(
+        &self,
+        chat_key: Option<std::sync::Arc<convene_storage::ChatKey>>,
+    ) -> Result<crate::writer::WriterOptions, String> {
         Ok(crate::writer::WriterOptions {
             checkpoints: Some(self.audit_checkpoints_path()),
             key: self.audit_key()?,
             checkpoint_every: std::time::Duration::from_secs(self.audit_checkpoint_interval),
+            chat_key,
             ..Default::default()
         })
     }

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use convene_storage::{
-    AuditRecord, MeetingExport, MeetingFacts, Participation, PersonExport, Storage,
+    AuditRecord, ChatKey, MeetingExport, MeetingFacts, Participation, PersonExport, Storage,
 };
 use serde_json::json;
 
@@ -24,10 +24,34 @@ use crate::http::{admin_refusal, api_error};
 use crate::utc::utc;
 use crate::AppState;
 
-/// What the server keeps no copy of, said in every export.
-const CHAT: &str = "not kept: chat lives only in the participants' browsers";
+/// What every export says about chat.
+const CHAT: &str = "kept only in meetings whose handling level keeps chat (chat_retention_days), \
+                    until then; elsewhere it lives only in the participants' browsers";
 
-pub fn meeting_jsonl(e: &MeetingExport, id: &str, now_ms: i64) -> String {
+/// Kept chat of `meeting` as JSON (each a chat message as the meeting sent
+/// it), oldest first; or why it cannot be read.
+fn kept_chat(
+    storage: &Storage,
+    key: Option<&ChatKey>,
+    meeting: &str,
+    now_ms: i64,
+) -> Result<Vec<serde_json::Value>, convene_storage::StorageError> {
+    let Some(key) = key else {
+        return Ok(Vec::new());
+    };
+    let (kept, _) = storage.kept_chat(key, meeting, now_ms)?;
+    Ok(kept
+        .into_iter()
+        .filter_map(|k| serde_json::from_slice(&k.message).ok())
+        .collect())
+}
+
+pub fn meeting_jsonl(
+    e: &MeetingExport,
+    chat: &[serde_json::Value],
+    id: &str,
+    now_ms: i64,
+) -> String {
     let mut out = line(&json!({
         "kind": "export", "of": "meeting", "id": id, "generatedAt": utc(now_ms), "chat": CHAT,
         "meetingPurged": e.meeting.is_none(),
@@ -41,10 +65,13 @@ pub fn meeting_jsonl(e: &MeetingExport, id: &str, now_ms: i64) -> String {
     for r in &e.audit {
         out += &line(&tagged("audit", r));
     }
+    for c in chat {
+        out += &line(&tagged("chat", c));
+    }
     out
 }
 
-pub fn person_jsonl(e: &PersonExport, now_ms: i64) -> String {
+pub fn person_jsonl(e: &PersonExport, chat: &[serde_json::Value], now_ms: i64) -> String {
     let mut out = line(&json!({
         "kind": "export", "of": "person", "query": e.query, "generatedAt": utc(now_ms), "chat": CHAT,
     }));
@@ -56,6 +83,9 @@ pub fn person_jsonl(e: &PersonExport, now_ms: i64) -> String {
     }
     for r in &e.audit {
         out += &line(&tagged("audit", r));
+    }
+    for c in chat {
+        out += &line(&tagged("chat", c));
     }
     out
 }
@@ -72,7 +102,12 @@ fn line(v: &serde_json::Value) -> String {
     format!("{v}\n")
 }
 
-pub fn meeting_html(e: &MeetingExport, id: &str, now_ms: i64) -> String {
+pub fn meeting_html(
+    e: &MeetingExport,
+    chat: &[serde_json::Value],
+    id: &str,
+    now_ms: i64,
+) -> String {
     let title = match &e.meeting {
         Some(m) => format!("Meeting record: {}", m.title),
         None => format!("Meeting record: {id}"),
@@ -90,11 +125,12 @@ pub fn meeting_html(e: &MeetingExport, id: &str, now_ms: i64) -> String {
         }
     }
     participants(&mut body, "People who took part", &e.participants);
+    chat_rows(&mut body, chat);
     audit_rows(&mut body, &e.audit);
     page(&title, now_ms, &body)
 }
 
-pub fn person_html(e: &PersonExport, now_ms: i64) -> String {
+pub fn person_html(e: &PersonExport, chat: &[serde_json::Value], now_ms: i64) -> String {
     let mut body = String::new();
     let _ = write!(
         body,
@@ -109,8 +145,33 @@ pub fn person_html(e: &PersonExport, now_ms: i64) -> String {
         meeting_facts(&mut body, m);
     }
     participants(&mut body, "Where they took part", &e.participations);
+    chat_rows(&mut body, chat);
     audit_rows(&mut body, &e.audit);
     page(&format!("Records about {}", e.query), now_ms, &body)
+}
+
+fn chat_rows(out: &mut String, chat: &[serde_json::Value]) {
+    if chat.is_empty() {
+        out.push_str("<section><h2>Chat</h2><p>No chat is kept.</p></section>");
+        return;
+    }
+    out.push_str(
+        "<section><h2>Chat</h2><table><thead><tr><th scope=\"col\">Sent (UTC)</th>\
+         <th scope=\"col\">Participant</th><th scope=\"col\">Name</th>\
+         <th scope=\"col\">Message</th></tr></thead><tbody>",
+    );
+    for c in chat {
+        let s = |k: &str| c[k].as_str().unwrap_or("").to_string();
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            utc(c["sentAt"].as_i64().unwrap_or(0)),
+            esc(&s("participantId")),
+            esc(&s("name")),
+            esc(&s("text")),
+        );
+    }
+    out.push_str("</tbody></table></section>");
 }
 
 fn meeting_facts(out: &mut String, m: &MeetingFacts) {
@@ -253,6 +314,7 @@ pub fn run(
     what: Subject,
     format: RecordsFormat,
     now_ms: i64,
+    chat_key: Option<&ChatKey>,
 ) -> Result<Outcome, convene_storage::StorageError> {
     let html = format == RecordsFormat::Html;
     let mime = if html {
@@ -269,14 +331,17 @@ pub fn run(
             }
             Ok(match storage.export_meeting(&id)? {
                 None => Outcome::NotFound(format!("nothing is kept about a meeting {id} here")),
-                Some(e) => Outcome::Done {
-                    body: if html {
-                        meeting_html(&e, &id, now_ms)
-                    } else {
-                        meeting_jsonl(&e, &id, now_ms)
-                    },
-                    mime,
-                },
+                Some(e) => {
+                    let chat = kept_chat(storage, chat_key, &id, now_ms)?;
+                    Outcome::Done {
+                        body: if html {
+                            meeting_html(&e, &chat, &id, now_ms)
+                        } else {
+                            meeting_jsonl(&e, &chat, &id, now_ms)
+                        },
+                        mime,
+                    }
+                }
             })
         }
         Subject::Person(q) => {
@@ -287,11 +352,24 @@ pub fn run(
                 ));
             }
             let e = storage.export_person(&q)?;
+            // What they said, where it is kept.
+            let mut chat = Vec::new();
+            for p in &e.participations {
+                chat.extend(
+                    kept_chat(storage, chat_key, &p.meeting, now_ms)?
+                        .into_iter()
+                        .filter(|c| c["participantId"] == p.participant.as_str())
+                        .map(|mut c| {
+                            c["meeting"] = p.meeting.clone().into();
+                            c
+                        }),
+                );
+            }
             Ok(Outcome::Done {
                 body: if html {
-                    person_html(&e, now_ms)
+                    person_html(&e, &chat, now_ms)
                 } else {
-                    person_jsonl(&e, now_ms)
+                    person_jsonl(&e, &chat, now_ms)
                 },
                 mime,
             })
@@ -308,7 +386,20 @@ pub fn command(config: &Config, what: Subject, format: RecordsFormat) -> ExitCod
             return ExitCode::FAILURE;
         }
     };
-    match run(&storage, what, format, convene_storage::unix_millis()) {
+    let key = match config.chat_key(false) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("convene: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(
+        &storage,
+        what,
+        format,
+        convene_storage::unix_millis(),
+        key.as_ref(),
+    ) {
         Ok(Outcome::Done { body, .. }) => {
             print!("{body}");
             ExitCode::SUCCESS
@@ -390,7 +481,13 @@ async fn answer(
     };
     let st = state.clone();
     let done = tokio::task::spawn_blocking(move || {
-        run(&st.storage, what, format, convene_storage::unix_millis())
+        run(
+            &st.storage,
+            what,
+            format,
+            convene_storage::unix_millis(),
+            Some(&st.chat_key),
+        )
     })
     .await;
     match done {

@@ -70,6 +70,8 @@ pub struct AppState {
     /// Whether audit rows of refused joins name the client's address
     /// (`--audit-client-addresses`); by default they say only "client".
     pub audit_addresses: bool,
+    /// Seals the chat of meetings whose level keeps it.
+    pub chat_key: Arc<convene_storage::ChatKey>,
     /// Passcode guesses per (client address, meeting), and per meeting.
     pub passcode_limiter:
         std::sync::Mutex<convene_meeting::passcode::Limiter<(std::net::IpAddr, String)>>,
@@ -250,9 +252,18 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         Storage::open(&config.data_dir)
             .map_err(|e| StartError(format!("data folder {}: {e}", config.data_dir.display())))?,
     );
+    // Levels that keep chat seal it with this key (made on first start).
+    let chat_key = std::sync::Arc::new(
+        config
+            .chat_key(true)
+            .map_err(StartError)?
+            .ok_or_else(|| StartError("no chat key".into()))?,
+    );
     let writer = writer::Writer::start(
         storage.clone(),
-        config.writer_options().map_err(StartError)?,
+        config
+            .writer_options(Some(chat_key.clone()))
+            .map_err(StartError)?,
     );
     let registry = Registry::default();
     let open_files = listener::raise_open_files_limit();
@@ -319,6 +330,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         writer,
         admin_token: config.admin_token.clone().filter(|t| !t.is_empty()),
         audit_addresses: config.audit_client_addresses,
+        chat_key,
         passcode_limiter: std::sync::Mutex::new(convene_meeting::passcode::Limiter::new(
             convene_meeting::passcode::Rules::PER_ADDRESS,
         )),

@@ -252,6 +252,32 @@ fn remembered(state: &AppState, meeting: &StoredMeeting) -> RoomState {
             .filter_map(|(k, r)| Some((k, role(&r)?)))
             .collect(),
         barred: people.barred.into_iter().collect(),
+        chat: kept_chat(state, &meeting.id),
+    }
+}
+
+/// The chat this meeting keeps (where its level keeps chat), oldest first.
+fn kept_chat(state: &AppState, meeting: &str) -> Vec<convene_meeting::protocol::ChatMessage> {
+    match state
+        .storage
+        .kept_chat(&state.chat_key, meeting, convene_storage::unix_millis())
+    {
+        Ok((kept, unreadable)) => {
+            if unreadable > 0 {
+                tracing::warn!(
+                    meeting,
+                    unreadable,
+                    "kept chat that this server's chat key cannot open (another key, or damaged)"
+                );
+            }
+            kept.into_iter()
+                .filter_map(|k| serde_json::from_slice(&k.message).ok())
+                .collect()
+        }
+        Err(e) => {
+            tracing::error!(meeting, "could not read kept chat: {e}");
+            Vec::new()
+        }
     }
 }
 

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use convene_meeting::Change;
 use convene_storage::checkpoint::{self, Checkpoint};
-use convene_storage::{AuditEvent, AuditHead, AuditKey, Batch, Storage, StorageError};
+use convene_storage::{AuditEvent, AuditHead, AuditKey, Batch, ChatKey, Storage, StorageError};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
@@ -103,6 +103,9 @@ pub struct WriterOptions {
     pub checkpoint_every: Duration,
     /// …or this many rows were added since the last one.
     pub checkpoint_rows: i64,
+    /// The key kept chat is sealed with (none: chat is not stored, and a
+    /// level that keeps chat is refused at start).
+    pub chat_key: Option<Arc<ChatKey>>,
 }
 
 impl Default for WriterOptions {
@@ -114,6 +117,7 @@ impl Default for WriterOptions {
             key: None,
             checkpoint_every: Duration::from_secs(60),
             checkpoint_rows: 1000,
+            chat_key: None,
         }
     }
 }
@@ -443,7 +447,7 @@ fn run(
             let result = storage.write_batch(|b| {
                 check_head(b, expected.as_ref(), at);
                 for item in &items {
-                    store(b, item, at);
+                    store(b, item, at, options.chat_key.as_deref());
                 }
                 for e in &extra {
                     store_audit(b, e, at);
@@ -526,11 +530,11 @@ fn store_audit(b: &mut Batch<'_>, e: &AuditEntry, at: i64) {
     }
 }
 
-fn store(b: &mut Batch<'_>, item: &Item, at: i64) {
+fn store(b: &mut Batch<'_>, item: &Item, at: i64, chat_key: Option<&ChatKey>) {
     match item {
         Item::Audit(e) => store_audit(b, e, at),
         Item::Remember { meeting, change } => {
-            if let Err(err) = remember(b, meeting, change) {
+            if let Err(err) = remember(b, meeting, change, chat_key) {
                 error!(%meeting, "could not store {change:?}: {err}");
             }
         }
@@ -542,7 +546,12 @@ fn store(b: &mut Batch<'_>, item: &Item, at: i64) {
     }
 }
 
-fn remember(b: &Batch<'_>, meeting: &str, change: &Change) -> Result<(), StorageError> {
+fn remember(
+    b: &Batch<'_>,
+    meeting: &str,
+    change: &Change,
+    chat_key: Option<&ChatKey>,
+) -> Result<(), StorageError> {
     match change {
         Change::Settings(s) => {
             let json = serde_json::to_string(s).map_err(|e| StorageError::Export(e.to_string()))?;
@@ -559,6 +568,18 @@ fn remember(b: &Batch<'_>, meeting: &str, change: &Change) -> Result<(), Storage
         Change::Bar { key } => b.bar(meeting, key),
         Change::Level(level) => b.set_level(meeting, level),
         Change::Passcode(hash) => b.set_passcode_hash(meeting, hash.as_deref()),
+        Change::Chat { message, days } => {
+            let Some(key) = chat_key else {
+                return Err(StorageError::Export(
+                    "a level keeps chat but this server has no chat key".into(),
+                ));
+            };
+            let json =
+                serde_json::to_vec(message).map_err(|e| StorageError::Export(e.to_string()))?;
+            let sent = i64::try_from(message.sent_at).unwrap_or(i64::MAX);
+            let until = sent.saturating_add(i64::from(*days) * 24 * 60 * 60 * 1000);
+            b.keep_chat(key, meeting, message.id as i64, sent, until, &json)
+        }
     }
 }
 

@@ -577,3 +577,130 @@ async fn client_addresses_are_kept_only_where_the_deployment_asks() {
         std::fs::remove_dir_all(data).ok();
     }
 }
+
+/// Bytes of the database files (the main file and its write-ahead log).
+fn database_bytes(data: &Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for f in ["convene.db", "convene.db-wal"] {
+        all.extend(std::fs::read(data.join(f)).unwrap_or_default());
+    }
+    all
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// OFFICIAL keeps chat 30 days (policies/uk.toml): sealed in the database,
+/// shown to people who join later, after a restart too, and exported.
+/// OFFICIAL-SENSITIVE keeps none: relayed only, nothing stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_is_kept_sealed_only_where_the_level_keeps_it() {
+    use convene_client::{Client, JoinOptions};
+    let data = folder();
+    let dir = data.clone();
+    let server = common::server_with(move |c| c.data_dir = dir).await;
+    let create = |level: &str| {
+        let body = serde_json::json!({"title": "Chat", "level": level, "passcode": "4711 blue", "raise": true}).to_string();
+        let server = &server;
+        async move {
+            let (status, body) = common::http(server, "POST", "/api/meetings", Some(&body)).await;
+            assert_eq!(status, 201, "{body}");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            (
+                v["id"].as_str().unwrap().to_string(),
+                v["hostKey"].as_str().unwrap().to_string(),
+            )
+        }
+    };
+    let (kept, kept_key) = create("official").await;
+    let (relayed, relayed_key) = create("official-sensitive").await;
+    let host = |key: &str| JoinOptions {
+        host_key: Some(key.to_string()),
+        ..JoinOptions::default()
+    };
+    const SAID: &str = "Minutes: the budget of 4.2 million is approved";
+    const UNSAID: &str = "Off the record: the other bid was cheaper";
+
+    let url = server.url.clone();
+    let mut ann = Client::join_with(&url, &kept, "Ann", host(&kept_key))
+        .await
+        .unwrap();
+    ann.chat(SAID).await.unwrap();
+    ann.run_until(Duration::from_secs(2), |c| {
+        c.chat.iter().any(|m| m["text"] == SAID)
+    })
+    .await;
+    let mut sam = Client::join_with(&url, &relayed, "Sam", host(&relayed_key))
+        .await
+        .unwrap();
+    let mut tom = Client::join_with(&url, &relayed, "Tom", host(&relayed_key))
+        .await
+        .unwrap();
+    sam.chat(UNSAID).await.unwrap();
+    let (_, heard) = tokio::join!(
+        sam.run_until(Duration::from_secs(1), |_| false),
+        tom.run_until(Duration::from_secs(2), |c| c
+            .chat
+            .iter()
+            .any(|m| m["text"] == UNSAID))
+    );
+    assert!(heard, "chat is relayed where it is not kept");
+
+    // Later joiners: the kept chat, and none of the other.
+    let bob = Client::join_with(&url, &kept, "Bob", host(&kept_key))
+        .await
+        .unwrap();
+    assert!(bob.chat.iter().any(|m| m["text"] == SAID), "{:?}", bob.chat);
+    let una = Client::join_with(&url, &relayed, "Una", host(&relayed_key))
+        .await
+        .unwrap();
+    assert!(una.chat.is_empty(), "{:?}", una.chat);
+    drop((ann, bob, sam, tom, una));
+    server.shutdown().await;
+
+    // On disk: sealed, and only the kept meeting's.
+    let db = database_bytes(&data);
+    assert!(
+        !contains(&db, "budget of 4.2"),
+        "kept chat is sealed at rest"
+    );
+    assert!(
+        !contains(&db, "other bid"),
+        "unkept chat is not stored at all"
+    );
+    let rows: Vec<String> = rusqlite::Connection::open(data.join("convene.db"))
+        .unwrap()
+        .prepare("SELECT meeting FROM meeting_chat")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rows, vec![kept.clone()]);
+
+    // After a restart, a later joiner still sees it.
+    let dir = data.clone();
+    let server = common::server_with(move |c| c.data_dir = dir).await;
+    let cy = Client::join_with(&server.url, &kept, "Cy", host(&kept_key))
+        .await
+        .unwrap();
+    assert!(cy.chat.iter().any(|m| m["text"] == SAID), "{:?}", cy.chat);
+    drop(cy);
+    server.shutdown().await;
+
+    // Exported for the record (with the key in the data folder).
+    let out = convene(&data, &["export", "meeting", &kept]);
+    let chat: Vec<serde_json::Value> = lines(&String::from_utf8_lossy(&out.stdout))
+        .into_iter()
+        .filter(|l| l["kind"] == "chat")
+        .collect();
+    assert_eq!(chat.len(), 1, "{}", text(&out));
+    assert_eq!(chat[0]["text"], SAID);
+    assert_eq!(chat[0]["name"], "Ann");
+    let person = convene(&data, &["export", "person", "ann"]);
+    assert!(String::from_utf8_lossy(&person.stdout).contains(SAID));
+    let other = convene(&data, &["export", "meeting", &relayed]);
+    assert!(!String::from_utf8_lossy(&other.stdout).contains("\"kind\":\"chat\""));
+    std::fs::remove_dir_all(data).ok();
+}

@@ -7,11 +7,13 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension};
 
 pub mod audit;
+pub mod chat;
 pub mod checkpoint;
 pub mod export;
 pub mod retention;
 
 pub use audit::{AuditBreak, AuditEvent, AuditHead, AuditRecord};
+pub use chat::{ChatKey, KeptChat};
 pub use checkpoint::{AuditKey, Checkpoint, CheckpointReport};
 pub use export::{MeetingExport, MeetingFacts, Participation, PersonExport};
 pub use retention::{PurgeReport, Retention};
@@ -25,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0006_meeting_level.sql"),
     include_str!("../migrations/0007_meeting_returns.sql"),
     include_str!("../migrations/0008_retention.sql"),
+    include_str!("../migrations/0009_meeting_chat.sql"),
 ];
 
 /// How long a statement waits for another connection's lock (rusqlite's
@@ -691,6 +694,9 @@ mod retention_tests;
 
 #[cfg(test)]
 mod export_tests;
+
+#[cfg(test)]
+mod chat_tests;
 
 #[cfg(test)]
 mod tests {

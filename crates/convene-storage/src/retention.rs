@@ -12,6 +12,9 @@
 //!   with a MAC made with the audit key like a checkpoint's, and the chain
 //!   goes on from it: what is left stays verifiable, and `convene audit
 //!   verify` says what was purged, when, and whether the record verifies.
+//! * **Chat**, kept only where a meeting's level keeps it, goes when its own
+//!   `keep_until` passes (the level's `chat_retention_days` after it was
+//!   sent), whatever the retention settings here.
 //! * Each purge that removes anything writes one audit row saying what went.
 //!
 //! One transaction: a purge cut short (a crash, `kill -9`) leaves the
@@ -45,6 +48,8 @@ pub struct PurgeReport {
     pub audit_rows: i64,
     pub audit_from: i64,
     pub audit_to: i64,
+    /// Kept chat messages whose time was up.
+    pub chat_messages: i64,
     /// The purge record written for the audit rows (not on a dry run).
     pub record: Option<Checkpoint>,
     pub dry_run: bool,
@@ -52,7 +57,7 @@ pub struct PurgeReport {
 
 impl PurgeReport {
     pub fn is_empty(&self) -> bool {
-        self.meetings.is_empty() && self.audit_rows == 0
+        self.meetings.is_empty() && self.audit_rows == 0 && self.chat_messages == 0
     }
 }
 
@@ -92,9 +97,18 @@ impl Storage {
                 report.audit_rows = to - from + 1;
             }
         }
+        report.chat_messages = tx.query_row(
+            "SELECT count(*) FROM meeting_chat WHERE keep_until <= ?1",
+            params![now_ms],
+            |r| r.get(0),
+        )?;
         if dry_run || report.is_empty() {
             return Ok(report);
         }
+        tx.execute(
+            "DELETE FROM meeting_chat WHERE keep_until <= ?1",
+            params![now_ms],
+        )?;
         for id in &report.meetings {
             tx.execute("DELETE FROM meetings WHERE id = ?1", params![id])?;
         }
@@ -124,6 +138,7 @@ impl Storage {
         }
         let detail = serde_json::json!({
             "meetings": report.meetings.len(),
+            "chatMessages": report.chat_messages,
             "auditRows": report.audit_rows,
             "auditFrom": report.audit_from,
             "auditTo": report.audit_to,

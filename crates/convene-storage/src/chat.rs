@@ -1,0 +1,176 @@
+//! Chat kept at rest, where a meeting's handling level keeps it: each
+//! message sealed with the deployment's chat key (AES-256-GCM, a random
+//! 96-bit nonce per message; the meeting id and message number are the
+//! associated data, so a sealed row cannot be moved to another meeting or
+//! place and still open). The storage never sees a message in the clear
+//! outside these calls, and never logs one.
+
+use std::io::Write;
+use std::path::Path;
+
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use rusqlite::params;
+
+use crate::{Batch, Storage, StorageError};
+
+/// The key chat is sealed with. Its bytes are never printed.
+pub struct ChatKey {
+    key: LessSafeKey,
+}
+
+impl std::fmt::Debug for ChatKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChatKey(…)")
+    }
+}
+
+impl ChatKey {
+    /// The first 32 bytes of `bytes` (at least 32 are needed).
+    pub fn from_bytes(bytes: &[u8]) -> Result<ChatKey, String> {
+        if bytes.len() < 32 {
+            return Err(format!(
+                "a chat key needs at least 32 bytes, this one has {}",
+                bytes.len()
+            ));
+        }
+        let key = UnboundKey::new(&AES_256_GCM, &bytes[..32])
+            .map_err(|_| "the chat key was refused".to_string())?;
+        Ok(ChatKey {
+            key: LessSafeKey::new(key),
+        })
+    }
+
+    /// The key in the file at `path`; errors name the file, never the key.
+    pub fn from_file(path: &Path) -> Result<ChatKey, String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("chat key {}: {e}", path.display()))?;
+        Self::from_bytes(&bytes).map_err(|e| format!("chat key {}: {e}", path.display()))
+    }
+
+    /// The key at `path`, made first (32 random bytes, readable by the owner
+    /// only) if there is no file there yet.
+    pub fn load_or_create(path: &Path) -> Result<ChatKey, String> {
+        if !path.exists() {
+            let bytes: [u8; 32] = rand::random();
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            match options.open(path) {
+                Ok(mut f) => f
+                    .write_all(&bytes)
+                    .and_then(|()| f.sync_all())
+                    .map_err(|e| format!("chat key {}: {e}", path.display()))?,
+                // Made meanwhile by another process: use theirs.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(format!("chat key {}: {e}", path.display())),
+            }
+        }
+        Self::from_file(path)
+    }
+
+    fn aad(meeting: &str, id: i64) -> Vec<u8> {
+        format!("convene-chat/1\n{meeting}\n{id}").into_bytes()
+    }
+
+    /// `plain` sealed for message `id` of `meeting`: nonce, then ciphertext and tag.
+    pub fn seal(&self, meeting: &str, id: i64, plain: &[u8]) -> Vec<u8> {
+        let nonce: [u8; NONCE_LEN] = rand::random();
+        let mut out = plain.to_vec();
+        // Sealing in memory cannot fail for inputs this small.
+        let _ = self.key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(Self::aad(meeting, id)),
+            &mut out,
+        );
+        let mut sealed = nonce.to_vec();
+        sealed.extend(out);
+        sealed
+    }
+
+    /// What [`ChatKey::seal`] sealed, if this key sealed it for this place.
+    pub fn open(&self, meeting: &str, id: i64, sealed: &[u8]) -> Option<Vec<u8>> {
+        if sealed.len() < NONCE_LEN {
+            return None;
+        }
+        let (nonce, body) = sealed.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut body = body.to_vec();
+        let plain = self
+            .key
+            .open_in_place(nonce, Aad::from(Self::aad(meeting, id)), &mut body)
+            .ok()?;
+        Some(plain.to_vec())
+    }
+}
+
+/// A kept message, opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptChat {
+    pub id: i64,
+    pub sent_at: i64,
+    /// What the meeting stored (the message as JSON).
+    pub message: Vec<u8>,
+}
+
+impl Batch<'_> {
+    /// Keep message `id` of `meeting` until `keep_until` (ms), sealed with `key`.
+    pub fn keep_chat(
+        &self,
+        key: &ChatKey,
+        meeting: &str,
+        id: i64,
+        sent_at: i64,
+        keep_until: i64,
+        message: &[u8],
+    ) -> Result<(), StorageError> {
+        self.tx.execute(
+            "INSERT OR REPLACE INTO meeting_chat (meeting, id, sent_at, keep_until, sealed)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                meeting,
+                id,
+                sent_at,
+                keep_until,
+                key.seal(meeting, id, message)
+            ],
+        )?;
+        Ok(())
+    }
+}
+
+impl Storage {
+    /// The messages of `meeting` still kept at `now_ms`, oldest first, and
+    /// how many could not be opened with `key` (another key, or damaged).
+    pub fn kept_chat(
+        &self,
+        key: &ChatKey,
+        meeting: &str,
+        now_ms: i64,
+    ) -> Result<(Vec<KeptChat>, usize), StorageError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, sent_at, sealed FROM meeting_chat
+             WHERE meeting = ?1 AND keep_until > ?2 ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![meeting, now_ms], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        })?;
+        let (mut kept, mut unreadable) = (Vec::new(), 0);
+        for row in rows {
+            let (id, sent_at, sealed) = row?;
+            match key.open(meeting, id, &sealed) {
+                Some(message) => kept.push(KeptChat {
+                    id,
+                    sent_at,
+                    message,
+                }),
+                None => unreadable += 1,
+            }
+        }
+        Ok((kept, unreadable))
+    }
+}

@@ -1,0 +1,116 @@
+//! Kept chat is sealed at rest, opens only with its key in its place, and
+//! goes at its time.
+
+use std::collections::HashSet;
+
+use super::*;
+
+const T0: i64 = 1_767_225_600_000;
+const DAY: i64 = 24 * 60 * 60 * 1000;
+
+fn key(b: u8) -> ChatKey {
+    ChatKey::from_bytes(&[b; 32]).unwrap()
+}
+
+#[test]
+fn chat_is_sealed_at_rest_and_opens_only_with_its_key_in_its_place() {
+    let s = Storage::in_memory().unwrap();
+    let (m, _) = s.create_meeting("Board", None, "{}").unwrap();
+    let text = br#"{"text":"the budget is 4.2 million"}"#;
+    s.write_batch(|b| b.keep_chat(&key(1), &m.id, 1, T0, T0 + DAY, text))
+        .unwrap()
+        .unwrap();
+    // Nothing readable in the table.
+    let sealed: Vec<u8> = s
+        .raw()
+        .query_row("SELECT sealed FROM meeting_chat", [], |r| r.get(0))
+        .unwrap();
+    assert!(!sealed.windows(6).any(|w| w == b"budget"));
+    let (kept, bad) = s.kept_chat(&key(1), &m.id, T0).unwrap();
+    assert_eq!((kept.len(), bad), (1, 0));
+    assert_eq!(kept[0].message, text);
+    // Another key opens nothing.
+    assert_eq!(s.kept_chat(&key(2), &m.id, T0).unwrap(), (vec![], 1));
+    // Moved to another message number (or meeting), it no longer opens.
+    s.raw()
+        .execute("UPDATE meeting_chat SET id = 2", [])
+        .unwrap();
+    assert_eq!(s.kept_chat(&key(1), &m.id, T0).unwrap().1, 1);
+    assert!(key(1).open("other-meeting", 1, &sealed).is_none());
+    assert!(key(1).open(&m.id, 1, &sealed).is_some());
+    assert!(key(1).open(&m.id, 1, &sealed[..5]).is_none());
+}
+
+#[test]
+fn kept_chat_goes_at_its_time_and_not_before() {
+    let s = Storage::in_memory().unwrap();
+    let (m, _) = s.create_meeting("Board", None, "{}").unwrap();
+    for (id, until) in [(1, T0 + 30 * DAY), (2, T0 + 31 * DAY)] {
+        s.write_batch(|b| b.keep_chat(&key(1), &m.id, id, T0, until, b"{}"))
+            .unwrap()
+            .unwrap();
+    }
+    let none = HashSet::new();
+    let keep_all = Retention::default();
+    let r = s
+        .purge(&keep_all, T0 + 30 * DAY - 1, &none, None, false)
+        .unwrap();
+    assert_eq!(r.chat_messages, 0);
+    assert_eq!(
+        s.kept_chat(&key(1), &m.id, T0 + 30 * DAY - 1)
+            .unwrap()
+            .0
+            .len(),
+        2
+    );
+    let r = s
+        .purge(&keep_all, T0 + 30 * DAY, &none, None, true)
+        .unwrap();
+    assert_eq!(r.chat_messages, 1, "a dry run counts");
+    let r = s
+        .purge(&keep_all, T0 + 30 * DAY, &none, None, false)
+        .unwrap();
+    assert_eq!(r.chat_messages, 1);
+    let left: i64 = s
+        .raw()
+        .query_row("SELECT count(*) FROM meeting_chat", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 1);
+    // And with its meeting.
+    s.raw()
+        .execute("DELETE FROM meetings WHERE id = ?1", params![m.id])
+        .unwrap();
+    let left: i64 = s
+        .raw()
+        .query_row("SELECT count(*) FROM meeting_chat", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
+#[test]
+fn a_chat_key_file_is_made_once_readable_by_its_owner_only() {
+    let dir = std::env::temp_dir().join(format!("convene-chat-key-{}", new_meeting_id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("chat.key");
+    let a = ChatKey::load_or_create(&path).unwrap();
+    let sealed = a.seal("m", 1, b"hello");
+    let b = ChatKey::load_or_create(&path).unwrap();
+    assert_eq!(
+        b.open("m", 1, &sealed).unwrap(),
+        b"hello",
+        "the same key again"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    std::fs::write(&path, b"short").unwrap();
+    let e = ChatKey::from_file(&path).unwrap_err();
+    assert!(
+        e.contains("at least 32 bytes") && !e.contains("short"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
