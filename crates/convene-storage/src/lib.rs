@@ -878,3 +878,6 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod data_map_tests;
