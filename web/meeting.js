@@ -69,6 +69,18 @@ function showLevel(level) {
   banner.style.background = level.banner.background;
   banner.hidden = false;
   $('level-select').value = level.id;
+  showChatKept();
+}
+
+/** Say in the chat panel whether this meeting's level keeps chat (and so shows it to later joiners). */
+function showChatKept() {
+  const level = levels.find((l) => l.id === currentLevel);
+  if (!level) return;
+  const days = level.requires?.chatRetentionDays || 0;
+  $('chat-kept').textContent = days > 0
+    ? `Chat is kept for ${days} days, and people who join later see it.`
+    : 'Chat is not kept: only people here now see it.';
+  $('chat-kept').hidden = false;
 }
 
 async function loadLevels() {
@@ -77,6 +89,7 @@ async function loadLevels() {
   levels = (await res.json()).levels;
   const select = $('level-select');
   select.replaceChildren(...levelOptions(levels, currentLevel));
+  showChatKept();
 }
 
 function changeLevel() {
