@@ -1,6 +1,7 @@
 // Home page: create a meeting and show its join link.
 import { loadSession, renderSignIn } from './identity.js';
 import { levelOptions } from './levels.js';
+import { showInvitation } from './invitation.js';
 
 const form = /** @type {HTMLFormElement} */ (document.getElementById('create'));
 const title = /** @type {HTMLInputElement} */ (document.getElementById('title'));
@@ -82,6 +83,7 @@ form.addEventListener('submit', async (event) => {
     open.href = `/m/${body.id}#host=${body.hostKey}`;
     /** @type {HTMLElement} */ (document.getElementById('passcode-reminder')).hidden = !body.passcodeRequired;
     created.hidden = false;
+    showInvitation(body.id).catch(() => {});
     link.focus();
     link.select();
   } catch (e) {

@@ -32,6 +32,14 @@ pub fn router(state: Arc<AppState>, request_timeout: Duration) -> Router {
         .route("/api/meetings", post(create_meeting))
         .route("/api/meetings/{id}", get(get_meeting))
         .route("/api/meetings/{id}/ws", get(signalling))
+        .route(
+            "/api/meetings/{id}/invitation",
+            get(crate::invitation::json),
+        )
+        .route(
+            "/api/meetings/{id}/invitation.ics",
+            get(crate::invitation::ics),
+        )
         .route("/check", get(|| async { assets::serve("check.html") }))
         .route("/api/check/ws", get(check::socket))
         .route("/api/check/download", get(check::download))
@@ -197,7 +205,7 @@ fn view(state: &AppState, m: Meeting, host_key: Option<String>) -> MeetingView {
     }
 }
 
-async fn find(state: &Arc<AppState>, id: &str) -> Result<Meeting, Response> {
+pub(crate) async fn find(state: &Arc<AppState>, id: &str) -> Result<Meeting, Response> {
     if !is_meeting_id(id) {
         return Err(api_error(StatusCode::NOT_FOUND, "no such meeting"));
     }

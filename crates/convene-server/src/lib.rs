@@ -12,6 +12,7 @@ pub mod export;
 mod hashing;
 mod http;
 mod ice_tcp;
+mod invitation;
 mod listener;
 pub mod logging;
 mod media_quality;
