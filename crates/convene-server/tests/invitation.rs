@@ -2,7 +2,7 @@
 //! (CRLF, folded at 75 octets, TEXT escaped, the required properties), names
 //! the join link and the handling level, and never holds the passcode; nor
 //! do the text and `mailto:` link. Every HTML page and the file carry the
-//! strict Content-Security-Policy.
+//! strict Content-Security-Policy (only this origin, no inline code).
 
 mod common;
 
@@ -182,16 +182,20 @@ async fn every_page_has_a_strict_content_security_policy() {
             "connect-src 'self'",
             "object-src 'none'",
             "base-uri 'none'",
+            "form-action 'self'",
             "frame-ancestors 'none'",
+            "media-src 'self'",
+            "img-src 'self' data:",
         ] {
             assert!(directives.contains(&needed), "{path}: no {needed} in {csp}");
         }
-        // Nothing but this origin (and the browser's own data:, blob: and
-        // camera streams) anywhere: no hosts, no wildcards, no inline code.
+        // Nothing but this origin (and data: for the empty favicon) anywhere:
+        // no hosts, no wildcards, no blob:, no inline code.
         for d in &directives {
             for source in d.split_whitespace().skip(1) {
                 assert!(
-                    ["'self'", "'none'", "data:", "blob:", "mediastream:"].contains(&source),
+                    ["'self'", "'none'"].contains(&source)
+                        || (d.starts_with("img-src") && source == "data:"),
                     "{path}: {d} allows {source}"
                 );
             }
