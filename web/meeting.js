@@ -7,6 +7,7 @@ import { ConnectionQuality } from './quality.js';
 import { levelOptions } from './levels.js';
 import { showPasscodeSetting, passcodeChange } from './passcode-setting.js';
 import { showRequirements } from './requirements.js';
+import { showInvitation } from './invitation.js';
 
 const $ = (/** @type {string} */ id) => /** @type {any} */ (document.getElementById(id));
 const meetingId = location.pathname.split('/').pop() || '';
@@ -885,6 +886,11 @@ function wireControls() {
   $('admit-all').addEventListener('click', () => send({ type: 'admit-all' }));
   $('mute-all-btn').addEventListener('click', () => send({ type: 'mute-all' }));
   $('settings-btn').addEventListener('click', openSettings);
+  $('invite-btn').addEventListener('click', async () => {
+    await showInvitation(meetingId).catch(() => {});
+    $('invite-dialog').showModal();
+  });
+  $('invite-close').addEventListener('click', () => $('invite-dialog').close());
   $('level-btn').addEventListener('click', changeLevel);
   $('settings-cancel').addEventListener('click', () => $('settings-dialog').close());
   $('settings-form').addEventListener('submit', () => {

@@ -2,11 +2,12 @@
 // keyboard too), a calendar file to download and an email link. All three
 // hold the join link and the handling level, and none the passcode, which
 // the page tells the host to send another way. axe finds nothing, and the
-// block fits a 390 px wide phone.
+// block fits a 390 px wide phone. In the meeting, a host opens the same
+// invitation from Invite.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { startServer, launchPerson, createMeeting, axe } from './harness.mjs';
+import { startServer, launchPerson, createMeeting, joinAsHost, axe } from './harness.mjs';
 
 const PASSCODE = 'Tulip 4711';
 let server;
@@ -82,4 +83,35 @@ test('the host copies the invitation and downloads its calendar file; neither ho
   const area = await text.boundingBox();
   assert.ok(area && area.x >= 0 && area.x + area.width <= 390, 'the invitation fits');
   assert.deepEqual(await axe(page), [], 'axe at 390 px');
+});
+
+test('in the meeting, a host opens the invitation from Invite, by keyboard', async () => {
+  const host = await launchPerson();
+  people.push(host);
+  const page = host.page;
+  const res = await fetch(`${server.url}/api/meetings`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ title: 'Board', passcode: PASSCODE }),
+  });
+  const { hostUrl, joinUrl } = await res.json();
+  await page.setViewportSize({ width: 390, height: 844 });
+  await joinAsHost(page, hostUrl, 'Hana');
+  await page.getByRole('button', { name: 'Invite' }).focus();
+  await page.keyboard.press('Enter');
+  const text = page.getByLabel('Invitation to send');
+  await text.waitFor({ state: 'visible' });
+  const invitation = await text.inputValue();
+  assert.ok(invitation.includes(`Join the meeting: ${joinUrl}`), invitation);
+  assert.ok(!invitation.includes('Tulip') && !invitation.includes('4711'));
+  await page.getByText('Send the passcode another way').waitFor();
+  assert.match(await page.getByRole('link', { name: 'Download calendar file (.ics)' }).getAttribute('href'), /\/invitation\.ics$/);
+  const box = await page.locator('#invite-dialog').boundingBox();
+  assert.ok(box && box.x >= 0 && box.x + box.width <= 390, 'the dialog fits 390 px');
+  assert.deepEqual(await axe(page), []);
+  await page.keyboard.press('Escape');
+  await page.locator('#invite-dialog').waitFor({ state: 'hidden' });
+  await page.getByRole('button', { name: 'Invite' }).click();
+  await page.getByRole('button', { name: 'Close' }).click();
+  await page.locator('#invite-dialog').waitFor({ state: 'hidden' });
 });
