@@ -70,7 +70,9 @@ pub enum Command {
     /// Remove what the retention settings (--retain-meetings-days,
     /// --retain-audit-days) no longer keep, as the running server does every
     /// hour: with --dry-run, only say what would go; with --now, remove it
-    /// (one transaction; then a checkpoint of the log it left).
+    /// (one transaction; then a checkpoint of the log it left). Use --now with
+    /// the server stopped: a running server purges by itself, and takes a purge
+    /// by another process for a change behind its back.
     #[command(group(clap::ArgGroup::new("mode").required(true).args(["dry_run", "now"])))]
     Purge {
         #[arg(long)]

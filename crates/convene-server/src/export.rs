@@ -39,7 +39,7 @@ fn kept_chat(
     let Some(key) = key else {
         return Ok(Vec::new());
     };
-    let (kept, _) = storage.kept_chat(key, meeting, now_ms)?;
+    let (kept, _) = storage.kept_chat(key, meeting, now_ms, None)?;
     Ok(kept
         .into_iter()
         .filter_map(|k| serde_json::from_slice(&k.message).ok())

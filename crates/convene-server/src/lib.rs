@@ -381,12 +381,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
                 .await;
         });
     }
-    retention::spawn(
-        state.clone(),
-        config.retention(),
-        config.audit_key().map_err(StartError)?,
-        config.audit_checkpoints_path(),
-    );
+    retention::spawn(state.clone(), config.retention());
     let media_addr = sfu[0].handle.local_addr();
     let media_workers = sfu.len();
     info!(%addr, %media_addr, media_workers, data = %config.data_dir.display(), "Convene started");

@@ -252,16 +252,30 @@ fn remembered(state: &AppState, meeting: &StoredMeeting) -> RoomState {
             .filter_map(|(k, r)| Some((k, role(&r)?)))
             .collect(),
         barred: people.barred.into_iter().collect(),
-        chat: kept_chat(state, &meeting.id),
+        // Only while the level keeps chat: stored rows from before a change
+        // to a level that keeps none stay out of the meeting.
+        chat: if state
+            .limits
+            .policy
+            .level_or_lowest(&meeting.level)
+            .chat_retention_days
+            > 0
+        {
+            kept_chat(state, &meeting.id)
+        } else {
+            Vec::new()
+        },
     }
 }
 
 /// The chat this meeting keeps (where its level keeps chat), oldest first.
 fn kept_chat(state: &AppState, meeting: &str) -> Vec<convene_meeting::protocol::ChatMessage> {
-    match state
-        .storage
-        .kept_chat(&state.chat_key, meeting, convene_storage::unix_millis())
-    {
+    match state.storage.kept_chat(
+        &state.chat_key,
+        meeting,
+        convene_storage::unix_millis(),
+        Some(state.limits.chat_history),
+    ) {
         Ok((kept, unreadable)) => {
             if unreadable > 0 {
                 tracing::warn!(

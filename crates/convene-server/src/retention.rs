@@ -19,15 +19,9 @@ use crate::AppState;
 const EVERY: Duration = Duration::from_secs(60 * 60);
 
 /// Purge now, then every [`EVERY`], sparing meetings open on this server.
-pub(crate) fn spawn(
-    state: Arc<AppState>,
-    retention: Retention,
-    key: Option<AuditKey>,
-    checkpoints: std::path::PathBuf,
-) {
+pub(crate) fn spawn(state: Arc<AppState>, retention: Retention) {
     if retention == Retention::default() {
-        info!("retention: meetings and audit rows are kept for ever");
-        return;
+        info!("retention: meetings and audit rows are kept for ever (kept chat still goes at its time)");
     }
     tokio::spawn(async move {
         let mut every = tokio::time::interval(EVERY);
@@ -35,20 +29,16 @@ pub(crate) fn spawn(
         loop {
             every.tick().await;
             let live: HashSet<String> = state.registry.lock().meetings.keys().cloned().collect();
-            let (st, key, path) = (state.clone(), key.clone(), checkpoints.clone());
-            let done = tokio::task::spawn_blocking(move || {
-                purge(&st.storage, &retention, &live, key.as_ref(), &path, false)
-            })
-            .await;
-            match done {
-                Ok(Ok(r)) if r.is_empty() => {}
-                Ok(Ok(r)) => info!(
+            // On the audit writer's thread: its own rows, in order.
+            match state.writer.purge(retention, live).await {
+                Ok(r) if r.is_empty() => {}
+                Ok(r) => info!(
                     meetings = r.meetings.len(),
                     audit_rows = r.audit_rows,
+                    chat_messages = r.chat_messages,
                     "retention: purged"
                 ),
-                Ok(Err(e)) => warn!("retention: purge failed: {e}"),
-                Err(e) => warn!("retention: purge task: {e}"),
+                Err(e) => warn!("retention: purge failed: {e}"),
             }
         }
     });

@@ -87,6 +87,13 @@ enum Write {
     },
     /// Close every refusal tally and checkpoint now (shutdown, tests).
     Flush(oneshot::Sender<()>),
+    /// Apply retention here, between this writer's own transactions, so the
+    /// purge's rows are this server's and its checkpoint dated in order.
+    Purge {
+        retention: convene_storage::Retention,
+        live: std::collections::HashSet<String>,
+        reply: oneshot::Sender<Result<convene_storage::PurgeReport, String>>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -162,6 +169,27 @@ impl Writer {
             .spawn(move || run(storage, rx, sh, options))
             .expect("writer thread starts");
         Writer { tx, shared }
+    }
+
+    /// Purge what `retention` no longer keeps, sparing the meetings in `live`;
+    /// a checkpoint follows when anything went.
+    pub async fn purge(
+        &self,
+        retention: convene_storage::Retention,
+        live: std::collections::HashSet<String>,
+    ) -> Result<convene_storage::PurgeReport, String> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Write::Purge {
+                retention,
+                live,
+                reply,
+            })
+            .await
+            .map_err(|_| "the audit writer has stopped".to_string())?;
+        answer
+            .await
+            .map_err(|_| "the audit writer has stopped".to_string())?
     }
 
     pub fn stats(&self) -> &WriterStats {
@@ -405,7 +433,7 @@ fn run(
             }
         }
         let mut items = Vec::new();
-        let (mut dones, mut flushes) = (Vec::new(), Vec::new());
+        let (mut dones, mut flushes, mut purges) = (Vec::new(), Vec::new(), Vec::new());
         for w in writes {
             match w {
                 Write::Items { items: i, done } => {
@@ -413,6 +441,11 @@ fn run(
                     dones.extend(done);
                 }
                 Write::Flush(f) => flushes.push(f),
+                Write::Purge {
+                    retention,
+                    live,
+                    reply,
+                } => purges.push((retention, live, reply)),
             }
         }
         let closing = stopping || !flushes.is_empty();
@@ -473,8 +506,22 @@ fn run(
                 let _ = d.send(ok);
             }
         }
+        let mut purged = false;
+        for (retention, live, reply) in purges {
+            // Dated after everything this writer wrote, as its own rows are.
+            let at = convene_storage::unix_millis().max(cp.floor);
+            let result = storage
+                .purge(&retention, at, &live, options.key.as_ref(), false)
+                .map_err(|e| e.to_string());
+            if matches!(&result, Ok(r) if !r.is_empty()) {
+                purged = true;
+                cp.floor = at;
+                expected = storage.audit_head().ok();
+            }
+            let _ = reply.send(result);
+        }
         if let Some(head) = &expected {
-            cp.maybe(head, closing);
+            cp.maybe(head, closing || purged);
         }
         for f in flushes {
             let _ = f.send(());

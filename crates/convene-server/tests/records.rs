@@ -268,7 +268,17 @@ async fn the_server_purges_by_itself() {
     assert!(gone, "the meeting ended 100 days ago is purged");
     let (status, _) = common::http(&server, "GET", &format!("/api/meetings/{recent}"), None).await;
     assert_eq!(status, 200, "the one ended 10 days ago is kept");
+    // The writer goes on after the purge without taking it for tampering.
+    let _ = common::create_meeting(&server, "After the purge").await;
     server.shutdown().await;
+    let rows = Storage::open(&data).unwrap().audit_records(None).unwrap();
+    assert!(rows.iter().any(|r| r.event == "purge"), "{rows:?}");
+    assert!(
+        !rows.iter().any(|r| r.outcome == "changed elsewhere"),
+        "the server's own purge is not an alarm: {rows:?}"
+    );
+    let v = convene(&data, &["audit", "verify"]);
+    assert_eq!(v.status.code(), Some(0), "{}", text(&v));
     std::fs::remove_dir_all(data).ok();
 }
 

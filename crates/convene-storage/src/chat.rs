@@ -139,20 +139,25 @@ impl Batch<'_> {
 }
 
 impl Storage {
-    /// The messages of `meeting` still kept at `now_ms`, oldest first, and
-    /// how many could not be opened with `key` (another key, or damaged).
+    /// The messages of `meeting` still kept at `now_ms` (only the `newest`
+    /// so many, if given), oldest first, and how many could not be opened
+    /// with `key` (another key, or damaged).
     pub fn kept_chat(
         &self,
         key: &ChatKey,
         meeting: &str,
         now_ms: i64,
+        newest: Option<usize>,
     ) -> Result<(Vec<KeptChat>, usize), StorageError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT id, sent_at, sealed FROM meeting_chat
-             WHERE meeting = ?1 AND keep_until > ?2 ORDER BY id",
+            "SELECT id, sent_at, sealed FROM (
+                 SELECT id, sent_at, sealed FROM meeting_chat
+                 WHERE meeting = ?1 AND keep_until > ?2 ORDER BY id DESC LIMIT ?3
+             ) ORDER BY id",
         )?;
-        let rows = stmt.query_map(params![meeting, now_ms], |r| {
+        let limit = newest.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        let rows = stmt.query_map(params![meeting, now_ms, limit], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, i64>(1)?,

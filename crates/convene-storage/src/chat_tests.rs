@@ -26,16 +26,16 @@ fn chat_is_sealed_at_rest_and_opens_only_with_its_key_in_its_place() {
         .query_row("SELECT sealed FROM meeting_chat", [], |r| r.get(0))
         .unwrap();
     assert!(!sealed.windows(6).any(|w| w == b"budget"));
-    let (kept, bad) = s.kept_chat(&key(1), &m.id, T0).unwrap();
+    let (kept, bad) = s.kept_chat(&key(1), &m.id, T0, None).unwrap();
     assert_eq!((kept.len(), bad), (1, 0));
     assert_eq!(kept[0].message, text);
     // Another key opens nothing.
-    assert_eq!(s.kept_chat(&key(2), &m.id, T0).unwrap(), (vec![], 1));
+    assert_eq!(s.kept_chat(&key(2), &m.id, T0, None).unwrap(), (vec![], 1));
     // Moved to another message number (or meeting), it no longer opens.
     s.raw()
         .execute("UPDATE meeting_chat SET id = 2", [])
         .unwrap();
-    assert_eq!(s.kept_chat(&key(1), &m.id, T0).unwrap().1, 1);
+    assert_eq!(s.kept_chat(&key(1), &m.id, T0, None).unwrap().1, 1);
     assert!(key(1).open("other-meeting", 1, &sealed).is_none());
     assert!(key(1).open(&m.id, 1, &sealed).is_some());
     assert!(key(1).open(&m.id, 1, &sealed[..5]).is_none());
@@ -57,7 +57,7 @@ fn kept_chat_goes_at_its_time_and_not_before() {
         .unwrap();
     assert_eq!(r.chat_messages, 0);
     assert_eq!(
-        s.kept_chat(&key(1), &m.id, T0 + 30 * DAY - 1)
+        s.kept_chat(&key(1), &m.id, T0 + 30 * DAY - 1, None)
             .unwrap()
             .0
             .len(),
@@ -113,4 +113,17 @@ fn a_chat_key_file_is_made_once_readable_by_its_owner_only() {
         "{e}"
     );
     std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn only_the_newest_are_read_when_asked() {
+    let s = Storage::in_memory().unwrap();
+    let (m, _) = s.create_meeting("Board", None, "{}").unwrap();
+    for id in 1..=5 {
+        s.write_batch(|b| b.keep_chat(&key(1), &m.id, id, T0, T0 + DAY, b"{}"))
+            .unwrap()
+            .unwrap();
+    }
+    let (kept, _) = s.kept_chat(&key(1), &m.id, T0, Some(2)).unwrap();
+    assert_eq!(kept.iter().map(|k| k.id).collect::<Vec<_>>(), vec![4, 5]);
 }

@@ -251,6 +251,8 @@ pub enum CheckpointProblem {
          (rows were deleted by someone without the audit key, or the record is damaged)"
     )]
     BadPurge { rows: i64, at: i64 },
+    #[error("PURGE RECORD DOES NOT FIT: the record of rows 1 to {rows} purged at {at} ms {why}")]
+    PurgeMisfit { rows: i64, at: i64, why: String },
 }
 
 /// The result of checking the log and its checkpoints.
@@ -322,11 +324,26 @@ pub(crate) fn check(
     // whose MAC must hold like a checkpoint's.
     let purges = crate::retention::purge_records(conn)?;
     let start = audit::start(conn)?;
+    // With the key, only records made with it count: an unkeyed one, or one
+    // naming another key, is what someone holding only the database makes.
     for p in &purges {
-        if p.check_mac(key) == MacCheck::Wrong {
+        let good = matches!(
+            (p.check_mac(key), key),
+            (MacCheck::Verified, _) | (MacCheck::Unkeyed | MacCheck::Unchecked, None)
+        );
+        if !good {
             forged.push(CheckpointProblem::BadPurge {
                 rows: p.rows,
                 at: p.at,
+            });
+        }
+    }
+    for pair in purges.windows(2) {
+        if pair[1].at < pair[0].at {
+            forged.push(CheckpointProblem::PurgeMisfit {
+                rows: pair[1].rows,
+                at: pair[1].at,
+                why: format!("is dated before the record of rows 1 to {}", pair[0].rows),
             });
         }
     }
@@ -403,6 +420,32 @@ pub(crate) fn check(
         }
     }
     if let Some(p) = purges.last() {
+        // Every purge writes its own row after its record: the log goes on
+        // past the newest record, and no checkpoint made after a purge
+        // counts fewer rows than it purged.
+        let head_rows = report.chain.as_ref().map_or(i64::MAX, |h| h.rows);
+        if head_rows <= p.rows {
+            report.problems.push(CheckpointProblem::PurgeMisfit {
+                rows: p.rows,
+                at: p.at,
+                why: "is the end of the log: the purge's own row after it is missing".into(),
+            });
+        }
+        if let Some(cp) = usable.iter().find(|c| c.at >= p.at && c.rows <= p.rows) {
+            report.problems.push(CheckpointProblem::PurgeMisfit {
+                rows: p.rows,
+                at: p.at,
+                why: format!(
+                    "purged more rows than the checkpoint made after it ({} rows at {} ms) counted",
+                    cp.rows, cp.at
+                ),
+            });
+        }
+        if key.is_none() {
+            report
+                .warnings
+                .push("no audit key given: purge records were not authenticated".into());
+        }
         report.warnings.push(format!(
             "rows 1 to {} were purged by retention (the newest purge at {} ms; {} purge record(s)); \
              the chain is checked from row {}{}",

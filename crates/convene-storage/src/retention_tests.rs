@@ -263,3 +263,69 @@ fn purging_every_row_keeps_the_chain_going() {
     assert!(r.is_empty());
     assert_eq!(s.audit_records(None).unwrap().len(), 1);
 }
+
+/// Someone with only the database writes an unkeyed record, or one naming
+/// another key, deletes the front of the log, and (the worst) claims rows
+/// far beyond the head: with the key, each is caught.
+#[test]
+fn purge_records_not_made_with_the_key_or_that_do_not_fit_are_caught() {
+    for (key_id, rows_claimed) in [(None, 2), (Some("x"), 2), (None, 1_000_000_000)] {
+        let s = Storage::in_memory().unwrap();
+        for day in 0..4 {
+            row(&s, "m1", T0 + day * DAY);
+        }
+        let hash = s.audit_records(None).unwrap()[1].hash.clone();
+        // Well made, each MAC holding for what it names: unkeyed, or another key.
+        let other = AuditKey::from_bytes(&[3u8; 32]).unwrap();
+        let mut record = Checkpoint::new(
+            &AuditHead {
+                rows: rows_claimed,
+                hash,
+            },
+            T0,
+            key_id.map(|_| &other),
+        );
+        if key_id.is_some() {
+            assert_eq!(
+                record.check_mac(Some(&key())),
+                crate::checkpoint::MacCheck::Unchecked
+            );
+        } else {
+            assert_eq!(
+                record.check_mac(Some(&key())),
+                crate::checkpoint::MacCheck::Unkeyed
+            );
+        }
+        record.key = record.key.map(|_| "x".into()).filter(|_| key_id.is_some());
+        s.raw()
+            .execute(
+                "INSERT INTO audit_purges (rows, head, at, key, mac) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![record.rows, record.head, record.at, record.key, record.mac],
+            )
+            .unwrap();
+        s.raw()
+            .execute(
+                "DELETE FROM audit_log WHERE seq <= ?1",
+                params![rows_claimed],
+            )
+            .unwrap();
+        let report = s.verify_audit_against(&[], Some(&key())).unwrap();
+        assert!(
+            !report.is_intact(),
+            "{key_id:?} {rows_claimed}: {:?} {:?}",
+            report.chain,
+            report.problems
+        );
+        // Without the key it cannot be told, and verify says so.
+        let unkeyed = s.verify_audit_against(&[], None).unwrap();
+        assert!(
+            unkeyed
+                .warnings
+                .iter()
+                .any(|w| w.contains("purge records were not authenticated"))
+                || !unkeyed.is_intact(),
+            "{:?}",
+            unkeyed.warnings
+        );
+    }
+}
