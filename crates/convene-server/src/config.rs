@@ -256,7 +256,7 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub audit_checkpoint_interval: u64,
 
-    /// File whose first 32 bytes are the key chat is sealed with where a
+    /// File holding the key chat is sealed with (32 bytes, raw or as 64 hex digits) where a
     /// meeting's handling level keeps chat (chat_retention_days above 0).
     /// Without one, Convene makes chat.key in the data folder (owner-only):
     /// that protects copies of the database, such as backups, but not a copy

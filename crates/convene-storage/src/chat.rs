@@ -25,15 +25,24 @@ impl std::fmt::Debug for ChatKey {
 }
 
 impl ChatKey {
-    /// The first 32 bytes of `bytes` (at least 32 are needed).
+    /// A key of exactly 32 bytes, given raw or as 64 hex digits (a trailing
+    /// newline allowed): anything else is refused rather than cut or
+    /// stretched (a hex file read raw would give half the strength).
     pub fn from_bytes(bytes: &[u8]) -> Result<ChatKey, String> {
-        if bytes.len() < 32 {
-            return Err(format!(
-                "a chat key needs at least 32 bytes, this one has {}",
-                bytes.len()
-            ));
-        }
-        let key = UnboundKey::new(&AES_256_GCM, &bytes[..32])
+        let text = std::str::from_utf8(bytes).ok().map(str::trim);
+        let raw: Vec<u8> = match text {
+            Some(t) if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) => (0..32)
+                .map(|i| u8::from_str_radix(&t[2 * i..2 * i + 2], 16).unwrap_or(0))
+                .collect(),
+            _ if bytes.len() == 32 => bytes.to_vec(),
+            _ => {
+                return Err(format!(
+                    "a chat key is 32 bytes (raw, or 64 hex digits); this file has {} bytes",
+                    bytes.len()
+                ))
+            }
+        };
+        let key = UnboundKey::new(&AES_256_GCM, &raw)
             .map_err(|_| "the chat key was refused".to_string())?;
         Ok(ChatKey {
             key: LessSafeKey::new(key),
@@ -50,17 +59,22 @@ impl ChatKey {
     /// only) if there is no file there yet.
     pub fn load_or_create(path: &Path) -> Result<ChatKey, String> {
         if !path.exists() {
+            // Written whole beside it, then linked into place: a crash never
+            // leaves an empty or partial key, and a key another process made
+            // meanwhile wins.
             let bytes: [u8; 32] = rand::random();
+            let temp = path.with_extension(format!("new-{}", std::process::id()));
             let mut options = std::fs::OpenOptions::new();
             options.write(true).create_new(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            match options.open(path) {
-                Ok(mut f) => f
-                    .write_all(&bytes)
-                    .and_then(|()| f.sync_all())
-                    .map_err(|e| format!("chat key {}: {e}", path.display()))?,
-                // Made meanwhile by another process: use theirs.
+            let made = options
+                .open(&temp)
+                .and_then(|mut f| f.write_all(&bytes).and_then(|()| f.sync_all()))
+                .and_then(|()| std::fs::hard_link(&temp, path));
+            let _ = std::fs::remove_file(&temp);
+            match made {
+                Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(format!("chat key {}: {e}", path.display())),
             }

@@ -108,10 +108,13 @@ fn a_chat_key_file_is_made_once_readable_by_its_owner_only() {
     }
     std::fs::write(&path, b"short").unwrap();
     let e = ChatKey::from_file(&path).unwrap_err();
-    assert!(
-        e.contains("at least 32 bytes") && !e.contains("short"),
-        "{e}"
-    );
+    assert!(e.contains("32 bytes") && !e.contains("short"), "{e}");
+    // 64 hex digits are the same 32 bytes; 33 raw bytes are refused, not cut.
+    std::fs::write(&path, format!("{}\n", "ab".repeat(32))).unwrap();
+    let hex = ChatKey::from_file(&path).unwrap();
+    let sealed = ChatKey::from_bytes(&[0xab; 32]).unwrap().seal("m", 1, b"x");
+    assert_eq!(hex.open("m", 1, &sealed).unwrap(), b"x");
+    assert!(ChatKey::from_bytes(&[1u8; 33]).is_err());
     std::fs::remove_dir_all(dir).ok();
 }
 

@@ -105,17 +105,36 @@ impl Storage {
     /// but never joined is found by its creator's sign-in name only).
     pub fn export_person(&self, query: &str) -> Result<PersonExport, StorageError> {
         let wanted = query.trim().to_lowercase();
-        // Candidates by a coarse LIKE; each is then matched exactly.
+        // Candidates: meetings whose join or create rows mention the query,
+        // compared in Rust (SQLite's lower() folds ASCII only: "ÉMILE" would
+        // never find "Émile"); each is then matched exactly below.
         let candidates: Vec<String> = {
             let conn = self.conn();
             let mut stmt = conn.prepare(
-                "SELECT DISTINCT meeting FROM audit_log
-                 WHERE (event = 'join' AND instr(lower(detail), ?1) > 0)
-                    OR (event = 'create' AND lower(actor) = ?1)
-                 ORDER BY meeting",
+                "SELECT meeting, event, actor, detail FROM audit_log
+                 WHERE event IN ('join', 'create') ORDER BY meeting",
             )?;
-            let ids = stmt.query_map(params![wanted], |r| r.get(0))?;
-            ids.collect::<Result<_, _>>()?
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })?;
+            let mut ids: Vec<String> = Vec::new();
+            for row in rows {
+                let (meeting, event, actor, detail) = row?;
+                let hit = if event == "create" {
+                    actor.trim().to_lowercase() == wanted
+                } else {
+                    detail.to_lowercase().contains(&wanted)
+                };
+                if hit && ids.last() != Some(&meeting) {
+                    ids.push(meeting);
+                }
+            }
+            ids
         };
         let mut out = PersonExport {
             query: query.trim().to_string(),

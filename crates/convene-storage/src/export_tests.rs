@@ -169,3 +169,20 @@ fn a_person_export_holds_every_row_about_them_and_no_one_elses() {
     let none = s.export_person("nobody@example.org").unwrap();
     assert!(none.audit.is_empty() && none.meetings.is_empty());
 }
+
+#[test]
+fn names_are_matched_ignoring_case_beyond_ascii() {
+    let s = Storage::in_memory().unwrap();
+    add(
+        &s,
+        "m-1",
+        "p1",
+        "p1",
+        "join",
+        "admitted",
+        "name: Émile Łukasz; identity: guest (unverified)",
+    );
+    let e = s.export_person("ÉMILE ŁUKASZ").unwrap();
+    assert_eq!(e.participations.len(), 1);
+    assert_eq!(e.audit.len(), 1);
+}
