@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::params;
 use serde::Serialize;
 
 use crate::audit::{self, AuditRecord};
