@@ -10,13 +10,21 @@ use tracing_subscriber::prelude::*;
 
 use crate::config::LogFormat;
 
-/// Targets whose debug and trace events carry message payloads.
-const PAYLOAD_LOGGERS: &[&str] = &["tungstenite", "tokio_tungstenite"];
+/// Targets whose debug and trace events carry message payloads or secrets:
+/// the WebSocket library prints whole frames; str0m's ICE agent (`is`)
+/// prints each connection's ICE credentials, which ICE-TCP adoption trusts.
+const PAYLOAD_LOGGERS: &[&str] = &["tungstenite", "tokio_tungstenite", "is"];
 
 pub fn init(filter: &str, format: LogFormat) {
     let payloads_kept_out = filter_fn(|meta| {
         !(*meta.level() > tracing::Level::INFO
-            && PAYLOAD_LOGGERS.iter().any(|t| meta.target().starts_with(t)))
+            && PAYLOAD_LOGGERS.iter().any(|t| {
+                let target = meta.target();
+                target == *t
+                    || target
+                        .strip_prefix(t)
+                        .is_some_and(|rest| rest.starts_with("::"))
+            }))
     });
     let env = EnvFilter::new(filter);
     let registry = tracing_subscriber::registry().with(env);

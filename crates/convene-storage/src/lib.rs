@@ -150,6 +150,18 @@ impl Storage {
                 db.display()
             )));
         }
+        // Made first, empty, owner-only and exclusively (never through a
+        // symlink or over a file someone else made): the copy holds passcode
+        // hashes and the audit log. SQLite then writes into the empty file.
+        {
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            options
+                .open(dest)
+                .map_err(|e| StorageError::Backup(format!("{}: {e}", dest.display())))?;
+        }
         let source = Connection::open_with_flags(&db, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         source.busy_timeout(BUSY_TIMEOUT)?;
         let target = dest
@@ -725,6 +737,17 @@ mod tests {
             (MIGRATIONS.len(), 1, 1)
         );
         assert!(report.bytes > 0);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "the copy is readable by its owner only");
+            // Never through a symlink, even a dangling one.
+            let link = dir.join("link.db");
+            std::os::unix::fs::symlink(dir.join("elsewhere.db"), &link).unwrap();
+            assert!(Storage::backup(&dir, &link).is_err());
+            assert!(!dir.join("elsewhere.db").exists());
+        }
         // Written after the snapshot: not in it.
         let (later, _) = s.create_meeting("Later", None, "{}").unwrap();
         s.audit(event(&later.id)).unwrap();
