@@ -52,36 +52,42 @@ pub fn meeting_jsonl(
     id: &str,
     now_ms: i64,
 ) -> String {
-    let mut out = line(&json!({
+    let header = json!({
         "kind": "export", "of": "meeting", "id": id, "generatedAt": utc(now_ms), "chat": CHAT,
         "meetingPurged": e.meeting.is_none(),
-    }));
-    if let Some(m) = &e.meeting {
-        out += &line(&tagged("meeting", m));
-    }
-    for p in &e.participants {
-        out += &line(&tagged("participant", p));
-    }
-    for r in &e.audit {
-        out += &line(&tagged("audit", r));
-    }
-    for c in chat {
-        out += &line(&tagged("chat", c));
-    }
-    out
+    });
+    jsonl(&header, e.meeting.iter(), &e.participants, &e.audit, chat)
 }
 
 pub fn person_jsonl(e: &PersonExport, chat: &[serde_json::Value], now_ms: i64) -> String {
-    let mut out = line(&json!({
+    let header = json!({
         "kind": "export", "of": "person", "query": e.query, "generatedAt": utc(now_ms), "chat": CHAT,
-    }));
-    for m in &e.meetings {
+    });
+    jsonl(
+        &header,
+        e.meetings.iter(),
+        &e.participations,
+        &e.audit,
+        chat,
+    )
+}
+
+/// One export as JSON Lines: the header, then each object tagged with its kind.
+fn jsonl<'a>(
+    header: &serde_json::Value,
+    meetings: impl Iterator<Item = &'a MeetingFacts>,
+    participants: &[Participation],
+    audit: &[AuditRecord],
+    chat: &[serde_json::Value],
+) -> String {
+    let mut out = line(header);
+    for m in meetings {
         out += &line(&tagged("meeting", m));
     }
-    for p in &e.participations {
+    for p in participants {
         out += &line(&tagged("participant", p));
     }
-    for r in &e.audit {
+    for r in audit {
         out += &line(&tagged("audit", r));
     }
     for c in chat {

@@ -114,12 +114,7 @@ pub(crate) fn head(conn: &Connection) -> Result<AuditHead, StorageError> {
 /// purge record), or at [`GENESIS`]. Databases of a schema before purge
 /// records (a backup being checked) start at [`GENESIS`].
 pub(crate) fn start(conn: &Connection) -> Result<AuditHead, StorageError> {
-    let has_purges: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'audit_purges'",
-        [],
-        |r| r.get(0),
-    )?;
-    let purged: Option<(i64, String)> = if has_purges {
+    let purged: Option<(i64, String)> = if crate::has_table(conn, "audit_purges")? {
         conn.query_row(
             "SELECT rows, head FROM audit_purges ORDER BY rows DESC LIMIT 1",
             [],

@@ -178,12 +178,7 @@ impl Storage {
         }
         let schema: i64 = copy.pragma_query_value(None, "user_version", |r| r.get(0))?;
         let count = |table: &str| -> Result<u64, StorageError> {
-            let exists: i64 = copy.query_row(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
-                params![table],
-                |r| r.get(0),
-            )?;
-            if exists == 0 {
+            if !has_table(&copy, table)? {
                 return Ok(0);
             }
             Ok(
@@ -653,6 +648,16 @@ fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
         tx.commit()?;
     }
     Ok(())
+}
+
+/// Whether the database has `table` (an older schema, e.g. a backup being
+/// checked, may lack it).
+pub(crate) fn has_table(conn: &Connection, table: &str) -> Result<bool, StorageError> {
+    Ok(conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        params![table],
+        |r| r.get(0),
+    )?)
 }
 
 pub fn new_meeting_id() -> String {

@@ -202,12 +202,7 @@ fn audit_rows_before(conn: &Connection, cut_ms: i64) -> Result<i64, StorageError
 }
 
 pub(crate) fn purge_records(conn: &Connection) -> Result<Vec<Checkpoint>, StorageError> {
-    let has: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'audit_purges'",
-        [],
-        |r| r.get(0),
-    )?;
-    if !has {
+    if !crate::has_table(conn, "audit_purges")? {
         return Ok(Vec::new());
     }
     let mut stmt =
