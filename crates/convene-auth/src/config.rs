@@ -137,11 +137,29 @@ pub struct Organisation {
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
+/// A TOML error by its place and message, without the parser's quote of the
+/// line: this file holds client secrets, and the quoted line would carry one
+/// into the terminal and the service's log.
+pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+            format!(
+                "TOML parse error at line {line}, column {column}\n{}",
+                e.message().trim_end()
+            )
+        }
+        None => e.message().trim_end().to_string(),
+    }
+}
+
 impl DeploymentConfig {
     /// Parse and check. Errors name the place in the file and the problem.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         let mut config: DeploymentConfig =
-            toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+            toml::from_str(text).map_err(|e| ConfigError(toml_error(text, &e)))?;
         if let Some(turn) = &mut config.turn {
             turn.check(text).map_err(ConfigError)?;
         }
@@ -339,6 +357,22 @@ client_secret = "s"
         }
         let e = DeploymentConfig::parse("[home]\nname = \"x\"\nbogus = 1\n").unwrap_err();
         assert!(e.0.contains("line 3"), "{e}");
+    }
+
+    /// A broken line near a secret is placed, never quoted: the error goes to
+    /// the terminal and the service's log.
+    #[test]
+    fn errors_do_not_quote_the_file() {
+        for broken in [
+            "client_secret = \"Quokka-secret-5821\nclient_id = \"c\"\n",
+            "client_secret = \"Quokka-secret-5821\" x\n",
+            "client_secret = \"Quokka-secret-5821\"\nclient_id = 7\n",
+        ] {
+            let text = format!("[home]\nname = \"H\"\ndomains = [\"h.example\"]\n[home.provider]\nissuer = \"https://id.h.example\"\n{broken}");
+            let e = DeploymentConfig::parse(&text).unwrap_err();
+            assert!(!e.0.contains("Quokka"), "{e}");
+            assert!(e.0.starts_with("TOML parse error at line "), "{e}");
+        }
     }
 
     #[test]

@@ -215,7 +215,8 @@ pub struct Config {
 
     /// Token that grants access to the admin API (audit export). Without one, the
     /// admin API is off.
-    #[arg(long, env = "CONVENE_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "CONVENE_ADMIN_TOKEN", hide_env_values = true,
+          value_parser = crate::admin::parse_token)]
     pub admin_token: Option<String>,
 
     /// Log filter, in tracing's syntax (e.g. "info", "convene_sfu=debug").

@@ -194,9 +194,33 @@ fn read_options(text: &str, folder: &Path) -> (Vec<FileOption>, Vec<Problem>) {
 
 /// clap's error without its "error: " prefix, usage and tips: one line.
 fn clap_message(e: &clap::Error) -> String {
-    let text = e.render().to_string();
+    let text = error_text(e);
     let first = text.lines().next().unwrap_or_default();
     first.strip_prefix("error: ").unwrap_or(first).to_string()
+}
+
+/// clap's error as it would print it, except that a refused value of a
+/// secret option (one whose environment value `--help` hides, such as the
+/// admin token) is not repeated: it would land in the service's log.
+pub fn error_text(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let text = e.render().to_string();
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return text;
+    };
+    let Some(ContextValue::String(value)) = e.get(ContextKind::InvalidValue) else {
+        return text;
+    };
+    let secret = Cli::command().get_arguments().any(|a| {
+        a.is_hide_env_values_set()
+            && a.get_long()
+                .is_some_and(|long| arg.starts_with(&format!("--{long}")))
+    });
+    if secret && !value.is_empty() {
+        text.replace(value.as_str(), "(not repeated)")
+    } else {
+        text
+    }
 }
 
 /// Parse the command line (and environment), then fill what neither set from

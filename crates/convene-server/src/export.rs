@@ -16,11 +16,12 @@ use serde_json::json;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::admin::Admin;
 use crate::config::{Config, RecordsFormat};
-use crate::http::{admin_refusal, api_error};
+use crate::http::api_error;
 use crate::utc::utc;
 use crate::AppState;
 
@@ -441,21 +442,21 @@ fn format_of(q: &FormatQuery) -> Option<RecordsFormat> {
 
 /// `GET /api/admin/export/meeting/{id}?format=jsonl|html`.
 pub(crate) async fn admin_meeting(
+    _: Admin,
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     query: Result<Query<FormatQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    answer(state, headers, query, |_| Ok(Subject::Meeting(id))).await
+    answer(state, query, |_| Ok(Subject::Meeting(id))).await
 }
 
 /// `GET /api/admin/export/person?q=NAME-OR-EMAIL&format=jsonl|html`.
 pub(crate) async fn admin_person(
+    _: Admin,
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     query: Result<Query<FormatQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    answer(state, headers, query, |q| {
+    answer(state, query, |q| {
         q.q.clone()
             .map(Subject::Person)
             .ok_or("q=<name or email> is needed")
@@ -465,13 +466,9 @@ pub(crate) async fn admin_person(
 
 async fn answer(
     state: Arc<AppState>,
-    headers: HeaderMap,
     query: Result<Query<FormatQuery>, axum::extract::rejection::QueryRejection>,
     subject: impl FnOnce(&FormatQuery) -> Result<Subject, &'static str>,
 ) -> Response {
-    if let Some(refused) = admin_refusal(&state, &headers) {
-        return refused;
-    }
     let Ok(Query(q)) = query else {
         return api_error(
             StatusCode::BAD_REQUEST,

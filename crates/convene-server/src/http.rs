@@ -13,6 +13,7 @@ use convene_meeting::passcode;
 use convene_storage::{is_meeting_id, Meeting};
 use serde::{Deserialize, Serialize};
 
+use crate::admin::Admin;
 use crate::client_addr::ClientIp;
 use crate::origin::same_origin;
 use crate::{assets, check, device, signin, ws, AppState};
@@ -61,7 +62,7 @@ pub fn router(state: Arc<AppState>, request_timeout: Duration) -> Router {
         .route("/auth/callback/{org}", get(signin::callback))
         .route("/auth/logout", post(signin::logout))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(crate::readiness::readyz))
         .route("/metrics", get(metrics_for_admins))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -239,82 +240,15 @@ struct AuditQuery {
     format: Option<String>,
 }
 
-/// The admin API answers only `Authorization: Bearer <admin token>`, and not at
-/// all without a configured token: the refusal, if any.
-pub(crate) fn admin_refusal(state: &AppState, headers: &HeaderMap) -> Option<Response> {
-    let Some(token) = &state.admin_token else {
-        return Some(api_error(
-            StatusCode::NOT_FOUND,
-            "the admin API is off (no admin token configured)",
-        ));
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .unwrap_or("");
-    // Digests of equal length are compared, so the time taken says nothing
-    // about the token's length either.
-    let (given, wanted) = (
-        convene_auth::store::sha256_hex(given),
-        convene_auth::store::sha256_hex(token),
-    );
-    if !bool::from(subtle::ConstantTimeEq::ct_eq(
-        given.as_bytes(),
-        wanted.as_bytes(),
-    )) {
-        return Some(api_error(
-            StatusCode::UNAUTHORIZED,
-            "an admin token is needed",
-        ));
-    }
-    None
-}
-
-/// Ready to serve meetings: storage takes writes, the audit writer and every
-/// media worker run. 503 naming what is not, for load balancers and systemd
-/// health checks (`/healthz` only says the process answers).
-async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let st = state.clone();
-    let storage = tokio::task::spawn_blocking(move || st.storage.check_writable())
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()));
-    let mut problems = Vec::new();
-    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
-        problems.push("stopping for a restart".to_string());
-    }
-    if let Err(e) = storage {
-        problems.push(format!("storage is not writable: {e}"));
-    }
-    if !state.writer.is_running() {
-        problems.push("the audit writer has stopped".to_string());
-    }
-    if !state.sfu.all_running() {
-        problems.push("a media worker has stopped".to_string());
-    }
-    if problems.is_empty() {
-        "ready".into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, problems.join("\n")).into_response()
-    }
-}
-
 /// Prometheus metrics on the web port: for holders of the admin token
 /// (`--metrics-listen` serves them on an address of their own instead).
-async fn metrics_for_admins(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Some(refused) = admin_refusal(&state, &headers) {
-        return refused;
-    }
+async fn metrics_for_admins(_: Admin, State(state): State<Arc<AppState>>) -> Response {
     crate::metrics::answer(&state)
 }
 
 /// Load and media counters for monitoring. Counters run from the server's start;
 /// rates are differences between two reads.
-async fn admin_stats(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Some(refused) = admin_refusal(&state, &headers) {
-        return refused;
-    }
+async fn admin_stats(_: Admin, State(state): State<Arc<AppState>>) -> Response {
     let meetings_running = state.registry.lock().meetings.len();
     let m = state.sfu.stats();
     let c = &state.connections;
@@ -355,13 +289,10 @@ async fn admin_stats(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
 
 /// Audit export for records management.
 async fn admin_audit(
+    _: Admin,
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     query: Result<axum::extract::Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    if let Some(refused) = admin_refusal(&state, &headers) {
-        return refused;
-    }
     let Ok(axum::extract::Query(q)) = query else {
         return api_error(
             StatusCode::BAD_REQUEST,

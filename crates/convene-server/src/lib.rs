@@ -1,6 +1,7 @@
 //! Convene's edges: the HTTP server (pages, API), WebSocket signalling, and the
 //! glue between the meeting domain and the media core.
 
+mod admin;
 mod assets;
 mod check;
 mod client_addr;
@@ -20,6 +21,7 @@ mod meeting;
 mod metrics;
 mod origin;
 mod rates;
+mod readiness;
 mod redirect;
 mod registry;
 pub mod retention;
@@ -108,6 +110,10 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// Stopping for a restart: no new sockets, no meeting starts.
     pub draining: std::sync::atomic::AtomicBool,
+    /// The last answer about the database's writability (`/readyz`).
+    pub ready: readiness::StorageProbe,
+    /// Wrong admin tokens per client address group.
+    pub wrong_admin_tokens: rates::PerClient,
 }
 
 impl AppState {
@@ -365,6 +371,11 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         checks: Default::default(),
         metrics: metrics::Metrics::new(),
         draining: Default::default(),
+        ready: Default::default(),
+        wrong_admin_tokens: rates::PerClient::new(
+            1.0 / admin::WRONG_TOKEN_EVERY_SECS,
+            admin::WRONG_TOKENS_BURST,
+        ),
     });
     {
         let auth = state.auth.clone();

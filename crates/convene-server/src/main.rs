@@ -8,7 +8,11 @@ use convene_storage::{audit, checkpoint, Storage};
 async fn main() -> ExitCode {
     let cli = match config_file::parse_with_file(std::env::args_os()) {
         Ok(cli) => cli,
-        Err(ParseError::Clap(e)) => e.exit(),
+        Err(ParseError::Clap(e)) if !e.use_stderr() => e.exit(),
+        Err(ParseError::Clap(e)) => {
+            eprint!("{}", config_file::error_text(&e));
+            return ExitCode::from(2);
+        }
         Err(ParseError::File(problems)) => {
             eprintln!("{problems}");
             return ExitCode::FAILURE;

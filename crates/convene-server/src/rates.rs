@@ -53,6 +53,13 @@ impl<K: Hash + Eq + Clone> Rates<K> {
         allowed
     }
 
+    /// Whether `key` has a token now, without taking it.
+    pub fn has_token(&self, now: Instant, key: &K) -> bool {
+        self.buckets
+            .get(key)
+            .is_none_or(|&(tokens, at)| self.refill(tokens, at, now) >= 1.0)
+    }
+
     /// Forget keys whose bucket has refilled (at most once a second).
     fn sweep(&mut self, now: Instant) {
         if self
@@ -77,6 +84,14 @@ pub struct PerClient(Mutex<Rates<IpAddr>>);
 impl PerClient {
     pub fn new(per_sec: f64, burst: f64) -> Self {
         PerClient(Mutex::new(Rates::new(per_sec, burst)))
+    }
+
+    /// Whether `client` has a token now, without taking it.
+    pub fn has_token(&self, client: IpAddr) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .has_token(Instant::now(), &address_group(client))
     }
 
     /// Take one token for `client` now; false if it has none left.
@@ -109,7 +124,10 @@ mod tests {
         assert!(!r.allow(t0, &"a"));
         assert!(r.allow(t0, &"b"), "keys are apart");
         let t1 = t0 + Duration::from_millis(500);
+        assert!(r.has_token(t1, &"a"), "looking takes nothing");
         assert!(r.allow(t1, &"a"));
+        assert!(!r.has_token(t1, &"a"));
         assert!(!r.allow(t1, &"a"));
+        assert!(r.has_token(t1, &"c"), "an unknown key has its burst");
     }
 }

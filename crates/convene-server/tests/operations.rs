@@ -289,29 +289,102 @@ async fn metrics_count_joins_refusals_messages_and_media() {
 
 /// Ready means the database takes writes: another process holding its write
 /// lock makes the server unready (503, saying why), and ready again after.
+/// The database is probed at most once per interval however often anyone
+/// asks, and only an admin is told the database's own error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_the_database() {
     let dir = folder();
     let data = dir.clone();
     let server = common::server_with(move |c| c.data_dir = data).await;
-    assert_eq!(
-        common::http(&server, "GET", "/readyz", None).await,
-        (200, "ready".into())
-    );
+    let ready = || common::http(&server, "GET", "/readyz", None);
+    assert_eq!(ready().await, (200, "ready".into()));
     let other = rusqlite::Connection::open(dir.join("convene.db")).unwrap();
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let (status, body) = common::http(&server, "GET", "/readyz", None).await;
-    assert_eq!(status, 503, "{body}");
-    assert!(body.contains("storage is not writable"), "{body}");
-    other.execute_batch("ROLLBACK").unwrap();
+    // The answer from before the lock stands until the interval has passed.
+    let (status, body) = poll_until(|| ready(), |(s, _)| *s == 503).await;
     assert_eq!(
-        common::http(&server, "GET", "/readyz", None).await,
-        (200, "ready".into())
+        body, "storage is not writable",
+        "no detail for anyone: {body}"
     );
+    let (status_admin, detail) = common::http_with(
+        &server,
+        "GET",
+        "/readyz",
+        None,
+        "Authorization: Bearer test-admin-token\r\n",
+    )
+    .await;
+    assert_eq!((status, status_admin), (503, 503));
+    assert!(
+        detail.starts_with("storage is not writable: ") && detail.contains("locked"),
+        "an admin is told why: {detail}"
+    );
+    other.execute_batch("ROLLBACK").unwrap();
+    poll_until(|| ready(), |(s, b)| *s == 200 && b == "ready").await;
     // Health is only "the process answers".
     assert_eq!(common::http(&server, "GET", "/healthz", None).await.0, 200);
     server.shutdown().await;
     std::fs::remove_dir_all(dir).ok();
+}
+
+/// Asks until the answer passes `done` (at most 10 s).
+async fn poll_until<F, Fut, T>(ask: F, done: impl Fn(&T) -> bool) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = T>,
+    T: std::fmt::Debug,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = ask().await;
+        if done(&answer) || std::time::Instant::now() > deadline {
+            assert!(done(&answer), "still {answer:?}");
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The admin API counts wrong tokens per client: after a burst of them the
+/// client is refused (429) even with the right token, so the token cannot be
+/// guessed at speed; other clients are not affected. Too short a token is
+/// refused at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_tokens_cannot_be_guessed_at_speed() {
+    let server = common::server().await;
+    let with = |token: &'static str| {
+        common::http_with(
+            &server,
+            "GET",
+            "/api/admin/stats",
+            None,
+            if token.is_empty() { "" } else { token },
+        )
+    };
+    let right = "Authorization: Bearer test-admin-token\r\n";
+    let wrong = "Authorization: Bearer test-admin-tokeN\r\n";
+    assert_eq!(with(right).await.0, 200);
+    for _ in 0..10 {
+        assert_eq!(with(wrong).await.0, 401);
+    }
+    let (status, body) = with(wrong).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(with(right).await.0, 429, "the right token waits too");
+    assert_eq!(common::http(&server, "GET", "/readyz", None).await.0, 200);
+    server.shutdown().await;
+
+    let short = Command::new(env!("CARGO_BIN_EXE_convene"))
+        .args(["--admin-token", "short-token", "--listen", "127.0.0.1:0"])
+        .env_remove("CONVENE_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!short.status.success());
+    let said = String::from_utf8_lossy(&short.stderr);
+    assert!(said.contains("at least 16 characters"), "{said}");
+    assert!(
+        !said.contains("short-token"),
+        "the refusal does not repeat it: {said}"
+    );
 }
 
 /// `convene backup` while the server runs; the copy restored into a new data

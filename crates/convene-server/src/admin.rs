@@ -1,0 +1,92 @@
+//! Who may use the admin API: holders of the admin token (`--admin-token`),
+//! sent as `Authorization: Bearer <token>`. Wrong tokens are counted per
+//! client address group, and a client past its allowance is refused before
+//! its token is even compared, so guessing runs at a few tries a minute.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Response;
+
+use crate::client_addr::ClientIp;
+use crate::http::{api_error, retry_later};
+use crate::AppState;
+
+/// Shortest admin token the server accepts: shorter ones are guessable.
+pub const MIN_TOKEN_CHARS: usize = 16;
+/// Wrong tokens a client may send in a burst, then one per this many seconds.
+pub const WRONG_TOKENS_BURST: f64 = 10.0;
+pub const WRONG_TOKEN_EVERY_SECS: f64 = 6.0;
+
+/// A request from an admin. As an extractor it answers anyone else with the
+/// refusal (404 when the admin API is off, 401, or 429 when throttled).
+pub struct Admin;
+
+impl FromRequestParts<Arc<AppState>> for Admin {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let Ok(ClientIp(client)) = ClientIp::from_request_parts(parts, state).await;
+        check(state, &parts.headers, client).map(|()| Admin)
+    }
+}
+
+/// Whether this request carries the admin token (for answers that say more
+/// to an admin); counts a wrong token like any other.
+pub fn is_admin(state: &AppState, headers: &HeaderMap, client: IpAddr) -> bool {
+    headers.contains_key(header::AUTHORIZATION) && check(state, headers, client).is_ok()
+}
+
+fn check(state: &AppState, headers: &HeaderMap, client: IpAddr) -> Result<(), Response> {
+    let Some(token) = &state.admin_token else {
+        return Err(api_error(
+            StatusCode::NOT_FOUND,
+            "the admin API is off (no admin token configured)",
+        ));
+    };
+    if !state.wrong_admin_tokens.has_token(client) {
+        return Err(retry_later(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many wrong admin tokens from this address; try again later",
+            "60",
+        ));
+    }
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Digests of equal length are compared, so the time taken says nothing
+    // about the token's length either.
+    let (given, wanted) = (
+        convene_auth::store::sha256_hex(given),
+        convene_auth::store::sha256_hex(token),
+    );
+    if bool::from(subtle::ConstantTimeEq::ct_eq(
+        given.as_bytes(),
+        wanted.as_bytes(),
+    )) {
+        return Ok(());
+    }
+    state.wrong_admin_tokens.allow(client);
+    Err(api_error(
+        StatusCode::UNAUTHORIZED,
+        "an admin token is needed",
+    ))
+}
+
+/// Refuses admin tokens too short to resist guessing (a configuration check).
+pub fn parse_token(s: &str) -> Result<String, String> {
+    if s.chars().count() < MIN_TOKEN_CHARS {
+        return Err(format!(
+            "the admin token must be at least {MIN_TOKEN_CHARS} characters (a long random string)"
+        ));
+    }
+    Ok(s.to_string())
+}
