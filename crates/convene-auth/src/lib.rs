@@ -125,6 +125,32 @@ impl Auth {
         }
     }
 
+    /// Whether this deployment still vouches for an identity it gave before a
+    /// restart: its organisation is still configured, as home or partner as
+    /// before, with the address's domain among its own. (The configuration
+    /// may have changed while the server was down: a partner dropped, a
+    /// domain removed.) Guests need no vouching.
+    pub fn still_vouches(&self, identity: &Identity) -> bool {
+        use convene_meeting::identity::Level;
+        if !identity.is_verified() {
+            return true;
+        }
+        let domain = identity
+            .subject
+            .as_deref()
+            .and_then(|s| s.rsplit_once('@'))
+            .map(|(_, d)| d.to_ascii_lowercase());
+        self.providers.values().any(|p| {
+            let kind_matches = matches!(
+                (p.org.kind, identity.level),
+                (config::Kind::Home, Level::Member) | (config::Kind::Partner, Level::Partner)
+            );
+            kind_matches
+                && identity.organisation.as_deref() == Some(p.org.name.as_str())
+                && domain.as_ref().is_some_and(|d| p.org.domains.contains(d))
+        })
+    }
+
     /// Where organisation `org`'s provider sends people back (register this).
     pub fn redirect_for(&self, org: &str) -> String {
         format!("{}/auth/callback/{org}", self.base)
@@ -390,5 +416,49 @@ mod tests {
         ] {
             assert_eq!(super::safe_return(given), kept);
         }
+    }
+
+    /// After a restart with a changed configuration, identities given under
+    /// the old one are believed only as far as the new one still vouches.
+    #[test]
+    fn identities_are_believed_only_while_the_configuration_vouches() {
+        use super::*;
+        use convene_meeting::identity::Level;
+        let provider = |host: &str| {
+            format!("issuer = \"https://id.{host}\"\nclient_id = \"c\"\nclient_secret = \"s\"\n")
+        };
+        let before = format!(
+            "[home]\nname = \"Home\"\ndomains = [\"home.example\"]\n[home.provider]\n{}\
+             [[partner]]\nid = \"p\"\nname = \"Partner\"\ndomains = [\"p.example\"]\n[partner.provider]\n{}",
+            provider("home.example"),
+            provider("p.example")
+        );
+        let after = format!(
+            "[home]\nname = \"Home\"\ndomains = [\"home.example\"]\n[home.provider]\n{}",
+            provider("home.example")
+        );
+        let who = |level, org: &str, email: &str| Identity {
+            level,
+            organisation: Some(org.into()),
+            name: None,
+            mfa: false,
+            subject: Some(email.into()),
+        };
+        let member = who(Level::Member, "Home", "ann@HOME.example");
+        let partner = who(Level::Partner, "Partner", "bo@p.example");
+        let posing = who(Level::Member, "Partner", "bo@p.example");
+        let old = Auth::new(
+            Some(&DeploymentConfig::parse(&before).unwrap()),
+            "https://m",
+        );
+        assert!(old.still_vouches(&member));
+        assert!(old.still_vouches(&partner));
+        assert!(!old.still_vouches(&posing), "a partner is not a member");
+        let new = Auth::new(Some(&DeploymentConfig::parse(&after).unwrap()), "https://m");
+        assert!(new.still_vouches(&member));
+        assert!(!new.still_vouches(&partner), "the partner was dropped");
+        assert!(new.still_vouches(&Identity::guest()));
+        let none = Auth::new(None, "https://m");
+        assert!(!none.still_vouches(&member), "sign-in switched off");
     }
 }

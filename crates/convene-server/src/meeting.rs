@@ -179,7 +179,24 @@ pub fn deliver(state: &Arc<AppState>, meeting: &StoredMeeting, input: MeetingInp
                     people = returning.len(),
                     "places held for those here before the restart"
                 );
-                room.expect_returning(Instant::now(), returning);
+                // Verified identities were given under the configuration of
+                // then; a place is held only where this one still vouches.
+                let (believed, unvouched): (Vec<_>, Vec<_>) = returning
+                    .into_iter()
+                    .partition(|r| state.auth.still_vouches(&r.identity));
+                let refused = room.expect_returning(Instant::now(), believed);
+                let refused = unvouched
+                    .into_iter()
+                    .map(|r| {
+                        (
+                            r.id,
+                            "their organisation's sign-in is not configured as it was".to_string(),
+                        )
+                    })
+                    .chain(refused);
+                for (participant, why) in refused {
+                    info!(%participant, why, "no place held after the restart: they join again as anyone does");
+                }
             }
             let meeting = Meeting {
                 id: stored.id.clone(),

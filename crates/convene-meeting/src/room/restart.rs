@@ -57,17 +57,41 @@ impl Room {
 
     /// Hold places for those who were here before a restart: away since
     /// `now`, until they resume or the restart grace runs out. A meeting
-    /// ended meanwhile expects no one.
-    pub fn expect_returning(&mut self, now: Instant, people: Vec<Returning>) {
+    /// ended meanwhile expects no one. The rules may have changed while the
+    /// server was down (a new policy file, a stricter level): a place is held
+    /// only for someone who could join now, and a host's bar still holds.
+    /// Returns those not held, with why; they can join again as anyone does.
+    pub fn expect_returning(
+        &mut self,
+        now: Instant,
+        people: Vec<Returning>,
+    ) -> Vec<(String, String)> {
+        let mut refused = Vec::new();
         if self.ended {
-            return;
+            return refused;
         }
         for r in people {
-            let id = ParticipantId(r.id);
-            // Ids are p1, p2, …: new joiners must not take a held one.
-            if let Some(n) = id.0.strip_prefix('p').and_then(|n| n.parse::<u64>().ok()) {
+            // Ids are p1, p2, …: new joiners must not take one that was in
+            // use, held or not (clients and the audit log know them).
+            if let Some(n) = r.id.strip_prefix('p').and_then(|n| n.parse::<u64>().ok()) {
                 self.next_participant = self.next_participant.max(n + 1);
             }
+            let barred =
+                r.role != Role::Host && r.key.as_ref().is_some_and(|k| self.barred.contains(k));
+            let why = if barred {
+                Some("a host barred them".to_string())
+            } else if let Err(e) = self.level().admits(&r.identity) {
+                Some(e)
+            } else if let Err(e) = self.meets_rules(&r.identity) {
+                Some(e.message)
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                refused.push((r.id, why));
+                continue;
+            }
+            let id = ParticipantId(r.id);
             if self.participants.contains_key(&id) {
                 continue;
             }
@@ -94,6 +118,7 @@ impl Room {
                 },
             );
         }
+        refused
     }
 
     /// The held participant whose token this is, now back: their token is
@@ -232,5 +257,61 @@ mod tests {
         assert!(r2.participants.contains_key(&gil));
         r2.tick(t0 + Duration::from_secs(60));
         assert!(!r2.participants.contains_key(&gil));
+    }
+
+    /// The rules may change while the server is down: places are held only
+    /// for those who could join now, and never past a host's bar.
+    #[test]
+    fn places_are_held_only_for_those_the_rules_still_admit() {
+        let t0 = Instant::now();
+        let mut r = Room::new("m1".into(), "Budget".into(), RoomLimits::default());
+        let gil = r.join(t0, join("Gil", None)).unwrap();
+        let mia = r.join(t0, join("Mia", None)).unwrap();
+        let bo = r.join(t0, join("Bo", None)).unwrap();
+        let mut kept = r.returning();
+        for k in &mut kept {
+            if k.id == mia.0 {
+                k.identity = Identity {
+                    level: Level::Member,
+                    organisation: Some("Home".into()),
+                    name: Some("Mia".into()),
+                    mfa: true,
+                    subject: Some("mia@home.example".into()),
+                };
+            }
+            if k.id == bo.0 {
+                k.key = Some("device-bo".into());
+            }
+        }
+        // Restarted with guests no longer allowed, and Bo barred.
+        let mut r2 = Room::new("m1".into(), "Budget".into(), RoomLimits::default());
+        r2.settings.guests_allowed = false;
+        r2.barred.insert("device-bo".into());
+        let refused = r2.expect_returning(t0, kept);
+        let ids: Vec<&str> = refused.iter().map(|(id, _)| id.as_str()).collect();
+        assert!(ids.contains(&gil.0.as_str()), "{refused:?}");
+        assert!(ids.contains(&bo.0.as_str()), "{refused:?}");
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        assert!(r2.participants.contains_key(&mia));
+        assert!(!r2.participants.contains_key(&gil));
+        assert!(!r2.participants.contains_key(&bo));
+        // Held ids are still never given to newcomers.
+        let newcomer = r2
+            .enter(
+                t0,
+                join("Cy", None),
+                Entrant {
+                    identity: Identity {
+                        level: Level::Member,
+                        organisation: Some("Home".into()),
+                        name: Some("Cy".into()),
+                        mfa: true,
+                        subject: Some("cy@home.example".into()),
+                    },
+                    ..Entrant::participant()
+                },
+            )
+            .unwrap();
+        assert!(![&gil, &mia, &bo].contains(&&newcomer), "{newcomer}");
     }
 }
