@@ -2,6 +2,10 @@
 import { loadSession, renderSignIn } from './identity.js';
 import { levelOptions } from './levels.js';
 import { showInvitation } from './invitation.js';
+import { t, translatePage, languagePicker } from './i18n.js';
+
+translatePage();
+languagePicker(/** @type {HTMLElement} */ (document.getElementById('language')));
 
 const form = /** @type {HTMLFormElement} */ (document.getElementById('create'));
 const title = /** @type {HTMLInputElement} */ (document.getElementById('title'));
@@ -19,7 +23,7 @@ const field = (/** @type {string} */ id) => /** @type {any} */ (document.getElem
 
 async function showSession() {
   session = await loadSession();
-  field('hosted-by').textContent = `Hosted by ${session.hostedBy} · ${session.server}`;
+  field('hosted-by').textContent = t('common.hosted-by', { org: session.hostedBy, server: session.server });
   renderSignIn(session, field('sign-in'), '/');
   const signInExists = session.signIn.length > 0;
   field('trial-notice').hidden = signInExists;
@@ -30,11 +34,11 @@ async function showSession() {
   const home = session.signIn.find((/** @type {any} */ o) => o.home);
   field('create-needs-sign-in').hidden = session.mayCreateMeetings;
   field('create-needs-sign-in').textContent = session.signedIn
-    ? `Only members of ${session.hostedBy} may create meetings here. You can still join meetings you are invited to.`
-    : `Sign in${home ? ` with ${home.name}` : ''} to create a meeting. You can join meetings you are invited to without signing in.`;
+    ? t('home.members-only', { org: session.hostedBy })
+    : home ? t('home.sign-in-to-create-with', { org: home.name }) : t('home.sign-in-to-create');
 }
 showSession().catch((e) => {
-  error.textContent = `Could not reach the server: ${e instanceof Error ? e.message : e}`;
+  error.textContent = t('common.unreachable', { detail: e instanceof Error ? e.message : String(e) });
   error.hidden = false;
 });
 
@@ -72,11 +76,11 @@ form.addEventListener('submit', async (event) => {
         li.textContent = u;
         list.append(li);
       }
-      error.replaceChildren('This meeting does not meet its level:', list);
+      error.replaceChildren(t('home.unmet'), list);
       error.hidden = false;
       return;
     }
-    if (!res.ok) throw new Error(body.error || `the server said ${res.status}`);
+    if (!res.ok) throw new Error(body.error || t('common.server-said', { status: res.status }));
     // The link is shown as the server knows it; we navigate within this origin.
     link.value = body.joinUrl;
     hostLink.value = body.hostUrl;
@@ -87,7 +91,7 @@ form.addEventListener('submit', async (event) => {
     link.focus();
     link.select();
   } catch (e) {
-    error.textContent = `Could not create the meeting: ${e instanceof Error ? e.message : e}`;
+    error.textContent = t('home.create-failed', { detail: e instanceof Error ? e.message : String(e) });
     error.hidden = false;
   }
 });
@@ -97,10 +101,10 @@ function copier(button, field) {
   button.addEventListener('click', async () => {
     try {
       await navigator.clipboard.writeText(field.value);
-      button.textContent = 'Copied';
+      button.textContent = t('home.copied');
     } catch {
       field.select();
-      button.textContent = 'Press Ctrl+C to copy';
+      button.textContent = t('home.press-copy');
     }
   });
 }

@@ -1,4 +1,5 @@
 // Who someone is, as the server verified it, in words: shown with every name.
+import { t } from './i18n.js';
 
 /**
  * @typedef {{level: 'member'|'partner'|'guest', organisation?: string, mfa?: boolean}} Verification
@@ -10,10 +11,10 @@
  * @param {Verification | undefined} v
  */
 export function describe(v) {
-  if (!v || v.level === 'guest') return 'Guest (unverified)';
-  const who = v.level === 'member' ? `Member, ${v.organisation}` : `Partner: ${v.organisation}`;
+  if (!v || v.level === 'guest') return t('identity.guest');
+  const who = t(v.level === 'member' ? 'identity.member' : 'identity.partner', { org: v.organisation || '' });
   if (v.mfa === undefined) return who;
-  return `${who} · ${v.mfa ? 'multi-factor sign-in' : 'single-factor sign-in'}`;
+  return `${who} · ${t(v.mfa ? 'identity.mfa' : 'identity.single-factor')}`;
 }
 
 /**
@@ -30,7 +31,7 @@ export function badge(v) {
 /** What /api/session says about this browser and this server. */
 export async function loadSession() {
   const res = await fetch('/api/session', { cache: 'no-store' });
-  if (!res.ok) throw new Error(`the server said ${res.status}`);
+  if (!res.ok) throw new Error(t('common.server-said', { status: res.status }));
   return res.json();
 }
 
@@ -44,10 +45,10 @@ export function renderSignIn(session, container, returnTo) {
   if (session.signedIn) {
     const me = session.signedIn;
     const p = document.createElement('p');
-    p.append(`Signed in as ${me.name || 'you'} `, badge({ level: me.level, organisation: me.organisation, mfa: me.mfa }));
+    p.append(t('signin.signed-in-as', { name: me.name || t('signin.you') }), ' ', badge({ level: me.level, organisation: me.organisation, mfa: me.mfa }));
     const out = document.createElement('button');
     out.type = 'button';
-    out.textContent = 'Sign out';
+    out.textContent = t('signin.sign-out');
     out.addEventListener('click', async () => {
       await fetch('/auth/logout', { method: 'POST', headers: { 'X-CSRF-Token': session.csrfToken } });
       location.reload();
@@ -63,7 +64,7 @@ export function renderSignIn(session, container, returnTo) {
     const a = document.createElement('a');
     a.className = 'button';
     a.href = `/auth/login?org=${encodeURIComponent(org.id)}&return=${encodeURIComponent(returnTo)}`;
-    a.textContent = `Sign in with ${org.name}`;
+    a.textContent = t('signin.with', { org: org.name });
     li.append(a);
     list.append(li);
   }

@@ -8,8 +8,12 @@ import { levelOptions } from './levels.js';
 import { showPasscodeSetting, passcodeChange } from './passcode-setting.js';
 import { showRequirements } from './requirements.js';
 import { showInvitation } from './invitation.js';
+import { t, tNodes, formatTime, translatePage, languagePicker } from './i18n.js';
+import { serverError, reasonText } from './errors.js';
 
 const $ = (/** @type {string} */ id) => /** @type {any} */ (document.getElementById(id));
+translatePage();
+languagePicker($('language'));
 const meetingId = location.pathname.split('/').pop() || '';
 
 // The host key comes in the link's fragment (never sent to any server). Keep it
@@ -78,9 +82,7 @@ function showChatKept() {
   const level = levels.find((l) => l.id === currentLevel);
   if (!level) return;
   const days = level.requires?.chatRetentionDays || 0;
-  $('chat-kept').textContent = days > 0
-    ? `Chat is kept for ${days} days, and people who join later see it.`
-    : 'Chat is not kept: only people here now see it.';
+  $('chat-kept').textContent = days > 0 ? t('chat.kept', { count: days }) : t('chat.not-kept');
   $('chat-kept').hidden = false;
 }
 
@@ -99,7 +101,7 @@ function changeLevel() {
   const rank = (id) => levels.findIndex((l) => l.id === id);
   const name = (id) => levels[rank(id)]?.name || id;
   if (rank(target) < rank(currentLevel)) {
-    if (!confirm(`Lower this meeting from ${name(currentLevel)} to ${name(target)}? Everyone will see the new level, and the change is recorded.`)) {
+    if (!confirm(t('host.lower-confirm', { from: name(currentLevel), to: name(target) }))) {
       $('level-select').value = currentLevel;
       return;
     }
@@ -120,12 +122,12 @@ async function loadMeeting() {
   if (m.ended) {
     // Nothing to join: say so instead of showing the form.
     meetingOver = true;
-    endSession('This meeting has ended', '');
+    endSession(t('left.ended'), '');
     return;
   }
   for (const el of document.querySelectorAll('.meeting-title')) el.textContent = m.title;
   showLevel(m.level);
-  const hosted = `Hosted by ${m.hostedBy} · ${m.server}`;
+  const hosted = t('common.hosted-by', { org: m.hostedBy, server: m.server });
   $('hosted-by').textContent = hosted;
   for (const el of document.querySelectorAll('.lobby-hosted')) el.textContent = hosted;
   const session = await loadSession();
@@ -198,7 +200,7 @@ async function fillDevices() {
     const select = $(selectId);
     select.replaceChildren();
     devices.filter((d) => d.kind === kind).forEach((d, i) => {
-      const opt = new Option(d.label || `${kind === 'videoinput' ? 'Camera' : 'Microphone'} ${i + 1}`, d.deviceId);
+      const opt = new Option(d.label || t(kind === 'videoinput' ? 'prejoin.camera-n' : 'prejoin.microphone-n', { n: i + 1 }), d.deviceId);
       opt.selected = track?.getSettings().deviceId === d.deviceId;
       select.add(opt);
     });
@@ -215,7 +217,7 @@ function setupPrejoin() {
       await getMedia();
       await fillDevices();
     } catch (e) {
-      $('device-error').textContent = `Camera or microphone unavailable (${e instanceof Error ? e.message : e}). You can still join and listen.`;
+      $('device-error').textContent = t('prejoin.device-error', { detail: e instanceof Error ? e.message : String(e) });
       $('device-error').hidden = false;
     }
   })();
@@ -253,7 +255,7 @@ function enterMeeting(name, credentials) {
     signalling = null;
     $('meeting').hidden = true;
     $('prejoin').hidden = false;
-    $('join-error').textContent = msg.message;
+    $('join-error').textContent = serverError(msg);
     $('join-error').hidden = false;
     if (msg.code === 'wrong-passcode') $('passcode').focus();
     startMeter();
@@ -261,7 +263,7 @@ function enterMeeting(name, credentials) {
   signalling.addEventListener('message', (e) => onMessage(/** @type {CustomEvent} */ (e).detail));
   signalling.addEventListener('lost', () => {
     // After `restarting` the socket closes on purpose: say why, not "lost".
-    setStatus(serverRestarting ? 'The server is restarting. You will be back in the meeting in a moment…' : 'Connection lost. Reconnecting…', true);
+    setStatus(serverRestarting ? t('status.restarting') : t('status.lost'), true);
     call?.close();
     call = null;
   });
@@ -368,16 +370,14 @@ function onMessage(msg) {
       $('prejoin').hidden = true;
       $('meeting').hidden = true;
       $('lobby').hidden = false;
-      $('lobby-message').textContent = msg.hostPresent
-        ? 'A host will let you in shortly.'
-        : 'No host has arrived yet. Please wait: you will be let in when a host joins.';
+      $('lobby-message').textContent = msg.hostPresent ? t('lobby.host-present') : t('lobby.no-host');
       break;
     case 'lobby-updated':
       renderLobby(msg.waiting);
       break;
     case 'denied':
       $('lobby').hidden = true;
-      endSession('You were not let in', 'A host did not let you in to this meeting.');
+      endSession(t('left.denied-title'), t('left.denied'));
       break;
     case 'notice':
       setStatus(msg.text, true);
@@ -402,10 +402,10 @@ function onMessage(msg) {
         local.cameraOn = false;
         local.camera?.stop();
         local.camera = null;
-        setStatus(`${msg.by} stopped your camera.`, true);
+        setStatus(t('status.camera-stopped', { name: msg.by }), true);
       } else {
         stopShare(false);
-        setStatus(`${msg.by} stopped your screen share.`, true);
+        setStatus(t('status.share-stopped', { name: msg.by }), true);
       }
       updateControls();
       render();
@@ -413,22 +413,20 @@ function onMessage(msg) {
     case 'muted-by-host':
       local.micMuted = true;
       if (local.mic) local.mic.enabled = false;
-      setStatus(msg.mayUnmute ? `${msg.by} muted you.` : `${msg.by} muted you. Only hosts can unmute you in this meeting.`, true);
+      setStatus(t(msg.mayUnmute ? 'status.muted' : 'status.muted-hosts-unmute', { name: msg.by }), true);
       updateControls();
       break;
     case 'removed':
-      endSession('A host removed you from the meeting', msg.reason
-        ? `${msg.by} changed the meeting's level, and you were removed: ${msg.reason}.`
-        : msg.barred
-          ? `${msg.by} removed you from the meeting. You cannot rejoin it.`
-          : `${msg.by} removed you from the meeting.`);
+      endSession(t('left.removed-title'), msg.reason
+        ? t('left.removed-level', { name: msg.by, reason: msg.reason })
+        : t(msg.barred ? 'left.removed-barred' : 'left.removed', { name: msg.by }));
       break;
     case 'ended':
-      endSession('This meeting has ended', `${msg.by} ended the meeting for everyone.`);
+      endSession(t('left.ended'), t('left.ended-by', { name: msg.by }));
       break;
     case 'restarting':
       serverRestarting = true;
-      setStatus('The server is restarting. You will be back in the meeting in a moment…', true);
+      setStatus(t('status.restarting'), true);
       break;
     case 'chat':
       addChat(msg.message);
@@ -444,10 +442,10 @@ function onMessage(msg) {
       console.warn('server:', msg.code, msg.message);
       // A refused level change: the picker goes back to the level the meeting has.
       $('level-select').value = currentLevel;
-      if (msg.code === 'meeting-full') { signalling?.leave(); showLeft('You left the meeting', 'This meeting is full.'); }
-      else if (msg.code === 'ended') endSession('This meeting has ended', '');
-      else if (msg.code === 'lobby-timeout') { $('lobby').hidden = true; finish(msg.message, true); }
-      else setStatus(msg.message, true);
+      if (msg.code === 'meeting-full') { signalling?.leave(); showLeft(t('left.title'), t('left.full')); }
+      else if (msg.code === 'ended') endSession(t('left.ended'), '');
+      else if (msg.code === 'lobby-timeout') { $('lobby').hidden = true; finish(serverError(msg), true); }
+      else setStatus(serverError(msg), true);
       break;
   }
 }
@@ -518,10 +516,10 @@ function render() {
     tile.classList.toggle('away', !p.connected);
     tile.classList.toggle('speaking', speaking.has(id));
     const micMuted = p.muted.includes('microphone') || !p.sources.includes('microphone');
-    const name = isMe ? `${p.name} (you)` : p.name;
-    const state = [micMuted ? 'microphone off' : '', p.connected ? '' : 'reconnecting'].filter(Boolean).join(', ');
+    const name = isMe ? `${p.name} ${t('tile.you')}` : p.name;
+    const state = [micMuted ? t('people.mic-off') : '', p.connected ? '' : t('people.reconnecting')].filter(Boolean).join(', ');
     const verified = describe(p.identity);
-    const tags = [isMe ? ' (you)' : '', state ? ` · ${state}` : ''].join('');
+    const tags = [isMe ? ` ${t('tile.you')}` : '', state ? ` · ${state}` : ''].join('');
     tile.querySelector('.label').replaceChildren(nameText(p.name), ...(tags ? [tagText(tags)] : []), badge(p.identity));
     tile.setAttribute('aria-label', `${name}, ${verified}${state ? `, ${state}` : ''}`);
     tile.querySelector('.avatar').textContent = p.name.slice(0, 1).toUpperCase();
@@ -532,7 +530,7 @@ function render() {
       const st = tileFor(stage, id, `${id}-screen`);
       st.dataset.source = 'screen';
       seenStage.add(`${id}-screen`);
-      const label = `${isMe ? 'You are' : `${p.name} is`} sharing the screen`;
+      const label = isMe ? t('tile.you-sharing') : t('tile.sharing', { name: p.name });
       st.querySelector('.label').textContent = label;
       st.setAttribute('aria-label', label);
       st.querySelector('.avatar').hidden = true;
@@ -612,14 +610,14 @@ function renderLobby(waiting) {
     const label = document.createElement('span');
     label.append(nameText(w.name), badge(w.identity));
     li.append(label,
-      personButton('Admit', `Admit ${w.name}`, () => send({ type: 'admit', participantId: w.id })),
-      personButton('Deny', `Deny ${w.name}`, () => send({ type: 'deny', participantId: w.id })));
+      personButton(t('lobby.admit'), t('lobby.admit-name', { name: w.name }), () => send({ type: 'admit', participantId: w.id })),
+      personButton(t('lobby.deny'), t('lobby.deny-name', { name: w.name }), () => send({ type: 'deny', participantId: w.id })));
     list.append(li);
   }
-  $('lobby-count').textContent = String(waiting.length);
+  $('lobby-heading').textContent = t('lobby.heading', { count: waiting.length });
   $('lobby-panel').hidden = waiting.length === 0;
   $('side').hidden = $('people-panel').hidden && $('chat-panel').hidden && $('lobby-panel').hidden;
-  setStatus(waiting.length ? `${waiting.length} waiting in the lobby` : '', waiting.length > 0);
+  setStatus(waiting.length ? t('status.waiting', { count: waiting.length }) : '', waiting.length > 0);
 }
 
 function amHost() {
@@ -637,31 +635,33 @@ function personButton(label, accessibleName, onClick) {
   return b;
 }
 
-/** How each media path is shown to hosts in People. */
+/** How each media path is shown to hosts in People (message ids). */
 const MEDIA_PATH_WORDS = /** @type {Record<string, string>} */ ({
-  udp: 'media direct over UDP',
-  tcp: 'media direct over TCP',
-  relay: 'media through the relay',
+  udp: 'people.path-udp',
+  tcp: 'people.path-tcp',
+  relay: 'people.path-relay',
 });
+/** Roles in People's words (message ids). */
+const ROLE_WORDS = /** @type {Record<string, string>} */ ({ host: 'people.is-host', 'co-host': 'people.is-co-host' });
 
 function renderPeople() {
   const list = $('people');
   list.replaceChildren();
   $('host-controls').hidden = !amHost();
   $('locked-badge').hidden = !meetingLocked;
-  $('lock-btn').textContent = meetingLocked ? 'Unlock meeting' : 'Lock meeting';
+  $('lock-btn').textContent = t(meetingLocked ? 'host.unlock' : 'host.lock');
   $('lock-btn').setAttribute('aria-pressed', String(meetingLocked));
   for (const [id, p] of participants) {
     const li = document.createElement('li');
     const bits = [];
-    if (id === me) bits.push('you');
-    if (p.role === 'host' || p.role === 'co-host') bits.push(p.role);
-    if (p.muted.includes('microphone') || !p.sources.includes('microphone')) bits.push('microphone off');
-    if (!p.sources.includes('camera')) bits.push('camera off');
-    if (p.sources.includes('screen')) bits.push('sharing screen');
-    if (!p.connected) bits.push('reconnecting');
+    if (id === me) bits.push(t('people.you'));
+    if (p.role === 'host' || p.role === 'co-host') bits.push(t(ROLE_WORDS[p.role]));
+    if (p.muted.includes('microphone') || !p.sources.includes('microphone')) bits.push(t('people.mic-off'));
+    if (!p.sources.includes('camera')) bits.push(t('people.camera-off'));
+    if (p.sources.includes('screen')) bits.push(t('people.sharing'));
+    if (!p.connected) bits.push(t('people.reconnecting'));
     // Hosts only (the server sends it to no one else): which path media takes, for support.
-    if (p.mediaPath) bits.push(MEDIA_PATH_WORDS[p.mediaPath] ?? '');
+    if (p.mediaPath && MEDIA_PATH_WORDS[p.mediaPath]) bits.push(t(MEDIA_PATH_WORDS[p.mediaPath]));
     const label = document.createElement('span');
     label.append(nameText(p.name), ...(bits.length ? [tagText(` (${bits.join(', ')})`)] : []), badge(p.identity));
     li.append(label);
@@ -671,32 +671,32 @@ function renderPeople() {
     if (amHost() && id !== me && (p.role !== 'host' || myRole === 'host')) {
       li.append(roleSelect(id, p, myRole === 'host'));
       if (p.sources.includes('microphone') && !p.muted.includes('microphone')) {
-        li.append(personButton('Mute', `Mute ${p.name}`, () => send({ type: 'mute-participant', participantId: id })));
+        li.append(personButton(t('people.mute'), t('people.mute-name', { name: p.name }), () => send({ type: 'mute-participant', participantId: id })));
       }
       if (p.sources.includes('camera')) {
-        li.append(personButton('Stop camera', `Stop camera of ${p.name}`, () => send({ type: 'stop-source', participantId: id, source: 'camera' })));
+        li.append(personButton(t('people.stop-camera'), t('people.stop-camera-name', { name: p.name }), () => send({ type: 'stop-source', participantId: id, source: 'camera' })));
       }
       if (p.sources.includes('screen')) {
-        li.append(personButton('Stop sharing', `Stop sharing ${p.name}'s screen`, () => send({ type: 'stop-source', participantId: id, source: 'screen' })));
+        li.append(personButton(t('people.stop-sharing'), t('people.stop-sharing-name', { name: p.name }), () => send({ type: 'stop-source', participantId: id, source: 'screen' })));
       }
-      li.append(personButton('Remove', `Remove ${p.name}`, () => {
+      li.append(personButton(t('people.remove'), t('people.remove-name', { name: p.name }), () => {
         removing = { id, name: p.name };
-        $('remove-name').textContent = p.name;
+        $('remove-heading').replaceChildren(...tNodes('remove.heading', { name: nameText(p.name) }));
         $('remove-bar').checked = false;
         $('remove-dialog').showModal();
       }));
     }
     list.append(li);
   }
-  $('people-count').textContent = String(participants.size);
+  $('people-heading').textContent = t('people.heading', { count: participants.size });
 }
 
 /** A role picker for one person (hosts only). */
 function roleSelect(id, p, canMakeHost) {
   const select = document.createElement('select');
-  select.setAttribute('aria-label', `Role of ${p.name}`);
-  const roles = [['participant', 'Participant'], ['presenter', 'Presenter'], ['co-host', 'Co-host']];
-  if (canMakeHost) roles.push(['host', 'Host']);
+  select.setAttribute('aria-label', t('people.role-of', { name: p.name }));
+  const roles = [['participant', t('role.participant')], ['presenter', t('role.presenter')], ['co-host', t('role.co-host')]];
+  if (canMakeHost) roles.push(['host', t('role.host')]);
   for (const [value, label] of roles) select.add(new Option(label, value, false, p.role === value));
   select.addEventListener('change', () => send({ type: 'set-role', participantId: id, role: select.value }));
   return select;
@@ -721,11 +721,11 @@ function addChat(m) {
   const li = document.createElement('li');
   const who = document.createElement('span');
   who.className = 'who';
-  who.append(nameText(m.name), ...(m.participantId === me ? [tagText(' (you)')] : []), badge(m.identity));
+  who.append(nameText(m.name), ...(m.participantId === me ? [tagText(` ${t('tile.you')}`)] : []), badge(m.identity));
   const time = document.createElement('time');
   const at = new Date(m.sentAt);
   time.dateTime = at.toISOString();
-  time.textContent = at.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  time.textContent = formatTime(at);
   const text = document.createElement('div');
   text.textContent = m.text;
   li.append(who, time, text);
@@ -743,36 +743,37 @@ function restrict(el, reason) {
 function updateControls() {
   const mic = $('mic-btn');
   // Muting is always allowed; unmuting may not be, after a host mute.
-  restrict(mic, !local.mic ? 'No microphone available' : local.micMuted ? permissions.unmute : null);
-  mic.textContent = local.micMuted ? 'Unmute' : 'Mute';
+  restrict(mic, !local.mic ? t('controls.no-mic') : local.micMuted ? reasonText(permissions.unmute) : null);
+  mic.textContent = t(local.micMuted ? 'controls.unmute' : 'controls.mute');
   mic.setAttribute('aria-pressed', String(local.micMuted));
   const cam = $('cam-btn');
-  restrict(cam, local.cameraOn ? null : permissions.camera);
-  cam.textContent = local.cameraOn ? 'Stop camera' : 'Start camera';
+  restrict(cam, local.cameraOn ? null : reasonText(permissions.camera));
+  cam.textContent = t(local.cameraOn ? 'controls.stop-camera' : 'controls.start-camera');
   cam.setAttribute('aria-pressed', String(!local.cameraOn));
   const share = $('share-btn');
-  restrict(share, !navigator.mediaDevices?.getDisplayMedia ? 'This browser cannot share a screen'
-    : local.screen ? null : permissions.screenShare);
-  share.textContent = local.screen ? 'Stop sharing' : 'Share screen';
+  restrict(share, !navigator.mediaDevices?.getDisplayMedia ? t('controls.no-share')
+    : local.screen ? null : reasonText(permissions.screenShare));
+  share.textContent = t(local.screen ? 'controls.stop-sharing' : 'controls.share');
   share.setAttribute('aria-pressed', String(!!local.screen));
-  restrict($('chat-input'), permissions.chat);
-  restrict($('chat-send'), permissions.chat);
-  $('chat-why').textContent = permissions.chat ? `You cannot chat: ${permissions.chat}.` : '';
-  $('chat-why').hidden = !permissions.chat;
+  const chatWhy = reasonText(permissions.chat);
+  restrict($('chat-input'), chatWhy);
+  restrict($('chat-send'), chatWhy);
+  $('chat-why').textContent = chatWhy ? t('chat.why', { why: chatWhy }) : '';
+  $('chat-why').hidden = !chatWhy;
   const reasons = [
-    ['Unmute', local.micMuted ? permissions.unmute : null],
-    ['Camera', local.cameraOn ? null : permissions.camera],
-    ['Screen sharing', local.screen ? null : permissions.screenShare],
-    ['Chat', permissions.chat],
+    [t('restrictions.unmute'), local.micMuted ? reasonText(permissions.unmute) : null],
+    [t('restrictions.camera'), local.cameraOn ? null : reasonText(permissions.camera)],
+    [t('restrictions.share'), local.screen ? null : reasonText(permissions.screenShare)],
+    [t('restrictions.chat'), chatWhy],
   ].filter(([, why]) => why);
   $('restrictions').replaceChildren(...reasons.map(([what, why]) => {
     const li = document.createElement('li');
-    li.textContent = `${what}: ${why}.`;
+    li.textContent = t('restrictions.item', { what: what || '', why: why || '' });
     return li;
   }));
   $('restrictions').hidden = reasons.length === 0;
   $('chat-badge').hidden = unreadChat === 0;
-  $('chat-badge').textContent = unreadChat ? `${unreadChat} new` : '';
+  $('chat-badge').textContent = unreadChat ? t('chat.new', { count: unreadChat }) : '';
 }
 
 function togglePanel(panelId, buttonId) {
@@ -800,7 +801,7 @@ async function toggleCamera() {
       local.cameraOn = true;
       send({ type: 'publish', source: 'camera' });
     } catch (e) {
-      setStatus(`Cannot start the camera: ${e instanceof Error ? e.message : e}`, true);
+      setStatus(t('status.camera-failed', { detail: e instanceof Error ? e.message : String(e) }), true);
     }
   }
   updateControls();
@@ -812,7 +813,7 @@ async function toggleShare() {
   try {
     local.screen = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: true });
   } catch (e) {
-    if (!(e instanceof DOMException && e.name === 'NotAllowedError')) setStatus(`Cannot share the screen: ${e instanceof Error ? e.message : e}`, true);
+    if (!(e instanceof DOMException && e.name === 'NotAllowedError')) setStatus(t('status.share-failed', { detail: e instanceof Error ? e.message : String(e) }), true);
     return;
   }
   local.screen.getVideoTracks()[0]?.addEventListener('ended', () => stopShare());
@@ -837,7 +838,7 @@ function stopShare(tellServer = true) {
 }
 
 /** Stop all media and show the "left" screen, headed `title`. */
-function finish(reason, canRejoin, title = 'You left the meeting') {
+function finish(reason, canRejoin, title = t('left.title')) {
   signalling = null;
   call?.close();
   call = null;
@@ -917,7 +918,7 @@ function wireControls() {
   });
   $('lobby-leave').addEventListener('click', () => { $('lobby').hidden = true; leave(); });
   $('end-btn').addEventListener('click', () => {
-    if (confirm('End the meeting for everyone?')) send({ type: 'end' });
+    if (confirm(t('host.end-confirm'))) send({ type: 'end' });
   });
   $('rejoin').addEventListener('click', () => location.reload());
   $('chat-form').addEventListener('submit', (/** @type {Event} */ e) => {

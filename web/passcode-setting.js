@@ -2,13 +2,15 @@
 // it or remove it (`set-passcode`, protocol.md §4.14). The server decides and
 // audits; the passcode is sent once and never shown again.
 
+import { t } from './i18n.js';
+
 const field = (/** @type {string} */ id) => /** @type {any} */ (document.getElementById(id));
 
 /** Fill the panel's passcode part for a meeting that has (or has not) a passcode. @param {boolean} has */
 export function showPasscodeSetting(has) {
   field('passcode-state').textContent = has
-    ? 'People need a passcode to join. You can change it or remove it.'
-    : 'People join without a passcode. You can add one.';
+    ? t('passcode.has')
+    : t('passcode.none');
   field('set-passcode').value = '';
   field('remove-passcode').checked = false;
   field('remove-passcode-row').hidden = !has;

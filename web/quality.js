@@ -5,15 +5,15 @@
 /** @typedef {'good' | 'fair' | 'poor'} Level */
 /** @typedef {{participantId: string, quality: Level, videoPaused: boolean}} QualityEntry */
 
-/** What each level says, in words (the bars only add to them). */
+import { t } from './i18n.js';
+
+/** What each level says, in words (the bars only add to them): message ids. */
 const WORDS = /** @type {Record<Level, string>} */ ({
-  good: 'Connection: good',
-  fair: 'Connection: fair (some loss or delay)',
-  poor: 'Connection: poor (high loss or delay)',
+  good: 'quality.good',
+  fair: 'quality.fair',
+  poor: 'quality.poor',
 });
 const BARS = /** @type {Record<Level, number>} */ ({ good: 3, fair: 2, poor: 1 });
-export const PAUSED_NOTE = 'Video paused: poor connection';
-export const OWN_POOR_NOTE = 'Your connection is poor: others may not see or hear you well';
 
 export class ConnectionQuality {
   /**
@@ -55,7 +55,7 @@ export class ConnectionQuality {
       showLevel(tile, entry?.quality);
       showPaused(tile, !!entry?.videoPaused);
     }
-    const text = this.byId.get(this.me())?.quality === 'poor' ? OWN_POOR_NOTE : '';
+    const text = this.byId.get(this.me())?.quality === 'poor' ? t('quality.own-poor') : '';
     // Touched only on a change, so the live region speaks once.
     if (this.note.textContent !== text) this.note.textContent = text;
   }
@@ -79,8 +79,8 @@ function showLevel(tile, level) {
   }
   if (el.dataset.level === level) return;
   el.dataset.level = level;
-  el.setAttribute('aria-label', WORDS[level]);
-  el.title = WORDS[level];
+  el.setAttribute('aria-label', t(WORDS[level]));
+  el.title = t(WORDS[level]);
   el.querySelectorAll('.bar').forEach((bar, i) => bar.classList.toggle('on', i < BARS[level]));
 }
 
@@ -91,6 +91,6 @@ function showPaused(tile, paused) {
   if (el) return;
   el = document.createElement('p');
   el.className = 'paused-note';
-  el.textContent = PAUSED_NOTE;
+  el.textContent = t('quality.paused');
   tile.append(el);
 }

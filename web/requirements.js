@@ -2,6 +2,7 @@
 // before anyone tries (issue 17, bug 10): a passcode, verified people only, a
 // second factor, the lobby. Where this browser falls short, it says what to do:
 // sign in, or sign in again with a second factor. The server still decides.
+import { t } from './i18n.js';
 
 /**
  * @param {any} meeting /api/meetings/{id}
@@ -16,23 +17,23 @@ export function requirements(meeting, session, returnTo) {
   const me = session.signedIn;
   const verified = me && me.level !== 'guest';
   const items = [];
-  if (meeting.passcodeRequired) items.push('The meeting passcode, which the organiser sends separately from the link.');
-  if (s.guestsAllowed === false) items.push('Only people verified by their organisation’s sign-in may join: no guests.');
-  if (s.requireMfa) items.push('Members and partners must sign in with a second factor (such as a security key or a code).');
-  if (s.lobby) items.push('A host lets people in from a lobby.');
+  if (meeting.passcodeRequired) items.push(t('req.passcode'));
+  if (s.guestsAllowed === false) items.push(t('req.no-guests'));
+  if (s.requireMfa) items.push(t('req.mfa'));
+  if (s.lobby) items.push(t('req.lobby'));
   let blocked = '';
   /** @type {{href: string, label: string} | null} */ let stepUp = null;
   if (s.guestsAllowed === false && !verified) {
     blocked = session.signIn.length
-      ? 'This meeting does not admit guests. Sign in with your organisation to join.'
-      : 'This meeting does not admit guests, and this server has no sign-in.';
+      ? t('req.blocked-guest')
+      : t('req.blocked-no-sign-in');
   } else if (s.requireMfa && verified && !me.mfa) {
-    blocked = 'You signed in without a second factor, and this meeting needs one.';
+    blocked = t('req.blocked-mfa');
     const org = session.signIn.find((/** @type {any} */ o) => o.name === me.organisation);
     if (org) {
       stepUp = {
         href: `/auth/login?org=${encodeURIComponent(org.id)}&return=${encodeURIComponent(returnTo)}&mfa=1`,
-        label: `Sign in again with a second factor (${org.name})`,
+        label: t('req.step-up', { org: org.name }),
       };
     }
   }
