@@ -103,14 +103,17 @@ const ARGS = [
   '--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1',
 ];
 
-/** One browser process per person, so one can vanish without the others. */
-export async function launchPerson() {
+/**
+ * One browser process per person, so one can vanish without the others.
+ * `locale` is the browser's language (navigator.languages, Accept-Language).
+ */
+export async function launchPerson({ locale } = {}) {
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
     args: ARGS,
   });
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, ...(locale ? { locale } : {}) });
   // Test-only: keep every RTCPeerConnection the page makes, to read its stats.
   await context.addInitScript(() => {
     const Orig = window.RTCPeerConnection;

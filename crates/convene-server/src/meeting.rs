@@ -332,7 +332,7 @@ impl Meeting {
                     }
                     self.settle().await;
                     if let Some(done) = drain {
-                        self.drain().await;
+                        self.drain(&mut rx).await;
                         let _ = done.send(());
                         break;
                     }
@@ -370,7 +370,22 @@ impl Meeting {
 
     /// Keep who is here for when the server is back, tell everyone, and let
     /// their sockets close (the queues drain first).
-    async fn drain(&mut self) {
+    async fn drain(&mut self, rx: &mut mpsc::UnboundedReceiver<MeetingInput>) {
+        // From here no input reaches this meeting (`deliver` finds it gone and,
+        // stopping, starts none). What was sent before is handled and written
+        // first, so an action taken as the server stopped (a host's lock, a
+        // role given) is kept and in the places held, not dropped with the
+        // queue.
+        self.state.registry.lock().meetings.remove(&self.id);
+        while let Ok(input) = rx.try_recv() {
+            match input {
+                MeetingInput::Drain { done } => {
+                    let _ = done.send(());
+                }
+                input => self.handle(input),
+            }
+        }
+        self.settle().await;
         let rows: Vec<(String, String)> = self
             .room
             .returning()
@@ -388,7 +403,6 @@ impl Meeting {
         self.settle().await;
         // Dropping the senders closes the sockets once their queues are out.
         self.members.clear();
-        self.state.registry.lock().meetings.remove(&self.id);
     }
 
     fn handle(&mut self, input: MeetingInput) {
