@@ -5,7 +5,7 @@ import {
   browserSupport, browserName, openDevices, CheckSocket, whySocketFailed, relayServers, relayUrls,
   probeMedia, measureDownload, measureUpload, verdict,
 } from './checks.js';
-import { loadSession } from './identity.js';
+import { loadSession, orgName } from './identity.js';
 import { t, lang, translatePage, languagePicker } from './i18n.js';
 
 // Every word the page shows or reports, from the catalogue (web/i18n/).
@@ -366,5 +366,5 @@ window.addEventListener('pagehide', () => {
 
 loadSession().then((s) => {
   session = s;
-  $('hosted-by').textContent = TEXT.hostedBy(s.hostedBy, s.server);
+  $('hosted-by').textContent = TEXT.hostedBy(orgName(s.hostedBy), s.server);
 }).catch(() => {}).finally(run);

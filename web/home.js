@@ -1,5 +1,5 @@
 // Home page: create a meeting and show its join link.
-import { loadSession, renderSignIn } from './identity.js';
+import { loadSession, renderSignIn, orgName } from './identity.js';
 import { levelOptions } from './levels.js';
 import { showInvitation } from './invitation.js';
 import { t, translatePage, languagePicker } from './i18n.js';
@@ -23,7 +23,7 @@ const field = (/** @type {string} */ id) => /** @type {any} */ (document.getElem
 
 async function showSession() {
   session = await loadSession();
-  field('hosted-by').textContent = t('common.hosted-by', { org: session.hostedBy, server: session.server });
+  field('hosted-by').textContent = t('common.hosted-by', { org: orgName(session.hostedBy), server: session.server });
   renderSignIn(session, field('sign-in'), '/');
   const signInExists = session.signIn.length > 0;
   field('trial-notice').hidden = signInExists;
@@ -34,7 +34,7 @@ async function showSession() {
   const home = session.signIn.find((/** @type {any} */ o) => o.home);
   field('create-needs-sign-in').hidden = session.mayCreateMeetings;
   field('create-needs-sign-in').textContent = session.signedIn
-    ? t('home.members-only', { org: session.hostedBy })
+    ? t('home.members-only', { org: orgName(session.hostedBy) })
     : home ? t('home.sign-in-to-create-with', { org: home.name }) : t('home.sign-in-to-create');
 }
 showSession().catch((e) => {

@@ -28,6 +28,19 @@ export function badge(v) {
   return span;
 }
 
+/** The name a server without an organisation gives itself (convene-auth lib.rs), in English. */
+const TRIAL_NAME = 'this server (trial: no organisation configured)';
+
+/**
+ * Who hosts this server, as /api/session and /api/meetings say it: the
+ * organisation's name as configured, or, on a server without one, the fixed
+ * words for that in this page's language.
+ * @param {string} name
+ */
+export function orgName(name) {
+  return name === TRIAL_NAME ? t('common.trial-host') : name;
+}
+
 /** What /api/session says about this browser and this server. */
 export async function loadSession() {
   const res = await fetch('/api/session', { cache: 'no-store' });

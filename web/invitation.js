@@ -4,6 +4,7 @@
 // (GET /api/meetings/{id}/invitation). The calendar file comes from the server
 // (.../invitation.ics), in English. Neither ever holds the passcode.
 import { t } from './i18n.js';
+import { orgName } from './identity.js';
 
 /**
  * The invitation's subject and text for a meeting as /api/meetings/{id} gives it.
@@ -14,7 +15,7 @@ export function invitationText(m) {
   let text = m.title ? `${m.title}\n\n` : '';
   text += `${t('invite.join', { url: m.joinUrl })}\n`;
   text += `${t('invite.level', { level: m.level.name })}\n`;
-  if (m.hostedBy) text += `${t('invite.hosted-by', { org: m.hostedBy })}\n`;
+  if (m.hostedBy) text += `${t('invite.hosted-by', { org: orgName(m.hostedBy) })}\n`;
   text += `\n${t('invite.how')}\n`;
   if (m.passcodeRequired) text += `\n${t('invite.passcode')}\n`;
   text += `\n${t('invite.check', { url: `${m.server}/check` })}\n`;

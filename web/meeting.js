@@ -1,7 +1,7 @@
 // The meeting page: pre-join screen, then the meeting itself.
 import { Signalling } from './signalling.js';
 import { Call } from './call.js';
-import { badge, describe, loadSession, renderSignIn } from './identity.js';
+import { badge, describe, loadSession, renderSignIn, orgName } from './identity.js';
 import { VideoSizes } from './sizes.js';
 import { ConnectionQuality } from './quality.js';
 import { levelOptions } from './levels.js';
@@ -127,7 +127,7 @@ async function loadMeeting() {
   }
   for (const el of document.querySelectorAll('.meeting-title')) el.textContent = m.title;
   showLevel(m.level);
-  const hosted = t('common.hosted-by', { org: m.hostedBy, server: m.server });
+  const hosted = t('common.hosted-by', { org: orgName(m.hostedBy), server: m.server });
   $('hosted-by').textContent = hosted;
   for (const el of document.querySelectorAll('.lobby-hosted')) el.textContent = hosted;
   const session = await loadSession();
