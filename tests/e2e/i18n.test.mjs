@@ -76,7 +76,7 @@ test('Dutch from the browser: home, a created meeting, joining as host, the meet
   await page.getByLabel('Uw naam').fill('Hanneke');
   await page.getByRole('button', { name: 'Deelnemen', exact: true }).click();
   await page.locator('#meeting').waitFor({ state: 'visible' });
-  for (const name of ['Dempen', 'Camera uit', 'Scherm delen', 'Deelnemers', 'Chat', 'Verlaten', 'Instellingen', 'Uitnodigen', 'Vergadering vergrendelen']) {
+  for (const name of ['Dempen', 'Camera uitzetten', 'Scherm delen', 'Deelnemers', 'Chat', 'Verlaten', 'Instellingen', 'Uitnodigen', 'Vergadering vergrendelen']) {
     await page.getByRole('button', { name, exact: true }).waitFor();
   }
 

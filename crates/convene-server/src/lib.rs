@@ -64,6 +64,10 @@ const LOGINS_BURST: f64 = 20.0;
 const ANONYMOUS_CREATIONS_PER_SEC: f64 = 0.1;
 const ANONYMOUS_CREATIONS_BURST: f64 = 60.0;
 
+/// Connections the metrics listener takes at once, in all and per address.
+const METRICS_CONNECTIONS: usize = 32;
+const METRICS_CONNECTIONS_PER_ADDRESS: usize = 8;
+
 pub struct AppState {
     pub storage: Arc<Storage>,
     /// Audit events go to one writer thread, so they are stored in order
@@ -398,7 +402,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     info!(%addr, %media_addr, media_workers, data = %config.data_dir.display(), "Convene started");
     let app = http::router(state.clone(), Duration::from_secs(config.request_timeout));
     let (stop, stopped) = watch::channel(false);
-    // Both listeners count against the same connection caps.
+    // The web port and the plain-HTTP redirect count against the same
+    // connection caps (both face the public).
     let gate = listener::Gate::new(
         listener::Limits {
             max_connections,
@@ -427,10 +432,22 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         stopped.clone(),
     ))];
     if let Some(l) = metrics_listener {
+        // Caps of its own: a flood on the web port must not blind the
+        // monitoring that would show it (and a busy scraper cannot take the
+        // web port's places). Its few descriptors come out of the reserve.
+        let metrics_gate = listener::Gate::new(
+            listener::Limits {
+                max_connections: METRICS_CONNECTIONS,
+                per_address: METRICS_CONNECTIONS_PER_ADDRESS,
+                header_timeout: Duration::from_secs(config.idle_timeout),
+                trusted: Arc::new([]),
+            },
+            Default::default(),
+        );
         http.push(tokio::spawn(listener::serve(
             l,
             metrics::router(state.clone()),
-            gate.clone(),
+            metrics_gate,
             listener::Transport::Plain,
             None,
             stopped.clone(),

@@ -573,3 +573,36 @@ async fn nothing_secret_reaches_the_log_even_at_trace_level() {
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// A flood that fills the web port's connection places does not blind
+/// monitoring: the metrics listener has places of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_answer_while_the_web_port_is_full() {
+    let server = common::server_with(|c| {
+        c.max_connections = 4;
+        c.max_connections_per_address = 4;
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    // Four idle connections take every place on the web port.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(tokio::net::TcpStream::connect(server.addr).await.unwrap());
+    }
+    let web = server.addr.to_string();
+    let refused = tokio::task::spawn_blocking(move || get(&web, "/healthz", None))
+        .await
+        .unwrap();
+    assert_ne!(refused.0, 200, "the web port is full: {refused:?}");
+    let metrics = server.metrics_addr.expect("a metrics listener").to_string();
+    let (status, body) = tokio::task::spawn_blocking(move || get(&metrics, "/metrics", None))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("convene_connections{transport=\"web\"} 4"),
+        "{body}"
+    );
+    drop(held);
+    server.shutdown().await;
+}
