@@ -133,7 +133,15 @@ test('Dutch from the browser: home, a created meeting, joining as host, the meet
   await page.getByRole('heading', { name: 'Instellingen van de vergadering' }).waitFor();
   assert.deepEqual(await englishLines(page), [], 'English in the settings dialog');
   assert.deepEqual(await axe(page), [], 'axe with the settings dialog open');
-  await page.getByRole('button', { name: 'Annuleren' }).click();
+  // Chat for hosts only: the guest is told why, in Swedish (the server's reason has no code: matched by its words).
+  await page.getByLabel('Wie mag chatten').selectOption('hosts');
+  await page.getByRole('button', { name: 'Instellingen opslaan' }).click();
+  await guest.page.getByText('Du kan inte chatta: chatten är avstängd för dig i det här mötet.').waitFor();
+  assert.deepEqual(await englishLines(guest.page), [], 'English in the Swedish meeting with chat off');
+  // A host mutes the guest: said in Swedish, with the host's name.
+  await page.getByRole('button', { name: 'Sven dempen' }).click();
+  await guest.page.getByText('Hanneke stängde av ditt ljud.').waitFor();
+  await guest.page.getByRole('button', { name: 'Slå på ljud', exact: true }).waitFor();
   await page.getByRole('button', { name: 'Sven verwijderen' }).click();
   await page.getByRole('heading', { name: 'Sven verwijderen?' }).waitFor();
   assert.deepEqual(await axe(page), [], 'axe with the remove dialog open');
