@@ -82,3 +82,46 @@ export function reasonText(reason) {
   const id = REASONS[reason];
   return id ? t(id) : reason;
 }
+
+/**
+ * Why a level change removed someone (`removed.reason`), in this page's
+ * language. The server writes it in English from two fixed forms (policy.rs
+ * `admits`); another shows as sent.
+ * @param {string} reason
+ */
+export function removalReason(reason) {
+  if (lang === 'en') return reason;
+  let m = /^this meeting is (.+): only people verified by their organisation's sign-in may join$/.exec(reason);
+  if (m) return t('reason.level-verified', { level: m[1] });
+  m = /^this meeting is (.+): sign in with a second factor \(such as a security key or code\) to join$/.exec(reason);
+  if (m) return t('reason.level-mfa', { level: m[1] });
+  return reason;
+}
+
+/**
+ * A `notice` to hosts, in this page's language. The server writes it in
+ * English from a few fixed forms (room.rs: a full meeting, and what a level
+ * change did to people); another shows as sent.
+ * @param {string} text
+ */
+export function noticeText(text) {
+  if (lang === 'en') return text;
+  const full = /^the meeting is full: (\d+) still wait in the lobby until someone leaves$/.exec(text);
+  if (full) return t('notice.full', { count: Number(full[1]) });
+  const removed = /^(.+?) does not admit (.+): removed$/;
+  const lobby = /^(.+?) requires the lobby: (.+) wait there for a host to admit them again$/;
+  const sayRemoved = (/** @type {RegExpExecArray} */ m) => t('notice.level-removed', { level: m[1], names: m[2] });
+  const sayLobby = (/** @type {RegExpExecArray} */ m) => t('notice.level-lobby', { level: m[1], names: m[2] });
+  // Both at once: the removed first, then ". ", then the lobby. Names may hold ". " too, so each split is tried.
+  const pieces = text.split('. ');
+  for (let i = 1; i < pieces.length; i++) {
+    const a = removed.exec(pieces.slice(0, i).join('. '));
+    const b = lobby.exec(pieces.slice(i).join('. '));
+    if (a && b) return `${sayRemoved(a)} ${sayLobby(b)}`;
+  }
+  const a = removed.exec(text);
+  if (a) return sayRemoved(a);
+  const b = lobby.exec(text);
+  if (b) return sayLobby(b);
+  return text;
+}

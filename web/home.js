@@ -1,8 +1,8 @@
 // Home page: create a meeting and show its join link.
 import { loadSession, renderSignIn, orgName } from './identity.js';
-import { levelOptions } from './levels.js';
+import { levelOptions, unmetWords } from './levels.js';
 import { showInvitation } from './invitation.js';
-import { t, translatePage, languagePicker } from './i18n.js';
+import { t, lang, translatePage, languagePicker } from './i18n.js';
 
 translatePage();
 languagePicker(/** @type {HTMLElement} */ (document.getElementById('language')));
@@ -20,6 +20,7 @@ const open = /** @type {HTMLAnchorElement} */ (document.getElementById('open'));
 
 const field = (/** @type {string} */ id) => /** @type {any} */ (document.getElementById(id));
 /** @type {any} */ let session = null;
+/** @type {any[]} */ let levels = [];
 
 async function showSession() {
   session = await loadSession();
@@ -30,6 +31,7 @@ async function showSession() {
   field('identity-rules').hidden = !signInExists;
   form.hidden = !session.mayCreateMeetings;
   const policy = await (await fetch('/api/policy')).json();
+  levels = policy.levels;
   field('level').replaceChildren(...levelOptions(policy.levels));
   const home = session.signIn.find((/** @type {any} */ o) => o.home);
   field('create-needs-sign-in').hidden = session.mayCreateMeetings;
@@ -46,32 +48,36 @@ form.addEventListener('submit', async (event) => {
   event.preventDefault();
   error.hidden = true;
   try {
+    const asked = {
+      title: title.value,
+      passcode: passcode.value || undefined,
+      level: field('level').value || undefined,
+      raise: field('raise').checked,
+      settings: {
+        lobby: field('lobby').checked,
+        screenShare: field('screen-share').value,
+        unmute: field('unmute').value,
+        chat: field('chat').value,
+        guestCameras: field('guest-cameras').checked,
+        maxParticipants: Number(field('max-participants').value),
+        lobbyBypass: field('lobby-bypass').value,
+        guestsAllowed: field('guests-allowed').checked,
+        requireMfa: field('require-mfa').checked,
+      },
+    };
     const res = await fetch('/api/meetings', {
       method: 'POST',
       headers: { 'Content-Type': 'application/json', ...(session?.csrfToken ? { 'X-CSRF-Token': session.csrfToken } : {}) },
-      body: JSON.stringify({
-        title: title.value,
-        passcode: passcode.value || undefined,
-        level: field('level').value || undefined,
-        raise: field('raise').checked,
-        settings: {
-          lobby: field('lobby').checked,
-          screenShare: field('screen-share').value,
-          unmute: field('unmute').value,
-          chat: field('chat').value,
-          guestCameras: field('guest-cameras').checked,
-          maxParticipants: Number(field('max-participants').value),
-          lobbyBypass: field('lobby-bypass').value,
-          guestsAllowed: field('guests-allowed').checked,
-          requireMfa: field('require-mfa').checked,
-        },
-      }),
+      body: JSON.stringify(asked),
     });
     const body = await res.json();
     if (!res.ok && Array.isArray(body.unmet)) {
-      // Say each requirement the settings fall short of.
+      // Say each requirement the settings fall short of: the server's words in
+      // English, else the same rules worded here (the server's, should they differ).
+      const level = levels.find((l) => l.id === asked.level) || levels[0];
+      const ours = lang === 'en' || !level ? [] : unmetWords(level, asked.settings, !!asked.passcode, asked.raise);
       const list = document.createElement('ul');
-      for (const u of body.unmet) {
+      for (const u of ours.length ? ours : body.unmet) {
         const li = document.createElement('li');
         li.textContent = u;
         list.append(li);

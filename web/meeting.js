@@ -4,12 +4,12 @@ import { Call } from './call.js';
 import { badge, describe, loadSession, renderSignIn, orgName } from './identity.js';
 import { VideoSizes } from './sizes.js';
 import { ConnectionQuality } from './quality.js';
-import { levelOptions } from './levels.js';
+import { levelOptions, unmetWords } from './levels.js';
 import { showPasscodeSetting, passcodeChange } from './passcode-setting.js';
 import { showRequirements } from './requirements.js';
 import { showInvitation } from './invitation.js';
-import { t, tNodes, formatTime, translatePage, languagePicker } from './i18n.js';
-import { serverError, reasonText } from './errors.js';
+import { t, tNodes, lang, formatTime, translatePage, languagePicker } from './i18n.js';
+import { serverError, reasonText, removalReason, noticeText } from './errors.js';
 
 const $ = (/** @type {string} */ id) => /** @type {any} */ (document.getElementById(id));
 translatePage();
@@ -63,6 +63,8 @@ const quality = new ConnectionQuality($('grid'), $('quality-note'), () => me);
 /** The deployment's levels (for hosts' level control), lowest first. */
 /** @type {any[]} */ let levels = [];
 let currentLevel = '';
+/** What a host last asked that the level may refuse (`policy`): to say why in the page's language. */
+/** @type {{level: string, settings?: any, raised: boolean} | null} */ let policyAsk = null;
 
 /** Show the meeting's handling level in the banner that stays at every stage. */
 function showLevel(level) {
@@ -105,9 +107,11 @@ function changeLevel() {
       $('level-select').value = currentLevel;
       return;
     }
+    policyAsk = { level: target, raised: false };
     send({ type: 'set-level', level: target, confirm: true });
   } else {
     // Raising applies the level's requirements to the settings at once.
+    policyAsk = { level: target, raised: true };
     send({ type: 'set-level', level: target, raise: true });
   }
 }
@@ -380,7 +384,7 @@ function onMessage(msg) {
       endSession(t('left.denied-title'), t('left.denied'));
       break;
     case 'notice':
-      setStatus(msg.text, true);
+      setStatus(noticeText(msg.text), true);
       break;
     case 'meeting-updated':
       meetingLocked = msg.meeting.locked;
@@ -418,7 +422,7 @@ function onMessage(msg) {
       break;
     case 'removed':
       endSession(t('left.removed-title'), msg.reason
-        ? t('left.removed-level', { name: msg.by, reason: msg.reason })
+        ? t('left.removed-level', { name: msg.by, reason: removalReason(msg.reason) })
         : t(msg.barred ? 'left.removed-barred' : 'left.removed', { name: msg.by }));
       break;
     case 'ended':
@@ -445,9 +449,21 @@ function onMessage(msg) {
       if (msg.code === 'meeting-full') { signalling?.leave(); showLeft(t('left.title'), t('left.full')); }
       else if (msg.code === 'ended') endSession(t('left.ended'), '');
       else if (msg.code === 'lobby-timeout') { $('lobby').hidden = true; finish(serverError(msg), true); }
+      else if (msg.code === 'policy') setStatus(policyRefusal(msg), true);
       else setStatus(serverError(msg), true);
       break;
   }
+}
+
+/** A `policy` refusal: each unmet requirement in the page's language, as far as the client can tell which. */
+function policyRefusal(msg) {
+  if (lang === 'en') return serverError(msg);
+  const keep = /^(.+) requires a passcode: it can be changed, not removed$/.exec(msg.message || '');
+  if (keep) return t('error.passcode-kept', { level: keep[1] });
+  const level = levels.find((l) => l.id === policyAsk?.level);
+  if (!level || !policyAsk) return serverError(msg);
+  const words = unmetWords(level, policyAsk.settings || settings, meetingPasscode, policyAsk.raised);
+  return words.length ? t('error.policy-unmet', { list: words.join('; ') }) : serverError(msg);
 }
 
 function setStatus(text, warn = false) {
@@ -895,7 +911,7 @@ function wireControls() {
   $('level-btn').addEventListener('click', changeLevel);
   $('settings-cancel').addEventListener('click', () => $('settings-dialog').close());
   $('settings-form').addEventListener('submit', () => {
-    send({
+    const asked = {
       type: 'update-settings',
       settings: {
         lobby: $('set-lobby').checked,
@@ -908,7 +924,9 @@ function wireControls() {
         guestsAllowed: $('set-guests').checked,
         requireMfa: $('set-mfa').checked,
       },
-    });
+    };
+    policyAsk = { level: currentLevel, settings: asked.settings, raised: false };
+    send(asked);
     const passcode = passcodeChange();
     if (passcode) send(passcode);
   });
