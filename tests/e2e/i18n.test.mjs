@@ -165,7 +165,16 @@ test('the picker changes the language, and the choice is kept after a reload and
   await page.getByRole('button', { name: 'Skapa möte' }).waitFor();
   assert.equal(await lang(page), 'sv', 'kept after a reload');
 
+  // A level the settings fall short of: each requirement said in Swedish.
   await page.getByLabel('Mötets namn').fill('Planering');
+  await page.getByLabel('Skyddsnivå', { exact: true }).selectOption('official-sensitive');
+  await page.getByRole('button', { name: 'Skapa möte' }).click();
+  await page.getByText('Mötet uppfyller inte kraven för sin skyddsnivå:').waitFor();
+  await page.getByText('OFFICIAL-SENSITIVE kräver en lösenkod').waitFor();
+  await page.getByText('OFFICIAL-SENSITIVE tillåter högst 50 deltagare').waitFor();
+  assert.deepEqual(await englishLines(page), [], 'English in the refusal');
+  assert.deepEqual(await axe(page), [], 'axe with the refusal shown');
+  await page.getByLabel('Skyddsnivå', { exact: true }).selectOption('official');
   await page.getByRole('button', { name: 'Skapa möte' }).click();
   await page.getByRole('heading', { name: 'Ditt möte är klart' }).waitFor();
   const hostLink = await page.getByLabel('Din värdlänk').inputValue();
@@ -183,6 +192,10 @@ test('the picker changes the language, and the choice is kept after a reload and
   await page.getByLabel('Uw naam').fill('Hanneke');
   await page.getByRole('button', { name: 'Deelnemen', exact: true }).click();
   await page.locator('#meeting').waitFor({ state: 'visible' });
+  // Raising to a level that needs a passcode, in a meeting without one: refused, and said in Dutch.
+  await page.getByLabel('Rubricering van de vergadering').selectOption('official-sensitive');
+  await page.getByRole('button', { name: 'Rubricering wijzigen' }).click();
+  await page.getByText('Niet mogelijk met deze rubricering: OFFICIAL-SENSITIVE vereist een toegangscode.').waitFor();
   await page.getByRole('button', { name: 'Dempen', exact: true }).click();
   await page.getByRole('button', { name: 'Dempen opheffen', exact: true }).waitFor();
   assert.deepEqual(await englishLines(page), [], 'English in the meeting');
