@@ -200,6 +200,16 @@ test('the picker changes the language, and the choice is kept after a reload and
   await page.getByRole('button', { name: 'Dempen opheffen', exact: true }).waitFor();
   assert.deepEqual(await englishLines(page), [], 'English in the meeting');
   assert.deepEqual(await axe(page), [], 'axe in the Dutch meeting, alone');
+  // Dutch words are longer: on a phone every control still fits the screen.
+  await page.setViewportSize({ width: 390, height: 844 });
+  await until('the page fits 390 px', async () => (await page.evaluate(() => document.documentElement.scrollWidth)) <= 390);
+  const off = await page.$$eval('#host-controls button, #host-controls select, .controls button', (els) => els
+    .filter((el) => /** @type {HTMLElement} */ (el).offsetParent !== null)
+    .map((el) => ({ what: el.textContent?.trim(), ...el.getBoundingClientRect().toJSON() }))
+    .filter((r) => r.left < 0 || r.right > 390));
+  assert.deepEqual(off, [], 'Dutch controls off a 390 px screen');
+  assert.deepEqual(await axe(page), [], 'axe in the Dutch meeting at 390 px');
+  await page.setViewportSize({ width: 1280, height: 800 });
   await page.getByRole('button', { name: 'Verlaten' }).click();
   await page.getByRole('heading', { name: 'U hebt de vergadering verlaten' }).waitFor();
   assert.deepEqual(await axe(page), [], 'axe on the Dutch page after leaving');
