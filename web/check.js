@@ -86,6 +86,12 @@ const TEXT = {
     timeout: t('check.transfer.timeout'),
     failed: t('check.transfer.failed'),
   },
+  /** The server's reasons for a failed probe (check.rs), word for word. */
+  serverReason: /** @type {Record<string, string>} */ ({
+    'the answer is not SDP this server can use': t('check.probe.server-bad-sdp'),
+    'the media connection could not be set up': t('check.probe.server-setup'),
+    'the media connection closed': t('check.probe.server-closed'),
+  }),
   notOfferedDetail: t('check.not-offered-detail'),
   notConfiguredDetail: t('check.not-configured-detail'),
   relayBusy: t('check.relay-busy'),
@@ -343,7 +349,7 @@ function showPath(path, r) {
   else if (r.outcome === 'not-offered') set(path, 'not-offered', TEXT.notOfferedDetail);
   else if (r.outcome === 'not-configured') set(path, 'not-configured', TEXT.notConfiguredDetail);
   else if (r.outcome === 'fail') {
-    const why = r.reason === 'server' ? r.serverReason : r.reason && TEXT.probeFailure[r.reason];
+    const why = r.reason === 'server' ? (TEXT.serverReason[r.serverReason || ''] ?? r.serverReason) : r.reason && TEXT.probeFailure[r.reason];
     set(path, 'fail', [why, ...r.targets].filter(Boolean).join('; '));
   }
   else set(path, 'skipped');

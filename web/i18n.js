@@ -107,17 +107,19 @@ export function formatTime(date) {
  * @param {ParentNode} [root]
  */
 export function translatePage(root = document) {
+  // A message no catalogue has (none could be loaded) keeps the page's English.
+  const known = (/** @type {string | undefined} */ id) => !!id && (id in catalogue || id in english);
   for (const el of /** @type {NodeListOf<HTMLElement>} */ (root.querySelectorAll('[data-i18n]'))) {
-    el.textContent = t(el.dataset.i18n || '');
+    if (known(el.dataset.i18n)) el.textContent = t(el.dataset.i18n || '');
   }
   for (const el of /** @type {NodeListOf<HTMLElement>} */ (root.querySelectorAll('[data-i18n-placeholder]'))) {
-    el.setAttribute('placeholder', t(el.dataset.i18nPlaceholder || ''));
+    if (known(el.dataset.i18nPlaceholder)) el.setAttribute('placeholder', t(el.dataset.i18nPlaceholder || ''));
   }
   for (const el of /** @type {NodeListOf<HTMLElement>} */ (root.querySelectorAll('[data-i18n-label]'))) {
-    el.setAttribute('aria-label', t(el.dataset.i18nLabel || ''));
+    if (known(el.dataset.i18nLabel)) el.setAttribute('aria-label', t(el.dataset.i18nLabel || ''));
   }
   const title = document.documentElement.dataset.i18nTitle;
-  if (title) document.title = t(title);
+  if (known(title)) document.title = t(title || '');
 }
 
 /**
