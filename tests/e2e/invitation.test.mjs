@@ -38,6 +38,9 @@ test('the host copies the invitation and downloads its calendar file; neither ho
   assert.ok(invitation.includes(`Handling level: ${level.level.name}`), invitation);
   assert.ok(invitation.includes('no account and nothing to download'), invitation);
   assert.ok(!invitation.includes('Tulip') && !invitation.includes('4711'), 'no passcode in the text');
+  // The page writes the text in its language (web/invitation.js); in English it is the server's, word for word.
+  const served = await (await fetch(`${link.replace('/m/', '/api/meetings/')}/invitation`)).json();
+  assert.equal(invitation, served.text, 'the English page writes the server\'s invitation');
   await page.getByText('Send the passcode another way').waitFor();
 
   // Copy by keyboard: Tab to the button, Enter.
