@@ -33,7 +33,9 @@ impl FromRequestParts<Arc<AppState>> for Admin {
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
         let Ok(ClientIp(client)) = ClientIp::from_request_parts(parts, state).await;
-        check(state, &parts.headers, client).map(|()| Admin)
+        check(state, &parts.headers, client)
+            .map(|()| Admin)
+            .map_err(Refusal::answer)
     }
 }
 
@@ -43,19 +45,36 @@ pub fn is_admin(state: &AppState, headers: &HeaderMap, client: IpAddr) -> bool {
     headers.contains_key(header::AUTHORIZATION) && check(state, headers, client).is_ok()
 }
 
-fn check(state: &AppState, headers: &HeaderMap, client: IpAddr) -> Result<(), Response> {
+/// Why a request is not an admin's.
+enum Refusal {
+    Off,
+    Throttled,
+    WrongToken,
+}
+
+impl Refusal {
+    fn answer(self) -> Response {
+        match self {
+            Refusal::Off => api_error(
+                StatusCode::NOT_FOUND,
+                "the admin API is off (no admin token configured)",
+            ),
+            Refusal::Throttled => retry_later(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many wrong admin tokens from this address; try again later",
+                "60",
+            ),
+            Refusal::WrongToken => api_error(StatusCode::UNAUTHORIZED, "an admin token is needed"),
+        }
+    }
+}
+
+fn check(state: &AppState, headers: &HeaderMap, client: IpAddr) -> Result<(), Refusal> {
     let Some(token) = &state.admin_token else {
-        return Err(api_error(
-            StatusCode::NOT_FOUND,
-            "the admin API is off (no admin token configured)",
-        ));
+        return Err(Refusal::Off);
     };
     if !state.wrong_admin_tokens.has_token(client) {
-        return Err(retry_later(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many wrong admin tokens from this address; try again later",
-            "60",
-        ));
+        return Err(Refusal::Throttled);
     }
     let given = headers
         .get(header::AUTHORIZATION)
@@ -75,10 +94,7 @@ fn check(state: &AppState, headers: &HeaderMap, client: IpAddr) -> Result<(), Re
         return Ok(());
     }
     state.wrong_admin_tokens.allow(client);
-    Err(api_error(
-        StatusCode::UNAUTHORIZED,
-        "an admin token is needed",
-    ))
+    Err(Refusal::WrongToken)
 }
 
 /// Refuses admin tokens too short to resist guessing (a configuration check).

@@ -284,7 +284,7 @@ async fn run(mut socket: WebSocket, state: Arc<AppState>, client: IpAddr, _place
         Ok(End::Gone) => return,
         Ok(End::Refused(why)) => (close_code::POLICY, why),
     };
-    debug!(%client, reason, "connectivity check closed");
+    debug!(client = %convene_sfu::logged_address::logged(client), reason, "connectivity check closed");
     // The probes go now, not after a slow reader takes the close frame.
     drop(session);
     let close = Message::Close(Some(CloseFrame {

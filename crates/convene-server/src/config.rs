@@ -273,6 +273,12 @@ pub struct Config {
     #[arg(long, env = "CONVENE_AUDIT_CLIENT_ADDRESSES", global = true)]
     pub audit_client_addresses: bool,
 
+    /// Name clients' addresses in the server's log. Off, Convene's own lines
+    /// name a client by a pseudonym that holds only while the process runs
+    /// (`client-1a2b3c4d`), and the WebRTC library's lines never name one.
+    #[arg(long, env = "CONVENE_LOG_CLIENT_ADDRESSES")]
+    pub log_client_addresses: bool,
+
     /// Days a meeting is kept after it ends (a link never ended: after its
     /// last activity), with its settings, grants and bars; then it is purged
     /// and its link no longer works. 0 keeps meetings for ever. Applied

@@ -588,7 +588,7 @@ async fn signalling(
             // participant once joined (ws::run records it).
             let span = tracing::info_span!(
                 "socket",
-                meeting = %meeting.id,
+                meeting = %crate::logging::meeting_tag(&meeting.id),
                 participant = tracing::field::Empty
             );
             tracing::Instrument::instrument(

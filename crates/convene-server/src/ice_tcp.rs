@@ -85,22 +85,22 @@ pub async fn take_over(
     match read {
         Ok(Ok(())) => {}
         Ok(Err(why)) => {
-            debug!(%peer, "ICE-TCP connection dropped: {why}");
+            debug!(peer = %convene_sfu::logged_address::logged(peer), "ICE-TCP connection dropped: {why}");
             return;
         }
         Err(_) => {
-            debug!(%peer, "ICE-TCP connection dropped: no STUN check within {FIRST_FRAME_TIMEOUT:?}");
+            debug!(peer = %convene_sfu::logged_address::logged(peer), "ICE-TCP connection dropped: no STUN check within {FIRST_FRAME_TIMEOUT:?}");
             return;
         }
     }
     let stream = match stream.into_std() {
         Ok(s) => s,
         Err(e) => {
-            debug!(%peer, "ICE-TCP: {e}");
+            debug!(peer = %convene_sfu::logged_address::logged(peer), "ICE-TCP: {e}");
             return;
         }
     };
     if let Err(e) = pool.adopt_tcp(stream, buf, Box::new(slot)) {
-        debug!(%peer, "ICE-TCP connection dropped: {e}");
+        debug!(peer = %convene_sfu::logged_address::logged(peer), "ICE-TCP connection dropped: {e}");
     }
 }

@@ -41,7 +41,7 @@ use convene_sfu::driver::SfuThread;
 use convene_sfu::pool::SfuPool;
 use convene_storage::Storage;
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::registry::Registry;
@@ -67,6 +67,16 @@ const ANONYMOUS_CREATIONS_BURST: f64 = 60.0;
 /// Connections the metrics listener takes at once, in all and per address.
 const METRICS_CONNECTIONS: usize = 32;
 const METRICS_CONNECTIONS_PER_ADDRESS: usize = 8;
+
+/// Loopback, private (RFC 1918, RFC 4193) or link-local: not the Internet.
+fn is_private(ip: std::net::IpAddr) -> bool {
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.is_unique_local() || v6.is_unicast_link_local()
+        }
+    }
+}
 
 pub struct AppState {
     pub storage: Arc<Storage>,
@@ -323,6 +333,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .map(|l| l.local_addr())
         .transpose()
         .map_err(|e| StartError(e.to_string()))?;
+    convene_sfu::logged_address::show_addresses(config.log_client_addresses);
     let metrics_listener =
         match config.metrics_listen {
             None => None,
@@ -335,6 +346,12 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .map(|l| l.local_addr())
         .transpose()
         .map_err(|e| StartError(e.to_string()))?;
+    if let Some(a) = metrics_addr.filter(|a| !is_private(a.ip())) {
+        warn!(
+            addr = %a,
+            "the metrics listener answers anyone who reaches {a}, without a token: bind it to loopback or the monitoring network"
+        );
+    }
     let url = config.public_url(addr);
     let state = Arc::new(AppState {
         storage,

@@ -302,7 +302,7 @@ pub async fn serve(
             }
         };
         let Some(slot) = gate.enter(peer.ip()) else {
-            debug!(%peer, "connection refused: at the connection cap");
+            debug!(peer = %convene_sfu::logged_address::logged(peer), "connection refused: at the connection cap");
             drop(stream);
             continue;
         };
@@ -347,11 +347,11 @@ async fn connection(
             Ok(Ok(Some(g))) => g,
             Ok(Ok(None)) => return,
             Ok(Err(e)) => {
-                debug!(%peer, "connection failed before its first bytes: {e}");
+                debug!(peer = %convene_sfu::logged_address::logged(peer), "connection failed before its first bytes: {e}");
                 return;
             }
             Err(_) => {
-                debug!(%peer, "closed: nothing said within the header deadline");
+                debug!(peer = %convene_sfu::logged_address::logged(peer), "closed: nothing said within the header deadline");
                 return;
             }
         },
@@ -370,7 +370,7 @@ async fn connection(
         }
         Transport::Tls(acceptor) => {
             if greeting != Greeting::Tls {
-                debug!(%peer, ?greeting, "closed: not TLS on a TLS port");
+                debug!(peer = %convene_sfu::logged_address::logged(peer), ?greeting, "closed: not TLS on a TLS port");
                 return;
             }
             match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
@@ -381,8 +381,12 @@ async fn connection(
                     };
                     http(io, peer, &served, closing).await;
                 }
-                Ok(Err(e)) => debug!(%peer, "TLS handshake failed: {e}"),
-                Err(_) => debug!(%peer, "TLS handshake timed out"),
+                Ok(Err(e)) => {
+                    debug!(peer = %convene_sfu::logged_address::logged(peer), "TLS handshake failed: {e}")
+                }
+                Err(_) => {
+                    debug!(peer = %convene_sfu::logged_address::logged(peer), "TLS handshake timed out")
+                }
             }
         }
     }
@@ -416,7 +420,7 @@ where
     tokio::select! {
         r = conn.as_mut() => {
             if let Err(e) = r {
-                debug!(%peer, "connection ended: {e}");
+                debug!(peer = %convene_sfu::logged_address::logged(peer), "connection ended: {e}");
             }
         }
         _ = closing.changed() => {

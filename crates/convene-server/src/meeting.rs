@@ -152,7 +152,8 @@ pub fn deliver(state: &Arc<AppState>, meeting: &StoredMeeting, input: MeetingInp
     let (state, stored, id) = (state.clone(), meeting.clone(), id.to_string());
     // Every log line of the meeting's task names it.
     // A root span: the task outlives the socket whose input started it.
-    let span = tracing::info_span!(parent: None, "meeting", meeting = %id);
+    let span =
+        tracing::info_span!(parent: None, "meeting", meeting = %crate::logging::meeting_tag(&id));
     tokio::spawn(tracing::Instrument::instrument(
         async move {
             // Read what the meeting remembers off the async workers; inputs wait in
@@ -244,7 +245,7 @@ fn remembered(state: &AppState, meeting: &StoredMeeting) -> RoomState {
         // The policy file changed under a stored meeting: say so rather than
         // quietly treat it as the lowest level.
         tracing::warn!(
-            meeting = %meeting.id,
+            meeting = %crate::logging::meeting_tag(&meeting.id),
             level = %meeting.level,
             "this meeting's handling level is not in the policy any more; it runs at the lowest level"
         );
@@ -253,7 +254,7 @@ fn remembered(state: &AppState, meeting: &StoredMeeting) -> RoomState {
         .storage
         .meeting_people(&meeting.id)
         .unwrap_or_else(|e| {
-            tracing::error!(meeting = %meeting.id, "could not read roles and bars: {e}");
+            tracing::error!(meeting = %crate::logging::meeting_tag(&meeting.id), "could not read roles and bars: {e}");
             Default::default()
         });
     let role =
@@ -306,7 +307,7 @@ fn kept_chat(state: &AppState, meeting: &str) -> Vec<convene_meeting::protocol::
                 .collect()
         }
         Err(e) => {
-            tracing::error!(meeting, "could not read kept chat: {e}");
+            tracing::error!(meeting = %crate::logging::meeting_tag(meeting), "could not read kept chat: {e}");
             Vec::new()
         }
     }
@@ -365,7 +366,7 @@ impl Meeting {
             self.sfu.send(Command::RemoveConnection(*conn));
             self.state.registry.remove_conn(*conn);
         }
-        info!(meeting = %self.id, "meeting task stopped");
+        info!("meeting task stopped");
     }
 
     /// Keep who is here for when the server is back, tell everyone, and let
@@ -533,7 +534,7 @@ impl Meeting {
                 };
                 // The media stack's own words (parser positions, addresses) stay
                 // in the server's log; the client gets a fixed sentence.
-                info!(meeting = %self.id, %who, "media request failed: {error}");
+                info!(%who, "media request failed: {error}");
                 let (code, message) = match error {
                     SfuError::BadSdp(_) => (
                         ErrorCode::BadSdp,
@@ -551,7 +552,7 @@ impl Meeting {
                 let Some(who) = self.conn_owner.remove(&conn) else {
                     return;
                 };
-                debug!(meeting = %self.id, %who, "media connection closed");
+                debug!(%who, "media connection closed");
                 if self.conns.get(&who) == Some(&conn) {
                     // Media died under a live socket: close the socket too, so the
                     // client resumes with a fresh connection within the grace period.
@@ -694,7 +695,7 @@ impl Meeting {
             if !self.state.writer.commit(items).await {
                 // Logged by the writer. The room has moved on already; what
                 // it says still goes out.
-                tracing::error!(meeting = %self.id, "sending output whose writes failed");
+                tracing::error!("sending output whose writes failed");
             }
             for h in held {
                 match h {
@@ -901,7 +902,7 @@ impl Meeting {
                 Err(mpsc::error::TrySendError::Closed(_)) => member.out = None,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     // Too slow to keep up: drop the socket; the client may resume.
-                    info!(meeting = %self.id, %who, "socket cannot keep up; closing it");
+                    info!(%who, "socket cannot keep up; closing it");
                     self.members.remove(who);
                     self.room.connection_lost(Instant::now(), who);
                 }

@@ -582,12 +582,12 @@ fn store(b: &mut Batch<'_>, item: &Item, at: i64, chat_key: Option<&ChatKey>) {
         Item::Audit(e) => store_audit(b, e, at),
         Item::Remember { meeting, change } => {
             if let Err(err) = remember(b, meeting, change, chat_key) {
-                error!(%meeting, "could not store {change:?}: {err}");
+                error!(meeting = %crate::logging::meeting_tag(meeting), "could not store {change:?}: {err}");
             }
         }
         Item::End { meeting } => {
             if let Err(err) = b.end_meeting(meeting) {
-                error!(%meeting, "could not mark the meeting ended: {err}");
+                error!(meeting = %crate::logging::meeting_tag(meeting), "could not mark the meeting ended: {err}");
             }
         }
     }

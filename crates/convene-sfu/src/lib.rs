@@ -25,6 +25,7 @@ pub mod driver;
 mod feedback;
 mod ids;
 mod layers;
+pub mod logged_address;
 mod offer_candidates;
 pub mod pool;
 mod quality;

@@ -153,7 +153,7 @@ impl TcpConns {
             return;
         };
         if self.conns.len() >= MAX_CONNECTIONS {
-            debug!(%peer, "ICE-TCP connection refused: this worker holds {MAX_CONNECTIONS}");
+            debug!(peer = %crate::logged_address::logged(peer), "ICE-TCP connection refused: this worker holds {MAX_CONNECTIONS}");
             return;
         }
         if stream.set_nonblocking(true).is_err() {
@@ -169,7 +169,7 @@ impl TcpConns {
         let token = Token(self.next_token);
         self.next_token += 1;
         if let Err(e) = registry.register(&mut stream, token, Interest::READABLE) {
-            debug!(%peer, "ICE-TCP register: {e}");
+            debug!(peer = %crate::logged_address::logged(peer), "ICE-TCP register: {e}");
             return;
         }
         // A client reconnecting from the same address replaces its old connection.
@@ -192,7 +192,7 @@ impl TcpConns {
                 _guard: guard,
             },
         );
-        debug!(%peer, "ICE-TCP connection adopted");
+        debug!(peer = %crate::logged_address::logged(peer), "ICE-TCP connection adopted");
         // The bytes already read, and whatever arrived since; only this
         // connection's (the others wait for their turn of the loop).
         match self.read(sfu, token, now) {
@@ -392,6 +392,6 @@ impl TcpConns {
         self.closed.push(c.peer);
         // Debug only: a client can open and break connections as fast as it
         // likes, and its lines would crowd out the log (the counts are in stats).
-        debug!(peer = %c.peer, "ICE-TCP connection closed: {why}");
+        debug!(peer = %crate::logged_address::logged(c.peer), "ICE-TCP connection closed: {why}");
     }
 }
