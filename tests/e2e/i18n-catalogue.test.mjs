@@ -105,3 +105,33 @@ test('the language is chosen from the picker, else the browser, else English', a
   stored = 'xx';
   assert.equal(choose(['nl-BE']), 'nl', 'an unknown stored choice is ignored');
 });
+
+test('the server\'s fixed English that the client matches to translate is still the server\'s', () => {
+  // Some server texts a person reads carry no code: the client knows their
+  // fixed forms (web/errors.js, levels.js, identity.js, check.js). When the
+  // server's wording changes, this fails rather than the page going English.
+  const rust = (path) => readFileSync(join(ROOT, 'crates', path), 'utf8');
+  const errors = readFileSync(join(WEB, 'errors.js'), 'utf8');
+  const reasonsTable = errors.slice(errors.indexOf('const REASONS'), errors.indexOf('});', errors.indexOf('const REASONS')));
+  const clientReasons = [...reasonsTable.matchAll(/^\s*'([^']+)': 'reason\./gm)].map((m) => m[1]).sort();
+  const access = rust('convene-meeting/src/access.rs');
+  const rule = access.slice(access.indexOf('pub fn check('), access.indexOf('pub fn permissions('));
+  const serverReasons = [...rule.matchAll(/"([^"\\]+)"/g)].map((m) => m[1]).sort();
+  assert.deepEqual(clientReasons, serverReasons, 'permission reasons (access.rs check) and errors.js REASONS');
+
+  const expect = [
+    ['convene-meeting/src/policy.rs', [en['level.unavailable-e2ee'], en['level.unavailable-sign-in'],
+      "only people verified by their organisation's sign-in may join", 'sign in with a second factor (such as a security key or code) to join']],
+    ['convene-meeting/src/room.rs', ['still wait in the lobby until someone leaves', '{} does not admit {}', '{} requires the lobby: {} wait there for a host to admit them again']],
+    ['convene-meeting/src/room/passcode.rs', ['{} requires a passcode: it can be changed, not removed']],
+    ['convene-meeting/src/names.rs', ['please give a name', 'a name is at most', 'a name may not contain']],
+    ['convene-meeting/src/room.rs', ['a chat message cannot be empty', 'a chat message is at most']],
+    ['convene-server/src/check.rs', [en['check.probe.server-bad-sdp'], en['check.probe.server-setup'], en['check.probe.server-closed']]],
+    ['convene-server/src/ws.rs', ['try again in {secs} seconds']],
+    ['convene-auth/src/lib.rs', [en['common.trial-host']]],
+  ];
+  for (const [path, texts] of expect) {
+    const source = rust(path).replace(/\\\s*\n\s*/g, '').replace(/\\"/g, '"');
+    for (const text of texts) assert.ok(source.includes(text), `${path} no longer says "${text}"`);
+  }
+});
