@@ -54,7 +54,7 @@ pub fn meeting_jsonl(
     now_ms: i64,
 ) -> String {
     let header = json!({
-        "kind": "export", "of": "meeting", "id": id, "generatedAt": utc(now_ms), "chat": CHAT,
+        "kind": "export", "of": "meeting", "id": id, "logTag": crate::logging::meeting_tag(id), "generatedAt": utc(now_ms), "chat": CHAT,
         "meetingPurged": e.meeting.is_none(),
     });
     jsonl(&header, e.meeting.iter(), &e.participants, &e.audit, chat)
