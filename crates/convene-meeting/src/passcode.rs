@@ -139,6 +139,16 @@ pub struct Rules {
 }
 
 impl Rules {
+    /// These rules, with keys forgotten `after` their last wrong try (the
+    /// deployment's retention of back-off records); never before the longest
+    /// wait is over, or forgetting would cut a wait short.
+    pub fn forgetting_after(self, after: Duration) -> Rules {
+        Rules {
+            forget_after: after.max(self.max_wait),
+            ..self
+        }
+    }
+
     /// One client address guessing at one meeting.
     pub const PER_ADDRESS: Rules = Rules {
         free_tries: 5,
@@ -319,9 +329,20 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         }
     }
 
-    fn sweep(&mut self, now: Instant) {
+    /// Drop every key past `forget_after` now: what retention calls, so a
+    /// client's address is held no longer than its back-off needs it.
+    pub fn sweep(&mut self, now: Instant) {
         let rules = self.rules;
         self.entries.retain(|_, e| !e.forgotten(now, &rules));
+    }
+
+    /// Keys held now (each names a client address, a meeting, or both).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 }
 
@@ -471,5 +492,34 @@ mod tests {
     fn a_stored_hash_asking_for_huge_memory_is_refused_not_run() {
         let h = hash("4711 blue").unwrap().replace("m=19456", "m=4000000");
         assert!(!verify(&h, "4711 blue"));
+    }
+
+    /// Back-off records go at the deployment's retention, measured from the
+    /// last wrong try, and not a moment before.
+    #[test]
+    fn back_off_records_go_at_their_retention_and_not_before() {
+        let rules = Rules::PER_ADDRESS.forgetting_after(Duration::from_secs(20 * 60));
+        let mut l: Limiter<(&str, &str)> = Limiter::new(rules);
+        let t0 = Instant::now();
+        let key = ("203.0.113.7", "abcd-efgh-jkmn");
+        for i in 0..3 {
+            let t = t0 + Duration::from_secs(i);
+            l.reserve(t, &key).unwrap();
+            l.failed(t, &key);
+        }
+        let last = t0 + Duration::from_secs(2);
+        l.sweep(last + Duration::from_secs(20 * 60) - Duration::from_millis(1));
+        assert_eq!(l.len(), 1, "kept while the back-off may need it");
+        assert_eq!(l.failures(&key), 3);
+        l.sweep(last + Duration::from_secs(20 * 60));
+        assert!(l.is_empty(), "gone at its time");
+        // Never shorter than the longest wait.
+        let short = Rules::PER_ADDRESS.forgetting_after(Duration::from_secs(60));
+        assert_eq!(short.forget_after, Rules::PER_ADDRESS.max_wait);
+        // A try in flight is never forgotten.
+        let mut l: Limiter<&str> = Limiter::new(rules);
+        l.reserve(t0, &"x").unwrap();
+        l.sweep(t0 + Duration::from_secs(24 * 3600));
+        assert_eq!(l.len(), 1);
     }
 }

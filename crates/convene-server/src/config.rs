@@ -295,6 +295,13 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(0..=36_500), global = true)]
     pub retain_audit_days: u32,
 
+    /// Minutes a passcode back-off record (a client address and the meeting
+    /// it guessed at, or a meeting) is kept after its last wrong try, 15 to
+    /// 1440 (not under 15: the longest wait). Swept every minute.
+    #[arg(long, env = "CONVENE_RETAIN_BACKOFF_MINUTES", default_value_t = 60,
+          value_parser = clap::value_parser!(u32).range(15..=1440))]
+    pub retain_backoff_minutes: u32,
+
     /// Most open HTTP and WebSocket connections at once; further ones are closed
     /// as they arrive. Lowered at start to what the open-files limit allows.
     #[arg(long, env = "CONVENE_MAX_CONNECTIONS", default_value_t = 10_000,

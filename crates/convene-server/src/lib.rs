@@ -353,6 +353,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         );
     }
     let url = config.public_url(addr);
+    let backoff_retention = Duration::from_secs(u64::from(config.retain_backoff_minutes) * 60);
     let state = Arc::new(AppState {
         storage,
         writer,
@@ -360,10 +361,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         audit_addresses: config.audit_client_addresses,
         chat_key,
         passcode_limiter: std::sync::Mutex::new(convene_meeting::passcode::Limiter::new(
-            convene_meeting::passcode::Rules::PER_ADDRESS,
+            convene_meeting::passcode::Rules::PER_ADDRESS.forgetting_after(backoff_retention),
         )),
         meeting_passcode_limiter: std::sync::Mutex::new(convene_meeting::passcode::Limiter::new(
-            convene_meeting::passcode::Rules::PER_MEETING,
+            convene_meeting::passcode::Rules::PER_MEETING.forgetting_after(backoff_retention),
         )),
         hashers: hashing::Hashers::start(hashing::Hashers::default_threads(), hashing::QUEUE_WAIT),
         passcode_checks: rates::PerClient::new(PASSCODE_CHECKS_PER_SEC, PASSCODE_CHECKS_BURST),

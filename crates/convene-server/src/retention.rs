@@ -18,8 +18,21 @@ use crate::AppState;
 /// How often the running server purges.
 const EVERY: Duration = Duration::from_secs(60 * 60);
 
-/// Purge now, then every [`EVERY`], sparing meetings open on this server.
+/// How often back-off records past their retention are dropped.
+const BACKOFF_SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Purge now, then every [`EVERY`], sparing meetings open on this server;
+/// and drop back-off records (client addresses) past their retention every
+/// [`BACKOFF_SWEEP_EVERY`].
 pub(crate) fn spawn(state: Arc<AppState>, retention: Retention) {
+    let st = state.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(BACKOFF_SWEEP_EVERY);
+        loop {
+            every.tick().await;
+            sweep_backoff(&st, std::time::Instant::now());
+        }
+    });
     if retention == Retention::default() {
         info!("retention: meetings and audit rows are kept for ever (kept chat still goes at its time)");
     }
@@ -42,6 +55,20 @@ pub(crate) fn spawn(state: Arc<AppState>, retention: Retention) {
             }
         }
     });
+}
+
+/// Drop the passcode back-off records past their retention.
+pub(crate) fn sweep_backoff(state: &AppState, now: std::time::Instant) {
+    state
+        .passcode_limiter
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .sweep(now);
+    state
+        .meeting_passcode_limiter
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .sweep(now);
 }
 
 /// One purge, then a checkpoint of the log it left (a failure to write that
