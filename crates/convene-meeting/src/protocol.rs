@@ -129,6 +129,31 @@ pub enum ClientMessage {
         participant_id: String,
     },
     MuteAll {},
+    /// Raise one's own hand (it joins the end of the queue; raising it again
+    /// keeps its place).
+    RaiseHand {},
+    /// Lower one's own hand, or (hosts only) someone else's.
+    #[serde(rename_all = "camelCase")]
+    LowerHand {
+        #[serde(default)]
+        participant_id: Option<String>,
+    },
+    /// A short-lived reaction, shown on the sender's tile for everyone.
+    React {
+        reaction: Reaction,
+    },
+}
+
+/// The reactions a participant may send (a raised hand is not one: it stays
+/// until lowered, see `raise-hand`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reaction {
+    ThumbsUp,
+    Clap,
+    Laugh,
+    Heart,
+    Party,
 }
 
 const CLIENT_TYPES: &[&str] = &[
@@ -156,6 +181,9 @@ const CLIENT_TYPES: &[&str] = &[
     "restart-ice",
     "media-path",
     "video-sizes",
+    "raise-hand",
+    "lower-hand",
+    "react",
 ];
 
 impl ClientMessage {
@@ -186,6 +214,9 @@ impl ClientMessage {
             ClientMessage::AdmitAll {} => "admit-all",
             ClientMessage::MuteParticipant { .. } => "mute-participant",
             ClientMessage::MuteAll {} => "mute-all",
+            ClientMessage::RaiseHand {} => "raise-hand",
+            ClientMessage::LowerHand { .. } => "lower-hand",
+            ClientMessage::React { .. } => "react",
         }
     }
 }
@@ -262,6 +293,9 @@ pub struct ParticipantInfo {
     /// How their media reaches the server, as their client reports it; hosts
     /// only (`null` for others, and until reported).
     pub media_path: Option<MediaPath>,
+    /// Their raised hand: its place in the order hands were raised (a number
+    /// that increases within the meeting's run; lowest first), or `None`.
+    pub hand: Option<u64>,
 }
 
 /// A person waiting in the lobby, as hosts see them.
@@ -487,6 +521,13 @@ pub enum ServerMessage {
     },
     Chat {
         message: ChatMessage,
+    },
+    /// Someone's reaction, to everyone (the sender too): show it on their
+    /// tile for a few seconds.
+    #[serde(rename_all = "camelCase")]
+    Reaction {
+        participant_id: String,
+        reaction: Reaction,
     },
     #[serde(rename_all = "camelCase")]
     Speaking {

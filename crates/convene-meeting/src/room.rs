@@ -218,6 +218,9 @@ pub struct RoomState {
     pub barred: BTreeSet<String>,
     /// Chat kept from before (where the level keeps chat), oldest first.
     pub chat: Vec<ChatMessage>,
+    /// The number the next chat message takes: past every message stored,
+    /// shown or not, so a new one never takes a kept one's place.
+    pub next_chat: u64,
 }
 
 /// Who is joining, as the edge established it.
@@ -322,6 +325,10 @@ struct Participant {
     media_path: Option<MediaPath>,
     last_ice_restart: Option<Instant>,
     video_sizes: media::SizesGate,
+    /// Their raised hand's place in the queue ([`hands`]).
+    hand: Option<u64>,
+    /// When their last reaction was passed on ([`hands`]).
+    last_reaction: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -339,6 +346,8 @@ pub struct Room {
     chat: VecDeque<ChatMessage>,
     next_participant: u64,
     next_chat: u64,
+    /// The next raised hand's place in the queue.
+    next_hand: u64,
     effects: VecDeque<Effect>,
 }
 
@@ -384,10 +393,17 @@ impl Room {
             grants: state.grants,
             barred: state.barred,
             participants: BTreeMap::new(),
-            next_chat: state.chat.iter().map(|m| m.id + 1).max().unwrap_or(1),
+            next_chat: state
+                .chat
+                .iter()
+                .map(|m| m.id + 1)
+                .chain([state.next_chat, 1])
+                .max()
+                .unwrap_or(1),
             // The newest that later joiners are shown, as while it runs.
             chat: state.chat.iter().skip(shown).cloned().collect(),
             next_participant: 1,
+            next_hand: 1,
             effects: VecDeque::new(),
         }
     }
@@ -570,6 +586,8 @@ impl Room {
                 media_path: None,
                 last_ice_restart: None,
                 video_sizes: Default::default(),
+                hand: None,
+                last_reaction: None,
             },
         );
         let p = &self.participants[&id];
@@ -1017,6 +1035,7 @@ impl Room {
         };
         p.admitted = false;
         p.waiting_since = Some(now);
+        p.hand = None; // the queue is the meeting's: back in it only by raising again
         let sources: Vec<Source> = std::mem::take(&mut p.sources).into_iter().collect();
         p.muted.clear();
         for source in sources {
@@ -1272,6 +1291,11 @@ impl Room {
                 }
             }
             ClientMessage::VideoSizes { sizes } => self.video_sizes(now, who, sizes)?,
+            ClientMessage::RaiseHand {} => self.raise_hand(who),
+            ClientMessage::LowerHand { participant_id } => {
+                self.lower_hand(who, participant_id.map(ParticipantId))?
+            }
+            ClientMessage::React { reaction } => self.react(now, who, reaction)?,
             ClientMessage::Answer { sdp } => {
                 self.effects.push_back(Effect::Media(MediaAction::Answer {
                     who: who.clone(),
@@ -1725,6 +1749,7 @@ impl Room {
             role: p.role,
             identity: Verification::of(&p.identity),
             media_path: p.media_path,
+            hand: p.hand,
         }
     }
 
@@ -1847,6 +1872,7 @@ fn for_non_host(message: ServerMessage) -> ServerMessage {
         | ServerMessage::ParticipantLeft { .. }
         | ServerMessage::Offer { .. }
         | ServerMessage::Chat { .. }
+        | ServerMessage::Reaction { .. }
         | ServerMessage::Speaking { .. }
         | ServerMessage::VoiceSlot { .. }
         | ServerMessage::Pong { .. }
@@ -1941,6 +1967,7 @@ fn unix_millis() -> u64 {
         .unwrap_or(0)
 }
 
+mod hands;
 mod media;
 mod passcode;
 pub mod restart;

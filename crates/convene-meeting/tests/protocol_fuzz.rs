@@ -39,6 +39,9 @@ const CLIENT_TYPES: &[&str] = &[
     "update-settings",
     "set-level",
     "video-sizes",
+    "raise-hand",
+    "lower-hand",
+    "react",
 ];
 
 /// Field names the client messages use, for adding fields where they do not belong.
@@ -58,6 +61,7 @@ const FIELDS: &[&str] = &[
     "bar",
     "settings",
     "level",
+    "reaction",
     "raise",
     "confirm",
     "role",

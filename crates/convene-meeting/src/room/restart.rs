@@ -115,6 +115,9 @@ impl Room {
                     media_path: None,
                     last_ice_restart: None,
                     video_sizes: Default::default(),
+                    // Hands are not held across a restart: raise again.
+                    hand: None,
+                    last_reaction: None,
                 },
             );
         }
