@@ -16,7 +16,7 @@ use serde_json::json;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::admin::Admin;
@@ -269,18 +269,33 @@ fn audit_rows(out: &mut String, rows: &[AuditRecord]) {
     );
 }
 
+/// The report's one style sheet, inline so that a saved report stands alone.
+const REPORT_STYLE: &str =
+    "body{font-family:system-ui,sans-serif;margin:2rem;color:#1a1a1a;background:#fff}\
+table{border-collapse:collapse;width:100%;margin-bottom:1rem}\
+th,td{border:1px solid #767676;padding:.3rem .5rem;text-align:left;vertical-align:top}\
+dt{font-weight:bold}dd{margin:0 0 .5rem 0}";
+
+/// The Content-Security-Policy a report is served with: nothing but its own
+/// style sheet, allowed by its hash (the site's policy allows no inline
+/// style, which would leave the report unstyled).
+pub(crate) fn report_csp() -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(REPORT_STYLE));
+    format!(
+        "default-src 'none'; style-src 'sha256-{hash}'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+}
+
 fn page(title: &str, now_ms: i64, body: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{t}</title><style>\
-         body{{font-family:system-ui,sans-serif;margin:2rem;color:#1a1a1a;background:#fff}}\
-         table{{border-collapse:collapse;width:100%;margin-bottom:1rem}}\
-         th,td{{border:1px solid #767676;padding:.3rem .5rem;text-align:left;vertical-align:top}}\
-         dt{{font-weight:bold}}dd{{margin:0 0 .5rem 0}}\
-         </style></head><body><main><h1>{t}</h1>\
+         <title>{t}</title><style>{style}</style></head><body><main><h1>{t}</h1>\
          <p>Exported by Convene at {at}. Chat: {chat}.</p>{body}</main></body></html>\n",
         t = esc(title),
+        style = REPORT_STYLE,
         at = utc(now_ms),
         chat = CHAT,
     )
@@ -494,14 +509,23 @@ async fn answer(
     })
     .await;
     match done {
-        Ok(Ok(Outcome::Done { body, mime })) => (
-            [
-                (header::CONTENT_TYPE, mime),
-                (header::CACHE_CONTROL, "no-store"),
-            ],
-            body,
-        )
-            .into_response(),
+        Ok(Ok(Outcome::Done { body, mime })) => {
+            let mut res = (
+                [
+                    (header::CONTENT_TYPE, mime),
+                    (header::CACHE_CONTROL, "no-store"),
+                ],
+                body,
+            )
+                .into_response();
+            if mime.starts_with("text/html") {
+                if let Ok(csp) = HeaderValue::from_str(&report_csp()) {
+                    res.headers_mut()
+                        .insert(header::CONTENT_SECURITY_POLICY, csp);
+                }
+            }
+            res
+        }
         Ok(Ok(Outcome::NotFound(why))) => api_error(StatusCode::NOT_FOUND, &why),
         Ok(Ok(Outcome::Invalid(why))) => api_error(StatusCode::BAD_REQUEST, &why),
         Ok(Err(e)) => {

@@ -119,14 +119,13 @@ async fn security_headers(State(state): State<Arc<AppState>>, mut res: Response)
     // for images: the pages' empty favicon (`data:,`), so browsers ask for
     // none. Cameras and screens play through `srcObject`, which CSP does not
     // govern, so media needs no `blob:` or `mediastream:`.
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
+    // A route that set a policy of its own (the records report) keeps it.
+    h.entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(
             "default-src 'self'; img-src 'self' data:; media-src 'self'; \
              connect-src 'self'; style-src 'self'; script-src 'self'; object-src 'none'; \
              base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
-        ),
-    );
+        ));
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

@@ -283,6 +283,15 @@ fn remembered(state: &AppState, meeting: &StoredMeeting) -> RoomState {
         } else {
             Vec::new()
         },
+        next_chat: match state.storage.last_chat_id(&meeting.id) {
+            Ok(last) => last
+                .and_then(|l| u64::try_from(l).ok())
+                .map_or(1, |l| l + 1),
+            Err(e) => {
+                tracing::error!("could not read the last chat number: {e}");
+                1
+            }
+        },
     }
 }
 

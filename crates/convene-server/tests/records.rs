@@ -396,13 +396,39 @@ async fn exports_hold_exactly_the_meetings_rows_and_the_persons() {
         assert!(!jsonl.contains(secret), "{secret} in the export");
     }
 
-    // The report: readable, escaped.
-    let (status, html) = admin(
+    // The report: readable, escaped, styled under a policy that allows its
+    // own style sheet (by hash) and nothing else.
+    let (status, head, html) = common::http_full(
         &server,
+        "GET",
         &format!("/api/admin/export/meeting/{id}?format=html"),
+        None,
+        "Authorization: Bearer test-admin-token\r\n",
     )
     .await;
     assert_eq!(status, 200);
+    let csp = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(": ")?;
+            name.eq_ignore_ascii_case("content-security-policy")
+                .then(|| value.to_string())
+        })
+        .expect("a policy");
+    let style = html
+        .split_once("<style>")
+        .and_then(|(_, rest)| rest.split_once("</style>"))
+        .map(|(css, _)| css)
+        .expect("a style sheet");
+    let hash = {
+        use base64::Engine;
+        use sha2::Digest;
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(style))
+    };
+    assert!(
+        csp.contains(&format!("style-src 'sha256-{hash}'")) && csp.contains("default-src 'none'"),
+        "{csp}"
+    );
     assert!(html.starts_with("<!doctype html>"));
     assert!(
         html.contains("Budget &lt;b&gt;&amp;&lt;/b&gt; round 2"),

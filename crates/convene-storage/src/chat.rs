@@ -126,8 +126,14 @@ pub struct KeptChat {
     pub message: Vec<u8>,
 }
 
+/// Messages kept per meeting at most: past it, each new one pushes out the
+/// oldest (a long, busy meeting cannot fill the disk; the bound is about
+/// 40 MB a meeting at the longest messages).
+pub const MAX_KEPT_PER_MEETING: i64 = 10_000;
+
 impl Batch<'_> {
-    /// Keep message `id` of `meeting` until `keep_until` (ms), sealed with `key`.
+    /// Keep message `id` of `meeting` until `keep_until` (ms), sealed with
+    /// `key`; at [`MAX_KEPT_PER_MEETING`], the oldest of the meeting goes.
     pub fn keep_chat(
         &self,
         key: &ChatKey,
@@ -148,11 +154,25 @@ impl Batch<'_> {
                 key.seal(meeting, id, message)
             ],
         )?;
+        // Numbers rise within a meeting: the newest MAX are those above this.
+        self.tx.execute(
+            "DELETE FROM meeting_chat WHERE meeting = ?1 AND id <= ?2",
+            params![meeting, id - MAX_KEPT_PER_MEETING],
+        )?;
         Ok(())
     }
 }
 
 impl Storage {
+    /// The highest message number stored for `meeting`, if any.
+    pub fn last_chat_id(&self, meeting: &str) -> Result<Option<i64>, StorageError> {
+        Ok(self.conn().query_row(
+            "SELECT max(id) FROM meeting_chat WHERE meeting = ?1",
+            params![meeting],
+            |r| r.get(0),
+        )?)
+    }
+
     /// The messages of `meeting` still kept at `now_ms` (only the `newest`
     /// so many, if given), oldest first, and how many could not be opened
     /// with `key` (another key, or damaged).

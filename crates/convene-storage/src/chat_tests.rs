@@ -130,3 +130,34 @@ fn only_the_newest_are_read_when_asked() {
     let (kept, _) = s.kept_chat(&key(1), &m.id, T0, Some(2)).unwrap();
     assert_eq!(kept.iter().map(|k| k.id).collect::<Vec<_>>(), vec![4, 5]);
 }
+
+/// A meeting keeps at most [`chat::MAX_KEPT_PER_MEETING`] messages: each new
+/// one past that pushes out its oldest, other meetings untouched; and the
+/// number the next message takes is past every stored one.
+#[test]
+fn a_meeting_keeps_a_bounded_number_of_messages() {
+    use crate::chat::MAX_KEPT_PER_MEETING as MAX;
+    let s = Storage::in_memory().unwrap();
+    let (m, _) = s.create_meeting("Long", None, "{}").unwrap();
+    let (other, _) = s.create_meeting("Other", None, "{}").unwrap();
+    assert_eq!(s.last_chat_id(&m.id).unwrap(), None);
+    s.write_batch(|b| b.keep_chat(&key(1), &other.id, 1, T0, T0 + DAY, b"{}"))
+        .unwrap()
+        .unwrap();
+    s.write_batch(|b| {
+        for id in 1..=MAX + 5 {
+            b.keep_chat(&key(1), &m.id, id, T0, T0 + DAY, b"{}")?;
+        }
+        Ok::<(), StorageError>(())
+    })
+    .unwrap()
+    .unwrap();
+    let (kept, _) = s.kept_chat(&key(1), &m.id, T0, None).unwrap();
+    assert_eq!(kept.len() as i64, MAX);
+    assert_eq!(kept.first().map(|k| k.id), Some(6), "the oldest went");
+    assert_eq!(s.last_chat_id(&m.id).unwrap(), Some(MAX + 5));
+    assert_eq!(
+        s.kept_chat(&key(1), &other.id, T0, None).unwrap().0.len(),
+        1
+    );
+}

@@ -195,3 +195,35 @@ fn kept_chat_comes_back_after_a_restart_and_numbering_goes_on() {
         }
     }
 }
+
+/// After a restart where the shown history is shorter than what is stored
+/// (or empty, the level then keeping none), a new message takes a number
+/// past every stored one, never a kept message's place.
+#[test]
+fn new_messages_are_numbered_past_every_stored_one() {
+    let mut r = Room::restore(
+        "m".into(),
+        "t".into(),
+        RoomLimits {
+            policy: Arc::new(Policy::parse(crate::policy::UK_POLICY).unwrap()),
+            sign_in_available: true,
+            ..RoomLimits::default()
+        },
+        RoomState {
+            level: "official".into(),
+            has_passcode: true,
+            next_chat: 57,
+            ..RoomState::default()
+        },
+    );
+    let hana = come(&mut r, "Hana", Role::Host);
+    say(&mut r, &hana, "after the restart");
+    let ids: Vec<u64> = drain(&mut r)
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Persist(Change::Chat { message, .. }) => Some(message.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, [57]);
+}

@@ -43,6 +43,18 @@ pub async fn http_with(
     body: Option<&str>,
     extra_headers: &str,
 ) -> (u16, String) {
+    let (status, _, body) = http_full(server, method, path, body, extra_headers).await;
+    (status, body)
+}
+
+/// As [`http_with`], with the response's head (status line and headers).
+pub async fn http_full(
+    server: &RunningServer,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    extra_headers: &str,
+) -> (u16, String, String) {
     let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let body = body.unwrap_or("");
     let req = format!(
@@ -58,11 +70,8 @@ pub async fn http_with(
         .unwrap();
     let text = String::from_utf8_lossy(&out).to_string();
     let status = text[9..12].parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (status, head.to_string(), body.to_string())
 }
 
 pub async fn create_meeting(server: &RunningServer, title: &str) -> String {
