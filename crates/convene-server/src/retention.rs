@@ -39,8 +39,16 @@ pub(crate) fn spawn(state: Arc<AppState>, retention: Retention) {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let clock = WallClockCheck::start();
         loop {
             every.tick().await;
+            if let Err(jump) = clock.check() {
+                warn!(
+                    "retention: skipped: the system clock has moved {jump} against the time this process has run; \
+                     set it right, or run `convene purge` by hand"
+                );
+                continue;
+            }
             let live: HashSet<String> = state.registry.lock().meetings.keys().cloned().collect();
             // On the audit writer's thread: its own rows, in order.
             match state.writer.purge(retention, live).await {
@@ -55,6 +63,54 @@ pub(crate) fn spawn(state: Arc<AppState>, retention: Retention) {
             }
         }
     });
+}
+
+/// Automatic purges trust the wall clock (rows are dated by it), so a clock
+/// set a year ahead by mistake would purge a year early. While the process
+/// runs, its monotonic clock says how much time has really passed: a wall
+/// clock that disagrees by more than [`MAX_CLOCK_DRIFT`] stops automatic
+/// purges until a restart (after the clock is put right).
+const MAX_CLOCK_DRIFT: Duration = Duration::from_secs(60 * 60);
+
+pub(crate) struct WallClockCheck {
+    wall: std::time::SystemTime,
+    mono: std::time::Instant,
+}
+
+impl WallClockCheck {
+    pub(crate) fn start() -> Self {
+        WallClockCheck {
+            wall: std::time::SystemTime::now(),
+            mono: std::time::Instant::now(),
+        }
+    }
+
+    pub(crate) fn check(&self) -> Result<(), String> {
+        self.check_at(std::time::SystemTime::now(), std::time::Instant::now())
+    }
+
+    /// `Err` naming the jump when the wall clock has moved more than
+    /// [`MAX_CLOCK_DRIFT`] away from the time that has passed.
+    fn check_at(
+        &self,
+        wall: std::time::SystemTime,
+        mono: std::time::Instant,
+    ) -> Result<(), String> {
+        let passed = mono.saturating_duration_since(self.mono);
+        let (ahead, by) = match wall.duration_since(self.wall) {
+            Ok(w) if w >= passed => (true, w - passed),
+            Ok(w) => (false, passed - w),
+            Err(back) => (false, passed + back.duration()),
+        };
+        if by > MAX_CLOCK_DRIFT {
+            let hours = by.as_secs() / 3600;
+            return Err(format!(
+                "{hours} h {}",
+                if ahead { "ahead" } else { "back" }
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Drop the passcode back-off records past their retention.
@@ -162,5 +218,32 @@ fn list(ids: &[String]) -> String {
         String::new()
     } else {
         format!(": {}", ids.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wall_clock_that_jumps_stops_automatic_purges() {
+        let c = WallClockCheck::start();
+        let hour = Duration::from_secs(3600);
+        let day = 24 * hour;
+        // An ordinary day: both clocks moved together (a few seconds of NTP slew).
+        assert!(c
+            .check_at(c.wall + day + Duration::from_secs(5), c.mono + day)
+            .is_ok());
+        // Set a year ahead, or two hours back: no purge.
+        let jump = c.check_at(c.wall + day + 365 * day, c.mono + day);
+        assert!(
+            jump.as_ref().is_err_and(|j| j.ends_with("ahead")),
+            "{jump:?}"
+        );
+        let back = c.check_at(c.wall - 2 * hour, c.mono + Duration::from_secs(1));
+        assert!(
+            back.as_ref().is_err_and(|j| j.ends_with("back")),
+            "{back:?}"
+        );
     }
 }
