@@ -10,6 +10,7 @@ import { showRequirements } from './requirements.js';
 import { showInvitation } from './invitation.js';
 import { t, tNodes, lang, formatTime, translatePage, languagePicker } from './i18n.js';
 import { serverError, reasonText, removalReason, noticeText } from './errors.js';
+import { Announcer, LARGE_MEETING, handQueue, showReaction, reactionName, wireShortcuts, shortcutTitle, copyInviteLink } from './hands.js';
 
 const $ = (/** @type {string} */ id) => /** @type {any} */ (document.getElementById(id));
 translatePage();
@@ -55,10 +56,13 @@ let removing = { id: '', name: '' };
 let meetingOver = false;
 /** The server said it is restarting (its socket closes next; we resume once it is back). */
 let serverRestarting = false;
+/** Set while our own `lower-hand` is on its way, so we do not announce it as a host's. */
+let loweringOwnHand = false;
 /** Cameras are asked for at 720p: simulcast sends it in three sizes. */
 const CAMERA = { width: { ideal: 1280 }, height: { ideal: 720 } };
 const sizes = new VideoSizes(send, [$('grid'), $('stage')], () => me);
 const quality = new ConnectionQuality($('grid'), $('quality-note'), () => me);
+const announcer = new Announcer($('announcer'), () => participants.size);
 
 /** The deployment's levels (for hosts' level control), lowest first. */
 /** @type {any[]} */ let levels = [];
@@ -340,6 +344,7 @@ function onMessage(msg) {
       break;
     case 'participant-joined':
     case 'participant-updated':
+      noteHand(participants.get(msg.participant.id), msg.participant);
       participants.set(msg.participant.id, msg.participant);
       // A source that is gone cannot be speaking (its last "speaking: false" may not come).
       if (!msg.participant.sources.includes('microphone')) speaking.delete(msg.participant.id);
@@ -436,6 +441,15 @@ function onMessage(msg) {
       addChat(msg.message);
       if ($('chat-panel').hidden) { unreadChat++; updateControls(); }
       break;
+    case 'reaction': {
+      const p = participants.get(msg.participantId);
+      showReaction($('grid').querySelector(`.tile[data-key="${CSS.escape(msg.participantId)}"]`), msg.reaction);
+      // In a large meeting reactions are only seen: read out, they would drown everything else.
+      if (p && participants.size < LARGE_MEETING) {
+        announcer.say(t('announce.reaction', { name: msg.participantId === me ? t('announce.you') : p.name, reaction: reactionName(msg.reaction) }));
+      }
+      break;
+    }
     case 'speaking':
       if (msg.speaking) speaking.add(msg.participantId); else speaking.delete(msg.participantId);
       for (const tile of document.querySelectorAll(`.tile[data-id="${CSS.escape(msg.participantId)}"]`)) {
@@ -533,10 +547,15 @@ function render() {
     tile.classList.toggle('speaking', speaking.has(id));
     const micMuted = p.muted.includes('microphone') || !p.sources.includes('microphone');
     const name = isMe ? `${p.name} ${t('tile.you')}` : p.name;
-    const state = [micMuted ? t('people.mic-off') : '', p.connected ? '' : t('people.reconnecting')].filter(Boolean).join(', ');
+    const state = [p.hand != null ? t('people.hand') : '', micMuted ? t('people.mic-off') : '', p.connected ? '' : t('people.reconnecting')].filter(Boolean).join(', ');
+    tile.classList.toggle('hand-up', p.hand != null);
     const verified = describe(p.identity);
     const tags = [isMe ? ` ${t('tile.you')}` : '', state ? ` · ${state}` : ''].join('');
-    tile.querySelector('.label').replaceChildren(nameText(p.name), ...(tags ? [tagText(tags)] : []), badge(p.identity));
+    const hand = document.createElement('span');
+    hand.className = 'hand-icon';
+    hand.setAttribute('aria-hidden', 'true');
+    hand.textContent = '✋';
+    tile.querySelector('.label').replaceChildren(...(p.hand != null ? [hand] : []), nameText(p.name), ...(tags ? [tagText(tags)] : []), badge(p.identity));
     tile.setAttribute('aria-label', `${name}, ${verified}${state ? `, ${state}` : ''}`);
     tile.querySelector('.avatar').textContent = p.name.slice(0, 1).toUpperCase();
     const camTrack = isMe ? (local.cameraOn ? local.camera : null) : (p.sources.includes('camera') ? remote.get(id)?.get('camera') : null);
@@ -561,6 +580,20 @@ function render() {
   stage.hidden = seenStage.size === 0;
   quality.apply();
   renderPeople();
+}
+
+/**
+ * Announce a hand going up (in a large meeting, to hosts only), and our own
+ * hand lowered by a host.
+ */
+function noteHand(before, after) {
+  const up = before?.hand == null && after.hand != null;
+  const down = before?.hand != null && after.hand == null;
+  if (up && after.id !== me && (participants.size < LARGE_MEETING || amHost())) {
+    announcer.say(t('announce.hand-up', { name: after.name }));
+  }
+  if (down && after.id === me && !loweringOwnHand) announcer.say(t('announce.hand-lowered'));
+  if (after.id === me && after.hand == null) loweringOwnHand = false;
 }
 
 /** Microphones arrive on a few voice slots, whoever is talking; play each slot. */
@@ -671,6 +704,7 @@ function renderPeople() {
     const li = document.createElement('li');
     const bits = [];
     if (id === me) bits.push(t('people.you'));
+    if (p.hand != null) bits.push(t('people.hand'));
     if (p.role === 'host' || p.role === 'co-host') bits.push(t(ROLE_WORDS[p.role]));
     if (p.muted.includes('microphone') || !p.sources.includes('microphone')) bits.push(t('people.mic-off'));
     if (!p.sources.includes('camera')) bits.push(t('people.camera-off'));
@@ -705,6 +739,30 @@ function renderPeople() {
     list.append(li);
   }
   $('people-heading').textContent = t('people.heading', { count: participants.size });
+  renderHands();
+}
+
+/** The raised hands, in order, for hosts (with a button to lower each); the count; the hint when alone; our hand button. */
+function renderHands() {
+  const queue = handQueue(participants);
+  const host = amHost();
+  $('hands').replaceChildren(...queue.map(([id, p]) => {
+    const li = document.createElement('li');
+    li.dataset.id = id;
+    const label = document.createElement('span');
+    label.append(nameText(p.name), ...(id === me ? [tagText(` ${t('tile.you')}`)] : []), badge(p.identity));
+    li.append(label, personButton(t('hands.lower'), t('hands.lower-name', { name: p.name }), () => send({ type: 'lower-hand', participantId: id })));
+    return li;
+  }));
+  $('hands-heading').textContent = t('hands.heading', { count: queue.length });
+  $('hands-panel').hidden = !host || queue.length === 0;
+  $('people-count').textContent = t('meeting.count', { count: participants.size });
+  $('alone').hidden = participants.size !== 1;
+  const raised = participants.get(me)?.hand != null;
+  const btn = $('hand-btn');
+  btn.textContent = t(raised ? 'controls.lower-hand' : 'controls.raise-hand');
+  btn.setAttribute('aria-pressed', String(raised));
+  btn.title = shortcutTitle('Alt+Shift+H');
 }
 
 /** A role picker for one person (hosts only). */
@@ -749,21 +807,21 @@ function addChat(m) {
   li.scrollIntoView({ block: 'end' });
 }
 
-/** Turn a control off (or on) and say why next to it. */
-function restrict(el, reason) {
+/** Turn a control off (or on) and say why next to it; `title` shows when it is on. */
+function restrict(el, reason, title = '') {
   el.disabled = !!reason;
-  el.title = reason || '';
+  el.title = reason || title;
   if (reason) el.setAttribute('aria-describedby', 'restrictions'); else el.removeAttribute('aria-describedby');
 }
 
 function updateControls() {
   const mic = $('mic-btn');
   // Muting is always allowed; unmuting may not be, after a host mute.
-  restrict(mic, !local.mic ? t('controls.no-mic') : local.micMuted ? reasonText(permissions.unmute) : null);
+  restrict(mic, !local.mic ? t('controls.no-mic') : local.micMuted ? reasonText(permissions.unmute) : null, shortcutTitle('Alt+Shift+M'));
   mic.textContent = t(local.micMuted ? 'controls.unmute' : 'controls.mute');
   mic.setAttribute('aria-pressed', String(local.micMuted));
   const cam = $('cam-btn');
-  restrict(cam, local.cameraOn ? null : reasonText(permissions.camera));
+  restrict(cam, local.cameraOn ? null : reasonText(permissions.camera), shortcutTitle('Alt+Shift+C'));
   cam.textContent = t(local.cameraOn ? 'controls.stop-camera' : 'controls.start-camera');
   cam.setAttribute('aria-pressed', String(!local.cameraOn));
   const share = $('share-btn');
@@ -774,6 +832,9 @@ function updateControls() {
   const chatWhy = reasonText(permissions.chat);
   restrict($('chat-input'), chatWhy);
   restrict($('chat-send'), chatWhy);
+  // Reactions follow the chat setting (protocol.md §4.15).
+  restrict($('react-btn'), chatWhy);
+  if (chatWhy && !$('reactions').hidden) toggleReactions();
   $('chat-why').textContent = chatWhy ? t('chat.why', { why: chatWhy }) : '';
   $('chat-why').hidden = !chatWhy;
   const reasons = [
@@ -790,6 +851,13 @@ function updateControls() {
   $('restrictions').hidden = reasons.length === 0;
   $('chat-badge').hidden = unreadChat === 0;
   $('chat-badge').textContent = unreadChat ? t('chat.new', { count: unreadChat }) : '';
+}
+
+function toggleReactions() {
+  const bar = $('reactions');
+  bar.hidden = !bar.hidden;
+  $('react-btn').setAttribute('aria-expanded', String(!bar.hidden));
+  if (!bar.hidden) bar.querySelector('button')?.focus();
 }
 
 function togglePanel(panelId, buttonId) {
@@ -899,6 +967,20 @@ function wireControls() {
   $('people-btn').addEventListener('click', () => togglePanel('people-panel', 'people-btn'));
   $('chat-btn').addEventListener('click', () => togglePanel('chat-panel', 'chat-btn'));
   $('leave-btn').addEventListener('click', leave);
+  $('hand-btn').addEventListener('click', () => {
+    const raised = participants.get(me)?.hand != null;
+    loweringOwnHand = raised;
+    send({ type: raised ? 'lower-hand' : 'raise-hand' });
+  });
+  $('react-btn').addEventListener('click', toggleReactions);
+  for (const b of $('reactions').querySelectorAll('button')) {
+    b.addEventListener('click', () => send({ type: 'react', reaction: b.dataset.reaction }));
+  }
+  $('reactions').addEventListener('keydown', (/** @type {KeyboardEvent} */ e) => {
+    if (e.key === 'Escape') { toggleReactions(); $('react-btn').focus(); }
+  });
+  $('copy-link').addEventListener('click', () => copyInviteLink($('copy-link-status')));
+  wireShortcuts(() => !$('meeting').hidden);
   $('lock-btn').addEventListener('click', () => send({ type: 'lock', locked: !meetingLocked }));
   $('admit-all').addEventListener('click', () => send({ type: 'admit-all' }));
   $('mute-all-btn').addEventListener('click', () => send({ type: 'mute-all' }));
@@ -948,6 +1030,24 @@ function wireControls() {
   });
 }
 
+/**
+ * When the video area scrolls (a phone with a panel open, many tiles), it can
+ * be scrolled from the keyboard: it takes focus then, and only then (axe
+ * `scrollable-region-focusable`).
+ */
+function keyboardScrolling() {
+  const area = /** @type {HTMLElement} */ (document.querySelector('.stage-area'));
+  const fit = () => {
+    const scrolls = area.scrollHeight > area.clientHeight + 1 || area.scrollWidth > area.clientWidth + 1;
+    if (scrolls) area.tabIndex = 0; else area.removeAttribute('tabindex');
+  };
+  const watch = new ResizeObserver(fit);
+  watch.observe(area);
+  watch.observe($('grid'));
+  watch.observe($('stage'));
+}
+
 wireControls();
+keyboardScrolling();
 loadMeeting().then(loadLevels);
 setupPrejoin();

@@ -1,0 +1,118 @@
+// Raised hands, reactions, the participant count and the "you are alone"
+// hint (issue 17), in real Chromium: a host and two guests.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, launchPerson, createMeeting, join, joinAsHost, until, axe } from './harness.mjs';
+
+let server;
+const people = [];
+
+before(async () => {
+  server = await startServer();
+});
+
+after(async () => {
+  for (const p of people) await p.browser.close().catch(() => {});
+  server?.stop();
+});
+
+async function person() {
+  const p = await launchPerson();
+  people.push(p);
+  return p.page;
+}
+
+/** Someone's tile on `page`, by the name on it. */
+const tileOf = (page, name) => page.locator('#grid .tile').filter({ has: page.locator('.name', { hasText: name }) });
+/** The names in the host's queue of raised hands, in order. */
+const queue = (page) => page.$$eval('#hands li .name', (els) => els.map((e) => e.textContent));
+const said = (page) => page.locator('#announcer').textContent();
+
+test('a guest raises a hand, the host sees the queue in order and lowers it; reactions show on the sender\'s tile; the count and the alone hint', async () => {
+  const host = await person();
+  const { link, hostLink } = await createMeeting(host, server.url, 'Hands and reactions');
+  await joinAsHost(host, hostLink, 'Hana');
+
+  // Alone: the count says so, and the hint offers the invite link.
+  await host.locator('#alone').waitFor({ state: 'visible' });
+  assert.equal(await host.locator('#people-count').textContent(), '1 person');
+  assert.equal((await host.locator('#alone p').first().textContent())?.trim(), 'You are the only one here.');
+  await host.getByRole('button', { name: 'Copy the invite link' }).click();
+  await until('the copy is confirmed or the link shown', async () => (await host.locator('#copy-link-status').textContent()) || '');
+  const copied = await host.locator('#copy-link-status').textContent();
+  assert.ok(copied === 'Link copied. Send it to the people you want to invite.' || copied?.includes(link), copied || '');
+  assert.deepEqual(await axe(host), [], 'axe: a host alone');
+
+  const ann = await person();
+  const bob = await person();
+  await join(ann, link, 'Ann');
+  await join(bob, link, 'Bob');
+  for (const page of [host, ann, bob]) {
+    await until('the count shows 3', async () => (await page.locator('#people-count').textContent()) === '3 people');
+    assert.ok(await page.locator('#alone').isHidden(), 'no alone hint with three');
+  }
+
+  // Bob first with the button, then Ann with the keyboard shortcut.
+  const bobHand = bob.getByRole('button', { name: 'Raise hand' });
+  assert.equal(await bobHand.getAttribute('title'), 'Shortcut: Alt+Shift+H');
+  await bobHand.click();
+  await bob.getByRole('button', { name: 'Lower hand' }).waitFor();
+  assert.equal(await bob.locator('#hand-btn').getAttribute('aria-pressed'), 'true');
+  await tileOf(host, 'Bob').locator('.hand-icon').waitFor();
+  await ann.locator('#mic-btn').focus();
+  await ann.keyboard.press('Alt+Shift+KeyH');
+  await ann.getByRole('button', { name: 'Lower hand' }).waitFor();
+
+  // The host's queue, first raised first; the hands show on tiles for everyone.
+  await host.getByRole('button', { name: 'People' }).click();
+  await until('two hands in the host\'s queue', async () => (await queue(host)).length === 2);
+  assert.deepEqual(await queue(host), ['Bob', 'Ann']);
+  assert.equal(await host.locator('#hands-heading').textContent(), 'Raised hands (2)');
+  assert.match(await tileOf(host, 'Bob').getAttribute('aria-label') || '', /hand raised/);
+  await tileOf(ann, 'Bob').locator('.hand-icon').waitFor();
+  await until('the host hears of the hands', async () => /raised their hand/.test(await said(host) || ''));
+  // Guests see the hands, not the queue with its buttons.
+  await ann.getByRole('button', { name: 'People' }).click();
+  assert.ok(await ann.locator('#hands-panel').isHidden(), 'no queue for guests');
+  assert.match((await ann.locator('#people li', { hasText: 'Bob' }).textContent()) || '', /hand raised/);
+  assert.deepEqual(await axe(host), [], 'axe: the host with the queue');
+
+  // The host lowers Bob's hand: Bob is told, and Ann is first.
+  await host.getByRole('button', { name: 'Lower hand of Bob' }).click();
+  await until('Bob\'s hand is down', async () => (await queue(host)).join() === 'Ann');
+  await bob.getByRole('button', { name: 'Raise hand' }).waitFor();
+  await until('Bob hears that a host lowered it', async () => /A host lowered your hand/.test(await said(bob) || ''));
+  await tileOf(ann, 'Bob').locator('.hand-icon').waitFor({ state: 'detached' });
+
+  // Ann lowers her own with the shortcut: no "a host lowered it" for her.
+  await ann.keyboard.press('Alt+Shift+KeyH');
+  await ann.getByRole('button', { name: 'Raise hand' }).waitFor();
+  await until('the queue is empty', async () => (await queue(host)).length === 0);
+  assert.ok(await host.locator('#hands-panel').isHidden());
+  assert.doesNotMatch(await said(ann) || '', /A host lowered/);
+
+  // A reaction shows on Ann's tile for the others, for a few seconds, and is said.
+  await ann.getByRole('button', { name: 'React' }).click();
+  await ann.getByRole('button', { name: 'Applause' }).click();
+  for (const page of [host, bob]) {
+    const shown = tileOf(page, 'Ann').locator('.reaction');
+    await shown.waitFor();
+    assert.equal(await shown.textContent(), '👏');
+  }
+  await until('the host hears Ann\'s reaction', async () => /Ann: Applause\./.test(await said(host) || ''));
+  await tileOf(ann, 'Ann').locator('.reaction').waitFor();
+  assert.deepEqual(await axe(ann), [], 'axe: a guest with the reactions open');
+  await tileOf(bob, 'Ann').locator('.reaction').waitFor({ state: 'detached', timeout: 8000 });
+
+  // At 390 px: every new control on the screen, and axe still clean.
+  for (const page of [host, ann]) {
+    await page.setViewportSize({ width: 390, height: 844 });
+    const width = await page.evaluate(() => document.documentElement.scrollWidth);
+    assert.ok(width <= 390, `page is ${width} px wide at 390 px`);
+    for (const id of ['#hand-btn', '#react-btn', '#people-count']) {
+      const box = await page.locator(id).boundingBox();
+      assert.ok(box && box.x >= 0 && box.x + box.width <= 390, `${id} on the screen: ${JSON.stringify(box)}`);
+    }
+    assert.deepEqual(await axe(page), [], 'axe at 390 px');
+  }
+});
