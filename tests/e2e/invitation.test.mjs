@@ -100,7 +100,7 @@ test('in the meeting, a host opens the invitation from Invite, by keyboard', asy
   const { hostUrl, joinUrl } = await res.json();
   await page.setViewportSize({ width: 390, height: 844 });
   await joinAsHost(page, hostUrl, 'Hana');
-  await page.getByRole('button', { name: 'Invite' }).focus();
+  await page.getByRole('button', { name: 'Invite', exact: true }).focus();
   await page.keyboard.press('Enter');
   const text = page.getByLabel('Invitation to send');
   await text.waitFor({ state: 'visible' });
@@ -114,7 +114,7 @@ test('in the meeting, a host opens the invitation from Invite, by keyboard', asy
   assert.deepEqual(await axe(page), []);
   await page.keyboard.press('Escape');
   await page.locator('#invite-dialog').waitFor({ state: 'hidden' });
-  await page.getByRole('button', { name: 'Invite' }).click();
+  await page.getByRole('button', { name: 'Invite', exact: true }).click();
   await page.getByRole('button', { name: 'Close' }).click();
   await page.locator('#invite-dialog').waitFor({ state: 'hidden' });
 });
