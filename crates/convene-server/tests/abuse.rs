@@ -363,7 +363,7 @@ impl Process {
             "convene-abuse-{}",
             convene_storage::new_meeting_id()
         ));
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_convene"))
+        let mut child = common::binary::convene()
             .args(["--listen", "127.0.0.1:0", "--log", "warn", "--data-dir"])
             .arg(&dir)
             .stdout(std::process::Stdio::piped())

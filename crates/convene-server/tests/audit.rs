@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use convene_client::Client;
@@ -107,7 +106,7 @@ async fn joins_leaves_and_refusals_are_recorded_and_exported_to_admins_only() {
 
     // The command line: verify, export, and tampering detected.
     let convene = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_convene"))
+        common::binary::convene()
             .arg("--data-dir")
             .arg(&dir)
             .args(args)
@@ -262,7 +261,7 @@ async fn audit_verify_checks_the_log_against_keyed_checkpoints_and_fails_on_trun
     server.shutdown().await; // makes a checkpoint of everything written
 
     let convene = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_convene"))
+        common::binary::convene()
             .arg("--data-dir")
             .arg(&data)
             .args(args)

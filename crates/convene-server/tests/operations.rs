@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use convene_client::{Client, JoinOptions};
@@ -58,7 +58,7 @@ fn a_configuration_file_is_a_whole_deployment_and_variables_override_it() {
          log = \"info\"\nlog_format = \"json\"\n",
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_convene"))
+    let mut child = common::binary::convene()
         .arg("--config")
         .arg(&file)
         .env("CONVENE_LISTEN", "127.0.0.1:0")
@@ -128,7 +128,7 @@ fn check_config_reports_each_problem_at_its_place_and_exits_1() {
     let dir = folder();
     let file = dir.join("convene.toml");
     let run = |args: &[&std::path::Path]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_convene"))
+        let out = common::binary::convene()
             .arg("check-config")
             .args(args)
             .output()
@@ -152,7 +152,7 @@ fn check_config_reports_each_problem_at_its_place_and_exits_1() {
     );
     assert!(out.contains(&format!("{f}:5:1: server.listen")), "{out}");
     // The server refuses to start on it, saying the same.
-    let started = Command::new(env!("CARGO_BIN_EXE_convene"))
+    let started = common::binary::convene()
         .arg("--config")
         .arg(&file)
         .output()
@@ -376,7 +376,7 @@ async fn admin_tokens_cannot_be_guessed_at_speed() {
     assert_eq!(common::http(&server, "GET", "/readyz", None).await.0, 200);
     server.shutdown().await;
 
-    let short = Command::new(env!("CARGO_BIN_EXE_convene"))
+    let short = common::binary::convene()
         .args(["--admin-token", "short-token", "--listen", "127.0.0.1:0"])
         .env_remove("CONVENE_ADMIN_TOKEN")
         .output()
@@ -400,7 +400,7 @@ async fn a_backup_taken_while_running_restores() {
     let server = common::server_with(move |c| c.data_dir = d).await;
     let kept = common::create_meeting(&server, "Kept").await;
     let copy = dir.join("backup.db");
-    let out = Command::new(env!("CARGO_BIN_EXE_convene"))
+    let out = common::binary::convene()
         .arg("--data-dir")
         .arg(&data)
         .arg("backup")
@@ -438,7 +438,7 @@ async fn a_backup_taken_while_running_restores() {
         404
     );
     server.shutdown().await;
-    let out = Command::new(env!("CARGO_BIN_EXE_convene"))
+    let out = common::binary::convene()
         .arg("--data-dir")
         .arg(&restored)
         .args(["audit", "verify"])
@@ -459,7 +459,7 @@ async fn a_backup_taken_while_running_restores() {
 async fn nothing_secret_reaches_the_log_even_at_trace_level() {
     let dir = folder();
     let admin = "admin-token-Quokka-5821";
-    let mut child = Command::new(env!("CARGO_BIN_EXE_convene"))
+    let mut child = common::binary::convene()
         .args([
             "--listen",
             "127.0.0.1:0",

@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use convene_storage::{audit, AuditRecord, Storage};
@@ -23,24 +23,7 @@ fn folder() -> PathBuf {
     dir
 }
 
-fn convene(data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_convene"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .env_remove("CONVENE_RETAIN_MEETINGS_DAYS")
-        .env_remove("CONVENE_RETAIN_AUDIT_DAYS")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::binary::{self, run as convene, text};
 
 /// `n` audit rows dated from `days_ago` days back, one a second, appended in one
 /// transaction (as the server's writer would, only faster).
@@ -207,7 +190,7 @@ fn a_purge_cut_short_by_kill_9_leaves_a_consistent_verifiable_database() {
         took * 9 / 10,
         took * 2,
     ] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_convene"))
+        let mut child = binary::convene()
             .arg("--data-dir")
             .arg(&data)
             .args(["purge", "--now"])
@@ -513,12 +496,11 @@ async fn exports_hold_exactly_the_meetings_rows_and_the_persons() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_addresses_are_kept_only_where_the_deployment_asks() {
     use futures_util::{SinkExt, StreamExt};
-    use std::io::{BufRead, BufReader};
     use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
     const FROM: &str = "198.51.100.23";
     for ask in [false, true] {
         let data = folder();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_convene"));
+        let mut cmd = binary::convene();
         cmd.args([
             "--listen",
             "127.0.0.1:0",
@@ -529,25 +511,13 @@ async fn client_addresses_are_kept_only_where_the_deployment_asks() {
         ])
         .args(["--trusted-proxy", "127.0.0.1"])
         .arg("--data-dir")
-        .arg(&data)
-        .env_remove("CONVENE_CONFIG")
-        .env_remove("CONVENE_AUDIT_CLIENT_ADDRESSES")
-        .stdout(std::process::Stdio::piped());
+        .arg(&data);
         if ask {
             cmd.arg("--audit-client-addresses");
         }
-        let mut child = cmd.spawn().unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let url = loop {
-            let line = lines
-                .next()
-                .expect("the server prints its address")
-                .unwrap();
-            if let Some(rest) = line.split("Convene is running at ").nth(1) {
-                break rest.trim_end_matches('/').to_string();
-            }
-        };
-        let log = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+        let mut server = binary::start_command(&mut cmd);
+        let log = server.log();
+        let url = server.url.clone();
         let client = reqwest::Client::new();
         let created: serde_json::Value = client
             .post(format!("{url}/api/meetings"))
@@ -582,11 +552,11 @@ async fn client_addresses_are_kept_only_where_the_deployment_asks() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         // SIGTERM: the writer flushes before the process ends.
         assert!(Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args(["-TERM", &server.child.id().to_string()])
             .status()
             .unwrap()
             .success());
-        child.wait().unwrap();
+        server.child.wait().unwrap();
         let log = log.join().unwrap().join("\n");
         assert!(
             !log.contains(FROM),

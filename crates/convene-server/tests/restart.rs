@@ -3,53 +3,32 @@
 //! (same participant, same role) by resuming, the lock still holds, and the
 //! audit log verifies.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use convene_client::{Client, JoinOptions};
 use serde_json::{json, Value};
 
-/// Killed if the test fails, so no server outlives it.
-struct Server(Child);
+mod common;
+use common::binary::{self, Process};
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(port: u16, data: &Path) -> (Server, std::thread::JoinHandle<Vec<String>>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_convene"))
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--media-workers",
-            "1",
-        ])
-        .args(["--log", "info", "--reconnect-grace", "2"])
-        .arg("--data-dir")
-        .arg(data)
-        .env_remove("CONVENE_CONFIG")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    loop {
-        let line = lines
-            .next()
-            .expect("the server prints its address")
-            .unwrap();
-        if line.contains("Convene is running at ") {
-            break;
-        }
-    }
-    (
-        Server(child),
-        std::thread::spawn(move || lines.map_while(Result::ok).collect()),
-    )
+/// The binary on `port` and `data`, and its log (read until it ends).
+fn start(port: u16, data: &Path) -> (Process, std::thread::JoinHandle<Vec<String>>) {
+    let mut server = binary::start(&[
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--media-workers",
+        "1",
+        "--log",
+        "info",
+        "--reconnect-grace",
+        "2",
+        "--data-dir",
+        &data.display().to_string(),
+    ]);
+    let log = server.log();
+    (server, log)
 }
 
 fn role_of(c: &Client, who: &str) -> String {
@@ -137,7 +116,7 @@ async fn a_meeting_survives_a_restart_with_the_same_people_roles_and_lock() {
     // SIGTERM: everyone is told, and the process ends by itself.
     let stopped_at = Instant::now();
     assert!(Command::new("kill")
-        .args(["-TERM", &server.0.id().to_string()])
+        .args(["-TERM", &server.child.id().to_string()])
         .status()
         .unwrap()
         .success());
@@ -154,7 +133,7 @@ async fn a_meeting_survives_a_restart_with_the_same_people_roles_and_lock() {
         );
     }
     let status = loop {
-        if let Some(s) = server.0.try_wait().unwrap() {
+        if let Some(s) = server.child.try_wait().unwrap() {
             break s;
         }
         assert!(
@@ -214,22 +193,12 @@ async fn a_meeting_survives_a_restart_with_the_same_people_roles_and_lock() {
     assert!(e.contains("locked"), "{e}");
 
     assert!(Command::new("kill")
-        .args(["-TERM", &server.0.id().to_string()])
+        .args(["-TERM", &server.child.id().to_string()])
         .status()
         .unwrap()
         .success());
-    assert!(server.0.wait().unwrap().success());
+    assert!(server.child.wait().unwrap().success());
     drop(log.join());
-    let out = Command::new(env!("CARGO_BIN_EXE_convene"))
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["audit", "verify"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    binary::audit_verifies(&data);
     std::fs::remove_dir_all(dir).ok();
 }

@@ -3,9 +3,11 @@
 //! (`systemctl stop`) stops it gracefully, so the audit log ends on a
 //! checkpoint that covers every row.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+mod common;
+use common::binary;
 
 fn signal(pid: u32, sig: &str) {
     let ok = Command::new("kill")
@@ -32,32 +34,19 @@ fn sighup_keeps_the_server_and_sigterm_stops_it_with_a_last_checkpoint() {
         "convene-signals-{}",
         convene_storage::new_meeting_id()
     ));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_convene"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--media-workers",
-            "1",
-            "--log",
-            "info",
-        ])
-        .arg("--data-dir")
-        .arg(&dir)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = loop {
-        let line = lines
-            .next()
-            .expect("the server prints its address")
-            .unwrap();
-        if let Some(rest) = line.split("Convene is running at ").nth(1) {
-            break rest.trim_end_matches('/').to_string();
-        }
-    };
+    let mut server = binary::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--media-workers",
+        "1",
+        "--log",
+        "info",
+        "--data-dir",
+        &dir.display().to_string(),
+    ]);
     // Keep reading the log so the server never blocks on a full pipe.
-    let log = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let log = server.log();
+    let (url, child) = (server.url.clone(), &mut server.child);
     let addr = url.trim_start_matches("http://").to_string();
     let body = r#"{"title":"Signals"}"#;
     let created = http(
@@ -95,14 +84,7 @@ fn sighup_keeps_the_server_and_sigterm_stops_it_with_a_last_checkpoint() {
     assert!(log.iter().any(|l| l.contains("SIGTERM")), "{log:?}");
 
     // The last checkpoint covers the creation's row: nothing left uncovered.
-    let out = Command::new(env!("CARGO_BIN_EXE_convene"))
-        .arg("--data-dir")
-        .arg(&dir)
-        .args(["audit", "verify"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let text = binary::audit_verifies(&dir);
     assert!(!text.contains("not covered"), "{text}");
     std::fs::remove_dir_all(dir).ok();
 }

@@ -362,7 +362,7 @@ async fn sighup_reloads_and_a_bad_replacement_is_logged_and_ignored() {
     let first = pki.issue("convene.test one", 11);
     pki.install(&first);
     let data = pki.dir.join("data");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_convene"))
+    let mut child = common::binary::convene()
         .args(["--listen", "127.0.0.1:0", "--log", "info"])
         .arg("--data-dir")
         .arg(&data)

@@ -1,5 +1,7 @@
 #![allow(dead_code)]
 
+pub mod binary;
+
 use std::time::Duration;
 
 use convene_server::config::Config;
