@@ -229,7 +229,10 @@ impl Storage {
         conn.busy_timeout(PROBE_BUSY_TIMEOUT)?;
         let result = (|| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            tx.execute("CREATE TABLE readiness_probe (x INTEGER)", [])?;
+            // A write that changes nothing, yet needs a writable file (a
+            // read-only one refuses it) and no schema change (which would
+            // make every prepared statement of this connection start over).
+            tx.execute("DELETE FROM meetings WHERE 0", [])?;
             tx.rollback()
         })();
         conn.busy_timeout(BUSY_TIMEOUT)?;
@@ -827,6 +830,11 @@ mod tests {
         other.execute_batch("BEGIN IMMEDIATE").unwrap();
         assert!(s.check_writable().is_err());
         other.execute_batch("ROLLBACK").unwrap();
+        s.check_writable().unwrap();
+        // A database that takes no writes (as a read-only file would) fails too.
+        s.conn().pragma_update(None, "query_only", true).unwrap();
+        assert!(s.check_writable().is_err());
+        s.conn().pragma_update(None, "query_only", false).unwrap();
         s.check_writable().unwrap();
         std::fs::remove_dir_all(dir).unwrap();
     }
