@@ -91,6 +91,19 @@ test('a guest raises a hand, the host sees the queue in order and lowers it; rea
   assert.ok(await host.locator('#hands-panel').isHidden());
   assert.doesNotMatch(await said(ann) || '', /A host lowered/);
 
+  // The other shortcuts: microphone and camera, shown in the buttons' titles and in People.
+  assert.equal(await ann.locator('#mic-btn').getAttribute('title'), 'Shortcut: Alt+Shift+M');
+  assert.equal(await ann.locator('#cam-btn').getAttribute('title'), 'Shortcut: Alt+Shift+C');
+  assert.match(await ann.locator('#shortcuts').textContent() || '', /Alt\+Shift\+H raises or lowers your hand/);
+  await ann.keyboard.press('Alt+Shift+KeyM');
+  await ann.getByRole('button', { name: 'Unmute' }).waitFor();
+  await ann.keyboard.press('Alt+Shift+KeyM');
+  await ann.getByRole('button', { name: 'Mute', exact: true }).waitFor();
+  await ann.keyboard.press('Alt+Shift+KeyC');
+  await ann.getByRole('button', { name: 'Start camera' }).waitFor();
+  await ann.keyboard.press('Alt+Shift+KeyC');
+  await ann.getByRole('button', { name: 'Stop camera' }).waitFor();
+
   // A reaction shows on Ann's tile for the others, for a few seconds, and is said.
   await ann.getByRole('button', { name: 'React' }).click();
   await ann.getByRole('button', { name: 'Applause' }).click();
