@@ -115,8 +115,15 @@ fn purge_dry_run_says_what_would_go_and_now_removes_only_that() {
         "a dry run changes nothing"
     );
 
-    // Neither mode, or both: refused, nothing done.
-    for args in [&["purge"][..], &["purge", "--dry-run", "--now"]] {
+    // Neither mode, or both, or a retention that is no number of days:
+    // refused, nothing done.
+    for args in [
+        &["purge"][..],
+        &["purge", "--dry-run", "--now"],
+        &["purge", "--now", "--retain-audit-days", "-1"],
+        &["purge", "--now", "--retain-meetings-days", "2026-01-01"],
+        &["purge", "--now", "--retain-audit-days", "99999999"],
+    ] {
         let o = convene(&data, args);
         assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     }
