@@ -148,11 +148,33 @@ pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
             let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
             format!(
                 "TOML parse error at line {line}, column {column}\n{}",
-                e.message().trim_end()
+                without_values(e.message().trim_end())
             )
         }
-        None => e.message().trim_end().to_string(),
+        None => without_values(e.message().trim_end()),
     }
+}
+
+/// serde's "invalid type: integer `1234`, expected a string" quotes the
+/// value, which may be a secret: keep the kind, drop the value.
+fn without_values(message: &str) -> String {
+    let mut out = message.to_string();
+    for lead in ["invalid type: ", "invalid value: "] {
+        if let Some(at) = out.find(lead) {
+            let rest = &out[at + lead.len()..];
+            let kind_end = rest.find([' ', ',']).unwrap_or(rest.len());
+            let value_end = rest.find(", expected").unwrap_or(rest.len());
+            if value_end > kind_end {
+                out = format!(
+                    "{}{}{}",
+                    &out[..at + lead.len()],
+                    &rest[..kind_end],
+                    &rest[value_end..]
+                );
+            }
+        }
+    }
+    out
 }
 
 impl DeploymentConfig {
@@ -367,10 +389,11 @@ client_secret = "s"
             "client_secret = \"Quokka-secret-5821\nclient_id = \"c\"\n",
             "client_secret = \"Quokka-secret-5821\" x\n",
             "client_secret = \"Quokka-secret-5821\"\nclient_id = 7\n",
+            "client_secret = 58215821\nclient_id = \"c\"\n",
         ] {
             let text = format!("[home]\nname = \"H\"\ndomains = [\"h.example\"]\n[home.provider]\nissuer = \"https://id.h.example\"\n{broken}");
             let e = DeploymentConfig::parse(&text).unwrap_err();
-            assert!(!e.0.contains("Quokka"), "{e}");
+            assert!(!e.0.contains("Quokka") && !e.0.contains("5821"), "{e}");
             assert!(e.0.starts_with("TOML parse error at line "), "{e}");
         }
     }

@@ -221,6 +221,9 @@ pub struct RoomState {
     /// The number the next chat message takes: past every message stored,
     /// shown or not, so a new one never takes a kept one's place.
     pub next_chat: u64,
+    /// The number the next participant takes: past every id used before
+    /// (the audit log names them), so an id never stands for two people.
+    pub next_participant: u64,
 }
 
 /// Who is joining, as the edge established it.
@@ -402,7 +405,7 @@ impl Room {
                 .unwrap_or(1),
             // The newest that later joiners are shown, as while it runs.
             chat: state.chat.iter().skip(shown).cloned().collect(),
-            next_participant: 1,
+            next_participant: state.next_participant.max(1),
             next_hand: 1,
             effects: VecDeque::new(),
         }

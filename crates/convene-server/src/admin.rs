@@ -42,7 +42,7 @@ impl FromRequestParts<Arc<AppState>> for Admin {
 /// Whether this request carries the admin token (for answers that say more
 /// to an admin); counts a wrong token like any other.
 pub fn is_admin(state: &AppState, headers: &HeaderMap, client: IpAddr) -> bool {
-    headers.contains_key(header::AUTHORIZATION) && check(state, headers, client).is_ok()
+    check(state, headers, client).is_ok()
 }
 
 /// Why a request is not an admin's.
@@ -73,14 +73,22 @@ fn check(state: &AppState, headers: &HeaderMap, client: IpAddr) -> Result<(), Re
     let Some(token) = &state.admin_token else {
         return Err(Refusal::Off);
     };
-    if !state.wrong_admin_tokens.has_token(client) {
-        return Err(Refusal::Throttled);
-    }
-    let given = headers
+    // Only a try at the token counts: a request with no bearer token at all
+    // (a scanner, a proxy's Basic auth) is refused but costs nobody's
+    // allowance, so it cannot lock the admin out.
+    let Some(given) = headers
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "))
-        .unwrap_or("");
+    else {
+        return Err(Refusal::WrongToken);
+    };
+    // A try is charged before the comparison and given back if right, so
+    // simultaneous tries get no more comparisons than the allowance.
+    let group = guessing_group(client);
+    if !state.wrong_admin_tokens.allow(group) {
+        return Err(Refusal::Throttled);
+    }
     // Digests of equal length are compared, so the time taken says nothing
     // about the token's length either.
     let (given, wanted) = (
@@ -91,14 +99,34 @@ fn check(state: &AppState, headers: &HeaderMap, client: IpAddr) -> Result<(), Re
         given.as_bytes(),
         wanted.as_bytes(),
     )) {
+        state.wrong_admin_tokens.refund(group);
         return Ok(());
     }
-    state.wrong_admin_tokens.allow(client);
     Err(Refusal::WrongToken)
 }
 
-/// Refuses admin tokens too short to resist guessing (a configuration check).
+/// Whom wrong tokens are counted against: an IPv4 address, or an IPv6 /48
+/// (the most a single site is usually given: a /64 each would hand one
+/// guesser 65 536 allowances).
+fn guessing_group(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
+/// Examples from the shipped configuration files: never a real token.
+const PLACEHOLDERS: &[&str] = &["a long random string"];
+
+/// Refuses admin tokens too short to resist guessing (a configuration check),
+/// and the examples' placeholder.
 pub fn parse_token(s: &str) -> Result<String, String> {
+    if PLACEHOLDERS.contains(&s.trim()) {
+        return Err("the admin token is the example's placeholder: make a random one (e.g. `openssl rand -hex 32`)".into());
+    }
     if s.chars().count() < MIN_TOKEN_CHARS {
         return Err(format!(
             "the admin token must be at least {MIN_TOKEN_CHARS} characters (a long random string)"

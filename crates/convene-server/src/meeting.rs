@@ -182,19 +182,9 @@ pub fn deliver(state: &Arc<AppState>, meeting: &StoredMeeting, input: MeetingInp
                 );
                 // Verified identities were given under the configuration of
                 // then; a place is held only where this one still vouches.
-                let (believed, unvouched): (Vec<_>, Vec<_>) = returning
-                    .into_iter()
-                    .partition(|r| state.auth.still_vouches(&r.identity));
-                let refused = room.expect_returning(Instant::now(), believed);
-                let refused = unvouched
-                    .into_iter()
-                    .map(|r| {
-                        (
-                            r.id,
-                            "their organisation's sign-in is not configured as it was".to_string(),
-                        )
-                    })
-                    .chain(refused);
+                let auth = state.auth.clone();
+                let refused =
+                    room.expect_returning(Instant::now(), returning, |who| auth.still_vouches(who));
                 for (participant, why) in refused {
                     info!(%participant, why, "no place held after the restart: they join again as anyone does");
                 }
@@ -283,6 +273,13 @@ fn remembered(state: &AppState, meeting: &StoredMeeting) -> RoomState {
         } else {
             Vec::new()
         },
+        next_participant: match state.storage.highest_participant(&meeting.id) {
+            Ok(n) => n.map_or(1, |n| n + 1),
+            Err(e) => {
+                tracing::error!("could not read the highest participant number: {e}");
+                1
+            }
+        },
         next_chat: match state.storage.last_chat_id(&meeting.id) {
             Ok(last) => last
                 .and_then(|l| u64::try_from(l).ok())
@@ -306,7 +303,7 @@ fn kept_chat(state: &AppState, meeting: &str) -> Vec<convene_meeting::protocol::
         Ok((kept, unreadable)) => {
             if unreadable > 0 {
                 tracing::warn!(
-                    meeting,
+                    meeting = %crate::logging::meeting_tag(meeting),
                     unreadable,
                     "kept chat that this server's chat key cannot open (another key, or damaged)"
                 );
@@ -321,6 +318,10 @@ fn kept_chat(state: &AppState, meeting: &str) -> Vec<convene_meeting::protocol::
         }
     }
 }
+
+/// Longest a stopping meeting waits for a passcode being hashed (a hash
+/// takes well under a second; the shutdown deadline bounds the whole stop).
+const DRAIN_HASH_WAIT: Duration = Duration::from_secs(3);
 
 impl Meeting {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<MeetingInput>) {
@@ -393,6 +394,19 @@ impl Meeting {
                     let _ = done.send(());
                 }
                 input => self.handle(input),
+            }
+        }
+        // A passcode a host set just before is still being hashed: its
+        // answer comes through this queue (from the hashing task, not a
+        // socket); wait for it, a little, rather than lose the change.
+        let deadline = tokio::time::Instant::now() + DRAIN_HASH_WAIT;
+        while self.room.hashing_passcode() {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(MeetingInput::Drain { done })) => {
+                    let _ = done.send(());
+                }
+                Ok(Some(input)) => self.handle(input),
+                Ok(None) | Err(_) => break,
             }
         }
         self.settle().await;

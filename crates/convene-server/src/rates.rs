@@ -53,11 +53,12 @@ impl<K: Hash + Eq + Clone> Rates<K> {
         allowed
     }
 
-    /// Whether `key` has a token now, without taking it.
-    pub fn has_token(&self, now: Instant, key: &K) -> bool {
-        self.buckets
-            .get(key)
-            .is_none_or(|&(tokens, at)| self.refill(tokens, at, now) >= 1.0)
+    /// Give back one token taken from `key` (never past the burst).
+    pub fn refund(&mut self, key: &K) {
+        let burst = self.burst;
+        if let Some((tokens, _)) = self.buckets.get_mut(key) {
+            *tokens = (*tokens + 1.0).min(burst);
+        }
     }
 
     /// Forget keys whose bucket has refilled (at most once a second).
@@ -86,12 +87,13 @@ impl PerClient {
         PerClient(Mutex::new(Rates::new(per_sec, burst)))
     }
 
-    /// Whether `client` has a token now, without taking it.
-    pub fn has_token(&self, client: IpAddr) -> bool {
+    /// Give back the token `allow` took for `client` (the try turned out
+    /// not to count).
+    pub fn refund(&self, client: IpAddr) {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .has_token(Instant::now(), &address_group(client))
+            .refund(&address_group(client));
     }
 
     /// Take one token for `client` now; false if it has none left.
@@ -124,10 +126,9 @@ mod tests {
         assert!(!r.allow(t0, &"a"));
         assert!(r.allow(t0, &"b"), "keys are apart");
         let t1 = t0 + Duration::from_millis(500);
-        assert!(r.has_token(t1, &"a"), "looking takes nothing");
         assert!(r.allow(t1, &"a"));
-        assert!(!r.has_token(t1, &"a"));
+        r.refund(&"a");
+        assert!(r.allow(t1, &"a"), "a refunded token can be taken again");
         assert!(!r.allow(t1, &"a"));
-        assert!(r.has_token(t1, &"c"), "an unknown key has its burst");
     }
 }

@@ -27,7 +27,16 @@ impl StorageProbe {
     /// The database's answer, probed again only when the last one is older
     /// than [`PROBE_INTERVAL`]. Callers that arrive while a probe runs wait
     /// for it and share its answer, so at most one probe holds the write lock.
-    async fn writable(&self, state: &Arc<AppState>) -> Result<(), String> {
+    /// The probe runs on a task of its own: a caller that goes away does not
+    /// cancel it (and let the next caller start another).
+    async fn writable(state: &Arc<AppState>) -> Result<(), String> {
+        let st = state.clone();
+        tokio::spawn(async move { st.ready.probe(&st).await })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+    }
+
+    async fn probe(&self, state: &Arc<AppState>) -> Result<(), String> {
         let mut last = self.last.lock().await;
         if let Some((at, answer)) = last.as_ref() {
             if at.elapsed() < PROBE_INTERVAL {
@@ -57,7 +66,7 @@ pub async fn readyz(
     if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
         problems.push("stopping for a restart".to_string());
     }
-    if let Err(e) = state.ready.writable(&state).await {
+    if let Err(e) = StorageProbe::writable(&state).await {
         if crate::admin::is_admin(&state, &headers, client) {
             problems.push(format!("storage is not writable: {e}"));
         } else {

@@ -573,7 +573,12 @@ fn store_audit(b: &mut Batch<'_>, e: &AuditEntry, at: i64) {
         detail: &e.detail,
     };
     if let Err(err) = b.audit(ev, at) {
-        error!("audit log write failed: {err} ({e:?})");
+        // The event and outcome only: the row names people and its meeting.
+        error!(
+            event = %e.event,
+            outcome = %e.outcome,
+            "audit log write failed: {err}"
+        );
     }
 }
 

@@ -367,6 +367,11 @@ async fn admin_tokens_cannot_be_guessed_at_speed() {
     let right = "Authorization: Bearer test-admin-token\r\n";
     let wrong = "Authorization: Bearer test-admin-tokeN\r\n";
     assert_eq!(with(right).await.0, 200);
+    // Requests with no token at all (scanners) are refused but cost nothing.
+    for _ in 0..20 {
+        assert_eq!(with("").await.0, 401);
+    }
+    assert_eq!(with(right).await.0, 200);
     for _ in 0..10 {
         assert_eq!(with(wrong).await.0, 401);
     }

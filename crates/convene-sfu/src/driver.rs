@@ -490,7 +490,11 @@ impl Output {
                 *errors += 1;
                 *bytes -= d.contents.len() as u64;
                 if *errors % 1000 == 1 {
-                    warn!("send to {} failed ({} so far): {e}", d.destination, errors);
+                    warn!(
+                        "send to {} failed ({} so far): {e}",
+                        crate::logged_address::logged(d.destination),
+                        errors
+                    );
                 }
             });
         }

@@ -144,8 +144,10 @@ impl Batch<'_> {
         message: &[u8],
     ) -> Result<(), StorageError> {
         self.tx.execute(
-            "INSERT OR REPLACE INTO meeting_chat (meeting, id, sent_at, keep_until, sealed)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            // A number already kept is never overwritten (records stay as
+            // they were written).
+            "INSERT INTO meeting_chat (meeting, id, sent_at, keep_until, sealed)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (meeting, id) DO NOTHING",
             params![
                 meeting,
                 id,

@@ -161,3 +161,24 @@ fn a_meeting_keeps_a_bounded_number_of_messages() {
         1
     );
 }
+
+/// The highest participant number the audit log names in a meeting, for
+/// numbering newcomers after a restart.
+#[test]
+fn the_highest_participant_number_comes_from_the_audit_log() {
+    let s = Storage::in_memory().unwrap();
+    let (m, _) = s.create_meeting("Ids", None, "{}").unwrap();
+    assert_eq!(s.highest_participant(&m.id).unwrap(), None);
+    for (actor, subject) in [("p2", "p2"), ("p3", "p11"), ("client", "p4"), ("p9", "")] {
+        s.audit(crate::audit::AuditEvent {
+            meeting: &m.id,
+            actor,
+            subject,
+            event: "join",
+            outcome: "admitted",
+            detail: "",
+        })
+        .unwrap();
+    }
+    assert_eq!(s.highest_participant(&m.id).unwrap(), Some(11));
+}

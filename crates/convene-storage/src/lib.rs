@@ -364,6 +364,24 @@ impl Storage {
         Ok(out)
     }
 
+    /// The highest participant number (`pN`) the audit log names in
+    /// `meeting`: a meeting started again numbers newcomers past it, so an
+    /// id never stands for two people.
+    pub fn highest_participant(&self, meeting: &str) -> Result<Option<u64>, StorageError> {
+        let n: Option<i64> = self.conn().query_row(
+            "SELECT max(n) FROM (
+                 SELECT CAST(substr(actor, 2) AS INTEGER) AS n FROM audit_log
+                 WHERE meeting = ?1 AND actor GLOB 'p[0-9]*'
+                 UNION ALL
+                 SELECT CAST(substr(subject, 2) AS INTEGER) FROM audit_log
+                 WHERE meeting = ?1 AND subject GLOB 'p[0-9]*'
+             )",
+            params![meeting],
+            |r| r.get(0),
+        )?;
+        Ok(n.and_then(|n| u64::try_from(n).ok()))
+    }
+
     pub fn meeting_people(&self, id: &str) -> Result<MeetingPeople, StorageError> {
         let conn = self.conn();
         let mut people = MeetingPeople::default();

@@ -198,7 +198,8 @@ fn kept_chat_comes_back_after_a_restart_and_numbering_goes_on() {
 
 /// After a restart where the shown history is shorter than what is stored
 /// (or empty, the level then keeping none), a new message takes a number
-/// past every stored one, never a kept message's place.
+/// past every stored one, never a kept message's place; and a newcomer an id
+/// past every one used before.
 #[test]
 fn new_messages_are_numbered_past_every_stored_one() {
     let mut r = Room::restore(
@@ -213,10 +214,12 @@ fn new_messages_are_numbered_past_every_stored_one() {
             level: "official".into(),
             has_passcode: true,
             next_chat: 57,
+            next_participant: 12,
             ..RoomState::default()
         },
     );
     let hana = come(&mut r, "Hana", Role::Host);
+    assert_eq!(hana.0, "p12", "numbered past every id the meeting used");
     say(&mut r, &hana, "after the restart");
     let ids: Vec<u64> = drain(&mut r)
         .iter()

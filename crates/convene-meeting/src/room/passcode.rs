@@ -73,6 +73,11 @@ impl Room {
         self.apply_passcode(who, Some(hash));
     }
 
+    /// A passcode a host set is being hashed: its change is still to come.
+    pub fn hashing_passcode(&self) -> bool {
+        self.passcode_pending
+    }
+
     /// The passcode asked for could not be hashed (the server was busy, or
     /// it was refused): nothing changes, and another may be asked for.
     pub fn passcode_hash_failed(&mut self) {

@@ -61,10 +61,13 @@ impl Room {
     /// server was down (a new policy file, a stricter level): a place is held
     /// only for someone who could join now, and a host's bar still holds.
     /// Returns those not held, with why; they can join again as anyone does.
+    /// `vouched` says whether the deployment still stands behind a verified
+    /// identity (its sign-in configuration may have changed).
     pub fn expect_returning(
         &mut self,
         now: Instant,
         people: Vec<Returning>,
+        vouched: impl Fn(&Identity) -> bool,
     ) -> Vec<(String, String)> {
         let mut refused = Vec::new();
         if self.ended {
@@ -78,14 +81,20 @@ impl Room {
             }
             let barred =
                 r.role != Role::Host && r.key.as_ref().is_some_and(|k| self.barred.contains(k));
+            // Identity rules spare hosts, as a join with the host key does.
+            let rules = if r.role == Role::Host {
+                Ok(())
+            } else {
+                self.meets_rules(&r.identity).map_err(|e| e.message)
+            };
             let why = if barred {
                 Some("a host barred them".to_string())
+            } else if !vouched(&r.identity) {
+                Some("their organisation's sign-in is not configured as it was".to_string())
             } else if let Err(e) = self.level().admits(&r.identity) {
                 Some(e)
-            } else if let Err(e) = self.meets_rules(&r.identity) {
-                Some(e.message)
             } else {
-                None
+                rules.err()
             };
             if let Some(why) = why {
                 refused.push((r.id, why));
@@ -170,7 +179,7 @@ mod tests {
     fn restarted(before: &Room, now: Instant, limits: RoomLimits) -> Room {
         let kept = serde_json::to_string(&before.returning()).unwrap();
         let mut r = Room::new("m1".into(), "Budget".into(), limits);
-        r.expect_returning(now, serde_json::from_str(&kept).unwrap());
+        r.expect_returning(now, serde_json::from_str(&kept).unwrap(), |_| true);
         r
     }
 
@@ -286,11 +295,20 @@ mod tests {
                 k.key = Some("device-bo".into());
             }
         }
+        // Restarted where sign-in no longer vouches for Mia's organisation:
+        // no place for her, and her id is still not given to a newcomer.
+        let mut r3 = Room::new("m1".into(), "Budget".into(), RoomLimits::default());
+        let refused = r3.expect_returning(t0, kept.clone(), |i| !i.is_verified());
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(refused[0].0, mia.0);
+        assert!(refused[0].1.contains("sign-in"), "{refused:?}");
+        let cy = r3.join(t0, join("Cy", None)).unwrap();
+        assert!(![&gil, &mia, &bo].contains(&&cy), "{cy}");
         // Restarted with guests no longer allowed, and Bo barred.
         let mut r2 = Room::new("m1".into(), "Budget".into(), RoomLimits::default());
         r2.settings.guests_allowed = false;
         r2.barred.insert("device-bo".into());
-        let refused = r2.expect_returning(t0, kept);
+        let refused = r2.expect_returning(t0, kept, |_| true);
         let ids: Vec<&str> = refused.iter().map(|(id, _)| id.as_str()).collect();
         assert!(ids.contains(&gil.0.as_str()), "{refused:?}");
         assert!(ids.contains(&bo.0.as_str()), "{refused:?}");
