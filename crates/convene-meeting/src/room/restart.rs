@@ -22,6 +22,10 @@ pub struct Returning {
     /// SHA-256 (hex) of their resume token.
     pub resume_hash: String,
     pub muted_by_host: bool,
+    /// Their raised hand's place in the queue, if raised (absent in places
+    /// held by an older version).
+    #[serde(default)]
+    pub hand: Option<u64>,
 }
 
 /// SHA-256 (hex) of a resume token.
@@ -51,6 +55,7 @@ impl Room {
                     .clone()
                     .unwrap_or_else(|| token_hash(&p.resume_token)),
                 muted_by_host: p.muted_by_host,
+                hand: p.hand,
             })
             .collect()
     }
@@ -104,6 +109,10 @@ impl Room {
             if self.participants.contains_key(&id) {
                 continue;
             }
+            // A raised hand keeps its place in the queue.
+            if let Some(h) = r.hand {
+                self.next_hand = self.next_hand.max(h + 1);
+            }
             self.participants.insert(
                 id,
                 Participant {
@@ -124,8 +133,7 @@ impl Room {
                     media_path: None,
                     last_ice_restart: None,
                     video_sizes: Default::default(),
-                    // Hands are not held across a restart: raise again.
-                    hand: None,
+                    hand: r.hand,
                     last_reaction: None,
                 },
             );
@@ -334,5 +342,29 @@ mod tests {
             )
             .unwrap();
         assert!(![&gil, &mia, &bo].contains(&&newcomer), "{newcomer}");
+    }
+
+    /// Raised hands come back in their places in the queue; a hand raised
+    /// after the restart goes behind them.
+    #[test]
+    fn raised_hands_keep_their_places_across_a_restart() {
+        let t0 = Instant::now();
+        let mut r = Room::new("m1".into(), "Budget".into(), RoomLimits::default());
+        let ann = r.join(t0, join("Ann", None)).unwrap();
+        let bob = r.join(t0, join("Bob", None)).unwrap();
+        let cy = r.join(t0, join("Cy", None)).unwrap();
+        r.handle(t0, &bob, C::RaiseHand {}).unwrap();
+        r.handle(t0, &ann, C::RaiseHand {}).unwrap();
+        let mut r2 = restarted(&r, t0, RoomLimits::default());
+        let (hb, ha) = (r2.participants[&bob].hand, r2.participants[&ann].hand);
+        assert!(hb.is_some() && ha.is_some() && hb < ha, "{hb:?} {ha:?}");
+        assert_eq!(r2.participants[&cy].hand, None);
+        // Cy back (as a resume would), then raising a hand.
+        r2.participants.get_mut(&cy).unwrap().away_since = None;
+        r2.handle(t0, &cy, C::RaiseHand {}).unwrap();
+        assert!(
+            r2.participants[&cy].hand > ha,
+            "behind those already waiting"
+        );
     }
 }
