@@ -4,6 +4,8 @@
 //! signalling (changing settings or the level) and admission (who may join).
 //! The policy file format is documented in docs/policy.md.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::access::{Settings, Who};
@@ -27,12 +29,32 @@ pub struct Banner {
     pub background: String,
 }
 
+/// The languages the browser client has catalogues for (web/i18n/): a level's
+/// name and banner text may be given in each of them.
+pub const LANGUAGES: [&str; 3] = ["en", "nl", "sv"];
+
+/// A level's name and banner text in one language (`[level.translations.nl]`);
+/// what it leaves out is shown as the level itself says it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LevelText {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The banner's text (its colours are the level's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub banner: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HandlingLevel {
     pub id: String,
     pub name: String,
     pub banner: Banner,
+    /// The name and banner text per language (one of [`LANGUAGES`]), where the
+    /// policy gives them; spans for the line in error messages.
+    #[serde(default)]
+    pub translations: BTreeMap<String, toml::Spanned<LevelText>>,
     #[serde(default)]
     pub passcode_required: bool,
     #[serde(default)]
@@ -91,13 +113,16 @@ pub struct Proposal<'a> {
     pub sign_in_available: bool,
 }
 
-/// What everyone sees of a level: its name and banner.
+/// What everyone sees of a level: its name and banner, and those in the
+/// languages the policy gives (the client picks the page's, else these).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LevelView {
     pub id: String,
     pub name: String,
     pub banner: Banner,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub translations: BTreeMap<String, LevelText>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -154,6 +179,32 @@ impl Policy {
             }
             if l.name.trim().is_empty() || l.banner.text.trim().is_empty() {
                 return fail("needs a name and banner text".into());
+            }
+            for (language, text) in &l.translations {
+                let at = line(text.span());
+                let fail = |msg: String| {
+                    Err(PolicyError(format!(
+                        "line {at}: level \"{}\": translations.{language}: {msg}",
+                        l.id
+                    )))
+                };
+                if !LANGUAGES.contains(&language.as_str()) {
+                    return fail(format!(
+                        "the client has no language \"{language}\"; it has {}",
+                        LANGUAGES.join(", ")
+                    ));
+                }
+                let t = text.get_ref();
+                if t.name.is_none() && t.banner.is_none() {
+                    return fail("gives neither a name nor a banner".into());
+                }
+                if [&t.name, &t.banner]
+                    .into_iter()
+                    .flatten()
+                    .any(|s| s.trim().is_empty())
+                {
+                    return fail("a name or banner must not be empty".into());
+                }
             }
             if l.max_participants == 0 {
                 return fail("max_participants must be at least 1".into());
@@ -226,7 +277,20 @@ impl HandlingLevel {
             id: self.id.clone(),
             name: self.name.clone(),
             banner: self.banner.clone(),
+            translations: self
+                .translations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.get_ref().clone()))
+                .collect(),
         }
+    }
+
+    /// The level's name in `language` where the policy gives one, else as written.
+    pub fn name_in(&self, language: &str) -> &str {
+        self.translations
+            .get(language)
+            .and_then(|t| t.get_ref().name.as_deref())
+            .unwrap_or(&self.name)
     }
 
     /// Which requirement of `above` this level has and it lacks, if any.

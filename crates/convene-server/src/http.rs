@@ -504,8 +504,11 @@ async fn policy_view(State(state): State<Arc<AppState>>) -> Response {
         .levels()
         .iter()
         .map(|l| {
+            let view = l.view();
             serde_json::json!({
-                "id": l.id, "name": l.name, "banner": l.banner,
+                "id": view.id, "name": view.name, "banner": view.banner,
+                // The name and banner text per language, where the policy gives them.
+                "translations": view.translations,
                 // Why meetings at this level can never be held here (null when they can).
                 "unavailable": l.unavailable(state.limits.sign_in_available),
                 "requires": {

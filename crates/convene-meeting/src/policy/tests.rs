@@ -321,3 +321,83 @@ fn levels_that_can_never_be_held_here_say_why() {
         .iter()
         .all(|l| l.unavailable(false).is_none()));
 }
+
+const TRANSLATED: &str = r##"[[level]]
+id = "official"
+name = "OFFICIAL"
+banner = { text = "OFFICIAL", foreground = "#ffffff", background = "#1d70b8" }
+max_participants = 10
+
+[level.translations.nl]
+name = "OFFICIEEL"
+banner = "OFFICIEEL: routinezaken"
+
+[level.translations.sv]
+banner = "OFFICIELL"
+"##;
+
+#[test]
+fn a_level_may_give_its_name_and_banner_per_language() {
+    let p = Policy::parse(TRANSLATED).unwrap();
+    let l = p.lowest();
+    assert_eq!(l.name_in("nl"), "OFFICIEEL");
+    // What a language leaves out is the level's own.
+    assert_eq!(l.name_in("sv"), "OFFICIAL");
+    assert_eq!(l.name_in("en"), "OFFICIAL");
+    let view = serde_json::to_value(l.view()).unwrap();
+    assert_eq!(
+        view["translations"],
+        serde_json::json!({
+            "nl": {"name": "OFFICIEEL", "banner": "OFFICIEEL: routinezaken"},
+            "sv": {"banner": "OFFICIELL"},
+        })
+    );
+    // A level without translations sends none.
+    let plain = Policy::parse(TRANSLATED.split("[level.translations").next().unwrap()).unwrap();
+    let plain = serde_json::to_value(plain.lowest().view()).unwrap();
+    assert!(plain.get("translations").is_none(), "{plain}");
+}
+
+#[test]
+fn the_shipped_policies_speak_dutch_and_swedish() {
+    for p in policies() {
+        for l in p.levels() {
+            for lang in ["nl", "sv"] {
+                // The UK's markings stay as they are; their banners are worded.
+                let t = l.translations.get(lang).map(|t| t.get_ref());
+                assert!(t.is_some_and(|t| t.banner.is_some()), "{} in {lang}", l.id);
+            }
+        }
+    }
+}
+
+#[test]
+fn mistakes_in_translations_name_their_line() {
+    let cases = [
+        (
+            TRANSLATED.replace("translations.sv", "translations.de"),
+            "line 11: level \"official\": translations.de: the client has no language \"de\"; it has en, nl, sv",
+        ),
+        (
+            TRANSLATED.replace("name = \"OFFICIEEL\"", "name = \" \""),
+            "line 7: level \"official\": translations.nl: a name or banner must not be empty",
+        ),
+        (
+            TRANSLATED.replace("banner = \"OFFICIELL\"", ""),
+            "line 11: level \"official\": translations.sv: gives neither a name nor a banner",
+        ),
+        // Unknown keys are refused with their line, by the TOML parser.
+        (
+            TRANSLATED.replace("banner = \"OFFICIELL\"", "banner = \"OFFICIELL\"\ntitle = \"x\""),
+            "line 13",
+        ),
+        (
+            TRANSLATED.replace("banner = \"OFFICIELL\"", "banner = { text = \"OFFICIELL\" }"),
+            "line 12",
+        ),
+    ];
+    for (text, expected) in cases {
+        let e = Policy::parse(&text).unwrap_err();
+        assert!(e.0.contains(expected), "expected {expected:?}, got {e}");
+    }
+}
