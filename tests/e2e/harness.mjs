@@ -107,11 +107,12 @@ const ARGS = [
  * One browser process per person, so one can vanish without the others.
  * `locale` is the browser's language (navigator.languages, Accept-Language).
  */
-export async function launchPerson({ locale } = {}) {
+export async function launchPerson({ locale, cameras = 1 } = {}) {
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
-    args: ARGS,
+    // `cameras`: how many fake cameras (and microphones) the browser has, to switch between.
+    args: cameras > 1 ? ARGS.map((a) => (a === '--use-fake-device-for-media-stream' ? `${a}=device-count=${cameras}` : a)) : ARGS,
   });
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, ...(locale ? { locale } : {}) });
   // Test-only: keep every RTCPeerConnection the page makes, to read its stats.

@@ -1,0 +1,84 @@
+// The pre-join screen: what the meeting is and requires, who you are, your
+// camera and microphone (previewed, with a level meter), then Join.
+import { t } from './i18n.js';
+import { $, state, meetingId } from './meeting-state.js';
+import { loadSession, renderSignIn, orgName } from './identity.js';
+import { showRequirements } from './requirements.js';
+import { showLevel } from './host.js';
+import { getMedia, fillDevices, showPreview, chooseBeforeJoin } from './devices.js';
+import { joinClicked } from './stage.js';
+
+/**
+ * The meeting as /api/meetings says it, on the pre-join screen.
+ * @param {string | undefined} hostKey
+ * @param {() => void} ended called when the meeting has ended (nothing to join)
+ */
+export async function loadMeeting(hostKey, ended) {
+  const res = await fetch(`/api/meetings/${meetingId}`);
+  if (!res.ok) { location.replace('/'); return; }
+  const m = await res.json();
+  document.title = `${m.title} · Convene`;
+  if (m.ended) {
+    // Nothing to join: say so instead of showing the form.
+    state.meetingOver = true;
+    ended();
+    return;
+  }
+  for (const el of document.querySelectorAll('.meeting-title')) el.textContent = m.title;
+  showLevel(m.level);
+  const hosted = t('common.hosted-by', { org: orgName(m.hostedBy), server: m.server });
+  $('hosted-by').textContent = hosted;
+  for (const el of document.querySelectorAll('.lobby-hosted')) el.textContent = hosted;
+  const session = await loadSession();
+  if (session.signIn.length || session.signedIn) {
+    $('identity').hidden = false;
+    renderSignIn(session, $('sign-in'), location.pathname);
+  }
+  if (session.signedIn && session.signedIn.level !== 'guest') {
+    $('guest-note').hidden = true;
+    $('name').value = session.signedIn.name || '';
+    $('name').readOnly = true;
+    $('name-hint').hidden = false;
+  }
+  // What the meeting requires, up front; no join as a guest where guests are not admitted.
+  const mayTry = showRequirements($('requirements'), m, session, location.pathname);
+  if (m.settings?.guestsAllowed === false) $('guest-note').hidden = true;
+  $('join').disabled = !mayTry && !hostKey;
+  const needPasscode = m.passcodeRequired && !hostKey;
+  $('passcode-row').hidden = !needPasscode;
+  $('passcode').required = needPasscode;
+  $('host-note').hidden = !hostKey;
+}
+
+/**
+ * @param {string | undefined} hostKey
+ * @param {(name: string, credentials: {passcode?: string, hostKey?: string}) => void} enter
+ */
+export function setupPrejoin(hostKey, enter) {
+  $('name').value = localStorage.getItem('convene-name') || '';
+  // Wire the form first: a quick click must not submit it natively. Joining waits
+  // for the devices, so nobody joins without the camera they were shown.
+  const mediaReady = (async () => {
+    try {
+      await getMedia();
+      await fillDevices();
+    } catch (e) {
+      $('device-error').textContent = t('prejoin.device-error', { detail: e instanceof Error ? e.message : String(e) });
+      $('device-error').hidden = false;
+    }
+  })();
+  const choose = () => chooseBeforeJoin($('camera-select').value, $('mic-select').value).catch(() => {});
+  $('camera-select').addEventListener('change', choose);
+  $('mic-select').addEventListener('change', choose);
+  $('join-camera-off').addEventListener('change', showPreview);
+  $('join-form').addEventListener('submit', async (/** @type {Event} */ e) => {
+    e.preventDefault();
+    const name = $('name').value.trim();
+    if (!name) return;
+    localStorage.setItem('convene-name', name);
+    joinClicked();
+    $('join-error').hidden = true;
+    await mediaReady;
+    enter(name, { passcode: $('passcode').value || undefined, hostKey });
+  });
+}
