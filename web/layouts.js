@@ -53,33 +53,48 @@ export function gridRects(n, area) {
   return out;
 }
 
+/** Smallest a strip's tile gets (its height) before the strip goes on to another page. */
+const MIN_STRIP_HEIGHT = 60;
+
 /**
- * One large tile and a strip for the others: beside it on a wide stage, below
- * it on a narrow one.
- * @param {Rect} area
+ * One large tile and a strip for `n` others: beside it on a wide stage, below
+ * it on a narrow one. The strip's tiles shrink (to MIN_STRIP_HEIGHT) so that
+ * more fit before any go to another page.
+ * @param {Rect} area @param {number} [n]
  * @returns {{main: Rect, strip: Rect, vertical: boolean, tile: {w: number, h: number}, capacity: number}}
  */
-export function focusRegions(area) {
+export function focusRegions(area, n = 1) {
   const vertical = area.w >= 700;
+  const fit = (/** @type {number} */ room, /** @type {number} */ size) => Math.max(1, Math.floor((room + GAP) / (size + GAP)));
   if (vertical) {
     const w = Math.round(Math.min(280, Math.max(140, area.w * 0.22)));
-    const h = w / RATIO;
+    let h = w / RATIO;
+    let capacity = fit(area.h, h);
+    if (n > capacity) {
+      capacity = Math.min(n, fit(area.h, MIN_STRIP_HEIGHT));
+      h = Math.min(h, (area.h - (capacity - 1) * GAP) / capacity);
+    }
     return {
       main: { x: area.x, y: area.y, w: Math.max(0, area.w - w - GAP), h: area.h },
       strip: { x: area.x + area.w - w, y: area.y, w, h: area.h },
       vertical,
-      tile: { w, h },
-      capacity: Math.max(1, Math.floor((area.h + GAP) / (h + GAP))),
+      tile: { w: h * RATIO, h },
+      capacity,
     };
   }
   const h = Math.round(Math.min(160, Math.max(64, area.h * 0.22)));
-  const w = h * RATIO;
+  let w = h * RATIO;
+  let capacity = fit(area.w, w);
+  if (n > capacity) {
+    capacity = Math.min(n, fit(area.w, MIN_STRIP_HEIGHT * RATIO));
+    w = Math.min(w, (area.w - (capacity - 1) * GAP) / capacity);
+  }
   return {
     main: { x: area.x, y: area.y, w: area.w, h: Math.max(0, area.h - h - GAP) },
     strip: { x: area.x, y: area.y + area.h - h, w: area.w, h },
     vertical,
-    tile: { w, h },
-    capacity: Math.max(1, Math.floor((area.w + GAP) / (w + GAP))),
+    tile: { w, h: w / RATIO },
+    capacity,
   };
 }
 
@@ -95,7 +110,9 @@ export function stripRects(n, regions) {
   const out = [];
   for (let i = 0; i < n; i++) {
     const along = start + i * ((vertical ? tile.h : tile.w) + GAP);
-    out.push(vertical ? { x: strip.x, y: along, w: tile.w, h: tile.h } : { x: along, y: strip.y, w: tile.w, h: tile.h });
+    out.push(vertical
+      ? { x: strip.x + (strip.w - tile.w) / 2, y: along, w: tile.w, h: tile.h }
+      : { x: along, y: strip.y + (strip.h - tile.h) / 2, w: tile.w, h: tile.h });
   }
   return out;
 }

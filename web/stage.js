@@ -5,7 +5,7 @@
 // screen large, people beside it), a pinned person, and full screen. Tiles
 // not on screen are hidden, so sizes.js tells the server not to send them.
 import { t } from './i18n.js';
-import { badge, describe } from './identity.js';
+import { showTileBadge, describe } from './identity.js';
 import { $, state } from './meeting-state.js';
 import { local, localTrack } from './devices.js';
 import { nameText, tagText } from './text.js';
@@ -80,6 +80,13 @@ function tileFor(container, id, key) {
     avatar.setAttribute('aria-hidden', 'true');
     const label = document.createElement('div');
     label.className = 'label';
+    // The name, and beside it the identity badge: kept apart, since the label
+    // is drawn again on every change and a focused badge would lose its focus.
+    const caption = document.createElement('div');
+    caption.className = 'caption';
+    const idHolder = document.createElement('span');
+    idHolder.className = 'tile-id';
+    caption.append(label, idHolder);
     const tools = document.createElement('div');
     tools.className = 'tile-tools';
     const pin = toolButton('pin');
@@ -88,7 +95,7 @@ function tileFor(container, id, key) {
     pin.addEventListener('click', () => setPinned(view.pinned === tileKey ? '' : tileKey));
     full.addEventListener('click', () => toggleFullScreen(/** @type {HTMLElement} */ (tile)));
     tools.append(pin, full);
-    tile.append(avatar, label, tools);
+    tile.append(avatar, caption, tools);
     container.append(tile);
   }
   return tile;
@@ -151,8 +158,9 @@ export function renderTiles() {
     hand.setAttribute('aria-hidden', 'true');
     hand.textContent = '✋';
     const tags = [isMe ? ` ${t('tile.you')}` : '', p.connected ? '' : ` · ${t('people.reconnecting')}`].join('');
-    tile.querySelector('.label').replaceChildren(...(p.hand != null ? [hand] : []), nameText(p.name), ...(tags ? [tagText(tags)] : []), ...(micMuted ? [micOffIcon()] : []), badge(p.identity));
-    tile.setAttribute('aria-label', `${name}, ${describe(p.identity)}${stateWords ? `, ${stateWords}` : ''}`);
+    tile.querySelector('.label').replaceChildren(...(p.hand != null ? [hand] : []), nameText(p.name), ...(tags ? [tagText(tags)] : []), ...(micMuted ? [micOffIcon()] : []));
+    showTileBadge(/** @type {HTMLElement} */ (tile.querySelector('.tile-id')), p.identity);
+    tile.setAttribute('aria-label', [name, describe(p.identity), stateWords].filter(Boolean).join(', '));
     tile.querySelector('.avatar').textContent = p.name.slice(0, 1).toUpperCase();
     nameTools(tile, name);
     const camTrack = isMe ? (local.cameraOn ? local.camera : null) : (p.sources.includes('camera') ? remote.get(id)?.get('camera') : null);
@@ -248,7 +256,7 @@ export function layout() {
   let perPage;
   let rects;
   if (big) {
-    const regions = focusRegions(box);
+    const regions = focusRegions(box, rest.length);
     perPage = regions.capacity;
     place(big, rest.length ? regions.main : box);
     rects = (/** @type {number} */ n) => stripRects(n, regions);

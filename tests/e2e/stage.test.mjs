@@ -231,3 +231,61 @@ test('camera, microphone and speaker switched during the meeting, without leavin
   // The camera chosen is remembered for the next meeting.
   assert.equal(await page.evaluate(() => localStorage.getItem('convene-camera')), other);
 });
+
+test('on a phone (390×844), host and guest reach every control without scrolling, and video keeps its room', async () => {
+  for (const [who, p] of [['host', ann], ['guest', bob]]) {
+    await p.page.setViewportSize({ width: 390, height: 844 });
+    await p.page.waitForTimeout(300);
+    const controls = await p.page.$$eval('.controls button:not([hidden]), .controls select, #host-controls:not([hidden]) button, #host-controls:not([hidden]) select', (els) => els
+      .filter((el) => !el.closest('[hidden]'))
+      .map((el) => { const r = el.getBoundingClientRect(); return { id: el.id, top: r.top, bottom: r.bottom, left: r.left, right: r.right }; }));
+    assert.ok(controls.length >= (who === 'host' ? 16 : 9), `${who}: ${controls.length} controls`);
+    const off = controls.filter((c) => c.left < 0 || c.right > 390 || c.top < 0 || c.bottom > 844);
+    assert.deepEqual(off, [], `${who}: controls off the screen`);
+    const scroll = await p.page.evaluate(() => ({ w: document.documentElement.scrollWidth, h: document.documentElement.scrollHeight }));
+    assert.ok(scroll.w <= 390 && scroll.h <= 844, `${who}: the page does not scroll (${scroll.w}×${scroll.h})`);
+    const stage = await box(p.page, '#tiles');
+    assert.ok(stage.h >= 250, `${who}: the video keeps ${Math.round(stage.h)} px of height`);
+    await p.page.screenshot({ path: new URL(`../../docs/screenshots/phone-${who}.png`, import.meta.url).pathname });
+    await p.page.setViewportSize({ width: 1280, height: 800 });
+  }
+});
+
+test('screenshots of each layout in English, Dutch and Swedish (docs/screenshots)', async () => {
+  const link = (await ann.page.evaluate(() => location.href));
+  const nora = await launchPerson({ locale: 'nl-NL' });
+  const sven = await launchPerson({ locale: 'sv-SE' });
+  try {
+    for (const [p, name] of [[nora, 'Nora'], [sven, 'Sven']]) {
+      await p.page.goto(link);
+      await p.page.locator('#name').fill(name);
+      await p.page.waitForFunction(() => /** @type {HTMLVideoElement} */ (document.getElementById('preview'))?.videoWidth > 0);
+      await p.page.locator('#join').click();
+      await p.page.locator('#meeting').waitFor({ state: 'visible' });
+    }
+    const views = [['en', ann.page], ['nl', nora.page], ['sv', sven.page]];
+    await until('everyone sees four videos', async () => {
+      for (const [, page] of views) if ((await decodingVideos(page)) < 3) return false;
+      return true;
+    }, 30000);
+    const shot = (page, lang, layout) => page.screenshot({ path: new URL(`../../docs/screenshots/layout-${layout}-${lang}.png`, import.meta.url).pathname });
+    for (const layout of ['grid', 'speaker']) {
+      for (const [lang, page] of views) {
+        await page.locator('#layout-select').selectOption(layout);
+        await until(`${lang} ${layout}`, async () => (await layoutOf(page)) === layout);
+        await shot(page, lang, layout);
+      }
+    }
+    await bob.page.locator('#share-btn').click();
+    for (const [lang, page] of views) {
+      await page.locator('#layout-select').selectOption('auto');
+      await until(`${lang} presentation`, async () => (await layoutOf(page)) === 'presentation');
+      await until('the screen decodes', () => page.$eval('#stage .tile video', (v) => /** @type {HTMLVideoElement} */ (v).videoWidth > 0).catch(() => false));
+      await shot(page, lang, 'presentation');
+    }
+    await bob.page.locator('#share-btn').click();
+  } finally {
+    await nora.browser.close().catch(() => {});
+    await sven.browser.close().catch(() => {});
+  }
+});
