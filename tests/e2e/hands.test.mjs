@@ -117,6 +117,30 @@ test('a guest raises a hand, the host sees the queue in order and lowers it; rea
   assert.deepEqual(await axe(ann), [], 'axe: a guest with the reactions open');
   await tileOf(bob, 'Ann').locator('.reaction').waitFor({ state: 'detached', timeout: 8000 });
 
+  // Reactions follow the chat setting: with chat for hosts only, Ann's open
+  // reactions close and React is off, with the reason; a reaction sent anyway
+  // (past the page) shows nowhere.
+  if (await ann.locator('#reactions').isHidden()) await ann.getByRole('button', { name: 'React' }).click();
+  await ann.getByRole('button', { name: 'Applause' }).waitFor();
+  await host.getByRole('button', { name: 'Settings' }).click();
+  await host.getByLabel('Who may chat').selectOption('hosts');
+  await host.getByRole('button', { name: 'Save settings' }).click();
+  const react = ann.getByRole('button', { name: 'React' });
+  await until('React is off for Ann', () => react.isDisabled());
+  assert.equal(await ann.locator('#reactions').isHidden(), true, 'the open reactions close');
+  assert.match(await react.getAttribute('title') || '', /chat is turned off for you/);
+  assert.match(await ann.locator('#restrictions').innerText(), /chat is turned off for you/, 'the reason is shown beside the controls');
+  await ann.evaluate(() => {
+    const ws = /** @type {any} */ (window).__sockets.findLast((s) => s.readyState === WebSocket.OPEN);
+    ws.send(JSON.stringify({ type: 'react', reaction: 'party' }));
+  });
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.equal(await tileOf(bob, 'Ann').locator('.reaction').count(), 0, 'a forged reaction shows nowhere');
+  await host.getByRole('button', { name: 'Settings' }).click();
+  await host.getByLabel('Who may chat').selectOption('everyone');
+  await host.getByRole('button', { name: 'Save settings' }).click();
+  await until('React is on again', () => react.isEnabled());
+
   // At 390 px: every new control on the screen, and axe still clean.
   for (const page of [host, ann]) {
     await page.setViewportSize({ width: 390, height: 844 });
