@@ -158,6 +158,16 @@ export function wireControls(leave) {
   $('share-btn').addEventListener('click', toggleShare);
   $('people-btn').addEventListener('click', () => togglePanel('people-panel', 'people-btn'));
   $('chat-btn').addEventListener('click', () => togglePanel('chat-panel', 'chat-btn'));
+  // Escape in a panel, or on its button, closes it; focus goes back to the button.
+  for (const [panelId, buttonId] of [['people-panel', 'people-btn'], ['chat-panel', 'chat-btn']]) {
+    const close = (/** @type {KeyboardEvent} */ e) => {
+      if (e.key !== 'Escape' || $(panelId).hidden) return;
+      togglePanel(panelId, buttonId);
+      $(buttonId).focus();
+    };
+    $(panelId).addEventListener('keydown', close);
+    $(buttonId).addEventListener('keydown', close);
+  }
   $('leave-btn').addEventListener('click', leave);
   $('hand-btn').addEventListener('click', () => {
     const raised = state.participants.get(state.me)?.hand != null;

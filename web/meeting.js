@@ -82,6 +82,8 @@ function onMessage(msg) {
     case 'welcome': {
       $('lobby').hidden = true;
       $('meeting').hidden = false;
+      // Just in (from the join page or the lobby; not a resume): focus on the meeting's heading.
+      if (!$('meeting').contains(document.activeElement)) $('meeting-heading').focus();
       state.me = msg.participantId;
       state.meetingLocked = msg.meeting.locked;
       state.meetingPasscode = !!msg.meeting.passcode;
@@ -158,6 +160,7 @@ function onMessage(msg) {
       $('prejoin').hidden = true;
       $('meeting').hidden = true;
       $('lobby').hidden = false;
+      if (!$('lobby').contains(document.activeElement)) $('lobby-title').focus();
       $('lobby-message').textContent = msg.hostPresent ? t('lobby.host-present') : t('lobby.no-host');
       break;
     case 'lobby-updated':
@@ -305,7 +308,8 @@ function showLeft(title, reason) {
   $('left').hidden = false;
   $('left-title').textContent = title;
   $('left-reason').textContent = reason;
-  $('rejoin').focus();
+  // The page's heading says what happened; Rejoin and Home follow it.
+  $('left-title').focus();
 }
 
 wireControls(leave);

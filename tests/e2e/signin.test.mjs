@@ -126,7 +126,9 @@ test('a member and a partner see each other verified; a guest waits marked as a 
   const seenByAlice = (await peopleNames(alice.page)).join(' | ');
   assert.match(seenByAlice, /Pam Partner.*Partner: Partner Agency · single-factor sign-in/);
   // The badges are on the video tiles too.
-  await pam.page.locator('.tile .id-badge', { hasText: 'Member, Home Department' }).waitFor();
+  // On tiles, one word, with the details as its description (shown on hover and focus).
+  await pam.page.locator('.tile .id-badge', { hasText: 'Member' }).waitFor();
+  await pam.page.locator('.tile .id-tip', { hasText: 'Member, Home Department' }).waitFor({ state: 'attached' });
   await alice.page.screenshot({ path: pathJoin(ROOT, 'docs', 'screenshots', 'verified-identities.png') });
 });
 
