@@ -225,16 +225,18 @@ for (const [lang, locale] of [['en', 'en-GB'], ['nl', 'nl-NL'], ['sv', 'sv-SE']]
       await until('the presentation view', () => host.evaluate(() => document.getElementById('tiles')?.dataset.layout === 'presentation'));
       await audit(failures, lang, 'a guest sharing, presentation view (host)', host);
       await audit(failures, lang, 'sharing (the sharer)', gus);
-      // More tiles than the strip holds on a phone: the second page.
-      await host.setViewportSize(WIDTHS[1]);
+      // More tiles than the strip holds: the second page. At 390 px three
+      // people fit below a shared screen; at 320 px (WCAG 1.4.10's reflow
+      // width) two do, so the third is on a second page.
+      await host.setViewportSize({ width: 320, height: 844 });
       await settle(host);
       if (await host.locator('#pager').isVisible()) {
         await host.locator('#page-next').click();
         await settle(host);
-        for (const v of await axeNow(host)) failures.push(`${lang} · second page of tiles · 390px: ${v}`);
+        for (const v of await axeNow(host)) failures.push(`${lang} · second page of tiles · 320px: ${v}`);
         await host.locator('#page-prev').click();
       } else {
-        failures.push(`${lang} · second page of tiles · 390px: no pager shown (3 people and a screen on a phone)`);
+        failures.push(`${lang} · second page of tiles · 320px: no pager shown (3 people and a screen)`);
       }
       await host.setViewportSize(WIDTHS[0]);
 
