@@ -3,7 +3,7 @@
 import { t } from './i18n.js';
 import { $, state, send, hooks } from './meeting-state.js';
 import { reasonText } from './errors.js';
-import { local, openCamera, fillDevices, startMeter, stopMeter, canChooseSpeaker, switchCamera, switchMicrophone, switchSpeaker } from './devices.js';
+import { local, openCamera, fillDevices, startMeter, stopMeter, switchCamera, switchMicrophone, switchSpeaker } from './devices.js';
 import { wireShortcuts, shortcutTitle, copyInviteLink } from './hands.js';
 import { fitSide } from './people.js';
 
@@ -128,8 +128,9 @@ export function stopShare(tellServer = true) {
 /** The devices dialog: switch camera, microphone and speaker without leaving. */
 async function openDevices() {
   $('devices-status').textContent = '';
-  $('speaker-hint').hidden = canChooseSpeaker;
   await fillDevices().catch(() => {});
+  // Where a page cannot choose (no setSinkId, or no speakers listed to pages), say where to.
+  $('speaker-hint').hidden = !$('meeting-speaker').disabled;
   $('devices-dialog').showModal();
   startMeter();
 }
