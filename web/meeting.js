@@ -32,6 +32,8 @@ if (hostMatch) {
 }
 const hostKey = sessionStorage.getItem(`convene-host-${meetingId}`) || undefined;
 
+/** Who waits in the lobby (hosts are told of each new arrival). */
+/** @type {Set<string>} */ let waiting = new Set();
 /** The server said it is restarting (its socket closes next; we resume once it is back). */
 let serverRestarting = false;
 const sizes = new VideoSizes(send, [$('grid'), $('stage')], () => state.me);
@@ -125,18 +127,22 @@ function onMessage(msg) {
       break;
     case 'participant-joined':
     case 'participant-updated':
+      if (msg.type === 'participant-joined' && !participants.has(msg.participant.id)) noteArrival('announce.joined', msg.participant.name);
       noteHand(participants.get(msg.participant.id), msg.participant);
       participants.set(msg.participant.id, msg.participant);
       // A source that is gone cannot be speaking (its last "speaking: false" may not come).
       if (!msg.participant.sources.includes('microphone')) state.speaking.delete(msg.participant.id);
       render();
       break;
-    case 'participant-left':
+    case 'participant-left': {
+      const gone = participants.get(msg.participantId);
+      if (gone && msg.reason !== 'ended') noteArrival(msg.reason === 'removed' ? 'announce.removed' : 'announce.left', gone.name);
       participants.delete(msg.participantId);
       state.speaking.delete(msg.participantId);
       quality.forget(msg.participantId);
       render();
       break;
+    }
     case 'offer':
       state.call?.handleOffer(msg.sdp, msg.tracks);
       break;
@@ -164,6 +170,8 @@ function onMessage(msg) {
       $('lobby-message').textContent = msg.hostPresent ? t('lobby.host-present') : t('lobby.no-host');
       break;
     case 'lobby-updated':
+      for (const w of msg.waiting) if (!waiting.has(w.id)) announcer.say(t('announce.waiting', { name: w.name }));
+      waiting = new Set(msg.waiting.map((/** @type {any} */ w) => w.id));
       renderLobby(msg.waiting);
       break;
     case 'denied':
@@ -220,7 +228,11 @@ function onMessage(msg) {
       setStatus(t('status.restarting'), true);
       break;
     case 'chat':
-      if (chatArrived(msg.message)) updateControls();
+      if (chatArrived(msg.message)) {
+        updateControls();
+        // With the panel open, its log is a live region of its own.
+        if (msg.message.participantId !== state.me) announcer.say(t('announce.chat', { name: msg.message.name }));
+      }
       break;
     case 'reaction': {
       const p = participants.get(msg.participantId);
@@ -262,6 +274,15 @@ function render() {
   dropGone();
   quality.apply();
   renderPeople();
+}
+
+/**
+ * Announce someone joining or leaving: in a large meeting to hosts only (the
+ * announcer also says fewer, less often there).
+ * @param {string} id message id @param {string} name
+ */
+function noteArrival(id, name) {
+  if (state.participants.size < LARGE_MEETING || amHost()) announcer.say(t(id, { name }));
 }
 
 /**

@@ -153,3 +153,49 @@ test('a guest raises a hand, the host sees the queue in order and lowers it; rea
     assert.deepEqual(await axe(page), [], 'axe at 390 px');
   }
 });
+
+test('screen readers hear who joins, leaves, is removed, waits in the lobby and writes in the chat', async () => {
+  const host = await person();
+  const { link, hostLink } = await createMeeting(host, server.url, 'Announcements');
+  await joinAsHost(host, hostLink, 'Hana');
+  /** Everything the page's announcer said since this was called. */
+  const listen = (page) => page.evaluate(() => {
+    const w = /** @type {any} */ (window);
+    w.__said = [];
+    new MutationObserver(() => w.__said.push(document.getElementById('announcer')?.textContent || ''))
+      .observe(/** @type {Node} */ (document.getElementById('announcer')), { childList: true, characterData: true, subtree: true });
+  });
+  const heard = async (page, what) => until(`heard "${what}"`, () => page.evaluate((text) => /** @type {any} */ (window).__said.some((s) => s.includes(text)), what));
+  await listen(host);
+
+  const ann = await person();
+  await join(ann, link, 'Ann');
+  await heard(host, 'Ann joined.');
+  await listen(ann);
+
+  await ann.getByRole('button', { name: 'Chat' }).click();
+  await ann.getByLabel('Message').fill('Hello all');
+  await ann.getByRole('button', { name: 'Send' }).click();
+  await heard(host, 'Ann wrote in the chat.');
+  assert.equal(await ann.evaluate(() => /** @type {any} */ (window).__said.some((s) => s.includes('wrote in the chat'))), false, 'Ann is not told of her own message');
+
+  await host.getByRole('button', { name: 'Settings' }).click();
+  await host.getByLabel('Lobby: people wait until a host lets them in').check();
+  await host.getByRole('button', { name: 'Save settings' }).click();
+  const bob = await person();
+  await bob.goto(link);
+  await bob.getByLabel('Your name').fill('Bob');
+  await bob.waitForFunction(() => /** @type {HTMLVideoElement} */ (document.getElementById('preview'))?.videoWidth > 0);
+  await bob.getByRole('button', { name: 'Join meeting' }).click();
+  await heard(host, 'Bob is waiting in the lobby.');
+  await host.getByRole('button', { name: 'Admit Bob' }).click();
+  await heard(ann, 'Bob joined.');
+
+  await host.getByRole('button', { name: 'People' }).click();
+  await host.getByRole('button', { name: 'Remove Bob' }).click();
+  await host.getByRole('dialog').getByRole('button', { name: 'Remove' }).click();
+  await heard(ann, 'A host removed Bob.');
+
+  await ann.getByRole('button', { name: 'Leave' }).click();
+  await heard(host, 'Ann left.');
+});
