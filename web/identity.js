@@ -11,6 +11,8 @@ import { t } from './i18n.js';
  * person tells nothing, so guests get no words and no badge.
  */
 let verifiable = true;
+/** Whether this browser signed in and is still a guest (an address outside the organisation's domains). */
+let signedInGuest = false;
 
 /**
  * "Member, Home Department", "Partner: Other Agency", "Guest (unverified)";
@@ -44,11 +46,13 @@ export function badge(v) {
  * of `describe` (screen readers read it with the word); the same words show
  * beside it on hover, on keyboard focus and on a tap, and Escape hides them
  * (WCAG 1.4.13). Drawn again only when what it says changes, so a focused
- * badge keeps its focus while the tile is redrawn.
- * @param {HTMLElement} holder @param {Verification | undefined} v
+ * badge keeps its focus while the tile is redrawn. On our own tile, someone
+ * who signed in yet is a guest is told why.
+ * @param {HTMLElement} holder @param {Verification | undefined} v @param {boolean} [own] our own tile
  */
-export function showTileBadge(holder, v) {
-  const words = describe(v);
+export function showTileBadge(holder, v, own = false) {
+  const guest = !v || v.level === 'guest';
+  const words = own && guest && signedInGuest ? t('signin.guest-why') : describe(v);
   const sig = JSON.stringify([v?.level, v?.organisation, v?.mfa, words]);
   if (holder.dataset.sig === sig) return;
   holder.dataset.sig = sig;
@@ -106,6 +110,7 @@ export async function loadSession() {
   if (!res.ok) throw new Error(t('common.server-said', { status: res.status }));
   const session = await res.json();
   verifiable = !!session.signedIn || (session.signIn || []).length > 0;
+  signedInGuest = session.signedIn?.level === 'guest';
   return session;
 }
 

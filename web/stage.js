@@ -159,7 +159,7 @@ export function renderTiles() {
     hand.textContent = '✋';
     const tags = [isMe ? ` ${t('tile.you')}` : '', p.connected ? '' : ` · ${t('people.reconnecting')}`].join('');
     tile.querySelector('.label').replaceChildren(...(p.hand != null ? [hand] : []), nameText(p.name), ...(tags ? [tagText(tags)] : []), ...(micMuted ? [micOffIcon()] : []));
-    showTileBadge(/** @type {HTMLElement} */ (tile.querySelector('.tile-id')), p.identity);
+    showTileBadge(/** @type {HTMLElement} */ (tile.querySelector('.tile-id')), p.identity, isMe);
     tile.setAttribute('aria-label', [name, describe(p.identity), stateWords].filter(Boolean).join(', '));
     tile.querySelector('.avatar').textContent = p.name.slice(0, 1).toUpperCase();
     nameTools(tile, name);

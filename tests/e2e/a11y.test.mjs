@@ -606,6 +606,11 @@ client_secret = "${provider.secret}"
     await olga.mouse.move(1, 1);
     await tip.waitFor({ state: 'hidden' });
 
+    // On her own tile, Olga's badge says why she is a guest.
+    const own = olga.locator('#grid .tile.self');
+    assert.equal((await own.locator('.id-badge').innerText()).trim(), 'Guest');
+    assert.match(await own.locator('.id-tip').textContent() || '', /^You show as a guest: the address you signed in with is not one of the organisation's own/);
+
     // Olga shows as a guest to Alice: a badge here, where people can be verified.
     await alice.locator('#grid .tile', { hasText: 'Olga Outside' }).locator('.id-badge.guest').waitFor();
     // And axe finds nothing with the details shown.
