@@ -243,21 +243,21 @@ test('camera, microphone and speaker switched during the meeting, without leavin
   assert.equal(await page.evaluate(() => localStorage.getItem('convene-camera')), other);
 });
 
-test('on a phone (390×844), host and guest reach every control without scrolling, and video keeps its room', async () => {
-  for (const [who, p] of [['host', ann], ['guest', bob]]) {
-    await p.page.setViewportSize({ width: 390, height: 844 });
+test('on a phone (390×844) and a tablet (820×1180), host and guest reach every control without scrolling, and video keeps its room', async () => {
+  for (const [who, p, width, height] of [['host', ann, 390, 844], ['guest', bob, 390, 844], ['host', ann, 820, 1180], ['guest', bob, 820, 1180]]) {
+    await p.page.setViewportSize({ width, height });
     await p.page.waitForTimeout(300);
     const controls = await p.page.$$eval('.controls button:not([hidden]), .controls select, #host-controls:not([hidden]) button, #host-controls:not([hidden]) select', (els) => els
       .filter((el) => !el.closest('[hidden]'))
       .map((el) => { const r = el.getBoundingClientRect(); return { id: el.id, top: r.top, bottom: r.bottom, left: r.left, right: r.right }; }));
     assert.ok(controls.length >= (who === 'host' ? 16 : 9), `${who}: ${controls.length} controls`);
-    const off = controls.filter((c) => c.left < 0 || c.right > 390 || c.top < 0 || c.bottom > 844);
-    assert.deepEqual(off, [], `${who}: controls off the screen`);
+    const off = controls.filter((c) => c.left < 0 || c.right > width || c.top < 0 || c.bottom > height);
+    assert.deepEqual(off, [], `${who} at ${width} px: controls off the screen`);
     const scroll = await p.page.evaluate(() => ({ w: document.documentElement.scrollWidth, h: document.documentElement.scrollHeight }));
-    assert.ok(scroll.w <= 390 && scroll.h <= 844, `${who}: the page does not scroll (${scroll.w}×${scroll.h})`);
+    assert.ok(scroll.w <= width && scroll.h <= height, `${who} at ${width} px: the page does not scroll (${scroll.w}×${scroll.h})`);
     const stage = await box(p.page, '#tiles');
-    assert.ok(stage.h >= 250, `${who}: the video keeps ${Math.round(stage.h)} px of height`);
-    await p.page.screenshot({ path: new URL(`../../docs/screenshots/phone-${who}.png`, import.meta.url).pathname });
+    assert.ok(stage.h >= 250, `${who} at ${width} px: the video keeps ${Math.round(stage.h)} px of height`);
+    if (width === 390) await p.page.screenshot({ path: new URL(`../../docs/screenshots/phone-${who}.png`, import.meta.url).pathname });
     await p.page.setViewportSize({ width: 1280, height: 800 });
   }
 });
