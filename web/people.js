@@ -23,12 +23,39 @@ export function fitSide() {
   $('side').hidden = $('people-panel').hidden && $('chat-panel').hidden && $('lobby-panel').hidden;
 }
 
+/**
+ * Before a list is drawn again: what in it has focus (whose row, which control by its name).
+ * @param {HTMLElement} list
+ */
+function focusIn(list) {
+  const el = document.activeElement;
+  if (!(el instanceof HTMLElement) || !list.contains(el)) return null;
+  return { row: /** @type {HTMLElement | null} */ (el.closest('li'))?.dataset.id || '', name: el.getAttribute('aria-label') || el.textContent || '' };
+}
+
+/**
+ * After: focus goes to the same control in the same person's row, else that
+ * row's first control, else the list's first, else `fallback`, so that a
+ * keyboard user keeps their place while the list changes under them (it is
+ * drawn again whenever anyone changes).
+ * @param {HTMLElement} list @param {{row: string, name: string} | null} was @param {HTMLElement} fallback
+ */
+function keepFocus(list, was, fallback) {
+  if (!was || list.contains(document.activeElement)) return;
+  const controls = (/** @type {ParentNode} */ root) => /** @type {HTMLElement[]} */ ([...root.querySelectorAll('button, select')]);
+  const row = /** @type {HTMLElement[]} */ ([...list.querySelectorAll('li')]).find((li) => li.dataset.id === was.row);
+  const same = row && controls(row).find((c) => (c.getAttribute('aria-label') || c.textContent || '') === was.name);
+  (same || (row && controls(row)[0]) || controls(list)[0] || fallback).focus();
+}
+
 /** Hosts see who waits, with admit and deny for each. @param {any[]} waiting */
 export function renderLobby(waiting) {
   const list = $('lobby-list');
+  const was = focusIn(list);
   list.replaceChildren();
   for (const w of waiting) {
     const li = document.createElement('li');
+    li.dataset.id = w.id;
     const label = document.createElement('span');
     label.append(nameText(w.name), badge(w.identity));
     li.append(label,
@@ -39,12 +66,14 @@ export function renderLobby(waiting) {
   $('lobby-heading').textContent = t('lobby.heading', { count: waiting.length });
   $('lobby-panel').hidden = waiting.length === 0;
   fitSide();
+  keepFocus(list, was, $('people-btn'));
   hooks.setStatus(waiting.length ? t('status.waiting', { count: waiting.length }) : '', waiting.length > 0);
 }
 
 export function renderPeople() {
   const { participants, me } = state;
   const list = $('people');
+  const was = focusIn(list);
   list.replaceChildren();
   $('host-controls').hidden = !amHost();
   $('locked-badge').hidden = !state.meetingLocked;
@@ -89,6 +118,7 @@ export function renderPeople() {
     list.append(li);
   }
   $('people-heading').textContent = t('people.heading', { count: participants.size });
+  keepFocus(list, was, $('people-btn'));
   renderHands();
 }
 
@@ -96,6 +126,7 @@ export function renderPeople() {
 function renderHands() {
   const { participants, me } = state;
   const queue = handQueue(participants);
+  const was = focusIn($('hands'));
   $('hands').replaceChildren(...queue.map(([id, p]) => {
     const li = document.createElement('li');
     li.dataset.id = id;
@@ -106,6 +137,7 @@ function renderHands() {
   }));
   $('hands-heading').textContent = t('hands.heading', { count: queue.length });
   $('hands-panel').hidden = !amHost() || queue.length === 0;
+  keepFocus($('hands'), was, $('people-btn'));
   $('people-count').textContent = t('meeting.count', { count: participants.size });
   $('alone').hidden = participants.size !== 1;
   const raised = participants.get(me)?.hand != null;
@@ -129,6 +161,13 @@ function roleSelect(id, p, canMakeHost) {
 /** The remove dialog's buttons. */
 export function wireRemoveDialog() {
   $('remove-cancel').addEventListener('click', () => $('remove-dialog').close());
+  // Focus goes back to the Remove button that opened the dialog; if People was
+  // drawn again meanwhile (that button is gone), to that person's row, else People.
+  $('remove-dialog').addEventListener('close', () => {
+    if (document.activeElement && document.activeElement !== document.body) return;
+    const row = /** @type {HTMLElement[]} */ ([...$('people').querySelectorAll('li')]).find((li) => li.dataset.id === removing.id);
+    (/** @type {HTMLElement | null} */ (row?.querySelector('button, select')) || $('people-btn')).focus();
+  });
   $('remove-form').addEventListener('submit', () => {
     send({ type: 'remove', participantId: removing.id, bar: $('remove-bar').checked });
   });

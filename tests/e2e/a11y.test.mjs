@@ -426,6 +426,13 @@ test('keyboard alone: focus after joining, into and out of every dialog and pane
     await host.keyboard.press('Escape');
     await until('remove dialog closed', async () => !(await isOpen(host, 'remove-dialog')));
     expect(await host.evaluate(() => !!document.activeElement?.closest('#people li')), `after the remove dialog, focus back in the person's row, not ${JSON.stringify(await focusedInfo(host))}`);
+    // People is drawn again whenever anyone changes (here Gus mutes himself,
+    // and his Mute button goes): the host's focus stays in Gus's row.
+    await tabTo(host, '#people li button', { noRing, back: true });
+    const row = await host.evaluate(() => /** @type {HTMLElement} */ (document.activeElement?.closest('li'))?.dataset.id);
+    await guest.locator('#mic-btn').click();
+    await until('Gus muted in the host\'s People', () => host.evaluate((id) => (document.querySelector(`#people li[data-id="${id}"]`)?.textContent || '').includes('microphone off'), row));
+    expect(await host.evaluate((id) => document.activeElement?.closest('li')?.getAttribute('data-id') === id, row), `focus stays in the row when People is drawn again, not ${JSON.stringify(await focusedInfo(host))}`);
     await host.keyboard.press('Escape');
 
     // The video tiles' tools and the rest of the page: every stop shows its focus.
