@@ -1,0 +1,148 @@
+//! What hosts do to others and to the meeting: mute, stop a source, change the settings.
+
+use super::*;
+
+impl Room {
+    /// A host mutes `target`: the SFU stops forwarding their microphone at once,
+    /// they are told, and everyone sees them muted.
+    pub(super) fn host_mute(&mut self, host: &ParticipantId, target: &ParticipantId) {
+        let by = self.participants[host].name.clone();
+        let Some(t) = self.participants.get_mut(target) else {
+            return;
+        };
+        t.muted_by_host = true;
+        let role = t.role;
+        if t.sources.contains(&Source::Microphone) {
+            t.muted.insert(Source::Microphone);
+        }
+        self.effects.push_back(Effect::Media(MediaAction::Pause {
+            who: target.clone(),
+            source: Source::Microphone,
+            paused: true,
+        }));
+        let may_unmute = access::check(role, &self.settings, Action::Unmute, true).is_ok();
+        self.send(target, ServerMessage::MutedByHost { by, may_unmute });
+        self.send_permissions(target);
+        self.audit("mute", host, target, "muted", String::new());
+        self.broadcast_update(target);
+    }
+
+    /// Stop forwarding `target`'s camera or screen (with its audio) and tell them.
+    pub(super) fn stop_source(&mut self, target: &ParticipantId, source: Source, by: &str) {
+        let sources: &[Source] = match source {
+            Source::Screen => &[Source::Screen, Source::ScreenAudio],
+            other => &[other][..],
+        };
+        let Some(t) = self.participants.get_mut(target) else {
+            return;
+        };
+        for s in sources {
+            if t.sources.remove(s) {
+                t.muted.remove(s);
+                self.effects
+                    .push_back(Effect::Media(MediaAction::Unpublish {
+                        who: target.clone(),
+                        source: *s,
+                    }));
+            }
+        }
+        self.send(
+            target,
+            ServerMessage::SourceStopped {
+                source,
+                by: by.to_string(),
+            },
+        );
+        self.broadcast_update(target);
+    }
+
+    /// A host changes the settings: they apply at once to everyone present.
+    pub(super) fn update_settings(
+        &mut self,
+        host: &ParticipantId,
+        by: &str,
+        settings: Settings,
+    ) -> Result<(), RoomError> {
+        // Above the server's own limit is allowed: that limit applies anyway.
+        if settings.max_participants == 0 {
+            return Err(err(
+                ErrorCode::Invalid,
+                "the participant limit must be at least 1",
+            ));
+        }
+        if settings == self.settings {
+            return Ok(());
+        }
+        let detail = settings_diff(&self.settings, &settings);
+        self.settings = settings.clone();
+        self.audit("settings", host, host, "changed", detail);
+        self.effects
+            .push_back(Effect::Persist(Change::Settings(settings.clone())));
+        self.broadcast(ServerMessage::SettingsUpdated { settings });
+        // What people may no longer send stops now, not at their next publish.
+        let admitted: Vec<ParticipantId> = self
+            .participants
+            .iter()
+            .filter(|(_, p)| p.admitted)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &admitted {
+            let p = &self.participants[id];
+            let stop: Vec<Source> = [Source::Camera, Source::Screen]
+                .into_iter()
+                .filter(|s| {
+                    p.sources.contains(s)
+                        && access::check(p.role, &self.settings, Action::Publish(*s), false)
+                            .is_err()
+                })
+                .collect();
+            for s in stop {
+                self.stop_source(id, s, by);
+            }
+            self.send_permissions(id);
+        }
+        // No lobby any more, or one that now lets some people straight in: they
+        // come in.
+        // Whoever the new rules keep out altogether is turned away.
+        let lobby = self.settings.lobby;
+        let bypass = self.settings.lobby_bypass;
+        let mut admit = Vec::new();
+        let mut turn_away = Vec::new();
+        for w in self.waiting_ids() {
+            let identity = &self.participants[&w].identity;
+            if self.meets_rules(identity).is_err() {
+                turn_away.push(w);
+            } else if !lobby || bypass.lets_in(identity.level) {
+                admit.push(w);
+            }
+        }
+        if !admit.is_empty() || !turn_away.is_empty() {
+            // Those the meeting has no seat for wait on, for a host to admit.
+            let no_seat = admit
+                .into_iter()
+                .filter(|w| self.decide(host, w, true).is_err())
+                .count();
+            for w in turn_away {
+                self.decide(host, &w, false)?;
+            }
+            self.notify_hosts();
+            if no_seat > 0 {
+                let text = format!(
+                    "the meeting is full: {no_seat} still wait in the lobby until someone leaves"
+                );
+                for h in self.host_ids() {
+                    self.send(&h, ServerMessage::Notice { text: text.clone() });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn host_ids(&self) -> Vec<ParticipantId> {
+        self.participants
+            .iter()
+            .filter(|(_, p)| p.admitted && p.role.is_host() && p.away_since.is_none())
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+}
