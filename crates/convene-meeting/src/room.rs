@@ -574,44 +574,7 @@ impl Room {
             }
             ClientMessage::Chat { text } => {
                 allowed(p.role, &self.settings, Action::Chat)?;
-                // No bidi controls: a message must not reverse what is shown after it.
-                let text = names::chat_text(&text);
-                let text = text.trim();
-                if text.is_empty() {
-                    return Err(err(ErrorCode::Invalid, "a chat message cannot be empty"));
-                }
-                if text.chars().count() > self.limits.max_chat_chars {
-                    return Err(err(
-                        ErrorCode::Invalid,
-                        format!(
-                            "a chat message is at most {} characters",
-                            self.limits.max_chat_chars
-                        ),
-                    ));
-                }
-                let message = ChatMessage {
-                    id: self.next_chat,
-                    participant_id: who.0.clone(),
-                    name: p.name.clone(),
-                    text: text.to_string(),
-                    sent_at: unix_millis(),
-                    identity: Verification::of(&p.identity).public(),
-                };
-                self.next_chat += 1;
-                // Kept (for later joiners, and stored) only where the level
-                // keeps chat; otherwise it lives only in the browsers.
-                let days = self.level().chat_retention_days;
-                if days > 0 {
-                    if self.chat.len() >= self.limits.chat_history {
-                        self.chat.pop_front();
-                    }
-                    self.chat.push_back(message.clone());
-                    self.effects.push_back(Effect::Persist(Change::Chat {
-                        message: message.clone(),
-                        days,
-                    }));
-                }
-                self.broadcast(ServerMessage::Chat { message });
+                self.chat(who, &text)?;
             }
             ClientMessage::Ping { id } => self.send(who, ServerMessage::Pong { id }),
             ClientMessage::Leave {} => self.remove(who, LeaveReason::Left),
@@ -621,48 +584,7 @@ impl Room {
             } => {
                 allowed(p.role, &self.settings, Action::Host)?;
                 let actor_role = p.role;
-                let target = ParticipantId(participant_id);
-                let Some(t) = self.participants.get(&target).filter(|_| target != *who) else {
-                    return Err(err(ErrorCode::Invalid, "no such participant to remove"));
-                };
-                outranks(actor_role, t.role)?;
-                let key = t.key.clone();
-                let barred = bar && key.is_some();
-                if bar && !barred {
-                    // Nothing recognises them again (no device cookie): say so
-                    // rather than pretend.
-                    self.send(
-                        who,
-                        ServerMessage::error(
-                            ErrorCode::Invalid,
-                            "removed, but they could not be barred: their client gives no way to recognise them again",
-                        ),
-                    );
-                }
-                if let (true, Some(key)) = (barred, key) {
-                    self.barred.insert(key.clone());
-                    self.effects.push_back(Effect::Persist(Change::Bar { key }));
-                }
-                self.send(
-                    &target,
-                    ServerMessage::Removed {
-                        by: self.participants[who].name.clone(),
-                        barred,
-                        reason: None,
-                    },
-                );
-                self.audit(
-                    "remove",
-                    who,
-                    &target,
-                    if barred {
-                        "removed and barred"
-                    } else {
-                        "removed"
-                    },
-                    String::new(),
-                );
-                self.remove(&target, LeaveReason::Removed);
+                self.remove_by_host(who, actor_role, participant_id, bar)?;
             }
             ClientMessage::StopSource {
                 participant_id,
@@ -671,28 +593,7 @@ impl Room {
                 allowed(p.role, &self.settings, Action::Host)?;
                 let actor_role = p.role;
                 let by = p.name.clone();
-                if !matches!(source, Source::Camera | Source::Screen) {
-                    return Err(err(
-                        ErrorCode::Invalid,
-                        "a host may stop a camera or a screen share (use mute for microphones)",
-                    ));
-                }
-                let target = ParticipantId(participant_id);
-                let Some(t) = self.participants.get_mut(&target).filter(|t| t.admitted) else {
-                    return Err(err(ErrorCode::Invalid, "no such participant"));
-                };
-                outranks(actor_role, t.role)?;
-                if !t.sources.contains(&source) {
-                    return Err(err(ErrorCode::WrongState, "they are not sending that"));
-                }
-                self.stop_source(&target, source, &by);
-                self.audit(
-                    "stop-source",
-                    who,
-                    &target,
-                    "stopped",
-                    format!("source: {}", source_name(source)),
-                );
+                self.stop_source_by_host(who, actor_role, &by, participant_id, source)?;
             }
             ClientMessage::UpdateSettings { settings } => {
                 allowed(p.role, &self.settings, Action::Host)?;
@@ -715,44 +616,7 @@ impl Room {
             } => {
                 allowed(p.role, &self.settings, Action::Host)?;
                 let actor_role = p.role;
-                let target = ParticipantId(participant_id);
-                let hosts = self
-                    .participants
-                    .values()
-                    .filter(|p| p.role == Role::Host)
-                    .count();
-                let Some(t) = self.participants.get_mut(&target) else {
-                    return Err(err(ErrorCode::Invalid, "no such participant"));
-                };
-                if actor_role != Role::Host && (t.role == Role::Host || role == Role::Host) {
-                    return Err(err(
-                        ErrorCode::Forbidden,
-                        "only the host may make or unmake hosts",
-                    ));
-                }
-                if t.role == Role::Host && role != Role::Host && hosts == 1 {
-                    return Err(err(ErrorCode::Invalid, "a meeting keeps at least one host"));
-                }
-                let before = t.role;
-                t.role = role;
-                if let Some(key) = t.key.clone() {
-                    // They keep the role if they leave and come back, even after a restart.
-                    match role {
-                        Role::Participant => self.grants.remove(&key),
-                        _ => self.grants.insert(key.clone(), role),
-                    };
-                    self.effects
-                        .push_back(Effect::Persist(Change::Grant { key, role }));
-                }
-                self.send_permissions(&target);
-                self.audit(
-                    "role-change",
-                    who,
-                    &target,
-                    &format!("{before:?} -> {role:?}").to_lowercase(),
-                    String::new(),
-                );
-                self.broadcast_update(&target);
+                self.set_role(who, actor_role, participant_id, role)?;
             }
             ClientMessage::SetPasscode { passcode } => {
                 allowed(p.role, &self.settings, Action::Host)?;
@@ -1028,6 +892,7 @@ fn unix_millis() -> u64 {
         .unwrap_or(0)
 }
 
+mod chat;
 mod hands;
 mod host_actions;
 mod join;

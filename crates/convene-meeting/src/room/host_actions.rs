@@ -145,4 +145,142 @@ impl Room {
             .map(|(id, _)| id.clone())
             .collect()
     }
+
+    /// A host removes someone (barred from coming back with `bar`, where their
+    /// device can be recognised); `actor_role` must outrank theirs.
+    pub(super) fn remove_by_host(
+        &mut self,
+        who: &ParticipantId,
+        actor_role: Role,
+        participant_id: String,
+        bar: bool,
+    ) -> Result<(), RoomError> {
+        let target = ParticipantId(participant_id);
+        let Some(t) = self.participants.get(&target).filter(|_| target != *who) else {
+            return Err(err(ErrorCode::Invalid, "no such participant to remove"));
+        };
+        outranks(actor_role, t.role)?;
+        let key = t.key.clone();
+        let barred = bar && key.is_some();
+        if bar && !barred {
+            // Nothing recognises them again (no device cookie): say so
+            // rather than pretend.
+            self.send(
+                who,
+                ServerMessage::error(
+                    ErrorCode::Invalid,
+                    "removed, but they could not be barred: their client gives no way to recognise them again",
+                ),
+            );
+        }
+        if let (true, Some(key)) = (barred, key) {
+            self.barred.insert(key.clone());
+            self.effects.push_back(Effect::Persist(Change::Bar { key }));
+        }
+        self.send(
+            &target,
+            ServerMessage::Removed {
+                by: self.participants[who].name.clone(),
+                barred,
+                reason: None,
+            },
+        );
+        self.audit(
+            "remove",
+            who,
+            &target,
+            if barred {
+                "removed and barred"
+            } else {
+                "removed"
+            },
+            String::new(),
+        );
+        self.remove(&target, LeaveReason::Removed);
+        Ok(())
+    }
+
+    /// A host stops someone's camera or screen share (microphones are muted instead).
+    pub(super) fn stop_source_by_host(
+        &mut self,
+        who: &ParticipantId,
+        actor_role: Role,
+        by: &str,
+        participant_id: String,
+        source: Source,
+    ) -> Result<(), RoomError> {
+        if !matches!(source, Source::Camera | Source::Screen) {
+            return Err(err(
+                ErrorCode::Invalid,
+                "a host may stop a camera or a screen share (use mute for microphones)",
+            ));
+        }
+        let target = ParticipantId(participant_id);
+        let Some(t) = self.participants.get_mut(&target).filter(|t| t.admitted) else {
+            return Err(err(ErrorCode::Invalid, "no such participant"));
+        };
+        outranks(actor_role, t.role)?;
+        if !t.sources.contains(&source) {
+            return Err(err(ErrorCode::WrongState, "they are not sending that"));
+        }
+        self.stop_source(&target, source, by);
+        self.audit(
+            "stop-source",
+            who,
+            &target,
+            "stopped",
+            format!("source: {}", source_name(source)),
+        );
+        Ok(())
+    }
+
+    /// A host gives someone a role; only the host makes or unmakes hosts, and
+    /// a meeting keeps at least one. Kept across rejoins and restarts.
+    pub(super) fn set_role(
+        &mut self,
+        who: &ParticipantId,
+        actor_role: Role,
+        participant_id: String,
+        role: Role,
+    ) -> Result<(), RoomError> {
+        let target = ParticipantId(participant_id);
+        let hosts = self
+            .participants
+            .values()
+            .filter(|p| p.role == Role::Host)
+            .count();
+        let Some(t) = self.participants.get_mut(&target) else {
+            return Err(err(ErrorCode::Invalid, "no such participant"));
+        };
+        if actor_role != Role::Host && (t.role == Role::Host || role == Role::Host) {
+            return Err(err(
+                ErrorCode::Forbidden,
+                "only the host may make or unmake hosts",
+            ));
+        }
+        if t.role == Role::Host && role != Role::Host && hosts == 1 {
+            return Err(err(ErrorCode::Invalid, "a meeting keeps at least one host"));
+        }
+        let before = t.role;
+        t.role = role;
+        if let Some(key) = t.key.clone() {
+            // They keep the role if they leave and come back, even after a restart.
+            match role {
+                Role::Participant => self.grants.remove(&key),
+                _ => self.grants.insert(key.clone(), role),
+            };
+            self.effects
+                .push_back(Effect::Persist(Change::Grant { key, role }));
+        }
+        self.send_permissions(&target);
+        self.audit(
+            "role-change",
+            who,
+            &target,
+            &format!("{before:?} -> {role:?}").to_lowercase(),
+            String::new(),
+        );
+        self.broadcast_update(&target);
+        Ok(())
+    }
 }
