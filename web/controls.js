@@ -169,6 +169,10 @@ export function wireControls(leave) {
     $(panelId).addEventListener('keydown', close);
     $(buttonId).addEventListener('keydown', close);
   }
+  $('host-toggle').addEventListener('click', () => {
+    const open = $('host-controls').classList.toggle('open');
+    $('host-toggle').setAttribute('aria-expanded', String(open));
+  });
   $('leave-btn').addEventListener('click', leave);
   $('hand-btn').addEventListener('click', () => {
     const raised = state.participants.get(state.me)?.hand != null;

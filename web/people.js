@@ -76,6 +76,7 @@ export function renderPeople() {
   const was = focusIn(list);
   list.replaceChildren();
   $('host-controls').hidden = !amHost();
+  $('host-toggle').hidden = !amHost();
   $('locked-badge').hidden = !state.meetingLocked;
   $('lock-btn').textContent = t(state.meetingLocked ? 'host.unlock' : 'host.lock');
   $('lock-btn').setAttribute('aria-pressed', String(state.meetingLocked));

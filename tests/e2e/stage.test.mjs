@@ -247,6 +247,18 @@ test('on a phone (390×844) and a tablet (820×1180), host and guest reach every
   for (const [who, p, width, height] of [['host', ann, 390, 844], ['guest', bob, 390, 844], ['host', ann, 820, 1180], ['guest', bob, 820, 1180]]) {
     await p.page.setViewportSize({ width, height });
     await p.page.waitForTimeout(300);
+    if (width === 390) await p.page.screenshot({ path: new URL(`../../docs/screenshots/phone-${who}.png`, import.meta.url).pathname });
+    const fold = p.page.getByRole('button', { name: 'Host controls' });
+    assert.equal(await fold.isVisible(), who === 'host' && width <= 720, `${who} at ${width} px: the host's controls fold behind a button on a phone only`);
+    if (await fold.isVisible()) {
+      // Folded, the video has more room; opened, every host control is there.
+      assert.ok(await p.page.locator('#host-controls').isHidden());
+      const folded = await box(p.page, '#tiles');
+      await fold.click();
+      assert.equal(await fold.getAttribute('aria-expanded'), 'true');
+      await p.page.locator('#host-controls').waitFor({ state: 'visible' });
+      assert.ok(folded.h > (await box(p.page, '#tiles')).h + 50, 'folding gives the video room');
+    }
     const controls = await p.page.$$eval('.controls button:not([hidden]), .controls select, #host-controls:not([hidden]) button, #host-controls:not([hidden]) select', (els) => els
       .filter((el) => !el.closest('[hidden]'))
       .map((el) => { const r = el.getBoundingClientRect(); return { id: el.id, top: r.top, bottom: r.bottom, left: r.left, right: r.right }; }));
@@ -257,7 +269,7 @@ test('on a phone (390×844) and a tablet (820×1180), host and guest reach every
     assert.ok(scroll.w <= width && scroll.h <= height, `${who} at ${width} px: the page does not scroll (${scroll.w}×${scroll.h})`);
     const stage = await box(p.page, '#tiles');
     assert.ok(stage.h >= 250, `${who} at ${width} px: the video keeps ${Math.round(stage.h)} px of height`);
-    if (width === 390) await p.page.screenshot({ path: new URL(`../../docs/screenshots/phone-${who}.png`, import.meta.url).pathname });
+    if (await fold.isVisible()) await fold.click();
     await p.page.setViewportSize({ width: 1280, height: 800 });
   }
 });
