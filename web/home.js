@@ -1,6 +1,6 @@
 // Home page: create a meeting and show its join link.
 import { loadSession, renderSignIn, orgName } from './identity.js';
-import { levelOptions, unmetWords } from './levels.js';
+import { levelOptions, unmetWords, levelBanner } from './levels.js';
 import { showInvitation } from './invitation.js';
 import { t, lang, translatePage, languagePicker } from './i18n.js';
 
@@ -33,6 +33,8 @@ async function showSession() {
   const policy = await (await fetch('/api/policy')).json();
   levels = policy.levels;
   field('level').replaceChildren(...levelOptions(policy.levels));
+  showBanner();
+  field('level').addEventListener('change', showBanner);
   const home = session.signIn.find((/** @type {any} */ o) => o.home);
   field('create-needs-sign-in').hidden = session.mayCreateMeetings;
   field('create-needs-sign-in').textContent = session.signedIn
@@ -43,6 +45,23 @@ showSession().catch((e) => {
   error.textContent = t('common.unreachable', { detail: e instanceof Error ? e.message : String(e) });
   error.hidden = false;
 });
+
+/** The chosen level's banner, as people in the meeting will see it (in this page's language). */
+function showBanner() {
+  const level = levels.find((l) => l.id === field('level').value) || levels[0];
+  let banner = document.getElementById('level-preview');
+  if (!banner) {
+    banner = document.createElement('p');
+    banner.id = 'level-preview';
+    banner.className = 'level-banner';
+    field('level').after(banner);
+  }
+  banner.hidden = !level;
+  if (!level) return;
+  banner.textContent = levelBanner(level);
+  banner.style.color = level.banner.foreground;
+  banner.style.background = level.banner.background;
+}
 
 form.addEventListener('submit', async (event) => {
   event.preventDefault();

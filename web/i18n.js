@@ -14,6 +14,8 @@
 export const LANGUAGES = /** @type {const} */ ({ en: 'English', nl: 'Nederlands', sv: 'Svenska' });
 /** @typedef {keyof typeof LANGUAGES} Lang */
 const STORE = 'convene-language';
+/** The picker's choice for the pages and files the server words itself (sign-in problems, the calendar file). */
+const COOKIE = 'convene-lang';
 
 /** The language to show: the picker's choice, else the browser's, else English. @returns {Lang} */
 export function chooseLanguage(/** @type {readonly string[]} */ wanted = navigator.languages || [navigator.language]) {
@@ -34,6 +36,12 @@ function safeGet() {
 /** @type {Lang} */
 export const lang = chooseLanguage();
 document.documentElement.lang = lang;
+if (safeGet() === lang) rememberForServer(lang);
+
+/** Tell the server the picker's choice (a cookie, a year): it goes by Accept-Language otherwise. @param {string} l */
+function rememberForServer(l) {
+  document.cookie = `${COOKIE}=${l}; Path=/; Max-Age=31536000; SameSite=Lax${location.protocol === 'https:' ? '; Secure' : ''}`;
+}
 
 /** @param {string} l @returns {Promise<Record<string, string | Record<string, string>>>} */
 async function load(l) {
@@ -120,6 +128,9 @@ export function translatePage(root = document) {
   }
   const title = document.documentElement.dataset.i18nTitle;
   if (known(title)) document.title = t(title || '');
+  // Translated (or left English, no catalogue loading): show the page i18n-early.js hid.
+  document.documentElement.classList.remove('i18n-pending');
+  document.documentElement.style.visibility = '';
 }
 
 /**
@@ -140,6 +151,7 @@ export function languagePicker(container) {
   }
   select.addEventListener('change', () => {
     try { localStorage.setItem(STORE, select.value); } catch { /* private mode: this page only */ }
+    rememberForServer(select.value);
     location.reload();
   });
   container.classList.add('language-picker');

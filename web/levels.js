@@ -1,9 +1,24 @@
-// Handling levels in pickers (the home page's and a host's in the meeting).
-import { t } from './i18n.js';
+// Handling levels: their names and banners in this page's language, and
+// pickers (the home page's and a host's in the meeting).
+import { t, lang } from './i18n.js';
 
 /**
- * @typedef {{id: string, name: string, unavailable?: string | null, requires?: any}} LevelChoice
+ * A level as the server sends it (/api/policy, the meeting's `level`): its
+ * name and banner as the policy writes them, and per language where the policy
+ * gives them (docs/policy.md `translations`).
+ * @typedef {{name: string, banner?: {text: string}, translations?: Record<string, {name?: string, banner?: string}>}} LevelWords
+ * @typedef {LevelWords & {id: string, unavailable?: string | null, requires?: any}} LevelChoice
  */
+
+/** The level's name in this page's language, else as the policy writes it. @param {LevelWords} level */
+export function levelName(level) {
+  return level.translations?.[lang]?.name || level.name;
+}
+
+/** The level's banner text in this page's language, else as the policy writes it. @param {LevelWords} level */
+export function levelBanner(level) {
+  return level.translations?.[lang]?.banner || level.banner?.text || '';
+}
 
 /**
  * One option per level. A level no meeting can ever be held at on this server
@@ -13,7 +28,8 @@ import { t } from './i18n.js';
  */
 export function levelOptions(levels, current) {
   return levels.map((l) => {
-    const option = new Option(l.unavailable ? t('level.unavailable', { level: l.name, why: unavailableWhy(l) }) : l.name, l.id, false, l.id === current);
+    const name = levelName(l);
+    const option = new Option(l.unavailable ? t('level.unavailable', { level: name, why: unavailableWhy(l) }) : name, l.id, false, l.id === current);
     option.disabled = !!l.unavailable && l.id !== current;
     return option;
   });
@@ -58,7 +74,7 @@ export function unmetWords(level, settings, hasPasscode, raised = false) {
   const r = level.requires || {};
   const out = [];
   const need = (/** @type {boolean} */ cond, /** @type {string} */ id, /** @type {Record<string, string | number>} */ params = {}) => {
-    if (cond) out.push(t(id, { level: level.name, ...params }));
+    if (cond) out.push(t(id, { level: levelName(level), ...params }));
   };
   need(!!level.unavailable, 'level.unmet-unavailable', { why: unavailableWhy(level) });
   need(!!r.passcode && !hasPasscode, 'level.unmet-passcode');

@@ -3,6 +3,7 @@
 // second factor, the lobby. Where this browser falls short, it says what to do:
 // sign in, or sign in again with a second factor. The server still decides.
 import { t } from './i18n.js';
+import { levelName } from './levels.js';
 
 /**
  * @param {any} meeting /api/meetings/{id}
@@ -48,6 +49,15 @@ export function requirements(meeting, session, returnTo) {
 export function showRequirements(section, meeting, session, returnTo) {
   const { items, blocked, stepUp } = requirements(meeting, session, returnTo);
   const list = /** @type {HTMLElement} */ (section.querySelector('ul'));
+  // The level the requirements come from, named in this page's language.
+  let level = /** @type {HTMLElement | null} */ (section.querySelector('.requirements-level'));
+  if (!level) {
+    level = document.createElement('p');
+    level.className = 'requirements-level';
+    list.before(level);
+  }
+  level.textContent = meeting.level ? t('invite.level', { level: levelName(meeting.level) }) : '';
+  level.hidden = !meeting.level;
   list.replaceChildren(...items.map((text) => {
     const li = document.createElement('li');
     li.textContent = text;

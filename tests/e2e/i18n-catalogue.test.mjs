@@ -16,6 +16,11 @@ const en = catalogues.en;
 const files = readdirSync(WEB).filter((f) => /\.(js|html)$/.test(f)).map((f) => ({ name: f, text: readFileSync(join(WEB, f), 'utf8') }));
 const scripts = files.filter((f) => f.name.endsWith('.js'));
 const pages = files.filter((f) => f.name.endsWith('.html'));
+/** The server's own few messages (the calendar file, the sign-in problem page) come from the same catalogues: crates/convene-server/src/words.rs. */
+const SERVER = join(ROOT, 'crates', 'convene-server', 'src');
+const serverIds = readdirSync(SERVER).filter((f) => f.endsWith('.rs'))
+  .map((f) => readFileSync(join(SERVER, f), 'utf8').split('#[cfg(test)]')[0].replace(/^\s*\/\/.*$/gm, ''))
+  .flatMap((text) => [...text.matchAll(/\.t\(\s*"([^"]+)"/g)].map((m) => m[1]));
 
 /** The placeholders of a message (of each of its plural forms). */
 const placeholders = (msg) => [...new Set(Object.values(typeof msg === 'string' ? { other: msg } : msg)
@@ -49,8 +54,10 @@ test('every language has every message, with the same placeholders and its plura
   }
 });
 
-test('every message is used by the client, and every message it uses exists', () => {
+test('every message is used by the client or the server, and every message they use exists', () => {
+  assert.ok(serverIds.includes('invite.join'), 'the server\'s calendar file words come from the catalogue');
   const used = new Set([
+    ...serverIds,
     ...pages.flatMap((f) => pageIds(f.text)),
     ...scripts.flatMap((f) => [...scriptIds(f.text), ...calledIds(f.text)]),
   ]);

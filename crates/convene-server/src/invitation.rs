@@ -8,16 +8,27 @@
 //! the meeting), so the event is an all-day one on the day the meeting was
 //! created: RFC 5545 needs a DTSTART when no METHOD is given, and a date the
 //! host moves to the real time in their calendar is truer than a made-up hour.
+//!
+//! Both are worded in the language asked for (`?lang=`, which the page sends
+//! as its own), else the browser's, from the client's catalogues (words.rs):
+//! the calendar file says what the page's invitation text says.
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderValue};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use convene_storage::Meeting;
 
+use crate::words::Lang;
 use crate::AppState;
+
+/// `?lang=en|nl|sv`: the language of the page that asks.
+#[derive(serde::Deserialize)]
+pub(crate) struct LangQuery {
+    lang: Option<String>,
+}
 
 /// What an invitation says, from the meeting and the server.
 #[derive(Debug, Clone)]
@@ -31,14 +42,27 @@ pub struct Invitation {
     pub passcode_required: bool,
     /// When the meeting was created (seconds since the Unix epoch).
     pub created_at: i64,
+    pub lang: Lang,
 }
 
 impl Invitation {
-    pub fn of(state: &AppState, m: &Meeting) -> Self {
+    pub fn of(state: &AppState, m: &Meeting, lang: Lang) -> Self {
+        let hosted_by = state.auth.home_name();
         Invitation {
             join_url: format!("{}/m/{}", state.public_url, m.id),
-            level: state.limits.policy.level_or_lowest(&m.level).view().name,
-            hosted_by: state.auth.home_name().to_string(),
+            level: state
+                .limits
+                .policy
+                .level_or_lowest(&m.level)
+                .name_in(lang.code())
+                .to_string(),
+            // A server without an organisation says so in the reader's language.
+            hosted_by: if hosted_by == Lang::En.t("common.trial-host", &[]) {
+                lang.t("common.trial-host", &[])
+            } else {
+                hosted_by.to_string()
+            },
+            lang,
             server: state.public_url.clone(),
             passcode_required: m.passcode_hash.is_some(),
             created_at: m.created_at,
@@ -49,9 +73,9 @@ impl Invitation {
 
     fn subject(&self) -> String {
         if self.title.is_empty() {
-            "Invitation to a meeting".into()
+            self.lang.t("invite.subject-untitled", &[])
         } else {
-            format!("Invitation: {}", self.title)
+            self.lang.t("invite.subject", &[("title", &self.title)])
         }
     }
 
@@ -61,23 +85,26 @@ impl Invitation {
         if !self.title.is_empty() {
             t += &format!("{}\n\n", self.title);
         }
-        t += &format!("Join the meeting: {}\n", self.join_url);
-        t += &format!("Handling level: {}\n", self.level);
-        if !self.hosted_by.is_empty() {
-            t += &format!("Hosted by: {}\n", self.hosted_by);
-        }
-        t += "\nHow to join: open the link in a current web browser (Chrome, Edge, \
-              Firefox or Safari) on a computer, tablet or phone. You need no account \
-              and nothing to download or install. Allow the browser to use your \
-              camera and microphone when it asks.\n";
-        if self.passcode_required {
-            t += "\nThis meeting needs a passcode. It is not in this invitation: \
-                  the host will give it to you another way.\n";
-        }
         t += &format!(
-            "\nTo check beforehand that your browser and network work: {}/check\n",
-            self.server
+            "{}\n",
+            self.lang.t("invite.join", &[("url", &self.join_url)])
         );
+        t += &format!(
+            "{}\n",
+            self.lang.t("invite.level", &[("level", &self.level)])
+        );
+        if !self.hosted_by.is_empty() {
+            t += &format!(
+                "{}\n",
+                self.lang.t("invite.hosted-by", &[("org", &self.hosted_by)])
+            );
+        }
+        t += &format!("\n{}\n", self.lang.t("invite.how", &[]));
+        if self.passcode_required {
+            t += &format!("\n{}\n", self.lang.t("invite.passcode", &[]));
+        }
+        let check = format!("{}/check", self.server);
+        t += &format!("\n{}\n", self.lang.t("invite.check", &[("url", &check)]));
         t
     }
 
@@ -104,7 +131,7 @@ impl Invitation {
             .unwrap_or_default()
             .date_naive();
         let summary = if self.title.is_empty() {
-            "Meeting".to_string()
+            self.lang.t("invite.ics-untitled", &[])
         } else {
             self.title.clone()
         };
@@ -118,7 +145,11 @@ impl Invitation {
             format!("DTSTAMP:{stamp}"),
             format!("DTSTART;VALUE=DATE:{}", day.format("%Y%m%d")),
             format!("SUMMARY:{}", escape(&summary)),
-            format!("DESCRIPTION:{}", escape(&self.text())),
+            format!(
+                "DESCRIPTION;LANGUAGE={}:{}",
+                self.lang.code(),
+                escape(&self.text())
+            ),
             format!("LOCATION:{}", escape(&self.join_url)),
             format!("URL:{}", self.join_url),
             "TRANSP:TRANSPARENT".into(),
@@ -177,10 +208,15 @@ fn percent(s: &str) -> String {
 }
 
 /// `GET /api/meetings/{id}/invitation`: the text, its subject and a `mailto:`.
-pub(crate) async fn json(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+pub(crate) async fn json(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(q): Query<LangQuery>,
+    headers: HeaderMap,
+) -> Response {
     match crate::http::find(&state, &id).await {
         Ok(m) => {
-            let inv = Invitation::of(&state, &m);
+            let inv = Invitation::of(&state, &m, Lang::of_request(q.lang.as_deref(), &headers));
             Json(serde_json::json!({
                 "subject": inv.subject(),
                 "text": inv.text(),
@@ -194,10 +230,16 @@ pub(crate) async fn json(State(state): State<Arc<AppState>>, Path(id): Path<Stri
 }
 
 /// `GET /api/meetings/{id}/invitation.ics`: the calendar file, to download.
-pub(crate) async fn ics(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+pub(crate) async fn ics(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(q): Query<LangQuery>,
+    headers: HeaderMap,
+) -> Response {
     match crate::http::find(&state, &id).await {
         Ok(m) => {
-            let body = Invitation::of(&state, &m).ics(convene_storage::unix_millis());
+            let lang = Lang::of_request(q.lang.as_deref(), &headers);
+            let body = Invitation::of(&state, &m, lang).ics(convene_storage::unix_millis());
             let mut res = body.into_response();
             let h = res.headers_mut();
             h.insert(
@@ -229,6 +271,7 @@ mod tests {
             server: "https://meet.example.org".into(),
             passcode_required: true,
             created_at: 1_764_806_400, // 2025-12-04
+            lang: Lang::En,
         }
     }
 
@@ -249,6 +292,23 @@ mod tests {
         assert!(summary.contains("Budget\\; review\\, part 2 \\\\ draft"));
         assert!(unfolded.contains("DTSTART;VALUE=DATE:20251204\r\n"));
         assert!(unfolded.contains("DTSTAMP:20251204T040000Z\r\n"));
+    }
+
+    #[test]
+    fn the_text_and_file_come_in_the_language_asked() {
+        let mut nl = sample();
+        nl.lang = Lang::Nl;
+        let t = nl.text();
+        assert!(t.contains("Rubricering: Official-Sensitive\n"), "{t}");
+        assert!(t.contains("Zo neemt u deel"), "{t}");
+        assert!(nl.subject().starts_with("Uitnodiging: Budget"));
+        let ics = nl.ics(0).replace("\r\n ", "");
+        assert!(ics.contains("DESCRIPTION;LANGUAGE=nl:"), "{ics}");
+        let mut sv = sample();
+        sv.lang = Lang::Sv;
+        sv.title.clear();
+        assert!(sv.ics(0).contains("\r\nSUMMARY:Möte\r\n"));
+        assert!(sv.text().contains("Skyddsnivå: Official-Sensitive"));
     }
 
     #[test]

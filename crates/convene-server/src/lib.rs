@@ -29,6 +29,7 @@ mod signin;
 mod tls;
 mod turn;
 mod utc;
+mod words;
 mod writer;
 mod ws;
 

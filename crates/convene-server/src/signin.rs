@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::client_addr::ClientIp;
 use crate::cookies::{get as cookie, secure, set as set_cookie};
+use crate::words::Lang;
 use crate::AppState;
 
 /// Cookie names: with the `__Host-` prefix over https, so that no other site
@@ -40,19 +41,78 @@ pub fn session(state: &AppState, headers: &HeaderMap) -> Option<Session> {
     state.auth.session(cookie(headers, session_cookie(state))?)
 }
 
-/// A plain page saying what went wrong with sign-in, with a way back.
-fn problem(status: StatusCode, message: &str) -> Response {
-    let escaped = message
-        .replace('&', "&amp;")
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
-        .replace('"', "&quot;");
+        .replace('"', "&quot;")
+}
+
+/// A plain page saying what went wrong with sign-in, with a way back, in the
+/// person's language (words.rs). `detail`: the technical cause, in English,
+/// for whoever they ask for help.
+fn problem(status: StatusCode, lang: Lang, message: &str, detail: Option<&str>) -> Response {
+    let detail = detail.map_or(String::new(), |d| {
+        format!(
+            "<p class=\"hint\" id=\"problem-detail\" lang=\"en\">{}</p>",
+            html_escape(&lang.t("signin.problem-detail", &[("detail", d)]))
+        )
+    });
     let page = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sign-in problem · Convene</title>\
+        "<!doctype html><html lang=\"{code}\"><head><meta charset=\"utf-8\"><title>{title} · Convene</title>\
          <link rel=\"stylesheet\" href=\"/assets/styles.css\"></head><body class=\"page\"><main class=\"card\">\
-         <h1>Sign-in did not work</h1><p role=\"alert\" id=\"problem\">{escaped}</p><p><a href=\"/\">Back to Convene</a></p></main></body></html>"
+         <h1>{heading}</h1><p role=\"alert\" id=\"problem\">{message}</p>{detail}<p><a href=\"/\">{back}</a></p></main></body></html>",
+        code = lang.code(),
+        title = html_escape(&lang.t("signin.problem-title", &[])),
+        heading = html_escape(&lang.t("signin.problem-heading", &[])),
+        message = html_escape(message),
+        back = html_escape(&lang.t("signin.problem-back", &[])),
     );
-    (status, Html(page)).into_response()
+    let mut res = (status, Html(page)).into_response();
+    res.headers_mut().insert(
+        header::VARY,
+        HeaderValue::from_static("accept-language, cookie"),
+    );
+    res
+}
+
+/// A sign-in that did not work, in words for the person (and the cause for IT).
+fn login_problem(lang: Lang, e: &convene_auth::LoginError) -> Response {
+    use convene_auth::store::PendingError;
+    use convene_auth::LoginError as E;
+    let (status, message, detail) = match e {
+        E::UnknownOrganisation(_) => (
+            StatusCode::NOT_FOUND,
+            lang.t("signin.problem-unknown-org", &[]),
+            None,
+        ),
+        E::Pending(PendingError::Unknown) => (
+            StatusCode::BAD_REQUEST,
+            lang.t("signin.problem-unknown", &[]),
+            None,
+        ),
+        E::Pending(PendingError::OtherBrowser) => (
+            StatusCode::BAD_REQUEST,
+            lang.t("signin.problem-other-browser", &[]),
+            None,
+        ),
+        E::Pending(PendingError::Expired) => (
+            StatusCode::BAD_REQUEST,
+            lang.t("signin.problem-expired", &[]),
+            None,
+        ),
+        E::Provider(org, _) => (
+            StatusCode::BAD_GATEWAY,
+            lang.t("signin.problem-unreachable", &[("org", org)]),
+            Some(e.to_string()),
+        ),
+        E::Refused(_) | E::Token(_) => (
+            StatusCode::BAD_REQUEST,
+            lang.t("signin.problem-refused", &[]),
+            Some(e.to_string()),
+        ),
+    };
+    problem(status, lang, &message, detail.as_deref())
 }
 
 #[derive(Deserialize)]
@@ -67,13 +127,15 @@ pub struct LoginQuery {
 
 /// A refusal if this address may not start another sign-in now: each one
 /// costs a round trip to the organisation's provider.
-fn refuse_try(state: &AppState, client: std::net::IpAddr) -> Option<Response> {
+fn refuse_try(state: &AppState, client: std::net::IpAddr, lang: Lang) -> Option<Response> {
     if state.logins.allow(client) {
         return None;
     }
     let mut res = problem(
         StatusCode::TOO_MANY_REQUESTS,
-        "Too many sign-in attempts from your network. Please wait a minute and try again.",
+        lang,
+        &lang.t("signin.problem-too-many", &[]),
+        None,
     );
     res.headers_mut().insert(
         header::RETRY_AFTER,
@@ -85,9 +147,11 @@ fn refuse_try(state: &AppState, client: std::net::IpAddr) -> Option<Response> {
 pub async fn login(
     State(state): State<Arc<AppState>>,
     ClientIp(client): ClientIp,
+    headers: HeaderMap,
     Query(q): Query<LoginQuery>,
 ) -> Response {
-    if let Some(refused) = refuse_try(&state, client) {
+    let lang = Lang::of_request(None, &headers);
+    if let Some(refused) = refuse_try(&state, client, lang) {
         return refused;
     }
     let return_to = q.return_to.as_deref().unwrap_or("/");
@@ -107,11 +171,12 @@ pub async fn login(
             );
             res
         }
-        Err(convene_auth::LoginError::UnknownOrganisation(_)) => problem(
-            StatusCode::NOT_FOUND,
-            "That organisation does not sign people in to this server.",
-        ),
-        Err(e) => problem(StatusCode::BAD_GATEWAY, &e.to_string()),
+        Err(e @ convene_auth::LoginError::UnknownOrganisation(_)) => login_problem(lang, &e),
+        Err(e) => {
+            let mut res = login_problem(lang, &e);
+            *res.status_mut() = StatusCode::BAD_GATEWAY;
+            res
+        }
     }
 }
 
@@ -130,25 +195,28 @@ pub async fn callback(
     headers: HeaderMap,
     Query(q): Query<CallbackQuery>,
 ) -> Response {
+    let lang = Lang::of_request(None, &headers);
     if let Some(error) = q.error {
         // Fixed words only: text from the query would let anyone put their
         // message on this server's page.
         let _ = q.error_description;
         let message = match error.as_str() {
-            "access_denied" => "You, or your organisation, declined the sign-in.".to_string(),
+            "access_denied" => lang.t("signin.problem-declined", &[]),
             code if code.len() <= 40
                 && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') =>
             {
-                format!("Your organisation's sign-in service returned an error ({code}).")
+                lang.t("signin.problem-provider-code", &[("code", code)])
             }
-            _ => "Your organisation's sign-in service returned an error.".to_string(),
+            _ => lang.t("signin.problem-provider", &[]),
         };
-        return problem(StatusCode::BAD_REQUEST, &message);
+        return problem(StatusCode::BAD_REQUEST, lang, &message, None);
     }
     let (Some(code), Some(st)) = (q.code, q.state) else {
         return problem(
             StatusCode::BAD_REQUEST,
-            "The sign-in response was incomplete.",
+            lang,
+            &lang.t("signin.problem-incomplete", &[]),
+            None,
         );
     };
     let binding = cookie(&headers, login_cookie(&state));
@@ -182,7 +250,9 @@ pub async fn callback(
         }
         Err(e) => {
             tracing::info!("sign-in refused: {e}");
-            problem(StatusCode::BAD_REQUEST, &e.to_string())
+            let mut res = login_problem(lang, &e);
+            *res.status_mut() = StatusCode::BAD_REQUEST;
+            res
         }
     }
 }

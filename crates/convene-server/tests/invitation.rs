@@ -202,3 +202,119 @@ async fn every_page_has_a_strict_content_security_policy() {
         }
     }
 }
+
+/// The calendar file and the sign-in problem pages come in the reader's
+/// language: the one asked for (`?lang=`), the picker's cookie, or
+/// Accept-Language; the level's name as the policy gives it in that language.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_calendar_file_and_sign_in_pages_speak_dutch_and_swedish() {
+    let server = common::server_with(|c| {
+        c.policy_file = Some(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../policies/four-levels.toml"),
+        );
+    })
+    .await;
+    let (status, created) = common::http(
+        &server,
+        "POST",
+        "/api/meetings",
+        Some(
+            &json!({ "title": "Overleg", "passcode": PASSCODE, "level": "level-1", "raise": true })
+                .to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = serde_json::from_str::<Value>(&created).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ics = |query: &'static str, header: &'static str| {
+        let (server, id) = (&server, id.clone());
+        async move {
+            let path = format!("/api/meetings/{id}/invitation.ics{query}");
+            let (status, body) = common::http_with(server, "GET", &path, None, header).await;
+            assert_eq!(status, 200, "{body}");
+            let lines = content_lines(&body);
+            value(&lines, "DESCRIPTION").unwrap()
+        }
+    };
+    let nl = ics("?lang=nl", "Accept-Language: sv\r\n").await;
+    assert!(nl.contains("Rubricering: Beschermingsniveau 1\n"), "{nl}");
+    assert!(nl.contains("Zo neemt u deel"), "{nl}");
+    assert!(
+        nl.contains("Voor deze vergadering is een toegangscode nodig"),
+        "{nl}"
+    );
+    let sv = ics("", "Accept-Language: de-DE, sv-SE;q=0.9, en;q=0.8\r\n").await;
+    assert!(sv.contains("Skyddsnivå: Skyddsnivå 1\n"), "{sv}");
+    let en = ics("", "").await;
+    assert!(en.contains("Handling level: Protection level 1\n"), "{en}");
+    // The page's text (GET …/invitation) follows the same choice.
+    let (_, inv) = common::http(
+        &server,
+        "GET",
+        &format!("/api/meetings/{id}/invitation?lang=sv"),
+        None,
+    )
+    .await;
+    let inv: Value = serde_json::from_str(&inv).unwrap();
+    assert_eq!(inv["subject"], "Inbjudan: Overleg");
+    assert!(inv["text"].as_str().unwrap().contains("Skyddsnivå 1"));
+
+    // Sign-in problem pages: Accept-Language, or the picker's cookie before it.
+    let (status, page) = common::http_with(
+        &server,
+        "GET",
+        "/auth/callback/home?error=access_denied",
+        None,
+        "Accept-Language: nl-NL,nl;q=0.9,en;q=0.5\r\n",
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(page.contains("<html lang=\"nl\">"), "{page}");
+    assert!(page.contains("Inloggen is niet gelukt"), "{page}");
+    assert!(
+        page.contains("U of uw organisatie heeft het inloggen afgewezen."),
+        "{page}"
+    );
+    assert!(page.contains("Terug naar Convene"), "{page}");
+    let (_, page) = common::http_with(
+        &server,
+        "GET",
+        "/auth/callback/home",
+        None,
+        "Accept-Language: nl\r\nCookie: convene-lang=sv\r\n",
+    )
+    .await;
+    assert!(
+        page.contains("<html lang=\"sv\">")
+            && page.contains("Svaret från inloggningstjänsten var ofullständigt."),
+        "{page}"
+    );
+    let (status, page) = common::http_with(
+        &server,
+        "GET",
+        "/auth/login?org=nowhere",
+        None,
+        "Accept-Language: sv\r\n",
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert!(
+        page.contains("Du kan inte logga in via den organisationen"),
+        "{page}"
+    );
+    let (_, page) = common::http(
+        &server,
+        "GET",
+        "/auth/callback/home?error=access_denied",
+        None,
+    )
+    .await;
+    assert!(
+        page.contains("<html lang=\"en\">") && page.contains("declined the sign-in"),
+        "{page}"
+    );
+}
