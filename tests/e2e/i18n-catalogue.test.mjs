@@ -129,10 +129,11 @@ test('the server\'s fixed English that the client matches to translate is still 
   const expect = [
     ['convene-meeting/src/policy.rs', [en['level.unavailable-e2ee'], en['level.unavailable-sign-in'],
       "only people verified by their organisation's sign-in may join", 'sign in with a second factor (such as a security key or code) to join']],
-    ['convene-meeting/src/room.rs', ['still wait in the lobby until someone leaves', '{} does not admit {}', '{} requires the lobby: {} wait there for a host to admit them again']],
+    ['convene-meeting/src/room/host_actions.rs', ['still wait in the lobby until someone leaves']],
+    ['convene-meeting/src/room/levels.rs', ['{} does not admit {}', '{} requires the lobby: {} wait there for a host to admit them again']],
     ['convene-meeting/src/room/passcode.rs', ['{} requires a passcode: it can be changed, not removed']],
     ['convene-meeting/src/names.rs', ['please give a name', 'a name is at most', 'a name may not contain']],
-    ['convene-meeting/src/room.rs', ['a chat message cannot be empty', 'a chat message is at most']],
+    ['convene-meeting/src/room/chat.rs', ['a chat message cannot be empty', 'a chat message is at most']],
     ['convene-server/src/check.rs', [en['check.probe.server-bad-sdp'], en['check.probe.server-setup'], en['check.probe.server-closed']]],
     ['convene-server/src/ws.rs', ['try again in {secs} seconds']],
     ['convene-auth/src/lib.rs', [en['common.trial-host']]],
