@@ -3,7 +3,7 @@
 // all, end.
 import { t, lang } from './i18n.js';
 import { $, state, send, meetingId } from './meeting-state.js';
-import { levelOptions, unmetWords } from './levels.js';
+import { levelOptions, unmetWords, levelName, levelBanner } from './levels.js';
 import { showPasscodeSetting, passcodeChange } from './passcode-setting.js';
 import { showInvitation } from './invitation.js';
 import { serverError } from './errors.js';
@@ -19,7 +19,7 @@ export function showLevel(level) {
   if (!level) return;
   currentLevel = level.id;
   const banner = $('level-banner');
-  banner.textContent = level.banner.text;
+  banner.textContent = levelBanner(level);
   banner.style.color = level.banner.foreground;
   banner.style.background = level.banner.background;
   banner.hidden = false;
@@ -53,7 +53,7 @@ function changeLevel() {
   const target = $('level-select').value;
   if (target === currentLevel) return;
   const rank = (/** @type {string} */ id) => levels.findIndex((l) => l.id === id);
-  const name = (/** @type {string} */ id) => levels[rank(id)]?.name || id;
+  const name = (/** @type {string} */ id) => (levels[rank(id)] ? levelName(levels[rank(id)]) : id);
   if (rank(target) < rank(currentLevel)) {
     if (!confirm(t('host.lower-confirm', { from: name(currentLevel), to: name(target) }))) {
       $('level-select').value = currentLevel;
@@ -68,11 +68,15 @@ function changeLevel() {
   }
 }
 
-/** A `policy` refusal: each unmet requirement in the page's language, as far as the client can tell which. @param {any} msg */
+/**
+ * A `policy` refusal: each unmet requirement in the page's language, as far
+ * as the client can tell which; or `passcode-kept`.
+ * @param {any} msg
+ */
 export function policyRefusal(msg) {
+  const current = levels.find((l) => l.id === currentLevel);
+  if (msg.code === 'passcode-kept') return t('error.passcode-kept', { level: current ? levelName(current) : currentLevel });
   if (lang === 'en') return serverError(msg);
-  const keep = /^(.+) requires a passcode: it can be changed, not removed$/.exec(msg.message || '');
-  if (keep) return t('error.passcode-kept', { level: keep[1] });
   const level = levels.find((l) => l.id === policyAsk?.level);
   if (!level || !policyAsk) return serverError(msg);
   const words = unmetWords(level, policyAsk.settings || state.settings, state.meetingPasscode, policyAsk.raised);

@@ -255,7 +255,7 @@ function onMessage(msg) {
       if (msg.code === 'meeting-full') { state.signalling?.leave(); showLeft(t('left.title'), t('left.full')); }
       else if (msg.code === 'ended') endSession(t('left.ended'), '');
       else if (msg.code === 'lobby-timeout') { $('lobby').hidden = true; finish(serverError(msg), true); }
-      else if (msg.code === 'policy') setStatus(policyRefusal(msg), true);
+      else if (msg.code === 'policy' || msg.code === 'passcode-kept') setStatus(policyRefusal(msg), true);
       else setStatus(serverError(msg), true);
       break;
   }

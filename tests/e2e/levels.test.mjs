@@ -155,6 +155,11 @@ test('bug 11: a host adds a passcode during the meeting, then raises the level t
   await host.page.getByRole('button', { name: 'Settings' }).click();
   await dialog.getByText('People need a passcode to join. You can change it or remove it.').waitFor();
   await dialog.getByRole('button', { name: 'Cancel' }).click();
+  // Removing it is refused with a code of its own (passcode-kept), which the
+  // page words itself (with a full stop; the server's English has none).
+  await host.page.evaluate(() => /** @type {any} */ (window).__sockets.findLast((ws) => ws.readyState === WebSocket.OPEN)
+    .send(JSON.stringify({ type: 'set-passcode', passcode: null })));
+  await host.page.locator('#status').getByText('OFFICIAL-SENSITIVE requires a passcode: it can be changed, not removed.', { exact: true }).waitFor();
 
   await guest.page.getByLabel('Your name').fill('Gus');
   await guest.page.getByLabel('Meeting passcode').fill('4711 blue');

@@ -448,6 +448,10 @@ pub enum ErrorCode {
     MfaRequired,
     /// The settings fall short of the meeting's handling level.
     Policy,
+    /// A host asked to remove the passcode of a meeting whose level requires
+    /// one (it can be changed). A code of its own, so clients word it
+    /// without reading the English message.
+    PasscodeKept,
     /// The meeting has ended.
     Ended,
     NotFound,

@@ -47,7 +47,7 @@ impl Room {
                 let level = self.level();
                 if level.passcode_required {
                     return Err(err(
-                        ErrorCode::Policy,
+                        ErrorCode::PasscodeKept,
                         format!(
                             "{} requires a passcode: it can be changed, not removed",
                             level.name

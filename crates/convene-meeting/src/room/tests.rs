@@ -2529,7 +2529,7 @@ mod set_passcode {
         r.passcode_hashed(&host, "$argon2id$other".into());
         assert_eq!(audited(&drain(&mut r)), ["changed"]);
         let refused = set(&mut r, &host, None).unwrap_err();
-        assert_eq!(refused.code, ErrorCode::Policy);
+        assert_eq!(refused.code, ErrorCode::PasscodeKept);
         assert!(r.info().passcode);
     }
 
