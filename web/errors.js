@@ -84,44 +84,35 @@ export function reasonText(reason) {
 }
 
 /**
- * Why a level change removed someone (`removed.reason`), in this page's
- * language. The server writes it in English from two fixed forms (policy.rs
- * `admits`); another shows as sent.
- * @param {string} reason
+ * Why a level change removed someone (`removed`), in this page's language:
+ * from its `about` (protocol.md §5.12); a reason without one shows as sent.
+ * @param {{reason?: string, about?: {code: string, level: string}}} msg
+ * @param {(id: string) => string} levelName a level's name by its id, in this page's language
  */
-export function removalReason(reason) {
-  if (lang === 'en') return reason;
-  let m = /^this meeting is (.+): only people verified by their organisation's sign-in may join$/.exec(reason);
-  if (m) return t('reason.level-verified', { level: m[1] });
-  m = /^this meeting is (.+): sign in with a second factor \(such as a security key or code\) to join$/.exec(reason);
-  if (m) return t('reason.level-mfa', { level: m[1] });
-  return reason;
+export function removalReason(msg, levelName) {
+  const a = msg.about;
+  if (a?.code === 'level-verified') return t('reason.level-verified', { level: levelName(a.level) });
+  if (a?.code === 'level-mfa') return t('reason.level-mfa', { level: levelName(a.level) });
+  return msg.reason || '';
 }
 
 /**
- * A `notice` to hosts, in this page's language. The server writes it in
- * English from a few fixed forms (room.rs: a full meeting, and what a level
- * change did to people); another shows as sent.
- * @param {string} text
+ * A `notice` to hosts, in this page's language: from its `about`
+ * (protocol.md §5.21), the names listed as the language lists them; a notice
+ * without one shows its text as sent.
+ * @param {{text: string, about?: any}} msg
+ * @param {(id: string) => string} levelName a level's name by its id, in this page's language
  */
-export function noticeText(text) {
-  if (lang === 'en') return text;
-  const full = /^the meeting is full: (\d+) still wait in the lobby until someone leaves$/.exec(text);
-  if (full) return t('notice.full', { count: Number(full[1]) });
-  const removed = /^(.+?) does not admit (.+): removed$/;
-  const lobby = /^(.+?) requires the lobby: (.+) wait there for a host to admit them again$/;
-  const sayRemoved = (/** @type {RegExpExecArray} */ m) => t('notice.level-removed', { level: m[1], names: m[2] });
-  const sayLobby = (/** @type {RegExpExecArray} */ m) => t('notice.level-lobby', { level: m[1], names: m[2] });
-  // Both at once: the removed first, then ". ", then the lobby. Names may hold ". " too, so each split is tried.
-  const pieces = text.split('. ');
-  for (let i = 1; i < pieces.length; i++) {
-    const a = removed.exec(pieces.slice(0, i).join('. '));
-    const b = lobby.exec(pieces.slice(i).join('. '));
-    if (a && b) return `${sayRemoved(a)} ${sayLobby(b)}`;
+export function noticeText(msg, levelName) {
+  const a = msg.about;
+  if (a?.code === 'meeting-full') return t('notice.full', { count: a.waiting });
+  if (a?.code === 'level-changed') {
+    const level = levelName(a.level);
+    const list = (/** @type {string[]} */ names) => new Intl.ListFormat(lang, { type: 'conjunction' }).format(names);
+    return [
+      a.removed?.length ? t('notice.level-removed', { level, names: list(a.removed) }) : '',
+      a.toLobby?.length ? t('notice.level-lobby', { level, names: list(a.toLobby) }) : '',
+    ].filter(Boolean).join(' ');
   }
-  const a = removed.exec(text);
-  if (a) return sayRemoved(a);
-  const b = lobby.exec(text);
-  if (b) return sayLobby(b);
-  return text;
+  return msg.text;
 }

@@ -27,6 +27,12 @@ export function showLevel(level) {
   showChatKept();
 }
 
+/** A level's name by its id, in this page's language (the id when this server has no such level). @param {string} id */
+export function levelNameOf(id) {
+  const level = levels.find((l) => l.id === id);
+  return level ? levelName(level) : id;
+}
+
 /** A refused level change: the picker goes back to the level the meeting has. */
 export function showCurrentLevel() {
   $('level-select').value = currentLevel;
@@ -74,8 +80,7 @@ function changeLevel() {
  * @param {any} msg
  */
 export function policyRefusal(msg) {
-  const current = levels.find((l) => l.id === currentLevel);
-  if (msg.code === 'passcode-kept') return t('error.passcode-kept', { level: current ? levelName(current) : currentLevel });
+  if (msg.code === 'passcode-kept') return t('error.passcode-kept', { level: levelNameOf(currentLevel) });
   if (lang === 'en') return serverError(msg);
   const level = levels.find((l) => l.id === policyAsk?.level);
   if (!level || !policyAsk) return serverError(msg);

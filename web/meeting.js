@@ -16,7 +16,7 @@ import { playVoices, playScreenAudio, dropGone } from './audio-out.js';
 import { renderTiles, noteSpeaking, wireStage } from './stage.js';
 import { renderPeople, renderLobby, wireRemoveDialog } from './people.js';
 import { resetChat, addChat, chatArrived, wireChat } from './chat.js';
-import { showLevel, showCurrentLevel, loadLevels, policyRefusal, wireHostControls } from './host.js';
+import { showLevel, showCurrentLevel, loadLevels, levelNameOf, policyRefusal, wireHostControls } from './host.js';
 import { updateControls, wireControls, stopShare, ownHand } from './controls.js';
 import { loadMeeting, setupPrejoin } from './prejoin.js';
 
@@ -181,7 +181,7 @@ function onMessage(msg) {
       endSession(t('left.denied-title'), t('left.denied'));
       break;
     case 'notice':
-      setStatus(noticeText(msg.text), true);
+      setStatus(noticeText(msg, levelNameOf), true);
       break;
     case 'meeting-updated':
       state.meetingLocked = msg.meeting.locked;
@@ -219,7 +219,7 @@ function onMessage(msg) {
       break;
     case 'removed':
       endSession(t('left.removed-title'), msg.reason
-        ? t('left.removed-level', { name: msg.by, reason: removalReason(msg.reason) })
+        ? t('left.removed-level', { name: msg.by, reason: removalReason(msg, levelNameOf) })
         : t(msg.barred ? 'left.removed-barred' : 'left.removed', { name: msg.by }));
       break;
     case 'ended':

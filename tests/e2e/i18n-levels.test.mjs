@@ -87,3 +87,26 @@ test('a Dutch browser sees the meeting\'s banner in Dutch on the join page', asy
   await page.locator('#level-banner').waitFor();
   assert.equal(await page.locator('#level-banner').textContent(), 'Beschermingsniveau 0: openbaar');
 });
+
+test('a Dutch host is told in Dutch what a level change did to people, the level named in Dutch', async () => {
+  const { page: host } = await person({ locale: 'nl-NL' });
+  const { page: guest } = await person();
+  const res = await host.request.post(`${server.url}/api/meetings`, { data: { title: 'Notices', level: 'level-0', passcode: '4711 blue' } });
+  const { joinUrl, hostUrl } = await res.json();
+  await host.goto(hostUrl);
+  await host.locator('#name').fill('Hanneke');
+  await host.waitForFunction(() => /** @type {HTMLVideoElement} */ (document.getElementById('preview'))?.videoWidth > 0);
+  await host.locator('#join').click();
+  await host.locator('#meeting').waitFor({ state: 'visible' });
+  await guest.goto(joinUrl);
+  await guest.getByLabel('Your name').fill('Gus');
+  await guest.getByLabel('Meeting passcode').fill('4711 blue');
+  await guest.waitForFunction(() => /** @type {HTMLVideoElement} */ (document.getElementById('preview'))?.videoWidth > 0);
+  await guest.getByRole('button', { name: 'Join meeting' }).click();
+  await guest.locator('#meeting').waitFor({ state: 'visible' });
+  // Raising to level 1, which needs the lobby: the guest goes back to it, and the host reads why in Dutch.
+  await host.locator('#level-select').selectOption('level-1');
+  await host.locator('#level-btn').click();
+  await guest.getByRole('heading', { name: 'Waiting to be let in' }).waitFor();
+  await host.locator('#status').getByText('Beschermingsniveau 1 vereist een wachtruimte: Gus wachten daar tot een organisator hen weer toelaat.', { exact: true }).waitFor();
+});

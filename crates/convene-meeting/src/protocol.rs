@@ -461,6 +461,32 @@ pub enum ErrorCode {
     Busy,
 }
 
+/// What a `notice` is about (protocol.md §5.21).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "code", rename_all = "kebab-case")]
+pub enum NoticeAbout {
+    /// Admitting all left `waiting` people in the lobby: no seat for them.
+    MeetingFull { waiting: usize },
+    /// A level change (to the level with id `level`) removed some people and
+    /// sent others back to the lobby (by name).
+    #[serde(rename_all = "camelCase")]
+    LevelChanged {
+        level: String,
+        removed: Vec<String>,
+        to_lobby: Vec<String>,
+    },
+}
+
+/// Why a level change removed someone (protocol.md §5.12).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "code", rename_all = "kebab-case")]
+pub enum RemovedAbout {
+    /// The level (by id) admits only people verified by their organisation's sign-in.
+    LevelVerified { level: String },
+    /// The level (by id) needs a sign-in with a second factor.
+    LevelMfa { level: String },
+}
+
 // Messages are serialised as soon as they are made: the welcome's size is no
 // cost worth boxing it for.
 #[allow(clippy::large_enum_variant)]
@@ -573,10 +599,17 @@ pub enum ServerMessage {
         /// Why, when it was not a host's choice about them alone (a level change).
         #[serde(skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        /// The same, for a client to word in its language.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        about: Option<RemovedAbout>,
     },
     /// Something hosts should know (for example who a level change removed).
     Notice {
+        /// In English, for people reading raw messages.
         text: String,
+        /// What it says, for a client to word in its language.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        about: Option<NoticeAbout>,
     },
     /// To someone waiting in the lobby (again whenever a host arrives or leaves).
     #[serde(rename_all = "camelCase")]

@@ -14,8 +14,8 @@ use crate::access::{self, Action, Role, Settings};
 use crate::identity::{Identity, Level, Verification};
 use crate::names;
 use crate::protocol::{
-    ChatMessage, ClientMessage, ErrorCode, LeaveReason, MediaPath, MeetingInfo, ParticipantInfo,
-    Permissions, ServerMessage, Source, Waiting, PROTOCOL_VERSION,
+    ChatMessage, ClientMessage, ErrorCode, LeaveReason, MediaPath, MeetingInfo, NoticeAbout,
+    ParticipantInfo, Permissions, RemovedAbout, ServerMessage, Source, Waiting, PROTOCOL_VERSION,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -131,7 +131,13 @@ impl Room {
                     "the meeting is full: {no_seat} still wait in the lobby until someone leaves"
                 );
                 for h in self.host_ids() {
-                    self.send(&h, ServerMessage::Notice { text: text.clone() });
+                    self.send(
+                        &h,
+                        ServerMessage::Notice {
+                            text: text.clone(),
+                            about: Some(NoticeAbout::MeetingFull { waiting: no_seat }),
+                        },
+                    );
                 }
             }
         }
@@ -183,6 +189,7 @@ impl Room {
                 by: self.participants[who].name.clone(),
                 barred,
                 reason: None,
+                about: None,
             },
         );
         self.audit(

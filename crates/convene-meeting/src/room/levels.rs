@@ -113,7 +113,17 @@ impl Room {
         let mut to_lobby = Vec::new();
         for (id, p) in &self.participants {
             if let Err(why) = new.admits(&p.identity) {
-                removed.push((id.clone(), p.name.clone(), why));
+                // admits refuses guests first; a verified person, for want of a second factor.
+                let about = if p.identity.level == Level::Guest {
+                    RemovedAbout::LevelVerified {
+                        level: new.id.clone(),
+                    }
+                } else {
+                    RemovedAbout::LevelMfa {
+                        level: new.id.clone(),
+                    }
+                };
+                removed.push((id.clone(), p.name.clone(), why, about));
             } else if new.lobby_required
                 && !old.lobby_required
                 && p.admitted
@@ -123,13 +133,14 @@ impl Room {
                 to_lobby.push((id.clone(), p.name.clone()));
             }
         }
-        for (id, _, why) in &removed {
+        for (id, _, why, about) in &removed {
             self.send(
                 id,
                 ServerMessage::Removed {
                     by: by.to_string(),
                     barred: false,
                     reason: Some(why.clone()),
+                    about: Some(about.clone()),
                 },
             );
             self.audit("remove", host, id, "removed by level", why.clone());
@@ -148,9 +159,14 @@ impl Room {
         // Settings last: people are removed above with the level's reason, not
         // turned away by the raised settings.
         self.update_settings(host, by, settings)?;
+        // The lobby's new list first: a client shows the notice after it
+        // (its status line says the last), not the other way round.
+        if !to_lobby.is_empty() {
+            self.notify_hosts();
+        }
         let mut notes = Vec::new();
         if !removed.is_empty() {
-            let names: Vec<&str> = removed.iter().map(|(_, n, _)| n.as_str()).collect();
+            let names: Vec<&str> = removed.iter().map(|(_, n, _, _)| n.as_str()).collect();
             notes.push(format!(
                 "{} does not admit {}: removed",
                 new.name,
@@ -167,12 +183,20 @@ impl Room {
         }
         if !notes.is_empty() {
             let text = notes.join(". ");
+            let about = NoticeAbout::LevelChanged {
+                level: new.id.clone(),
+                removed: removed.iter().map(|(_, n, _, _)| n.clone()).collect(),
+                to_lobby: to_lobby.iter().map(|(_, n)| n.clone()).collect(),
+            };
             for h in self.host_ids() {
-                self.send(&h, ServerMessage::Notice { text: text.clone() });
+                self.send(
+                    &h,
+                    ServerMessage::Notice {
+                        text: text.clone(),
+                        about: Some(about.clone()),
+                    },
+                );
             }
-        }
-        if !to_lobby.is_empty() {
-            self.notify_hosts();
         }
         Ok(())
     }

@@ -1014,6 +1014,7 @@ mod host_controls {
                 by: "Host".into(),
                 barred: true,
                 reason: None,
+                about: None,
             }
         );
         assert_eq!(
@@ -1707,7 +1708,8 @@ mod levels {
         );
         assert!(sent_to(&fx, &host).iter().any(|m| matches!(
             m,
-            ServerMessage::Notice { text } if text.contains("Gail wait there")
+            ServerMessage::Notice { text, about: Some(NoticeAbout::LevelChanged { removed, to_lobby, .. }) }
+                if text.contains("Gail wait there") && removed.is_empty() && to_lobby == &["Gail".to_string()]
         )));
         assert!(fx
             .iter()
@@ -1715,14 +1717,29 @@ mod levels {
         // Level 2 admits no guests and needs MFA: both the guest and the partner go.
         set_level(&mut r, &host, "level-2", true, false).unwrap();
         let fx = drain(&mut r);
-        for who in [&guest, &partner] {
+        // Each is told why in words and by a code a client words itself.
+        for (who, about) in [
+            (
+                &guest,
+                RemovedAbout::LevelVerified {
+                    level: "level-2".into(),
+                },
+            ),
+            (
+                &partner,
+                RemovedAbout::LevelMfa {
+                    level: "level-2".into(),
+                },
+            ),
+        ] {
             assert!(
                 sent_to(&fx, who).iter().any(|m| matches!(
                     m,
                     ServerMessage::Removed {
                         reason: Some(_),
+                        about: Some(a),
                         ..
-                    }
+                    } if *a == about
                 )),
                 "{who}"
             );
@@ -2253,7 +2270,7 @@ mod lobby_seats {
         let fx = drain(&mut r);
         assert!(sent_to(&fx, &host)
             .iter()
-            .any(|m| matches!(m, ServerMessage::Notice { text } if text.contains("2 still wait"))));
+            .any(|m| matches!(m, ServerMessage::Notice { text, about: Some(NoticeAbout::MeetingFull { waiting: 2 }) } if text.contains("2 still wait"))));
         assert!(sent_to(&fx, &w[3])
             .iter()
             .all(|m| !matches!(m, ServerMessage::Welcome { .. })));
