@@ -100,6 +100,9 @@ test('in the meeting, a host opens the invitation from Invite, by keyboard', asy
   const { hostUrl, joinUrl } = await res.json();
   await page.setViewportSize({ width: 390, height: 844 });
   await joinAsHost(page, hostUrl, 'Hana');
+  // On a phone the host's controls are folded: open them from the keyboard too.
+  await page.getByRole('button', { name: 'Host controls' }).focus();
+  await page.keyboard.press('Enter');
   await page.getByRole('button', { name: 'Invite', exact: true }).focus();
   await page.keyboard.press('Enter');
   const text = page.getByLabel('Invitation to send');
@@ -108,7 +111,7 @@ test('in the meeting, a host opens the invitation from Invite, by keyboard', asy
   assert.ok(invitation.includes(`Join the meeting: ${joinUrl}`), invitation);
   assert.ok(!invitation.includes('Tulip') && !invitation.includes('4711'));
   await page.getByText('Send the passcode another way').waitFor();
-  assert.match(await page.getByRole('link', { name: 'Download calendar file (.ics)' }).getAttribute('href'), /\/invitation\.ics$/);
+  assert.match(await page.getByRole('link', { name: 'Download calendar file (.ics)' }).getAttribute('href'), /\/invitation\.ics\?lang=en$/);
   const box = await page.locator('#invite-dialog').boundingBox();
   assert.ok(box && box.x >= 0 && box.x + box.width <= 390, 'the dialog fits 390 px');
   assert.deepEqual(await axe(page), []);
