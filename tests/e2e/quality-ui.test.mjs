@@ -153,6 +153,8 @@ test('simulcast publishing, tile sizes and connection quality', async () => {
   assert.ok(wide.width > 500, `Bob's tile at 1280 px wide is large (${wide.width})`);
   // At phone width the tile is smaller, and the server is told so.
   await ann.page.setViewportSize({ width: 390, height: 844 });
+  // Tiles are placed by script (stage.js) a frame after the resize: wait for the smaller tile first.
+  await until('Bob\'s tile smaller at 390 px', async () => (await tileSizes(ann.page))[bobId]?.width < wide.width * 0.9);
   await until('video-sizes follow the smaller tile', () => sizesMatchScreen(ann.page));
   const narrow = (await lastSizes(ann.page))[bobId];
   assert.ok(narrow.width < wide.width * 0.9, `smaller at 390 px (${narrow.width} < ${wide.width})`);
