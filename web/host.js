@@ -59,9 +59,8 @@ function changeLevel() {
   const target = $('level-select').value;
   if (target === currentLevel) return;
   const rank = (/** @type {string} */ id) => levels.findIndex((l) => l.id === id);
-  const name = (/** @type {string} */ id) => (levels[rank(id)] ? levelName(levels[rank(id)]) : id);
   if (rank(target) < rank(currentLevel)) {
-    if (!confirm(t('host.lower-confirm', { from: name(currentLevel), to: name(target) }))) {
+    if (!confirm(t('host.lower-confirm', { from: levelNameOf(currentLevel), to: levelNameOf(target) }))) {
       $('level-select').value = currentLevel;
       return;
     }
