@@ -66,6 +66,8 @@ pub struct Settings {
     pub guests_allowed: bool,
     /// Whether members and partners must have signed in with more than one factor.
     pub require_mfa: bool,
+    /// End-to-end encryption: chosen when the meeting is created, never changed.
+    pub e2ee: bool,
 }
 
 impl Default for Settings {
@@ -80,6 +82,7 @@ impl Default for Settings {
             lobby_bypass: LobbyBypass::Nobody,
             guests_allowed: true,
             require_mfa: false,
+            e2ee: false,
         }
     }
 }

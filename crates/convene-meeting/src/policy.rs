@@ -364,6 +364,12 @@ impl HandlingLevel {
             format!("{n} requires members and partners to sign in with a second factor"),
         );
         need(
+            self.e2ee_required && !s.e2ee,
+            format!(
+                "{n} requires end-to-end encryption, which is chosen when a meeting is created"
+            ),
+        );
+        need(
             !self.chat_allowed && s.chat != Who::Nobody,
             format!("{n} does not allow chat"),
         );
@@ -387,9 +393,7 @@ impl HandlingLevel {
     /// when meetings at this level can be created. Pickers offer such levels
     /// disabled, with this reason.
     pub fn unavailable(&self, sign_in_available: bool) -> Option<String> {
-        if self.e2ee_required {
-            Some("requires end-to-end encryption, which Convene does not have yet".into())
-        } else if !self.guests_allowed && !sign_in_available {
+        if !self.guests_allowed && !sign_in_available {
             Some("admits only verified people, and this server has no sign-in configured".into())
         } else {
             None
@@ -406,6 +410,7 @@ impl HandlingLevel {
         }
         r.guests_allowed &= self.guests_allowed;
         r.require_mfa |= self.mfa_required;
+        r.e2ee |= self.e2ee_required;
         if !self.chat_allowed {
             r.chat = Who::Nobody;
         }

@@ -35,6 +35,10 @@ pub enum ClientMessage {
         /// From the host link: makes the joiner a host.
         #[serde(default, rename = "hostKey")]
         host_key: Option<String>,
+        /// The client can take part in an end-to-end encrypted meeting
+        /// (docs/protocol.md §11); one that cannot is refused from one.
+        #[serde(default)]
+        e2ee: bool,
     },
     Publish {
         source: Source,
@@ -57,6 +61,34 @@ pub enum ClientMessage {
         id: Option<u64>,
     },
     Leave {},
+    /// End-to-end encryption (docs/protocol.md §11): the MLS messages the
+    /// server orders and routes without reading them. Base64 of RFC 9420
+    /// `MLSMessage`s.
+    #[serde(rename_all = "camelCase")]
+    MlsKeyPackage {
+        key_package: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    MlsGroupCreated {
+        group_info: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    MlsCommit {
+        epoch: u64,
+        commit: String,
+        #[serde(default)]
+        welcome: Option<String>,
+        group_info: String,
+    },
+    /// Encrypted chat: an MLS application message.
+    MlsApp {
+        message: String,
+    },
+    /// The client could not apply the commit made at `epoch` (logged).
+    MlsCommitFailed {
+        epoch: u64,
+        reason: String,
+    },
     /// The client's network changed (or its media connection failed): offer
     /// new ICE credentials, keeping everything else.
     RestartIce {},
@@ -184,6 +216,11 @@ const CLIENT_TYPES: &[&str] = &[
     "raise-hand",
     "lower-hand",
     "react",
+    "mls-key-package",
+    "mls-group-created",
+    "mls-commit",
+    "mls-app",
+    "mls-commit-failed",
 ];
 
 impl ClientMessage {
@@ -198,6 +235,11 @@ impl ClientMessage {
             ClientMessage::Chat { .. } => "chat",
             ClientMessage::Ping { .. } => "ping",
             ClientMessage::Leave {} => "leave",
+            ClientMessage::MlsKeyPackage { .. } => "mls-key-package",
+            ClientMessage::MlsGroupCreated { .. } => "mls-group-created",
+            ClientMessage::MlsCommit { .. } => "mls-commit",
+            ClientMessage::MlsApp { .. } => "mls-app",
+            ClientMessage::MlsCommitFailed { .. } => "mls-commit-failed",
             ClientMessage::RestartIce {} => "restart-ice",
             ClientMessage::MediaPath { .. } => "media-path",
             ClientMessage::VideoSizes { .. } => "video-sizes",
@@ -459,6 +501,35 @@ pub enum ErrorCode {
     /// The server is too busy for this now (its passcode checks are all
     /// taken): try again in a few seconds.
     Busy,
+    /// The meeting is end-to-end encrypted and the client did not say it can be.
+    E2eeUnsupported,
+    /// An MLS commit or message for an epoch the group has left (another
+    /// commit won), or a commit nobody asked for.
+    MlsStaleEpoch,
+    /// An MLS message that is malformed, too large, or for another group.
+    MlsBadMessage,
+}
+
+/// An end-to-end encrypted meeting's group, in the welcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct E2eeInfo {
+    /// Base64 of the MLS group id.
+    pub group_id: String,
+    /// The group's epoch now; null until its first member has made it.
+    pub epoch: Option<u64>,
+    /// The MLS cipher suite (1: X25519, AES-128-GCM, SHA-256, Ed25519).
+    pub suite: u16,
+    /// The SFrame cipher suite (4: AES-128-GCM with SHA-256, 128-bit tag).
+    pub sframe_suite: u16,
+}
+
+/// Someone to add, with their KeyPackage (base64).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MlsAdd {
+    pub participant_id: String,
+    pub key_package: String,
 }
 
 /// What a `notice` is about (protocol.md §5.21).
@@ -507,6 +578,37 @@ pub enum ServerMessage {
         /// server has none. The room leaves it empty: the server's edge fills
         /// it in for the one participant the welcome goes to.
         ice_servers: Vec<IceServer>,
+        /// The meeting's MLS group, when it is end-to-end encrypted; null when not.
+        e2ee: Option<E2eeInfo>,
+    },
+    /// You are the first in an end-to-end encrypted meeting: make its group.
+    #[serde(rename_all = "camelCase")]
+    MlsCreateRequest {
+        group_id: String,
+    },
+    /// Commit these adds and removes at `epoch`, within `deadlineMs`.
+    #[serde(rename_all = "camelCase")]
+    MlsCommitRequest {
+        epoch: u64,
+        add: Vec<MlsAdd>,
+        remove: Vec<String>,
+        deadline_ms: u64,
+    },
+    /// The commit made at `epoch` that won: apply it (the group is then at `epoch + 1`).
+    MlsCommit {
+        epoch: u64,
+        commit: String,
+        from: String,
+    },
+    /// You were added: join from this Welcome (the group is at `epoch`).
+    MlsWelcome {
+        welcome: String,
+        epoch: u64,
+    },
+    /// Encrypted chat from `from`.
+    MlsApp {
+        message: String,
+        from: String,
     },
     /// Fresh TURN credentials, before the ones the receiver has expire.
     #[serde(rename_all = "camelCase")]
@@ -728,6 +830,7 @@ mod tests {
                 resume: None,
                 passcode: None,
                 host_key: None,
+                e2ee: false,
             }
         );
         assert_eq!(

@@ -356,6 +356,11 @@ pub struct Room {
     next_chat: u64,
     /// The next raised hand's place in the queue.
     next_hand: u64,
+    /// The MLS group's Delivery Service, in an end-to-end encrypted meeting ([`e2ee`]).
+    e2ee: Option<crate::e2ee::Group>,
+    /// The latest time the room was told of (for what happens without a `now`
+    /// of its own, such as a removal).
+    clock: Instant,
     effects: VecDeque<Effect>,
 }
 
@@ -386,6 +391,7 @@ impl Room {
     pub fn restore(id: String, title: String, limits: RoomLimits, state: RoomState) -> Self {
         let level = limits.policy.level_or_lowest(&state.level).view();
         let shown = state.chat.len().saturating_sub(limits.chat_history);
+        let e2ee = state.settings.e2ee.then(crate::e2ee::Group::new);
         Room {
             info: MeetingInfo {
                 id,
@@ -412,6 +418,8 @@ impl Room {
             chat: state.chat.iter().skip(shown).cloned().collect(),
             next_participant: state.next_participant.max(1),
             next_hand: 1,
+            e2ee,
+            clock: Instant::now(),
             effects: VecDeque::new(),
         }
     }
@@ -439,6 +447,7 @@ impl Room {
         who: &ParticipantId,
         msg: ClientMessage,
     ) -> Result<(), RoomError> {
+        self.clock = now;
         let Some(p) = self.participants.get_mut(who) else {
             return Err(err(ErrorCode::WrongState, "not in this meeting"));
         };
@@ -574,8 +583,20 @@ impl Room {
             }
             ClientMessage::Chat { text } => {
                 allowed(p.role, &self.settings, Action::Chat)?;
+                if self.is_e2ee() {
+                    // The server must never see what is said in such a meeting.
+                    return Err(err(
+                        ErrorCode::Forbidden,
+                        "chat in this meeting is end-to-end encrypted: send it as mls-app",
+                    ));
+                }
                 self.chat(who, &text)?;
             }
+            msg @ (ClientMessage::MlsKeyPackage { .. }
+            | ClientMessage::MlsGroupCreated { .. }
+            | ClientMessage::MlsCommit { .. }
+            | ClientMessage::MlsApp { .. }
+            | ClientMessage::MlsCommitFailed { .. }) => self.mls(now, who, msg)?,
             ClientMessage::Ping { id } => self.send(who, ServerMessage::Pong { id }),
             ClientMessage::Leave {} => self.remove(who, LeaveReason::Left),
             ClientMessage::Remove {
@@ -716,6 +737,7 @@ impl Room {
     /// The participant's signalling socket closed without "leave", or its media
     /// connection died. They may resume within the grace period.
     pub fn connection_lost(&mut self, now: Instant, who: &ParticipantId) {
+        self.clock = now;
         let Some(p) = self.participants.get_mut(who) else {
             return;
         };
@@ -736,10 +758,12 @@ impl Room {
         if was_host {
             self.lobby_changed();
         }
+        self.e2ee_tick(now);
     }
 
     /// Time passes: participants away longer than the grace period are gone.
     pub fn tick(&mut self, now: Instant) {
+        self.clock = now;
         let expired: Vec<ParticipantId> = self
             .participants
             .iter()
@@ -758,6 +782,7 @@ impl Room {
         }
         self.expire_waiting(now);
         self.flush_video_sizes(now);
+        self.e2ee_tick(now);
     }
 
     /// Voice activity reported by the media layer.
@@ -805,6 +830,7 @@ impl Room {
             participant_id: who.0.clone(),
             reason,
         });
+        self.e2ee_left(self.clock, who);
         let outcome = match reason {
             LeaveReason::Left => "left",
             LeaveReason::Disconnected => "disconnected",
@@ -893,6 +919,7 @@ fn unix_millis() -> u64 {
 }
 
 mod chat;
+mod e2ee;
 mod hands;
 mod host_actions;
 mod join;
@@ -908,3 +935,6 @@ mod tests;
 
 #[cfg(test)]
 mod chat_tests;
+
+#[cfg(test)]
+mod e2ee_tests;

@@ -169,8 +169,19 @@ fn each_unmet_requirement_is_named() {
     let four = Policy::parse(FOUR).unwrap();
     let secret = four.level("level-3").unwrap();
     let raised = secret.raise(&s);
+    assert!(raised.e2ee, "raising to the level turns encryption on");
     let left = secret.unmet(&Proposal {
         settings: &raised,
+        has_passcode: true,
+        sign_in_available: true,
+    });
+    assert!(left.is_empty(), "{left:?}");
+    let clear = Settings {
+        e2ee: false,
+        ..raised
+    };
+    let left = secret.unmet(&Proposal {
+        settings: &clear,
         has_passcode: true,
         sign_in_available: true,
     });
@@ -309,13 +320,8 @@ fn levels_that_can_never_be_held_here_say_why() {
         .unwrap()
         .contains("no sign-in configured"));
     assert_eq!(why("level-2", true), None);
-    // End-to-end encryption: never, sign-in or not.
-    assert!(why("level-3", true)
-        .unwrap()
-        .contains("end-to-end encryption"));
-    assert!(why("level-3", false)
-        .unwrap()
-        .contains("end-to-end encryption"));
+    // End-to-end encryption is there to be had (the meeting is created with it).
+    assert_eq!(why("level-3", true), None);
     assert!(Policy::uk()
         .levels()
         .iter()

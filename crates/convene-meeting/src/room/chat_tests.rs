@@ -45,6 +45,7 @@ fn come(r: &mut Room, name: &str, role: Role) -> ParticipantId {
             resume: None,
             passcode: None,
             host_key: None,
+            e2ee: false,
         },
         Entrant {
             role,

@@ -70,6 +70,12 @@ impl Room {
                 "the participant limit must be at least 1",
             ));
         }
+        if settings.e2ee != self.settings.e2ee {
+            return Err(err(
+                ErrorCode::Invalid,
+                "end-to-end encryption is chosen when a meeting is created and cannot be changed",
+            ));
+        }
         if settings == self.settings {
             return Ok(());
         }

@@ -39,6 +39,7 @@ impl Room {
             protocol,
             name,
             resume,
+            e2ee,
             ..
         } = msg
         else {
@@ -53,6 +54,7 @@ impl Room {
                 format!("this server speaks protocol {PROTOCOL_VERSION}, not {protocol}"),
             ));
         }
+        self.clock = now;
         if let Some(token) = resume {
             let found = self
                 .participants
@@ -82,11 +84,13 @@ impl Room {
             self.start_media(&id);
             self.broadcast_update(&id);
             self.audit("join", &id, &id, "resumed", String::new());
+            self.e2ee_tick(now); // a committer may be back
             return Ok(id);
         }
         if self.ended {
             return Err(err(ErrorCode::Ended, "this meeting has ended"));
         }
+        self.e2ee_door(e2ee)?;
         let granted = entrant
             .key
             .as_ref()
@@ -246,6 +250,7 @@ impl Room {
             settings: self.settings.clone(),
             permissions: self.permissions_of(p),
             ice_servers: Vec::new(),
+            e2ee: self.e2ee_info(),
         };
         self.send(id, message);
         for page in more_participants.chunks(ROSTER_PAGE) {

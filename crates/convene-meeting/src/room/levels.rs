@@ -69,11 +69,15 @@ impl Room {
                 format!("you could not stay in the meeting at that level: {why}"),
             ));
         }
-        let settings = if raise {
+        let mut settings = if raise {
             new.raise(&self.settings)
         } else {
             self.settings.clone()
         };
+        // Encryption cannot be switched on in a running meeting: everyone's
+        // media would have to start again under keys (the level then names
+        // it as unmet).
+        settings.e2ee = self.settings.e2ee;
         self.meets_level(new, &settings)?;
         self.info.level = new.view();
         self.effects

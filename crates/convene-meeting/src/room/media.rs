@@ -168,6 +168,7 @@ mod tests {
                 resume: None,
                 passcode: None,
                 host_key: None,
+                e2ee: false,
             },
             Entrant::participant(),
         )
@@ -284,6 +285,7 @@ mod tests {
                         resume: None,
                         passcode: None,
                         host_key: None,
+                        e2ee: false,
                     },
                     Entrant {
                         role: crate::access::Role::Host,
@@ -353,6 +355,7 @@ mod tests {
                     resume: None,
                     passcode: None,
                     host_key: None,
+                    e2ee: false,
                 },
                 Entrant {
                     role: crate::access::Role::Host,

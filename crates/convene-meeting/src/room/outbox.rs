@@ -110,6 +110,7 @@ pub(super) fn for_non_host(message: ServerMessage) -> ServerMessage {
             settings,
             permissions,
             ice_servers,
+            e2ee,
         } => ServerMessage::Welcome {
             protocol,
             participant_id,
@@ -120,6 +121,7 @@ pub(super) fn for_non_host(message: ServerMessage) -> ServerMessage {
             settings,
             permissions,
             ice_servers,
+            e2ee,
         },
         ServerMessage::Roster { participants } => ServerMessage::Roster {
             participants: participants.into_iter().map(strip).collect(),
@@ -156,6 +158,12 @@ pub(super) fn for_non_host(message: ServerMessage) -> ServerMessage {
         | ServerMessage::Denied { .. }
         | ServerMessage::Ended { .. }
         | ServerMessage::Restarting {}
+        // MLS messages are the members' own, end to end: passed on as they came.
+        | ServerMessage::MlsCreateRequest { .. }
+        | ServerMessage::MlsCommitRequest { .. }
+        | ServerMessage::MlsCommit { .. }
+        | ServerMessage::MlsWelcome { .. }
+        | ServerMessage::MlsApp { .. }
         | ServerMessage::Error { .. }) => other,
     }
 }

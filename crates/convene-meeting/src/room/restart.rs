@@ -168,6 +168,7 @@ mod tests {
             resume,
             passcode: None,
             host_key: None,
+            e2ee: false,
         }
     }
 

@@ -8,6 +8,7 @@ fn join_msg(name: &str) -> C {
         resume: None,
         passcode: None,
         host_key: None,
+        e2ee: false,
     }
 }
 
@@ -183,6 +184,7 @@ fn wrong_state_and_bad_joins_are_refused() {
                 resume: None,
                 passcode: None,
                 host_key: None,
+                e2ee: false,
             }
         )
         .unwrap_err()
@@ -302,6 +304,7 @@ fn a_lost_connection_can_resume_within_grace_without_a_leave() {
                 resume: Some(token),
                 passcode: None,
                 host_key: None,
+                e2ee: false,
             },
         )
         .unwrap();
@@ -354,6 +357,7 @@ fn away_past_grace_means_gone() {
         resume: Some("0".repeat(32)),
         passcode: None,
         host_key: None,
+        e2ee: false,
     };
     assert_eq!(r.join(t0, resume).unwrap_err().code, ErrorCode::NotFound);
 }
@@ -1865,6 +1869,7 @@ mod review_fixes {
                     resume: Some(token),
                     passcode: None,
                     host_key: None,
+                    e2ee: false,
                 },
             )
             .unwrap();

@@ -15,6 +15,7 @@ fn join_msg(name: &str) -> C {
         resume: None,
         passcode: None,
         host_key: None,
+        e2ee: false,
     }
 }
 
@@ -205,6 +206,7 @@ fn a_hand_stays_raised_through_a_lost_connection_and_a_resume() {
                 resume: Some(token),
                 passcode: None,
                 host_key: None,
+                e2ee: false,
             },
         )
         .unwrap();

@@ -1,0 +1,497 @@
+//! The Delivery Service of an end-to-end encrypted meeting (docs/e2ee-design.md
+//! §5): the server's part of MLS (RFC 9420). It holds no key and reads no
+//! content. It orders commits (the first valid commit for the current epoch
+//! wins; any other is stale), decides who commits the joins and leaves it
+//! knows of, passes that task on when the committer is slow or gone, keeps the
+//! newest GroupInfo, and routes Welcomes to the people they add.
+//!
+//! Sans-IO: the room feeds it events and sends what it returns.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+
+use crate::protocol::{ErrorCode, MlsAdd, ServerMessage};
+use crate::room::ParticipantId;
+
+pub mod wire;
+
+use wire::{ContentType, WireFormat};
+
+/// MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519 (RFC 9420 §17.1).
+pub const CIPHER_SUITE: u16 = 1;
+/// SFrame AES_128_GCM_SHA256_128 (RFC 9605 §4.5).
+pub const SFRAME_SUITE: u16 = 4;
+/// How long a committer has to answer before the next one is asked.
+pub const COMMIT_DEADLINE: Duration = Duration::from_secs(2);
+/// Largest KeyPackage (decoded): one leaf with a basic credential is under 1 KB.
+pub const MAX_KEY_PACKAGE: usize = 4 * 1024;
+/// Largest commit, Welcome or GroupInfo (decoded). A Welcome and a GroupInfo
+/// carry the ratchet tree, about 230 bytes a member, so a meeting of a few
+/// hundred fits, and one message with all three stays under the socket's
+/// 256 KiB once in base64.
+pub const MAX_HANDSHAKE: usize = 60 * 1024;
+/// Largest application message (decoded): chat of 2000 characters, encrypted.
+pub const MAX_APPLICATION: usize = 16 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Refused {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+fn bad(message: impl Into<String>) -> Refused {
+    Refused {
+        code: ErrorCode::MlsBadMessage,
+        message: message.into(),
+    }
+}
+
+fn stale(message: impl Into<String>) -> Refused {
+    Refused {
+        code: ErrorCode::MlsStaleEpoch,
+        message: message.into(),
+    }
+}
+
+/// What the committer was asked to do.
+#[derive(Debug, Clone)]
+enum Task {
+    Create,
+    Commit {
+        add: Vec<(ParticipantId, Vec<u8>)>,
+        remove: Vec<ParticipantId>,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Request {
+    /// The epoch the commit must be made at (0 for a creation, unused).
+    epoch: u64,
+    task: Task,
+    /// Everyone asked so far: any of them may answer; the first answer wins.
+    asked: BTreeSet<ParticipantId>,
+    /// The one asked last, and until when they have.
+    current: ParticipantId,
+    deadline: Instant,
+}
+
+/// One meeting's MLS group, as the server sees it.
+#[derive(Debug)]
+pub struct Group {
+    group_id: Vec<u8>,
+    /// `None` until someone has made the group.
+    epoch: Option<u64>,
+    group_info: Option<Vec<u8>>,
+    /// In the group at `epoch`, in the order they came in (who commits is
+    /// the first of them who is connected).
+    members: Vec<ParticipantId>,
+    /// Key packages of those waiting to be added, in the order they came.
+    joining: Vec<(ParticipantId, Vec<u8>)>,
+    /// Members who left the meeting and are still in the group.
+    leaving: BTreeSet<ParticipantId>,
+    request: Option<Request>,
+    /// Asked and did not answer in time: asked again only when nobody else can be.
+    passed_over: BTreeSet<ParticipantId>,
+}
+
+/// What the room must send, and to whom.
+pub type Outgoing = Vec<(ParticipantId, ServerMessage)>;
+
+impl Default for Group {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Group {
+    pub fn new() -> Self {
+        Group {
+            group_id: new_group_id(),
+            epoch: None,
+            group_info: None,
+            members: Vec::new(),
+            joining: Vec::new(),
+            leaving: BTreeSet::new(),
+            request: None,
+            passed_over: BTreeSet::new(),
+        }
+    }
+
+    /// For the welcome: the group's id (base64), and its epoch once made.
+    pub fn id_b64(&self) -> String {
+        B64.encode(&self.group_id)
+    }
+
+    pub fn epoch(&self) -> Option<u64> {
+        self.epoch
+    }
+
+    pub fn is_member(&self, who: &ParticipantId) -> bool {
+        self.members.contains(who)
+    }
+
+    pub fn members(&self) -> &[ParticipantId] {
+        &self.members
+    }
+
+    /// `who` asks to be added, with their KeyPackage (base64). A member who
+    /// asks again lost their group state (a reload, a missed commit): they are
+    /// removed and added afresh in one commit.
+    pub fn key_package(
+        &mut self,
+        now: Instant,
+        who: &ParticipantId,
+        key_package: &str,
+        live: &dyn Fn(&ParticipantId) -> bool,
+    ) -> Result<Outgoing, Refused> {
+        let bytes = decode(key_package, MAX_KEY_PACKAGE, "key package")?;
+        let header = wire::key_package(&bytes).map_err(|e| bad(format!("key package: {e}")))?;
+        if header.cipher_suite != CIPHER_SUITE {
+            return Err(bad(format!(
+                "key package: this meeting uses cipher suite {CIPHER_SUITE}"
+            )));
+        }
+        // The credential must name the sender, so that nobody can enter the
+        // group under another participant's name.
+        let named = serde_json::from_slice::<serde_json::Value>(&header.identity)
+            .ok()
+            .and_then(|v| v.get("p").and_then(|p| p.as_str()).map(str::to_owned));
+        if named.as_deref() != Some(who.0.as_str()) {
+            return Err(bad(
+                "key package: its credential must name you (\"p\": your participant id)",
+            ));
+        }
+        if self.is_member(who) || self.being_added(who) {
+            self.leaving.insert(who.clone());
+        }
+        self.joining.retain(|(p, _)| p != who);
+        self.joining.push((who.clone(), bytes));
+        Ok(self.drive(now, live))
+    }
+
+    /// The first member's new group (base64 GroupInfo at epoch 0).
+    pub fn group_created(
+        &mut self,
+        now: Instant,
+        who: &ParticipantId,
+        group_info: &str,
+        live: &dyn Fn(&ParticipantId) -> bool,
+    ) -> Result<Outgoing, Refused> {
+        match &self.request {
+            Some(Request {
+                task: Task::Create,
+                asked,
+                ..
+            }) if asked.contains(who) => {}
+            _ => return Err(stale("the group exists already: join it")),
+        }
+        let bytes = decode(group_info, MAX_HANDSHAKE, "group info")?;
+        self.check_group_info(&bytes, 0)?;
+        self.epoch = Some(0);
+        self.group_info = Some(bytes);
+        self.members = vec![who.clone()];
+        self.joining.retain(|(p, _)| p != who);
+        self.request = None;
+        self.passed_over.remove(who);
+        Ok(self.drive(now, live))
+    }
+
+    /// A commit for `epoch`, with the Welcome for those it adds and the new
+    /// GroupInfo. Accepted only from someone asked to commit, for the
+    /// current epoch: the first such commit wins.
+    #[allow(clippy::too_many_arguments)]
+    pub fn commit(
+        &mut self,
+        now: Instant,
+        who: &ParticipantId,
+        epoch: u64,
+        commit: &str,
+        welcome: Option<&str>,
+        group_info: &str,
+        live: &dyn Fn(&ParticipantId) -> bool,
+    ) -> Result<Outgoing, Refused> {
+        let Some(current) = self.epoch else {
+            return Err(stale("there is no group yet"));
+        };
+        if epoch != current {
+            return Err(stale(format!(
+                "the group is at epoch {current}, not {epoch}"
+            )));
+        }
+        let Some(request) = self
+            .request
+            .as_ref()
+            .filter(|r| r.epoch == current && r.asked.contains(who))
+        else {
+            return Err(stale("nobody asked you for a commit at this epoch"));
+        };
+        let Task::Commit { add, remove } = request.task.clone() else {
+            return Err(stale("the group is being made"));
+        };
+        let commit_bytes = decode(commit, MAX_HANDSHAKE, "commit")?;
+        let header = wire::framed(&commit_bytes).map_err(|e| bad(format!("commit: {e}")))?;
+        if header.content_type != ContentType::Commit {
+            return Err(bad("commit: not a commit"));
+        }
+        if header.group_id != self.group_id || header.epoch != current {
+            return Err(bad("commit: for another group or epoch"));
+        }
+        let welcome = match (welcome, add.is_empty()) {
+            (Some(w), false) => {
+                let bytes = decode(w, MAX_HANDSHAKE, "welcome")?;
+                if !wire::is_welcome(&bytes) {
+                    return Err(bad("welcome: not a Welcome"));
+                }
+                Some(w.to_owned())
+            }
+            (None, false) => {
+                return Err(bad("welcome: the commit adds people; send their Welcome"))
+            }
+            (_, true) => None,
+        };
+        let info = decode(group_info, MAX_HANDSHAKE, "group info")?;
+        self.check_group_info(&info, current + 1)?;
+
+        // Accepted: the group moves on.
+        let before = self.members.clone();
+        self.epoch = Some(current + 1);
+        self.group_info = Some(info);
+        self.request = None;
+        self.passed_over.remove(who);
+        for r in &remove {
+            self.leaving.remove(r);
+        }
+        self.members.retain(|m| !remove.contains(m));
+        // Those added are in; a newer key package sent meanwhile waits on.
+        self.joining.retain(|j| !add.contains(j));
+        let mut out: Outgoing = Vec::new();
+        let message = ServerMessage::MlsCommit {
+            epoch: current,
+            commit: commit.to_owned(),
+            from: who.0.clone(),
+        };
+        for m in before.iter().filter(|m| !remove.contains(m)) {
+            out.push((m.clone(), message.clone()));
+        }
+        for (p, _) in &add {
+            self.members.push(p.clone());
+        }
+        self.leaving.retain(|p| self.members.contains(p));
+        for (p, _) in &add {
+            if let Some(w) = &welcome {
+                out.push((
+                    p.clone(),
+                    ServerMessage::MlsWelcome {
+                        welcome: w.clone(),
+                        epoch: current + 1,
+                    },
+                ));
+            }
+        }
+        out.extend(self.drive(now, live));
+        Ok(out)
+    }
+
+    /// `who` left the meeting for good (left, removed, or gone past the
+    /// grace): the next commit removes them, so they can read nothing after it.
+    pub fn left(
+        &mut self,
+        now: Instant,
+        who: &ParticipantId,
+        live: &dyn Fn(&ParticipantId) -> bool,
+    ) -> Outgoing {
+        self.joining.retain(|(p, _)| p != who);
+        self.passed_over.remove(who);
+        // Someone a commit in flight adds is removed by the one after it.
+        if self.is_member(who) || self.being_added(who) {
+            self.leaving.insert(who.clone());
+        }
+        self.drive(now, live)
+    }
+
+    /// Time passes: a committer past their deadline is passed over.
+    pub fn tick(&mut self, now: Instant, live: &dyn Fn(&ParticipantId) -> bool) -> Outgoing {
+        self.drive(now, live)
+    }
+
+    /// Someone's connection came or went: a request to someone who is not
+    /// there moves on at once.
+    pub fn presence_changed(
+        &mut self,
+        now: Instant,
+        live: &dyn Fn(&ParticipantId) -> bool,
+    ) -> Outgoing {
+        self.drive(now, live)
+    }
+
+    /// Whether the commit asked for now adds `who`.
+    fn being_added(&self, who: &ParticipantId) -> bool {
+        matches!(&self.request, Some(Request { task: Task::Commit { add, .. }, .. })
+            if add.iter().any(|(p, _)| p == who))
+    }
+
+    fn check_group_info(&self, bytes: &[u8], epoch: u64) -> Result<(), Refused> {
+        let gi = wire::group_info(bytes).map_err(|e| bad(format!("group info: {e}")))?;
+        if gi.cipher_suite != CIPHER_SUITE {
+            return Err(bad(format!(
+                "group info: this meeting uses cipher suite {CIPHER_SUITE}"
+            )));
+        }
+        if gi.group_id != self.group_id || gi.epoch != epoch {
+            return Err(bad(format!(
+                "group info: must be for this meeting's group at epoch {epoch}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Ask someone to do what is pending, if nobody is on it; pass it on if
+    /// the one asked is gone or late.
+    fn drive(&mut self, now: Instant, live: &dyn Fn(&ParticipantId) -> bool) -> Outgoing {
+        // Everyone left: the group is over. A fresh one (a new id, so no old
+        // message can be replayed into it) starts with whoever joins next.
+        if self.epoch.is_some() && self.members.iter().all(|m| self.leaving.contains(m)) {
+            let joining = std::mem::take(&mut self.joining);
+            *self = Group::new();
+            self.joining = joining;
+        }
+        if let Some(r) = &self.request {
+            let stuck = now >= r.deadline || !live(&r.current);
+            if !stuck {
+                return Vec::new();
+            }
+            self.passed_over.insert(r.current.clone());
+        }
+        let task = match self.epoch {
+            None => Task::Create,
+            Some(_) => {
+                let add: Vec<(ParticipantId, Vec<u8>)> = self.joining.clone();
+                let remove: Vec<ParticipantId> = self
+                    .leaving
+                    .iter()
+                    .filter(|p| self.members.contains(*p))
+                    .cloned()
+                    .collect();
+                if add.is_empty() && remove.is_empty() {
+                    self.request = None;
+                    return Vec::new();
+                }
+                Task::Commit { add, remove }
+            }
+        };
+        let candidates: Vec<ParticipantId> = match task {
+            // The group is made by the longest-waiting joiner who is here.
+            Task::Create => self.joining.iter().map(|(p, _)| p.clone()).collect(),
+            Task::Commit { .. } => self
+                .members
+                .iter()
+                .filter(|m| !self.leaving.contains(*m))
+                .cloned()
+                .collect(),
+        };
+        let here: Vec<&ParticipantId> = candidates.iter().filter(|c| live(c)).collect();
+        let pick = here
+            .iter()
+            .find(|c| !self.passed_over.contains(**c))
+            .or_else(|| here.first())
+            .map(|c| (*c).clone());
+        let Some(committer) = pick else {
+            // Nobody can commit now; asked again when someone can.
+            if let Some(r) = &mut self.request {
+                r.deadline = now; // whoever comes back first is asked
+            }
+            return Vec::new();
+        };
+        if here.iter().all(|c| self.passed_over.contains(*c)) {
+            self.passed_over.clear();
+        }
+        let epoch = self.epoch.unwrap_or(0);
+        let mut asked = match self.request.take() {
+            Some(r) if r.epoch == epoch && same_task(&r.task, &task) => r.asked,
+            _ => BTreeSet::new(),
+        };
+        asked.insert(committer.clone());
+        let message = match &task {
+            Task::Create => ServerMessage::MlsCreateRequest {
+                group_id: self.id_b64(),
+            },
+            Task::Commit { add, remove } => ServerMessage::MlsCommitRequest {
+                epoch,
+                add: add
+                    .iter()
+                    .map(|(p, kp)| MlsAdd {
+                        participant_id: p.0.clone(),
+                        key_package: B64.encode(kp),
+                    })
+                    .collect(),
+                remove: remove.iter().map(|p| p.0.clone()).collect(),
+                deadline_ms: COMMIT_DEADLINE.as_millis() as u64,
+            },
+        };
+        self.request = Some(Request {
+            epoch,
+            task,
+            asked,
+            current: committer.clone(),
+            deadline: now + COMMIT_DEADLINE,
+        });
+        vec![(committer, message)]
+    }
+}
+
+/// Whether a request already out asks for the same thing (so that anyone
+/// asked before may still answer it).
+fn same_task(a: &Task, b: &Task) -> bool {
+    match (a, b) {
+        (Task::Create, Task::Create) => true,
+        (
+            Task::Commit {
+                add: a1,
+                remove: r1,
+            },
+            Task::Commit {
+                add: a2,
+                remove: r2,
+            },
+        ) => a1 == a2 && r1 == r2,
+        _ => false,
+    }
+}
+
+/// A relayed application message (encrypted chat): checked for shape only.
+pub fn check_application(group: &Group, message: &str) -> Result<(), Refused> {
+    let bytes = decode(message, MAX_APPLICATION, "message")?;
+    let header = wire::framed(&bytes).map_err(|e| bad(format!("message: {e}")))?;
+    if wire::wire_format(&bytes) != Ok(WireFormat::PrivateMessage)
+        || header.content_type != ContentType::Application
+    {
+        return Err(bad("message: not an encrypted application message"));
+    }
+    if header.group_id != group.group_id {
+        return Err(bad("message: for another group"));
+    }
+    match group.epoch {
+        Some(e) if header.epoch == e => Ok(()),
+        _ => Err(stale("message: made at another epoch")),
+    }
+}
+
+fn decode(b64: &str, max: usize, what: &str) -> Result<Vec<u8>, Refused> {
+    // base64 is 4 characters for 3 bytes: refuse before decoding anything huge.
+    if b64.len() > max.div_ceil(3) * 4 {
+        return Err(bad(format!("{what}: at most {max} bytes")));
+    }
+    B64.decode(b64)
+        .map_err(|_| bad(format!("{what}: not base64")))
+}
+
+fn new_group_id() -> Vec<u8> {
+    rand::random::<[u8; 16]>().to_vec()
+}
+
+#[cfg(test)]
+mod tests;
