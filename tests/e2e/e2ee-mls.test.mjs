@@ -1,0 +1,186 @@
+// web/e2ee/mls.js, three (and a ghost) participants in Node, with a small relay
+// in this file playing the Delivery Service of docs/e2ee-design.md §5 (the real
+// one lives in convene-meeting). Checks: create, two adds, equal verification
+// codes and SFrame secrets that change each epoch, chat, a refused stale commit,
+// a refused ghost add, and a removal after which the removed one reads nothing.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { startE2ee, verificationCode, b64 } from '../../web/e2ee/mls.js';
+
+const GROUP_ID = b64(new TextEncoder().encode('meeting-1234'));
+
+/** The relay: one epoch counter, the first member creates, the first member commits. */
+function relay() {
+  const people = new Map(); // pid -> {e2ee, inbox, log}
+  const r = { epoch: null, members: [], sent: [], creator: null, waitingKps: [], failed: [] };
+  const deliver = (pid, msg) => people.get(pid)?.inbox.push(msg);
+  r.deliver = deliver;
+  r.onClient = (pid, msg) => {
+    r.sent.push({ pid, msg });
+    switch (msg.type) {
+      case 'mls-key-package':
+        if (r.epoch === null && !r.creator) { r.creator = pid; deliver(pid, { type: 'mls-create-request', groupId: GROUP_ID }); }
+        else r.waitingKps.push({ participantId: pid, keyPackage: msg.keyPackage });
+        break;
+      case 'mls-group-created': r.epoch = 0; r.members = [pid]; r.groupInfo = msg.groupInfo; break;
+      case 'mls-commit': {
+        if (msg.epoch !== r.epoch) { deliver(pid, { type: 'error', code: 'mls-stale-epoch' }); break; }
+        r.epoch += 1;
+        r.groupInfo = msg.groupInfo;
+        for (const m of r.members) deliver(m, { type: 'mls-commit', epoch: msg.epoch, commit: msg.commit, from: pid });
+        const added = r.lastRequest?.add.map((a) => a.participantId) ?? [];
+        const removed = r.lastRequest?.remove ?? [];
+        r.members = r.members.filter((m) => !removed.includes(m)).concat(added);
+        if (msg.welcome) for (const a of added) deliver(a, { type: 'mls-welcome', welcome: msg.welcome, epoch: r.epoch });
+        break;
+      }
+      case 'mls-commit-failed': r.failed.push({ pid, ...msg }); break;
+      case 'mls-app': for (const m of r.members) if (m !== pid) deliver(m, { ...msg, from: pid }); break;
+    }
+  };
+  r.request = (to, add, remove = []) => {
+    r.lastRequest = { add, remove };
+    deliver(to, { type: 'mls-commit-request', epoch: r.epoch, add, remove, deadlineMs: 2000 });
+  };
+  /** Runs every inbox until all are empty (messages in order per participant). */
+  r.settle = async () => {
+    for (let busy = true; busy;) {
+      busy = false;
+      for (const p of people.values()) {
+        while (p.inbox.length) { busy = true; await p.e2ee.handle(p.inbox.shift()); }
+      }
+    }
+  };
+  r.join = async (pid, roster) => {
+    const p = { inbox: [], epochs: [], chats: [], warnings: [] };
+    people.set(pid, p);
+    p.e2ee = await startE2ee({
+      groupId: GROUP_ID, participantId: pid, name: pid.toUpperCase(), identity: null,
+      send: (msg) => r.onClient(pid, msg), rosterHas: (x) => roster.has(x),
+      onEpoch: (e) => p.epochs.push(e), onChat: (c) => p.chats.push(c), onWarning: (w) => p.warnings.push(w),
+    });
+    return p;
+  };
+  return r;
+}
+
+const last = (p) => p.epochs.at(-1);
+const codeOf = (p) => JSON.stringify(last(p).code);
+const hex = (u) => Buffer.from(u).toString('hex');
+
+test('verification code: 48 bits as 8 six-bit emoji and 15 digits', () => {
+  const c = verificationCode(Uint8Array.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xfe, 9, 9]));
+  assert.deepEqual(c.emoji, [63, 63, 63, 63, 63, 63, 63, 62]);
+  assert.equal(c.digits, '28147 49767 10654'); // 2^48 - 2
+  assert.equal(verificationCode(new Uint8Array(32)).digits, '00000 00000 00000');
+  assert.deepEqual(verificationCode(Uint8Array.from([4, 16, 0x41, 0, 0, 0])).emoji, [1, 1, 1, 1, 0, 0, 0, 0]);
+});
+
+test('three participants: create, adds, codes, chat, stale commit, ghost, removal', async () => {
+  const r = relay();
+  const rosterA = new Set(['a', 'b', 'c']); // each participant's view of the meeting's roster
+  const roster = new Set(['a', 'b', 'c']);
+  const a = await r.join('a', rosterA);
+  await r.settle();
+  assert.equal(last(a).epoch, 0);
+  assert.deepEqual(last(a).added, ['a']);
+  assert.equal(r.epoch, 0);
+
+  const b = await r.join('b', roster);
+  r.request('a', r.waitingKps.splice(0));
+  await r.settle();
+  const c = await r.join('c', roster);
+  r.request('a', r.waitingKps.splice(0));
+  await r.settle();
+  assert.equal(r.epoch, 2);
+  for (const p of [a, b, c]) assert.equal(last(p).epoch, 2);
+  assert.deepEqual(last(a).added, ['c']);
+  // One code and one SFrame secret for everyone, different in each epoch.
+  assert.equal(codeOf(b), codeOf(a));
+  assert.equal(codeOf(c), codeOf(a));
+  assert.equal(hex(last(c).sframeSecret), hex(last(a).sframeSecret));
+  assert.equal(last(a).sframeSecret.length, 16);
+  const codes = a.epochs.map((e) => JSON.stringify(e.code));
+  assert.equal(new Set(codes).size, 3, 'the code changes with every epoch');
+  assert.equal(last(b).code.digits.length, 17);
+  assert.deepEqual(new Set([last(a).ownLeaf, last(b).ownLeaf, last(c).ownLeaf]), new Set([0, 1, 2]));
+  assert.deepEqual(b.e2ee.members().map((m) => [m.leaf, m.participantId, m.name]), [[0, 'a', 'A'], [1, 'b', 'B'], [2, 'c', 'C']]);
+
+  // Chat: the sender comes from the MLS leaf, not the relay's `from`.
+  await a.e2ee.sendChat('hello, encrypted');
+  await r.settle();
+  assert.deepEqual(b.chats, [{ from: 'a', text: 'hello, encrypted' }]);
+  assert.deepEqual(c.chats, [{ from: 'a', text: 'hello, encrypted' }]);
+  const chatMsg = r.sent.filter((s) => s.msg.type === 'mls-app').at(-1).msg;
+  assert.ok(!Buffer.from(chatMsg.message, 'base64').toString('latin1').includes('hello'), 'chat travels encrypted');
+  r.deliver('b', chatMsg); // a replay: its key generation is spent
+  await r.settle();
+  assert.equal(b.warnings.at(-1).code, 'undecryptable');
+  assert.equal(b.chats.length, 1);
+  await a.e2ee.sendChat('who sent this?');
+  b.inbox.at(-1).from = 'c'; // the relay names the wrong sender
+  await r.settle();
+  assert.equal(b.warnings.at(-1).code, 'sender-mismatch');
+  assert.deepEqual(b.chats.at(-1), { from: 'a', text: 'who sent this?' });
+
+  // Two committers at epoch 2: a wins, b's commit is stale and b follows a's.
+  r.request('a', [], []);
+  r.deliver('b', { type: 'mls-commit-request', epoch: 2, add: [], remove: [], deadlineMs: 2000 });
+  await r.settle();
+  const stale = r.sent.filter((s) => s.msg.type === 'mls-commit' && s.msg.epoch === 2);
+  assert.equal(stale.length, 2);
+  assert.equal(r.epoch, 3);
+  for (const p of [a, b, c]) assert.equal(last(p).epoch, 3);
+  assert.equal(codeOf(b), codeOf(a));
+  assert.equal(codeOf(c), codeOf(a));
+  // b's losing commit, replayed to c as if it won the next epoch: refused, nothing forks.
+  const loser = stale.find((s) => s.pid === 'b').msg.commit;
+  r.deliver('c', { type: 'mls-commit', epoch: 3, commit: loser, from: 'b' });
+  await r.settle();
+  assert.equal(last(c).epoch, 3);
+  assert.equal(r.failed.at(-1).pid, 'c');
+  assert.equal(r.failed.at(-1).epoch, 3);
+  await a.e2ee.sendChat('still one group');
+  await r.settle();
+  assert.deepEqual(c.chats.at(-1), { from: 'a', text: 'still one group' });
+
+  // A ghost: the committer's roster has "g" (a server lied to it), the others' do not.
+  rosterA.add('g');
+  const g = await r.join('g', rosterA);
+  r.request('a', r.waitingKps.splice(0));
+  await a.e2ee.handle(a.inbox.shift()); // only the request: a commits the add of g
+  const failedBefore = r.failed.length;
+  for (const p of [b, c]) while (p.inbox.length) await p.e2ee.handle(p.inbox.shift());
+  assert.equal(r.failed.length, failedBefore + 2, 'b and c report the ghost commit');
+  assert.deepEqual(r.failed.slice(-2).map((f) => [f.pid, f.epoch]), [['b', 3], ['c', 3]]);
+  assert.match(r.failed.at(-1).reason, /unknown-participant g/);
+  assert.equal(last(b).epoch, 3);
+  assert.equal(codeOf(b), codeOf(c));
+  // Roll back as the server does: a gets stale-epoch instead of its commit, g no Welcome.
+  a.inbox.length = 0;
+  g.inbox.length = 0;
+  r.epoch = 3;
+  r.members = ['a', 'b', 'c'];
+  r.deliver('a', { type: 'error', code: 'mls-stale-epoch' });
+  await r.settle();
+  assert.equal(last(a).epoch, 3);
+  assert.equal(g.epochs.length, 0);
+
+  // Remove c: a new epoch for a and b; c learns it was removed and reads nothing after.
+  r.request('a', [], ['c']);
+  await r.settle();
+  assert.equal(last(a).epoch, 4);
+  assert.equal(codeOf(a), codeOf(b));
+  assert.deepEqual(last(a).removed, ['c']);
+  assert.deepEqual(last(b).members.map((m) => m.participantId), ['a', 'b']);
+  assert.ok(c.warnings.some((w) => w.code === 'removed'));
+  assert.equal(last(c).epoch, 3);
+  const cChats = c.chats.length;
+  await a.e2ee.sendChat('after c left');
+  await r.settle();
+  r.deliver('c', r.sent.filter((s) => s.msg.type === 'mls-app').at(-1).msg); // c keeps receiving
+  await r.settle();
+  assert.deepEqual(b.chats.at(-1), { from: 'a', text: 'after c left' });
+  assert.equal(c.chats.length, cChats, 'the removed participant cannot read the next chat');
+});
+

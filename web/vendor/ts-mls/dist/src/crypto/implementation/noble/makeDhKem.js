@@ -1,0 +1,2 @@
+export * from "../default/makeDhKem.js";
+//# sourceMappingURL=makeDhKem.js.map

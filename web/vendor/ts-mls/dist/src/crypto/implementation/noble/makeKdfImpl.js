@@ -1,0 +1,2 @@
+export * from "../default/makeKdfImpl.js";
+//# sourceMappingURL=makeKdfImpl.js.map

@@ -1,0 +1,2 @@
+export * from "../default/rng.js";
+//# sourceMappingURL=rng.js.map
