@@ -4,6 +4,7 @@ import { t, formatTime } from './i18n.js';
 import { badge } from './identity.js';
 import { $, state, send } from './meeting-state.js';
 import { nameText, tagText } from './text.js';
+import { isE2ee, sendEncryptedChat } from './e2ee-meeting.js';
 
 /** @param {any} m a chat message as the server sends it */
 export function addChat(m) {
@@ -41,7 +42,14 @@ export function wireChat() {
     e.preventDefault();
     const text = $('chat-input').value.trim();
     if (!text) return;
-    send({ type: 'chat', text });
+    if (isE2ee()) {
+      // The server relays it unread and does not echo it: shown here at once.
+      if (!sendEncryptedChat(text)) return;
+      const me = state.participants.get(state.me);
+      addChat({ participantId: state.me, name: me?.name || '', text, sentAt: Date.now(), identity: me?.identity });
+    } else {
+      send({ type: 'chat', text });
+    }
     $('chat-input').value = '';
   });
 }

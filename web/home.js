@@ -82,6 +82,7 @@ form.addEventListener('submit', async (event) => {
         lobbyBypass: field('lobby-bypass').value,
         guestsAllowed: field('guests-allowed').checked,
         requireMfa: field('require-mfa').checked,
+        e2ee: field('e2ee').checked,
       },
     };
     const res = await fetch('/api/meetings', {

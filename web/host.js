@@ -128,6 +128,8 @@ export function wireHostControls() {
         lobbyBypass: $('set-bypass').value,
         guestsAllowed: $('set-guests').checked,
         requireMfa: $('set-mfa').checked,
+        // Fixed at creation: sent back as it is.
+        e2ee: !!state.settings?.e2ee,
       },
     };
     policyAsk = { level: currentLevel, settings: asked.settings, raised: false };

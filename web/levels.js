@@ -37,12 +37,11 @@ export function levelOptions(levels, current) {
 
 /**
  * Why a level cannot be held here, in this page's language. The server says it
- * in English words only; there are two reasons (policy.rs `unavailable`), told
- * apart by what the level requires. Another reason shows as the server said it.
+ * in English words only; there is one reason (policy.rs `unavailable`), told
+ * by what the level requires. Another reason shows as the server said it.
  * @param {LevelChoice} l
  */
 function unavailableWhy(l) {
-  if (l.requires?.e2ee) return t('level.unavailable-e2ee');
   if (l.requires && l.requires.guestsAllowed === false) return t('level.unavailable-sign-in');
   return l.unavailable || '';
 }
@@ -84,6 +83,7 @@ export function unmetWords(level, settings, hasPasscode, raised = false) {
   need((BYPASS_WIDTH[s.lobbyBypass] ?? 0) > (BYPASS_WIDTH[r.lobbyBypass] ?? 2), 'level.unmet-bypass', { who: t(BYPASS_WORDS[r.lobbyBypass] || 'level.bypass-nobody') });
   need(r.guestsAllowed === false && !!s.guestsAllowed, 'level.unmet-guests');
   need(!!r.mfa && !s.requireMfa, 'level.unmet-mfa');
+  need(!!r.e2ee && !s.e2ee, 'level.unmet-e2ee');
   need(r.chatAllowed === false && s.chat !== 'nobody', 'level.unmet-chat');
   need((NARROWNESS[s.screenShare] ?? 0) < (NARROWNESS[r.screenShare] ?? 0), 'level.unmet-share', { who: t(WHO_WORDS[r.screenShare] || 'level.who-nobody') });
   need(typeof r.maxParticipants === 'number' && s.maxParticipants > r.maxParticipants, 'level.unmet-max', { count: r.maxParticipants });

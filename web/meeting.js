@@ -19,6 +19,7 @@ import { resetChat, addChat, chatArrived, wireChat } from './chat.js';
 import { showLevel, showCurrentLevel, loadLevels, levelNameOf, policyRefusal, wireHostControls } from './host.js';
 import { updateControls, wireControls, stopShare, ownHand } from './controls.js';
 import { loadMeeting, setupPrejoin } from './prejoin.js';
+import { e2eeWelcome, e2eeMessage, attachTransforms, wireE2ee, onEncryptedChat } from './e2ee-meeting.js';
 
 translatePage();
 languagePicker($('language'));
@@ -98,7 +99,9 @@ function onMessage(msg) {
       for (const p of msg.participants) participants.set(p.id, p);
       state.call?.close();
       const call = new Call(send, localTrack, msg.iceServers);
+      call.onTransceivers = attachTransforms;
       state.call = call;
+      e2eeWelcome(msg);
       call.addEventListener('tracks', render);
       call.addEventListener('state', (e) => {
         const connection = /** @type {CustomEvent} */ (e).detail;
@@ -249,7 +252,16 @@ function onMessage(msg) {
       if (msg.speaking) state.speaking.add(msg.participantId); else state.speaking.delete(msg.participantId);
       noteSpeaking(msg.participantId, msg.speaking);
       break;
+    case 'mls-create-request':
+    case 'mls-commit-request':
+    case 'mls-commit':
+    case 'mls-welcome':
+    case 'mls-app':
+      e2eeMessage(msg);
+      break;
     case 'error':
+      // Another commit won: the group's state machine follows the winner.
+      if (msg.code === 'mls-stale-epoch') { e2eeMessage(msg); break; }
       console.warn('server:', msg.code, msg.message);
       showCurrentLevel();
       if (msg.code === 'meeting-full') { state.signalling?.leave(); showLeft(t('left.title'), t('left.full')); }
@@ -340,6 +352,15 @@ wireHostControls();
 wireRemoveDialog();
 wireChat();
 wireStage();
+wireE2ee();
+// Chat in an end-to-end encrypted meeting comes decrypted from the group.
+onEncryptedChat(({ from, text }) => {
+  const p = state.participants.get(from);
+  if (chatArrived({ participantId: from, name: p?.name || '', text, sentAt: Date.now(), identity: p?.identity })) {
+    updateControls();
+    announcer.say(t('announce.chat', { name: p?.name || '' }));
+  }
+});
 $('lobby-leave').addEventListener('click', () => { $('lobby').hidden = true; leave(); });
 $('rejoin').addEventListener('click', () => location.reload());
 loadMeeting(hostKey, () => endSession(t('left.ended'), '')).then(loadLevels);

@@ -4,6 +4,7 @@
 // sign in, or sign in again with a second factor. The server still decides.
 import { t } from './i18n.js';
 import { levelName } from './levels.js';
+import { e2eeCapable } from './e2ee-support.js';
 
 /**
  * @param {any} meeting /api/meetings/{id}
@@ -22,9 +23,13 @@ export function requirements(meeting, session, returnTo) {
   if (s.guestsAllowed === false) items.push(t('req.no-guests'));
   if (s.requireMfa) items.push(t('req.mfa'));
   if (s.lobby) items.push(t('req.lobby'));
+  if (s.e2ee) items.push(t('req.e2ee'));
   let blocked = '';
   /** @type {{href: string, label: string} | null} */ let stepUp = null;
-  if (s.guestsAllowed === false && !verified) {
+  if (s.e2ee && !e2eeCapable()) {
+    // Never joined in the clear: the server would refuse it anyway.
+    blocked = t('req.blocked-e2ee');
+  } else if (s.guestsAllowed === false && !verified) {
     blocked = session.signIn.length
       ? t('req.blocked-guest')
       : t('req.blocked-no-sign-in');

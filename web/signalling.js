@@ -1,5 +1,7 @@
 // The signalling socket: join, resume after a drop, keepalive. See docs/protocol.md.
 
+import { e2eeCapable } from './e2ee-support.js';
+
 const PROTOCOL = 1;
 const PING_EVERY_MS = 5000;
 const PONG_TIMEOUT_MS = 10000;
@@ -102,6 +104,8 @@ export class Signalling extends EventTarget {
   joinMessage() {
     /** @type {Record<string, unknown>} */
     const join = { type: 'join', protocol: PROTOCOL, name: this.name };
+    // Say we can take part in an end-to-end encrypted meeting (refused from one otherwise).
+    if (e2eeCapable()) join.e2ee = true;
     if (this.resumeToken) join.resume = this.resumeToken;
     else {
       if (this.credentials.hostKey) join.hostKey = this.credentials.hostKey;

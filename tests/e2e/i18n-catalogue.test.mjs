@@ -127,7 +127,7 @@ test('the server\'s fixed English that the client matches to translate is still 
   assert.deepEqual(clientReasons, serverReasons, 'permission reasons (access.rs check) and errors.js REASONS');
 
   const expect = [
-    ['convene-meeting/src/policy.rs', [en['level.unavailable-e2ee'], en['level.unavailable-sign-in'],
+    ['convene-meeting/src/policy.rs', [en['level.unavailable-sign-in'],
       "only people verified by their organisation's sign-in may join", 'sign in with a second factor (such as a security key or code) to join']],
     ['convene-meeting/src/room/host_actions.rs', ['still wait in the lobby until someone leaves']],
     ['convene-meeting/src/room/levels.rs', ['{} does not admit {}', '{} requires the lobby: {} wait there for a host to admit them again']],
