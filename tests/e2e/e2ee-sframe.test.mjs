@@ -1,0 +1,148 @@
+// web/e2ee/sframe.js in Node: RFC 9605 Appendix C test vectors (header encoding,
+// and SFrame encryption for AES_128_GCM_SHA256_128), round trips with the VP8 clear
+// prefix, tampering, wrong keys, and the MLS KID layout (§5.2; E = 4, S = 10).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  encodeHeader, parseHeader, mlsKid, kidParts, deriveKeySaltBytes, deriveKeySalt,
+  encryptFrame, decryptFrame, clearPrefixLength,
+} from '../../web/e2ee/sframe.js';
+
+const hex = (u) => Buffer.from(u).toString('hex');
+const unhex = (s) => new Uint8Array(Buffer.from(s, 'hex'));
+
+// RFC 9605 Appendix C.1 (test-vectors.json of sframe-wg/sframe): [kid, ctr, encoded header].
+const HEADERS = [
+  ['0', '0', '00'],
+  ['0', '1', '01'],
+  ['0', '255', '08ff'],
+  ['0', '65536', '0a010000'],
+  ['0', '18446744073709551615', '0fffffffffffffffff'],
+  ['1', '0', '10'],
+  ['1', '1', '11'],
+  ['1', '255', '18ff'],
+  ['1', '65536', '1a010000'],
+  ['1', '18446744073709551615', '1fffffffffffffffff'],
+  ['255', '0', '80ff'],
+  ['255', '1', '81ff'],
+  ['255', '255', '88ffff'],
+  ['255', '65536', '8aff010000'],
+  ['255', '18446744073709551615', '8fffffffffffffffffff'],
+  ['256', '0', '900100'],
+  ['256', '1', '910100'],
+  ['256', '255', '980100ff'],
+  ['256', '65536', '9a0100010000'],
+  ['256', '18446744073709551615', '9f0100ffffffffffffffff'],
+  ['65535', '0', '90ffff'],
+  ['65535', '1', '91ffff'],
+  ['65535', '255', '98ffffff'],
+  ['65535', '65536', '9affff010000'],
+  ['65535', '18446744073709551615', '9fffffffffffffffffffff'],
+  ['65536', '0', 'a0010000'],
+  ['65536', '1', 'a1010000'],
+  ['65536', '255', 'a8010000ff'],
+  ['65536', '65536', 'aa010000010000'],
+  ['65536', '18446744073709551615', 'af010000ffffffffffffffff'],
+  ['72057594037927936', '0', 'f00100000000000000'],
+  ['72057594037927936', '1', 'f10100000000000000'],
+  ['72057594037927936', '255', 'f80100000000000000ff'],
+  ['72057594037927936', '65536', 'fa0100000000000000010000'],
+  ['72057594037927936', '18446744073709551615', 'ff0100000000000000ffffffffffffffff'],
+  ['18446744073709551615', '0', 'f0ffffffffffffffff'],
+  ['18446744073709551615', '1', 'f1ffffffffffffffff'],
+  ['18446744073709551615', '255', 'f8ffffffffffffffffff'],
+  ['18446744073709551615', '65536', 'faffffffffffffffff010000'],
+  ['18446744073709551615', '18446744073709551615', 'ffffffffffffffffffffffffffffffffff'],
+];
+
+// RFC 9605 Appendix C.3, cipher suite 0x0004.
+const V = {
+  kid: 291n, ctr: 17767n, baseKey: '000102030405060708090a0b0c0d0e0f',
+  key: 'd34f547f4ca4f9a7447006fe7fcbf768', salt: '75234edefe07819026751816',
+  metadata: '4945544620534672616d65205747', pt: '64726166742d696574662d736672616d652d656e63',
+  ct: '9901234567b7412c2513a1b66dbb48841bbaf17f598751176ad847681a69c6d0b091c07018ce4adb34eb',
+};
+
+test('header encoding and parsing: RFC 9605 C.1 vectors', () => {
+  for (const [kid, ctr, encoded] of HEADERS) {
+    assert.equal(hex(encodeHeader(BigInt(kid), BigInt(ctr))), encoded, `kid ${kid} ctr ${ctr}`);
+    const h = parseHeader(unhex(encoded + 'abcd'));
+    assert.deepEqual(h, { kid: BigInt(kid), ctr: BigInt(ctr), length: encoded.length / 2 });
+  }
+  assert.equal(parseHeader(unhex('9f0100ffff')), null, 'a truncated header is refused');
+  assert.throws(() => encodeHeader(1n << 64n, 0));
+});
+
+test('key, salt and encryption: RFC 9605 C.3 vector for AES_128_GCM_SHA256_128', async () => {
+  const { key, salt } = await deriveKeySaltBytes(unhex(V.baseKey), V.kid);
+  assert.equal(hex(key), V.key);
+  assert.equal(hex(salt), V.salt);
+  const keys = await deriveKeySalt(unhex(V.baseKey), V.kid);
+  const meta = unhex(V.metadata);
+  // Our frames carry the metadata (the clear prefix) in front; the RFC's output is what follows it.
+  const out = await encryptFrame(keys, V.kid, V.ctr, new Uint8Array([...meta, ...unhex(V.pt)]), meta.length);
+  assert.equal(hex(out.subarray(0, meta.length)), V.metadata);
+  assert.equal(hex(out.subarray(meta.length)), V.ct);
+  const back = await decryptFrame((kid) => (kid === V.kid ? keys : undefined), out, meta.length);
+  assert.equal(back.ok, true);
+  assert.equal(hex(back.frame.subarray(meta.length)), V.pt);
+});
+
+test('MLS KIDs: leaf and epoch bits', () => {
+  assert.equal(mlsKid(0, 0), 0n);
+  assert.equal(mlsKid(3, 14), 0x3en); // the RFC's figure (E = 4)
+  assert.equal(mlsKid(20, 14), 0x14en);
+  assert.equal(mlsKid(33, 17), 0x211n);
+  assert.equal(mlsKid(2, 16, 2), (2n << 14n) | 0x20n);
+  assert.deepEqual(kidParts(mlsKid(1023, 35, 1)), { leaf: 1023, epochBits: 3, context: 1n });
+  assert.throws(() => mlsKid(1024, 0));
+  assert.equal(hex(encodeHeader(mlsKid(0, 5), 3)), '53', 'small KIDs stay in the config byte');
+});
+
+test('VP8 clear prefix: 10 bytes of a keyframe, 3 of a delta frame, none for audio', () => {
+  const key = Uint8Array.from([0x50, 0x2a, 0x01, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01, 9, 9, 9]);
+  assert.equal(clearPrefixLength('video', key), 10);
+  assert.equal(clearPrefixLength('video', Uint8Array.from([0x31, 2, 3, 4, 5])), 3);
+  assert.equal(clearPrefixLength('video', Uint8Array.from([0x30, 2])), 2);
+  assert.equal(clearPrefixLength('audio', key), 0);
+});
+
+test('round trips, tampering, wrong keys and unknown KIDs', async () => {
+  const secret = crypto.getRandomValues(new Uint8Array(16));
+  const kid = mlsKid(5, 9);
+  const keys = await deriveKeySalt(secret, kid);
+  const lookup = (k) => (k === kid ? keys : undefined);
+  const frame = crypto.getRandomValues(new Uint8Array(1200));
+  frame[0] = 0x50; // keyframe
+  const n = clearPrefixLength('video', frame);
+  const sealed = await encryptFrame(keys, kid, 1000, frame, n);
+  assert.deepEqual(sealed.subarray(0, 10), frame.subarray(0, 10), 'the prefix is clear');
+  assert.notDeepEqual(sealed.subarray(13, 40), frame.subarray(10, 37), 'the rest is not');
+  assert.equal(sealed.length, 1200 + 4 + 16); // header (config, kid 0x59, ctr 1000 in 2 bytes) and tag
+  const ok = await decryptFrame(lookup, sealed, clearPrefixLength('video', sealed));
+  assert.equal(ok.ok, true);
+  assert.deepEqual(ok.frame, frame);
+  assert.equal(ok.ctr, 1000n);
+
+  for (const at of [0, 5, 10, 11, 600, sealed.length - 1]) { // prefix, header, ciphertext, tag
+    const bad = sealed.slice();
+    bad[at] ^= 0x04; // keeps bit 0 of byte 0, so the prefix length stays the same
+    const r = await decryptFrame(lookup, bad, 10);
+    assert.equal(r.ok, false, `flipped byte ${at}`);
+  }
+  const other = await deriveKeySalt(crypto.getRandomValues(new Uint8Array(16)), kid);
+  assert.deepEqual(await decryptFrame(() => other, sealed, 10), { ok: false, reason: 'auth', kid });
+  assert.equal((await decryptFrame(() => undefined, sealed, 10)).reason, 'unknown-kid');
+  assert.equal((await decryptFrame(lookup, sealed.subarray(0, 20), 10)).reason, 'malformed');
+  // Another sender's KID gives another key: the same secret, leaf 6, does not open leaf 5's frame.
+  const kid6 = mlsKid(6, 9);
+  const keys6 = await deriveKeySalt(secret, kid6);
+  assert.notEqual(hex((await deriveKeySaltBytes(secret, kid6)).key), hex((await deriveKeySaltBytes(secret, kid)).key));
+  assert.equal((await decryptFrame(() => keys6, sealed, 10)).ok, false);
+
+  // Audio: no prefix, whole frame sealed.
+  const opus = crypto.getRandomValues(new Uint8Array(80));
+  const a = await encryptFrame(keys, kid, 1, opus, 0);
+  assert.notDeepEqual(a.subarray(a.length - 96, a.length - 16), opus);
+  assert.deepEqual((await decryptFrame(lookup, a, 0)).frame, opus);
+});
