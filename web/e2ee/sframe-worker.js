@@ -1,0 +1,116 @@
+// The SFrame encoded-transform worker (docs/e2ee-design.md §8): the page makes
+// one module worker, `new Worker('/e2ee/sframe-worker.js', {type: 'module'})`, and
+// gives it every sender and receiver:
+//   sender.transform = new RTCRtpScriptTransform(worker, {side: 'send', kind: 'video'})
+//   receiver.transform = new RTCRtpScriptTransform(worker, {side: 'recv', kind: 'audio'})
+// and each epoch's key: worker.postMessage({type: 'epoch', epoch, secret, ownLeaf, removal}).
+// It posts {type: 'stats', encrypted, decrypted, dropped, byTransform} about once a second
+// (and at once on {type: 'get-stats'}).
+//
+// One worker per page: the CTR of a key must never repeat (RFC 9605 §4.4.3), and
+// every send transform here gets its own KID context (so its own key) with a
+// counter that is never reset. Two workers would each start at context 0.
+import { mlsKid, kidParts, deriveKeySalt, encryptFrame, decryptFrame, clearPrefixLength, EPOCH_BITS } from './sframe.js';
+
+const KEEP_OLD_MS = 5000;     // receivers keep the previous epoch's keys this long
+const KEEP_OLD_REMOVAL_MS = 2000; // ...or this long when the new epoch removed someone
+const KEYFRAME_REQUEST_GAP_MS = 1000;
+
+const epochs = new Map(); // epoch mod 2^E -> {epoch, secret, expires, keys: Map<kid, Promise<keys>>}
+let newest = null;
+let ownLeaf = null;
+const counters = new Map(); // send context -> next CTR
+let nextContext = 0;
+const transforms = new Set();
+const totals = { encrypted: 0, decrypted: 0, dropped: 0 };
+
+function forget(entry) {
+  entry.secret.fill(0);
+  entry.keys.clear();
+  epochs.delete(entry.epoch % (1 << EPOCH_BITS));
+}
+
+function addEpoch({ epoch, secret, ownLeaf: leaf, removal }) {
+  const now = performance.now();
+  for (const e of epochs.values()) {
+    if (e.epoch === epoch) return; // known already
+    e.expires = Math.min(e.expires, now + (removal ? KEEP_OLD_REMOVAL_MS : KEEP_OLD_MS));
+  }
+  const old = epochs.get(epoch % (1 << EPOCH_BITS));
+  if (old) forget(old); // E-bit rollover: 16 epochs later the slot is reused (RFC 9605 §5.2)
+  const entry = { epoch, secret: new Uint8Array(secret), expires: Infinity, keys: new Map() };
+  epochs.set(epoch % (1 << EPOCH_BITS), entry);
+  if (!newest || epoch > newest.epoch) { newest = entry; ownLeaf = leaf; }
+  for (const t of transforms) {
+    // Senders: a keyframe under the new key, so receivers can decode from it at once.
+    if (t.side === 'send' && t.kind === 'video') t.transformer.generateKeyFrame?.().catch(() => {});
+    // Receivers that dropped frames for want of this key: ask the sender for a keyframe.
+    if (t.side === 'recv' && t.kind === 'video' && t.dropsSinceKey > 0) requestKeyFrame(t);
+  }
+}
+
+function requestKeyFrame(t) {
+  const now = performance.now();
+  if (now - t.lastRequest < KEYFRAME_REQUEST_GAP_MS) return;
+  t.lastRequest = now;
+  t.dropsSinceKey = 0;
+  try { t.transformer.sendKeyFrameRequest?.()?.catch?.(() => {}); } catch { /* not supported here */ }
+}
+
+/** The keys for a KID, or undefined if its epoch is unknown or expired. */
+function keysFor(kid) {
+  const entry = epochs.get(kidParts(kid).epochBits);
+  if (!entry) return undefined;
+  if (entry.expires <= performance.now()) { forget(entry); return undefined; }
+  let keys = entry.keys.get(kid);
+  if (!keys) { keys = deriveKeySalt(entry.secret, kid); entry.keys.set(kid, keys); }
+  return keys;
+}
+
+async function send(t, frame, controller) {
+  if (!newest || ownLeaf === null) { t.dropped++; totals.dropped++; return; } // never send in clear
+  const data = new Uint8Array(frame.data);
+  const kid = mlsKid(ownLeaf, newest.epoch, t.context);
+  const ctr = counters.get(t.context) ?? 0;
+  counters.set(t.context, ctr + 1); // taken before any await: never twice
+  frame.data = (await encryptFrame(await keysFor(kid), kid, ctr, data, clearPrefixLength(t.kind, data))).buffer;
+  t.encrypted++; totals.encrypted++;
+  controller.enqueue(frame);
+}
+
+async function receive(t, frame, controller) {
+  const data = new Uint8Array(frame.data);
+  const r = await decryptFrame(keysFor, data, clearPrefixLength(t.kind, data));
+  if (!r.ok) { t.dropped++; totals.dropped++; t.dropsSinceKey++; return; } // never to the decoder
+  frame.data = r.frame.buffer;
+  t.decrypted++; totals.decrypted++;
+  controller.enqueue(frame);
+}
+
+function setup(transformer) {
+  const { side, kind } = transformer.options ?? {};
+  const t = { transformer, side, kind, encrypted: 0, decrypted: 0, dropped: 0, dropsSinceKey: 0, lastRequest: -Infinity,
+    context: side === 'send' ? (transformer.options.context ?? nextContext++) : null };
+  if (side === 'send' && transformer.options.context !== undefined) nextContext = Math.max(nextContext, t.context + 1);
+  transforms.add(t);
+  const step = side === 'send' ? send : receive;
+  transformer.readable
+    .pipeThrough(new TransformStream({ transform: (frame, controller) => step(t, frame, controller).catch(() => { t.dropped++; totals.dropped++; }) }))
+    .pipeTo(transformer.writable)
+    .catch(() => {})
+    .finally(() => transforms.delete(t));
+}
+
+function postStats() {
+  for (const e of [...epochs.values()]) if (e.expires <= performance.now()) forget(e);
+  self.postMessage({ type: 'stats', ...totals, epochs: [...epochs.values()].map((e) => e.epoch),
+    byTransform: [...transforms].map(({ side, kind, context, encrypted, decrypted, dropped }) => ({ side, kind, context, encrypted, decrypted, dropped })) });
+}
+
+self.onrtctransform = (event) => setup(event.transformer);
+self.onmessage = (event) => {
+  const msg = event.data;
+  if (msg?.type === 'epoch') addEpoch(msg);
+  else if (msg?.type === 'get-stats') postStats();
+};
+setInterval(postStats, 1000);
