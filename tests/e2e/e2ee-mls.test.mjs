@@ -51,13 +51,14 @@ function relay() {
       }
     }
   };
-  r.join = async (pid, roster) => {
+  r.stop = () => { for (const p of people.values()) p.e2ee.stop(); };
+  r.join = async (pid, roster, extra = {}) => {
     const p = { inbox: [], epochs: [], chats: [], warnings: [] };
     people.set(pid, p);
     p.e2ee = await startE2ee({
       groupId: GROUP_ID, participantId: pid, name: pid.toUpperCase(), identity: null,
       send: (msg) => r.onClient(pid, msg), rosterHas: (x) => roster.has(x),
-      onEpoch: (e) => p.epochs.push(e), onChat: (c) => p.chats.push(c), onWarning: (w) => p.warnings.push(w),
+      onEpoch: (e) => p.epochs.push(e), onChat: (c) => p.chats.push(c), onWarning: (w) => p.warnings.push(w), ...extra,
     });
     return p;
   };
@@ -95,6 +96,7 @@ test('three participants: create, adds, codes, chat, stale commit, ghost, remova
   assert.equal(r.epoch, 2);
   for (const p of [a, b, c]) assert.equal(last(p).epoch, 2);
   assert.deepEqual(last(a).added, ['c']);
+  assert.deepEqual(b.epochs.map((e) => e.added), [['b'], ['c']]);
   // One code and one SFrame secret for everyone, different in each epoch.
   assert.equal(codeOf(b), codeOf(a));
   assert.equal(codeOf(c), codeOf(a));
@@ -182,5 +184,33 @@ test('three participants: create, adds, codes, chat, stale commit, ghost, remova
   await r.settle();
   assert.deepEqual(b.chats.at(-1), { from: 'a', text: 'after c left' });
   assert.equal(c.chats.length, cChats, 'the removed participant cannot read the next chat');
+  r.stop();
 });
 
+
+test('a lost group is asked for again: no Welcome in time, or a commit from a later epoch', async () => {
+  const r = relay();
+  const roster = new Set(['a', 'b']);
+  const a = await r.join('a', roster);
+  await r.settle();
+  const b = await r.join('b', roster, { welcomeTimeoutMs: 100 });
+  const kps = () => r.sent.filter((s) => s.pid === 'b' && s.msg.type === 'mls-key-package').length;
+  assert.equal(kps(), 1);
+  for (let i = 0; i < 100 && kps() < 2; i++) await new Promise((res) => setTimeout(res, 10));
+  assert.equal(kps(), 2, 'b offered a fresh key package');
+  // The Welcome made for b's first key package still works.
+  r.request('a', r.waitingKps.splice(0, 1));
+  await r.settle();
+  assert.equal(last(b).epoch, 1);
+  assert.equal(codeOf(b), codeOf(a));
+  const before = kps();
+  await new Promise((res) => setTimeout(res, 250));
+  assert.equal(kps(), before, 'no more key packages once in the group');
+  // b missed a commit (it resumed late): the next one is from a later epoch.
+  r.deliver('b', { type: 'mls-commit', epoch: 5, commit: 'AAAA', from: 'a' });
+  await r.settle();
+  assert.equal(b.warnings.at(-1).code, 'behind');
+  assert.equal(b.e2ee.epoch(), null);
+  assert.equal(kps(), before + 1);
+  r.stop();
+});

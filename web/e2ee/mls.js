@@ -105,6 +105,7 @@ export async function startE2ee(opts) {
     // No create request and no Welcome in time: the request may have been lost, so offer a fresh one.
     clearTimeout(welcomeTimer);
     welcomeTimer = setTimeout(() => run(async () => { if (!group) await sendKeyPackage(); }), opts.welcomeTimeoutMs ?? 10000);
+    welcomeTimer.unref?.(); // Node: a test's process need not wait for it
   }
 
   // The group is gone (removed, or behind the server): forget it and ask to be added again.
@@ -115,9 +116,11 @@ export async function startE2ee(opts) {
     if (code !== 'removed') await sendKeyPackage();
   }
 
+  // before: the members of the previous epoch, or null after a create or a Welcome
+  // (then added is just this participant: it cannot tell who else came in that commit).
   async function newEpoch(state, before) {
-    const prev = new Set(before.map((m) => m.participantId));
     const members = membersOf(state.ratchetTree);
+    const prev = new Set(before ? before.map((m) => m.participantId) : members.map((m) => m.participantId).filter((p) => p !== participantId));
     const now = new Set(members.map((m) => m.participantId));
     group = state;
     keyPackages = [];
@@ -139,7 +142,7 @@ export async function startE2ee(opts) {
     const kp = keyPackages.at(-1) ?? (await sendKeyPackage(), keyPackages.at(-1));
     const state = await mls.createGroup(unb64(msg.groupId), kp.publicPackage, kp.privatePackage, [], impl, clientConfig);
     send({ type: 'mls-group-created', groupInfo: await groupInfoOf(state) });
-    await newEpoch(state, []);
+    await newEpoch(state, null);
   }
 
   async function commitRequest(msg) {
@@ -226,7 +229,7 @@ export async function startE2ee(opts) {
       } catch { continue; } // made for another of our key packages, or not for us
       if (expectedGroupId && b64(state.groupContext.groupId) !== expectedGroupId) return onWarning({ code: 'wrong-group' });
       pending = null;
-      return newEpoch(state, []);
+      return newEpoch(state, null);
     }
     onWarning({ code: 'welcome-unusable' });
   }
