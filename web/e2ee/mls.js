@@ -61,7 +61,7 @@ function membersOf(tree) {
  * Starts the MLS side of an E2EE meeting and sends this participant's key package.
  * @param {{groupId: string, participantId: string, name: string, identity: {iss: string, sub: string} | null,
  *   send: (msg: object) => void, rosterHas: (pid: string) => boolean, onEpoch?: (e: object) => void,
- *   onChat?: (c: {from: string, text: string}) => void, onWarning?: (w: {code: string}) => void,
+ *   onChat?: (c: {from: string, text: string}) => void, onWarning?: (w: {code: string, [detail: string]: any}) => void,
  *   welcomeTimeoutMs?: number}} opts
  */
 export async function startE2ee(opts) {
@@ -105,7 +105,7 @@ export async function startE2ee(opts) {
     // No create request and no Welcome in time: the request may have been lost, so offer a fresh one.
     clearTimeout(welcomeTimer);
     welcomeTimer = setTimeout(() => run(async () => { if (!group) await sendKeyPackage(); }), opts.welcomeTimeoutMs ?? 10000);
-    welcomeTimer.unref?.(); // Node: a test's process need not wait for it
+    /** @type {any} */ (welcomeTimer).unref?.(); // Node: a test's process need not wait for it
   }
 
   // The group is gone (removed, or behind the server): forget it and ask to be added again.

@@ -5,7 +5,8 @@
 // From matrix-org/matrix-spec data-definitions/sas-emoji.json (commit
 // d0ba2aaef801e0134a4e5c6054a2c2f41bb55531). Copyright The Matrix.org Foundation
 // C.I.C., licensed under the Apache License, Version 2.0
-// (https://www.apache.org/licenses/LICENSE-2.0). Changes: only the en/nl/sv names
+// (https://www.apache.org/licenses/LICENSE-2.0; a copy is in sas-emoji.LICENSE).
+// Changes: only the en/nl/sv names
 // were kept, as [emoji, en, nl, sv] rows.
 export const SAS_EMOJI = [
   ["🐶", "Dog", "Hond", "Hund"],
