@@ -80,10 +80,11 @@ export async function startE2ee(opts) {
   };
   const identity = { p: participantId, n: opts.name, ...(opts.identity ? { iss: opts.identity.iss, sub: opts.identity.sub } : {}) };
   const credential = { credentialType: 'basic', identity: utf8.encode(JSON.stringify(identity)) };
-  const expectedGroupId = opts.groupId;
 
   let group = null;     // ClientState, or null before a create/Welcome and after removal
-  let pending = null;   // {epoch, newState, commit: b64}: our commit, not merged until the server fans it back
+  // Our commits at one epoch, not merged until the server fans one back: {epoch,
+  // states: Map<commit b64, ClientState>} (a takeover may ask us twice at one epoch).
+  let pending = null;
   let keyPackages = []; // newest last
   let welcomeTimer = null;
   let queue = Promise.resolve(); // every state change runs in order, one at a time
@@ -136,9 +137,12 @@ export async function startE2ee(opts) {
     });
   }
 
+  // The server asks for a group when it has none (the first one, or a new id after
+  // everyone left): it is the Delivery Service, so a group of ours it no longer has is gone.
   async function create(msg) {
-    if (group) return onWarning({ code: 'create-while-member' });
-    if (expectedGroupId && msg.groupId !== expectedGroupId) return onWarning({ code: 'wrong-group' });
+    if (group) onWarning({ code: 'group-replaced', epoch: epochOf(group) });
+    group = null;
+    pending = null;
     const kp = keyPackages.at(-1) ?? (await sendKeyPackage(), keyPackages.at(-1));
     const state = await mls.createGroup(unb64(msg.groupId), kp.publicPackage, kp.privatePackage, [], impl, clientConfig);
     send({ type: 'mls-group-created', groupInfo: await groupInfoOf(state) });
@@ -165,7 +169,8 @@ export async function startE2ee(opts) {
     const r = await mls.createCommit({ state: group, cipherSuite: impl },
       { extraProposals: proposals, ratchetTreeExtension: true, wireAsPublicMessage: true });
     const commit = encodeMsg(r.commit);
-    pending = { epoch: msg.epoch, newState: r.newState, commit };
+    if (pending?.epoch !== msg.epoch) pending = { epoch: msg.epoch, states: new Map() };
+    pending.states.set(commit, r.newState);
     send({ type: 'mls-commit', epoch: msg.epoch, commit,
       welcome: r.welcome ? encodeMsg({ version: 'mls10', wireformat: 'mls_welcome', welcome: r.welcome }) : null,
       groupInfo: await groupInfoOf(r.newState) });
@@ -190,11 +195,10 @@ export async function startE2ee(opts) {
   async function commit(msg) {
     if (!group) return; // not a member yet: our Welcome comes separately
     const before = membersOf(group.ratchetTree);
-    const ours = pending && pending.epoch === msg.epoch && msg.from === participantId && pending.commit === msg.commit;
+    const ours = pending?.epoch === msg.epoch && msg.from === participantId ? pending.states.get(msg.commit) : undefined;
     if (ours) {
-      const { newState } = pending;
       pending = null;
-      return newEpoch(newState, before);
+      return newEpoch(ours, before);
     }
     if (msg.epoch < epochOf(group)) return onWarning({ code: 'old-commit', epoch: msg.epoch });
     if (msg.epoch > epochOf(group)) return lostGroup('behind');
@@ -227,7 +231,6 @@ export async function startE2ee(opts) {
       try {
         state = await mls.joinGroup(m.welcome, kp.publicPackage, kp.privatePackage, mls.emptyPskIndex, impl, undefined, undefined, clientConfig);
       } catch { continue; } // made for another of our key packages, or not for us
-      if (expectedGroupId && b64(state.groupContext.groupId) !== expectedGroupId) return onWarning({ code: 'wrong-group' });
       pending = null;
       return newEpoch(state, null);
     }
@@ -280,7 +283,10 @@ export async function startE2ee(opts) {
       case 'mls-commit': return commit(msg);
       case 'mls-welcome': return welcome(msg);
       case 'mls-app': return app(msg);
-      case 'error': if (msg.code === 'mls-stale-epoch') pending = null; return;
+      // Another commit won (or a chat was late: the error does not say which). The
+      // winner comes as mls-commit and replaces our pending commit there; ours is
+      // merged only if the server fans back exactly it.
+      case 'error': return;
       default: return;
     }
   }
