@@ -27,9 +27,10 @@ function relay() {
         if (msg.epoch !== r.epoch) { deliver(pid, { type: 'error', code: 'mls-stale-epoch' }); break; }
         r.epoch += 1;
         r.groupInfo = msg.groupInfo;
-        for (const m of r.members) deliver(m, { type: 'mls-commit', epoch: msg.epoch, commit: msg.commit, from: pid });
         const added = r.lastRequest?.add.map((a) => a.participantId) ?? [];
         const removed = r.lastRequest?.remove ?? [];
+        // As the server (protocol.md §5.24): a member the commit removes is not sent it.
+        for (const m of r.members) if (!removed.includes(m)) deliver(m, { type: 'mls-commit', epoch: msg.epoch, commit: msg.commit, from: pid });
         r.members = r.members.filter((m) => !removed.includes(m)).concat(added);
         if (msg.welcome) for (const a of added) deliver(a, { type: 'mls-welcome', welcome: msg.welcome, epoch: r.epoch });
         break;
@@ -145,6 +146,15 @@ test('three participants: create, adds, codes, chat, stale commit, ghost, remova
   await a.e2ee.sendChat('still one group');
   await r.settle();
   assert.deepEqual(c.chats.at(-1), { from: 'a', text: 'still one group' });
+  // A chat of epoch 3 that reaches b only after epoch 4 began is still read (RFC 9420 §14).
+  await a.e2ee.sendChat('late but fine');
+  const late = b.inbox.pop();
+  r.request('c', [], []);
+  await r.settle();
+  assert.equal(last(b).epoch, 4);
+  r.deliver('b', late);
+  await r.settle();
+  assert.deepEqual(b.chats.at(-1), { from: 'a', text: 'late but fine' });
 
   // A ghost: the committer's roster has "g" (a server lied to it), the others' do not.
   rosterA.add('g');
@@ -154,36 +164,43 @@ test('three participants: create, adds, codes, chat, stale commit, ghost, remova
   const failedBefore = r.failed.length;
   for (const p of [b, c]) while (p.inbox.length) await p.e2ee.handle(p.inbox.shift());
   assert.equal(r.failed.length, failedBefore + 2, 'b and c report the ghost commit');
-  assert.deepEqual(r.failed.slice(-2).map((f) => [f.pid, f.epoch]), [['b', 3], ['c', 3]]);
+  assert.deepEqual(r.failed.slice(-2).map((f) => [f.pid, f.epoch]), [['b', 4], ['c', 4]]);
   assert.match(r.failed.at(-1).reason, /unknown-participant g/);
-  assert.equal(last(b).epoch, 3);
+  assert.equal(last(b).epoch, 4);
   assert.equal(codeOf(b), codeOf(c));
   // Roll back as the server does: a gets stale-epoch instead of its commit, g no Welcome.
   a.inbox.length = 0;
   g.inbox.length = 0;
-  r.epoch = 3;
+  r.epoch = 4;
   r.members = ['a', 'b', 'c'];
   r.deliver('a', { type: 'error', code: 'mls-stale-epoch' });
   await r.settle();
-  assert.equal(last(a).epoch, 3);
+  assert.equal(last(a).epoch, 4);
   assert.equal(g.epochs.length, 0);
 
-  // Remove c: a new epoch for a and b; c learns it was removed and reads nothing after.
+  // Remove c: a new epoch for a and b. c is not told (as the server does), keeps its
+  // epoch-4 state and, given the next chat anyway, cannot read it: it has no epoch-5 keys.
+  const removal = r.sent.length;
   r.request('a', [], ['c']);
   await r.settle();
-  assert.equal(last(a).epoch, 4);
+  assert.equal(last(a).epoch, 5);
   assert.equal(codeOf(a), codeOf(b));
   assert.deepEqual(last(a).removed, ['c']);
   assert.deepEqual(last(b).members.map((m) => m.participantId), ['a', 'b']);
-  assert.ok(c.warnings.some((w) => w.code === 'removed'));
-  assert.equal(last(c).epoch, 3);
-  const cChats = c.chats.length;
+  assert.equal(last(c).epoch, 4);
   await a.e2ee.sendChat('after c left');
   await r.settle();
+  assert.deepEqual(b.chats.at(-1), { from: 'a', text: 'after c left' });
+  const cChats = c.chats.length;
   r.deliver('c', r.sent.filter((s) => s.msg.type === 'mls-app').at(-1).msg); // c keeps receiving
   await r.settle();
-  assert.deepEqual(b.chats.at(-1), { from: 'a', text: 'after c left' });
   assert.equal(c.chats.length, cChats, 'the removed participant cannot read the next chat');
+  assert.equal(c.warnings.at(-1).code, 'undecryptable');
+  // Had c been sent the removing commit, it would know it was removed.
+  r.deliver('c', { type: 'mls-commit', epoch: 4, commit: r.sent.slice(removal).find((s) => s.msg.type === 'mls-commit').msg.commit, from: 'a' });
+  await r.settle();
+  assert.equal(c.warnings.at(-1).code, 'removed');
+  assert.equal(c.e2ee.epoch(), null);
   r.stop();
 });
 

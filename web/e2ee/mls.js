@@ -95,6 +95,9 @@ export async function startE2ee(opts) {
     if (!m) throw new Error('undecodable MLS message');
     return m;
   };
+  // Secrets ts-mls says were used up (old epoch and message keys): zeroed once the
+  // state that replaces them is ours, for forward secrecy in memory too.
+  const wipe = (consumed) => { for (const u of consumed ?? []) mls.zeroOutUint8Array(u); };
   const epochOf = (state) => Number(state.groupContext.epoch);
   const groupInfoOf = async (state) => encodeMsg({ version: 'mls10', wireformat: 'mls_group_info',
     groupInfo: await mls.createGroupInfoWithExternalPubAndRatchetTree(state, [], impl) });
@@ -170,7 +173,7 @@ export async function startE2ee(opts) {
       { extraProposals: proposals, ratchetTreeExtension: true, wireAsPublicMessage: true });
     const commit = encodeMsg(r.commit);
     if (pending?.epoch !== msg.epoch) pending = { epoch: msg.epoch, states: new Map() };
-    pending.states.set(commit, r.newState);
+    pending.states.set(commit, { state: r.newState, consumed: r.consumed });
     send({ type: 'mls-commit', epoch: msg.epoch, commit,
       welcome: r.welcome ? encodeMsg({ version: 'mls10', wireformat: 'mls_welcome', welcome: r.welcome }) : null,
       groupInfo: await groupInfoOf(r.newState) });
@@ -198,7 +201,8 @@ export async function startE2ee(opts) {
     const ours = pending?.epoch === msg.epoch && msg.from === participantId ? pending.states.get(msg.commit) : undefined;
     if (ours) {
       pending = null;
-      return newEpoch(ours, before);
+      wipe(ours.consumed);
+      return newEpoch(ours.state, before);
     }
     if (msg.epoch < epochOf(group)) return onWarning({ code: 'old-commit', epoch: msg.epoch });
     if (msg.epoch > epochOf(group)) return lostGroup('behind');
@@ -219,6 +223,7 @@ export async function startE2ee(opts) {
       onWarning({ code: 'commit-refused', epoch: msg.epoch, reason: why.reason });
       return send({ type: 'mls-commit-failed', epoch: msg.epoch, reason: why.reason });
     }
+    wipe(result.consumed);
     if (result.newState.groupActiveState.kind === 'removedFromGroup') return lostGroup('removed');
     return newEpoch(result.newState, before);
   }
@@ -253,6 +258,7 @@ export async function startE2ee(opts) {
     group = old
       ? { ...group, historicalReceiverData: new Map(group.historicalReceiverData).set(pm.epoch, { ...old, secretTree: r.tree }) }
       : { ...group, secretTree: r.tree };
+    wipe(r.consumed);
     if (r.content.content.contentType !== 'application') return;
     const senderLeaf = r.content.content.sender.leafIndex;
     const from = parseCredential(src.ratchetTree[senderLeaf * 2]?.leaf?.credential)?.p;
@@ -267,6 +273,7 @@ export async function startE2ee(opts) {
     if (!group) throw new Error('not in the encrypted group yet');
     const r = await mls.createApplicationMessage(group, utf8.encode(JSON.stringify({ t: 'chat', text })), impl);
     group = r.newState;
+    wipe(r.consumed);
     send({ type: 'mls-app', message: encodeMsg({ version: 'mls10', wireformat: 'mls_private_message', privateMessage: r.privateMessage }) });
   }
 
