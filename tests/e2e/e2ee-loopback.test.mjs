@@ -5,7 +5,8 @@
 // on loopback, each side with its own web/e2ee/sframe-worker.js. Checks: frames
 // decode with the right key, none with a wrong one, audio plays with little
 // concealment, decoding goes on across a new epoch, and stops for a receiver left
-// without the new epoch's key (as a removed member). Needs no server build.
+// without the new epoch's key (as a removed member), and starts once a receiver
+// that had the wrong key gets the right one. Needs no server build.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
@@ -185,9 +186,15 @@ async function checkBrowser(name, newPage, say) {
   assert.equal(w.samples, 0, `${name}: no audio with a wrong key`);
   assert.ok(w.workers.recv.dropped > 20 && w.workers.recv.decrypted === 0, JSON.stringify(w.workers));
   assert.ok(w.workers.send.encrypted > 20, 'the sender did send');
+  // The right key comes (a new epoch for both): decoding starts within a few seconds,
+  // which needs a keyframe under the new key (sender's generateKeyFrame, receiver's request).
+  await wrong.evaluate(() => window.__rekey(1, true));
+  let k;
+  for (let i = 0; i < 16; i++) { await sleep(250); k = await result(wrong); if (k.framesDecoded > 10) break; }
+  assert.ok(k.framesDecoded > 10, `${name} decodes once the key arrives: ${JSON.stringify(k)}`);
   await wrong.close();
   const brief = (x) => `frames ${x.framesDecoded}, samples ${x.samples}, concealed ${x.concealed}, dropped ${x.workers.recv.dropped}`;
-  say(`${name}: right key: ${brief(r)}; epoch 1: ${brief(r1)}; receiver left behind: ${brief(r2)} -> ${brief(r3)}; wrong key: ${brief(w)}`);
+  say(`${name}: right key: ${brief(r)}; epoch 1: ${brief(r1)}; receiver left behind: ${brief(r2)} -> ${brief(r3)}; wrong key: ${brief(w)}; then the right one: ${brief(k)}`);
 }
 
 test('SFrame over loopback in Chromium', { timeout: 60000 }, async (t) => {
