@@ -6,7 +6,7 @@
 // page cannot use an inline import map. Instead the bare specifiers
 // ("@noble/hashes/sha2.js", "@hpke/core", ...) are rewritten here to relative
 // paths, and this file is what a reviewer reads to trust that rewrite: it
-// changes only import specifiers, nothing else in the packages' code.
+// changes only import specifiers (and drops `//# sourceMappingURL` comments).
 //
 // Only the files reached from ts-mls's index (static imports) plus the dynamic
 // imports ciphersuite 1 needs (DYNAMIC_FOLLOW) are copied. Other dynamic imports
@@ -93,7 +93,8 @@ while (queue.length) {
     let rel = relative(dirname(join(folder, file)), join(hit[0], hit[1]));
     return rel.startsWith('.') ? rel : './' + rel;
   };
-  let out = src.replace(STATIC, (m, pre, mid, q, spec) => pre + mid + q + rewrite(spec, true) + q);
+  // Besides specifiers, only the source-map comments go (the .map files are not vendored).
+  let out = src.replace(/\n\/\/# sourceMappingURL=\S+\s*$/, '\n').replace(STATIC, (m, pre, mid, q, spec) => pre + mid + q + rewrite(spec, true) + q);
   out = out.replace(DYNAMIC, (m, pre, q, spec) => pre + q + rewrite(spec, spec.startsWith('.') || DYNAMIC_FOLLOW.has(spec)) + q);
   files.set(key, out);
 }

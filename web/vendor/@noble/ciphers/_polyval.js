@@ -228,4 +228,3 @@ function wrapConstructorWithKey(hashCons) {
 export const ghash = wrapConstructorWithKey((key, expectedLength) => new GHASH(key, expectedLength));
 /** Polyval MAC for AES-SIV. */
 export const polyval = wrapConstructorWithKey((key, expectedLength) => new Polyval(key, expectedLength));
-//# sourceMappingURL=_polyval.js.map

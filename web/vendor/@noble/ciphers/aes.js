@@ -1278,4 +1278,3 @@ export const unsafe = {
     xorend,
     s2v,
 };
-//# sourceMappingURL=aes.js.map

@@ -340,4 +340,3 @@ export function managedNonce(fn, randomBytes_ = randomBytes) {
         },
     }));
 }
-//# sourceMappingURL=utils.js.map

@@ -238,4 +238,3 @@ export function memoized(fn) {
         return computed;
     };
 }
-//# sourceMappingURL=utils.js.map

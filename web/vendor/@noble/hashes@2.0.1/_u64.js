@@ -64,4 +64,3 @@ const u64 = {
     add, add3L, add3H, add4L, add4H, add5H, add5L,
 };
 export default u64;
-//# sourceMappingURL=_u64.js.map

@@ -454,4 +454,3 @@ export function createKeygen(randomSecretKey, getPublicKey) {
         return { secretKey, publicKey: getPublicKey(secretKey) };
     };
 }
-//# sourceMappingURL=curve.js.map

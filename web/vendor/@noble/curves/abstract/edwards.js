@@ -555,4 +555,3 @@ export function eddsa(Point, cHash, eddsaOpts = {}) {
         lengths,
     });
 }
-//# sourceMappingURL=edwards.js.map

@@ -204,4 +204,3 @@ export function createHasher(Point, mapToCurve, defaults) {
         },
     };
 }
-//# sourceMappingURL=hash-to-curve.js.map

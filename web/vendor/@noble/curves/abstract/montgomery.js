@@ -150,4 +150,3 @@ export function montgomery(curveDef) {
         lengths,
     });
 }
-//# sourceMappingURL=montgomery.js.map

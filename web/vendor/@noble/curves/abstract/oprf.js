@@ -294,4 +294,3 @@ export function createORPF(opts) {
     };
     return Object.freeze({ name, oprf, voprf, poprf, __tests: { Fn } });
 }
-//# sourceMappingURL=oprf.js.map

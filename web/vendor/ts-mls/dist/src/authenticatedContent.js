@@ -25,4 +25,3 @@ export function verifyMembershipTag(membershipKey, tbm, tag, h) {
 export function makeProposalRef(proposal, h) {
     return refhash("MLS 1.0 Proposal Reference", encode(authenticatedContentEncoder)(proposal), h);
 }
-//# sourceMappingURL=authenticatedContent.js.map

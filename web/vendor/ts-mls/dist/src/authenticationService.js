@@ -4,4 +4,3 @@ export const defaultAuthenticationService = {
         return true;
     },
 };
-//# sourceMappingURL=authenticationService.js.map

@@ -26,4 +26,3 @@ export const decodeCapabilities = mapDecoders([
     proposals,
     credentials,
 }));
-//# sourceMappingURL=capabilities.js.map

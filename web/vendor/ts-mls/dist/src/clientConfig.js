@@ -10,4 +10,3 @@ export const defaultClientConfig = {
     paddingConfig: defaultPaddingConfig,
     authService: defaultAuthenticationService,
 };
-//# sourceMappingURL=clientConfig.js.map

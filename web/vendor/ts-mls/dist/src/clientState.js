@@ -723,4 +723,3 @@ function removeOldHistoricalReceiverData(historicalReceiverData, max) {
     }
     return [new Map(sortedEpochs.slice(-max).map((epoch) => [epoch, historicalReceiverData.get(epoch)])), []];
 }
-//# sourceMappingURL=clientState.js.map

@@ -7,4 +7,3 @@ import { decodeUpdatePath, updatePathEncoder } from "./updatePath.js";
 export const commitEncoder = contramapBufferEncoders([varLenTypeEncoder(proposalOrRefEncoder), optionalEncoder(updatePathEncoder)], (commit) => [commit.proposals, commit.path]);
 export const encodeCommit = encode(commitEncoder);
 export const decodeCommit = mapDecoders([decodeVarLenType(decodeProposalOrRef), decodeOptional(decodeUpdatePath)], (proposals, path) => ({ proposals, path }));
-//# sourceMappingURL=commit.js.map

@@ -11,4 +11,3 @@ export const contentTypes = {
 export const contentTypeEncoder = contramapBufferEncoder(uint8Encoder, (t) => contentTypes[t]);
 export const encodeContentType = encode(contentTypeEncoder);
 export const decodeContentType = mapDecoderOption(decodeUint8, enumNumberToKey(contentTypes));
-//# sourceMappingURL=contentType.js.map

@@ -269,4 +269,3 @@ export function filterNewLeaves(resolution, excludeNodes) {
     const set = new Set(excludeNodes);
     return resolution.filter((i) => !set.has(i));
 }
-//# sourceMappingURL=createCommit.js.map

@@ -37,4 +37,3 @@ export async function createApplicationMessage(state, message, cs, authenticated
         consumed: result.consumed,
     };
 }
-//# sourceMappingURL=createMessage.js.map

@@ -32,4 +32,3 @@ export const decodeCredential = flatMapDecoder(decodeCredentialType, (credential
             return decodeCredentialX509;
     }
 });
-//# sourceMappingURL=credential.js.map

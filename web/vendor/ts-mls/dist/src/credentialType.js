@@ -10,4 +10,3 @@ export const credentialTypes = {
 export const credentialTypeEncoder = contramapBufferEncoder(uint16Encoder, openEnumNumberEncoder(credentialTypes));
 export const encodeCredentialType = encode(credentialTypeEncoder);
 export const decodeCredentialType = mapDecoderOption(decodeUint16, openEnumNumberToKey(credentialTypes));
-//# sourceMappingURL=credentialType.js.map

@@ -10,4 +10,3 @@ export function defaultCapabilities() {
         credentials: ["basic", "x509"],
     });
 }
-//# sourceMappingURL=defaultCapabilities.js.map

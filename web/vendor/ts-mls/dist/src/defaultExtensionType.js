@@ -13,4 +13,3 @@ export const defaultExtensionTypes = {
 export const defaultExtensionTypeEncoder = contramapBufferEncoder(uint16Encoder, (n) => defaultExtensionTypes[n]);
 export const encodeDefaultExtensionType = encode(defaultExtensionTypeEncoder);
 export const decodeDefaultExtensionType = mapDecoderOption(decodeUint16, enumNumberToKey(defaultExtensionTypes));
-//# sourceMappingURL=defaultExtensionType.js.map

@@ -15,4 +15,3 @@ export const defaultProposalTypes = {
 export const defaultProposalTypeEncoder = contramapBufferEncoder(uint16Encoder, (n) => defaultProposalTypes[n]);
 export const encodeDefaultProposalType = encode(defaultProposalTypeEncoder);
 export const decodeDefaultProposalType = mapDecoderOption(decodeUint16, enumNumberToKey(defaultProposalTypes));
-//# sourceMappingURL=defaultProposalType.js.map

@@ -12,4 +12,3 @@ export const decodeEpochReceiverData = mapDecoders([decodeVarLenData, decodeSecr
     senderDataSecret,
     groupContext,
 }));
-//# sourceMappingURL=epochReceiverData.js.map

@@ -29,4 +29,3 @@ function isDefaultExtension(t) {
 export function extensionTypeToNumber(t) {
     return typeof t === "number" ? t : defaultExtensionTypes[t];
 }
-//# sourceMappingURL=extension.js.map

@@ -40,4 +40,3 @@ export async function proposeExternal(groupInfo, proposal, signaturePublicKey, s
         publicMessage: result.publicMessage,
     };
 }
-//# sourceMappingURL=externalProposal.js.map

@@ -7,4 +7,3 @@ export const externalSenderEncoder = contramapBufferEncoders([varLenDataEncoder,
 export const encodeExternalSender = encode(externalSenderEncoder);
 /** @public */
 export const decodeExternalSender = mapDecoders([decodeVarLenData, decodeCredential], (signaturePublicKey, credential) => ({ signaturePublicKey, credential }));
-//# sourceMappingURL=externalSender.js.map

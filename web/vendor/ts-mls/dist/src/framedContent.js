@@ -136,4 +136,3 @@ export async function createContentCommitSignature(groupContext, wireformat, c, 
     const signature = await signFramedContentTBS(signKey, tbs, s);
     return { framedContent: tbs.content, signature };
 }
-//# sourceMappingURL=framedContent.js.map

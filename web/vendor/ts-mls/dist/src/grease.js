@@ -26,4 +26,3 @@ export function greaseCapabilities(config, capabilities) {
         versions: capabilities.versions,
     };
 }
-//# sourceMappingURL=grease.js.map

@@ -27,4 +27,3 @@ export const decodeGroupActiveState = flatMapDecoder(decodeString, (kind) => {
             return failDecoder();
     }
 });
-//# sourceMappingURL=groupActiveState.js.map

@@ -42,4 +42,3 @@ export async function extractJoinerSecret(context, previousInitSecret, commitSec
     const extracted = await kdf.extract(previousInitSecret, commitSecret);
     return expandWithLabel(extracted, "joiner", encode(groupContextEncoder)(context), kdf.size, kdf);
 }
-//# sourceMappingURL=groupContext.js.map

@@ -46,4 +46,3 @@ export async function verifyGroupInfoConfirmationTag(gi, joinerSecret, pskSecret
 export async function extractWelcomeSecret(joinerSecret, pskSecret, kdf) {
     return deriveSecret(await kdf.extract(joinerSecret, pskSecret), "welcome", kdf);
 }
-//# sourceMappingURL=groupInfo.js.map

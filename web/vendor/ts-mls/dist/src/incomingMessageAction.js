@@ -1,3 +1,2 @@
 /** @public */
 export const acceptAll = () => "accept";
-//# sourceMappingURL=incomingMessageAction.js.map

@@ -31,4 +31,3 @@ export { credentialTypes } from "./credentialType.js";
 export { protocolVersions } from "./protocolVersion.js";
 export { senderTypes, } from "./sender.js";
 export { resumptionPSKUsages } from "./presharedkey.js";
-//# sourceMappingURL=index.js.map

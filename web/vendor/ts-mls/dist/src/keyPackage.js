@@ -75,4 +75,3 @@ export async function generateKeyPackage(credential, capabilities, lifetime, ext
     const sigKeys = await cs.signature.keygen();
     return generateKeyPackageWithKey(credential, capabilities, lifetime, extensions, sigKeys, cs, leafNodeExtensions);
 }
-//# sourceMappingURL=keyPackage.js.map

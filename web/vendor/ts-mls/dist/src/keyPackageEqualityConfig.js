@@ -8,4 +8,3 @@ export const defaultKeyPackageEqualityConfig = {
         return constantTimeEqual(a.leafNode.signaturePublicKey, b.signaturePublicKey);
     },
 };
-//# sourceMappingURL=keyPackageEqualityConfig.js.map

@@ -4,4 +4,3 @@ export const defaultKeyRetentionConfig = {
     retainKeysForEpochs: 4,
     maximumForwardRatchetSteps: 200,
 };
-//# sourceMappingURL=keyRetentionConfig.js.map

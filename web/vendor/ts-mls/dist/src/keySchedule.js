@@ -89,4 +89,3 @@ export async function initializeEpoch(initSecret, commitSecret, groupContext, ps
     const [newKeySchedule, encryptionSecret] = await deriveKeySchedule(joinerSecret, pskSecret, groupContext, kdf);
     return { welcomeSecret, joinerSecret, encryptionSecret, keySchedule: newKeySchedule };
 }
-//# sourceMappingURL=keySchedule.js.map

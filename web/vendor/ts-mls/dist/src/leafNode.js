@@ -132,4 +132,3 @@ export function verifyLeafNodeSignature(leaf, groupId, leafIndex, sig) {
 export function verifyLeafNodeSignatureKeyPackage(leaf, sig) {
     return verifyWithLabel(leaf.signaturePublicKey, "LeafNodeTBS", encode(leafNodeTBSEncoder)(leaf), leaf.signature, sig);
 }
-//# sourceMappingURL=leafNode.js.map

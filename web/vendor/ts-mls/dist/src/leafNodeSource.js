@@ -10,4 +10,3 @@ const leafNodeSources = {
 export const leafNodeSourceEncoder = contramapBufferEncoder(uint8Encoder, (t) => leafNodeSources[t]);
 export const encodeLeafNodeSource = encode(leafNodeSourceEncoder);
 export const decodeLeafNodeSource = mapDecoderOption(decodeUint8, enumNumberToKey(leafNodeSources));
-//# sourceMappingURL=leafNodeSource.js.map

@@ -12,4 +12,3 @@ export const defaultLifetime = {
     notBefore: 0n,
     notAfter: 9223372036854775807n,
 };
-//# sourceMappingURL=lifetime.js.map

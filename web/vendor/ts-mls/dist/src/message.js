@@ -51,4 +51,3 @@ export const mlsMessageEncoder = contramapBufferEncoders([protocolVersionEncoder
 export const encodeMlsMessage = encode(mlsMessageEncoder);
 /** @public */
 export const decodeMlsMessage = mapDecoders([decodeProtocolVersion, decodeMlsMessageContent], (version, mc) => ({ ...mc, version }));
-//# sourceMappingURL=message.js.map

@@ -127,4 +127,3 @@ export function validateSenderData(senderData, tree) {
     if (tree[leafToNodeIndex(toLeafIndex(senderData.leafIndex))]?.nodeType !== "leaf")
         return new ValidationError("SenderData did not point to a non-blank leaf node");
 }
-//# sourceMappingURL=messageProtection.js.map

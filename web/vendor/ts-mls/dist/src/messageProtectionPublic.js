@@ -96,4 +96,3 @@ export async function unprotectPublicMessage(membershipKey, groupContext, ratche
         auth: msg.auth,
     };
 }
-//# sourceMappingURL=messageProtectionPublic.js.map

@@ -46,4 +46,3 @@ export class InternalError extends MlsError {
         this.name = "InternalError";
     }
 }
-//# sourceMappingURL=mlsError.js.map

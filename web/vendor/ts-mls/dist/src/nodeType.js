@@ -9,4 +9,3 @@ const nodeTypes = {
 export const nodeTypeEncoder = contramapBufferEncoder(uint8Encoder, (t) => nodeTypes[t]);
 export const encodeNodeType = encode(nodeTypeEncoder);
 export const decodeNodeType = mapDecoderOption(decodeUint8, enumNumberToKey(nodeTypes));
-//# sourceMappingURL=nodeType.js.map

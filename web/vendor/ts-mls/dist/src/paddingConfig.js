@@ -6,4 +6,3 @@ export function byteLengthToPad(encodedLength, config) {
     else
         return encodedLength >= config.padUntilLength ? 0 : config.padUntilLength - encodedLength;
 }
-//# sourceMappingURL=paddingConfig.js.map

@@ -100,4 +100,3 @@ export async function calculateParentHash(tree, nodeIndex, h) {
     };
     return [await h.digest(encode(parentHashInputEncoder)(input)), parentNodeIndex];
 }
-//# sourceMappingURL=parentHash.js.map

@@ -9,4 +9,3 @@ export const decodeParentNode = mapDecoders([decodeVarLenData, decodeVarLenData,
     parentHash,
     unmergedLeaves,
 }));
-//# sourceMappingURL=parentNode.js.map

@@ -28,4 +28,3 @@ export async function pathToRoot(tree, nodeIndex, pathSecret, kdf) {
     }
     return pathSecrets;
 }
-//# sourceMappingURL=pathSecrets.js.map

@@ -62,4 +62,3 @@ export async function updatePskSecret(secret, pskId, psk, index, count, impl) {
     const zeroes = new Uint8Array(impl.kdf.size);
     return impl.kdf.extract(await expandWithLabel(await impl.kdf.extract(zeroes, psk), "derived psk", encode(pskLabelEncoder)({ id: pskId, index, count }), impl.kdf.size, impl.kdf), secret);
 }
-//# sourceMappingURL=presharedkey.js.map

@@ -27,4 +27,3 @@ export async function toPrivateKeyPath(pathSecrets, leafIndex, cs) {
     const privateKeys = Object.fromEntries(asArray);
     return { leafIndex, privateKeys };
 }
-//# sourceMappingURL=privateKeyPath.js.map

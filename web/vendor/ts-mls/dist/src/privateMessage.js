@@ -120,4 +120,3 @@ function decoderWithPadding(decoder) {
         return [decoded, bytes.length];
     };
 }
-//# sourceMappingURL=privateMessage.js.map

@@ -238,4 +238,3 @@ export async function processMessage(message, state, pskIndex, action, cs) {
     else
         return processPrivateMessage(state, message.privateMessage, emptyPskIndex, cs, action);
 }
-//# sourceMappingURL=processMessages.js.map

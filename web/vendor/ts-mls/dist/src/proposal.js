@@ -104,4 +104,3 @@ export const decodeProposal = orDecoder(flatMapDecoder(decodeDefaultProposalType
             return decodeProposalGroupContextExtensions;
     }
 }), flatMapDecoder(decodeUint16, (n) => decodeProposalCustom(n)));
-//# sourceMappingURL=proposal.js.map

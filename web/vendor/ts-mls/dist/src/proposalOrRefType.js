@@ -32,4 +32,3 @@ export const decodeProposalOrRef = flatMapDecoder(decodeProposalOrRefType, (prop
             return mapDecoder(decodeVarLenData, (reference) => ({ proposalOrRefType, reference }));
     }
 });
-//# sourceMappingURL=proposalOrRefType.js.map

@@ -9,4 +9,3 @@ export const protocolVersions = {
 export const protocolVersionEncoder = contramapBufferEncoder(uint16Encoder, (t) => protocolVersions[t]);
 export const encodeProtocolVersion = encode(protocolVersionEncoder);
 export const decodeProtocolVersion = mapDecoderOption(decodeUint16, enumNumberToKey(protocolVersions));
-//# sourceMappingURL=protocolVersion.js.map

@@ -16,4 +16,3 @@ export async function accumulatePskSecret(groupedPsk, pskSearch, cs, zeroes) {
         return [pskSecret, [...ids, cur]];
     }, Promise.resolve([zeroes, []]));
 }
-//# sourceMappingURL=pskIndex.js.map

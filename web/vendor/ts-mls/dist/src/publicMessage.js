@@ -72,4 +72,3 @@ export function senderFromExtension(extensions, senderIndex) {
         return externalSender[0];
     }
 }
-//# sourceMappingURL=publicMessage.js.map

@@ -259,4 +259,3 @@ export function getSignaturePublicKeyFromLeafIndex(ratchetTree, leafIndex) {
         throw new ValidationError("Unable to find leafnode for leafIndex");
     return leafNode.leaf.signaturePublicKey;
 }
-//# sourceMappingURL=ratchetTree.js.map

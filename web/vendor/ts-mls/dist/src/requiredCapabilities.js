@@ -8,4 +8,3 @@ export const requiredCapabilitiesEncoder = contramapBufferEncoders([varLenTypeEn
 export const encodeRequiredCapabilities = encode(requiredCapabilitiesEncoder);
 /** @public */
 export const decodeRequiredCapabilities = mapDecoders([decodeVarLenType(decodeUint16), decodeVarLenType(decodeUint16), decodeVarLenType(decodeCredentialType)], (extensionTypes, proposalTypes, credentialTypes) => ({ extensionTypes, proposalTypes, credentialTypes }));
-//# sourceMappingURL=requiredCapabilities.js.map

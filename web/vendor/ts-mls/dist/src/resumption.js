@@ -96,4 +96,3 @@ export async function joinGroupFromReinit(suspendedState, welcome, keyPackage, p
     const cs = await getCiphersuiteImpl(getCiphersuiteFromName(suspendedState.groupActiveState.reinit.cipherSuite), provider);
     return await joinGroup(welcome, keyPackage, privateKeyPackage, pskSearch, cs, ratchetTree, suspendedState);
 }
-//# sourceMappingURL=resumption.js.map

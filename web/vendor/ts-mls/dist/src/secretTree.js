@@ -183,4 +183,3 @@ async function createRatchetRoot(node, label, kdf) {
     const secret = await expandWithLabel(node, label, new Uint8Array(), kdf.size, kdf);
     return { secret: secret, generation: 0, unusedGenerations: {} };
 }
-//# sourceMappingURL=secretTree.js.map

@@ -90,4 +90,3 @@ export async function expandSenderDataNonce(cs, senderDataSecret, ciphertext) {
     const keyLength = cs.hpke.nonceLength;
     return await expandWithLabel(senderDataSecret, "nonce", ciphertextSample, keyLength, cs.kdf);
 }
-//# sourceMappingURL=sender.js.map

@@ -31,4 +31,3 @@ export function createInterimHash(confirmedHash, confirmationTag, hash) {
     write(confirmedHash.byteLength, buf);
     return hash.digest(arr);
 }
-//# sourceMappingURL=transcriptHash.js.map

@@ -70,4 +70,3 @@ export async function treeHash(tree, subtreeIndex, h) {
         return await h.digest(encode(parentNodeHashInputEncoder)(input));
     }
 }
-//# sourceMappingURL=treeHash.js.map

@@ -92,4 +92,3 @@ export function copath(nodeIndex, leafWidth) {
 export function isAncestor(childNodeIndex, ancestor, nodeWidth) {
     return directPath(childNodeIndex, leafWidth(nodeWidth)).includes(ancestor);
 }
-//# sourceMappingURL=treemath.js.map

@@ -19,4 +19,3 @@ export function addUnappliedProposal(ref, proposals, proposal, senderLeafIndex) 
         [r]: { proposal, senderLeafIndex },
     };
 }
-//# sourceMappingURL=unappliedProposals.js.map

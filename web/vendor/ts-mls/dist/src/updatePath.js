@@ -169,4 +169,3 @@ export function firstMatchAncestor(tree, leafIndex, senderLeafIndex, path) {
     }
     throw new ValidationError("Could not find common ancestor");
 }
-//# sourceMappingURL=updatePath.js.map

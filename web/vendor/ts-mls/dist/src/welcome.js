@@ -45,4 +45,3 @@ export async function decryptGroupSecrets(initPrivateKey, keyPackageRef, welcome
     const decrypted = await decryptWithLabel(initPrivateKey, "Welcome", welcome.encryptedGroupInfo, secret.encryptedGroupSecrets.kemOutput, secret.encryptedGroupSecrets.ciphertext, hpke);
     return decodeGroupSecrets(decrypted, 0)?.[0];
 }
-//# sourceMappingURL=welcome.js.map

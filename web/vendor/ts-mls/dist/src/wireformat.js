@@ -12,4 +12,3 @@ export const wireformats = {
 export const wireformatEncoder = (s) => contramapBufferEncoder(uint16Encoder, (t) => wireformats[t])(s);
 export const encodeWireformat = encode(wireformatEncoder);
 export const decodeWireformat = mapDecoderOption(decodeUint16, enumNumberToKey(wireformats));
-//# sourceMappingURL=wireformat.js.map

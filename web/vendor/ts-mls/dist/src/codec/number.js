@@ -62,4 +62,3 @@ export const decodeUint64 = (b, offset) => {
         return undefined;
     }
 };
-//# sourceMappingURL=number.js.map

@@ -35,4 +35,3 @@ export function decodeOptional(decodeT) {
         }
     };
 }
-//# sourceMappingURL=optional.js.map

@@ -77,4 +77,3 @@ export function succeedDecoder(t) {
 export function failDecoder() {
     return () => undefined;
 }
-//# sourceMappingURL=tlsDecoder.js.map

@@ -31,4 +31,3 @@ export function composeBufferEncoders(encoders) {
     return (values) => contramapBufferEncoders(encoders, (t) => t)(values);
 }
 export const encVoid = [0, () => { }];
-//# sourceMappingURL=tlsEncoder.js.map

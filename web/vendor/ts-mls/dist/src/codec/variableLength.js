@@ -170,4 +170,3 @@ export function bigintMapEncoder(valueEncoder) {
 export function decodeBigintMap(decodeValue) {
     return mapDecoder(decodeVarLenType(mapDecoders([decodeUint64, decodeValue], (key, value) => [key, value])), (entries) => new Map(entries));
 }
-//# sourceMappingURL=variableLength.js.map

@@ -229,4 +229,3 @@ const ciphersuiteValues = {
         name: "MLS_256_XWING_CHACHA20POLY1305_SHA512_MLDSA87",
     },
 };
-//# sourceMappingURL=ciphersuite.js.map

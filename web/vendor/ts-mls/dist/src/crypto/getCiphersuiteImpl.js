@@ -3,4 +3,3 @@ import { defaultCryptoProvider } from "./implementation/default/provider.js";
 export async function getCiphersuiteImpl(cs, provider = defaultCryptoProvider) {
     return provider.getCiphersuiteImpl(cs);
 }
-//# sourceMappingURL=getCiphersuiteImpl.js.map

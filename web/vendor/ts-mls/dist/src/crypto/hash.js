@@ -8,4 +8,3 @@ function encodeRefHash(label, value) {
     const enc = composeBufferEncoders([varLenDataEncoder, varLenDataEncoder]);
     return encode(enc)([labelBytes, value]);
 }
-//# sourceMappingURL=hash.js.map

@@ -12,4 +12,3 @@ export function decryptWithLabel(privateKey, label, context, kemOutput, cipherte
         context,
     ]));
 }
-//# sourceMappingURL=hpke.js.map

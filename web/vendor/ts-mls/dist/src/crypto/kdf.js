@@ -14,4 +14,3 @@ export async function deriveSecret(secret, label, kdf) {
 export async function deriveTreeSecret(secret, label, generation, length, kdf) {
     return expandWithLabel(secret, label, encode(uint32Encoder)(generation), length, kdf);
 }
-//# sourceMappingURL=kdf.js.map

@@ -12,4 +12,3 @@ export async function verifyWithLabel(publicKey, label, content, signature, s) {
         content,
     ]), signature);
 }
-//# sourceMappingURL=signature.js.map

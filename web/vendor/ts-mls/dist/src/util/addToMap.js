@@ -3,4 +3,3 @@ export function addToMap(map, k, v) {
     copy.set(k, v);
     return copy;
 }
-//# sourceMappingURL=addToMap.js.map

@@ -3,4 +3,3 @@ export function arraysEqual(a, b) {
         return false;
     return a.every((val, index) => val === b[index]);
 }
-//# sourceMappingURL=array.js.map

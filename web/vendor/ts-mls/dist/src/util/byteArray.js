@@ -57,4 +57,3 @@ export function zeroOutUint8Array(buf) {
         buf[i] ^= buf[i];
     }
 }
-//# sourceMappingURL=byteArray.js.map

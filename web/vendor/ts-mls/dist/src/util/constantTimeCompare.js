@@ -7,4 +7,3 @@ export function constantTimeEqual(a, b) {
     }
     return result === 0;
 }
-//# sourceMappingURL=constantTimeCompare.js.map

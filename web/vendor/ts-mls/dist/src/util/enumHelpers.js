@@ -25,4 +25,3 @@ export function openEnumNumberEncoder(rec) {
             return x;
     };
 }
-//# sourceMappingURL=enumHelpers.js.map

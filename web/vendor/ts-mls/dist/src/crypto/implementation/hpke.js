@@ -89,4 +89,3 @@ function prepadPrivateKeyP521(k) {
     const lengthDifference = 66 - k.byteLength;
     return concatUint8Arrays(new Uint8Array(lengthDifference), k);
 }
-//# sourceMappingURL=hpke.js.map

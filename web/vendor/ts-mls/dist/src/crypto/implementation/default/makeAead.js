@@ -72,4 +72,3 @@ async function decryptAesGcm(key, nonce, aad, ciphertext) {
     const result = await crypto.subtle.decrypt(params, cryptoKey, toBufferSource(ciphertext));
     return new Uint8Array(result);
 }
-//# sourceMappingURL=makeAead.js.map

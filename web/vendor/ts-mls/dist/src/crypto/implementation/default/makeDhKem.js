@@ -53,4 +53,3 @@ export async function makeDhKem(kemAlg) {
             }
     }
 }
-//# sourceMappingURL=makeDhKem.js.map

@@ -20,4 +20,3 @@ function importMacKey(rawKey, h) {
         hash: { name: h },
     }, false, ["sign", "verify"]);
 }
-//# sourceMappingURL=makeHashImpl.js.map

@@ -12,4 +12,3 @@ export async function makeHpke(hpkealg) {
     });
     return makeGenericHpke(hpkealg, aead, cs);
 }
-//# sourceMappingURL=makeHpke.js.map

@@ -23,4 +23,3 @@ export function makeKdf(kdfAlg) {
             return new HkdfSha512();
     }
 }
-//# sourceMappingURL=makeKdfImpl.js.map

@@ -151,4 +151,3 @@ export async function makeNobleSignatureImpl(alg) {
             }
     }
 }
-//# sourceMappingURL=makeNobleSignatureImpl.js.map

@@ -18,4 +18,3 @@ export const defaultCryptoProvider = {
         };
     },
 };
-//# sourceMappingURL=provider.js.map

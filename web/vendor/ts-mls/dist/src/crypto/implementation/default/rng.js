@@ -3,4 +3,3 @@ export const defaultRng = {
         return crypto.getRandomValues(new Uint8Array(n));
     },
 };
-//# sourceMappingURL=rng.js.map

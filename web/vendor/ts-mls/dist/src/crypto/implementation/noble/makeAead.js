@@ -56,4 +56,3 @@ async function decryptAesGcm(key, nonce, aad, ciphertext) {
     const cipher = gcm(key, nonce, aad);
     return cipher.decrypt(ciphertext);
 }
-//# sourceMappingURL=makeAead.js.map

@@ -1,2 +1,1 @@
 export * from "../default/makeDhKem.js";
-//# sourceMappingURL=makeDhKem.js.map

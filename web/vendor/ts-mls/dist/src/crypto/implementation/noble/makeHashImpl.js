@@ -33,4 +33,3 @@ export function makeHashImpl(h) {
         },
     };
 }
-//# sourceMappingURL=makeHashImpl.js.map

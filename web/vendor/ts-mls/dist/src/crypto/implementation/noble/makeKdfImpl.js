@@ -1,2 +1,1 @@
 export * from "../default/makeKdfImpl.js";
-//# sourceMappingURL=makeKdfImpl.js.map

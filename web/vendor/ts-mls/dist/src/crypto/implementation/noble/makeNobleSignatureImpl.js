@@ -1,2 +1,1 @@
 export * from "../default/makeNobleSignatureImpl.js";
-//# sourceMappingURL=makeNobleSignatureImpl.js.map

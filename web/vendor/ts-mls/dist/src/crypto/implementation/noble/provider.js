@@ -16,4 +16,3 @@ export const nobleCryptoProvider = {
         };
     },
 };
-//# sourceMappingURL=provider.js.map

@@ -1,2 +1,1 @@
 export * from "../default/rng.js";
-//# sourceMappingURL=rng.js.map
