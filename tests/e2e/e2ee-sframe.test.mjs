@@ -146,3 +146,84 @@ test('round trips, tampering, wrong keys and unknown KIDs', async () => {
   assert.notDeepEqual(a.subarray(a.length - 96, a.length - 16), opus);
   assert.deepEqual((await decryptFrame(lookup, a, 0)).frame, opus);
 });
+
+// sframe-worker.js in Node, with fake RTCRtpScriptTransformers: what goes out, what is
+// dropped, which epochs a receiver keeps, and when keyframes are asked for.
+test('the transform worker: no clear frames, epochs kept 5 s or 2 s after a removal, keyframes', async () => {
+  const posted = [];
+  globalThis.self = globalThis;
+  globalThis.postMessage = (m) => posted.push(m);
+  await import('../../web/e2ee/sframe-worker.js');
+  const worker = { post: (data) => globalThis.onmessage({ data }), transform: globalThis.onrtctransform };
+  const fake = (side, kind) => {
+    let push;
+    const out = [];
+    const t = {
+      options: { side, kind }, keyFrames: 0, keyFrameRequests: 0, out,
+      readable: new ReadableStream({ start: (c) => { push = c; } }),
+      writable: new WritableStream({ write: (f) => { out.push(new Uint8Array(f.data)); } }),
+      generateKeyFrame: async () => { t.keyFrames++; },
+      sendKeyFrameRequest: async () => { t.keyFrameRequests++; },
+    };
+    worker.transform({ transformer: t });
+    /** Sends one frame through and waits until it came out or was dropped. */
+    t.put = async (bytes) => {
+      const before = out.length;
+      push.enqueue({ data: Uint8Array.from(bytes).buffer });
+      await new Promise((r) => setTimeout(r, 30));
+      return out.length > before ? out.at(-1) : null;
+    };
+    return t;
+  };
+  const send = fake('send', 'video');
+  const send2 = fake('send', 'audio');
+  const recv = fake('recv', 'video');
+  const frame = Uint8Array.from({ length: 300 }, (_, i) => (i * 7) & 0xff);
+  frame[0] = 0x50; // a keyframe
+
+  assert.equal(await send.put(frame), null, 'no key yet: nothing goes out, in clear or otherwise');
+  const s0 = crypto.getRandomValues(new Uint8Array(16));
+  worker.post({ type: 'epoch', epoch: 0, secret: s0, ownLeaf: 3, removal: false });
+  const sealed0 = await send.put(frame);
+  assert.deepEqual(sealed0.subarray(0, 10), frame.subarray(0, 10));
+  assert.equal(parseHeader(sealed0, 10).kid, mlsKid(3, 0, 0));
+  assert.deepEqual(await recv.put(sealed0), frame);
+  const again = await send.put(frame);
+  assert.equal(parseHeader(again, 10).ctr, parseHeader(sealed0, 10).ctr + 1n, 'one counter, never repeated');
+  const audio = await send2.put(frame.subarray(0, 50));
+  assert.equal(kidParts(parseHeader(audio, 0).kid).context, 1n, 'each send transform has its own KID context');
+
+  // Epoch 1: the sender switches at once and makes a keyframe; epoch 0 still opens for 5 s.
+  assert.equal(send.keyFrames, 1, 'a keyframe under the first key too');
+  worker.post({ type: 'epoch', epoch: 1, secret: crypto.getRandomValues(new Uint8Array(16)), ownLeaf: 3, removal: false });
+  assert.equal(send.keyFrames, 2);
+  assert.equal(send2.keyFrames, 0, 'audio has no keyframes');
+  const sealed1 = await send.put(frame);
+  assert.equal(kidParts(parseHeader(sealed1, 10).kid).epochBits, 1);
+  assert.deepEqual(await recv.put(sealed1), frame);
+  assert.deepEqual(await recv.put(again), frame, 'the previous epoch is still kept');
+
+  // Epoch 2 removes someone: older keys go after 2 s.
+  worker.post({ type: 'epoch', epoch: 2, secret: crypto.getRandomValues(new Uint8Array(16)), ownLeaf: 3, removal: true });
+  const sealed2 = await send.put(frame);
+  await new Promise((r) => setTimeout(r, 2100));
+  assert.equal(await recv.put(sealed1), null, 'epoch 1 forgotten 2 s after a removal');
+  assert.deepEqual(await recv.put(sealed2), frame);
+  const tampered = sealed2.slice();
+  tampered[200] ^= 1;
+  assert.equal(await recv.put(tampered), null, 'a frame failing authentication never reaches the decoder');
+
+  // Frames under an epoch the receiver does not have yet are dropped; its key brings a keyframe request.
+  const s3 = crypto.getRandomValues(new Uint8Array(16));
+  const kid3 = mlsKid(7, 3);
+  const early = await encryptFrame(await deriveKeySalt(s3, kid3), kid3, 0, frame, 10);
+  assert.equal(await recv.put(early), null);
+  assert.equal(recv.keyFrameRequests, 0);
+  worker.post({ type: 'epoch', epoch: 3, secret: s3, ownLeaf: 3, removal: false });
+  assert.equal(recv.keyFrameRequests, 1);
+  assert.deepEqual(await recv.put(early), frame);
+
+  worker.post({ type: 'get-stats' });
+  const stats = posted.filter((m) => m.type === 'stats').at(-1);
+  assert.deepEqual([stats.encrypted, stats.decrypted, stats.dropped], [5, 5, 4]);
+});
