@@ -228,5 +228,6 @@ test('SFrame over loopback in Firefox ESR', { timeout: 60000 }, async (t) => {
     await checkBrowser('Firefox', () => firefox.newPage(), (m) => t.diagnostic(m));
   } finally {
     await Promise.race([firefox.close().catch(() => {}), sleep(5000)]);
+    firefox.process()?.kill('SIGKILL'); // if close hung: never leave a browser behind
   }
 });
