@@ -52,7 +52,7 @@ export async function e2eeWelcome(welcome) {
       rosterHas: (/** @type {string} */ id) => state.participants.has(id),
       onEpoch,
       onChat: (/** @type {{from: string, text: string}} */ m) => chatSink(m),
-      onWarning: (/** @type {any} */ w) => console.warn('e2ee:', w),
+      onWarning: (/** @type {any} */ w) => console.warn('e2ee:', JSON.stringify(w)),
     });
   } catch (e) {
     console.error('could not start end-to-end encryption', e);

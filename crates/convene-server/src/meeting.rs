@@ -738,7 +738,9 @@ impl Meeting {
         match action {
             MediaAction::Connect(who) => {
                 self.drop_conn(&who);
-                let conn = sfu.add_connection();
+                let conn = sfu.add_connection_with(convene_sfu::ConnOptions {
+                    redundant_audio: !self.room.is_e2ee(),
+                });
                 self.state.registry.add_conn(conn, self.me.clone());
                 self.conns.insert(who.clone(), conn);
                 self.conn_owner.insert(conn, who);

@@ -20,8 +20,8 @@ use crate::pool::Directory;
 use crate::sendmany::{SendMany, MAX_PER_CALL};
 use crate::tcp_conns::{Guard, TcpConns};
 use crate::{
-    ConnId, Datagram, Priority, Sfu, SfuConfig, SfuEvent, SfuStats, TrackId, TrackKind, Transport,
-    View,
+    ConnId, ConnOptions, Datagram, Priority, Sfu, SfuConfig, SfuEvent, SfuStats, TrackId,
+    TrackKind, Transport, View,
 };
 
 const SOCKET: Token = Token(0);
@@ -44,7 +44,7 @@ const FLUSH_AFTER_FORWARDED: u64 = 2048;
 
 #[derive(Debug)]
 pub enum Command {
-    AddConnection(ConnId),
+    AddConnection(ConnId, ConnOptions),
     RemoveConnection(ConnId),
     Publish {
         conn: ConnId,
@@ -113,8 +113,13 @@ impl SfuHandle {
 
     /// Allocate an id and create the connection.
     pub fn add_connection(&self) -> ConnId {
+        self.add_connection_with(ConnOptions::default())
+    }
+
+    /// Allocate an id and create the connection, set up as `options` say.
+    pub fn add_connection_with(&self, options: ConnOptions) -> ConnId {
         let id = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
-        self.send(Command::AddConnection(id));
+        self.send(Command::AddConnection(id, options));
         id
     }
 
@@ -404,7 +409,9 @@ fn run(
 fn apply(sfu: &mut Sfu, cmd: Command) {
     let now = Instant::now();
     let (conn, result) = match cmd {
-        Command::AddConnection(conn) => (conn, sfu.add_connection(now, conn)),
+        Command::AddConnection(conn, options) => {
+            (conn, sfu.add_connection_with(now, conn, options))
+        }
         Command::RemoveConnection(conn) => {
             sfu.remove_connection(conn);
             return;

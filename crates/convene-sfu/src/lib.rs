@@ -46,8 +46,8 @@ pub use layers::{Priority, View};
 pub use quality::{Quality, QualityLevel};
 pub use rewrite::Rewriter;
 pub use sfu::{
-    Datagram, OfferedSlot, Sfu, SfuConfig, SfuError, SfuEvent, SfuStats, SlotDirection, TrackKind,
-    MAX_MEDIA_AGE, VOICE_SLOTS,
+    ConnOptions, Datagram, OfferedSlot, Sfu, SfuConfig, SfuError, SfuEvent, SfuStats,
+    SlotDirection, TrackKind, MAX_MEDIA_AGE, VOICE_SLOTS,
 };
 pub use speaking::SpeakingDetector;
 pub use transport::Transport;

@@ -915,6 +915,51 @@ fn redundant_audio_reaches_who_took_it_and_the_primary_the_others() {
 }
 
 #[test]
+fn connections_set_up_without_redundant_audio_are_not_offered_it() {
+    // End-to-end encrypted meetings: a browser would encrypt a RED payload
+    // whole, so the SFU could not take the redundancy off for a subscriber
+    // without RED. Their connections are offered plain Opus only.
+    let mut net = Net::with_options(
+        3,
+        |_| convene_sfu::Transport::Udp,
+        |_, c| c.enable_opus(true, true),
+        |i| convene_sfu::ConnOptions {
+            redundant_audio: i == 2,
+        },
+    );
+    let track = TrackId(1);
+    net.sfu
+        .publish(net.peers[0].conn, track, TrackKind::Voice)
+        .unwrap();
+    for i in [1, 2] {
+        let conn = net.peers[i].conn;
+        net.sfu.subscribe(conn, track).unwrap();
+    }
+    net.settle();
+    for (i, peer) in net.peers.iter().enumerate() {
+        let offers: Vec<&String> = net
+            .offers
+            .iter()
+            .filter(|(c, _)| *c == peer.conn)
+            .map(|(_, sdp)| sdp)
+            .collect();
+        assert!(!offers.is_empty(), "peer {i} was offered media");
+        let red = offers.iter().any(|sdp| sdp.contains("red/48000"));
+        assert_eq!(red, i == 2, "peer {i}: RED offered only where set up");
+    }
+    for seq in 1..=10u64 {
+        net.send_audio(0, seq, 40, -30);
+        net.run_for(Duration::from_millis(20));
+    }
+    net.settle();
+    for i in [1, 2] {
+        let got = &net.peers[i].audio_in;
+        assert_eq!(got.len(), 10, "peer {i} gets every packet");
+        assert!(got.iter().all(|(pt, _)| *pt == 111), "as plain Opus");
+    }
+}
+
+#[test]
 fn a_narrow_clean_downlink_gets_plain_audio_so_every_camera_fits() {
     // Two talkers send RED (about 107 kbit/s each, 65 as plain Opus) and two
     // cameras their low layer (160 kbit/s each). A subscriber with 500

@@ -136,6 +136,23 @@ impl TrackKind {
     }
 }
 
+/// How one connection is set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnOptions {
+    /// Offer redundant audio (RED, RFC 2198). Off in end-to-end encrypted
+    /// meetings: a browser encrypts the RED payload as a whole, so the SFU
+    /// could not take the redundancy off for a subscriber without RED.
+    pub redundant_audio: bool,
+}
+
+impl Default for ConnOptions {
+    fn default() -> Self {
+        ConnOptions {
+            redundant_audio: true,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct SfuConfig {
     /// Addresses announced to clients as ICE host candidates (the UDP socket's
@@ -349,7 +366,7 @@ impl Sfu {
         }
     }
 
-    fn rtc_config(&self) -> RtcConfig {
+    fn rtc_config(&self, options: ConnOptions) -> RtcConfig {
         let mut cfg = RtcConfig::new()
             .set_ice_lite(true)
             .set_rtp_mode(true)
@@ -379,7 +396,9 @@ impl Sfu {
         );
         // RED before it: a browser that takes it sends each packet with the
         // one before, so random loss of single packets costs nothing.
-        cfg.codec_config().set_red_pt(Codec::Opus, RED_PT.into());
+        if options.redundant_audio {
+            cfg.codec_config().set_red_pt(Codec::Opus, RED_PT.into());
+        }
         if let Some(cert) = &self.dtls_cert {
             cfg = cfg.set_dtls_cert(cert.clone());
         }
@@ -406,11 +425,21 @@ impl Sfu {
     /// A new connection, with no media yet. Its first offer comes with the first
     /// publish or subscribe.
     pub fn add_connection(&mut self, now: Instant, id: ConnId) -> Result<(), SfuError> {
+        self.add_connection_with(now, id, ConnOptions::default())
+    }
+
+    /// [`Sfu::add_connection`] set up as `options` say.
+    pub fn add_connection_with(
+        &mut self,
+        now: Instant,
+        id: ConnId,
+        options: ConnOptions,
+    ) -> Result<(), SfuError> {
         self.now = self.now.max(now);
         if self.conns.contains_key(&id) {
             return Err(SfuError::DuplicateConnection);
         }
-        let mut rtc = self.rtc_config().build(now);
+        let mut rtc = self.rtc_config(options).build(now);
         for addr in &self.config.candidates {
             let c = Candidate::host(*addr, "udp").map_err(|e| SfuError::Rtc(e.to_string()))?;
             rtc.add_local_candidate(c);
@@ -424,15 +453,19 @@ impl Sfu {
                 .map_err(|e| SfuError::Rtc(e.to_string()))?;
             rtc.add_local_candidate(c);
         }
-        if self.media_pts.is_empty() {
-            self.media_pts = rtc
-                .codec_config()
-                .params()
-                .iter()
-                .filter(|p| matches!(p.spec().codec, Codec::Opus | Codec::Vp8))
-                .flat_map(|p| [Some(p.pt()), p.red()])
-                .flatten()
-                .collect();
+        // Every connection's media payload types (with RED or without).
+        let pts: Vec<Pt> = rtc
+            .codec_config()
+            .params()
+            .iter()
+            .filter(|p| matches!(p.spec().codec, Codec::Opus | Codec::Vp8))
+            .flat_map(|p| [Some(p.pt()), p.red()])
+            .flatten()
+            .collect();
+        for pt in pts {
+            if !self.media_pts.contains(&pt) {
+                self.media_pts.push(pt);
+            }
         }
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
         self.routes.add_conn(id, ufrag);

@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use convene_sfu::{ConnId, Sfu, SfuConfig, SfuEvent, TrackId, TrackKind, Transport};
+use convene_sfu::{ConnId, ConnOptions, Sfu, SfuConfig, SfuEvent, TrackId, TrackKind, Transport};
 use str0m::change::SdpOffer;
 use str0m::format::Codec;
 use str0m::media::{Mid, Pt};
@@ -104,6 +104,8 @@ pub struct Net {
     pub layer_events: Vec<(TrackId, Vec<String>)>,
     /// Other SFU events, as their debug text, for tests to look at.
     pub other_events: Vec<String>,
+    /// Every offer the SFU made, to which connection, in order.
+    pub offers: Vec<(ConnId, String)>,
     /// How long a client takes to answer an offer (the SFU gets the answer
     /// this much later; the client applies it at once).
     pub answer_delay: Duration,
@@ -203,6 +205,16 @@ impl Net {
         transport: impl Fn(usize) -> Transport,
         config: impl Fn(usize, RtcConfig) -> RtcConfig,
     ) -> Net {
+        Net::with_options(peers, transport, config, |_| ConnOptions::default())
+    }
+
+    /// As [`Net::with_configs`], with peer i's SFU connection set up as `options(i)`.
+    pub fn with_options(
+        peers: usize,
+        transport: impl Fn(usize) -> Transport,
+        config: impl Fn(usize, RtcConfig) -> RtcConfig,
+        options: impl Fn(usize) -> ConnOptions,
+    ) -> Net {
         let now = Instant::now();
         let sfu_addr: SocketAddr = SFU_ADDR.parse().unwrap();
         let mut sfu = Sfu::new(
@@ -217,7 +229,7 @@ impl Net {
                 let addr =
                     SocketAddr::from(([10, 0, (i / 250) as u8 + 1, (i % 250) as u8 + 2], 6000));
                 let conn = ConnId(i as u64 + 1);
-                sfu.add_connection(now, conn).unwrap();
+                sfu.add_connection_with(now, conn, options(i)).unwrap();
                 Peer {
                     rtc: peer_rtc(now, addr, transport(i), config(i, peer_config())),
                     addr,
@@ -256,6 +268,7 @@ impl Net {
             events_seen: 0,
             layer_events: Vec::new(),
             other_events: Vec::new(),
+            offers: Vec::new(),
             answer_delay: Duration::ZERO,
             answers: VecDeque::new(),
             downlinks: HashMap::new(),
@@ -374,6 +387,7 @@ impl Net {
             } else if let SfuEvent::VoiceSlot { conn, mid, track } = ev {
                 self.voice_events.push((conn, mid, track));
             } else if let SfuEvent::Offer { conn, sdp, slots } = ev {
+                self.offers.push((conn, sdp.clone()));
                 let i = self.peers.iter().position(|p| p.conn == conn).unwrap();
                 let peer = &mut self.peers[i];
                 let sdp = if self.candidates_from_last_m_line {
