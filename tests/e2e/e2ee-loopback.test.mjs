@@ -171,7 +171,7 @@ async function checkBrowser(name, newPage, say) {
   assert.ok(r.samples > 48000, `${name} receives audio: ${JSON.stringify(r)}`);
   assert.ok(r.concealed < r.samples * 0.1, `${name}: little concealment: ${JSON.stringify(r)}`);
   assert.ok(r.workers.send.encrypted > 40 && r.workers.recv.decrypted > 40, JSON.stringify(r.workers));
-  assert.equal(r.workers.recv.dropped, 0, `${name}: nothing dropped with the right key`);
+  assert.equal(r.workers.recv.dropped, 0, `${name}: nothing dropped with the right key: ${JSON.stringify(r.workers.recv.byTransform)}`);
 
   // A new epoch for both: the sender switches at once, the receiver follows.
   await ev(page, () => window.__rekey(1, true));

@@ -223,6 +223,8 @@ test('the transform worker: no clear frames, epochs kept 5 s or 2 s after a remo
   assert.equal(recv.keyFrameRequests, 1);
   assert.deepEqual(await recv.put(early), frame);
 
+  assert.deepEqual(await recv.put([]), new Uint8Array(0), 'an empty frame (Chromium sends some) passes: nothing in it');
+
   worker.post({ type: 'get-stats' });
   const stats = posted.filter((m) => m.type === 'stats').at(-1);
   assert.deepEqual([stats.encrypted, stats.decrypted, stats.dropped], [5, 5, 4]);

@@ -67,8 +67,15 @@ function keysFor(kid) {
   return keys;
 }
 
+/** Counts a frame that did not go through, by reason (unknown-kid, auth, malformed, no-key, error: ...). */
+function drop(t, reason) {
+  t.dropped++;
+  totals.dropped++;
+  t.why[reason] = (t.why[reason] ?? 0) + 1;
+}
+
 async function send(t, frame, controller) {
-  if (!newest || ownLeaf === null) { t.dropped++; totals.dropped++; return; } // never send in clear
+  if (!newest || ownLeaf === null) { drop(t, 'no-key'); return; } // never send in clear
   const data = new Uint8Array(frame.data);
   const kid = mlsKid(ownLeaf, newest.epoch, t.context);
   const ctr = counters.get(t.context) ?? 0;
@@ -80,8 +87,11 @@ async function send(t, frame, controller) {
 
 async function receive(t, frame, controller) {
   const data = new Uint8Array(frame.data);
+  // An empty frame carries nothing to decrypt or hide: Chromium sends some (seen on
+  // audio) without handing them to the sender's transform.
+  if (data.length === 0) { t.empty = (t.empty ?? 0) + 1; controller.enqueue(frame); return; }
   const r = await decryptFrame(keysFor, data, clearPrefixLength(t.kind, data));
-  if (!r.ok) { t.dropped++; totals.dropped++; t.dropsSinceKey++; return; } // never to the decoder
+  if (!r.ok) { drop(t, r.reason); t.dropsSinceKey++; return; } // never to the decoder
   frame.data = r.frame.buffer;
   t.decrypted++; totals.decrypted++;
   controller.enqueue(frame);
@@ -89,13 +99,13 @@ async function receive(t, frame, controller) {
 
 function setup(transformer) {
   const { side, kind } = transformer.options ?? {};
-  const t = { transformer, side, kind, encrypted: 0, decrypted: 0, dropped: 0, dropsSinceKey: 0, lastRequest: -Infinity,
+  const t = { transformer, side, kind, encrypted: 0, decrypted: 0, dropped: 0, why: {}, dropsSinceKey: 0, lastRequest: -Infinity,
     context: side === 'send' ? (transformer.options.context ?? nextContext++) : null };
   if (side === 'send' && transformer.options.context !== undefined) nextContext = Math.max(nextContext, t.context + 1);
   transforms.add(t);
   const step = side === 'send' ? send : receive;
   transformer.readable
-    .pipeThrough(new TransformStream({ transform: (frame, controller) => step(t, frame, controller).catch(() => { t.dropped++; totals.dropped++; }) }))
+    .pipeThrough(new TransformStream({ transform: (frame, controller) => step(t, frame, controller).catch((e) => drop(t, `error: ${e?.message ?? e}`)) }))
     .pipeTo(transformer.writable)
     .catch(() => {})
     .finally(() => transforms.delete(t));
@@ -104,7 +114,7 @@ function setup(transformer) {
 function postStats() {
   for (const e of [...epochs.values()]) if (e.expires <= performance.now()) forget(e);
   self.postMessage({ type: 'stats', ...totals, epochs: [...epochs.values()].map((e) => e.epoch),
-    byTransform: [...transforms].map(({ side, kind, context, encrypted, decrypted, dropped }) => ({ side, kind, context, encrypted, decrypted, dropped })) });
+    byTransform: [...transforms].map(({ side, kind, context, encrypted, decrypted, dropped, why, empty }) => ({ side, kind, context, encrypted, decrypted, dropped, why, empty })) });
 }
 
 self.onrtctransform = (event) => setup(event.transformer);
