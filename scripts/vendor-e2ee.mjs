@@ -32,6 +32,10 @@ const PACKAGES = [
   ['@noble/hashes', '2.0.1', '@noble/hashes@2.0.1'],
   ['@noble/curves', '2.0.1', '@noble/curves', { '@noble/hashes': '@noble/hashes@2.0.1' }],
   ['@noble/ciphers', '2.1.1', '@noble/ciphers'],
+  // X25519 in JavaScript: Firefox ESR 153's WebCrypto cannot export some
+  // imported X25519 private keys, which @hpke/core's KEM does on every commit
+  // with an update path (web/e2ee/mls.js uses this one where that fails).
+  ['@hpke/dhkem-x25519', '1.8.0', '@hpke/dhkem-x25519'],
 ];
 const DYNAMIC_FOLLOW = new Set(['@noble/curves/ed25519.js']);
 
@@ -73,7 +77,7 @@ const STATIC = /(^|[;\n}])(\s*(?:import|export)\s[^;'"]*?\bfrom\s*|\s*import\s*)
 const DYNAMIC = /(\bimport\(\s*)(["'])([^"']+)\2/g;
 
 const done = new Set();
-const queue = [['ts-mls', 'dist/src/index.js']];
+const queue = [['ts-mls', 'dist/src/index.js'], ['@hpke/dhkem-x25519', 'esm/mod.js']];
 const files = new Map(); // "folder/file" -> rewritten source
 while (queue.length) {
   const [folder, file] = queue.pop();

@@ -8,7 +8,7 @@ import { $, state, send, hooks } from './meeting-state.js';
 
 /** @type {any} the MLS session (e2ee/mls.js), in an encrypted meeting */
 let session = null;
-/** @type {Worker | null} one worker encrypts and decrypts every frame */
+/** @type {Worker | null} one worker encrypts and decrypts every frame, for the page's life */
 let worker = null;
 /** The group the session belongs to (a server restart starts another). */
 let groupId = '';
@@ -35,6 +35,10 @@ export async function e2eeWelcome(welcome) {
   $('e2ee-badge').hidden = !info;
   if (!info) { stop(); return; }
   if (session && groupId === info.groupId && session.epoch() === info.epoch) return;
+  // Another group (the server restarted): its epochs count from 0 again, so
+  // the old keys must go with the old worker. (The same group, rejoined,
+  // only moves to later epochs: the worker stays, with its transforms.)
+  if (groupId && groupId !== info.groupId) { worker?.terminate(); worker = null; }
   stop();
   groupId = info.groupId;
   starting = true;
@@ -96,6 +100,16 @@ export function attachTransforms(pc) {
     if (!tr.sender.transform) tr.sender.transform = new RTCRtpScriptTransform(w, { side: 'send', kind });
     if (!tr.receiver.transform) tr.receiver.transform = new RTCRtpScriptTransform(w, { side: 'recv', kind });
   }
+}
+
+/**
+ * The join page of an encrypted meeting starts the worker (and loads MLS) at
+ * once: a module worker whose code has not run when the first transform
+ * arrives loses it in Firefox, whose frames then pile up unread.
+ */
+export function prepareE2ee() {
+  ensureWorker();
+  import('./e2ee/mls.js').catch(() => {});
 }
 
 function ensureWorker() {
@@ -161,8 +175,7 @@ function stop() {
   session?.stop();
   session = null;
   groupId = '';
-  // Keys of a group we left must not linger in the worker.
-  worker?.terminate();
-  worker = null;
+  // The worker stays (transforms are bound to it); the old group's keys
+  // expire there once the new group's first epoch arrives.
   $('e2ee-digits').textContent = '';
 }

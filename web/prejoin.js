@@ -7,6 +7,8 @@ import { showRequirements } from './requirements.js';
 import { showLevel } from './host.js';
 import { getMedia, fillDevices, showPreview, chooseBeforeJoin } from './devices.js';
 import { joinClicked } from './stage.js';
+import { prepareE2ee } from './e2ee-meeting.js';
+import { e2eeCapable } from './e2ee-support.js';
 
 /**
  * The meeting as /api/meetings says it, on the pre-join screen.
@@ -25,6 +27,7 @@ export async function loadMeeting(hostKey, ended) {
     return;
   }
   for (const el of document.querySelectorAll('.meeting-title')) el.textContent = m.title;
+  if (m.settings?.e2ee && e2eeCapable()) prepareE2ee();
   showLevel(m.level);
   const hosted = t('common.hosted-by', { org: orgName(m.hostedBy), server: m.server });
   $('hosted-by').textContent = hosted;

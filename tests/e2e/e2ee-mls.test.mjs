@@ -241,3 +241,30 @@ test('no Welcome in time, asked twice at one epoch, behind: the group is kept or
   assert.equal(kps(), before + 1);
   r.stop();
 });
+
+test('members with WebCrypto X25519 and with X25519 in JavaScript share one group (Firefox takes the latter)', async () => {
+  const r = relay();
+  const roster = new Set(['a', 'b', 'c']);
+  const a = await r.join('a', roster, { nativeX25519: true });
+  await r.settle();
+  const b = await r.join('b', roster, { nativeX25519: false });
+  r.request('a', r.waitingKps.splice(0));
+  await r.settle();
+  const c = await r.join('c', roster, { nativeX25519: true });
+  // b, in JavaScript, commits the add: a and c decrypt its update path.
+  r.request('b', r.waitingKps.splice(0));
+  await r.settle();
+  assert.equal(r.epoch, 2);
+  for (const p of [a, b, c]) assert.equal(last(p).epoch, 2);
+  // a removes c: b decrypts a's update path with the JavaScript KEM.
+  r.request('a', [], ['c']);
+  await r.settle();
+  assert.equal(r.epoch, 3);
+  assert.deepEqual(r.failed, []);
+  assert.equal(last(a).epoch, 3);
+  assert.equal(last(b).epoch, 3);
+  assert.equal(codeOf(a), codeOf(b));
+  assert.equal(hex(last(a).sframeSecret), hex(last(b).sframeSecret));
+  r.stop();
+});
+

@@ -7,6 +7,8 @@
 // The page imports this module dynamically, only in E2EE meetings; ts-mls (and
 // its ~150 modules) is loaded by startE2ee, not when this file is parsed.
 
+import { suiteImpl } from './suite.js';
+
 const TS_MLS = '../vendor/ts-mls/dist/src/index.js';
 // Internal ts-mls module: the public processMessage does not say who sent an
 // application message, and chat must name its sender from the MLS leaf.
@@ -62,7 +64,8 @@ function membersOf(tree) {
  * @param {{groupId: string, participantId: string, name: string, identity: {iss: string, sub: string} | null,
  *   send: (msg: object) => void, rosterHas: (pid: string) => boolean, onEpoch?: (e: object) => void,
  *   onChat?: (c: {from: string, text: string}) => void, onWarning?: (w: {code: string, [detail: string]: any}) => void,
- *   welcomeTimeoutMs?: number}} opts
+ *   welcomeTimeoutMs?: number, nativeX25519?: boolean}} opts `nativeX25519`: WebCrypto's X25519 or
+ *   not (tests); by default as suite.js finds the browser
  */
 export async function startE2ee(opts) {
   const { participantId, send, rosterHas } = opts;
@@ -71,7 +74,7 @@ export async function startE2ee(opts) {
   const onWarning = opts.onWarning ?? (() => {});
   const mls = await import(TS_MLS);
   const { unprotectPrivateMessage } = await import(TS_MLS_PROTECTION);
-  const impl = await mls.getCiphersuiteImpl(mls.getCiphersuiteFromName(SUITE));
+  const impl = await suiteImpl(mls, SUITE, { native: opts.nativeX25519 });
   // The AuthenticationService of §6: a credential counts only if it is ours and names a participant.
   const clientConfig = {
     keyRetentionConfig: mls.defaultKeyRetentionConfig, lifetimeConfig: mls.defaultLifetimeConfig,
