@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join as pathJoin } from 'node:path';
-import { startServer, launchPerson, createMeeting, joinAsHost, join, until, decodingVideos, receivingAudio, keepSecret } from './harness.mjs';
+import { startServer, launchPerson, createMeeting, joinAsHost, join, until, decodingVideos, receivingAudio, keepSecret, axe } from './harness.mjs';
 
 let server;
 /** @type {any[]} */ const people = [];
@@ -122,6 +122,9 @@ test('two Chromium and a Firefox meet end-to-end encrypted: same code, everyone 
   await dialog.waitFor();
   assert.equal(await ana.locator('#e2ee-digits').textContent(), groups[0].code);
   assert.equal(await ana.locator('#e2ee-emoji li').count(), 8);
+  // Each emoji is read out by its name (the glyph itself is hidden from screen readers).
+  assert.match(await ana.locator('#e2ee-emoji li').first().textContent(), /\p{L}{2,}/u);
+  assert.deepEqual(await axe(ana), [], 'the code dialog passes axe');
   await dialog.getByRole('button', { name: 'Close' }).click();
 
   // Everyone decodes the two others' video and hears their audio, through SFrame.
