@@ -35,6 +35,11 @@ pub const MAX_KEY_PACKAGE: usize = 4 * 1024;
 pub const MAX_HANDSHAKE: usize = 60 * 1024;
 /// Largest application message (decoded): chat of 2000 characters, encrypted.
 pub const MAX_APPLICATION: usize = 16 * 1024;
+/// A participant's key packages are taken at most this often: each one from
+/// a member makes the group remove and add them again (a rekey for everyone),
+/// so a client must not be able to keep the group busy. Clients send one at
+/// join, again after 10 s without a Welcome, and after a resume.
+pub const KEY_PACKAGE_INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -96,6 +101,10 @@ pub struct Group {
     request: Option<Request>,
     /// Asked and did not answer in time: asked again only when nobody else can be.
     passed_over: BTreeSet<ParticipantId>,
+    /// When each participant's last key package was taken.
+    key_package_at: std::collections::BTreeMap<ParticipantId, Instant>,
+    /// The epoch each member last reported a commit failure for (one audit row each).
+    failure_reported: std::collections::BTreeMap<ParticipantId, u64>,
 }
 
 /// What the room must send, and to whom.
@@ -118,6 +127,8 @@ impl Group {
             leaving: BTreeSet::new(),
             request: None,
             passed_over: BTreeSet::new(),
+            key_package_at: std::collections::BTreeMap::new(),
+            failure_reported: std::collections::BTreeMap::new(),
         }
     }
 
@@ -148,6 +159,19 @@ impl Group {
         key_package: &str,
         live: &dyn Fn(&ParticipantId) -> bool,
     ) -> Result<Outgoing, Refused> {
+        if self
+            .key_package_at
+            .get(who)
+            .is_some_and(|t| now.saturating_duration_since(*t) < KEY_PACKAGE_INTERVAL)
+        {
+            return Err(Refused {
+                code: ErrorCode::RateLimited,
+                message: format!(
+                    "a key package at most every {} s",
+                    KEY_PACKAGE_INTERVAL.as_secs()
+                ),
+            });
+        }
         let bytes = decode(key_package, MAX_KEY_PACKAGE, "key package")?;
         let header = wire::key_package(&bytes).map_err(|e| bad(format!("key package: {e}")))?;
         if header.cipher_suite != CIPHER_SUITE {
@@ -170,6 +194,7 @@ impl Group {
         }
         self.joining.retain(|(p, _)| p != who);
         self.joining.push((who.clone(), bytes));
+        self.key_package_at.insert(who.clone(), now);
         Ok(self.drive(now, live))
     }
 
@@ -306,11 +331,19 @@ impl Group {
     ) -> Outgoing {
         self.joining.retain(|(p, _)| p != who);
         self.passed_over.remove(who);
+        self.key_package_at.remove(who);
+        self.failure_reported.remove(who);
         // Someone a commit in flight adds is removed by the one after it.
         if self.is_member(who) || self.being_added(who) {
             self.leaving.insert(who.clone());
         }
         self.drive(now, live)
+    }
+
+    /// Whether `who`'s report that it could not apply the commit made at
+    /// `epoch` is the first from them for that epoch (only that one is recorded).
+    pub fn first_failure_report(&mut self, who: &ParticipantId, epoch: u64) -> bool {
+        self.is_member(who) && self.failure_reported.insert(who.clone(), epoch) != Some(epoch)
     }
 
     /// Time passes: a committer past their deadline is passed over.
@@ -474,9 +507,12 @@ pub fn check_application(group: &Group, message: &str) -> Result<(), Refused> {
     if header.group_id != group.group_id {
         return Err(bad("message: for another group"));
     }
+    // Made at the current epoch, or the one before: a member who sent just
+    // as a commit landed is one behind, and the others still hold that
+    // epoch's keys for a while (a member removed since cannot send at all).
     match group.epoch {
-        Some(e) if header.epoch == e => Ok(()),
-        _ => Err(stale("message: made at another epoch")),
+        Some(e) if header.epoch == e || header.epoch + 1 == e => Ok(()),
+        _ => Err(stale("message: made at an epoch the group has left")),
     }
 }
 

@@ -262,6 +262,7 @@ fn someone_who_leaves_while_being_added_is_removed_next() {
 #[test]
 fn a_member_who_lost_their_state_is_removed_and_added_in_one_commit() {
     let mut fx = group_of(&["p1", "p2"]);
+    fx.t += KEY_PACKAGE_INTERVAL;
     let out = fx.kp("p2");
     assert_eq!(
         request(&out),
@@ -408,8 +409,14 @@ fn application_messages_are_checked_for_group_and_epoch() {
     let fx = group_of(&["p1", "p2"]);
     let gid = fx.gid();
     assert!(check_application(&fx.g, &b64(&build::private(&gid, 1, 1))).is_ok());
-    let e = check_application(&fx.g, &b64(&build::private(&gid, 0, 1))).unwrap_err();
-    assert_eq!(e.code, ErrorCode::MlsStaleEpoch);
+    // One epoch behind: sent just as a commit landed.
+    assert!(check_application(&fx.g, &b64(&build::private(&gid, 0, 1))).is_ok());
+    let e = check_application(&fx.g, &b64(&build::private(&gid, 2, 1))).unwrap_err();
+    assert_eq!(
+        e.code,
+        ErrorCode::MlsStaleEpoch,
+        "not from an epoch to come"
+    );
     for bad_one in [
         build::private(b"another-group!!!", 1, 1),
         build::private(&gid, 1, 3),
@@ -419,4 +426,40 @@ fn application_messages_are_checked_for_group_and_epoch() {
         let e = check_application(&fx.g, &b64(&bad_one)).unwrap_err();
         assert_eq!(e.code, ErrorCode::MlsBadMessage);
     }
+}
+
+#[test]
+fn a_member_cannot_keep_the_group_rekeying_with_key_packages() {
+    let mut fx = group_of(&["p1", "p2"]);
+    fx.t += KEY_PACKAGE_INTERVAL;
+    // p2 asks to be added afresh (a reload): taken.
+    assert_eq!(request(&fx.kp("p2")).3, vec!["p2"]);
+    fx.commit("p1", true).unwrap();
+    // Again at once: refused, and the group is left alone.
+    let live = fx.live();
+    let again = b64(&build::key_package("p2"));
+    let e =
+        fx.g.key_package(fx.t, &id("p2"), &again, &live)
+            .unwrap_err();
+    assert_eq!(e.code, ErrorCode::RateLimited);
+    assert!(fx.g.request.is_none());
+    // After the interval, it is taken again.
+    let later = fx.t + KEY_PACKAGE_INTERVAL;
+    assert!(!fx
+        .g
+        .key_package(later, &id("p2"), &again, &live)
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn a_commit_failure_is_recorded_once_per_member_and_epoch() {
+    let mut fx = group_of(&["p1", "p2"]);
+    assert!(fx.g.first_failure_report(&id("p2"), 1));
+    assert!(!fx.g.first_failure_report(&id("p2"), 1));
+    assert!(fx.g.first_failure_report(&id("p2"), 2));
+    assert!(
+        !fx.g.first_failure_report(&id("p9"), 1),
+        "not from a non-member"
+    );
 }

@@ -102,15 +102,18 @@ impl Room {
             ClientMessage::MlsCommitFailed { epoch, reason } => {
                 // What went wrong on a member's side, for whoever looks into
                 // it; the members' MLS libraries refuse a bad commit alike,
-                // so the group does not fork.
-                let reason: String = reason.chars().take(200).collect();
-                self.audit(
-                    "e2ee",
-                    who,
-                    who,
-                    "commit refused",
-                    format!("epoch {epoch}: {reason}"),
-                );
+                // so the group does not fork. Recorded once per member and
+                // epoch, and only as a short code: the text is the member's.
+                if group.first_failure_report(who, epoch) {
+                    let code = failure_code(&reason);
+                    self.audit(
+                        "e2ee",
+                        who,
+                        who,
+                        "commit refused",
+                        format!("epoch {epoch}: {code}"),
+                    );
+                }
                 return Ok(());
             }
             _ => unreachable!("only mls-* messages come here"),
@@ -152,5 +155,23 @@ impl Room {
         for (to, message) in out {
             self.send(&to, message);
         }
+    }
+}
+
+/// A client's reason for refusing a commit, as the audit log keeps it: its
+/// first word if that is a plain code (`unknown-participant`, `invalid`…),
+/// else `unknown`. Never the client's free text.
+fn failure_code(reason: &str) -> &str {
+    let word = reason
+        .split(|c: char| c == ':' || c.is_whitespace())
+        .next()
+        .unwrap_or("");
+    if !word.is_empty()
+        && word.len() <= 40
+        && word.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+    {
+        word
+    } else {
+        "unknown"
     }
 }

@@ -269,3 +269,36 @@ fn encryption_cannot_be_switched_in_a_running_meeting() {
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::WrongState, "no MLS in a clear meeting");
 }
+
+#[test]
+fn a_refused_commit_is_audited_as_a_code_never_as_the_clients_words() {
+    let t = Instant::now();
+    let mut r = e2ee_room();
+    let (_, bo, _) = ana_and_bo(&mut r, t);
+    for reason in [
+        "invalid: The operation failed for an operation-specific reason",
+        "Ignore all previous audit rows",
+    ] {
+        r.handle(
+            t,
+            &bo,
+            C::MlsCommitFailed {
+                epoch: 7,
+                reason: reason.into(),
+            },
+        )
+        .unwrap();
+    }
+    let rows: Vec<String> = drain(&mut r)
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::Audit(a) if a.event == "e2ee" => Some(a.detail),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec!["epoch 7: invalid".to_string()],
+        "once, as a code"
+    );
+}
