@@ -635,18 +635,29 @@ export class Lab {
       forwarder.close();
       throw e;
     }
-    const page = (await browser.pages())[0] || (await browser.newPage());
-    // Puppeteer's default viewport does not reach the page Firefox opened itself.
-    if (viewport) await page.setViewport({ ...viewport, deviceScaleFactor });
-    await page.evaluateOnNewDocument(INIT_SCRIPT);
-    page.on('pageerror', (e) => console.error(`[${client.name} firefox] page error:`, e.message));
-    const person = {
-      kind: 'firefox', ns: client.ns, page, browser,
-      close: async () => {
-        await Promise.race([browser.close().catch(() => {}), new Promise((r) => setTimeout(r, 5000))]);
-        forwarder.close();
-      },
+    const close = async () => {
+      await Promise.race([browser.close().catch(() => {}), new Promise((r) => setTimeout(r, 5000))]);
+      forwarder.close();
     };
+    let page;
+    try {
+      page = (await browser.pages())[0] || (await browser.newPage());
+      // Puppeteer's default viewport does not reach the page Firefox opened itself.
+      // (Puppeteer then sets the screen orientation too, which Firefox ESR's
+      // WebDriver BiDi lacks: the viewport is set by then, so that is no failure.)
+      if (viewport) {
+        await page.setViewport({ ...viewport, deviceScaleFactor }).catch((e) => {
+          if (!/setScreenOrientationOverride/.test(String(e?.message))) throw e;
+        });
+      }
+      await page.evaluateOnNewDocument(INIT_SCRIPT);
+    } catch (e) {
+      // Not left running: an open forwarder keeps the test file's process alive for good.
+      await close();
+      throw e;
+    }
+    page.on('pageerror', (e) => console.error(`[${client.name} firefox] page error:`, e.message));
+    const person = { kind: 'firefox', ns: client.ns, page, browser, close };
     this.browsers.push(person);
     return person;
   }
