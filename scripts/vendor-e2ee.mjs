@@ -32,7 +32,7 @@ const PACKAGES = [
   ['@noble/hashes', '2.0.1', '@noble/hashes@2.0.1'],
   ['@noble/curves', '2.0.1', '@noble/curves', { '@noble/hashes': '@noble/hashes@2.0.1' }],
   ['@noble/ciphers', '2.1.1', '@noble/ciphers'],
-  // X25519 in JavaScript: Firefox ESR 153's WebCrypto cannot export some
+  // X25519 in JavaScript: Firefox ESR 140's WebCrypto cannot export some
   // imported X25519 private keys, which @hpke/core's KEM does on every commit
   // with an update path (web/e2ee/mls.js uses this one where that fails).
   ['@hpke/dhkem-x25519', '1.8.0', '@hpke/dhkem-x25519'],

@@ -3,7 +3,7 @@
 // browser's WebCrypto X25519 cannot export an imported private key, HPKE's KEM
 // is @hpke/dhkem-x25519 (X25519 in JavaScript, from noble-curves) instead.
 //
-// Why: Firefox ESR 153 fails `exportKey('jwk')` (OperationError) for some
+// Why: Firefox ESR 140 (Debian's firefox-esr 140.10.2 here) fails `exportKey('jwk')` (OperationError) for some
 // X25519 private keys imported from raw bytes, and @hpke/core exports each key
 // an update path derives. A Firefox member then cannot apply a commit with an
 // update path, such as the one removing someone. Both KEMs compute the same
