@@ -41,11 +41,7 @@ impl Room {
         msg: ClientMessage,
     ) -> Result<(), RoomError> {
         let participants = &self.participants;
-        let live = |p: &ParticipantId| {
-            participants
-                .get(p)
-                .is_some_and(|p| p.admitted && p.away_since.is_none())
-        };
+        let live = |p: &ParticipantId| connected(participants, p);
         let Some(group) = self.e2ee.as_mut() else {
             return Err(err(
                 ErrorCode::WrongState,
@@ -125,11 +121,7 @@ impl Room {
     /// Someone left for good: the next commit takes them out of the group.
     pub(super) fn e2ee_left(&mut self, now: Instant, who: &ParticipantId) {
         let participants = &self.participants;
-        let live = |p: &ParticipantId| {
-            participants
-                .get(p)
-                .is_some_and(|p| p.admitted && p.away_since.is_none())
-        };
+        let live = |p: &ParticipantId| connected(participants, p);
         if let Some(group) = self.e2ee.as_mut() {
             let out = group.left(now, who, &live);
             self.send_all(out);
@@ -140,11 +132,7 @@ impl Room {
     /// late or gone is passed over.
     pub(super) fn e2ee_tick(&mut self, now: Instant) {
         let participants = &self.participants;
-        let live = |p: &ParticipantId| {
-            participants
-                .get(p)
-                .is_some_and(|p| p.admitted && p.away_since.is_none())
-        };
+        let live = |p: &ParticipantId| connected(participants, p);
         if let Some(group) = self.e2ee.as_mut() {
             let out = group.tick(now, &live);
             self.send_all(out);
@@ -174,4 +162,11 @@ fn failure_code(reason: &str) -> &str {
     } else {
         "unknown"
     }
+}
+
+/// Whether `p` is in the meeting and connected: who may be asked to commit.
+fn connected(participants: &BTreeMap<ParticipantId, Participant>, p: &ParticipantId) -> bool {
+    participants
+        .get(p)
+        .is_some_and(|p| p.admitted && p.away_since.is_none())
 }
