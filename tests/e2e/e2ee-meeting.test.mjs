@@ -5,10 +5,7 @@
 // when someone leaves; chat goes encrypted and never reaches the server's log.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join as pathJoin } from 'node:path';
-import { startServer, launchPerson, createMeeting, joinAsHost, join, until, decodingVideos, receivingAudio, keepSecret, axe } from './harness.mjs';
+import { startServer, launchPerson, launchFirefox, createMeeting, joinAsHost, join, until, decodingVideos, receivingAudio, keepSecret, axe } from './harness.mjs';
 
 let server;
 /** @type {any[]} */ const people = [];
@@ -18,27 +15,7 @@ let firefox;
 before(async () => {
   server = await startServer();
   people.push(await launchPerson(), await launchPerson());
-  const puppeteer = (await import('puppeteer-core')).default;
-  firefox = await puppeteer.launch({
-    browser: 'firefox',
-    protocol: 'webDriverBiDi',
-    executablePath: process.env.FIREFOX || '/usr/bin/firefox-esr',
-    headless: true,
-    userDataDir: mkdtempSync(pathJoin(tmpdir(), 'convene-firefox-')),
-    timeout: 30000,
-    extraPrefsFirefox: {
-      'media.navigator.streams.fake': true,
-      'media.navigator.permission.disabled': true,
-      'permissions.default.camera': 1,
-      'permissions.default.microphone': 1,
-      'media.autoplay.default': 0,
-      'media.peerconnection.ice.loopback': true,
-      'media.peerconnection.ice.obfuscate_host_addresses': false,
-      'network.proxy.type': 0,
-    },
-  });
-  fx = (await firefox.pages())[0] || (await firefox.newPage());
-  fx.on('pageerror', (e) => console.error('firefox page error:', e.message));
+  ({ browser: firefox, page: fx } = await launchFirefox());
   fx.on('console', (m) => { if (m.type() === 'error' || m.text().startsWith('e2ee') || process.env.CONVENE_E2E_DEBUG) console.error('firefox console:', m.type(), m.text()); });
 });
 

@@ -4,10 +4,9 @@
 // (Headless Firefox cannot capture a screen: sharing is tested from Chromium.)
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join as pathJoin } from 'node:path';
-import { startServer, launchPerson, createMeeting, joinAsHost, until, decodingVideos, ROOT } from './harness.mjs';
+import { startServer, launchPerson, launchFirefox, createMeeting, joinAsHost, until, decodingVideos, ROOT } from './harness.mjs';
 
 const AXE_SOURCE = pathJoin(ROOT, 'tests', 'e2e', 'node_modules', 'axe-core', 'axe.min.js');
 
@@ -25,28 +24,8 @@ const setViewport = (p, size) => p.setViewport(size).catch((e) => {
 before(async () => {
   server = await startServer();
   host = await launchPerson();
-  const puppeteer = (await import('puppeteer-core')).default;
-  firefox = await puppeteer.launch({
-    browser: 'firefox',
-    protocol: 'webDriverBiDi',
-    executablePath: process.env.FIREFOX || '/usr/bin/firefox-esr',
-    headless: true,
-    userDataDir: mkdtempSync(pathJoin(tmpdir(), 'convene-firefox-')),
-    timeout: 30000,
-    extraPrefsFirefox: {
-      'media.navigator.streams.fake': true,
-      'media.navigator.permission.disabled': true,
-      'permissions.default.camera': 1,
-      'permissions.default.microphone': 1,
-      'media.autoplay.default': 0,
-      'media.peerconnection.ice.loopback': true,
-      'media.peerconnection.ice.obfuscate_host_addresses': false,
-      'network.proxy.type': 0,
-    },
-  });
-  page = (await firefox.pages())[0] || (await firefox.newPage());
+  ({ browser: firefox, page } = await launchFirefox());
   await setViewport(page, { width: 1280, height: 800 });
-  page.on('pageerror', (e) => console.error('firefox page error:', e.message));
   // Keep the page's peer connections, to read what it decodes.
   await page.evaluateOnNewDocument(() => {
     const Orig = window.RTCPeerConnection;

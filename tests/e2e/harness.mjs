@@ -151,6 +151,35 @@ export async function launchPerson({ locale, cameras = 1 } = {}) {
   return { browser, page };
 }
 
+/**
+ * Headless Firefox ESR on loopback with fake devices, over WebDriver BiDi
+ * (puppeteer-core), in a fresh profile. Returns the browser and its first page.
+ */
+export async function launchFirefox() {
+  const puppeteer = (await import('puppeteer-core')).default;
+  const browser = await puppeteer.launch({
+    browser: 'firefox',
+    protocol: 'webDriverBiDi',
+    executablePath: process.env.FIREFOX || '/usr/bin/firefox-esr',
+    headless: true,
+    userDataDir: mkdtempSync(pathJoin(tmpdir(), 'convene-firefox-')),
+    timeout: 30000,
+    extraPrefsFirefox: {
+      'media.navigator.streams.fake': true,
+      'media.navigator.permission.disabled': true,
+      'permissions.default.camera': 1,
+      'permissions.default.microphone': 1,
+      'media.autoplay.default': 0,
+      'media.peerconnection.ice.loopback': true,
+      'media.peerconnection.ice.obfuscate_host_addresses': false,
+      'network.proxy.type': 0,
+    },
+  });
+  const page = (await browser.pages())[0] || (await browser.newPage());
+  page.on('pageerror', (e) => console.error('firefox page error:', e.message));
+  return { browser, page };
+}
+
 /** Inbound RTP totals of the page's live peer connection. */
 export async function inbound(page) {
   return page.evaluate(async () => {
