@@ -346,18 +346,9 @@ impl Group {
         self.is_member(who) && self.failure_reported.insert(who.clone(), epoch) != Some(epoch)
     }
 
-    /// Time passes: a committer past their deadline is passed over.
+    /// Time passes, or someone's connection came or went: a committer past
+    /// their deadline, or no longer connected, is passed over.
     pub fn tick(&mut self, now: Instant, live: &dyn Fn(&ParticipantId) -> bool) -> Outgoing {
-        self.drive(now, live)
-    }
-
-    /// Someone's connection came or went: a request to someone who is not
-    /// there moves on at once.
-    pub fn presence_changed(
-        &mut self,
-        now: Instant,
-        live: &dyn Fn(&ParticipantId) -> bool,
-    ) -> Outgoing {
         self.drive(now, live)
     }
 
