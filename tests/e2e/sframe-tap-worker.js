@@ -1,8 +1,8 @@
 // Test-only (e2ee-blind.test.mjs): served in place of /assets/e2ee/sframe-worker.js.
 // The test replaces ROLE when serving it:
 //   'member': the real worker (imported below) does all the work; this only
-//     keeps the epoch secrets it is given and the first bytes of the clear frames
-//     it hands to the decoders, for the test to read.
+//     keeps the epoch secrets it is given and, while asked to record, the first
+//     bytes of the clear frames it hands to the decoders, for the test to read.
 //   'spy': the real worker is overridden. The page's own keys never reach this
 //     worker, so its receivers see exactly the frames the SFU forwards (what
 //     the server operator has); it keeps them, passes them on undecrypted
@@ -26,7 +26,8 @@ const answers = {};
 
 if (ROLE === 'member') {
   const secrets = []; // every {epoch, secret} the page gave
-  const needles = []; // from the clear frames given to the decoders
+  const needles = []; // from the clear frames given to the decoders while recording
+  let recording = false;
   const realMessage = self.onmessage;
   self.onmessage = (e) => {
     if (e.data?.type === 'epoch') secrets.push({ epoch: e.data.epoch, secret: Array.from(new Uint8Array(e.data.secret)) });
@@ -39,7 +40,7 @@ if (ROLE === 'member') {
     // The real worker writes its decrypted frames here; they go on to the decoder.
     const tap = new TransformStream({
       transform(frame, c) {
-        const n = needles.length < 300 ? needleOf(tr.options.kind, new Uint8Array(frame.data)) : null;
+        const n = recording && needles.length < 300 ? needleOf(tr.options.kind, new Uint8Array(frame.data)) : null;
         if (n) needles.push(n);
         c.enqueue(frame);
       },
@@ -53,6 +54,7 @@ if (ROLE === 'member') {
   };
   answers.secrets = () => secrets;
   answers.needles = () => needles;
+  answers.record = (q) => { recording = q.on; return needles.length; };
 } else {
   /** @type {{epoch: number, secret: Uint8Array}[]} */ let given = [];
   let mode = 'raw';
