@@ -20,6 +20,19 @@ let previous = { code: '', shownUntil: 0 };
 /** @type {(m: {from: string, text: string}) => void} */
 let chatSink = () => {};
 
+/**
+ * Whether the meeting's roster has `id`, verified as their credential says
+ * ({l: level, o: organisation}; neither for a guest): design §6.
+ * @param {string} id @param {any} claims
+ */
+function rosterHas(id, claims) {
+  const p = state.participants.get(id);
+  if (!p) return false;
+  const level = p.identity?.level ?? 'guest';
+  if ((claims?.l ?? 'guest') !== level) return false;
+  return level === 'guest' ? !claims?.o : claims?.o === p.identity?.organisation;
+}
+
 export function isE2ee() { return !!state.settings?.e2ee; }
 
 /** @param {(m: {from: string, text: string}) => void} sink where decrypted chat goes */
@@ -51,9 +64,9 @@ export async function e2eeWelcome(welcome) {
       groupId: info.groupId,
       participantId: state.me,
       name: me?.name || '',
-      identity: null,
+      identity: me?.identity ?? null,
       send,
-      rosterHas: (/** @type {string} */ id) => state.participants.has(id),
+      rosterHas,
       onEpoch,
       onChat: (/** @type {{from: string, text: string}} */ m) => chatSink(m),
       onWarning: (/** @type {any} */ w) => console.warn('e2ee:', JSON.stringify(w)),
@@ -134,9 +147,10 @@ function onEpoch(e) {
   if (before && before !== code) previous = { code: before, shownUntil: Date.now() + 10_000 };
   showCode(e);
   /** @type {any} */ (window).conveneE2ee = { epoch: e.epoch, code, members: e.members.map((/** @type {any} */ m) => m.participantId) };
-  // Anyone in the encryption group who is not in the meeting is a warning
-  // worth shouting (design §3: a ghost the server added).
-  const ghosts = e.members.filter((/** @type {any} */ m) => !state.participants.has(m.participantId));
+  // Anyone in the encryption group who is not in the meeting, or not verified
+  // as the meeting shows them, is a warning worth shouting (design §3: a
+  // ghost the server added; §6).
+  const ghosts = e.members.filter((/** @type {any} */ m) => !rosterHas(m.participantId, { l: m.level, o: m.organisation }));
   $('e2ee-warning').hidden = ghosts.length === 0;
   $('e2ee-warning').textContent = ghosts.length ? t('e2ee.ghost', { count: ghosts.length }) : '';
 }

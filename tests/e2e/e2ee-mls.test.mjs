@@ -210,3 +210,30 @@ test('members with WebCrypto X25519 and with X25519 in JavaScript share one grou
   r.stop();
 });
 
+
+test('a credential says how its owner was verified, and the committer holds it to the roster', async () => {
+  const r = relay();
+  // The roster as everyone's client shows it: e is a guest, b a member of the Home Office.
+  const roster = new Map([['a', null], ['b', { level: 'member', organisation: 'Home Office' }], ['e', null]]);
+  const rosterHas = (pid, claims) => roster.has(pid) &&
+    (claims?.l ?? 'guest') === (roster.get(pid)?.level ?? 'guest') && (claims?.o ?? null) === (roster.get(pid)?.organisation ?? null);
+  const a = await r.join('a', new Set(), { rosterHas });
+  await r.settle();
+  // e's key package claims a sign-in e did not make (the server refuses that; a must too).
+  await r.join('e', new Set(), { rosterHas, identity: { level: 'member', organisation: 'Home Office' } });
+  r.request('a', r.waitingKps.splice(0));
+  await r.settle();
+  assert.equal(a.warnings.at(-1)?.code, 'bad-key-package');
+  assert.deepEqual(a.warnings.at(-1)?.participantId, 'e');
+  assert.deepEqual(last(a).members.map((m) => m.participantId), ['a'], 'e was not added');
+  // b's is true: added, and every member sees how b was verified.
+  const b = await r.join('b', new Set(), { rosterHas, identity: { level: 'member', organisation: 'Home Office' } });
+  r.request('a', r.waitingKps.splice(0));
+  await r.settle();
+  for (const p of [a, b]) {
+    assert.deepEqual(last(p).members.map((m) => [m.participantId, m.level, m.organisation]),
+      [['a', 'guest', null], ['b', 'member', 'Home Office']]);
+  }
+  assert.equal(codeOf(a), codeOf(b));
+  r.stop();
+});

@@ -54,7 +54,7 @@ export function relay() {
     people.set(pid, p);
     p.e2ee = await startE2ee({
       groupId: GROUP_ID, participantId: pid, name: pid.toUpperCase(), identity: null,
-      send: (msg) => r.onClient(pid, msg), rosterHas: (x) => roster.has(x),
+      send: (msg) => r.onClient(pid, msg), rosterHas: (x, claims) => roster.has(x) && !claims?.l,
       onEpoch: (e) => p.epochs.push(e), onChat: (c) => p.chats.push(c), onWarning: (w) => p.warnings.push(w), ...extra,
     });
     return p;

@@ -28,7 +28,7 @@ export const b64 = (bytes) => {
 };
 export const unb64 = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
 
-/** A credential's identity as {p, n, iss?, sub?}, or null unless it is ours (§6). */
+/** A credential's identity as {p, n, l?, o?}, or null unless it is ours (§6). */
 export function parseCredential(credential) {
   if (credential?.credentialType !== 'basic') return null;
   try {
@@ -54,15 +54,18 @@ function membersOf(tree) {
     const node = tree[i];
     if (node?.nodeType !== 'leaf') continue;
     const id = parseCredential(node.leaf.credential);
-    out.push({ leaf: i / 2, participantId: id?.p ?? '', name: id?.n ?? '', ...(id?.iss ? { iss: id.iss, sub: id.sub } : {}) });
+    out.push({ leaf: i / 2, participantId: id?.p ?? '', name: id?.n ?? '', level: id?.l ?? 'guest', organisation: id?.o ?? null });
   }
   return out;
 }
 
 /**
  * Starts the MLS side of an E2EE meeting and sends this participant's key package.
- * @param {{groupId: string, participantId: string, name: string, identity: {iss: string, sub: string} | null,
- *   send: (msg: object) => void, rosterHas: (pid: string) => boolean, onEpoch?: (e: object) => void,
+ * `identity`: how the server verified this participant (the roster's `identity`), put into the
+ * credential for the others to check (design §6). `rosterHas(pid, credential)`: whether the meeting's
+ * roster has that participant, verified as the credential ({p, n, l?, o?}) says.
+ * @param {{groupId: string, participantId: string, name: string, identity: {level: string, organisation?: string} | null,
+ *   send: (msg: object) => void, rosterHas: (pid: string, credential: any) => boolean, onEpoch?: (e: object) => void,
  *   onChat?: (c: {from: string, text: string}) => void, onWarning?: (w: {code: string, [detail: string]: any}) => void,
  *   welcomeTimeoutMs?: number, nativeX25519?: boolean}} opts `nativeX25519`: WebCrypto's X25519 or
  *   not (tests); by default as suite.js finds the browser
@@ -81,7 +84,8 @@ export async function startE2ee(opts) {
     keyPackageEqualityConfig: mls.defaultKeyPackageEqualityConfig, paddingConfig: mls.defaultPaddingConfig,
     authService: { validateCredential: async (c) => parseCredential(c) !== null },
   };
-  const identity = { p: participantId, n: opts.name, ...(opts.identity ? { iss: opts.identity.iss, sub: opts.identity.sub } : {}) };
+  const verified = opts.identity && opts.identity.level !== 'guest';
+  const identity = { p: participantId, n: opts.name, ...(verified ? { l: opts.identity.level, o: opts.identity.organisation } : {}) };
   const credential = { credentialType: 'basic', identity: utf8.encode(JSON.stringify(identity)) };
 
   let group = null;     // ClientState, or null before a create/Welcome and after removal
@@ -161,7 +165,8 @@ export async function startE2ee(opts) {
     for (const { participantId: pid, keyPackage } of msg.add ?? []) {
       const m = decodeMsg(keyPackage);
       // The committer checks too: a server must not slip in a ghost through it (§3).
-      if (m.wireformat !== 'mls_key_package' || parseCredential(m.keyPackage.leafNode.credential)?.p !== pid || !rosterHas(pid)) {
+      const claims = m.wireformat === 'mls_key_package' ? parseCredential(m.keyPackage.leafNode.credential) : null;
+      if (claims?.p !== pid || !rosterHas(pid, claims)) {
         onWarning({ code: 'bad-key-package', participantId: pid });
         continue;
       }
@@ -189,9 +194,10 @@ export async function startE2ee(opts) {
     const present = new Set(membersOf(tree).filter((m) => !gone.has(m.leaf)).map((m) => m.participantId));
     for (const { proposal } of incoming.proposals) {
       if (proposal.proposalType !== 'add') continue;
-      const pid = parseCredential(proposal.add.keyPackage.leafNode.credential)?.p;
+      const claims = parseCredential(proposal.add.keyPackage.leafNode.credential);
+      const pid = claims?.p;
       if (!pid) { why.reason = 'bad-credential'; return 'reject'; }
-      if (!rosterHas(pid)) { why.reason = `unknown-participant ${pid}`; return 'reject'; }
+      if (!rosterHas(pid, claims)) { why.reason = `unknown-participant ${pid}`; return 'reject'; }
       if (present.has(pid)) { why.reason = `already-member ${pid}`; return 'reject'; }
       present.add(pid);
     }

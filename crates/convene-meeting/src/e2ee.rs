@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 
+use crate::identity::Identity;
 use crate::protocol::{ErrorCode, MlsAdd, ServerMessage};
 use crate::room::ParticipantId;
 
+pub mod credential;
 pub mod wire;
 
 use wire::{ContentType, WireFormat};
@@ -149,13 +151,15 @@ impl Group {
         &self.members
     }
 
-    /// `who` asks to be added, with their KeyPackage (base64). A member who
-    /// asks again lost their group state (a reload, a missed commit): they are
-    /// removed and added afresh in one commit.
+    /// `who` asks to be added, with their KeyPackage (base64), whose
+    /// credential must fit `identity`, what the server verified of them. A
+    /// member who asks again lost their group state (a reload, a missed
+    /// commit): they are removed and added afresh in one commit.
     pub fn key_package(
         &mut self,
         now: Instant,
         who: &ParticipantId,
+        identity: &Identity,
         key_package: &str,
         live: &dyn Fn(&ParticipantId) -> bool,
     ) -> Result<Outgoing, Refused> {
@@ -179,16 +183,11 @@ impl Group {
                 "key package: this meeting uses cipher suite {CIPHER_SUITE}"
             )));
         }
-        // The credential must name the sender, so that nobody can enter the
-        // group under another participant's name.
-        let named = serde_json::from_slice::<serde_json::Value>(&header.identity)
-            .ok()
-            .and_then(|v| v.get("p").and_then(|p| p.as_str()).map(str::to_owned));
-        if named.as_deref() != Some(who.0.as_str()) {
-            return Err(bad(
-                "key package: its credential must name you (\"p\": your participant id)",
-            ));
-        }
+        // The credential must name the sender and what the server verified of
+        // them, so that nobody can enter the group under another participant's
+        // name or claim a sign-in they did not make.
+        credential::check(&header.identity, who, identity)
+            .map_err(|why| bad(format!("key package: {why}")))?;
         if self.is_member(who) || self.being_added(who) {
             self.leaving.insert(who.clone());
         }

@@ -8,6 +8,10 @@ fn id(s: &str) -> ParticipantId {
     ParticipantId(s.into())
 }
 
+fn guest() -> crate::identity::Identity {
+    crate::identity::Identity::guest()
+}
+
 fn b64(bytes: &[u8]) -> String {
     B64.encode(bytes)
 }
@@ -39,7 +43,13 @@ impl Fx {
         let here = self.here.clone();
         let live = move |p: &ParticipantId| here.contains(&p.0);
         self.g
-            .key_package(self.t, &id(who), &b64(&build::key_package(who)), &live)
+            .key_package(
+                self.t,
+                &id(who),
+                &guest(),
+                &b64(&build::key_package(who)),
+                &live,
+            )
             .unwrap()
     }
     fn create(&mut self, who: &str) -> Outgoing {
@@ -393,13 +403,19 @@ fn key_packages_must_name_their_sender() {
     let live = |_: &ParticipantId| true;
     let someone_else = b64(&build::key_package("p9"));
     let e =
-        fx.g.key_package(fx.t, &id("p1"), &someone_else, &live)
+        fx.g.key_package(fx.t, &id("p1"), &guest(), &someone_else, &live)
             .unwrap_err();
     assert_eq!(e.code, ErrorCode::MlsBadMessage);
     let big = b64(&vec![0u8; MAX_KEY_PACKAGE + 1]);
-    assert!(fx.g.key_package(fx.t, &id("p1"), &big, &live).is_err());
+    assert!(fx
+        .g
+        .key_package(fx.t, &id("p1"), &guest(), &big, &live)
+        .is_err());
     let not_kp = b64(&build::welcome());
-    assert!(fx.g.key_package(fx.t, &id("p1"), &not_kp, &live).is_err());
+    assert!(fx
+        .g
+        .key_package(fx.t, &id("p1"), &guest(), &not_kp, &live)
+        .is_err());
     assert_eq!(fx.g.epoch(), None);
     assert!(fx.g.joining.is_empty());
 }
@@ -439,7 +455,7 @@ fn a_member_cannot_keep_the_group_rekeying_with_key_packages() {
     let live = fx.live();
     let again = b64(&build::key_package("p2"));
     let e =
-        fx.g.key_package(fx.t, &id("p2"), &again, &live)
+        fx.g.key_package(fx.t, &id("p2"), &guest(), &again, &live)
             .unwrap_err();
     assert_eq!(e.code, ErrorCode::RateLimited);
     assert!(fx.g.request.is_none());
@@ -447,7 +463,7 @@ fn a_member_cannot_keep_the_group_rekeying_with_key_packages() {
     let later = fx.t + KEY_PACKAGE_INTERVAL;
     assert!(!fx
         .g
-        .key_package(later, &id("p2"), &again, &live)
+        .key_package(later, &id("p2"), &guest(), &again, &live)
         .unwrap()
         .is_empty());
 }

@@ -283,6 +283,11 @@ pub(crate) mod build {
     }
 
     pub fn key_package(participant: &str) -> Vec<u8> {
+        key_package_saying(&format!(r#"{{"p":"{participant}","n":"Someone"}}"#))
+    }
+
+    /// A KeyPackage whose credential identity is `identity` (JSON, or not).
+    pub fn key_package_saying(identity: &str) -> Vec<u8> {
         let mut out = head(5);
         out.extend_from_slice(&1u16.to_be_bytes());
         out.extend_from_slice(&1u16.to_be_bytes());
@@ -290,7 +295,6 @@ pub(crate) mod build {
         out.extend(vector(&[2; 32]));
         out.extend(vector(&[3; 32]));
         out.extend_from_slice(&1u16.to_be_bytes());
-        let identity = format!(r#"{{"p":"{participant}","n":"Someone"}}"#);
         out.extend(vector(identity.as_bytes()));
         out.extend_from_slice(&[0xff; 100]);
         out

@@ -51,7 +51,7 @@ impl Room {
         let refused = |e: e2ee::Refused| err(e.code, e.message);
         let out = match msg {
             ClientMessage::MlsKeyPackage { key_package } => group
-                .key_package(now, who, &key_package, &live)
+                .key_package(now, who, &participants[who].identity, &key_package, &live)
                 .map_err(refused)?,
             ClientMessage::MlsGroupCreated { group_info } => group
                 .group_created(now, who, &group_info, &live)

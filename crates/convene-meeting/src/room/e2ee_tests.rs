@@ -302,3 +302,59 @@ fn a_refused_commit_is_audited_as_a_code_never_as_the_clients_words() {
         "once, as a code"
     );
 }
+
+#[test]
+fn a_signed_in_members_key_package_must_say_who_verified_them() {
+    let mut r = e2ee_room();
+    let t = Instant::now();
+    let ana = r
+        .enter(
+            t,
+            join_msg("Ana", true, None),
+            Entrant {
+                identity: Identity {
+                    level: crate::identity::Level::Member,
+                    organisation: Some("Home Office".into()),
+                    name: Some("Ana Ames".into()),
+                    mfa: true,
+                    subject: Some("ana@home.example".into()),
+                },
+                ..Entrant::participant()
+            },
+        )
+        .unwrap();
+    drain(&mut r);
+    let offer = |r: &mut Room, identity: &str| {
+        r.handle(
+            t,
+            &ana,
+            C::MlsKeyPackage {
+                key_package: B64.encode(build::key_package_saying(identity)),
+            },
+        )
+    };
+    // As a guest would: the others would see her as unverified. Refused,
+    // and so is the wrong organisation.
+    let e = offer(&mut r, &format!(r#"{{"p":"{ana}","n":"Ana Ames"}}"#)).unwrap_err();
+    assert_eq!(e.code, ErrorCode::MlsBadMessage);
+    assert!(e.message.contains("\"l\""), "{}", e.message);
+    let e = offer(
+        &mut r,
+        &format!(r#"{{"p":"{ana}","n":"Ana Ames","l":"member","o":"Other Office"}}"#),
+    )
+    .unwrap_err();
+    assert_eq!(e.code, ErrorCode::MlsBadMessage);
+    assert!(
+        drain(&mut r).is_empty(),
+        "a refused key package goes nowhere"
+    );
+    // Saying what the server verified: she is asked to make the group.
+    offer(
+        &mut r,
+        &format!(r#"{{"p":"{ana}","n":"Ana Ames","l":"member","o":"Home Office"}}"#),
+    )
+    .unwrap();
+    assert!(sent(&drain(&mut r), &ana)
+        .iter()
+        .any(|m| matches!(m, ServerMessage::MlsCreateRequest { .. })));
+}
