@@ -179,3 +179,47 @@ test('bug 10: the join page says what the meeting requires, and a member without
   await until('join offered', async () => !(await again.page.getByRole('button', { name: 'Join meeting' }).isDisabled()));
   assert.equal(await again.page.getByText('You signed in without a second factor').isVisible(), false);
 });
+
+test('an encrypted meeting: a member, a partner and a guest in one group, each credential saying how they were verified', async () => {
+  const alice = await launchPerson();
+  const pam = await launchPerson();
+  const gail = await launchPerson();
+  people.push(alice, pam, gail);
+  await alice.page.goto(server.url);
+  await alice.page.getByRole('link', { name: 'Sign in with Home Department' }).click();
+  await providerLogin(alice.page, 'alice', { mfa: true });
+  await alice.page.getByText('Signed in as Alice Archer').waitFor();
+  await alice.page.getByLabel('Meeting title').fill('Sealed planning');
+  await alice.page.getByLabel(/End-to-end encrypted/).check();
+  await alice.page.getByRole('button', { name: 'Create meeting' }).click();
+  await alice.page.getByRole('heading', { name: 'Your meeting is ready' }).waitFor();
+  const link = await alice.page.getByLabel('Join link').inputValue();
+  await alice.page.getByRole('link', { name: 'Go to the meeting as host' }).click();
+  await until('the verified name filled in', async () => (await alice.page.getByLabel('Your name').inputValue()) === 'Alice Archer');
+  await alice.page.getByRole('button', { name: 'Join meeting' }).click();
+  await alice.page.locator('#meeting').waitFor({ state: 'visible' });
+
+  await pam.page.goto(link);
+  await pam.page.getByRole('link', { name: 'Sign in with Partner Agency' }).click();
+  await providerLogin(pam.page, 'pam');
+  await pam.page.getByText('Signed in as Pam Partner').waitFor();
+  await pam.page.waitForFunction(() => /** @type {HTMLVideoElement} */ (document.getElementById('preview'))?.videoWidth > 0);
+  await pam.page.getByRole('button', { name: 'Join meeting' }).click();
+  await pam.page.locator('#meeting').waitFor({ state: 'visible' });
+
+  await gail.page.goto(link);
+  await gail.page.getByLabel('Your name').fill('Gail Guest');
+  await gail.page.getByRole('button', { name: 'Join meeting' }).click();
+  await gail.page.locator('#meeting').waitFor({ state: 'visible' });
+
+  // The server took each key package only because its credential said what it
+  // verified (a member, a partner, a guest); each page checked the others'
+  // against its list, and shows no warning.
+  const pages = [alice.page, pam.page, gail.page];
+  const groupOf = (page) => page.evaluate(() => /** @type {any} */ (window).conveneE2ee || null);
+  await until('all three in one group with one code', async () => {
+    const gs = await Promise.all(pages.map(groupOf));
+    return gs.every((g) => g && g.members.length === 3 && g.code === gs[0].code);
+  }, 20000);
+  for (const page of pages) assert.equal(await page.locator('#e2ee-warning').isVisible(), false);
+});
