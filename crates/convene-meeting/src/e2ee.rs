@@ -423,6 +423,19 @@ impl Group {
             .or_else(|| here.first())
             .map(|c| (*c).clone());
         let Some(committer) = pick else {
+            // Nobody in the group is connected to commit, and someone who is
+            // here waits to join: rather than keep them waiting for a member
+            // who may never come back, the group starts afresh with them (a
+            // new id). Members who come back find the new id in their welcome
+            // and join it like anyone; the old group's keys are never used again.
+            if matches!(task, Task::Commit { .. }) && self.joining.iter().any(|(p, _)| live(p)) {
+                let joining = std::mem::take(&mut self.joining);
+                let key_package_at = std::mem::take(&mut self.key_package_at);
+                *self = Group::new();
+                self.joining = joining;
+                self.key_package_at = key_package_at;
+                return self.drive(now, live);
+            }
             // Nobody can commit now; asked again when someone can.
             if let Some(r) = &mut self.request {
                 r.deadline = now; // whoever comes back first is asked

@@ -305,6 +305,31 @@ fn when_everyone_has_left_the_next_joiner_starts_a_new_group() {
 }
 
 #[test]
+fn a_joiner_finding_no_member_connected_starts_a_new_group_the_members_join_on_return() {
+    let mut fx = group_of(&["p1", "p2"]);
+    let old = fx.gid();
+    // Both members lose their connection (they may still come back).
+    fx.here.remove("p1");
+    fx.here.remove("p2");
+    assert!(fx.later(COMMIT_DEADLINE).is_empty());
+    // p3 joins: nobody could add them, so p3 makes a new group at once.
+    let out = fx.kp("p3");
+    let [(to, ServerMessage::MlsCreateRequest { group_id })] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(to.0, "p3");
+    assert_ne!(B64.decode(group_id).unwrap(), old, "a new group id");
+    assert!(fx.create("p3").is_empty());
+    assert_eq!(fx.members(), vec!["p3"]);
+    // p1 comes back a while later and asks in, like anyone: p3 adds them.
+    assert!(fx.later(KEY_PACKAGE_INTERVAL).is_empty());
+    let out = fx.kp("p1");
+    assert_eq!(request(&out), ("p3".into(), 0, vec!["p1".into()], vec![]));
+    fx.commit("p3", true).unwrap();
+    assert_eq!(fx.members(), vec!["p3", "p1"]);
+}
+
+#[test]
 fn a_joiner_whose_creator_is_late_is_asked_next() {
     let mut fx = Fx::new();
     fx.kp("p1");
