@@ -60,3 +60,50 @@ test('a server restart in the middle of a meeting: the same people come back by 
   const verify = spawnSync(server.bin, ['--data-dir', server.dataDir, 'audit', 'verify'], { encoding: 'utf8' });
   assert.equal(verify.status, 0, `audit verify: ${verify.stdout}${verify.stderr}`);
 });
+
+// The encryption group lives in the server's memory only (it holds no keys to
+// keep): after a restart the pages find a new group id in their welcome, make a
+// new group with new keys, and decode each other again through SFrame.
+test('a server restart in an end-to-end encrypted meeting: a new group, a new code, and media decrypting again', { timeout: 120000 }, async () => {
+  const port = await freePort();
+  let server = await startServer([], { port });
+  const people = await Promise.all([launchPerson(), launchPerson()]);
+  const [hana, gil] = people;
+  const groupOf = (page) => page.evaluate(() => /** @type {any} */ (window).conveneE2ee || null);
+  const decrypted = (page) => page.evaluate(() => /** @type {any} */ (window).conveneE2eeStats?.decrypted ?? 0);
+  /** Both in one group with one code, other than `old`. */
+  const together = (old) => until('both in one group with one code', async () => {
+    const [a, b] = await Promise.all(people.map((p) => groupOf(p.page)));
+    return a && b && a.members.length === 2 && a.code === b.code && a.code !== old && a;
+  }, 30000);
+  try {
+    const { link, hostLink } = await createMeeting(hana.page, server.url, 'Sealed through a restart', {
+      setup: (page) => page.getByLabel(/End-to-end encrypted/).check(),
+    });
+    await joinAsHost(hana.page, hostLink, 'Hana Hughes');
+    await join(gil.page, link, 'Gil Grant');
+    const before = await together();
+    await until('each decoding the other', async () => (await Promise.all(people.map((p) => decodingVideos(p.page)))).every((n) => n >= 1), 20000);
+
+    const exited = new Promise((resolve) => server.proc.on('exit', (code) => resolve(code)));
+    server.stop();
+    await Promise.all(people.map((p) => p.page.getByText('The server is restarting.').first().waitFor({ timeout: 10000 })));
+    assert.equal(await exited, 0);
+    server = await startServer([], { port, dataDir: server.dataDir });
+
+    // A new group, so a new code (waited for: the old one stays shown until then).
+    await together(before.code);
+    await until('each decoding the other again, through SFrame', async () => (await Promise.all(people.map((p) => decodingVideos(p.page)))).every((n) => n >= 1), 30000);
+    // The worker's counters (a new worker, with the new group: they start again).
+    const d0 = await Promise.all(people.map((p) => decrypted(p.page)));
+    await new Promise((r) => setTimeout(r, 2500));
+    const d1 = await Promise.all(people.map((p) => decrypted(p.page)));
+    assert.ok(d1.every((n, i) => n > d0[i]), `frames decrypted: ${d0} then ${d1}`);
+    for (const p of people) assert.equal(await p.page.locator('#e2ee-warning').isVisible(), false, 'no warning');
+  } finally {
+    await Promise.all(people.map((p) => p.browser.close()));
+    const exited = new Promise((resolve) => server.proc.on('exit', resolve));
+    server.stop();
+    await exited;
+  }
+});
