@@ -158,3 +158,56 @@ test('a client that does not say it can encrypt is refused from an encrypted mee
   assert.equal(answer.type, 'error');
   assert.equal(answer.code, 'e2ee-unsupported');
 });
+
+/** The height of each remote video a page decodes, by mid, and its decoded frames. */
+const videosOf = (page) => page.evaluate(async () => {
+  const out = [];
+  for (const pc of /** @type {any} */ (window).__pcs) {
+    if (pc.connectionState === 'closed') continue;
+    (await pc.getStats()).forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video' && s.framesDecoded > 0) out.push({ mid: s.mid, height: s.frameHeight || 0, frames: s.framesDecoded });
+    });
+  }
+  return out;
+});
+
+// What the SFU still does without reading media: it switches a receiver to a
+// smaller simulcast layer when the tile shrinks (its keyframe detection reads
+// only the clear prefix), and forwards a screen share, all decrypted by the receiver.
+test('in an encrypted meeting the SFU still switches simulcast layers, and a screen share is decrypted too', async () => {
+  const [ana, bo] = people.map((p) => p.page);
+  await bo.setViewportSize({ width: 1280, height: 800 });
+  const { link, hostLink } = await createMeeting(ana, server.url, 'Sealed layers', {
+    setup: (page) => page.getByLabel(/End-to-end encrypted/).check(),
+  });
+  await joinAsHost(ana, hostLink, 'Ana');
+  await join(bo, link, 'Bo');
+  await until('one group', async () => (await groupOf(bo))?.members.length === 2 && (await groupOf(ana))?.epoch === (await groupOf(bo)).epoch, 20000);
+  // (Two people side by side at 1280×800: the middle layer, 360 lines, fits Ana's tile.)
+  const big = await until('Bo decodes Ana\'s camera at 360 lines or more', async () => {
+    const v = await videosOf(bo);
+    if (process.env.CONVENE_E2E_DEBUG) console.log('bo receives', JSON.stringify(v));
+    return v.length === 1 && v[0].height >= 360 && v[0];
+  }, 30000);
+  // A phone-sized window: Ana's tile shrinks, and the SFU sends a smaller layer.
+  await bo.setViewportSize({ width: 390, height: 500 });
+  const small = await until('a smaller layer, still decoding', async () => {
+    const a = await videosOf(bo);
+    await new Promise((r) => setTimeout(r, 1000));
+    const b = await videosOf(bo);
+    const [x, y] = [a.find((v) => v.mid === big.mid), b.find((v) => v.mid === big.mid)];
+    return x && y && y.height > 0 && y.height < big.height && y.frames > x.frames && y;
+  }, 30000);
+  console.log(`# figure: encrypted meeting: Bo's layer of Ana's camera ${big.height} lines, then ${small.height} in a phone-sized window`);
+  await bo.setViewportSize({ width: 1280, height: 800 });
+
+  // Ana shares her screen: Bo decodes it, through his SFrame worker.
+  await ana.getByRole('button', { name: 'Share screen' }).click();
+  await until('Bo decodes Ana\'s camera and screen', async () => (await decodingVideos(bo)) >= 2, 20000);
+  const s = await sframeOf(bo);
+  const decrypting = s.byTransform.filter((t) => t.side === 'recv' && t.kind === 'video' && t.decrypted > 0);
+  assert.ok(decrypting.length >= 2, `two video receivers decrypting: ${JSON.stringify(s.byTransform)}`);
+  await ana.getByRole('button', { name: 'Stop sharing' }).click();
+  await bo.getByRole('button', { name: 'Leave' }).click();
+  await ana.getByRole('button', { name: 'Leave' }).click();
+});
