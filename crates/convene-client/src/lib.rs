@@ -3,6 +3,8 @@
 //! as the server; it publishes synthetic VP8 and Opus as real RTP through str0m and
 //! counts what it receives per (participant, source).
 
+mod e2ee;
+mod frames;
 mod synth;
 mod tcp_link;
 
@@ -23,6 +25,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+pub use e2ee::FrameCount;
 pub use synth::{micros_since_epoch, stamped_at, Synth, SynthKind};
 
 /// Shared counters a load generator reads while clients run.
@@ -54,6 +57,10 @@ pub struct JoinOptions {
     /// Send media over TCP to the SFU's ICE-TCP candidate only, as a browser
     /// on a network that blocks UDP does.
     pub media_over_tcp: bool,
+    /// Take part in an end-to-end encrypted meeting (docs/protocol.md §11):
+    /// `join.e2ee`, an MLS member on the mls-* messages, SFrame on every
+    /// frame sent and received, chat as MLS application messages.
+    pub e2ee: bool,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -137,6 +144,10 @@ pub struct Client {
     arrived: Instant,
     /// Send-to-receive delays in microseconds, sampled while the meter measures.
     pub delays_us: Vec<u32>,
+    /// Joined with `JoinOptions::e2ee`: the meeting's encryption, once the
+    /// welcome says the meeting is encrypted.
+    pub e2ee: Option<e2ee::E2ee>,
+    want_e2ee: bool,
 }
 
 impl Client {
@@ -277,6 +288,8 @@ impl Client {
             timer_slack: Duration::ZERO,
             arrived: Instant::now(),
             delays_us: Vec::new(),
+            e2ee: None,
+            want_e2ee: opts.e2ee,
         };
         let mut join = json!({"type": "join", "protocol": 1, "name": name});
         if let Some(token) = opts.resume {
@@ -287,6 +300,9 @@ impl Client {
         }
         if let Some(k) = opts.host_key {
             join["hostKey"] = json!(k);
+        }
+        if opts.e2ee {
+            join["e2ee"] = json!(true);
         }
         c.send(join).await?;
         let ok = c
@@ -364,7 +380,12 @@ impl Client {
         }
     }
 
+    /// Chat: in an encrypted meeting as an MLS application message (`mls-app`).
     pub async fn chat(&mut self, text: &str) -> Result<(), String> {
+        if let Some(e) = &mut self.e2ee {
+            let msg = e.chat(text)?;
+            return self.send(msg).await;
+        }
         self.send(json!({"type": "chat", "text": text})).await
     }
 
@@ -426,8 +447,15 @@ impl Client {
             if now >= deadline {
                 return false;
             }
+            if let Some(e) = &mut self.e2ee {
+                let events = e.tick(now);
+                self.e2ee_events(events).await;
+            }
             let next_media = self.synths.iter().map(|(_, _, s)| s.next_at()).min();
             let mut wake = deadline.min(rtc_timeout + self.timer_slack);
+            if let Some(t) = self.e2ee.as_ref().and_then(|e| e.next_timeout()) {
+                wake = wake.min(t);
+            }
             if let Some(t) = next_media {
                 wake = wake.min(t);
             }
@@ -650,6 +678,10 @@ impl Client {
                     }
                 }
                 count.last_seq = Some(count.last_seq.map_or(seq, |l| l.max(seq)));
+                if let Some(e) = &mut self.e2ee {
+                    let audio = matches!(key.1.as_str(), "microphone" | "screen-audio");
+                    e.receive(key, ssrc, audio, &pkt, Instant::now());
+                }
             }
             _ => {}
         }
@@ -669,7 +701,14 @@ impl Client {
                 continue;
             };
             while self.synths[i].2.next_at() <= now {
-                let packets = self.synths[i].2.next_frame();
+                // Encrypted: whole frames through SFrame, one send context
+                // (so one counter) per generator; before a key, nothing.
+                let packets = match &mut self.e2ee {
+                    Some(e) => self.synths[i]
+                        .2
+                        .next_frame_sealed(|video, frame| e.seal(i as u64, video, frame)),
+                    None => self.synths[i].2.next_frame(),
+                };
                 let pt = {
                     let want = if self.synths[i].2.is_audio() {
                         str0m::format::Codec::Opus
@@ -719,7 +758,23 @@ impl Client {
 
     async fn on_message(&mut self, v: Value) {
         self.log.push(v.clone());
-        match v["type"].as_str().unwrap_or("") {
+        let kind = v["type"].as_str().unwrap_or("");
+        if kind.starts_with("mls-")
+            || (kind == "error" && v["code"].as_str().is_some_and(|c| c.starts_with("mls-")))
+        {
+            if let Some(e) = &mut self.e2ee {
+                let participants = &self.participants;
+                let has =
+                    |pid: &str, c: &convene_e2ee::Claims| e2ee::roster_has(participants, pid, c);
+                let events = e.handle(&v, &has, Instant::now());
+                self.e2ee_events(events).await;
+            }
+            if kind == "error" {
+                self.errors.push(v);
+            }
+            return;
+        }
+        match kind {
             "lobby" => self.in_lobby = true,
             "welcome" => {
                 self.in_lobby = false;
@@ -731,6 +786,9 @@ impl Client {
                 self.add_participants(&v["participants"]);
                 self.chat
                     .extend(v["chat"].as_array().into_iter().flatten().cloned());
+                if self.want_e2ee && v["e2ee"].is_object() {
+                    self.e2ee_welcome(&v).await;
+                }
             }
             "roster" => self.add_participants(&v["participants"]),
             "chat-history" => self
@@ -834,6 +892,57 @@ impl Client {
     fn voice_key(&self, mid: Mid) -> (String, String) {
         let who = self.voice_holders.get(&mid).cloned().unwrap_or_default();
         (who, "microphone".to_string())
+    }
+
+    /// A welcome to an encrypted meeting: start the MLS member, or (after a
+    /// resume into another group or epoch) ask to be added again.
+    async fn e2ee_welcome(&mut self, welcome: &Value) {
+        let now = Instant::now();
+        let events = match &mut self.e2ee {
+            Some(e) => e.resumed(&welcome["e2ee"], now),
+            None => {
+                let me = &welcome["participants"][0];
+                let claims = e2ee::claims_of(&self.participant_id, me);
+                match e2ee::E2ee::start(claims, now) {
+                    Ok((e, events)) => {
+                        self.e2ee = Some(e);
+                        events
+                    }
+                    Err(err) => {
+                        self.errors.push(json!({"type": "client", "message": err}));
+                        return;
+                    }
+                }
+            }
+        };
+        self.e2ee_events(events).await;
+    }
+
+    /// What the MLS member asks for: messages go to the server, new epochs'
+    /// keys to SFrame (and a keyframe under them, as browsers send one).
+    async fn e2ee_events(&mut self, events: Vec<convene_e2ee::Event>) {
+        for ev in events {
+            let Some(e) = &mut self.e2ee else { return };
+            if let Some(msg) = e.on_event(ev, Instant::now()) {
+                let _ = self.send(msg).await;
+            } else if e.take_new_epoch() {
+                for (_, _, synth) in &mut self.synths {
+                    if !synth.is_audio() {
+                        synth.request_keyframe();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Frames from `participant`'s `source` that decrypted, and that did not
+    /// (an encrypted meeting only).
+    pub fn frames_from(&self, participant: &str, source: &str) -> FrameCount {
+        self.e2ee
+            .as_ref()
+            .and_then(|e| e.frames.get(&(participant.to_string(), source.to_string())))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Packets received from `participant`'s `source`.

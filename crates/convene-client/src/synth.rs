@@ -166,6 +166,104 @@ impl Synth {
     }
 }
 
+impl Synth {
+    /// The packets of the next frame of an end-to-end encrypted meeting: the
+    /// whole frame is made first (for video, a VP8 frame tag, and on a
+    /// keyframe the start code and a 640x360 size, which SFrame leaves clear
+    /// and the SFU reads), then handed to `seal` (SFrame works on whole
+    /// frames, RFC 9605 §4.1), then packetised. No send-time stamps: they
+    /// would be inside the ciphertext. `None` from `seal` (no key yet): the
+    /// frame is not sent at all, never in the clear.
+    pub fn next_frame_sealed(
+        &mut self,
+        seal: impl FnOnce(bool, &[u8]) -> Option<Vec<u8>>,
+    ) -> Vec<Packet> {
+        let at = self.next;
+        self.next += self.interval();
+        self.frame += 1;
+        let elapsed = at.duration_since(self.started);
+        match self.kind {
+            SynthKind::Opus => {
+                let ts = (elapsed.as_micros() * 48 / 1000) as u32;
+                let Some(payload) = seal(false, &self.filler[..80]) else {
+                    return Vec::new();
+                };
+                let seq = self.seq;
+                self.seq += 1;
+                vec![Packet {
+                    seq,
+                    timestamp: ts,
+                    marker: false,
+                    payload: payload.into(),
+                    audio_level: Some(-30),
+                }]
+            }
+            SynthKind::Vp8 { kbps, fps } => {
+                let ts = (elapsed.as_micros() * 90 / 1000) as u32;
+                let key = self.force_keyframe
+                    || self
+                        .last_keyframe
+                        .is_none_or(|t| at.duration_since(t) >= self.keyframe_every);
+                let mut bytes = (kbps as usize * 1000 / 8) / fps.max(1) as usize;
+                if key {
+                    bytes *= 4;
+                }
+                let bytes = bytes.max(16);
+                // RFC 6386 §9.1: a 3-byte frame tag (bit 0: 0 for a keyframe;
+                // bit 4: show_frame; the first partition's size), then on a
+                // keyframe the start code and the 14-bit width and height.
+                let size = ((bytes as u32 - 10) & 0x7ffff) << 5;
+                let mut frame = vec![
+                    (if key { 0x10 } else { 0x11 }) | (size & 0xe0) as u8,
+                    (size >> 8) as u8,
+                    (size >> 16) as u8,
+                ];
+                if key {
+                    frame.extend_from_slice(&[0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01]);
+                }
+                while frame.len() < bytes {
+                    let n = (bytes - frame.len()).min(self.filler.len());
+                    frame.extend_from_slice(&self.filler[..n]);
+                }
+                let Some(sealed) = seal(true, &frame) else {
+                    return Vec::new();
+                };
+                self.force_keyframe = false;
+                if key {
+                    self.last_keyframe = Some(at);
+                }
+                let picture_id = (self.frame & 0x7fff) as u16;
+                let count = sealed.len().div_ceil(MAX_PAYLOAD).max(1);
+                let parts: Vec<&[u8]> =
+                    sealed.chunks(sealed.len().div_ceil(count).max(1)).collect();
+                let count = parts.len();
+                parts
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, part)| {
+                        let mut p = Vec::with_capacity(part.len() + 4);
+                        // Descriptor: X=1, S on the first packet, PID 0; I=1; 15-bit picture id.
+                        p.push(if i == 0 { 0x90 } else { 0x80 });
+                        p.push(0x80);
+                        p.push(0x80 | (picture_id >> 8) as u8);
+                        p.push(picture_id as u8);
+                        p.extend_from_slice(part);
+                        let seq = self.seq;
+                        self.seq += 1;
+                        Packet {
+                            seq,
+                            timestamp: ts,
+                            marker: i + 1 == count,
+                            payload: p.into(),
+                            audio_level: None,
+                        }
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
 /// The same check the SFU makes, on the client's side.
 pub fn is_keyframe_start(payload: &[u8]) -> bool {
     payload.len() >= 5
