@@ -5,14 +5,19 @@
 // is target/release/examples/mls-peer, built by scripts/test
 // (`cargo build --release -p convene-e2ee --example mls-peer`); this test builds nothing.
 //
-// Checks: a browser creates, Rust joins by its Welcome; Rust commits a browser's
+// The second test puts the Rust client (crates/convene-client's example
+// e2ee-participant, also built by scripts/test) and Chromium in one encrypted
+// meeting on the real server: one code, each decrypts the other's frames, chat
+// both ways.
+//
+// Checks of the first: a browser creates, Rust joins by its Welcome; Rust commits a browser's
 // add (a ts-mls joiner takes an openmls Welcome); every epoch gives all members the
 // same verification code and SFrame base key; chat both ways; Rust commits a
 // removal, the browser applies it, and the one removed reads nothing after;
 // Rust refuses a browser's commit that adds someone its roster lacks; SFrame
 // frames pass both ways (VP8 keyframe, delta frame, Opus), and a frame under an
 // epoch Rust does not hold is refused.
-import { test } from 'node:test';
+import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -21,6 +26,7 @@ import { fileURLToPath } from 'node:url';
 import { startE2ee, b64 } from '../../web/e2ee/mls.js';
 import { mlsKid, deriveKeySalt, encryptFrame, decryptFrame, clearPrefixLength } from '../../web/e2ee/sframe.js';
 
+const PARTICIPANT = fileURLToPath(new URL('../../target/release/examples/e2ee-participant', import.meta.url));
 const PEER = fileURLToPath(new URL('../../target/release/examples/mls-peer', import.meta.url));
 const GROUP_ID = b64(new TextEncoder().encode('rust-interop-1'));
 const hex = (u) => Buffer.from(u).toString('hex');
@@ -234,4 +240,77 @@ test('a Rust member (openmls) and browser members (ts-mls) share one group, its 
   for (const p of [a, b]) p.e2ee.stop();
   r.sent.length = 0;
   rs.peer.stop();
+});
+
+/** The Rust client in a meeting: its latest status line, and a way to chat. */
+function rustParticipant(url, meeting, name) {
+  const child = spawn(PARTICIPANT, [url, meeting, name, '60'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const p = { child, status: null, chat: (text) => child.stdin.write(`chat ${text}\n`), stop: () => child.stdin.end() };
+  createInterface({ input: child.stdout }).on('line', (line) => {
+    const v = JSON.parse(line);
+    if (v.error) console.error('e2ee-participant:', v.error);
+    p.status = v;
+  });
+  return p;
+}
+
+let server;
+let person;
+after(async () => {
+  await person?.browser.close().catch(() => {});
+  server?.stop();
+});
+
+test('the Rust client and Chromium in one encrypted meeting: one code, each decrypts the other, chat both ways', async () => {
+  assert.ok(existsSync(PARTICIPANT), `${PARTICIPANT} is missing: cargo build --release -p convene-client --example e2ee-participant (scripts/test does)`);
+  const { startServer, launchPerson, createMeeting, joinAsHost, until } = await import('./harness.mjs');
+  server = await startServer();
+  person = await launchPerson();
+  const ana = person.page;
+  const { hostLink, link } = await createMeeting(ana, server.url, 'Rust and Chromium', {
+    setup: (page) => page.getByLabel(/End-to-end encrypted/).check(),
+  });
+  await joinAsHost(ana, hostLink, 'Ana');
+  await until('Ana has made the group', async () => (await ana.evaluate(() => /** @type {any} */ (window).conveneE2ee))?.epoch === 0);
+  const meeting = new URL(link).pathname.split('/').filter(Boolean).at(-1);
+  const rusty = rustParticipant(server.url, meeting, 'Rusty');
+  try {
+    const groupOf = () => ana.evaluate(() => /** @type {any} */ (window).conveneE2ee || null);
+    const [g, st] = await until('Ana and Rusty in one group with one code', async () => {
+      const gr = await groupOf();
+      const s = rusty.status;
+      return gr && s && gr.epoch === 1 && s.epoch === 1 && gr.members.length === 2 && gr.code === s.digits && [gr, s];
+    }, 20000);
+    assert.deepEqual([...g.members].sort(), [...st.members].sort());
+    const anaId = st.members.find((m) => m !== st.participantId);
+
+    // Rusty decrypts Ana's camera and microphone (Chromium's SFrame worker sealed them).
+    const frames = await until('Rusty decrypts Ana\'s camera and microphone', () => {
+      const f = rusty.status?.frames ?? {};
+      const cam = f[`${anaId}/camera`], mic = f[`${anaId}/microphone`];
+      return cam?.decrypted >= 20 && mic?.decrypted >= 20 && { cam, mic };
+    }, 20000);
+    assert.ok(frames.cam.failed <= frames.cam.decrypted / 10, JSON.stringify(frames));
+    // Ana's worker decrypts Rusty's (synthetic VP8, which no browser can decode as
+    // a picture, and Opus-sized audio): its receive transforms count them.
+    const recv = await until('Ana\'s worker decrypts Rusty\'s frames', async () => {
+      const s = await ana.evaluate(() => /** @type {any} */ (window).conveneE2eeStats || null);
+      const sum = (kind) => (s?.byTransform ?? []).filter((t) => t.side === 'recv' && t.kind === kind).reduce((n, t) => n + t.decrypted, 0);
+      return sum('video') >= 20 && sum('audio') >= 20 && s;
+    }, 20000);
+    assert.ok(recv.decrypted > 0, JSON.stringify(recv));
+    if (process.env.CONVENE_E2E_DEBUG) console.log('Rusty', JSON.stringify(frames), 'Ana', JSON.stringify(recv.byTransform));
+
+    // Encrypted chat both ways.
+    await ana.getByRole('button', { name: /^Chat/ }).click();
+    await ana.getByLabel('Message').fill('hello, Rusty');
+    await ana.getByLabel('Message').press('Enter');
+    await until('Rusty reads Ana\'s chat', () => rusty.status?.chat?.some(([from, text]) => from === anaId && text === 'hello, Rusty'));
+    assert.equal(rusty.status.clearChat, 0, 'nothing came as clear chat');
+    rusty.chat('hello from Rust');
+    await until('Ana reads Rusty\'s chat', () => ana.locator('#chat-log').textContent().then((t) => t.includes('hello from Rust')));
+    assert.deepEqual(rusty.status.warnings, []);
+  } finally {
+    rusty.stop();
+  }
 });
