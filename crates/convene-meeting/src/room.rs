@@ -747,6 +747,7 @@ impl Room {
         if !p.admitted {
             // Waiting is not a seat worth keeping: gone at once.
             self.participants.remove(who);
+            self.e2ee_left(now, who); // nothing to do unless a bug left them in the group
             self.notify_hosts();
             return;
         }
@@ -808,6 +809,7 @@ impl Room {
         if !p.admitted {
             // Left the lobby: only the hosts' lobby list changes.
             self.effects.push_back(Effect::Close { who: who.clone() });
+            self.e2ee_left(self.clock, who); // nothing to do unless a bug left them in the group
             self.notify_hosts();
             return;
         }

@@ -72,7 +72,16 @@ fn kp(r: &mut Room, t: Instant, who: &ParticipantId) -> Vec<Effect> {
 
 /// Ana makes the group and adds Bo: both are members at epoch 1.
 fn ana_and_bo(r: &mut Room, t: Instant) -> (ParticipantId, ParticipantId, Vec<u8>) {
-    let ana = r.join(t, join_msg("Ana", true, None)).unwrap();
+    ana_and_bo_with(r, t, Entrant::participant())
+}
+
+/// As [`ana_and_bo`], Ana entering as `ana` says (a host, say).
+fn ana_and_bo_with(
+    r: &mut Room,
+    t: Instant,
+    ana: Entrant,
+) -> (ParticipantId, ParticipantId, Vec<u8>) {
+    let ana = r.enter(t, join_msg("Ana", true, None), ana).unwrap();
     let fx = drain(r);
     let gid = group_id(&fx, &ana);
     let fx = kp(r, t, &ana);
@@ -357,4 +366,69 @@ fn a_signed_in_members_key_package_must_say_who_verified_them() {
     assert!(sent(&drain(&mut r), &ana)
         .iter()
         .any(|m| matches!(m, ServerMessage::MlsCreateRequest { .. })));
+}
+
+#[test]
+fn a_guest_sent_back_to_the_lobby_leaves_the_encryption_group_at_once() {
+    let t = Instant::now();
+    let policy =
+        crate::policy::Policy::parse(include_str!("../../../../policies/four-levels.toml"))
+            .unwrap();
+    let mut r = Room::restore(
+        "m".into(),
+        "t".into(),
+        RoomLimits {
+            policy: std::sync::Arc::new(policy),
+            ..RoomLimits::default()
+        },
+        RoomState {
+            level: "level-0".into(),
+            has_passcode: true,
+            settings: Settings {
+                e2ee: true,
+                ..Settings::default()
+            },
+            ..RoomState::default()
+        },
+    );
+    let host = Entrant {
+        role: Role::Host,
+        ..Entrant::participant()
+    };
+    let (ana, bo, _) = ana_and_bo_with(&mut r, t, host);
+    // Ana raises the level to one with a lobby: Bo, a guest, goes back to it.
+    r.handle(
+        t,
+        &ana,
+        C::SetLevel {
+            level: "level-1".into(),
+            raise: true,
+            confirm: false,
+        },
+    )
+    .unwrap();
+    let fx = drain(&mut r);
+    assert!(matches!(
+        sent(&fx, &bo).last(),
+        Some(ServerMessage::Lobby { .. })
+    ));
+    let asked = sent(&fx, &ana);
+    assert!(
+        asked.iter().any(|m| matches!(
+            m,
+            ServerMessage::MlsCommitRequest { epoch: 1, remove, .. } if remove == &vec![bo.0.clone()]
+        )),
+        "Ana is asked to remove Bo from the group: {asked:?}"
+    );
+    // From the lobby Bo can send nothing to the group.
+    let e = r
+        .handle(
+            t,
+            &bo,
+            C::MlsKeyPackage {
+                key_package: B64.encode(build::key_package(&bo.0)),
+            },
+        )
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::WrongState);
 }

@@ -115,6 +115,9 @@ impl Room {
             participant_id: id.0.clone(),
             reason: LeaveReason::Lobby,
         });
+        // Out of the encryption group too, at once: from the lobby they must
+        // read nothing more of the meeting (they are added again if admitted).
+        self.e2ee_left(now, id);
         self.send_lobby(id);
     }
 
