@@ -256,14 +256,16 @@ function rustParticipant(url, meeting, name) {
 
 let server;
 let person;
+let firefox;
 after(async () => {
+  await Promise.race([firefox?.close().catch(() => {}), new Promise((r) => setTimeout(r, 5000))]);
   await person?.browser.close().catch(() => {});
   server?.stop();
 });
 
-test('the Rust client and Chromium in one encrypted meeting: one code, each decrypts the other, chat both ways', async () => {
+test('the Rust client, Chromium and Firefox in one encrypted meeting: one code, each decrypts the others, chat both ways', async () => {
   assert.ok(existsSync(PARTICIPANT), `${PARTICIPANT} is missing: cargo build --release -p convene-client --example e2ee-participant (scripts/test does)`);
-  const { startServer, launchPerson, createMeeting, joinAsHost, until } = await import('./harness.mjs');
+  const { startServer, launchPerson, launchFirefox, createMeeting, joinAsHost, until } = await import('./harness.mjs');
   server = await startServer();
   person = await launchPerson();
   const ana = person.page;
@@ -309,6 +311,37 @@ test('the Rust client and Chromium in one encrypted meeting: one code, each decr
     assert.equal(rusty.status.clearChat, 0, 'nothing came as clear chat');
     rusty.chat('hello from Rust');
     await until('Ana reads Rusty\'s chat', () => ana.locator('#chat-log').textContent().then((t) => t.includes('hello from Rust')));
+    assert.deepEqual(rusty.status.warnings, []);
+
+    // Firefox joins: one group of three (the Rust client applies Firefox's add),
+    // one code; Rusty decrypts Firefox's frames and Firefox's worker Rusty's.
+    let fx;
+    ({ browser: firefox, page: fx } = await launchFirefox());
+    await fx.goto(link);
+    await fx.waitForSelector('#name');
+    await fx.type('#name', 'Fiona');
+    await until('Firefox shows its camera', () => fx.$eval('#preview', (v) => v.videoWidth > 0), 20000);
+    await fx.click('#join');
+    await fx.waitForSelector('#meeting', { visible: true });
+    const three = await until('Ana, Fiona and Rusty in one group with one code', async () => {
+      const gs = [await groupOf(), await fx.evaluate(() => /** @type {any} */ (window).conveneE2ee || null)];
+      const s = rusty.status;
+      return gs.every((x) => x && x.epoch === 2 && x.members.length === 3 && x.code === s.digits) && s.epoch === 2 && s;
+    }, 20000);
+    const fionaId = three.members.find((m) => m !== anaId && m !== three.participantId);
+    await until('Rusty decrypts Fiona\'s camera and microphone', () => {
+      const f = rusty.status?.frames ?? {};
+      return f[`${fionaId}/camera`]?.decrypted >= 20 && f[`${fionaId}/microphone`]?.decrypted >= 20;
+    }, 20000);
+    // Two cameras reach Fiona (Ana's and Rusty's): both receive transforms decrypt.
+    const fxStats = await until('Fiona\'s worker decrypts both cameras', async () => {
+      const st = await fx.evaluate(() => /** @type {any} */ (window).conveneE2eeStats || null);
+      const videos = (st?.byTransform ?? []).filter((t) => t.side === 'recv' && t.kind === 'video' && t.decrypted >= 20);
+      return videos.length >= 2 && st;
+    }, 20000);
+    if (process.env.CONVENE_E2E_DEBUG) console.log('Fiona', JSON.stringify(fxStats.byTransform), 'Rusty', JSON.stringify(rusty.status.frames));
+    const cams = rusty.status.frames[`${fionaId}/camera`];
+    assert.ok(cams.failed <= cams.decrypted / 10, JSON.stringify(cams));
     assert.deepEqual(rusty.status.warnings, []);
   } finally {
     rusty.stop();

@@ -198,6 +198,13 @@ impl E2ee {
             return;
         }
         let result = self.keys.decrypt(kind, &frame, now);
+        // A voice slot's packets can beat the `voice-slot` message that says
+        // whose they are (key.0 is then ""): the sealing leaf tells.
+        let owner = match (&result, key.0.is_empty()) {
+            (Ok((_, leaf)), true) => self.leaves.get(leaf).map(|p| (p.clone(), key.1.clone())),
+            _ => None,
+        };
+        let key = owner.as_ref().unwrap_or(key);
         let why = match result {
             Ok((_, leaf)) if self.leaves.get(&leaf) == Some(&key.0) => None,
             Ok((_, leaf)) => Some(format!("sealed by leaf {leaf}, not {}", key.0)),
