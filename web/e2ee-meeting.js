@@ -12,6 +12,8 @@ let session = null;
 let worker = null;
 /** The group the session belongs to (a server restart starts another). */
 let groupId = '';
+/** The group whose keys the worker holds. */
+let workerGroup = '';
 /** Messages that came before the session was ready, in order. */
 /** @type {any[]} */ let early = [];
 let starting = false;
@@ -51,7 +53,7 @@ export async function e2eeWelcome(welcome) {
   // Another group (the server restarted): its epochs count from 0 again, so
   // the old keys must go with the old worker. (The same group, rejoined,
   // only moves to later epochs: the worker stays, with its transforms.)
-  if (groupId && groupId !== info.groupId) { worker?.terminate(); worker = null; }
+  if (groupId && groupId !== info.groupId) { worker?.terminate(); worker = null; workerGroup = ''; }
   stop();
   groupId = info.groupId;
   starting = true;
@@ -141,19 +143,51 @@ function ensureWorker() {
  * @param {any} e
  */
 function onEpoch(e) {
+  // A new group within the same session (the server started one afresh, and
+  // we were added to it): the worker must forget the old group's keys and leaf
+  // first, or it would send under keys and a leaf that are no longer ours.
+  if (e.groupId !== workerGroup) ensureWorker().postMessage({ type: 'reset' });
+  workerGroup = e.groupId;
   ensureWorker().postMessage({ type: 'epoch', epoch: e.epoch, secret: e.sframeSecret, ownLeaf: e.ownLeaf, removal: e.removed.length > 0 });
   const code = e.code.digits;
   const before = $('e2ee-digits').textContent;
   if (before && before !== code) previous = { code: before, shownUntil: Date.now() + 10_000 };
   showCode(e);
   /** @type {any} */ (window).conveneE2ee = { epoch: e.epoch, code, members: e.members.map((/** @type {any} */ m) => m.participantId) };
-  // Anyone in the encryption group who is not in the meeting, or not verified
-  // as the meeting shows them, is a warning worth shouting (design §3: a
-  // ghost the server added; §6).
-  const ghosts = e.members.filter((/** @type {any} */ m) => !rosterHas(m.participantId, { l: m.level, o: m.organisation }));
+  warnOfGhosts(e.members);
+}
+
+/**
+ * Anyone in the encryption group who is not in the meeting, or not verified
+ * as the meeting shows them, or in it twice, is a warning worth shouting
+ * (design §3: a ghost the server added; §6). Checked at every epoch, and
+ * again as the meeting's list changes (someone who left the meeting but was
+ * never taken out of the group shows up then).
+ * @param {any[]} members
+ */
+function warnOfGhosts(members) {
+  const seen = new Set();
+  const ghosts = members.filter((m) => {
+    const twice = seen.has(m.participantId);
+    seen.add(m.participantId);
+    return twice || !rosterHas(m.participantId, { l: m.level, o: m.organisation });
+  });
   $('e2ee-warning').hidden = ghosts.length === 0;
   $('e2ee-warning').textContent = ghosts.length ? t('e2ee.ghost', { count: ghosts.length }) : '';
 }
+
+// A leave is committed within a second or two: a member still in the group
+// 5 s after leaving the meeting's list is a ghost. (The list is checked every
+// 5 s; a warning shows only if the same ghost is there on two checks running.)
+let suspects = '';
+setInterval(() => {
+  if (!session) return;
+  const members = session.members();
+  const roster = new Set(state.participants.keys());
+  const now = members.filter((/** @type {any} */ m) => !roster.has(m.participantId)).map((/** @type {any} */ m) => m.participantId).join(',');
+  if (now === '' || now === suspects) warnOfGhosts(members);
+  suspects = now;
+}, 5000);
 
 /** @param {any} e */
 async function showCode(e) {

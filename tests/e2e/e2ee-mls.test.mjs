@@ -237,3 +237,59 @@ test('a credential says how its owner was verified, and the committer holds it t
   assert.equal(codeOf(a), codeOf(b));
   r.stop();
 });
+
+/**
+ * web/e2ee/mls.js with a committer that, when asked to commit, writes `forge`
+ * into its own leaf's credential (its update path carries it) and removes the
+ * one it impersonates: a copy beside symlinks to the real modules, so it runs
+ * the same ts-mls.
+ */
+async function forgingMls() {
+  const { mkdtempSync, mkdirSync, readFileSync, writeFileSync, readdirSync, symlinkSync } = await import('node:fs');
+  const { join: pathJoin } = await import('node:path');
+  const { tmpdir } = await import('node:os');
+  const web = new URL('../../web/', import.meta.url).pathname;
+  const dir = mkdtempSync(pathJoin(tmpdir(), 'convene-forge-'));
+  mkdirSync(pathJoin(dir, 'e2ee'));
+  symlinkSync(pathJoin(web, 'vendor'), pathJoin(dir, 'vendor'));
+  for (const f of readdirSync(pathJoin(web, 'e2ee'))) if (f !== 'mls.js') symlinkSync(pathJoin(web, 'e2ee', f), pathJoin(dir, 'e2ee', f));
+  const real = readFileSync(pathJoin(web, 'e2ee', 'mls.js'), 'utf8');
+  const anchor = '    // PublicMessage, so that the server can check commits';
+  assert.ok(real.includes(anchor), 'the patch still fits mls.js');
+  writeFileSync(pathJoin(dir, 'e2ee', 'mls.js'), real.replace(anchor, `    if (opts.forge?.as) {
+      const me = group.privatePath.leafIndex;
+      const tree = group.ratchetTree.slice();
+      const forged = { credentialType: 'basic', identity: utf8.encode(JSON.stringify({ p: opts.forge.as, n: 'forged' })) };
+      tree[me * 2] = { ...tree[me * 2], leaf: { ...tree[me * 2].leaf, credential: forged } };
+      group = { ...group, ratchetTree: tree };
+      for (const m of membersOf(tree)) if (m.participantId === opts.forge.as && m.leaf !== me) proposals.push({ proposalType: 'remove', remove: { removed: m.leaf } });
+    }
+${anchor}`));
+  return (await import(pathJoin(dir, 'e2ee', 'mls.js'))).startE2ee;
+}
+
+test('a committer cannot take another member\'s name in its own leaf: the others refuse the commit', async () => {
+  const forging = await forgingMls();
+  const r = relay();
+  const roster = new Set(['m', 'a', 'b']);
+  const forge = { as: null };
+  const m = await r.join('m', roster, { startE2ee: forging, forge });
+  await r.settle();
+  const a = await r.join('a', roster);
+  r.request('m', r.waitingKps.splice(0));
+  await r.settle();
+  const b = await r.join('b', roster);
+  r.request('m', r.waitingKps.splice(0));
+  await r.settle();
+  assert.equal(last(b).epoch, 2);
+  // Now m commits as "a", removing the real a.
+  forge.as = 'a';
+  r.request('m', [], []);
+  await r.settle();
+  const refused = r.failed.find((f) => f.pid === 'b');
+  assert.ok(refused, `b refuses the commit: ${JSON.stringify(r.failed)}`);
+  assert.match(refused.reason, /credential-changed leaf 0/);
+  assert.equal(last(b).epoch, 2, 'b stays where it was');
+  assert.deepEqual(b.e2ee.members().map((x) => x.participantId), ['m', 'a', 'b'], 'nobody is shown under a stolen name');
+  r.stop();
+});

@@ -137,6 +137,7 @@ export async function startE2ee(opts) {
     keyPackages = [];
     clearTimeout(welcomeTimer);
     onEpoch({
+      groupId: b64(state.groupContext.groupId),
       epoch: epochOf(state),
       code: verificationCode(state.keySchedule.epochAuthenticator),
       members,
@@ -187,10 +188,27 @@ export async function startE2ee(opts) {
       groupInfo: await groupInfoOf(r.newState) });
   }
 
+  // §6: a commit may not change who a leaf is. ts-mls lets a committer's update
+  // path (or an Update proposal) carry a new credential, so a committer could
+  // take another participant's name in its own leaf. Every leaf that stays must
+  // keep its credential; a leaf the commit removed may be filled by an add
+  // (checkCommit holds those to the roster). Returns the reason, or ''.
+  const credentialChange = (before, after, gone) => {
+    const same = (x, y) => x.length === y.length && x.every((b, i) => b === y[i]);
+    for (let i = 0; i < Math.min(before.length, after.length); i += 2) {
+      const [o, n] = [before[i], after[i]];
+      if (o?.nodeType !== 'leaf' || n?.nodeType !== 'leaf' || gone.has(i / 2)) continue;
+      const [oc, nc] = [o.leaf.credential, n.leaf.credential];
+      if (oc.credentialType !== nc.credentialType || !same(oc.identity, nc.identity)) return `credential-changed leaf ${i / 2}`;
+    }
+    return '';
+  };
+
   // §6 and §3: a commit may add only people the roster shows, and nobody twice.
   const checkCommit = (tree, why) => (incoming) => {
     if (incoming.kind !== 'commit') return 'accept';
     const gone = new Set(incoming.proposals.filter((p) => p.proposal.proposalType === 'remove').map((p) => p.proposal.remove.removed));
+    why.gone = gone;
     const present = new Set(membersOf(tree).filter((m) => !gone.has(m.leaf)).map((m) => m.participantId));
     for (const { proposal } of incoming.proposals) {
       if (proposal.proposalType !== 'add') continue;
@@ -225,6 +243,7 @@ export async function startE2ee(opts) {
       const moved = result.kind === 'newState' && (Number(result.newState.groupContext.epoch) === msg.epoch + 1
         || result.newState.groupActiveState.kind === 'removedFromGroup');
       if (!moved && !why.reason) throw new Error('not a commit');
+      if (!why.reason) why.reason = credentialChange(group.ratchetTree, result.newState.ratchetTree, why.gone ?? new Set());
     } catch (e) {
       why.reason = `invalid: ${e?.message ?? e}`;
     }

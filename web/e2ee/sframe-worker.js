@@ -4,6 +4,8 @@
 //   sender.transform = new RTCRtpScriptTransform(worker, {side: 'send', kind: 'video'})
 //   receiver.transform = new RTCRtpScriptTransform(worker, {side: 'recv', kind: 'audio'})
 // and each epoch's key: worker.postMessage({type: 'epoch', epoch, secret, ownLeaf, removal}).
+// {type: 'reset'} before the first epoch of another group: its epochs count from 0
+// again and its leaves are others', so nothing of the old group may be used for it.
 // It posts {type: 'stats', encrypted, decrypted, dropped, byTransform} about once a second
 // (and at once on {type: 'get-stats'}).
 //
@@ -118,9 +120,17 @@ function postStats() {
 }
 
 self.onrtctransform = (event) => setup(event.transformer);
+/** Another group: every key of the old one goes, and our leaf in it. */
+function reset() {
+  for (const e of [...epochs.values()]) forget(e);
+  newest = null;
+  ownLeaf = null;
+}
+
 self.onmessage = (event) => {
   const msg = event.data;
-  if (msg?.type === 'epoch') addEpoch(msg);
+  if (msg?.type === 'reset') reset();
+  else if (msg?.type === 'epoch') addEpoch(msg);
   else if (msg?.type === 'get-stats') postStats();
 };
 /** @type {any} */ (setInterval(postStats, 1000)).unref?.(); // unref: Node tests load this module too
