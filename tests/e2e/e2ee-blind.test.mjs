@@ -136,6 +136,10 @@ test('the server relays frames it cannot read; a removed member, and a late join
     return g.epoch === start.epoch + 1 && g.members.length === 2 && g;
   }, 10000);
   assert.notEqual(removed.code, start.code, 'the code changed');
+  // Bo's page never got a key of the new epoch (the test holds all Bo had).
+  await sleep(1000);
+  const boLater = await ask(bo, { ask: 'secrets' });
+  assert.ok(boLater.every((k) => k.epoch <= start.epoch), `Bo's epochs after the removal: ${boLater.map((k) => k.epoch)}`);
   await sleep(1500); // frames encoded under the old key before the commit are still on the way
   const [c1, f1] = [await ask(spy, { ask: 'counts' }), await framesDecoded(spy)];
   await sleep(4000);

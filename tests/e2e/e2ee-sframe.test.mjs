@@ -228,4 +228,17 @@ test('the transform worker: no clear frames, epochs kept 5 s or 2 s after a remo
   worker.post({ type: 'get-stats' });
   const stats = posted.filter((m) => m.type === 'stats').at(-1);
   assert.deepEqual([stats.encrypted, stats.decrypted, stats.dropped], [5, 5, 4]);
+
+  // Another group (started afresh by the server): its epochs count from 0 again
+  // and this member has another leaf in it. After the reset the old group's
+  // keys are gone, and frames go out under the new group's epoch 0 and leaf.
+  worker.post({ type: 'reset' });
+  assert.equal(await send.put(frame), null, 'between groups: nothing goes out');
+  assert.equal(await recv.put(sealed2), null, 'the old group\'s keys are gone');
+  const g0 = crypto.getRandomValues(new Uint8Array(16));
+  worker.post({ type: 'epoch', epoch: 0, secret: g0, ownLeaf: 1, removal: false });
+  const fresh = await send.put(frame);
+  assert.equal(parseHeader(fresh, 10).kid, mlsKid(1, 0, 0), 'the new leaf, the new epoch');
+  const opened = await decryptFrame((kid) => deriveKeySalt(g0, kid), fresh, 10);
+  assert.ok(opened.ok, 'sealed under the new group\'s key');
 });
