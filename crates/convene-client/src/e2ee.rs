@@ -92,9 +92,14 @@ impl E2ee {
     /// A welcome after a resume: unless it names our group at our epoch,
     /// we missed something and ask to be added again (protocol.md §4.16).
     pub fn resumed(&mut self, info: &Value, now: Instant) -> Vec<Event> {
+        use base64::Engine as _;
+        let group = info["groupId"]
+            .as_str()
+            .and_then(|g| base64::engine::general_purpose::STANDARD.decode(g).ok());
+        let same_group = group.is_some() && group.as_deref() == self.member.group_id();
         let same_epoch =
             info["epoch"].as_u64().is_some() && info["epoch"].as_u64() == self.member.epoch();
-        if same_epoch {
+        if same_group && same_epoch {
             return Vec::new();
         }
         self.member.rejoin(now)

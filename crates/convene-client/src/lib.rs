@@ -59,7 +59,9 @@ pub struct JoinOptions {
     pub media_over_tcp: bool,
     /// Take part in an end-to-end encrypted meeting (docs/protocol.md §11):
     /// `join.e2ee`, an MLS member on the mls-* messages, SFrame on every
-    /// frame sent and received, chat as MLS application messages.
+    /// frame sent and received, chat as MLS application messages. Adds are
+    /// checked against the roster (`participants`), so `keep_roster` must
+    /// stay on.
     pub e2ee: bool,
 }
 
@@ -760,7 +762,10 @@ impl Client {
         self.log.push(v.clone());
         let kind = v["type"].as_str().unwrap_or("");
         if kind.starts_with("mls-")
-            || (kind == "error" && v["code"].as_str().is_some_and(|c| c.starts_with("mls-")))
+            || (kind == "error"
+                && v["code"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with("mls-") || c == "rate-limited"))
         {
             if let Some(e) = &mut self.e2ee {
                 let participants = &self.participants;

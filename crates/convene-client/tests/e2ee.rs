@@ -185,4 +185,39 @@ async fn rust_clients_meet_end_to_end_encrypted() {
         ana.e2ee.as_ref().unwrap().current().unwrap().removed.len(),
         1
     );
+
+    // Bo's connection drops and he resumes as a fresh client (a reload): his
+    // new key package has the group remove and add him afresh in one commit.
+    let token = bo.resume_token.clone();
+    bo.vanish();
+    let opts = JoinOptions {
+        e2ee: true,
+        resume: Some(token),
+        ..JoinOptions::default()
+    };
+    let mut bo = Client::join_with(&server.url, &meeting, "Bo", opts)
+        .await
+        .expect("resumes");
+    assert_eq!(bo.participant_id, b_id);
+    bo.publish_with("camera", 300, 15).await.unwrap();
+    let t0 = std::time::Instant::now();
+    let ok = run_all(&mut [&mut ana, &mut bo], Duration::from_secs(15), |i, c| {
+        epoch(c) == Some(4)
+            && c.frames_from(if i == 0 { &b_id } else { &a_id }, "camera")
+                .decrypted
+                >= 10
+    })
+    .await;
+    assert_eq!(
+        ok,
+        vec![true, true],
+        "ana {:?} bo {:?} {:?}",
+        epoch(&ana),
+        epoch(&bo),
+        bo.e2ee.as_ref().map(|e| &e.warnings)
+    );
+    assert_eq!(digits(&ana), digits(&bo));
+    // The resume came within 5 s of the join, so the server refused the first
+    // key package (rate-limited); the next went as soon as it could.
+    assert!(t0.elapsed() < Duration::from_secs(9), "{:?}", t0.elapsed());
 }

@@ -37,6 +37,9 @@ pub const SFRAME_LABEL: &str = "SFrame 1.0 Base Key";
 /// No group and no Welcome this long after a key package: the request may
 /// have been lost, so a fresh one goes (as mls.js).
 pub const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+/// The server takes one key package per participant every 5 s (protocol.md
+/// §4.16): one refused as `rate-limited` goes again after this.
+pub const KEY_PACKAGE_RETRY: Duration = Duration::from_millis(5100);
 
 /// One member of the group, as its leaf's credential says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,8 +177,8 @@ pub struct Member {
     /// Our commit not yet fanned back: (epoch, its base64). openmls keeps one
     /// pending commit; a second request at one epoch replaces it.
     pending: Option<(u64, String)>,
-    /// When the last key package went, while waiting for a group.
-    key_package_at: Option<Instant>,
+    /// When to send a fresh key package, while waiting for a group.
+    key_package_retry: Option<Instant>,
 }
 
 impl Member {
@@ -196,7 +199,7 @@ impl Member {
             credential,
             group: None,
             pending: None,
-            key_package_at: None,
+            key_package_retry: None,
         };
         let mut out = Vec::new();
         m.send_key_package(now, &mut out)?;
@@ -210,6 +213,11 @@ impl Member {
     /// The group's epoch, once this is a member.
     pub fn epoch(&self) -> Option<u64> {
         self.group.as_ref().map(|g| g.epoch().as_u64())
+    }
+
+    /// The group's id, once this is a member.
+    pub fn group_id(&self) -> Option<&[u8]> {
+        self.group.as_ref().map(|g| g.group_id().as_slice())
     }
 
     pub fn members(&self) -> Vec<GroupMember> {
@@ -238,15 +246,13 @@ impl Member {
         out.push(Event::Send(
             json!({"type": "mls-key-package", "keyPackage": encode(&msg)?}),
         ));
-        self.key_package_at = Some(now);
+        self.key_package_retry = Some(now + WELCOME_TIMEOUT);
         Ok(())
     }
 
     /// When [`Member::tick`] next has something to do.
     pub fn next_timeout(&self) -> Option<Instant> {
-        self.key_package_at
-            .filter(|_| self.group.is_none())
-            .map(|t| t + WELCOME_TIMEOUT)
+        self.key_package_retry.filter(|_| self.group.is_none())
     }
 
     /// Time passes: without a group after [`WELCOME_TIMEOUT`], a fresh key package.
@@ -278,6 +284,15 @@ impl Member {
             "mls-commit" => self.commit(msg, roster_has, now, &mut out),
             "mls-welcome" => self.welcome(msg, &mut out),
             "mls-app" => self.app(msg, &mut out),
+            // Waiting for a group, a `rate-limited` refusal is most likely
+            // of our key package (a resume within 5 s of the join): again
+            // once the server takes one, not after the whole welcome wait.
+            "error" if msg["code"] == "rate-limited" && self.group.is_none() => {
+                if let Some(t) = &mut self.key_package_retry {
+                    *t = (*t).min(now + KEY_PACKAGE_RETRY);
+                }
+                Ok(())
+            }
             // `error` mls-stale-epoch: another commit won; it comes as
             // mls-commit and replaces ours there.
             _ => Ok(()),
@@ -308,7 +323,7 @@ impl Member {
     pub fn stop(&mut self) {
         self.group = None;
         self.pending = None;
-        self.key_package_at = None;
+        self.key_package_retry = None;
     }
 
     fn lost_group(&mut self, code: &'static str, now: Instant, out: &mut Vec<Event>) {
@@ -349,7 +364,7 @@ impl Member {
             .map_err(err)?;
         let code = verification_code(group.epoch_authenticator().as_slice())
             .ok_or_else(|| Error("short epoch authenticator".into()))?;
-        self.key_package_at = None;
+        self.key_package_retry = None;
         out.push(Event::Epoch(EpochChange {
             epoch: group.epoch().as_u64(),
             code,

@@ -417,3 +417,19 @@ fn a_fresh_key_package_goes_when_no_welcome_comes() {
     let again = m.tick(t0 + WELCOME_TIMEOUT);
     assert!(matches!(&again[..], [Event::Send(v)] if v["type"] == "mls-key-package"));
 }
+
+#[test]
+fn a_key_package_refused_as_rate_limited_goes_again_once_the_server_takes_one() {
+    let t0 = Instant::now();
+    let (mut m, _) = Member::start(Claims::guest("a", "A"), t0).unwrap();
+    let has = |_: &str, _: &Claims| true;
+    m.handle(&json!({"type": "error", "code": "rate-limited"}), &has, t0);
+    assert_eq!(m.next_timeout(), Some(t0 + KEY_PACKAGE_RETRY));
+    assert!(m.tick(t0 + Duration::from_secs(5)).is_empty());
+    let again = m.tick(t0 + KEY_PACKAGE_RETRY);
+    assert!(matches!(&again[..], [Event::Send(v)] if v["type"] == "mls-key-package"));
+    assert_eq!(
+        m.next_timeout(),
+        Some(t0 + KEY_PACKAGE_RETRY + WELCOME_TIMEOUT)
+    );
+}
