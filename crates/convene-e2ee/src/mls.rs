@@ -279,7 +279,7 @@ impl Member {
         let mut out = Vec::new();
         let kind = msg["type"].as_str().unwrap_or("");
         let r = match kind {
-            "mls-create-request" => self.create(msg, now, &mut out),
+            "mls-create-request" => self.create(msg, &mut out),
             "mls-commit-request" => self.commit_request(msg, roster_has, &mut out),
             "mls-commit" => self.commit(msg, roster_has, now, &mut out),
             "mls-welcome" => self.welcome(msg, &mut out),
@@ -378,7 +378,7 @@ impl Member {
     }
 
     /// The server has no group (the first member, or everyone left): make it.
-    fn create(&mut self, msg: &Value, now: Instant, out: &mut Vec<Event>) -> Result<(), Error> {
+    fn create(&mut self, msg: &Value, out: &mut Vec<Event>) -> Result<(), Error> {
         if let Some(g) = &self.group {
             warn(
                 out,
@@ -415,7 +415,6 @@ impl Member {
             json!({"type": "mls-group-created", "groupInfo": encode(&info)?}),
         ));
         self.group = Some(group);
-        let _ = now;
         self.new_epoch(None, out)
     }
 
