@@ -239,10 +239,10 @@ test('a credential says how its owner was verified, and the committer holds it t
 });
 
 /**
- * web/e2ee/mls.js with a committer that, when asked to commit, writes `forge`
- * into its own leaf's credential (its update path carries it) and removes the
- * one it impersonates: a copy beside symlinks to the real modules, so it runs
- * the same ts-mls.
+ * web/e2ee/mls.js with a committer that, when asked to commit, writes
+ * `forge.as` into its own leaf's credential (its update path carries it) and
+ * removes the one it impersonates, or adds a key package of its own named
+ * `forge.add`: a copy beside symlinks to the real modules, so it runs the same ts-mls.
  */
 async function forgingMls() {
   const { mkdtempSync, mkdirSync, readFileSync, writeFileSync, readdirSync, symlinkSync } = await import('node:fs');
@@ -256,7 +256,11 @@ async function forgingMls() {
   const real = readFileSync(pathJoin(web, 'e2ee', 'mls.js'), 'utf8');
   const anchor = '    // PublicMessage, so that the server can check commits';
   assert.ok(real.includes(anchor), 'the patch still fits mls.js');
-  writeFileSync(pathJoin(dir, 'e2ee', 'mls.js'), real.replace(anchor, `    if (opts.forge?.as) {
+  writeFileSync(pathJoin(dir, 'e2ee', 'mls.js'), real.replace(anchor, `    if (opts.forge?.add) {
+      const fake = await mls.generateKeyPackage({ credentialType: 'basic', identity: utf8.encode(JSON.stringify({ p: opts.forge.add, n: 'Dee' })) }, mls.defaultCapabilities(), mls.defaultLifetime, [], impl);
+      proposals.push({ proposalType: 'add', add: { keyPackage: fake.publicPackage } });
+    }
+    if (opts.forge?.as) {
       const me = group.privatePath.leafIndex;
       const tree = group.ratchetTree.slice();
       const forged = { credentialType: 'basic', identity: utf8.encode(JSON.stringify({ p: opts.forge.as, n: 'forged' })) };
@@ -291,5 +295,27 @@ test('a committer cannot take another member\'s name in its own leaf: the others
   assert.match(refused.reason, /credential-changed leaf 0/);
   assert.equal(last(b).epoch, 2, 'b stays where it was');
   assert.deepEqual(b.e2ee.members().map((x) => x.participantId), ['m', 'a', 'b'], 'nobody is shown under a stolen name');
+  r.stop();
+});
+
+test('a committer cannot add a key package of its own under the name of someone the server did not ask it to add', async () => {
+  const forging = await forgingMls();
+  const r = relay();
+  const roster = new Set(['m', 'a', 'd']);
+  const forge = { add: null };
+  await r.join('m', roster, { startE2ee: forging, forge });
+  await r.settle();
+  const a = await r.join('a', roster);
+  r.request('m', r.waitingKps.splice(0));
+  await r.settle();
+  assert.equal(last(a).epoch, 1);
+  // d is on the roster but has not asked in; m adds a "d" of its own anyway.
+  forge.add = 'd';
+  r.request('m', [], []);
+  await r.settle();
+  const refused = r.failed.find((f) => f.pid === 'a');
+  assert.ok(refused, `a refuses the commit: ${JSON.stringify(r.failed)}`);
+  assert.match(refused.reason, /unexpected-add d/);
+  assert.deepEqual(a.e2ee.members().map((x) => x.participantId), ['m', 'a'], 'no "d" that m holds the keys of');
   r.stop();
 });

@@ -1,6 +1,7 @@
 // A small relay playing the Delivery Service of docs/e2ee-design.md §5 for
 // web/e2ee/mls.js members in Node (the real one lives in convene-meeting):
 // used by e2ee-mls.test.mjs and e2ee-cost.bench.mjs.
+import { createHash } from 'node:crypto';
 import { startE2ee, b64 } from '../../web/e2ee/mls.js';
 
 export const GROUP_ID = b64(new TextEncoder().encode('meeting-1234'));
@@ -26,7 +27,12 @@ export function relay() {
         const added = r.lastRequest?.add.map((a) => a.participantId) ?? [];
         const removed = r.lastRequest?.remove ?? [];
         // As the server (protocol.md §5.24): a member the commit removes is not sent it.
-        for (const m of r.members) if (!removed.includes(m)) deliver(m, { type: 'mls-commit', epoch: msg.epoch, commit: msg.commit, from: pid });
+        // As the server: whom it asked to add, by the SHA-256 of their KeyPackage.
+        const adds = (r.lastRequest?.add ?? []).map((a) => ({
+          participantId: a.participantId,
+          keyPackageSha256: createHash('sha256').update(Buffer.from(a.keyPackage, 'base64')).digest('base64'),
+        }));
+        for (const m of r.members) if (!removed.includes(m)) deliver(m, { type: 'mls-commit', epoch: msg.epoch, commit: msg.commit, from: pid, adds });
         r.members = r.members.filter((m) => !removed.includes(m)).concat(added);
         if (msg.welcome) for (const a of added) deliver(a, { type: 'mls-welcome', welcome: msg.welcome, epoch: r.epoch });
         break;

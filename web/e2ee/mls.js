@@ -204,11 +204,27 @@ export async function startE2ee(opts) {
     return '';
   };
 
+  // §3: the server says whom it asked the committer to add, by the SHA-256 of the
+  // KeyPackage each sent. A commit adding anyone else (a committer's own key
+  // package under a roster name), or someone by another KeyPackage, is refused.
+  // (A server that lies here can add a ghost anyway: the ghost warning is for that.)
+  async function unexpectedAdds(adds, expected) {
+    const want = expected.map((a) => `${a.participantId} ${a.keyPackageSha256}`).sort();
+    const got = [];
+    for (const kp of adds) {
+      const bytes = mls.encodeMlsMessage({ version: 'mls10', wireformat: 'mls_key_package', keyPackage: kp });
+      got.push(`${parseCredential(kp.leafNode.credential)?.p} ${b64(new Uint8Array(await crypto.subtle.digest('SHA-256', bytes)))}`);
+    }
+    got.sort();
+    return got.join() === want.join() ? '' : `unexpected-add ${got.filter((g) => !want.includes(g)).map((g) => g.split(' ')[0]).join(',') || '(missing)'}`;
+  }
+
   // §6 and §3: a commit may add only people the roster shows, and nobody twice.
   const checkCommit = (tree, why) => (incoming) => {
     if (incoming.kind !== 'commit') return 'accept';
     const gone = new Set(incoming.proposals.filter((p) => p.proposal.proposalType === 'remove').map((p) => p.proposal.remove.removed));
     why.gone = gone;
+    why.adds = incoming.proposals.filter((p) => p.proposal.proposalType === 'add').map((p) => p.proposal.add.keyPackage);
     const present = new Set(membersOf(tree).filter((m) => !gone.has(m.leaf)).map((m) => m.participantId));
     for (const { proposal } of incoming.proposals) {
       if (proposal.proposalType !== 'add') continue;
@@ -244,6 +260,7 @@ export async function startE2ee(opts) {
         || result.newState.groupActiveState.kind === 'removedFromGroup');
       if (!moved && !why.reason) throw new Error('not a commit');
       if (!why.reason) why.reason = credentialChange(group.ratchetTree, result.newState.ratchetTree, why.gone ?? new Set());
+      if (!why.reason && msg.adds) why.reason = await unexpectedAdds(why.adds ?? [], msg.adds);
     } catch (e) {
       why.reason = `invalid: ${e?.message ?? e}`;
     }

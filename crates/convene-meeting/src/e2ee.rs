@@ -14,7 +14,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 
 use crate::identity::Identity;
-use crate::protocol::{ErrorCode, MlsAdd, ServerMessage};
+use crate::protocol::{ErrorCode, MlsAdd, MlsAdded, ServerMessage};
+use sha2::{Digest, Sha256};
 use crate::room::ParticipantId;
 
 pub mod credential;
@@ -297,6 +298,13 @@ impl Group {
             epoch: current,
             commit: commit.to_owned(),
             from: who.0.clone(),
+            adds: add
+                .iter()
+                .map(|(p, kp)| MlsAdded {
+                    participant_id: p.0.clone(),
+                    key_package_sha256: B64.encode(Sha256::digest(kp)),
+                })
+                .collect(),
         };
         for m in before.iter().filter(|m| !remove.contains(m)) {
             out.push((m.clone(), message.clone()));

@@ -532,6 +532,14 @@ pub struct MlsAdd {
     pub key_package: String,
 }
 
+/// Someone a commit adds, with the SHA-256 of the KeyPackage they sent (base64).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MlsAdded {
+    pub participant_id: String,
+    pub key_package_sha256: String,
+}
+
 /// What a `notice` is about (protocol.md §5.21).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "code", rename_all = "kebab-case")]
@@ -595,10 +603,14 @@ pub enum ServerMessage {
         deadline_ms: u64,
     },
     /// The commit made at `epoch` that won: apply it (the group is then at `epoch + 1`).
+    /// `adds`: exactly whom the server asked it to add, and by which KeyPackage
+    /// (members refuse a commit that adds anyone else, or another KeyPackage).
+    #[serde(rename_all = "camelCase")]
     MlsCommit {
         epoch: u64,
         commit: String,
         from: String,
+        adds: Vec<MlsAdded>,
     },
     /// You were added: join from this Welcome (the group is at `epoch`).
     MlsWelcome {

@@ -148,6 +148,19 @@ fn the_first_makes_the_group_and_commits_the_next() {
     );
     assert!(matches!(&out[1], (to, ServerMessage::MlsWelcome { epoch: 1, .. }) if to.0 == "p2"));
     assert_eq!(out.len(), 2);
+    // The members are told exactly whom it adds, by the KeyPackage p2 sent:
+    // they refuse a commit that adds anyone else.
+    let ServerMessage::MlsCommit { adds, .. } = &out[0].1 else {
+        unreachable!()
+    };
+    use sha2::{Digest, Sha256};
+    assert_eq!(
+        adds,
+        &vec![crate::protocol::MlsAdded {
+            participant_id: "p2".into(),
+            key_package_sha256: B64.encode(Sha256::digest(build::key_package("p2"))),
+        }]
+    );
 }
 
 #[test]
