@@ -432,11 +432,21 @@ impl Group {
             .map(|c| (*c).clone());
         let Some(committer) = pick else {
             // Nobody in the group is connected to commit, and someone who is
-            // here waits to join: rather than keep them waiting for a member
-            // who may never come back, the group starts afresh with them (a
-            // new id). Members who come back find the new id in their welcome
-            // and join it like anyone; the old group's keys are never used again.
-            if matches!(task, Task::Commit { .. }) && self.joining.iter().any(|(p, _)| live(p)) {
+            // here has waited for it as long as a committer would be given:
+            // rather than keep them waiting for a member who may never come
+            // back, the group starts afresh with them (a new id). (Not at once:
+            // a member whose connection blinked is usually back within that
+            // time, and a reset changes everyone's code.) Members who come back
+            // find the new id in their welcome and join it like anyone; the
+            // old group's keys are never used again.
+            let waited = |p: &ParticipantId| {
+                self.key_package_at
+                    .get(p)
+                    .is_some_and(|t| now.saturating_duration_since(*t) >= COMMIT_DEADLINE)
+            };
+            if matches!(task, Task::Commit { .. })
+                && self.joining.iter().any(|(p, _)| live(p) && waited(p))
+            {
                 let joining = std::mem::take(&mut self.joining);
                 let key_package_at = std::mem::take(&mut self.key_package_at);
                 *self = Group::new();

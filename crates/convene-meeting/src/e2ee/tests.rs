@@ -325,8 +325,10 @@ fn a_joiner_finding_no_member_connected_starts_a_new_group_the_members_join_on_r
     fx.here.remove("p1");
     fx.here.remove("p2");
     assert!(fx.later(COMMIT_DEADLINE).is_empty());
-    // p3 joins: nobody could add them, so p3 makes a new group at once.
-    let out = fx.kp("p3");
+    // p3 joins: nobody can add them. After as long as a committer would be
+    // given, p3 makes a new group.
+    assert!(fx.kp("p3").is_empty());
+    let out = fx.later(COMMIT_DEADLINE);
     let [(to, ServerMessage::MlsCreateRequest { group_id })] = &out[..] else {
         panic!("{out:?}")
     };
@@ -340,6 +342,20 @@ fn a_joiner_finding_no_member_connected_starts_a_new_group_the_members_join_on_r
     assert_eq!(request(&out), ("p3".into(), 0, vec!["p1".into()], vec![]));
     fx.commit("p3", true).unwrap();
     assert_eq!(fx.members(), vec!["p3", "p1"]);
+}
+
+#[test]
+fn a_member_back_within_the_deadline_adds_the_joiner_to_the_same_group() {
+    let mut fx = group_of(&["p1", "p2"]);
+    let old = fx.gid();
+    fx.here.remove("p1");
+    fx.here.remove("p2");
+    assert!(fx.kp("p3").is_empty());
+    // p1's connection blinked: back a second later, and asked to add p3.
+    fx.here.insert("p1".into());
+    let out = fx.later(Duration::from_secs(1));
+    assert_eq!(request(&out), ("p1".into(), 1, vec!["p3".into()], vec![]));
+    assert_eq!(fx.gid(), old, "the same group");
 }
 
 #[test]
