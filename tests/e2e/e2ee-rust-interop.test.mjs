@@ -20,6 +20,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -74,7 +75,11 @@ function relay() {
         r.epoch += 1;
         const removed = r.lastRemove;
         const added = r.lastAdd.map((a) => a.participantId);
-        for (const m of r.members) if (!removed.includes(m)) deliver(m, { type: 'mls-commit', epoch: msg.epoch, commit: msg.commit, from: pid });
+        // As the server (protocol.md §5.24): whom it asked to add, by their KeyPackage's
+        // SHA-256, which members check the commit against (so each side checks the
+        // other library's encoding of key packages it did not make).
+        const adds = r.lastAdd.map((a) => ({ participantId: a.participantId, keyPackageSha256: createHash('sha256').update(Buffer.from(a.keyPackage, 'base64')).digest('base64') }));
+        for (const m of r.members) if (!removed.includes(m)) deliver(m, { type: 'mls-commit', epoch: msg.epoch, commit: msg.commit, from: pid, adds });
         r.members = r.members.filter((m) => !removed.includes(m)).concat(added);
         if (msg.welcome) for (const a of added) deliver(a, { type: 'mls-welcome', welcome: msg.welcome, epoch: r.epoch });
         break;
@@ -223,11 +228,23 @@ test('a Rust member (openmls) and browser members (ts-mls) share one group, its 
   assert.ok(!a.chats.some((c) => c.text === 'after a left'));
   assert.equal(a.warnings.at(-1).code, 'undecryptable');
 
+  // A browser commits a browser's add: Rust checks the adds against the server's
+  // list by the SHA-256 of ts-mls's key package, and applies it.
+  roster.add('c');
+  await rs.peer.command({ cmd: 'roster', ids: ['b', 'r', 'c'] });
+  const c = await browser(r, 'c', roster);
+  r.request('b');
+  await r.settle();
+  assert.equal(last(rs).epoch, 4, JSON.stringify(rs.warnings));
+  assert.deepEqual(last(rs).added, ['c']);
+  assert.equal(codeOf(c), codeOf(rs));
+  c.e2ee.stop();
+
   // A browser's commit that adds someone the Rust member's roster lacks is refused.
   // (The server and b show g; the Rust member's roster does not.)
   roster.add('g');
   await browser(r, 'g', roster);
-  await rs.peer.command({ cmd: 'roster', ids: ['b', 'r'] });
+  await rs.peer.command({ cmd: 'roster', ids: ['b', 'r', 'c'] });
   const epoch = r.epoch;
   r.request('b');
   await r.settle();

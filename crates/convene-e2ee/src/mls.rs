@@ -25,6 +25,7 @@ use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::OpenMlsRustCrypto;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 use crate::credential::Claims;
 use crate::verification::{verification_code, VerificationCode};
@@ -533,7 +534,7 @@ impl Member {
                 .clear_pending_commit(self.provider.storage())
                 .map_err(err)?; // another commit won
         }
-        let staged = match process_commit(group, &self.provider, &c.commit) {
+        let (staged, committer) = match process_commit(group, &self.provider, &c.commit) {
             Ok(s) => s,
             Err(reason) => return refuse(out, c.epoch, format!("invalid: {reason}")),
         };
@@ -560,6 +561,14 @@ impl Member {
             }
             if !present.insert(claims.p.clone()) {
                 return refuse(out, c.epoch, format!("already-member {}", claims.p));
+            }
+        }
+        if let Some(reason) = credential_change(group, &staged, committer, &gone) {
+            return refuse(out, c.epoch, reason);
+        }
+        if let Some(expected) = msg["adds"].as_array() {
+            if let Some(reason) = unexpected_adds(&staged, expected)? {
+                return refuse(out, c.epoch, reason);
             }
         }
         let removed = staged.self_removed();
@@ -653,11 +662,12 @@ impl Member {
     }
 }
 
+/// A commit processed but not merged, and the leaf that sent it.
 fn process_commit(
     group: &mut MlsGroup,
     provider: &OpenMlsRustCrypto,
     b64: &str,
-) -> Result<Box<StagedCommit>, Error> {
+) -> Result<(Box<StagedCommit>, Option<u32>), Error> {
     let m = decode(b64)?;
     if !matches!(
         m.wire_format(),
@@ -666,14 +676,82 @@ fn process_commit(
         return Err(Error("not a handshake message".into()));
     }
     let pm = m.try_into_protocol_message().map_err(err)?;
-    match group
-        .process_message(provider, pm)
-        .map_err(err)?
-        .into_content()
-    {
-        ProcessedMessageContent::StagedCommitMessage(s) => Ok(s),
+    let processed = group.process_message(provider, pm).map_err(err)?;
+    let sender = match processed.sender() {
+        Sender::Member(leaf) => Some(leaf.u32()),
+        _ => None,
+    };
+    match processed.into_content() {
+        ProcessedMessageContent::StagedCommitMessage(s) => Ok((s, sender)),
         _ => Err(Error("not a commit".into())),
     }
+}
+
+/// Whether a commit changes the credential of a leaf that stays (its
+/// committer's through the update path, or anyone's by an Update): a
+/// committer taking another member's name. Returns the reason, as mls.js.
+fn credential_change(
+    group: &MlsGroup,
+    staged: &StagedCommit,
+    committer: Option<u32>,
+    gone: &BTreeSet<u32>,
+) -> Option<String> {
+    let before = |leaf: u32| group.member(LeafNodeIndex::new(leaf));
+    let mut changed = Vec::new();
+    if let (Some(leaf), Some(node)) = (committer, staged.update_path_leaf_node()) {
+        changed.push((leaf, node.credential().clone()));
+    }
+    for u in staged.update_proposals() {
+        if let Sender::Member(leaf) = u.sender() {
+            changed.push((
+                leaf.u32(),
+                u.update_proposal().leaf_node().credential().clone(),
+            ));
+        }
+    }
+    changed
+        .into_iter()
+        .find(|(leaf, c)| !gone.contains(leaf) && before(*leaf).is_some_and(|b| b != c))
+        .map(|(leaf, _)| format!("credential-changed leaf {leaf}"))
+}
+
+/// Whether a commit's adds are exactly those the server asked for
+/// (`adds`: participant id and SHA-256 of the KeyPackage MLSMessage each
+/// sent, protocol.md §5.24): a committer must not put a key package of its
+/// own into the group under a participant's name. Returns the reason.
+fn unexpected_adds(staged: &StagedCommit, expected: &[Value]) -> Result<Option<String>, Error> {
+    let mut want: Vec<String> = expected
+        .iter()
+        .map(|a| {
+            let pid = a["participantId"].as_str().unwrap_or("");
+            format!("{pid} {}", a["keyPackageSha256"].as_str().unwrap_or(""))
+        })
+        .collect();
+    let mut got = Vec::new();
+    for add in staged.add_proposals() {
+        let kp = add.add_proposal().key_package();
+        let pid = claims_of(kp.leaf_node().credential())
+            .map(|c| c.p)
+            .unwrap_or_default();
+        let bytes = MlsMessageOut::from(kp.clone()).to_bytes().map_err(err)?;
+        got.push(format!("{pid} {}", B64.encode(Sha256::digest(&bytes))));
+    }
+    want.sort();
+    got.sort();
+    if got == want {
+        return Ok(None);
+    }
+    let extra: Vec<&str> = got
+        .iter()
+        .filter(|g| !want.contains(g))
+        .map(|g| g.split(' ').next().unwrap_or(""))
+        .collect();
+    let who = if extra.is_empty() {
+        "(missing)".to_string()
+    } else {
+        extra.join(",")
+    };
+    Ok(Some(format!("unexpected-add {who}")))
 }
 
 fn warn(out: &mut Vec<Event>, code: &'static str, detail: impl std::fmt::Display) {

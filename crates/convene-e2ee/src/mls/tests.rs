@@ -5,6 +5,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use sha2::{Digest, Sha256};
+
 use super::*;
 
 struct Relay {
@@ -14,6 +16,9 @@ struct Relay {
     members: Vec<String>,
     waiting: Vec<Value>,
     last_remove: Vec<String>,
+    last_add: Vec<Value>,
+    /// A relay that lies about whom the commit adds (for a test).
+    lie_adds: Option<Vec<Value>>,
     sent: Vec<(String, Value)>,
 }
 
@@ -36,6 +41,8 @@ impl Relay {
             members: Vec::new(),
             waiting: Vec::new(),
             last_remove: Vec::new(),
+            last_add: Vec::new(),
+            lie_adds: None,
             sent: Vec::new(),
         }
     }
@@ -93,9 +100,18 @@ impl Relay {
                 }
                 self.epoch = Some(e + 1);
                 let removed = std::mem::take(&mut self.last_remove);
+                // As the server: whom it asked to add, by their KeyPackage's SHA-256.
+                let adds: Vec<Value> = std::mem::take(&mut self.last_add)
+                    .iter()
+                    .map(|a| {
+                        let kp = B64.decode(a["keyPackage"].as_str().unwrap()).unwrap();
+                        json!({"participantId": a["participantId"], "keyPackageSha256": B64.encode(Sha256::digest(&kp))})
+                    })
+                    .collect();
+                let adds = self.lie_adds.take().unwrap_or(adds);
                 for m in self.members.clone() {
                     if !removed.contains(&m) {
-                        self.deliver(&m, json!({"type": "mls-commit", "epoch": e, "commit": msg["commit"], "from": pid}));
+                        self.deliver(&m, json!({"type": "mls-commit", "epoch": e, "commit": msg["commit"], "from": pid, "adds": adds}));
                     }
                 }
                 self.members.retain(|m| !removed.contains(m));
@@ -128,6 +144,7 @@ impl Relay {
     fn request(&mut self, to: &str, remove: &[&str]) {
         self.last_remove = remove.iter().map(|s| s.to_string()).collect();
         let add = self.waiting.clone();
+        self.last_add = add.clone();
         let m = json!({"type": "mls-commit-request", "epoch": self.epoch, "add": add, "remove": remove, "deadlineMs": 2000});
         self.deliver(to, m);
     }
@@ -432,4 +449,33 @@ fn a_key_package_refused_as_rate_limited_goes_again_once_the_server_takes_one() 
         m.next_timeout(),
         Some(t0 + KEY_PACKAGE_RETRY + WELCOME_TIMEOUT)
     );
+}
+
+#[test]
+fn a_commit_that_adds_other_key_packages_than_the_server_asked_for_is_refused() {
+    let mut r = Relay::new(&["a", "b", "c"]);
+    r.join("a");
+    r.settle();
+    r.join("b");
+    r.request("a", &[]);
+    r.settle();
+    assert_eq!(
+        r.last("b").epoch,
+        1,
+        "the true adds pass: {:?}",
+        r.people["b"].warnings
+    );
+    // c is added, but the server says it asked for another key package of c's.
+    r.join("c");
+    r.lie_adds = Some(vec![
+        json!({"participantId": "c", "keyPackageSha256": B64.encode([0u8; 32])}),
+    ]);
+    r.request("a", &[]);
+    r.settle();
+    let w = r.people["b"].warnings.last().unwrap();
+    assert_eq!(
+        (w.code, w.detail.as_str()),
+        ("commit-refused", "unexpected-add c")
+    );
+    assert_eq!(r.people["b"].member.epoch(), Some(1), "b keeps its state");
 }
