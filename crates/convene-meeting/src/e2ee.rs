@@ -15,8 +15,8 @@ use base64::Engine as _;
 
 use crate::identity::Identity;
 use crate::protocol::{ErrorCode, MlsAdd, MlsAdded, ServerMessage};
-use sha2::{Digest, Sha256};
 use crate::room::ParticipantId;
+use sha2::{Digest, Sha256};
 
 pub mod credential;
 pub mod wire;
