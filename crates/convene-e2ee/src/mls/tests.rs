@@ -479,3 +479,53 @@ fn a_commit_that_adds_other_key_packages_than_the_server_asked_for_is_refused() 
     );
     assert_eq!(r.people["b"].member.epoch(), Some(1), "b keeps its state");
 }
+
+#[test]
+fn a_commit_that_changes_the_credential_of_a_member_who_stays_is_refused() {
+    let mut r = Relay::new(&["a", "b"]);
+    r.join("a");
+    r.settle();
+    r.join("b");
+    r.request("a", &[]);
+    r.settle();
+    let epoch = r.epoch.unwrap();
+    // a commits an update path whose leaf takes b's name.
+    let commit = {
+        let a = &mut r.people.get_mut("a").unwrap().member;
+        let cwk = CredentialWithKey {
+            credential: BasicCredential::new(Claims::guest("b", "B").to_identity()).into(),
+            signature_key: a.signer.public().into(),
+        };
+        let group = a.group.as_mut().unwrap();
+        let bundle = group
+            .commit_builder()
+            .force_self_update(true)
+            .leaf_node_parameters(
+                LeafNodeParameters::builder()
+                    .with_credential_with_key(cwk)
+                    .build(),
+            )
+            .load_psks(a.provider.storage())
+            .unwrap()
+            .build(a.provider.rand(), a.provider.crypto(), &a.signer, |_| true)
+            .unwrap()
+            .stage_commit(&a.provider)
+            .unwrap();
+        encode(bundle.commit()).unwrap()
+    };
+    r.deliver(
+        "b",
+        json!({"type": "mls-commit", "epoch": epoch, "commit": commit, "from": "a", "adds": []}),
+    );
+    r.settle();
+    let w = r.people["b"].warnings.last().unwrap();
+    assert_eq!(
+        (w.code, w.detail.as_str()),
+        ("commit-refused", "credential-changed leaf 0")
+    );
+    assert_eq!(
+        r.people["b"].member.epoch(),
+        Some(epoch),
+        "b keeps its state"
+    );
+}
