@@ -74,7 +74,14 @@ const framesDecoded = (page) => page.evaluate(async () => {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 async function joinCameraOff(page, link, name) {
-  await join(page, link, name);
+  try {
+    await join(page, link, name);
+  } catch (e) {
+    // What the page said, if it said why.
+    const said = await page.evaluate(() => ['join-error', 'device-error', 'status'].map((id) => document.getElementById(id)?.textContent).filter(Boolean).join(' | ')).catch(() => '');
+    e.message += `\n${name}'s page says: ${said || '(nothing)'}`;
+    throw e;
+  }
   await page.getByRole('button', { name: 'Stop camera' }).click();
   await page.getByRole('button', { name: 'Start camera' }).waitFor();
 }

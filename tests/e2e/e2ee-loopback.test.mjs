@@ -91,17 +91,14 @@ await pc2.setLocalDescription();
 await pc1.setRemoteDescription(pc2.localDescription);
 out.ready = true;
 
-/** What pc2 received and decoded, and what the workers counted. A getStats that
- * does not answer in 2 s (seen in Firefox on a loaded machine) gives the last
- * answer instead, so that the test's call never hangs on it. */
-let lastStats = new Map();
+/** What pc2 received and decoded, and what the workers counted; {stale: true}
+ * when getStats does not answer in 2 s (seen in Firefox on a loaded machine),
+ * so that the test's call never hangs on it (the test asks again). */
 window.__result = async () => {
   const r = { framesDecoded: 0, samples: 0, concealed: 0, codec: '' };
   const codecs = new Map();
-  const stats = await Promise.race([
-    pc2.getStats().then((s) => (lastStats = s)),
-    new Promise((res) => setTimeout(() => res(lastStats), 2000)),
-  ]);
+  const stats = await Promise.race([pc2.getStats(), new Promise((res) => setTimeout(() => res(null), 2000))]);
+  if (!stats) return { stale: true };
   stats.forEach((s) => { if (s.type === 'codec') codecs.set(s.id, s.mimeType); });
   stats.forEach((s) => {
     if (s.type !== 'inbound-rtp') return;
@@ -161,7 +158,14 @@ async function open(page, key) {
     await sleep(100);
   }
 }
-const result = (page) => ev(page, () => window.__result());
+/** The page's result, asked again while its getStats does not answer (for up to about 30 s). */
+async function result(page) {
+  for (let i = 0; i < 12; i++) {
+    const r = await ev(page, () => window.__result());
+    if (!r.stale) return r;
+  }
+  throw new Error('the page\'s getStats did not answer for 30 s');
+}
 
 /** The checks, the same in both browsers. */
 async function checkBrowser(name, newPage, say) {
