@@ -45,6 +45,9 @@ for (const [side, w] of Object.entries(workers)) {
   w.onmessage = (ev) => { if (ev.data.type === 'stats') out.stats[side] = ev.data; };
   w.onerror = (ev) => out.errors.push('worker: ' + (ev.message || 'error'));
 }
+// No transform before a worker's code has run (it says 'ready'): Firefox loses
+// one that reaches a worker still loading, and its getStats then never answers.
+await Promise.all(Object.values(workers).map((w) => new Promise((res) => w.addEventListener('message', (ev) => ev.data.type === 'ready' && res()))));
 const other = crypto.getRandomValues(new Uint8Array(16));
 workers.send.postMessage({ type: 'epoch', epoch: 0, secret: epoch0.sframeSecret, ownLeaf: epoch0.ownLeaf, removal: false });
 workers.recv.postMessage({ type: 'epoch', epoch: 0, secret: wrong ? other : epoch0.sframeSecret, ownLeaf: 1, removal: false });

@@ -154,6 +154,7 @@ test('the transform worker: no clear frames, epochs kept 5 s or 2 s after a remo
   globalThis.self = globalThis;
   globalThis.postMessage = (m) => posted.push(m);
   await import('../../web/e2ee/sframe-worker.js');
+  assert.deepEqual(posted[0], { type: 'ready' }, 'the worker says when its code has run');
   const worker = { post: (data) => globalThis.onmessage({ data }), transform: globalThis.onrtctransform };
   const fake = (side, kind) => {
     let push;

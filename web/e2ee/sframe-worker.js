@@ -6,6 +6,8 @@
 // and each epoch's key: worker.postMessage({type: 'epoch', epoch, secret, ownLeaf, removal}).
 // {type: 'reset'} before the first epoch of another group: its epochs count from 0
 // again and its leaves are others', so nothing of the old group may be used for it.
+// It posts {type: 'ready'} once its code has run: the page attaches no transform
+// before that (Firefox loses one that comes to a worker still loading).
 // It posts {type: 'stats', encrypted, decrypted, dropped, byTransform} about once a second
 // (and at once on {type: 'get-stats'}).
 //
@@ -134,3 +136,4 @@ self.onmessage = (event) => {
   else if (msg?.type === 'get-stats') postStats();
 };
 /** @type {any} */ (setInterval(postStats, 1000)).unref?.(); // unref: Node tests load this module too
+self.postMessage({ type: 'ready' });
