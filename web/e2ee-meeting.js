@@ -10,9 +10,6 @@ import { $, state, send, hooks } from './meeting-state.js';
 let session = null;
 /** @type {Worker | null} one worker encrypts and decrypts every frame, for the page's life */
 let worker = null;
-/** Settles once the worker's code has run (it says 'ready'), or after WORKER_READY_MS. */
-let workerReady = Promise.resolve();
-const WORKER_READY_MS = 5000;
 /** The group the session belongs to (a server restart starts another). */
 let groupId = '';
 /** The group whose keys the worker holds. */
@@ -107,19 +104,12 @@ export function sendEncryptedChat(text) {
 
 /**
  * Every sender and receiver of the media connection goes through the worker,
- * set before any frame flows (on each offer, for transceivers new in it), and
- * only once the worker's code has run: Firefox loses a transform that reaches
- * a module worker still loading, and then its frames pile up unread and its
- * getStats never answers again.
+ * set before any frame flows (on each offer, for transceivers new in it).
  * @param {RTCPeerConnection} pc
  */
-export async function attachTransforms(pc) {
+export function attachTransforms(pc) {
   if (!isE2ee()) return;
-  let w;
-  do {
-    w = ensureWorker();
-    await workerReady;
-  } while (w !== worker); // replaced while we waited (another group): wait for the new one
+  const w = ensureWorker();
   for (const tr of pc.getTransceivers()) {
     const kind = tr.receiver.track.kind;
     if (!tr.sender.transform) tr.sender.transform = new RTCRtpScriptTransform(w, { side: 'send', kind });
@@ -139,19 +129,10 @@ export function prepareE2ee() {
 
 function ensureWorker() {
   if (!worker) {
-    const w = new Worker('/assets/e2ee/sframe-worker.js', { type: 'module' });
-    workerReady = new Promise((resolve) => {
-      // A worker that fails to load, or never says so, must not hold the
-      // call up for ever: media then simply does not decrypt, which shows.
-      const timer = setTimeout(resolve, WORKER_READY_MS);
-      const ready = () => { clearTimeout(timer); resolve(undefined); };
-      w.addEventListener('message', (e) => { if (e.data?.type === 'ready') ready(); });
-      w.addEventListener('error', (e) => { console.error('e2ee: the SFrame worker did not load', e.message); ready(); });
-    });
-    w.addEventListener('message', (e) => {
+    worker = new Worker('/assets/e2ee/sframe-worker.js', { type: 'module' });
+    worker.addEventListener('message', (e) => {
       if (e.data?.type === 'stats') /** @type {any} */ (window).conveneE2eeStats = e.data;
     });
-    worker = w;
   }
   return worker;
 }
