@@ -13,6 +13,11 @@ const TS_MLS = '../vendor/ts-mls/dist/src/index.js';
 // Internal ts-mls module: the public processMessage does not say who sent an
 // application message, and chat must name its sender from the MLS leaf.
 const TS_MLS_PROTECTION = '../vendor/ts-mls/dist/src/messageProtection.js';
+// GroupInfo with the ratchet tree and no external_pub: ts-mls 1.6.4 writes that
+// extension's key without its length (RFC 9420 §12.4.3.2), so openmls (the
+// server's check, design §5 step 6) cannot read it; nothing here joins by
+// external commit, so nothing needs it.
+const TS_MLS_COMMIT = '../vendor/ts-mls/dist/src/createCommit.js';
 const SUITE = 'MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519'; // 0x0001, the only one we offer
 const SFRAME_LABEL = 'SFrame 1.0 Base Key'; // RFC 9605 §5.2
 // Key packages kept for a Welcome: a re-sent one must not make a Welcome for an
@@ -77,6 +82,7 @@ export async function startE2ee(opts) {
   const onWarning = opts.onWarning ?? (() => {});
   const mls = await import(TS_MLS);
   const { unprotectPrivateMessage } = await import(TS_MLS_PROTECTION);
+  const { createGroupInfoWithRatchetTree } = await import(TS_MLS_COMMIT);
   const impl = await suiteImpl(mls, SUITE, { native: opts.nativeX25519 });
   // The AuthenticationService of §6: a credential counts only if it is ours and names a participant.
   const clientConfig = {
@@ -107,7 +113,7 @@ export async function startE2ee(opts) {
   const wipe = (consumed) => { for (const u of consumed ?? []) mls.zeroOutUint8Array(u); };
   const epochOf = (state) => Number(state.groupContext.epoch);
   const groupInfoOf = async (state) => encodeMsg({ version: 'mls10', wireformat: 'mls_group_info',
-    groupInfo: await mls.createGroupInfoWithExternalPubAndRatchetTree(state, [], impl) });
+    groupInfo: await createGroupInfoWithRatchetTree(state.groupContext, state.confirmationTag, state, state.ratchetTree, [], impl) });
 
   async function sendKeyPackage() {
     const kp = await mls.generateKeyPackage(credential, mls.defaultCapabilities(), mls.defaultLifetime, [], impl);

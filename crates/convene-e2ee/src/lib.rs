@@ -2,9 +2,11 @@
 //! counterpart of the browser's web/e2ee: an MLS member (`mls`) that agrees
 //! keys with browsers through the server's Delivery Service, and SFrame
 //! (`sframe`, `frame_keys`) for media frames in the format browsers use
-//! (web/e2ee/README.md). Design: docs/e2ee-design.md.
+//! (web/e2ee/README.md); and the server's check of commits (`delivery`).
+//! Design: docs/e2ee-design.md.
 
 pub mod credential;
+pub mod delivery;
 pub mod frame_keys;
 pub mod mls;
 pub mod sframe;

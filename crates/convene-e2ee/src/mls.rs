@@ -563,7 +563,8 @@ impl Member {
                 return refuse(out, c.epoch, format!("already-member {}", claims.p));
             }
         }
-        if let Some(reason) = credential_change(group, &staged, committer, &gone) {
+        let credential = |leaf: u32| group.member(LeafNodeIndex::new(leaf)).cloned();
+        if let Some(reason) = changed_credential(credential, &staged, committer, &gone) {
             return refuse(out, c.epoch, reason);
         }
         if let Some(expected) = msg["adds"].as_array() {
@@ -689,14 +690,15 @@ fn process_commit(
 
 /// Whether a commit changes the credential of a leaf that stays (its
 /// committer's through the update path, or anyone's by an Update): a
-/// committer taking another member's name. Returns the reason, as mls.js.
-fn credential_change(
-    group: &MlsGroup,
+/// committer taking another member's name. `before` gives each leaf's
+/// credential before the commit. Returns the reason, as mls.js. (The
+/// server's check, [`crate::delivery`], asks the same.)
+pub(crate) fn changed_credential(
+    before: impl Fn(u32) -> Option<Credential>,
     staged: &StagedCommit,
     committer: Option<u32>,
     gone: &BTreeSet<u32>,
 ) -> Option<String> {
-    let before = |leaf: u32| group.member(LeafNodeIndex::new(leaf));
     let mut changed = Vec::new();
     if let (Some(leaf), Some(node)) = (committer, staged.update_path_leaf_node()) {
         changed.push((leaf, node.credential().clone()));
@@ -711,7 +713,7 @@ fn credential_change(
     }
     changed
         .into_iter()
-        .find(|(leaf, c)| !gone.contains(leaf) && before(*leaf).is_some_and(|b| b != c))
+        .find(|(leaf, c)| !gone.contains(leaf) && before(*leaf).is_some_and(|b| &b != c))
         .map(|(leaf, _)| format!("credential-changed leaf {leaf}"))
 }
 
@@ -720,13 +722,22 @@ fn credential_change(
 /// sent, protocol.md §5.24): a committer must not put a key package of its
 /// own into the group under a participant's name. Returns the reason.
 fn unexpected_adds(staged: &StagedCommit, expected: &[Value]) -> Result<Option<String>, Error> {
-    let mut want: Vec<String> = expected
+    let want = expected
         .iter()
         .map(|a| {
             let pid = a["participantId"].as_str().unwrap_or("");
             format!("{pid} {}", a["keyPackageSha256"].as_str().unwrap_or(""))
         })
         .collect();
+    adds_differ(staged, want)
+}
+
+/// Whether a commit's adds differ from `want` ("participant-id sha256-base64"
+/// of each KeyPackage MLSMessage); the reason if so.
+pub(crate) fn adds_differ(
+    staged: &StagedCommit,
+    mut want: Vec<String>,
+) -> Result<Option<String>, Error> {
     let mut got = Vec::new();
     for add in staged.add_proposals() {
         let kp = add.add_proposal().key_package();

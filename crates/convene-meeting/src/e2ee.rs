@@ -18,8 +18,11 @@ use crate::protocol::{ErrorCode, MlsAdd, MlsAdded, ServerMessage};
 use crate::room::ParticipantId;
 use sha2::{Digest, Sha256};
 
+pub mod check;
 pub mod credential;
 pub mod wire;
+
+use check::{HandshakeCheck, NewCheck};
 
 use wire::{ContentType, WireFormat};
 
@@ -108,6 +111,9 @@ pub struct Group {
     key_package_at: std::collections::BTreeMap<ParticipantId, Instant>,
     /// The epoch each member last reported a commit failure for (one audit row each).
     failure_reported: std::collections::BTreeMap<ParticipantId, u64>,
+    /// Checks each commit before anyone gets it (none in the domain's own tests).
+    check: Option<Box<dyn HandshakeCheck>>,
+    new_check: Option<NewCheck>,
 }
 
 /// What the room must send, and to whom.
@@ -120,7 +126,15 @@ impl Default for Group {
 }
 
 impl Group {
+    /// A group whose handshake messages are checked only for their framing
+    /// (the domain's tests; a server always gives a checker).
     pub fn new() -> Self {
+        Self::checked_by(None)
+    }
+
+    /// A group whose commits `new_check`'s checker verifies before fan-out
+    /// (the same for the groups that follow it, after a reset).
+    pub fn checked_by(new_check: Option<NewCheck>) -> Self {
         Group {
             group_id: new_group_id(),
             epoch: None,
@@ -132,6 +146,8 @@ impl Group {
             passed_over: BTreeSet::new(),
             key_package_at: std::collections::BTreeMap::new(),
             failure_reported: std::collections::BTreeMap::new(),
+            check: new_check.map(|f| f()),
+            new_check,
         }
     }
 
@@ -216,6 +232,11 @@ impl Group {
         }
         let bytes = decode(group_info, MAX_HANDSHAKE, "group info")?;
         self.check_group_info(&bytes, 0)?;
+        if let Some(check) = &mut self.check {
+            check
+                .created(&bytes, &self.group_id, &who.0)
+                .map_err(|e| bad(format!("group info: {e}")))?;
+        }
         self.epoch = Some(0);
         self.group_info = Some(bytes);
         self.members = vec![who.clone()];
@@ -280,6 +301,23 @@ impl Group {
         };
         let info = decode(group_info, MAX_HANDSHAKE, "group info")?;
         self.check_group_info(&info, current + 1)?;
+        if let Some(check) = &mut self.check {
+            let adds: Vec<(&str, &[u8])> = add
+                .iter()
+                .map(|(p, kp)| (p.0.as_str(), kp.as_slice()))
+                .collect();
+            let removes: Vec<&str> = remove.iter().map(|p| p.0.as_str()).collect();
+            if let Err(e) = check.commit(&commit_bytes, &who.0, &adds, &removes) {
+                // Members would refuse it, or it does not do what was asked:
+                // nobody gets it, and the next member is asked at once (on the
+                // next tick) rather than after the deadline.
+                self.passed_over.insert(who.clone());
+                if let Some(r) = self.request.as_mut().filter(|r| r.current == *who) {
+                    r.deadline = now;
+                }
+                return Err(bad(format!("commit: refused: {e}")));
+            }
+        }
 
         // Accepted: the group moves on.
         let before = self.members.clone();
@@ -387,7 +425,7 @@ impl Group {
         // message can be replayed into it) starts with whoever joins next.
         if self.epoch.is_some() && self.members.iter().all(|m| self.leaving.contains(m)) {
             let joining = std::mem::take(&mut self.joining);
-            *self = Group::new();
+            *self = Group::checked_by(self.new_check);
             self.joining = joining;
         }
         if let Some(r) = &self.request {
@@ -449,7 +487,7 @@ impl Group {
             {
                 let joining = std::mem::take(&mut self.joining);
                 let key_package_at = std::mem::take(&mut self.key_package_at);
-                *self = Group::new();
+                *self = Group::checked_by(self.new_check);
                 self.joining = joining;
                 self.key_package_at = key_package_at;
                 return self.drive(now, live);

@@ -73,6 +73,9 @@ pub struct RoomLimits {
     pub policy: std::sync::Arc<crate::policy::Policy>,
     /// Whether this server can verify identities (some levels need it).
     pub sign_in_available: bool,
+    /// Checks the commits of end-to-end encrypted meetings before fan-out
+    /// (the server gives one; without it only their framing is checked).
+    pub handshake_check: Option<crate::e2ee::check::NewCheck>,
 }
 
 impl RoomLimits {
@@ -101,6 +104,7 @@ impl Default for RoomLimits {
             restart_grace: Duration::from_secs(60),
             policy: std::sync::Arc::new(crate::policy::Policy::uk()),
             sign_in_available: false,
+            handshake_check: None,
         }
     }
 }
@@ -391,7 +395,10 @@ impl Room {
     pub fn restore(id: String, title: String, limits: RoomLimits, state: RoomState) -> Self {
         let level = limits.policy.level_or_lowest(&state.level).view();
         let shown = state.chat.len().saturating_sub(limits.chat_history);
-        let e2ee = state.settings.e2ee.then(crate::e2ee::Group::new);
+        let e2ee = state
+            .settings
+            .e2ee
+            .then(|| crate::e2ee::Group::checked_by(limits.handshake_check));
         Room {
             info: MeetingInfo {
                 id,

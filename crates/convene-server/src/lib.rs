@@ -19,6 +19,7 @@ pub mod logging;
 mod media_quality;
 mod meeting;
 mod metrics;
+mod mls_check;
 mod origin;
 mod rates;
 mod readiness;
@@ -385,6 +386,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             reconnect_grace: Duration::from_secs(config.reconnect_grace),
             policy: Arc::new(policy),
             sign_in_available,
+            handshake_check: Some(mls_check::new_check),
             ..RoomLimits::default()
         },
         public_url: url.clone(),

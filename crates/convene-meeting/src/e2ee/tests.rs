@@ -533,3 +533,52 @@ fn a_commit_failure_is_recorded_once_per_member_and_epoch() {
         "not from a non-member"
     );
 }
+
+/// A checker (convene-e2ee's is tested with real members) that refuses p1's
+/// commit adding p3, and takes anything else.
+#[derive(Debug)]
+struct RefusesP1AddingP3;
+
+impl check::HandshakeCheck for RefusesP1AddingP3 {
+    fn created(&mut self, _: &[u8], _: &[u8], _: &str) -> Result<(), String> {
+        Ok(())
+    }
+    fn commit(
+        &mut self,
+        _: &[u8],
+        sender: &str,
+        add: &[(&str, &[u8])],
+        _: &[&str],
+    ) -> Result<(), String> {
+        if sender == "p1" && add.iter().any(|(p, _)| *p == "p3") {
+            return Err("signed by leaf 0, which is not the sender's".into());
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_commit_the_check_refuses_reaches_nobody_and_the_next_member_is_asked_at_once() {
+    let mut fx = Fx::new();
+    fx.g = Group::checked_by(Some(|| Box::new(RefusesP1AddingP3)));
+    fx.kp("p1");
+    fx.create("p1");
+    fx.kp("p2");
+    fx.commit("p1", true).unwrap();
+    let out = fx.kp("p3");
+    assert_eq!(request(&out).0, "p1");
+    let refused = fx.commit("p1", true).unwrap_err();
+    assert_eq!(refused.code, ErrorCode::MlsBadMessage);
+    assert!(refused.message.contains("refused"), "{refused}");
+    assert_eq!(fx.g.epoch(), Some(1), "the group did not move");
+    assert_eq!(fx.members(), vec!["p1", "p2"]);
+    // No waiting for the deadline: the next tick asks p2.
+    let out = fx.later(Duration::ZERO);
+    assert_eq!(
+        request(&out),
+        ("p2".into(), 1, vec!["p3".into()], Vec::<String>::new())
+    );
+    fx.commit("p2", true).unwrap();
+    assert_eq!(fx.g.epoch(), Some(2));
+    assert_eq!(fx.members(), vec!["p1", "p2", "p3"]);
+}
