@@ -40,7 +40,7 @@ export class Call extends EventTarget {
     this.path = null;
     /** Called with the connection after each offer is applied, before any
      * track is attached: end-to-end encryption sets its transforms there.
-     * @type {(pc: RTCPeerConnection) => void} */
+     * @type {(pc: RTCPeerConnection, tracks: TrackSlot[]) => void} */
     this.onTransceivers = () => {};
     /** @type {number | undefined} */
     this.restartTimer = undefined;
@@ -92,7 +92,7 @@ export class Call extends EventTarget {
   /** @param {string} sdp @param {TrackSlot[]} tracks */
   async answer(sdp, tracks) {
     await this.pc.setRemoteDescription({ type: 'offer', sdp });
-    this.onTransceivers(this.pc);
+    this.onTransceivers(this.pc, tracks);
     // A source we no longer send forgets what was asked of its layers (a new
     // publication gets its own `video-layers`).
     const sending = (/** @type {TrackSlot[]} */ list) => new Set(list.filter((t) => t.direction === 'send' && t.source).map((t) => t.source));

@@ -105,16 +105,26 @@ export function sendEncryptedChat(text) {
 /**
  * Every sender and receiver of the media connection goes through the worker,
  * set before any frame flows (on each offer, for transceivers new in it).
+ * Each video receiver is bound to the participant the offer says it carries:
+ * the worker opens there only frames sealed under that member's leaf, so the
+ * server cannot show one person's video as another's.
  * @param {RTCPeerConnection} pc
+ * @param {import('./call.js').TrackSlot[]} tracks the offer's
  */
-export function attachTransforms(pc) {
+export function attachTransforms(pc, tracks) {
   if (!isE2ee()) return;
   const w = ensureWorker();
   for (const tr of pc.getTransceivers()) {
     const kind = tr.receiver.track.kind;
     if (!tr.sender.transform) tr.sender.transform = new RTCRtpScriptTransform(w, { side: 'send', kind });
-    if (!tr.receiver.transform) tr.receiver.transform = new RTCRtpScriptTransform(w, { side: 'recv', kind });
+    if (!tr.receiver.transform) tr.receiver.transform = new RTCRtpScriptTransform(w, { side: 'recv', kind, mid: tr.mid ?? undefined });
   }
+  /** @type {Record<string, string>} */
+  const byMid = {};
+  for (const slot of tracks) {
+    if (slot.kind === 'video' && slot.direction === 'receive' && slot.participantId) byMid[slot.mid] = slot.participantId;
+  }
+  w.postMessage({ type: 'senders', byMid });
 }
 
 /**
@@ -148,7 +158,8 @@ function onEpoch(e) {
   // first, or it would send under keys and a leaf that are no longer ours.
   if (e.groupId !== workerGroup) ensureWorker().postMessage({ type: 'reset' });
   workerGroup = e.groupId;
-  ensureWorker().postMessage({ type: 'epoch', epoch: e.epoch, secret: e.sframeSecret, ownLeaf: e.ownLeaf, removal: e.removed.length > 0 });
+  ensureWorker().postMessage({ type: 'epoch', epoch: e.epoch, secret: e.sframeSecret, ownLeaf: e.ownLeaf, removal: e.removed.length > 0,
+    members: e.members.map((/** @type {any} */ m) => [m.leaf, m.participantId]) });
   const code = e.code.digits;
   const before = $('e2ee-digits').textContent;
   if (before && before !== code) previous = { code: before, shownUntil: Date.now() + 10_000 };

@@ -156,11 +156,11 @@ test('the transform worker: no clear frames, epochs kept 5 s or 2 s after a remo
   await import('../../web/e2ee/sframe-worker.js');
   assert.deepEqual(posted[0], { type: 'ready' }, 'the worker says when its code has run');
   const worker = { post: (data) => globalThis.onmessage({ data }), transform: globalThis.onrtctransform };
-  const fake = (side, kind) => {
+  const fake = (side, kind, mid) => {
     let push;
     const out = [];
     const t = {
-      options: { side, kind }, keyFrames: 0, keyFrameRequests: 0, out,
+      options: { side, kind, mid }, keyFrames: 0, keyFrameRequests: 0, out,
       readable: new ReadableStream({ start: (c) => { push = c; } }),
       writable: new WritableStream({ write: (f) => { out.push(new Uint8Array(f.data)); } }),
       generateKeyFrame: async () => { t.keyFrames++; },
@@ -203,6 +203,7 @@ test('the transform worker: no clear frames, epochs kept 5 s or 2 s after a remo
   assert.equal(kidParts(parseHeader(sealed1, 10).kid).epochBits, 1);
   assert.deepEqual(await recv.put(sealed1), frame);
   assert.deepEqual(await recv.put(again), frame, 'the previous epoch is still kept');
+  assert.equal(await recv.put(again), null, 'a frame opens once: one replayed (by the server, say) is dropped');
 
   // Epoch 2 removes someone: older keys go after 2 s.
   worker.post({ type: 'epoch', epoch: 2, secret: crypto.getRandomValues(new Uint8Array(16)), ownLeaf: 3, removal: true });
@@ -226,9 +227,18 @@ test('the transform worker: no clear frames, epochs kept 5 s or 2 s after a remo
 
   assert.deepEqual(await recv.put([]), new Uint8Array(0), 'an empty frame (Chromium sends some) passes: nothing in it');
 
+  // The replay window, per KID: out of order is fine, twice is not, and a frame
+  // over 1024 behind the newest is refused as a possible replay.
+  const seal3 = async (ctr) => encryptFrame(await deriveKeySalt(s3, kid3), kid3, ctr, frame, 10);
+  const window = [[5000, true], [4990, true], [4990, false], [5000, false], [3976, false], [3977, true], [5001, true]];
+  for (const [ctr, opens] of window) {
+    assert.equal((await recv.put(await seal3(ctr))) !== null, opens, `CTR ${ctr} ${opens ? 'opens' : 'is refused'}`);
+  }
+
   worker.post({ type: 'get-stats' });
   const stats = posted.filter((m) => m.type === 'stats').at(-1);
-  assert.deepEqual([stats.encrypted, stats.decrypted, stats.dropped], [5, 5, 4]);
+  assert.deepEqual([stats.encrypted, stats.decrypted, stats.dropped], [5, 9, 8]);
+  assert.equal(stats.byTransform.find((x) => x.side === 'recv').why.replay, 4);
 
   // Another group (started afresh by the server): its epochs count from 0 again
   // and this member has another leaf in it. After the reset the old group's
@@ -242,4 +252,25 @@ test('the transform worker: no clear frames, epochs kept 5 s or 2 s after a remo
   assert.equal(parseHeader(fresh, 10).kid, mlsKid(1, 0, 0), 'the new leaf, the new epoch');
   const opened = await decryptFrame((kid) => deriveKeySalt(g0, kid), fresh, 10);
   assert.ok(opened.ok, 'sealed under the new group\'s key');
+
+  // A video receiver bound to the member the offer says it carries opens only
+  // frames sealed under that member's leaf: the server cannot show Ana's video
+  // in Bo's tile. Rebound (a new offer), it asks for a keyframe of its new sender.
+  const tile = fake('recv', 'video', 'v1');
+  const g1 = crypto.getRandomValues(new Uint8Array(16));
+  worker.post({ type: 'epoch', epoch: 1, secret: g1, ownLeaf: 1, removal: false, members: [[1, 'me'], [3, 'ana'], [7, 'bo']] });
+  const sealedBy = async (leaf, ctr) => { const kid = mlsKid(leaf, 1, 0); return encryptFrame(await deriveKeySalt(g1, kid), kid, ctr, frame, 10); };
+  worker.post({ type: 'senders', byMid: { v1: 'bo' } });
+  assert.equal(tile.keyFrameRequests, 1, 'bound to Bo: a keyframe asked for');
+  assert.equal(await tile.put(await sealedBy(3, 0)), null, 'Ana\'s frame in Bo\'s tile is dropped');
+  assert.deepEqual(await tile.put(await sealedBy(7, 0)), frame, 'Bo\'s opens');
+  assert.deepEqual(await recv.put(await sealedBy(3, 1)), frame, 'a receiver bound to nobody opens any member\'s');
+  worker.post({ type: 'senders', byMid: { v1: 'ana' } });
+  assert.deepEqual(await tile.put(await sealedBy(3, 2)), frame, 'rebound to Ana: hers open');
+  assert.equal(await tile.put(await sealedBy(7, 1)), null, 'and Bo\'s no longer');
+  worker.post({ type: 'senders', byMid: { v1: 'cy' } });
+  assert.equal(await tile.put(await sealedBy(3, 3)), null, 'bound to someone not in the group: nothing opens');
+  worker.post({ type: 'get-stats' });
+  const why = posted.filter((m) => m.type === 'stats').at(-1).byTransform.find((x) => x.mid === 'v1').why;
+  assert.deepEqual(why, { 'wrong-sender': 3 });
 });

@@ -89,6 +89,12 @@ struct Args {
     /// Worker threads for the generator's runtime.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// End-to-end encrypted meetings: every participant is an MLS member and
+    /// sends and receives SFrame frames (as browsers do), so the server's
+    /// forwarding cost can be compared with clear meetings'. (Each participant
+    /// keeps the roster, which MLS needs.)
+    #[arg(long)]
+    e2ee: bool,
     /// Join this existing meeting instead of creating one (with `--meetings 1`),
     /// for example to watch or hear the load from a browser.
     #[arg(long)]
@@ -126,7 +132,7 @@ fn plan(args: &Args) -> Plan {
     Plan { people }
 }
 
-async fn create_meeting(base: &str, title: &str) -> Result<String, String> {
+async fn create_meeting(base: &str, title: &str, e2ee: bool) -> Result<String, String> {
     let hostport = base.trim_start_matches("http://").trim_end_matches('/');
     let mut s = tokio::net::TcpStream::connect(hostport)
         .await
@@ -134,7 +140,8 @@ async fn create_meeting(base: &str, title: &str) -> Result<String, String> {
     // Large meetings need a participant limit to match (the server's own limit
     // and the level's still apply).
     let body =
-        serde_json::json!({ "title": title, "settings": { "maxParticipants": 2000 } }).to_string();
+        serde_json::json!({ "title": title, "settings": { "maxParticipants": 2000, "e2ee": e2ee } })
+            .to_string();
     let req = format!(
         "POST /api/meetings HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -206,7 +213,7 @@ async fn run(args: Args) -> Result<(), String> {
         Some(id) => meetings.push(id.clone()),
         None => {
             for m in 0..args.meetings {
-                meetings.push(create_meeting(&args.server, &format!("bench {m}")).await?);
+                meetings.push(create_meeting(&args.server, &format!("bench {m}"), args.e2ee).await?);
             }
         }
     }
@@ -230,13 +237,15 @@ async fn run(args: Args) -> Result<(), String> {
         let simulcast = args.simulcast;
         let opts = convene_client::JoinOptions {
             media_over_tcp: args.tcp,
+            e2ee: args.e2ee,
             ..Default::default()
         };
+        let e2ee = args.e2ee;
         tasks.push(tokio::spawn(async move {
             let mut c = Client::join_with(&url, &meeting, &name, opts).await?;
             joined.fetch_add(1, Relaxed);
             c.meter = Some(meter);
-            c.keep_roster = false;
+            c.keep_roster = e2ee; // MLS checks adds against the roster
             c.timer_slack = Duration::from_millis(20);
             for s in &sources {
                 if simulcast && *s == "camera" {
