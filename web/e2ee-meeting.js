@@ -85,7 +85,7 @@ export async function e2eeWelcome(welcome) {
   for (const m of queued) await session.handle(m);
 }
 
-/** An `mls-*` message, or the `mls-stale-epoch` error. @param {any} msg */
+/** An `mls-*` message, or the `mls-stale-epoch` or `rate-limited` error. @param {any} msg */
 export async function e2eeMessage(msg) {
   if (starting || !session) { early.push(msg); return; }
   try {

@@ -262,6 +262,7 @@ function onMessage(msg) {
     case 'error':
       // Another commit won: the group's state machine follows the winner.
       if (msg.code === 'mls-stale-epoch') { e2eeMessage(msg); break; }
+      if (msg.code === 'rate-limited') e2eeMessage(msg); // a key package may go again sooner
       console.warn('server:', msg.code, msg.message);
       showCurrentLevel();
       if (msg.code === 'meeting-full') { state.signalling?.leave(); showLeft(t('left.title'), t('left.full')); }

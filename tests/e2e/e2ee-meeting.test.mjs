@@ -120,6 +120,13 @@ test('two Chromium and a Firefox meet end-to-end encrypted: same code, everyone 
     assert.ok(d.concealed < 0.2, `${who}: ${JSON.stringify(d)}`);
     const s = await sframeOf(page);
     assert.ok(s && s.encrypted > 0 && s.decrypted > 0, `${who} encrypts and decrypts frames: ${JSON.stringify(s)}`);
+    // Each video tile's receiver is bound to the one it shows, and drops nothing for
+    // a wrong sender: the binding (security review F6) keeps honest media flowing.
+    const tiles = s.byTransform.filter((x) => x.side === 'recv' && x.kind === 'video' && x.decrypted > 0);
+    assert.equal(tiles.length, 2, `${who}: two video receivers decrypting: ${JSON.stringify(s.byTransform)}`);
+    assert.ok(tiles.every((x) => x.sender && !x.why['wrong-sender']), `${who}: bound, none dropped: ${JSON.stringify(tiles)}`);
+    assert.equal(new Set(tiles.map((x) => x.sender)).size, 2, `${who}: bound to two different people: ${JSON.stringify(tiles)}`);
+    assert.ok(tiles.every((x) => groups[0].members.includes(x.sender)), `${who}: bound to members of the group`);
   }
   if (process.env.CONVENE_E2E_DEBUG) console.log('decoding', await Promise.all(pages.map(decodingVideos)), await Promise.all(pages.map(receivingAudio)));
 

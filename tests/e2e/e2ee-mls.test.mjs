@@ -147,6 +147,26 @@ test('three participants: create, adds, codes, chat, stale commit, ghost, remova
 });
 
 
+test('a key package refused as rate-limited goes again after the server\'s 5 s, not after the 10 s wait for a Welcome', async () => {
+  const r = relay();
+  const roster = new Set(['a', 'b']);
+  await r.join('a', roster);
+  await r.settle();
+  const b = await r.join('b', roster, { keyPackageRetryMs: 100 });
+  const kps = () => r.sent.filter((s) => s.pid === 'b' && s.msg.type === 'mls-key-package').length;
+  assert.equal(kps(), 1);
+  await b.e2ee.handle({ type: 'error', code: 'rate-limited', message: 'too fast' });
+  for (let i = 0; i < 100 && kps() < 2; i++) await new Promise((res) => setTimeout(res, 10));
+  assert.equal(kps(), 2, 'b offered a key package again');
+  r.request('a', r.waitingKps.splice(-1, 1));
+  await r.settle();
+  assert.equal(last(b).epoch, 1, 'and was added with it');
+  await b.e2ee.handle({ type: 'error', code: 'rate-limited', message: 'a reaction, say' });
+  await new Promise((res) => setTimeout(res, 250));
+  assert.equal(kps(), 2, 'in the group: a rate-limited error is not about a key package');
+  r.stop();
+});
+
 test('no Welcome in time, asked twice at one epoch, behind: the group is kept or asked for again', async () => {
   const r = relay();
   const roster = new Set(['a', 'b']);

@@ -72,7 +72,7 @@ function membersOf(tree) {
  * @param {{groupId: string, participantId: string, name: string, identity: {level: string, organisation?: string} | null,
  *   send: (msg: object) => void, rosterHas: (pid: string, credential: any) => boolean, onEpoch?: (e: object) => void,
  *   onChat?: (c: {from: string, text: string}) => void, onWarning?: (w: {code: string, [detail: string]: any}) => void,
- *   welcomeTimeoutMs?: number, nativeX25519?: boolean}} opts `nativeX25519`: WebCrypto's X25519 or
+ *   welcomeTimeoutMs?: number, keyPackageRetryMs?: number, nativeX25519?: boolean}} opts `nativeX25519`: WebCrypto's X25519 or
  *   not (tests); by default as suite.js finds the browser
  */
 export async function startE2ee(opts) {
@@ -344,14 +344,22 @@ export async function startE2ee(opts) {
       // Another commit won (or a chat was late: the error does not say which). The
       // winner comes as mls-commit and replaces our pending commit there; ours is
       // merged only if the server fans back exactly it.
-      case 'error': return;
+      // A key package refused as rate-limited (the server takes one every 5 s;
+      // nothing else is sent before the group exists): a fresh one just after.
+      case 'error':
+        if (msg.code === 'rate-limited' && !group) {
+          clearTimeout(welcomeTimer);
+          welcomeTimer = setTimeout(() => run(async () => { if (!group) await sendKeyPackage(); }), opts.keyPackageRetryMs ?? 5100);
+          /** @type {any} */ (welcomeTimer).unref?.();
+        }
+        return;
       default: return;
     }
   }
 
   await run(sendKeyPackage);
   return {
-    /** Any server message whose type starts with "mls-", and the error mls-stale-epoch. */
+    /** Any server message whose type starts with "mls-", and the errors mls-stale-epoch and rate-limited. */
     handle: (msg) => run(() => dispatch(msg)).catch((e) => onWarning({ code: 'bad-message', type: msg?.type, reason: String(e?.message ?? e) })),
     sendChat: (text) => run(() => sendChat(text)),
     members: () => (group ? membersOf(group.ratchetTree) : []),

@@ -177,7 +177,7 @@ function setup(transformer) {
 function postStats() {
   for (const e of [...epochs.values()]) if (e.expires <= performance.now()) forget(e);
   self.postMessage({ type: 'stats', ...totals, epochs: [...epochs.values()].map((e) => e.epoch),
-    byTransform: [...transforms].map(({ side, kind, mid, context, encrypted, decrypted, dropped, why, empty }) => ({ side, kind, mid, context, encrypted, decrypted, dropped, why, empty })) });
+    byTransform: [...transforms].map(({ side, kind, mid, context, encrypted, decrypted, dropped, why, empty }) => ({ side, kind, mid, sender: mid === undefined ? undefined : senders.get(mid), context, encrypted, decrypted, dropped, why, empty })) });
 }
 
 self.onrtctransform = (event) => setup(event.transformer);
