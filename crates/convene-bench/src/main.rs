@@ -213,7 +213,8 @@ async fn run(args: Args) -> Result<(), String> {
         Some(id) => meetings.push(id.clone()),
         None => {
             for m in 0..args.meetings {
-                meetings.push(create_meeting(&args.server, &format!("bench {m}"), args.e2ee).await?);
+                meetings
+                    .push(create_meeting(&args.server, &format!("bench {m}"), args.e2ee).await?);
             }
         }
     }
@@ -332,6 +333,24 @@ async fn run(args: Args) -> Result<(), String> {
         drops_start.zip(drops_end).map(|(a, b)| b.saturating_sub(a)),
     );
     println!("{}", report.table());
+    if args.e2ee {
+        // Proof the media was sealed end to end, not just sent in an encrypted
+        // meeting: the subscribers opened the frames with their own keys.
+        let mut t = convene_client::FrameCount::default();
+        for c in &clients {
+            let f = c.frames_total();
+            t.decrypted += f.decrypted;
+            t.failed += f.failed;
+            t.incomplete += f.incomplete;
+            for (why, n) in f.why {
+                *t.why.entry(why).or_default() += n;
+            }
+        }
+        println!(
+            "SFrame frames opened / refused   {} / {} ({} incomplete) {:?}",
+            t.decrypted, t.failed, t.incomplete, t.why
+        );
+    }
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
         if path == "-" {

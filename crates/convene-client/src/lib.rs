@@ -950,6 +950,20 @@ impl Client {
             .unwrap_or_default()
     }
 
+    /// Frames from everyone, decrypted and not (an encrypted meeting only).
+    pub fn frames_total(&self) -> FrameCount {
+        let mut total = FrameCount::default();
+        for c in self.e2ee.iter().flat_map(|e| e.frames.values()) {
+            total.decrypted += c.decrypted;
+            total.failed += c.failed;
+            total.incomplete += c.incomplete;
+            for (why, n) in &c.why {
+                *total.why.entry(why.clone()).or_default() += n;
+            }
+        }
+        total
+    }
+
     /// Packets received from `participant`'s `source`.
     pub fn received_from(&self, participant: &str, source: &str) -> StreamCount {
         self.received
