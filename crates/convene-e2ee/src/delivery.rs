@@ -70,12 +70,14 @@ impl CommitCheck {
     /// The group as its first member made it: its GroupInfo (an MLSMessage,
     /// with the ratchet tree in an extension, as every Convene client sends
     /// it), for `group_id` at epoch 0, signed by its only member, who must be
-    /// `sender`.
+    /// `sender` with the credential of `key_package` (the KeyPackage
+    /// MLSMessage the server took from them, whose credential it checked).
     pub fn created(
         &mut self,
         group_info: &[u8],
         group_id: &[u8],
         sender: &str,
+        key_package: &[u8],
     ) -> Result<(), Refusal> {
         let message =
             <MlsMessageIn as openmls::prelude::tls_codec::Deserialize>::tls_deserialize_exact(
@@ -109,6 +111,31 @@ impl CommitCheck {
         if members != [Some(sender.to_string())] {
             return Err(Refusal(
                 "a new group has one member: the one who made it".into(),
+            ));
+        }
+        let kp = <MlsMessageIn as openmls::prelude::tls_codec::Deserialize>::tls_deserialize_exact(
+            key_package,
+        )
+        .map_err(refusal)?;
+        let MlsMessageBodyIn::KeyPackage(kp) = kp.extract() else {
+            return Err(Refusal("not a KeyPackage".into()));
+        };
+        let kp = kp
+            .validate(self.provider.crypto(), ProtocolVersion::Mls10)
+            .map_err(refusal)?;
+        if group
+            .members()
+            .any(|m| &m.credential != kp.leaf_node().credential())
+        {
+            return Err(Refusal(
+                "the new group's member has another credential than the key package checked".into(),
+            ));
+        }
+        // No group context extensions: Convene's clients set none, and one
+        // (required capabilities, say) could make every later add fail.
+        if group.group_context().extensions().iter().next().is_some() {
+            return Err(Refusal(
+                "a new group has no group context extensions".into(),
             ));
         }
         self.group = Some(group);
@@ -149,6 +176,20 @@ impl CommitCheck {
         let ProcessedMessageContent::StagedCommitMessage(staged) = processed.into_content() else {
             return Err(Refusal("not a commit".into()));
         };
+        // Adds and removes by value, and nothing else: Convene's committers
+        // propose nothing more, and a pre-shared key, ReInit or new group
+        // context extension would pass this check yet fail or bind members.
+        if let Some(p) = staged.queued_proposals().find(|p| {
+            !matches!(
+                p.proposal().proposal_type(),
+                ProposalType::Add | ProposalType::Remove
+            )
+        }) {
+            return Err(Refusal(format!(
+                "proposes {:?}: only adds and removes",
+                p.proposal().proposal_type()
+            )));
+        }
         let leaf_pid = |leaf: LeafNodeIndex| group.leaf(leaf).and_then(|l| pid_of(l.credential()));
         if leaf_pid(committer).as_deref() != Some(sender) {
             return Err(Refusal(format!(

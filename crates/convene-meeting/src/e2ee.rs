@@ -233,9 +233,23 @@ impl Group {
         let bytes = decode(group_info, MAX_HANDSHAKE, "group info")?;
         self.check_group_info(&bytes, 0)?;
         if let Some(check) = &mut self.check {
-            check
-                .created(&bytes, &self.group_id, &who.0)
-                .map_err(|e| bad(format!("group info: {e}")))?;
+            let key_package = self
+                .joining
+                .iter()
+                .find(|(p, _)| p == who)
+                .map(|(_, kp)| kp.as_slice())
+                .unwrap_or_default();
+            if let Err(e) = check.created(&bytes, &self.group_id, &who.0, key_package) {
+                // As a refused commit (below): not theirs to try again.
+                self.passed_over.insert(who.clone());
+                if let Some(r) = self.request.as_mut() {
+                    r.asked.remove(who);
+                    if r.current == *who {
+                        r.deadline = now;
+                    }
+                }
+                return Err(bad(format!("group info: {e}")));
+            }
         }
         self.epoch = Some(0);
         self.group_info = Some(bytes);
@@ -311,9 +325,14 @@ impl Group {
                 // Members would refuse it, or it does not do what was asked:
                 // nobody gets it, and the next member is asked at once (on the
                 // next tick) rather than after the deadline.
+                // Nor may they try again for this request: each try costs the
+                // server a verification, so it is not theirs to repeat.
                 self.passed_over.insert(who.clone());
-                if let Some(r) = self.request.as_mut().filter(|r| r.current == *who) {
-                    r.deadline = now;
+                if let Some(r) = self.request.as_mut() {
+                    r.asked.remove(who);
+                    if r.current == *who {
+                        r.deadline = now;
+                    }
                 }
                 return Err(bad(format!("commit: refused: {e}")));
             }

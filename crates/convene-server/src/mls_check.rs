@@ -8,9 +8,15 @@ use convene_meeting::e2ee::check::HandshakeCheck;
 struct PublicGroupCheck(convene_e2ee::delivery::CommitCheck);
 
 impl HandshakeCheck for PublicGroupCheck {
-    fn created(&mut self, group_info: &[u8], group_id: &[u8], sender: &str) -> Result<(), String> {
+    fn created(
+        &mut self,
+        group_info: &[u8],
+        group_id: &[u8],
+        sender: &str,
+        key_package: &[u8],
+    ) -> Result<(), String> {
         self.0
-            .created(group_info, group_id, sender)
+            .created(group_info, group_id, sender, key_package)
             .map_err(|e| e.0)
     }
 

@@ -38,7 +38,7 @@ fn bytes(b64: &Value) -> Vec<u8> {
 
 /// A group made by `a`, checked from its creation.
 fn made() -> (CommitCheck, Member) {
-    let (mut a, _) = start("a");
+    let (mut a, kp_a) = start("a");
     let created = handle(
         &mut a,
         json!({"type": "mls-create-request", "groupId": GROUP}),
@@ -46,7 +46,12 @@ fn made() -> (CommitCheck, Member) {
     assert_eq!(created[0]["type"], "mls-group-created");
     let mut check = CommitCheck::new();
     check
-        .created(&bytes(&created[0]["groupInfo"]), b"meeting-1234", "a")
+        .created(
+            &bytes(&created[0]["groupInfo"]),
+            b"meeting-1234",
+            "a",
+            &B64.decode(kp_a).unwrap(),
+        )
         .unwrap();
     assert_eq!(check.epoch(), Some(0));
     (check, a)
@@ -54,28 +59,38 @@ fn made() -> (CommitCheck, Member) {
 
 #[test]
 fn a_new_group_is_taken_only_from_its_one_member_for_this_meeting() {
-    let (mut a, _) = start("a");
+    let (mut a, kp_a) = start("a");
+    let kp_a = B64.decode(kp_a).unwrap();
     let created = handle(
         &mut a,
         json!({"type": "mls-create-request", "groupId": GROUP}),
     );
     let gi = bytes(&created[0]["groupInfo"]);
     let mut check = CommitCheck::new();
+    let g = b"meeting-1234";
     assert!(
-        check.created(&gi, b"meeting-1234", "b").is_err(),
+        check.created(&gi, g, "b", &kp_a).is_err(),
         "made by a, not b"
     );
-    assert!(check.created(&gi, b"another-group", "a").is_err());
+    assert!(check.created(&gi, b"another-group", "a", &kp_a).is_err());
     let mut bent = gi.clone();
     let at = bent.len() - 10; // in the signature
     bent[at] ^= 1;
     assert!(
-        check.created(&bent, b"meeting-1234", "a").is_err(),
+        check.created(&bent, g, "a", &kp_a).is_err(),
         "a bad signature"
     );
-    assert!(check.created(b"junk", b"meeting-1234", "a").is_err());
+    assert!(check.created(b"junk", g, "a", &kp_a).is_err());
+    // The member's credential must be the one the server checked in a's key
+    // package (here: a's other key package names another display name).
+    let (_, other) = Member::start(Claims::guest("a", "Someone else"), Instant::now()).unwrap();
+    let other = B64
+        .decode(sends(other)[0]["keyPackage"].as_str().unwrap())
+        .unwrap();
+    let why = check.created(&gi, g, "a", &other).unwrap_err().0;
+    assert!(why.contains("another credential"), "{why}");
     assert_eq!(check.epoch(), None, "nothing taken");
-    check.created(&gi, b"meeting-1234", "a").unwrap();
+    check.created(&gi, g, "a", &kp_a).unwrap();
 }
 
 #[test]
@@ -144,4 +159,58 @@ fn an_honest_commit_passes_and_anything_else_is_refused_without_moving_the_epoch
     assert_eq!(check.epoch(), Some(1));
     check.commit(&removal, "a", &[], &["b"]).unwrap();
     assert_eq!(check.epoch(), Some(2));
+}
+
+#[test]
+fn a_commit_proposing_more_than_adds_and_removes_is_refused() {
+    use openmls_basic_credential::SignatureKeyPair;
+    // A committer of its own making (raw openmls): a new group context
+    // extension is valid MLS, but not what the server asked for.
+    let provider = OpenMlsRustCrypto::default();
+    let signer = SignatureKeyPair::new(CIPHERSUITE.signature_algorithm()).unwrap();
+    signer.store(provider.storage()).unwrap();
+    let me = CredentialWithKey {
+        credential: BasicCredential::new(Claims::guest("a", "a").to_identity()).into(),
+        signature_key: signer.public().into(),
+    };
+    let kp = KeyPackage::builder()
+        .build(CIPHERSUITE, &provider, &signer, me.clone())
+        .unwrap();
+    let kp = MlsMessageOut::from(kp.key_package().clone())
+        .to_bytes()
+        .unwrap();
+    let config = MlsGroupCreateConfig::builder()
+        .ciphersuite(CIPHERSUITE)
+        .wire_format_policy(PURE_PLAINTEXT_WIRE_FORMAT_POLICY)
+        .use_ratchet_tree_extension(true)
+        .build();
+    let mut group = MlsGroup::new_with_group_id(
+        &provider,
+        &signer,
+        &config,
+        GroupId::from_slice(b"meeting-1234"),
+        me,
+    )
+    .unwrap();
+    let gi = group
+        .export_group_info(provider.crypto(), &signer, true)
+        .unwrap()
+        .to_bytes()
+        .unwrap();
+    let mut check = CommitCheck::new();
+    check.created(&gi, b"meeting-1234", "a", &kp).unwrap();
+    let bundle = group
+        .commit_builder()
+        .propose_group_context_extensions(Extensions::empty())
+        .unwrap()
+        .load_psks(provider.storage())
+        .unwrap()
+        .build(provider.rand(), provider.crypto(), &signer, |_| true)
+        .unwrap()
+        .stage_commit(&provider)
+        .unwrap();
+    let commit = bundle.into_commit().to_bytes().unwrap();
+    let why = check.commit(&commit, "a", &[], &[]).unwrap_err().0;
+    assert!(why.contains("only adds and removes"), "{why}");
+    assert_eq!(check.epoch(), Some(0));
 }

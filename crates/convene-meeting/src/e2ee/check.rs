@@ -7,8 +7,15 @@
 /// One group's checker. Messages are the MLSMessage bytes clients sent.
 pub trait HandshakeCheck: Send + std::fmt::Debug {
     /// The group as its first member, `sender`, made it (a GroupInfo with the
-    /// ratchet tree, for `group_id` at epoch 0).
-    fn created(&mut self, group_info: &[u8], group_id: &[u8], sender: &str) -> Result<(), String>;
+    /// ratchet tree, for `group_id` at epoch 0), with the credential of the
+    /// `key_package` the server took (and checked) from them.
+    fn created(
+        &mut self,
+        group_info: &[u8],
+        group_id: &[u8],
+        sender: &str,
+        key_package: &[u8],
+    ) -> Result<(), String>;
     /// A commit for the current epoch from `sender`, which must add exactly
     /// `add` (participant id, KeyPackage bytes) and remove exactly `remove`.
     /// Applied if it passes; nothing changes if it does not.

@@ -540,7 +540,7 @@ fn a_commit_failure_is_recorded_once_per_member_and_epoch() {
 struct RefusesP1AddingP3;
 
 impl check::HandshakeCheck for RefusesP1AddingP3 {
-    fn created(&mut self, _: &[u8], _: &[u8], _: &str) -> Result<(), String> {
+    fn created(&mut self, _: &[u8], _: &[u8], _: &str, _: &[u8]) -> Result<(), String> {
         Ok(())
     }
     fn commit(
@@ -572,6 +572,9 @@ fn a_commit_the_check_refuses_reaches_nobody_and_the_next_member_is_asked_at_onc
     assert!(refused.message.contains("refused"), "{refused}");
     assert_eq!(fx.g.epoch(), Some(1), "the group did not move");
     assert_eq!(fx.members(), vec!["p1", "p2"]);
+    // Trying again is not p1's to do (each try costs the server a check).
+    let again = fx.commit("p1", true).unwrap_err();
+    assert_eq!(again.code, ErrorCode::MlsStaleEpoch, "{again}");
     // No waiting for the deadline: the next tick asks p2.
     let out = fx.later(Duration::ZERO);
     assert_eq!(
