@@ -240,14 +240,7 @@ impl Group {
                 .map(|(_, kp)| kp.as_slice())
                 .unwrap_or_default();
             if let Err(e) = check.created(&bytes, &self.group_id, &who.0, key_package) {
-                // As a refused commit (below): not theirs to try again.
-                self.passed_over.insert(who.clone());
-                if let Some(r) = self.request.as_mut() {
-                    r.asked.remove(who);
-                    if r.current == *who {
-                        r.deadline = now;
-                    }
-                }
+                self.refused_by_check(now, who);
                 return Err(bad(format!("group info: {e}")));
             }
         }
@@ -322,18 +315,7 @@ impl Group {
                 .collect();
             let removes: Vec<&str> = remove.iter().map(|p| p.0.as_str()).collect();
             if let Err(e) = check.commit(&commit_bytes, &who.0, &adds, &removes) {
-                // Members would refuse it, or it does not do what was asked:
-                // nobody gets it, and the next member is asked at once (on the
-                // next tick) rather than after the deadline.
-                // Nor may they try again for this request: each try costs the
-                // server a verification, so it is not theirs to repeat.
-                self.passed_over.insert(who.clone());
-                if let Some(r) = self.request.as_mut() {
-                    r.asked.remove(who);
-                    if r.current == *who {
-                        r.deadline = now;
-                    }
-                }
+                self.refused_by_check(now, who);
                 return Err(bad(format!("commit: refused: {e}")));
             }
         }
@@ -414,6 +396,21 @@ impl Group {
     /// their deadline, or no longer connected, is passed over.
     pub fn tick(&mut self, now: Instant, live: &dyn Fn(&ParticipantId) -> bool) -> Outgoing {
         self.drive(now, live)
+    }
+
+    /// `who`'s new group or commit failed the check: members would refuse
+    /// it, or it does not do what was asked. Nobody gets it, and the next one
+    /// is asked at once (on the next tick) rather than after the deadline.
+    /// Nor may `who` try again for this request: each try costs the server a
+    /// verification, so it is not theirs to repeat.
+    fn refused_by_check(&mut self, now: Instant, who: &ParticipantId) {
+        self.passed_over.insert(who.clone());
+        if let Some(r) = self.request.as_mut() {
+            r.asked.remove(who);
+            if r.current == *who {
+                r.deadline = now;
+            }
+        }
     }
 
     /// Whether the commit asked for now adds `who`.
