@@ -338,13 +338,7 @@ async fn run(args: Args) -> Result<(), String> {
         // meeting: the subscribers opened the frames with their own keys.
         let mut t = convene_client::FrameCount::default();
         for c in &clients {
-            let f = c.frames_total();
-            t.decrypted += f.decrypted;
-            t.failed += f.failed;
-            t.incomplete += f.incomplete;
-            for (why, n) in f.why {
-                *t.why.entry(why).or_default() += n;
-            }
+            t.add(&c.frames_total());
         }
         println!(
             "SFrame frames opened / refused   {} / {} ({} incomplete) {:?}",

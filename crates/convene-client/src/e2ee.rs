@@ -27,6 +27,18 @@ pub struct FrameCount {
     pub why: BTreeMap<String, u64>,
 }
 
+impl FrameCount {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &FrameCount) {
+        self.decrypted += other.decrypted;
+        self.failed += other.failed;
+        self.incomplete += other.incomplete;
+        for (why, n) in &other.why {
+            *self.why.entry(why.clone()).or_default() += n;
+        }
+    }
+}
+
 /// What the client holds for an encrypted meeting.
 pub struct E2ee {
     pub member: Member,

@@ -954,12 +954,7 @@ impl Client {
     pub fn frames_total(&self) -> FrameCount {
         let mut total = FrameCount::default();
         for c in self.e2ee.iter().flat_map(|e| e.frames.values()) {
-            total.decrypted += c.decrypted;
-            total.failed += c.failed;
-            total.incomplete += c.incomplete;
-            for (why, n) in &c.why {
-                *total.why.entry(why.clone()).or_default() += n;
-            }
+            total.add(c);
         }
         total
     }
