@@ -68,6 +68,11 @@ pub struct Settings {
     pub require_mfa: bool,
     /// End-to-end encryption: chosen when the meeting is created, never changed.
     pub e2ee: bool,
+    /// A webinar: hosts, co-hosts and presenters are on stage and seen by
+    /// everyone; participants are its audience, who watch, listen, raise
+    /// hands and chat as the chat setting allows, are counted rather than
+    /// announced, and are seen by hosts only. Chosen at creation, never changed.
+    pub webinar: bool,
 }
 
 impl Default for Settings {
@@ -83,7 +88,19 @@ impl Default for Settings {
             guests_allowed: true,
             require_mfa: false,
             e2ee: false,
+            webinar: false,
         }
+    }
+}
+
+impl Settings {
+    /// Settings that cannot go together, in words; `None` when they can.
+    pub fn conflict(&self) -> Option<&'static str> {
+        // An MLS group of a whole audience would commit for every attendee
+        // who comes or goes, each commit to everyone: not what a webinar of
+        // thousands can carry.
+        (self.webinar && self.e2ee)
+            .then_some("a webinar cannot be end-to-end encrypted: choose one or the other")
     }
 }
 
@@ -112,6 +129,11 @@ pub fn check(
     muted_by_host: bool,
 ) -> Result<(), Denied> {
     match action {
+        Action::Publish(_) | Action::Unmute if settings.webinar && role == Role::Participant => {
+            Err(Denied(
+                "this is a webinar: the audience watches and listens; raise your hand and a host can bring you on stage",
+            ))
+        }
         Action::Publish(Source::Screen | Source::ScreenAudio)
             if !settings.screen_share.allows(role) =>
         {
@@ -291,6 +313,34 @@ mod tests {
                 host.host
             ),
             (None, None, None, None, true)
+        );
+    }
+
+    #[test]
+    fn a_webinars_audience_publishes_nothing_until_brought_on_stage() {
+        let s = Settings {
+            webinar: true,
+            ..Settings::default()
+        };
+        for src in [
+            Source::Microphone,
+            Source::Camera,
+            Source::Screen,
+            Source::ScreenAudio,
+        ] {
+            assert!(check(Role::Participant, &s, Action::Publish(src), false).is_err());
+            assert!(check(Role::Presenter, &s, Action::Publish(src), false).is_ok());
+        }
+        assert!(check(Role::Participant, &s, Action::Unmute, false).is_err());
+        assert!(check(Role::Participant, &s, Action::Chat, false).is_ok());
+        let p = permissions(Role::Participant, &s, false);
+        assert!(p.camera.unwrap().contains("webinar"));
+        assert!(p.unmute.unwrap().contains("webinar"));
+        assert_eq!(
+            Settings { e2ee: true, ..s }
+                .conflict()
+                .map(|c| c.contains("webinar")),
+            Some(true)
         );
     }
 

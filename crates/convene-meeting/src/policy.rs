@@ -69,6 +69,11 @@ pub struct HandlingLevel {
     pub mfa_required: bool,
     #[serde(default)]
     pub e2ee_required: bool,
+    /// Meetings at this level are webinars (an audience that watches). Not
+    /// a protection, so not part of the order of levels; a level cannot
+    /// require both this and end-to-end encryption.
+    #[serde(default)]
+    pub webinar_required: bool,
     #[serde(default = "yes")]
     pub recording_allowed: bool,
     #[serde(default = "yes")]
@@ -208,6 +213,12 @@ impl Policy {
             }
             if l.max_participants == 0 {
                 return fail("max_participants must be at least 1".into());
+            }
+            if l.webinar_required && l.e2ee_required {
+                return fail(
+                    "a level cannot require both a webinar and end-to-end encryption (a webinar cannot be encrypted end to end)"
+                        .into(),
+                );
             }
             if !l.chat_allowed && l.chat_retention_days > 0 {
                 return fail("chat_retention_days is set but chat_allowed is false".into());
@@ -370,6 +381,10 @@ impl HandlingLevel {
             ),
         );
         need(
+            self.webinar_required && !s.webinar,
+            format!("{n} requires a webinar, which is chosen when a meeting is created"),
+        );
+        need(
             !self.chat_allowed && s.chat != Who::Nobody,
             format!("{n} does not allow chat"),
         );
@@ -411,6 +426,7 @@ impl HandlingLevel {
         r.guests_allowed &= self.guests_allowed;
         r.require_mfa |= self.mfa_required;
         r.e2ee |= self.e2ee_required;
+        r.webinar |= self.webinar_required;
         if !self.chat_allowed {
             r.chat = Who::Nobody;
         }

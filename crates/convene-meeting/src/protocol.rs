@@ -164,6 +164,12 @@ pub enum ClientMessage {
     /// Raise one's own hand (it joins the end of the queue; raising it again
     /// keeps its place).
     RaiseHand {},
+    /// Hosts only, in a webinar: a page of the audience (attendees), in the
+    /// order of their ids, starting after `after` (absent: from the first).
+    Attendees {
+        #[serde(default)]
+        after: Option<String>,
+    },
     /// Lower one's own hand, or (hosts only) someone else's.
     #[serde(rename_all = "camelCase")]
     LowerHand {
@@ -214,6 +220,7 @@ const CLIENT_TYPES: &[&str] = &[
     "media-path",
     "video-sizes",
     "raise-hand",
+    "attendees",
     "lower-hand",
     "react",
     "mls-key-package",
@@ -257,6 +264,7 @@ impl ClientMessage {
             ClientMessage::MuteParticipant { .. } => "mute-participant",
             ClientMessage::MuteAll {} => "mute-all",
             ClientMessage::RaiseHand {} => "raise-hand",
+            ClientMessage::Attendees { .. } => "attendees",
             ClientMessage::LowerHand { .. } => "lower-hand",
             ClientMessage::React { .. } => "react",
         }
@@ -456,6 +464,9 @@ pub enum LeaveReason {
     Removed,
     /// A host ended the meeting.
     Ended,
+    /// A host took them off a webinar's stage: they are in the audience now,
+    /// which only hosts see.
+    OffStage,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -643,6 +654,21 @@ pub enum ServerMessage {
     /// first page. Sent in pages so that no message grows with the meeting.
     Roster {
         participants: Vec<ParticipantInfo>,
+    },
+    /// In a webinar, how many attendees there are (they are not announced
+    /// one by one): after "welcome", then when it changed, at most every
+    /// second.
+    Audience {
+        attendees: usize,
+    },
+    /// To a host, in a webinar: one page of the attendees, in the order of
+    /// their ids; `next` is the `after` of the following page (absent: the
+    /// last page).
+    Attendees {
+        total: usize,
+        attendees: Vec<ParticipantInfo>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
     },
     /// More of the chat so far, right after "welcome", oldest first.
     ChatHistory {

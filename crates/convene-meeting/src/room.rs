@@ -3,7 +3,7 @@
 //! This file holds the room's types and the dispatch of client messages
 //! (`handle`); the behaviour is in modules by concern: `join` (the door and
 //! the welcome), `lobby`, `host_actions`, `levels`, `passcode`, `hands`,
-//! `media`, `outbox` (messages out, audit rows) and `restart`.
+//! `media`, `outbox` (messages out, audit rows), `restart` and `webinar`.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
@@ -360,6 +360,8 @@ pub struct Room {
     next_chat: u64,
     /// The next raised hand's place in the queue.
     next_hand: u64,
+    /// A webinar's audience count, as last told ([`webinar`]).
+    audience: webinar::AudienceCount,
     /// The MLS group's Delivery Service, in an end-to-end encrypted meeting ([`e2ee`]).
     e2ee: Option<crate::e2ee::Group>,
     /// The latest time the room was told of (for what happens without a `now`
@@ -425,6 +427,7 @@ impl Room {
             chat: state.chat.iter().skip(shown).cloned().collect(),
             next_participant: state.next_participant.max(1),
             next_hand: 1,
+            audience: Default::default(),
             e2ee,
             clock: Instant::now(),
             effects: VecDeque::new(),
@@ -578,6 +581,10 @@ impl Room {
             }
             ClientMessage::VideoSizes { sizes } => self.video_sizes(now, who, sizes)?,
             ClientMessage::RaiseHand {} => self.raise_hand(who),
+            ClientMessage::Attendees { after } => {
+                allowed(p.role, &self.settings, Action::Host)?;
+                self.attendees_page(who, after)?;
+            }
             ClientMessage::LowerHand { participant_id } => {
                 self.lower_hand(who, participant_id.map(ParticipantId))?
             }
@@ -790,6 +797,7 @@ impl Room {
         }
         self.expire_waiting(now);
         self.flush_video_sizes(now);
+        self.tick_audience(now);
         self.e2ee_tick(now);
     }
 
@@ -810,6 +818,7 @@ impl Room {
     }
 
     fn remove(&mut self, who: &ParticipantId, reason: LeaveReason) {
+        let attendee = self.is_attendee(who);
         let Some(p) = self.participants.remove(who) else {
             return;
         };
@@ -835,10 +844,15 @@ impl Room {
                     source,
                 }));
         }
-        self.broadcast(ServerMessage::ParticipantLeft {
+        let left = ServerMessage::ParticipantLeft {
             participant_id: who.0.clone(),
             reason,
-        });
+        };
+        if attendee {
+            self.tell_about_attendee(who, false, left);
+        } else {
+            self.broadcast(left);
+        }
         self.e2ee_left(self.clock, who);
         let outcome = match reason {
             LeaveReason::Left => "left",
@@ -846,6 +860,7 @@ impl Room {
             LeaveReason::Removed => "removed",
             LeaveReason::Ended => "ended",
             LeaveReason::Lobby => "moved to lobby",
+            LeaveReason::OffStage => "off stage",
         };
         self.audit("leave", who, who, outcome, String::new());
     }
@@ -938,6 +953,10 @@ mod media;
 mod outbox;
 mod passcode;
 pub mod restart;
+pub mod webinar;
+
+#[cfg(test)]
+mod testkit;
 
 #[cfg(test)]
 mod tests;

@@ -414,6 +414,9 @@ async fn create_meeting(
     } else {
         settings
     };
+    if let Some(why) = settings.conflict() {
+        return api_error(StatusCode::BAD_REQUEST, why);
+    }
     let unmet = level.unmet(&convene_meeting::policy::Proposal {
         settings: &settings,
         has_passcode: passcode.is_some(),

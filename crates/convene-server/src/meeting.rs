@@ -698,8 +698,9 @@ impl Meeting {
                 .snapshot()
                 .into_iter()
                 .filter(|q| {
-                    self.room
-                        .is_admitted(&ParticipantId(q.participant_id.clone()))
+                    let subject = ParticipantId(q.participant_id.clone());
+                    // Not a webinar's audience, but to hosts (webinar.rs).
+                    self.room.is_admitted(&subject) && self.room.sees(&who, &subject)
                 })
                 .collect();
             if !participants.is_empty() {

@@ -61,6 +61,7 @@ fn satisfies(l: &HandlingLevel, s: &Settings, has_passcode: bool, sign_in: bool)
         && (bypass_width(s.lobby_bypass) <= bypass_width(l.lobby_bypass))
         && (l.guests_allowed || !s.guests_allowed)
         && (!l.mfa_required || s.require_mfa)
+        && (!l.webinar_required || s.webinar)
         && (l.chat_allowed || s.chat == Who::Nobody)
         && narrowness(s.screen_share) >= narrowness(l.screen_share)
         && s.max_participants <= l.max_participants
@@ -406,4 +407,39 @@ fn mistakes_in_translations_name_their_line() {
         let e = Policy::parse(&text).unwrap_err();
         assert!(e.0.contains(expected), "expected {expected:?}, got {e}");
     }
+}
+
+#[test]
+fn a_level_may_require_a_webinar_but_not_with_end_to_end_encryption() {
+    let level = |extra: &str| {
+        format!(
+            "[[level]]\nid = \"town-hall\"\nname = \"Town hall\"\nbanner = {{ text = \"Town hall\", foreground = \"#ffffff\", background = \"#00553e\" }}\nmax_participants = 2000\nwebinar_required = true\n{extra}"
+        )
+    };
+    let p = Policy::parse(&level("")).unwrap();
+    let l = p.lowest();
+    let plain = Settings::default();
+    let unmet = l.unmet(&Proposal {
+        settings: &plain,
+        has_passcode: false,
+        sign_in_available: false,
+    });
+    assert!(
+        unmet.iter().any(|u| u.0.contains("requires a webinar")),
+        "{unmet:?}"
+    );
+    let raised = l.raise(&plain);
+    assert!(raised.webinar);
+    assert!(l
+        .unmet(&Proposal {
+            settings: &raised,
+            has_passcode: false,
+            sign_in_available: false,
+        })
+        .is_empty());
+    let both = Policy::parse(&level("e2ee_required = true")).unwrap_err();
+    assert!(
+        both.0.contains("both a webinar and end-to-end encryption"),
+        "{both}"
+    );
 }

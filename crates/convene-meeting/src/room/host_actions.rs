@@ -76,6 +76,12 @@ impl Room {
                 "end-to-end encryption is chosen when a meeting is created and cannot be changed",
             ));
         }
+        if settings.webinar != self.settings.webinar {
+            return Err(err(
+                ErrorCode::Invalid,
+                "a webinar is chosen when a meeting is created and cannot be changed",
+            ));
+        }
         if settings == self.settings {
             return Ok(());
         }
@@ -293,7 +299,11 @@ impl Room {
             &format!("{before:?} -> {role:?}").to_lowercase(),
             String::new(),
         );
-        self.broadcast_update(&target);
+        if self.settings.webinar && webinar::on_stage(before) != webinar::on_stage(role) {
+            self.stage_changed(&target, before, role);
+        } else {
+            self.broadcast_update(&target);
+        }
         Ok(())
     }
 }

@@ -81,6 +81,7 @@ impl Room {
                 return Ok(id);
             }
             self.welcome(&id);
+            self.send_audience(&id);
             self.start_media(&id);
             self.broadcast_update(&id);
             self.audit("join", &id, &id, "resumed", String::new());
@@ -232,7 +233,10 @@ impl Room {
             .chain(
                 self.participants
                     .iter()
-                    .filter(|(k, p)| p.admitted && *k != id)
+                    // A webinar's audience is not listed ([`webinar`]).
+                    .filter(|(k, p)| {
+                        p.admitted && *k != id && !webinar::in_audience(&self.settings, p)
+                    })
                     .map(|(k, _)| k),
             )
             .map(|k| self.participant_info(k))

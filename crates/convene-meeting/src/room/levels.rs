@@ -78,6 +78,7 @@ impl Room {
         // media would have to start again under keys (the level then names
         // it as unmet).
         settings.e2ee = self.settings.e2ee;
+        settings.webinar = self.settings.webinar;
         self.meets_level(new, &settings)?;
         self.info.level = new.view();
         self.effects

@@ -30,8 +30,13 @@ impl Room {
     /// Into the meeting proper: welcome, announce, media.
     pub(super) fn let_in(&mut self, id: &ParticipantId) {
         self.welcome(id);
-        let info = self.participant_info(id);
-        self.broadcast_except(id, ServerMessage::ParticipantJoined { participant: info });
+        self.send_audience(id);
+        // A webinar's attendee is counted, not announced ([`webinar`]): not
+        // even to hosts, who page through the audience when they want it.
+        if !self.is_attendee(id) {
+            let info = self.participant_info(id);
+            self.broadcast_except(id, ServerMessage::ParticipantJoined { participant: info });
+        }
         self.start_media(id);
     }
 
@@ -94,6 +99,7 @@ impl Room {
     /// Back to the lobby: their media stops, the others see them leave, and a
     /// host must admit them again.
     pub(super) fn move_to_lobby(&mut self, now: Instant, id: &ParticipantId) {
+        let attendee = self.is_attendee(id);
         let Some(p) = self.participants.get_mut(id) else {
             return;
         };
@@ -111,10 +117,15 @@ impl Room {
         }
         self.effects
             .push_back(Effect::Media(MediaAction::Disconnect(id.clone())));
-        self.broadcast(ServerMessage::ParticipantLeft {
+        let left = ServerMessage::ParticipantLeft {
             participant_id: id.0.clone(),
             reason: LeaveReason::Lobby,
-        });
+        };
+        if attendee {
+            self.tell_about_attendee(id, false, left);
+        } else {
+            self.broadcast(left);
+        }
         // Out of the encryption group too, at once: from the lobby they must
         // read nothing more of the meeting (they are added again if admitted).
         self.e2ee_left(now, id);

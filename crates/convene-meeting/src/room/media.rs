@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use super::{err, Effect, MediaAction, ParticipantId, Room, RoomError};
+use super::{err, webinar, Effect, MediaAction, ParticipantId, Room, RoomError};
 use crate::protocol::{ErrorCode, ParticipantQuality, ServerMessage, VideoSize};
 
 /// `video-sizes` handed on per second, per participant, and in a burst. A
@@ -130,17 +130,36 @@ impl Room {
     /// Connection quality measured by the media layer, told to everyone in
     /// the meeting (not the lobby); entries for people no longer in it are
     /// dropped.
+    /// In a webinar an attendee's goes to the hosts and to them alone.
     pub fn connection_quality(&mut self, participants: Vec<ParticipantQuality>) {
-        let participants: Vec<ParticipantQuality> = participants
-            .into_iter()
-            .filter(|q| {
-                self.participants
-                    .get(&ParticipantId(q.participant_id.clone()))
-                    .is_some_and(|p| p.admitted)
-            })
-            .collect();
-        if !participants.is_empty() {
-            self.broadcast(ServerMessage::ConnectionQuality { participants });
+        let (mut everyone, mut attendees) = (Vec::new(), Vec::new());
+        for q in participants {
+            let id = ParticipantId(q.participant_id.clone());
+            match self.participants.get(&id) {
+                Some(p) if webinar::in_audience(&self.settings, p) => attendees.push((id, q)),
+                Some(p) if p.admitted => everyone.push(q),
+                _ => {}
+            }
+        }
+        if !everyone.is_empty() {
+            self.broadcast(ServerMessage::ConnectionQuality {
+                participants: everyone,
+            });
+        }
+        if attendees.is_empty() {
+            return;
+        }
+        let hosts = self.connected_hosts();
+        if !hosts.is_empty() {
+            let participants = attendees.iter().map(|(_, q)| q.clone()).collect();
+            self.effects.push_back(Effect::Broadcast {
+                to: hosts,
+                message: ServerMessage::ConnectionQuality { participants },
+            });
+        }
+        for (id, q) in attendees {
+            let participants = vec![q];
+            self.send(&id, ServerMessage::ConnectionQuality { participants });
         }
     }
 

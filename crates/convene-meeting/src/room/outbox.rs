@@ -35,9 +35,15 @@ impl Room {
         }
     }
 
+    /// A change to `id` (in a webinar's audience: to the hosts and them only).
     pub(super) fn broadcast_update(&mut self, id: &ParticipantId) {
         let participant = self.participant_info(id);
-        self.broadcast(ServerMessage::ParticipantUpdated { participant });
+        let message = ServerMessage::ParticipantUpdated { participant };
+        if self.is_attendee(id) {
+            self.tell_about_attendee(id, true, message);
+        } else {
+            self.broadcast(message);
+        }
     }
 
     pub(super) fn send(&mut self, to: &ParticipantId, message: ServerMessage) {
@@ -132,6 +138,15 @@ pub(super) fn for_non_host(message: ServerMessage) -> ServerMessage {
         ServerMessage::ParticipantUpdated { participant } => ServerMessage::ParticipantUpdated {
             participant: strip(participant),
         },
+        ServerMessage::Attendees {
+            total,
+            attendees,
+            next,
+        } => ServerMessage::Attendees {
+            total,
+            attendees: attendees.into_iter().map(strip).collect(),
+            next,
+        },
         // None of these carries a participant's identity beyond its public part
         // (the lobby list goes to hosts only). Listed rather than matched with a
         // wildcard so that a new message has to be decided on here.
@@ -140,6 +155,7 @@ pub(super) fn for_non_host(message: ServerMessage) -> ServerMessage {
         | ServerMessage::SettingsUpdated { .. }
         | ServerMessage::SourceStopped { .. }
         | ServerMessage::ChatHistory { .. }
+        | ServerMessage::Audience { .. }
         | ServerMessage::ParticipantLeft { .. }
         | ServerMessage::Offer { .. }
         | ServerMessage::Chat { .. }

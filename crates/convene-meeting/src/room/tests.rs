@@ -1,44 +1,9 @@
+use super::testkit::*;
 use super::*;
 use crate::protocol::{ClientMessage as C, ErrorCode};
 
-fn join_msg(name: &str) -> C {
-    C::Join {
-        protocol: PROTOCOL_VERSION,
-        name: name.into(),
-        resume: None,
-        passcode: None,
-        host_key: None,
-        e2ee: false,
-    }
-}
-
 fn room() -> Room {
     Room::new("m1".into(), "Budget".into(), RoomLimits::default())
-}
-
-fn drain(r: &mut Room) -> Vec<Effect> {
-    std::iter::from_fn(|| r.poll_effect()).collect()
-}
-
-fn sent_to(effects: &[Effect], who: &ParticipantId) -> Vec<ServerMessage> {
-    effects
-        .iter()
-        .filter_map(|e| match e {
-            Effect::Send { to, message } if to == who => Some(message.clone()),
-            Effect::Broadcast { to, message } if to.contains(who) => Some(message.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn media(effects: &[Effect]) -> Vec<MediaAction> {
-    effects
-        .iter()
-        .filter_map(|e| match e {
-            Effect::Media(a) => Some(a.clone()),
-            _ => None,
-        })
-        .collect()
 }
 
 #[test]
@@ -1919,7 +1884,7 @@ mod review_fixes {
 }
 
 /// A room of 500 places with `people` in it, named P0, P1, …
-fn webinar(now: Instant, people: usize) -> (Room, Vec<ParticipantId>) {
+fn large_meeting(now: Instant, people: usize) -> (Room, Vec<ParticipantId>) {
     let limits = RoomLimits {
         max_participants: 500,
         ..RoomLimits::default()
@@ -1928,7 +1893,7 @@ fn webinar(now: Instant, people: usize) -> (Room, Vec<ParticipantId>) {
         max_participants: 500,
         ..Default::default()
     };
-    let mut r = Room::with_settings("m1".into(), "Webinar".into(), limits, settings);
+    let mut r = Room::with_settings("m1".into(), "Large".into(), limits, settings);
     let people = (0..people)
         .map(|i| r.join(now, join_msg(&format!("P{i}"))).unwrap())
         .collect();
@@ -1938,7 +1903,7 @@ fn webinar(now: Instant, people: usize) -> (Room, Vec<ParticipantId>) {
 #[test]
 fn a_large_meeting_is_described_to_a_joiner_in_pages() {
     let now = Instant::now();
-    let (mut r, people) = webinar(now, 120);
+    let (mut r, people) = large_meeting(now, 120);
     for (i, who) in people.iter().take(25).enumerate() {
         let text = format!("message {i}");
         r.handle(now, who, C::Chat { text }).unwrap();
@@ -1986,7 +1951,7 @@ fn a_large_meeting_is_described_to_a_joiner_in_pages() {
 #[test]
 fn a_change_is_queued_once_for_everyone_not_once_per_person() {
     let now = Instant::now();
-    let (mut r, people) = webinar(now, 200);
+    let (mut r, people) = large_meeting(now, 200);
     drain(&mut r);
     r.connection_lost(now, &people[0]);
     let fx = drain(&mut r);

@@ -4,35 +4,10 @@
 
 use std::time::{Duration, Instant};
 
+use super::super::testkit::*;
 use super::super::*;
 use crate::access::Who;
 use crate::protocol::{ClientMessage as C, ErrorCode, Reaction};
-
-fn join_msg(name: &str) -> C {
-    C::Join {
-        protocol: PROTOCOL_VERSION,
-        name: name.into(),
-        resume: None,
-        passcode: None,
-        host_key: None,
-        e2ee: false,
-    }
-}
-
-fn drain(r: &mut Room) -> Vec<Effect> {
-    std::iter::from_fn(|| r.poll_effect()).collect()
-}
-
-fn sent_to(effects: &[Effect], who: &ParticipantId) -> Vec<ServerMessage> {
-    effects
-        .iter()
-        .filter_map(|e| match e {
-            Effect::Send { to, message } if to == who => Some(message.clone()),
-            Effect::Broadcast { to, message } if to.contains(who) => Some(message.clone()),
-            _ => None,
-        })
-        .collect()
-}
 
 /// A host and two guests.
 fn meeting() -> (Room, ParticipantId, ParticipantId, ParticipantId) {
