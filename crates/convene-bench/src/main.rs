@@ -28,6 +28,9 @@ enum Scenario {
     Meeting,
     /// S speakers publishing audio, L listeners.
     AudioRoom,
+    /// A webinar: one panelist (the host) publishing camera and microphone,
+    /// N attendees (--subscribers) who are counted, not announced.
+    Webinar,
 }
 
 /// Load generator for Convene. Joins as real WebRTC peers (str0m) through the
@@ -41,7 +44,7 @@ struct Args {
     server: String,
     #[arg(long, value_enum, default_value = "fan-out")]
     scenario: Scenario,
-    /// fan-out: number of subscribers.
+    /// fan-out, webinar: number of subscribers (attendees).
     #[arg(long, default_value_t = 10)]
     subscribers: usize,
     /// meeting: number of participants in each meeting.
@@ -106,6 +109,12 @@ struct Plan {
     people: Vec<(usize, String, Vec<&'static str>)>,
 }
 
+/// A meeting the run created or was given, and its host key if created.
+struct Meeting {
+    id: String,
+    host_key: Option<String>,
+}
+
 fn plan(args: &Args) -> Plan {
     let mut people = Vec::new();
     for m in 0..args.meetings {
@@ -113,6 +122,10 @@ fn plan(args: &Args) -> Plan {
             Scenario::FanOut => {
                 people.push((m, format!("publisher-{m}"), vec!["camera"]));
                 people.extend((0..args.subscribers).map(|i| (m, format!("sub-{m}-{i}"), vec![])));
+            }
+            Scenario::Webinar => {
+                people.push((m, format!("panelist-{m}"), vec!["camera", "microphone"]));
+                people.extend((0..args.subscribers).map(|i| (m, format!("att-{m}-{i}"), vec![])));
             }
             Scenario::Meeting => {
                 people.extend(
@@ -132,7 +145,12 @@ fn plan(args: &Args) -> Plan {
     Plan { people }
 }
 
-async fn create_meeting(base: &str, title: &str, e2ee: bool) -> Result<String, String> {
+async fn create_meeting(
+    base: &str,
+    title: &str,
+    e2ee: bool,
+    webinar: bool,
+) -> Result<Meeting, String> {
     let hostport = base.trim_start_matches("http://").trim_end_matches('/');
     let mut s = tokio::net::TcpStream::connect(hostport)
         .await
@@ -140,7 +158,7 @@ async fn create_meeting(base: &str, title: &str, e2ee: bool) -> Result<String, S
     // Large meetings need a participant limit to match (the server's own limit
     // and the level's still apply).
     let body =
-        serde_json::json!({ "title": title, "settings": { "maxParticipants": 2000, "e2ee": e2ee } })
+        serde_json::json!({ "title": title, "settings": { "maxParticipants": 2000, "e2ee": e2ee, "webinar": webinar } })
             .to_string();
     let req = format!(
         "POST /api/meetings HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -156,10 +174,12 @@ async fn create_meeting(base: &str, title: &str, e2ee: bool) -> Result<String, S
     let json = out.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
     let v: serde_json::Value =
         serde_json::from_str(json).map_err(|e| format!("bad reply {out:?}: {e}"))?;
-    v["id"]
+    let id = v["id"]
         .as_str()
         .map(str::to_string)
-        .ok_or_else(|| format!("no meeting id in {out:?}"))
+        .ok_or_else(|| format!("no meeting id in {out:?}"))?;
+    let host_key = v["hostKey"].as_str().map(str::to_string);
+    Ok(Meeting { id, host_key })
 }
 
 fn check_loopback(url: &str) -> Result<(), String> {
@@ -210,11 +230,15 @@ async fn run(args: Args) -> Result<(), String> {
         Some(_) if args.meetings != 1 => {
             return Err("--meeting joins one meeting: use it with --meetings 1".into())
         }
-        Some(id) => meetings.push(id.clone()),
+        Some(id) => meetings.push(Meeting {
+            id: id.clone(),
+            host_key: None,
+        }),
         None => {
+            let webinar = args.scenario == Scenario::Webinar;
             for m in 0..args.meetings {
-                meetings
-                    .push(create_meeting(&args.server, &format!("bench {m}"), args.e2ee).await?);
+                let title = format!("bench {m}");
+                meetings.push(create_meeting(&args.server, &title, args.e2ee, webinar).await?);
             }
         }
     }
@@ -222,6 +246,8 @@ async fn run(args: Args) -> Result<(), String> {
     let meter = Arc::new(Meter::default());
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let joined = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // How long each join took (socket opened to welcome), by join order.
+    let join_ms = Arc::new(std::sync::Mutex::new(vec![f64::NAN; plan.people.len()]));
     let total = plan.people.len();
 
     // Ramp up at the join rate; each participant runs in its own task until stopped.
@@ -231,19 +257,30 @@ async fn run(args: Args) -> Result<(), String> {
     for (i, (m, name, sources)) in plan.people.into_iter().enumerate() {
         let at = ramp_start + gap * i as u32;
         tokio::time::sleep_until(at.into()).await;
-        let (url, meeting) = (args.server.clone(), meetings[m].clone());
+        let (url, meeting) = (args.server.clone(), meetings[m].id.clone());
         let (meter, stop, joined) = (meter.clone(), stop.clone(), joined.clone());
+        let join_ms = join_ms.clone();
+        // A webinar's panelist is on stage: its host.
+        let host_key = match args.scenario {
+            Scenario::Webinar if !sources.is_empty() => meetings[m].host_key.clone(),
+            _ => None,
+        };
         let kbps = args.video_kbps;
         let fps = args.fps;
         let simulcast = args.simulcast;
         let opts = convene_client::JoinOptions {
             media_over_tcp: args.tcp,
             e2ee: args.e2ee,
+            host_key,
             ..Default::default()
         };
         let e2ee = args.e2ee;
         tasks.push(tokio::spawn(async move {
+            let started = Instant::now();
             let mut c = Client::join_with(&url, &meeting, &name, opts).await?;
+            if let Ok(mut ms) = join_ms.lock() {
+                ms[i] = started.elapsed().as_secs_f64() * 1000.0;
+            }
             joined.fetch_add(1, Relaxed);
             c.meter = Some(meter);
             c.keep_roster = e2ee; // MLS checks adds against the roster
@@ -333,6 +370,9 @@ async fn run(args: Args) -> Result<(), String> {
         drops_start.zip(drops_end).map(|(a, b)| b.saturating_sub(a)),
     );
     println!("{}", report.table());
+    if let Ok(ms) = join_ms.lock() {
+        println!("{}", report::join_times(&ms));
+    }
     if args.e2ee {
         // Proof the media was sealed end to end, not just sent in an encrypted
         // meeting: the subscribers opened the frames with their own keys.
@@ -370,6 +410,7 @@ fn args_summary(a: &Args) -> serde_json::Value {
         "videoKbps": a.video_kbps,
         "simulcast": a.simulcast,
         "fps": a.fps,
+        "webinar": a.scenario == Scenario::Webinar,
         "joinRate": a.join_rate,
         "duration": a.duration,
     })

@@ -34,6 +34,10 @@ pub struct Report {
     /// Datagrams dropped by full UDP receive buffers during the window, whole
     /// machine (server and generator sockets alike).
     pub udp_receive_buffer_drops: Option<u64>,
+    /// How many participants received anything of each source (camera,
+    /// microphone…) over the run: fewer than expected means streams that
+    /// never started, which the loss figure (gaps within streams) misses.
+    pub receivers_by_source: std::collections::BTreeMap<String, usize>,
 }
 
 fn percentile(sorted: &[u32], p: f64) -> Option<f64> {
@@ -61,10 +65,18 @@ impl Report {
     ) -> Report {
         let (mut received, mut missing) = (0u64, 0u64);
         let mut delays: Vec<u32> = Vec::new();
+        let mut receivers_by_source = std::collections::BTreeMap::<String, usize>::new();
         for c in clients {
-            for s in c.received.values() {
+            let mut sources = std::collections::BTreeSet::new();
+            for ((_, source), s) in &c.received {
                 received += s.packets;
                 missing += s.missing.len() as u64;
+                if s.packets > 0 {
+                    sources.insert(source.clone());
+                }
+            }
+            for source in sources {
+                *receivers_by_source.entry(source).or_default() += 1;
             }
             delays.extend_from_slice(&c.delays_us);
         }
@@ -102,6 +114,7 @@ impl Report {
                 _ => None,
             },
             udp_receive_buffer_drops,
+            receivers_by_source,
             server_rss_kib_per_participant: match (before_join, end) {
                 (Some(a), Some(b)) if participants > 0 => Some(
                     b.rss_bytes.saturating_sub(a.rss_bytes) as f64 / 1024.0 / participants as f64,
@@ -160,10 +173,49 @@ impl Report {
                 self.udp_receive_buffer_drops
                     .map_or("n/a".to_string(), |d| d.to_string()),
             ),
+            (
+                "participants receiving each source",
+                self.receivers_by_source
+                    .iter()
+                    .map(|(s, n)| format!("{s} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
         ]
         .iter()
         .map(|(k, v)| format!("{k:<32} {v}"))
         .collect::<Vec<_>>()
         .join("\n")
     }
+}
+
+/// How long joins took (socket opened to welcome) as the meeting grew: the
+/// median and 95th percentile of the 100 joins that brought it to 100, 500,
+/// 1 000 and 2 000 people (those it reached), so per-join work that grows
+/// with the audience shows as a rising time.
+pub fn join_times(ms: &[f64]) -> String {
+    let mut lines = vec!["join time (welcome), by meeting size   p50 / p95 ms".to_string()];
+    for size in [100, 500, 1000, 2000] {
+        if ms.len() < size {
+            break;
+        }
+        let mut w: Vec<f64> = ms[size - 100..size]
+            .iter()
+            .copied()
+            .filter(|v| v.is_finite())
+            .collect();
+        if w.is_empty() {
+            continue;
+        }
+        w.sort_by(f64::total_cmp);
+        let at = |q: f64| w[((w.len() - 1) as f64 * q).round() as usize];
+        lines.push(format!(
+            "  joins {:>4}–{:<4}                     {:.1} / {:.1}",
+            size - 99,
+            size,
+            at(0.5),
+            at(0.95)
+        ));
+    }
+    lines.join("\n")
 }
