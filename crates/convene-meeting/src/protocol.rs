@@ -170,6 +170,18 @@ pub enum ClientMessage {
         #[serde(default)]
         after: Option<String>,
     },
+    /// In a webinar: ask the stage a question (Q&A).
+    Ask {
+        text: String,
+    },
+    /// Hosts only: the question was answered; everyone then sees it.
+    MarkAnswered {
+        id: u64,
+    },
+    /// Hosts only: the question goes (from everyone who had it).
+    DismissQuestion {
+        id: u64,
+    },
     /// Lower one's own hand, or (hosts only) someone else's.
     #[serde(rename_all = "camelCase")]
     LowerHand {
@@ -221,6 +233,9 @@ const CLIENT_TYPES: &[&str] = &[
     "video-sizes",
     "raise-hand",
     "attendees",
+    "ask",
+    "mark-answered",
+    "dismiss-question",
     "lower-hand",
     "react",
     "mls-key-package",
@@ -265,6 +280,9 @@ impl ClientMessage {
             ClientMessage::MuteAll {} => "mute-all",
             ClientMessage::RaiseHand {} => "raise-hand",
             ClientMessage::Attendees { .. } => "attendees",
+            ClientMessage::Ask { .. } => "ask",
+            ClientMessage::MarkAnswered { .. } => "mark-answered",
+            ClientMessage::DismissQuestion { .. } => "dismiss-question",
             ClientMessage::LowerHand { .. } => "lower-hand",
             ClientMessage::React { .. } => "react",
         }
@@ -370,6 +388,21 @@ pub struct ChatMessage {
     /// Milliseconds since the Unix epoch, by the server's clock.
     pub sent_at: u64,
     pub identity: crate::identity::Verification,
+}
+
+/// A question asked in a webinar's Q&A.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Question {
+    pub id: u64,
+    /// Who asked.
+    pub participant_id: String,
+    pub name: String,
+    pub text: String,
+    /// Milliseconds since the Unix epoch, by the server's clock.
+    pub asked_at: u64,
+    /// A host marked it answered: everyone sees it then.
+    pub answered: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -669,6 +702,19 @@ pub enum ServerMessage {
         attendees: Vec<ParticipantInfo>,
         #[serde(skip_serializing_if = "Option::is_none")]
         next: Option<String>,
+    },
+    /// A question, new or answered (Q&A, in a webinar).
+    Question {
+        question: Question,
+    },
+    /// The questions so far that the receiver may see, oldest first, in
+    /// pages: after "welcome", and to someone brought on stage.
+    Questions {
+        questions: Vec<Question>,
+    },
+    /// A host dismissed this question.
+    QuestionRemoved {
+        id: u64,
     },
     /// More of the chat so far, right after "welcome", oldest first.
     ChatHistory {

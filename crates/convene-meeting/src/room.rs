@@ -38,12 +38,15 @@ const CHAT_PAGE: usize = 10;
 
 /// How many messages the welcome to a meeting of `participants` people with
 /// `chat_history` messages takes: the welcome itself, then the `roster` and
-/// `chat-history` pages. The edge keeps each socket's outbound queue above this.
+/// `chat-history` pages, and in a webinar `audience` and the `questions`
+/// pages at most. The edge keeps each socket's outbound queue above this.
 pub const fn welcome_messages(participants: usize, chat_history: usize) -> usize {
     1 + participants
         .saturating_sub(ROSTER_PAGE)
         .div_ceil(ROSTER_PAGE)
         + chat_history.saturating_sub(CHAT_PAGE).div_ceil(CHAT_PAGE)
+        + 1
+        + questions::MOST_PAGES
 }
 
 #[derive(Debug, Clone)]
@@ -341,6 +344,8 @@ struct Participant {
     hand: Option<u64>,
     /// When their last reaction was passed on ([`hands`]).
     last_reaction: Option<Instant>,
+    /// When they last asked a question ([`questions`]).
+    last_question: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -362,6 +367,8 @@ pub struct Room {
     next_hand: u64,
     /// A webinar's audience count, as last told ([`webinar`]).
     audience: webinar::AudienceCount,
+    /// A webinar's Q&A ([`questions`]).
+    questions: questions::Questions,
     /// The MLS group's Delivery Service, in an end-to-end encrypted meeting ([`e2ee`]).
     e2ee: Option<crate::e2ee::Group>,
     /// The latest time the room was told of (for what happens without a `now`
@@ -428,6 +435,7 @@ impl Room {
             next_participant: state.next_participant.max(1),
             next_hand: 1,
             audience: Default::default(),
+            questions: Default::default(),
             e2ee,
             clock: Instant::now(),
             effects: VecDeque::new(),
@@ -584,6 +592,15 @@ impl Room {
             ClientMessage::Attendees { after } => {
                 allowed(p.role, &self.settings, Action::Host)?;
                 self.attendees_page(who, after)?;
+            }
+            ClientMessage::Ask { text } => self.ask(now, who, &text)?,
+            ClientMessage::MarkAnswered { id } => {
+                allowed(p.role, &self.settings, Action::Host)?;
+                self.mark_answered(id)?;
+            }
+            ClientMessage::DismissQuestion { id } => {
+                allowed(p.role, &self.settings, Action::Host)?;
+                self.dismiss_question(id)?;
             }
             ClientMessage::LowerHand { participant_id } => {
                 self.lower_hand(who, participant_id.map(ParticipantId))?
@@ -952,6 +969,7 @@ mod lobby;
 mod media;
 mod outbox;
 mod passcode;
+pub mod questions;
 pub mod restart;
 pub mod webinar;
 

@@ -82,6 +82,7 @@ impl Room {
             }
             self.welcome(&id);
             self.send_audience(&id);
+            self.send_questions(&id);
             self.start_media(&id);
             self.broadcast_update(&id);
             self.audit("join", &id, &id, "resumed", String::new());
@@ -172,6 +173,7 @@ impl Room {
                 video_sizes: Default::default(),
                 hand: None,
                 last_reaction: None,
+                last_question: None,
             },
         );
         let p = &self.participants[&id];

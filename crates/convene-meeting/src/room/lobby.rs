@@ -31,6 +31,7 @@ impl Room {
     pub(super) fn let_in(&mut self, id: &ParticipantId) {
         self.welcome(id);
         self.send_audience(id);
+        self.send_questions(id);
         // A webinar's attendee is counted, not announced ([`webinar`]): not
         // even to hosts, who page through the audience when they want it.
         if !self.is_attendee(id) {

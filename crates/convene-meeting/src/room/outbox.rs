@@ -156,6 +156,9 @@ pub(super) fn for_non_host(message: ServerMessage) -> ServerMessage {
         | ServerMessage::SourceStopped { .. }
         | ServerMessage::ChatHistory { .. }
         | ServerMessage::Audience { .. }
+        | ServerMessage::Question { .. }
+        | ServerMessage::Questions { .. }
+        | ServerMessage::QuestionRemoved { .. }
         | ServerMessage::ParticipantLeft { .. }
         | ServerMessage::Offer { .. }
         | ServerMessage::Chat { .. }

@@ -135,6 +135,7 @@ impl Room {
                     video_sizes: Default::default(),
                     hand: r.hand,
                     last_reaction: None,
+                    last_question: None,
                 },
             );
         }

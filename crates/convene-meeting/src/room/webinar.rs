@@ -176,6 +176,7 @@ impl Room {
             self.broadcast_except(target, ServerMessage::ParticipantJoined { participant });
             let participant = self.participant_info(target);
             self.send(target, ServerMessage::ParticipantUpdated { participant });
+            self.send_questions(target); // the stage sees them all
             return;
         }
         // Off stage: what they sent stops, and only the hosts still see them.
