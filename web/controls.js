@@ -1,7 +1,7 @@
 // The control bar: microphone, camera, screen share, hand, reactions, panels,
 // devices; each turned off with the reason when the meeting does not allow it.
 import { t } from './i18n.js';
-import { $, state, send, hooks } from './meeting-state.js';
+import { $, state, send, hooks, amAttendee } from './meeting-state.js';
 import { reasonText } from './errors.js';
 import { local, openCamera, fillDevices, startMeter, stopMeter, switchCamera, switchMicrophone, switchSpeaker } from './devices.js';
 import { wireShortcuts, shortcutTitle, copyInviteLink } from './hands.js';
@@ -19,11 +19,15 @@ function restrict(/** @type {HTMLButtonElement | HTMLInputElement} */ el, /** @t
 
 export function updateControls() {
   const { permissions } = state;
+  // A webinar's attendee captures nothing: the microphone is off, with the reason.
+  const attendee = amAttendee();
+  const micOff = local.micMuted || attendee;
   const mic = $('mic-btn');
   // Muting is always allowed; unmuting may not be, after a host mute.
-  restrict(mic, !local.mic ? t('controls.no-mic') : local.micMuted ? reasonText(permissions.unmute) : null, shortcutTitle('Alt+Shift+M'));
-  mic.textContent = t(local.micMuted ? 'controls.unmute' : 'controls.mute');
-  mic.setAttribute('aria-pressed', String(local.micMuted));
+  restrict(mic, attendee ? reasonText(permissions.unmute) || t('controls.no-mic')
+    : !local.mic ? t('controls.no-mic') : local.micMuted ? reasonText(permissions.unmute) : null, shortcutTitle('Alt+Shift+M'));
+  mic.textContent = t(micOff ? 'controls.unmute' : 'controls.mute');
+  mic.setAttribute('aria-pressed', String(micOff));
   const cam = $('cam-btn');
   restrict(cam, local.cameraOn ? null : reasonText(permissions.camera), shortcutTitle('Alt+Shift+C'));
   cam.textContent = t(local.cameraOn ? 'controls.stop-camera' : 'controls.start-camera');
@@ -42,14 +46,18 @@ export function updateControls() {
   $('chat-why').textContent = chatWhy ? t('chat.why', { why: chatWhy }) : '';
   $('chat-why').hidden = !chatWhy;
   const reasons = [
-    [t('restrictions.unmute'), local.micMuted ? reasonText(permissions.unmute) : null],
+    [t('restrictions.unmute'), micOff ? reasonText(permissions.unmute) : null],
     [t('restrictions.camera'), local.cameraOn ? null : reasonText(permissions.camera)],
     [t('restrictions.share'), local.screen ? null : reasonText(permissions.screenShare)],
     [t('restrictions.chat'), chatWhy],
   ].filter(([, why]) => why);
-  $('restrictions').replaceChildren(...reasons.map(([what, why]) => {
+  // One line per reason (a webinar's attendee has one for three controls).
+  /** @type {Map<string, string[]>} */
+  const byWhy = new Map();
+  for (const [what, why] of reasons) byWhy.set(why || '', [...(byWhy.get(why || '') || []), what || '']);
+  $('restrictions').replaceChildren(...[...byWhy].map(([why, what]) => {
     const li = document.createElement('li');
-    li.textContent = t('restrictions.item', { what: what || '', why: why || '' });
+    li.textContent = t('restrictions.item', { what: what.join(', '), why });
     return li;
   }));
   $('restrictions').hidden = reasons.length === 0;

@@ -56,6 +56,20 @@ export async function getMedia(exact = false) {
   startMeter();
 }
 
+/**
+ * Camera and microphone for going on a webinar's stage (the remembered ones
+ * where they are still there); the microphone alone when there is no camera.
+ */
+export async function captureStage() {
+  const audio = local.micId ? wanted(local.micId) : true;
+  try {
+    return await navigator.mediaDevices.getUserMedia({ audio, video: { ...CAMERA, ...wanted(local.cameraId) } });
+  } catch (e) {
+    if (e instanceof DOMException && e.name === 'NotAllowedError') throw e;
+    return navigator.mediaDevices.getUserMedia({ audio });
+  }
+}
+
 /** A camera track from the chosen camera (turning the camera on, or switching it: `exact`). */
 export async function openCamera(exact = false) {
   const stream = await navigator.mediaDevices.getUserMedia({ video: { ...CAMERA, ...wanted(local.cameraId, exact) } });

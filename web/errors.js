@@ -51,6 +51,7 @@ const REASONS = /** @type {Record<string, string>} */ ({
   'a host has muted you; ask a host to unmute you': 'reason.host-muted',
   'chat is turned off for you in this meeting': 'reason.chat-off',
   'only hosts may do that': 'reason.hosts-only',
+  'this is a webinar: the audience watches and listens; raise your hand and a host can bring you on stage': 'reason.webinar',
 });
 
 /**

@@ -83,6 +83,7 @@ form.addEventListener('submit', async (event) => {
         guestsAllowed: field('guests-allowed').checked,
         requireMfa: field('require-mfa').checked,
         e2ee: field('e2ee').checked,
+        webinar: field('webinar').checked,
       },
     };
     const res = await fetch('/api/meetings', {
@@ -121,6 +122,21 @@ form.addEventListener('submit', async (event) => {
     error.hidden = false;
   }
 });
+
+/**
+ * A webinar cannot be end-to-end encrypted (the server refuses both): while
+ * one is ticked the other is off, and the hint beside both says why.
+ */
+function oneOrTheOther() {
+  const webinar = field('webinar');
+  const e2ee = field('e2ee');
+  webinar.disabled = e2ee.checked;
+  e2ee.disabled = webinar.checked;
+  field('webinar-or-e2ee').hidden = !webinar.checked && !e2ee.checked;
+}
+field('webinar').addEventListener('change', oneOrTheOther);
+field('e2ee').addEventListener('change', oneOrTheOther);
+oneOrTheOther();
 
 /** @param {HTMLButtonElement} button @param {HTMLInputElement} field */
 function copier(button, field) {

@@ -130,6 +130,7 @@ export function wireHostControls() {
         requireMfa: $('set-mfa').checked,
         // Fixed at creation: sent back as it is.
         e2ee: !!state.settings?.e2ee,
+        webinar: !!state.settings?.webinar,
       },
     };
     policyAsk = { level: currentLevel, settings: asked.settings, raised: false };

@@ -14,8 +14,12 @@ export const state = {
   /** @type {Call | null} */ call: null,
   /** Our participant id (empty before the welcome). */
   me: '',
-  /** @type {Map<string, any>} everyone in the meeting, us too, in join order */
+  /** @type {Map<string, any>} everyone in the meeting, us too, in join order (in a webinar: us and the stage) */
   participants: new Map(),
+  /** @type {Map<string, any>} a webinar's attendees this page knows of (hosts only: from `attendees` pages, raised hands) */
+  attendees: new Map(),
+  /** In a webinar: how many attendees there are (`audience`); null elsewhere. */
+  /** @type {number | null} */ audience: null,
   /** @type {Set<string>} who is speaking now */
   speaking: new Set(),
   meetingLocked: false,
@@ -42,6 +46,15 @@ export const hooks = {
 
 /** @param {object} msg */
 export function send(msg) { state.signalling?.send(msg); }
+
+/** The meeting is a webinar: a stage, and an audience that only hosts see (protocol.md §4.18). */
+export function isWebinar() { return !!state.settings?.webinar; }
+
+/** In a webinar's audience (a participant: not on stage). @param {{role: string} | undefined} p */
+export function inAudience(p) { return isWebinar() && p?.role === 'participant'; }
+
+/** We are a webinar's attendee: we watch, listen, raise a hand, and publish nothing. */
+export function amAttendee() { return inAudience(state.participants.get(state.me)); }
 
 export function amHost() {
   const role = state.participants.get(state.me)?.role;

@@ -10,7 +10,7 @@ import { ConnectionQuality } from './quality.js';
 import { t, translatePage, languagePicker } from './i18n.js';
 import { serverError, removalReason, noticeText } from './errors.js';
 import { Announcer, LARGE_MEETING, showReaction, reactionName } from './hands.js';
-import { $, state, hooks, send, amHost, meetingId } from './meeting-state.js';
+import { $, state, hooks, send, amHost, amAttendee, inAudience, meetingId } from './meeting-state.js';
 import { local, localTrack, localSources, startMeter, stopMeter, stopAll } from './devices.js';
 import { playVoices, playScreenAudio, dropGone } from './audio-out.js';
 import { renderTiles, noteSpeaking, wireStage } from './stage.js';
@@ -19,6 +19,7 @@ import { resetChat, addChat, chatArrived, wireChat } from './chat.js';
 import { showLevel, showCurrentLevel, loadLevels, levelNameOf, policyRefusal, wireHostControls } from './host.js';
 import { updateControls, wireControls, stopShare, ownHand } from './controls.js';
 import { loadMeeting, setupPrejoin } from './prejoin.js';
+import { place, audienceCount, attendeesPage, resetAudience, renderAudience, followStage, wireWebinar } from './webinar.js';
 import { e2eeWelcome, e2eeMessage, attachTransforms, wireE2ee, onEncryptedChat } from './e2ee-meeting.js';
 
 translatePage();
@@ -97,6 +98,7 @@ function onMessage(msg) {
       state.settings = msg.settings;
       participants.clear();
       for (const p of msg.participants) participants.set(p.id, p);
+      resetAudience();
       state.call?.close();
       const call = new Call(send, localTrack, msg.iceServers);
       call.onTransceivers = attachTransforms;
@@ -110,7 +112,8 @@ function onMessage(msg) {
         else if (connection === 'disconnected') state.signalling?.check();
       });
       const mine = participants.get(state.me)?.sources || [];
-      const want = localSources();
+      // A webinar's attendee publishes nothing (what it had, followStage lets go).
+      const want = amAttendee() ? [] : localSources();
       for (const s of mine) if (!want.includes(s)) send({ type: 'unpublish', source: s });
       for (const s of want) send({ type: 'publish', source: s });
       if (local.micMuted && want.includes('microphone')) send({ type: 'mute', source: 'microphone', muted: true });
@@ -121,33 +124,49 @@ function onMessage(msg) {
       render();
       sizes.reset();
       quality.reset();
+      followStage(null);
       break;
     }
     case 'roster':
-      for (const p of msg.participants) participants.set(p.id, p);
+      for (const p of msg.participants) place(p);
       render();
       break;
     case 'chat-history':
       for (const m of msg.messages) addChat(m);
       break;
     case 'participant-joined':
-    case 'participant-updated':
-      if (msg.type === 'participant-joined' && !participants.has(msg.participant.id)) noteArrival('announce.joined', msg.participant.name);
-      noteHand(participants.get(msg.participant.id), msg.participant);
-      participants.set(msg.participant.id, msg.participant);
+    case 'participant-updated': {
+      const p = msg.participant;
+      if (msg.type === 'participant-joined' && !participants.has(p.id)) noteArrival('announce.joined', p.name);
+      const before = participants.get(p.id) || state.attendees.get(p.id);
+      noteHand(before, p);
+      // In a webinar, hosts keep attendees apart from the stage; one taken off it is said.
+      if (place(p)) noteArrival('announce.off-stage', p.name);
       // A source that is gone cannot be speaking (its last "speaking: false" may not come).
-      if (!msg.participant.sources.includes('microphone')) state.speaking.delete(msg.participant.id);
+      if (!p.sources.includes('microphone')) state.speaking.delete(p.id);
       render();
+      // Our own move on or off a webinar's stage: the devices follow.
+      if (p.id === state.me && before && inAudience(before) !== inAudience(p)) followStage(inAudience(p) ? 'off' : 'on');
       break;
+    }
     case 'participant-left': {
+      // A webinar's attendee (hosts hear of them): not on any tile, not announced.
+      if (state.attendees.delete(msg.participantId)) { quality.forget(msg.participantId); renderAudience(); break; }
       const gone = participants.get(msg.participantId);
-      if (gone && msg.reason !== 'ended') noteArrival(msg.reason === 'removed' ? 'announce.removed' : 'announce.left', gone.name);
+      const words = { removed: 'announce.removed', 'off-stage': 'announce.off-stage' }[/** @type {string} */ (msg.reason)] || 'announce.left';
+      if (gone && msg.reason !== 'ended') noteArrival(words, gone.name);
       participants.delete(msg.participantId);
       state.speaking.delete(msg.participantId);
       quality.forget(msg.participantId);
       render();
       break;
     }
+    case 'audience':
+      audienceCount(msg.attendees);
+      break;
+    case 'attendees':
+      attendeesPage(msg);
+      break;
     case 'offer':
       state.call?.handleOffer(msg.sdp, msg.tracks);
       break;
@@ -196,6 +215,7 @@ function onMessage(msg) {
       state.permissions = msg.permissions;
       updateControls();
       renderPeople();
+      renderAudience();
       break;
     case 'settings-updated':
       state.settings = msg.settings;
@@ -289,6 +309,7 @@ function render() {
   dropGone();
   quality.apply();
   renderPeople();
+  renderAudience();
 }
 
 /**
@@ -354,6 +375,7 @@ wireRemoveDialog();
 wireChat();
 wireStage();
 wireE2ee();
+wireWebinar();
 // Chat in an end-to-end encrypted meeting comes decrypted from the group.
 onEncryptedChat(({ from, text }) => {
   const p = state.participants.get(from);

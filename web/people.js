@@ -2,9 +2,10 @@
 // the raised hands in order, and (for hosts) who waits in the lobby.
 import { t, tNodes } from './i18n.js';
 import { badge } from './identity.js';
-import { $, state, send, amHost, hooks } from './meeting-state.js';
+import { $, state, send, amHost, amAttendee, isWebinar, hooks } from './meeting-state.js';
 import { nameText, tagText, personButton } from './text.js';
 import { handQueue, shortcutTitle } from './hands.js';
+import { bringButton, takeOffButton } from './webinar.js';
 
 /** How each media path is shown to hosts in People (message ids). */
 const MEDIA_PATH_WORDS = /** @type {Record<string, string>} */ ({
@@ -100,6 +101,8 @@ export function renderPeople() {
     // Co-hosts act on everyone but the host; only the host makes hosts.
     if (amHost() && id !== me && (p.role !== 'host' || myRole === 'host')) {
       li.append(roleSelect(id, p, myRole === 'host'));
+      // A webinar's presenter goes back to the audience (their media stops).
+      if (isWebinar() && p.role === 'presenter') li.append(takeOffButton(id, p.name));
       if (p.sources.includes('microphone') && !p.muted.includes('microphone')) {
         li.append(personButton(t('people.mute'), t('people.mute-name', { name: p.name }), () => send({ type: 'mute-participant', participantId: id })));
       }
@@ -123,10 +126,15 @@ export function renderPeople() {
   renderHands();
 }
 
-/** The raised hands, in order, for hosts (with a button to lower each); the count; the hint when alone; our hand button. */
+/**
+ * The raised hands, in order, for hosts (with a button to lower each, and in
+ * a webinar one to bring an attendee on stage); the count; the hint when
+ * alone; our hand button.
+ */
 function renderHands() {
   const { participants, me } = state;
-  const queue = handQueue(participants);
+  // A webinar's attendees with a hand up reach hosts without asking for the list.
+  const queue = handQueue(new Map([...participants, ...state.attendees]));
   const was = focusIn($('hands'));
   $('hands').replaceChildren(...queue.map(([id, p]) => {
     const li = document.createElement('li');
@@ -134,13 +142,19 @@ function renderHands() {
     const label = document.createElement('span');
     label.append(nameText(p.name), ...(id === me ? [tagText(` ${t('tile.you')}`)] : []), badge(p.identity));
     li.append(label, personButton(t('hands.lower'), t('hands.lower-name', { name: p.name }), () => send({ type: 'lower-hand', participantId: id })));
+    if (state.attendees.has(id)) li.append(bringButton(id, p.name));
     return li;
   }));
   $('hands-heading').textContent = t('hands.heading', { count: queue.length });
   $('hands-panel').hidden = !amHost() || queue.length === 0;
   keepFocus($('hands'), was, $('people-btn'));
-  $('people-count').textContent = t('meeting.count', { count: participants.size });
-  $('alone').hidden = participants.size !== 1;
+  // In a webinar the count is the stage's (the audience has its own count), and
+  // an attendee is never "alone": they wait for the stage.
+  const attendee = amAttendee();
+  const onStage = attendee ? participants.size - 1 : participants.size;
+  $('people-count').textContent = isWebinar() ? t('webinar.on-stage-count', { count: onStage }) : t('meeting.count', { count: participants.size });
+  $('alone').hidden = attendee || participants.size !== 1 || (state.audience ?? 0) > 0;
+  $('stage-empty').hidden = !attendee || onStage > 0;
   const raised = participants.get(me)?.hand != null;
   const btn = $('hand-btn');
   btn.textContent = t(raised ? 'controls.lower-hand' : 'controls.raise-hand');

@@ -8,6 +8,10 @@ import { showLevel } from './host.js';
 import { getMedia, fillDevices, showPreview, chooseBeforeJoin } from './devices.js';
 import { joinClicked } from './stage.js';
 import { prepareE2ee } from './e2ee-meeting.js';
+import { joinedWithoutDevices } from './webinar.js';
+
+/** The meeting as /api/meetings says it (null: there is no such meeting), asked once, at once. */
+const meetingInfo = fetch(`/api/meetings/${meetingId}`).then((res) => (res.ok ? res.json() : null)).catch(() => null);
 import { e2eeCapable } from './e2ee-support.js';
 
 /**
@@ -16,9 +20,8 @@ import { e2eeCapable } from './e2ee-support.js';
  * @param {() => void} ended called when the meeting has ended (nothing to join)
  */
 export async function loadMeeting(hostKey, ended) {
-  const res = await fetch(`/api/meetings/${meetingId}`);
-  if (!res.ok) { location.replace('/'); return; }
-  const m = await res.json();
+  const m = await meetingInfo;
+  if (!m) { location.replace('/'); return; }
   document.title = `${m.title} · Convene`;
   if (m.ended) {
     // Nothing to join: say so instead of showing the form.
@@ -62,6 +65,16 @@ export function setupPrejoin(hostKey, enter) {
   // Wire the form first: a quick click must not submit it natively. Joining waits
   // for the devices, so nobody joins without the camera they were shown.
   const mediaReady = (async () => {
+    // A webinar's attendee watches and listens: no camera or microphone is
+    // asked for unless a host brings them on stage (a host link is on stage).
+    const m = await meetingInfo;
+    if (m?.settings?.webinar && !hostKey) {
+      $('prejoin-devices').hidden = true;
+      $('preview-box').hidden = true;
+      $('attendee-note').hidden = false;
+      joinedWithoutDevices();
+      return;
+    }
     try {
       await getMedia();
       await fillDevices();

@@ -6,7 +6,7 @@
 // not on screen are hidden, so sizes.js tells the server not to send them.
 import { t } from './i18n.js';
 import { showTileBadge, describe } from './identity.js';
-import { $, state } from './meeting-state.js';
+import { $, state, amAttendee } from './meeting-state.js';
 import { local, localTrack } from './devices.js';
 import { nameText, tagText } from './text.js';
 import { gridCapacity, gridRects, focusRegions, stripRects } from './layouts.js';
@@ -139,8 +139,11 @@ export function renderTiles() {
   const stage = $('stage');
   const seen = new Set();
   const seenStage = new Set();
+  // A webinar's attendee sees the stage, not themselves.
+  const attendee = amAttendee();
   for (const [id, p] of participants) {
     const isMe = id === me;
+    if (isMe && attendee) continue;
     const tile = tileFor(grid, id, id);
     // What the tile shows, or will once its media comes (sizes.js tells the server).
     tile.dataset.source = p.sources.includes('camera') ? 'camera' : '';

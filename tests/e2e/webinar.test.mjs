@@ -1,0 +1,173 @@
+// Webinars (issue 20) in real Chromium: a host on stage and two attendees,
+// each a context of one shared browser. Attendees are asked for no devices,
+// publish nothing, decode the stage, see the audience's count and not one
+// another; the host pages through the attendees, brings one on stage (the
+// other attendee then sees and decodes them) and takes them off again (their
+// tile goes, their camera stops).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, launchPerson, joinAsHost, until, decodingVideos, peopleNames, axe } from './harness.mjs';
+
+let server;
+/** @type {import('playwright-core').Browser} */
+let browser;
+
+before(async () => {
+  server = await startServer();
+  ({ browser } = await launchPerson());
+});
+
+after(async () => {
+  await browser?.close().catch(() => {});
+  server?.stop();
+});
+
+/**
+ * A person: a context of the shared browser (its own cookies, so its own
+ * device), keeping its peer connections, its getUserMedia calls and the
+ * tracks they gave, and the server's messages to it.
+ */
+async function person() {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  await context.addInitScript(() => {
+    const w = /** @type {any} */ (window);
+    const Orig = window.RTCPeerConnection;
+    w.__pcs = [];
+    window.RTCPeerConnection = class extends Orig {
+      constructor(...args) { super(...args); w.__pcs.push(this); }
+    };
+    w.__gum = 0;
+    w.__gumTracks = [];
+    const md = navigator.mediaDevices;
+    const gum = md.getUserMedia.bind(md);
+    md.getUserMedia = async (c) => {
+      w.__gum++;
+      const s = await gum(c);
+      w.__gumTracks.push(...s.getTracks());
+      return s;
+    };
+  });
+  const page = await context.newPage();
+  page.on('pageerror', (e) => console.error('page error:', e.message));
+  /** @type {any[]} */
+  const received = [];
+  page.on('websocket', (ws) => ws.on('framereceived', (f) => {
+    try { received.push(JSON.parse(String(f.payload))); } catch { /* not JSON */ }
+  }));
+  return { page, received };
+}
+
+/** An attendee joins: the pre-join page asks for no devices and shows why. */
+async function joinAudience(page, link, name) {
+  await page.goto(link);
+  await page.locator('#attendee-note').waitFor();
+  assert.ok(await page.locator('#prejoin-devices').isHidden(), 'no device pickers for an attendee');
+  assert.ok(await page.locator('#preview-box').isHidden(), 'no camera preview for an attendee');
+  await page.getByLabel('Your name').fill(name);
+  await page.getByRole('button', { name: 'Join meeting' }).click();
+  await page.locator('#meeting').waitFor({ state: 'visible' });
+}
+
+/** What the page sends: senders with a track, and outbound RTP bytes. */
+const sending = (page) => page.evaluate(async () => {
+  let tracks = 0;
+  let bytes = 0;
+  for (const pc of /** @type {any} */ (window).__pcs.filter((c) => c.connectionState !== 'closed')) {
+    tracks += pc.getSenders().filter((s) => s.track).length;
+    (await pc.getStats()).forEach((s) => { if (s.type === 'outbound-rtp') bytes += s.bytesSent || 0; });
+  }
+  return { tracks, bytes };
+});
+const gumCalls = (page) => page.evaluate(() => /** @type {any} */ (window).__gum);
+const liveTracks = (page) => page.evaluate(() => /** @type {any} */ (window).__gumTracks.filter((t) => t.readyState === 'live').map((t) => t.kind).sort());
+const tileOf = (page, name) => page.locator('#grid .tile').filter({ has: page.locator('.name', { hasText: name }) });
+const audience = (page) => page.locator('#audience-count').textContent();
+
+test('a webinar: attendees watch without devices, the host brings one on stage and takes them off', { timeout: 60000 }, async () => {
+  const res = await fetch(`${server.url}/api/meetings`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ title: 'Quarterly briefing', settings: { webinar: true } }),
+  });
+  assert.equal(res.status, 201);
+  const { joinUrl, hostUrl, settings } = await res.json();
+  assert.equal(settings.webinar, true);
+  const link = joinUrl.replace(/^https?:\/\/[^/]+/, server.url);
+
+  const host = await person();
+  await joinAsHost(host.page, hostUrl.replace(/^https?:\/\/[^/]+/, server.url), 'Hana');
+  const ann = await person();
+  const bob = await person();
+  await joinAudience(ann.page, link, 'Ann');
+  await joinAudience(bob.page, link, 'Bob');
+
+  // Everyone sees the audience's count, in a polite live region.
+  for (const { page } of [host, ann, bob]) {
+    await until('the count says 2 attendees', async () => (await audience(page)) === '2 attendees');
+    assert.equal(await page.locator('#audience-count').getAttribute('role'), 'status');
+  }
+  assert.equal(await host.page.locator('#people-count').textContent(), '1 on stage');
+
+  // Attendees asked for no devices, send nothing, and decode the host's video.
+  for (const { page } of [ann, bob]) {
+    assert.equal(await gumCalls(page), 0, 'no getUserMedia for an attendee');
+    await until('the host\'s video decoded', async () => (await decodingVideos(page)) >= 1);
+    assert.deepEqual(await sending(page), { tracks: 0, bytes: 0 }, 'an attendee sends nothing');
+    // The controls they cannot use are off, with the webinar's reason beside them.
+    for (const id of ['#mic-btn', '#cam-btn', '#share-btn']) assert.ok(await page.locator(id).isDisabled(), `${id} off`);
+    assert.match(await page.locator('#restrictions').innerText(), /this is a webinar/);
+    assert.ok(await page.locator('#hand-btn').isEnabled(), 'an attendee may raise a hand');
+  }
+  // Attendees do not see each other: in People, the stage and themselves; on the stage, the host.
+  await ann.page.getByRole('button', { name: 'People' }).click();
+  const annSees = await peopleNames(ann.page);
+  assert.ok(annSees.some((n) => n.includes('Hana')) && annSees.some((n) => n.includes('Ann')), annSees.join(' | '));
+  assert.ok(!annSees.some((n) => n.includes('Bob')), `Ann sees Bob: ${annSees.join(' | ')}`);
+  assert.ok(!(await peopleNames(bob.page)).some((n) => n.includes('Ann')), 'Bob does not see Ann');
+  assert.equal(await ann.page.locator('#grid .tile').count(), 1, 'Ann\'s stage: the host\'s tile only');
+  assert.ok(await ann.page.locator('#attendees-panel').isHidden(), 'no attendee list for attendees');
+  assert.deepEqual(await axe(ann.page), [], 'axe: an attendee with People open');
+
+  // The host asks for the attendees: both, publishing nothing.
+  await host.page.getByRole('button', { name: 'People' }).click();
+  await host.page.getByRole('button', { name: 'Show attendees' }).click();
+  await until('both attendees listed', async () => (await host.page.locator('#attendees li').count()) === 2);
+  const listed = await host.page.$$eval('#attendees li .name', (els) => els.map((e) => e.textContent).sort());
+  assert.deepEqual(listed, ['Ann', 'Bob']);
+  assert.equal(await host.page.locator('#attendees-heading').textContent(), 'Attendees (2)');
+  const page = host.received.findLast((m) => m.type === 'attendees');
+  assert.equal(page.total, 2);
+  assert.deepEqual(page.attendees.map((a) => a.sources), [[], []], 'the server has no sources from attendees');
+  assert.deepEqual(await axe(host.page), [], 'axe: the host with the attendee list');
+
+  // Ann raises her hand: the host sees it without paging, with a way on stage.
+  await ann.page.getByRole('button', { name: 'Raise hand' }).click();
+  await host.page.locator('#hands li', { hasText: 'Ann' }).getByRole('button', { name: 'Bring on stage: Ann' }).waitFor();
+
+  // On stage: Ann's page asks for devices now and publishes; Bob sees and decodes her.
+  await host.page.locator('#attendees').getByRole('button', { name: 'Bring on stage: Ann' }).click();
+  await until('Ann asked for devices', async () => (await gumCalls(ann.page)) === 1);
+  await until('Ann sends video', async () => (await sending(ann.page)).tracks >= 1);
+  await tileOf(bob.page, 'Ann').waitFor();
+  await until('Bob decodes the host and Ann', async () => (await decodingVideos(bob.page)) >= 2);
+  await until('the count says 1 attendee', async () => (await audience(bob.page)) === '1 attendee');
+  await until('Ann off the host\'s attendee list', async () => (await host.page.locator('#attendees li').count()) === 1);
+  assert.ok(await ann.page.locator('#mic-btn').isEnabled(), 'Ann may unmute on stage');
+
+  // Off stage: the tile goes from Bob's page, Ann's camera and microphone stop.
+  await host.page.getByRole('button', { name: 'Take off stage: Ann' }).click();
+  await tileOf(bob.page, 'Ann').waitFor({ state: 'detached' });
+  await until('Ann\'s devices stopped', async () => (await liveTracks(ann.page)).length === 0);
+  await until('Ann sends nothing', async () => (await sending(ann.page)).tracks === 0);
+  assert.ok(await ann.page.locator('#mic-btn').isDisabled(), 'Ann is an attendee again');
+  assert.equal(await ann.page.locator('#grid .tile').count(), 1, 'Ann\'s own tile is gone');
+  await until('Ann back on the host\'s list', async () => (await host.page.locator('#attendees li').count()) === 2);
+
+  // At 390 px: nothing wider than the screen, and axe still clean.
+  for (const { page: p } of [host, ann]) {
+    await p.setViewportSize({ width: 390, height: 844 });
+    const width = await p.evaluate(() => document.documentElement.scrollWidth);
+    assert.ok(width <= 390, `page is ${width} px wide at 390 px`);
+    assert.deepEqual(await axe(p), [], 'axe at 390 px');
+  }
+});
