@@ -12,6 +12,7 @@ use str0m::Rtc;
 use crate::climb::ClimbGate;
 use crate::feedback::FeedbackWatch;
 use crate::layers::View;
+use crate::loss_cap::LossCap;
 use crate::quality::QualityMeter;
 use crate::vp8::PictureIds;
 use crate::{Rewriter, TrackId, TrackKind};
@@ -110,6 +111,10 @@ pub(crate) struct Connection {
     pub feedback: FeedbackWatch,
     /// When its videos may climb to higher layers.
     pub climb: ClimbGate,
+    /// The estimate's cap from the loss it reports, and whether one was in
+    /// force at the last allocation.
+    pub loss_cap: LossCap,
+    pub capped: bool,
     /// Its answer took redundant audio (RED): what it receives may carry it.
     pub red: bool,
     /// RED is not sent to it for now: its downlink is too narrow for every
@@ -141,6 +146,8 @@ impl Connection {
             estimate: None,
             feedback: FeedbackWatch::default(),
             climb: ClimbGate::default(),
+            loss_cap: LossCap::default(),
+            capped: false,
             red: false,
             red_off: false,
             desired: 0,

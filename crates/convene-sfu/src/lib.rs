@@ -26,6 +26,7 @@ mod feedback;
 mod ids;
 mod layers;
 pub mod logged_address;
+mod loss_cap;
 mod offer_candidates;
 pub mod pool;
 mod quality;

@@ -101,7 +101,14 @@ impl Sfu {
             // It gets the primary blocks alone anyway.
             audio = plain_audio;
         }
-        let estimate = c.estimate.unwrap_or(INITIAL_ESTIMATE);
+        // Within what got through where the subscriber reports real loss
+        // (loss_cap.rs): str0m's average takes seconds to fall.
+        let cap = c.loss_cap.cap(now);
+        c.capped = cap.is_some();
+        let estimate = c
+            .estimate
+            .unwrap_or(INITIAL_ESTIMATE)
+            .min(cap.unwrap_or(u64::MAX));
         // A narrow downlink without loss: redundant audio (RED) costs a
         // video's lowest layer and protects against nothing. Send such a
         // subscriber the primary blocks alone while that lets more videos

@@ -324,10 +324,21 @@ impl Sfu {
                             }
                             None => None,
                         };
+                        let new_cap =
+                            c.loss_cap
+                                .on_stats(now, st.bytes_tx, st.egress_loss_fraction);
+                        if let Some(cap) = new_cap {
+                            debug!(conn = %conn, cap, loss = ?st.egress_loss_fraction, "estimate capped by reported loss");
+                            c.climb.on_estimate(now, cap);
+                        }
+                        // A cap that has just run out frees what it held.
+                        let expired = c.capped && c.loss_cap.cap(now).is_none();
                         if let Some(bps) = estimate {
                             info!(conn = %conn, bps, reported, "congestion feedback changed");
                             c.estimate = Some(bps);
                             c.climb.on_estimate(now, bps);
+                        }
+                        if estimate.is_some() || new_cap.is_some() || expired {
                             self.allocate(conn);
                         }
                     }
