@@ -199,6 +199,8 @@ function offStage() {
   local.screen = null;
   local.cameraOn = false;
   local.micMuted = false;
+  // A host or co-host made an attendee sees no audience any more.
+  state.attendees.clear();
   hooks.setStatus(t('webinar.off-stage'));
   hooks.updateControls();
   hooks.render();

@@ -280,6 +280,39 @@ for (const [lang, locale] of [['en', 'en-GB'], ['nl', 'nl-NL'], ['sv', 'sv-SE']]
       await gus.locator('h1').waitFor();
       await audit(failures, lang, 'not found', gus);
 
+      // A webinar (issue 20): the create form with it chosen (end-to-end
+      // encryption then off, saying why), an attendee's pre-join page (no
+      // devices) and meeting, and the host's attendee list with a raised hand.
+      await host.goto(server.url);
+      await host.locator('#create').waitFor();
+      await host.locator('#title').fill('Webinar');
+      await host.locator('#webinar').check();
+      await host.locator('#webinar-or-e2ee').waitFor();
+      await audit(failures, lang, 'create (webinar chosen)', host);
+      await host.locator('#create button[type=submit]').click();
+      await host.locator('#created').waitFor();
+      await until('the webinar\'s links filled in', async () => (await host.locator('#join-link').inputValue()) !== '');
+      const webinarLink = await host.locator('#join-link').inputValue();
+      await host.goto(await host.locator('#host-link').inputValue());
+      await host.locator('#host-note').waitFor();
+      await joinFromPrejoin(host, 'Hana');
+      await host.locator('#meeting').waitFor({ state: 'visible' });
+      await gus.goto(webinarLink);
+      await gus.locator('#attendee-note').waitFor();
+      await audit(failures, lang, 'pre-join (webinar attendee)', gus);
+      await gus.locator('#name').fill('Gus');
+      await gus.locator('#join').click();
+      await gus.locator('#meeting').waitFor({ state: 'visible' });
+      await gus.locator('#audience-count').waitFor();
+      await gus.locator('#grid .tile video').waitFor();
+      await audit(failures, lang, 'webinar, an attendee', gus);
+      await gus.locator('#hand-btn').click();
+      await host.locator('#people-btn').click();
+      await host.locator('#attendees-show').click();
+      await host.locator('#attendees li').waitFor();
+      await host.locator('#hands li').waitFor();
+      await audit(failures, lang, 'webinar, the host with the attendee list and a raised hand', host);
+
       await check.locator('#verdict').waitFor({ state: 'visible', timeout: 20000 });
       await audit(failures, lang, 'check (finished)', check);
     } finally {

@@ -95,6 +95,11 @@ test('a webinar: attendees watch without devices, the host brings one on stage a
   const link = joinUrl.replace(/^https?:\/\/[^/]+/, server.url);
 
   const host = await person();
+  // The home page offers it too; it rules out end-to-end encryption, and says so.
+  await host.page.goto(server.url);
+  await host.page.getByRole('checkbox', { name: /^Webinar:/ }).check();
+  assert.ok(await host.page.locator('#e2ee').isDisabled(), 'no end-to-end encryption with a webinar');
+  assert.ok(await host.page.getByText('A webinar cannot be end-to-end encrypted').isVisible());
   await joinAsHost(host.page, hostUrl.replace(/^https?:\/\/[^/]+/, server.url), 'Hana');
   const ann = await person();
   const bob = await person();
