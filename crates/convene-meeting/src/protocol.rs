@@ -395,9 +395,12 @@ pub struct ChatMessage {
 #[serde(rename_all = "camelCase")]
 pub struct Question {
     pub id: u64,
-    /// Who asked.
-    pub participant_id: String,
-    pub name: String,
+    /// Who asked: to the stage and the asker; absent for the rest of the
+    /// audience, who do not learn of each other.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub participant_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub text: String,
     /// Milliseconds since the Unix epoch, by the server's clock.
     pub asked_at: u64,

@@ -346,6 +346,8 @@ struct Participant {
     last_reaction: Option<Instant>,
     /// When they last asked a question ([`questions`]).
     last_question: Option<Instant>,
+    /// When a webinar's attendee last raised or lowered their hand ([`hands`]).
+    last_hand_change: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -572,8 +574,14 @@ impl Room {
                     .push_back(Effect::Media(MediaAction::RestartIce { who: who.clone() }));
             }
             ClientMessage::MediaPath { path } => {
+                let attendee = webinar::in_audience(&self.settings, p);
                 if p.media_path != Some(path) {
                     p.media_path = Some(path);
+                    if attendee {
+                        // Shown to hosts in `attendees` pages: a push per
+                        // change, from each of a thousand, could flood them.
+                        return Ok(());
+                    }
                     // Only hosts see paths: the others would get an update
                     // with nothing changed in it.
                     let participant = self.participant_info(who);
@@ -588,7 +596,7 @@ impl Room {
                 }
             }
             ClientMessage::VideoSizes { sizes } => self.video_sizes(now, who, sizes)?,
-            ClientMessage::RaiseHand {} => self.raise_hand(who),
+            ClientMessage::RaiseHand {} => self.raise_hand(now, who)?,
             ClientMessage::Attendees { after } => {
                 allowed(p.role, &self.settings, Action::Host)?;
                 self.attendees_page(who, after)?;
@@ -603,7 +611,7 @@ impl Room {
                 self.dismiss_question(id)?;
             }
             ClientMessage::LowerHand { participant_id } => {
-                self.lower_hand(who, participant_id.map(ParticipantId))?
+                self.lower_hand(now, who, participant_id.map(ParticipantId))?
             }
             ClientMessage::React { reaction } => self.react(now, who, reaction)?,
             ClientMessage::Answer { sdp } => {
@@ -735,7 +743,14 @@ impl Room {
                 let targets: Vec<ParticipantId> = self
                     .participants
                     .iter()
-                    .filter(|(id, t)| *id != who && t.admitted && !t.role.is_host())
+                    // Not a webinar's audience: they publish nothing, and a
+                    // mute each would be a message each to every host.
+                    .filter(|(id, t)| {
+                        *id != who
+                            && t.admitted
+                            && !t.role.is_host()
+                            && !webinar::in_audience(&self.settings, t)
+                    })
                     .map(|(id, _)| id.clone())
                     .collect();
                 for t in targets {

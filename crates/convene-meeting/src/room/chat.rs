@@ -31,20 +31,30 @@ impl Room {
             identity: Verification::of(&sender.identity).public(),
         };
         self.next_chat += 1;
+        // A webinar's attendee writes to the stage: the rest of the audience
+        // does not learn of them ([`webinar`]), and a thousand writing to a
+        // thousand would be a million messages.
+        let attendee = self.is_attendee(who);
         // Kept (for later joiners, and stored) only where the level
         // keeps chat; otherwise it lives only in the browsers.
         let days = self.level().chat_retention_days;
         if days > 0 {
-            if self.chat.len() >= self.limits.chat_history {
-                self.chat.pop_front();
+            if !attendee {
+                if self.chat.len() >= self.limits.chat_history {
+                    self.chat.pop_front();
+                }
+                self.chat.push_back(message.clone());
             }
-            self.chat.push_back(message.clone());
             self.effects.push_back(Effect::Persist(Change::Chat {
                 message: message.clone(),
                 days,
             }));
         }
-        self.broadcast(ServerMessage::Chat { message });
+        if attendee {
+            self.tell_stage_and(who, ServerMessage::Chat { message });
+        } else {
+            self.broadcast(ServerMessage::Chat { message });
+        }
         Ok(())
     }
 }

@@ -26,25 +26,37 @@ use crate::protocol::{ErrorCode, Reaction, ServerMessage};
 
 /// At most one reaction per person in this time; more are dropped.
 pub const REACTION_INTERVAL: Duration = Duration::from_secs(1);
+/// A webinar's attendee changes their hand at most this often.
+pub const HAND_TOGGLE_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Room {
     /// `raise-hand`: to the end of the queue, unless already in it.
-    pub(super) fn raise_hand(&mut self, who: &ParticipantId) {
+    pub(super) fn raise_hand(
+        &mut self,
+        now: Instant,
+        who: &ParticipantId,
+    ) -> Result<(), RoomError> {
+        let attendee = self.is_attendee(who);
         let Some(p) = self.participants.get_mut(who) else {
-            return;
+            return Ok(());
         };
         if p.hand.is_some() {
-            return; // keeps its place
+            return Ok(()); // keeps its place
+        }
+        if attendee {
+            hand_toggle(now, p)?;
         }
         p.hand = Some(self.next_hand);
         self.next_hand += 1;
         self.broadcast_update(who);
+        Ok(())
     }
 
     /// `lower-hand`: one's own (`target` absent or oneself), or a host
     /// lowers someone else's.
     pub(super) fn lower_hand(
         &mut self,
+        now: Instant,
         who: &ParticipantId,
         target: Option<ParticipantId>,
     ) -> Result<(), RoomError> {
@@ -58,9 +70,13 @@ impl Room {
                 )
             })?;
         }
+        let attendee = self.is_attendee(&target);
         let Some(t) = self.participants.get_mut(&target).filter(|t| t.admitted) else {
             return Err(err(ErrorCode::Invalid, "no such participant"));
         };
+        if attendee && target == *who && t.hand.is_some() {
+            hand_toggle(now, t)?;
+        }
         if t.hand.take().is_some() {
             self.broadcast_update(&target);
         }
@@ -91,10 +107,16 @@ impl Room {
             return Ok(());
         }
         p.last_reaction = Some(now);
-        self.broadcast(ServerMessage::Reaction {
+        let message = ServerMessage::Reaction {
             participant_id: who.0.clone(),
             reaction,
-        });
+        };
+        if super::webinar::in_audience(&self.settings, p) {
+            // A webinar's audience does not learn of each other ([`webinar`]).
+            self.tell_stage_and(who, message);
+        } else {
+            self.broadcast(message);
+        }
         Ok(())
     }
 
@@ -108,6 +130,22 @@ impl Room {
         hands.sort_unstable();
         hands.into_iter().map(|(_, id)| id.clone()).collect()
     }
+}
+
+/// A webinar's attendee raises or lowers their hand at most once per
+/// [`HAND_TOGGLE_INTERVAL`]: each change is a message to every host, and a
+/// thousand toggling fast would flood them.
+fn hand_toggle(now: Instant, p: &mut super::Participant) -> Result<(), RoomError> {
+    if p.last_hand_change
+        .is_some_and(|t| now.saturating_duration_since(t) < HAND_TOGGLE_INTERVAL)
+    {
+        return Err(err(
+            ErrorCode::RateLimited,
+            "your hand was just raised or lowered: wait a moment",
+        ));
+    }
+    p.last_hand_change = Some(now);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -299,7 +299,10 @@ impl Room {
             &format!("{before:?} -> {role:?}").to_lowercase(),
             String::new(),
         );
-        if self.settings.webinar && webinar::on_stage(before) != webinar::on_stage(role) {
+        let admitted = self.participants.get(&target).is_some_and(|t| t.admitted);
+        if !admitted {
+            // In the lobby: they join the stage, or the audience, when admitted.
+        } else if self.settings.webinar && webinar::on_stage(before) != webinar::on_stage(role) {
             self.stage_changed(&target, before, role);
         } else {
             self.broadcast_update(&target);

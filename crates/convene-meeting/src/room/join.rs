@@ -174,6 +174,7 @@ impl Room {
                 hand: None,
                 last_reaction: None,
                 last_question: None,
+                last_hand_change: None,
             },
         );
         let p = &self.participants[&id];

@@ -5,21 +5,26 @@
 //! `chat` setting is `nobody`, as a level without chat makes it). A question
 //! reaches the stage (hosts, co-hosts, presenters) and its asker, not the
 //! rest of the audience: a thousand people's questions are for those who
-//! answer them. A host marks one answered, and then everyone sees it; or
-//! dismisses it, and it goes from everyone who had it. Questions are held in
-//! memory while the meeting runs, for those who join the stage later and for
-//! answered ones to reach latecomers; they are never stored, and the oldest
-//! go first beyond [`MAX_QUESTIONS`].
+//! answer them. A host marks one answered, and then everyone sees it, the
+//! rest of the audience without who asked; or dismisses it, and it goes
+//! from everyone who had it. Questions are held in memory while the meeting
+//! runs, for those who join the stage later and for answered ones to reach
+//! latecomers; they are never stored. Beyond [`MAX_QUESTIONS`] the oldest
+//! answered one goes first (else the oldest), and each person has at most
+//! [`MAX_OPEN_PER_ASKER`] waiting for an answer.
 
 use super::*;
 use crate::protocol::Question;
 
 /// One question per person in this time; faster ones get `rate-limited`.
 pub const QUESTION_INTERVAL: Duration = Duration::from_secs(5);
-/// Questions held per meeting; beyond it the oldest go.
+/// Questions held per meeting; beyond it the oldest answered go first.
 pub const MAX_QUESTIONS: usize = 500;
+/// Unanswered questions one person may have at once.
+pub const MAX_OPEN_PER_ASKER: usize = 5;
 /// Questions per `questions` page: with the default limit of 2000
-/// characters each, a page stays under 80 KB of text.
+/// characters each (control characters taken out), a page stays under
+/// about 80 KB of text.
 const QUESTIONS_PAGE: usize = 10;
 /// The most `questions` pages one person is sent at once.
 pub const MOST_PAGES: usize = MAX_QUESTIONS.div_ceil(QUESTIONS_PAGE);
@@ -51,7 +56,12 @@ impl Room {
                 "written messages are turned off in this meeting, questions too",
             ));
         }
-        let text = names::chat_text(text);
+        // No control characters but line breaks and tabs: each would be six
+        // bytes of JSON in every page that carries the question.
+        let text: String = names::chat_text(text)
+            .chars()
+            .filter(|c| !c.is_control() || matches!(c, '\n' | '\t'))
+            .collect();
         let text = text.trim();
         if text.is_empty() {
             return Err(err(ErrorCode::Invalid, "a question cannot be empty"));
@@ -77,18 +87,41 @@ impl Room {
                 "one question every few seconds: wait a moment and ask again",
             ));
         }
+        let open = self
+            .questions
+            .held
+            .iter()
+            .filter(|q| !q.answered && q.participant_id.as_deref() == Some(who.0.as_str()))
+            .count();
+        if open >= MAX_OPEN_PER_ASKER {
+            return Err(err(
+                ErrorCode::RateLimited,
+                format!(
+                    "you have {MAX_OPEN_PER_ASKER} questions waiting for an answer: wait for one"
+                ),
+            ));
+        }
         p.last_question = Some(now);
         self.questions.next += 1;
         let question = Question {
             id: self.questions.next,
-            participant_id: who.0.clone(),
-            name: p.name.clone(),
+            participant_id: Some(who.0.clone()),
+            name: Some(p.name.clone()),
             text: text.to_string(),
             asked_at: unix_millis(),
             answered: false,
         };
         if self.questions.held.len() >= MAX_QUESTIONS {
-            self.questions.held.pop_front();
+            // The oldest answered one goes first: it has been seen.
+            let at = self
+                .questions
+                .held
+                .iter()
+                .position(|q| q.answered)
+                .unwrap_or(0);
+            if let Some(old) = self.questions.held.get(at).map(|q| q.id) {
+                self.remove_question(at, old);
+            }
         }
         self.questions.held.push_back(question.clone());
         self.tell_stage_and(who, ServerMessage::Question { question });
@@ -106,7 +139,28 @@ impl Room {
         if !q.answered {
             q.answered = true;
             let question = q.clone();
-            self.broadcast(ServerMessage::Question { question });
+            let asker = ParticipantId(question.participant_id.clone().unwrap_or_default());
+            // The rest of the audience sees what was asked, not who asked.
+            let audience: Vec<ParticipantId> = self
+                .participants
+                .iter()
+                .filter(|(id, p)| {
+                    **id != asker
+                        && p.admitted
+                        && p.away_since.is_none()
+                        && !webinar::on_stage(p.role)
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            if !audience.is_empty() {
+                let question = anonymous(question.clone());
+                let message = ServerMessage::Question { question };
+                self.effects.push_back(Effect::Broadcast {
+                    to: audience,
+                    message,
+                });
+            }
+            self.tell_stage_and(&asker, ServerMessage::Question { question });
         }
         Ok(())
     }
@@ -119,20 +173,26 @@ impl Room {
             .iter()
             .position(|q| q.id == id)
             .ok_or_else(|| err(ErrorCode::Invalid, "no such question"))?;
+        self.remove_question(at, id);
+        Ok(())
+    }
+
+    /// The question at `at` (whose id is `id`) goes, from whoever had it.
+    fn remove_question(&mut self, at: usize, id: u64) {
         let Some(q) = self.questions.held.remove(at) else {
-            return Ok(());
+            return;
         };
         let removed = ServerMessage::QuestionRemoved { id };
         if q.answered {
             self.broadcast(removed);
         } else {
-            self.tell_stage_and(&ParticipantId(q.participant_id), removed);
+            let asker = ParticipantId(q.participant_id.unwrap_or_default());
+            self.tell_stage_and(&asker, removed);
         }
-        Ok(())
     }
 
     /// To everyone on stage, and to `also` (the asker).
-    fn tell_stage_and(&mut self, also: &ParticipantId, message: ServerMessage) {
+    pub(super) fn tell_stage_and(&mut self, also: &ParticipantId, message: ServerMessage) {
         let to: Vec<ParticipantId> = self
             .participants
             .iter()
@@ -156,18 +216,32 @@ impl Room {
             return;
         }
         let all = webinar::on_stage(p.role);
+        let own = |q: &Question| q.participant_id.as_deref() == Some(id.0.as_str());
         let visible: Vec<Question> = self
             .questions
             .held
             .iter()
-            .filter(|q| all || q.answered || q.participant_id == id.0)
-            .cloned()
+            .filter(|q| all || q.answered || own(q))
+            .map(|q| {
+                if all || own(q) {
+                    q.clone()
+                } else {
+                    anonymous(q.clone())
+                }
+            })
             .collect();
         for page in visible.chunks(QUESTIONS_PAGE) {
             let questions = page.to_vec();
             self.send(id, ServerMessage::Questions { questions });
         }
     }
+}
+
+/// The question without who asked, for the rest of the audience.
+fn anonymous(mut q: Question) -> Question {
+    q.participant_id = None;
+    q.name = None;
+    q
 }
 
 #[cfg(test)]

@@ -136,6 +136,7 @@ impl Room {
                     hand: r.hand,
                     last_reaction: None,
                     last_question: None,
+                    last_hand_change: None,
                 },
             );
         }

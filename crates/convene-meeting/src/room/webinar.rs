@@ -35,6 +35,9 @@ pub(super) fn on_stage(role: Role) -> bool {
 #[derive(Debug, Default)]
 pub(super) struct AudienceCount {
     told: Option<(usize, Instant)>,
+    /// A joiner was told a count other than the last one told to all: the
+    /// next tick tells everyone again, even if it is back to that one.
+    stale: bool,
 }
 
 impl Room {
@@ -97,6 +100,9 @@ impl Room {
     pub(super) fn send_audience(&mut self, id: &ParticipantId) {
         if self.settings.webinar {
             let attendees = self.audience_size();
+            if self.audience.told.is_some_and(|(n, _)| n != attendees) {
+                self.audience.stale = true;
+            }
             self.send(id, ServerMessage::Audience { attendees });
         }
     }
@@ -110,12 +116,13 @@ impl Room {
         }
         let attendees = self.audience_size();
         match self.audience.told {
-            Some((n, _)) if n == attendees => return,
+            Some((n, _)) if n == attendees && !self.audience.stale => return,
             Some((_, at)) if now.saturating_duration_since(at) < AUDIENCE_EVERY => return,
             None if attendees == 0 => return,
             _ => {}
         }
         self.audience.told = Some((attendees, now));
+        self.audience.stale = false;
         self.broadcast(ServerMessage::Audience { attendees });
     }
 

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use super::super::testkit::*;
 use super::super::*;
-use super::{MAX_QUESTIONS, QUESTION_INTERVAL};
+use super::{MAX_OPEN_PER_ASKER, MAX_QUESTIONS, QUESTION_INTERVAL};
 use crate::access::Who;
 use crate::protocol::{ClientMessage as C, Question};
 
@@ -13,9 +13,14 @@ fn webinar(now: Instant, chat: Who) -> (Room, ParticipantId, ParticipantId, Vec<
     let settings = Settings {
         webinar: true,
         chat,
+        max_participants: 1000,
         ..Settings::default()
     };
-    let mut r = Room::with_settings("w".into(), "Q&A".into(), RoomLimits::default(), settings);
+    let limits = RoomLimits {
+        max_participants: 1000,
+        ..RoomLimits::default()
+    };
+    let mut r = Room::with_settings("w".into(), "Q&A".into(), limits, settings);
     let host = r.join_as(now, join_msg("Host"), Role::Host).unwrap();
     let speaker = r
         .join_as(now, join_msg("Speaker"), Role::Presenter)
@@ -55,7 +60,7 @@ fn a_question_reaches_the_stage_and_its_asker_and_answered_everyone() {
         let q = questions_to(&fx, who);
         assert_eq!(q.len(), 1, "{who}");
         assert_eq!(
-            (q[0].text.as_str(), q[0].name.as_str()),
+            (q[0].text.as_str(), q[0].name.as_deref().unwrap()),
             ("Budget for 2027?", "A0")
         );
         assert!(!q[0].answered);
@@ -81,9 +86,14 @@ fn a_question_reaches_the_stage_and_its_asker_and_answered_everyone() {
     );
     r.handle(now, &host, C::MarkAnswered { id }).unwrap();
     let fx = drain(&mut r);
-    for who in [&a[1], &late, &speaker] {
+    for who in [&a[1], &late, &speaker, &a[0]] {
         assert!(questions_to(&fx, who)[0].answered, "{who}");
     }
+    // The rest of the audience sees what was asked, not who asked.
+    assert_eq!(questions_to(&fx, &a[1])[0].name, None);
+    assert_eq!(questions_to(&fx, &a[1])[0].participant_id, None);
+    assert_eq!(questions_to(&fx, &a[0])[0].name.as_deref(), Some("A0"));
+    assert_eq!(questions_to(&fx, &speaker)[0].name.as_deref(), Some("A0"));
     let later = r.join(now, join_msg("Later")).unwrap();
     assert_eq!(
         questions_to(&drain(&mut r), &later).len(),
@@ -142,24 +152,58 @@ fn questions_are_limited_in_rate_size_number_and_where_they_are_allowed() {
     let too_long = r.handle(t0, &a[2], C::Ask { text: long });
     assert_eq!(too_long.unwrap_err().code, ErrorCode::Invalid);
 
-    // The oldest go beyond the most held.
-    for i in 0..MAX_QUESTIONS {
-        let at = t0 + QUESTION_INTERVAL * (i as u32 + 2);
+    // Five waiting at most per person.
+    let mut at = t0 + QUESTION_INTERVAL * 2;
+    for i in 0..MAX_OPEN_PER_ASKER - 2 {
         r.handle(
             at,
-            &a[1],
+            &a[0],
             C::Ask {
-                text: format!("Q{i}"),
+                text: format!("More {i}"),
             },
         )
         .unwrap();
+        at += QUESTION_INTERVAL;
     }
-    drain(&mut r);
+    let sixth = r.handle(
+        at,
+        &a[0],
+        C::Ask {
+            text: "Sixth".into(),
+        },
+    );
+    assert_eq!(sixth.unwrap_err().code, ErrorCode::RateLimited);
+
+    // Beyond the most held, the oldest answered goes first, from everyone.
+    let first = questions_to(&drain(&mut r), &host)[0].id;
+    r.handle(t0, &host, C::MarkAnswered { id: first }).unwrap();
+    // Five held already: one more than the most, so one goes.
+    let more = MAX_QUESTIONS - 4;
+    for i in 0..more.div_ceil(MAX_OPEN_PER_ASKER) {
+        let p = r.join(t0, join_msg(&format!("C{i}"))).unwrap();
+        for k in 0..MAX_OPEN_PER_ASKER.min(more - i * MAX_OPEN_PER_ASKER) {
+            let at = t0 + QUESTION_INTERVAL * (k as u32 + 1);
+            r.handle(
+                at,
+                &p,
+                C::Ask {
+                    text: format!("Q{i}.{k}"),
+                },
+            )
+            .unwrap();
+        }
+    }
+    let fx = drain(&mut r);
+    let removed = ServerMessage::QuestionRemoved { id: first };
+    assert!(
+        sent_to(&fx, &a[2]).contains(&removed),
+        "answered: gone from all"
+    );
     let late = r.join_as(t0, join_msg("Late"), Role::CoHost).unwrap();
     let held = questions_to(&drain(&mut r), &late);
     assert_eq!(held.len(), MAX_QUESTIONS);
-    assert_eq!(held[0].text, "Q0");
-    let _ = host;
+    assert!(held.iter().all(|q| q.id != first));
+    assert_eq!(held[0].text, "Two", "the unanswered stay, oldest first");
 
     // Nobody may write: no questions either; and none outside a webinar.
     let (mut quiet, _, _, a) = webinar(t0, Who::Nobody);
@@ -204,4 +248,14 @@ fn brought_on_stage_one_sees_every_question() {
     let q = questions_to(&drain(&mut r), &a[1]);
     assert_eq!(q.len(), 1);
     assert_eq!(q[0].text, "First");
+}
+
+#[test]
+fn control_characters_are_taken_out_of_a_question() {
+    let now = Instant::now();
+    let (mut r, host, _, a) = webinar(now, Who::Everyone);
+    let text = "Line one\nline\u{0}two\u{7}\u{1b}[31m".to_string();
+    r.handle(now, &a[0], C::Ask { text }).unwrap();
+    let q = questions_to(&drain(&mut r), &host);
+    assert_eq!(q[0].text, "Line one\nlinetwo[31m");
 }

@@ -312,3 +312,158 @@ fn a_webinar_stays_a_webinar() {
         .unwrap_err();
     assert!(e.message.contains("webinar"), "{e}");
 }
+
+#[test]
+fn an_attendees_chat_and_reactions_reach_the_stage_not_the_audience() {
+    use crate::protocol::Reaction;
+    let now = Instant::now();
+    let (mut r, host, people) = webinar(now, 3);
+    r.handle(
+        now,
+        &people[0],
+        C::Chat {
+            text: "Hello".into(),
+        },
+    )
+    .unwrap();
+    r.handle(
+        now,
+        &people[0],
+        C::React {
+            reaction: Reaction::Clap,
+        },
+    )
+    .unwrap();
+    let fx = drain(&mut r);
+    for who in [&host, &people[0]] {
+        let got = sent_to(&fx, who);
+        assert!(
+            got.iter().any(|m| matches!(m, ServerMessage::Chat { .. })),
+            "{who}"
+        );
+        assert!(
+            got.iter()
+                .any(|m| matches!(m, ServerMessage::Reaction { .. })),
+            "{who}"
+        );
+    }
+    assert!(
+        sent_to(&fx, &people[1]).is_empty(),
+        "{:?}",
+        sent_to(&fx, &people[1])
+    );
+    // The stage's chat reaches everyone.
+    r.handle(
+        now,
+        &host,
+        C::Chat {
+            text: "Welcome".into(),
+        },
+    )
+    .unwrap();
+    let fx = drain(&mut r);
+    assert!(matches!(
+        sent_to(&fx, &people[2]).as_slice(),
+        [ServerMessage::Chat { .. }]
+    ));
+}
+
+#[test]
+fn an_attendee_changes_their_hand_at_most_once_a_second() {
+    use super::super::hands::HAND_TOGGLE_INTERVAL;
+    let t0 = Instant::now();
+    let (mut r, _, people) = webinar(t0, 2);
+    let a = &people[0];
+    r.handle(t0, a, C::RaiseHand {}).unwrap();
+    let fast = r.handle(
+        t0,
+        a,
+        C::LowerHand {
+            participant_id: None,
+        },
+    );
+    assert_eq!(fast.unwrap_err().code, ErrorCode::RateLimited);
+    assert_eq!(r.hand_queue(), vec![a.clone()], "still up");
+    r.handle(
+        t0 + HAND_TOGGLE_INTERVAL,
+        a,
+        C::LowerHand {
+            participant_id: None,
+        },
+    )
+    .unwrap();
+    assert!(r.hand_queue().is_empty());
+}
+
+#[test]
+fn a_joiner_told_a_passing_count_is_put_right_at_the_next_tick() {
+    let t0 = Instant::now();
+    let (mut r, host, people) = webinar(t0, 5);
+    r.tick(t0);
+    drain(&mut r);
+    let late = r.join(t0, join_msg("Late")).unwrap();
+    r.handle(t0, &people[0], C::Leave {}).unwrap();
+    let fx = drain(&mut r);
+    assert!(sent_to(&fx, &late).contains(&ServerMessage::Audience { attendees: 6 }));
+    // Five again, as last told to all: told again, or Late would keep 6.
+    r.tick(t0 + AUDIENCE_EVERY);
+    let fx = drain(&mut r);
+    assert_eq!(
+        sent_to(&fx, &late),
+        [ServerMessage::Audience { attendees: 5 }]
+    );
+    assert_eq!(
+        sent_to(&fx, &host),
+        [ServerMessage::Audience { attendees: 5 }]
+    );
+}
+
+#[test]
+fn mute_all_leaves_the_audience_alone_and_a_lobby_role_is_not_announced() {
+    let now = Instant::now();
+    let limits = RoomLimits::default();
+    let settings = Settings {
+        webinar: true,
+        lobby: true,
+        ..Settings::default()
+    };
+    let mut r = Room::with_settings("w".into(), "t".into(), limits, settings);
+    let host = r.join_as(now, join_msg("Host"), Role::Host).unwrap();
+    let waiting = r.join(now, join_msg("Waiting")).unwrap();
+    let admitted = r.join(now, join_msg("In")).unwrap();
+    r.handle(
+        now,
+        &host,
+        C::Admit {
+            participant_id: admitted.0.clone(),
+        },
+    )
+    .unwrap();
+    drain(&mut r);
+    r.handle(now, &host, C::MuteAll {}).unwrap();
+    let fx = drain(&mut r);
+    assert!(sent_to(&fx, &admitted).is_empty(), "{fx:?}");
+    let on = C::SetRole {
+        participant_id: waiting.0.clone(),
+        role: Role::Presenter,
+    };
+    r.handle(now, &host, on).unwrap();
+    let fx = drain(&mut r);
+    assert!(
+        !sent_to(&fx, &admitted)
+            .iter()
+            .any(|m| matches!(m, ServerMessage::ParticipantJoined { .. })),
+        "not on stage while in the lobby"
+    );
+    // Admitted, they join the stage, announced once.
+    let admit = C::Admit {
+        participant_id: waiting.0.clone(),
+    };
+    r.handle(now, &host, admit).unwrap();
+    let fx = drain(&mut r);
+    let joins = sent_to(&fx, &admitted)
+        .iter()
+        .filter(|m| matches!(m, ServerMessage::ParticipantJoined { .. }))
+        .count();
+    assert_eq!(joins, 1);
+}
