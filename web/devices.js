@@ -166,6 +166,8 @@ export async function switchCamera(deviceId) {
  */
 export async function switchMicrophone(deviceId) {
   remember('micId', deviceId);
+  // None in use (a webinar's attendee, or none could start): used when one is next captured.
+  if (!local.mic) return;
   const stream = await navigator.mediaDevices.getUserMedia({ audio: wanted(deviceId, true) });
   const track = stream.getAudioTracks()[0];
   track.enabled = !local.micMuted;

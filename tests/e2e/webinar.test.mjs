@@ -6,7 +6,11 @@
 // tile goes, their camera stops).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchPerson, joinAsHost, until, decodingVideos, peopleNames, axe } from './harness.mjs';
+import { join as pathJoin } from 'node:path';
+import { startServer, launchPerson, joinAsHost, until, decodingVideos, peopleNames, axe, ROOT } from './harness.mjs';
+
+/** Where the screenshots for the documentation go. @param {string} name */
+const shot = (name) => pathJoin(ROOT, 'docs', 'screenshots', `${name}.png`);
 
 let server;
 /** @type {import('playwright-core').Browser} */
@@ -148,6 +152,7 @@ test('a webinar: attendees watch without devices, the host brings one on stage a
   // Ann raises her hand: the host sees it without paging, with a way on stage.
   await ann.page.getByRole('button', { name: 'Raise hand' }).click();
   await host.page.locator('#hands li', { hasText: 'Ann' }).getByRole('button', { name: 'Bring on stage: Ann' }).waitFor();
+  await host.page.screenshot({ path: shot('webinar-host') });
 
   // On stage: Ann's page asks for devices now and publishes; Bob sees and decodes her.
   await host.page.locator('#attendees').getByRole('button', { name: 'Bring on stage: Ann' }).click();
@@ -155,6 +160,7 @@ test('a webinar: attendees watch without devices, the host brings one on stage a
   await until('Ann sends video', async () => (await sending(ann.page)).tracks >= 1);
   await tileOf(bob.page, 'Ann').waitFor();
   await until('Bob decodes the host and Ann', async () => (await decodingVideos(bob.page)) >= 2);
+  await bob.page.screenshot({ path: shot('webinar-attendee') });
   await until('the count says 1 attendee', async () => (await audience(bob.page)) === '1 attendee');
   await until('Ann off the host\'s attendee list', async () => (await host.page.locator('#attendees li').count()) === 1);
   assert.ok(await ann.page.locator('#mic-btn').isEnabled(), 'Ann may unmute on stage');
