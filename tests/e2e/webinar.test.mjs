@@ -182,3 +182,55 @@ test('a webinar: attendees watch without devices, the host brings one on stage a
     assert.deepEqual(await axe(p), [], 'axe at 390 px');
   }
 });
+
+test('a host pages through 55 attendees, 50 at a time, and sees a raised hand without paging', { timeout: 60000 }, async () => {
+  const COUNT = 55;
+  const res = await fetch(`${server.url}/api/meetings`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ title: 'Town hall', settings: { webinar: true } }),
+  });
+  const { id, hostUrl } = await res.json();
+  const host = await person();
+  await joinAsHost(host.page, hostUrl.replace(/^https?:\/\/[^/]+/, server.url), 'Hana');
+
+  // The audience: plain signalling sockets (no media) from a page of another context.
+  const crowd = await (await browser.newContext()).newPage();
+  await crowd.goto(server.url);
+  await crowd.evaluate(async ({ wsUrl, count }) => {
+    const w = /** @type {any} */ (window);
+    w.__crowd = [];
+    for (let i = 1; i <= count; i++) {
+      const ws = new WebSocket(wsUrl);
+      await new Promise((ok, fail) => { ws.onopen = ok; ws.onerror = fail; });
+      const welcomed = new Promise((ok) => ws.addEventListener('message', (e) => { if (JSON.parse(e.data).type === 'welcome') ok(undefined); }));
+      ws.send(JSON.stringify({ type: 'join', protocol: 1, name: `Guest ${i}` }));
+      await welcomed;
+      w.__crowd.push(ws);
+    }
+  }, { wsUrl: `${server.url.replace(/^http/, 'ws')}/api/meetings/${id}/ws`, count: COUNT });
+
+  await until(`the count says ${COUNT} attendees`, async () => (await audience(host.page)) === `${COUNT} attendees`);
+  await host.page.getByRole('button', { name: 'People' }).click();
+  await host.page.getByRole('button', { name: 'Show attendees' }).click();
+  const rows = host.page.locator('#attendees li');
+  await until('the first page', async () => (await rows.count()) === 50);
+  assert.equal(await host.page.locator('#attendees-range').textContent(), `1–50 of ${COUNT}`);
+  assert.ok(await host.page.locator('#attendees-prev').isDisabled());
+  await host.page.locator('#attendees-pager').getByRole('button', { name: 'Next' }).click();
+  await until('the second page', async () => (await rows.count()) === COUNT - 50);
+  assert.equal(await host.page.locator('#attendees-range').textContent(), `51–${COUNT} of ${COUNT}`);
+  assert.ok(await host.page.locator('#attendees-next').isDisabled(), 'no page after the last');
+  const pageTwo = await host.page.$$eval('#attendees li .name', (els) => els.map((e) => e.textContent));
+  await host.page.locator('#attendees-pager').getByRole('button', { name: 'Previous' }).click();
+  await until('the first page again', async () => (await rows.count()) === 50);
+  const pageOne = await host.page.$$eval('#attendees li .name', (els) => els.map((e) => e.textContent));
+  assert.equal(new Set([...pageOne, ...pageTwo]).size, COUNT, 'every attendee on one page or the other');
+
+  // A hand from an attendee on the other page reaches the host's queue at once.
+  const raiser = pageTwo[pageTwo.length - 1];
+  await crowd.evaluate((n) => /** @type {any} */ (window).__crowd[n - 1].send(JSON.stringify({ type: 'raise-hand' })), Number(raiser.replace('Guest ', '')));
+  await host.page.locator('#hands li', { hasText: raiser }).getByRole('button', { name: `Bring on stage: ${raiser}` }).waitFor();
+  assert.equal(await host.page.locator('#grid .tile').count(), 1, 'attendees have no tiles, a raised hand neither');
+  await crowd.context().close();
+});
