@@ -151,7 +151,8 @@ function onMessage(msg) {
     }
     case 'participant-left': {
       // A webinar's attendee (hosts hear of them): not on any tile, not announced.
-      if (state.attendees.delete(msg.participantId)) { quality.forget(msg.participantId); renderAudience(); break; }
+      // Drawn again all the same: their raised hand, if any, leaves the hosts' queue.
+      if (state.attendees.delete(msg.participantId)) { quality.forget(msg.participantId); render(); break; }
       const gone = participants.get(msg.participantId);
       const words = { removed: 'announce.removed', 'off-stage': 'announce.off-stage' }[/** @type {string} */ (msg.reason)] || 'announce.left';
       if (gone && msg.reason !== 'ended') noteArrival(words, gone.name);

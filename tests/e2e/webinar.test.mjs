@@ -232,5 +232,9 @@ test('a host pages through 55 attendees, 50 at a time, and sees a raised hand wi
   await crowd.evaluate((n) => /** @type {any} */ (window).__crowd[n - 1].send(JSON.stringify({ type: 'raise-hand' })), Number(raiser.replace('Guest ', '')));
   await host.page.locator('#hands li', { hasText: raiser }).getByRole('button', { name: `Bring on stage: ${raiser}` }).waitFor();
   assert.equal(await host.page.locator('#grid .tile').count(), 1, 'attendees have no tiles, a raised hand neither');
+  // They leave: their hand goes from the queue, and the count goes down.
+  await crowd.evaluate((n) => /** @type {any} */ (window).__crowd[n - 1].send(JSON.stringify({ type: 'leave' })), Number(raiser.replace('Guest ', '')));
+  await host.page.locator('#hands li', { hasText: raiser }).waitFor({ state: 'detached' });
+  await until(`the count says ${COUNT - 1} attendees`, async () => (await audience(host.page)) === `${COUNT - 1} attendees`);
   await crowd.context().close();
 });
