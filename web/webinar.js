@@ -21,6 +21,8 @@ const pages = {
   open: false,
   /** @type {string | undefined} the `after` of the page after this one (none: the last) */
   next: undefined,
+  /** How many attendees there were when the page came (the live count is `state.audience`). */
+  total: 0,
 };
 
 /** Our stage media: being asked for (so it is asked once), and whether we joined without devices. */
@@ -70,8 +72,12 @@ export function place(p) {
 /** The audience's count (`audience`), for everyone in a webinar. @param {number} n */
 export function audienceCount(n) {
   state.audience = n;
-  // All of it: a host with an audience is not alone.
-  hooks.render();
+  renderAudience();
+  // A host with an audience is not alone. (Not everything drawn again: the
+  // count may change every second, and People would be rebuilt under a
+  // screen reader's focus.)
+  if (n > 0) $('alone').hidden = true;
+  else hooks.render();
 }
 
 /** The count, and the hosts' Attendees section, drawn from the state. */
@@ -98,6 +104,7 @@ export function attendeesPage(msg) {
   pages.ids = msg.attendees.map((/** @type {any} */ p) => p.id);
   for (const p of msg.attendees) state.attendees.set(p.id, p);
   pages.next = msg.next || undefined;
+  pages.total = msg.total;
   pages.starts.length = pages.index + 1;
   if (pages.next) pages.starts.push(pages.next);
   state.audience = msg.total;
@@ -115,13 +122,17 @@ export function resetAudience() {
   if (pages.open && isWebinar() && amHost()) ask(0);
 }
 
+/** What the list shows, to draw it again only when that changed. */
+let drawn = '';
+
 /** The page of attendees shown to a host, each with a way on stage. */
 function renderAttendees() {
   const list = $('attendees');
-  if ($('attendees-panel').hidden) return;
+  if ($('attendees-panel').hidden) { drawn = ''; return; }
   const focused = list.contains(document.activeElement) ? /** @type {HTMLElement} */ (document.activeElement).closest('li')?.dataset.id : null;
   const shown = pages.ids.filter((id) => state.attendees.has(id));
-  list.replaceChildren(...shown.map((id) => {
+  const now = JSON.stringify(shown.map((id) => state.attendees.get(id)));
+  if (now !== drawn) list.replaceChildren(...shown.map((id) => {
     const p = state.attendees.get(id);
     const li = document.createElement('li');
     li.dataset.id = id;
@@ -131,12 +142,16 @@ function renderAttendees() {
     li.append(label, bringButton(id, p.name));
     return li;
   }));
+  drawn = now;
   list.hidden = !pages.open;
   $('attendees-show').textContent = t(pages.open ? 'webinar.refresh' : 'webinar.show');
+  // Said when a page comes (a live region): with the total as the page has it,
+  // so the count going up and down elsewhere does not repeat it every second.
   const first = pages.index * 50;
-  $('attendees-range').textContent = !pages.open ? ''
-    : shown.length ? t('webinar.range', { from: first + 1, to: first + shown.length, total: state.audience ?? shown.length })
+  const range = !pages.open ? ''
+    : shown.length ? t('webinar.range', { from: first + 1, to: first + shown.length, total: Math.max(pages.total, first + shown.length) })
       : t('webinar.none-here');
+  if ($('attendees-range').textContent !== range) $('attendees-range').textContent = range;
   $('attendees-pager').hidden = !pages.open || (pages.index === 0 && !pages.next);
   $('attendees-prev').disabled = pages.index === 0;
   $('attendees-next').disabled = !pages.next;
