@@ -45,6 +45,8 @@ export function updateControls() {
   if (chatWhy && !$('reactions').hidden) toggleReactions();
   $('chat-why').textContent = chatWhy ? t('chat.why', { why: chatWhy }) : '';
   $('chat-why').hidden = !chatWhy;
+  // An attendee writes to the stage only (protocol.md §4.18).
+  $('chat-audience').hidden = !attendee;
   const reasons = [
     [t('restrictions.unmute'), micOff ? reasonText(permissions.unmute) : null],
     [t('restrictions.camera'), local.cameraOn ? null : reasonText(permissions.camera)],

@@ -136,6 +136,10 @@ test('a webinar: attendees watch without devices, the host brings one on stage a
   assert.equal(await ann.page.locator('#grid .tile').count(), 1, 'Ann\'s stage: the host\'s tile only');
   assert.ok(await ann.page.locator('#attendees-panel').isHidden(), 'no attendee list for attendees');
   assert.deepEqual(await axe(ann.page), [], 'axe: an attendee with People open');
+  // Their chat reaches the stage only, and the chat panel says so.
+  await ann.page.getByRole('button', { name: 'Chat' }).click();
+  assert.ok(await ann.page.getByText('your messages and reactions reach the people on stage').isVisible());
+  await ann.page.getByRole('button', { name: 'Chat' }).click();
 
   // The host asks for the attendees: both, publishing nothing.
   await host.page.getByRole('button', { name: 'People' }).click();
