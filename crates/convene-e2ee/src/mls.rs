@@ -328,7 +328,14 @@ impl Member {
     }
 
     fn lost_group(&mut self, code: &'static str, now: Instant, out: &mut Vec<Event>) {
-        self.group = None;
+        // Its state goes from the store too: a Welcome back into the same
+        // group (the usual way back) is refused while the store holds a group
+        // by that id.
+        if let Some(mut group) = self.group.take() {
+            if let Err(e) = group.delete(self.provider.storage()) {
+                warn(out, "bad-message", e);
+            }
+        }
         self.pending = None;
         warn(out, code, "");
         if code != "removed" {
