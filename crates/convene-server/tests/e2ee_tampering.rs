@@ -30,7 +30,7 @@ enum Spoil {
 }
 
 impl Spoil {
-    fn from_end(self) -> usize {
+    fn offset_from_end(self) -> usize {
         match self {
             Spoil::MembershipTag => 10,
             Spoil::Signature => 33 + 33 + 20,
@@ -40,6 +40,8 @@ impl Spoil {
 
 /// Proxies signalling sockets to the server at `server`, changing the first
 /// `mls-commit` a client sends as `how` says. Counts the commits it spoiled.
+// The handshake callback's error type is tungstenite's, not ours.
+#[allow(clippy::result_large_err)]
 async fn tampering_proxy(server: std::net::SocketAddr, how: Spoil) -> (String, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -99,7 +101,7 @@ fn spoil(text: &str, how: Spoil, count: &AtomicUsize) -> String {
     }
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut bytes = b64.decode(v["commit"].as_str().unwrap()).unwrap();
-    let at = bytes.len() - how.from_end();
+    let at = bytes.len() - how.offset_from_end();
     bytes[at] ^= 0x5a;
     v["commit"] = json!(b64.encode(&bytes));
     count.fetch_add(1, Ordering::SeqCst);
@@ -195,6 +197,7 @@ async fn a_commit_with_a_bad_signature_is_refused_and_reaches_nobody() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_with_a_bad_membership_tag_passes_the_server_and_the_group_heals() {
     let (server, ann, bo, spoiled) = spoiled_add(Spoil::MembershipTag).await;
+    assert_eq!(spoiled, 1, "one commit spoiled");
     // The server cannot check the tag (docs/security.md): the commit went
     // out, and Ann joined from its Welcome. Bo could not apply his own
     // commit as it came back; he joined afresh, and Ann added him.
