@@ -869,13 +869,7 @@ impl Room {
                 .push_back(Effect::Media(MediaAction::Disconnect(who.clone())));
             self.effects.push_back(Effect::Close { who: who.clone() });
         }
-        for source in p.sources {
-            self.effects
-                .push_back(Effect::Media(MediaAction::Unpublish {
-                    who: who.clone(),
-                    source,
-                }));
-        }
+        self.unpublish(who, p.sources);
         let left = ServerMessage::ParticipantLeft {
             participant_id: who.0.clone(),
             reason,
@@ -895,6 +889,19 @@ impl Room {
             LeaveReason::OffStage => "off stage",
         };
         self.audit("leave", who, who, outcome, String::new());
+    }
+}
+
+impl Room {
+    /// The media layer stops taking `sources` from `who`.
+    fn unpublish(&mut self, who: &ParticipantId, sources: BTreeSet<Source>) {
+        for source in sources {
+            self.effects
+                .push_back(Effect::Media(MediaAction::Unpublish {
+                    who: who.clone(),
+                    source,
+                }));
+        }
     }
 }
 

@@ -39,14 +39,7 @@ fn member() -> Identity {
 fn come(r: &mut Room, name: &str, role: Role) -> ParticipantId {
     r.enter(
         Instant::now(),
-        C::Join {
-            protocol: PROTOCOL_VERSION,
-            name: name.into(),
-            resume: None,
-            passcode: None,
-            host_key: None,
-            e2ee: false,
-        },
+        super::testkit::join_msg(name),
         Entrant {
             role,
             key: None,

@@ -107,15 +107,9 @@ impl Room {
         p.admitted = false;
         p.waiting_since = Some(now);
         p.hand = None; // the queue is the meeting's: back in it only by raising again
-        let sources: Vec<Source> = std::mem::take(&mut p.sources).into_iter().collect();
+        let sources = std::mem::take(&mut p.sources);
         p.muted.clear();
-        for source in sources {
-            self.effects
-                .push_back(Effect::Media(MediaAction::Unpublish {
-                    who: id.clone(),
-                    source,
-                }));
-        }
+        self.unpublish(id, sources);
         self.effects
             .push_back(Effect::Media(MediaAction::Disconnect(id.clone())));
         let left = ServerMessage::ParticipantLeft {

@@ -149,7 +149,7 @@ impl Room {
         if attendees.is_empty() {
             return;
         }
-        let hosts = self.connected_hosts();
+        let hosts = self.host_ids();
         if !hosts.is_empty() {
             let participants = attendees.iter().map(|(_, q)| q.clone()).collect();
             self.effects.push_back(Effect::Broadcast {
@@ -181,14 +181,7 @@ mod tests {
     fn join(r: &mut Room, now: Instant, name: &str) -> ParticipantId {
         r.enter(
             now,
-            C::Join {
-                protocol: PROTOCOL_VERSION,
-                name: name.into(),
-                resume: None,
-                passcode: None,
-                host_key: None,
-                e2ee: false,
-            },
+            crate::room::testkit::join_msg(name),
             Entrant::participant(),
         )
         .unwrap()

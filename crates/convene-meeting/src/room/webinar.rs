@@ -59,15 +59,6 @@ impl Room {
                 .is_some_and(|v| v.admitted && v.role.is_host())
     }
 
-    /// Hosts and co-hosts in the meeting and connected.
-    pub(super) fn connected_hosts(&self) -> Vec<ParticipantId> {
-        self.participants
-            .iter()
-            .filter(|(_, p)| p.admitted && p.away_since.is_none() && p.role.is_host())
-            .map(|(id, _)| id.clone())
-            .collect()
-    }
-
     /// A message about an attendee: to the hosts, and to the attendee when
     /// `to_them` (not, say, their own leave).
     pub(super) fn tell_about_attendee(
@@ -76,7 +67,7 @@ impl Room {
         to_them: bool,
         message: ServerMessage,
     ) {
-        let mut to = self.connected_hosts();
+        let mut to = self.host_ids();
         to.retain(|h| h != attendee);
         if !to.is_empty() {
             self.effects.push_back(Effect::Broadcast {
@@ -190,20 +181,14 @@ impl Room {
         let Some(p) = self.participants.get_mut(target) else {
             return;
         };
-        let sources: Vec<Source> = std::mem::take(&mut p.sources).into_iter().collect();
+        let sources = std::mem::take(&mut p.sources);
         p.muted.clear();
-        for source in sources {
-            self.effects
-                .push_back(Effect::Media(MediaAction::Unpublish {
-                    who: target.clone(),
-                    source,
-                }));
-        }
+        self.unpublish(target, sources);
         let left = ServerMessage::ParticipantLeft {
             participant_id: target.0.clone(),
             reason: LeaveReason::OffStage,
         };
-        let hosts = self.connected_hosts();
+        let hosts = self.host_ids();
         let audience: Vec<ParticipantId> = self
             .participants
             .iter()
