@@ -8,7 +8,9 @@ import { wireShortcuts, shortcutTitle, copyInviteLink } from './hands.js';
 import { fitSide } from './people.js';
 
 /** Set while our own `lower-hand` is on its way, so we do not announce it as a host's. */
-export const ownHand = { lowering: false };
+export const ownHand = { lowering: false, changedAt: 0 };
+/** The least time between two of our hand changes (the server's limit for an attendee, protocol.md §4.18). */
+const HAND_GAP_MS = 1000;
 
 /** Turn a control off (or on) and say why next to it; `title` shows when it is on. */
 function restrict(/** @type {HTMLButtonElement | HTMLInputElement} */ el, /** @type {string | null} */ reason, title = '') {
@@ -85,6 +87,7 @@ function togglePanel(panelId, buttonId) {
     updateControls();
     $('chat-input').focus();
   }
+  if (panelId === 'qa-panel' && !panel.hidden && !$('qa-input').disabled) $('qa-input').focus();
 }
 
 async function toggleCamera() {
@@ -169,8 +172,9 @@ export function wireControls(leave) {
   $('share-btn').addEventListener('click', toggleShare);
   $('people-btn').addEventListener('click', () => togglePanel('people-panel', 'people-btn'));
   $('chat-btn').addEventListener('click', () => togglePanel('chat-panel', 'chat-btn'));
+  $('qa-btn').addEventListener('click', () => togglePanel('qa-panel', 'qa-btn'));
   // Escape in a panel, or on its button, closes it; focus goes back to the button.
-  for (const [panelId, buttonId] of [['people-panel', 'people-btn'], ['chat-panel', 'chat-btn']]) {
+  for (const [panelId, buttonId] of [['people-panel', 'people-btn'], ['chat-panel', 'chat-btn'], ['qa-panel', 'qa-btn']]) {
     const close = (/** @type {KeyboardEvent} */ e) => {
       if (e.key !== 'Escape' || $(panelId).hidden) return;
       togglePanel(panelId, buttonId);
@@ -185,6 +189,11 @@ export function wireControls(leave) {
   });
   $('leave-btn').addEventListener('click', leave);
   $('hand-btn').addEventListener('click', () => {
+    // The server lets an attendee change their hand once a second (a double
+    // click would get `rate-limited`): a second press within it does nothing.
+    const now = Date.now();
+    if (now - ownHand.changedAt < HAND_GAP_MS) return;
+    ownHand.changedAt = now;
     const raised = state.participants.get(state.me)?.hand != null;
     ownHand.lowering = raised;
     send({ type: raised ? 'lower-hand' : 'raise-hand' });

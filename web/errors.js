@@ -40,7 +40,20 @@ const INVALID = /** @type {Array<[string, string]>} */ ([
   ['a name may not contain', 'error.invalid-name-label'],
   ['a chat message cannot be empty', 'error.invalid-chat-empty'],
   ['a chat message is at most', 'error.invalid-chat-long'],
+  ['a question cannot be empty', 'error.invalid-question-empty'],
+  ['a question is at most', 'error.invalid-question-long'],
 ]);
+
+/** `rate-limited` messages worth saying precisely (a webinar's questions), by how they start. */
+const RATE_LIMITED = /** @type {Array<[string, string]>} */ ([
+  ['one question every few seconds', 'error.question-wait'],
+  ['you have 5 questions waiting', 'error.questions-waiting'],
+]);
+
+/** `forbidden` messages that are no permission reason, worth saying precisely (a webinar's questions). */
+const FORBIDDEN = /** @type {Record<string, string>} */ ({
+  'written messages are turned off in this meeting, questions too': 'reason.questions-off',
+});
 
 /** The server's permission reasons, word for word, and their message ids. */
 const REASONS = /** @type {Record<string, string>} */ ({
@@ -61,8 +74,13 @@ const REASONS = /** @type {Record<string, string>} */ ({
 export function serverError(msg) {
   if (lang === 'en' && msg.message) return msg.message;
   if (msg.code === 'forbidden' && msg.message && REASONS[msg.message]) return t(REASONS[msg.message]);
+  if (msg.code === 'forbidden' && msg.message && FORBIDDEN[msg.message]) return t(FORBIDDEN[msg.message]);
   if (msg.code === 'invalid' && msg.message) {
     const hit = INVALID.find(([start]) => msg.message?.startsWith(start));
+    if (hit) return t(hit[1]);
+  }
+  if (msg.code === 'rate-limited' && msg.message) {
+    const hit = RATE_LIMITED.find(([start]) => msg.message?.startsWith(start));
     if (hit) return t(hit[1]);
   }
   if (msg.code === 'locked-out') {

@@ -20,6 +20,7 @@ import { showLevel, showCurrentLevel, loadLevels, levelNameOf, policyRefusal, wi
 import { updateControls, wireControls, stopShare, ownHand } from './controls.js';
 import { loadMeeting, setupPrejoin } from './prejoin.js';
 import { place, audienceCount, attendeesPage, resetAudience, renderAudience, followStage, wireWebinar } from './webinar.js';
+import { questionArrived, questionsPage, questionRemoved, resetQuestions, questionError, renderQuestions, wireQuestions } from './questions.js';
 import { e2eeWelcome, e2eeMessage, attachTransforms, wireE2ee, onEncryptedChat } from './e2ee-meeting.js';
 
 translatePage();
@@ -99,6 +100,7 @@ function onMessage(msg) {
       participants.clear();
       for (const p of msg.participants) participants.set(p.id, p);
       resetAudience();
+      resetQuestions();
       state.call?.close();
       const call = new Call(send, localTrack, msg.iceServers);
       call.onTransceivers = attachTransforms;
@@ -168,6 +170,15 @@ function onMessage(msg) {
     case 'attendees':
       attendeesPage(msg);
       break;
+    case 'question':
+      questionArrived(msg.question);
+      break;
+    case 'questions':
+      questionsPage(msg.questions);
+      break;
+    case 'question-removed':
+      questionRemoved(msg.id);
+      break;
     case 'offer':
       state.call?.handleOffer(msg.sdp, msg.tracks);
       break;
@@ -220,6 +231,7 @@ function onMessage(msg) {
       break;
     case 'settings-updated':
       state.settings = msg.settings;
+      renderQuestions();
       break;
     case 'source-stopped':
       // The server already stopped forwarding it; stop capturing too.
@@ -284,6 +296,10 @@ function onMessage(msg) {
       // Another commit won: the group's state machine follows the winner.
       if (msg.code === 'mls-stale-epoch') { e2eeMessage(msg); break; }
       if (msg.code === 'rate-limited') e2eeMessage(msg); // a key package may go again sooner
+      // A question refused: said in the Q&A panel.
+      if (questionError(msg)) break;
+      // A hand changed twice within a second (the button waits a second; a shortcut and a click may not): nothing to say.
+      if (msg.code === 'rate-limited' && msg.message?.startsWith('your hand was just')) break;
       console.warn('server:', msg.code, msg.message);
       showCurrentLevel();
       if (msg.code === 'meeting-full') { state.signalling?.leave(); showLeft(t('left.title'), t('left.full')); }
@@ -311,6 +327,7 @@ function render() {
   quality.apply();
   renderPeople();
   renderAudience();
+  renderQuestions();
 }
 
 /**
@@ -377,6 +394,7 @@ wireChat();
 wireStage();
 wireE2ee();
 wireWebinar();
+wireQuestions((text) => announcer.say(text));
 // Chat in an end-to-end encrypted meeting comes decrypted from the group.
 onEncryptedChat(({ from, text }) => {
   const p = state.participants.get(from);

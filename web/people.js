@@ -21,7 +21,7 @@ let removing = { id: '', name: '' };
 
 /** The side panel shows when any of its panels does. */
 export function fitSide() {
-  $('side').hidden = $('people-panel').hidden && $('chat-panel').hidden && $('lobby-panel').hidden;
+  $('side').hidden = $('people-panel').hidden && $('chat-panel').hidden && $('qa-panel').hidden && $('lobby-panel').hidden;
 }
 
 /**

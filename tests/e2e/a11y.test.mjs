@@ -312,6 +312,18 @@ for (const [lang, locale] of [['en', 'en-GB'], ['nl', 'nl-NL'], ['sv', 'sv-SE']]
       await host.locator('#attendees li').waitFor();
       await host.locator('#hands li').waitFor();
       await audit(failures, lang, 'webinar, the host with the attendee list and a raised hand', host);
+      // Q&A: the attendee asks (their question, open), the host sees it with Mark answered and Dismiss.
+      await gus.locator('#qa-btn').click();
+      await gus.locator('#qa-input').fill('Will the slides be shared?');
+      await gus.locator('#qa-ask').click();
+      await gus.locator('#qa-list li').waitFor();
+      await audit(failures, lang, 'webinar, an attendee\'s Q&A with their question', gus);
+      await host.locator('#qa-btn').click();
+      await host.locator('#qa-list li button').first().waitFor();
+      await audit(failures, lang, 'webinar, the host\'s Q&A with an open question', host);
+      await host.locator('#qa-list li button').first().click();
+      await gus.locator('#qa-list li.answered').waitFor();
+      await audit(failures, lang, 'webinar, an attendee\'s Q&A with their question answered', gus);
 
       await check.locator('#verdict').waitFor({ state: 'visible', timeout: 20000 });
       await audit(failures, lang, 'check (finished)', check);

@@ -242,3 +242,100 @@ test('a host pages through 55 attendees, 50 at a time, and sees a raised hand wi
   await until(`the count says ${COUNT - 1} attendees`, async () => (await audience(host.page)) === `${COUNT - 1} attendees`);
   await crowd.context().close();
 });
+
+test('Q&A: an attendee asks, the stage sees who, hosts answer and dismiss, the rest of the audience sees answers without the asker', { timeout: 90000 }, async () => {
+  const res = await fetch(`${server.url}/api/meetings`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ title: 'Ask me anything', settings: { webinar: true } }),
+  });
+  const { joinUrl, hostUrl } = await res.json();
+  const link = joinUrl.replace(/^https?:\/\/[^/]+/, server.url);
+  const host = await person();
+  await joinAsHost(host.page, hostUrl.replace(/^https?:\/\/[^/]+/, server.url), 'Hana');
+  const ann = await person();
+  const bob = await person();
+  await joinAudience(ann.page, link, 'Ann');
+  await joinAudience(bob.page, link, 'Bob');
+  const qa = (page) => page.locator('#qa-list li');
+  const item = (page, text) => qa(page).filter({ hasText: text });
+  for (const { page } of [host, ann, bob]) {
+    await page.getByRole('button', { name: /^Q&A/ }).click();
+    await page.getByRole('heading', { name: 'Questions' }).waitFor();
+  }
+  assert.ok(await host.page.getByRole('button', { name: /^Q&A/ }).isVisible());
+
+  // Ann asks: the host sees it with her name, open, and hears of it; Ann sees her own.
+  const Q1 = 'Will the slides be shared afterwards?';
+  await ann.page.getByLabel('Your question').fill(Q1);
+  await ann.page.getByRole('button', { name: 'Ask', exact: true }).click();
+  await item(host.page, Q1).waitFor();
+  assert.match(await item(host.page, Q1).locator('.who').innerText(), /^Ann$/);
+  assert.match(await item(host.page, Q1).innerText(), /Not answered yet/);
+  await until('the host hears of the question', async () => (await host.page.locator('#announcer').textContent()).includes('New question from Ann.'));
+  assert.equal(await host.page.locator('#qa-badge').textContent(), '1 open', 'the stage counts open questions');
+  await item(ann.page, Q1).waitFor();
+  assert.equal(await ann.page.getByLabel('Your question').inputValue(), '', 'the box empties once asked');
+  assert.match(await item(ann.page, Q1).locator('.who').innerText(), /Ann \(you\)/);
+  assert.ok(await ann.page.locator('#qa-badge').isHidden(), 'no count for the audience');
+
+  // A second question at once is refused (one per 5 s): said in words, as an alert, and the text kept.
+  await ann.page.getByLabel('Your question').fill('And the recording?');
+  await ann.page.getByRole('button', { name: 'Ask', exact: true }).click();
+  const error = ann.page.getByRole('alert').filter({ hasText: 'one question every few seconds' });
+  await error.waitFor();
+  assert.equal(await ann.page.getByLabel('Your question').inputValue(), 'And the recording?');
+  assert.equal(await ann.page.locator('#status').textContent(), '', 'not in the status line');
+
+  // Bob asks too; neither attendee sees the other's open question.
+  const Q2 = 'Is there a discount for students?';
+  await bob.page.getByLabel('Your question').fill(Q2);
+  await bob.page.getByRole('button', { name: 'Ask', exact: true }).click();
+  await item(host.page, Q2).waitFor();
+  await item(bob.page, Q2).waitFor();
+  assert.equal(await qa(bob.page).count(), 1, 'Bob sees his own question only');
+  assert.equal(await qa(ann.page).count(), 1, 'Ann sees her own question only');
+  assert.ok(!bob.received.some((m) => m.type === 'question' && m.question.text === Q1), 'Bob was not sent Ann\'s open question');
+  await until('two open', async () => (await host.page.locator('#qa-badge').textContent()) === '2 open');
+  assert.deepEqual(await axe(host.page), [], 'axe: the host with questions');
+  assert.deepEqual(await axe(ann.page), [], 'axe: an attendee with the Q&A panel and an error');
+
+  // The host marks Ann's answered: Bob sees it answered from "an attendee"; Ann with her name, and hears it.
+  await host.page.getByRole('button', { name: 'Mark answered: Will the slides be shared afterwards?' }).click();
+  await until('answered for the host', async () => /Answered/.test(await item(host.page, Q1).innerText()));
+  assert.equal(await host.page.locator('#qa-badge').textContent(), '1 open');
+  await item(bob.page, Q1).waitFor();
+  assert.match(await item(bob.page, Q1).innerText(), /Answered/);
+  assert.match(await item(bob.page, Q1).locator('.who').innerText(), /^An attendee$/);
+  assert.ok(!(await item(bob.page, Q1).innerText()).includes('Ann'), 'Bob does not learn who asked');
+  const toBob = bob.received.findLast((m) => m.type === 'question' && m.question.text === Q1);
+  assert.ok(!('participantId' in toBob.question) && !('name' in toBob.question), 'nor does the server tell him');
+  await until('Ann sees it answered', async () => /Answered/.test(await item(ann.page, Q1).innerText()));
+  assert.match(await item(ann.page, Q1).locator('.who').innerText(), /Ann \(you\)/);
+  await until('Ann hears it was answered', async () => (await ann.page.locator('#announcer').textContent()).includes('Your question was answered.'));
+  assert.equal(await host.page.locator('#qa-list button', { hasText: 'Mark answered' }).count(), 1, 'no Mark answered on an answered question');
+
+  // The host dismisses Bob's: gone for the host and for Bob.
+  await host.page.getByRole('button', { name: 'Dismiss: Is there a discount for students?' }).click();
+  await item(host.page, Q2).waitFor({ state: 'detached' });
+  await item(bob.page, Q2).waitFor({ state: 'detached' });
+  assert.ok(await host.page.locator('#qa-badge').isHidden(), 'nothing open');
+  assert.equal(await qa(bob.page).count(), 1, 'Bob keeps the answered question');
+
+  // An attendee's double click on the hand: one change, and no error.
+  await bob.page.locator('#hand-btn').dblclick();
+  await host.page.locator('#hands li', { hasText: 'Bob' }).waitFor({ state: 'attached' });
+  assert.equal(await bob.page.locator('#hand-btn').textContent(), 'Lower hand', 'the hand is up after a double click');
+  await new Promise((r) => setTimeout(r, 500));
+  assert.ok(!bob.received.some((m) => m.type === 'error'), `errors: ${JSON.stringify(bob.received.filter((m) => m.type === 'error'))}`);
+  assert.equal(await bob.page.locator('#status').textContent(), '');
+
+  // At 390 px: nothing wider than the screen, axe clean.
+  for (const { page: p } of [host, bob]) {
+    await p.setViewportSize({ width: 390, height: 844 });
+    const width = await p.evaluate(() => document.documentElement.scrollWidth);
+    assert.ok(width <= 390, `page is ${width} px wide at 390 px`);
+    assert.deepEqual(await axe(p), [], 'axe at 390 px with Q&A');
+  }
+  for (const p of [host, ann, bob]) await p.page.context().close();
+});
