@@ -324,6 +324,7 @@ impl Sfu {
                             }
                             None => None,
                         };
+                        debug!(conn = %conn, bytes_tx = st.bytes_tx, loss = ?st.egress_loss_fraction, bwe = ?st.bwe_tx, "stats");
                         let new_cap =
                             c.loss_cap
                                 .on_stats(now, st.bytes_tx, st.egress_loss_fraction);
