@@ -106,7 +106,8 @@ export class Call extends EventTarget {
       if (slot.direction === 'send') {
         const track = slot.source ? this.localTrack(slot.source) : null;
         // A shared screen is mostly text: keep it sharp rather than smooth.
-        if (track && slot.source === 'screen') track.contentHint = 'detail';
+        // (A shared video file's track says 'motion' already: smooth rather than sharp.)
+        if (track && slot.source === 'screen' && !track.contentHint) track.contentHint = 'detail';
         await tr.sender.replaceTrack(track);
         tr.direction = slot.source ? 'sendonly' : 'inactive';
         // Encodings on every offer: Chromium turns every simulcast layer back
@@ -128,7 +129,8 @@ export class Call extends EventTarget {
   /**
    * Set how a send slot's track is encoded: simulcast layers by rid (their
    * sizes and bitrates, and which are on), and for a shared screen, keep
-   * its resolution when the link is short (frames are dropped instead).
+   * its resolution when the link is short (frames are dropped instead; a
+   * shared video file keeps its frame rate instead).
    * @param {TrackSlot} slot
    * @param {boolean} [last] the last try: say so if it fails
    * @returns {Promise<boolean>} whether it worked (or there was nothing to do)
@@ -147,7 +149,8 @@ export class Call extends EventTarget {
           enc.active = active ? active.includes(/** @type {string} */ (enc.rid)) : true;
         }
       } else if (slot.source === 'screen') {
-        /** @type {any} */ (params).degradationPreference = 'maintain-resolution';
+        // A video file keeps its frame rate, a screen its resolution.
+        /** @type {any} */ (params).degradationPreference = tr.sender.track.contentHint === 'motion' ? 'maintain-framerate' : 'maintain-resolution';
       } else {
         return true;
       }

@@ -6,6 +6,7 @@ import { reasonText } from './errors.js';
 import { local, openCamera, fillDevices, startMeter, stopMeter, switchCamera, switchMicrophone, switchSpeaker } from './devices.js';
 import { wireShortcuts, shortcutTitle, copyInviteLink } from './hands.js';
 import { fitSide } from './people.js';
+import { renderVideoFile, wireVideoFile } from './videofile.js';
 
 /** Set while our own `lower-hand` is on its way, so we do not announce it as a host's. */
 export const ownHand = { lowering: false, changedAt: 0 };
@@ -65,6 +66,7 @@ export function updateControls() {
     return li;
   }));
   $('restrictions').hidden = reasons.length === 0;
+  renderVideoFile();
   $('chat-badge').hidden = state.unreadChat === 0;
   $('chat-badge').textContent = state.unreadChat ? t('chat.new', { count: state.unreadChat }) : '';
 }
@@ -130,6 +132,8 @@ export function stopShare(tellServer = true) {
   const hadAudio = local.screen.getAudioTracks().length > 0;
   for (const tr of local.screen.getTracks()) tr.stop();
   local.screen = null;
+  // A video file's player stops with it.
+  local.screenCleanup?.();
   if (tellServer) {
     send({ type: 'unpublish', source: 'screen' });
     if (hadAudio) send({ type: 'unpublish', source: 'screen-audio' });
@@ -170,6 +174,8 @@ export function wireControls(leave) {
   });
   $('cam-btn').addEventListener('click', toggleCamera);
   $('share-btn').addEventListener('click', toggleShare);
+  hooks.stopShare = () => stopShare();
+  wireVideoFile();
   $('people-btn').addEventListener('click', () => togglePanel('people-panel', 'people-btn'));
   $('chat-btn').addEventListener('click', () => togglePanel('chat-panel', 'chat-btn'));
   $('qa-btn').addEventListener('click', () => togglePanel('qa-panel', 'qa-btn'));

@@ -13,6 +13,8 @@ export const local = {
   /** @type {MediaStreamTrack | null} */ mic: null,
   /** @type {MediaStreamTrack | null} */ camera: null,
   /** @type {MediaStream | null} */ screen: null,
+  /** What lets go of a shared video file's player when its share stops (videofile.js); null for a screen. */
+  /** @type {(() => void) | null} */ screenCleanup: null,
   micMuted: false,
   cameraOn: true,
   /** The camera, microphone and speaker chosen (empty: the browser's default). */

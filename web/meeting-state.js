@@ -42,6 +42,8 @@ export const hooks = {
   updateControls: () => {},
   /** @type {(text: string, warn?: boolean) => void} */
   setStatus: () => {},
+  /** Stop sharing the screen or a video file, telling the server. */
+  stopShare: () => {},
 };
 
 /** @param {object} msg */

@@ -209,6 +209,7 @@ function offStage() {
   local.mic?.stop();
   local.camera?.stop();
   for (const tr of local.screen?.getTracks() || []) tr.stop();
+  local.screenCleanup?.();
   local.mic = null;
   local.camera = null;
   local.screen = null;
