@@ -296,10 +296,10 @@ function onMessage(msg) {
       // Another commit won: the group's state machine follows the winner.
       if (msg.code === 'mls-stale-epoch') { e2eeMessage(msg); break; }
       if (msg.code === 'rate-limited') e2eeMessage(msg); // a key package may go again sooner
-      // A question refused: said in the Q&A panel.
-      if (questionError(msg)) break;
       // A hand changed twice within a second (the button waits a second; a shortcut and a click may not): nothing to say.
       if (msg.code === 'rate-limited' && msg.message?.startsWith('your hand was just')) break;
+      // A question refused: said in the Q&A panel.
+      if (questionError(msg)) break;
       console.warn('server:', msg.code, msg.message);
       showCurrentLevel();
       if (msg.code === 'meeting-full') { state.signalling?.leave(); showLeft(t('left.title'), t('left.full')); }

@@ -70,7 +70,9 @@ export function resetQuestions() {
  * @param {{code: string, message?: string}} msg
  */
 export function questionError(msg) {
-  if (!asking || Date.now() - asking.at > ASK_ERROR_MS) return false;
+  // The server's words for a refused question (protocol.md §4.18), else an error of those codes soon after asking.
+  const aboutQuestions = /question/.test(msg.message || '');
+  if (!aboutQuestions && (!asking || Date.now() - asking.at > ASK_ERROR_MS)) return false;
   if (!['rate-limited', 'invalid', 'forbidden', 'wrong-state'].includes(msg.code)) return false;
   asking = null;
   showError(serverError(msg));
