@@ -2,7 +2,10 @@
 // WebM in the page (a canvas and a tone through MediaRecorder), picks it with
 // "Share a video file", and the browser sends what it plays as its shared
 // screen with the file's sound. The guest decodes the picture on the stage's
-// tile and receives the sound; Pause and Play work; Stop unpublishes it.
+// tile and receives the sound; Pause and Play work; Stop unpublishes it, and
+// so does the file's end. The server's CSP (media-src 'self') refuses the
+// blob: URL the file plays from: the host is told so, and the rest runs in a
+// context without the policy, as it would go once the server allows blob:.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, launchPerson, createMeeting, joinAsHost, join, until, axe } from './harness.mjs';
@@ -147,4 +150,13 @@ test('a host shares a video file: the guest decodes its picture and hears its so
   assert.equal(await host.evaluate(() => document.activeElement?.id), 'video-file-btn');
   assert.equal(await host.locator('#share-btn').textContent(), 'Share screen');
   assert.ok(await host.locator('#video-file-bar').isHidden());
+
+  // Shared again and played to its end: the share ends with it, and the host is told.
+  await host.setViewportSize({ width: 1280, height: 800 });
+  await pick();
+  await guest.locator(tile).waitFor({ state: 'attached' });
+  await host.evaluate(() => { /** @type {HTMLVideoElement} */ (document.querySelector('#video-file-player video')).currentTime = 1e6; });
+  await until('the host is told the video ended', async () => /^The video clip\.webm ended/.test(await host.locator('#status').textContent()), 5000);
+  await guest.locator(tile).waitFor({ state: 'detached' });
+  assert.equal(await host.locator('#share-btn').textContent(), 'Share screen');
 });
