@@ -118,11 +118,12 @@ async fn security_headers(State(state): State<Arc<AppState>>, mut res: Response)
     // Nothing from another origin, no inline script or style. `data:` only
     // for images: the pages' empty favicon (`data:,`), so browsers ask for
     // none. Cameras and screens play through `srcObject`, which CSP does not
-    // govern, so media needs no `blob:` or `mediastream:`.
+    // govern; `blob:` media is a video file a sharer picked, played from a
+    // URL the page made of it (web/videofile.js).
     // A route that set a policy of its own (the records report) keeps it.
     h.entry(header::CONTENT_SECURITY_POLICY)
         .or_insert(HeaderValue::from_static(
-            "default-src 'self'; img-src 'self' data:; media-src 'self'; \
+            "default-src 'self'; img-src 'self' data:; media-src 'self' blob:; \
              connect-src 'self'; style-src 'self'; script-src 'self'; object-src 'none'; \
              base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
         ));
