@@ -380,3 +380,27 @@ export async function joinAsHost(page, hostLink, name) {
   await page.getByRole('button', { name: 'Join meeting' }).click();
   await page.locator('#meeting').waitFor({ state: 'visible' });
 }
+
+/**
+ * A crowd without media: `count` plain signalling sockets, named Guest 1…,
+ * opened from `page` (a page of this server's origin, so its Origin is
+ * allowed) and kept open in `window.__crowd` until the page closes. Each
+ * join waits for its welcome.
+ * @param {import('playwright-core').Page} page
+ * @param {string} wsUrl the meeting's signalling socket
+ * @param {number} count
+ */
+export async function joinCrowd(page, wsUrl, count) {
+  await page.evaluate(async ({ wsUrl, count }) => {
+    const w = /** @type {any} */ (window);
+    w.__crowd = [];
+    for (let i = 1; i <= count; i++) {
+      const ws = new WebSocket(wsUrl);
+      await new Promise((ok, fail) => { ws.onopen = ok; ws.onerror = fail; });
+      const welcomed = new Promise((ok) => ws.addEventListener('message', (e) => { if (JSON.parse(e.data).type === 'welcome') ok(undefined); }));
+      ws.send(JSON.stringify({ type: 'join', protocol: 1, name: `Guest ${i}` }));
+      await welcomed;
+      w.__crowd.push(ws);
+    }
+  }, { wsUrl, count });
+}

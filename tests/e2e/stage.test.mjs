@@ -5,7 +5,7 @@
 // microphone and speaker during the meeting, without leaving.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchPerson, createMeeting, join, joinAsHost, until, decodingVideos, axe } from './harness.mjs';
+import { startServer, launchPerson, createMeeting, join, joinAsHost, joinCrowd, until, decodingVideos, axe } from './harness.mjs';
 
 let server;
 /** @type {{browser: any, page: any}} */ let ann;
@@ -152,15 +152,7 @@ test('more people than fit: pages, and no video asked for those not on screen', 
   const crowd = await ann.page.context().newPage();
   await crowd.goto(server.url);
   const wsUrl = (await ann.page.evaluate(() => location.href)).replace(/^http/, 'ws').replace('/m/', '/api/meetings/') + '/ws';
-  await crowd.evaluate(async ({ wsUrl, count }) => {
-    for (let i = 1; i <= count; i++) {
-      const ws = new WebSocket(wsUrl);
-      await new Promise((ok, fail) => { ws.onopen = ok; ws.onerror = fail; });
-      const welcomed = new Promise((ok) => ws.addEventListener('message', (e) => { if (JSON.parse(e.data).type === 'welcome') ok(undefined); }));
-      ws.send(JSON.stringify({ type: 'join', protocol: 1, name: `Guest ${i}` }));
-      await welcomed;
-    }
-  }, { wsUrl, count: 30 });
+  await joinCrowd(crowd, wsUrl, 30);
   await until('a pager', () => ann.page.locator('#pager').isVisible());
   const status = await ann.page.locator('#page-status').innerText();
   const [, pageNo, pages] = /Page (\d+) of (\d+)/.exec(status) || [];

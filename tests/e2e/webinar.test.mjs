@@ -7,7 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join as pathJoin } from 'node:path';
-import { startServer, launchPerson, joinAsHost, until, decodingVideos, peopleNames, axe, ROOT } from './harness.mjs';
+import { joinCrowd, startServer, launchPerson, joinAsHost, until, decodingVideos, peopleNames, axe, ROOT } from './harness.mjs';
 
 /** Where the screenshots for the documentation go. @param {string} name */
 const shot = (name) => pathJoin(ROOT, 'docs', 'screenshots', `${name}.png`);
@@ -201,18 +201,7 @@ test('a host pages through 55 attendees, 50 at a time, and sees a raised hand wi
   // The audience: plain signalling sockets (no media) from a page of another context.
   const crowd = await (await browser.newContext()).newPage();
   await crowd.goto(server.url);
-  await crowd.evaluate(async ({ wsUrl, count }) => {
-    const w = /** @type {any} */ (window);
-    w.__crowd = [];
-    for (let i = 1; i <= count; i++) {
-      const ws = new WebSocket(wsUrl);
-      await new Promise((ok, fail) => { ws.onopen = ok; ws.onerror = fail; });
-      const welcomed = new Promise((ok) => ws.addEventListener('message', (e) => { if (JSON.parse(e.data).type === 'welcome') ok(undefined); }));
-      ws.send(JSON.stringify({ type: 'join', protocol: 1, name: `Guest ${i}` }));
-      await welcomed;
-      w.__crowd.push(ws);
-    }
-  }, { wsUrl: `${server.url.replace(/^http/, 'ws')}/api/meetings/${id}/ws`, count: COUNT });
+  await joinCrowd(crowd, `${server.url.replace(/^http/, 'ws')}/api/meetings/${id}/ws`, COUNT);
 
   await until(`the count says ${COUNT} attendees`, async () => (await audience(host.page)) === `${COUNT} attendees`);
   await host.page.getByRole('button', { name: 'People' }).click();
