@@ -175,6 +175,13 @@ pub struct Config {
     #[arg(long, env = "CONVENE_DATA_DIR", default_value = "convene-data")]
     pub data_dir: PathBuf,
 
+    /// PostgreSQL to keep meetings, settings and the audit log in, instead of
+    /// SQLite in --data-dir: `postgres://USER:PASSWORD@HOST:PORT/DATABASE`,
+    /// or key=value form (`host=/run/postgresql user=convene dbname=convene`).
+    /// Its schema is made or brought up to date at start.
+    #[arg(long, env = "CONVENE_DATABASE", value_name = "URL")]
+    pub database: Option<String>,
+
     /// Base URL people use to reach this server, for join links
     /// (default: http://<listen address>, or https:// with --tls-cert).
     #[arg(long, env = "CONVENE_PUBLIC_URL")]
@@ -404,6 +411,23 @@ fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
 }
 
 impl Config {
+    /// The storage these flags name: PostgreSQL with --database, otherwise
+    /// SQLite in --data-dir. An error names which (never a password).
+    pub fn open_storage(&self) -> Result<convene_storage::Storage, String> {
+        match &self.database {
+            // The data folder still holds the keys (chat, device cookies)
+            // and the audit checkpoints.
+            Some(url) => std::fs::create_dir_all(&self.data_dir)
+                .map_err(|e| format!("data folder {}: {e}", self.data_dir.display()))
+                .and_then(|()| {
+                    convene_storage::Storage::connect(url)
+                        .map_err(|e| format!("database {}: {e}", without_password(url)))
+                }),
+            None => convene_storage::Storage::open(&self.data_dir)
+                .map_err(|e| format!("data folder {}: {e}", self.data_dir.display())),
+        }
+    }
+
     /// Where audit checkpoints go.
     pub fn audit_checkpoints_path(&self) -> PathBuf {
         self.audit_checkpoints
@@ -730,5 +754,48 @@ mod tests {
             let e = max_participants(bad).unwrap_err().to_string();
             assert!(e.contains("from 1 to 10000"), "{bad}: {e}");
         }
+    }
+}
+
+/// A database address fit for a message: its password replaced by `***`
+/// (URL form `scheme://user:password@…`, or key=value `password=…`).
+pub fn without_password(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let (auth, host) = match rest.rsplit_once('@') {
+            Some(parts) => parts,
+            None => return url.to_string(),
+        };
+        return match auth.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => url.to_string(),
+        };
+    }
+    url.split_whitespace()
+        .map(|kv| match kv.split_once('=') {
+            Some(("password", _)) => "password=***".to_string(),
+            _ => kv.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod database_address_tests {
+    use super::without_password;
+
+    #[test]
+    fn a_password_never_reaches_a_message() {
+        assert_eq!(
+            without_password("postgres://convene:s3cret@db.example:5432/convene"),
+            "postgres://convene:***@db.example:5432/convene"
+        );
+        assert_eq!(
+            without_password("postgres://convene@db/convene"),
+            "postgres://convene@db/convene"
+        );
+        assert_eq!(
+            without_password("host=/run/postgresql user=convene password=s3cret dbname=c"),
+            "host=/run/postgresql user=convene password=*** dbname=c"
+        );
     }
 }

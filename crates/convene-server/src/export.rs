@@ -401,10 +401,10 @@ pub fn run(
 
 /// `convene export meeting ID` / `convene export person QUERY`.
 pub fn command(config: &Config, what: Subject, format: RecordsFormat) -> ExitCode {
-    let storage = match Storage::open(&config.data_dir) {
+    let storage = match config.open_storage() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("convene: data folder {}: {e}", config.data_dir.display());
+            eprintln!("convene: {e}");
             return ExitCode::FAILURE;
         }
     };

@@ -271,10 +271,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let sign_in_available = deployment
         .as_ref()
         .is_some_and(|d| !d.organisations().is_empty());
-    let storage = Arc::new(
-        Storage::open(&config.data_dir)
-            .map_err(|e| StartError(format!("data folder {}: {e}", config.data_dir.display())))?,
-    );
+    let storage = Arc::new(config.open_storage().map_err(StartError)?);
     // Levels that keep chat seal it with this key (made on first start).
     let chat_key = std::sync::Arc::new(
         config

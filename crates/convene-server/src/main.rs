@@ -20,6 +20,13 @@ async fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::Audit(cmd)) => return audit_command(&cli.config, cmd),
+        Some(Command::Backup { .. }) if cli.config.database.is_some() => {
+            eprintln!(
+                "convene: backup copies the SQLite database; with --database, back up \
+                 PostgreSQL with its own tools (pg_dump; docs/operations.md)"
+            );
+            return ExitCode::FAILURE;
+        }
         Some(Command::Backup { file }) => {
             return match convene_storage::Storage::backup(&cli.config.data_dir, &file) {
                 Ok(r) => {
@@ -118,11 +125,10 @@ async fn stop_signal() {
 }
 
 fn audit_command(config: &Config, cmd: AuditCommand) -> ExitCode {
-    let data_dir = &config.data_dir;
-    let storage = match Storage::open(data_dir) {
+    let storage = match config.open_storage() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("convene: data folder {}: {e}", data_dir.display());
+            eprintln!("convene: {e}");
             return ExitCode::FAILURE;
         }
     };

@@ -165,10 +165,10 @@ pub fn command(config: &Config, dry_run: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let storage = match Storage::open(&config.data_dir) {
+    let storage = match config.open_storage() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("convene: data folder {}: {e}", config.data_dir.display());
+            eprintln!("convene: {e}");
             return ExitCode::FAILURE;
         }
     };

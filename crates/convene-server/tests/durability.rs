@@ -2,7 +2,8 @@
 //! lock and unlock meetings and people join as fast as they can, every
 //! acknowledgement is recorded, the process is killed, and the data folder is
 //! read back: each acknowledged lock and join is in the audit log and the
-//! meeting's stored state.
+//! meeting's stored state. On SQLite in the data folder, and on PostgreSQL
+//! (`--database`, a real server the test starts).
 
 use std::collections::HashSet;
 use std::io::BufRead;
@@ -38,12 +39,29 @@ impl Drop for Server {
     }
 }
 
-fn start(data: &std::path::Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_convene"))
-        .args(["--listen", "127.0.0.1:0", "--media-listen", "127.0.0.1:0"])
+/// Where the server keeps its state: the data folder (SQLite), and
+/// PostgreSQL's address when given.
+struct Store<'a> {
+    data: &'a std::path::Path,
+    database: Option<&'a str>,
+}
+
+impl Store<'_> {
+    fn open(&self) -> convene_storage::Storage {
+        convene_storage::Storage::open_or_connect(self.data, self.database).unwrap()
+    }
+}
+
+fn start(store: &Store<'_>) -> Server {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_convene"));
+    cmd.args(["--listen", "127.0.0.1:0", "--media-listen", "127.0.0.1:0"])
         .args(["--max-participants", "10000", "--log", "warn"])
         .arg("--data-dir")
-        .arg(data)
+        .arg(store.data);
+    if let Some(db) = store.database {
+        cmd.args(["--database", db]);
+    }
+    let mut child = cmd
         .stdout(Stdio::piped())
         .spawn()
         .expect("the convene binary starts");
@@ -175,8 +193,8 @@ struct Acked {
     joins: Vec<String>,
 }
 
-async fn round(data: &std::path::Path) -> Acked {
-    let mut server = start(data);
+async fn round(store: &Store<'_>) -> Acked {
+    let mut server = start(store);
     let mut lock_meetings = Vec::new();
     for n in 0..LOCK_MEETINGS {
         lock_meetings.push(create_meeting(&server.url, n).await);
@@ -255,9 +273,9 @@ async fn round(data: &std::path::Path) -> Acked {
     }
 }
 
-/// What of `acked` is not in the data folder.
-fn missing(data: &std::path::Path, acked: &Acked) -> Vec<String> {
-    let storage = convene_storage::Storage::open(data).unwrap();
+/// What of `acked` is not stored.
+fn missing(store: &Store<'_>, acked: &Acked) -> Vec<String> {
+    let storage = store.open();
     assert!(storage.verify_audit().unwrap().is_ok());
     let mut missing = Vec::new();
     for (id, acked) in &acked.locks {
@@ -309,16 +327,34 @@ fn missing(data: &std::path::Path, acked: &Acked) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_locks_and_joins_survive_kill_9() {
+    survive_kill_9(None).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_locks_and_joins_survive_kill_9_on_postgres() {
+    survive_kill_9(Some(&convene_storage::testing::postgres_url())).await
+}
+
+/// One engine at a time: two loads at once on two cores would measure the
+/// machine, not the server.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn survive_kill_9(database: Option<&str>) {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let dir = std::env::temp_dir().join(format!(
         "convene-durability-{}",
         convene_storage::new_meeting_id()
     ));
     let data = dir.join("data");
+    let store = Store {
+        data: &data,
+        database,
+    };
     // A kill lands between an acknowledgement and its commit only now and
     // then: several rounds, restarting on the same data each time.
     for n in 1..=ROUNDS {
-        let acked = round(&data).await;
-        let missing = missing(&data, &acked);
+        let acked = round(&store).await;
+        let missing = missing(&store, &acked);
         assert!(
             missing.is_empty(),
             "round {n}: lost after kill -9: {missing:?}"

@@ -1,10 +1,10 @@
 //! The tamper-evident audit log. Each row's hash covers its fields and the hash
 //! of the row before it; the first row chains to [`GENESIS`].
 
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::db::{p, Row, Sql};
 use crate::StorageError;
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -82,29 +82,17 @@ pub struct AuditHead {
     pub hash: String,
 }
 
-pub(crate) fn append(
-    conn: &mut Connection,
-    ev: AuditEvent<'_>,
-    at: i64,
-) -> Result<AuditRecord, StorageError> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let head = head(&tx)?;
-    let rec = insert(&tx, &head, ev, at)?;
-    tx.commit()?;
-    Ok(rec)
-}
-
 /// The newest row (rows 0 and [`GENESIS`] when the log is empty).
-pub(crate) fn head(conn: &Connection) -> Result<AuditHead, StorageError> {
-    let last: Option<(i64, String)> = conn
-        .query_row(
-            "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
+pub(crate) fn head(conn: &dyn Sql) -> Result<AuditHead, StorageError> {
+    let last = conn.row(
+        "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+        &[],
+    )?;
     match last {
-        Some((rows, hash)) => Ok(AuditHead { rows, hash }),
+        Some(r) => Ok(AuditHead {
+            rows: r.int(0)?,
+            hash: r.text(1)?,
+        }),
         // Every row purged: the chain goes on from the purge record.
         None => start(conn),
     }
@@ -113,14 +101,14 @@ pub(crate) fn head(conn: &Connection) -> Result<AuditHead, StorageError> {
 /// Where the chain starts: after the rows purged by retention (the newest
 /// purge record), or at [`GENESIS`]. Databases of a schema before purge
 /// records (a backup being checked) start at [`GENESIS`].
-pub(crate) fn start(conn: &Connection) -> Result<AuditHead, StorageError> {
-    let purged: Option<(i64, String)> = if crate::has_table(conn, "audit_purges")? {
-        conn.query_row(
+pub(crate) fn start(conn: &dyn Sql) -> Result<AuditHead, StorageError> {
+    let purged = if conn.has_table("audit_purges")? {
+        conn.row(
             "SELECT rows, head FROM audit_purges ORDER BY rows DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?
+            &[],
+        )?
+        .map(|r| Ok::<_, StorageError>((r.int(0)?, r.text(1)?)))
+        .transpose()?
     } else {
         None
     };
@@ -130,7 +118,7 @@ pub(crate) fn start(conn: &Connection) -> Result<AuditHead, StorageError> {
 
 /// Append after `head`, which must be the log's newest row.
 pub(crate) fn insert(
-    conn: &Connection,
+    conn: &dyn Sql,
     head: &AuditHead,
     ev: AuditEvent<'_>,
     at: i64,
@@ -148,40 +136,50 @@ pub(crate) fn insert(
         hash: String::new(),
     };
     rec.hash = rec.expected_hash();
-    conn.execute(
+    conn.exec(
         "INSERT INTO audit_log (seq, at, meeting, actor, subject, event, outcome, detail, prev_hash, hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        params![rec.seq, rec.at, rec.meeting, rec.actor, rec.subject, rec.event, rec.outcome, rec.detail, rec.prev_hash, rec.hash],
+        p![rec.seq, rec.at, &rec.meeting, &rec.actor, &rec.subject, &rec.event, &rec.outcome, &rec.detail, &rec.prev_hash, &rec.hash],
     )?;
     Ok(rec)
 }
 
 /// A row of `SELECT seq, at, meeting, actor, subject, event, outcome, detail, prev_hash, hash`.
-fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRecord> {
+fn from_row(r: &Row) -> Result<AuditRecord, StorageError> {
     Ok(AuditRecord {
-        seq: r.get(0)?,
-        at: r.get(1)?,
-        meeting: r.get(2)?,
-        actor: r.get(3)?,
-        subject: r.get(4)?,
-        event: r.get(5)?,
-        outcome: r.get(6)?,
-        detail: r.get(7)?,
-        prev_hash: r.get(8)?,
-        hash: r.get(9)?,
+        seq: r.int(0)?,
+        at: r.int(1)?,
+        meeting: r.text(2)?,
+        actor: r.text(3)?,
+        subject: r.text(4)?,
+        event: r.text(5)?,
+        outcome: r.text(6)?,
+        detail: r.text(7)?,
+        prev_hash: r.text(8)?,
+        hash: r.text(9)?,
     })
 }
 
+/// Rows read at a time by [`verify`].
+const VERIFY_PAGE: i64 = 5000;
+
+const COLUMNS: &str = "seq, at, meeting, actor, subject, event, outcome, detail, prev_hash, hash";
+
 pub(crate) fn records(
-    conn: &Connection,
+    conn: &dyn Sql,
     meeting: Option<&str>,
 ) -> Result<Vec<AuditRecord>, StorageError> {
-    let mut stmt = conn.prepare(
-        "SELECT seq, at, meeting, actor, subject, event, outcome, detail, prev_hash, hash FROM audit_log
-         WHERE ?1 IS NULL OR meeting = ?1 ORDER BY seq",
-    )?;
-    let rows = stmt.query_map(params![meeting], from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let rows = match meeting {
+        Some(m) => conn.rows(
+            &format!("SELECT {COLUMNS} FROM audit_log WHERE meeting = ?1 ORDER BY seq"),
+            p![m],
+        )?,
+        None => conn.rows(
+            &format!("SELECT {COLUMNS} FROM audit_log ORDER BY seq"),
+            &[],
+        )?,
+    };
+    rows.iter().map(from_row).collect()
 }
 
 /// What [`verify`] found.
@@ -197,47 +195,51 @@ pub(crate) struct Verified {
 }
 
 /// Check the whole chain (from the newest purge record, if rows were purged),
-/// in the order the rows are stored (rowid), which is the order they were
-/// appended; also pick out the hashes of rows `wanted`.
+/// in the order of their numbers (in SQLite `seq` is the rowid: the order
+/// they are stored in); also pick out the hashes of rows `wanted`.
 pub(crate) fn verify(
-    conn: &Connection,
+    conn: &dyn Sql,
     wanted: &std::collections::BTreeSet<i64>,
     after: i64,
 ) -> Result<Verified, StorageError> {
-    let mut stmt = conn.prepare(
-        "SELECT seq, at, meeting, actor, subject, event, outcome, detail, prev_hash, hash FROM audit_log ORDER BY rowid",
-    )?;
-    let mut rows = stmt.query([])?;
     let from = start(conn)?;
     let (mut expected_seq, mut prev) = (from.rows + 1, from.hash);
     let mut broken = None;
     let mut hashes = std::collections::HashMap::new();
     let mut stored = 0;
     let mut oldest_after: Option<(i64, i64)> = None;
-    while let Some(r) = rows.next()? {
-        let rec = from_row(r)?;
-        stored += 1;
-        if rec.seq > after && oldest_after.is_none_or(|(_, at)| rec.at < at) {
-            oldest_after = Some((rec.seq, rec.at));
-        }
-        if wanted.contains(&rec.seq) {
-            hashes.insert(rec.seq, rec.hash.clone());
-        }
-        if broken.is_some() {
-            continue;
-        }
-        if rec.expected_hash() != rec.hash {
-            broken = Some(AuditBreak::Modified { seq: rec.seq });
-        } else if rec.seq != expected_seq {
-            broken = Some(AuditBreak::Gap {
-                seq: rec.seq,
-                expected: expected_seq,
-            });
-        } else if rec.prev_hash != prev {
-            broken = Some(AuditBreak::Unchained { seq: rec.seq });
-        } else {
-            expected_seq += 1;
-            prev = rec.hash;
+    // A page at a time: a log of millions of rows is checked in bounded memory.
+    let page_sql = format!("SELECT {COLUMNS} FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2");
+    let mut last_seq = i64::MIN;
+    loop {
+        let page = conn.rows(&page_sql, p![last_seq, VERIFY_PAGE])?;
+        let Some(last) = page.last() else { break };
+        last_seq = last.int(0)?;
+        for r in &page {
+            let rec = from_row(r)?;
+            stored += 1;
+            if rec.seq > after && oldest_after.is_none_or(|(_, at)| rec.at < at) {
+                oldest_after = Some((rec.seq, rec.at));
+            }
+            if wanted.contains(&rec.seq) {
+                hashes.insert(rec.seq, rec.hash.clone());
+            }
+            if broken.is_some() {
+                continue;
+            }
+            if rec.expected_hash() != rec.hash {
+                broken = Some(AuditBreak::Modified { seq: rec.seq });
+            } else if rec.seq != expected_seq {
+                broken = Some(AuditBreak::Gap {
+                    seq: rec.seq,
+                    expected: expected_seq,
+                });
+            } else if rec.prev_hash != prev {
+                broken = Some(AuditBreak::Unchained { seq: rec.seq });
+            } else {
+                expected_seq += 1;
+                prev = rec.hash;
+            }
         }
     }
     Ok(Verified {

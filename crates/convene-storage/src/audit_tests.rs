@@ -11,117 +11,116 @@ fn ev<'a>(event: &'a str, subject: &'a str) -> AuditEvent<'a> {
     }
 }
 
-fn storage_with_rows(n: usize) -> Storage {
-    let s = Storage::in_memory().unwrap();
-    for i in 0..n {
-        s.audit(ev("join", &format!("p{i}"))).unwrap();
-    }
-    s
+/// `f` on each engine, with `n` rows in the log.
+fn with_rows(n: usize, f: impl Fn(Storage)) {
+    each_engine(|s| {
+        for i in 0..n {
+            s.audit(ev("join", &format!("p{i}"))).unwrap();
+        }
+        f(s)
+    })
 }
 
-/// Tampering goes around the triggers, as someone with the file would.
+/// Tampering goes around the triggers, as someone with the database would.
 fn tamper(s: &Storage, sql: &str) {
-    let c = s.raw();
-    c.execute_batch("DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete;")
-        .unwrap();
-    c.execute_batch(sql).unwrap();
+    s.raw_unguard();
+    s.raw_batch(sql).unwrap();
 }
 
 #[test]
 fn an_intact_log_verifies_and_reports_its_head() {
-    let s = storage_with_rows(5);
-    let head = s.verify_audit().unwrap().unwrap();
-    assert_eq!(head.rows, 5);
-    assert_eq!(head.hash, s.audit_records(None).unwrap()[4].hash);
-    assert_eq!(
-        Storage::in_memory()
-            .unwrap()
-            .verify_audit()
-            .unwrap()
-            .unwrap()
-            .rows,
-        0
-    );
+    with_rows(5, |s| {
+        let head = s.verify_audit().unwrap().unwrap();
+        assert_eq!(head.rows, 5);
+        assert_eq!(head.hash, s.audit_records(None).unwrap()[4].hash);
+    });
+    each_engine(|s| assert_eq!(s.verify_audit().unwrap().unwrap().rows, 0));
 }
 
 #[test]
 fn the_log_refuses_updates_and_deletes() {
-    let s = storage_with_rows(2);
-    assert!(s
-        .raw()
-        .execute("UPDATE audit_log SET outcome = 'x'", [])
-        .is_err());
-    assert!(s
-        .raw()
-        .execute("DELETE FROM audit_log WHERE seq = 1", [])
-        .is_err());
-    assert_eq!(s.audit_records(None).unwrap().len(), 2);
+    with_rows(2, |s| {
+        assert!(s
+            .raw_exec("UPDATE audit_log SET outcome = 'x'", &[])
+            .is_err());
+        assert!(s
+            .raw_exec("DELETE FROM audit_log WHERE seq = 1", &[])
+            .is_err());
+        assert_eq!(s.audit_records(None).unwrap().len(), 2);
+    })
 }
 
 #[test]
 fn a_modified_row_is_detected() {
-    let s = storage_with_rows(5);
-    tamper(
-        &s,
-        "UPDATE audit_log SET outcome = 'admitted' WHERE seq = 3",
-    );
-    assert_eq!(
-        s.verify_audit().unwrap(),
-        Err(AuditBreak::Modified { seq: 3 })
-    );
+    with_rows(5, |s| {
+        tamper(
+            &s,
+            "UPDATE audit_log SET outcome = 'admitted' WHERE seq = 3",
+        );
+        assert_eq!(
+            s.verify_audit().unwrap(),
+            Err(AuditBreak::Modified { seq: 3 })
+        );
+    })
 }
 
 #[test]
 fn a_modified_row_with_a_recomputed_hash_breaks_the_next_link() {
-    let s = storage_with_rows(5);
-    let mut r = s.audit_records(None).unwrap()[2].clone();
-    r.outcome = "admitted".into();
-    r.hash = r.expected_hash();
-    tamper(
-        &s,
-        &format!(
-            "UPDATE audit_log SET outcome = 'admitted', hash = '{}' WHERE seq = 3",
-            r.hash
-        ),
-    );
-    assert_eq!(
-        s.verify_audit().unwrap(),
-        Err(AuditBreak::Unchained { seq: 4 })
-    );
+    with_rows(5, |s| {
+        let mut r = s.audit_records(None).unwrap()[2].clone();
+        r.outcome = "admitted".into();
+        r.hash = r.expected_hash();
+        tamper(
+            &s,
+            &format!(
+                "UPDATE audit_log SET outcome = 'admitted', hash = '{}' WHERE seq = 3",
+                r.hash
+            ),
+        );
+        assert_eq!(
+            s.verify_audit().unwrap(),
+            Err(AuditBreak::Unchained { seq: 4 })
+        );
+    })
 }
 
 #[test]
 fn a_deleted_row_is_detected() {
-    let s = storage_with_rows(5);
-    tamper(&s, "DELETE FROM audit_log WHERE seq = 2");
-    assert_eq!(
-        s.verify_audit().unwrap(),
-        Err(AuditBreak::Gap {
-            seq: 3,
-            expected: 2
-        })
-    );
+    with_rows(5, |s| {
+        tamper(&s, "DELETE FROM audit_log WHERE seq = 2");
+        assert_eq!(
+            s.verify_audit().unwrap(),
+            Err(AuditBreak::Gap {
+                seq: 3,
+                expected: 2
+            })
+        );
+    })
 }
 
 #[test]
 fn reordered_rows_are_detected() {
-    let s = storage_with_rows(5);
-    // Swap the contents of rows 2 and 3, keeping each row self-consistent.
-    let rows = s.audit_records(None).unwrap();
-    let (a, b) = (&rows[1], &rows[2]);
-    let swap = |into: &AuditRecord, from: &AuditRecord| {
-        format!(
-            "UPDATE audit_log SET subject = '{}', prev_hash = '{}', hash = '{}' WHERE seq = {};",
-            from.subject, from.prev_hash, from.hash, into.seq
-        )
-    };
-    tamper(&s, &(swap(a, b) + &swap(b, a)));
-    assert!(s.verify_audit().unwrap().is_err());
+    with_rows(5, |s| {
+        // Swap the contents of rows 2 and 3, keeping each row self-consistent.
+        let rows = s.audit_records(None).unwrap();
+        let (a, b) = (&rows[1], &rows[2]);
+        let swap = |into: &AuditRecord, from: &AuditRecord| {
+            format!(
+                "UPDATE audit_log SET subject = '{}', prev_hash = '{}', hash = '{}' WHERE seq = {};",
+                from.subject, from.prev_hash, from.hash, into.seq
+            )
+        };
+        tamper(&s, &(swap(a, b) + &swap(b, a)));
+        assert!(s.verify_audit().unwrap().is_err());
+    })
 }
 
 #[test]
 fn exports_as_jsonl_and_csv() {
-    let s = Storage::in_memory().unwrap();
+    each_engine(exports_as_jsonl_and_csv_on)
+}
+
+fn exports_as_jsonl_and_csv_on(s: Storage) {
     s.audit(AuditEvent {
         meeting: "m1",
         actor: "p1",

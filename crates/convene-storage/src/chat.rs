@@ -9,8 +9,8 @@ use std::io::Write;
 use std::path::Path;
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
-use rusqlite::params;
 
+use crate::db::p;
 use crate::{Batch, Storage, StorageError};
 
 /// The key chat is sealed with. Its bytes are never printed.
@@ -143,23 +143,18 @@ impl Batch<'_> {
         keep_until: i64,
         message: &[u8],
     ) -> Result<(), StorageError> {
-        self.tx.execute(
+        let sealed = key.seal(meeting, id, message);
+        self.tx.exec(
             // A number already kept is never overwritten (records stay as
             // they were written).
             "INSERT INTO meeting_chat (meeting, id, sent_at, keep_until, sealed)
              VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (meeting, id) DO NOTHING",
-            params![
-                meeting,
-                id,
-                sent_at,
-                keep_until,
-                key.seal(meeting, id, message)
-            ],
+            p![meeting, id, sent_at, keep_until, &sealed],
         )?;
         // Numbers rise within a meeting: the newest MAX are those above this.
-        self.tx.execute(
+        self.tx.exec(
             "DELETE FROM meeting_chat WHERE meeting = ?1 AND id <= ?2",
-            params![meeting, id - MAX_KEPT_PER_MEETING],
+            p![meeting, id - MAX_KEPT_PER_MEETING],
         )?;
         Ok(())
     }
@@ -168,11 +163,12 @@ impl Batch<'_> {
 impl Storage {
     /// The highest message number stored for `meeting`, if any.
     pub fn last_chat_id(&self, meeting: &str) -> Result<Option<i64>, StorageError> {
-        Ok(self.conn().query_row(
-            "SELECT max(id) FROM meeting_chat WHERE meeting = ?1",
-            params![meeting],
-            |r| r.get(0),
-        )?)
+        self.with(|c| {
+            c.int(
+                "SELECT max(id) FROM meeting_chat WHERE meeting = ?1",
+                p![meeting],
+            )
+        })
     }
 
     /// The messages of `meeting` still kept at `now_ms` (only the `newest`
@@ -185,24 +181,19 @@ impl Storage {
         now_ms: i64,
         newest: Option<usize>,
     ) -> Result<(Vec<KeptChat>, usize), StorageError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT id, sent_at, sealed FROM (
-                 SELECT id, sent_at, sealed FROM meeting_chat
-                 WHERE meeting = ?1 AND keep_until > ?2 ORDER BY id DESC LIMIT ?3
-             ) ORDER BY id",
-        )?;
-        let limit = newest.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
-        let rows = stmt.query_map(params![meeting, now_ms, limit], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, Vec<u8>>(2)?,
-            ))
+        let limit = newest.map_or(i64::MAX, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        let rows = self.with(|c| {
+            c.rows(
+                "SELECT id, sent_at, sealed FROM (
+                     SELECT id, sent_at, sealed FROM meeting_chat
+                     WHERE meeting = ?1 AND keep_until > ?2 ORDER BY id DESC LIMIT ?3
+                 ) AS newest ORDER BY id",
+                p![meeting, now_ms, limit],
+            )
         })?;
         let (mut kept, mut unreadable) = (Vec::new(), 0);
         for row in rows {
-            let (id, sent_at, sealed) = row?;
+            let (id, sent_at, sealed) = (row.int(0)?, row.int(1)?, row.blob(2)?);
             match key.open(meeting, id, &sealed) {
                 Some(message) => kept.push(KeptChat {
                     id,

@@ -14,7 +14,10 @@ fn key(b: u8) -> ChatKey {
 
 #[test]
 fn chat_is_sealed_at_rest_and_opens_only_with_its_key_in_its_place() {
-    let s = Storage::in_memory().unwrap();
+    each_engine(chat_is_sealed_at_rest_and_opens_only_with_its_key_in_its_place_on)
+}
+
+fn chat_is_sealed_at_rest_and_opens_only_with_its_key_in_its_place_on(s: Storage) {
     let (m, _) = s.create_meeting("Board", None, "{}").unwrap();
     let text = br#"{"text":"the budget is 4.2 million"}"#;
     s.write_batch(|b| b.keep_chat(&key(1), &m.id, 1, T0, T0 + DAY, text))
@@ -22,8 +25,10 @@ fn chat_is_sealed_at_rest_and_opens_only_with_its_key_in_its_place() {
         .unwrap();
     // Nothing readable in the table.
     let sealed: Vec<u8> = s
-        .raw()
-        .query_row("SELECT sealed FROM meeting_chat", [], |r| r.get(0))
+        .with(|c| c.row("SELECT sealed FROM meeting_chat", &[]))
+        .unwrap()
+        .unwrap()
+        .blob(0)
         .unwrap();
     assert!(!sealed.windows(6).any(|w| w == b"budget"));
     let (kept, bad) = s.kept_chat(&key(1), &m.id, T0, None).unwrap();
@@ -32,9 +37,7 @@ fn chat_is_sealed_at_rest_and_opens_only_with_its_key_in_its_place() {
     // Another key opens nothing.
     assert_eq!(s.kept_chat(&key(2), &m.id, T0, None).unwrap(), (vec![], 1));
     // Moved to another message number (or meeting), it no longer opens.
-    s.raw()
-        .execute("UPDATE meeting_chat SET id = 2", [])
-        .unwrap();
+    s.raw_exec("UPDATE meeting_chat SET id = 2", &[]).unwrap();
     assert_eq!(s.kept_chat(&key(1), &m.id, T0, None).unwrap().1, 1);
     assert!(key(1).open("other-meeting", 1, &sealed).is_none());
     assert!(key(1).open(&m.id, 1, &sealed).is_some());
@@ -43,7 +46,10 @@ fn chat_is_sealed_at_rest_and_opens_only_with_its_key_in_its_place() {
 
 #[test]
 fn kept_chat_goes_at_its_time_and_not_before() {
-    let s = Storage::in_memory().unwrap();
+    each_engine(kept_chat_goes_at_its_time_and_not_before_on)
+}
+
+fn kept_chat_goes_at_its_time_and_not_before_on(s: Storage) {
     let (m, _) = s.create_meeting("Board", None, "{}").unwrap();
     for (id, until) in [(1, T0 + 30 * DAY), (2, T0 + 31 * DAY)] {
         s.write_batch(|b| b.keep_chat(&key(1), &m.id, id, T0, until, b"{}"))
@@ -71,19 +77,12 @@ fn kept_chat_goes_at_its_time_and_not_before() {
         .purge(&keep_all, T0 + 30 * DAY, &none, None, false)
         .unwrap();
     assert_eq!(r.chat_messages, 1);
-    let left: i64 = s
-        .raw()
-        .query_row("SELECT count(*) FROM meeting_chat", [], |r| r.get(0))
-        .unwrap();
+    let left = s.raw_int("SELECT count(*) FROM meeting_chat", &[]).unwrap();
     assert_eq!(left, 1);
     // And with its meeting.
-    s.raw()
-        .execute("DELETE FROM meetings WHERE id = ?1", params![m.id])
+    s.raw_exec("DELETE FROM meetings WHERE id = ?1", db::p![&m.id])
         .unwrap();
-    let left: i64 = s
-        .raw()
-        .query_row("SELECT count(*) FROM meeting_chat", [], |r| r.get(0))
-        .unwrap();
+    let left = s.raw_int("SELECT count(*) FROM meeting_chat", &[]).unwrap();
     assert_eq!(left, 0);
 }
 
@@ -120,7 +119,10 @@ fn a_chat_key_file_is_made_once_readable_by_its_owner_only() {
 
 #[test]
 fn only_the_newest_are_read_when_asked() {
-    let s = Storage::in_memory().unwrap();
+    each_engine(only_the_newest_are_read_when_asked_on)
+}
+
+fn only_the_newest_are_read_when_asked_on(s: Storage) {
     let (m, _) = s.create_meeting("Board", None, "{}").unwrap();
     for id in 1..=5 {
         s.write_batch(|b| b.keep_chat(&key(1), &m.id, id, T0, T0 + DAY, b"{}"))
@@ -136,8 +138,11 @@ fn only_the_newest_are_read_when_asked() {
 /// number the next message takes is past every stored one.
 #[test]
 fn a_meeting_keeps_a_bounded_number_of_messages() {
+    each_engine(a_meeting_keeps_a_bounded_number_of_messages_on)
+}
+
+fn a_meeting_keeps_a_bounded_number_of_messages_on(s: Storage) {
     use crate::chat::MAX_KEPT_PER_MEETING as MAX;
-    let s = Storage::in_memory().unwrap();
     let (m, _) = s.create_meeting("Long", None, "{}").unwrap();
     let (other, _) = s.create_meeting("Other", None, "{}").unwrap();
     assert_eq!(s.last_chat_id(&m.id).unwrap(), None);
@@ -166,7 +171,10 @@ fn a_meeting_keeps_a_bounded_number_of_messages() {
 /// numbering newcomers after a restart.
 #[test]
 fn the_highest_participant_number_comes_from_the_audit_log() {
-    let s = Storage::in_memory().unwrap();
+    each_engine(the_highest_participant_number_comes_from_the_audit_log_on)
+}
+
+fn the_highest_participant_number_comes_from_the_audit_log_on(s: Storage) {
     let (m, _) = s.create_meeting("Ids", None, "{}").unwrap();
     assert_eq!(s.highest_participant(&m.id).unwrap(), None);
     for (actor, subject) in [("p2", "p2"), ("p3", "p11"), ("client", "p4"), ("p9", "")] {

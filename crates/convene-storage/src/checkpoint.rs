@@ -19,11 +19,11 @@ use std::io::{BufRead, Write};
 use std::path::Path;
 
 use hmac::{Hmac, Mac};
-use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::audit::{self, hex, AuditBreak, AuditHead, GENESIS};
+use crate::db::Sql;
 use crate::StorageError;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -293,7 +293,7 @@ impl CheckpointReport {
 ///   be legitimate rows not yet checkpointed, or appended by whoever holds the
 ///   database).
 pub(crate) fn check(
-    conn: &Connection,
+    conn: &dyn Sql,
     checkpoints: &[Checkpoint],
     key: Option<&AuditKey>,
 ) -> Result<CheckpointReport, StorageError> {

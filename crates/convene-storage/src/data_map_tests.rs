@@ -41,28 +41,34 @@ fn mapped(doc: &str) -> Tables {
 
 /// The tables and columns of a new database.
 fn schema(storage: &Storage) -> Tables {
-    let conn = storage.conn();
-    let mut stmt = conn
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
-        .unwrap();
-    let tables: Vec<String> = stmt
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    tables
-        .into_iter()
-        .map(|t| {
-            let columns = conn
-                .prepare("SELECT name FROM pragma_table_info(?1)")
-                .unwrap()
-                .query_map([&t], |r| r.get(0))
-                .unwrap()
-                .collect::<Result<BTreeSet<String>, _>>()
-                .unwrap();
-            (t, columns)
+    let (tables, columns) = match storage.is_postgres() {
+        false => (
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+            "SELECT name FROM pragma_table_info(?1)",
+        ),
+        // Convene's own bookkeeping (the schema version) is not data.
+        true => (
+            "SELECT CAST(table_name AS TEXT) FROM information_schema.tables
+             WHERE table_schema = current_schema() AND table_name <> 'convene_schema'",
+            "SELECT CAST(column_name AS TEXT) FROM information_schema.columns
+             WHERE table_schema = current_schema() AND table_name = ?1",
+        ),
+    };
+    storage
+        .with(|c| {
+            let mut out = Tables::new();
+            for t in c.rows(tables, &[])? {
+                let t = t.text(0)?;
+                let cols = c
+                    .rows(columns, db::p![&t])?
+                    .iter()
+                    .map(|r| r.text(0))
+                    .collect::<Result<BTreeSet<String>, _>>()?;
+                out.insert(t, cols);
+            }
+            Ok(out)
         })
-        .collect()
+        .unwrap()
 }
 
 /// What `have` has and `named` does not name.
@@ -94,6 +100,15 @@ fn data_map_names_every_table_and_column() {
         "docs/data.md names what the schema lacks: {}",
         stale.join(", ")
     );
+}
+
+/// PostgreSQL's schema has the same tables and columns as SQLite's: the
+/// map, and everything else, holds for both.
+#[test]
+fn postgres_has_the_tables_and_columns_sqlite_has() {
+    let sqlite = schema(&Storage::in_memory().unwrap());
+    let postgres = schema(&Storage::connect(&crate::testing::postgres_url()).unwrap());
+    assert_eq!(postgres, sqlite);
 }
 
 #[test]

@@ -108,22 +108,17 @@ impl Storage {
         // compared in Rust (SQLite's lower() folds ASCII only: "ÉMILE" would
         // never find "Émile"); each is then matched exactly below.
         let candidates: Vec<String> = {
-            let conn = self.conn();
-            let mut stmt = conn.prepare(
-                "SELECT meeting, event, actor, detail FROM audit_log
-                 WHERE event IN ('join', 'create') ORDER BY meeting",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
+            let rows = self.with(|c| {
+                c.rows(
+                    "SELECT meeting, event, actor, detail FROM audit_log
+                     WHERE event IN ('join', 'create') ORDER BY meeting",
+                    &[],
+                )
             })?;
             let mut ids: Vec<String> = Vec::new();
             for row in rows {
-                let (meeting, event, actor, detail) = row?;
+                let (meeting, event, actor, detail) =
+                    (row.text(0)?, row.text(1)?, row.text(2)?, row.text(3)?);
                 let hit = if event == "create" {
                     actor.trim().to_lowercase() == wanted
                 } else {
@@ -142,7 +137,7 @@ impl Storage {
             audit: Vec::new(),
         };
         for id in candidates {
-            let rows = audit::records(&self.conn(), Some(&id))?;
+            let rows = self.with(|c| audit::records(c, Some(&id)))?;
             let theirs: Vec<Participation> = participations(&rows)
                 .into_iter()
                 .filter(|p| names(p, &wanted))

@@ -83,7 +83,10 @@ fn seqs(rows: &[AuditRecord]) -> Vec<i64> {
 
 #[test]
 fn a_meeting_export_holds_its_facts_its_people_and_exactly_its_rows() {
-    let s = Storage::in_memory().unwrap();
+    each_engine(a_meeting_export_holds_its_facts_its_people_and_exactly_its_rows_on)
+}
+
+fn a_meeting_export_holds_its_facts_its_people_and_exactly_its_rows_on(s: Storage) {
     let (a, in_a, in_b) = two_meetings(&s);
     let e = s.export_meeting(&a).unwrap().unwrap();
     let m = e.meeting.as_ref().unwrap();
@@ -132,7 +135,10 @@ fn a_meeting_export_holds_its_facts_its_people_and_exactly_its_rows() {
 
 #[test]
 fn a_person_export_holds_every_row_about_them_and_no_one_elses() {
-    let s = Storage::in_memory().unwrap();
+    each_engine(a_person_export_holds_every_row_about_them_and_no_one_elses_on)
+}
+
+fn a_person_export_holds_every_row_about_them_and_no_one_elses_on(s: Storage) {
     let (a, in_a, in_b) = two_meetings(&s);
     // By verified email (any case): Ann's joins, her host actions, her
     // leaving, and the meeting she created; not Bob's own rows.
@@ -172,7 +178,10 @@ fn a_person_export_holds_every_row_about_them_and_no_one_elses() {
 
 #[test]
 fn names_are_matched_ignoring_case_beyond_ascii() {
-    let s = Storage::in_memory().unwrap();
+    each_engine(names_are_matched_ignoring_case_beyond_ascii_on)
+}
+
+fn names_are_matched_ignoring_case_beyond_ascii_on(s: Storage) {
     add(
         &s,
         "m-1",

@@ -4,13 +4,20 @@
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::Connection;
+
+use db::{p, Sql};
+use pg::PgConn;
 
 pub mod audit;
 pub mod chat;
 pub mod checkpoint;
+mod db;
 pub mod export;
+mod pg;
 pub mod retention;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use audit::{AuditBreak, AuditEvent, AuditHead, AuditRecord};
 pub use chat::{ChatKey, KeptChat};
@@ -43,6 +50,10 @@ const ID_ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
 pub enum StorageError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("PostgreSQL: {0}")]
+    Postgres(String),
+    #[error("a stored value: {0}")]
+    Column(String),
     #[error("export failed: {0}")]
     Export(String),
     #[error("could not create the data folder: {0}")]
@@ -113,7 +124,24 @@ fn sha256_hex(s: &str) -> String {
 }
 
 pub struct Storage {
-    conn: Mutex<Connection>,
+    conn: Mutex<Conn>,
+    /// PostgreSQL's address, to connect again after the server went away.
+    url: Option<String>,
+}
+
+/// The engine a [`Storage`] runs on.
+enum Conn {
+    Sqlite(Connection),
+    Postgres(PgConn),
+}
+
+impl Conn {
+    fn sql(&self) -> &dyn Sql {
+        match self {
+            Conn::Sqlite(c) => c,
+            Conn::Postgres(c) => c,
+        }
+    }
 }
 
 impl Storage {
@@ -127,6 +155,35 @@ impl Storage {
         // Writers batch their changes into one transaction to share the fsync.
         conn.pragma_update(None, "synchronous", "FULL")?;
         Self::from_connection(conn)
+    }
+
+    /// Connect to PostgreSQL at `url` (`postgres://user@host/db`, or a
+    /// socket folder: `postgres://user@%2Frun%2Fpostgresql/db`), bringing its
+    /// schema to this version's.
+    pub fn connect(url: &str) -> Result<Self, StorageError> {
+        let conn = PgConn::connect(url)?;
+        pg::migrate(&conn, MIGRATIONS.len())?;
+        Ok(Storage {
+            conn: Mutex::new(Conn::Postgres(conn)),
+            url: Some(url.to_string()),
+        })
+    }
+
+    /// Open what `database` names: a PostgreSQL address (`postgres://…` or
+    /// `postgresql://…`), or, when none is given, SQLite in `data_dir`.
+    pub fn open_or_connect(data_dir: &Path, database: Option<&str>) -> Result<Self, StorageError> {
+        match database {
+            Some(url) => Self::connect(url),
+            None => Self::open(data_dir),
+        }
+    }
+
+    /// Which engine this is, for messages: "sqlite" or "postgres".
+    pub fn engine_name(&self) -> &'static str {
+        match self.url {
+            Some(_) => "postgres",
+            None => "sqlite",
+        }
     }
 
     /// Copy the database in `data_dir` to `dest`, online: SQLite's `VACUUM
@@ -167,7 +224,7 @@ impl Storage {
         let target = dest
             .to_str()
             .ok_or_else(|| StorageError::Backup("the file name is not UTF-8".into()))?;
-        source.execute("VACUUM INTO ?1", params![target])?;
+        source.execute("VACUUM INTO ?1", rusqlite::params![target])?;
         drop(source);
         let copy = Connection::open_with_flags(dest, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         let integrity: String = copy.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
@@ -178,14 +235,12 @@ impl Storage {
         }
         let schema: i64 = copy.pragma_query_value(None, "user_version", |r| r.get(0))?;
         let count = |table: &str| -> Result<u64, StorageError> {
-            if !has_table(&copy, table)? {
+            if !copy.has_table(table)? {
                 return Ok(0);
             }
-            Ok(
-                copy.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| {
-                    r.get::<_, i64>(0)
-                })? as u64,
-            )
+            Ok(copy
+                .int(&format!("SELECT count(*) FROM {table}"), &[])?
+                .unwrap_or(0) as u64)
         };
         let audit_rows = count("audit_log")?;
         if audit_rows > 0 {
@@ -211,32 +266,114 @@ impl Storage {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrate(&mut conn)?;
         Ok(Storage {
-            conn: Mutex::new(conn),
+            conn: Mutex::new(Conn::Sqlite(conn)),
+            url: None,
         })
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    /// The connection, connected again first if PostgreSQL went away (a
+    /// restart of the database server costs the calls made while it was
+    /// down, not the rest of the node's life).
+    fn conn(&self) -> Result<MutexGuard<'_, Conn>, StorageError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Conn::Postgres(pg), Some(url)) = (&*conn, &self.url) {
+            if pg.is_closed() {
+                *conn = Conn::Postgres(PgConn::connect(url)?);
+            }
+        }
+        Ok(conn)
+    }
+
+    /// Run `f` on the connection.
+    fn with<R>(
+        &self,
+        f: impl FnOnce(&dyn Sql) -> Result<R, StorageError>,
+    ) -> Result<R, StorageError> {
+        f(self.conn()?.sql())
+    }
+
+    /// Run `f` in one transaction, committed if it returns `Ok`. A `write`
+    /// transaction takes the write lock first (SQLite's `BEGIN IMMEDIATE`,
+    /// an advisory lock in PostgreSQL), as an audit append must: it reads
+    /// the log's head and writes after it. In a `batch`, a statement that
+    /// fails fails alone (SQLite undoes that statement only; PostgreSQL
+    /// needs a savepoint for it), and `f` decides.
+    fn tx<R>(
+        &self,
+        write: bool,
+        batch: bool,
+        f: impl FnOnce(&dyn Sql) -> Result<R, StorageError>,
+    ) -> Result<R, StorageError> {
+        let mut conn = self.conn()?;
+        match &mut *conn {
+            Conn::Sqlite(c) => {
+                let tx = c.transaction_with_behavior(if write {
+                    rusqlite::TransactionBehavior::Immediate
+                } else {
+                    rusqlite::TransactionBehavior::Deferred
+                })?;
+                let out = f(&*tx)?;
+                tx.commit()?;
+                Ok(out)
+            }
+            Conn::Postgres(pg) => {
+                pg.batch("BEGIN")?;
+                let out = (|| {
+                    if write {
+                        pg.exec(
+                            "SELECT pg_advisory_xact_lock(?1)",
+                            &[db::Param::Int(pg::WRITE_LOCK)],
+                        )?;
+                    }
+                    pg.set_savepoints(batch);
+                    let out = f(pg);
+                    pg.set_savepoints(false);
+                    out
+                })();
+                match out {
+                    Ok(out) => {
+                        pg.batch("COMMIT")?;
+                        Ok(out)
+                    }
+                    Err(e) => {
+                        let _ = pg.batch("ROLLBACK");
+                        Err(e)
+                    }
+                }
+            }
+        }
     }
 
     /// Whether a write would succeed now (readiness checks): takes the write
     /// lock and writes, then rolls back, leaving nothing behind. Fails on a
-    /// read-only file or folder, or a database another process holds locked.
+    /// read-only file or folder, a database another process holds locked,
+    /// or a PostgreSQL that is down or read-only (a standby).
     pub fn check_writable(&self) -> Result<(), StorageError> {
-        let mut conn = self.conn();
-        // A probe answers within a second (load balancers give up after a
-        // few); other work keeps the usual wait for a lock.
-        conn.busy_timeout(PROBE_BUSY_TIMEOUT)?;
-        let result = (|| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            // A write that changes nothing, yet needs a writable file (a
-            // read-only one refuses it) and no schema change (which would
-            // make every prepared statement of this connection start over).
-            tx.execute("DELETE FROM meetings WHERE 0", [])?;
-            tx.rollback()
-        })();
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        Ok(result?)
+        let mut conn = self.conn()?;
+        match &mut *conn {
+            Conn::Sqlite(conn) => {
+                // A probe answers within a second (load balancers give up after a
+                // few); other work keeps the usual wait for a lock.
+                conn.busy_timeout(PROBE_BUSY_TIMEOUT)?;
+                let result = (|| {
+                    let tx =
+                        conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                    // A write that changes nothing, yet needs a writable file (a
+                    // read-only one refuses it) and no schema change (which would
+                    // make every prepared statement of this connection start over).
+                    tx.execute("DELETE FROM meetings WHERE 1 = 0", [])?;
+                    tx.rollback()
+                })();
+                conn.busy_timeout(BUSY_TIMEOUT)?;
+                Ok(result?)
+            }
+            Conn::Postgres(pg) => {
+                pg.batch("BEGIN")?;
+                let result = pg.exec("DELETE FROM meetings WHERE 1 = 0", &[]);
+                pg.batch("ROLLBACK")?;
+                result.map(|_| ())
+            }
+        }
     }
 
     /// Create a meeting; returns it and its host key (kept only as a hash, so
@@ -271,65 +408,66 @@ impl Storage {
             locked: false,
             level: level.to_string(),
         };
-        self.conn().execute(
-            "INSERT INTO meetings (id, title, created_at, host_key_hash, passcode_hash, settings, level)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                meeting.id,
-                meeting.title,
-                meeting.created_at,
-                meeting.host_key_hash,
-                meeting.passcode_hash,
-                meeting.settings,
-                meeting.level
-            ],
-        )?;
+        self.with(|c| {
+            c.exec(
+                "INSERT INTO meetings (id, title, created_at, host_key_hash, passcode_hash, settings, level)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                p![
+                    &meeting.id,
+                    &meeting.title,
+                    meeting.created_at,
+                    &meeting.host_key_hash,
+                    meeting.passcode_hash.as_deref(),
+                    &meeting.settings,
+                    &meeting.level
+                ],
+            )
+        })?;
         Ok((meeting, host_key))
     }
 
     pub fn meeting(&self, id: &str) -> Result<Option<Meeting>, StorageError> {
-        let found = self
-            .conn()
-            .query_row(
+        let row = self.with(|c| {
+            c.row(
                 "SELECT id, title, created_at, host_key_hash, passcode_hash, settings, ended_at,
                         locked, level
                  FROM meetings WHERE id = ?1",
-                params![id],
-                |r| {
-                    Ok(Meeting {
-                        id: r.get(0)?,
-                        title: r.get(1)?,
-                        created_at: r.get(2)?,
-                        host_key_hash: r.get(3)?,
-                        passcode_hash: r.get(4)?,
-                        settings: r.get(5)?,
-                        ended_at: r.get(6)?,
-                        locked: r.get(7)?,
-                        level: r.get(8)?,
-                    })
-                },
+                p![id],
             )
-            .optional()?;
-        Ok(found)
+        })?;
+        row.map(|r| {
+            Ok(Meeting {
+                id: r.text(0)?,
+                title: r.text(1)?,
+                created_at: r.int(2)?,
+                host_key_hash: r.text(3)?,
+                passcode_hash: r.opt_text(4)?,
+                settings: r.text(5)?,
+                ended_at: r.opt_int(6)?,
+                locked: r.int(7)? != 0,
+                level: r.text(8)?,
+            })
+        })
+        .transpose()
     }
 }
 
 impl Storage {
     /// A host ended the meeting: no one joins it again.
     pub fn end_meeting(&self, id: &str) -> Result<(), StorageError> {
-        writes::end_meeting(&self.conn(), id)
+        self.with(|c| writes::end_meeting(c, id))
     }
 
     pub fn update_settings(&self, id: &str, settings: &str) -> Result<(), StorageError> {
-        writes::update_settings(&self.conn(), id, settings)
+        self.with(|c| writes::update_settings(c, id, settings))
     }
 
     pub fn set_level(&self, id: &str, level: &str) -> Result<(), StorageError> {
-        writes::set_level(&self.conn(), id, level)
+        self.with(|c| writes::set_level(c, id, level))
     }
 
     pub fn set_locked(&self, id: &str, locked: bool) -> Result<(), StorageError> {
-        writes::set_locked(&self.conn(), id, locked)
+        self.with(|c| writes::set_locked(c, id, locked))
     }
 
     /// The person known by `person` gets `role` when they join; `None` withdraws it.
@@ -339,64 +477,71 @@ impl Storage {
         person: &str,
         role: Option<&str>,
     ) -> Result<(), StorageError> {
-        writes::set_grant(&self.conn(), id, person, role)
+        self.with(|c| writes::set_grant(c, id, person, role))
     }
 
     pub fn bar(&self, id: &str, person: &str) -> Result<(), StorageError> {
-        writes::bar(&self.conn(), id, person)
+        self.with(|c| writes::bar(c, id, person))
     }
 
     /// Run `f` in one transaction and commit it: with [`Storage::open`]'s
-    /// `synchronous=FULL`, everything `f` wrote is on disk when this returns
-    /// `Ok`. One commit (one fsync) covers the whole batch, which is how the
-    /// server's writer shares the cost of durability between many changes.
-    /// A statement that fails inside the batch fails alone (SQLite undoes that
-    /// statement only); `f` sees its error and the rest still commits.
+    /// `synchronous=FULL` (and PostgreSQL's default `synchronous_commit`),
+    /// everything `f` wrote is on disk when this returns `Ok`. One commit
+    /// (one fsync) covers the whole batch, which is how the server's writer
+    /// shares the cost of durability between many changes. A statement that
+    /// fails inside the batch fails alone; `f` sees its error and the rest
+    /// still commits.
     pub fn write_batch<R>(&self, f: impl FnOnce(&mut Batch<'_>) -> R) -> Result<R, StorageError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let mut batch = Batch {
-            tx: &tx,
-            head: None,
-        };
-        let out = f(&mut batch);
-        tx.commit()?;
-        Ok(out)
+        self.tx(true, true, |tx| {
+            let mut batch = Batch { tx, head: None };
+            Ok(f(&mut batch))
+        })
     }
 
     /// The highest participant number (`pN`) the audit log names in
     /// `meeting`: a meeting started again numbers newcomers past it, so an
     /// id never stands for two people.
     pub fn highest_participant(&self, meeting: &str) -> Result<Option<u64>, StorageError> {
-        let n: Option<i64> = self.conn().query_row(
-            "SELECT max(n) FROM (
-                 SELECT CAST(substr(actor, 2) AS INTEGER) AS n FROM audit_log
-                 WHERE meeting = ?1 AND actor GLOB 'p[0-9]*'
-                 UNION ALL
-                 SELECT CAST(substr(subject, 2) AS INTEGER) FROM audit_log
-                 WHERE meeting = ?1 AND subject GLOB 'p[0-9]*'
-             )",
-            params![meeting],
-            |r| r.get(0),
-        )?;
-        Ok(n.and_then(|n| u64::try_from(n).ok()))
+        // Ids are `p` and digits; anything else an actor or subject holds
+        // ("system", "-", a person key) is not a participant number.
+        let rows = self.with(|c| {
+            c.rows(
+                "SELECT actor FROM audit_log WHERE meeting = ?1 AND actor LIKE 'p%'
+                 UNION
+                 SELECT subject FROM audit_log WHERE meeting = ?1 AND subject LIKE 'p%'",
+                p![meeting],
+            )
+        })?;
+        let mut highest = None;
+        for r in rows {
+            let id = r.text(0)?;
+            let digits = &id[1..];
+            if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+                if let Ok(n) = digits.parse::<u64>() {
+                    highest = highest.max(Some(n));
+                }
+            }
+        }
+        Ok(highest)
     }
 
     pub fn meeting_people(&self, id: &str) -> Result<MeetingPeople, StorageError> {
-        let conn = self.conn();
-        let mut people = MeetingPeople::default();
-        let mut q = conn.prepare(
-            "SELECT person, role FROM meeting_grants WHERE meeting = ?1 ORDER BY person",
-        )?;
-        for row in q.query_map(params![id], |r| Ok((r.get(0)?, r.get(1)?)))? {
-            people.grants.push(row?);
-        }
-        let mut q =
-            conn.prepare("SELECT person FROM meeting_bars WHERE meeting = ?1 ORDER BY person")?;
-        for row in q.query_map(params![id], |r| r.get(0))? {
-            people.barred.push(row?);
-        }
-        Ok(people)
+        self.with(|c| {
+            let mut people = MeetingPeople::default();
+            for r in c.rows(
+                "SELECT person, role FROM meeting_grants WHERE meeting = ?1 ORDER BY person",
+                p![id],
+            )? {
+                people.grants.push((r.text(0)?, r.text(1)?));
+            }
+            for r in c.rows(
+                "SELECT person FROM meeting_bars WHERE meeting = ?1 ORDER BY person",
+                p![id],
+            )? {
+                people.barred.push(r.text(0)?);
+            }
+            Ok(people)
+        })
     }
 
     /// Keep who is in a meeting across a restart: (participant id, JSON)
@@ -406,21 +551,20 @@ impl Storage {
         meeting: &str,
         people: &[(String, String)],
     ) -> Result<(), StorageError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        tx.execute(
-            "DELETE FROM meeting_returns WHERE meeting = ?1",
-            params![meeting],
-        )?;
-        let at = unix_millis();
-        for (participant, data) in people {
-            tx.execute(
-                "INSERT INTO meeting_returns (meeting, participant, held_at, data) VALUES (?1, ?2, ?3, ?4)",
-                params![meeting, participant, at, data],
+        self.tx(false, false, |tx| {
+            tx.exec(
+                "DELETE FROM meeting_returns WHERE meeting = ?1",
+                p![meeting],
             )?;
-        }
-        tx.commit()?;
-        Ok(())
+            let at = unix_millis();
+            for (participant, data) in people {
+                tx.exec(
+                    "INSERT INTO meeting_returns (meeting, participant, held_at, data) VALUES (?1, ?2, ?3, ?4)",
+                    p![meeting, participant, at, data],
+                )?;
+            }
+            Ok(())
+        })
     }
 
     /// What was kept for a meeting across a restart, at most `max_age_ms`
@@ -431,62 +575,66 @@ impl Storage {
         meeting: &str,
         max_age_ms: i64,
     ) -> Result<Vec<String>, StorageError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let oldest = unix_millis() - max_age_ms;
-        let found = {
-            let mut q = tx.prepare(
-                "SELECT data FROM meeting_returns WHERE meeting = ?1 AND held_at >= ?2 ORDER BY participant",
+        self.tx(false, false, |tx| {
+            let oldest = unix_millis() - max_age_ms;
+            let found = tx
+                .rows(
+                    "SELECT data FROM meeting_returns WHERE meeting = ?1 AND held_at >= ?2 ORDER BY participant",
+                    p![meeting, oldest],
+                )?
+                .iter()
+                .map(|r| r.text(0))
+                .collect::<Result<Vec<_>, _>>()?;
+            tx.exec(
+                "DELETE FROM meeting_returns WHERE meeting = ?1 OR held_at < ?2",
+                p![meeting, oldest],
             )?;
-            let rows = q.query_map(params![meeting, oldest], |r| r.get::<_, String>(0))?;
-            rows.collect::<Result<Vec<_>, _>>()?
-        };
-        tx.execute(
-            "DELETE FROM meeting_returns WHERE meeting = ?1 OR held_at < ?2",
-            params![meeting, oldest],
-        )?;
-        tx.commit()?;
-        Ok(found)
+            Ok(found)
+        })
     }
 
     /// Delete every place held before `before_ms` (those not back in time).
     pub fn forget_returns_before(&self, before_ms: i64) -> Result<usize, StorageError> {
-        Ok(self.conn().execute(
-            "DELETE FROM meeting_returns WHERE held_at < ?1",
-            params![before_ms],
-        )?)
+        self.with(|c| {
+            c.exec(
+                "DELETE FROM meeting_returns WHERE held_at < ?1",
+                p![before_ms],
+            )
+        })
+        .map(|n| n as usize)
     }
 
     /// Append an event to the audit log.
     pub fn audit(&self, event: AuditEvent<'_>) -> Result<AuditRecord, StorageError> {
-        audit::append(&mut self.conn(), event, unix_millis())
+        let at = unix_millis();
+        self.tx(true, false, |tx| {
+            let head = audit::head(tx)?;
+            audit::insert(tx, &head, event, at)
+        })
     }
 
     /// The audit log, all of it or one meeting's, in order.
     pub fn audit_records(&self, meeting: Option<&str>) -> Result<Vec<AuditRecord>, StorageError> {
-        audit::records(&self.conn(), meeting)
+        self.with(|c| audit::records(c, meeting))
     }
 
     /// Check the audit log's hash chain from its first row to its last.
     pub fn verify_audit(&self) -> Result<Result<AuditHead, AuditBreak>, StorageError> {
-        audit::verify(&self.conn(), &Default::default(), i64::MAX).map(|v| v.chain)
+        self.with(|c| audit::verify(c, &Default::default(), i64::MAX).map(|v| v.chain))
     }
 
     /// The newest row's number and hash, without checking the chain.
     pub fn audit_head(&self) -> Result<AuditHead, StorageError> {
-        audit::head(&self.conn())
+        self.with(audit::head)
     }
 
     /// The stored hash of row `seq`, if there is such a row.
     pub fn audit_row_hash(&self, seq: i64) -> Result<Option<String>, StorageError> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT hash FROM audit_log WHERE seq = ?1",
-                params![seq],
-                |r| r.get(0),
-            )
-            .optional()?)
+        self.with(|c| {
+            c.row("SELECT hash FROM audit_log WHERE seq = ?1", p![seq])?
+                .map(|r| r.text(0))
+                .transpose()
+        })
     }
 
     /// Check the chain, then check it against `checkpoints` (see
@@ -496,18 +644,13 @@ impl Storage {
         checkpoints: &[Checkpoint],
         key: Option<&AuditKey>,
     ) -> Result<CheckpointReport, StorageError> {
-        checkpoint::check(&self.conn(), checkpoints, key)
-    }
-
-    #[cfg(test)]
-    fn raw(&self) -> MutexGuard<'_, Connection> {
-        self.conn()
+        self.with(|c| checkpoint::check(c, checkpoints, key))
     }
 }
 
 /// Writes inside one transaction of [`Storage::write_batch`].
 pub struct Batch<'t> {
-    tx: &'t rusqlite::Transaction<'t>,
+    tx: &'t dyn Sql,
     /// The audit log's head as of this batch's last append.
     head: Option<AuditHead>,
 }
@@ -580,74 +723,75 @@ impl Batch<'_> {
 mod writes {
     use super::*;
 
-    pub fn end_meeting(c: &Connection, id: &str) -> Result<(), StorageError> {
-        c.execute(
+    pub fn end_meeting(c: &dyn Sql, id: &str) -> Result<(), StorageError> {
+        c.exec(
             "UPDATE meetings SET ended_at = ?2 WHERE id = ?1 AND ended_at IS NULL",
-            params![id, unix_millis()],
+            p![id, unix_millis()],
         )?;
         Ok(())
     }
 
-    pub fn update_settings(c: &Connection, id: &str, settings: &str) -> Result<(), StorageError> {
-        c.execute(
+    pub fn update_settings(c: &dyn Sql, id: &str, settings: &str) -> Result<(), StorageError> {
+        c.exec(
             "UPDATE meetings SET settings = ?2 WHERE id = ?1",
-            params![id, settings],
+            p![id, settings],
         )?;
         Ok(())
     }
 
-    pub fn set_level(c: &Connection, id: &str, level: &str) -> Result<(), StorageError> {
-        c.execute(
+    pub fn set_level(c: &dyn Sql, id: &str, level: &str) -> Result<(), StorageError> {
+        c.exec(
             "UPDATE meetings SET level = ?2 WHERE id = ?1",
-            params![id, level],
+            p![id, level],
         )?;
         Ok(())
     }
 
     pub fn set_passcode_hash(
-        c: &Connection,
+        c: &dyn Sql,
         id: &str,
         hash: Option<&str>,
     ) -> Result<(), StorageError> {
-        c.execute(
+        c.exec(
             "UPDATE meetings SET passcode_hash = ?2 WHERE id = ?1",
-            params![id, hash],
+            p![id, hash],
         )?;
         Ok(())
     }
 
-    pub fn set_locked(c: &Connection, id: &str, locked: bool) -> Result<(), StorageError> {
-        c.execute(
+    pub fn set_locked(c: &dyn Sql, id: &str, locked: bool) -> Result<(), StorageError> {
+        c.exec(
             "UPDATE meetings SET locked = ?2 WHERE id = ?1",
-            params![id, locked],
+            p![id, locked],
         )?;
         Ok(())
     }
 
     pub fn set_grant(
-        c: &Connection,
+        c: &dyn Sql,
         id: &str,
         person: &str,
         role: Option<&str>,
     ) -> Result<(), StorageError> {
         match role {
-            Some(role) => c.execute(
+            Some(role) => c.exec(
                 "INSERT INTO meeting_grants (meeting, person, role) VALUES (?1, ?2, ?3)
                  ON CONFLICT (meeting, person) DO UPDATE SET role = excluded.role",
-                params![id, person, role],
+                p![id, person, role],
             )?,
-            None => c.execute(
+            None => c.exec(
                 "DELETE FROM meeting_grants WHERE meeting = ?1 AND person = ?2",
-                params![id, person],
+                p![id, person],
             )?,
         };
         Ok(())
     }
 
-    pub fn bar(c: &Connection, id: &str, person: &str) -> Result<(), StorageError> {
-        c.execute(
-            "INSERT OR IGNORE INTO meeting_bars (meeting, person, barred_at) VALUES (?1, ?2, ?3)",
-            params![id, person, unix_millis()],
+    pub fn bar(c: &dyn Sql, id: &str, person: &str) -> Result<(), StorageError> {
+        c.exec(
+            "INSERT INTO meeting_bars (meeting, person, barred_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (meeting, person) DO NOTHING",
+            p![id, person, unix_millis()],
         )?;
         Ok(())
     }
@@ -669,16 +813,6 @@ fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
         tx.commit()?;
     }
     Ok(())
-}
-
-/// Whether the database has `table` (an older schema, e.g. a backup being
-/// checked, may lack it).
-pub(crate) fn has_table(conn: &Connection, table: &str) -> Result<bool, StorageError> {
-    Ok(conn.query_row(
-        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
-        params![table],
-        |r| r.get(0),
-    )?)
 }
 
 pub fn new_meeting_id() -> String {
@@ -716,6 +850,62 @@ fn unix_secs() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+/// Raw access, for tests that play someone with the database in hand.
+#[cfg(test)]
+impl Storage {
+    pub(crate) fn is_postgres(&self) -> bool {
+        self.url.is_some()
+    }
+
+    /// One statement, with `?N` parameters.
+    pub(crate) fn raw_exec(
+        &self,
+        sql: &str,
+        params: &[db::Param<'_>],
+    ) -> Result<u64, StorageError> {
+        self.with(|c| c.exec(sql, params))
+    }
+
+    /// The first column of the first row.
+    pub(crate) fn raw_int(&self, sql: &str, params: &[db::Param<'_>]) -> Option<i64> {
+        self.with(|c| c.int(sql, params)).unwrap()
+    }
+
+    /// Several statements, no parameters.
+    pub(crate) fn raw_batch(&self, sql: &str) -> Result<(), StorageError> {
+        match &*self.conn()? {
+            Conn::Sqlite(c) => Ok(c.execute_batch(sql)?),
+            Conn::Postgres(c) => c.batch(sql),
+        }
+    }
+
+    /// The SQLite connection itself.
+    pub(crate) fn raw_sqlite<R>(&self, f: impl FnOnce(&Connection) -> R) -> R {
+        match &*self.conn().unwrap() {
+            Conn::Sqlite(c) => f(c),
+            Conn::Postgres(_) => panic!("not SQLite"),
+        }
+    }
+
+    /// Take away the audit log's append-only triggers.
+    pub(crate) fn raw_unguard(&self) {
+        self.raw_batch(if self.is_postgres() {
+            "ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only"
+        } else {
+            "DROP TRIGGER IF EXISTS audit_log_no_update; DROP TRIGGER IF EXISTS audit_log_no_delete;"
+        })
+        .unwrap();
+    }
+}
+
+/// Run `f` on SQLite, then on PostgreSQL: what the storage promises holds
+/// on both.
+#[cfg(test)]
+pub(crate) fn each_engine(f: impl Fn(Storage)) {
+    f(Storage::in_memory().unwrap());
+    f(Storage::connect(&testing::postgres_url()).unwrap());
 }
 
 #[cfg(test)]
@@ -796,9 +986,53 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// The writer batches many people's changes into one transaction: one
+    /// that fails (here a grant in a meeting that does not exist) must not
+    /// take the others with it.
+    #[test]
+    fn a_failed_statement_in_a_batch_fails_alone() {
+        each_engine(a_failed_statement_in_a_batch_fails_alone_on)
+    }
+
+    fn a_failed_statement_in_a_batch_fails_alone_on(s: Storage) {
+        let (m, _) = s.create_meeting("Board", None, "{}").unwrap();
+        let ev = AuditEvent {
+            meeting: &m.id,
+            actor: "p1",
+            subject: "p1",
+            event: "lock",
+            outcome: "locked",
+            detail: "",
+        };
+        let results = s
+            .write_batch(|b| {
+                (
+                    b.set_grant("abcd-efgh-jkmn", "p9", Some("host")),
+                    b.set_locked(&m.id, true),
+                    b.audit(ev, 1),
+                    b.bar("abcd-efgh-jkmn", "p9"),
+                    b.audit(ev, 2),
+                )
+            })
+            .unwrap();
+        assert!(results.0.is_err(), "no such meeting");
+        assert!(results.1.is_ok() && results.2.is_ok());
+        assert!(results.3.is_err(), "no such meeting");
+        assert_eq!(results.4.unwrap().seq, 2);
+        assert!(s.meeting(&m.id).unwrap().unwrap().locked);
+        assert_eq!(s.verify_audit().unwrap().unwrap().rows, 2);
+        assert_eq!(
+            s.meeting_people("abcd-efgh-jkmn").unwrap(),
+            Default::default()
+        );
+    }
+
     #[test]
     fn returns_are_read_once_and_only_while_fresh() {
-        let s = Storage::in_memory().unwrap();
+        each_engine(returns_are_read_once_and_only_while_fresh_on)
+    }
+
+    fn returns_are_read_once_and_only_while_fresh_on(s: Storage) {
         let (a, _) = s.create_meeting("A", None, "{}").unwrap();
         let (b, _) = s.create_meeting("B", None, "{}").unwrap();
         s.hold_returns(
@@ -834,9 +1068,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("convene-storage-{}", new_meeting_id()));
         let s = Storage::open(&dir).unwrap();
         let tables = |s: &Storage| -> i64 {
-            s.conn()
-                .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
-                .unwrap()
+            s.raw_sqlite(|c| {
+                c.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+                    .unwrap()
+            })
         };
         let before = tables(&s);
         s.check_writable().unwrap();
@@ -850,9 +1085,11 @@ mod tests {
         other.execute_batch("ROLLBACK").unwrap();
         s.check_writable().unwrap();
         // A database that takes no writes (as a read-only file would) fails too.
-        s.conn().pragma_update(None, "query_only", true).unwrap();
+        s.raw_sqlite(|c| c.pragma_update(None, "query_only", true))
+            .unwrap();
         assert!(s.check_writable().is_err());
-        s.conn().pragma_update(None, "query_only", false).unwrap();
+        s.raw_sqlite(|c| c.pragma_update(None, "query_only", false))
+            .unwrap();
         s.check_writable().unwrap();
         std::fs::remove_dir_all(dir).unwrap();
     }

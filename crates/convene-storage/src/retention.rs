@@ -22,11 +22,11 @@
 
 use std::collections::HashSet;
 
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
 use crate::audit::{self, AuditEvent};
 use crate::checkpoint::{AuditKey, Checkpoint};
+use crate::db::{p, Sql};
 use crate::{Storage, StorageError};
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
@@ -74,147 +74,163 @@ impl Storage {
         key: Option<&AuditKey>,
         dry_run: bool,
     ) -> Result<PurgeReport, StorageError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let mut report = PurgeReport {
-            dry_run,
-            ..Default::default()
-        };
-        if let Some(days) = retention.meetings_days {
-            let cut = now_ms - i64::from(days) * DAY_MS;
-            report.meetings = meetings_before(&tx, cut)?
-                .into_iter()
-                .filter(|id| !live.contains(id))
-                .collect();
-        }
-        if let Some(days) = retention.audit_days {
-            let cut = now_ms - i64::from(days) * DAY_MS;
-            let from = audit::start(&tx)?.rows + 1;
-            let to = audit_rows_before(&tx, cut)?;
-            if to >= from {
-                report.audit_from = from;
-                report.audit_to = to;
-                report.audit_rows = to - from + 1;
-            }
-        }
-        report.chat_messages = tx.query_row(
-            "SELECT count(*) FROM meeting_chat WHERE keep_until <= ?1",
-            params![now_ms],
-            |r| r.get(0),
-        )?;
-        if dry_run || report.is_empty() {
-            return Ok(report);
-        }
-        tx.execute(
-            "DELETE FROM meeting_chat WHERE keep_until <= ?1",
-            params![now_ms],
-        )?;
-        for id in &report.meetings {
-            tx.execute("DELETE FROM meetings WHERE id = ?1", params![id])?;
-        }
-        if report.audit_rows > 0 {
-            let head: String = tx.query_row(
-                "SELECT hash FROM audit_log WHERE seq = ?1",
-                params![report.audit_to],
-                |r| r.get(0),
-            )?;
-            let record = Checkpoint::new(
-                &audit::AuditHead {
-                    rows: report.audit_to,
-                    hash: head,
-                },
-                now_ms,
-                key,
-            );
-            tx.execute(
-                "INSERT INTO audit_purges (rows, head, at, key, mac) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![record.rows, record.head, record.at, record.key, record.mac],
-            )?;
-            tx.execute(
-                "DELETE FROM audit_log WHERE seq <= ?1",
-                params![report.audit_to],
-            )?;
-            report.record = Some(record);
-        }
-        let detail = serde_json::json!({
-            "meetings": report.meetings.len(),
-            "chatMessages": report.chat_messages,
-            "auditRows": report.audit_rows,
-            "auditFrom": report.audit_from,
-            "auditTo": report.audit_to,
-            "meetingsDays": retention.meetings_days,
-            "auditDays": retention.audit_days,
+        self.tx(true, false, |tx| {
+            purge(tx, retention, now_ms, live, key, dry_run)
         })
-        .to_string();
-        let head = audit::head(&tx)?;
-        audit::insert(
-            &tx,
-            &head,
-            AuditEvent {
-                meeting: "-",
-                actor: "system",
-                subject: "retention",
-                event: "purge",
-                outcome: "done",
-                detail: &detail,
-            },
-            now_ms,
-        )?;
-        tx.commit()?;
-        Ok(report)
     }
 
     /// The purge records, oldest first.
     pub fn purge_records(&self) -> Result<Vec<Checkpoint>, StorageError> {
-        purge_records(&self.conn())
+        self.with(purge_records)
     }
 }
 
+fn purge(
+    tx: &dyn Sql,
+    retention: &Retention,
+    now_ms: i64,
+    live: &HashSet<String>,
+    key: Option<&AuditKey>,
+    dry_run: bool,
+) -> Result<PurgeReport, StorageError> {
+    let mut report = PurgeReport {
+        dry_run,
+        ..Default::default()
+    };
+    if let Some(days) = retention.meetings_days {
+        let cut = now_ms - i64::from(days) * DAY_MS;
+        report.meetings = meetings_before(tx, cut)?
+            .into_iter()
+            .filter(|id| !live.contains(id))
+            .collect();
+    }
+    if let Some(days) = retention.audit_days {
+        let cut = now_ms - i64::from(days) * DAY_MS;
+        let from = audit::start(tx)?.rows + 1;
+        let to = audit_rows_before(tx, cut)?;
+        if to >= from {
+            report.audit_from = from;
+            report.audit_to = to;
+            report.audit_rows = to - from + 1;
+        }
+    }
+    report.chat_messages = tx
+        .int(
+            "SELECT count(*) FROM meeting_chat WHERE keep_until <= ?1",
+            p![now_ms],
+        )?
+        .unwrap_or(0);
+    if dry_run || report.is_empty() {
+        return Ok(report);
+    }
+    tx.exec(
+        "DELETE FROM meeting_chat WHERE keep_until <= ?1",
+        p![now_ms],
+    )?;
+    for id in &report.meetings {
+        tx.exec("DELETE FROM meetings WHERE id = ?1", p![id])?;
+    }
+    if report.audit_rows > 0 {
+        let head = tx
+            .row(
+                "SELECT hash FROM audit_log WHERE seq = ?1",
+                p![report.audit_to],
+            )?
+            .ok_or_else(|| StorageError::Column("the last purged row is gone".into()))?
+            .text(0)?;
+        let record = Checkpoint::new(
+            &audit::AuditHead {
+                rows: report.audit_to,
+                hash: head,
+            },
+            now_ms,
+            key,
+        );
+        tx.exec(
+            "INSERT INTO audit_purges (rows, head, at, key, mac) VALUES (?1, ?2, ?3, ?4, ?5)",
+            p![
+                record.rows,
+                &record.head,
+                record.at,
+                record.key.as_deref(),
+                &record.mac
+            ],
+        )?;
+        tx.exec("DELETE FROM audit_log WHERE seq <= ?1", p![report.audit_to])?;
+        report.record = Some(record);
+    }
+    let detail = serde_json::json!({
+        "meetings": report.meetings.len(),
+        "chatMessages": report.chat_messages,
+        "auditRows": report.audit_rows,
+        "auditFrom": report.audit_from,
+        "auditTo": report.audit_to,
+        "meetingsDays": retention.meetings_days,
+        "auditDays": retention.audit_days,
+    })
+    .to_string();
+    let head = audit::head(tx)?;
+    audit::insert(
+        tx,
+        &head,
+        AuditEvent {
+            meeting: "-",
+            actor: "system",
+            subject: "retention",
+            event: "purge",
+            outcome: "done",
+            detail: &detail,
+        },
+        now_ms,
+    )?;
+    Ok(report)
+}
+
 /// Meetings whose end (or, never ended, last activity) is before `cut`.
-fn meetings_before(conn: &Connection, cut_ms: i64) -> Result<Vec<String>, StorageError> {
-    let mut stmt = conn.prepare(
+fn meetings_before(conn: &dyn Sql, cut_ms: i64) -> Result<Vec<String>, StorageError> {
+    conn.rows(
         "SELECT id FROM meetings m
          WHERE CASE WHEN m.ended_at IS NOT NULL THEN m.ended_at
-               ELSE max(m.created_at * 1000,
-                        coalesce((SELECT max(a.at) FROM audit_log a WHERE a.meeting = m.id), 0))
+               WHEN m.created_at * 1000 >= coalesce(
+                        (SELECT max(a.at) FROM audit_log a WHERE a.meeting = m.id), 0)
+                    THEN m.created_at * 1000
+               ELSE (SELECT max(a.at) FROM audit_log a WHERE a.meeting = m.id)
                END < ?1
          ORDER BY id",
-    )?;
-    let ids = stmt.query_map(params![cut_ms], |r| r.get(0))?;
-    Ok(ids.collect::<Result<_, _>>()?)
+        p![cut_ms],
+    )?
+    .iter()
+    .map(|r| r.text(0))
+    .collect()
 }
 
 /// The newest row such that it and every row before it are dated before
 /// `cut` (0 if there is none).
-fn audit_rows_before(conn: &Connection, cut_ms: i64) -> Result<i64, StorageError> {
-    let first_kept: Option<i64> = conn
-        .query_row(
-            "SELECT min(seq) FROM audit_log WHERE at >= ?1",
-            params![cut_ms],
-            |r| r.get(0),
-        )
-        .optional()?
-        .flatten();
+fn audit_rows_before(conn: &dyn Sql, cut_ms: i64) -> Result<i64, StorageError> {
+    let first_kept = conn.int("SELECT min(seq) FROM audit_log WHERE at >= ?1", p![cut_ms])?;
     Ok(match first_kept {
         Some(seq) => seq - 1,
         None => audit::head(conn)?.rows,
     })
 }
 
-pub(crate) fn purge_records(conn: &Connection) -> Result<Vec<Checkpoint>, StorageError> {
-    if !crate::has_table(conn, "audit_purges")? {
+pub(crate) fn purge_records(conn: &dyn Sql) -> Result<Vec<Checkpoint>, StorageError> {
+    if !conn.has_table("audit_purges")? {
         return Ok(Vec::new());
     }
-    let mut stmt =
-        conn.prepare("SELECT rows, head, at, key, mac FROM audit_purges ORDER BY rows")?;
-    let rows = stmt.query_map([], |r| {
+    conn.rows(
+        "SELECT rows, head, at, key, mac FROM audit_purges ORDER BY rows",
+        &[],
+    )?
+    .iter()
+    .map(|r| {
         Ok(Checkpoint {
-            rows: r.get(0)?,
-            head: r.get(1)?,
-            at: r.get(2)?,
-            key: r.get(3)?,
-            mac: r.get(4)?,
+            rows: r.int(0)?,
+            head: r.text(1)?,
+            at: r.int(2)?,
+            key: r.opt_text(3)?,
+            mac: r.text(4)?,
         })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    })
+    .collect()
 }

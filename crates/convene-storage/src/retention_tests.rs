@@ -15,46 +15,45 @@ fn key() -> AuditKey {
 }
 
 fn row(s: &Storage, meeting: &str, at: i64) {
-    audit::append(
-        &mut s.raw(),
-        AuditEvent {
-            meeting,
-            actor: "p1",
-            subject: "p1",
-            event: "join",
-            outcome: "admitted",
-            detail: "",
-        },
-        at,
-    )
+    s.write_batch(|b| {
+        b.audit(
+            AuditEvent {
+                meeting,
+                actor: "p1",
+                subject: "p1",
+                event: "join",
+                outcome: "admitted",
+                detail: "",
+            },
+            at,
+        )
+    })
+    .unwrap()
     .unwrap();
 }
 
 /// A meeting created at `created` (ms), ended at `ended` if given.
 fn meeting(s: &Storage, created: i64, ended: Option<i64>) -> String {
     let (m, _) = s.create_meeting("Board", None, "{}").unwrap();
-    s.raw()
-        .execute(
-            "UPDATE meetings SET created_at = ?2, ended_at = ?3 WHERE id = ?1",
-            params![m.id, created / 1000, ended],
-        )
-        .unwrap();
+    s.raw_exec(
+        "UPDATE meetings SET created_at = ?2, ended_at = ?3 WHERE id = ?1",
+        db::p![&m.id, created / 1000, ended],
+    )
+    .unwrap();
     s.set_grant(&m.id, "p1", Some("co-host")).unwrap();
     s.bar(&m.id, "p2").unwrap();
     m.id
 }
 
 fn count(s: &Storage, table: &str, id: &str) -> i64 {
-    s.raw()
-        .query_row(
-            &format!(
-                "SELECT count(*) FROM {table} WHERE {} = ?1",
-                if table == "meetings" { "id" } else { "meeting" }
-            ),
-            params![id],
-            |r| r.get(0),
-        )
-        .unwrap()
+    s.raw_int(
+        &format!(
+            "SELECT count(*) FROM {table} WHERE {} = ?1",
+            if table == "meetings" { "id" } else { "meeting" }
+        ),
+        db::p![id],
+    )
+    .unwrap()
 }
 
 const MEETINGS_30: Retention = Retention {
@@ -64,7 +63,10 @@ const MEETINGS_30: Retention = Retention {
 
 #[test]
 fn a_meeting_goes_its_days_after_it_ended_with_its_grants_and_bars() {
-    let s = Storage::in_memory().unwrap();
+    each_engine(a_meeting_goes_its_days_after_it_ended_with_its_grants_and_bars_on)
+}
+
+fn a_meeting_goes_its_days_after_it_ended_with_its_grants_and_bars_on(s: Storage) {
     let ended = meeting(&s, T0, Some(T0 + DAY));
     let none = HashSet::new();
     let at = |t| s.purge(&MEETINGS_30, t, &none, None, false).unwrap();
@@ -81,7 +83,10 @@ fn a_meeting_goes_its_days_after_it_ended_with_its_grants_and_bars() {
 
 #[test]
 fn a_link_never_ended_counts_from_its_last_activity_and_an_open_meeting_stays() {
-    let s = Storage::in_memory().unwrap();
+    each_engine(a_link_never_ended_counts_from_its_last_activity_and_an_open_meeting_stays_on)
+}
+
+fn a_link_never_ended_counts_from_its_last_activity_and_an_open_meeting_stays_on(s: Storage) {
     let used = meeting(&s, T0, None);
     let idle = meeting(&s, T0, None);
     let open = meeting(&s, T0, None);
@@ -101,7 +106,10 @@ fn a_link_never_ended_counts_from_its_last_activity_and_an_open_meeting_stays() 
 
 #[test]
 fn a_dry_run_reports_and_changes_nothing() {
-    let s = Storage::in_memory().unwrap();
+    each_engine(a_dry_run_reports_and_changes_nothing_on)
+}
+
+fn a_dry_run_reports_and_changes_nothing_on(s: Storage) {
     let ended = meeting(&s, T0, Some(T0));
     row(&s, &ended, T0);
     let keep = Retention {
@@ -121,7 +129,10 @@ fn a_dry_run_reports_and_changes_nothing() {
 
 #[test]
 fn old_audit_rows_go_from_the_front_and_the_rest_still_verifies() {
-    let s = Storage::in_memory().unwrap();
+    each_engine(old_audit_rows_go_from_the_front_and_the_rest_still_verifies_on)
+}
+
+fn old_audit_rows_go_from_the_front_and_the_rest_still_verifies_on(s: Storage) {
     for day in 0..10 {
         row(&s, "m1", T0 + day * DAY);
     }
@@ -180,17 +191,19 @@ fn old_audit_rows_go_from_the_front_and_the_rest_still_verifies() {
     // Rows above the purge record cannot be deleted, in the middle or at the end.
     for seq in [6, 13] {
         let e = s
-            .raw()
-            .execute("DELETE FROM audit_log WHERE seq = ?1", params![seq])
+            .raw_exec("DELETE FROM audit_log WHERE seq = ?1", db::p![seq])
             .unwrap_err();
         assert!(e.to_string().contains("append-only"), "{e}");
     }
-    assert!(s.raw().execute("DELETE FROM audit_purges", []).is_err());
+    assert!(s.raw_exec("DELETE FROM audit_purges", &[]).is_err());
 }
 
 #[test]
 fn a_purge_record_made_without_the_key_is_reported_forged() {
-    let s = Storage::in_memory().unwrap();
+    each_engine(a_purge_record_made_without_the_key_is_reported_forged_on)
+}
+
+fn a_purge_record_made_without_the_key_is_reported_forged_on(s: Storage) {
     for day in 0..4 {
         row(&s, "m1", T0 + day * DAY);
     }
@@ -212,14 +225,18 @@ fn a_purge_record_made_without_the_key_is_reported_forged() {
     );
     let mut tampered = forged.clone();
     tampered.key = Some(key().id());
-    s.raw()
-        .execute(
-            "INSERT INTO audit_purges (rows, head, at, key, mac) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![2, tampered.head, tampered.at, tampered.key, tampered.mac],
-        )
-        .unwrap();
-    s.raw()
-        .execute("DELETE FROM audit_log WHERE seq <= 2", [])
+    s.raw_exec(
+        "INSERT INTO audit_purges (rows, head, at, key, mac) VALUES (?1, ?2, ?3, ?4, ?5)",
+        db::p![
+            2i64,
+            &tampered.head,
+            tampered.at,
+            tampered.key.as_deref(),
+            &tampered.mac
+        ],
+    )
+    .unwrap();
+    s.raw_exec("DELETE FROM audit_log WHERE seq <= 2", &[])
         .unwrap();
     assert!(
         s.verify_audit().unwrap().is_ok(),
@@ -243,7 +260,10 @@ fn a_purge_record_made_without_the_key_is_reported_forged() {
 
 #[test]
 fn purging_every_row_keeps_the_chain_going() {
-    let s = Storage::in_memory().unwrap();
+    each_engine(purging_every_row_keeps_the_chain_going_on)
+}
+
+fn purging_every_row_keeps_the_chain_going_on(s: Storage) {
     row(&s, "m1", T0);
     let keep = Retention {
         meetings_days: None,
@@ -269,8 +289,19 @@ fn purging_every_row_keeps_the_chain_going() {
 /// far beyond the head: with the key, each is caught.
 #[test]
 fn purge_records_not_made_with_the_key_or_that_do_not_fit_are_caught() {
+    each_engine(purge_records_not_made_with_the_key_or_that_do_not_fit_are_caught_on)
+}
+
+fn purge_records_not_made_with_the_key_or_that_do_not_fit_are_caught_on(s0: Storage) {
+    let fresh = || -> Storage {
+        if s0.is_postgres() {
+            Storage::connect(&crate::testing::postgres_url()).unwrap()
+        } else {
+            Storage::in_memory().unwrap()
+        }
+    };
     for (key_id, rows_claimed) in [(None, 2), (Some("x"), 2), (None, 1_000_000_000)] {
-        let s = Storage::in_memory().unwrap();
+        let s = fresh();
         for day in 0..4 {
             row(&s, "m1", T0 + day * DAY);
         }
@@ -297,18 +328,22 @@ fn purge_records_not_made_with_the_key_or_that_do_not_fit_are_caught() {
             );
         }
         record.key = record.key.map(|_| "x".into()).filter(|_| key_id.is_some());
-        s.raw()
-            .execute(
-                "INSERT INTO audit_purges (rows, head, at, key, mac) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![record.rows, record.head, record.at, record.key, record.mac],
-            )
-            .unwrap();
-        s.raw()
-            .execute(
-                "DELETE FROM audit_log WHERE seq <= ?1",
-                params![rows_claimed],
-            )
-            .unwrap();
+        s.raw_exec(
+            "INSERT INTO audit_purges (rows, head, at, key, mac) VALUES (?1, ?2, ?3, ?4, ?5)",
+            db::p![
+                record.rows,
+                &record.head,
+                record.at,
+                record.key.as_deref(),
+                &record.mac
+            ],
+        )
+        .unwrap();
+        s.raw_exec(
+            "DELETE FROM audit_log WHERE seq <= ?1",
+            db::p![rows_claimed],
+        )
+        .unwrap();
         let report = s.verify_audit_against(&[], Some(&key())).unwrap();
         assert!(
             !report.is_intact(),

@@ -1,0 +1,305 @@
+//! PostgreSQL, for nodes that share their state (`--database postgres://…`).
+//!
+//! tokio-postgres drives the socket on a thread of its own (a one-thread
+//! runtime per connection); callers wait on its answers with a plain
+//! executor. Storage is called from blocking code and from async tasks
+//! alike, as with SQLite: a plain wait works in both, where a runtime's
+//! `block_on` inside another runtime would panic.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::error::Error as _;
+use std::time::Duration;
+
+use futures_executor::block_on;
+use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
+use tokio_postgres::{Client, NoTls, Statement};
+
+use crate::db::{Engine, Param, Row, Sql, Value};
+use crate::StorageError;
+
+/// The schema PostgreSQL starts at: SQLite's migrations 1 to 9 in one.
+const BASE_VERSION: usize = 9;
+const BASE_SCHEMA: &str = include_str!("../migrations/postgres/0009_schema.sql");
+
+/// Held while migrating, so that nodes starting together migrate once.
+const MIGRATION_LOCK: i64 = 0x636f_6e76_656e_6501;
+/// Held by a transaction that appends to the audit log (SQLite's `BEGIN
+/// IMMEDIATE`): appends from every process go one at a time.
+pub(crate) const WRITE_LOCK: i64 = 0x636f_6e76_656e_6502;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(crate) struct PgConn {
+    client: Client,
+    /// Statements prepared on this connection, by their SQLite text.
+    statements: RefCell<HashMap<String, Statement>>,
+    /// Inside [`crate::Storage::write_batch`]: each statement gets a savepoint
+    /// of its own, so one that fails fails alone, as in SQLite.
+    savepoints: Cell<bool>,
+    /// A savepoint is set in this transaction (released by the next one).
+    savepoint_set: Cell<bool>,
+}
+
+impl PgConn {
+    /// Connect to `url` (`postgres://user@host/db` or key=value form).
+    pub fn connect(url: &str) -> Result<PgConn, StorageError> {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StorageError::Postgres(format!("the database address: {e}")))?;
+        config.connect_timeout(CONNECT_TIMEOUT);
+        config.application_name("convene");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("postgres".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = tx.send(Err(StorageError::Io(e)));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match config.connect(NoTls).await {
+                        Ok((client, connection)) => {
+                            let _ = tx.send(Ok(client));
+                            // Ends when the client is dropped or the server goes.
+                            let _ = connection.await;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(pg_error(e)));
+                        }
+                    }
+                });
+            })?;
+        let client = rx
+            .recv()
+            .map_err(|_| StorageError::Postgres("the connection thread stopped".into()))??;
+        Ok(PgConn {
+            client,
+            statements: RefCell::default(),
+            savepoints: Cell::new(false),
+            savepoint_set: Cell::new(false),
+        })
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    /// Several statements, no parameters (transaction control, schema).
+    pub fn batch(&self, sql: &str) -> Result<(), StorageError> {
+        block_on(self.client.batch_execute(sql)).map_err(pg_error)
+    }
+
+    pub fn set_savepoints(&self, on: bool) {
+        self.savepoints.set(on);
+        self.savepoint_set.set(false);
+    }
+
+    fn statement(&self, sql: &str) -> Result<Statement, StorageError> {
+        if let Some(s) = self.statements.borrow().get(sql) {
+            return Ok(s.clone());
+        }
+        let s = block_on(self.client.prepare(&dollar_params(sql))).map_err(pg_error)?;
+        self.statements
+            .borrow_mut()
+            .insert(sql.to_string(), s.clone());
+        Ok(s)
+    }
+
+    /// Run a statement; in a batch, under a savepoint of its own, sent in
+    /// the same round trip as the statement (a pipeline: the savepoint
+    /// costs no wait), and rolled back to if the statement fails.
+    fn guarded<R, F>(&self, statement: F) -> Result<R, StorageError>
+    where
+        F: std::future::Future<Output = Result<R, tokio_postgres::Error>>,
+    {
+        if !self.savepoints.get() {
+            return block_on(statement).map_err(pg_error);
+        }
+        let mark = if self.savepoint_set.replace(true) {
+            "RELEASE SAVEPOINT statement; SAVEPOINT statement"
+        } else {
+            "SAVEPOINT statement"
+        };
+        let (marked, out) = block_on(futures_util::future::join(
+            self.client.batch_execute(mark),
+            statement,
+        ));
+        marked.map_err(pg_error)?;
+        match out {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                self.batch("ROLLBACK TO SAVEPOINT statement")?;
+                Err(pg_error(e))
+            }
+        }
+    }
+}
+
+impl Sql for PgConn {
+    fn engine(&self) -> Engine {
+        Engine::Postgres
+    }
+
+    fn exec(&self, sql: &str, params: &[Param<'_>]) -> Result<u64, StorageError> {
+        let stmt = self.statement(sql)?;
+        let params: Vec<&(dyn ToSql + Sync)> =
+            params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        self.guarded(self.client.execute(&stmt, &params))
+    }
+
+    fn rows(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StorageError> {
+        let stmt = self.statement(sql)?;
+        let params: Vec<&(dyn ToSql + Sync)> =
+            params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        let rows = self.guarded(self.client.query(&stmt, &params))?;
+        rows.iter().map(row).collect()
+    }
+}
+
+fn row(r: &tokio_postgres::Row) -> Result<Row, StorageError> {
+    let mut values = Vec::with_capacity(r.len());
+    for (i, col) in r.columns().iter().enumerate() {
+        let ty = col.type_();
+        let get_err = |e: tokio_postgres::Error| StorageError::Column(format!("column {i}: {e}"));
+        let v = if *ty == Type::INT8 {
+            r.try_get::<_, Option<i64>>(i)
+                .map_err(get_err)?
+                .map(Value::Int)
+        } else if *ty == Type::INT4 {
+            r.try_get::<_, Option<i32>>(i)
+                .map_err(get_err)?
+                .map(|v| Value::Int(v.into()))
+        } else if *ty == Type::INT2 {
+            r.try_get::<_, Option<i16>>(i)
+                .map_err(get_err)?
+                .map(|v| Value::Int(v.into()))
+        } else if *ty == Type::BOOL {
+            r.try_get::<_, Option<bool>>(i)
+                .map_err(get_err)?
+                .map(|v| Value::Int(v.into()))
+        } else if *ty == Type::BYTEA {
+            r.try_get::<_, Option<Vec<u8>>>(i)
+                .map_err(get_err)?
+                .map(Value::Blob)
+        } else {
+            r.try_get::<_, Option<String>>(i)
+                .map_err(get_err)?
+                .map(Value::Text)
+        };
+        values.push(v.unwrap_or(Value::Null));
+    }
+    Ok(Row(values))
+}
+
+impl ToSql for Param<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut tokio_postgres::types::private::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match *self {
+            Param::Null => Ok(IsNull::Yes),
+            Param::Int(v) if *ty == Type::INT8 => v.to_sql(ty, out),
+            Param::Int(v) if *ty == Type::INT4 => i32::try_from(v)?.to_sql(ty, out),
+            Param::Int(v) if *ty == Type::BOOL => (v != 0).to_sql(ty, out),
+            Param::Text(v) => v.to_sql(ty, out),
+            Param::Blob(v) => v.to_sql(ty, out),
+            Param::Int(v) => Err(format!("{v} for a column of type {ty}").into()),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        // Checked per value in `to_sql`.
+        true
+    }
+
+    to_sql_checked!();
+}
+
+/// `?1` → `$1`: the statements are written with SQLite's numbered
+/// placeholders. (No statement has a `?` inside a string.)
+fn dollar_params(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '?' && chars.peek().is_some_and(|d| d.is_ascii_digit()) {
+            out.push('$');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A PostgreSQL error with what the server said (its message, detail and
+/// code), not only "db error".
+pub(crate) fn pg_error(e: tokio_postgres::Error) -> StorageError {
+    if let Some(db) = e.as_db_error() {
+        let mut s = format!("{} ({})", db.message(), db.code().code());
+        if let Some(d) = db.detail() {
+            s.push_str(": ");
+            s.push_str(d);
+        }
+        return StorageError::Postgres(s);
+    }
+    match e.source() {
+        Some(cause) => StorageError::Postgres(format!("{e}: {cause}")),
+        None => StorageError::Postgres(e.to_string()),
+    }
+}
+
+/// Bring the schema to this version's (migrating once when several nodes
+/// start together).
+pub(crate) fn migrate(conn: &PgConn, known: usize) -> Result<(), StorageError> {
+    conn.exec("SELECT pg_advisory_lock(?1)", &[Param::Int(MIGRATION_LOCK)])?;
+    let result = (|| {
+        conn.batch("CREATE TABLE IF NOT EXISTS convene_schema (version BIGINT NOT NULL)")?;
+        let found = conn
+            .int("SELECT max(version) FROM convene_schema", &[])?
+            .unwrap_or(0) as usize;
+        if found > known {
+            return Err(StorageError::TooNew { found, known });
+        }
+        if found == 0 {
+            conn.batch("BEGIN")?;
+            let made = conn.batch(BASE_SCHEMA).and_then(|()| {
+                conn.exec(
+                    "INSERT INTO convene_schema (version) VALUES (?1)",
+                    &[Param::Int(BASE_VERSION as i64)],
+                )
+            });
+            match made {
+                Ok(_) => conn.batch("COMMIT")?,
+                Err(e) => {
+                    let _ = conn.batch("ROLLBACK");
+                    return Err(e);
+                }
+            }
+        }
+        // Versions after BASE_VERSION add a migrations/postgres/ file each.
+        Ok(())
+    })();
+    let _ = conn.exec(
+        "SELECT pg_advisory_unlock(?1)",
+        &[Param::Int(MIGRATION_LOCK)],
+    );
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn placeholders_become_dollars() {
+        assert_eq!(
+            super::dollar_params("SELECT a FROM t WHERE b = ?1 AND c = ?12 OR ?2 IS NULL"),
+            "SELECT a FROM t WHERE b = $1 AND c = $12 OR $2 IS NULL"
+        );
+    }
+}

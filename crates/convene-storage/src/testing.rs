@@ -1,0 +1,209 @@
+//! A real PostgreSQL for tests: one server per test process, started on
+//! first use in a temporary folder (`initdb`, then `postgres` listening on a
+//! Unix socket only), and a fresh database for each caller. The server goes
+//! with the process (it gets SIGINT when the thread that started it ends,
+//! which is when the process does); a later run removes folders left by
+//! processes that are gone.
+//!
+//! PostgreSQL refuses to run as root: as root, it runs as the `postgres`
+//! user the Debian package makes. Its binaries are looked for in
+//! `$CONVENE_PG_BIN`, then `/usr/lib/postgresql/*/bin`, then `PATH`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+struct Server {
+    socket_dir: PathBuf,
+    next: AtomicU32,
+}
+
+static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
+
+/// A new, empty database on the test process's PostgreSQL: its address,
+/// in the key=value form `--database` and [`crate::Storage::connect`] take.
+/// Panics, saying what is missing, when PostgreSQL cannot be started.
+pub fn postgres_url() -> String {
+    let server = match SERVER.get_or_init(start) {
+        Ok(s) => s,
+        Err(e) => panic!("PostgreSQL for the tests: {e}"),
+    };
+    let n = server.next.fetch_add(1, Ordering::Relaxed);
+    let name = format!("t{n}");
+    let admin = crate::pg::PgConn::connect(&server.url("postgres"))
+        .unwrap_or_else(|e| panic!("PostgreSQL for the tests: {e}"));
+    admin
+        .batch(&format!("CREATE DATABASE {name}"))
+        .unwrap_or_else(|e| panic!("PostgreSQL for the tests: {e}"));
+    server.url(&name)
+}
+
+impl Server {
+    fn url(&self, db: &str) -> String {
+        format!(
+            "host={} user=convene dbname={db}",
+            self.socket_dir.display()
+        )
+    }
+}
+
+fn bin_dir() -> Result<PathBuf, String> {
+    if let Some(d) = std::env::var_os("CONVENE_PG_BIN") {
+        return Ok(PathBuf::from(d));
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|b| b.join("initdb").exists())
+        .collect();
+    found.sort();
+    if let Some(newest) = found.pop() {
+        return Ok(newest);
+    }
+    for d in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+        if d.join("initdb").exists() && d.join("postgres").exists() {
+            return Ok(d);
+        }
+    }
+    Err(
+        "no initdb: install PostgreSQL (Debian: apt install postgresql), or set CONVENE_PG_BIN"
+            .into(),
+    )
+}
+
+/// The `postgres` user's uid and gid, from /etc/passwd.
+fn postgres_user() -> Result<(u32, u32), String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").map_err(|e| format!("/etc/passwd: {e}"))?;
+    passwd
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() > 3 && f[0] == "postgres")
+                .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
+                .flatten()
+        })
+        .ok_or_else(|| "running as root, and there is no postgres user to run PostgreSQL as".into())
+}
+
+/// Folders of test processes that are gone.
+fn sweep(tmp: &Path) {
+    for e in std::fs::read_dir(tmp).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix("convene-pg-") {
+            if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+fn start() -> Result<Server, String> {
+    let bin = bin_dir()?;
+    let tmp = std::env::temp_dir();
+    sweep(&tmp);
+    let base = tmp.join(format!("convene-pg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base).map_err(|e| format!("{}: {e}", base.display()))?;
+    // SAFETY: geteuid has no preconditions.
+    let user = if unsafe { libc::geteuid() } == 0 {
+        let (uid, gid) = postgres_user()?;
+        std::os::unix::fs::chown(&base, Some(uid), Some(gid)).map_err(|e| e.to_string())?;
+        Some((uid, gid))
+    } else {
+        None
+    };
+    let as_user = |cmd: &mut Command| {
+        if let Some((uid, gid)) = user {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(uid).gid(gid);
+        }
+    };
+    let data = base.join("data");
+    let mut initdb = Command::new(bin.join("initdb"));
+    initdb
+        .arg("-D")
+        .arg(&data)
+        .args([
+            "-U",
+            "convene",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+            "--no-instructions",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    as_user(&mut initdb);
+    let out = initdb.output().map_err(|e| format!("initdb: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let log = std::fs::File::create(base.join("postgres.log")).map_err(|e| e.to_string())?;
+    let mut postgres = Command::new(bin.join("postgres"));
+    postgres
+        .arg("-D")
+        .arg(&data)
+        .arg("-k")
+        .arg(&base)
+        // A Unix socket only: nothing listens on the network.
+        .args(["-c", "listen_addresses=", "-c", "max_connections=300"])
+        // Tests need no durability across a power cut.
+        .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log);
+    as_user(&mut postgres);
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe; set after the uid change
+        // (which clears it), so it holds for postgres.
+        unsafe {
+            postgres.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    // The thread that starts the server lives as long as the process (the
+    // death signal is tied to it) and reaps the server if it stops.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("test-postgres".into())
+        .spawn(move || match postgres.spawn() {
+            Ok(mut child) => {
+                let _ = tx.send(Ok(()));
+                let _ = child.wait();
+            }
+            Err(e) => {
+                let _ = tx.send(Err(format!("postgres: {e}")));
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    rx.recv().map_err(|e| e.to_string())??;
+    let server = Server {
+        socket_dir: base.clone(),
+        next: AtomicU32::new(0),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match crate::pg::PgConn::connect(&server.url("postgres")) {
+            Ok(_) => return Ok(server),
+            Err(e) if Instant::now() > deadline => {
+                let log = std::fs::read_to_string(base.join("postgres.log")).unwrap_or_default();
+                return Err(format!("did not start: {e}\n{log}"));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
