@@ -275,7 +275,21 @@ impl Storage {
     /// restart of the database server costs the calls made while it was
     /// down, not the rest of the node's life).
     fn conn(&self) -> Result<MutexGuard<'_, Conn>, StorageError> {
-        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let mut conn = match self.conn.lock() {
+            Ok(c) => c,
+            // A caller panicked holding the connection. SQLite's transaction
+            // rolled back as it unwound; PostgreSQL's is still open on the
+            // server: end it, or the next calls would run inside it.
+            Err(poisoned) => {
+                let c = poisoned.into_inner();
+                if let Conn::Postgres(pg) = &*c {
+                    pg.set_savepoints(false);
+                    let _ = pg.batch("ROLLBACK");
+                }
+                self.conn.clear_poison();
+                c
+            }
+        };
         if let (Conn::Postgres(pg), Some(url)) = (&*conn, &self.url) {
             if pg.is_closed() {
                 *conn = Conn::Postgres(PgConn::connect(url)?);
@@ -1025,6 +1039,34 @@ mod tests {
             s.meeting_people("abcd-efgh-jkmn").unwrap(),
             Default::default()
         );
+    }
+
+    /// A caller that panics inside a transaction leaves nothing half done,
+    /// and the storage goes on working (on PostgreSQL the transaction is
+    /// still open on the server when the panic unwinds).
+    #[test]
+    fn a_panic_inside_a_batch_commits_nothing_and_the_next_call_works() {
+        each_engine(a_panic_inside_a_batch_commits_nothing_and_the_next_call_works_on)
+    }
+
+    fn a_panic_inside_a_batch_commits_nothing_and_the_next_call_works_on(s: Storage) {
+        let (m, _) = s.create_meeting("Board", None, "{}").unwrap();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            s.write_batch(|b| {
+                b.set_locked(&m.id, true).unwrap();
+                panic!("a bug in the caller");
+            })
+        }));
+        assert!(panicked.is_err());
+        assert!(!s.meeting(&m.id).unwrap().unwrap().locked, "rolled back");
+        s.set_locked(&m.id, true).unwrap();
+        assert!(s.meeting(&m.id).unwrap().unwrap().locked);
+        // Committed, not inside a transaction left open: another connection sees it.
+        if s.is_postgres() {
+            let url = s.url.clone().unwrap();
+            let other = Storage::connect(&url).unwrap();
+            assert!(other.meeting(&m.id).unwrap().unwrap().locked);
+        }
     }
 
     #[test]
