@@ -1,0 +1,289 @@
+//! Convene nodes that share PostgreSQL coordinate through Redis (docs/
+//! cluster-design.md): which nodes are alive and how loaded, and which node
+//! hosts each running meeting. Keys with an expiry, no protocol of our own:
+//!
+//! - `convene:node:{id}` → the node's [`Node`] (JSON), set every second
+//!   and expiring after [`LIVENESS`]: a node is alive while its key exists.
+//!   `convene:nodes` is the set of ids ever seen (pruned when a key is gone).
+//! - `convene:meeting:{id}:node` → the id of the node that hosts it, taken
+//!   with `SET NX` (one node wins), kept alive by its heartbeat, given back
+//!   when the meeting ends there (or expiring with the node).
+//!
+//! A meeting runs on one node; a join that reaches another is sent there
+//! ([`Route::There`]).
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::{Deserialize, Serialize};
+
+mod place;
+pub use place::place;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+#[cfg(test)]
+mod tests;
+
+/// A node is alive while its key is: three missed heartbeats.
+pub const LIVENESS: Duration = Duration::from_secs(3);
+/// How often each node says it is alive.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// A Redis call that takes longer fails (the caller says "try again").
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+const NODES: &str = "convene:nodes";
+
+fn node_key(id: &str) -> String {
+    format!("convene:node:{id}")
+}
+
+fn meeting_key(meeting: &str) -> String {
+    format!("convene:meeting:{meeting}:node")
+}
+
+/// What a node tells the others about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    pub id: String,
+    /// Where people reach it (its `--public-url`).
+    pub url: String,
+    pub load: Load,
+    /// Takes no new meetings (an upgrade is waiting for it).
+    pub draining: bool,
+}
+
+/// How busy a node is, from its own counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Load {
+    /// Busy share (0 to 1) of its least busy media worker over the last
+    /// heartbeat: where a new meeting's media would go.
+    pub busy: f64,
+    /// Signalling connections open.
+    pub connections: u64,
+    /// Meetings running.
+    pub meetings: u64,
+}
+
+/// Where a join for a meeting goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// This node hosts it (now, if it was just placed here).
+    Here,
+    /// Another node does, or is to: its URL.
+    There(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("a node's record in Redis: {0}")]
+    Record(#[from] serde_json::Error),
+    #[error("no live node takes new meetings")]
+    NoNode,
+}
+
+/// This node's view of the cluster.
+#[derive(Clone)]
+pub struct Cluster {
+    redis: ConnectionManager,
+    id: String,
+    url: String,
+}
+
+impl Cluster {
+    /// Connect to Redis at `url` (`redis://host:port/db`, or
+    /// `redis+unix:///path/to/socket`) as node `id`, reached at `public_url`.
+    /// Fails when Redis does not answer: a node does not start without it.
+    pub async fn connect(url: &str, id: &str, public_url: &str) -> Result<Cluster, ClusterError> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let mut redis = client.get_connection_manager_with_config(config).await?;
+        let _: String = redis::cmd("PING").query_async(&mut redis).await?;
+        Ok(Cluster {
+            redis,
+            id: id.to_string(),
+            url: public_url.trim_end_matches('/').to_string(),
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Say this node is alive, with its load; keep the meetings it hosts
+    /// (`hosting`) its own for another [`LIVENESS`], and give back those it
+    /// held and no longer hosts (`ended`).
+    pub async fn heartbeat(
+        &self,
+        load: Load,
+        draining: bool,
+        hosting: &[String],
+        ended: &[String],
+    ) -> Result<(), ClusterError> {
+        let me = Node {
+            id: self.id.clone(),
+            url: self.url.clone(),
+            load,
+            draining,
+        };
+        let ttl = LIVENESS.as_millis() as u64;
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(node_key(&self.id))
+            .arg(serde_json::to_string(&me)?)
+            .arg("PX")
+            .arg(ttl)
+            .ignore();
+        pipe.cmd("SADD").arg(NODES).arg(&self.id).ignore();
+        let mut redis = self.redis.clone();
+        pipe.query_async::<()>(&mut redis).await?;
+        for m in hosting {
+            // Only while it is still ours: a node that lost a meeting (its
+            // key expired and another took it) must not take it back.
+            let _: i64 = KEEP
+                .key(meeting_key(m))
+                .arg(&self.id)
+                .arg(ttl)
+                .invoke_async(&mut redis)
+                .await?;
+        }
+        for m in ended {
+            self.release(m).await?;
+        }
+        Ok(())
+    }
+
+    /// The nodes alive now.
+    pub async fn nodes(&self) -> Result<Vec<Node>, ClusterError> {
+        let mut redis = self.redis.clone();
+        let ids: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(NODES)
+            .query_async(&mut redis)
+            .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|i| node_key(i)).collect();
+        let records: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut redis)
+            .await?;
+        let mut nodes = Vec::new();
+        for (id, record) in ids.iter().zip(records) {
+            match record {
+                Some(r) => nodes.push(serde_json::from_str::<Node>(&r)?),
+                // Gone: forget it (it is added again if it comes back).
+                None => {
+                    let _: i64 = redis::cmd("SREM")
+                        .arg(NODES)
+                        .arg(id)
+                        .query_async(&mut redis)
+                        .await?;
+                }
+            }
+        }
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(nodes)
+    }
+
+    /// The node that hosts `meeting`, if one does.
+    pub async fn owner(&self, meeting: &str) -> Result<Option<String>, ClusterError> {
+        let mut redis = self.redis.clone();
+        Ok(redis::cmd("GET")
+            .arg(meeting_key(meeting))
+            .query_async(&mut redis)
+            .await?)
+    }
+
+    /// Take `meeting` for this node unless another holds it: `None` when it
+    /// is ours now (or already was), the holder's id otherwise.
+    pub async fn claim(&self, meeting: &str) -> Result<Option<String>, ClusterError> {
+        let mut redis = self.redis.clone();
+        let holder: String = CLAIM
+            .key(meeting_key(meeting))
+            .arg(&self.id)
+            .arg(LIVENESS.as_millis() as u64)
+            .invoke_async(&mut redis)
+            .await?;
+        Ok((holder != self.id).then_some(holder))
+    }
+
+    /// Give `meeting` back, if this node holds it.
+    pub async fn release(&self, meeting: &str) -> Result<(), ClusterError> {
+        let mut redis = self.redis.clone();
+        let _: i64 = RELEASE
+            .key(meeting_key(meeting))
+            .arg(&self.id)
+            .invoke_async(&mut redis)
+            .await?;
+        Ok(())
+    }
+
+    /// Where a join for `meeting` goes: the node that hosts it; or, when
+    /// none does, the least loaded live node ([`place`]), which is this one
+    /// only if it wins the meeting.
+    pub async fn route(&self, meeting: &str) -> Result<Route, ClusterError> {
+        let nodes = self.nodes().await?;
+        let url_of = |id: &str| nodes.iter().find(|n| n.id == id).map(|n| n.url.clone());
+        if let Some(owner) = self.owner(meeting).await? {
+            if owner == self.id {
+                return Ok(Route::Here);
+            }
+            if let Some(url) = url_of(&owner) {
+                return Ok(Route::There(url));
+            }
+            // Held by a node that is gone: its hold expires with it (at
+            // most LIVENESS); until then, say so.
+            return Err(ClusterError::NoNode);
+        }
+        let chosen = place(&nodes).ok_or(ClusterError::NoNode)?;
+        if chosen.id != self.id {
+            return Ok(Route::There(chosen.url.clone()));
+        }
+        match self.claim(meeting).await? {
+            None => Ok(Route::Here),
+            Some(winner) => url_of(&winner)
+                .map(Route::There)
+                .ok_or(ClusterError::NoNode),
+        }
+    }
+}
+
+/// SET NX, or the holder: returns who holds the key after the call.
+static CLAIM: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"local held = redis.call('GET', KEYS[1])
+          if held then return held end
+          redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+          return ARGV[1]",
+    )
+});
+
+/// Extend the hold only if it is still ours.
+static KEEP: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"if redis.call('GET', KEYS[1]) == ARGV[1] then
+            return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+          end
+          return 0",
+    )
+});
+
+/// Delete the hold only if it is ours.
+static RELEASE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"if redis.call('GET', KEYS[1]) == ARGV[1] then
+            return redis.call('DEL', KEYS[1])
+          end
+          return 0",
+    )
+});

@@ -1,0 +1,99 @@
+//! A real Redis for tests: a server of the caller's own, in a temporary
+//! folder, on a Unix socket only (nothing listens on the network), without
+//! persistence. Dropped, it stops; it also gets SIGTERM if the thread that
+//! started it ends first. [`Redis::stop`] and [`Redis::start_again`] let a
+//! test take it away under a running cluster and bring it back.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Redis {
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Redis {
+    /// Start one; panics, saying what is missing, when it cannot.
+    pub fn start() -> Redis {
+        let dir = std::env::temp_dir().join(format!(
+            "convene-redis-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut r = Redis { dir, child: None };
+        r.start_again();
+        r
+    }
+
+    /// `redis+unix:///…/redis.sock`.
+    pub fn url(&self) -> String {
+        format!("redis+unix://{}", self.socket().display())
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("redis.sock")
+    }
+
+    /// Stop it (the data goes with it: it keeps none).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(self.socket());
+    }
+
+    /// Start it (again), empty, and wait until it answers.
+    pub fn start_again(&mut self) {
+        self.stop();
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", "0", "--unixsocket"])
+            .arg(self.socket())
+            .args([
+                "--unixsocketperm",
+                "700",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: prctl is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!("redis-server for the tests: {e} (Debian: apt install redis-server)")
+        });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.socket().exists() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);

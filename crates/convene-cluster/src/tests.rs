@@ -1,0 +1,145 @@
+//! Against a real Redis: liveness, holding a meeting, and routing.
+
+use super::*;
+use crate::testing::Redis;
+
+async fn node(redis: &Redis, id: &str) -> Cluster {
+    Cluster::connect(&redis.url(), id, &format!("https://{id}.example/"))
+        .await
+        .unwrap()
+}
+
+fn idle() -> Load {
+    Load::default()
+}
+
+#[tokio::test]
+async fn a_node_is_alive_while_it_beats_and_gone_three_seconds_after() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, "a").await, node(&redis, "b").await);
+    assert_eq!(a.nodes().await.unwrap(), []);
+    a.heartbeat(idle(), false, &[], &[]).await.unwrap();
+    b.heartbeat(idle(), true, &[], &[]).await.unwrap();
+    let seen = b.nodes().await.unwrap();
+    assert_eq!(
+        seen.iter()
+            .map(|n| (n.id.as_str(), n.url.as_str(), n.draining))
+            .collect::<Vec<_>>(),
+        [
+            ("a", "https://a.example", false),
+            ("b", "https://b.example", true)
+        ]
+    );
+    // b goes on beating; a stops (as a killed node does).
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        b.heartbeat(idle(), false, &[], &[]).await.unwrap();
+    }
+    let seen = b.nodes().await.unwrap();
+    assert_eq!(
+        seen.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
+        ["b"]
+    );
+}
+
+#[tokio::test]
+async fn one_node_holds_a_meeting_and_only_it_keeps_or_gives_it_back() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, "a").await, node(&redis, "b").await);
+    assert_eq!(a.claim("m1").await.unwrap(), None);
+    assert_eq!(a.claim("m1").await.unwrap(), None, "already ours");
+    assert_eq!(b.claim("m1").await.unwrap(), Some("a".into()));
+    assert_eq!(b.owner("m1").await.unwrap(), Some("a".into()));
+    // b can neither give back nor keep what a holds.
+    b.release("m1").await.unwrap();
+    b.heartbeat(idle(), false, &["m1".into()], &[])
+        .await
+        .unwrap();
+    assert_eq!(a.owner("m1").await.unwrap(), Some("a".into()));
+    // a keeps it past the hold's life by beating, and gives it back at the end.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        a.heartbeat(idle(), false, &["m1".into()], &[])
+            .await
+            .unwrap();
+    }
+    assert_eq!(b.owner("m1").await.unwrap(), Some("a".into()));
+    a.heartbeat(idle(), false, &[], &["m1".into()])
+        .await
+        .unwrap();
+    assert_eq!(b.owner("m1").await.unwrap(), None);
+    assert_eq!(b.claim("m1").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_join_goes_to_the_host_or_else_to_the_least_loaded_node() {
+    let redis = Redis::start();
+    let (a, b, c) = (
+        node(&redis, "a").await,
+        node(&redis, "b").await,
+        node(&redis, "c").await,
+    );
+    let busy = |connections| Load {
+        busy: 0.0,
+        connections,
+        meetings: 1,
+    };
+    a.heartbeat(busy(40), false, &[], &[]).await.unwrap();
+    b.heartbeat(busy(2), false, &[], &[]).await.unwrap();
+    c.heartbeat(busy(0), true, &[], &[]).await.unwrap();
+    // Nobody hosts m1: b is the least loaded of those not draining. Asked on
+    // a, the join is sent to b; b takes it when the join arrives.
+    assert_eq!(
+        a.route("m1").await.unwrap(),
+        Route::There("https://b.example".into())
+    );
+    assert_eq!(b.route("m1").await.unwrap(), Route::Here);
+    assert_eq!(
+        a.route("m1").await.unwrap(),
+        Route::There("https://b.example".into())
+    );
+    assert_eq!(
+        c.route("m1").await.unwrap(),
+        Route::There("https://b.example".into())
+    );
+    // Every node draining: no place for a new meeting, a clear error.
+    b.heartbeat(busy(2), true, &["m1".into()], &[])
+        .await
+        .unwrap();
+    a.heartbeat(busy(40), true, &[], &[]).await.unwrap();
+    assert!(matches!(a.route("m2").await, Err(ClusterError::NoNode)));
+    // A running meeting stays where it is while its node drains.
+    assert_eq!(
+        a.route("m1").await.unwrap(),
+        Route::There("https://b.example".into())
+    );
+}
+
+#[tokio::test]
+async fn without_redis_a_node_does_not_start_and_a_route_fails_clearly() {
+    let mut redis = Redis::start();
+    let url = redis.url();
+    let a = node(&redis, "a").await;
+    a.heartbeat(idle(), false, &[], &[]).await.unwrap();
+    redis.stop();
+    let e = Cluster::connect(&url, "b", "https://b.example")
+        .await
+        .err()
+        .unwrap();
+    assert!(e.to_string().starts_with("Redis: "), "{e}");
+    let t = std::time::Instant::now();
+    assert!(a.route("m1").await.is_err());
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    // Back (empty): the node says it is alive again at its next beat.
+    redis.start_again();
+    let mut back = false;
+    for _ in 0..20 {
+        if a.heartbeat(idle(), false, &[], &[]).await.is_ok() {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(back, "the node reaches Redis again");
+    assert_eq!(a.route("m1").await.unwrap(), Route::Here);
+}
