@@ -146,15 +146,15 @@ impl Cluster {
         pipe.cmd("SADD").arg(NODES).arg(&self.id).ignore();
         let mut redis = self.redis.clone();
         pipe.query_async::<()>(&mut redis).await?;
-        for m in hosting {
-            // Only while it is still ours: a node that lost a meeting (its
-            // key expired and another took it) must not take it back.
-            let _: i64 = KEEP
-                .key(meeting_key(m))
-                .arg(&self.id)
-                .arg(ttl)
-                .invoke_async(&mut redis)
-                .await?;
+        // Only those still ours: a node that lost a meeting (its hold
+        // expired and another took it) must not take it back. One call per
+        // few hundred meetings, not one per meeting.
+        for chunk in hosting.chunks(KEEP_CHUNK) {
+            let mut keep = KEEP.prepare_invoke();
+            for m in chunk {
+                keep.key(meeting_key(m));
+            }
+            let _: i64 = keep.arg(&self.id).arg(ttl).invoke_async(&mut redis).await?;
         }
         for m in ended {
             self.release(m).await?;
@@ -268,13 +268,20 @@ static CLAIM: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     )
 });
 
-/// Extend the hold only if it is still ours.
+/// Meetings kept per call of [`KEEP`].
+const KEEP_CHUNK: usize = 500;
+
+/// Extend each hold that is still ours; how many were.
 static KEEP: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
-        r"if redis.call('GET', KEYS[1]) == ARGV[1] then
-            return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+        r"local kept = 0
+          for _, key in ipairs(KEYS) do
+            if redis.call('GET', key) == ARGV[1] then
+              redis.call('PEXPIRE', key, ARGV[2])
+              kept = kept + 1
+            end
           end
-          return 0",
+          return kept",
     )
 });
 

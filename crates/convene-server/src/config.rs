@@ -182,6 +182,23 @@ pub struct Config {
     #[arg(long, env = "CONVENE_DATABASE", value_name = "URL")]
     pub database: Option<String>,
 
+    /// Run as one node of several that share --database (PostgreSQL) and
+    /// coordinate through --redis: each meeting runs on one node, and a
+    /// join that reaches another is sent there (docs/cluster-design.md).
+    #[arg(long, env = "CONVENE_CLUSTER", requires_all = ["database", "redis"])]
+    pub cluster: bool,
+
+    /// Redis the nodes of a cluster coordinate through: `redis://HOST:PORT/DB`
+    /// (`rediss://` for TLS, a password as `redis://:PASSWORD@HOST`), or
+    /// `redis+unix:///path/to/socket`.
+    #[arg(long, env = "CONVENE_REDIS", value_name = "URL", requires = "cluster")]
+    pub redis: Option<String>,
+
+    /// This node's name in the cluster, unique among the nodes (default: the
+    /// host and port of its public URL).
+    #[arg(long, env = "CONVENE_NODE_ID", requires = "cluster")]
+    pub node_id: Option<String>,
+
     /// Base URL people use to reach this server, for join links
     /// (default: http://<listen address>, or https:// with --tls-cert).
     #[arg(long, env = "CONVENE_PUBLIC_URL")]

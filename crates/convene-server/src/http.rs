@@ -165,6 +165,10 @@ struct MeetingView {
     /// The join link with the host key in its fragment (never sent to a server).
     #[serde(skip_serializing_if = "Option::is_none")]
     host_url: Option<String>,
+    /// In a cluster, when another node hosts the meeting: where to open
+    /// its socket (and its page).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -207,6 +211,29 @@ fn view(state: &AppState, m: Meeting, host_key: Option<String>) -> MeetingView {
         server: state.public_url.clone(),
         id: m.id,
         title: m.title,
+        node: None,
+    }
+}
+
+/// In a cluster: `None` when this node hosts the meeting (or has just taken
+/// it), the URL of the node that does otherwise; an answer saying "try
+/// again" when the cluster cannot tell (Redis unreachable, or every node
+/// draining).
+async fn elsewhere(state: &AppState, id: &str) -> Result<Option<String>, Response> {
+    let Some(link) = &state.cluster else {
+        return Ok(None);
+    };
+    match link.route(id).await {
+        Ok(convene_cluster::Route::Here) => Ok(None),
+        Ok(convene_cluster::Route::There(url)) => Ok(Some(url)),
+        Err(e) => {
+            tracing::warn!(meeting = id, "cluster: {e}");
+            Err(retry_later(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the meeting cannot be reached just now; try again in a moment",
+                "2",
+            ))
+        }
     }
 }
 
@@ -531,14 +558,35 @@ async fn policy_view(State(state): State<Arc<AppState>>) -> Response {
 
 async fn get_meeting(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     match find(&state, &id).await {
-        Ok(m) => Json(view(&state, m, None)).into_response(),
+        Ok(m) => match elsewhere(&state, &id).await {
+            Ok(node) => Json(MeetingView {
+                node,
+                ..view(&state, m, None)
+            })
+            .into_response(),
+            Err(r) => r,
+        },
         Err(r) => r,
     }
 }
 
-async fn meeting_page(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+async fn meeting_page(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    uri: axum::http::Uri,
+) -> Response {
     match find(&state, &id).await {
-        Ok(_) => assets::serve("meeting.html"),
+        // The page, and so its socket, belongs on the meeting's node (the
+        // fragment, with a host key, stays with the browser).
+        Ok(_) => match elsewhere(&state, &id).await {
+            Ok(None) => assets::serve("meeting.html"),
+            Ok(Some(node)) => {
+                let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+                axum::response::Redirect::temporary(&format!("{node}/m/{id}{query}"))
+                    .into_response()
+            }
+            Err(r) => r,
+        },
         Err(r) if r.status() == StatusCode::NOT_FOUND => {
             let mut page = assets::serve("not-found.html");
             *page.status_mut() = StatusCode::NOT_FOUND;
@@ -572,6 +620,21 @@ async fn signalling(
         Ok(m) => m,
         Err(r) => return r,
     };
+    match elsewhere(&state, &id).await {
+        Ok(None) => {}
+        // 421: this node is not the one for this meeting; `node` is.
+        Ok(Some(node)) => {
+            return (
+                StatusCode::MISDIRECTED_REQUEST,
+                Json(serde_json::json!({
+                    "error": "the meeting is on another node",
+                    "node": node,
+                })),
+            )
+                .into_response()
+        }
+        Err(r) => return r,
+    }
     upgrade
         .max_message_size(ws::MAX_FRAME)
         .max_frame_size(ws::MAX_FRAME)

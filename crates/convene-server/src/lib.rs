@@ -5,6 +5,7 @@ mod admin;
 mod assets;
 mod check;
 mod client_addr;
+mod cluster;
 pub mod config;
 pub mod config_file;
 mod cookies;
@@ -130,6 +131,8 @@ pub struct AppState {
     pub ready: readiness::StorageProbe,
     /// Wrong admin tokens per client address group.
     pub wrong_admin_tokens: rates::PerClient,
+    /// This node's part in a cluster (`--cluster`).
+    pub cluster: Option<cluster::Link>,
 }
 
 impl AppState {
@@ -352,6 +355,14 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         );
     }
     let url = config.public_url(addr);
+    let cluster = match (&config.redis, config.cluster) {
+        (Some(redis), true) => Some(
+            cluster::Link::connect(redis, config.node_id.as_deref(), &url)
+                .await
+                .map_err(StartError)?,
+        ),
+        _ => None,
+    };
     let backoff_retention = Duration::from_secs(u64::from(config.retain_backoff_minutes) * 60);
     let state = Arc::new(AppState {
         storage,
@@ -398,6 +409,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             1.0 / admin::WRONG_TOKEN_EVERY_SECS,
             admin::WRONG_TOKENS_BURST,
         ),
+        cluster,
     });
     {
         let auth = state.auth.clone();
@@ -420,6 +432,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     info!(%addr, %media_addr, media_workers, data = %config.data_dir.display(), "Convene started");
     let app = http::router(state.clone(), Duration::from_secs(config.request_timeout));
     let (stop, stopped) = watch::channel(false);
+    cluster::spawn_heartbeat(state.clone(), stop.subscribe());
     // The web port and the plain-HTTP redirect count against the same
     // connection caps (both face the public).
     let gate = listener::Gate::new(

@@ -117,7 +117,15 @@ struct Meeting {
     /// it are on disk, so nobody hears of a host action or a join that a
     /// crash could still undo.
     held: Vec<Held>,
+    /// The places last written for the people here (restart.rs): written
+    /// again when they change, so that a crash leaves who was here.
+    places: HashMap<String, Returning>,
+    /// Ticks since the places were last said to be current.
+    places_ticks: u32,
 }
+
+/// Ticks (of 500 ms) between saying the places held are current.
+const PLACES_CURRENT_EVERY: u32 = 20;
 
 // Held only between a write and its commit: the size is no cost worth boxing
 // every held message for.
@@ -203,6 +211,8 @@ pub fn deliver(state: &Arc<AppState>, meeting: &StoredMeeting, input: MeetingInp
                 quality: MediaQuality::default(),
                 unwritten: Vec::new(),
                 held: Vec::new(),
+                places: HashMap::new(),
+                places_ticks: 0,
             };
             info!("meeting started");
             meeting.run(rx).await;
@@ -325,6 +335,8 @@ const DRAIN_HASH_WAIT: Duration = Duration::from_secs(3);
 
 impl Meeting {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<MeetingInput>) {
+        // Places restored from a stop or a crash are held again at once.
+        self.note_places();
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let mut empty_since: Option<Instant> = None;
         loop {
@@ -356,6 +368,11 @@ impl Meeting {
                     self.tell_quality(now);
                     self.apply_effects();
                     self.refresh_turn(now);
+                    self.places_ticks += 1;
+                    if self.places_ticks >= PLACES_CURRENT_EVERY && !self.places.is_empty() {
+                        self.places_ticks = 0;
+                        self.unwritten.push(Item::PlacesCurrent { meeting: self.id.clone() });
+                    }
                     self.settle().await;
                     if self.room.is_empty() {
                         let since = *empty_since.get_or_insert(now);
@@ -714,6 +731,11 @@ impl Meeting {
     /// this one's inputs wait in its channel and are handled together next.
     async fn settle(&mut self) {
         while !self.unwritten.is_empty() {
+            // Joins, leaves, role changes and the like are audited: the
+            // places change with them, and are written in the same commit.
+            if self.unwritten.iter().any(|i| matches!(i, Item::Audit(_))) {
+                self.note_places();
+            }
             let items = std::mem::take(&mut self.unwritten);
             let held = std::mem::take(&mut self.held);
             if !self.state.writer.commit(items).await {
@@ -732,6 +754,35 @@ impl Meeting {
             // A socket too slow for the output leaves, which may write again.
             self.apply_effects();
         }
+    }
+
+    /// Queue a write of the places that changed since the last one.
+    fn note_places(&mut self) {
+        let now: HashMap<String, Returning> = self
+            .room
+            .returning()
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect();
+        let hold: Vec<(String, String)> = now
+            .iter()
+            .filter(|(id, r)| self.places.get(*id) != Some(*r))
+            .filter_map(|(id, r)| Some((id.clone(), serde_json::to_string(r).ok()?)))
+            .collect();
+        let forget: Vec<String> = self
+            .places
+            .keys()
+            .filter(|id| !now.contains_key(*id))
+            .cloned()
+            .collect();
+        if !hold.is_empty() || !forget.is_empty() {
+            self.unwritten.push(Item::Places {
+                meeting: self.id.clone(),
+                hold,
+                forget,
+            });
+        }
+        self.places = now;
     }
 
     fn media(&mut self, action: MediaAction) {

@@ -77,6 +77,18 @@ pub enum Item {
     End {
         meeting: String,
     },
+    /// Places held for the people in a meeting, written as they change (so
+    /// that they come back as themselves after a crash): `hold` (participant
+    /// id, JSON) replaces what was held for each; those in `forget` left.
+    Places {
+        meeting: String,
+        hold: Vec<(String, String)>,
+        forget: Vec<String>,
+    },
+    /// The places held for a running meeting are still current.
+    PlacesCurrent {
+        meeting: String,
+    },
 }
 
 enum Write {
@@ -593,6 +605,29 @@ fn store(b: &mut Batch<'_>, item: &Item, at: i64, chat_key: Option<&ChatKey>) {
         Item::End { meeting } => {
             if let Err(err) = b.end_meeting(meeting) {
                 error!(meeting = %crate::logging::meeting_tag(meeting), "could not mark the meeting ended: {err}");
+            }
+        }
+        Item::Places {
+            meeting,
+            hold,
+            forget,
+        } => {
+            let at = convene_storage::unix_millis();
+            let held = hold
+                .iter()
+                .try_for_each(|(who, data)| b.hold_place(meeting, who, data, at))
+                .and_then(|()| {
+                    forget
+                        .iter()
+                        .try_for_each(|who| b.forget_place(meeting, who))
+                });
+            if let Err(err) = held {
+                error!(meeting = %crate::logging::meeting_tag(meeting), "could not hold places: {err}");
+            }
+        }
+        Item::PlacesCurrent { meeting } => {
+            if let Err(err) = b.places_current(meeting, convene_storage::unix_millis()) {
+                error!(meeting = %crate::logging::meeting_tag(meeting), "could not refresh places: {err}");
             }
         }
     }

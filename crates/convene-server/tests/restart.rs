@@ -1,7 +1,8 @@
 //! A restart in the middle of a meeting (SIGTERM, then the same binary on the
 //! same port and data folder): everyone is told, comes back as themselves
 //! (same participant, same role) by resuming, the lock still holds, and the
-//! audit log verifies.
+//! audit log verifies. The same after `kill -9`, told nothing: the places
+//! were written as people joined and changed.
 
 use std::path::Path;
 use std::process::Command;
@@ -40,6 +41,15 @@ fn role_of(c: &Client, who: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_meeting_survives_a_restart_with_the_same_people_roles_and_lock() {
+    through_a_restart(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_meeting_survives_kill_9_with_the_same_people_roles_and_lock() {
+    through_a_restart(true).await
+}
+
+async fn through_a_restart(kill: bool) {
     let dir = std::env::temp_dir().join(format!(
         "convene-restart-{}",
         convene_storage::new_meeting_id()
@@ -113,43 +123,50 @@ async fn a_meeting_survives_a_restart_with_the_same_people_roles_and_lock() {
         })
         .collect();
 
-    // SIGTERM: everyone is told, and the process ends by itself.
-    let stopped_at = Instant::now();
-    assert!(Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-    for c in [&mut hana, &mut gil, &mut ann] {
+    if kill {
+        // kill -9: nobody is told, nothing is held at a stop.
+        server.child.kill().unwrap();
+        server.child.wait().unwrap();
+        drop(log.join());
+    } else {
+        // SIGTERM: everyone is told, and the process ends by itself.
+        let stopped_at = Instant::now();
+        assert!(Command::new("kill")
+            .args(["-TERM", &server.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+        for c in [&mut hana, &mut gil, &mut ann] {
+            assert!(
+                c.run_until(Duration::from_secs(10), |c| c
+                    .log
+                    .iter()
+                    .any(|m| m["type"] == "restarting"))
+                    .await,
+                "{} was told: {:?}",
+                c.participant_id,
+                c.log.iter().rev().take(3).collect::<Vec<_>>()
+            );
+        }
+        let status = loop {
+            if let Some(s) = server.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                stopped_at.elapsed() < Duration::from_secs(15),
+                "stopped within the deadline"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "{status}");
+        let first_log = log.join().unwrap();
         assert!(
-            c.run_until(Duration::from_secs(10), |c| c
-                .log
+            first_log
                 .iter()
-                .any(|m| m["type"] == "restarting"))
-                .await,
-            "{} was told: {:?}",
-            c.participant_id,
-            c.log.iter().rev().take(3).collect::<Vec<_>>()
+                .any(|l| l.contains("places held") && l.contains("people=3")),
+            "{first_log:?}"
         );
     }
-    let status = loop {
-        if let Some(s) = server.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            stopped_at.elapsed() < Duration::from_secs(15),
-            "stopped within the deadline"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "{status}");
-    let first_log = log.join().unwrap();
-    assert!(
-        first_log
-            .iter()
-            .any(|l| l.contains("places held") && l.contains("people=3")),
-        "{first_log:?}"
-    );
     drop((hana, gil, ann));
 
     // The same binary again: each comes back by resuming, as themselves.

@@ -1,0 +1,139 @@
+//! This node's part in a cluster (`--cluster`): it says every second that it
+//! is alive, how loaded it is and which meetings it hosts, and sends a join
+//! for a meeting another node hosts to that node (docs/cluster-design.md).
+//!
+//! Redirect, not proxy: a browser that opens a meeting's page on the wrong
+//! node is sent to the right one (307), and stays there, socket and all;
+//! a client that asks for the meeting (`GET /api/meetings/{id}`) is told
+//! the node (`node`). Signalling never crosses two nodes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use convene_cluster::{Cluster, Load, Route};
+
+use crate::AppState;
+
+/// A meeting placed here is kept while its first people arrive (page, then
+/// socket) even before its task runs.
+const ARRIVING: Duration = Duration::from_secs(30);
+
+pub struct Link {
+    cluster: Cluster,
+    /// Meetings routed here whose task may not be running yet, and when.
+    arriving: Mutex<HashMap<String, Instant>>,
+}
+
+impl Link {
+    /// Connect to Redis as node `id` (default: the host and port of
+    /// `public_url`); a clear error when it does not answer.
+    pub async fn connect(redis: &str, id: Option<&str>, public_url: &str) -> Result<Link, String> {
+        let id = match id {
+            Some(id) => id.to_string(),
+            None => public_url
+                .split_once("://")
+                .map_or(public_url, |(_, rest)| rest)
+                .trim_end_matches('/')
+                .to_string(),
+        };
+        let cluster = Cluster::connect(redis, &id, public_url)
+            .await
+            .map_err(|e| format!("cluster: {e}"))?;
+        Ok(Link {
+            cluster,
+            arriving: Mutex::default(),
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        self.cluster.id()
+    }
+
+    /// Where a join for `meeting` goes. An error (Redis unreachable, or no
+    /// node takes new meetings) is the caller's "try again".
+    pub async fn route(&self, meeting: &str) -> Result<Route, String> {
+        let route = self
+            .cluster
+            .route(meeting)
+            .await
+            .map_err(|e| e.to_string())?;
+        if route == Route::Here {
+            self.arriving
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(meeting.to_string(), Instant::now());
+        }
+        Ok(route)
+    }
+}
+
+/// Beat every second until the server stops: this node's load, and the
+/// meetings it hosts (running, or placed here and arriving); meetings it
+/// stopped hosting are given back.
+pub fn spawn_heartbeat(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let Some(link) = state.cluster.as_ref() else {
+            return;
+        };
+        let mut held: HashSet<String> = HashSet::new();
+        let mut busy_before: Vec<u64> = Vec::new();
+        let mut at_before = Instant::now();
+        let mut tick = tokio::time::interval(convene_cluster::HEARTBEAT);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => break,
+            }
+            let now = Instant::now();
+            let hosting: HashSet<String> = {
+                let mut arriving = link.arriving.lock().unwrap_or_else(|e| e.into_inner());
+                arriving.retain(|_, at| now.duration_since(*at) < ARRIVING);
+                let running = state
+                    .registry
+                    .lock()
+                    .meetings
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>();
+                running
+                    .into_iter()
+                    .chain(arriving.keys().cloned())
+                    .collect()
+            };
+            let ended: Vec<String> = held.difference(&hosting).cloned().collect();
+            let busy_now: Vec<u64> = state.sfu.handles().map(|h| h.stats().busy_ns).collect();
+            let elapsed = now.duration_since(at_before).as_nanos().max(1) as f64;
+            let busy = busy_now
+                .iter()
+                .zip(busy_before.iter().chain(std::iter::repeat(&0)))
+                .map(|(n, b)| n.saturating_sub(*b) as f64 / elapsed)
+                .fold(f64::INFINITY, f64::min);
+            let load = Load {
+                busy: if busy.is_finite() { busy.min(1.0) } else { 0.0 },
+                connections: state
+                    .connections
+                    .open
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                meetings: state.registry.lock().meetings.len() as u64,
+            };
+            let draining = state.draining.load(std::sync::atomic::Ordering::Relaxed);
+            let hosting_list: Vec<String> = hosting.iter().cloned().collect();
+            match link
+                .cluster
+                .heartbeat(load, draining, &hosting_list, &ended)
+                .await
+            {
+                Ok(()) => held = hosting,
+                Err(e) => tracing::warn!("cluster heartbeat: {e}"),
+            }
+            busy_before = busy_now;
+            at_before = now;
+        }
+        // Stopping: give back what this node holds, so that the others need
+        // not wait for the holds to expire.
+        for m in held {
+            let _ = link.cluster.release(&m).await;
+        }
+    });
+}

@@ -1,0 +1,251 @@
+//! Three nodes of a cluster on loopback, each the real binary, sharing a real
+//! PostgreSQL and a real Redis the test starts (docs/cluster-design.md):
+//! a meeting is placed on one node and every node sends its joins there; a
+//! new meeting goes to a less loaded node; a node killed with kill -9 drops
+//! out within seconds and its meeting is taken up by another, from the
+//! shared database.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::binary::{self, Process};
+use convene_client::{Client, JoinOptions};
+use convene_cluster::testing::Redis;
+use convene_cluster::Cluster;
+use serde_json::Value;
+
+fn start_node(n: usize, dir: &std::path::Path, database: &str, redis: &str) -> Process {
+    let data = dir.join(format!("n{n}"));
+    binary::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--media-listen",
+        "127.0.0.1:0",
+        "--log",
+        "warn",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--database",
+        database,
+        "--cluster",
+        "--redis",
+        redis,
+        "--node-id",
+        &format!("n{n}"),
+    ])
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// A new meeting's id and host key.
+async fn create(node: &Process, title: &str) -> (String, String) {
+    let r = http()
+        .post(format!("{}/api/meetings", node.url))
+        .json(&serde_json::json!({ "title": title }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    (
+        v["id"].as_str().unwrap().to_string(),
+        v["hostKey"].as_str().unwrap().to_string(),
+    )
+}
+
+/// Where `node` says the meeting's socket is: itself, or the node it names.
+async fn socket_node(node: &Process, meeting: &str) -> String {
+    let v: Value = http()
+        .get(format!("{}/api/meetings/{meeting}", node.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["node"].as_str().unwrap_or(&node.url).to_string()
+}
+
+/// Until `check` holds of the live nodes, at most `within`.
+async fn wait_for_nodes(observer: &Cluster, within: Duration, check: impl Fn(&[String]) -> bool) {
+    let deadline = Instant::now() + within;
+    loop {
+        let ids: Vec<String> = observer
+            .nodes()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|n| n.id)
+            .collect();
+        if check(&ids) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "live nodes: {ids:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_place_route_and_take_over_a_lost_nodes_meeting() {
+    let redis = Redis::start();
+    let database = convene_storage::testing::postgres_url();
+    let dir = std::env::temp_dir().join(format!(
+        "convene-cluster-{}",
+        convene_storage::new_meeting_id()
+    ));
+    let mut nodes: Vec<Option<Process>> = (1..=3)
+        .map(|n| Some(start_node(n, &dir, &database, &redis.url())))
+        .collect();
+    let node = |nodes: &Vec<Option<Process>>, i: usize| -> String {
+        nodes[i].as_ref().unwrap().url.clone()
+    };
+    let observer = Cluster::connect(&redis.url(), "observer", "http://observer")
+        .await
+        .unwrap();
+    wait_for_nodes(&observer, Duration::from_secs(5), |ids| ids.len() == 3).await;
+
+    // A meeting made on one node: every node sends its joins to the same one.
+    let (m1, key) = create(nodes[1].as_ref().unwrap(), "Board").await;
+    let mut hosts = Vec::new();
+    for n in nodes.iter().flatten() {
+        hosts.push(socket_node(n, &m1).await);
+    }
+    assert!(hosts.windows(2).all(|w| w[0] == w[1]), "{hosts:?}");
+    let host = hosts[0].clone();
+    let host_i = (0..3).find(|&i| node(&nodes, i) == host).unwrap();
+    let other_i = (host_i + 1) % 3;
+
+    // Joined through two other nodes, two people meet on the host.
+    let mut ann = Client::join_with(
+        &socket_node(nodes[other_i].as_ref().unwrap(), &m1).await,
+        &m1,
+        "Ann",
+        JoinOptions {
+            host_key: Some(key),
+            ..JoinOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut bob = Client::join(
+        &socket_node(nodes[(host_i + 2) % 3].as_ref().unwrap(), &m1).await,
+        &m1,
+        "Bob",
+        None,
+    )
+    .await
+    .unwrap();
+    let bob_id = bob.participant_id.clone();
+    assert!(
+        ann.run_until(Duration::from_secs(5), |c| c
+            .participants
+            .contains_key(&bob_id))
+            .await,
+        "Ann hears of Bob"
+    );
+    let _ = bob.run_until(Duration::from_millis(100), |_| false).await;
+
+    // A socket opened on another node is refused with where to go (421),
+    // and the page there is sent to the host (307), query kept.
+    let other = node(&nodes, other_i);
+    let ws = format!("{}/api/meetings/{m1}/ws", other.replace("http://", "ws://"));
+    match tokio_tungstenite::connect_async(&ws).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            assert_eq!(r.status(), 421);
+            let body: Value = serde_json::from_slice(r.body().as_deref().unwrap()).unwrap();
+            assert_eq!(body["node"], host.as_str());
+        }
+        other => panic!("expected 421, got {other:?}"),
+    }
+    let page = http()
+        .get(format!("{other}/m/{m1}?lang=nl"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 307);
+    assert_eq!(
+        page.headers()["location"].to_str().unwrap(),
+        format!("{host}/m/{m1}?lang=nl")
+    );
+
+    // The host now carries two connections: after its next heartbeats, a
+    // new meeting goes to a node with fewer.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let (m2, _) = create(nodes[host_i].as_ref().unwrap(), "Other").await;
+    let placed = socket_node(nodes[host_i].as_ref().unwrap(), &m2).await;
+    assert_ne!(placed, host, "placed by load, away from the busy node");
+
+    // The host is killed: it drops out within a few seconds, and the meeting
+    // goes on on another node, read from the shared database; the people
+    // in it come back as themselves, with their roles.
+    let ann_back = (ann.participant_id.clone(), ann.resume_token.clone());
+    let bob_back = (bob.participant_id.clone(), bob.resume_token.clone());
+    let killed = Instant::now();
+    drop(nodes[host_i].take()); // kill -9 (SIGKILL) and reap
+    drop(ann);
+    drop(bob);
+    let lost = format!("n{}", host_i + 1);
+    wait_for_nodes(&observer, Duration::from_secs(6), |ids| {
+        ids.len() == 2 && !ids.contains(&lost)
+    })
+    .await;
+    let survivor = nodes[other_i].as_ref().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(6);
+    let new_host = loop {
+        let r = http()
+            .get(format!("{}/api/meetings/{m1}", survivor.url))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            let v: Value = r.json().await.unwrap();
+            break v["node"].as_str().unwrap_or(&survivor.url).to_string();
+        }
+        // 503 "try again" while the lost node's hold on it runs out.
+        assert_eq!(r.status(), 503);
+        assert!(Instant::now() < deadline, "the meeting stays unreachable");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_ne!(new_host, host);
+    let ann = Client::join(&new_host, &m1, "Ann", Some(&ann_back.1))
+        .await
+        .unwrap();
+    println!(
+        "the meeting was back on {new_host}, Ann in it as herself, {:?} after its node was killed",
+        killed.elapsed()
+    );
+    assert_eq!(ann.meeting_title, "Board");
+    assert_eq!(ann.participant_id, ann_back.0, "the same participant");
+    let bob = Client::join(&new_host, &m1, "Bob", Some(&bob_back.1))
+        .await
+        .unwrap();
+    assert_eq!(bob.participant_id, bob_back.0);
+    let mut cat = Client::join(&new_host, &m1, "Cat", None).await.unwrap();
+    assert!(
+        cat.run_until(Duration::from_secs(3), |c| {
+            c.participants
+                .get(&ann_back.0)
+                .is_some_and(|p| p["role"] == "host")
+                && c.participants.contains_key(&bob_back.0)
+        })
+        .await,
+        "a newcomer sees Ann, host again, and Bob: {:?}",
+        cat.participants
+    );
+    assert!(
+        cat.participant_id != ann_back.0 && cat.participant_id != bob_back.0,
+        "a newcomer takes a new id"
+    );
+    // Every row of the audit log still chains.
+    let storage = convene_storage::Storage::connect(&database).unwrap();
+    assert!(storage.verify_audit().unwrap().is_ok());
+    drop((ann, bob, cat));
+    drop(nodes);
+    std::fs::remove_dir_all(dir).ok();
+}
