@@ -5,7 +5,7 @@
 //! - `convene:node:{id}` → the node's [`Node`] (JSON), set every second
 //!   and expiring after [`LIVENESS`]: a node is alive while its key exists.
 //!   `convene:nodes` is the set of ids ever seen (pruned when a key is gone).
-//! - `convene:meeting:{id}:node` → the id of the node that hosts it, taken
+//! - `convene:meeting:{hash}:node` → the id of the node that hosts it, taken
 //!   with `SET NX` (one node wins), kept alive by its heartbeat, given back
 //!   when the meeting ends there (or expiring with the node).
 //!
@@ -37,8 +37,13 @@ fn node_key(id: &str) -> String {
     format!("convene:node:{id}")
 }
 
+/// Keyed by a hash of the meeting id: the id is the join secret, and Redis
+/// need not hold it (security.md, cluster mode).
 fn meeting_key(meeting: &str) -> String {
-    format!("convene:meeting:{meeting}:node")
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(meeting.as_bytes());
+    let hex: String = hash[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("convene:meeting:{hex}:node")
 }
 
 /// What a node tells the others about itself.

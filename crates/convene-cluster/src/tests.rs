@@ -50,6 +50,22 @@ async fn one_node_holds_a_meeting_and_only_it_keeps_or_gives_it_back() {
     assert_eq!(a.claim("m1").await.unwrap(), None, "already ours");
     assert_eq!(b.claim("m1").await.unwrap(), Some("a".into()));
     assert_eq!(b.owner("m1").await.unwrap(), Some("a".into()));
+    // Redis holds no meeting id (the join secret), only a hash of it.
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(keys.iter().all(|k| !k.contains("m1")), "{keys:?}");
+    assert!(
+        keys.iter().any(|k| k.starts_with("convene:meeting:")),
+        "{keys:?}"
+    );
     // b can neither give back nor keep what a holds.
     b.release("m1").await.unwrap();
     b.heartbeat(idle(), false, &["m1".into()], &[])
