@@ -1143,6 +1143,28 @@ mod tests {
         assert!(s.take_returns(&m.id, 60_000).unwrap().is_empty(), "stale");
     }
 
+    /// A statement that waits on a lock another connection holds ends with
+    /// an error, not never (PostgreSQL: `lock_timeout`, set at connect).
+    #[test]
+    fn a_write_stuck_behind_a_lock_fails_rather_than_waits_forever() {
+        let url = testing::postgres_url();
+        let s = Storage::connect(&url).unwrap();
+        let (m, _) = s.create_meeting("Board", None, "{}").unwrap();
+        let other = Storage::connect(&url).unwrap();
+        other
+            .raw_batch(&format!(
+                "BEGIN; UPDATE meetings SET locked = 1 WHERE id = '{}'",
+                m.id
+            ))
+            .unwrap();
+        let t = std::time::Instant::now();
+        let e = s.set_locked(&m.id, false).unwrap_err();
+        assert!(e.to_string().contains("lock timeout"), "{e}");
+        assert!(t.elapsed() < std::time::Duration::from_secs(30));
+        other.raw_batch("ROLLBACK").unwrap();
+        s.set_locked(&m.id, true).unwrap();
+    }
+
     #[test]
     fn returns_are_read_once_and_only_while_fresh() {
         each_engine(returns_are_read_once_and_only_while_fresh_on)

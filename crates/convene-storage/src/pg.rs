@@ -49,6 +49,20 @@ impl PgConn {
             .map_err(|e| StorageError::Postgres(format!("the database address: {e}")))?;
         config.connect_timeout(CONNECT_TIMEOUT);
         config.application_name("convene");
+        // A call never waits forever: a database that went away is noticed
+        // by TCP (keepalives, and unacknowledged data for 10 s), and one that
+        // is there but stuck ends a statement after 15 s and a wait for a
+        // lock after 10 s. The caller gets an error; the connection is
+        // opened again at the next call.
+        config.keepalives(true);
+        config.keepalives_idle(Duration::from_secs(10));
+        config.tcp_user_timeout(Duration::from_secs(10));
+        let limits = "-c statement_timeout=15000 -c lock_timeout=10000";
+        let options = match config.get_options() {
+            Some(given) => format!("{limits} {given}"),
+            None => limits.to_string(),
+        };
+        config.options(options);
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("postgres".into())
