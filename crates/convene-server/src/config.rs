@@ -777,23 +777,7 @@ mod tests {
 /// A database address fit for a message: its password replaced by `***`
 /// (URL form `scheme://user:password@…`, or key=value `password=…`).
 pub fn without_password(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        let (auth, host) = match rest.rsplit_once('@') {
-            Some(parts) => parts,
-            None => return url.to_string(),
-        };
-        return match auth.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-            None => url.to_string(),
-        };
-    }
-    url.split_whitespace()
-        .map(|kv| match kv.split_once('=') {
-            Some(("password", _)) => "password=***".to_string(),
-            _ => kv.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    convene_storage::describe_database(url)
 }
 
 #[cfg(test)]
@@ -802,17 +786,30 @@ mod database_address_tests {
 
     #[test]
     fn a_password_never_reaches_a_message() {
-        assert_eq!(
-            without_password("postgres://convene:s3cret@db.example:5432/convene"),
-            "postgres://convene:***@db.example:5432/convene"
-        );
-        assert_eq!(
-            without_password("postgres://convene@db/convene"),
-            "postgres://convene@db/convene"
-        );
-        assert_eq!(
-            without_password("host=/run/postgresql user=convene password=s3cret dbname=c"),
-            "host=/run/postgresql user=convene password=*** dbname=c"
-        );
+        for (url, shown) in [
+            (
+                "postgres://convene:s3cret@db.example:5432/convene",
+                "postgres://convene@db.example:5432/convene",
+            ),
+            (
+                "postgres://convene@db/convene?password=s3cret&connect_timeout=3",
+                "postgres://convene@db:5432/convene",
+            ),
+            (
+                "host=/run/postgresql user=convene password=s3cret dbname=c",
+                "postgres://convene@/run/postgresql:5432/c",
+            ),
+            (
+                "host=db user=convene password='s3 cret' dbname=c",
+                "postgres://convene@db:5432/c",
+            ),
+            (
+                "postgres://convene:s3cret@db:notaport/c",
+                "a PostgreSQL address that does not parse",
+            ),
+        ] {
+            assert_eq!(without_password(url), shown);
+            assert!(!without_password(url).contains("s3"));
+        }
     }
 }

@@ -490,7 +490,7 @@ fn run(
             let at = convene_storage::unix_millis().max(cp.floor);
             let n = items.len() + extra.len();
             let result = storage.write_batch(|b| {
-                check_head(b, expected.as_ref(), at);
+                check_head(b, expected.as_ref(), at, storage.is_shared());
                 for item in &items {
                     store(b, item, at, options.chat_key.as_deref());
                 }
@@ -546,11 +546,17 @@ fn run(
 
 /// Someone wrote to the audit log behind this server's back: say so, in the
 /// log itself (the row chains onto what was found) and loudly.
-fn check_head(b: &mut Batch<'_>, expected: Option<&AuditHead>, at: i64) {
+///
+/// On a `shared` database the other nodes append too: there, what this
+/// server wrote must still be there, under whatever followed.
+fn check_head(b: &mut Batch<'_>, expected: Option<&AuditHead>, at: i64, shared: bool) {
     let (Some(expected), Ok(found)) = (expected, b.audit_head()) else {
         return;
     };
     if *expected == found {
+        return;
+    }
+    if shared && found.rows > expected.rows && b.audit_continues(expected).unwrap_or(true) {
         return;
     }
     error!(
@@ -756,20 +762,15 @@ impl Checkpointer {
                     format!("rows {} to {} were not checkpointed", n.rows + 1, head.rows)
                 });
                 let at = convene_storage::unix_millis().max(cp.floor);
-                let _ = storage.write_batch(|b| {
-                    store_audit(
-                        b,
-                        &AuditEntry {
-                            meeting: "-".into(),
-                            actor: "system".into(),
-                            subject: "-".into(),
-                            event: "audit".into(),
-                            outcome: "found at start".into(),
-                            detail,
-                        },
-                        at,
-                    )
-                });
+                let found = AuditEntry {
+                    meeting: "-".into(),
+                    actor: "system".into(),
+                    subject: "-".into(),
+                    event: "audit".into(),
+                    outcome: "found at start".into(),
+                    detail,
+                };
+                let _ = storage.write_batch(|b| store_audit(b, &found, at));
             }
             cp.last = Some(n.clone());
         }
@@ -890,6 +891,54 @@ mod tests {
         assert!(rows.iter().any(|r| r.event == "lock"));
         assert_eq!(writer.stats().refusals_dropped.load(Ordering::Relaxed), 0);
         assert!(storage.verify_audit().unwrap().is_ok());
+    }
+
+    /// Nodes sharing one PostgreSQL append to one log: another node's rows
+    /// are not tampering, but a row of this node's changed still is.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn another_nodes_appends_are_not_taken_for_tampering() {
+        let url = convene_storage::testing::postgres_url();
+        let event = |meeting: &str, actor: &str| AuditEntry {
+            actor: actor.into(),
+            event: "lock".into(),
+            outcome: "locked".into(),
+            ..refusal(meeting, "-", "")
+        };
+        let a_store = Arc::new(Storage::connect(&url).unwrap());
+        let a = Writer::start(a_store.clone(), WriterOptions::default());
+        let b = Writer::start(
+            Arc::new(Storage::connect(&url).unwrap()),
+            WriterOptions::default(),
+        );
+        let meeting = convene_storage::new_meeting_id();
+        for i in 0..5 {
+            assert!(
+                a.commit(vec![Item::Audit(event(&meeting, &format!("p{i}")))])
+                    .await
+            );
+            assert!(
+                b.commit(vec![Item::Audit(event(&meeting, &format!("p{i}")))])
+                    .await
+            );
+        }
+        let alarms = |s: &Storage| {
+            s.audit_records(None)
+                .unwrap()
+                .into_iter()
+                .filter(|r| r.outcome == "changed elsewhere")
+                .count()
+        };
+        assert_eq!(alarms(&a_store), 0);
+        assert_eq!(a_store.audit_records(Some(&meeting)).unwrap().len(), 10);
+        // Someone with the database rewrites the last row node A wrote.
+        let b_last = a_store
+            .audit_records(Some(&meeting))
+            .unwrap()
+            .pop()
+            .unwrap();
+        convene_storage::testing::rewrite_audit_hash(&a_store, b_last.seq - 1);
+        assert!(a.commit(vec![Item::Audit(event(&meeting, "p9"))]).await);
+        assert_eq!(alarms(&a_store), 1, "A's own row was changed");
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub use audit::{AuditBreak, AuditEvent, AuditHead, AuditRecord};
 pub use chat::{ChatKey, KeptChat};
 pub use checkpoint::{AuditKey, Checkpoint, CheckpointReport};
 pub use export::{MeetingExport, MeetingFacts, Participation, PersonExport};
+pub use pg::describe_database;
 pub use retention::{PurgeReport, Retention};
 
 const MIGRATIONS: &[&str] = &[
@@ -178,6 +179,12 @@ impl Storage {
         }
     }
 
+    /// Whether other processes write to this database as a matter of course
+    /// (PostgreSQL, shared by the nodes of a cluster).
+    pub fn is_shared(&self) -> bool {
+        self.url.is_some()
+    }
+
     /// Which engine this is, for messages: "sqlite" or "postgres".
     pub fn engine_name(&self) -> &'static str {
         match self.url {
@@ -284,6 +291,7 @@ impl Storage {
                 let c = poisoned.into_inner();
                 if let Conn::Postgres(pg) = &*c {
                     pg.set_savepoints(false);
+                    pg.set_in_tx(false);
                     let _ = pg.batch("ROLLBACK");
                 }
                 self.conn.clear_poison();
@@ -306,17 +314,49 @@ impl Storage {
         f(self.conn()?.sql())
     }
 
+    /// Run `f` on one view of the database: reads that page through the
+    /// audit log see it as of one moment, not half before and half after
+    /// another node's purge or append.
+    fn snapshot<R>(
+        &self,
+        f: impl FnOnce(&dyn Sql) -> Result<R, StorageError>,
+    ) -> Result<R, StorageError> {
+        let mut conn = self.conn()?;
+        match &mut *conn {
+            // Deferred: the first read fixes what the transaction sees (WAL).
+            Conn::Sqlite(c) => {
+                let tx = c.transaction()?;
+                let out = f(&*tx)?;
+                tx.commit()?;
+                Ok(out)
+            }
+            Conn::Postgres(pg) => {
+                pg.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+                pg.set_in_tx(true);
+                let out = f(pg);
+                pg.set_in_tx(false);
+                let end = pg.batch(if out.is_ok() { "COMMIT" } else { "ROLLBACK" });
+                let out = out?;
+                end?;
+                Ok(out)
+            }
+        }
+    }
+
     /// Run `f` in one transaction, committed if it returns `Ok`. A `write`
     /// transaction takes the write lock first (SQLite's `BEGIN IMMEDIATE`,
     /// an advisory lock in PostgreSQL), as an audit append must: it reads
     /// the log's head and writes after it. In a `batch`, a statement that
-    /// fails fails alone (SQLite undoes that statement only; PostgreSQL
-    /// needs a savepoint for it), and `f` decides.
+    /// fails fails alone (SQLite undoes that statement only) and `f`
+    /// decides: PostgreSQL would abort the whole transaction, so a batch in
+    /// which a statement failed is run again with a savepoint per statement.
+    /// (Not always: each savepoint that writes takes a subtransaction, and
+    /// past 64 in one transaction every other session's snapshots slow down.)
     fn tx<R>(
         &self,
         write: bool,
         batch: bool,
-        f: impl FnOnce(&dyn Sql) -> Result<R, StorageError>,
+        f: impl Fn(&dyn Sql) -> Result<R, StorageError>,
     ) -> Result<R, StorageError> {
         let mut conn = self.conn()?;
         match &mut *conn {
@@ -330,31 +370,14 @@ impl Storage {
                 tx.commit()?;
                 Ok(out)
             }
-            Conn::Postgres(pg) => {
-                pg.batch("BEGIN")?;
-                let out = (|| {
-                    if write {
-                        pg.exec(
-                            "SELECT pg_advisory_xact_lock(?1)",
-                            &[db::Param::Int(pg::WRITE_LOCK)],
-                        )?;
-                    }
-                    pg.set_savepoints(batch);
-                    let out = f(pg);
-                    pg.set_savepoints(false);
-                    out
-                })();
-                match out {
-                    Ok(out) => {
-                        pg.batch("COMMIT")?;
-                        Ok(out)
-                    }
-                    Err(e) => {
-                        let _ = pg.batch("ROLLBACK");
-                        Err(e)
-                    }
-                }
-            }
+            Conn::Postgres(pg) => match pg_tx(pg, write, false, &f) {
+                Err(PgTxError::Broken(_)) if batch => match pg_tx(pg, write, true, &f) {
+                    Ok(out) => Ok(out),
+                    Err(PgTxError::Broken(e) | PgTxError::Failed(e)) => Err(e),
+                },
+                Ok(out) => Ok(out),
+                Err(PgTxError::Broken(e) | PgTxError::Failed(e)) => Err(e),
+            },
         }
     }
 
@@ -505,7 +528,11 @@ impl Storage {
     /// shares the cost of durability between many changes. A statement that
     /// fails inside the batch fails alone; `f` sees its error and the rest
     /// still commits.
-    pub fn write_batch<R>(&self, f: impl FnOnce(&mut Batch<'_>) -> R) -> Result<R, StorageError> {
+    ///
+    /// `f` may run twice (PostgreSQL, when a statement failed the first
+    /// time: see [`Storage::tx`]); only what the run that commits wrote is
+    /// stored.
+    pub fn write_batch<R>(&self, f: impl Fn(&mut Batch<'_>) -> R) -> Result<R, StorageError> {
         self.tx(true, true, |tx| {
             let mut batch = Batch { tx, head: None };
             Ok(f(&mut batch))
@@ -529,7 +556,10 @@ impl Storage {
         let mut highest = None;
         for r in rows {
             let id = r.text(0)?;
-            let digits = &id[1..];
+            // SQLite's LIKE ignores case: "P7" is not a participant.
+            let Some(digits) = id.strip_prefix('p') else {
+                continue;
+            };
             if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
                 if let Ok(n) = digits.parse::<u64>() {
                     highest = highest.max(Some(n));
@@ -629,12 +659,12 @@ impl Storage {
 
     /// The audit log, all of it or one meeting's, in order.
     pub fn audit_records(&self, meeting: Option<&str>) -> Result<Vec<AuditRecord>, StorageError> {
-        self.with(|c| audit::records(c, meeting))
+        self.snapshot(|c| audit::records(c, meeting))
     }
 
     /// Check the audit log's hash chain from its first row to its last.
     pub fn verify_audit(&self) -> Result<Result<AuditHead, AuditBreak>, StorageError> {
-        self.with(|c| audit::verify(c, &Default::default(), i64::MAX).map(|v| v.chain))
+        self.snapshot(|c| audit::verify(c, &Default::default(), i64::MAX).map(|v| v.chain))
     }
 
     /// The newest row's number and hash, without checking the chain.
@@ -658,7 +688,7 @@ impl Storage {
         checkpoints: &[Checkpoint],
         key: Option<&AuditKey>,
     ) -> Result<CheckpointReport, StorageError> {
-        self.with(|c| checkpoint::check(c, checkpoints, key))
+        self.snapshot(|c| checkpoint::check(c, checkpoints, key))
     }
 }
 
@@ -686,6 +716,20 @@ impl Batch<'_> {
             self.head = Some(head);
         }
         rec
+    }
+
+    /// Whether the log still holds `earlier` (the same row with the same
+    /// hash, or purged by retention since), whatever was appended after it:
+    /// on a database that several nodes share, the others append too.
+    pub fn audit_continues(&mut self, earlier: &AuditHead) -> Result<bool, StorageError> {
+        let row = self.tx.row(
+            "SELECT hash FROM audit_log WHERE seq = ?1",
+            p![earlier.rows],
+        )?;
+        Ok(match row {
+            Some(r) => r.text(0)? == earlier.hash,
+            None => audit::start(self.tx)?.rows >= earlier.rows,
+        })
     }
 
     /// The audit log's newest row as this transaction sees it.
@@ -902,6 +946,52 @@ fn unix_secs() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+enum PgTxError {
+    /// A statement failed and PostgreSQL aborted the transaction.
+    Broken(StorageError),
+    /// `f` or the commit failed.
+    Failed(StorageError),
+}
+
+/// One PostgreSQL transaction for [`Storage::tx`], rolled back if `f` fails
+/// or a failure `f` let pass aborted it (its COMMIT would roll back and say
+/// nothing, and the caller would take unstored writes for stored).
+fn pg_tx<R>(
+    pg: &PgConn,
+    write: bool,
+    savepoints: bool,
+    f: &impl Fn(&dyn Sql) -> Result<R, StorageError>,
+) -> Result<R, PgTxError> {
+    pg.batch("BEGIN").map_err(PgTxError::Failed)?;
+    pg.set_in_tx(true);
+    let out = (|| {
+        if write {
+            pg.exec(
+                "SELECT pg_advisory_xact_lock(?1)",
+                &[db::Param::Int(pg::WRITE_LOCK)],
+            )?;
+        }
+        pg.set_savepoints(savepoints);
+        let out = f(pg);
+        pg.set_savepoints(false);
+        out
+    })();
+    let broken = pg.take_broken();
+    pg.set_in_tx(false);
+    let out = match (out, broken) {
+        (Ok(out), None) => pg.batch("COMMIT").map(|()| out).map_err(PgTxError::Failed),
+        (Ok(_), Some(broken)) => Err(PgTxError::Broken(StorageError::Postgres(format!(
+            "the transaction was rolled back: {broken}"
+        )))),
+        (Err(e), Some(_)) => Err(PgTxError::Broken(e)),
+        (Err(e), None) => Err(PgTxError::Failed(e)),
+    };
+    if out.is_err() {
+        let _ = pg.batch("ROLLBACK");
+    }
+    out
 }
 
 /// Raw access, for tests that play someone with the database in hand.
@@ -1141,6 +1231,106 @@ mod tests {
         s.write_batch(|b| b.hold_place(&m.id, "p4", "{}", old).unwrap())
             .unwrap();
         assert!(s.take_returns(&m.id, 60_000).unwrap().is_empty(), "stale");
+    }
+
+    #[test]
+    fn what_a_transaction_acknowledges_is_stored_even_past_a_failed_statement() {
+        each_engine(what_a_transaction_acknowledges_is_stored_even_past_a_failed_statement_on)
+    }
+
+    fn what_a_transaction_acknowledges_is_stored_even_past_a_failed_statement_on(s: Storage) {
+        let (m, _) = s.create_meeting("Board", None, "{}").unwrap();
+        let locked = |s: &Storage| s.meeting(&m.id).unwrap().unwrap().locked;
+        // In a batch, a statement that cannot even be prepared fails alone
+        // and the rest is stored (PostgreSQL: prepared under its savepoint).
+        let r = s.tx(true, true, |tx| {
+            assert!(tx.exec("UPDATE no_such_table SET x = 1", &[]).is_err());
+            tx.exec("UPDATE meetings SET locked = 1 WHERE id = ?1", p![&m.id])
+        });
+        assert_eq!(r.unwrap(), 1);
+        assert!(locked(&s));
+        // Outside a batch, a failure the caller lets pass: PostgreSQL has
+        // aborted the transaction, so it must not be acknowledged.
+        let r = s.tx(true, false, |tx| {
+            let _ = tx.exec("UPDATE no_such_table SET x = 1", &[]);
+            tx.exec("UPDATE meetings SET locked = 0 WHERE id = ?1", p![&m.id])
+                .ok();
+            Ok(())
+        });
+        assert_eq!(r.is_ok(), !locked(&s), "acknowledged but not stored: {r:?}");
+        assert_eq!(r.is_err(), s.is_postgres());
+        // The connection goes on.
+        s.set_locked(&m.id, false).unwrap();
+        assert!(!locked(&s));
+    }
+
+    /// A database that is there but says nothing (stopped, or a network
+    /// that holds packets) costs a call [`pg::DEADLINE`], not the node: the
+    /// call fails, and the next one, once the database answers, works on a
+    /// new connection.
+    #[test]
+    fn a_database_that_stops_answering_fails_calls_and_is_used_again_when_it_answers() {
+        use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+        use std::sync::Arc;
+        let url = testing::postgres_url();
+        let socket = url
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix("host="))
+            .map(|dir| std::path::Path::new(dir).join(".s.PGSQL.5432"))
+            .unwrap();
+        let db = url
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix("dbname="))
+            .unwrap()
+            .to_string();
+        // A TCP relay to the socket that can be told to hold everything.
+        let frozen = Arc::new(AtomicBool::new(false));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let f = frozen.clone();
+        std::thread::spawn(move || {
+            for tcp in listener.incoming().flatten() {
+                let Ok(unix) = std::os::unix::net::UnixStream::connect(&socket) else {
+                    continue;
+                };
+                let pipe = |mut from: Box<dyn std::io::Read + Send>,
+                            mut to: Box<dyn std::io::Write + Send>,
+                            frozen: Arc<AtomicBool>| {
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        while let Ok(n @ 1..) = from.read(&mut buf) {
+                            while frozen.load(Relaxed) {
+                                std::thread::sleep(std::time::Duration::from_millis(20));
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                };
+                pipe(
+                    Box::new(tcp.try_clone().unwrap()),
+                    Box::new(unix.try_clone().unwrap()),
+                    f.clone(),
+                );
+                pipe(Box::new(unix), Box::new(tcp), f.clone());
+            }
+        });
+        let s = Storage::connect(&format!(
+            "host=127.0.0.1 port={port} user=convene dbname={db}"
+        ))
+        .unwrap();
+        let (m, _) = s.create_meeting("Board", None, "{}").unwrap();
+        frozen.store(true, Relaxed);
+        let t = std::time::Instant::now();
+        let e = s.set_locked(&m.id, true).unwrap_err();
+        assert!(e.to_string().contains("no answer"), "{e}");
+        assert!(t.elapsed() < pg::DEADLINE + std::time::Duration::from_secs(5));
+        // (Whether that call's write happened is unknown to the caller, as
+        // with any call cut off: the relay delivers it late.)
+        frozen.store(false, Relaxed);
+        let (after, _) = s.create_meeting("After", None, "{}").unwrap();
+        assert_eq!(s.meeting(&after.id).unwrap().unwrap().title, "After");
     }
 
     /// A statement that waits on a lock another connection holds ends with

@@ -30,8 +30,21 @@ pub(crate) const WRITE_LOCK: i64 = 0x636f_6e76_656e_6502;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The longest a call waits for PostgreSQL's answer. The server's own
+/// limits (`statement_timeout`, `lock_timeout`) answer sooner; this is for a
+/// server that is there but says nothing (stopped, or a network that
+/// swallows packets while the kernel still acknowledges them).
+pub(crate) const DEADLINE: Duration = Duration::from_secs(20);
+
 pub(crate) struct PgConn {
     client: Client,
+    /// The connection thread's runtime: its timers bound each wait. It runs
+    /// until `_stop` is dropped with this connection.
+    runtime: tokio::runtime::Handle,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    /// A wait ran out: what the connection is in the middle of is unknown,
+    /// so it is not used again.
+    dead: Cell<bool>,
     /// Statements prepared on this connection, by their SQLite text.
     statements: RefCell<HashMap<String, Statement>>,
     /// Inside [`crate::Storage::write_batch`]: each statement gets a savepoint
@@ -39,6 +52,11 @@ pub(crate) struct PgConn {
     savepoints: Cell<bool>,
     /// A savepoint is set in this transaction (released by the next one).
     savepoint_set: Cell<bool>,
+    /// Inside a transaction: an error PostgreSQL did not undo to a savepoint
+    /// leaves the whole transaction aborted, and its COMMIT would quietly
+    /// roll back. The first such error, so that the commit fails instead.
+    in_tx: Cell<bool>,
+    broken: RefCell<Option<String>>,
 }
 
 impl PgConn {
@@ -77,12 +95,17 @@ impl PgConn {
                         return;
                     }
                 };
+                let runtime = rt.handle().clone();
                 rt.block_on(async move {
                     match config.connect(NoTls).await {
                         Ok((client, connection)) => {
-                            let _ = tx.send(Ok(client));
-                            // Ends when the client is dropped or the server goes.
+                            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                            let _ = tx.send(Ok((client, runtime, stop)));
+                            // Ends when the client is dropped or the server
+                            // goes; the runtime stays for the timers until
+                            // the PgConn goes.
                             let _ = connection.await;
+                            let _ = stopped.await;
                         }
                         Err(e) => {
                             let _ = tx.send(Err(pg_error(e)));
@@ -90,24 +113,67 @@ impl PgConn {
                     }
                 });
             })?;
-        let client = rx
+        let (client, runtime, stop) = rx
             .recv()
             .map_err(|_| StorageError::Postgres("the connection thread stopped".into()))??;
         Ok(PgConn {
             client,
+            runtime,
+            _stop: stop,
+            dead: Cell::new(false),
             statements: RefCell::default(),
             savepoints: Cell::new(false),
             savepoint_set: Cell::new(false),
+            in_tx: Cell::new(false),
+            broken: RefCell::new(None),
         })
     }
 
     pub fn is_closed(&self) -> bool {
-        self.client.is_closed()
+        self.dead.get() || self.client.is_closed()
+    }
+
+    /// Wait for `work`, at most [`DEADLINE`].
+    fn wait_any<T>(&self, work: impl std::future::Future<Output = T>) -> Result<T, StorageError> {
+        let gone = || {
+            StorageError::Postgres(format!(
+                "no answer from the database in {} s; the connection is closed and opened again at the next call",
+                DEADLINE.as_secs()
+            ))
+        };
+        if self.dead.get() {
+            return Err(gone());
+        }
+        let _timers = self.runtime.enter();
+        block_on(tokio::time::timeout(DEADLINE, work)).map_err(|_| {
+            self.dead.set(true);
+            gone()
+        })
+    }
+
+    fn wait<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, StorageError> {
+        self.wait_any(work)?.map_err(pg_error)
     }
 
     /// Several statements, no parameters (transaction control, schema).
     pub fn batch(&self, sql: &str) -> Result<(), StorageError> {
-        block_on(self.client.batch_execute(sql)).map_err(pg_error)
+        self.wait(self.client.batch_execute(sql))
+            .map_err(|e| self.failed(e))
+    }
+
+    /// A transaction begins (`BEGIN` was sent) or ends.
+    pub fn set_in_tx(&self, on: bool) {
+        self.in_tx.set(on);
+        self.broken.replace(None);
+    }
+
+    /// The error that aborted this transaction, if one did: it must be
+    /// rolled back, not committed.
+    pub fn take_broken(&self) -> Option<String> {
+        self.broken.take()
     }
 
     pub fn set_savepoints(&self, on: bool) {
@@ -115,42 +181,90 @@ impl PgConn {
         self.savepoint_set.set(false);
     }
 
-    fn statement(&self, sql: &str) -> Result<Statement, StorageError> {
-        if let Some(s) = self.statements.borrow().get(sql) {
-            return Ok(s.clone());
+    /// `e` happened and was not undone to a savepoint: inside a transaction,
+    /// the transaction is now aborted.
+    fn failed(&self, e: StorageError) -> StorageError {
+        if self.in_tx.get() && self.broken.borrow().is_none() {
+            self.broken.replace(Some(e.to_string()));
         }
-        let s = block_on(self.client.prepare(&dollar_params(sql))).map_err(pg_error)?;
+        e
+    }
+
+    fn cached(&self, sql: &str) -> Option<Statement> {
+        self.statements.borrow().get(sql).cloned()
+    }
+
+    fn prepared(
+        &self,
+        sql: &str,
+        s: Result<Statement, tokio_postgres::Error>,
+    ) -> Result<Statement, StorageError> {
+        let s = s.map_err(pg_error)?;
         self.statements
             .borrow_mut()
             .insert(sql.to_string(), s.clone());
         Ok(s)
     }
 
-    /// Run a statement; in a batch, under a savepoint of its own, sent in
-    /// the same round trip as the statement (a pipeline: the savepoint
-    /// costs no wait), and rolled back to if the statement fails.
-    fn guarded<R, F>(&self, statement: F) -> Result<R, StorageError>
+    /// Run `sql` with `run`; in a batch, under a savepoint of its own, sent
+    /// in the same round trip as the statement (a pipeline: the savepoint
+    /// costs no wait), and rolled back to if the statement fails. A
+    /// statement not yet prepared is prepared under the savepoint too: a
+    /// failed prepare (a wait for a lock that timed out) fails alone.
+    fn run<'a, R, F, Fut>(&'a self, sql: &str, run: F) -> Result<R, StorageError>
     where
-        F: std::future::Future<Output = Result<R, tokio_postgres::Error>>,
+        F: FnOnce(Statement) -> Fut,
+        Fut: std::future::Future<Output = Result<R, tokio_postgres::Error>> + 'a,
     {
         if !self.savepoints.get() {
-            return block_on(statement).map_err(pg_error);
+            let stmt = match self.cached(sql) {
+                Some(s) => s,
+                None => {
+                    let s = self.wait_any(self.client.prepare(&dollar_params(sql)));
+                    s.and_then(|s| self.prepared(sql, s))
+                        .map_err(|e| self.failed(e))?
+                }
+            };
+            return self.wait(run(stmt)).map_err(|e| self.failed(e));
         }
         let mark = if self.savepoint_set.replace(true) {
             "RELEASE SAVEPOINT statement; SAVEPOINT statement"
         } else {
             "SAVEPOINT statement"
         };
-        let (marked, out) = block_on(futures_util::future::join(
-            self.client.batch_execute(mark),
-            statement,
-        ));
-        marked.map_err(pg_error)?;
+        let out = match self.cached(sql) {
+            Some(stmt) => {
+                let (marked, out) = self
+                    .wait_any(futures_util::future::join(
+                        self.client.batch_execute(mark),
+                        run(stmt),
+                    ))
+                    .map_err(|e| self.failed(e))?;
+                marked.map_err(|e| self.failed(pg_error(e)))?;
+                out.map_err(pg_error)
+            }
+            None => {
+                let dollars = dollar_params(sql);
+                let (marked, prepared) = self
+                    .wait_any(futures_util::future::join(
+                        self.client.batch_execute(mark),
+                        self.client.prepare(&dollars),
+                    ))
+                    .map_err(|e| self.failed(e))?;
+                marked.map_err(|e| self.failed(pg_error(e)))?;
+                match self.prepared(sql, prepared) {
+                    Ok(stmt) => self.wait(run(stmt)),
+                    Err(e) => Err(e),
+                }
+            }
+        };
         match out {
             Ok(r) => Ok(r),
             Err(e) => {
-                self.batch("ROLLBACK TO SAVEPOINT statement")?;
-                Err(pg_error(e))
+                if let Err(undo) = self.batch("ROLLBACK TO SAVEPOINT statement") {
+                    self.failed(undo);
+                }
+                Err(e)
             }
         }
     }
@@ -162,17 +276,19 @@ impl Sql for PgConn {
     }
 
     fn exec(&self, sql: &str, params: &[Param<'_>]) -> Result<u64, StorageError> {
-        let stmt = self.statement(sql)?;
         let params: Vec<&(dyn ToSql + Sync)> =
             params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-        self.guarded(self.client.execute(&stmt, &params))
+        self.run(sql, |stmt| async move {
+            self.client.execute(&stmt, &params).await
+        })
     }
 
     fn rows(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StorageError> {
-        let stmt = self.statement(sql)?;
         let params: Vec<&(dyn ToSql + Sync)> =
             params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-        let rows = self.guarded(self.client.query(&stmt, &params))?;
+        let rows = self.run(sql, |stmt| async move {
+            self.client.query(&stmt, &params).await
+        })?;
         rows.iter().map(row).collect()
     }
 }
@@ -237,6 +353,31 @@ impl ToSql for Param<'_> {
     to_sql_checked!();
 }
 
+/// The database `url` names, for messages: user, hosts, port and database,
+/// read from the parsed address, so that no form of password (in the URL,
+/// `?password=`, quoted key=value) can reach a log.
+pub fn describe_database(url: &str) -> String {
+    let Ok(config) = url.parse::<tokio_postgres::Config>() else {
+        return "a PostgreSQL address that does not parse".into();
+    };
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let user = config
+        .get_user()
+        .map(|u| format!("{u}@"))
+        .unwrap_or_default();
+    let db = config.get_dbname().unwrap_or("");
+    format!("postgres://{user}{}:{port}/{db}", hosts.join(","))
+}
+
 /// `?1` → `$1`: the statements are written with SQLite's numbered
 /// placeholders. (No statement has a `?` inside a string.)
 fn dollar_params(sql: &str) -> String {
@@ -269,11 +410,16 @@ pub(crate) fn pg_error(e: tokio_postgres::Error) -> StorageError {
     }
 }
 
-/// Bring the schema to this version's (migrating once when several nodes
-/// start together).
+/// Bring the schema to this version's, in one transaction that holds a
+/// lock while it migrates: nodes starting together migrate once, and the
+/// lock goes with the transaction, whatever happens to it.
 pub(crate) fn migrate(conn: &PgConn, known: usize) -> Result<(), StorageError> {
-    conn.exec("SELECT pg_advisory_lock(?1)", &[Param::Int(MIGRATION_LOCK)])?;
+    conn.batch("BEGIN")?;
     let result = (|| {
+        conn.exec(
+            "SELECT pg_advisory_xact_lock(?1)",
+            &[Param::Int(MIGRATION_LOCK)],
+        )?;
         conn.batch("CREATE TABLE IF NOT EXISTS convene_schema (version BIGINT NOT NULL)")?;
         let found = conn
             .int("SELECT max(version) FROM convene_schema", &[])?
@@ -282,29 +428,22 @@ pub(crate) fn migrate(conn: &PgConn, known: usize) -> Result<(), StorageError> {
             return Err(StorageError::TooNew { found, known });
         }
         if found == 0 {
-            conn.batch("BEGIN")?;
-            let made = conn.batch(BASE_SCHEMA).and_then(|()| {
-                conn.exec(
-                    "INSERT INTO convene_schema (version) VALUES (?1)",
-                    &[Param::Int(BASE_VERSION as i64)],
-                )
-            });
-            match made {
-                Ok(_) => conn.batch("COMMIT")?,
-                Err(e) => {
-                    let _ = conn.batch("ROLLBACK");
-                    return Err(e);
-                }
-            }
+            conn.batch(BASE_SCHEMA)?;
+            conn.exec(
+                "INSERT INTO convene_schema (version) VALUES (?1)",
+                &[Param::Int(BASE_VERSION as i64)],
+            )?;
         }
         // Versions after BASE_VERSION add a migrations/postgres/ file each.
         Ok(())
     })();
-    let _ = conn.exec(
-        "SELECT pg_advisory_unlock(?1)",
-        &[Param::Int(MIGRATION_LOCK)],
-    );
-    result
+    match result {
+        Ok(()) => conn.batch("COMMIT"),
+        Err(e) => {
+            let _ = conn.batch("ROLLBACK");
+            Err(e)
+        }
+    }
 }
 
 #[cfg(test)]

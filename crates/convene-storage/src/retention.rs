@@ -99,7 +99,7 @@ fn purge(
     };
     if let Some(days) = retention.meetings_days {
         let cut = now_ms - i64::from(days) * DAY_MS;
-        report.meetings = meetings_before(tx, cut)?
+        report.meetings = meetings_before(tx, cut, now_ms)?
             .into_iter()
             .filter(|id| !live.contains(id))
             .collect();
@@ -187,17 +187,25 @@ fn purge(
 }
 
 /// Meetings whose end (or, never ended, last activity) is before `cut`.
-fn meetings_before(conn: &dyn Sql, cut_ms: i64) -> Result<Vec<String>, StorageError> {
+/// A running meeting says its people's places are current every 10 s (on
+/// whichever node of a cluster it runs): places newer than this mean open.
+const PLACES_FRESH_MS: i64 = 60_000;
+
+/// Meetings last active before `cut_ms`, except those open now as their
+/// places show (the caller spares those open on this node too).
+fn meetings_before(conn: &dyn Sql, cut_ms: i64, now_ms: i64) -> Result<Vec<String>, StorageError> {
     conn.rows(
         "SELECT id FROM meetings m
-         WHERE CASE WHEN m.ended_at IS NOT NULL THEN m.ended_at
+         WHERE NOT EXISTS (SELECT 1 FROM meeting_returns r
+                           WHERE r.meeting = m.id AND r.held_at >= ?2)
+           AND CASE WHEN m.ended_at IS NOT NULL THEN m.ended_at
                WHEN m.created_at * 1000 >= coalesce(
                         (SELECT max(a.at) FROM audit_log a WHERE a.meeting = m.id), 0)
                     THEN m.created_at * 1000
                ELSE (SELECT max(a.at) FROM audit_log a WHERE a.meeting = m.id)
                END < ?1
          ORDER BY id",
-        p![cut_ms],
+        p![cut_ms, now_ms - PLACES_FRESH_MS],
     )?
     .iter()
     .map(|r| r.text(0))

@@ -102,6 +102,23 @@ fn a_link_never_ended_counts_from_its_last_activity_and_an_open_meeting_stays_on
         .purge(&MEETINGS_30, T0 + 51 * DAY, &live, None, false)
         .unwrap();
     assert_eq!(r.meetings, vec![used]);
+    // Open on another node of a cluster (this one does not know it): its
+    // people's places, said current seconds ago, keep it; stale ones do not.
+    let elsewhere = meeting(&s, T0, None);
+    let now = T0 + 60 * DAY;
+    s.write_batch(|b| b.hold_place(&elsewhere, "p1", "{}", now - 5_000).unwrap())
+        .unwrap();
+    let none = HashSet::new();
+    let r = s.purge(&MEETINGS_30, now, &none, None, false).unwrap();
+    assert_eq!(r.meetings, vec![open], "open elsewhere: kept");
+    let r = s
+        .purge(&MEETINGS_30, now + 10 * 60_000, &none, None, false)
+        .unwrap();
+    assert_eq!(
+        r.meetings,
+        vec![elsewhere],
+        "places ten minutes stale: gone"
+    );
 }
 
 #[test]
@@ -196,6 +213,14 @@ fn old_audit_rows_go_from_the_front_and_the_rest_still_verifies_on(s: Storage) {
         assert!(e.to_string().contains("append-only"), "{e}");
     }
     assert!(s.raw_exec("DELETE FROM audit_purges", &[]).is_err());
+    // Nor emptied at one stroke (PostgreSQL's TRUNCATE skips row triggers).
+    if s.is_postgres() {
+        for table in ["audit_log", "audit_purges"] {
+            let e = s.raw_batch(&format!("TRUNCATE {table}")).unwrap_err();
+            assert!(e.to_string().contains("append-only"), "{e}");
+        }
+        assert_eq!(s.verify_audit().unwrap().unwrap().rows, 13);
+    }
 }
 
 #[test]

@@ -18,6 +18,16 @@ use std::time::{Duration, Instant};
 struct Server {
     socket_dir: PathBuf,
     next: AtomicU32,
+    /// How to start it again after [`stop_postgres`].
+    launch: Launch,
+    /// The postmaster's process id.
+    pid: std::sync::Mutex<u32>,
+}
+
+struct Launch {
+    bin: PathBuf,
+    base: PathBuf,
+    user: Option<(u32, u32)>,
 }
 
 static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
@@ -26,10 +36,7 @@ static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
 /// in the key=value form `--database` and [`crate::Storage::connect`] take.
 /// Panics, saying what is missing, when PostgreSQL cannot be started.
 pub fn postgres_url() -> String {
-    let server = match SERVER.get_or_init(start) {
-        Ok(s) => s,
-        Err(e) => panic!("PostgreSQL for the tests: {e}"),
-    };
+    let server = server();
     let n = server.next.fetch_add(1, Ordering::Relaxed);
     let name = format!("t{n}");
     let admin = crate::pg::PgConn::connect(&server.url("postgres"))
@@ -40,7 +47,80 @@ pub fn postgres_url() -> String {
     server.url(&name)
 }
 
+/// Play someone with the database in hand: change the stored hash of audit
+/// row `seq` (the append-only guard taken away for it and put back).
+pub fn rewrite_audit_hash(storage: &crate::Storage, seq: i64) {
+    let guard = if storage.is_shared() {
+        (
+            "ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only",
+            "ALTER TABLE audit_log ENABLE TRIGGER audit_log_append_only",
+        )
+    } else {
+        panic!("for PostgreSQL")
+    };
+    storage
+        .with(|c| {
+            c.exec(guard.0, &[])?;
+            c.exec(
+                "UPDATE audit_log SET hash = 'rewritten' WHERE seq = ?1",
+                crate::db::p![seq],
+            )?;
+            c.exec(guard.1, &[])
+        })
+        .unwrap();
+}
+
+fn server() -> &'static Server {
+    match SERVER.get_or_init(start) {
+        Ok(s) => s,
+        Err(e) => panic!("PostgreSQL for the tests: {e}"),
+    }
+}
+
+/// Stop the test process's PostgreSQL (a fast shutdown: its sessions end),
+/// for tests of a database that goes away. Every database [`postgres_url`]
+/// gave goes away with it, the other tests' too: use it in a test binary of
+/// its own. Returns when the server is gone.
+pub fn stop_postgres() {
+    let server = server();
+    let pid = *server.pid.lock().unwrap();
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Reaped by its thread: then the pid is gone.
+    while Path::new("/proc").join(pid.to_string()).exists() {
+        assert!(Instant::now() < deadline, "PostgreSQL did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Start the test process's PostgreSQL again after [`stop_postgres`], with
+/// its databases as they were; returns when it answers.
+pub fn start_postgres_again() {
+    let server = server();
+    let pid = launch(&server.launch).unwrap_or_else(|e| panic!("PostgreSQL again: {e}"));
+    *server.pid.lock().unwrap() = pid;
+    server
+        .wait_until_up()
+        .unwrap_or_else(|e| panic!("PostgreSQL again: {e}"));
+}
+
 impl Server {
+    fn wait_until_up(&self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match crate::pg::PgConn::connect(&self.url("postgres")) {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() > deadline => {
+                    let log = std::fs::read_to_string(self.socket_dir.join("postgres.log"))
+                        .unwrap_or_default();
+                    return Err(format!("did not start: {e}\n{log}"));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
     fn url(&self, db: &str) -> String {
         format!(
             "host={} user=convene dbname={db}",
@@ -147,13 +227,35 @@ fn start() -> Result<Server, String> {
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    let log = std::fs::File::create(base.join("postgres.log")).map_err(|e| e.to_string())?;
-    let mut postgres = Command::new(bin.join("postgres"));
+    let launch_with = Launch {
+        bin,
+        base: base.clone(),
+        user,
+    };
+    let pid = launch(&launch_with)?;
+    let server = Server {
+        socket_dir: base,
+        next: AtomicU32::new(0),
+        launch: launch_with,
+        pid: std::sync::Mutex::new(pid),
+    };
+    server.wait_until_up()?;
+    Ok(server)
+}
+
+/// Start `postgres` on the data folder under `l.base`; its process id.
+fn launch(l: &Launch) -> Result<u32, String> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(l.base.join("postgres.log"))
+        .map_err(|e| e.to_string())?;
+    let mut postgres = Command::new(l.bin.join("postgres"));
     postgres
         .arg("-D")
-        .arg(&data)
+        .arg(l.base.join("data"))
         .arg("-k")
-        .arg(&base)
+        .arg(&l.base)
         // A Unix socket only: nothing listens on the network.
         .args(["-c", "listen_addresses=", "-c", "max_connections=300"])
         // Tests need no durability across a power cut.
@@ -161,7 +263,10 @@ fn start() -> Result<Server, String> {
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
         .stderr(log);
-    as_user(&mut postgres);
+    if let Some((uid, gid)) = l.user {
+        use std::os::unix::process::CommandExt;
+        postgres.uid(uid).gid(gid);
+    }
     {
         use std::os::unix::process::CommandExt;
         // SAFETY: prctl is async-signal-safe; set after the uid change
@@ -175,14 +280,14 @@ fn start() -> Result<Server, String> {
             });
         }
     }
-    // The thread that starts the server lives as long as the process (the
-    // death signal is tied to it) and reaps the server if it stops.
+    // The thread that starts the server lives as long as the server (the
+    // death signal is tied to it) and reaps it when it stops.
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("test-postgres".into())
         .spawn(move || match postgres.spawn() {
             Ok(mut child) => {
-                let _ = tx.send(Ok(()));
+                let _ = tx.send(Ok(child.id()));
                 let _ = child.wait();
             }
             Err(e) => {
@@ -190,20 +295,5 @@ fn start() -> Result<Server, String> {
             }
         })
         .map_err(|e| e.to_string())?;
-    rx.recv().map_err(|e| e.to_string())??;
-    let server = Server {
-        socket_dir: base.clone(),
-        next: AtomicU32::new(0),
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match crate::pg::PgConn::connect(&server.url("postgres")) {
-            Ok(_) => return Ok(server),
-            Err(e) if Instant::now() > deadline => {
-                let log = std::fs::read_to_string(base.join("postgres.log")).unwrap_or_default();
-                return Err(format!("did not start: {e}\n{log}"));
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
+    rx.recv().map_err(|e| e.to_string())?
 }
