@@ -6,6 +6,7 @@
 
 pub mod classify;
 pub mod config;
+pub mod shared;
 pub mod store;
 pub mod verify;
 
@@ -40,6 +41,8 @@ pub enum LoginError {
     Refused(String),
     #[error("{0}")]
     Token(#[from] TokenError),
+    #[error("the sign-in could not be kept just now ({0}); please try again")]
+    Unavailable(String),
 }
 
 struct Provider {
@@ -60,6 +63,8 @@ pub struct Auth {
     http: openidconnect::reqwest::Client,
     pending: Mutex<PendingLogins>,
     sessions: Mutex<Sessions>,
+    /// Where sessions are kept for every node, when nodes share a database.
+    shared: std::sync::OnceLock<std::sync::Arc<dyn shared::SessionBackend>>,
 }
 
 /// An organisation whose people can sign in, as the join page lists them.
@@ -122,6 +127,7 @@ impl Auth {
             sessions: Mutex::new(Sessions::new(Duration::from_secs(
                 u64::from(config.map(|c| c.sessions.hours).unwrap_or(8)) * 3600,
             ))),
+            shared: std::sync::OnceLock::new(),
         }
     }
 
@@ -189,12 +195,49 @@ impl Auth {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Keep sessions in `backend` too, for every node (once, at start).
+    pub fn share_sessions(&self, backend: std::sync::Arc<dyn shared::SessionBackend>) {
+        let _ = self.shared.set(backend);
+    }
+
+    /// Whether sessions are shared between nodes.
+    pub fn sessions_shared(&self) -> bool {
+        self.shared.get().is_some()
+    }
+
     pub fn session(&self, token: &str) -> Option<Session> {
-        self.sessions().get(token, Instant::now())
+        match self.shared.get() {
+            Some(b) => shared::session(&self.sessions, &**b, &store::sha256_hex(token)),
+            None => self.sessions().get(token, Instant::now()),
+        }
     }
 
     pub fn sign_out(&self, token: &str) {
-        self.sessions().remove(token);
+        let hash = store::sha256_hex(token);
+        let family = self
+            .session(token)
+            .map_or_else(|| hash.clone(), |s| s.family);
+        self.sessions().forget(&hash);
+        if let Some(b) = self.shared.get() {
+            if let Err(e) = b.end(&family) {
+                warn!("sessions: sign-out not stored for the other nodes: {e}");
+            }
+        }
+    }
+
+    /// A one-time code that carries the sign-in `token` belongs to to
+    /// another node (only with shared sessions).
+    pub fn handoff(&self, token: &str) -> Option<String> {
+        let b = self.shared.get()?;
+        let session = self.session(token)?;
+        shared::handoff(&**b, &session)
+    }
+
+    /// The cookie value for this node that a code from another node stands
+    /// for (once).
+    pub fn take_handoff(&self, code: &str) -> Option<String> {
+        let b = self.shared.get()?;
+        shared::take_handoff(&self.sessions, &**b, code)
     }
 
     /// Discover each provider now, so that a misconfiguration shows in the log
@@ -365,9 +408,16 @@ impl Auth {
             &store::sha256_hex(&format!("{}#{}", claims.issuer, claims.subject))[..32]
         );
         info!(organisation = %p.org.name, level = ?identity.level, mfa = identity.mfa, "signed in");
-        let token = self
-            .sessions()
-            .create(identity.clone(), key, Instant::now());
+        let now = Instant::now();
+        let token = self.sessions().create(identity.clone(), key, now);
+        if let Some(b) = self.shared.get() {
+            let hash = store::sha256_hex(&token);
+            let session = self.sessions().by_cookie_hash(&hash, now).map(|(s, _)| s);
+            if let Some(session) = session {
+                b.save(&hash, &shared::store(&session, now))
+                    .map_err(LoginError::Unavailable)?;
+            }
+        }
         Ok(SignedIn {
             token,
             return_to: pending.return_to,

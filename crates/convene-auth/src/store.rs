@@ -114,12 +114,16 @@ pub struct Session {
     /// Sent back in a header on every state-changing request.
     pub csrf: String,
     pub expires: Instant,
+    /// The hash of the sign-in's first cookie: with sessions shared between
+    /// nodes, every node's cookie for one sign-in (ended together).
+    pub family: String,
 }
 
 pub struct Sessions {
     /// By the SHA-256 of the cookie's value: a leaked memory dump holds no
-    /// usable session cookies.
-    by_hash: HashMap<String, Session>,
+    /// usable session cookies. With each, when it was last read from the
+    /// shared store (when there is one).
+    by_hash: HashMap<String, (Session, Instant)>,
     lifetime: Duration,
 }
 
@@ -133,36 +137,49 @@ impl Sessions {
 
     /// A new session; returns the cookie value.
     pub fn create(&mut self, identity: Identity, key: String, now: Instant) -> String {
-        self.by_hash.retain(|_, s| s.expires > now);
-        if self.by_hash.len() >= MAX_SESSIONS {
-            if let Some(first) = self
-                .by_hash
-                .iter()
-                .min_by_key(|(_, s)| s.expires)
-                .map(|(k, _)| k.clone())
-            {
-                self.by_hash.remove(&first);
-            }
-        }
         let token = random_hex(32);
-        self.by_hash.insert(
-            sha256_hex(&token),
+        let hash = sha256_hex(&token);
+        self.put(
+            hash.clone(),
             Session {
                 identity,
                 key,
                 csrf: random_hex(16),
                 expires: now + self.lifetime,
+                family: hash,
             },
+            now,
         );
         token
     }
 
+    /// Keep `session` under the cookie hash `hash`, as read or written at `now`.
+    pub fn put(&mut self, hash: String, session: Session, now: Instant) {
+        self.by_hash.retain(|_, (s, _)| s.expires > now);
+        if self.by_hash.len() >= MAX_SESSIONS {
+            if let Some(first) = self
+                .by_hash
+                .iter()
+                .min_by_key(|(_, (s, _))| s.expires)
+                .map(|(k, _)| k.clone())
+            {
+                self.by_hash.remove(&first);
+            }
+        }
+        self.by_hash.insert(hash, (session, now));
+    }
+
     pub fn get(&mut self, token: &str, now: Instant) -> Option<Session> {
-        let hash = sha256_hex(token);
-        match self.by_hash.get(&hash) {
-            Some(s) if s.expires > now => Some(s.clone()),
+        self.by_cookie_hash(&sha256_hex(token), now).map(|(s, _)| s)
+    }
+
+    /// The session under the cookie hash `hash`, and when it was last read
+    /// from the shared store.
+    pub fn by_cookie_hash(&mut self, hash: &str, now: Instant) -> Option<(Session, Instant)> {
+        match self.by_hash.get(hash) {
+            Some((s, checked)) if s.expires > now => Some((s.clone(), *checked)),
             Some(_) => {
-                self.by_hash.remove(&hash);
+                self.by_hash.remove(hash);
                 None
             }
             None => None,
@@ -170,7 +187,11 @@ impl Sessions {
     }
 
     pub fn remove(&mut self, token: &str) {
-        self.by_hash.remove(&sha256_hex(token));
+        self.forget(&sha256_hex(token));
+    }
+
+    pub fn forget(&mut self, hash: &str) {
+        self.by_hash.remove(hash);
     }
 
     pub fn lifetime(&self) -> Duration {

@@ -86,7 +86,15 @@ pub enum ClusterError {
     Record(#[from] serde_json::Error),
     #[error("no live node takes new meetings")]
     NoNode,
+    #[error("Redis started moments ago: the nodes are still saying which meetings they host")]
+    Settling,
 }
+
+/// Redis restarted empty holds no meeting: until every live node has beaten
+/// (and taken back the meetings it runs), a meeting held by no one may be
+/// running somewhere all the same. New placements wait this long after
+/// Redis starts.
+pub const SETTLE: Duration = Duration::from_secs(5);
 
 /// This node's view of the cluster.
 #[derive(Clone)]
@@ -151,8 +159,9 @@ impl Cluster {
         pipe.cmd("SADD").arg(NODES).arg(&self.id).ignore();
         let mut redis = self.redis.clone();
         pipe.query_async::<()>(&mut redis).await?;
-        // Only those still ours: a node that lost a meeting (its hold
-        // expired and another took it) must not take it back. One call per
+        // Only those still ours or held by no one: a node that lost a
+        // meeting (its hold expired and another took it) must not take it
+        // back. One call per
         // few hundred meetings, not one per meeting.
         for chunk in hosting.chunks(KEEP_CHUNK) {
             let mut keep = KEEP.prepare_invoke();
@@ -198,6 +207,22 @@ impl Cluster {
         }
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(nodes)
+    }
+
+    /// How long Redis has run (`INFO server`).
+    async fn redis_uptime(&self) -> Result<Duration, ClusterError> {
+        let mut redis = self.redis.clone();
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut redis)
+            .await?;
+        let secs = info
+            .lines()
+            .find_map(|l| l.strip_prefix("uptime_in_seconds:"))
+            .and_then(|v| v.trim().parse().ok())
+            // Not said: take it as long up rather than refuse every new meeting.
+            .unwrap_or(u64::MAX);
+        Ok(Duration::from_secs(secs))
     }
 
     /// The node that hosts `meeting`, if one does.
@@ -250,6 +275,9 @@ impl Cluster {
             // most LIVENESS); until then, say so.
             return Err(ClusterError::NoNode);
         }
+        if self.redis_uptime().await? < SETTLE {
+            return Err(ClusterError::Settling);
+        }
         let chosen = place(&nodes).ok_or(ClusterError::NoNode)?;
         if chosen.id != self.id {
             return Ok(Route::There(chosen.url.clone()));
@@ -276,13 +304,19 @@ static CLAIM: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
 /// Meetings kept per call of [`KEEP`].
 const KEEP_CHUNK: usize = 500;
 
-/// Extend each hold that is still ours; how many were.
+/// Extend each hold that is still ours, and take again each that is held
+/// by no one (Redis was restarted, or lost it: the meeting still runs here,
+/// and must not be started anew elsewhere); how many are ours.
 static KEEP: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"local kept = 0
           for _, key in ipairs(KEYS) do
-            if redis.call('GET', key) == ARGV[1] then
+            local held = redis.call('GET', key)
+            if held == ARGV[1] then
               redis.call('PEXPIRE', key, ARGV[2])
+              kept = kept + 1
+            elseif not held then
+              redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
               kept = kept + 1
             end
           end

@@ -14,8 +14,11 @@ pub struct Redis {
 }
 
 impl Redis {
-    /// Start one; panics, saying what is missing, when it cannot.
+    /// Start one, and return once it has run past [`crate::SETTLE`] (as
+    /// one that has run a while: new meetings are placed at once); panics,
+    /// saying what is missing, when it cannot.
     pub fn start() -> Redis {
+        let started = Instant::now();
         let dir = std::env::temp_dir().join(format!(
             "convene-redis-{}-{}",
             std::process::id(),
@@ -25,6 +28,10 @@ impl Redis {
         std::fs::create_dir_all(&dir).unwrap();
         let mut r = Redis { dir, child: None };
         r.start_again();
+        std::thread::sleep(
+            (started + crate::SETTLE + Duration::from_millis(1100))
+                .saturating_duration_since(Instant::now()),
+        );
         r
     }
 
@@ -46,7 +53,8 @@ impl Redis {
         let _ = std::fs::remove_file(self.socket());
     }
 
-    /// Start it (again), empty, and wait until it answers.
+    /// Start it (again), empty, and wait until it answers (not until it
+    /// has settled: see [`crate::SETTLE`]).
     pub fn start_again(&mut self) {
         self.stop();
         let mut cmd = Command::new("redis-server");

@@ -246,11 +246,13 @@ pub(crate) async fn find(state: &Arc<AppState>, id: &str) -> Result<Meeting, Res
     match tokio::task::spawn_blocking(move || st.storage.meeting(&id)).await {
         Ok(Ok(Some(m))) => Ok(m),
         Ok(Ok(None)) => Err(api_error(StatusCode::NOT_FOUND, "no such meeting")),
+        // The database is away (or failing): the join may work in a moment.
         Ok(Err(e)) => {
             tracing::error!("storage: {e}");
-            Err(api_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "storage error",
+            Err(retry_later(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the meeting cannot be reached just now; try again in a moment",
+                "2",
             ))
         }
         Err(_) => Err(api_error(
@@ -574,14 +576,33 @@ async fn meeting_page(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     uri: axum::http::Uri,
+    headers: HeaderMap,
 ) -> Response {
+    // Sent here by another node with a one-time code for the sign-in made
+    // there: this node's session cookie for it, and the same address
+    // without the code (the fragment stays with the browser).
+    if let Some((code, rest)) = signin::handoff_in(uri.query()) {
+        if is_meeting_id(&id) {
+            let mut res = axum::response::Redirect::to(&format!("/m/{id}{rest}")).into_response();
+            if let Some(token) = state.auth.take_handoff(&code) {
+                signin::set_session_cookie(&state, &mut res, &token);
+            }
+            return res;
+        }
+    }
     match find(&state, &id).await {
         // The page, and so its socket, belongs on the meeting's node (the
-        // fragment, with a host key, stays with the browser).
+        // fragment, with a host key, stays with the browser); a signed-in
+        // person stays signed in there.
         Ok(_) => match elsewhere(&state, &id).await {
             Ok(None) => assets::serve("meeting.html"),
             Ok(Some(node)) => {
-                let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+                let mut query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+                if let Some(code) = signin::handoff(&state, &headers) {
+                    query.push(if query.is_empty() { '?' } else { '&' });
+                    query.push_str("signin=");
+                    query.push_str(&code);
+                }
                 axum::response::Redirect::temporary(&format!("{node}/m/{id}{query}"))
                     .into_response()
             }

@@ -27,6 +27,7 @@ mod readiness;
 mod redirect;
 mod registry;
 pub mod retention;
+mod shared_sessions;
 mod signin;
 mod tls;
 mod turn;
@@ -411,6 +412,12 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         ),
         cluster,
     });
+    if state.storage.is_shared() {
+        // Nodes that share a database share sign-in sessions too.
+        state
+            .auth
+            .share_sessions(Arc::new(shared_sessions::InDatabase(state.storage.clone())));
+    }
     {
         let auth = state.auth.clone();
         tokio::spawn(async move { auth.warm_up().await });

@@ -739,9 +739,10 @@ impl Meeting {
             let items = std::mem::take(&mut self.unwritten);
             let held = std::mem::take(&mut self.held);
             if !self.state.writer.commit(items).await {
-                // Logged by the writer. The room has moved on already; what
-                // it says still goes out.
-                tracing::error!("sending output whose writes failed");
+                // Not stored yet (the database is away): the writer keeps
+                // the writes and logs it. The room has moved on already;
+                // what it says still goes out, and the meeting goes on.
+                tracing::debug!("sending output whose writes wait for the database");
             }
             for h in held {
                 match h {

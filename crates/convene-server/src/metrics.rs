@@ -143,6 +143,8 @@ pub struct Snapshot {
     pub web_refused_address_cap: u64,
     pub audit_writes: u64,
     pub audit_failed: u64,
+    pub audit_unstored: u64,
+    pub audit_lost: u64,
     pub audit_queue_full: u64,
 }
 
@@ -292,8 +294,20 @@ impl Collector for Snapshot {
         counter(
             &mut e,
             "audit_write_failures",
-            "Audit rows and meeting changes whose transaction failed (not stored)",
+            "Audit rows and meeting changes whose transaction failed when first tried (kept and tried again)",
             self.audit_failed,
+        )?;
+        gauge(
+            &mut e,
+            "audit_unstored",
+            "Audit rows and meeting changes waiting for the database now",
+            self.audit_unstored as i64,
+        )?;
+        counter(
+            &mut e,
+            "audit_lost",
+            "Audit rows and meeting changes given up (too many waited for the database)",
+            self.audit_lost,
         )?;
         counter(
             &mut e,
@@ -402,6 +416,8 @@ pub fn snapshot(state: &crate::AppState) -> Snapshot {
         web_refused_address_cap: n(&c.refused_address_cap),
         audit_writes: n(&w.writes),
         audit_failed: n(&w.failed),
+        audit_unstored: n(&w.unstored),
+        audit_lost: n(&w.lost),
         audit_queue_full: n(&w.queue_full),
     }
 }

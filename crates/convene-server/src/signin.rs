@@ -41,6 +41,47 @@ pub fn session(state: &AppState, headers: &HeaderMap) -> Option<Session> {
     state.auth.session(cookie(headers, session_cookie(state))?)
 }
 
+/// Set the session cookie to `token` on `res`.
+pub fn set_session_cookie(state: &AppState, res: &mut Response, token: &str) {
+    set_cookie(
+        res,
+        format!(
+            "{}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{}",
+            session_cookie(state),
+            token,
+            state.auth.session_lifetime().as_secs(),
+            secure(state)
+        ),
+    );
+}
+
+/// A one-time code carrying this request's sign-in to another node (with
+/// sessions shared between nodes), to add to a redirect there.
+pub fn handoff(state: &AppState, headers: &HeaderMap) -> Option<String> {
+    state.auth.handoff(cookie(headers, session_cookie(state))?)
+}
+
+/// The `signin` code in `query` (as [`handoff`] makes them), and the rest
+/// of the query (`?…`, or empty).
+pub fn handoff_in(query: Option<&str>) -> Option<(String, String)> {
+    let query = query?;
+    let mut code = None;
+    let mut rest = Vec::new();
+    for pair in query.split('&') {
+        match pair.strip_prefix("signin=") {
+            Some(c) if code.is_none() => code = Some(c.to_string()),
+            Some(_) => {}
+            None => rest.push(pair),
+        }
+    }
+    let rest = if rest.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", rest.join("&"))
+    };
+    code.map(|c| (c, rest))
+}
+
 fn html_escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -104,6 +145,11 @@ fn login_problem(lang: Lang, e: &convene_auth::LoginError) -> Response {
         E::Provider(org, _) => (
             StatusCode::BAD_GATEWAY,
             lang.t("signin.problem-unreachable", &[("org", org)]),
+            Some(e.to_string()),
+        ),
+        E::Unavailable(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            lang.t("signin.problem-unavailable", &[]),
             Some(e.to_string()),
         ),
         E::Refused(_) | E::Token(_) => (
@@ -228,16 +274,7 @@ pub async fn callback(
         Ok(done) => {
             let mut res =
                 (StatusCode::SEE_OTHER, [(header::LOCATION, done.return_to)]).into_response();
-            set_cookie(
-                &mut res,
-                format!(
-                    "{}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{}",
-                    session_cookie(&state),
-                    done.token,
-                    state.auth.session_lifetime().as_secs(),
-                    secure(&state)
-                ),
-            );
+            set_session_cookie(&state, &mut res, &done.token);
             set_cookie(
                 &mut res,
                 format!(

@@ -48,6 +48,62 @@ pub const MAX_OPEN_TALLIES: usize = 4096;
 /// How often the thread wakes without writes, to close minutes and checkpoint.
 const TICK: Duration = Duration::from_millis(500);
 
+/// Writes kept at most while the database is away (about 100 bytes to a few
+/// kilobytes each): past this, new ones are given up, counted and logged.
+const MAX_UNSTORED: usize = 100_000;
+/// The longest wait between tries while the database is away.
+const RETRY_AT_MOST: Duration = Duration::from_secs(8);
+
+/// Writes whose transaction failed (the database away, or unreachable),
+/// kept in order and tried again, before newer ones, until they are stored:
+/// a meeting goes on while its database is away, and what was done in it
+/// is stored when the database is back. They are stored dated when they
+/// are stored (the chain's dates only go forward, which the checkpoints
+/// check), with the time they happened in the audit row's detail. Meanwhile
+/// their output has gone out: the durability promise (on disk before it is
+/// acknowledged) holds while the database answers; a node that dies while
+/// its database is away loses what it kept.
+struct Unstored {
+    items: Vec<(i64, Item)>,
+    next_try: Instant,
+    wait: Duration,
+}
+
+impl Unstored {
+    fn new() -> Unstored {
+        Unstored {
+            items: Vec::new(),
+            next_try: Instant::now(),
+            wait: Duration::from_millis(500),
+        }
+    }
+
+    /// Whether the kept writes may be tried now (new ones wait behind them).
+    fn due(&self) -> bool {
+        Instant::now() >= self.next_try
+    }
+
+    /// A try failed: wait longer before the next.
+    fn failed(&mut self) {
+        self.next_try = Instant::now() + self.wait;
+        self.wait = (self.wait * 2).min(RETRY_AT_MOST);
+    }
+
+    fn stored(&mut self) {
+        self.items.clear();
+        self.wait = Duration::from_millis(500);
+    }
+
+    /// Keep `items`, made at `at`; how many did not fit.
+    fn keep(&mut self, at: i64, items: Vec<Item>) -> usize {
+        let room = MAX_UNSTORED.saturating_sub(self.items.len());
+        let lost = items.len().saturating_sub(room);
+        self.items
+            .extend(items.into_iter().take(room).map(|i| (at, i)));
+        lost
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct AuditEntry {
     pub meeting: String,
@@ -66,7 +122,7 @@ impl AuditEntry {
 }
 
 /// One thing to store.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Item {
     Audit(AuditEntry),
     Remember {
@@ -153,8 +209,13 @@ pub struct WriterStats {
     /// Transactions committed, and queued writes they held.
     pub commits: AtomicU64,
     pub writes: AtomicU64,
-    /// Writes in transactions that failed (not stored).
+    /// Writes whose transaction failed the first time they were tried
+    /// (kept and tried again: see [`Unstored`]).
     pub failed: AtomicU64,
+    /// Writes kept now, waiting for the database.
+    pub unstored: AtomicU64,
+    /// Writes given up: more than [`MAX_UNSTORED`] waited at once.
+    pub lost: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -430,6 +491,7 @@ fn run(
     // The log's head as this server last left it: anything else found there
     // was written by something else.
     let mut expected = storage.audit_head().ok();
+    let mut unstored = Unstored::new();
     loop {
         let mut writes = Vec::new();
         let mut stopping = false;
@@ -486,37 +548,76 @@ fn run(
                 ),
             });
         }
-        if !items.is_empty() || !extra.is_empty() {
+        items.extend(extra.into_iter().map(Item::Audit));
+        let kept = !unstored.items.is_empty();
+        if !items.is_empty() || (kept && unstored.due()) {
             let at = convene_storage::unix_millis().max(cp.floor);
-            let n = items.len() + extra.len();
-            let result = storage.write_batch(|b| {
-                check_head(b, expected.as_ref(), at, storage.is_shared());
-                for item in &items {
-                    store(b, item, at, options.chat_key.as_deref());
-                }
-                for e in &extra {
-                    store_audit(b, e, at);
-                }
-                b.audit_head()
-            });
-            let ok = match result {
-                Ok(Ok(head)) => {
-                    expected = Some(head);
-                    cp.floor = at;
-                    true
-                }
-                Ok(Err(e)) | Err(e) => {
-                    error!("could not store {n} audit and meeting writes: {e}");
-                    shared.stats.failed.fetch_add(n as u64, Ordering::Relaxed);
-                    expected = storage.audit_head().ok();
-                    false
+            let n = items.len();
+            let ok = if kept && !unstored.due() {
+                // The database was away at the last try: these wait their turn.
+                false
+            } else {
+                let result = storage.write_batch(|b| {
+                    check_head(b, expected.as_ref(), at, storage.is_shared());
+                    for (then, item) in &unstored.items {
+                        store(b, &late(item, *then), at, options.chat_key.as_deref());
+                    }
+                    for item in &items {
+                        store(b, item, at, options.chat_key.as_deref());
+                    }
+                    b.audit_head()
+                });
+                match result {
+                    Ok(Ok(head)) => {
+                        expected = Some(head);
+                        cp.floor = at;
+                        if kept {
+                            info!(
+                                writes = unstored.items.len(),
+                                "stored the writes kept while the database was away"
+                            );
+                        }
+                        unstored.stored();
+                        true
+                    }
+                    Ok(Err(e)) | Err(e) => {
+                        unstored.failed();
+                        error!(
+                            "could not store {} audit and meeting writes (kept, and tried again within {} s): {e}",
+                            n + unstored.items.len(),
+                            unstored.wait.as_secs()
+                        );
+                        expected = storage.audit_head().ok();
+                        false
+                    }
                 }
             };
+            if !ok && n > 0 {
+                shared.stats.failed.fetch_add(n as u64, Ordering::Relaxed);
+                let lost = unstored.keep(at, std::mem::take(&mut items));
+                if lost > 0 {
+                    error!(
+                        lost,
+                        "audit and meeting writes given up: {MAX_UNSTORED} already wait for the database"
+                    );
+                    shared.stats.lost.fetch_add(lost as u64, Ordering::Relaxed);
+                }
+            }
+            shared
+                .stats
+                .unstored
+                .store(unstored.items.len() as u64, Ordering::Relaxed);
             shared.stats.commits.fetch_add(1, Ordering::Relaxed);
             shared.stats.writes.fetch_add(n as u64, Ordering::Relaxed);
             for d in dones {
                 let _ = d.send(ok);
             }
+        }
+        if stopping && !unstored.items.is_empty() {
+            error!(
+                writes = unstored.items.len(),
+                "stopping with audit and meeting writes the database never took: they are lost"
+            );
         }
         let mut purged = false;
         for (retention, live, reply) in purges {
@@ -579,6 +680,29 @@ fn check_head(b: &mut Batch<'_>, expected: Option<&AuditHead>, at: i64, shared: 
         },
         at,
     );
+}
+
+/// `item`, made at `then` and stored later: an audit row says when it
+/// happened.
+fn late(item: &Item, then: i64) -> std::borrow::Cow<'_, Item> {
+    match item {
+        Item::Audit(e) => {
+            let when = format!(
+                "happened at {}, stored later (the database was away)",
+                crate::utc::utc(then)
+            );
+            let detail = if e.detail.is_empty() {
+                when
+            } else {
+                format!("{}; {when}", e.detail)
+            };
+            std::borrow::Cow::Owned(Item::Audit(AuditEntry {
+                detail,
+                ..e.clone()
+            }))
+        }
+        other => std::borrow::Cow::Borrowed(other),
+    }
 }
 
 fn store_audit(b: &mut Batch<'_>, e: &AuditEntry, at: i64) {

@@ -16,6 +16,7 @@ mod db;
 pub mod export;
 mod pg;
 pub mod retention;
+pub mod sessions;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
@@ -25,6 +26,7 @@ pub use checkpoint::{AuditKey, Checkpoint, CheckpointReport};
 pub use export::{MeetingExport, MeetingFacts, Participation, PersonExport};
 pub use pg::describe_database;
 pub use retention::{PurgeReport, Retention};
+pub use sessions::SharedSession;
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_meetings.sql"),
@@ -36,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0007_meeting_returns.sql"),
     include_str!("../migrations/0008_retention.sql"),
     include_str!("../migrations/0009_meeting_chat.sql"),
+    include_str!("../migrations/0010_sessions.sql"),
 ];
 
 /// How long a statement waits for another connection's lock (rusqlite's
@@ -1067,6 +1070,9 @@ mod export_tests;
 
 #[cfg(test)]
 mod chat_tests;
+
+#[cfg(test)]
+mod sessions_tests;
 
 #[cfg(test)]
 mod tests {

@@ -173,3 +173,39 @@ fn a_database_from_a_newer_convene_is_refused_untouched() {
     assert!(matches!(e, StorageError::TooNew { .. }), "{e}");
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// PostgreSQL left at an earlier schema (each version Convene shipped for
+/// it) is brought up to this one, keeping what it held, once.
+#[test]
+fn a_postgres_database_from_every_earlier_version_is_migrated() {
+    for version in 9..MIGRATIONS.len() {
+        let url = crate::testing::postgres_url();
+        let conn = pg::PgConn::connect(&url).unwrap();
+        pg::migrate(&conn, version).unwrap();
+        drop(conn);
+        let s = Storage::connect(&url).unwrap();
+        assert_eq!(
+            s.raw_int("SELECT max(version) FROM convene_schema", &[]),
+            Some(MIGRATIONS.len() as i64),
+            "from {version}"
+        );
+        let (m, _) = s.create_meeting("Board", None, "{}").unwrap();
+        s.save_session(
+            "h",
+            &SharedSession {
+                family: "h".into(),
+                data: "{}".into(),
+                expires_at: i64::MAX,
+            },
+            0,
+        )
+        .unwrap();
+        drop(s);
+        let again = Storage::connect(&url).unwrap();
+        assert!(again.meeting(&m.id).unwrap().is_some());
+        assert_eq!(
+            again.raw_int("SELECT count(*) FROM convene_schema", &[]),
+            Some(if version < MIGRATIONS.len() { 2 } else { 1 })
+        );
+    }
+}

@@ -21,6 +21,8 @@ use crate::StorageError;
 /// The schema PostgreSQL starts at: SQLite's migrations 1 to 9 in one.
 const BASE_VERSION: usize = 9;
 const BASE_SCHEMA: &str = include_str!("../migrations/postgres/0009_schema.sql");
+/// The versions after [`BASE_VERSION`], one file each, as SQLite's.
+const LATER: &[&str] = &[include_str!("../migrations/postgres/0010_sessions.sql")];
 
 /// Held while migrating, so that nodes starting together migrate once.
 const MIGRATION_LOCK: i64 = 0x636f_6e76_656e_6501;
@@ -427,14 +429,24 @@ pub(crate) fn migrate(conn: &PgConn, known: usize) -> Result<(), StorageError> {
         if found > known {
             return Err(StorageError::TooNew { found, known });
         }
-        if found == 0 {
+        let mut at = found;
+        if at == 0 {
             conn.batch(BASE_SCHEMA)?;
+            at = BASE_VERSION;
+        }
+        for (i, sql) in LATER.iter().enumerate() {
+            let version = BASE_VERSION + 1 + i;
+            if version > at && version <= known {
+                conn.batch(sql)?;
+                at = version;
+            }
+        }
+        if at != found {
             conn.exec(
                 "INSERT INTO convene_schema (version) VALUES (?1)",
-                &[Param::Int(BASE_VERSION as i64)],
+                &[Param::Int(at as i64)],
             )?;
         }
-        // Versions after BASE_VERSION add a migrations/postgres/ file each.
         Ok(())
     })();
     match result {

@@ -1,6 +1,8 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod cluster;
+pub mod oidc;
 
 use std::time::Duration;
 

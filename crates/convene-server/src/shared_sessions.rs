@@ -1,0 +1,65 @@
+//! Sign-in sessions kept in the database the nodes share (PostgreSQL), so
+//! that a person stays signed in whichever node serves them
+//! (convene-auth shared.rs says how they are used).
+
+use std::sync::Arc;
+
+use convene_auth::shared::{SessionBackend, Stored};
+use convene_storage::{SharedSession, Storage};
+
+pub struct InDatabase(pub Arc<Storage>);
+
+/// Run a database call from wherever sign-in runs: on a worker of the
+/// multi-threaded runtime, the worker's other tasks move elsewhere while it
+/// waits (a database that is away makes a call wait up to its deadline).
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+fn stored(s: SharedSession) -> Stored {
+    Stored {
+        family: s.family,
+        data: s.data,
+        expires_at: s.expires_at,
+    }
+}
+
+impl SessionBackend for InDatabase {
+    fn save(&self, hash: &str, s: &Stored) -> Result<(), String> {
+        let session = SharedSession {
+            family: s.family.clone(),
+            data: s.data.clone(),
+            expires_at: s.expires_at,
+        };
+        blocking(|| {
+            self.0
+                .save_session(hash, &session, convene_storage::unix_millis())
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    fn load(&self, hash: &str) -> Result<Option<Stored>, String> {
+        blocking(|| self.0.session(hash, convene_storage::unix_millis()))
+            .map(|s| s.map(stored))
+            .map_err(|e| e.to_string())
+    }
+
+    fn end(&self, family: &str) -> Result<(), String> {
+        blocking(|| self.0.end_sessions(family)).map_err(|e| e.to_string())
+    }
+
+    fn hold_code(&self, hash: &str, family: &str, expires_at: i64) -> Result<(), String> {
+        blocking(|| self.0.hold_handoff(hash, family, expires_at)).map_err(|e| e.to_string())
+    }
+
+    fn take_code(&self, hash: &str) -> Result<Option<Stored>, String> {
+        blocking(|| self.0.take_handoff(hash, convene_storage::unix_millis()))
+            .map(|s| s.map(stored))
+            .map_err(|e| e.to_string())
+    }
+}

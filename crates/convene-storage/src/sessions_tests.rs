@@ -1,0 +1,65 @@
+//! Shared sessions: kept, read until they end, ended for every node at
+//! sign-out; one-time codes work once and in time.
+
+use super::*;
+
+fn session(family: &str, expires_at: i64) -> SharedSession {
+    SharedSession {
+        family: family.into(),
+        data: "{\"key\":\"account:1\"}".into(),
+        expires_at,
+    }
+}
+
+#[test]
+fn a_session_lasts_its_time_and_ends_everywhere_at_sign_out() {
+    each_engine(a_session_lasts_its_time_and_ends_everywhere_at_sign_out_on)
+}
+
+fn a_session_lasts_its_time_and_ends_everywhere_at_sign_out_on(s: Storage) {
+    let t = 1_000_000;
+    s.save_session("h1", &session("h1", t + 100), t).unwrap();
+    // The same sign-in's cookie on another node's name.
+    s.save_session("h2", &session("h1", t + 100), t).unwrap();
+    s.save_session("h3", &session("h3", t + 100), t).unwrap();
+    assert_eq!(s.session("h1", t).unwrap(), Some(session("h1", t + 100)));
+    assert_eq!(s.session("h1", t + 100).unwrap(), None, "ended by time");
+    assert_eq!(s.session("nope", t).unwrap(), None);
+    s.end_sessions("h1").unwrap();
+    assert_eq!(s.session("h1", t).unwrap(), None);
+    assert_eq!(s.session("h2", t).unwrap(), None, "every node's cookie");
+    assert!(
+        s.session("h3", t).unwrap().is_some(),
+        "another sign-in stays"
+    );
+    // Saving a session sweeps those past their time.
+    s.save_session("h4", &session("h4", t + 500), t + 200)
+        .unwrap();
+    assert_eq!(
+        s.raw_int("SELECT count(*) FROM sessions", &[]),
+        Some(1),
+        "h3 ended at t + 100"
+    );
+}
+
+#[test]
+fn a_code_carries_a_session_once_and_only_in_time() {
+    each_engine(a_code_carries_a_session_once_and_only_in_time_on)
+}
+
+fn a_code_carries_a_session_once_and_only_in_time_on(s: Storage) {
+    let t = 1_000_000;
+    s.save_session("h1", &session("h1", t + 10_000), t).unwrap();
+    s.hold_handoff("c1", "h1", t + 60).unwrap();
+    assert_eq!(
+        s.take_handoff("c1", t).unwrap(),
+        Some(session("h1", t + 10_000))
+    );
+    assert_eq!(s.take_handoff("c1", t).unwrap(), None, "once");
+    s.hold_handoff("c2", "h1", t + 60).unwrap();
+    assert_eq!(s.take_handoff("c2", t + 60).unwrap(), None, "too late");
+    // A code for a sign-in that has ended carries nothing.
+    s.hold_handoff("c3", "h1", t + 60).unwrap();
+    s.end_sessions("h1").unwrap();
+    assert_eq!(s.take_handoff("c3", t).unwrap(), None);
+}
