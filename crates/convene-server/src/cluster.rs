@@ -23,6 +23,8 @@ pub struct Link {
     cluster: Cluster,
     /// Meetings routed here whose task may not be running yet, and when.
     arriving: Mutex<HashMap<String, Instant>>,
+    /// When this node last told Redis it is alive.
+    last_beat: Mutex<Instant>,
 }
 
 impl Link {
@@ -43,7 +45,27 @@ impl Link {
         Ok(Link {
             cluster,
             arriving: Mutex::default(),
+            last_beat: Mutex::new(Instant::now()),
         })
+    }
+
+    /// Whether the other nodes know this one is alive: its last beat reached
+    /// Redis within [`convene_cluster::LIVENESS`]. (If not, its meetings'
+    /// holds run out and new joins are told to try again.)
+    pub fn reaches_redis(&self) -> Result<(), String> {
+        let since = self
+            .last_beat
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed();
+        if since < convene_cluster::LIVENESS {
+            Ok(())
+        } else {
+            Err(format!(
+                "the cluster's Redis has not answered for {} s",
+                since.as_secs()
+            ))
+        }
     }
 
     pub fn id(&self) -> &str {
@@ -124,7 +146,10 @@ pub fn spawn_heartbeat(state: Arc<AppState>, mut stop: tokio::sync::watch::Recei
                 .heartbeat(load, draining, &hosting_list, &ended)
                 .await
             {
-                Ok(()) => held = hosting,
+                Ok(()) => {
+                    held = hosting;
+                    *link.last_beat.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+                }
                 Err(e) => tracing::warn!("cluster heartbeat: {e}"),
             }
             busy_before = busy_now;

@@ -54,7 +54,8 @@ impl StorageProbe {
 }
 
 /// Ready to serve meetings: storage takes writes, the audit writer and every
-/// media worker run, and the server is not stopping. 503 naming what is not,
+/// media worker run, the server is not stopping, and (in a cluster) Redis
+/// has heard from it within 3 s. 503 naming what is not,
 /// for load balancers and systemd health checks (`/healthz` only says the
 /// process answers). The storage error's own words go only to an admin.
 pub async fn readyz(
@@ -78,6 +79,9 @@ pub async fn readyz(
     }
     if !state.sfu.all_running() {
         problems.push("a media worker has stopped".to_string());
+    }
+    if let Some(Err(e)) = state.cluster.as_ref().map(|l| l.reaches_redis()) {
+        problems.push(e);
     }
     if problems.is_empty() {
         "ready".into_response()

@@ -115,6 +115,19 @@ async fn a_meeting_outlives_redis_and_postgres_going_away_and_coming_back() {
     );
     let (status, _, retry_after) = ask(&other, &m).await;
     assert_eq!((status, retry_after), (503, true), "try again, and when");
+    // Once the others can no longer know it is alive, a node says it is
+    // not ready (load balancers stop sending people to it).
+    let deadline = Instant::now() + Duration::from_secs(6);
+    loop {
+        let r = http().get(format!("{other}/readyz")).send().await.unwrap();
+        if r.status() == 503 {
+            let why = r.text().await.unwrap();
+            assert!(why.contains("Redis has not answered"), "{why}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still ready without Redis");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 
     // Redis comes back, empty. The nodes say who they are again and the
     // host takes its meeting back: the other node sends joins to it, not
@@ -122,6 +135,8 @@ async fn a_meeting_outlives_redis_and_postgres_going_away_and_coming_back() {
     redis.start_again();
     let routed = until_answered(&other, &m, Duration::from_secs(10)).await;
     assert_eq!(routed, host, "the meeting stays where it runs");
+    let r = http().get(format!("{other}/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "ready again");
     let mut cat = Client::join(&routed, &m, "Cat", None).await.unwrap();
     let (ann_id, cat_id) = (ann.participant_id.clone(), cat.participant_id.clone());
     assert!(
