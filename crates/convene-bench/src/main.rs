@@ -102,6 +102,12 @@ struct Args {
     /// for example to watch or hear the load from a browser.
     #[arg(long)]
     meeting: Option<String>,
+    /// In a cluster: ask --server where each meeting runs (`GET
+    /// /api/meetings/{id}`, as a client must) and join on the node it names.
+    /// The join time then includes the question, and is reported apart for
+    /// joins --server hosted and joins it sent to another node.
+    #[arg(long)]
+    follow_node: bool,
 }
 
 struct Plan {
@@ -145,23 +151,19 @@ fn plan(args: &Args) -> Plan {
     Plan { people }
 }
 
-async fn create_meeting(
+/// A request with a JSON answer, over a connection of its own.
+async fn http_json(
     base: &str,
-    title: &str,
-    e2ee: bool,
-    webinar: bool,
-) -> Result<Meeting, String> {
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<serde_json::Value, String> {
     let hostport = base.trim_start_matches("http://").trim_end_matches('/');
     let mut s = tokio::net::TcpStream::connect(hostport)
         .await
         .map_err(|e| format!("{hostport}: {e}"))?;
-    // Large meetings need a participant limit to match (the server's own limit
-    // and the level's still apply).
-    let body =
-        serde_json::json!({ "title": title, "settings": { "maxParticipants": 2000, "e2ee": e2ee, "webinar": webinar } })
-            .to_string();
     let req = format!(
-        "POST /api/meetings HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes())
@@ -172,12 +174,38 @@ async fn create_meeting(
         .await
         .map_err(|e| e.to_string())?;
     let json = out.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    let v: serde_json::Value =
-        serde_json::from_str(json).map_err(|e| format!("bad reply {out:?}: {e}"))?;
+    serde_json::from_str(json).map_err(|e| format!("bad reply {out:?}: {e}"))
+}
+
+/// The node `base` names for `meeting`, when another node hosts it.
+async fn node_for(base: &str, meeting: &str) -> Result<Option<String>, String> {
+    let v = http_json(base, "GET", &format!("/api/meetings/{meeting}"), "").await?;
+    if v["id"].as_str() != Some(meeting) {
+        return Err(format!("{base} cannot say where {meeting} is: {v}"));
+    }
+    let node = v["node"].as_str().map(str::to_string);
+    if let Some(n) = &node {
+        check_loopback(n)?;
+    }
+    Ok(node)
+}
+
+async fn create_meeting(
+    base: &str,
+    title: &str,
+    e2ee: bool,
+    webinar: bool,
+) -> Result<Meeting, String> {
+    // Large meetings need a participant limit to match (the server's own limit
+    // and the level's still apply).
+    let body =
+        serde_json::json!({ "title": title, "settings": { "maxParticipants": 2000, "e2ee": e2ee, "webinar": webinar } })
+            .to_string();
+    let v = http_json(base, "POST", "/api/meetings", &body).await?;
     let id = v["id"]
         .as_str()
         .map(str::to_string)
-        .ok_or_else(|| format!("no meeting id in {out:?}"))?;
+        .ok_or_else(|| format!("no meeting id in {v}"))?;
     let host_key = v["hostKey"].as_str().map(str::to_string);
     Ok(Meeting { id, host_key })
 }
@@ -248,6 +276,8 @@ async fn run(args: Args) -> Result<(), String> {
     let joined = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // How long each join took (socket opened to welcome), by join order.
     let join_ms = Arc::new(std::sync::Mutex::new(vec![f64::NAN; plan.people.len()]));
+    // With --follow-node: whether --server sent each join to another node.
+    let sent_on = Arc::new(std::sync::Mutex::new(vec![false; plan.people.len()]));
     let total = plan.people.len();
 
     // Ramp up at the join rate; each participant runs in its own task until stopped.
@@ -260,6 +290,8 @@ async fn run(args: Args) -> Result<(), String> {
         let (url, meeting) = (args.server.clone(), meetings[m].id.clone());
         let (meter, stop, joined) = (meter.clone(), stop.clone(), joined.clone());
         let join_ms = join_ms.clone();
+        let sent_on = sent_on.clone();
+        let follow = args.follow_node;
         // A webinar's panelist is on stage: its host.
         let host_key = match args.scenario {
             Scenario::Webinar if !sources.is_empty() => meetings[m].host_key.clone(),
@@ -277,6 +309,15 @@ async fn run(args: Args) -> Result<(), String> {
         let e2ee = args.e2ee;
         tasks.push(tokio::spawn(async move {
             let started = Instant::now();
+            let mut url = url;
+            if follow {
+                if let Some(node) = node_for(&url, &meeting).await? {
+                    url = node;
+                    if let Ok(mut s) = sent_on.lock() {
+                        s[i] = true;
+                    }
+                }
+            }
             let mut c = Client::join_with(&url, &meeting, &name, opts).await?;
             if let Ok(mut ms) = join_ms.lock() {
                 ms[i] = started.elapsed().as_secs_f64() * 1000.0;
@@ -372,6 +413,11 @@ async fn run(args: Args) -> Result<(), String> {
     println!("{}", report.table());
     if let Ok(ms) = join_ms.lock() {
         println!("{}", report::join_times(&ms));
+        if args.follow_node {
+            if let Ok(sent) = sent_on.lock() {
+                println!("{}", report::join_times_by_node(&ms, &sent));
+            }
+        }
     }
     if args.e2ee {
         // Proof the media was sealed end to end, not just sent in an encrypted
@@ -413,5 +459,6 @@ fn args_summary(a: &Args) -> serde_json::Value {
         "webinar": a.scenario == Scenario::Webinar,
         "joinRate": a.join_rate,
         "duration": a.duration,
+        "followNode": a.follow_node,
     })
 }

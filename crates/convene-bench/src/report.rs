@@ -195,6 +195,17 @@ impl Report {
 /// with the audience shows as a rising time.
 pub fn join_times(ms: &[f64]) -> String {
     let mut lines = vec!["join time (welcome), by meeting size   p50 / p95 ms".to_string()];
+    let mut all: Vec<f64> = ms.iter().copied().filter(|v| v.is_finite()).collect();
+    if !all.is_empty() {
+        all.sort_by(f64::total_cmp);
+        let at = |q: f64| all[((all.len() - 1) as f64 * q).round() as usize];
+        lines.push(format!(
+            "  all {:>4} joins                       {:.1} / {:.1}",
+            all.len(),
+            at(0.5),
+            at(0.95)
+        ));
+    }
     for size in [100, 500, 1000, 2000] {
         if ms.len() < size {
             break;
@@ -213,6 +224,35 @@ pub fn join_times(ms: &[f64]) -> String {
             "  joins {:>4}–{:<4}                     {:.1} / {:.1}",
             size - 99,
             size,
+            at(0.5),
+            at(0.95)
+        ));
+    }
+    lines.join("\n")
+}
+
+/// With `--follow-node`: join times (question, socket, welcome) for joins
+/// the asked node hosted and joins it sent to another node.
+pub fn join_times_by_node(ms: &[f64], sent_on: &[bool]) -> String {
+    let mut lines = vec!["join time by where it was asked        n / p50 / p95 ms".to_string()];
+    for (label, on) in [
+        ("hosted by --server", false),
+        ("sent to another node", true),
+    ] {
+        let mut w: Vec<f64> = ms
+            .iter()
+            .zip(sent_on)
+            .filter(|(v, s)| v.is_finite() && **s == on)
+            .map(|(v, _)| *v)
+            .collect();
+        if w.is_empty() {
+            continue;
+        }
+        w.sort_by(f64::total_cmp);
+        let at = |q: f64| w[((w.len() - 1) as f64 * q).round() as usize];
+        lines.push(format!(
+            "  {label:<22}               {} / {:.1} / {:.1}",
+            w.len(),
             at(0.5),
             at(0.95)
         ));
