@@ -195,37 +195,23 @@ impl Report {
 /// with the audience shows as a rising time.
 pub fn join_times(ms: &[f64]) -> String {
     let mut lines = vec!["join time (welcome), by meeting size   p50 / p95 ms".to_string()];
-    let mut all: Vec<f64> = ms.iter().copied().filter(|v| v.is_finite()).collect();
-    if !all.is_empty() {
-        all.sort_by(f64::total_cmp);
-        let at = |q: f64| all[((all.len() - 1) as f64 * q).round() as usize];
+    let all: Vec<f64> = ms.to_vec();
+    if let Some((n, p50, p95)) = percentiles(all) {
         lines.push(format!(
-            "  all {:>4} joins                       {:.1} / {:.1}",
-            all.len(),
-            at(0.5),
-            at(0.95)
+            "  all {n:>4} joins                       {p50:.1} / {p95:.1}"
         ));
     }
     for size in [100, 500, 1000, 2000] {
         if ms.len() < size {
             break;
         }
-        let mut w: Vec<f64> = ms[size - 100..size]
-            .iter()
-            .copied()
-            .filter(|v| v.is_finite())
-            .collect();
-        if w.is_empty() {
+        let Some((_, p50, p95)) = percentiles(ms[size - 100..size].to_vec()) else {
             continue;
-        }
-        w.sort_by(f64::total_cmp);
-        let at = |q: f64| w[((w.len() - 1) as f64 * q).round() as usize];
+        };
         lines.push(format!(
-            "  joins {:>4}–{:<4}                     {:.1} / {:.1}",
+            "  joins {:>4}–{:<4}                     {p50:.1} / {p95:.1}",
             size - 99,
-            size,
-            at(0.5),
-            at(0.95)
+            size
         ));
     }
     lines.join("\n")
@@ -239,23 +225,29 @@ pub fn join_times_by_node(ms: &[f64], sent_on: &[bool]) -> String {
         ("hosted by --server", false),
         ("sent to another node", true),
     ] {
-        let mut w: Vec<f64> = ms
+        let w: Vec<f64> = ms
             .iter()
             .zip(sent_on)
-            .filter(|(v, s)| v.is_finite() && **s == on)
+            .filter(|(_, s)| **s == on)
             .map(|(v, _)| *v)
             .collect();
-        if w.is_empty() {
+        let Some((n, p50, p95)) = percentiles(w) else {
             continue;
-        }
-        w.sort_by(f64::total_cmp);
-        let at = |q: f64| w[((w.len() - 1) as f64 * q).round() as usize];
+        };
         lines.push(format!(
-            "  {label:<22}               {} / {:.1} / {:.1}",
-            w.len(),
-            at(0.5),
-            at(0.95)
+            "  {label:<22}               {n} / {p50:.1} / {p95:.1}"
         ));
     }
     lines.join("\n")
+}
+
+/// How many of `v` are numbers, and their median and 95th percentile.
+fn percentiles(mut v: Vec<f64>) -> Option<(usize, f64, f64)> {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    Some((v.len(), at(0.5), at(0.95)))
 }

@@ -39,20 +39,7 @@ impl Storage {
 
     /// The session whose cookie hashes to `hash`, unless it ended.
     pub fn session(&self, hash: &str, now_ms: i64) -> Result<Option<SharedSession>, StorageError> {
-        self.with(|c| {
-            c.row(
-                "SELECT family, data, expires_at FROM sessions WHERE hash = ?1 AND expires_at > ?2",
-                p![hash, now_ms],
-            )?
-            .map(|r| {
-                Ok(SharedSession {
-                    family: r.text(0)?,
-                    data: r.text(1)?,
-                    expires_at: r.int(2)?,
-                })
-            })
-            .transpose()
-        })
+        self.with(|c| live(c, hash, now_ms))
     }
 
     /// Sign-out: every cookie of the sign-in, on every node, and its codes.
@@ -99,20 +86,25 @@ impl Storage {
                 return Ok(None);
             };
             // The sign-in's first cookie holds it (its hash is the family's).
-            c.row(
-                "SELECT family, data, expires_at FROM sessions WHERE hash = ?1 AND expires_at > ?2",
-                p![&family, now_ms],
-            )?
-            .map(|r| {
-                Ok(SharedSession {
-                    family: r.text(0)?,
-                    data: r.text(1)?,
-                    expires_at: r.int(2)?,
-                })
-            })
-            .transpose()
+            live(c, &family, now_ms)
         })
     }
+}
+
+/// The session under cookie hash `hash`, unless it ended by `now_ms`.
+fn live(c: &dyn Sql, hash: &str, now_ms: i64) -> Result<Option<SharedSession>, StorageError> {
+    c.row(
+        "SELECT family, data, expires_at FROM sessions WHERE hash = ?1 AND expires_at > ?2",
+        p![hash, now_ms],
+    )?
+    .map(|r| {
+        Ok(SharedSession {
+            family: r.text(0)?,
+            data: r.text(1)?,
+            expires_at: r.int(2)?,
+        })
+    })
+    .transpose()
 }
 
 fn forget_expired(c: &dyn Sql, now_ms: i64) -> Result<(), StorageError> {
