@@ -25,12 +25,19 @@ pub struct Link {
     arriving: Mutex<HashMap<String, Instant>>,
     /// When this node last told Redis it is alive.
     last_beat: Mutex<Instant>,
+    /// Where it may send people (`--node-urls`).
+    allowed: crate::node_urls::NodeUrls,
 }
 
 impl Link {
     /// Connect to Redis as node `id` (default: the host and port of
     /// `public_url`); a clear error when it does not answer.
-    pub async fn connect(redis: &str, id: Option<&str>, public_url: &str) -> Result<Link, String> {
+    pub async fn connect(
+        redis: &str,
+        id: Option<&str>,
+        public_url: &str,
+        allowed: crate::node_urls::NodeUrls,
+    ) -> Result<Link, String> {
         let id = match id {
             Some(id) => id.to_string(),
             None => public_url
@@ -46,6 +53,7 @@ impl Link {
             cluster,
             arriving: Mutex::default(),
             last_beat: Mutex::new(Instant::now()),
+            allowed,
         })
     }
 
@@ -80,6 +88,15 @@ impl Link {
             .route(meeting)
             .await
             .map_err(|e| e.to_string())?;
+        if let Route::There(url) = &route {
+            if !self.allowed.allows(url) {
+                tracing::error!(
+                    node = %url,
+                    "cluster: Redis names a node outside --node-urls; joins are not sent there (a forged record, or --node-urls is missing a node)"
+                );
+                return Err(format!("the node {url} is not among --node-urls"));
+            }
+        }
         if route == Route::Here {
             self.arriving
                 .lock()

@@ -199,6 +199,14 @@ pub struct Config {
     #[arg(long, env = "CONVENE_NODE_ID", requires = "cluster")]
     pub node_id: Option<String>,
 
+    /// With --cluster: the URLs the other nodes may have, so that a forged
+    /// record in Redis cannot send people elsewhere: comma-separated
+    /// origins, `*.` for every name under a domain
+    /// (`https://*.meet.example.org`), without a port for any port
+    /// (default: this node's scheme and the domain its host is in).
+    #[arg(long, env = "CONVENE_NODE_URLS", value_name = "ORIGINS", requires = "cluster", value_parser = parse_node_urls)]
+    pub node_urls: Option<String>,
+
     /// Base URL people use to reach this server, for join links
     /// (default: http://<listen address>, or https:// with --tls-cert).
     #[arg(long, env = "CONVENE_PUBLIC_URL")]
@@ -427,7 +435,20 @@ fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
         })
 }
 
+fn parse_node_urls(v: &str) -> Result<String, String> {
+    crate::node_urls::NodeUrls::parse(v).map(|_| v.to_string())
+}
+
 impl Config {
+    /// The node URLs this node may send people to (`--node-urls`, or the
+    /// default around its public URL).
+    pub(crate) fn node_urls_for(&self, public_url: &str) -> crate::node_urls::NodeUrls {
+        self.node_urls
+            .as_deref()
+            .and_then(|v| crate::node_urls::NodeUrls::parse(v).ok())
+            .unwrap_or_else(|| crate::node_urls::NodeUrls::around(public_url))
+    }
+
     /// The storage these flags name: PostgreSQL with --database, otherwise
     /// SQLite in --data-dir. An error names which (never a password).
     pub fn open_storage(&self) -> Result<convene_storage::Storage, String> {

@@ -21,6 +21,7 @@ mod media_quality;
 mod meeting;
 mod metrics;
 mod mls_check;
+mod node_urls;
 mod origin;
 mod rates;
 mod readiness;
@@ -358,9 +359,14 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let url = config.public_url(addr);
     let cluster = match (&config.redis, config.cluster) {
         (Some(redis), true) => Some(
-            cluster::Link::connect(redis, config.node_id.as_deref(), &url)
-                .await
-                .map_err(StartError)?,
+            cluster::Link::connect(
+                redis,
+                config.node_id.as_deref(),
+                &url,
+                config.node_urls_for(&url),
+            )
+            .await
+            .map_err(StartError)?,
         ),
         _ => None,
     };

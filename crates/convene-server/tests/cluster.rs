@@ -174,3 +174,44 @@ async fn three_nodes_place_route_and_take_over_a_lost_nodes_meeting() {
     drop(nodes);
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// Whoever can write to Redis could name any URL as a meeting's node: a node
+/// sends people only to URLs --node-urls allows (by default its own scheme
+/// and domain, here 127.0.0.1), and refuses the rest with "try again".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_node_in_redis_gets_no_one() {
+    use convene_cluster::Load;
+    let redis = Redis::start();
+    let database = convene_storage::testing::postgres_url();
+    let dir = std::env::temp_dir().join(format!(
+        "convene-cluster-forged-{}",
+        convene_storage::new_meeting_id()
+    ));
+    let node = start_node(1, &dir, &database, &redis.url());
+    let (m, _) = create(&node, "Board").await;
+    let forger = Cluster::connect(&redis.url(), "n9", "https://evil.example")
+        .await
+        .unwrap();
+    let idle = Load {
+        busy: 0.0,
+        connections: 0,
+        meetings: 0,
+    };
+    forger.heartbeat(idle, false, &[], &[]).await.unwrap();
+    assert_eq!(forger.claim(&m).await.unwrap(), None, "the forger holds it");
+    let r = http()
+        .get(format!("{}/api/meetings/{m}", node.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let page = http()
+        .get(format!("{}/m/{m}", node.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 503, "no redirect to the forged node");
+    assert!(page.headers().get("location").is_none());
+    drop(node);
+    std::fs::remove_dir_all(dir).ok();
+}
