@@ -409,14 +409,11 @@ impl Auth {
         );
         info!(organisation = %p.org.name, level = ?identity.level, mfa = identity.mfa, "signed in");
         let now = Instant::now();
-        let token = self.sessions().create(identity.clone(), key, now);
+        let (token, session) = self.sessions().create(identity.clone(), key, now);
         if let Some(b) = self.shared.get() {
-            let hash = store::sha256_hex(&token);
-            let session = self.sessions().by_cookie_hash(&hash, now).map(|(s, _)| s);
-            if let Some(session) = session {
-                b.save(&hash, &shared::store(&session, now))
-                    .map_err(LoginError::Unavailable)?;
-            }
+            // The first cookie's hash is its family's.
+            b.save(&session.family, &shared::store(&session, now))
+                .map_err(LoginError::Unavailable)?;
         }
         Ok(SignedIn {
             token,

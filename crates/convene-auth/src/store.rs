@@ -135,22 +135,19 @@ impl Sessions {
         }
     }
 
-    /// A new session; returns the cookie value.
-    pub fn create(&mut self, identity: Identity, key: String, now: Instant) -> String {
+    /// A new session; returns the cookie value, and the session.
+    pub fn create(&mut self, identity: Identity, key: String, now: Instant) -> (String, Session) {
         let token = random_hex(32);
         let hash = sha256_hex(&token);
-        self.put(
-            hash.clone(),
-            Session {
-                identity,
-                key,
-                csrf: random_hex(16),
-                expires: now + self.lifetime,
-                family: hash,
-            },
-            now,
-        );
-        token
+        let session = Session {
+            identity,
+            key,
+            csrf: random_hex(16),
+            expires: now + self.lifetime,
+            family: hash.clone(),
+        };
+        self.put(hash, session.clone(), now);
+        (token, session)
     }
 
     /// Keep `session` under the cookie hash `hash`, as read or written at `now`.
@@ -246,10 +243,10 @@ mod tests {
     fn sessions_expire_and_end_on_sign_out() {
         let t0 = Instant::now();
         let mut s = Sessions::new(Duration::from_secs(60));
-        let token = s.create(Identity::guest(), "k".into(), t0);
+        let (token, _) = s.create(Identity::guest(), "k".into(), t0);
         assert!(s.get(&token, t0 + Duration::from_secs(59)).is_some());
         assert!(s.get(&token, t0 + Duration::from_secs(60)).is_none());
-        let token = s.create(Identity::guest(), "k".into(), t0);
+        let (token, _) = s.create(Identity::guest(), "k".into(), t0);
         s.remove(&token);
         assert!(s.get(&token, t0).is_none());
         assert!(s.get("made-up", t0).is_none());

@@ -39,7 +39,7 @@ async fn three_nodes_place_route_and_take_over_a_lost_nodes_meeting() {
     let (m1, key) = create(nodes[1].as_ref().unwrap(), "Board").await;
     let mut hosts = Vec::new();
     for n in nodes.iter().flatten() {
-        hosts.push(socket_node(n, &m1).await);
+        hosts.push(socket_node(&n.url, &m1).await);
     }
     assert!(hosts.windows(2).all(|w| w[0] == w[1]), "{hosts:?}");
     let host = hosts[0].clone();
@@ -48,7 +48,7 @@ async fn three_nodes_place_route_and_take_over_a_lost_nodes_meeting() {
 
     // Joined through two other nodes, two people meet on the host.
     let mut ann = Client::join_with(
-        &socket_node(nodes[other_i].as_ref().unwrap(), &m1).await,
+        &socket_node(&node(&nodes, other_i), &m1).await,
         &m1,
         "Ann",
         JoinOptions {
@@ -59,7 +59,7 @@ async fn three_nodes_place_route_and_take_over_a_lost_nodes_meeting() {
     .await
     .unwrap();
     let mut bob = Client::join(
-        &socket_node(nodes[(host_i + 2) % 3].as_ref().unwrap(), &m1).await,
+        &socket_node(&node(&nodes, (host_i + 2) % 3), &m1).await,
         &m1,
         "Bob",
         None,
@@ -103,7 +103,7 @@ async fn three_nodes_place_route_and_take_over_a_lost_nodes_meeting() {
     // new meeting goes to a node with fewer.
     tokio::time::sleep(Duration::from_millis(2200)).await;
     let (m2, _) = create(nodes[host_i].as_ref().unwrap(), "Other").await;
-    let placed = socket_node(nodes[host_i].as_ref().unwrap(), &m2).await;
+    let placed = socket_node(&node(&nodes, host_i), &m2).await;
     assert_ne!(placed, host, "placed by load, away from the busy node");
 
     // The host is killed: it drops out within a few seconds, and the meeting

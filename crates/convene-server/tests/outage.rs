@@ -75,7 +75,7 @@ async fn a_meeting_outlives_redis_and_postgres_going_away_and_coming_back() {
         wait_for_nodes(&observer, Duration::from_secs(5), |ids| ids.len() == 2).await;
     }
     let (m, key) = create(&nodes[0], "Board").await;
-    let host = socket_node(&nodes[0], &m).await;
+    let host = socket_node(&nodes[0].url, &m).await;
     let other = nodes
         .iter()
         .map(|n| n.url.clone())

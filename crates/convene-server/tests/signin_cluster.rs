@@ -8,22 +8,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::cluster::socket_node;
 use common::oidc::{free_port, user, Browser, Provider};
 use convene_client::Client;
 use convene_cluster::testing::Redis;
 use convene_cluster::Cluster;
-use serde_json::{json, Value};
-
-/// Where `node` sends joins for `meeting`: itself, or the node it names.
-async fn host_of(node: &str, meeting: &str) -> String {
-    let v: Value = reqwest::get(format!("{node}/api/meetings/{meeting}"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["node"].as_str().unwrap_or(node).to_string()
-}
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_in_person_stays_signed_in_on_the_node_that_hosts_the_meeting() {
@@ -83,7 +73,7 @@ async fn a_signed_in_person_stays_signed_in_on_the_node_that_hosts_the_meeting()
     let mut fillers = Vec::new();
     let meeting = loop {
         let (m, _) = storage.create_meeting("Board", None, "{}").unwrap();
-        let host = host_of(&a.url, &m.id).await;
+        let host = socket_node(&a.url, &m.id).await;
         if host == b.url {
             break m.id;
         }

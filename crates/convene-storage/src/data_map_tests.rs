@@ -41,7 +41,7 @@ fn mapped(doc: &str) -> Tables {
 
 /// The tables and columns of a new database.
 fn schema(storage: &Storage) -> Tables {
-    let (tables, columns) = match storage.is_postgres() {
+    let (tables, columns) = match storage.is_shared() {
         false => (
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
             "SELECT name FROM pragma_table_info(?1)",

@@ -1000,10 +1000,6 @@ fn pg_tx<R>(
 /// Raw access, for tests that play someone with the database in hand.
 #[cfg(test)]
 impl Storage {
-    pub(crate) fn is_postgres(&self) -> bool {
-        self.url.is_some()
-    }
-
     /// One statement, with `?N` parameters.
     pub(crate) fn raw_exec(
         &self,
@@ -1036,7 +1032,7 @@ impl Storage {
 
     /// Take away the audit log's append-only triggers.
     pub(crate) fn raw_unguard(&self) {
-        self.raw_batch(if self.is_postgres() {
+        self.raw_batch(if self.is_shared() {
             "ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only"
         } else {
             "DROP TRIGGER IF EXISTS audit_log_no_update; DROP TRIGGER IF EXISTS audit_log_no_delete;"
@@ -1196,7 +1192,7 @@ mod tests {
         s.set_locked(&m.id, true).unwrap();
         assert!(s.meeting(&m.id).unwrap().unwrap().locked);
         // Committed, not inside a transaction left open: another connection sees it.
-        if s.is_postgres() {
+        if s.is_shared() {
             let url = s.url.clone().unwrap();
             let other = Storage::connect(&url).unwrap();
             assert!(other.meeting(&m.id).unwrap().unwrap().locked);
@@ -1264,7 +1260,7 @@ mod tests {
             Ok(())
         });
         assert_eq!(r.is_ok(), !locked(&s), "acknowledged but not stored: {r:?}");
-        assert_eq!(r.is_err(), s.is_postgres());
+        assert_eq!(r.is_err(), s.is_shared());
         // The connection goes on.
         s.set_locked(&m.id, false).unwrap();
         assert!(!locked(&s));

@@ -214,7 +214,7 @@ fn old_audit_rows_go_from_the_front_and_the_rest_still_verifies_on(s: Storage) {
     }
     assert!(s.raw_exec("DELETE FROM audit_purges", &[]).is_err());
     // Nor emptied at one stroke (PostgreSQL's TRUNCATE skips row triggers).
-    if s.is_postgres() {
+    if s.is_shared() {
         for table in ["audit_log", "audit_purges"] {
             let e = s.raw_batch(&format!("TRUNCATE {table}")).unwrap_err();
             assert!(e.to_string().contains("append-only"), "{e}");
@@ -319,7 +319,7 @@ fn purge_records_not_made_with_the_key_or_that_do_not_fit_are_caught() {
 
 fn purge_records_not_made_with_the_key_or_that_do_not_fit_are_caught_on(s0: Storage) {
     let fresh = || -> Storage {
-        if s0.is_postgres() {
+        if s0.is_shared() {
             Storage::connect(&crate::testing::postgres_url()).unwrap()
         } else {
             Storage::in_memory().unwrap()

@@ -50,22 +50,21 @@ pub fn postgres_url() -> String {
 /// Play someone with the database in hand: change the stored hash of audit
 /// row `seq` (the append-only guard taken away for it and put back).
 pub fn rewrite_audit_hash(storage: &crate::Storage, seq: i64) {
-    let guard = if storage.is_shared() {
-        (
-            "ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only",
-            "ALTER TABLE audit_log ENABLE TRIGGER audit_log_append_only",
-        )
-    } else {
-        panic!("for PostgreSQL")
-    };
+    assert!(storage.is_shared(), "for PostgreSQL");
     storage
         .with(|c| {
-            c.exec(guard.0, &[])?;
+            c.exec(
+                "ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only",
+                &[],
+            )?;
             c.exec(
                 "UPDATE audit_log SET hash = 'rewritten' WHERE seq = ?1",
                 crate::db::p![seq],
             )?;
-            c.exec(guard.1, &[])
+            c.exec(
+                "ALTER TABLE audit_log ENABLE TRIGGER audit_log_append_only",
+                &[],
+            )
         })
         .unwrap();
 }

@@ -53,16 +53,16 @@ pub async fn create(node: &Process, title: &str) -> (String, String) {
 }
 
 /// Where `node` says the meeting's socket is: itself, or the node it names.
-pub async fn socket_node(node: &Process, meeting: &str) -> String {
+pub async fn socket_node(node: &str, meeting: &str) -> String {
     let v: Value = http()
-        .get(format!("{}/api/meetings/{meeting}", node.url))
+        .get(format!("{node}/api/meetings/{meeting}"))
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    v["node"].as_str().unwrap_or(&node.url).to_string()
+    v["node"].as_str().unwrap_or(node).to_string()
 }
 
 /// Until `check` holds of the live nodes, at most `within`.
