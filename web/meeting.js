@@ -73,6 +73,9 @@ function enterMeeting(name, credentials) {
     startMeter();
   });
   signalling.addEventListener('message', (e) => onMessage(/** @type {CustomEvent} */ (e).detail));
+  // Another node hosts the meeting now: this page, loaded again, is sent
+  // there (signed in, the address and its fragment kept).
+  signalling.addEventListener('moved', () => location.reload());
   signalling.addEventListener('lost', () => {
     // After `restarting` the socket closes on purpose: say why, not "lost".
     setStatus(serverRestarting ? t('status.restarting') : t('status.lost'), true);

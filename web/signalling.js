@@ -97,8 +97,31 @@ export class Signalling extends EventTarget {
     clearTimeout(this.checkTimer);
     this.checkTimer = undefined;
     this.dispatchEvent(new Event('lost'));
+    const again = this.attempt > 0;
     const delay = Math.min(4000, 250 * 2 ** this.attempt++);
-    setTimeout(() => { if (!this.closedByUs) this.connect(); }, delay);
+    setTimeout(async () => {
+      if (this.closedByUs) return;
+      // Failed again: in a cluster, another node may host the meeting now
+      // (this one lost it). A socket refused for that says nothing a page
+      // can read; the meeting's lookup names the node.
+      if (again && await this.movedElsewhere()) return;
+      this.connect();
+    }, delay);
+  }
+
+  /** Whether another node hosts the meeting now (then 'moved' is dispatched). */
+  async movedElsewhere() {
+    try {
+      const res = await fetch(`/api/meetings/${this.meetingId}`, { cache: 'no-store' });
+      if (!res.ok) return false;
+      const m = await res.json();
+      if (typeof m.node !== 'string' || this.closedByUs) return false;
+      this.closedByUs = true;
+      this.dispatchEvent(new CustomEvent('moved', { detail: m.node }));
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   joinMessage() {

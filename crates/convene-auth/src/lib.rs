@@ -64,7 +64,7 @@ pub struct Auth {
     pending: Mutex<PendingLogins>,
     sessions: Mutex<Sessions>,
     /// Where sessions are kept for every node, when nodes share a database.
-    shared: std::sync::OnceLock<std::sync::Arc<dyn shared::SessionBackend>>,
+    shared: std::sync::OnceLock<shared::Shared>,
 }
 
 /// An organisation whose people can sign in, as the join page lists them.
@@ -197,7 +197,7 @@ impl Auth {
 
     /// Keep sessions in `backend` too, for every node (once, at start).
     pub fn share_sessions(&self, backend: std::sync::Arc<dyn shared::SessionBackend>) {
-        let _ = self.shared.set(backend);
+        let _ = self.shared.set(shared::Shared::new(backend));
     }
 
     /// Whether sessions are shared between nodes.
@@ -205,39 +205,60 @@ impl Auth {
         self.shared.get().is_some()
     }
 
+    /// The session cookie `token` stands for, if any. (While shared sessions
+    /// cannot be checked, none: see [`Auth::checked_session`].)
     pub fn session(&self, token: &str) -> Option<Session> {
+        self.checked_session(token).ok().flatten()
+    }
+
+    /// The session cookie `token` stands for; an error when the shared store
+    /// cannot say (it is away and this node has no recent copy).
+    pub fn checked_session(&self, token: &str) -> Result<Option<Session>, &'static str> {
+        if !store::well_formed(token) {
+            return Ok(None);
+        }
         match self.shared.get() {
-            Some(b) => shared::session(&self.sessions, &**b, &store::sha256_hex(token)),
-            None => self.sessions().get(token, Instant::now()),
+            Some(sh) => sh.session(&self.sessions, &store::sha256_hex(token)),
+            None => Ok(self.sessions().get(token, Instant::now())),
         }
     }
 
-    pub fn sign_out(&self, token: &str) {
+    /// Sign out the sign-in cookie `token` belongs to: on every node, with
+    /// shared sessions. An error when that could not be stored (the person
+    /// is still signed in, and should be told so).
+    pub fn sign_out(&self, token: &str) -> Result<(), String> {
+        if !store::well_formed(token) {
+            return Ok(());
+        }
         let hash = store::sha256_hex(token);
-        let family = self
-            .session(token)
-            .map_or_else(|| hash.clone(), |s| s.family);
-        self.sessions().forget(&hash);
-        if let Some(b) = self.shared.get() {
-            if let Err(e) = b.end(&family) {
-                warn!("sessions: sign-out not stored for the other nodes: {e}");
+        if let Some(sh) = self.shared.get() {
+            if let Some(s) = sh.session(&self.sessions, &hash)? {
+                sh.backend.end(&s.family).map_err(|e| {
+                    warn!("sessions: sign-out not stored for the other nodes: {e}");
+                    shared::UNCHECKED.to_string()
+                })?;
             }
         }
+        self.sessions().forget(&hash);
+        Ok(())
     }
 
     /// A one-time code that carries the sign-in `token` belongs to to
     /// another node (only with shared sessions).
     pub fn handoff(&self, token: &str) -> Option<String> {
-        let b = self.shared.get()?;
+        let sh = self.shared.get()?;
         let session = self.session(token)?;
-        shared::handoff(&**b, &session)
+        shared::handoff(&*sh.backend, &session)
     }
 
     /// The cookie value for this node that a code from another node stands
     /// for (once).
     pub fn take_handoff(&self, code: &str) -> Option<String> {
-        let b = self.shared.get()?;
-        shared::take_handoff(&self.sessions, &**b, code)
+        let sh = self.shared.get()?;
+        if !store::well_formed(code) {
+            return None;
+        }
+        shared::take_handoff(&self.sessions, &*sh.backend, code)
     }
 
     /// Discover each provider now, so that a misconfiguration shows in the log
@@ -410,9 +431,10 @@ impl Auth {
         info!(organisation = %p.org.name, level = ?identity.level, mfa = identity.mfa, "signed in");
         let now = Instant::now();
         let (token, session) = self.sessions().create(identity.clone(), key, now);
-        if let Some(b) = self.shared.get() {
+        if let Some(sh) = self.shared.get() {
             // The first cookie's hash is its family's.
-            b.save(&session.family, &shared::store(&session, now))
+            sh.backend
+                .save(&session.family, &shared::store(&session, now))
                 .map_err(LoginError::Unavailable)?;
         }
         Ok(SignedIn {

@@ -6,13 +6,15 @@
 //! Memory stays in front: a session read from the store is trusted for
 //! [`RECHECK`], so a sign-out on one node holds on every node within that.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use convene_meeting::identity::Identity;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use crate::store::{random_hex, sha256_hex, Session, Sessions};
+use crate::store::{random_hex, sha256_hex, Session, Sessions, TOKEN_BYTES};
 
 /// How long a node trusts what it read of a session.
 pub const RECHECK: Duration = Duration::from_secs(10);
@@ -78,42 +80,118 @@ fn load(stored: Stored, now: Instant) -> Option<Session> {
     })
 }
 
-/// The session under cookie hash `hash`: from memory while fresh, else from
-/// the store (kept in memory again). While the store does not answer, what
-/// this node knew.
-pub(crate) fn session(
-    memory: &std::sync::Mutex<Sessions>,
-    backend: &dyn SessionBackend,
-    hash: &str,
-) -> Option<Session> {
-    let now = Instant::now();
-    let lock = || memory.lock().unwrap_or_else(|e| e.into_inner());
-    let known = lock().by_cookie_hash(hash, now);
-    if let Some((s, checked)) = &known {
-        if now.saturating_duration_since(*checked) < RECHECK {
-            return Some(s.clone());
+/// How long a cookie the store does not know is not asked about again: a
+/// browser that still sends an ended session's cookie costs one read per
+/// this, not one per request.
+const MISS_TTL: Duration = Duration::from_secs(10);
+const MAX_MISSES: usize = 10_000;
+/// After the store failed, unknown cookies are not read for this long: a
+/// database that is away is not asked once per request.
+const BREAK: Duration = Duration::from_secs(2);
+/// While the store does not answer, a session this node read is honoured
+/// this long after it was read, no longer: it may have ended elsewhere.
+pub const STALE_LIMIT: Duration = Duration::from_secs(2 * RECHECK.as_secs());
+
+/// The shared store, and what this node remembers of its answers.
+pub(crate) struct Shared {
+    pub(crate) backend: std::sync::Arc<dyn SessionBackend>,
+    misses: Mutex<HashMap<String, Instant>>,
+    failed_at: Mutex<Option<Instant>>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What a session lookup could not say.
+pub const UNCHECKED: &str = "sign-in sessions cannot be checked just now";
+
+impl Shared {
+    pub(crate) fn new(backend: std::sync::Arc<dyn SessionBackend>) -> Shared {
+        Shared {
+            backend,
+            misses: Mutex::default(),
+            failed_at: Mutex::default(),
         }
     }
-    match backend.load(hash) {
-        Ok(Some(stored)) => {
-            let s = load(stored, now)?;
-            lock().put(hash.to_string(), s.clone(), now);
-            Some(s)
+
+    fn missed_recently(&self, hash: &str, now: Instant) -> bool {
+        locked(&self.misses)
+            .get(hash)
+            .is_some_and(|at| now.saturating_duration_since(*at) < MISS_TTL)
+    }
+
+    fn missed(&self, hash: &str, now: Instant) {
+        let mut misses = locked(&self.misses);
+        if misses.len() >= MAX_MISSES {
+            misses.retain(|_, at| now.saturating_duration_since(*at) < MISS_TTL);
+            if misses.len() >= MAX_MISSES {
+                misses.clear();
+            }
         }
-        Ok(None) => {
-            lock().forget(hash);
-            None
+        misses.insert(hash.to_string(), now);
+    }
+
+    fn broken(&self, now: Instant) -> bool {
+        locked(&self.failed_at).is_some_and(|at| now.saturating_duration_since(at) < BREAK)
+    }
+
+    /// The session under cookie hash `hash`: from memory while fresh, else
+    /// from the store (kept in memory again). While the store does not
+    /// answer, what this node read of it in the last [`STALE_LIMIT`]; an
+    /// error when not even that.
+    pub(crate) fn session(
+        &self,
+        memory: &Mutex<Sessions>,
+        hash: &str,
+    ) -> Result<Option<Session>, &'static str> {
+        let now = Instant::now();
+        let known = locked(memory).by_cookie_hash(hash, now);
+        let stale = |known: Option<(Session, Instant)>| match known {
+            Some((s, checked)) if now.saturating_duration_since(checked) < STALE_LIMIT => {
+                Ok(Some(s))
+            }
+            _ => Err(UNCHECKED),
+        };
+        match &known {
+            Some((s, checked)) if now.saturating_duration_since(*checked) < RECHECK => {
+                return Ok(Some(s.clone()))
+            }
+            None if self.missed_recently(hash, now) => return Ok(None),
+            _ => {}
         }
-        Err(e) => {
-            warn!("sessions: the shared store did not answer: {e}");
-            known.map(|(s, _)| s)
+        if self.broken(now) {
+            return stale(known);
+        }
+        match self.backend.load(hash) {
+            Ok(Some(stored)) => match load(stored, now) {
+                Some(s) => {
+                    locked(memory).put(hash.to_string(), s.clone(), now);
+                    Ok(Some(s))
+                }
+                None => {
+                    locked(memory).forget(hash);
+                    self.missed(hash, now);
+                    Ok(None)
+                }
+            },
+            Ok(None) => {
+                locked(memory).forget(hash);
+                self.missed(hash, now);
+                Ok(None)
+            }
+            Err(e) => {
+                warn!("sessions: the shared store did not answer: {e}");
+                *locked(&self.failed_at) = Some(now);
+                stale(known)
+            }
         }
     }
 }
 
 /// A one-time code that carries the sign-in of `session` to another node.
 pub(crate) fn handoff(backend: &dyn SessionBackend, session: &Session) -> Option<String> {
-    let code = random_hex(32);
+    let code = random_hex(TOKEN_BYTES);
     let expires_at = unix_ms() + CODE_TTL.as_millis() as i64;
     match backend.hold_code(&sha256_hex(&code), &session.family, expires_at) {
         Ok(()) => Some(code),
@@ -127,7 +205,7 @@ pub(crate) fn handoff(backend: &dyn SessionBackend, session: &Session) -> Option
 /// Take a code made by [`handoff`]: a new cookie value for this node, for
 /// the same sign-in.
 pub(crate) fn take_handoff(
-    memory: &std::sync::Mutex<Sessions>,
+    memory: &Mutex<Sessions>,
     backend: &dyn SessionBackend,
     code: &str,
 ) -> Option<String> {
@@ -140,7 +218,7 @@ pub(crate) fn take_handoff(
     };
     let now = Instant::now();
     let session = load(stored.clone(), now)?;
-    let token = random_hex(32);
+    let token = random_hex(TOKEN_BYTES);
     let hash = sha256_hex(&token);
     if let Err(e) = backend.save(&hash, &stored) {
         warn!("sessions: could not keep a session: {e}");
@@ -151,4 +229,116 @@ pub(crate) fn take_handoff(
         .unwrap_or_else(|e| e.into_inner())
         .put(hash, session, now);
     Some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// A store in memory that counts its reads and can be made to fail
+    /// (the database's own behaviour is tested in convene-storage).
+    #[derive(Default)]
+    struct Counting {
+        rows: Mutex<HashMap<String, Stored>>,
+        loads: AtomicUsize,
+        away: AtomicBool,
+    }
+
+    impl SessionBackend for Counting {
+        fn save(&self, hash: &str, s: &Stored) -> Result<(), String> {
+            locked(&self.rows).insert(hash.into(), s.clone());
+            Ok(())
+        }
+        fn load(&self, hash: &str) -> Result<Option<Stored>, String> {
+            self.loads.fetch_add(1, Ordering::Relaxed);
+            if self.away.load(Ordering::Relaxed) {
+                return Err("away".into());
+            }
+            Ok(locked(&self.rows).get(hash).cloned())
+        }
+        fn end(&self, family: &str) -> Result<(), String> {
+            locked(&self.rows).retain(|_, s| s.family != family);
+            Ok(())
+        }
+        fn hold_code(&self, _: &str, _: &str, _: i64) -> Result<(), String> {
+            Ok(())
+        }
+        fn take_code(&self, _: &str) -> Result<Option<Stored>, String> {
+            Ok(None)
+        }
+    }
+
+    fn stored(family: &str) -> Stored {
+        let data = Data {
+            identity: Identity::guest(),
+            key: "account:1".into(),
+            csrf: "c".into(),
+        };
+        Stored {
+            family: family.into(),
+            data: serde_json::to_string(&data).unwrap(),
+            expires_at: unix_ms() + 3_600_000,
+        }
+    }
+
+    #[test]
+    fn an_unknown_cookie_sent_again_and_again_is_read_once() {
+        let backend = Arc::new(Counting::default());
+        let shared = Shared::new(backend.clone());
+        let memory = Mutex::new(Sessions::new(Duration::from_secs(3600)));
+        for _ in 0..100 {
+            assert_eq!(
+                shared.session(&memory, "ended").unwrap().map(|s| s.key),
+                None
+            );
+        }
+        assert_eq!(backend.loads.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn while_the_store_is_away_it_is_not_asked_per_request_and_unknown_cookies_are_unchecked() {
+        let backend = Arc::new(Counting::default());
+        backend.save("h1", &stored("h1")).unwrap();
+        let shared = Shared::new(backend.clone());
+        let memory = Mutex::new(Sessions::new(Duration::from_secs(3600)));
+        assert!(shared.session(&memory, "h1").unwrap().is_some());
+        backend.away.store(true, Ordering::Relaxed);
+        assert_eq!(shared.session(&memory, "h2").err(), Some(UNCHECKED));
+        for _ in 0..50 {
+            assert_eq!(shared.session(&memory, "h3").err(), Some(UNCHECKED));
+        }
+        assert_eq!(
+            backend.loads.load(Ordering::Relaxed),
+            2,
+            "one read for h1, one failed read; the rest wait out the break"
+        );
+        // A session this node read recently is still honoured.
+        assert!(shared.session(&memory, "h1").unwrap().is_some());
+    }
+
+    #[test]
+    fn a_copy_read_longer_ago_than_the_limit_is_not_honoured_while_the_store_is_away() {
+        let backend = Arc::new(Counting::default());
+        let shared = Shared::new(backend.clone());
+        let memory = Mutex::new(Sessions::new(Duration::from_secs(3600)));
+        let data: Data = serde_json::from_str(&stored("h1").data).unwrap();
+        let now = Instant::now();
+        let session = Session {
+            identity: data.identity,
+            key: data.key,
+            csrf: data.csrf,
+            expires: now + Duration::from_secs(3600),
+            family: "h1".into(),
+        };
+        // Read from the store longer ago than the limit.
+        let Some(read_at) = now.checked_sub(STALE_LIMIT + Duration::from_secs(1)) else {
+            return; // a machine up for less than that: nothing to test
+        };
+        locked(&memory).put("h1".into(), session, read_at);
+        backend.away.store(true, Ordering::Relaxed);
+        assert_eq!(shared.session(&memory, "h1").err(), Some(UNCHECKED));
+    }
 }

@@ -15,6 +15,18 @@ pub const LOGIN_TTL: Duration = Duration::from_secs(600);
 const MAX_PENDING: usize = 10_000;
 const MAX_SESSIONS: usize = 100_000;
 
+/// Session cookies and one-time codes: this many random bytes, in hex.
+pub const TOKEN_BYTES: usize = 32;
+
+/// Whether `token` has the shape of a cookie or code this server makes: any
+/// other is refused before it costs a hash or a database read.
+pub fn well_formed(token: &str) -> bool {
+    token.len() == 2 * TOKEN_BYTES
+        && token
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 pub fn random_hex(bytes: usize) -> String {
     (0..bytes)
         .map(|_| format!("{:02x}", rand::random::<u8>()))
@@ -137,7 +149,7 @@ impl Sessions {
 
     /// A new session; returns the cookie value, and the session.
     pub fn create(&mut self, identity: Identity, key: String, now: Instant) -> (String, Session) {
-        let token = random_hex(32);
+        let token = random_hex(TOKEN_BYTES);
         let hash = sha256_hex(&token);
         let session = Session {
             identity,

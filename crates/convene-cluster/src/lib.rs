@@ -9,6 +9,10 @@
 //!   with `SET NX` (one node wins), kept alive by its heartbeat, given back
 //!   when the meeting ends there (or expiring with the node).
 //!
+//! - `convene:since` → when (Redis's clock, seconds) Redis last found itself
+//!   without this key: started empty, flushed, failed over to a replica
+//!   that lacked it, or evicted it. Holds may be gone with it: see [`SETTLE`].
+//!
 //! A meeting runs on one node; a join that reaches another is sent there
 //! ([`Route::There`]).
 
@@ -32,6 +36,8 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 const NODES: &str = "convene:nodes";
+/// See the module's documentation.
+pub const SINCE: &str = "convene:since";
 
 fn node_key(id: &str) -> String {
     format!("convene:node:{id}")
@@ -90,10 +96,12 @@ pub enum ClusterError {
     Settling,
 }
 
-/// Redis restarted empty holds no meeting: until every live node has beaten
-/// (and taken back the meetings it runs), a meeting held by no one may be
-/// running somewhere all the same. New placements wait this long after
-/// Redis starts.
+/// Redis restarted empty (or flushed, or failed over to a replica that had
+/// not caught up) holds no meeting: until every live node has beaten (and
+/// taken back the meetings it runs), a meeting held by no one may be running
+/// somewhere all the same. New placements wait this long after Redis starts
+/// (its uptime, where `INFO` may be read) and after [`SINCE`] was found
+/// missing.
 pub const SETTLE: Duration = Duration::from_secs(5);
 
 /// This node's view of the cluster.
@@ -134,14 +142,16 @@ impl Cluster {
 
     /// Say this node is alive, with its load; keep the meetings it hosts
     /// (`hosting`) its own for another [`LIVENESS`], and give back those it
-    /// held and no longer hosts (`ended`).
+    /// held and no longer hosts (`ended`). Returns the meetings of `hosting`
+    /// another node holds now: this one's hold ran out (it did not reach
+    /// Redis in time) and the meeting was started there.
     pub async fn heartbeat(
         &self,
         load: Load,
         draining: bool,
         hosting: &[String],
         ended: &[String],
-    ) -> Result<(), ClusterError> {
+    ) -> Result<Vec<String>, ClusterError> {
         let me = Node {
             id: self.id.clone(),
             url: self.url.clone(),
@@ -159,21 +169,34 @@ impl Cluster {
         pipe.cmd("SADD").arg(NODES).arg(&self.id).ignore();
         let mut redis = self.redis.clone();
         pipe.query_async::<()>(&mut redis).await?;
+        self.settled_for().await?;
         // Only those still ours or held by no one: a node that lost a
         // meeting (its hold expired and another took it) must not take it
-        // back. One call per
-        // few hundred meetings, not one per meeting.
+        // back. One call per few hundred meetings, not one per meeting.
+        let mut lost = Vec::new();
         for chunk in hosting.chunks(KEEP_CHUNK) {
             let mut keep = KEEP.prepare_invoke();
             for m in chunk {
                 keep.key(meeting_key(m));
             }
-            let _: i64 = keep.arg(&self.id).arg(ttl).invoke_async(&mut redis).await?;
+            let others: Vec<usize> = keep.arg(&self.id).arg(ttl).invoke_async(&mut redis).await?;
+            lost.extend(
+                others
+                    .into_iter()
+                    .filter_map(|i| chunk.get(i.checked_sub(1)?).cloned()),
+            );
         }
         for m in ended {
             self.release(m).await?;
         }
-        Ok(())
+        Ok(lost)
+    }
+
+    /// How long Redis has had [`SINCE`] (set now if it was missing).
+    async fn settled_for(&self) -> Result<Duration, ClusterError> {
+        let mut redis = self.redis.clone();
+        let secs: i64 = SINCE_SCRIPT.key(SINCE).invoke_async(&mut redis).await?;
+        Ok(Duration::from_secs(secs.max(0) as u64))
     }
 
     /// The nodes alive now.
@@ -207,6 +230,16 @@ impl Cluster {
         }
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(nodes)
+    }
+
+    /// Whether new placements must wait ([`SETTLE`]). Redis's uptime is
+    /// read where `INFO` is allowed (an ACL may not allow it: then only
+    /// [`SINCE`] says).
+    async fn settling(&self) -> Result<bool, ClusterError> {
+        if self.settled_for().await? < SETTLE {
+            return Ok(true);
+        }
+        Ok(self.redis_uptime().await.is_ok_and(|up| up < SETTLE))
     }
 
     /// How long Redis has run (`INFO server`).
@@ -275,7 +308,7 @@ impl Cluster {
             // most LIVENESS); until then, say so.
             return Err(ClusterError::NoNode);
         }
-        if self.redis_uptime().await? < SETTLE {
+        if self.settling().await? {
             return Err(ClusterError::Settling);
         }
         let chosen = place(&nodes).ok_or(ClusterError::NoNode)?;
@@ -306,21 +339,36 @@ const KEEP_CHUNK: usize = 500;
 
 /// Extend each hold that is still ours, and take again each that is held
 /// by no one (Redis was restarted, or lost it: the meeting still runs here,
-/// and must not be started anew elsewhere); how many are ours.
+/// and must not be started anew elsewhere); the positions (from 1) of those
+/// another node holds.
 static KEEP: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
-        r"local kept = 0
-          for _, key in ipairs(KEYS) do
+        r"local lost = {}
+          for i, key in ipairs(KEYS) do
             local held = redis.call('GET', key)
             if held == ARGV[1] then
               redis.call('PEXPIRE', key, ARGV[2])
-              kept = kept + 1
             elseif not held then
               redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
-              kept = kept + 1
+            else
+              table.insert(lost, i)
             end
           end
-          return kept",
+          return lost",
+    )
+});
+
+/// Seconds (Redis's clock) since [`SINCE`] was set; set now, and 0, when
+/// it is missing.
+static SINCE_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"local now = tonumber(redis.call('TIME')[1])
+          local since = redis.call('GET', KEYS[1])
+          if not since then
+            redis.call('SET', KEYS[1], now)
+            return 0
+          end
+          return now - tonumber(since)",
     )
 });
 

@@ -28,6 +28,16 @@ impl Redis {
         std::fs::create_dir_all(&dir).unwrap();
         let mut r = Redis { dir, child: None };
         r.start_again();
+        // As one the cluster has used a while (not one found empty).
+        let mut con = redis::Client::open(r.url())
+            .and_then(|c| c.get_connection())
+            .unwrap_or_else(|e| panic!("redis-server for the tests: {e}"));
+        let (now, _): (i64, i64) = redis::cmd("TIME").query(&mut con).unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(crate::SINCE)
+            .arg(now - 3600)
+            .query(&mut con)
+            .unwrap();
         std::thread::sleep(
             (started + crate::SETTLE + Duration::from_millis(1100))
                 .saturating_duration_since(Instant::now()),
@@ -95,6 +105,24 @@ impl Redis {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// Play a node that took `meeting` while its holder was cut off: the hold
+/// is `node`'s now (for [`crate::LIVENESS`], as a fresh hold is).
+pub async fn hand_hold_to(redis_url: &str, meeting: &str, node: &str) {
+    let mut con = redis::Client::open(redis_url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(crate::meeting_key(meeting))
+        .arg(node)
+        .arg("PX")
+        .arg(crate::LIVENESS.as_millis() as u64)
+        .query_async(&mut con)
+        .await
+        .unwrap();
 }
 
 impl Drop for Redis {

@@ -66,11 +66,15 @@ async fn one_node_holds_a_meeting_and_only_it_keeps_or_gives_it_back() {
         keys.iter().any(|k| k.starts_with("convene:meeting:")),
         "{keys:?}"
     );
-    // b can neither give back nor keep what a holds.
+    // b can neither give back nor keep what a holds: its beat says it is a's.
     b.release("m1").await.unwrap();
-    b.heartbeat(idle(), false, &["m1".into()], &[])
-        .await
-        .unwrap();
+    assert_eq!(
+        b.heartbeat(idle(), false, &["m0".into(), "m1".into()], &[])
+            .await
+            .unwrap(),
+        ["m1"],
+        "held by another node"
+    );
     assert_eq!(a.owner("m1").await.unwrap(), Some("a".into()));
     // a keeps it past the hold's life by beating, and gives it back at the end.
     for _ in 0..4 {
@@ -187,6 +191,37 @@ async fn without_redis_a_node_does_not_start_and_a_route_fails_clearly() {
     b.heartbeat(idle(), false, &[], &[]).await.unwrap();
     assert_eq!(
         b.route("m2").await.unwrap(),
+        Route::There("https://a.example".into())
+    );
+}
+
+/// Redis emptied without a restart (FLUSHALL; a failover to a replica that
+/// had not caught up): its uptime says nothing, yet the holds are gone. New
+/// placements wait until the nodes have said what they run.
+#[tokio::test]
+async fn after_redis_forgot_everything_no_meeting_is_placed_until_the_nodes_have_beaten() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, "a").await, node(&redis, "b").await);
+    a.heartbeat(idle(), false, &[], &[]).await.unwrap();
+    assert_eq!(a.claim("m1").await.unwrap(), None);
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    b.heartbeat(idle(), false, &[], &[]).await.unwrap();
+    assert!(matches!(b.route("m1").await, Err(ClusterError::Settling)));
+    // a's beat takes m1 back; once settled, joins go to a.
+    a.heartbeat(idle(), false, &["m1".into()], &[])
+        .await
+        .unwrap();
+    tokio::time::sleep(SETTLE).await;
+    a.heartbeat(idle(), false, &["m1".into()], &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        b.route("m1").await.unwrap(),
         Route::There("https://a.example".into())
     );
 }

@@ -80,6 +80,11 @@ impl Link {
         self.cluster.id()
     }
 
+    /// Whether a sign-in may follow a join to the node at `url`.
+    pub fn carries_signin(&self, url: &str) -> bool {
+        self.allowed.carries_signin(url)
+    }
+
     /// Where a join for `meeting` goes. An error (Redis unreachable, or no
     /// node takes new meetings) is the caller's "try again".
     pub async fn route(&self, meeting: &str) -> Result<Route, String> {
@@ -104,6 +109,31 @@ impl Link {
                 .insert(meeting.to_string(), Instant::now());
         }
         Ok(route)
+    }
+}
+
+/// Another node hosts `meeting` now: this node's hold ran out (it did not
+/// reach Redis for [`convene_cluster::LIVENESS`]) and someone's join started
+/// it there. Two copies of one meeting must not go on: the people here are
+/// told it restarts (their clients come back through this node, which sends
+/// them to the other), and what this node kept for it while the database
+/// was away is not written over the other node's.
+fn moved_away(state: &AppState, link: &Link, meeting: &str) {
+    tracing::error!(
+        meeting = %crate::logging::meeting_tag(meeting),
+        "cluster: another node hosts this meeting now (this node did not reach Redis in time); its people here are sent there"
+    );
+    link.arriving
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(meeting);
+    state.writer.moved_away(meeting);
+    if let Some(tx) = state.registry.lock().meetings.get(meeting) {
+        let (done, _) = tokio::sync::oneshot::channel();
+        let _ = tx.send(crate::meeting::MeetingInput::Drain {
+            done,
+            hold_places: false,
+        });
     }
 }
 
@@ -163,9 +193,13 @@ pub fn spawn_heartbeat(state: Arc<AppState>, mut stop: tokio::sync::watch::Recei
                 .heartbeat(load, draining, &hosting_list, &ended)
                 .await
             {
-                Ok(()) => {
+                Ok(lost) => {
                     held = hosting;
                     *link.last_beat.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+                    for meeting in lost {
+                        moved_away(&state, link, &meeting);
+                        held.remove(&meeting);
+                    }
                 }
                 Err(e) => tracing::warn!("cluster heartbeat: {e}"),
             }

@@ -188,6 +188,13 @@ pub(crate) fn retry_later(status: StatusCode, msg: &str, seconds: &'static str) 
     res
 }
 
+/// A redirect that carries or sets a sign-in is not kept by any cache.
+fn no_store(mut res: Response) -> Response {
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
 /// The hashing threads were all taken for longer than a caller waits.
 fn busy() -> Response {
     retry_later(
@@ -580,14 +587,21 @@ async fn meeting_page(
 ) -> Response {
     // Sent here by another node with a one-time code for the sign-in made
     // there: this node's session cookie for it, and the same address
-    // without the code (the fragment stays with the browser).
-    if let Some((code, rest)) = signin::handoff_in(uri.query()) {
+    // without the code (the fragment stays with the browser). A browser
+    // already signed in here stays as it is: a link with someone else's code
+    // cannot replace its sign-in.
+    if let Some(handoff) = signin::handoff_in(uri.query()) {
         if is_meeting_id(&id) {
-            let mut res = axum::response::Redirect::to(&format!("/m/{id}{rest}")).into_response();
-            if let Some(token) = state.auth.take_handoff(&code) {
-                signin::set_session_cookie(&state, &mut res, &token);
+            let mut res =
+                axum::response::Redirect::to(&format!("/m/{id}{}", handoff.rest)).into_response();
+            if let Some(code) = handoff.code {
+                if signin::session(&state, &headers).is_none() {
+                    if let Some(token) = state.auth.take_handoff(&code) {
+                        signin::set_session_cookie(&state, &mut res, &token);
+                    }
+                }
             }
-            return res;
+            return no_store(res);
         }
     }
     match find(&state, &id).await {
@@ -597,14 +611,31 @@ async fn meeting_page(
         Ok(_) => match elsewhere(&state, &id).await {
             Ok(None) => assets::serve("meeting.html"),
             Ok(Some(node)) => {
-                let mut query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
-                if let Some(code) = signin::handoff(&state, &headers) {
-                    query.push(if query.is_empty() { '?' } else { '&' });
-                    query.push_str("signin=");
-                    query.push_str(&code);
+                let mut pairs: Vec<String> = uri
+                    .query()
+                    .unwrap_or("")
+                    .split('&')
+                    .filter(|p| !p.is_empty() && !p.starts_with("signin="))
+                    .map(str::to_string)
+                    .collect();
+                let carries = state
+                    .cluster
+                    .as_ref()
+                    .is_some_and(|link| link.carries_signin(&node));
+                if carries {
+                    if let Some(code) = signin::handoff(&state, &headers) {
+                        pairs.push(format!("signin={code}"));
+                    }
                 }
-                axum::response::Redirect::temporary(&format!("{node}/m/{id}{query}"))
-                    .into_response()
+                let query = if pairs.is_empty() {
+                    String::new()
+                } else {
+                    format!("?{}", pairs.join("&"))
+                };
+                no_store(
+                    axum::response::Redirect::temporary(&format!("{node}/m/{id}{query}"))
+                        .into_response(),
+                )
             }
             Err(r) => r,
         },

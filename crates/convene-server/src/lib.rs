@@ -183,7 +183,10 @@ impl RunningServer {
                 .values()
                 .map(|tx| {
                     let (done, wait) = tokio::sync::oneshot::channel();
-                    let _ = tx.send(meeting::MeetingInput::Drain { done });
+                    let _ = tx.send(meeting::MeetingInput::Drain {
+                        done,
+                        hold_places: true,
+                    });
                     wait
                 })
                 .collect()
@@ -419,10 +422,13 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         cluster,
     });
     if state.storage.is_shared() {
-        // Nodes that share a database share sign-in sessions too.
+        // Nodes that share a database share sign-in sessions too, on a
+        // connection of their own: a request's session read never waits
+        // behind the audit writer's batch, nor the other way round.
+        let sessions = config.open_storage().map_err(StartError)?;
         state
             .auth
-            .share_sessions(Arc::new(shared_sessions::InDatabase(state.storage.clone())));
+            .share_sessions(Arc::new(shared_sessions::InDatabase(Arc::new(sessions))));
     }
     {
         let auth = state.auth.clone();

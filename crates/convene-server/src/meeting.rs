@@ -29,6 +29,11 @@ use convene_storage::Meeting as StoredMeeting;
 pub const OUTBOUND_QUEUE: usize = 512;
 /// A meeting task with nobody in it stops after this long.
 const IDLE_STOP: Duration = Duration::from_secs(30);
+/// The longest a meeting holds its output back for a commit. A commit takes
+/// milliseconds; past this the database is away or stuck (the writer's try
+/// may wait for PostgreSQL's 20 s deadline), and the meeting goes on
+/// without the promise that what it said is on disk (docs/cluster-design.md).
+const COMMIT_PATIENCE: Duration = Duration::from_secs(5);
 /// Inputs handled together before the meeting waits once for their writes to
 /// be on disk.
 const MAX_INPUTS_PER_COMMIT: usize = 256;
@@ -74,9 +79,12 @@ pub enum MeetingInput {
         hash: Result<String, RoomError>,
     },
     /// The server stops for a restart: keep who is here, tell everyone, close
-    /// every socket, stop; then answer.
+    /// every socket, stop; then answer. Without `hold_places`, who is here
+    /// is not kept: another node hosts the meeting now (its places are its
+    /// own), and the people here are to go there.
     Drain {
         done: oneshot::Sender<()>,
+        hold_places: bool,
     },
 }
 
@@ -349,13 +357,15 @@ impl Meeting {
                     let more = std::iter::from_fn(|| rx.try_recv().ok());
                     for input in std::iter::once(input).chain(more).take(MAX_INPUTS_PER_COMMIT) {
                         match input {
-                            MeetingInput::Drain { done } => drain = Some(done),
+                            MeetingInput::Drain { done, hold_places } => {
+                                drain = Some((done, hold_places))
+                            }
                             input => self.handle(input),
                         }
                     }
                     self.settle().await;
-                    if let Some(done) = drain {
-                        self.drain(&mut rx).await;
+                    if let Some((done, hold_places)) = drain {
+                        self.drain(&mut rx, hold_places).await;
                         let _ = done.send(());
                         break;
                     }
@@ -398,7 +408,7 @@ impl Meeting {
 
     /// Keep who is here for when the server is back, tell everyone, and let
     /// their sockets close (the queues drain first).
-    async fn drain(&mut self, rx: &mut mpsc::UnboundedReceiver<MeetingInput>) {
+    async fn drain(&mut self, rx: &mut mpsc::UnboundedReceiver<MeetingInput>, hold_places: bool) {
         // From here no input reaches this meeting (`deliver` finds it gone and,
         // stopping, starts none). What was sent before is handled and written
         // first, so an action taken as the server stopped (a host's lock, a
@@ -407,7 +417,7 @@ impl Meeting {
         self.state.registry.lock().meetings.remove(&self.id);
         while let Ok(input) = rx.try_recv() {
             match input {
-                MeetingInput::Drain { done } => {
+                MeetingInput::Drain { done, .. } => {
                     let _ = done.send(());
                 }
                 input => self.handle(input),
@@ -419,7 +429,7 @@ impl Meeting {
         let deadline = tokio::time::Instant::now() + DRAIN_HASH_WAIT;
         while self.room.hashing_passcode() {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(MeetingInput::Drain { done })) => {
+                Ok(Some(MeetingInput::Drain { done, .. })) => {
                     let _ = done.send(());
                 }
                 Ok(Some(input)) => self.handle(input),
@@ -427,6 +437,13 @@ impl Meeting {
             }
         }
         self.settle().await;
+        if !hold_places {
+            let everyone: Vec<ParticipantId> = self.members.keys().cloned().collect();
+            self.broadcast(&everyone, ServerMessage::Restarting {});
+            self.settle().await;
+            self.members.clear();
+            return;
+        }
         let rows: Vec<(String, String)> = self
             .room
             .returning()
@@ -515,7 +532,7 @@ impl Meeting {
             }
             MeetingInput::Sfu(event) => self.sfu_event(event),
             // Taken out in `run`; never reaches here.
-            MeetingInput::Drain { done } => {
+            MeetingInput::Drain { done, .. } => {
                 let _ = done.send(());
             }
             MeetingInput::PasscodeHashed { who, hash } => match hash {
@@ -726,7 +743,8 @@ impl Meeting {
         }
     }
 
-    /// Hand the writes to the writer, wait until they are on disk, then send
+    /// Hand the writes to the writer, wait until they are on disk (at most
+    /// [`COMMIT_PATIENCE`]), then send
     /// the output held behind them, in order. Other meetings run meanwhile;
     /// this one's inputs wait in its channel and are handled together next.
     async fn settle(&mut self) {
@@ -738,10 +756,17 @@ impl Meeting {
             }
             let items = std::mem::take(&mut self.unwritten);
             let held = std::mem::take(&mut self.held);
-            if !self.state.writer.commit(items).await {
-                // Not stored yet (the database is away): the writer keeps
-                // the writes and logs it. The room has moved on already;
-                // what it says still goes out, and the meeting goes on.
+            // A database that stopped answering makes the writer's try wait
+            // up to its deadline: the meeting does not wait that long. The
+            // writes stay with the writer, in order, either way.
+            let commit = self.state.writer.commit(items);
+            if !matches!(
+                tokio::time::timeout(COMMIT_PATIENCE, commit).await,
+                Ok(true)
+            ) {
+                // Not stored yet (the database is away or slow): the writer
+                // keeps the writes and logs it. The room has moved on
+                // already; what it says still goes out, and the meeting goes on.
                 tracing::debug!("sending output whose writes wait for the database");
             }
             for h in held {

@@ -21,7 +21,14 @@ enum Host {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeUrls(Vec<Pattern>);
+pub struct NodeUrls {
+    patterns: Vec<Pattern>,
+    /// How many of the patterns, from the first, may receive a sign-in
+    /// code: all that were listed; of the default, only this node's own
+    /// host. A default's domain may be a public suffix (`*.fly.dev`) whose
+    /// other names belong to anyone.
+    carry_signin: usize,
+}
 
 /// A URL's scheme, host (lower case) and port, if it has that shape.
 fn origin(url: &str) -> Option<(String, String, Option<u16>)> {
@@ -76,7 +83,10 @@ impl NodeUrls {
         if patterns.is_empty() {
             return Err("no node URLs given".into());
         }
-        Ok(NodeUrls(patterns))
+        Ok(NodeUrls {
+            carry_signin: patterns.len(),
+            patterns,
+        })
     }
 
     /// When none are given: this node's scheme, and the domain its host is
@@ -85,7 +95,10 @@ impl NodeUrls {
     /// or a one-label name), on any port.
     pub fn around(public_url: &str) -> NodeUrls {
         let Some((scheme, host, _)) = origin(public_url) else {
-            return NodeUrls(Vec::new());
+            return NodeUrls {
+                patterns: Vec::new(),
+                carry_signin: 0,
+            };
         };
         let is_ip = host.starts_with('[') || host.parse::<std::net::Ipv4Addr>().is_ok();
         let mut patterns = vec![Pattern {
@@ -107,24 +120,39 @@ impl NodeUrls {
                 });
             }
         }
-        NodeUrls(patterns)
+        NodeUrls {
+            patterns,
+            carry_signin: 1,
+        }
     }
 
+    /// Whether joins may be sent to `url`.
     pub fn allows(&self, url: &str) -> bool {
-        let Some((scheme, host, port)) = origin(url) else {
-            return false;
-        };
-        self.0.iter().any(|p| {
-            p.scheme == scheme
-                && p.port.is_none_or(|want| port == Some(want))
-                && match &p.host {
-                    Host::Exact(h) => *h == host,
-                    Host::Under(d) => host
-                        .strip_suffix(d.as_str())
-                        .is_some_and(|label| label.ends_with('.') && label.len() > 1),
-                }
-        })
+        matches(&self.patterns, url)
     }
+
+    /// Whether a sign-in may follow a join to `url` (a one-time code that
+    /// signs its bearer in): only to a node named by `--node-urls`, or, by
+    /// default, to this node's own host.
+    pub fn carries_signin(&self, url: &str) -> bool {
+        matches(&self.patterns[..self.carry_signin], url)
+    }
+}
+
+fn matches(patterns: &[Pattern], url: &str) -> bool {
+    let Some((scheme, host, port)) = origin(url) else {
+        return false;
+    };
+    patterns.iter().any(|p| {
+        p.scheme == scheme
+            && p.port.is_none_or(|want| port == Some(want))
+            && match &p.host {
+                Host::Exact(h) => *h == host,
+                Host::Under(d) => host
+                    .strip_suffix(d.as_str())
+                    .is_some_and(|label| label.ends_with('.') && label.len() > 1),
+            }
+    })
 }
 
 #[cfg(test)]
@@ -169,5 +197,21 @@ mod tests {
         let short = NodeUrls::around("https://meet.example");
         assert!(short.allows("https://meet.example:444"));
         assert!(!short.allows("https://other.example"), "no domain to share");
+    }
+
+    #[test]
+    fn a_sign_in_follows_a_join_only_to_a_listed_node_or_by_default_to_this_host() {
+        let listed = NodeUrls::parse("https://*.nodes.example.org").unwrap();
+        assert!(listed.carries_signin("https://b.nodes.example.org"));
+        assert!(!listed.carries_signin("https://evil.example.org"));
+        let default = NodeUrls::around("https://convene.fly.dev");
+        assert!(default.allows("https://someone-else.fly.dev"));
+        assert!(
+            !default.carries_signin("https://someone-else.fly.dev"),
+            "the default's domain may be a public suffix"
+        );
+        assert!(default.carries_signin("https://convene.fly.dev:8443"));
+        let ip = NodeUrls::around("http://127.0.0.1:8080");
+        assert!(ip.carries_signin("http://127.0.0.1:9090"));
     }
 }

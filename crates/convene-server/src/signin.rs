@@ -61,25 +61,38 @@ pub fn handoff(state: &AppState, headers: &HeaderMap) -> Option<String> {
     state.auth.handoff(cookie(headers, session_cookie(state))?)
 }
 
-/// The `signin` code in `query` (as [`handoff`] makes them), and the rest
-/// of the query (`?…`, or empty).
-pub fn handoff_in(query: Option<&str>) -> Option<(String, String)> {
+/// A query that carries sign-in codes (`signin=`, as [`handoff`] adds
+/// them): the code, if there is exactly one, and the rest of the query
+/// (`?…`, or empty).
+pub struct HandoffIn {
+    pub code: Option<String>,
+    pub rest: String,
+}
+
+/// The `signin` code in `query`, if it has any. Two or more are refused (no
+/// code): a page that adds its own to a link cannot decide which is taken.
+pub fn handoff_in(query: Option<&str>) -> Option<HandoffIn> {
     let query = query?;
-    let mut code = None;
+    let mut codes = Vec::new();
     let mut rest = Vec::new();
     for pair in query.split('&') {
         match pair.strip_prefix("signin=") {
-            Some(c) if code.is_none() => code = Some(c.to_string()),
-            Some(_) => {}
+            Some(c) => codes.push(c),
             None => rest.push(pair),
         }
+    }
+    if codes.is_empty() {
+        return None;
     }
     let rest = if rest.is_empty() {
         String::new()
     } else {
         format!("?{}", rest.join("&"))
     };
-    code.map(|c| (c, rest))
+    Some(HandoffIn {
+        code: (codes.len() == 1).then(|| codes[0].to_string()),
+        rest,
+    })
 }
 
 fn html_escape(text: &str) -> String {
@@ -296,7 +309,15 @@ pub async fn callback(
 
 pub async fn logout(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if let Some(token) = cookie(&headers, session_cookie(&state)) {
-        state.auth.sign_out(token);
+        // Signed out everywhere or not at all: a cookie cleared here while
+        // the sign-in lives on at the other nodes would only look signed out.
+        if let Err(e) = state.auth.sign_out(token) {
+            return crate::http::retry_later(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("{e}: you are still signed in; try again in a moment"),
+                "2",
+            );
+        }
     }
     let mut res = StatusCode::NO_CONTENT.into_response();
     set_cookie(
@@ -375,10 +396,23 @@ pub async fn csrf(State(state): State<Arc<AppState>>, req: Request, next: Next) 
             return forbidden("cross-site requests are not allowed");
         }
         if let Some(token) = cookie(headers, session_cookie(&state)) {
-            if let Some(s) = state.auth.session(token) {
-                let sent = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
-                if !sent.is_some_and(|t| constant_time_eq(t, &s.csrf)) {
-                    return forbidden("missing or wrong CSRF token");
+            match state.auth.checked_session(token) {
+                Ok(Some(s)) => {
+                    let sent = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+                    if !sent.is_some_and(|t| constant_time_eq(t, &s.csrf)) {
+                        return forbidden("missing or wrong CSRF token");
+                    }
+                }
+                Ok(None) => {}
+                // Whether the cookie carries a session, and so whether the
+                // request needs its token, cannot be known: the handler could
+                // find the session in a moment and act on it unchecked.
+                Err(e) => {
+                    return crate::http::retry_later(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &format!("{e}; try again in a moment"),
+                        "2",
+                    )
                 }
             }
         }

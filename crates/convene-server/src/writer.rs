@@ -67,6 +67,49 @@ struct Unstored {
     items: Vec<(i64, Item)>,
     next_try: Instant,
     wait: Duration,
+    /// The head the audit log would have if the last failed try had in fact
+    /// committed (its answer lost), and how many of `items` that try held.
+    maybe_landed: Option<(AuditHead, usize)>,
+}
+
+/// Kept writes stored per transaction when the database is back.
+const RETRY_CHUNK: usize = 500;
+
+/// What one try of a batch did (a batch may run twice: the last run's).
+#[derive(Default)]
+struct Tried {
+    outcome: std::cell::Cell<Option<TryOutcome>>,
+    /// Writes that failed alone, said after the batch.
+    problems: std::cell::RefCell<Vec<String>>,
+}
+
+impl Tried {
+    fn reset(&self) {
+        self.outcome.set(None);
+        self.problems.borrow_mut().clear();
+    }
+
+    fn finish(&self, o: TryOutcome) {
+        self.outcome.set(Some(o));
+    }
+
+    fn problem(&self, p: String) {
+        self.problems.borrow_mut().push(p);
+    }
+}
+
+struct TryOutcome {
+    /// The last failed try had committed after all.
+    landed: bool,
+    /// Whether that could be told.
+    clean: bool,
+    /// Kept writes skipped (in by that commit), and the end of those tried.
+    skip: usize,
+    end: usize,
+    /// The new writes were in this try (every kept one before them was).
+    with_new: bool,
+    /// The log's head after this try's appends, if it appended.
+    reached: Option<AuditHead>,
 }
 
 impl Unstored {
@@ -75,6 +118,7 @@ impl Unstored {
             items: Vec::new(),
             next_try: Instant::now(),
             wait: Duration::from_millis(500),
+            maybe_landed: None,
         }
     }
 
@@ -91,7 +135,9 @@ impl Unstored {
 
     fn stored(&mut self) {
         self.items.clear();
+        self.maybe_landed = None;
         self.wait = Duration::from_millis(500);
+        self.next_try = Instant::now();
     }
 
     /// Keep `items`, made at `at`; how many did not fit.
@@ -145,6 +191,19 @@ pub enum Item {
     PlacesCurrent {
         meeting: String,
     },
+}
+
+impl Item {
+    /// The meeting whose state (not its audit log) this writes, if it does.
+    fn meeting_state_of(&self) -> Option<&str> {
+        match self {
+            Item::Audit(_) => None,
+            Item::Remember { meeting, .. }
+            | Item::End { meeting }
+            | Item::Places { meeting, .. }
+            | Item::PlacesCurrent { meeting } => Some(meeting),
+        }
+    }
 }
 
 enum Write {
@@ -227,6 +286,10 @@ pub struct Writer {
 struct Shared {
     tallies: Mutex<Tallies>,
     stats: WriterStats,
+    /// Meetings another node hosts now (this one's hold ran out): what this
+    /// node kept for them while the database was away is not written over
+    /// what that node has written since (their audit rows still are).
+    moved: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Writer {
@@ -235,6 +298,7 @@ impl Writer {
         let shared = Arc::new(Shared {
             tallies: Mutex::new(Tallies::new(options.refusal_window)),
             stats: WriterStats::default(),
+            moved: Mutex::default(),
         });
         let sh = shared.clone();
         std::thread::Builder::new()
@@ -263,6 +327,15 @@ impl Writer {
         answer
             .await
             .map_err(|_| "the audit writer has stopped".to_string())?
+    }
+
+    /// Another node hosts `meeting` now: see [`Shared::moved`].
+    pub fn moved_away(&self, meeting: &str) {
+        self.shared
+            .moved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(meeting.to_string());
     }
 
     pub fn stats(&self) -> &WriterStats {
@@ -495,7 +568,13 @@ fn run(
     loop {
         let mut writes = Vec::new();
         let mut stopping = false;
-        match rt.block_on(async { tokio::time::timeout(TICK, rx.recv()).await }) {
+        // A backlog the database takes again is stored without pause.
+        let wait = if !unstored.items.is_empty() && unstored.due() {
+            Duration::ZERO
+        } else {
+            TICK
+        };
+        match rt.block_on(async { tokio::time::timeout(wait, rx.recv()).await }) {
             Ok(Some(w)) => writes.push(w),
             Ok(None) => stopping = true,
             Err(_) => {}
@@ -553,34 +632,112 @@ fn run(
         if !items.is_empty() || (kept && unstored.due()) {
             let at = convene_storage::unix_millis().max(cp.floor);
             let n = items.len();
-            let ok = if kept && !unstored.due() {
-                // The database was away at the last try: these wait their turn.
-                false
-            } else {
+            let mut stored_new = false;
+            if !kept || unstored.due() {
+                let tried = Tried::default();
+                let moved = shared
+                    .moved
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
                 let result = storage.write_batch(|b| {
-                    check_head(b, expected.as_ref(), at, storage.is_shared());
-                    for (then, item) in &unstored.items {
-                        store(b, &late(item, *then), at, options.chat_key.as_deref());
+                    tried.reset();
+                    check_head(b, expected.as_ref(), at, storage.is_shared(), &tried);
+                    // The last try's answer was lost (its commit went out,
+                    // and then nothing): if it landed, its writes are in.
+                    let landed = match &unstored.maybe_landed {
+                        None => Ok(false),
+                        Some((head, _)) => b.audit_continues(head),
+                    };
+                    let skip = match (&landed, &unstored.maybe_landed) {
+                        (Ok(true), Some((_, covered))) => *covered,
+                        _ => 0,
+                    };
+                    // A few hundred kept writes per transaction: a long
+                    // backlog does not hold the log's write lock (and every
+                    // other node's appends) for long.
+                    let end = unstored.items.len().min(skip + RETRY_CHUNK);
+                    let with_new = end == unstored.items.len();
+                    let start = b.audit_head().ok();
+                    for (then, item) in &unstored.items[skip.min(end)..end] {
+                        if item.meeting_state_of().is_some_and(|m| moved.contains(m)) {
+                            continue;
+                        }
+                        store(
+                            b,
+                            &late(item, *then),
+                            at,
+                            options.chat_key.as_deref(),
+                            &tried,
+                        );
                     }
-                    for item in &items {
-                        store(b, item, at, options.chat_key.as_deref());
+                    if with_new {
+                        for item in &items {
+                            store(b, item, at, options.chat_key.as_deref(), &tried);
+                        }
                     }
-                    b.audit_head()
+                    let head = b.audit_head();
+                    let reached = match (&start, &head) {
+                        (Some(s), Ok(h)) if h.rows > s.rows => Some(h.clone()),
+                        _ => None,
+                    };
+                    tried.finish(TryOutcome {
+                        landed: matches!(landed, Ok(true)),
+                        clean: landed.is_ok(),
+                        skip,
+                        end,
+                        with_new,
+                        reached,
+                    });
+                    head
                 });
-                match result {
-                    Ok(Ok(head)) => {
-                        expected = Some(head);
-                        cp.floor = at;
-                        if kept {
+                // Said once, by the run that counts (a batch may run twice).
+                for problem in tried.problems.take() {
+                    error!("{problem}");
+                }
+                let outcome = tried.outcome.take();
+                match (result, outcome) {
+                    (Ok(head), Some(o)) => {
+                        if o.landed {
                             info!(
-                                writes = unstored.items.len(),
-                                "stored the writes kept while the database was away"
+                                writes = o.skip,
+                                "the writes of a commit whose answer was lost had been stored"
                             );
                         }
-                        unstored.stored();
-                        true
+                        let from_backlog = o.end.min(unstored.items.len());
+                        if from_backlog > o.skip {
+                            info!(
+                                writes = from_backlog - o.skip,
+                                left = unstored.items.len() - from_backlog,
+                                "stored writes kept while the database was away"
+                            );
+                        }
+                        unstored.items.drain(..from_backlog);
+                        unstored.maybe_landed = None;
+                        if unstored.items.is_empty() {
+                            unstored.stored();
+                        }
+                        cp.floor = at;
+                        // Committed even when the head could not be read after.
+                        expected = head.ok().or_else(|| storage.audit_head().ok());
+                        stored_new = o.with_new;
                     }
-                    Ok(Err(e)) | Err(e) => {
+                    (result, outcome) => {
+                        let e = match result {
+                            Err(e) => e.to_string(),
+                            Ok(_) => "the batch did not run".into(),
+                        };
+                        if let Some(o) = outcome {
+                            if o.landed {
+                                unstored.items.drain(..o.skip.min(unstored.items.len()));
+                            }
+                            if o.clean {
+                                // Whether this one landed is unknown if its
+                                // COMMIT went unanswered: checked next time.
+                                let covered = (o.end - o.skip) + if o.with_new { n } else { 0 };
+                                unstored.maybe_landed = o.reached.map(|h| (h, covered));
+                            }
+                        }
                         unstored.failed();
                         error!(
                             "could not store {} audit and meeting writes (kept, and tried again within {} s): {e}",
@@ -588,11 +745,12 @@ fn run(
                             unstored.wait.as_secs()
                         );
                         expected = storage.audit_head().ok();
-                        false
                     }
                 }
-            };
-            if !ok && n > 0 {
+            }
+            // Not stored with this try (or not tried: older ones wait their
+            // turn): kept, after the older ones.
+            if !stored_new && n > 0 {
                 shared.stats.failed.fetch_add(n as u64, Ordering::Relaxed);
                 let lost = unstored.keep(at, std::mem::take(&mut items));
                 if lost > 0 {
@@ -607,10 +765,12 @@ fn run(
                 .stats
                 .unstored
                 .store(unstored.items.len() as u64, Ordering::Relaxed);
-            shared.stats.commits.fetch_add(1, Ordering::Relaxed);
-            shared.stats.writes.fetch_add(n as u64, Ordering::Relaxed);
+            if stored_new {
+                shared.stats.commits.fetch_add(1, Ordering::Relaxed);
+                shared.stats.writes.fetch_add(n as u64, Ordering::Relaxed);
+            }
             for d in dones {
-                let _ = d.send(ok);
+                let _ = d.send(stored_new);
             }
         }
         if stopping && !unstored.items.is_empty() {
@@ -650,7 +810,13 @@ fn run(
 ///
 /// On a `shared` database the other nodes append too: there, what this
 /// server wrote must still be there, under whatever followed.
-fn check_head(b: &mut Batch<'_>, expected: Option<&AuditHead>, at: i64, shared: bool) {
+fn check_head(
+    b: &mut Batch<'_>,
+    expected: Option<&AuditHead>,
+    at: i64,
+    shared: bool,
+    tried: &Tried,
+) {
     let (Some(expected), Ok(found)) = (expected, b.audit_head()) else {
         return;
     };
@@ -679,6 +845,7 @@ fn check_head(b: &mut Batch<'_>, expected: Option<&AuditHead>, at: i64, shared: 
             ),
         },
         at,
+        tried,
     );
 }
 
@@ -705,7 +872,7 @@ fn late(item: &Item, then: i64) -> std::borrow::Cow<'_, Item> {
     }
 }
 
-fn store_audit(b: &mut Batch<'_>, e: &AuditEntry, at: i64) {
+fn store_audit(b: &mut Batch<'_>, e: &AuditEntry, at: i64, tried: &Tried) {
     let ev = AuditEvent {
         meeting: &e.meeting,
         actor: &e.actor,
@@ -716,25 +883,30 @@ fn store_audit(b: &mut Batch<'_>, e: &AuditEntry, at: i64) {
     };
     if let Err(err) = b.audit(ev, at) {
         // The event and outcome only: the row names people and its meeting.
-        error!(
-            event = %e.event,
-            outcome = %e.outcome,
-            "audit log write failed: {err}"
-        );
+        tried.problem(format!(
+            "audit log write failed ({} {}): {err}",
+            e.event, e.outcome
+        ));
     }
 }
 
-fn store(b: &mut Batch<'_>, item: &Item, at: i64, chat_key: Option<&ChatKey>) {
+fn store(b: &mut Batch<'_>, item: &Item, at: i64, chat_key: Option<&ChatKey>, tried: &Tried) {
     match item {
-        Item::Audit(e) => store_audit(b, e, at),
+        Item::Audit(e) => store_audit(b, e, at, tried),
         Item::Remember { meeting, change } => {
             if let Err(err) = remember(b, meeting, change, chat_key) {
-                error!(meeting = %crate::logging::meeting_tag(meeting), "could not store {change:?}: {err}");
+                tried.problem(format!(
+                    "meeting {}: could not store {change:?}: {err}",
+                    crate::logging::meeting_tag(meeting)
+                ));
             }
         }
         Item::End { meeting } => {
             if let Err(err) = b.end_meeting(meeting) {
-                error!(meeting = %crate::logging::meeting_tag(meeting), "could not mark the meeting ended: {err}");
+                tried.problem(format!(
+                    "meeting {}: could not mark the meeting ended: {err}",
+                    crate::logging::meeting_tag(meeting)
+                ));
             }
         }
         Item::Places {
@@ -752,12 +924,18 @@ fn store(b: &mut Batch<'_>, item: &Item, at: i64, chat_key: Option<&ChatKey>) {
                         .try_for_each(|who| b.forget_place(meeting, who))
                 });
             if let Err(err) = held {
-                error!(meeting = %crate::logging::meeting_tag(meeting), "could not hold places: {err}");
+                tried.problem(format!(
+                    "meeting {}: could not hold places: {err}",
+                    crate::logging::meeting_tag(meeting)
+                ));
             }
         }
         Item::PlacesCurrent { meeting } => {
             if let Err(err) = b.places_current(meeting, convene_storage::unix_millis()) {
-                error!(meeting = %crate::logging::meeting_tag(meeting), "could not refresh places: {err}");
+                tried.problem(format!(
+                    "meeting {}: could not refresh places: {err}",
+                    crate::logging::meeting_tag(meeting)
+                ));
             }
         }
     }
@@ -894,7 +1072,7 @@ impl Checkpointer {
                     outcome: "found at start".into(),
                     detail,
                 };
-                let _ = storage.write_batch(|b| store_audit(b, &found, at));
+                let _ = storage.write_batch(|b| store_audit(b, &found, at, &Tried::default()));
             }
             cp.last = Some(n.clone());
         }
@@ -1063,6 +1241,135 @@ mod tests {
         convene_storage::testing::rewrite_audit_hash(&a_store, b_last.seq - 1);
         assert!(a.commit(vec![Item::Audit(event(&meeting, "p9"))]).await);
         assert_eq!(alarms(&a_store), 1, "A's own row was changed");
+    }
+
+    /// A relay to the tests' PostgreSQL that cuts the connection at the next
+    /// COMMIT it sees: before it reaches the server (the transaction is
+    /// lost), or just after (it commits, and its answer is lost). Returns
+    /// the address through it, and the switch (0: pass everything).
+    fn commit_cutter(url: &str) -> (String, Arc<std::sync::atomic::AtomicU8>) {
+        use std::io::{Read, Write};
+        use std::sync::atomic::AtomicU8;
+        let field = |k: &str| {
+            url.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(k))
+                .unwrap()
+                .to_string()
+        };
+        let socket = std::path::Path::new(&field("host=")).join(".s.PGSQL.5432");
+        let mode = Arc::new(AtomicU8::new(0));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let m = mode.clone();
+        std::thread::spawn(move || {
+            for tcp in listener.incoming().flatten() {
+                let Ok(unix) = std::os::unix::net::UnixStream::connect(&socket) else {
+                    continue;
+                };
+                let (mut from_client, mut to_client) = (tcp.try_clone().unwrap(), tcp);
+                let (mut to_server, mut from_server) = (unix.try_clone().unwrap(), unix);
+                let mode = m.clone();
+                // Set at the cut: nothing more reaches the client.
+                let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let hush = silent.clone();
+                let (cut_tcp, cut_unix) = (
+                    from_client.try_clone().unwrap(),
+                    to_server.try_clone().unwrap(),
+                );
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16384];
+                    while let Ok(n @ 1..) = from_client.read(&mut buf) {
+                        let commit = buf[..n].windows(7).any(|w| w == b"COMMIT\0");
+                        let cut = if commit {
+                            mode.swap(0, Ordering::SeqCst)
+                        } else {
+                            0
+                        };
+                        if cut != 0 {
+                            hush.store(true, Ordering::SeqCst);
+                        }
+                        if cut != 1 && to_server.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        if cut != 0 {
+                            // Let the server read it before the socket goes.
+                            std::thread::sleep(Duration::from_millis(200));
+                            let _ = cut_tcp.shutdown(std::net::Shutdown::Both);
+                            let _ = cut_unix.shutdown(std::net::Shutdown::Both);
+                            break;
+                        }
+                    }
+                });
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16384];
+                    while let Ok(n @ 1..) = from_server.read(&mut buf) {
+                        if silent.load(Ordering::SeqCst) || to_client.write_all(&buf[..n]).is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        (
+            format!(
+                "host=127.0.0.1 port={port} user={} dbname={}",
+                field("user="),
+                field("dbname=")
+            ),
+            mode,
+        )
+    }
+
+    /// A commit whose answer is lost may have happened: the writer tries
+    /// again, and stores what it holds once, not twice; one that did not
+    /// happen is stored at the next try.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_whose_answer_was_lost_is_not_stored_twice() {
+        let url = convene_storage::testing::postgres_url();
+        let (through, cut) = commit_cutter(&url);
+        let writer = Writer::start(
+            Arc::new(Storage::connect(&through).unwrap()),
+            WriterOptions::default(),
+        );
+        let look = Storage::connect(&url).unwrap();
+        let meeting = convene_storage::new_meeting_id();
+        let event = |actor: &str| {
+            Item::Audit(AuditEntry {
+                actor: actor.into(),
+                event: "lock".into(),
+                outcome: "locked".into(),
+                ..refusal(&meeting, "-", "")
+            })
+        };
+        let count = |actor: &str| {
+            look.audit_records(Some(&meeting))
+                .unwrap()
+                .iter()
+                .filter(|r| r.actor == actor)
+                .count()
+        };
+        assert!(writer.commit(vec![event("p1")]).await);
+        for (mode, actor) in [(2, "p2"), (1, "p3")] {
+            cut.store(mode, Ordering::SeqCst);
+            assert!(
+                !writer.commit(vec![event(actor)]).await,
+                "the answer did not come"
+            );
+            let until = Instant::now() + Duration::from_secs(15);
+            while writer.stats().unstored.load(Ordering::Relaxed) > 0 && Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            writer.flush().await;
+            assert_eq!(
+                count(actor),
+                1,
+                "cut {}: stored once",
+                ["", "before", "after"][mode as usize]
+            );
+        }
+        assert_eq!(count("p1"), 1);
+        assert!(look.verify_audit().unwrap().is_ok());
     }
 
     #[test]

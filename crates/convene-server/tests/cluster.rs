@@ -215,3 +215,83 @@ async fn a_forged_node_in_redis_gets_no_one() {
     drop(node);
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// A node cut off long enough for another to take its meeting finds out at
+/// its next beat: its people are told the meeting restarts, its lookup
+/// names the other node, and they meet the others there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_lost_its_meeting_to_another_sends_its_people_there() {
+    let redis = Redis::start();
+    let database = convene_storage::testing::postgres_url();
+    let dir = std::env::temp_dir().join(format!(
+        "convene-cluster-moved-{}",
+        convene_storage::new_meeting_id()
+    ));
+    let nodes = [
+        start_node(1, &dir, &database, &redis.url()),
+        start_node(2, &dir, &database, &redis.url()),
+    ];
+    let observer = Cluster::connect(&redis.url(), "observer", "http://observer")
+        .await
+        .unwrap();
+    wait_for_nodes(&observer, Duration::from_secs(5), |ids| ids.len() == 2).await;
+    let (m, key) = create(&nodes[0], "Board").await;
+    let first = socket_node(&nodes[0].url, &m).await;
+    let (first_i, other_i) = if first == nodes[0].url {
+        (0, 1)
+    } else {
+        (1, 0)
+    };
+    let mut ann = Client::join_with(
+        &first,
+        &m,
+        "Ann",
+        JoinOptions {
+            host_key: Some(key),
+            ..JoinOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    // The other node took the meeting (as if the first had not reached
+    // Redis for a while) and someone arrives there at once.
+    convene_cluster::testing::hand_hold_to(&redis.url(), &m, &format!("n{}", other_i + 1)).await;
+    let other = nodes[other_i].url.clone();
+    assert_eq!(socket_node(&other, &m).await, other);
+    let mut bob = Client::join(&other, &m, "Bob", None).await.unwrap();
+    assert!(
+        ann.run_until(Duration::from_secs(5), |c| c
+            .log
+            .iter()
+            .any(|v| v["type"] == "restarting"))
+            .await,
+        "Ann is told the meeting restarts"
+    );
+    assert_eq!(
+        socket_node(&nodes[first_i].url, &m).await,
+        other,
+        "the first node names the other"
+    );
+    // Ann's client comes back where the meeting is, and meets Bob there.
+    let ann_back = Client::join(&other, &m, "Ann", Some(&ann.resume_token)).await;
+    let mut ann = match ann_back {
+        Ok(a) => a,
+        // Her session was on the first node's copy: she joins afresh.
+        Err(_) => Client::join(&other, &m, "Ann", None).await.unwrap(),
+    };
+    let bob_id = bob.participant_id.clone();
+    assert!(
+        ann.run_until(Duration::from_secs(5), |c| c
+            .participants
+            .contains_key(&bob_id))
+            .await,
+        "Ann meets Bob on the node that has the meeting"
+    );
+    let _ = bob.run_until(Duration::from_millis(100), |_| false).await;
+    // The first node gave it up for good: the hold stays the other's.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(socket_node(&nodes[first_i].url, &m).await, other);
+    drop((ann, bob));
+    drop(nodes);
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -25,7 +25,10 @@ async fn a_signed_in_person_stays_signed_in_on_the_node_that_hosts_the_meeting()
         "home-1",
         "home",
         port_a,
-        json!([user("alice", "alice@home.example", "Alice Archer")]),
+        json!([
+            user("alice", "alice@home.example", "Alice Archer"),
+            user("mallory", "mallory@home.example", "Mallory Mole")
+        ]),
     );
     let config = std::env::temp_dir().join(format!(
         "convene-signin-cluster-{}.toml",
@@ -85,6 +88,11 @@ async fn a_signed_in_person_stays_signed_in_on_the_node_that_hosts_the_meeting()
     // Opened on A, the meeting's page sends Alice to B with a one-time code.
     let r = on_a.get(&format!("{}/m/{meeting}?lang=nl", a.url)).await;
     assert_eq!(r.status, 307, "{}", r.body);
+    assert_eq!(
+        r.cache_control.as_deref(),
+        Some("no-store"),
+        "kept by no cache"
+    );
     let to = r.location.unwrap();
     assert!(
         to.starts_with(&format!("{}/m/{meeting}?lang=nl&signin=", b.url)),
@@ -94,6 +102,7 @@ async fn a_signed_in_person_stays_signed_in_on_the_node_that_hosts_the_meeting()
     let mut on_b = Browser::new();
     let r = on_b.get(&to).await;
     assert_eq!(r.status, 303);
+    assert_eq!(r.cache_control.as_deref(), Some("no-store"));
     assert_eq!(
         r.location.unwrap(),
         format!("/m/{meeting}?lang=nl"),
@@ -119,6 +128,32 @@ async fn a_signed_in_person_stays_signed_in_on_the_node_that_hosts_the_meeting()
         thief.jar
     );
     assert!(thief.session(&b.url).await["signedIn"].is_null());
+    // Someone else signed in makes a code of their own and leads browsers
+    // to it: one signed in on B stays as it is; an address with two codes
+    // (a page that added one to a link that had one) takes neither.
+    let mut mallory = Browser::new();
+    mallory.sign_in(&a.url, "home", "mallory", false).await;
+    let lure = |r: common::oidc::Reply| r.location.unwrap();
+    let bait = lure(mallory.get(&format!("{}/m/{meeting}", a.url)).await);
+    assert_eq!(on_b.get(&bait).await.status, 303);
+    assert_eq!(
+        on_b.session(&b.url).await["signedIn"]["name"],
+        "Alice Archer",
+        "a code does not replace a sign-in"
+    );
+    let second = lure(mallory.get(&format!("{}/m/{meeting}", a.url)).await);
+    let code = second.split("signin=").nth(1).unwrap();
+    let mut fresh = Browser::new();
+    let r = fresh.get(&format!("{bait}&signin={code}")).await;
+    assert_eq!(r.status, 303);
+    assert_eq!(r.location.unwrap(), format!("/m/{meeting}"));
+    assert!(fresh.session(&b.url).await["signedIn"].is_null());
+    // A code added to an address on A (which made none of its own for
+    // someone not signed in there) is not passed on.
+    let r = Browser::new()
+        .get(&format!("{}/m/{meeting}?signin={code}", a.url))
+        .await;
+    assert!(!r.location.unwrap().contains(code));
     // Nobody signed in: no code.
     let r = Browser::new().get(&format!("{}/m/{meeting}", a.url)).await;
     assert_eq!(r.status, 307);

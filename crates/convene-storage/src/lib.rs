@@ -131,7 +131,13 @@ pub struct Storage {
     conn: Mutex<Conn>,
     /// PostgreSQL's address, to connect again after the server went away.
     url: Option<String>,
+    /// When connecting again last failed: calls in the next
+    /// [`RECONNECT_PAUSE`] fail at once instead of each waiting to connect
+    /// while holding the connection.
+    reconnect_failed: Mutex<Option<std::time::Instant>>,
 }
+
+const RECONNECT_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The engine a [`Storage`] runs on.
 enum Conn {
@@ -170,6 +176,7 @@ impl Storage {
         Ok(Storage {
             conn: Mutex::new(Conn::Postgres(conn)),
             url: Some(url.to_string()),
+            reconnect_failed: Mutex::default(),
         })
     }
 
@@ -278,6 +285,7 @@ impl Storage {
         Ok(Storage {
             conn: Mutex::new(Conn::Sqlite(conn)),
             url: None,
+            reconnect_failed: Mutex::default(),
         })
     }
 
@@ -303,7 +311,25 @@ impl Storage {
         };
         if let (Conn::Postgres(pg), Some(url)) = (&*conn, &self.url) {
             if pg.is_closed() {
-                *conn = Conn::Postgres(PgConn::connect(url)?);
+                let mut failed = self
+                    .reconnect_failed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if failed.is_some_and(|at| at.elapsed() < RECONNECT_PAUSE) {
+                    return Err(StorageError::Postgres(
+                        "the database is away; connecting again in a moment".into(),
+                    ));
+                }
+                match PgConn::connect(url) {
+                    Ok(c) => {
+                        *conn = Conn::Postgres(c);
+                        *failed = None;
+                    }
+                    Err(e) => {
+                        *failed = Some(std::time::Instant::now());
+                        return Err(e);
+                    }
+                }
             }
         }
         Ok(conn)

@@ -31,6 +31,13 @@ const MIGRATION_LOCK: i64 = 0x636f_6e76_656e_6501;
 pub(crate) const WRITE_LOCK: i64 = 0x636f_6e76_656e_6502;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The whole of connecting (TCP, TLS, start-up and authentication): a
+/// server that accepts the connection and then says nothing is not waited
+/// for longer, while the caller holds the storage.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(8);
+/// Migrating may take long (a big table), and may wait for another node's
+/// migration: its own, longer bound.
+const MIGRATION_DEADLINE: Duration = Duration::from_secs(600);
 
 /// The longest a call waits for PostgreSQL's answer. The server's own
 /// limits (`statement_timeout`, `lock_timeout`) answer sooner; this is for a
@@ -47,6 +54,8 @@ pub(crate) struct PgConn {
     /// A wait ran out: what the connection is in the middle of is unknown,
     /// so it is not used again.
     dead: Cell<bool>,
+    /// How long a call waits ([`DEADLINE`], but for migrations).
+    deadline: Cell<Duration>,
     /// Statements prepared on this connection, by their SQLite text.
     statements: RefCell<HashMap<String, Statement>>,
     /// Inside [`crate::Storage::write_batch`]: each statement gets a savepoint
@@ -77,7 +86,11 @@ impl PgConn {
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(10));
         config.tcp_user_timeout(Duration::from_secs(10));
-        let limits = "-c statement_timeout=15000 -c lock_timeout=10000";
+        // And a transaction left open by a client that went quiet (its
+        // wait ran out, or the network between froze) ends after 30 s, and
+        // with it any lock it held (the audit log's write lock).
+        let limits = "-c statement_timeout=15000 -c lock_timeout=10000 \
+                      -c idle_in_transaction_session_timeout=30000";
         let options = match config.get_options() {
             Some(given) => format!("{limits} {given}"),
             None => limits.to_string(),
@@ -99,8 +112,15 @@ impl PgConn {
                 };
                 let runtime = rt.handle().clone();
                 rt.block_on(async move {
-                    match config.connect(NoTls).await {
-                        Ok((client, connection)) => {
+                    let connecting = tokio::time::timeout(CONNECT_DEADLINE, config.connect(NoTls));
+                    match connecting.await {
+                        Err(_) => {
+                            let _ = tx.send(Err(StorageError::Postgres(format!(
+                                "the database did not finish connecting in {} s",
+                                CONNECT_DEADLINE.as_secs()
+                            ))));
+                        }
+                        Ok(Ok((client, connection))) => {
                             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
                             let _ = tx.send(Ok((client, runtime, stop)));
                             // Ends when the client is dropped or the server
@@ -109,20 +129,21 @@ impl PgConn {
                             let _ = connection.await;
                             let _ = stopped.await;
                         }
-                        Err(e) => {
+                        Ok(Err(e)) => {
                             let _ = tx.send(Err(pg_error(e)));
                         }
                     }
                 });
             })?;
         let (client, runtime, stop) = rx
-            .recv()
+            .recv_timeout(CONNECT_DEADLINE + Duration::from_secs(1))
             .map_err(|_| StorageError::Postgres("the connection thread stopped".into()))??;
         Ok(PgConn {
             client,
             runtime,
             _stop: stop,
             dead: Cell::new(false),
+            deadline: Cell::new(DEADLINE),
             statements: RefCell::default(),
             savepoints: Cell::new(false),
             savepoint_set: Cell::new(false),
@@ -135,20 +156,27 @@ impl PgConn {
         self.dead.get() || self.client.is_closed()
     }
 
-    /// Wait for `work`, at most [`DEADLINE`].
+    /// Wait for `work`, at most [`DEADLINE`]. When that runs out, the
+    /// server is asked to cancel what it runs (on a connection of its own),
+    /// so that it does not go on holding locks for a client that left.
     fn wait_any<T>(&self, work: impl std::future::Future<Output = T>) -> Result<T, StorageError> {
+        let deadline = self.deadline.get();
         let gone = || {
             StorageError::Postgres(format!(
                 "no answer from the database in {} s; the connection is closed and opened again at the next call",
-                DEADLINE.as_secs()
+                deadline.as_secs()
             ))
         };
         if self.dead.get() {
             return Err(gone());
         }
         let _timers = self.runtime.enter();
-        block_on(tokio::time::timeout(DEADLINE, work)).map_err(|_| {
+        block_on(tokio::time::timeout(deadline, work)).map_err(|_| {
             self.dead.set(true);
+            let cancel = self.client.cancel_token();
+            self.runtime.spawn(async move {
+                let _ = tokio::time::timeout(CONNECT_DEADLINE, cancel.cancel_query(NoTls)).await;
+            });
             gone()
         })
     }
@@ -416,8 +444,18 @@ pub(crate) fn pg_error(e: tokio_postgres::Error) -> StorageError {
 /// lock while it migrates: nodes starting together migrate once, and the
 /// lock goes with the transaction, whatever happens to it.
 pub(crate) fn migrate(conn: &PgConn, known: usize) -> Result<(), StorageError> {
+    conn.deadline.set(MIGRATION_DEADLINE);
+    let migrated = migrate_once(conn, known);
+    conn.deadline.set(DEADLINE);
+    migrated
+}
+
+fn migrate_once(conn: &PgConn, known: usize) -> Result<(), StorageError> {
     conn.batch("BEGIN")?;
     let result = (|| {
+        // The connection's limits are for a meeting's calls: a migration
+        // may wait for another node's, and may take long on a big table.
+        conn.batch("SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = 0")?;
         conn.exec(
             "SELECT pg_advisory_xact_lock(?1)",
             &[Param::Int(MIGRATION_LOCK)],

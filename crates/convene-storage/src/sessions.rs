@@ -74,17 +74,20 @@ impl Storage {
         now_ms: i64,
     ) -> Result<Option<SharedSession>, StorageError> {
         self.tx(false, false, |c| {
-            let family = c
-                .row(
-                    "SELECT family FROM session_handoffs WHERE hash = ?1 AND expires_at > ?2",
-                    p![hash, now_ms],
-                )?
-                .map(|r| r.text(0))
-                .transpose()?;
-            c.exec("DELETE FROM session_handoffs WHERE hash = ?1", p![hash])?;
-            let Some(family) = family else {
+            // One statement that takes the code and says what it was: of
+            // two nodes taking one code at once, one gets it (a read and a
+            // delete would let both read it first).
+            let taken = c.row(
+                "DELETE FROM session_handoffs WHERE hash = ?1 RETURNING family, expires_at",
+                p![hash],
+            )?;
+            let Some(taken) = taken else {
                 return Ok(None);
             };
+            if taken.int(1)? <= now_ms {
+                return Ok(None);
+            }
+            let family = taken.text(0)?;
             // The sign-in's first cookie holds it (its hash is the family's).
             live(c, &family, now_ms)
         })

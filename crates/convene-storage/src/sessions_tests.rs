@@ -63,3 +63,28 @@ fn a_code_carries_a_session_once_and_only_in_time_on(s: Storage) {
     s.end_sessions("h1").unwrap();
     assert_eq!(s.take_handoff("c3", t).unwrap(), None);
 }
+
+#[test]
+fn two_nodes_taking_the_same_codes_at_once_each_code_goes_to_one() {
+    let url = crate::testing::postgres_url();
+    let a = std::sync::Arc::new(Storage::connect(&url).unwrap());
+    let b = std::sync::Arc::new(Storage::connect(&url).unwrap());
+    let t = crate::unix_millis();
+    a.save_session("h1", &session("h1", t + 600_000), t)
+        .unwrap();
+    let codes: Vec<String> = (0..200).map(|i| format!("code{i}")).collect();
+    for c in &codes {
+        a.hold_handoff(c, "h1", t + 60_000).unwrap();
+    }
+    let take = |s: std::sync::Arc<Storage>, codes: Vec<String>| {
+        std::thread::spawn(move || {
+            codes
+                .iter()
+                .filter(|c| s.take_handoff(c, t).unwrap().is_some())
+                .count()
+        })
+    };
+    let (x, y) = (take(a, codes.clone()), take(b, codes));
+    let taken = x.join().unwrap() + y.join().unwrap();
+    assert_eq!(taken, 200, "every code taken once, none twice");
+}

@@ -114,6 +114,7 @@ pub struct Browser {
 pub struct Reply {
     pub status: u16,
     pub location: Option<String>,
+    pub cache_control: Option<String>,
     pub body: String,
 }
 
@@ -158,6 +159,10 @@ impl Browser {
             location: res
                 .headers()
                 .get("location")
+                .map(|l| l.to_str().unwrap().to_string()),
+            cache_control: res
+                .headers()
+                .get("cache-control")
                 .map(|l| l.to_str().unwrap().to_string()),
             body: res.text().await.unwrap(),
         }

@@ -83,12 +83,3 @@ BEGIN
 END $$;
 CREATE TRIGGER audit_purges_append_only BEFORE UPDATE OR DELETE ON audit_purges
     FOR EACH ROW EXECUTE FUNCTION convene_audit_purges_guard();
--- TRUNCATE skips row triggers: refuse it for both.
-CREATE FUNCTION convene_no_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION '% is append-only: it cannot be truncated', TG_TABLE_NAME;
-END $$;
-CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
-    FOR EACH STATEMENT EXECUTE FUNCTION convene_no_truncate();
-CREATE TRIGGER audit_purges_no_truncate BEFORE TRUNCATE ON audit_purges
-    FOR EACH STATEMENT EXECUTE FUNCTION convene_no_truncate();

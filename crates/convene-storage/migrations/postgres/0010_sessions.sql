@@ -15,3 +15,16 @@ CREATE TABLE session_handoffs (
     family     TEXT NOT NULL,
     expires_at BIGINT NOT NULL
 );
+-- TRUNCATE skips row triggers: refuse it for both append-only tables. (Here,
+-- not in 0009: databases made by 0009 as first released lack it. A database
+-- made when 0009 held it has it already: replaced the same.)
+CREATE OR REPLACE FUNCTION convene_no_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '% is append-only: it cannot be truncated', TG_TABLE_NAME;
+END $$;
+DROP TRIGGER IF EXISTS audit_log_no_truncate ON audit_log;
+CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+    FOR EACH STATEMENT EXECUTE FUNCTION convene_no_truncate();
+DROP TRIGGER IF EXISTS audit_purges_no_truncate ON audit_purges;
+CREATE TRIGGER audit_purges_no_truncate BEFORE TRUNCATE ON audit_purges
+    FOR EACH STATEMENT EXECUTE FUNCTION convene_no_truncate();
