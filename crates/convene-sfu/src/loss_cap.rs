@@ -31,41 +31,115 @@ pub struct LossCap {
     sent: Option<(u64, Instant)>,
     /// The cap (bits/s) and the last second that confirmed it.
     cap: Option<(u64, Instant)>,
+    /// A lower cap the last period asked for: one more period of the same
+    /// (still sending above the cap, still losing) applies it. A single
+    /// period may hold the old rate's loss just after a fall.
+    lower_asked: Option<u64>,
+    /// What the last half second delivered without loss (bits/s): the link
+    /// carried at least that.
+    proven: u64,
+}
+
+/// Loss (of the last half second) under which what it delivered proves the
+/// link carries that much.
+const PROVEN_LOSS: f64 = 0.01;
+
+/// What the subscriber's feedback says of the packets sent in the last
+/// half second: the rates (bits/s) at which they were sent and at which
+/// they reached it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recent {
+    pub sent: u64,
+    pub delivered: u64,
 }
 
 impl LossCap {
-    /// One statistics period: `bytes_tx` sent so far, and the share of the
-    /// last second's packets the subscriber's feedback says were lost.
-    /// Returns the cap when it is new or lower than before.
-    pub fn on_stats(&mut self, now: Instant, bytes_tx: u64, loss: Option<f32>) -> Option<u64> {
+    /// One statistics period: `bytes_tx` sent so far, the share of the last
+    /// second's packets the subscriber's feedback says were lost, and, when
+    /// known, what the last half second's did ([`Recent`]). Returns the cap
+    /// when it is new or lower than before.
+    pub fn on_stats(
+        &mut self,
+        now: Instant,
+        bytes_tx: u64,
+        loss: Option<f32>,
+        recent: Option<Recent>,
+    ) -> Option<u64> {
         let previous = self.sent.replace((bytes_tx, now));
         let (before, at) = previous?;
         let secs = now.saturating_duration_since(at).as_secs_f64();
         if secs <= 0.0 {
             return None;
         }
-        let sent_bps = (bytes_tx.saturating_sub(before) as f64 * 8.0 / secs) as u64;
-        let loss = loss.filter(|l| l.is_finite() && *l >= CONFIRMING_LOSS)?;
-        if sent_bps < MIN_SENT_BPS {
+        let second_bps = (bytes_tx.saturating_sub(before) as f64 * 8.0 / secs) as u64;
+        // The last half second, counted in bytes, where the feedback says:
+        // a second whose first part was sent before the link narrowed (or at
+        // another rate) says less (its loss share times what it sent reads
+        // well above the link). Else the second, by its loss share.
+        self.proven = match recent {
+            Some(r)
+                if r.sent >= MIN_SENT_BPS
+                    && (r.delivered as f64) >= r.sent as f64 * (1.0 - PROVEN_LOSS) =>
+            {
+                r.delivered
+            }
+            _ => 0,
+        };
+        let (sent_bps, delivered, loss) = match recent {
+            Some(r) if r.sent > 0 => {
+                let lost = 1.0 - r.delivered as f64 / r.sent as f64;
+                (r.sent, r.delivered, lost as f32)
+            }
+            _ => {
+                let loss = loss.unwrap_or(0.0);
+                let got = (second_bps as f64 * f64::from(1.0 - loss.clamp(0.0, 1.0))) as u64;
+                (second_bps, got, loss)
+            }
+        };
+        if !(loss.is_finite() && loss >= CONFIRMING_LOSS) || sent_bps < MIN_SENT_BPS {
+            self.lower_asked = None;
             return None;
         }
-        let delivered = (sent_bps as f64 * f64::from(1.0 - loss.min(1.0))) as u64;
         let cap = delivered * MARGIN_PCT / 100;
-        // Only a second that sent more than the cap allows can lower it: the
-        // loss of the seconds just after a fall is still the old queue's, and
-        // read against the lower rate now sent it would drive the cap down
-        // to nothing (str0m's own estimate follows a further narrowing).
+        // Only a span sent above the cap can lower it: loss read against a
+        // rate sent within the cap is random loss, or the old queue's just
+        // after a fall, and would drive the cap down to nothing (str0m's own
+        // estimate follows a further narrowing).
         let lower = match self.cap(now) {
             None => true,
-            Some(c) => cap < c && sent_bps > c,
+            Some(c) if cap < c && sent_bps > c => match self.lower_asked.replace(cap) {
+                Some(asked) => {
+                    self.lower_asked = None;
+                    return self.set(now, cap.max(asked));
+                }
+                None => false,
+            },
+            Some(_) => {
+                self.lower_asked = None;
+                false
+            }
         };
-        // A second of loss at the cap keeps it in force; a lower one replaces it.
-        let kept = match self.cap {
-            Some((c, _)) if !lower => c,
-            _ => cap,
-        };
-        self.cap = Some((kept, now));
-        lower.then_some(cap)
+        // Loss at the cap keeps it in force; a lower one replaces it.
+        match self.cap {
+            Some((c, _)) if !lower => {
+                self.cap = Some((c, now));
+                None
+            }
+            _ => self.set(now, cap),
+        }
+    }
+
+    fn set(&mut self, now: Instant, cap: u64) -> Option<u64> {
+        self.cap = Some((cap, now));
+        Some(cap)
+    }
+
+    /// What the link was last seen to carry without loss (bits/s; 0 when
+    /// not seen): an estimate below it is not believed (str0m's falls far
+    /// below the link after a burst of loss, and stays there for seconds
+    /// while everything sent arrives).
+    pub fn proven(&self) -> u64 {
+        self.proven
     }
 
     /// The cap in force now, if any.
@@ -86,19 +160,23 @@ mod tests {
     fn loss_caps_at_what_got_through_and_holds_while_it_lasts() {
         let t0 = Instant::now();
         let mut c = LossCap::default();
-        assert_eq!(c.on_stats(t0, 0, None), None, "a start, nothing to compare");
+        assert_eq!(
+            c.on_stats(t0, 0, None, None),
+            None,
+            "a start, nothing to compare"
+        );
         // 1.6 Mbit/s sent into a 400 kbit/s link: three quarters lost.
-        let cap = c.on_stats(t0 + SECOND, 200_000, Some(0.75)).unwrap();
+        let cap = c.on_stats(t0 + SECOND, 200_000, Some(0.75), None).unwrap();
         assert_eq!(cap, 1_600_000 / 4 * 85 / 100);
         assert_eq!(c.cap(t0 + SECOND), Some(cap));
         // Loss goes on at the lower rate (the old queue draining): the cap
         // stays, not lowered by the loss of what is sent within it.
-        let steady = c.on_stats(t0 + SECOND * 2, 230_000, Some(0.6));
+        let steady = c.on_stats(t0 + SECOND * 2, 230_000, Some(0.6), None);
         assert_eq!(steady, None);
         assert_eq!(c.cap(t0 + SECOND * 2), Some(cap));
         // Clean seconds: it holds for HOLD after the last lossy one, then goes.
         let last = t0 + SECOND * 2;
-        assert_eq!(c.on_stats(t0 + SECOND * 3, 260_000, Some(0.0)), None);
+        assert_eq!(c.on_stats(t0 + SECOND * 3, 260_000, Some(0.0), None), None);
         assert_eq!(c.cap(last + HOLD - SECOND), Some(cap));
         assert_eq!(c.cap(last + HOLD), None);
     }
@@ -107,25 +185,69 @@ mod tests {
     fn a_little_loss_or_little_sent_is_no_cap() {
         let t0 = Instant::now();
         let mut c = LossCap::default();
-        c.on_stats(t0, 0, None);
-        assert_eq!(c.on_stats(t0 + SECOND, 250_000, Some(0.05)), None);
+        c.on_stats(t0, 0, None, None);
+        assert_eq!(c.on_stats(t0 + SECOND, 250_000, Some(0.05), None), None);
         assert_eq!(
-            c.on_stats(t0 + SECOND * 2, 250_000 + 4_000, Some(0.9)),
+            c.on_stats(t0 + SECOND * 2, 250_000 + 4_000, Some(0.9), None),
             None
         );
-        assert_eq!(c.on_stats(t0 + SECOND * 3, 500_000, Some(f32::NAN)), None);
+        assert_eq!(
+            c.on_stats(t0 + SECOND * 3, 500_000, Some(f32::NAN), None),
+            None
+        );
         assert_eq!(c.cap(t0 + SECOND * 3), None);
     }
 
     #[test]
-    fn a_deeper_fall_lowers_the_cap() {
+    fn a_deeper_fall_lowers_the_cap_when_two_periods_say_so() {
         let t0 = Instant::now();
         let mut c = LossCap::default();
-        c.on_stats(t0, 0, None);
-        let first = c.on_stats(t0 + SECOND, 125_000, Some(0.5)).unwrap();
-        // Still sending above the cap, and losing more of it.
-        let second = c.on_stats(t0 + SECOND * 2, 250_000, Some(0.8)).unwrap();
+        c.on_stats(t0, 0, None, None);
+        let first = c.on_stats(t0 + SECOND, 125_000, Some(0.5), None).unwrap();
+        // Still sending above the cap, and losing more of it: one period
+        // may be the old rate's queue; two are a deeper fall.
+        assert_eq!(c.on_stats(t0 + SECOND * 2, 250_000, Some(0.8), None), None);
+        assert_eq!(c.cap(t0 + SECOND * 2), Some(first));
+        let second = c
+            .on_stats(t0 + SECOND * 3, 375_000, Some(0.8), None)
+            .unwrap();
         assert!(second < first);
-        assert_eq!(c.cap(t0 + SECOND * 2), Some(second));
+        assert_eq!(c.cap(t0 + SECOND * 3), Some(second));
+    }
+
+    #[test]
+    fn the_last_half_second_counted_in_bytes_caps_a_fall_in_the_middle_of_a_second() {
+        let t0 = Instant::now();
+        let mut c = LossCap::default();
+        c.on_stats(t0, 0, None, None);
+        // 1.6 Mbit/s for a second whose second half met a 400 kbit/s link:
+        // the second's loss share says 0.35, the last half second's bytes
+        // say what the link carried.
+        let recent = Recent {
+            sent: 1_600_000,
+            delivered: 420_000,
+        };
+        let cap = c
+            .on_stats(t0 + SECOND, 200_000, Some(0.35), Some(recent))
+            .unwrap();
+        assert_eq!(cap, 420_000 * 85 / 100);
+        // Then within the cap and without loss: the link carries that.
+        let clean = Recent {
+            sent: 150_000,
+            delivered: 150_000,
+        };
+        assert_eq!(
+            c.on_stats(t0 + SECOND * 2, 220_000, Some(0.4), Some(clean)),
+            None
+        );
+        assert_eq!(c.cap(t0 + SECOND * 2), Some(cap));
+        assert_eq!(c.proven(), 150_000);
+        // Loss again: nothing is proven.
+        let lossy = Recent {
+            sent: 150_000,
+            delivered: 120_000,
+        };
+        c.on_stats(t0 + SECOND * 3, 240_000, Some(0.2), Some(lossy));
+        assert_eq!(c.proven(), 0);
     }
 }

@@ -1396,6 +1396,12 @@ impl Session {
         snapshot.bwe_tx = self.bwe.as_ref().and_then(|bwe| bwe.last_estimate());
 
         snapshot.egress_loss_fraction = self.twcc_tx_register.loss(Duration::from_secs(1), now);
+        // Convene patch: see `PeerStats::egress_delivered`.
+        let recent = self
+            .twcc_tx_register
+            .delivered(Duration::from_millis(500), now);
+        snapshot.egress_offered = recent.map(|(sent, _)| sent);
+        snapshot.egress_delivered = recent.map(|(_, received)| received);
         snapshot.rtt = self.twcc_tx_register.rtt();
         snapshot.ingress_loss_fraction = self.twcc_rx_register.loss();
     }

@@ -21,6 +21,8 @@ pub(crate) struct StatsSnapshot {
     pub tx: u64,
     pub rx: u64,
     pub egress_loss_fraction: Option<f32>,
+    pub egress_offered: Option<Bitrate>,
+    pub egress_delivered: Option<Bitrate>,
     pub ingress_loss_fraction: Option<f32>,
     pub rtt: Option<Duration>,
     pub ingress: HashMap<MidRid, MediaIngressStats>,
@@ -38,6 +40,8 @@ impl StatsSnapshot {
             tx: 0,
             rx: 0,
             egress_loss_fraction: None,
+            egress_offered: None,
+            egress_delivered: None,
             ingress_loss_fraction: None,
             ingress: HashMap::new(),
             egress: HashMap::new(),
@@ -77,6 +81,12 @@ pub struct PeerStats {
     pub bwe_tx: Option<Bitrate>,
     /// The egress loss over the last second.
     pub egress_loss_fraction: Option<f32>,
+    /// Convene patch: the rate at which what was sent in the last half
+    /// second was sent, as far as the peer's congestion feedback has said
+    /// (transport-wide CC only).
+    pub egress_offered: Option<Bitrate>,
+    /// Convene patch: the rate at which the same reached the peer.
+    pub egress_delivered: Option<Bitrate>,
     /// The ingress loss since the last stats event.
     pub ingress_loss_fraction: Option<f32>,
     /// The most recent RTT since the last stats event.
@@ -304,6 +314,8 @@ impl Stats {
             timestamp: snapshot.timestamp,
             bwe_tx: snapshot.bwe_tx,
             egress_loss_fraction: snapshot.egress_loss_fraction,
+            egress_offered: snapshot.egress_offered,
+            egress_delivered: snapshot.egress_delivered,
             ingress_loss_fraction: snapshot.ingress_loss_fraction,
             rtt: snapshot.rtt,
             selected_candidate_pair: snapshot.selected_candidate_pair.clone(),

@@ -105,9 +105,11 @@ impl Sfu {
         // (loss_cap.rs): str0m's average takes seconds to fall.
         let cap = c.loss_cap.cap(now);
         c.capped = cap.is_some();
+        // And not below what the link just carried without loss.
         let estimate = c
             .estimate
             .unwrap_or(INITIAL_ESTIMATE)
+            .max(c.loss_cap.proven())
             .min(cap.unwrap_or(u64::MAX));
         // A narrow downlink without loss: redundant audio (RED) costs a
         // video's lowest layer and protects against nothing. Send such a

@@ -324,10 +324,18 @@ impl Sfu {
                             }
                             None => None,
                         };
-                        debug!(conn = %conn, bytes_tx = st.bytes_tx, loss = ?st.egress_loss_fraction, bwe = ?st.bwe_tx, "stats");
-                        let new_cap =
-                            c.loss_cap
-                                .on_stats(now, st.bytes_tx, st.egress_loss_fraction);
+                        debug!(conn = %conn, bytes_tx = st.bytes_tx, loss = ?st.egress_loss_fraction, offered = ?st.egress_offered, delivered = ?st.egress_delivered, bwe = ?st.bwe_tx, "stats");
+                        let new_cap = c.loss_cap.on_stats(
+                            now,
+                            st.bytes_tx,
+                            st.egress_loss_fraction,
+                            st.egress_offered
+                                .zip(st.egress_delivered)
+                                .map(|(sent, delivered)| crate::loss_cap::Recent {
+                                    sent: sent.as_u64(),
+                                    delivered: delivered.as_u64(),
+                                }),
+                        );
                         if let Some(cap) = new_cap {
                             debug!(conn = %conn, cap, loss = ?st.egress_loss_fraction, "estimate capped by reported loss");
                             c.climb.on_estimate(now, cap);

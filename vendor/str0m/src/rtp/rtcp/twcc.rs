@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::{FeedbackMessageType, RtcpHeader, RtcpPacket, extend_u16};
 use super::{RtcpType, Ssrc, TransportType};
 
-use crate::rtp_::{TwccClusterId, TwccSeq};
+use crate::rtp_::{Bitrate, TwccClusterId, TwccSeq};
 
 /// Transport Wide Congestion Control.
 ///
@@ -1349,6 +1349,43 @@ impl TwccSendRegister {
         }
 
         Some((lost as f32) / (total as f32))
+    }
+
+    /// Convene patch: of the packets sent in the last `duration` that the
+    /// remote peer has reported on, the rate at which they were sent and the
+    /// rate at which they reached it: their bytes (all, and those received)
+    /// over the time between the first and last of them sent. Unlike the
+    /// loss fraction, counts of bytes over one span: right when the rate sent
+    /// changed inside it.
+    pub fn delivered(&self, duration: Duration, now: Instant) -> Option<(Bitrate, Bitrate)> {
+        let lower_bound = now - duration;
+        let mut newest = None;
+        let mut oldest = None;
+        let (mut sent, mut received) = (0_u64, 0_u64);
+        for s in self
+            .queue
+            .iter()
+            .rev()
+            .filter(|s| s.recv_report.is_some())
+            .take_while(|s| s.local_send_time >= lower_bound)
+        {
+            newest.get_or_insert(s.local_send_time);
+            oldest = Some(s.local_send_time);
+            sent += u64::from(s.size);
+            let arrived = s
+                .recv_report
+                .as_ref()
+                .is_some_and(|rr| rr.remote_recv_time.is_some());
+            if arrived {
+                received += u64::from(s.size);
+            }
+        }
+        let span = newest?.saturating_duration_since(oldest?);
+        if span < Duration::from_millis(100) {
+            return None;
+        }
+        let rate = |bytes: u64| Bitrate::bps((bytes as f64 * 8.0 / span.as_secs_f64()) as u64);
+        Some((rate(sent), rate(received)))
     }
 
     /// Calculate the RTT for the most recently reported packet.
