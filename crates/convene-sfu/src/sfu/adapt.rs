@@ -105,12 +105,17 @@ impl Sfu {
         // (loss_cap.rs): str0m's average takes seconds to fall.
         let cap = c.loss_cap.cap(now);
         c.capped = cap.is_some();
-        // And not below what the link just carried without loss.
-        let estimate = c
-            .estimate
-            .unwrap_or(INITIAL_ESTIMATE)
-            .max(c.loss_cap.proven())
-            .min(cap.unwrap_or(u64::MAX));
+        // While a cap is in force it is the estimate, floor as well as
+        // ceiling: it is what the link was just seen to carry, and str0m's
+        // estimate falls far below that after a burst of loss. Otherwise not
+        // below what the link just carried without loss either.
+        let estimate = match cap {
+            Some(cap) => cap,
+            None => c
+                .estimate
+                .unwrap_or(INITIAL_ESTIMATE)
+                .max(c.loss_cap.proven()),
+        };
         // A narrow downlink without loss: redundant audio (RED) costs a
         // video's lowest layer and protects against nothing. Send such a
         // subscriber the primary blocks alone while that lets more videos
