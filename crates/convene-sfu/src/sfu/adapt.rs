@@ -107,10 +107,11 @@ impl Sfu {
         c.capped = cap.is_some();
         // While a cap is in force it is the estimate, floor as well as
         // ceiling: it is what the link was just seen to carry, and str0m's
-        // estimate falls far below that after a burst of loss. Otherwise not
-        // below what the link just carried without loss either.
+        // estimate falls far below that after a burst of loss. Never below
+        // what the link just carried without loss (what is sent now, if it
+        // all arrives, fits).
         let estimate = match cap {
-            Some(cap) => cap,
+            Some(cap) => cap.max(c.loss_cap.proven()),
             None => c
                 .estimate
                 .unwrap_or(INITIAL_ESTIMATE)
@@ -121,7 +122,10 @@ impl Sfu {
         // subscriber the primary blocks alone while that lets more videos
         // through; audio still comes first (its room is reserved). Judged
         // without the hold slack, so RED goes before a video overshoots.
-        let clean = c.quality.loss_permille() < RED_NEEDED_LOSS_PERMILLE;
+        // Under a loss cap, loss was the overshoot the cap ended: the last
+        // half second's, not the smoothed share, says whether it goes on.
+        let clean = c.quality.loss_permille() < RED_NEEDED_LOSS_PERMILLE
+            || (cap.is_some() && c.loss_cap.proven() > 0);
         let mut red_off = false;
         if c.red && clean && plain_audio < audio {
             let with_red = allocate(&wants, estimate.saturating_sub(audio));

@@ -1351,12 +1351,17 @@ impl TwccSendRegister {
         Some((lost as f32) / (total as f32))
     }
 
+    /// Convene patch: what a packet carries beyond its payload on the wire,
+    /// about (IPv4, UDP, an RTP header with two extensions, the SRTP tag).
+    pub const WIRE_OVERHEAD: u64 = 62;
+
     /// Convene patch: of the packets sent in the last `duration` that the
     /// remote peer has reported on, the rate at which they were sent and the
     /// rate at which they reached it: their bytes (all, and those received)
     /// over the time between the first and last of them sent. Unlike the
     /// loss fraction, counts of bytes over one span: right when the rate sent
-    /// changed inside it.
+    /// changed inside it. Counted as a link carries them: each payload with
+    /// [`Self::WIRE_OVERHEAD`] more.
     pub fn delivered(&self, duration: Duration, now: Instant) -> Option<(Bitrate, Bitrate)> {
         let lower_bound = now - duration;
         let mut newest = None;
@@ -1371,13 +1376,14 @@ impl TwccSendRegister {
         {
             newest.get_or_insert(s.local_send_time);
             oldest = Some(s.local_send_time);
-            sent += u64::from(s.size);
+            let wire = u64::from(s.size) + Self::WIRE_OVERHEAD;
+            sent += wire;
             let arrived = s
                 .recv_report
                 .as_ref()
                 .is_some_and(|rr| rr.remote_recv_time.is_some());
             if arrived {
-                received += u64::from(s.size);
+                received += wire;
             }
         }
         let span = newest?.saturating_duration_since(oldest?);
