@@ -29,9 +29,17 @@ impl Redis {
         let mut r = Redis { dir, child: None };
         r.start_again();
         // As one the cluster has used a while (not one found empty).
-        let mut con = redis::Client::open(r.url())
-            .and_then(|c| c.get_connection())
-            .unwrap_or_else(|e| panic!("redis-server for the tests: {e}"));
+        // The socket file can be there a moment before Redis answers on it.
+        let answering = Instant::now() + Duration::from_secs(10);
+        let mut con = loop {
+            match redis::Client::open(r.url()).and_then(|c| c.get_connection()) {
+                Ok(con) => break con,
+                Err(e) if Instant::now() >= answering => {
+                    panic!("redis-server for the tests: {e}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
         let (now, _): (i64, i64) = redis::cmd("TIME").query(&mut con).unwrap();
         let _: () = redis::cmd("SET")
             .arg(crate::SINCE)
