@@ -96,6 +96,13 @@ impl Tried {
     fn problem(&self, p: String) {
         self.problems.borrow_mut().push(p);
     }
+
+    /// Log the writes that failed alone, once the batch is done.
+    fn say(&self) {
+        for problem in self.problems.take() {
+            error!("{problem}");
+        }
+    }
 }
 
 struct TryOutcome {
@@ -692,9 +699,7 @@ fn run(
                     head
                 });
                 // Said once, by the run that counts (a batch may run twice).
-                for problem in tried.problems.take() {
-                    error!("{problem}");
-                }
+                tried.say();
                 let outcome = tried.outcome.take();
                 match (result, outcome) {
                     (Ok(head), Some(o)) => {
@@ -1072,7 +1077,9 @@ impl Checkpointer {
                     outcome: "found at start".into(),
                     detail,
                 };
-                let _ = storage.write_batch(|b| store_audit(b, &found, at, &Tried::default()));
+                let tried = Tried::default();
+                let _ = storage.write_batch(|b| store_audit(b, &found, at, &tried));
+                tried.say();
             }
             cp.last = Some(n.clone());
         }
