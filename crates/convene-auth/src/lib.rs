@@ -248,7 +248,7 @@ impl Auth {
     pub fn handoff(&self, token: &str) -> Option<String> {
         let sh = self.shared.get()?;
         let session = self.session(token)?;
-        shared::handoff(&*sh.backend, &session)
+        sh.handoff(&session)
     }
 
     /// The cookie value for this node that a code from another node stands
@@ -258,7 +258,7 @@ impl Auth {
         if !store::well_formed(code) {
             return None;
         }
-        shared::take_handoff(&self.sessions, &*sh.backend, code)
+        sh.take_handoff(&self.sessions, code)
     }
 
     /// Discover each provider now, so that a misconfiguration shows in the log

@@ -164,7 +164,8 @@ impl Shared {
             return stale(known);
         }
         match self.backend.load(hash) {
-            Ok(Some(stored)) => match load(stored, now) {
+            // Unknown, ended, or unreadable: not signed in.
+            Ok(found) => match found.and_then(|stored| load(stored, now)) {
                 Some(s) => {
                     locked(memory).put(hash.to_string(), s.clone(), now);
                     Ok(Some(s))
@@ -175,11 +176,6 @@ impl Shared {
                     Ok(None)
                 }
             },
-            Ok(None) => {
-                locked(memory).forget(hash);
-                self.missed(hash, now);
-                Ok(None)
-            }
             Err(e) => {
                 warn!("sessions: the shared store did not answer: {e}");
                 *locked(&self.failed_at) = Some(now);
@@ -189,46 +185,44 @@ impl Shared {
     }
 }
 
-/// A one-time code that carries the sign-in of `session` to another node.
-pub(crate) fn handoff(backend: &dyn SessionBackend, session: &Session) -> Option<String> {
-    let code = random_hex(TOKEN_BYTES);
-    let expires_at = unix_ms() + CODE_TTL.as_millis() as i64;
-    match backend.hold_code(&sha256_hex(&code), &session.family, expires_at) {
-        Ok(()) => Some(code),
-        Err(e) => {
-            warn!("sessions: could not keep a code for another node: {e}");
-            None
+impl Shared {
+    /// A one-time code that carries the sign-in of `session` to another node.
+    pub(crate) fn handoff(&self, session: &Session) -> Option<String> {
+        let code = random_hex(TOKEN_BYTES);
+        let expires_at = unix_ms() + CODE_TTL.as_millis() as i64;
+        match self
+            .backend
+            .hold_code(&sha256_hex(&code), &session.family, expires_at)
+        {
+            Ok(()) => Some(code),
+            Err(e) => {
+                warn!("sessions: could not keep a code for another node: {e}");
+                None
+            }
         }
     }
-}
 
-/// Take a code made by [`handoff`]: a new cookie value for this node, for
-/// the same sign-in.
-pub(crate) fn take_handoff(
-    memory: &Mutex<Sessions>,
-    backend: &dyn SessionBackend,
-    code: &str,
-) -> Option<String> {
-    let stored = match backend.take_code(&sha256_hex(code)) {
-        Ok(s) => s?,
-        Err(e) => {
-            warn!("sessions: could not read a code from another node: {e}");
+    /// Take a code made by [`Shared::handoff`]: a new cookie value for this
+    /// node, for the same sign-in.
+    pub(crate) fn take_handoff(&self, memory: &Mutex<Sessions>, code: &str) -> Option<String> {
+        let stored = match self.backend.take_code(&sha256_hex(code)) {
+            Ok(s) => s?,
+            Err(e) => {
+                warn!("sessions: could not read a code from another node: {e}");
+                return None;
+            }
+        };
+        let now = Instant::now();
+        let session = load(stored.clone(), now)?;
+        let token = random_hex(TOKEN_BYTES);
+        let hash = sha256_hex(&token);
+        if let Err(e) = self.backend.save(&hash, &stored) {
+            warn!("sessions: could not keep a session: {e}");
             return None;
         }
-    };
-    let now = Instant::now();
-    let session = load(stored.clone(), now)?;
-    let token = random_hex(TOKEN_BYTES);
-    let hash = sha256_hex(&token);
-    if let Err(e) = backend.save(&hash, &stored) {
-        warn!("sessions: could not keep a session: {e}");
-        return None;
+        locked(memory).put(hash, session, now);
+        Some(token)
     }
-    memory
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .put(hash, session, now);
-    Some(token)
 }
 
 #[cfg(test)]
@@ -324,15 +318,8 @@ mod tests {
         let backend = Arc::new(Counting::default());
         let shared = Shared::new(backend.clone());
         let memory = Mutex::new(Sessions::new(Duration::from_secs(3600)));
-        let data: Data = serde_json::from_str(&stored("h1").data).unwrap();
         let now = Instant::now();
-        let session = Session {
-            identity: data.identity,
-            key: data.key,
-            csrf: data.csrf,
-            expires: now + Duration::from_secs(3600),
-            family: "h1".into(),
-        };
+        let session = load(stored("h1"), now).unwrap();
         // Read from the store longer ago than the limit.
         let Some(read_at) = now.checked_sub(STALE_LIMIT + Duration::from_secs(1)) else {
             return; // a machine up for less than that: nothing to test
