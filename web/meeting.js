@@ -28,11 +28,19 @@ languagePicker($('language'));
 
 // The host key comes in the link's fragment (never sent to any server). Keep it
 // for this tab and take it out of the address bar, so a shared screen shows none.
-const hostMatch = location.hash.match(/host=([0-9a-f]+)/);
-if (hostMatch) {
-  sessionStorage.setItem(`convene-host-${meetingId}`, hostMatch[1]);
-  history.replaceState(null, '', location.pathname);
-}
+// A page whose node was lost comes here with its resume token (and name,
+// and whether its camera and microphone were off) in the fragment too: kept
+// the same way, and the page resumes by itself (prejoin.js).
+const fragment = new URLSearchParams(location.hash.slice(1));
+const hostMatch = fragment.get('host')?.match(/^[0-9a-f]+$/);
+if (hostMatch) sessionStorage.setItem(`convene-host-${meetingId}`, hostMatch[0]);
+const resumeHere = fragment.get('resume')?.match(/^[0-9a-f]+$/) ? {
+  name: fragment.get('name') || '',
+  cameraOff: fragment.get('camera') === 'off',
+  micOff: fragment.get('mic') === 'off',
+} : null;
+if (resumeHere) sessionStorage.setItem(`convene-resume-${meetingId}`, /** @type {string} */ (fragment.get('resume')));
+if (hostMatch || resumeHere) history.replaceState(null, '', location.pathname + location.search);
 const hostKey = sessionStorage.getItem(`convene-host-${meetingId}`) || undefined;
 
 /** Who waits in the lobby (hosts are told of each new arrival). */
@@ -75,7 +83,17 @@ function enterMeeting(name, credentials) {
   signalling.addEventListener('message', (e) => onMessage(/** @type {CustomEvent} */ (e).detail));
   // Another node hosts the meeting now: this page, loaded again, is sent
   // there (signed in, the address and its fragment kept).
-  signalling.addEventListener('moved', () => location.reload());
+  // Our node is lost: on to another, our resume token (and host key) in the
+  // fragment, which no server sees.
+  signalling.addEventListener('moved', (e) => {
+    const { node, lost, resumeToken } = /** @type {CustomEvent} */ (e).detail;
+    if (!lost || !resumeToken) { location.reload(); return; }
+    const carry = new URLSearchParams({ resume: resumeToken, name });
+    if (hostKey) carry.set('host', hostKey);
+    if (!local.cameraOn) carry.set('camera', 'off');
+    if (local.micMuted) carry.set('mic', 'off');
+    location.assign(`${node}${location.pathname}${location.search}#${carry}`);
+  });
   signalling.addEventListener('lost', () => {
     // After `restarting` the socket closes on purpose: say why, not "lost".
     setStatus(serverRestarting ? t('status.restarting') : t('status.lost'), true);
@@ -409,4 +427,4 @@ onEncryptedChat(({ from, text }) => {
 $('lobby-leave').addEventListener('click', () => { $('lobby').hidden = true; leave(); });
 $('rejoin').addEventListener('click', () => location.reload());
 loadMeeting(hostKey, () => endSession(t('left.ended'), '')).then(loadLevels);
-setupPrejoin(hostKey, enterMeeting);
+setupPrejoin(hostKey, enterMeeting, resumeHere);

@@ -59,8 +59,10 @@ export async function loadMeeting(hostKey, ended) {
 /**
  * @param {string | undefined} hostKey
  * @param {(name: string, credentials: {passcode?: string, hostKey?: string}) => void} enter
+ * @param {{name: string, cameraOff: boolean, micOff: boolean} | null} resumeHere sent here
+ *   from a node that was lost, to resume: joins by itself, as before
  */
-export function setupPrejoin(hostKey, enter) {
+export function setupPrejoin(hostKey, enter, resumeHere = null) {
   $('name').value = localStorage.getItem('convene-name') || '';
   // Wire the form first: a quick click must not submit it natively. Joining waits
   // for the devices, so nobody joins without the camera they were shown.
@@ -87,6 +89,13 @@ export function setupPrejoin(hostKey, enter) {
   $('camera-select').addEventListener('change', choose);
   $('mic-select').addEventListener('change', choose);
   $('join-camera-off').addEventListener('change', showPreview);
+  if (resumeHere) {
+    $('join-camera-off').checked = resumeHere.cameraOff;
+    $('join-mic-off').checked = resumeHere.micOff;
+    if (resumeHere.name && !$('name').readOnly) $('name').value = resumeHere.name;
+    // The resume token (in this tab's storage) brings us back as who we were.
+    mediaReady.then(() => enter(resumeHere.name || $('name').value || '-', { hostKey }));
+  }
   $('join-form').addEventListener('submit', async (/** @type {Event} */ e) => {
     e.preventDefault();
     const name = $('name').value.trim();

@@ -7,6 +7,8 @@ const PING_EVERY_MS = 5000;
 const PONG_TIMEOUT_MS = 10000;
 /** After a sign that the network changed, a ping unanswered this long means the socket's path is gone. */
 const CHECK_MS = 3000;
+/** In a cluster, how long without our node before we look for another (a lost node's meetings move after 3 s). */
+const NODE_LOST_MS = 4000;
 
 export class Signalling extends EventTarget {
   /** @param {string} meetingId @param {string} name @param {{passcode?: string, hostKey?: string}} credentials */
@@ -22,6 +24,10 @@ export class Signalling extends EventTarget {
     this.resumeToken = sessionStorage.getItem(`convene-resume-${meetingId}`);
     this.closedByUs = false;
     this.attempt = 0;
+    /** In a cluster: the nodes we may resume on if ours is lost (from the meeting's lookup). @type {string[]} */
+    this.nodes = [];
+    /** When the socket was lost (0: it is not). */
+    this.lostAt = 0;
     this.lastPong = 0;
     /** @type {number | undefined} */
     this.pingTimer = undefined;
@@ -74,6 +80,8 @@ export class Signalling extends EventTarget {
       if (msg.type === 'welcome') {
         this.welcomed = true;
         this.attempt = 0;
+        this.lostAt = 0;
+        this.learnNodes();
         this.resumeToken = msg.resumeToken;
         sessionStorage.setItem(`convene-resume-${this.meetingId}`, msg.resumeToken);
       }
@@ -98,29 +106,81 @@ export class Signalling extends EventTarget {
     this.checkTimer = undefined;
     this.dispatchEvent(new Event('lost'));
     const again = this.attempt > 0;
-    const delay = Math.min(4000, 250 * 2 ** this.attempt++);
+    if (!this.lostAt) this.lostAt = Date.now();
+    // In a cluster, try at least every second: another node is looked for
+    // soon after our node has been gone for NODE_LOST_MS.
+    const delay = Math.min(this.nodes.length > 1 ? 1000 : 4000, 250 * 2 ** this.attempt++);
     setTimeout(async () => {
       if (this.closedByUs) return;
       // Failed again: in a cluster, another node may host the meeting now
       // (this one lost it). A socket refused for that says nothing a page
-      // can read; the meeting's lookup names the node.
-      if (again && await this.movedElsewhere()) return;
+      // can read; the meeting's lookup names the node. A node that does not
+      // answer at all is lost: resume on another.
+      if (again) {
+        const moved = await this.movedElsewhere();
+        if (moved === true) return;
+        if (moved === 'unreachable' && Date.now() - this.lostAt >= NODE_LOST_MS && await this.goToAnotherNode()) return;
+      }
       this.connect();
     }, delay);
   }
 
-  /** Whether another node hosts the meeting now (then 'moved' is dispatched). */
-  async movedElsewhere() {
+  /** In a cluster, the nodes to resume on if ours is lost (asked after each welcome). */
+  async learnNodes() {
     try {
       const res = await fetch(`/api/meetings/${this.meetingId}`, { cache: 'no-store' });
+      const m = res.ok ? await res.json() : null;
+      if (Array.isArray(m?.nodes)) this.nodes = m.nodes.filter((n) => typeof n === 'string');
+    } catch { /* kept as they were */ }
+  }
+
+  /** Another node that answers, if any: 'moved' is dispatched with it (and our resume token goes there). */
+  async goToAnotherNode() {
+    for (const node of this.nodes) {
+      if (node === location.origin) continue;
+      try {
+        // Opaque (no CORS), but it resolves only if the node answered.
+        await fetch(`${node}/healthz`, { mode: 'no-cors', cache: 'no-store', signal: AbortSignal.timeout(2000) });
+      } catch {
+        continue;
+      }
+      if (this.closedByUs || !this.mayMove()) return false;
+      this.closedByUs = true;
+      this.dispatchEvent(new CustomEvent('moved', { detail: { node, lost: true, resumeToken: this.resumeToken } }));
+      return true;
+    }
+    return false;
+  }
+
+  /** Whether another node hosts the meeting now (true: 'moved' is dispatched); 'unreachable' when our node did not answer. */
+  async movedElsewhere() {
+    try {
+      const res = await fetch(`/api/meetings/${this.meetingId}`, { cache: 'no-store', signal: AbortSignal.timeout(3000) });
       if (!res.ok) return false;
       const m = await res.json();
-      if (typeof m.node !== 'string' || this.closedByUs) return false;
+      if (typeof m.node !== 'string' || this.closedByUs || !this.mayMove()) return false;
       this.closedByUs = true;
-      this.dispatchEvent(new CustomEvent('moved', { detail: m.node }));
+      this.dispatchEvent(new CustomEvent('moved', { detail: { node: m.node, lost: false } }));
       return true;
     } catch {
-      return false;
+      return 'unreachable';
+    }
+  }
+
+  /** Whether this page may load again to follow the meeting: at most three
+   * times a minute, so two nodes that each name the other (a moment of
+   * disagreement in the cluster) cannot make it reload without end; past
+   * that it keeps trying its socket here. */
+  mayMove() {
+    const key = `convene-moves-${this.meetingId}`;
+    try {
+      const now = Date.now();
+      const recent = (JSON.parse(sessionStorage.getItem(key) || '[]') || []).filter((t) => typeof t === 'number' && now - t < 60000);
+      if (recent.length >= 3) return false;
+      sessionStorage.setItem(key, JSON.stringify([...recent, now]));
+      return true;
+    } catch {
+      return true;
     }
   }
 

@@ -244,21 +244,26 @@ impl Auth {
     }
 
     /// A one-time code that carries the sign-in `token` belongs to to
-    /// another node (only with shared sessions).
-    pub fn handoff(&self, token: &str) -> Option<String> {
+    /// another node (only with shared sessions), for the browser that holds
+    /// `nonce` there, on its way to `meeting`.
+    pub fn handoff(&self, token: &str, nonce: &str, meeting: &str) -> Option<String> {
         let sh = self.shared.get()?;
+        if !store::well_formed(nonce) {
+            return None;
+        }
         let session = self.session(token)?;
-        sh.handoff(&session)
+        sh.handoff(&session, &format!("{nonce} {meeting}"))
     }
 
     /// The cookie value for this node that a code from another node stands
-    /// for (once).
-    pub fn take_handoff(&self, code: &str) -> Option<String> {
+    /// for (once), if this browser holds the `nonce` it was made for and is
+    /// on its way to the same `meeting`.
+    pub fn take_handoff(&self, code: &str, nonce: &str, meeting: &str) -> Option<String> {
         let sh = self.shared.get()?;
-        if !store::well_formed(code) {
+        if !store::well_formed(code) || !store::well_formed(nonce) {
             return None;
         }
-        sh.take_handoff(&self.sessions, code)
+        sh.take_handoff(&self.sessions, code, &format!("{nonce} {meeting}"))
     }
 
     /// Discover each provider now, so that a misconfiguration shows in the log

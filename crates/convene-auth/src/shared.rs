@@ -18,8 +18,16 @@ use crate::store::{random_hex, sha256_hex, Session, Sessions, TOKEN_BYTES};
 
 /// How long a node trusts what it read of a session.
 pub const RECHECK: Duration = Duration::from_secs(10);
-/// How long a one-time code carries a sign-in to another node.
-pub const CODE_TTL: Duration = Duration::from_secs(60);
+/// How long a one-time code carries a sign-in to another node (it is made
+/// and taken within one chain of redirects).
+pub const CODE_TTL: Duration = Duration::from_secs(30);
+
+/// Where a code is kept: under its hash with what it is bound to (the
+/// browser's nonce and the meeting), so that it signs in only the browser
+/// that asked for it, and only on the way to that meeting.
+fn code_key(code: &str, binding: &str) -> String {
+    sha256_hex(&format!("{code}\n{binding}"))
+}
 
 /// A session as the store keeps it: its family, what it holds (JSON), and
 /// when it ends (milliseconds since the Unix epoch).
@@ -88,6 +96,13 @@ const MAX_MISSES: usize = 10_000;
 /// After the store failed, unknown cookies are not read for this long: a
 /// database that is away is not asked once per request.
 const BREAK: Duration = Duration::from_secs(2);
+/// Reads of cookies this node holds no copy of, per second, with a burst of
+/// [`READ_BURST`]: a flood of made-up cookies (each new, so never a
+/// remembered miss) costs the database at most this. Past it, such a
+/// cookie "cannot be checked" (a request needing it is asked to try again);
+/// sessions this node holds are re-read as usual.
+const READS_PER_SEC: f64 = 200.0;
+const READ_BURST: f64 = 1_000.0;
 /// While the store does not answer, a session this node read is honoured
 /// this long after it was read, no longer: it may have ended elsewhere.
 pub const STALE_LIMIT: Duration = Duration::from_secs(2 * RECHECK.as_secs());
@@ -97,6 +112,8 @@ pub(crate) struct Shared {
     pub(crate) backend: std::sync::Arc<dyn SessionBackend>,
     misses: Mutex<HashMap<String, Instant>>,
     failed_at: Mutex<Option<Instant>>,
+    /// Reads of unknown cookies left, and when that was counted.
+    reads: Mutex<(f64, Instant)>,
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -112,7 +129,18 @@ impl Shared {
             backend,
             misses: Mutex::default(),
             failed_at: Mutex::default(),
+            reads: Mutex::new((READ_BURST, Instant::now())),
         }
+    }
+
+    /// Whether a cookie this node holds no copy of may be read now.
+    fn may_read_unknown(&self, now: Instant) -> bool {
+        let mut reads = locked(&self.reads);
+        let (left, at) = *reads;
+        let left = (left + now.saturating_duration_since(at).as_secs_f64() * READS_PER_SEC)
+            .min(READ_BURST);
+        *reads = (if left >= 1.0 { left - 1.0 } else { left }, now);
+        left >= 1.0
     }
 
     fn missed_recently(&self, hash: &str, now: Instant) -> bool {
@@ -126,7 +154,11 @@ impl Shared {
         if misses.len() >= MAX_MISSES {
             misses.retain(|_, at| now.saturating_duration_since(*at) < MISS_TTL);
             if misses.len() >= MAX_MISSES {
-                misses.clear();
+                // Still full of fresh misses: the newer half stays.
+                let mut ages: Vec<Instant> = misses.values().copied().collect();
+                ages.sort_unstable();
+                let cut = ages[ages.len() / 2];
+                misses.retain(|_, at| *at > cut);
             }
         }
         misses.insert(hash.to_string(), now);
@@ -160,7 +192,7 @@ impl Shared {
             None if self.missed_recently(hash, now) => return Ok(None),
             _ => {}
         }
-        if self.broken(now) {
+        if self.broken(now) || (known.is_none() && !self.may_read_unknown(now)) {
             return stale(known);
         }
         match self.backend.load(hash) {
@@ -186,13 +218,14 @@ impl Shared {
 }
 
 impl Shared {
-    /// A one-time code that carries the sign-in of `session` to another node.
-    pub(crate) fn handoff(&self, session: &Session) -> Option<String> {
+    /// A one-time code that carries the sign-in of `session` to another
+    /// node, taken there only with the same `binding`.
+    pub(crate) fn handoff(&self, session: &Session, binding: &str) -> Option<String> {
         let code = random_hex(TOKEN_BYTES);
         let expires_at = unix_ms() + CODE_TTL.as_millis() as i64;
         match self
             .backend
-            .hold_code(&sha256_hex(&code), &session.family, expires_at)
+            .hold_code(&code_key(&code, binding), &session.family, expires_at)
         {
             Ok(()) => Some(code),
             Err(e) => {
@@ -204,8 +237,13 @@ impl Shared {
 
     /// Take a code made by [`Shared::handoff`]: a new cookie value for this
     /// node, for the same sign-in.
-    pub(crate) fn take_handoff(&self, memory: &Mutex<Sessions>, code: &str) -> Option<String> {
-        let stored = match self.backend.take_code(&sha256_hex(code)) {
+    pub(crate) fn take_handoff(
+        &self,
+        memory: &Mutex<Sessions>,
+        code: &str,
+        binding: &str,
+    ) -> Option<String> {
+        let stored = match self.backend.take_code(&code_key(code, binding)) {
             Ok(s) => s?,
             Err(e) => {
                 warn!("sessions: could not read a code from another node: {e}");
@@ -311,6 +349,36 @@ mod tests {
         );
         // A session this node read recently is still honoured.
         assert!(shared.session(&memory, "h1").unwrap().is_some());
+    }
+
+    #[test]
+    fn a_flood_of_made_up_cookies_costs_a_bounded_number_of_reads() {
+        let backend = Arc::new(Counting::default());
+        backend.save("h1", &stored("h1")).unwrap();
+        let shared = Shared::new(backend.clone());
+        let memory = Mutex::new(Sessions::new(Duration::from_secs(3600)));
+        let start = Instant::now();
+        let mut unchecked = 0;
+        for i in 0..5_000 {
+            if shared.session(&memory, &format!("made-up-{i}")).is_err() {
+                unchecked += 1;
+            }
+        }
+        let bound = READ_BURST + start.elapsed().as_secs_f64() * READS_PER_SEC + 1.0;
+        let reads = backend.loads.load(Ordering::Relaxed);
+        assert!((reads as f64) <= bound, "{reads} reads, at most {bound}");
+        assert_eq!(
+            unchecked + reads,
+            5_000,
+            "past the budget: cannot be checked"
+        );
+        // A session this node holds is re-read as usual, flood or not.
+        let now = Instant::now();
+        if let Some(read_at) = now.checked_sub(RECHECK + Duration::from_secs(1)) {
+            locked(&memory).put("h1".into(), load(stored("h1"), now).unwrap(), read_at);
+            assert!(shared.session(&memory, "h1").unwrap().is_some());
+            assert_eq!(backend.loads.load(Ordering::Relaxed), reads + 1);
+        }
     }
 
     #[test]

@@ -65,6 +65,16 @@ pub struct JoinOptions {
     pub e2ee: bool,
 }
 
+impl JoinOptions {
+    /// Join as a host, with the meeting's host key.
+    pub fn host(key: impl Into<String>) -> Self {
+        JoinOptions {
+            host_key: Some(key.into()),
+            ..JoinOptions::default()
+        }
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct StreamCount {
     pub packets: u64,

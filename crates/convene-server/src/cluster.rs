@@ -27,6 +27,9 @@ pub struct Link {
     last_beat: Mutex<Instant>,
     /// Where it may send people (`--node-urls`).
     allowed: crate::node_urls::NodeUrls,
+    /// The pages' Content-Security-Policy: they may reach the nodes that
+    /// may carry a sign-in (to find one when theirs is lost).
+    pub csp: axum::http::HeaderValue,
 }
 
 impl Link {
@@ -49,11 +52,14 @@ impl Link {
         let cluster = Cluster::connect(redis, &id, public_url)
             .await
             .map_err(|e| format!("cluster: {e}"))?;
+        let csp = axum::http::HeaderValue::from_str(&crate::http::csp(&allowed.csp_sources()))
+            .map_err(|e| format!("cluster: the node URLs make no header: {e}"))?;
         Ok(Link {
             cluster,
             arriving: Mutex::default(),
             last_beat: Mutex::new(Instant::now()),
             allowed,
+            csp,
         })
     }
 
@@ -78,6 +84,19 @@ impl Link {
 
     pub fn id(&self) -> &str {
         self.cluster.id()
+    }
+
+    /// The live nodes a page may go to when its own is lost (those that
+    /// may carry a sign-in: the page takes its resume token there).
+    pub async fn fallbacks(&self) -> Vec<String> {
+        match self.cluster.nodes().await {
+            Ok(nodes) => nodes
+                .into_iter()
+                .filter(|n| !n.draining && self.allowed.carries_signin(&n.url))
+                .map(|n| n.url.trim_end_matches('/').to_string())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
     }
 
     /// Whether a sign-in may follow a join to the node at `url`.

@@ -61,6 +61,7 @@ pub fn router(state: Arc<AppState>, request_timeout: Duration) -> Router {
         .route("/auth/login", get(signin::login))
         .route("/auth/callback/{org}", get(signin::callback))
         .route("/auth/logout", post(signin::logout))
+        .route("/auth/handoff/{id}", get(crate::handoff::code_for))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(crate::readiness::readyz))
         .route("/metrics", get(metrics_for_admins))
@@ -107,6 +108,21 @@ async fn within(limit: Duration, req: Request, next: axum::middleware::Next) -> 
 /// meeting server. Not sent over plain http (browsers ignore it there).
 const HSTS: &str = "max-age=31536000";
 
+const CSP: &str = "default-src 'self'; img-src 'self' data:; media-src 'self' blob:; \
+     connect-src 'self'; style-src 'self'; script-src 'self'; object-src 'none'; \
+     base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// The pages' policy, with `connect` added to where they may connect.
+pub(crate) fn csp(connect: &str) -> String {
+    if connect.is_empty() {
+        return CSP.to_string();
+    }
+    CSP.replace(
+        "connect-src 'self';",
+        &format!("connect-src 'self' {connect};"),
+    )
+}
+
 async fn security_headers(State(state): State<Arc<AppState>>, mut res: Response) -> Response {
     let h = res.headers_mut();
     if state.serves_tls {
@@ -121,12 +137,13 @@ async fn security_headers(State(state): State<Arc<AppState>>, mut res: Response)
     // govern; `blob:` media is a video file a sharer picked, played from a
     // URL the page made of it (web/videofile.js).
     // A route that set a policy of its own (the records report) keeps it.
+    // In a cluster, pages may also reach the other nodes (only to see
+    // which answers when their own is lost).
     h.entry(header::CONTENT_SECURITY_POLICY)
-        .or_insert(HeaderValue::from_static(
-            "default-src 'self'; img-src 'self' data:; media-src 'self' blob:; \
-             connect-src 'self'; style-src 'self'; script-src 'self'; object-src 'none'; \
-             base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
-        ));
+        .or_insert(match &state.cluster {
+            Some(link) => link.csp.clone(),
+            None => HeaderValue::from_static(CSP),
+        });
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -169,6 +186,10 @@ struct MeetingView {
     /// its socket (and its page).
     #[serde(skip_serializing_if = "Option::is_none")]
     node: Option<String>,
+    /// In a cluster: the nodes a page may go to, resuming, if the one it
+    /// is on is lost.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    nodes: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -189,7 +210,7 @@ pub(crate) fn retry_later(status: StatusCode, msg: &str, seconds: &'static str) 
 }
 
 /// A redirect that carries or sets a sign-in is not kept by any cache.
-fn no_store(mut res: Response) -> Response {
+pub(crate) fn no_store(mut res: Response) -> Response {
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
@@ -219,6 +240,7 @@ fn view(state: &AppState, m: Meeting, host_key: Option<String>) -> MeetingView {
         id: m.id,
         title: m.title,
         node: None,
+        nodes: Vec::new(),
     }
 }
 
@@ -226,7 +248,7 @@ fn view(state: &AppState, m: Meeting, host_key: Option<String>) -> MeetingView {
 /// it), the URL of the node that does otherwise; an answer saying "try
 /// again" when the cluster cannot tell (Redis unreachable, or every node
 /// draining).
-async fn elsewhere(state: &AppState, id: &str) -> Result<Option<String>, Response> {
+pub(crate) async fn elsewhere(state: &AppState, id: &str) -> Result<Option<String>, Response> {
     let Some(link) = &state.cluster else {
         return Ok(None);
     };
@@ -570,6 +592,10 @@ async fn get_meeting(State(state): State<Arc<AppState>>, Path(id): Path<String>)
         Ok(m) => match elsewhere(&state, &id).await {
             Ok(node) => Json(MeetingView {
                 node,
+                nodes: match &state.cluster {
+                    Some(link) => link.fallbacks().await,
+                    None => Vec::new(),
+                },
                 ..view(&state, m, None)
             })
             .into_response(),
@@ -585,24 +611,9 @@ async fn meeting_page(
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Response {
-    // Sent here by another node with a one-time code for the sign-in made
-    // there: this node's session cookie for it, and the same address
-    // without the code (the fragment stays with the browser). A browser
-    // already signed in here stays as it is: a link with someone else's code
-    // cannot replace its sign-in.
-    if let Some(handoff) = signin::handoff_in(uri.query()) {
-        if is_meeting_id(&id) {
-            let mut res =
-                axum::response::Redirect::to(&format!("/m/{id}{}", handoff.rest)).into_response();
-            if let Some(code) = handoff.code {
-                if signin::session(&state, &headers).is_none() {
-                    if let Some(token) = state.auth.take_handoff(&code) {
-                        signin::set_session_cookie(&state, &mut res, &token);
-                    }
-                }
-            }
-            return no_store(res);
-        }
+    // On the way in from another node with a sign-in (handoff.rs).
+    if let Some(res) = crate::handoff::arriving(&state, &headers, &id, uri.query()) {
+        return res;
     }
     match find(&state, &id).await {
         // The page, and so its socket, belongs on the meeting's node (the
@@ -611,27 +622,7 @@ async fn meeting_page(
         Ok(_) => match elsewhere(&state, &id).await {
             Ok(None) => assets::serve("meeting.html"),
             Ok(Some(node)) => {
-                let mut pairs: Vec<String> = uri
-                    .query()
-                    .unwrap_or("")
-                    .split('&')
-                    .filter(|p| !p.is_empty() && !p.starts_with("signin="))
-                    .map(str::to_string)
-                    .collect();
-                let carries = state
-                    .cluster
-                    .as_ref()
-                    .is_some_and(|link| link.carries_signin(&node));
-                if carries {
-                    if let Some(code) = signin::handoff(&state, &headers) {
-                        pairs.push(format!("signin={code}"));
-                    }
-                }
-                let query = if pairs.is_empty() {
-                    String::new()
-                } else {
-                    format!("?{}", pairs.join("&"))
-                };
+                let query = crate::handoff::leaving(&state, &headers, &node, uri.query());
                 no_store(
                     axum::response::Redirect::temporary(&format!("{node}/m/{id}{query}"))
                         .into_response(),

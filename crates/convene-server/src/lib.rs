@@ -11,6 +11,7 @@ pub mod config_file;
 mod cookies;
 mod device;
 pub mod export;
+mod handoff;
 mod hashing;
 mod http;
 mod ice_tcp;

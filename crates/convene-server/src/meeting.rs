@@ -165,6 +165,7 @@ pub fn deliver(state: &Arc<AppState>, meeting: &StoredMeeting, input: MeetingInp
     let (tx, rx) = mpsc::unbounded_channel();
     let _ = tx.send(input);
     inner.meetings.insert(id.to_string(), tx.clone());
+    state.writer.hosted_here(id);
     let (state, stored, id) = (state.clone(), meeting.clone(), id.to_string());
     // Every log line of the meeting's task names it.
     // A root span: the task outlives the socket whose input started it.
@@ -437,24 +438,19 @@ impl Meeting {
             }
         }
         self.settle().await;
-        if !hold_places {
-            let everyone: Vec<ParticipantId> = self.members.keys().cloned().collect();
-            self.broadcast(&everyone, ServerMessage::Restarting {});
-            self.settle().await;
-            self.members.clear();
-            return;
-        }
-        let rows: Vec<(String, String)> = self
-            .room
-            .returning()
-            .iter()
-            .filter_map(|r| Some((r.id.clone(), serde_json::to_string(r).ok()?)))
-            .collect();
-        let (st, id, n) = (self.state.clone(), self.id.clone(), rows.len());
-        match tokio::task::spawn_blocking(move || st.storage.hold_returns(&id, &rows)).await {
-            Ok(Ok(())) => info!(people = n, "stopping for a restart: places held"),
-            Ok(Err(e)) => tracing::error!("stopping for a restart: places not held: {e}"),
-            Err(e) => tracing::error!("stopping for a restart: places not held: {e}"),
+        if hold_places {
+            let rows: Vec<(String, String)> = self
+                .room
+                .returning()
+                .iter()
+                .filter_map(|r| Some((r.id.clone(), serde_json::to_string(r).ok()?)))
+                .collect();
+            let (st, id, n) = (self.state.clone(), self.id.clone(), rows.len());
+            match tokio::task::spawn_blocking(move || st.storage.hold_returns(&id, &rows)).await {
+                Ok(Ok(())) => info!(people = n, "stopping for a restart: places held"),
+                Ok(Err(e)) => tracing::error!("stopping for a restart: places not held: {e}"),
+                Err(e) => tracing::error!("stopping for a restart: places not held: {e}"),
+            }
         }
         let everyone: Vec<ParticipantId> = self.members.keys().cloned().collect();
         self.broadcast(&everyone, ServerMessage::Restarting {});

@@ -126,6 +126,24 @@ impl NodeUrls {
         }
     }
 
+    /// The origins that may receive a sign-in code (or a page's resume
+    /// token), as Content-Security-Policy sources: what a meeting page may
+    /// reach to find another node when its own is lost.
+    pub fn csp_sources(&self) -> String {
+        self.patterns[..self.carry_signin]
+            .iter()
+            .map(|p| {
+                let host = match &p.host {
+                    Host::Exact(h) => h.clone(),
+                    Host::Under(d) => format!("*.{d}"),
+                };
+                let port = p.port.map_or(":*".to_string(), |p| format!(":{p}"));
+                format!("{}://{host}{port}", p.scheme)
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// Whether joins may be sent to `url`.
     pub fn allows(&self, url: &str) -> bool {
         matches(&self.patterns, url)
@@ -158,6 +176,20 @@ fn matches(patterns: &[Pattern], url: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::NodeUrls;
+
+    #[test]
+    fn the_origins_that_carry_a_sign_in_as_csp_sources() {
+        let listed =
+            NodeUrls::parse("https://meet-1.example.org, https://*.nodes.example.org:8443")
+                .unwrap();
+        assert_eq!(
+            listed.csp_sources(),
+            "https://meet-1.example.org:* https://*.nodes.example.org:8443"
+        );
+        // By default only this node's own host (any port).
+        let around = NodeUrls::around("https://n1.meet.example.org");
+        assert_eq!(around.csp_sources(), "https://n1.meet.example.org:*");
+    }
 
     #[test]
     fn a_listed_origin_or_a_name_under_a_listed_domain_is_allowed_and_nothing_else() {

@@ -55,44 +55,9 @@ pub fn set_session_cookie(state: &AppState, res: &mut Response, token: &str) {
     );
 }
 
-/// A one-time code carrying this request's sign-in to another node (with
-/// sessions shared between nodes), to add to a redirect there.
-pub fn handoff(state: &AppState, headers: &HeaderMap) -> Option<String> {
-    state.auth.handoff(cookie(headers, session_cookie(state))?)
-}
-
-/// A query that carries sign-in codes (`signin=`, as [`handoff`] adds
-/// them): the code, if there is exactly one, and the rest of the query
-/// (`?…`, or empty).
-pub struct HandoffIn {
-    pub code: Option<String>,
-    pub rest: String,
-}
-
-/// The `signin` code in `query`, if it has any. Two or more are refused (no
-/// code): a page that adds its own to a link cannot decide which is taken.
-pub fn handoff_in(query: Option<&str>) -> Option<HandoffIn> {
-    let query = query?;
-    let mut codes = Vec::new();
-    let mut rest = Vec::new();
-    for pair in query.split('&') {
-        match pair.strip_prefix("signin=") {
-            Some(c) => codes.push(c),
-            None => rest.push(pair),
-        }
-    }
-    if codes.is_empty() {
-        return None;
-    }
-    let rest = if rest.is_empty() {
-        String::new()
-    } else {
-        format!("?{}", rest.join("&"))
-    };
-    Some(HandoffIn {
-        code: (codes.len() == 1).then(|| codes[0].to_string()),
-        rest,
-    })
+/// The session cookie's value in this request, if it carries one.
+pub fn session_token<'a>(state: &AppState, headers: &'a HeaderMap) -> Option<&'a str> {
+    cookie(headers, session_cookie(state))
 }
 
 fn html_escape(text: &str) -> String {

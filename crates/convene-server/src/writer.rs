@@ -69,6 +69,9 @@ struct Unstored {
     wait: Duration,
     /// The head the audit log would have if the last failed try had in fact
     /// committed (its answer lost), and how many of `items` that try held.
+    /// A try that wrote no audit row leaves none: storing its writes again
+    /// is harmless (meeting state is set, not added to, and kept chat
+    /// messages are numbered: a number stored is not stored again).
     maybe_landed: Option<(AuditHead, usize)>,
 }
 
@@ -296,7 +299,31 @@ struct Shared {
     /// Meetings another node hosts now (this one's hold ran out): what this
     /// node kept for them while the database was away is not written over
     /// what that node has written since (their audit rows still are).
-    moved: Mutex<std::collections::HashSet<String>>,
+    moved: Mutex<Moved>,
+}
+
+/// Meetings found hosted elsewhere, each with the time from which this
+/// node's writes for it count again: none while it is elsewhere (the
+/// meeting's last writes here, as it closes, are set aside too), the time
+/// it started here again if it came back. Forgotten once nothing is kept.
+#[derive(Default, Clone)]
+struct Moved(std::collections::HashMap<String, i64>);
+
+impl Moved {
+    fn away(&mut self, meeting: &str) {
+        self.0.insert(meeting.to_string(), i64::MAX);
+    }
+
+    fn back(&mut self, meeting: &str, at: i64) {
+        if let Some(from) = self.0.get_mut(meeting) {
+            *from = at;
+        }
+    }
+
+    /// Whether a write for `meeting` kept at `then` is set aside.
+    fn sets_aside(&self, meeting: &str, then: i64) -> bool {
+        self.0.get(meeting).is_some_and(|&from| then < from)
+    }
 }
 
 impl Writer {
@@ -342,7 +369,17 @@ impl Writer {
             .moved
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(meeting.to_string());
+            .away(meeting);
+    }
+
+    /// `meeting` starts on this node: if it had moved away, what is kept
+    /// for it from now on is written as usual.
+    pub fn hosted_here(&self, meeting: &str) {
+        self.shared
+            .moved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .back(meeting, convene_storage::unix_millis());
     }
 
     pub fn stats(&self) -> &WriterStats {
@@ -640,6 +677,9 @@ fn run(
             let at = convene_storage::unix_millis().max(cp.floor);
             let n = items.len();
             let mut stored_new = false;
+            // Stored a chunk of the backlog; the new writes wait their turn
+            // (not a failure).
+            let mut behind = false;
             if !kept || unstored.due() {
                 let tried = Tried::default();
                 let moved = shared
@@ -667,7 +707,10 @@ fn run(
                     let with_new = end == unstored.items.len();
                     let start = b.audit_head().ok();
                     for (then, item) in &unstored.items[skip.min(end)..end] {
-                        if item.meeting_state_of().is_some_and(|m| moved.contains(m)) {
+                        if item
+                            .meeting_state_of()
+                            .is_some_and(|m| moved.sets_aside(m, *then))
+                        {
                             continue;
                         }
                         store(
@@ -721,11 +764,18 @@ fn run(
                         unstored.maybe_landed = None;
                         if unstored.items.is_empty() {
                             unstored.stored();
+                            shared
+                                .moved
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .0
+                                .clear();
                         }
                         cp.floor = at;
                         // Committed even when the head could not be read after.
                         expected = head.ok().or_else(|| storage.audit_head().ok());
                         stored_new = o.with_new;
+                        behind = !o.with_new;
                     }
                     (result, outcome) => {
                         let e = match result {
@@ -756,7 +806,9 @@ fn run(
             // Not stored with this try (or not tried: older ones wait their
             // turn): kept, after the older ones.
             if !stored_new && n > 0 {
-                shared.stats.failed.fetch_add(n as u64, Ordering::Relaxed);
+                if !behind {
+                    shared.stats.failed.fetch_add(n as u64, Ordering::Relaxed);
+                }
                 let lost = unstored.keep(at, std::mem::take(&mut items));
                 if lost > 0 {
                     error!(
@@ -1131,6 +1183,22 @@ mod tests {
             outcome: outcome.into(),
             detail: String::new(),
         }
+    }
+
+    #[test]
+    fn a_meeting_that_moved_sets_aside_only_what_was_kept_before() {
+        let mut moved = Moved::default();
+        moved.back("m1", 500);
+        assert!(!moved.sets_aside("m1", 400), "never moved");
+        moved.away("m1");
+        assert!(moved.sets_aside("m1", 900), "kept before the move");
+        assert!(moved.sets_aside("m1", 5_000), "kept as it closed here");
+        moved.back("m1", 6_000);
+        assert!(moved.sets_aside("m1", 5_999), "kept before it came back");
+        assert!(!moved.sets_aside("m1", 6_000), "kept after it came back");
+        assert!(!moved.sets_aside("m2", 900), "another meeting");
+        moved.away("m1");
+        assert!(moved.sets_aside("m1", 7_000), "moved again");
     }
 
     /// The refusals a row stands for: itself, or those its tally adds.

@@ -133,19 +133,13 @@ async fn the_host_link_makes_a_host_and_settings_bind_participants() {
     );
     let url = server.url.clone();
 
-    let bad = JoinOptions {
-        host_key: Some("f".repeat(32)),
-        ..Default::default()
-    };
+    let bad = JoinOptions::host("f".repeat(32));
     assert_eq!(
         error_code(Client::join_with(&url, &id, "Mallory", bad).await),
         "forbidden"
     );
 
-    let host_opts = JoinOptions {
-        host_key: Some(host_key),
-        ..Default::default()
-    };
+    let host_opts = JoinOptions::host(host_key);
     let mut host = Client::join_with(&url, &id, "Hana", host_opts)
         .await
         .unwrap();
@@ -195,10 +189,7 @@ async fn a_host_mute_is_enforced_by_the_sfu() {
     let server = common::server().await;
     let m = create(&server, json!({"title": "Muting"})).await;
     let id = m["id"].as_str().unwrap().to_string();
-    let host_opts = JoinOptions {
-        host_key: Some(m["hostKey"].as_str().unwrap().to_string()),
-        ..Default::default()
-    };
+    let host_opts = JoinOptions::host(m["hostKey"].as_str().unwrap());
     let url = server.url.clone();
     let mut host = Client::join_with(&url, &id, "Hana", host_opts)
         .await
@@ -261,10 +252,7 @@ async fn a_host_sets_a_passcode_during_the_meeting() {
     let id = m["id"].as_str().unwrap().to_string();
     let key = m["hostKey"].as_str().unwrap().to_string();
     let url = server.url.clone();
-    let host_opts = JoinOptions {
-        host_key: Some(key.clone()),
-        ..JoinOptions::default()
-    };
+    let host_opts = JoinOptions::host(key.clone());
     let mut host = Client::join_with(&url, &id, "Hana", host_opts)
         .await
         .unwrap();

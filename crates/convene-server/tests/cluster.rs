@@ -51,10 +51,7 @@ async fn three_nodes_place_route_and_take_over_a_lost_nodes_meeting() {
         &socket_node(&node(&nodes, other_i), &m1).await,
         &m1,
         "Ann",
-        JoinOptions {
-            host_key: Some(key),
-            ..JoinOptions::default()
-        },
+        JoinOptions::host(key),
     )
     .await
     .unwrap();
@@ -242,17 +239,9 @@ async fn a_node_that_lost_its_meeting_to_another_sends_its_people_there() {
     } else {
         (1, 0)
     };
-    let mut ann = Client::join_with(
-        &first,
-        &m,
-        "Ann",
-        JoinOptions {
-            host_key: Some(key),
-            ..JoinOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let mut ann = Client::join_with(&first, &m, "Ann", JoinOptions::host(key))
+        .await
+        .unwrap();
     // The other node took the meeting (as if the first had not reached
     // Redis for a while) and someone arrives there at once.
     convene_cluster::testing::hand_hold_to(&redis.url(), &m, &format!("n{}", other_i + 1)).await;

@@ -33,17 +33,9 @@ async fn hands_and_reactions_over_the_socket() {
     let id = made["id"].as_str().unwrap();
     let key = made["hostKey"].as_str().unwrap();
     let url = server.url.clone();
-    let mut host = Client::join_with(
-        &url,
-        id,
-        "Hana",
-        JoinOptions {
-            host_key: Some(key.into()),
-            ..JoinOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let mut host = Client::join_with(&url, id, "Hana", JoinOptions::host(key))
+        .await
+        .unwrap();
     let mut gus = Client::join(&url, id, "Gus", None).await.unwrap();
     let (hid, gid) = (host.participant_id.clone(), gus.participant_id.clone());
     both(&mut host, &mut gus, 0.5).await;

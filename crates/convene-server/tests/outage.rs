@@ -81,17 +81,9 @@ async fn a_meeting_outlives_redis_and_postgres_going_away_and_coming_back() {
         .map(|n| n.url.clone())
         .find(|u| *u != host)
         .unwrap();
-    let mut ann = Client::join_with(
-        &host,
-        &m,
-        "Ann",
-        JoinOptions {
-            host_key: Some(key),
-            ..JoinOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let mut ann = Client::join_with(&host, &m, "Ann", JoinOptions::host(key))
+        .await
+        .unwrap();
     let mut bob = Client::join(&host, &m, "Bob", None).await.unwrap();
     let bob_id = bob.participant_id.clone();
     assert!(
@@ -135,8 +127,16 @@ async fn a_meeting_outlives_redis_and_postgres_going_away_and_coming_back() {
     redis.start_again();
     let routed = until_answered(&other, &m, Duration::from_secs(10)).await;
     assert_eq!(routed, host, "the meeting stays where it runs");
-    let r = http().get(format!("{other}/readyz")).send().await.unwrap();
-    assert_eq!(r.status(), 200, "ready again");
+    // Ready again once its next beat has reached Redis (within a second or two).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = http().get(format!("{other}/readyz")).send().await.unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "ready again: {}", r.status());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     let mut cat = Client::join(&routed, &m, "Cat", None).await.unwrap();
     let (ann_id, cat_id) = (ann.participant_id.clone(), cat.participant_id.clone());
     assert!(

@@ -628,15 +628,11 @@ async fn chat_is_kept_sealed_only_where_the_level_keeps_it() {
     };
     let (kept, kept_key) = create("official").await;
     let (relayed, relayed_key) = create("official-sensitive").await;
-    let host = |key: &str| JoinOptions {
-        host_key: Some(key.to_string()),
-        ..JoinOptions::default()
-    };
     const SAID: &str = "Minutes: the budget of 4.2 million is approved";
     const UNSAID: &str = "Off the record: the other bid was cheaper";
 
     let url = server.url.clone();
-    let mut ann = Client::join_with(&url, &kept, "Ann", host(&kept_key))
+    let mut ann = Client::join_with(&url, &kept, "Ann", JoinOptions::host(&kept_key))
         .await
         .unwrap();
     ann.chat(SAID).await.unwrap();
@@ -644,10 +640,10 @@ async fn chat_is_kept_sealed_only_where_the_level_keeps_it() {
         c.chat.iter().any(|m| m["text"] == SAID)
     })
     .await;
-    let mut sam = Client::join_with(&url, &relayed, "Sam", host(&relayed_key))
+    let mut sam = Client::join_with(&url, &relayed, "Sam", JoinOptions::host(&relayed_key))
         .await
         .unwrap();
-    let mut tom = Client::join_with(&url, &relayed, "Tom", host(&relayed_key))
+    let mut tom = Client::join_with(&url, &relayed, "Tom", JoinOptions::host(&relayed_key))
         .await
         .unwrap();
     sam.chat(UNSAID).await.unwrap();
@@ -661,11 +657,11 @@ async fn chat_is_kept_sealed_only_where_the_level_keeps_it() {
     assert!(heard, "chat is relayed where it is not kept");
 
     // Later joiners: the kept chat, and none of the other.
-    let bob = Client::join_with(&url, &kept, "Bob", host(&kept_key))
+    let bob = Client::join_with(&url, &kept, "Bob", JoinOptions::host(&kept_key))
         .await
         .unwrap();
     assert!(bob.chat.iter().any(|m| m["text"] == SAID), "{:?}", bob.chat);
-    let una = Client::join_with(&url, &relayed, "Una", host(&relayed_key))
+    let una = Client::join_with(&url, &relayed, "Una", JoinOptions::host(&relayed_key))
         .await
         .unwrap();
     assert!(una.chat.is_empty(), "{:?}", una.chat);
@@ -695,7 +691,7 @@ async fn chat_is_kept_sealed_only_where_the_level_keeps_it() {
     // After a restart, a later joiner still sees it.
     let dir = data.clone();
     let server = common::server_with(move |c| c.data_dir = dir).await;
-    let cy = Client::join_with(&server.url, &kept, "Cy", host(&kept_key))
+    let cy = Client::join_with(&server.url, &kept, "Cy", JoinOptions::host(&kept_key))
         .await
         .unwrap();
     assert!(cy.chat.iter().any(|m| m["text"] == SAID), "{:?}", cy.chat);

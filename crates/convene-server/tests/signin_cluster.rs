@@ -15,6 +15,58 @@ use convene_cluster::testing::Redis;
 use convene_cluster::Cluster;
 use serde_json::json;
 
+/// One browser on two nodes (each a name of its own, with its own cookies):
+/// follows redirects from `url`; each address it asked for and the answer.
+async fn follow(
+    on_a: &mut Browser,
+    a: &str,
+    on_b: &mut Browser,
+    b: &str,
+    url: &str,
+) -> Vec<(String, common::oidc::Reply)> {
+    let mut steps = Vec::new();
+    let mut url = url.to_string();
+    for _ in 0..8 {
+        let on_a_now = url.starts_with(a);
+        let r = if on_a_now {
+            on_a.get(&url).await
+        } else {
+            assert!(url.starts_with(b), "{url}");
+            on_b.get(&url).await
+        };
+        let next = r.location.clone();
+        steps.push((url.clone(), r));
+        match next {
+            Some(next) if next.starts_with('/') => {
+                url = format!("{}{next}", if on_a_now { a } else { b })
+            }
+            Some(next) => url = next,
+            None => break,
+        }
+    }
+    steps
+}
+
+/// A code Mallory (signed in on A) makes for herself, in the address B
+/// would take it from, as she could lead others to.
+async fn bait(
+    mallory_a: &mut Browser,
+    a: &str,
+    mallory_b: &mut Browser,
+    b: &str,
+    meeting: &str,
+) -> String {
+    let r = mallory_a.get(&format!("{a}/m/{meeting}")).await;
+    let r = mallory_b.get(&r.location.unwrap()).await;
+    let r = mallory_a.get(&r.location.unwrap()).await;
+    let code = r.location.unwrap();
+    assert!(
+        code.starts_with(&format!("{b}/m/{meeting}?signin=")),
+        "{code}"
+    );
+    code
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_in_person_stays_signed_in_on_the_node_that_hosts_the_meeting() {
     let redis = Redis::start();
@@ -85,7 +137,8 @@ async fn a_signed_in_person_stays_signed_in_on_the_node_that_hosts_the_meeting()
         tokio::time::sleep(Duration::from_millis(2200)).await;
     };
 
-    // Opened on A, the meeting's page sends Alice to B with a one-time code.
+    // Opened on A, the meeting's page sends Alice to B, marked as signed in
+    // on A: no code in an address yet.
     let r = on_a.get(&format!("{}/m/{meeting}?lang=nl", a.url)).await;
     assert_eq!(r.status, 307, "{}", r.body);
     assert_eq!(
@@ -94,19 +147,44 @@ async fn a_signed_in_person_stays_signed_in_on_the_node_that_hosts_the_meeting()
         "kept by no cache"
     );
     let to = r.location.unwrap();
-    assert!(
-        to.starts_with(&format!("{}/m/{meeting}?lang=nl&signin=", b.url)),
-        "{to}"
-    );
-    // B is another name to a browser: none of A's cookies go there.
-    let mut on_b = Browser::new();
-    let r = on_b.get(&to).await;
-    assert_eq!(r.status, 303);
-    assert_eq!(r.cache_control.as_deref(), Some("no-store"));
     assert_eq!(
-        r.location.unwrap(),
-        format!("/m/{meeting}?lang=nl"),
+        to,
+        format!("{}/m/{meeting}?lang=nl&signin-from={}", b.url, a.url)
+    );
+    // B is another name to a browser: none of A's cookies go there. B gives
+    // her browser a nonce and sends it back to A for a code bound to it; A
+    // sends her on to B with the code; B signs her in.
+    let mut on_b = Browser::new();
+    let steps = follow(&mut on_a, &a.url, &mut on_b, &b.url, &to).await;
+    let hops: Vec<String> = steps
+        .iter()
+        .map(|(u, r)| format!("{u} {}", r.status))
+        .collect();
+    assert_eq!(steps.len(), 4, "{hops:?}");
+    let nonce = steps[0].1.location.as_deref().unwrap();
+    assert!(
+        nonce.starts_with(&format!("{}/auth/handoff/{meeting}?lang=nl&nonce=", a.url)),
+        "{hops:?}"
+    );
+    let nonce = nonce.rsplit("nonce=").next().unwrap().to_string();
+    let with_code = steps[1].1.location.clone().unwrap();
+    assert!(
+        with_code.starts_with(&format!("{}/m/{meeting}?lang=nl&signin=", b.url)),
+        "{hops:?}"
+    );
+    assert_eq!(
+        steps[2].1.location.as_deref(),
+        Some(format!("/m/{meeting}?lang=nl").as_str()),
         "the code is gone from the address"
+    );
+    assert_eq!(steps[3].1.status, 200);
+    for (url, r) in &steps[..3] {
+        assert_eq!(r.status, 303, "{url}");
+        assert_eq!(r.cache_control.as_deref(), Some("no-store"), "{url}");
+    }
+    assert!(
+        !on_b.jar.contains_key("convene_handoff"),
+        "the nonce is spent"
     );
     let me = on_b.session(&b.url).await;
     assert_eq!(me["signedIn"]["name"], "Alice Archer", "{me}");
@@ -118,9 +196,10 @@ async fn a_signed_in_person_stays_signed_in_on_the_node_that_hosts_the_meeting()
     let shown = &alice.participants[&alice.participant_id];
     assert_eq!(shown["identity"]["level"], "member", "{shown}");
 
-    // The code works once.
+    // The code works once, even with the nonce it was bound to.
     let mut thief = Browser::new();
-    let r = thief.get(&to).await;
+    thief.jar.insert("convene_handoff".into(), nonce);
+    let r = thief.get(&with_code).await;
     assert_eq!(r.status, 303);
     assert!(
         !thief.jar.contains_key("convene_session"),
@@ -128,36 +207,71 @@ async fn a_signed_in_person_stays_signed_in_on_the_node_that_hosts_the_meeting()
         thief.jar
     );
     assert!(thief.session(&b.url).await["signedIn"].is_null());
+
     // Someone else signed in makes a code of their own and leads browsers
-    // to it: one signed in on B stays as it is; an address with two codes
-    // (a page that added one to a link that had one) takes neither.
-    let mut mallory = Browser::new();
-    mallory.sign_in(&a.url, "home", "mallory", false).await;
-    let lure = |r: common::oidc::Reply| r.location.unwrap();
-    let bait = lure(mallory.get(&format!("{}/m/{meeting}", a.url)).await);
-    assert_eq!(on_b.get(&bait).await.status, 303);
+    // to it (a login CSRF): the code is bound to their own browser's nonce,
+    // so it signs in no other browser, one that holds a nonce of its own
+    // included; a browser signed in on B stays as it is.
+    let mut mallory_a = Browser::new();
+    mallory_a.sign_in(&a.url, "home", "mallory", false).await;
+    let mut mallory_b = Browser::new();
+    let lure = bait(&mut mallory_a, &a.url, &mut mallory_b, &b.url, &meeting).await;
+    let mut fresh = Browser::new();
+    assert_eq!(fresh.get(&lure).await.status, 303);
+    assert!(
+        fresh.session(&b.url).await["signedIn"].is_null(),
+        "no nonce"
+    );
+    let mut with_own_nonce = Browser::new();
+    let r = with_own_nonce.get(&to).await;
+    assert!(r.location.unwrap().contains("/auth/handoff/"));
+    assert!(with_own_nonce.jar.contains_key("convene_handoff"));
+    assert_eq!(with_own_nonce.get(&lure).await.status, 303);
+    assert!(
+        with_own_nonce.session(&b.url).await["signedIn"].is_null(),
+        "another browser's nonce"
+    );
+    assert_eq!(on_b.get(&lure).await.status, 303);
     assert_eq!(
         on_b.session(&b.url).await["signedIn"]["name"],
         "Alice Archer",
         "a code does not replace a sign-in"
     );
-    let second = lure(mallory.get(&format!("{}/m/{meeting}", a.url)).await);
+    // The lure was a working code all along: in Mallory's own browser it
+    // signs her in.
+    assert_eq!(mallory_b.get(&lure).await.status, 303);
+    assert_eq!(
+        mallory_b.session(&b.url).await["signedIn"]["name"],
+        "Mallory Mole"
+    );
+    // An address with two codes (a page that added one to a link that had
+    // one) takes neither.
+    let mut mallory_b = Browser::new();
+    let first = bait(&mut mallory_a, &a.url, &mut mallory_b, &b.url, &meeting).await;
+    let second = bait(&mut mallory_a, &a.url, &mut mallory_b, &b.url, &meeting).await;
     let code = second.split("signin=").nth(1).unwrap();
-    let mut fresh = Browser::new();
-    let r = fresh.get(&format!("{bait}&signin={code}")).await;
+    let r = mallory_b.get(&format!("{first}&signin={code}")).await;
     assert_eq!(r.status, 303);
     assert_eq!(r.location.unwrap(), format!("/m/{meeting}"));
-    assert!(fresh.session(&b.url).await["signedIn"].is_null());
-    // A code added to an address on A (which made none of its own for
-    // someone not signed in there) is not passed on.
+    assert!(mallory_b.session(&b.url).await["signedIn"].is_null());
+    // A code added to an address on A is not passed on.
     let r = Browser::new()
         .get(&format!("{}/m/{meeting}?signin={code}", a.url))
         .await;
     assert!(!r.location.unwrap().contains(code));
-    // Nobody signed in: no code.
+    // Nobody signed in: no mark, and A makes no code.
     let r = Browser::new().get(&format!("{}/m/{meeting}", a.url)).await;
     assert_eq!(r.status, 307);
-    assert!(!r.location.unwrap().contains("signin="));
+    assert!(!r.location.unwrap().contains("signin"));
+    let r = Browser::new()
+        .get(&format!(
+            "{}/auth/handoff/{meeting}?nonce={}",
+            a.url,
+            "a".repeat(64)
+        ))
+        .await;
+    assert_eq!(r.status, 303);
+    assert_eq!(r.location.unwrap(), format!("{}/m/{meeting}", b.url));
 
     // Signing out on B ends the sign-in on A too.
     let csrf = me["csrfToken"].as_str().unwrap().to_string();

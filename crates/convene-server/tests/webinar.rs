@@ -48,10 +48,7 @@ async fn a_webinar_over_the_socket() {
     let id = made["id"].as_str().unwrap();
     let key = made["hostKey"].as_str().unwrap();
 
-    let host_opts = JoinOptions {
-        host_key: Some(key.into()),
-        ..JoinOptions::default()
-    };
+    let host_opts = JoinOptions::host(key);
     let mut host = Client::join_with(&url, id, "Hana", host_opts)
         .await
         .unwrap();

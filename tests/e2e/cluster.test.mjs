@@ -1,0 +1,76 @@
+// Issue 20: a meeting in Chromium on a cluster of two nodes that share a
+// real PostgreSQL and Redis (started by the cluster-lab example). The node
+// the meeting runs on is killed (SIGKILL, no goodbye): the pages notice
+// their node no longer answers, go to the other node by themselves with
+// their resume tokens, and come back as the same people with the same
+// roles, cameras decoding again.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { join as pathJoin } from 'node:path';
+import { ROOT, startServer, launchPerson, createMeeting, join, joinAsHost, until, decodingVideos, peopleNames } from './harness.mjs';
+
+/** The participant ids of the tiles a page shows (its own included). */
+const tiles = (page) => page.$$eval('#grid .tile[data-id]', (ts) => ts.map((t) => /** @type {HTMLElement} */ (t).dataset.id).sort());
+
+/** PostgreSQL and Redis for the nodes, until `stop`. */
+async function startLab() {
+  const bin = pathJoin(ROOT, 'target', 'release', 'examples', 'cluster-lab');
+  const proc = spawn(bin, [], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const urls = await new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`cluster-lab did not start: ${out}`)), 30000);
+    proc.stdout.on('data', (d) => {
+      out += d;
+      const line = out.split('\n').find((l) => l.startsWith('{'));
+      if (line) { clearTimeout(timer); resolve(JSON.parse(line)); }
+    });
+    proc.on('exit', (code) => reject(new Error(`cluster-lab exited with ${code}: ${out}`)));
+  });
+  const exited = new Promise((resolve) => proc.on('exit', resolve));
+  return { ...urls, stop: async () => { proc.stdin.end(); await Promise.race([exited, new Promise((r) => setTimeout(r, 10000))]); } };
+}
+
+test('the node a meeting runs on is killed: the pages go to another node by themselves and resume as the same people', { timeout: 120000 }, async () => {
+  const lab = await startLab();
+  const node = (id) => startServer(['--cluster', '--database', lab.database, '--redis', lab.redis, '--node-id', id]);
+  const nodes = [await node('n1'), await node('n2')];
+  const people = await Promise.all([launchPerson(), launchPerson()]);
+  const [hana, gil] = people;
+  let other;
+  try {
+    const { link, hostLink } = await createMeeting(hana.page, nodes[0].url, 'Across two nodes');
+    await joinAsHost(hana.page, hostLink, 'Hana Hughes');
+    await join(gil.page, link, 'Gil Grant');
+    // The meeting runs on whichever node was the less busy: the pages were sent there.
+    const origin = new URL(hana.page.url()).origin;
+    const host = nodes.find((n) => n.url === origin);
+    assert.ok(host, `the page is on a node: ${origin}`);
+    other = nodes.find((n) => n !== host);
+    assert.equal(new URL(gil.page.url()).origin, origin, 'both on the meeting\'s node');
+    await until('each decoding the other', async () => (await Promise.all(people.map((p) => decodingVideos(p.page)))).every((n) => n >= 1), 20000);
+    const before = await Promise.all(people.map((p) => tiles(p.page)));
+    const rolesBefore = await peopleNames(gil.page);
+
+    const exited = new Promise((resolve) => host.proc.on('exit', resolve));
+    host.proc.kill('SIGKILL');
+    await exited;
+    const killed = Date.now();
+    await until('both pages on the other node', async () => people.every((p) => p.page.url().startsWith(other.url)), 30000);
+    await until('each decoding the other again', async () => (await Promise.all(people.map((p) => decodingVideos(p.page)))).every((n) => n >= 1), 30000);
+    console.log(`# figure: node lost: a two-person meeting decoding again on another node ${((Date.now() - killed) / 1000).toFixed(1)} s after its node was killed`);
+    assert.deepEqual(await Promise.all(people.map((p) => tiles(p.page))), before, 'the same people, as the same participants');
+    await until('the same names and roles', async () => JSON.stringify(await peopleNames(gil.page)) === JSON.stringify(rolesBefore));
+    for (const p of people) {
+      assert.ok(!p.page.url().includes('#'), `the resume token is out of the address: ${p.page.url()}`);
+      assert.equal(await p.page.locator('#meeting').isVisible(), true, 'in the meeting, not on the join page');
+    }
+    // Still the host there.
+    await hana.page.getByRole('button', { name: 'Lock meeting' }).click();
+    await hana.page.getByText('Locked', { exact: true }).waitFor();
+  } finally {
+    await Promise.all(people.map((p) => p.browser.close()));
+    for (const n of nodes) n.proc.kill('SIGTERM');
+    await lab.stop();
+  }
+});
