@@ -30,7 +30,7 @@ languagePicker($('language'));
 // for this tab and take it out of the address bar, so a shared screen shows none.
 // A page whose node was lost comes here with its resume token (and name,
 // and whether its camera and microphone were off) in the fragment too: kept
-// the same way, and the page resumes by itself (prejoin.js).
+// the same way; the person resumes at a click (prejoin.js).
 const fragment = new URLSearchParams(location.hash.slice(1));
 const hostMatch = fragment.get('host')?.match(/^[0-9a-f]+$/);
 if (hostMatch) sessionStorage.setItem(`convene-host-${meetingId}`, hostMatch[0]);

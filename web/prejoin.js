@@ -90,11 +90,13 @@ export function setupPrejoin(hostKey, enter, resumeHere = null) {
   $('mic-select').addEventListener('change', choose);
   $('join-camera-off').addEventListener('change', showPreview);
   if (resumeHere) {
+    // Never joined without a click: a link anyone can make may carry a
+    // fragment like this one. Joining, the resume token (now in this tab's
+    // storage) brings the person back as who they were.
     $('join-camera-off').checked = resumeHere.cameraOff;
     $('join-mic-off').checked = resumeHere.micOff;
     if (resumeHere.name && !$('name').readOnly) $('name').value = resumeHere.name;
-    // The resume token (in this tab's storage) brings us back as who we were.
-    mediaReady.then(() => enter(resumeHere.name || $('name').value || '-', { hostKey }));
+    $('moved-note').hidden = false;
   }
   $('join-form').addEventListener('submit', async (/** @type {Event} */ e) => {
     e.preventDefault();

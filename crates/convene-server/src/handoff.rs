@@ -114,8 +114,11 @@ pub fn arriving(
     if q.codes.is_empty() && q.from.is_empty() && q.nonce.is_empty() {
         return None;
     }
+    if !is_meeting_id(id) {
+        return Some(StatusCode::NOT_FOUND.into_response());
+    }
     let here = format!("/m/{id}{}", q.rest_with(None));
-    if !is_meeting_id(id) || signin::session(state, headers).is_some() {
+    if signin::session(state, headers).is_some() {
         // Signed in here already: a code (someone else's, perhaps) cannot
         // replace that sign-in.
         return Some(no_store(Redirect::to(&here).into_response()));
@@ -130,13 +133,15 @@ pub fn arriving(
         }
         return Some(no_store(res));
     }
-    let from = Query::one(&q.from).filter(|from| {
-        q.codes.is_empty()
-            && state
-                .cluster
-                .as_ref()
-                .is_some_and(|link| link.carries_signin(from))
-    });
+    let from = Query::one(&q.from)
+        .filter(|from| {
+            q.codes.is_empty()
+                && state
+                    .cluster
+                    .as_ref()
+                    .is_some_and(|link| link.carries_signin(from))
+        })
+        .and_then(crate::node_urls::canonical_origin);
     let Some(from) = from else {
         return Some(no_store(Redirect::to(&here).into_response()));
     };
@@ -145,7 +150,7 @@ pub fn arriving(
     let nonce = convene_auth::store::random_hex(convene_auth::store::TOKEN_BYTES);
     let mut res = Redirect::to(&format!(
         "{}/auth/handoff/{id}{}",
-        from.trim_end_matches('/'),
+        from,
         q.rest_with(Some(format!("{NONCE}={nonce}")))
     ))
     .into_response();

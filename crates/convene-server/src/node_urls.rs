@@ -54,7 +54,31 @@ fn origin(url: &str) -> Option<(String, String, Option<u16>)> {
         Some(p) => Some(p.parse::<u16>().ok()?),
         None => None,
     };
+    // A plain name (letters, digits, dots, hyphens; `*` for a pattern) or a
+    // bracketed IPv6 address: anything else (a `\`, which browsers read as
+    // `/`, a `%`) could make a URL that passes here point somewhere else.
+    let plain = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.'),
+        None => host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '*'),
+    };
+    if !plain || host.is_empty() {
+        return None;
+    }
     Some((scheme, host.to_ascii_lowercase(), port))
+}
+
+/// `url`'s origin rebuilt from its parts (`scheme://host[:port]`), if it has
+/// one: what a redirect goes to, never the text as it came.
+pub fn canonical_origin(url: &str) -> Option<String> {
+    let (scheme, host, port) = origin(url)?;
+    Some(match port {
+        Some(p) => format!("{scheme}://{host}:{p}"),
+        None => format!("{scheme}://{host}"),
+    })
 }
 
 impl NodeUrls {
@@ -198,6 +222,14 @@ mod tests {
         assert!(l.allows("https://meet-1.example.org"));
         assert!(l.allows("https://MEET-1.example.org:444/"));
         assert!(l.allows("https://b.nodes.example.org:8443"));
+        // A backslash (a browser reads it as `/`) or an escape is no name.
+        assert!(!l.carries_signin("https://evil.com\\.nodes.example.org:8443"));
+        assert!(!l.allows("https://evil.com%2F.nodes.example.org:8443"));
+        assert!(!l.allows("https://evil.com\\@b.nodes.example.org:8443"));
+        assert_eq!(
+            super::canonical_origin("https://B.nodes.example.org:8443/x?y"),
+            Some("https://b.nodes.example.org:8443".to_string())
+        );
         assert!(
             !l.allows("https://b.nodes.example.org"),
             "port given: that port"
