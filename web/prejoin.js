@@ -60,7 +60,8 @@ export async function loadMeeting(hostKey, ended) {
  * @param {string | undefined} hostKey
  * @param {(name: string, credentials: {passcode?: string, hostKey?: string}) => void} enter
  * @param {{name: string, cameraOff: boolean, micOff: boolean} | null} resumeHere sent here
- *   from a node that was lost, to resume: joins by itself, as before
+ *   from a node that was lost, to resume: the form is filled in as before and a note
+ *   says why; the person clicks Join
  */
 export function setupPrejoin(hostKey, enter, resumeHere = null) {
   $('name').value = localStorage.getItem('convene-name') || '';

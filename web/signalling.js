@@ -125,13 +125,24 @@ export class Signalling extends EventTarget {
     }, delay);
   }
 
+  /** The meeting as our node's lookup says it (null: not found); throws when the node does not answer.
+   * In a cluster it names the nodes to resume on if ours is lost: kept. */
+  async lookup() {
+    const res = await fetch(`/api/meetings/${this.meetingId}`, { cache: 'no-store', signal: AbortSignal.timeout(3000) });
+    const m = res.ok ? await res.json() : null;
+    if (Array.isArray(m?.nodes)) this.nodes = m.nodes.filter((/** @type {unknown} */ n) => typeof n === 'string');
+    return m;
+  }
+
   /** In a cluster, the nodes to resume on if ours is lost (asked after each welcome). */
   async learnNodes() {
-    try {
-      const res = await fetch(`/api/meetings/${this.meetingId}`, { cache: 'no-store' });
-      const m = res.ok ? await res.json() : null;
-      if (Array.isArray(m?.nodes)) this.nodes = m.nodes.filter((n) => typeof n === 'string');
-    } catch { /* kept as they were */ }
+    try { await this.lookup(); } catch { /* kept as they were */ }
+  }
+
+  /** Leave this page for `detail.node` ('moved'; the socket is not tried again). */
+  moveTo(/** @type {{node: string, lost: boolean, resumeToken?: string | null}} */ detail) {
+    this.closedByUs = true;
+    this.dispatchEvent(new CustomEvent('moved', { detail }));
   }
 
   /** Another node that answers, if any: 'moved' is dispatched with it (and our resume token goes there). */
@@ -145,8 +156,7 @@ export class Signalling extends EventTarget {
         continue;
       }
       if (this.closedByUs || !this.mayMove()) return false;
-      this.closedByUs = true;
-      this.dispatchEvent(new CustomEvent('moved', { detail: { node, lost: true, resumeToken: this.resumeToken } }));
+      this.moveTo({ node, lost: true, resumeToken: this.resumeToken });
       return true;
     }
     return false;
@@ -154,17 +164,15 @@ export class Signalling extends EventTarget {
 
   /** Whether another node hosts the meeting now (true: 'moved' is dispatched); 'unreachable' when our node did not answer. */
   async movedElsewhere() {
+    let m;
     try {
-      const res = await fetch(`/api/meetings/${this.meetingId}`, { cache: 'no-store', signal: AbortSignal.timeout(3000) });
-      if (!res.ok) return false;
-      const m = await res.json();
-      if (typeof m.node !== 'string' || this.closedByUs || !this.mayMove()) return false;
-      this.closedByUs = true;
-      this.dispatchEvent(new CustomEvent('moved', { detail: { node: m.node, lost: false } }));
-      return true;
+      m = await this.lookup();
     } catch {
       return 'unreachable';
     }
+    if (typeof m?.node !== 'string' || this.closedByUs || !this.mayMove()) return false;
+    this.moveTo({ node: m.node, lost: false });
+    return true;
   }
 
   /** Whether this page may load again to follow the meeting: at most three

@@ -27,6 +27,17 @@ pub fn secure(state: &AppState) -> &'static str {
     }
 }
 
+/// A cookie's name: `__Host-` + `name` over https, so that no other site (a
+/// sibling subdomain) can plant it; `name` over plain http, where browsers
+/// refuse the prefix.
+pub fn host_only(state: &AppState, name: &'static str) -> &'static str {
+    if state.public_url.starts_with("https://") {
+        name
+    } else {
+        name.strip_prefix("__Host-").unwrap_or(name)
+    }
+}
+
 /// Add a `Set-Cookie` header (a value that is not a valid header is dropped).
 pub fn set(res: &mut Response, value: String) {
     if let Ok(v) = HeaderValue::from_str(&value) {

@@ -32,11 +32,27 @@ const FROM: &str = "signin-from";
 const NONCE: &str = "nonce";
 
 fn nonce_cookie(state: &AppState) -> &'static str {
-    if state.public_url.starts_with("https://") {
-        "__Host-convene_handoff"
-    } else {
-        "convene_handoff"
-    }
+    crate::cookies::host_only(state, "__Host-convene_handoff")
+}
+
+/// Set the nonce cookie to `value` for `max_age` seconds (0: cleared).
+fn set_nonce(state: &AppState, res: &mut Response, value: &str, max_age: u64) {
+    set_cookie(
+        res,
+        format!(
+            "{}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
+            nonce_cookie(state),
+            secure(state)
+        ),
+    );
+}
+
+/// Whether a sign-in may be carried to (or asked for from) the node at `url`.
+fn carries(state: &AppState, url: &str) -> bool {
+    state
+        .cluster
+        .as_ref()
+        .is_some_and(|link| link.carries_signin(url))
 }
 
 /// A query split into its hand-off parameters and the rest (as `?…`, or
@@ -94,11 +110,7 @@ impl<'a> Query<'a> {
 /// a sign-in (`--node-urls`).
 pub fn leaving(state: &AppState, headers: &HeaderMap, node: &str, query: Option<&str>) -> String {
     let q = Query::parse(query);
-    let carries = state
-        .cluster
-        .as_ref()
-        .is_some_and(|link| link.carries_signin(node));
-    let signed_in = carries && signin::session(state, headers).is_some();
+    let signed_in = carries(state, node) && signin::session(state, headers).is_some();
     q.rest_with(signed_in.then(|| format!("{FROM}={}", state.public_url.trim_end_matches('/'))))
 }
 
@@ -127,20 +139,14 @@ pub fn arriving(
     if let (Some(code), Some(nonce)) = (Query::one(&q.codes), held.as_deref()) {
         // Step 4: the code, with the nonce this browser was given.
         let mut res = Redirect::to(&here).into_response();
-        clear_nonce(state, &mut res);
+        set_nonce(state, &mut res, "", 0);
         if let Some(token) = state.auth.take_handoff(code, nonce, id) {
             signin::set_session_cookie(state, &mut res, &token);
         }
         return Some(no_store(res));
     }
     let from = Query::one(&q.from)
-        .filter(|from| {
-            q.codes.is_empty()
-                && state
-                    .cluster
-                    .as_ref()
-                    .is_some_and(|link| link.carries_signin(from))
-        })
+        .filter(|from| q.codes.is_empty() && carries(state, from))
         .and_then(crate::node_urls::canonical_origin);
     let Some(from) = from else {
         return Some(no_store(Redirect::to(&here).into_response()));
@@ -154,27 +160,13 @@ pub fn arriving(
         q.rest_with(Some(format!("{NONCE}={nonce}")))
     ))
     .into_response();
-    set_cookie(
+    set_nonce(
+        state,
         &mut res,
-        format!(
-            "{}={nonce}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{}",
-            nonce_cookie(state),
-            convene_auth::shared::CODE_TTL.as_secs() * 2,
-            secure(state)
-        ),
+        &nonce,
+        convene_auth::shared::CODE_TTL.as_secs() * 2,
     );
     Some(no_store(res))
-}
-
-fn clear_nonce(state: &AppState, res: &mut Response) {
-    set_cookie(
-        res,
-        format!(
-            "{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax{}",
-            nonce_cookie(state),
-            secure(state)
-        ),
-    );
 }
 
 /// Step 3, `GET /auth/handoff/{id}` on the node the browser is signed in
@@ -199,12 +191,8 @@ pub async fn code_for(
         }
         Err(r) => return r,
     };
-    let carries = state
-        .cluster
-        .as_ref()
-        .is_some_and(|link| link.carries_signin(&node));
     let code = match (
-        carries,
+        carries(&state, &node),
         Query::one(&q.nonce),
         signin::session_token(&state, &headers),
     ) {

@@ -20,19 +20,11 @@ use crate::AppState;
 /// Cookie names: with the `__Host-` prefix over https, so that no other site
 /// (a sibling subdomain) can plant them.
 fn session_cookie(state: &AppState) -> &'static str {
-    if state.public_url.starts_with("https://") {
-        "__Host-convene_session"
-    } else {
-        "convene_session"
-    }
+    crate::cookies::host_only(state, "__Host-convene_session")
 }
 
 fn login_cookie(state: &AppState) -> &'static str {
-    if state.public_url.starts_with("https://") {
-        "__Host-convene_login"
-    } else {
-        "convene_login"
-    }
+    crate::cookies::host_only(state, "__Host-convene_login")
 }
 pub const CSRF_HEADER: &str = "x-csrf-token";
 

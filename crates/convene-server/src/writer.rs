@@ -309,6 +309,12 @@ struct Shared {
 #[derive(Default, Clone)]
 struct Moved(std::collections::HashMap<String, i64>);
 
+impl Shared {
+    fn moved(&self) -> std::sync::MutexGuard<'_, Moved> {
+        self.moved.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 impl Moved {
     fn away(&mut self, meeting: &str) {
         self.0.insert(meeting.to_string(), i64::MAX);
@@ -365,20 +371,14 @@ impl Writer {
 
     /// Another node hosts `meeting` now: see [`Shared::moved`].
     pub fn moved_away(&self, meeting: &str) {
-        self.shared
-            .moved
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .away(meeting);
+        self.shared.moved().away(meeting);
     }
 
     /// `meeting` starts on this node: if it had moved away, what is kept
     /// for it from now on is written as usual.
     pub fn hosted_here(&self, meeting: &str) {
         self.shared
-            .moved
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .moved()
             .back(meeting, convene_storage::unix_millis());
     }
 
@@ -682,11 +682,7 @@ fn run(
             let mut behind = false;
             if !kept || unstored.due() {
                 let tried = Tried::default();
-                let moved = shared
-                    .moved
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
+                let moved = shared.moved().clone();
                 let result = storage.write_batch(|b| {
                     tried.reset();
                     check_head(b, expected.as_ref(), at, storage.is_shared(), &tried);
@@ -764,12 +760,7 @@ fn run(
                         unstored.maybe_landed = None;
                         if unstored.items.is_empty() {
                             unstored.stored();
-                            shared
-                                .moved
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .0
-                                .clear();
+                            shared.moved().0.clear();
                         }
                         cp.floor = at;
                         // Committed even when the head could not be read after.
