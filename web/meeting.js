@@ -40,7 +40,12 @@ const resumeHere = fragment.get('resume')?.match(/^[0-9a-f]+$/) ? {
   micOff: fragment.get('mic') === 'off',
 } : null;
 if (resumeHere) sessionStorage.setItem(`convene-resume-${meetingId}`, /** @type {string} */ (fragment.get('resume')));
-if (hostMatch || resumeHere) history.replaceState(null, '', location.pathname + location.search);
+const arrivedMoved = new URLSearchParams(location.search);
+if (hostMatch || resumeHere || arrivedMoved.has('moved')) {
+  arrivedMoved.delete('moved');
+  const rest = arrivedMoved.toString();
+  history.replaceState(null, '', location.pathname + (rest ? `?${rest}` : ''));
+}
 const hostKey = sessionStorage.getItem(`convene-host-${meetingId}`) || undefined;
 
 /** Who waits in the lobby (hosts are told of each new arrival). */
@@ -92,7 +97,11 @@ function enterMeeting(name, credentials) {
     if (hostKey) carry.set('host', hostKey);
     if (!local.cameraOn) carry.set('camera', 'off');
     if (local.micMuted) carry.set('mic', 'off');
-    location.assign(`${node}${location.pathname}${location.search}#${carry}`);
+    // `moved=1`: the node there sends this page on only to a node trusted
+    // with a sign-in (the fragment goes with a redirect).
+    const search = new URLSearchParams(location.search);
+    search.set('moved', '1');
+    location.assign(`${node}${location.pathname}?${search}#${carry}`);
   });
   signalling.addEventListener('lost', () => {
     // After `restarting` the socket closes on purpose: say why, not "lost".

@@ -11,6 +11,7 @@ pub mod store;
 pub mod verify;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -205,20 +206,21 @@ impl Auth {
         self.shared.get().is_some()
     }
 
-    /// The session cookie `token` stands for, if any. (While shared sessions
-    /// cannot be checked, none: see [`Auth::checked_session`].)
-    pub fn session(&self, token: &str) -> Option<Session> {
-        self.checked_session(token).ok().flatten()
-    }
-
-    /// The session cookie `token` stands for; an error when the shared store
-    /// cannot say (it is away and this node has no recent copy).
-    pub fn checked_session(&self, token: &str) -> Result<Option<Session>, &'static str> {
+    /// The session cookie `token` stands for, sent by `client` (its address
+    /// group); an error when the shared store cannot say: it is away and this
+    /// node has no recent copy, or the cookie is new here and `client` sent
+    /// more new cookies than its share of reads. The request should then be
+    /// tried again, not served as if signed out.
+    pub fn checked_session(
+        &self,
+        token: &str,
+        client: IpAddr,
+    ) -> Result<Option<Session>, &'static str> {
         if !store::well_formed(token) {
             return Ok(None);
         }
         match self.shared.get() {
-            Some(sh) => sh.session(&self.sessions, &store::sha256_hex(token)),
+            Some(sh) => sh.session(&self.sessions, &store::sha256_hex(token), client),
             None => Ok(self.sessions().get(token, Instant::now())),
         }
     }
@@ -226,13 +228,13 @@ impl Auth {
     /// Sign out the sign-in cookie `token` belongs to: on every node, with
     /// shared sessions. An error when that could not be stored (the person
     /// is still signed in, and should be told so).
-    pub fn sign_out(&self, token: &str) -> Result<(), String> {
+    pub fn sign_out(&self, token: &str, client: IpAddr) -> Result<(), String> {
         if !store::well_formed(token) {
             return Ok(());
         }
         let hash = store::sha256_hex(token);
         if let Some(sh) = self.shared.get() {
-            if let Some(s) = sh.session(&self.sessions, &hash)? {
+            if let Some(s) = sh.session(&self.sessions, &hash, client)? {
                 sh.backend.end(&s.family).map_err(|e| {
                     warn!("sessions: sign-out not stored for the other nodes: {e}");
                     shared::UNCHECKED.to_string()
@@ -246,12 +248,18 @@ impl Auth {
     /// A one-time code that carries the sign-in `token` belongs to to
     /// another node (only with shared sessions), for the browser that holds
     /// `nonce` there, on its way to `meeting`.
-    pub fn handoff(&self, token: &str, nonce: &str, meeting: &str) -> Option<String> {
+    pub fn handoff(
+        &self,
+        token: &str,
+        nonce: &str,
+        meeting: &str,
+        client: IpAddr,
+    ) -> Option<String> {
         let sh = self.shared.get()?;
         if !store::well_formed(nonce) {
             return None;
         }
-        let session = self.session(token)?;
+        let session = self.checked_session(token, client).ok().flatten()?;
         sh.handoff(&session, &format!("{nonce} {meeting}"))
     }
 

@@ -7,6 +7,7 @@
 //! [`RECHECK`], so a sign-out on one node holds on every node within that.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -103,6 +104,15 @@ const BREAK: Duration = Duration::from_secs(2);
 /// sessions this node holds are re-read as usual.
 const READS_PER_SEC: f64 = 200.0;
 const READ_BURST: f64 = 1_000.0;
+/// The share of those one client (an address group) may take: a flood from
+/// one client empties its own budget, not everyone's. After a failover,
+/// when everyone arrives with a cookie this node never read, each page load
+/// and socket of a person costs a read or two.
+const CLIENT_READS_PER_SEC: f64 = 20.0;
+const CLIENT_READ_BURST: f64 = 100.0;
+/// Clients whose budget is remembered; past it, those whose budget is full
+/// again are forgotten (they lose nothing), then the longest unseen half.
+const MAX_CLIENTS: usize = 10_000;
 /// While the store does not answer, a session this node read is honoured
 /// this long after it was read, no longer: it may have ended elsewhere.
 pub const STALE_LIMIT: Duration = Duration::from_secs(2 * RECHECK.as_secs());
@@ -112,8 +122,61 @@ pub(crate) struct Shared {
     pub(crate) backend: std::sync::Arc<dyn SessionBackend>,
     misses: Mutex<HashMap<String, Instant>>,
     failed_at: Mutex<Option<Instant>>,
-    /// Reads of unknown cookies left, and when that was counted.
-    reads: Mutex<(f64, Instant)>,
+    /// Reads of unknown cookies left, in all and per client.
+    reads: Mutex<Reads>,
+}
+
+/// A token bucket: reads left, and when that was counted.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    left: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    /// The reads left at `now`, refilled at `rate` up to `burst`.
+    fn refilled(self, now: Instant, rate: f64, burst: f64) -> f64 {
+        (self.left + now.saturating_duration_since(self.at).as_secs_f64() * rate).min(burst)
+    }
+}
+
+struct Reads {
+    all: Bucket,
+    by_client: HashMap<IpAddr, Bucket>,
+}
+
+impl Reads {
+    /// Take one read for `client` if both its budget and everyone's allow.
+    fn take(&mut self, client: IpAddr, now: Instant) -> bool {
+        if !self.by_client.contains_key(&client) && self.by_client.len() >= MAX_CLIENTS {
+            self.by_client.retain(|_, b| {
+                b.refilled(now, CLIENT_READS_PER_SEC, CLIENT_READ_BURST) < CLIENT_READ_BURST
+            });
+            if self.by_client.len() >= MAX_CLIENTS {
+                let mut seen: Vec<Instant> = self.by_client.values().map(|b| b.at).collect();
+                seen.sort_unstable();
+                let cut = seen[seen.len() / 2];
+                self.by_client.retain(|_, b| b.at > cut);
+            }
+        }
+        let mine = self.by_client.entry(client).or_insert(Bucket {
+            left: CLIENT_READ_BURST,
+            at: now,
+        });
+        let own = mine.refilled(now, CLIENT_READS_PER_SEC, CLIENT_READ_BURST);
+        let all = self.all.refilled(now, READS_PER_SEC, READ_BURST);
+        let granted = own >= 1.0 && all >= 1.0;
+        let spent = if granted { 1.0 } else { 0.0 };
+        *mine = Bucket {
+            left: own - spent,
+            at: now,
+        };
+        self.all = Bucket {
+            left: all - spent,
+            at: now,
+        };
+        granted
+    }
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -129,18 +192,20 @@ impl Shared {
             backend,
             misses: Mutex::default(),
             failed_at: Mutex::default(),
-            reads: Mutex::new((READ_BURST, Instant::now())),
+            reads: Mutex::new(Reads {
+                all: Bucket {
+                    left: READ_BURST,
+                    at: Instant::now(),
+                },
+                by_client: HashMap::new(),
+            }),
         }
     }
 
-    /// Whether a cookie this node holds no copy of may be read now.
-    fn may_read_unknown(&self, now: Instant) -> bool {
-        let mut reads = locked(&self.reads);
-        let (left, at) = *reads;
-        let left = (left + now.saturating_duration_since(at).as_secs_f64() * READS_PER_SEC)
-            .min(READ_BURST);
-        *reads = (if left >= 1.0 { left - 1.0 } else { left }, now);
-        left >= 1.0
+    /// Whether a cookie this node holds no copy of may be read now, for
+    /// `client` (an address group).
+    fn may_read_unknown(&self, client: IpAddr, now: Instant) -> bool {
+        locked(&self.reads).take(client, now)
     }
 
     fn missed_recently(&self, hash: &str, now: Instant) -> bool {
@@ -168,14 +233,16 @@ impl Shared {
         locked(&self.failed_at).is_some_and(|at| now.saturating_duration_since(at) < BREAK)
     }
 
-    /// The session under cookie hash `hash`: from memory while fresh, else
-    /// from the store (kept in memory again). While the store does not
-    /// answer, what this node read of it in the last [`STALE_LIMIT`]; an
-    /// error when not even that.
+    /// The session under cookie hash `hash`, sent by `client` (an address
+    /// group): from memory while fresh, else from the store (kept in memory
+    /// again). While the store does not answer, what this node read of it in
+    /// the last [`STALE_LIMIT`]; an error when not even that, or when the
+    /// cookie is unknown here and `client` has used up its reads.
     pub(crate) fn session(
         &self,
         memory: &Mutex<Sessions>,
         hash: &str,
+        client: IpAddr,
     ) -> Result<Option<Session>, &'static str> {
         let now = Instant::now();
         let known = locked(memory).by_cookie_hash(hash, now);
@@ -192,7 +259,7 @@ impl Shared {
             None if self.missed_recently(hash, now) => return Ok(None),
             _ => {}
         }
-        if self.broken(now) || (known.is_none() && !self.may_read_unknown(now)) {
+        if self.broken(now) || (known.is_none() && !self.may_read_unknown(client, now)) {
             return stale(known);
         }
         match self.backend.load(hash) {
@@ -270,6 +337,8 @@ mod tests {
 
     use super::*;
 
+    const ME: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 1));
+
     /// A store in memory that counts its reads and can be made to fail
     /// (the database's own behaviour is tested in convene-storage).
     #[derive(Default)]
@@ -323,7 +392,7 @@ mod tests {
         let memory = Mutex::new(Sessions::new(Duration::from_secs(3600)));
         for _ in 0..100 {
             assert_eq!(
-                shared.session(&memory, "ended").unwrap().map(|s| s.key),
+                shared.session(&memory, "ended", ME).unwrap().map(|s| s.key),
                 None
             );
         }
@@ -336,11 +405,11 @@ mod tests {
         backend.save("h1", &stored("h1")).unwrap();
         let shared = Shared::new(backend.clone());
         let memory = Mutex::new(Sessions::new(Duration::from_secs(3600)));
-        assert!(shared.session(&memory, "h1").unwrap().is_some());
+        assert!(shared.session(&memory, "h1", ME).unwrap().is_some());
         backend.away.store(true, Ordering::Relaxed);
-        assert_eq!(shared.session(&memory, "h2").err(), Some(UNCHECKED));
+        assert_eq!(shared.session(&memory, "h2", ME).err(), Some(UNCHECKED));
         for _ in 0..50 {
-            assert_eq!(shared.session(&memory, "h3").err(), Some(UNCHECKED));
+            assert_eq!(shared.session(&memory, "h3", ME).err(), Some(UNCHECKED));
         }
         assert_eq!(
             backend.loads.load(Ordering::Relaxed),
@@ -348,37 +417,81 @@ mod tests {
             "one read for h1, one failed read; the rest wait out the break"
         );
         // A session this node read recently is still honoured.
-        assert!(shared.session(&memory, "h1").unwrap().is_some());
+        assert!(shared.session(&memory, "h1", ME).unwrap().is_some());
+    }
+
+    /// `n` made-up cookies from `client`: how many could not be checked.
+    fn flood(shared: &Shared, memory: &Mutex<Sessions>, client: IpAddr, n: usize) -> usize {
+        (0..n)
+            .filter(|i| {
+                shared
+                    .session(memory, &format!("made-up-{client}-{i}"), client)
+                    .is_err()
+            })
+            .count()
     }
 
     #[test]
-    fn a_flood_of_made_up_cookies_costs_a_bounded_number_of_reads() {
+    fn one_client_flooding_made_up_cookies_spends_its_own_budget_not_everyones() {
         let backend = Arc::new(Counting::default());
         backend.save("h1", &stored("h1")).unwrap();
         let shared = Shared::new(backend.clone());
         let memory = Mutex::new(Sessions::new(Duration::from_secs(3600)));
         let start = Instant::now();
-        let mut unchecked = 0;
-        for i in 0..5_000 {
-            if shared.session(&memory, &format!("made-up-{i}")).is_err() {
-                unchecked += 1;
-            }
-        }
-        let bound = READ_BURST + start.elapsed().as_secs_f64() * READS_PER_SEC + 1.0;
+        let unchecked = flood(&shared, &memory, ME, 5_000);
+        let bound = CLIENT_READ_BURST + start.elapsed().as_secs_f64() * CLIENT_READS_PER_SEC + 1.0;
         let reads = backend.loads.load(Ordering::Relaxed);
         assert!((reads as f64) <= bound, "{reads} reads, at most {bound}");
         assert_eq!(
             unchecked + reads,
             5_000,
-            "past the budget: cannot be checked"
+            "past its budget: cannot be checked"
         );
-        // A session this node holds is re-read as usual, flood or not.
+        // Someone else, with a session this node never read (as after a
+        // failover), is still signed in.
+        let other: IpAddr = "192.0.2.7".parse().unwrap();
+        let someone = shared.session(&memory, "h1", other);
+        assert!(someone.unwrap().is_some(), "another client is not refused");
+        // A session this node holds is re-read as usual, for the flooder too.
         let now = Instant::now();
         if let Some(read_at) = now.checked_sub(RECHECK + Duration::from_secs(1)) {
             locked(&memory).put("h1".into(), load(stored("h1"), now).unwrap(), read_at);
-            assert!(shared.session(&memory, "h1").unwrap().is_some());
-            assert_eq!(backend.loads.load(Ordering::Relaxed), reads + 1);
+            let before = backend.loads.load(Ordering::Relaxed);
+            assert!(shared.session(&memory, "h1", ME).unwrap().is_some());
+            assert_eq!(backend.loads.load(Ordering::Relaxed), before + 1);
         }
+    }
+
+    #[test]
+    fn many_clients_flooding_together_cost_the_store_a_bounded_number_of_reads() {
+        let backend = Arc::new(Counting::default());
+        let shared = Shared::new(backend.clone());
+        let memory = Mutex::new(Sessions::new(Duration::from_secs(3600)));
+        let start = Instant::now();
+        let mut unchecked = 0;
+        for c in 0..50u8 {
+            unchecked += flood(&shared, &memory, IpAddr::from([198, 51, 100, c]), 100);
+        }
+        let bound = READ_BURST + start.elapsed().as_secs_f64() * READS_PER_SEC + 1.0;
+        let reads = backend.loads.load(Ordering::Relaxed);
+        assert!((reads as f64) <= bound, "{reads} reads, at most {bound}");
+        assert_eq!(unchecked + reads, 5_000);
+    }
+
+    #[test]
+    fn the_clients_remembered_are_bounded() {
+        let mut reads = Reads {
+            all: Bucket {
+                left: READ_BURST,
+                at: Instant::now(),
+            },
+            by_client: HashMap::new(),
+        };
+        let now = Instant::now();
+        for i in 0..(MAX_CLIENTS as u32 + 500) {
+            reads.take(IpAddr::from(i.to_be_bytes()), now);
+        }
+        assert!(reads.by_client.len() <= MAX_CLIENTS);
     }
 
     #[test]
@@ -394,6 +507,6 @@ mod tests {
         };
         locked(&memory).put("h1".into(), session, read_at);
         backend.away.store(true, Ordering::Relaxed);
-        assert_eq!(shared.session(&memory, "h1").err(), Some(UNCHECKED));
+        assert_eq!(shared.session(&memory, "h1", ME).err(), Some(UNCHECKED));
     }
 }

@@ -15,12 +15,14 @@
 //! A code someone else made for themselves (and leads a browser to, a login
 //! CSRF) is bound to their own nonce: no other browser holds it.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 
+use crate::client_addr::{address_group, ClientIp};
 use crate::cookies::{get as cookie, secure, set as set_cookie};
 use convene_storage::is_meeting_id;
 
@@ -48,7 +50,7 @@ fn set_nonce(state: &AppState, res: &mut Response, value: &str, max_age: u64) {
 }
 
 /// Whether a sign-in may be carried to (or asked for from) the node at `url`.
-fn carries(state: &AppState, url: &str) -> bool {
+pub(crate) fn carries(state: &AppState, url: &str) -> bool {
     state
         .cluster
         .as_ref()
@@ -108,10 +110,21 @@ impl<'a> Query<'a> {
 /// it to `node` with. Any incoming hand-off parameter is dropped; a browser
 /// signed in here is marked to come back for its code, if `node` may carry
 /// a sign-in (`--node-urls`).
-pub fn leaving(state: &AppState, headers: &HeaderMap, node: &str, query: Option<&str>) -> String {
+/// (An error response when whether it is signed in cannot be known now.)
+pub fn leaving(
+    state: &AppState,
+    headers: &HeaderMap,
+    client: IpAddr,
+    node: &str,
+    query: Option<&str>,
+) -> Result<String, signin::Unchecked> {
     let q = Query::parse(query);
-    let signed_in = carries(state, node) && signin::session(state, headers).is_some();
-    q.rest_with(signed_in.then(|| format!("{FROM}={}", state.public_url.trim_end_matches('/'))))
+    let signed_in = carries(state, node) && signin::session(state, headers, client)?.is_some();
+    Ok(
+        q.rest_with(
+            signed_in.then(|| format!("{FROM}={}", state.public_url.trim_end_matches('/'))),
+        ),
+    )
 }
 
 /// Steps 2 and 4, on the meeting's node: the answer to a meeting page
@@ -119,6 +132,7 @@ pub fn leaving(state: &AppState, headers: &HeaderMap, node: &str, query: Option<
 pub fn arriving(
     state: &AppState,
     headers: &HeaderMap,
+    client: IpAddr,
     id: &str,
     query: Option<&str>,
 ) -> Option<Response> {
@@ -130,7 +144,11 @@ pub fn arriving(
         return Some(StatusCode::NOT_FOUND.into_response());
     }
     let here = format!("/m/{id}{}", q.rest_with(None));
-    if signin::session(state, headers).is_some() {
+    let signed_in = match signin::session(state, headers, client) {
+        Ok(s) => s.is_some(),
+        Err(e) => return Some(e.into_response()),
+    };
+    if signed_in {
         // Signed in here already: a code (someone else's, perhaps) cannot
         // replace that sign-in.
         return Some(no_store(Redirect::to(&here).into_response()));
@@ -175,6 +193,7 @@ pub fn arriving(
 /// sign-in, the browser goes on to the meeting without a code.
 pub async fn code_for(
     State(state): State<Arc<AppState>>,
+    ClientIp(client): ClientIp,
     Path(id): Path<String>,
     uri: axum::http::Uri,
     headers: HeaderMap,
@@ -196,7 +215,9 @@ pub async fn code_for(
         Query::one(&q.nonce),
         signin::session_token(&state, &headers),
     ) {
-        (true, Some(nonce), Some(token)) => state.auth.handoff(token, nonce, &id),
+        (true, Some(nonce), Some(token)) => {
+            state.auth.handoff(token, nonce, &id, address_group(client))
+        }
         _ => None,
     };
     no_store(

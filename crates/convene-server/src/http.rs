@@ -410,7 +410,10 @@ async fn create_meeting(
     headers: HeaderMap,
     body: Result<Json<CreateMeeting>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let session = signin::session(&state, &headers);
+    let session = match signin::session(&state, &headers, client) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
     if !signin::may_create(&state, session.as_ref()) {
         return api_error(
             StatusCode::UNAUTHORIZED,
@@ -607,12 +610,13 @@ async fn get_meeting(State(state): State<Arc<AppState>>, Path(id): Path<String>)
 
 async fn meeting_page(
     State(state): State<Arc<AppState>>,
+    ClientIp(client): ClientIp,
     Path(id): Path<String>,
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Response {
     // On the way in from another node with a sign-in (handoff.rs).
-    if let Some(res) = crate::handoff::arriving(&state, &headers, &id, uri.query()) {
+    if let Some(res) = crate::handoff::arriving(&state, &headers, client, &id, uri.query()) {
         return res;
     }
     match find(&state, &id).await {
@@ -621,8 +625,22 @@ async fn meeting_page(
         // person stays signed in there.
         Ok(_) => match elsewhere(&state, &id).await {
             Ok(None) => assets::serve("meeting.html"),
+            // A page that left a lost node carries its resume token (and
+            // any host key) in the fragment, which a redirect keeps: it
+            // goes on only to a node named to carry a sign-in. Elsewhere
+            // the page is served here, and finds the meeting as any page
+            // does, without the fragment.
+            Ok(Some(node))
+                if moved_page(uri.query()) && !crate::handoff::carries(&state, &node) =>
+            {
+                assets::serve("meeting.html")
+            }
             Ok(Some(node)) => {
-                let query = crate::handoff::leaving(&state, &headers, &node, uri.query());
+                let query =
+                    match crate::handoff::leaving(&state, &headers, client, &node, uri.query()) {
+                        Ok(q) => q,
+                        Err(e) => return e.into_response(),
+                    };
                 no_store(
                     axum::response::Redirect::temporary(&format!("{node}/m/{id}{query}"))
                         .into_response(),
@@ -637,6 +655,12 @@ async fn meeting_page(
         }
         Err(r) => r,
     }
+}
+
+/// Whether a meeting page's address says it comes from a lost node
+/// (`moved=1`, set by the page that left it).
+fn moved_page(query: Option<&str>) -> bool {
+    query.is_some_and(|q| q.split('&').any(|p| p == "moved=1"))
 }
 
 async fn signalling(
@@ -678,6 +702,12 @@ async fn signalling(
         }
         Err(r) => return r,
     }
+    // Known before the upgrade: a person whose sign-in cannot be checked
+    // just now is asked to try again, not let in as a guest.
+    let session = match signin::session(&state, &headers, client) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
     upgrade
         .max_message_size(ws::MAX_FRAME)
         .max_frame_size(ws::MAX_FRAME)
@@ -688,7 +718,6 @@ async fn signalling(
         .on_upgrade(move |socket| {
             // A signed-in person is known by their account; anyone else by
             // their browser's device cookie.
-            let session = signin::session(&state, &headers);
             let (key, identity) = match session {
                 Some(s) => (Some(s.key), s.identity),
                 None => (

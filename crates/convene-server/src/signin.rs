@@ -2,6 +2,7 @@
 //! `/auth/logout`, `/api/session`; and CSRF protection for every
 //! state-changing request.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, Request, State};
@@ -12,7 +13,7 @@ use axum::Json;
 use convene_auth::store::Session;
 use serde::{Deserialize, Serialize};
 
-use crate::client_addr::ClientIp;
+use crate::client_addr::{address_group, ClientIp};
 use crate::cookies::{get as cookie, secure, set as set_cookie};
 use crate::words::Lang;
 use crate::AppState;
@@ -28,9 +29,37 @@ fn login_cookie(state: &AppState) -> &'static str {
 }
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
-/// The signed-in session this request carries, if any.
-pub fn session(state: &AppState, headers: &HeaderMap) -> Option<Session> {
-    state.auth.session(cookie(headers, session_cookie(state))?)
+/// The signed-in session this request from `client` carries, if any; an
+/// error when that cannot be known just now (shared sessions away, or this
+/// client sent too many cookies this node never read): serving such a
+/// request as signed out would take a signed-in person for a guest.
+pub fn session(
+    state: &AppState,
+    headers: &HeaderMap,
+    client: IpAddr,
+) -> Result<Option<Session>, Unchecked> {
+    let Some(token) = cookie(headers, session_cookie(state)) else {
+        return Ok(None);
+    };
+    state
+        .auth
+        .checked_session(token, address_group(client))
+        .map_err(Unchecked)
+}
+
+/// Whether a request is signed in cannot be known now: `503` with
+/// Retry-After.
+#[derive(Debug)]
+pub struct Unchecked(&'static str);
+
+impl IntoResponse for Unchecked {
+    fn into_response(self) -> Response {
+        crate::http::retry_later(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("{}; try again in a moment", self.0),
+            "2",
+        )
+    }
 }
 
 /// Set the session cookie to `token` on `res`.
@@ -264,11 +293,15 @@ pub async fn callback(
     }
 }
 
-pub async fn logout(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+pub async fn logout(
+    State(state): State<Arc<AppState>>,
+    ClientIp(client): ClientIp,
+    headers: HeaderMap,
+) -> Response {
     if let Some(token) = cookie(&headers, session_cookie(&state)) {
         // Signed out everywhere or not at all: a cookie cleared here while
         // the sign-in lives on at the other nodes would only look signed out.
-        if let Err(e) = state.auth.sign_out(token) {
+        if let Err(e) = state.auth.sign_out(token, address_group(client)) {
             return crate::http::retry_later(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &format!("{e}: you are still signed in; try again in a moment"),
@@ -312,8 +345,15 @@ struct SessionView {
     may_create_meetings: bool,
 }
 
-pub async fn session_view(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let s = session(&state, &headers);
+pub async fn session_view(
+    State(state): State<Arc<AppState>>,
+    ClientIp(client): ClientIp,
+    headers: HeaderMap,
+) -> Response {
+    let s = match session(&state, &headers, client) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
     let view = SessionView {
         hosted_by: state.auth.home_name().to_string(),
         server: state.public_url.clone(),
@@ -345,7 +385,12 @@ pub fn may_create(state: &AppState, session: Option<&Session>) -> bool {
 /// Every state-changing request: one from another site's page is refused (by
 /// `Origin`), and one that rides on a session cookie must also carry that
 /// session's CSRF token in a header, which other sites cannot read or set.
-pub async fn csrf(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+pub async fn csrf(
+    State(state): State<Arc<AppState>>,
+    ClientIp(client): ClientIp,
+    req: Request,
+    next: Next,
+) -> Response {
     let changes_state = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if changes_state {
         let headers = req.headers();
@@ -353,7 +398,7 @@ pub async fn csrf(State(state): State<Arc<AppState>>, req: Request, next: Next) 
             return forbidden("cross-site requests are not allowed");
         }
         if let Some(token) = cookie(headers, session_cookie(&state)) {
-            match state.auth.checked_session(token) {
+            match state.auth.checked_session(token, address_group(client)) {
                 Ok(Some(s)) => {
                     let sent = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
                     if !sent.is_some_and(|t| constant_time_eq(t, &s.csrf)) {
@@ -364,13 +409,7 @@ pub async fn csrf(State(state): State<Arc<AppState>>, req: Request, next: Next) 
                 // Whether the cookie carries a session, and so whether the
                 // request needs its token, cannot be known: the handler could
                 // find the session in a moment and act on it unchecked.
-                Err(e) => {
-                    return crate::http::retry_later(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        &format!("{e}; try again in a moment"),
-                        "2",
-                    )
-                }
+                Err(e) => return Unchecked(e).into_response(),
             }
         }
     }

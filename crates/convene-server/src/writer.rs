@@ -303,11 +303,20 @@ struct Shared {
 }
 
 /// Meetings found hosted elsewhere, each with the time from which this
-/// node's writes for it count again: none while it is elsewhere (the
-/// meeting's last writes here, as it closes, are set aside too), the time
-/// it started here again if it came back. Forgotten once nothing is kept.
+/// node's writes for it count again (none while it is elsewhere: the
+/// meeting's last writes here, as it closes, are set aside too; the time it
+/// started here again if it came back), and when it was found elsewhere.
+/// Once nothing is kept, a meeting that came back is forgotten, and one
+/// still elsewhere after [`AWAY_REMEMBERED`] (its task here has long
+/// closed); one that moved a moment ago is not: its task may still be
+/// closing here, and its last writes be kept again if the database goes
+/// away again.
 #[derive(Default, Clone)]
-struct Moved(std::collections::HashMap<String, i64>);
+struct Moved(std::collections::HashMap<String, (i64, i64)>);
+
+/// How long a meeting found hosted elsewhere is remembered as such (see
+/// [`Moved`]): far longer than a meeting's task takes to close.
+const AWAY_REMEMBERED: i64 = 10 * 60 * 1000;
 
 impl Shared {
     fn moved(&self) -> std::sync::MutexGuard<'_, Moved> {
@@ -316,19 +325,27 @@ impl Shared {
 }
 
 impl Moved {
-    fn away(&mut self, meeting: &str) {
-        self.0.insert(meeting.to_string(), i64::MAX);
+    fn away(&mut self, meeting: &str, at: i64) {
+        self.0.insert(meeting.to_string(), (i64::MAX, at));
     }
 
     fn back(&mut self, meeting: &str, at: i64) {
-        if let Some(from) = self.0.get_mut(meeting) {
+        if let Some((from, _)) = self.0.get_mut(meeting) {
             *from = at;
         }
     }
 
     /// Whether a write for `meeting` kept at `then` is set aside.
     fn sets_aside(&self, meeting: &str, then: i64) -> bool {
-        self.0.get(meeting).is_some_and(|&from| then < from)
+        self.0.get(meeting).is_some_and(|&(from, _)| then < from)
+    }
+
+    /// Nothing is kept any more, at `now`: forget what can no longer set
+    /// anything aside.
+    fn nothing_kept(&mut self, now: i64) {
+        self.0.retain(|_, &mut (from, found)| {
+            from == i64::MAX && now.saturating_sub(found) < AWAY_REMEMBERED
+        });
     }
 }
 
@@ -371,7 +388,9 @@ impl Writer {
 
     /// Another node hosts `meeting` now: see [`Shared::moved`].
     pub fn moved_away(&self, meeting: &str) {
-        self.shared.moved().away(meeting);
+        self.shared
+            .moved()
+            .away(meeting, convene_storage::unix_millis());
     }
 
     /// `meeting` starts on this node: if it had moved away, what is kept
@@ -760,7 +779,7 @@ fn run(
                         unstored.maybe_landed = None;
                         if unstored.items.is_empty() {
                             unstored.stored();
-                            shared.moved().0.clear();
+                            shared.moved().nothing_kept(at);
                         }
                         cp.floor = at;
                         // Committed even when the head could not be read after.
@@ -1181,15 +1200,36 @@ mod tests {
         let mut moved = Moved::default();
         moved.back("m1", 500);
         assert!(!moved.sets_aside("m1", 400), "never moved");
-        moved.away("m1");
+        moved.away("m1", 800);
         assert!(moved.sets_aside("m1", 900), "kept before the move");
         assert!(moved.sets_aside("m1", 5_000), "kept as it closed here");
         moved.back("m1", 6_000);
         assert!(moved.sets_aside("m1", 5_999), "kept before it came back");
         assert!(!moved.sets_aside("m1", 6_000), "kept after it came back");
         assert!(!moved.sets_aside("m2", 900), "another meeting");
-        moved.away("m1");
+        moved.away("m1", 6_500);
         assert!(moved.sets_aside("m1", 7_000), "moved again");
+    }
+
+    #[test]
+    fn a_meeting_that_moved_a_moment_ago_is_remembered_when_nothing_is_kept() {
+        let mut moved = Moved::default();
+        moved.away("closing", 10_000);
+        moved.away("came-back", 1_000);
+        moved.back("came-back", 2_000);
+        moved.away("long-gone", 1_000);
+        moved.nothing_kept(10_000 + 1_000);
+        // Still closing here when the database goes away again: its last
+        // writes are set aside as before.
+        assert!(moved.sets_aside("closing", 10_500));
+        assert!(!moved.0.contains_key("came-back"), "nothing to set aside");
+        assert!(moved.0.contains_key("long-gone"));
+        moved.nothing_kept(1_000 + AWAY_REMEMBERED);
+        assert!(
+            !moved.0.contains_key("long-gone"),
+            "its task here has closed"
+        );
+        assert!(moved.0.contains_key("closing"));
     }
 
     /// The refusals a row stands for: itself, or those its tally adds.

@@ -213,6 +213,56 @@ async fn a_forged_node_in_redis_gets_no_one() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// A page that left a lost node comes with `moved=1` and its resume token
+/// (and any host key) in the fragment, which a redirect keeps: it is sent on
+/// only to a node trusted with a sign-in. A node the defaults merely allow
+/// (the rest of this node's domain) gets no redirect: the page is served
+/// here, and finds the meeting without the fragment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_from_a_lost_node_goes_on_only_to_a_node_trusted_with_a_sign_in() {
+    use convene_cluster::Load;
+    let redis = Redis::start();
+    let database = convene_storage::testing::postgres_url();
+    let port = common::oidc::free_port();
+    let (db, url) = (database.clone(), redis.url());
+    let node = common::server_with(move |c| {
+        c.listen = format!("127.0.0.1:{port}").parse().unwrap();
+        c.public_url = Some(format!("http://n1.convene.test:{port}"));
+        c.database = Some(db);
+        c.cluster = true;
+        c.redis = Some(url);
+        c.node_id = Some("n1".into());
+    })
+    .await;
+    let storage = convene_storage::Storage::connect(&database).unwrap();
+    let m = storage.create_meeting("Board", None, "{}").unwrap().0.id;
+    // In the domain, so allowed by default; not this node, so not trusted
+    // with a sign-in.
+    let other = Cluster::connect(&redis.url(), "n9", "http://n9.convene.test:1")
+        .await
+        .unwrap();
+    let idle = Load {
+        busy: 0.0,
+        connections: 0,
+        meetings: 0,
+    };
+    other.heartbeat(idle, false, &[], &[]).await.unwrap();
+    assert_eq!(other.claim(&m).await.unwrap(), None, "n9 holds it");
+    let (status, head, _) =
+        common::http_full(&node, "GET", &format!("/m/{m}?lang=nl"), None, "").await;
+    assert_eq!(status, 307, "{head}");
+    assert!(
+        head.contains(&format!("location: http://n9.convene.test:1/m/{m}?lang=nl")),
+        "{head}"
+    );
+    let (status, head, body) =
+        common::http_full(&node, "GET", &format!("/m/{m}?lang=nl&moved=1"), None, "").await;
+    assert_eq!(status, 200, "{head}");
+    assert!(!head.contains("location:"), "{head}");
+    assert!(body.contains("<html"), "the meeting page, served here");
+    node.shutdown().await;
+}
+
 /// A node cut off long enough for another to take its meeting finds out at
 /// its next beat: its people are told the meeting restarts, its lookup
 /// names the other node, and they meet the others there.

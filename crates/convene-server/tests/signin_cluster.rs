@@ -96,7 +96,7 @@ async fn a_signed_in_person_stays_signed_in_on_the_node_that_hosts_the_meeting()
         ),
     )
     .unwrap();
-    let node = |n: usize, port: u16| {
+    let node = |n: usize, port: u16, proxies: Vec<ipnet::IpNet>| {
         let (config, database, redis) = (config.clone(), database.clone(), redis.url());
         common::server_with(move |c| {
             c.listen = format!("127.0.0.1:{port}").parse().unwrap();
@@ -105,10 +105,13 @@ async fn a_signed_in_person_stays_signed_in_on_the_node_that_hosts_the_meeting()
             c.cluster = true;
             c.redis = Some(redis);
             c.node_id = Some(format!("n{n}"));
+            c.trusted_proxies = proxies;
         })
     };
-    let a = node(1, port_a).await;
-    let b = node(2, free_port()).await;
+    let a = node(1, port_a, Vec::new()).await;
+    // B believes X-Forwarded-For from loopback, so that the test can speak
+    // as several clients.
+    let b = node(2, free_port(), vec!["127.0.0.1/32".parse().unwrap()]).await;
     let observer = Cluster::connect(&redis.url(), "observer", "http://observer")
         .await
         .unwrap();
@@ -272,6 +275,45 @@ async fn a_signed_in_person_stays_signed_in_on_the_node_that_hosts_the_meeting()
         .await;
     assert_eq!(r.status, 303);
     assert_eq!(r.location.unwrap(), format!("{}/m/{meeting}", b.url));
+
+    // One client sending made-up cookies, more than the node's reads for
+    // cookies it never read in all (a burst of 1 000), is told to try again
+    // once past its own share; someone else whose session B never read (as
+    // after a failover) is still signed in there.
+    let via = |client: &'static str, cookie: String| {
+        let http = reqwest::Client::new();
+        let url = b.url.clone();
+        async move {
+            let r = http
+                .get(format!("{url}/api/session"))
+                .header("x-forwarded-for", client)
+                .header("cookie", format!("convene_session={cookie}"))
+                .send()
+                .await
+                .unwrap();
+            let retry = r.headers().get("retry-after").is_some();
+            (r.status().as_u16(), retry, r.text().await.unwrap())
+        }
+    };
+    let mut refused = 0;
+    for i in 0..1_200 {
+        let (status, retry, _) = via("192.0.2.66", format!("{i:064x}")).await;
+        if status == 503 {
+            assert!(retry, "with Retry-After");
+            refused += 1;
+        } else {
+            assert_eq!(status, 200);
+        }
+    }
+    assert!(
+        refused >= 1_000,
+        "the flooder's own share ran out: {refused}"
+    );
+    let alice_on_a = on_a.jar["convene_session"].clone();
+    let (status, _, body) = via("192.0.2.77", alice_on_a.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen["signedIn"]["name"], "Alice Archer", "{seen}");
 
     // Signing out on B ends the sign-in on A too.
     let csrf = me["csrfToken"].as_str().unwrap().to_string();
