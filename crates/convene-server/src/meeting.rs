@@ -654,7 +654,8 @@ impl Meeting {
                     self.quality.video_paused(who, stalled);
                 }
             }
-            SfuEvent::Connected(_) | SfuEvent::Disconnected(_) => {}
+            // No relays yet: the server does not cascade (docs/cluster-design.md).
+            SfuEvent::Connected(_) | SfuEvent::Disconnected(_) | SfuEvent::RelayLink { .. } => {}
         }
     }
 

@@ -66,7 +66,8 @@ impl Registry {
                 | SfuEvent::Closed(conn)
                 | SfuEvent::Failed { conn, .. }
                 | SfuEvent::VoiceSlot { conn, .. }
-                | SfuEvent::Quality { conn, .. } => (Some(*conn), None),
+                | SfuEvent::Quality { conn, .. }
+                | SfuEvent::RelayLink { conn, .. } => (Some(*conn), None),
                 SfuEvent::Speaking { track, .. }
                 | SfuEvent::VideoLayers { track, .. }
                 | SfuEvent::VideoStalled { track, .. } => (None, Some(*track)),

@@ -125,6 +125,9 @@ pub(crate) struct Connection {
     /// The rate str0m was last asked to pad up to (never past its estimate).
     pub pad_to: u64,
     pub quality: QualityMeter,
+    /// A relay to an edge (cascading): it answers the edge's offers and
+    /// sends every layer of its tracks.
+    pub relay: Option<Box<crate::sfu::relay::RelayOut>>,
 }
 
 impl Connection {
@@ -153,6 +156,7 @@ impl Connection {
             desired: 0,
             pad_to: 0,
             quality: QualityMeter::default(),
+            relay: None,
         }
     }
 

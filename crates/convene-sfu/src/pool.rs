@@ -228,6 +228,7 @@ impl SfuPool {
                 unroutable: a.unroutable + b.unroutable,
                 rtp_in: a.rtp_in + b.rtp_in,
                 rtp_forwarded: a.rtp_forwarded + b.rtp_forwarded,
+                rtp_relayed: a.rtp_relayed + b.rtp_relayed,
                 rtp_dropped_unpublished: a.rtp_dropped_unpublished + b.rtp_dropped_unpublished,
                 rtp_dropped_paused: a.rtp_dropped_paused + b.rtp_dropped_paused,
                 rtp_dropped_late: a.rtp_dropped_late + b.rtp_dropped_late,

@@ -233,6 +233,10 @@ impl Sfu {
                 }
             }
         }
+        // An edge chooses for its own subscribers: it gets every layer.
+        if !p.relays.is_empty() {
+            needed = [true; 3];
+        }
         // While anyone watches, the lowest layer is never paused: it is cheap,
         // and it is what a publisher whose uplink weakens falls back to
         // (without it, Chromium sends a higher layer scaled down).
@@ -297,11 +301,12 @@ impl Sfu {
         for track in tracks {
             self.update_publisher_layers(track, now);
             let p = self.producers.get_mut(&track).expect("listed above");
-            let watched = p.consumers.iter().any(|&(sub, idx)| {
-                self.conns
-                    .get(&sub)
-                    .is_some_and(|c| c.slots[idx].target.is_some() || c.slots[idx].view.is_none())
-            });
+            let watched = !p.relays.is_empty()
+                || p.consumers.iter().any(|&(sub, idx)| {
+                    self.conns.get(&sub).is_some_and(|c| {
+                        c.slots[idx].target.is_some() || c.slots[idx].view.is_none()
+                    })
+                });
             let last = p
                 .layers
                 .iter()

@@ -166,6 +166,11 @@ impl Sfu {
         };
         let consumers = std::mem::take(&mut p.consumers);
         let listeners = std::mem::take(&mut p.listeners);
+        // Edges (cascading), most often none.
+        let relays = (!p.relays.is_empty()).then(|| {
+            let rid = p.layers.get(usize::from(layer)).and_then(|l| l.rid);
+            (std::mem::take(&mut p.relays), rid)
+        });
         let mut want_keyframe = false;
         for &(sub, slot_idx) in &consumers {
             let Some(sc) = self.conns.get_mut(&sub) else {
@@ -218,6 +223,22 @@ impl Sfu {
             if out.write(sc, slot_idx) {
                 self.stats.rtp_forwarded += 1;
                 queue_drain(sc, &mut self.to_drain, sub);
+            }
+        }
+        // Every layer to each edge, once (its own subscribers choose there).
+        if let Some((relays, rid)) = relays {
+            for &(edge, slot_idx) in &relays {
+                let Some(sc) = self.conns.get_mut(&edge) else {
+                    continue;
+                };
+                if out.relay(sc, slot_idx, layer, rid) {
+                    self.stats.rtp_relayed += 1;
+                    queue_drain(sc, &mut self.to_drain, edge);
+                }
+            }
+            if let Some(p) = self.producers.get_mut(&track) {
+                let added = std::mem::replace(&mut p.relays, relays);
+                p.relays.extend(added);
             }
         }
         if let Some(p) = self.producers.get_mut(&track) {
@@ -342,6 +363,52 @@ impl Outgoing<'_> {
             .nackable(self.kind == TrackKind::Video);
         if let Some(d) = &self.vp8 {
             if let Some(patch) = slot.picture_ids.rewrite(self.source, &pkt.payload, d) {
+                w = w.vp8_patch(patch);
+            }
+        }
+        tx.write_rtp(w);
+        true
+    }
+
+    /// Hand the packet, of `layer` (sent as `rid`), to a relay's `Rtc` on
+    /// `slot_idx`, unchanged but for its numbering. False if nothing was
+    /// written.
+    fn relay(&self, sc: &mut Connection, slot_idx: usize, layer: u8, rid: Option<Rid>) -> bool {
+        let slot = &sc.slots[slot_idx];
+        let (Some(mid), Some(relay)) = (slot.mid, sc.relay.as_mut()) else {
+            return false;
+        };
+        let mut api = sc.rtc.direct_api();
+        // A camera published without simulcast has no rid; the edge may have
+        // asked for layers all the same.
+        let rid = rid.filter(|r| api.stream_tx_by_mid(mid, Some(*r)).is_some());
+        let Some(tx) = api.stream_tx_by_mid(mid, rid) else {
+            return false;
+        };
+        tx.set_unpaced(true);
+        let (rewriter, picture_ids) = relay.layer(slot_idx, layer);
+        let pkt = self.pkt;
+        let Some((seq, ts)) = rewriter.rewrite(
+            self.source,
+            *pkt.seq_no,
+            pkt.header.timestamp,
+            self.now,
+            self.kind.clock_rate(),
+        ) else {
+            return false;
+        };
+        let mut w = RtpWrite::new(
+            pkt.header.payload_type,
+            SeqNo::from(seq),
+            ts,
+            pkt.timestamp,
+            pkt.payload.clone(),
+        )
+        .marker(pkt.header.marker)
+        .ext_vals(self.ext.clone())
+        .nackable(self.kind == TrackKind::Video);
+        if let Some(d) = &self.vp8 {
+            if let Some(patch) = picture_ids.rewrite(self.source, &pkt.payload, d) {
                 w = w.vp8_patch(patch);
             }
         }

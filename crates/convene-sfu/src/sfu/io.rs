@@ -243,15 +243,22 @@ impl Sfu {
                     }
                     break;
                 }
-                Ok(Output::Transmit(t)) => self.transmits.push_back(Datagram {
-                    transport: match t.proto {
-                        Protocol::Udp => Transport::Udp,
-                        _ => Transport::Tcp,
-                    },
-                    source: t.source,
-                    destination: t.destination,
-                    contents: t.contents.into(),
-                }),
+                Ok(Output::Transmit(t)) => {
+                    // A relay checks the edge's candidates: the answers, and
+                    // all that follows, come from where it sent them.
+                    if c.relay.is_some() && t.contents.first().is_some_and(|b| *b < 4) {
+                        self.routes.learn(conn, (Transport::Udp, t.destination));
+                    }
+                    self.transmits.push_back(Datagram {
+                        transport: match t.proto {
+                            Protocol::Udp => Transport::Udp,
+                            _ => Transport::Tcp,
+                        },
+                        source: t.source,
+                        destination: t.destination,
+                        contents: t.contents.into(),
+                    })
+                }
                 Ok(Output::Event(e)) => self.work.push_back((conn, e)),
                 Err(e) => {
                     warn!(conn = %conn, "connection failed: {e}");
@@ -272,11 +279,15 @@ impl Sfu {
                 Event::RtpPacket(pkt) => self.forward(now, conn, pkt),
                 Event::KeyframeRequest(req) => {
                     // For the layer the subscriber receives (or is moving to).
+                    // A relay's edge asks for the layer it names.
                     let wanted = self.conns.get(&conn).and_then(|c| {
                         let idx = c.slot_by_mid(req.mid)?;
                         let s = &c.slots[idx];
                         if s.dir != SlotDirection::Receive {
                             return None;
+                        }
+                        if c.relay.is_some() {
+                            return Some((s.track?, relay::layer_of(req.rid)));
                         }
                         Some((s.track?, s.current.or(s.target)?))
                     });
@@ -297,6 +308,13 @@ impl Sfu {
                             self.allocate(conn);
                         }
                     }
+                }
+                Event::PeerStats(st) if self.is_relay(conn) => {
+                    self.events.push_back(SfuEvent::RelayLink {
+                        conn,
+                        loss: st.egress_loss_fraction,
+                        rtt: st.rtt,
+                    });
                 }
                 Event::PeerStats(st) => {
                     if let Some(c) = self.conns.get_mut(&conn) {

@@ -37,6 +37,7 @@ mod adapt;
 mod forward;
 mod io;
 mod negotiate;
+pub(crate) mod relay;
 
 /// A keyframe asked for and not yet arrived is not asked for again sooner
 /// than this (about a round trip and an encoder's reaction, with margin).
@@ -227,6 +228,14 @@ pub enum SfuEvent {
     /// Nothing arrives of a video that people watch (its publisher's uplink
     /// cannot carry even its lowest layer), or it arrives again.
     VideoStalled { track: TrackId, stalled: bool },
+    /// A relay to an edge ([`Sfu::relay_offer`]): what its link lost of what
+    /// was sent (from the edge's feedback) and its round trip, about once a
+    /// second.
+    RelayLink {
+        conn: ConnId,
+        loss: Option<f32>,
+        rtt: Option<Duration>,
+    },
 }
 
 /// A datagram to send from the SFU's socket (or, over TCP, a frame to send on
@@ -246,6 +255,8 @@ pub struct SfuStats {
     pub unroutable: u64,
     pub rtp_in: u64,
     pub rtp_forwarded: u64,
+    /// Packets sent on relays to edges (each counts once per edge).
+    pub rtp_relayed: u64,
     /// RTP on an m-line that carries no published track (e.g. after an unpublish).
     pub rtp_dropped_unpublished: u64,
     /// RTP of a paused (host-muted) track.
@@ -286,6 +297,8 @@ struct Producer {
     consumers: Vec<(ConnId, usize)>,
     /// Voice tracks: the connections that hear it through their voice slots.
     listeners: Vec<ConnId>,
+    /// Relays to edges (connection and slot): every layer goes to each.
+    relays: Vec<(ConnId, usize)>,
     /// Video: its layers, lowest first (one unless published with simulcast).
     layers: Vec<LayerIn>,
     /// Audio: what it costs a subscriber's downlink.
@@ -493,7 +506,10 @@ impl Sfu {
                         p.conn = None;
                     }
                 }
-                SlotDirection::Receive => p.consumers.retain(|&(c2, i)| (c2, i) != (conn, idx)),
+                SlotDirection::Receive => {
+                    p.consumers.retain(|&(c2, i)| (c2, i) != (conn, idx));
+                    p.relays.retain(|&(c2, i)| (c2, i) != (conn, idx));
+                }
             }
         }
         for track in &c.listening {
@@ -569,6 +585,7 @@ impl Sfu {
                     generation: 0,
                     consumers: Vec::new(),
                     listeners: Vec::new(),
+                    relays: Vec::new(),
                     layers,
                     audio_rate: AudioRate::default(),
                     simulcast,
@@ -622,6 +639,12 @@ impl Sfu {
         }
         for conn in p.listeners {
             self.stop_hearing(conn, track);
+        }
+        // The edge offers again without it (the layer above tells it).
+        for (conn, idx) in p.relays {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.slots[idx].track = None;
+            }
         }
         if p.speaking.is_speaking() {
             self.events.push_back(SfuEvent::Speaking {

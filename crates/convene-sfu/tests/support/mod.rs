@@ -16,6 +16,12 @@ use str0m::rtp::{Extension, ExtensionMap, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 
 pub const SFU_ADDR: &str = "10.0.0.1:5000";
+/// A second SFU's, fed by the first over a relay (cascading).
+pub const EDGE_ADDR: &str = "10.0.9.1:5000";
+/// The edge's connection that receives the relayed tracks, and the host's
+/// relay connection that sends them.
+pub const EDGE_UPLINK: ConnId = ConnId(1000);
+pub const HOST_RELAY: ConnId = ConnId(1000);
 /// The SFU's passive ICE-TCP candidate.
 pub const SFU_TCP_ADDR: &str = "10.0.0.1:443";
 
@@ -54,6 +60,16 @@ pub struct Peer {
     pub vp8_ids: Vec<(Mid, u64, Option<u16>, Option<u8>)>,
     /// Received audio packets: (payload type, payload).
     pub audio_in: Vec<(u8, Vec<u8>)>,
+    /// Connected to the edge SFU, not the host.
+    pub on_edge: bool,
+}
+
+/// A second SFU (see [`Net::cascade`]).
+pub struct Edge {
+    pub sfu: Sfu,
+    pub addr: SocketAddr,
+    /// Relay link figures reported by the host: (loss, round trip).
+    pub links: Vec<(Option<f32>, Option<Duration>)>,
 }
 
 /// A VP8 payload descriptor's 15-bit (or 7-bit) PictureID and TL0PICIDX
@@ -109,9 +125,15 @@ pub struct Net {
     /// How long a client takes to answer an offer (the SFU gets the answer
     /// this much later; the client applies it at once).
     pub answer_delay: Duration,
-    answers: VecDeque<(Instant, ConnId, String)>,
+    /// (when, connection, answer, to the edge rather than the host).
+    answers: VecDeque<(Instant, ConnId, String, bool)>,
     /// Bottlenecks on the way from the SFU to peers, by peer index.
     downlinks: HashMap<usize, Downlink>,
+    /// A second SFU fed by the first, if any.
+    pub edge: Option<Edge>,
+    /// Datagrams from the host to the edge dropped on purpose: one in this many.
+    pub relay_loss_one_in: Option<u64>,
+    relay_datagrams: u64,
 }
 
 /// A bottleneck between the SFU and a peer, as tc's `tbf rate R latency L`:
@@ -249,6 +271,7 @@ impl Net {
                     bytes_in: 0,
                     vp8_ids: Vec::new(),
                     audio_in: Vec::new(),
+                    on_edge: false,
                 }
             })
             .collect();
@@ -272,7 +295,62 @@ impl Net {
             answer_delay: Duration::ZERO,
             answers: VecDeque::new(),
             downlinks: HashMap::new(),
+            edge: None,
+            relay_loss_one_in: None,
+            relay_datagrams: 0,
         }
+    }
+
+    /// Cascading: `host_peers` peers on the SFU, then `edge_peers` on a
+    /// second SFU (the edge), which receives tracks from the first over a
+    /// relay once [`Net::relay`] names them.
+    pub fn cascade(host_peers: usize, edge_peers: usize) -> Net {
+        let mut net = Net::new(host_peers);
+        let addr: SocketAddr = EDGE_ADDR.parse().unwrap();
+        let mut sfu = Sfu::new(
+            SfuConfig {
+                candidates: vec![addr],
+                tcp_candidates: Vec::new(),
+            },
+            net.now,
+        );
+        sfu.add_connection(net.now, EDGE_UPLINK).unwrap();
+        for k in 0..edge_peers {
+            let addr = SocketAddr::from(([10, 0, 200, k as u8 + 2], 6000));
+            let conn = ConnId(1001 + k as u64);
+            sfu.add_connection(net.now, conn).unwrap();
+            net.peers.push(Peer {
+                rtc: peer_rtc(net.now, addr, Transport::Udp, peer_config()),
+                addr,
+                conn,
+                transport: Transport::Udp,
+                sent_udp: 0,
+                sent_tcp: 0,
+                connected: false,
+                received: Vec::new(),
+                mids: HashMap::new(),
+                voice_mids: Vec::new(),
+                twcc_numbered: 0,
+                got_twcc_feedback: false,
+                keyframe_requests: 0,
+                keyframe_starts: Vec::new(),
+                first_packet_at: HashMap::new(),
+                bytes_in: 0,
+                vp8_ids: Vec::new(),
+                audio_in: Vec::new(),
+                on_edge: true,
+            });
+        }
+        net.edge = Some(Edge {
+            sfu,
+            addr,
+            links: Vec::new(),
+        });
+        net
+    }
+
+    pub fn edge(&mut self) -> &mut Sfu {
+        &mut self.edge.as_mut().expect("a cascade").sfu
     }
 
     /// Peer 0 publishes one track of `kind`; every other peer subscribes to it.
@@ -387,55 +465,34 @@ impl Net {
             } else if let SfuEvent::VoiceSlot { conn, mid, track } = ev {
                 self.voice_events.push((conn, mid, track));
             } else if let SfuEvent::Offer { conn, sdp, slots } = ev {
-                self.offers.push((conn, sdp.clone()));
-                let i = self.peers.iter().position(|p| p.conn == conn).unwrap();
-                let peer = &mut self.peers[i];
-                let sdp = if self.candidates_from_last_m_line {
-                    candidates_in_last_m_line_only(&sdp)
-                } else {
-                    sdp
-                };
-                let answer = peer
-                    .rtc
-                    .sdp_api()
-                    .accept_offer(SdpOffer::from_sdp_string(&sdp).unwrap())
-                    .unwrap();
-                peer.mids = slots
-                    .iter()
-                    .map(|s| {
-                        (
-                            Mid::from(s.mid.as_str()),
-                            (s.direction == convene_sfu::SlotDirection::Send, s.track),
-                        )
-                    })
-                    .collect();
-                peer.voice_mids = slots
-                    .iter()
-                    .filter(|s| {
-                        s.kind == TrackKind::Voice
-                            && s.direction == convene_sfu::SlotDirection::Receive
-                    })
-                    .map(|s| Mid::from(s.mid.as_str()))
-                    .collect();
-                self.drain_peer(i);
-                self.answers.push_back((
-                    self.now + self.answer_delay,
-                    conn,
-                    answer.to_sdp_string(),
-                ));
+                self.take_offer(conn, sdp, &slots, false);
+            } else if let SfuEvent::RelayLink { loss, rtt, .. } = ev {
+                if let Some(edge) = &mut self.edge {
+                    edge.links.push((loss, rtt));
+                }
             } else {
                 self.other_events.push(format!("{ev:?}"));
             }
         }
+        moved |= self.step_edge();
         while self.answers.front().is_some_and(|a| a.0 <= self.now) {
-            let (_, conn, sdp) = self.answers.pop_front().unwrap();
+            let (_, conn, sdp, on_edge) = self.answers.pop_front().unwrap();
             moved = true;
-            self.sfu.accept_answer(self.now, conn, &sdp).unwrap();
+            let now = self.now;
+            let sfu = if on_edge { self.edge() } else { &mut self.sfu };
+            sfu.accept_answer(now, conn, &sdp).unwrap();
         }
         while let Some(d) = self.sfu.poll_transmit() {
             moved = true;
             self.sfu_datagrams_out += 1;
             if !self.discard_sfu_output {
+                self.wire
+                    .push_back((d.transport, d.source, d.destination, d.contents));
+            }
+        }
+        if let Some(edge) = &mut self.edge {
+            while let Some(d) = edge.sfu.poll_transmit() {
+                moved = true;
                 self.wire
                     .push_back((d.transport, d.source, d.destination, d.contents));
             }
@@ -446,7 +503,18 @@ impl Net {
         let sfu_tcp: SocketAddr = SFU_TCP_ADDR.parse().unwrap();
         while let Some((transport, from, to, bytes)) = self.wire.pop_front() {
             moved = true;
-            if to == self.sfu_addr && transport == Transport::Udp {
+            let edge_addr = self.edge.as_ref().map(|e| e.addr);
+            if Some(to) == edge_addr {
+                self.relay_datagrams += 1;
+                let lost = self.relay_loss_one_in.is_some_and(|n| {
+                    from == self.sfu_addr && self.relay_datagrams.is_multiple_of(n)
+                });
+                if !lost {
+                    let now = self.now;
+                    self.edge()
+                        .handle_datagram_received(now, now, from, to, &bytes);
+                }
+            } else if to == self.sfu_addr && transport == Transport::Udp {
                 let arrived = self.now - self.sfu_queued;
                 self.sfu
                     .handle_datagram_received(self.now, arrived, from, to, &bytes);
@@ -583,10 +651,103 @@ impl Net {
         }
     }
 
+    /// Peer with connection `conn` (on the edge or the host) takes an offer;
+    /// its answer goes back after [`Net::answer_delay`].
+    fn take_offer(
+        &mut self,
+        conn: ConnId,
+        sdp: String,
+        slots: &[convene_sfu::OfferedSlot],
+        on_edge: bool,
+    ) {
+        self.offers.push((conn, sdp.clone()));
+        let i = self
+            .peers
+            .iter()
+            .position(|p| p.conn == conn && p.on_edge == on_edge)
+            .unwrap();
+
+        let peer = &mut self.peers[i];
+        let sdp = if self.candidates_from_last_m_line {
+            candidates_in_last_m_line_only(&sdp)
+        } else {
+            sdp
+        };
+        let answer = peer
+            .rtc
+            .sdp_api()
+            .accept_offer(SdpOffer::from_sdp_string(&sdp).unwrap())
+            .unwrap();
+        peer.mids = slots
+            .iter()
+            .map(|s| {
+                (
+                    Mid::from(s.mid.as_str()),
+                    (s.direction == convene_sfu::SlotDirection::Send, s.track),
+                )
+            })
+            .collect();
+        peer.voice_mids = slots
+            .iter()
+            .filter(|s| {
+                s.kind == TrackKind::Voice && s.direction == convene_sfu::SlotDirection::Receive
+            })
+            .map(|s| Mid::from(s.mid.as_str()))
+            .collect();
+        self.drain_peer(i);
+        self.answers.push_back((
+            self.now + self.answer_delay,
+            conn,
+            answer.to_sdp_string(),
+            on_edge,
+        ));
+    }
+
+    /// The edge's events: its offer for the relayed tracks goes to the
+    /// host (as the layer above would carry it), and the host's answer back;
+    /// its peers take their offers. True if anything moved.
+    fn step_edge(&mut self) -> bool {
+        let Some(edge) = &mut self.edge else {
+            return false;
+        };
+        edge.sfu.negotiate_all();
+        let mut events = Vec::new();
+        while let Some(ev) = edge.sfu.poll_event() {
+            events.push(ev);
+        }
+        let moved = !events.is_empty();
+        for ev in events {
+            self.events_seen += 1;
+            match ev {
+                SfuEvent::Offer { conn, sdp, slots } if conn == EDGE_UPLINK => {
+                    let tracks: Vec<(String, TrackId)> = slots
+                        .iter()
+                        .filter_map(|s| Some((s.mid.clone(), s.track?)))
+                        .collect();
+                    let answer = self
+                        .sfu
+                        .relay_offer(self.now, HOST_RELAY, &sdp, &tracks)
+                        .unwrap();
+                    let now = self.now;
+                    self.edge()
+                        .accept_answer(now, EDGE_UPLINK, &answer)
+                        .unwrap();
+                }
+                SfuEvent::Offer { conn, sdp, slots } => self.take_offer(conn, sdp, &slots, true),
+                SfuEvent::VideoLayers { track, active } => self.layer_events.push((track, active)),
+                other => self.other_events.push(format!("edge: {other:?}")),
+            }
+        }
+        moved
+    }
+
     /// 5 ms pass: the SFU and every peer see the new time.
     fn tick(&mut self) {
         self.now += Duration::from_millis(5);
         self.sfu.handle_timeout(self.now);
+        if let Some(edge) = &mut self.edge {
+            edge.sfu.handle_timeout(self.now);
+        }
         for p in &mut self.peers {
             let _ = p.rtc.handle_input(Input::Timeout(self.now));
         }

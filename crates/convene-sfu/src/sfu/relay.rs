@@ -1,0 +1,135 @@
+//! Cascading: this SFU feeds another one (an edge, which holds part of a
+//! large audience) with some of its tracks, over one WebRTC connection per
+//! edge, so a panelist's media crosses to each edge once, not once per
+//! attendee there.
+//!
+//! The edge sees an ordinary publisher: it offers to receive the tracks
+//! (recvonly m-lines, simulcast for cameras) as it would from a browser,
+//! and this side answers as a browser would, then sends every layer of each
+//! track as it arrives, each on its own rid, so that the edge chooses
+//! layers for its own subscribers. Both SFUs are ICE-lite towards browsers;
+//! this end of a relay is a full ICE agent (controlling), the one that
+//! checks. The link is str0m's like any other (SRTP, NACK and RTX,
+//! transport-wide feedback), and its loss and round trip are reported
+//! ([`SfuEvent::RelayLink`]).
+
+use std::collections::HashMap;
+
+use str0m::change::SdpOffer;
+use str0m::media::Mid;
+
+use super::*;
+use crate::rewrite::Rewriter;
+use crate::vp8::PictureIds;
+
+/// What a relay connection keeps beyond a subscriber's: numbering per
+/// relayed layer, continuous across a change of source (a publisher that
+/// reconnected), as a subscriber's slot keeps it for its one layer.
+#[derive(Default)]
+pub(crate) struct RelayOut {
+    layers: HashMap<(usize, u8), (Rewriter, PictureIds)>,
+}
+
+impl Sfu {
+    /// The edge's offer on relay connection `conn` (a new one, or one that
+    /// exists: the edge offers again when the tracks change): answer it,
+    /// sending `tracks` (the offer's mid for each) from now on. An m-line
+    /// not named carries nothing. Returns the answer for the edge.
+    pub fn relay_offer(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        offer: &str,
+        tracks: &[(String, TrackId)],
+    ) -> Result<String, SfuError> {
+        self.now = self.now.max(now);
+        let offer =
+            SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        match self.conns.get(&conn) {
+            Some(c) if c.relay.is_none() => return Err(SfuError::DuplicateConnection),
+            Some(_) => {}
+            None => {
+                let cfg = self
+                    .rtc_config(ConnOptions::default())
+                    .set_ice_lite(false)
+                    // Between servers: what the edge needs is sent, and
+                    // nothing is probed for.
+                    .enable_bwe(None);
+                let mut rtc = cfg.build(now);
+                for addr in &self.config.candidates {
+                    let c =
+                        Candidate::host(*addr, "udp").map_err(|e| SfuError::Rtc(e.to_string()))?;
+                    rtc.add_local_candidate(c);
+                }
+                let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+                self.routes.add_conn(conn, ufrag);
+                let mut c = Connection::new(rtc);
+                c.relay = Some(Box::default());
+                self.conns.insert(conn, Box::new(c));
+            }
+        }
+        let c = self.conns.get_mut(&conn).expect("present above");
+        let answer = c
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        // Slots as the tracks say; what a slot carried before is let go.
+        let mut carried = Vec::new();
+        for (idx, slot) in c.slots.iter_mut().enumerate() {
+            if let Some(track) = slot.track.take() {
+                carried.push((track, idx));
+            }
+        }
+        for (track, idx) in carried {
+            if let Some(p) = self.producers.get_mut(&track) {
+                p.relays.retain(|&r| r != (conn, idx));
+            }
+        }
+        let c = self.conns.get_mut(&conn).expect("present above");
+        for (mid, track) in tracks {
+            let Some(p) = self.producers.get_mut(track) else {
+                continue;
+            };
+            let mid = Mid::from(mid.as_str());
+            let idx = match c.slot_by_mid(mid) {
+                Some(i) => i,
+                None => {
+                    let i = c.add_slot(p.kind, SlotDirection::Receive);
+                    c.slots[i].mid = Some(mid);
+                    i
+                }
+            };
+            let slot = &mut c.slots[idx];
+            slot.track = Some(*track);
+            slot.live = true;
+            p.relays.push((conn, idx));
+        }
+        self.drain(conn);
+        self.process_work(now);
+        Ok(answer.to_sdp_string())
+    }
+
+    /// Whether `conn` is a relay to an edge.
+    pub fn is_relay(&self, conn: ConnId) -> bool {
+        self.conns.get(&conn).is_some_and(|c| c.relay.is_some())
+    }
+}
+
+/// The simulcast layer a rid names (the only layer when there is none).
+pub(super) fn layer_of(rid: Option<Rid>) -> u8 {
+    rid.and_then(|r| SIMULCAST_RIDS.iter().position(|x| **x == *r))
+        .unwrap_or(0) as u8
+}
+
+impl RelayOut {
+    /// The numbering of relayed `layer` on `slot`.
+    pub(super) fn layer(&mut self, slot: usize, layer: u8) -> &mut (Rewriter, PictureIds) {
+        self.layers.entry((slot, layer)).or_insert_with(|| {
+            (
+                Rewriter::new(rand::random::<u16>() & 0x3fff),
+                PictureIds::default(),
+            )
+        })
+    }
+}

@@ -1,0 +1,200 @@
+//! Cascading (docs/cluster-design.md, decision 7): a second SFU, the edge,
+//! receives a panelist's camera from the SFU it is published on over one
+//! relay connection, and serves its own subscribers from it: each layer
+//! crosses once, whatever the edge's audience, and each edge subscriber gets
+//! the layer that suits it.
+
+mod support;
+
+use std::time::Duration;
+
+use convene_sfu::{TrackId, View};
+use support::{Net, EDGE_UPLINK};
+
+const CAMERA: TrackId = TrackId(1);
+
+/// The layers peer 0 sends, told apart by packet size: (rid, picture size,
+/// packet size, packets per frame).
+const LAYERS: [(&str, (u16, u16), usize, usize); 3] = [
+    ("l", (320, 180), 600, 1),
+    ("m", (640, 360), 900, 2),
+    ("h", (1280, 720), 1100, 3),
+];
+
+struct Stage {
+    net: Net,
+    seq: [u64; 3],
+    frame: u16,
+    /// Packets peer 0 sent, all layers.
+    sent: u64,
+}
+
+impl Stage {
+    /// Peer 0 on the host publishes a simulcast camera; the edge takes it
+    /// over the relay, and its `edge_peers` peers subscribe there.
+    fn new(edge_peers: usize) -> Stage {
+        let mut net = Net::cascade(1, edge_peers);
+        let publisher = net.peers[0].conn;
+        net.sfu.publish_simulcast(publisher, CAMERA).unwrap();
+        net.edge().publish_simulcast(EDGE_UPLINK, CAMERA).unwrap();
+        for k in 1..=edge_peers {
+            let conn = net.peers[k].conn;
+            net.edge().subscribe(conn, CAMERA).unwrap();
+        }
+        net.settle();
+        assert!(net.peers.iter().all(|p| p.connected), "every peer connects");
+        Stage {
+            net,
+            seq: [1, 10_000, 20_000],
+            frame: 0,
+            sent: 0,
+        }
+    }
+
+    /// Peer `k` (on the edge) shows the camera at `width` x `height`.
+    fn show(&mut self, k: usize, width: u32, height: u32) {
+        let conn = self.net.peers[k].conn;
+        self.net
+            .edge()
+            .set_view(conn, CAMERA, View::Size { width, height });
+    }
+
+    /// `secs` seconds of 30 frames a second on every layer, a keyframe each
+    /// `keyframe_every` frames (0: only the first).
+    fn run(&mut self, secs: u32, keyframe_every: u16) {
+        for _ in 0..secs * 30 {
+            for (i, &(rid, size, bytes, packets)) in LAYERS.iter().enumerate() {
+                let f = self.frame;
+                let keyframe = match keyframe_every {
+                    0 => f == 0,
+                    n => f.is_multiple_of(n),
+                };
+                self.net.send_layer_frame(
+                    0,
+                    rid,
+                    self.seq[i],
+                    u32::from(f) * 3000,
+                    f,
+                    f as u8,
+                    keyframe.then_some(size),
+                    packets,
+                    bytes,
+                );
+                self.seq[i] += packets as u64;
+                self.sent += packets as u64;
+            }
+            self.frame = self.frame.wrapping_add(1) & 0x7fff;
+            self.net.run_for(Duration::from_millis(33));
+        }
+    }
+
+    /// Packet sizes peer `k` received from its `from`th packet on.
+    fn sizes(&self, k: usize, from: usize) -> Vec<usize> {
+        self.net.peers[k].received[from..]
+            .iter()
+            .map(|r| r.2)
+            .collect()
+    }
+}
+
+#[test]
+fn an_edges_subscribers_each_get_their_layer_and_every_layer_crosses_once() {
+    let mut stage = Stage::new(3);
+    stage.show(1, 320, 180);
+    stage.show(2, 1280, 720);
+    stage.show(3, 1280, 720);
+    stage.run(1, 15);
+    let from: Vec<usize> = (0..4).map(|k| stage.net.peers[k].received.len()).collect();
+    let relayed_before = stage.net.sfu.stats().rtp_relayed;
+    let sent_before = stage.sent;
+    stage.run(2, 15);
+    stage.net.settle();
+
+    let small = stage.sizes(1, from[1]);
+    assert!(small.len() > 50, "the small tile's video: {}", small.len());
+    assert!(
+        small.iter().all(|&s| s == 600),
+        "a small tile gets the low layer"
+    );
+    for k in [2, 3] {
+        let large = stage.sizes(k, from[k]);
+        assert!(large.len() > 150, "peer {k}'s video: {}", large.len());
+        assert!(
+            large.iter().all(|&s| s == 1100),
+            "a large tile on a fast link gets the top layer"
+        );
+    }
+    // Each packet of every layer went over the relay once: three subscribers
+    // on the edge cost the host no more than one.
+    let host = stage.net.sfu.stats();
+    let relayed = host.rtp_relayed - relayed_before;
+    let sent = stage.sent - sent_before;
+    assert!(
+        relayed <= sent && relayed * 100 >= sent * 95,
+        "relayed {relayed} of {sent} sent"
+    );
+    eprintln!(
+        "relayed {relayed} sent {sent} small {} edge {:?} links {:?}",
+        small.len(),
+        stage.net.edge().stats(),
+        stage.net.edge.as_ref().unwrap().links.len()
+    );
+    assert_eq!(host.rtp_forwarded, 0, "no subscriber on the host");
+    let edge = stage.net.edge().stats();
+    assert!(
+        edge.rtp_forwarded >= (small.len() + 2 * 150) as u64,
+        "the edge forwards to its own subscribers"
+    );
+    // The relay's round trip is measured.
+    let links = &stage.net.edge.as_ref().unwrap().links;
+    assert!(!links.is_empty(), "the relay link is reported");
+    assert!(links.iter().any(|l| l.1.is_some()), "with its round trip");
+}
+
+#[test]
+fn a_keyframe_an_edge_subscriber_needs_is_asked_of_the_publisher() {
+    let mut stage = Stage::new(2);
+    stage.show(1, 1280, 720);
+    stage.show(2, 1280, 720);
+    // One keyframe at the start, then none unless asked for.
+    stage.run(1, 0);
+    let asked = stage.net.peers[0].keyframe_requests;
+    // Peer 2 moves to a small tile: it needs the low layer's keyframe, which
+    // only the publisher can make.
+    stage.show(2, 320, 180);
+    stage.run(1, 0);
+    assert!(
+        stage.net.peers[0].keyframe_requests > asked,
+        "the edge's request reached the publisher through the relay"
+    );
+}
+
+#[test]
+fn a_lossy_relay_link_is_repaired_and_its_loss_reported() {
+    let mut stage = Stage::new(1);
+    stage.show(1, 1280, 720);
+    stage.run(1, 15);
+    // One datagram in 25 from the host to the edge is lost (4 %).
+    stage.net.relay_loss_one_in = Some(25);
+    let from = stage.net.peers[1].received.len();
+    stage.run(3, 15);
+    stage.net.relay_loss_one_in = None;
+    stage.net.settle();
+    let mut seqs: Vec<u64> = stage.net.peers[1].received[from..]
+        .iter()
+        .map(|r| r.1)
+        .collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    let span = seqs.last().unwrap() - seqs.first().unwrap() + 1;
+    assert!(
+        seqs.len() as u64 * 100 >= span * 99,
+        "retransmissions over the relay fill the gaps: {} of {span}",
+        seqs.len()
+    );
+    let links = &stage.net.edge.as_ref().unwrap().links;
+    assert!(
+        links.iter().any(|l| l.0.is_some_and(|loss| loss > 0.01)),
+        "the relay's loss is reported: {links:?}"
+    );
+}
