@@ -104,9 +104,16 @@ export function orgName(name) {
   return name === TRIAL_NAME ? t('common.trial-host') : name;
 }
 
-/** What /api/session says about this browser and this server. */
+/** What /api/session says about this browser and this server. A 503 (a
+ * sign-in that cannot be checked just now, in a cluster) is asked again
+ * after its Retry-After, a few times, before giving up. */
 export async function loadSession() {
-  const res = await fetch('/api/session', { cache: 'no-store' });
+  let res = await fetch('/api/session', { cache: 'no-store' });
+  for (let tries = 1; res.status === 503 && tries < 5; tries++) {
+    const wait = Math.min(Number(res.headers.get('retry-after')) || 2, 5);
+    await new Promise((r) => setTimeout(r, wait * 1000));
+    res = await fetch('/api/session', { cache: 'no-store' });
+  }
   if (!res.ok) throw new Error(t('common.server-said', { status: res.status }));
   const session = await res.json();
   verifiable = !!session.signedIn || (session.signIn || []).length > 0;

@@ -40,12 +40,7 @@ const resumeHere = fragment.get('resume')?.match(/^[0-9a-f]+$/) ? {
   micOff: fragment.get('mic') === 'off',
 } : null;
 if (resumeHere) sessionStorage.setItem(`convene-resume-${meetingId}`, /** @type {string} */ (fragment.get('resume')));
-const arrivedMoved = new URLSearchParams(location.search);
-if (hostMatch || resumeHere || arrivedMoved.has('moved')) {
-  arrivedMoved.delete('moved');
-  const rest = arrivedMoved.toString();
-  history.replaceState(null, '', location.pathname + (rest ? `?${rest}` : ''));
-}
+if (hostMatch || resumeHere) history.replaceState(null, '', location.pathname + location.search);
 const hostKey = sessionStorage.getItem(`convene-host-${meetingId}`) || undefined;
 
 /** Who waits in the lobby (hosts are told of each new arrival). */
@@ -97,11 +92,7 @@ function enterMeeting(name, credentials) {
     if (hostKey) carry.set('host', hostKey);
     if (!local.cameraOn) carry.set('camera', 'off');
     if (local.micMuted) carry.set('mic', 'off');
-    // `moved=1`: the node there sends this page on only to a node trusted
-    // with a sign-in (the fragment goes with a redirect).
-    const search = new URLSearchParams(location.search);
-    search.set('moved', '1');
-    location.assign(`${node}${location.pathname}?${search}#${carry}`);
+    location.assign(`${node}${location.pathname}${location.search}#${carry}`);
   });
   signalling.addEventListener('lost', () => {
     // After `restarting` the socket closes on purpose: say why, not "lost".
@@ -435,5 +426,10 @@ onEncryptedChat(({ from, text }) => {
 });
 $('lobby-leave').addEventListener('click', () => { $('lobby').hidden = true; leave(); });
 $('rejoin').addEventListener('click', () => location.reload());
-loadMeeting(hostKey, () => endSession(t('left.ended'), '')).then(loadLevels);
+loadMeeting(hostKey, () => endSession(t('left.ended'), '')).then(loadLevels).catch((e) => {
+  // The page cannot say who you are or what the meeting requires: say so
+  // rather than offer a Join that would go wrong.
+  $('join-error').textContent = t('common.unreachable', { detail: e instanceof Error ? e.message : String(e) });
+  $('join-error').hidden = false;
+});
 setupPrejoin(hostKey, enterMeeting, resumeHere);

@@ -247,29 +247,43 @@ impl Auth {
 
     /// A one-time code that carries the sign-in `token` belongs to to
     /// another node (only with shared sessions), for the browser that holds
-    /// `nonce` there, on its way to `meeting`.
+    /// `nonce` there, on its way to `meeting`; none without a sign-in; an
+    /// error when the shared store cannot say or keep it just now.
     pub fn handoff(
         &self,
         token: &str,
         nonce: &str,
         meeting: &str,
         client: IpAddr,
-    ) -> Option<String> {
-        let sh = self.shared.get()?;
+    ) -> Result<Option<String>, &'static str> {
+        let Some(sh) = self.shared.get() else {
+            return Ok(None);
+        };
         if !store::well_formed(nonce) {
-            return None;
+            return Ok(None);
         }
-        let session = self.checked_session(token, client).ok().flatten()?;
+        let Some(session) = self.checked_session(token, client)? else {
+            return Ok(None);
+        };
         sh.handoff(&session, &format!("{nonce} {meeting}"))
+            .map(Some)
     }
 
     /// The cookie value for this node that a code from another node stands
     /// for (once), if this browser holds the `nonce` it was made for and is
-    /// on its way to the same `meeting`.
-    pub fn take_handoff(&self, code: &str, nonce: &str, meeting: &str) -> Option<String> {
-        let sh = self.shared.get()?;
+    /// on its way to the same `meeting`; an error when the shared store does
+    /// not answer.
+    pub fn take_handoff(
+        &self,
+        code: &str,
+        nonce: &str,
+        meeting: &str,
+    ) -> Result<Option<String>, &'static str> {
+        let Some(sh) = self.shared.get() else {
+            return Ok(None);
+        };
         if !store::well_formed(code) || !store::well_formed(nonce) {
-            return None;
+            return Ok(None);
         }
         sh.take_handoff(&self.sessions, code, &format!("{nonce} {meeting}"))
     }

@@ -287,46 +287,50 @@ impl Shared {
 impl Shared {
     /// A one-time code that carries the sign-in of `session` to another
     /// node, taken there only with the same `binding`.
-    pub(crate) fn handoff(&self, session: &Session, binding: &str) -> Option<String> {
+    pub(crate) fn handoff(&self, session: &Session, binding: &str) -> Result<String, &'static str> {
         let code = random_hex(TOKEN_BYTES);
         let expires_at = unix_ms() + CODE_TTL.as_millis() as i64;
         match self
             .backend
             .hold_code(&code_key(&code, binding), &session.family, expires_at)
         {
-            Ok(()) => Some(code),
+            Ok(()) => Ok(code),
             Err(e) => {
                 warn!("sessions: could not keep a code for another node: {e}");
-                None
+                Err(UNCHECKED)
             }
         }
     }
 
     /// Take a code made by [`Shared::handoff`]: a new cookie value for this
-    /// node, for the same sign-in.
+    /// node, for the same sign-in (none for an unknown, used or expired
+    /// code); an error when the store did not answer.
     pub(crate) fn take_handoff(
         &self,
         memory: &Mutex<Sessions>,
         code: &str,
         binding: &str,
-    ) -> Option<String> {
+    ) -> Result<Option<String>, &'static str> {
         let stored = match self.backend.take_code(&code_key(code, binding)) {
-            Ok(s) => s?,
+            Ok(Some(s)) => s,
+            Ok(None) => return Ok(None),
             Err(e) => {
                 warn!("sessions: could not read a code from another node: {e}");
-                return None;
+                return Err(UNCHECKED);
             }
         };
         let now = Instant::now();
-        let session = load(stored.clone(), now)?;
+        let Some(session) = load(stored.clone(), now) else {
+            return Ok(None);
+        };
         let token = random_hex(TOKEN_BYTES);
         let hash = sha256_hex(&token);
         if let Err(e) = self.backend.save(&hash, &stored) {
             warn!("sessions: could not keep a session: {e}");
-            return None;
+            return Err(UNCHECKED);
         }
         locked(memory).put(hash, session, now);
-        Some(token)
+        Ok(Some(token))
     }
 }
 

@@ -146,7 +146,7 @@ pub fn arriving(
     let here = format!("/m/{id}{}", q.rest_with(None));
     let signed_in = match signin::session(state, headers, client) {
         Ok(s) => s.is_some(),
-        Err(e) => return Some(e.into_response()),
+        Err(e) => return Some(e.page(headers)),
     };
     if signed_in {
         // Signed in here already: a code (someone else's, perhaps) cannot
@@ -155,10 +155,16 @@ pub fn arriving(
     }
     let held = cookie(headers, nonce_cookie(state)).map(str::to_string);
     if let (Some(code), Some(nonce)) = (Query::one(&q.codes), held.as_deref()) {
-        // Step 4: the code, with the nonce this browser was given.
+        // Step 4: the code, with the nonce this browser was given. If the
+        // store does not answer, the page is asked again (nonce kept): not
+        // let on as a guest.
+        let token = match state.auth.take_handoff(code, nonce, id) {
+            Ok(token) => token,
+            Err(e) => return Some(signin::Unchecked(e).page(headers)),
+        };
         let mut res = Redirect::to(&here).into_response();
         set_nonce(state, &mut res, "", 0);
-        if let Some(token) = state.auth.take_handoff(code, nonce, id) {
+        if let Some(token) = token {
             signin::set_session_cookie(state, &mut res, &token);
         }
         return Some(no_store(res));
@@ -210,13 +216,23 @@ pub async fn code_for(
         }
         Err(r) => return r,
     };
+    if !carries(&state, &node) {
+        // The meeting went to a node not trusted with a sign-in since step 1:
+        // through this node's page, which decides what may follow there
+        // (a page from a lost node carries its resume token in the fragment).
+        return no_store(Redirect::to(&format!("/m/{id}{}", q.rest_with(None))).into_response());
+    }
     let code = match (
-        carries(&state, &node),
         Query::one(&q.nonce),
         signin::session_token(&state, &headers),
     ) {
-        (true, Some(nonce), Some(token)) => {
-            state.auth.handoff(token, nonce, &id, address_group(client))
+        (Some(nonce), Some(token)) => {
+            match state.auth.handoff(token, nonce, &id, address_group(client)) {
+                Ok(code) => code,
+                // Asked again in a moment: on without the code, the person
+                // would arrive as a guest.
+                Err(e) => return signin::Unchecked(e).page(&headers),
+            }
         }
         _ => None,
     };

@@ -620,29 +620,27 @@ async fn meeting_page(
         return res;
     }
     match find(&state, &id).await {
-        // The page, and so its socket, belongs on the meeting's node (the
-        // fragment, with a host key, stays with the browser); a signed-in
-        // person stays signed in there.
+        // The page, and so its socket, belongs on the meeting's node; a
+        // signed-in person stays signed in there.
         Ok(_) => match elsewhere(&state, &id).await {
             Ok(None) => assets::serve("meeting.html"),
-            // A page that left a lost node carries its resume token (and
-            // any host key) in the fragment, which a redirect keeps: it
-            // goes on only to a node named to carry a sign-in. Elsewhere
-            // the page is served here, and finds the meeting as any page
-            // does, without the fragment.
-            Ok(Some(node))
-                if moved_page(uri.query()) && !crate::handoff::carries(&state, &node) =>
-            {
-                assets::serve("meeting.html")
-            }
             Ok(Some(node)) => {
                 let query =
                     match crate::handoff::leaving(&state, &headers, client, &node, uri.query()) {
                         Ok(q) => q,
-                        Err(e) => return e.into_response(),
+                        Err(e) => return e.page(&headers),
                     };
+                // A redirect keeps the address's fragment, where a host key
+                // or a resume token travels: only to a node trusted with a
+                // sign-in (--node-urls). An empty fragment replaces it on the
+                // way to a node that is merely allowed.
+                let cut = if crate::handoff::carries(&state, &node) {
+                    ""
+                } else {
+                    "#"
+                };
                 no_store(
-                    axum::response::Redirect::temporary(&format!("{node}/m/{id}{query}"))
+                    axum::response::Redirect::temporary(&format!("{node}/m/{id}{query}{cut}"))
                         .into_response(),
                 )
             }
@@ -655,12 +653,6 @@ async fn meeting_page(
         }
         Err(r) => r,
     }
-}
-
-/// Whether a meeting page's address says it comes from a lost node
-/// (`moved=1`, set by the page that left it).
-fn moved_page(query: Option<&str>) -> bool {
-    query.is_some_and(|q| q.split('&').any(|p| p == "moved=1"))
 }
 
 async fn signalling(

@@ -50,7 +50,27 @@ pub fn session(
 /// Whether a request is signed in cannot be known now: `503` with
 /// Retry-After.
 #[derive(Debug)]
-pub struct Unchecked(&'static str);
+pub struct Unchecked(pub &'static str);
+
+impl Unchecked {
+    /// The same for a page the person opened: in words, and loaded again by
+    /// the browser in a moment (`Refresh`; browsers ignore Retry-After on a
+    /// page).
+    pub fn page(self, headers: &HeaderMap) -> Response {
+        let lang = Lang::of_request(None, headers);
+        let mut res = problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            lang,
+            &lang.t("signin.problem-unavailable", &[]),
+            Some(self.0),
+        );
+        for (name, value) in [(header::RETRY_AFTER, "2"), (header::REFRESH, "2")] {
+            res.headers_mut()
+                .insert(name, HeaderValue::from_static(value));
+        }
+        crate::http::no_store(res)
+    }
+}
 
 impl IntoResponse for Unchecked {
     fn into_response(self) -> Response {

@@ -738,6 +738,14 @@ fn run(
                     }
                     if with_new {
                         for item in &items {
+                            // A moved meeting's task closing here does not
+                            // write its state over the other node's.
+                            if item
+                                .meeting_state_of()
+                                .is_some_and(|m| moved.sets_aside(m, at))
+                            {
+                                continue;
+                            }
                             store(b, item, at, options.chat_key.as_deref(), &tried);
                         }
                     }
