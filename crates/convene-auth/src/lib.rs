@@ -197,8 +197,13 @@ impl Auth {
     }
 
     /// Keep sessions in `backend` too, for every node (once, at start).
-    pub fn share_sessions(&self, backend: std::sync::Arc<dyn shared::SessionBackend>) {
-        let _ = self.shared.set(shared::Shared::new(backend));
+    /// `key` tags the cookies (the same on every node: from the database).
+    pub fn share_sessions(
+        &self,
+        backend: std::sync::Arc<dyn shared::SessionBackend>,
+        key: Vec<u8>,
+    ) {
+        let _ = self.shared.set(shared::Shared::new(backend, key));
     }
 
     /// Whether sessions are shared between nodes.
@@ -220,6 +225,8 @@ impl Auth {
             return Ok(None);
         }
         match self.shared.get() {
+            // A cookie no node made: no read, no budget spent.
+            Some(sh) if !sh.made_here(token) => Ok(None),
             Some(sh) => sh.session(&self.sessions, &store::sha256_hex(token), client),
             None => Ok(self.sessions().get(token, Instant::now())),
         }
@@ -282,7 +289,7 @@ impl Auth {
         let Some(sh) = self.shared.get() else {
             return Ok(None);
         };
-        if !store::well_formed(code) || !store::well_formed(nonce) {
+        if !store::well_formed(code) || !store::well_formed(nonce) || !sh.made_here(code) {
             return Ok(None);
         }
         sh.take_handoff(&self.sessions, code, &format!("{nonce} {meeting}"))
@@ -457,7 +464,13 @@ impl Auth {
         );
         info!(organisation = %p.org.name, level = ?identity.level, mfa = identity.mfa, "signed in");
         let now = Instant::now();
-        let (token, session) = self.sessions().create(identity.clone(), key, now);
+        let token = match self.shared.get() {
+            Some(sh) => sh.new_token(),
+            None => store::random_hex(store::TOKEN_BYTES),
+        };
+        let session = self
+            .sessions()
+            .create_as(&token, identity.clone(), key, now);
         if let Some(sh) = self.shared.get() {
             // The first cookie's hash is its family's.
             sh.backend

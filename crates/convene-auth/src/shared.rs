@@ -117,9 +117,17 @@ const MAX_CLIENTS: usize = 10_000;
 /// this long after it was read, no longer: it may have ended elsewhere.
 pub const STALE_LIMIT: Duration = Duration::from_secs(2 * RECHECK.as_secs());
 
+/// Cookies and codes on shared sessions end in a tag of this many hex
+/// digits: HMAC-SHA-256 of the rest under a key every node reads from the
+/// database. A value no node made is refused without a read of the store,
+/// so made-up cookies (from however many addresses) cost it nothing.
+const TAG_HEX: usize = 16;
+
 /// The shared store, and what this node remembers of its answers.
 pub(crate) struct Shared {
     pub(crate) backend: std::sync::Arc<dyn SessionBackend>,
+    /// The tags' key.
+    key: Vec<u8>,
     misses: Mutex<HashMap<String, Instant>>,
     failed_at: Mutex<Option<Instant>>,
     /// Reads of unknown cookies left, in all and per client.
@@ -187,9 +195,10 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub const UNCHECKED: &str = "sign-in sessions cannot be checked just now";
 
 impl Shared {
-    pub(crate) fn new(backend: std::sync::Arc<dyn SessionBackend>) -> Shared {
+    pub(crate) fn new(backend: std::sync::Arc<dyn SessionBackend>, key: Vec<u8>) -> Shared {
         Shared {
             backend,
+            key,
             misses: Mutex::default(),
             failed_at: Mutex::default(),
             reads: Mutex::new(Reads {
@@ -200,6 +209,40 @@ impl Shared {
                 by_client: HashMap::new(),
             }),
         }
+    }
+
+    /// A new cookie value or code: random, then its tag.
+    pub(crate) fn new_token(&self) -> String {
+        let body = random_hex(TOKEN_BYTES - TAG_HEX / 2);
+        let tag = self.tag(&body);
+        body + &tag
+    }
+
+    fn tag(&self, body: &str) -> String {
+        use hmac::{Mac, SimpleHmac};
+        let mut mac = SimpleHmac::<sha2::Sha256>::new_from_slice(&self.key)
+            .expect("HMAC takes a key of any length");
+        mac.update(body.as_bytes());
+        mac.finalize().into_bytes()[..TAG_HEX / 2]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// Whether a node of this deployment made `token` (of the form
+    /// [`crate::store::well_formed`] checks).
+    pub(crate) fn made_here(&self, token: &str) -> bool {
+        let Some((body, tag)) = token.split_at_checked(token.len().saturating_sub(TAG_HEX)) else {
+            return false;
+        };
+        let want = self.tag(body);
+        // Compared in constant time: the tag is what a forger must guess.
+        want.len() == tag.len()
+            && want
+                .bytes()
+                .zip(tag.bytes())
+                .fold(0u8, |d, (a, b)| d | (a ^ b))
+                == 0
     }
 
     /// Whether a cookie this node holds no copy of may be read now, for
@@ -288,7 +331,7 @@ impl Shared {
     /// A one-time code that carries the sign-in of `session` to another
     /// node, taken there only with the same `binding`.
     pub(crate) fn handoff(&self, session: &Session, binding: &str) -> Result<String, &'static str> {
-        let code = random_hex(TOKEN_BYTES);
+        let code = self.new_token();
         let expires_at = unix_ms() + CODE_TTL.as_millis() as i64;
         match self
             .backend
@@ -323,7 +366,7 @@ impl Shared {
         let Some(session) = load(stored.clone(), now) else {
             return Ok(None);
         };
-        let token = random_hex(TOKEN_BYTES);
+        let token = self.new_token();
         let hash = sha256_hex(&token);
         if let Err(e) = self.backend.save(&hash, &stored) {
             warn!("sessions: could not keep a session: {e}");
@@ -342,6 +385,31 @@ mod tests {
     use super::*;
 
     const ME: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 1));
+    const KEY: &[u8] = b"the nodes' key for this test";
+
+    #[test]
+    fn only_values_a_node_made_pass_the_tag() {
+        let shared = Shared::new(Arc::new(Counting::default()), KEY.to_vec());
+        let token = shared.new_token();
+        assert!(
+            crate::store::well_formed(&token),
+            "a cookie's form: {token}"
+        );
+        assert!(shared.made_here(&token));
+        // One digit changed anywhere, made up, or made under another key.
+        for i in [0, 30, 63] {
+            let mut t = token.clone().into_bytes();
+            t[i] = if t[i] == b'0' { b'1' } else { b'0' };
+            assert!(
+                !shared.made_here(&String::from_utf8(t).unwrap()),
+                "digit {i}"
+            );
+        }
+        assert!(!shared.made_here(&random_hex(TOKEN_BYTES)));
+        let other = Shared::new(Arc::new(Counting::default()), b"another key".to_vec());
+        assert!(!other.made_here(&token));
+        assert!(!shared.made_here(""));
+    }
 
     /// A store in memory that counts its reads and can be made to fail
     /// (the database's own behaviour is tested in convene-storage).
@@ -392,7 +460,7 @@ mod tests {
     #[test]
     fn an_unknown_cookie_sent_again_and_again_is_read_once() {
         let backend = Arc::new(Counting::default());
-        let shared = Shared::new(backend.clone());
+        let shared = Shared::new(backend.clone(), KEY.to_vec());
         let memory = Mutex::new(Sessions::new(Duration::from_secs(3600)));
         for _ in 0..100 {
             assert_eq!(
@@ -407,7 +475,7 @@ mod tests {
     fn while_the_store_is_away_it_is_not_asked_per_request_and_unknown_cookies_are_unchecked() {
         let backend = Arc::new(Counting::default());
         backend.save("h1", &stored("h1")).unwrap();
-        let shared = Shared::new(backend.clone());
+        let shared = Shared::new(backend.clone(), KEY.to_vec());
         let memory = Mutex::new(Sessions::new(Duration::from_secs(3600)));
         assert!(shared.session(&memory, "h1", ME).unwrap().is_some());
         backend.away.store(true, Ordering::Relaxed);
@@ -439,7 +507,7 @@ mod tests {
     fn one_client_flooding_made_up_cookies_spends_its_own_budget_not_everyones() {
         let backend = Arc::new(Counting::default());
         backend.save("h1", &stored("h1")).unwrap();
-        let shared = Shared::new(backend.clone());
+        let shared = Shared::new(backend.clone(), KEY.to_vec());
         let memory = Mutex::new(Sessions::new(Duration::from_secs(3600)));
         let start = Instant::now();
         let unchecked = flood(&shared, &memory, ME, 5_000);
@@ -469,7 +537,7 @@ mod tests {
     #[test]
     fn many_clients_flooding_together_cost_the_store_a_bounded_number_of_reads() {
         let backend = Arc::new(Counting::default());
-        let shared = Shared::new(backend.clone());
+        let shared = Shared::new(backend.clone(), KEY.to_vec());
         let memory = Mutex::new(Sessions::new(Duration::from_secs(3600)));
         let start = Instant::now();
         let mut unchecked = 0;
@@ -501,7 +569,7 @@ mod tests {
     #[test]
     fn a_copy_read_longer_ago_than_the_limit_is_not_honoured_while_the_store_is_away() {
         let backend = Arc::new(Counting::default());
-        let shared = Shared::new(backend.clone());
+        let shared = Shared::new(backend.clone(), KEY.to_vec());
         let memory = Mutex::new(Sessions::new(Duration::from_secs(3600)));
         let now = Instant::now();
         let session = load(stored("h1"), now).unwrap();

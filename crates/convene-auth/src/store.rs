@@ -150,7 +150,19 @@ impl Sessions {
     /// A new session; returns the cookie value, and the session.
     pub fn create(&mut self, identity: Identity, key: String, now: Instant) -> (String, Session) {
         let token = random_hex(TOKEN_BYTES);
-        let hash = sha256_hex(&token);
+        let session = self.create_as(&token, identity, key, now);
+        (token, session)
+    }
+
+    /// A new session under the cookie value `token`.
+    pub fn create_as(
+        &mut self,
+        token: &str,
+        identity: Identity,
+        key: String,
+        now: Instant,
+    ) -> Session {
+        let hash = sha256_hex(token);
         let session = Session {
             identity,
             key,
@@ -159,7 +171,7 @@ impl Sessions {
             family: hash.clone(),
         };
         self.put(hash, session.clone(), now);
-        (token, session)
+        session
     }
 
     /// Keep `session` under the cookie hash `hash`, as read or written at `now`.

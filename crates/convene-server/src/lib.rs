@@ -427,9 +427,11 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         // connection of their own: a request's session read never waits
         // behind the audit writer's batch, nor the other way round.
         let sessions = config.open_storage().map_err(StartError)?;
-        state
-            .auth
-            .share_sessions(Arc::new(shared_sessions::InDatabase(Arc::new(sessions))));
+        let key = shared_sessions::cookie_key(&sessions).map_err(StartError)?;
+        state.auth.share_sessions(
+            Arc::new(shared_sessions::InDatabase(Arc::new(sessions))),
+            key,
+        );
     }
     {
         let auth = state.auth.clone();

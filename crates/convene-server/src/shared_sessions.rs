@@ -9,6 +9,23 @@ use convene_storage::{SharedSession, Storage};
 
 pub struct InDatabase(pub Arc<Storage>);
 
+/// The key that tags session cookies, alike on every node: from the
+/// database (made by the first node that asks).
+pub fn cookie_key(storage: &Storage) -> Result<Vec<u8>, String> {
+    let hex = storage
+        .node_secret("session-cookies")
+        .map_err(|e| format!("the session cookies' key: {e}"))?;
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|b| u8::from_str_radix(b, 16).ok())
+        })
+        .collect::<Option<Vec<u8>>>()
+        .filter(|k| k.len() >= 16)
+        .ok_or_else(|| "the session cookies' key in the database is not hex".to_string())
+}
+
 /// Run a database call from wherever sign-in runs: on a worker of the
 /// multi-threaded runtime, the worker's other tasks move elsewhere while it
 /// waits (a database that is away makes a call wait up to its deadline).

@@ -39,6 +39,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0008_retention.sql"),
     include_str!("../migrations/0009_meeting_chat.sql"),
     include_str!("../migrations/0010_sessions.sql"),
+    include_str!("../migrations/0011_node_secrets.sql"),
 ];
 
 /// How long a statement waits for another connection's lock (rusqlite's

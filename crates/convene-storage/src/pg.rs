@@ -22,7 +22,10 @@ use crate::StorageError;
 const BASE_VERSION: usize = 9;
 const BASE_SCHEMA: &str = include_str!("../migrations/postgres/0009_schema.sql");
 /// The versions after [`BASE_VERSION`], one file each, as SQLite's.
-const LATER: &[&str] = &[include_str!("../migrations/postgres/0010_sessions.sql")];
+const LATER: &[&str] = &[
+    include_str!("../migrations/postgres/0010_sessions.sql"),
+    include_str!("../migrations/postgres/0011_node_secrets.sql"),
+];
 
 /// Held while migrating, so that nodes starting together migrate once.
 const MIGRATION_LOCK: i64 = 0x636f_6e76_656e_6501;

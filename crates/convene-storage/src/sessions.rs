@@ -94,6 +94,25 @@ impl Storage {
     }
 }
 
+impl Storage {
+    /// The secret called `name` that every node sharing this database holds
+    /// alike (hex): made (32 random bytes) by the first node that asks.
+    pub fn node_secret(&self, name: &str) -> Result<String, StorageError> {
+        let made: [u8; 32] = rand::random();
+        let made: String = made.iter().map(|b| format!("{b:02x}")).collect();
+        self.tx(false, false, |c| {
+            c.exec(
+                "INSERT INTO node_secrets (name, value) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO NOTHING",
+                p![name, &made],
+            )?;
+            c.row("SELECT value FROM node_secrets WHERE name = ?1", p![name])?
+                .ok_or_else(|| StorageError::Column("a node secret vanished".into()))?
+                .text(0)
+        })
+    }
+}
+
 /// The session under cookie hash `hash`, unless it ended by `now_ms`.
 fn live(c: &dyn Sql, hash: &str, now_ms: i64) -> Result<Option<SharedSession>, StorageError> {
     c.row(

@@ -88,3 +88,15 @@ fn two_nodes_taking_the_same_codes_at_once_each_code_goes_to_one() {
     let taken = x.join().unwrap() + y.join().unwrap();
     assert_eq!(taken, 200, "every code taken once, none twice");
 }
+
+#[test]
+fn a_node_secret_is_made_once_and_the_same_for_every_node() {
+    each_engine(a_node_secret_is_made_once_and_the_same_for_every_node_on)
+}
+
+fn a_node_secret_is_made_once_and_the_same_for_every_node_on(s: Storage) {
+    let first = s.node_secret("session-cookies").unwrap();
+    assert_eq!(first.len(), 64);
+    assert_eq!(s.node_secret("session-cookies").unwrap(), first, "kept");
+    assert_ne!(s.node_secret("other").unwrap(), first, "one per name");
+}
