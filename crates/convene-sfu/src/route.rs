@@ -128,6 +128,15 @@ impl RouteTable {
     }
 
     /// Remember that `source` belongs to `conn` (after the connection accepted it).
+    /// [`RouteTable::learn`], unless another connection has `peer`: a
+    /// relay learns the addresses it checks (named by the other SFU's
+    /// offer), which must never take a browser's.
+    pub fn learn_if_free(&mut self, conn: ConnId, peer: Peer) {
+        if self.by_addr.get(&peer).is_none_or(|&c| c == conn) {
+            self.learn(conn, peer);
+        }
+    }
+
     pub fn learn(&mut self, conn: ConnId, source: Peer) {
         let Some(list) = self.addrs.get_mut(&conn) else {
             return;
@@ -188,6 +197,20 @@ mod tests {
             );
         }
         assert_eq!(t.len(), MAX_ADDRS_PER_CONN);
+    }
+
+    #[test]
+    fn an_address_learnt_if_free_is_never_taken_from_another_connection() {
+        let mut t = RouteTable::default();
+        let a = (UDP, "127.0.0.1:5000".parse().unwrap());
+        t.add_conn(ConnId(1), "browser".into());
+        t.add_conn(ConnId(2), "relay".into());
+        t.learn(ConnId(1), a);
+        t.learn_if_free(ConnId(2), a);
+        assert!(matches!(t.lookup(a, &[0x80]), Route::Known(ConnId(1))));
+        let b = (UDP, "127.0.0.1:5001".parse().unwrap());
+        t.learn_if_free(ConnId(2), b);
+        assert!(matches!(t.lookup(b, &[0x80]), Route::Known(ConnId(2))));
     }
 
     #[test]

@@ -27,6 +27,9 @@ struct Stage {
     frame: u16,
     /// Packets peer 0 sent, all layers.
     sent: u64,
+    /// Keyframe requests peer 0 has answered (it answers each at its next
+    /// frame, for the layer it names, as a browser does).
+    answered: usize,
 }
 
 impl Stage {
@@ -48,6 +51,7 @@ impl Stage {
             seq: [1, 10_000, 20_000],
             frame: 0,
             sent: 0,
+            answered: 0,
         }
     }
 
@@ -60,15 +64,19 @@ impl Stage {
     }
 
     /// `secs` seconds of 30 frames a second on every layer, a keyframe each
-    /// `keyframe_every` frames (0: only the first).
+    /// `keyframe_every` frames (0: only the first, and those asked for).
     fn run(&mut self, secs: u32, keyframe_every: u16) {
         for _ in 0..secs * 30 {
+            let asked: Vec<String> =
+                self.net.peers[0].keyframe_request_rids[self.answered..].to_vec();
+            self.answered += asked.len();
             for (i, &(rid, size, bytes, packets)) in LAYERS.iter().enumerate() {
                 let f = self.frame;
-                let keyframe = match keyframe_every {
-                    0 => f == 0,
-                    n => f.is_multiple_of(n),
-                };
+                let keyframe = asked.iter().any(|r| r == rid)
+                    || match keyframe_every {
+                        0 => f == 0,
+                        n => f.is_multiple_of(n),
+                    };
                 self.net.send_layer_frame(
                     0,
                     rid,
@@ -152,21 +160,109 @@ fn an_edges_subscribers_each_get_their_layer_and_every_layer_crosses_once() {
 }
 
 #[test]
-fn a_keyframe_an_edge_subscriber_needs_is_asked_of_the_publisher() {
+fn a_keyframe_an_edge_subscriber_needs_is_asked_of_the_publisher_for_its_layer() {
     let mut stage = Stage::new(2);
     stage.show(1, 1280, 720);
     stage.show(2, 1280, 720);
     // One keyframe at the start, then none unless asked for.
     stage.run(1, 0);
-    let asked = stage.net.peers[0].keyframe_requests;
-    // Peer 2 moves to a small tile: it needs the low layer's keyframe, which
-    // only the publisher can make.
-    stage.show(2, 320, 180);
+    let asked = stage.net.peers[0].keyframe_request_rids.len();
+    // Peer 2 moves to a middle-sized tile: it needs the middle layer's
+    // keyframe, which only the publisher can make.
+    stage.show(2, 640, 360);
     stage.run(1, 0);
+    let rids = &stage.net.peers[0].keyframe_request_rids[asked..];
     assert!(
-        stage.net.peers[0].keyframe_requests > asked,
-        "the edge's request reached the publisher through the relay"
+        rids.iter().any(|r| r == "m"),
+        "the edge's request for the middle layer reached the publisher: {rids:?}"
     );
+    let from = stage.net.peers[2].received.len();
+    stage.run(1, 0);
+    let sizes = stage.sizes(2, from);
+    assert!(
+        !sizes.is_empty() && sizes.iter().all(|&s| s == 900),
+        "and the middle layer arrives"
+    );
+}
+
+#[test]
+fn a_camera_without_layers_reaches_an_edge_that_asked_for_layers() {
+    let mut net = Net::cascade(1, 1);
+    let publisher = net.peers[0].conn;
+    net.sfu
+        .publish(publisher, CAMERA, convene_sfu::TrackKind::Video)
+        .unwrap();
+    net.edge().publish_simulcast(EDGE_UPLINK, CAMERA).unwrap();
+    let conn = net.peers[1].conn;
+    net.edge().subscribe(conn, CAMERA).unwrap();
+    net.settle();
+    // Two seconds of frames of four packets, a keyframe every half second.
+    for frame in 0..60u64 {
+        net.send_vp8(0, 1 + frame * 4, 4, 800, frame % 15 == 0);
+        net.run_for(std::time::Duration::from_millis(33));
+    }
+    net.settle();
+    assert!(
+        net.peers[1].received.len() >= 120,
+        "the video arrives on the edge's lowest layer: {}",
+        net.peers[1].received.len()
+    );
+}
+
+#[test]
+fn an_edge_offer_naming_an_m_line_twice_or_of_the_wrong_kind_is_refused() {
+    let mut stage = Stage::new(1);
+    let offer = stage
+        .net
+        .offers
+        .iter()
+        .rev()
+        .find(|o| o.0 == EDGE_UPLINK)
+        .unwrap()
+        .1
+        .clone();
+    let now = stage.net.now;
+    let voice = TrackId(2);
+    let p = stage.net.peers[0].conn;
+    stage
+        .net
+        .sfu
+        .publish(p, voice, convene_sfu::TrackKind::Voice)
+        .unwrap();
+    let relay = support::HOST_RELAY;
+    let twice = [("0".to_string(), CAMERA), ("0".to_string(), voice)];
+    assert!(stage
+        .net
+        .sfu
+        .relay_offer(now, relay, &offer, &twice)
+        .is_err());
+    // The edge's only m-line is video: a microphone cannot go on it.
+    let mid = offer
+        .lines()
+        .find_map(|l| l.strip_prefix("a=mid:"))
+        .unwrap()
+        .to_string();
+    let wrong = [(mid, voice)];
+    assert!(stage
+        .net
+        .sfu
+        .relay_offer(now, relay, &offer, &wrong)
+        .is_err());
+}
+
+#[test]
+fn an_unpublished_track_stops_crossing_and_nothing_of_it_is_left() {
+    let mut stage = Stage::new(1);
+    stage.show(1, 1280, 720);
+    stage.run(1, 15);
+    let relayed = stage.net.sfu.stats().rtp_relayed;
+    assert!(relayed > 0);
+    stage.net.sfu.unpublish(CAMERA);
+    stage.net.settle();
+    assert_eq!(stage.net.sfu.stats().tracks, 0);
+    stage.net.sfu.remove_connection(support::HOST_RELAY);
+    assert!(!stage.net.sfu.is_relay(support::HOST_RELAY));
+    assert_eq!(stage.net.sfu.stats().connections, 1, "the publisher's");
 }
 
 #[test]

@@ -231,7 +231,7 @@ impl Sfu {
                 let Some(sc) = self.conns.get_mut(&edge) else {
                     continue;
                 };
-                if out.relay(sc, slot_idx, layer, rid) {
+                if out.relay(sc, slot_idx, track, layer, rid) {
                     self.stats.rtp_relayed += 1;
                     queue_drain(sc, &mut self.to_drain, edge);
                 }
@@ -370,18 +370,38 @@ impl Outgoing<'_> {
         true
     }
 
-    /// Hand the packet, of `layer` (sent as `rid`), to a relay's `Rtc` on
-    /// `slot_idx`, unchanged but for its numbering. False if nothing was
-    /// written.
-    fn relay(&self, sc: &mut Connection, slot_idx: usize, layer: u8, rid: Option<Rid>) -> bool {
+    /// Hand the packet, of `track`'s `layer` (sent as `rid`), to a relay's
+    /// `Rtc` on `slot_idx`, unchanged but for its numbering. False if
+    /// nothing was written.
+    fn relay(
+        &self,
+        sc: &mut Connection,
+        slot_idx: usize,
+        track: TrackId,
+        layer: u8,
+        rid: Option<Rid>,
+    ) -> bool {
         let slot = &sc.slots[slot_idx];
+        if slot.track != Some(track) || !slot.live {
+            return false;
+        }
         let (Some(mid), Some(relay)) = (slot.mid, sc.relay.as_mut()) else {
             return false;
         };
         let mut api = sc.rtc.direct_api();
-        // A camera published without simulcast has no rid; the edge may have
-        // asked for layers all the same.
-        let rid = rid.filter(|r| api.stream_tx_by_mid(mid, Some(*r)).is_some());
+        let mut has = |rid: Option<Rid>| api.stream_tx_by_mid(mid, rid).is_some();
+        // The edge's m-line and the publisher may differ: a camera without
+        // layers goes on the edge's lowest; an edge without layers gets the
+        // lowest only (one stream cannot carry three numberings).
+        let lowest = Rid::from(SIMULCAST_RIDS[0]);
+        let rid = match rid {
+            Some(r) if has(Some(r)) => Some(r),
+            Some(_) if layer == 0 && has(None) => None,
+            Some(_) => return false,
+            None if has(None) => None,
+            None if has(Some(lowest)) => Some(lowest),
+            None => return false,
+        };
         let Some(tx) = api.stream_tx_by_mid(mid, rid) else {
             return false;
         };

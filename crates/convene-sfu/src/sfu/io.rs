@@ -70,9 +70,11 @@ impl Sfu {
     /// network changed: the next offer carries them, and the client's new
     /// address is learnt from its checks. Media and m-lines are kept.
     pub fn restart_ice(&mut self, conn: ConnId) -> Result<(), SfuError> {
+        // A relay's edge restarts ICE with an offer of its own.
         let c = self
             .conns
             .get_mut(&conn)
+            .filter(|c| c.relay.is_none())
             .ok_or(SfuError::UnknownConnection)?;
         c.ice_restart = true;
         c.dirty = true;
@@ -247,7 +249,8 @@ impl Sfu {
                     // A relay checks the edge's candidates: the answers, and
                     // all that follows, come from where it sent them.
                     if c.relay.is_some() && t.contents.first().is_some_and(|b| *b < 4) {
-                        self.routes.learn(conn, (Transport::Udp, t.destination));
+                        self.routes
+                            .learn_if_free(conn, (Transport::Udp, t.destination));
                     }
                     self.transmits.push_back(Datagram {
                         transport: match t.proto {

@@ -547,7 +547,8 @@ impl Sfu {
         kind: TrackKind,
         simulcast: bool,
     ) -> Result<(), SfuError> {
-        if !self.conns.contains_key(&conn) {
+        // A relay answers its edge's offers; it publishes nothing.
+        if self.conns.get(&conn).is_none_or(|c| c.relay.is_some()) {
             return Err(SfuError::UnknownConnection);
         }
         let simulcast = simulcast && kind == TrackKind::Video;
@@ -663,6 +664,7 @@ impl Sfu {
         let c = self
             .conns
             .get_mut(&conn)
+            .filter(|c| c.relay.is_none())
             .ok_or(SfuError::UnknownConnection)?;
         if kind == TrackKind::Voice {
             if c.listening.contains(&track) {
@@ -702,7 +704,7 @@ impl Sfu {
     /// the smallest layer that covers its tile, and not at all when hidden.
     /// Until this is called, a subscription has no limit by size.
     pub fn set_view(&mut self, conn: ConnId, track: TrackId, view: View) {
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(c) = self.conns.get_mut(&conn).filter(|c| c.relay.is_none()) else {
             return;
         };
         let Some(idx) = c.slot_of(track, SlotDirection::Receive) else {

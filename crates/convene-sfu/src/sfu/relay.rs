@@ -13,7 +13,7 @@
 //! transport-wide feedback), and its loss and round trip are reported
 //! ([`SfuEvent::RelayLink`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use str0m::change::SdpOffer;
 use str0m::media::Mid;
@@ -43,11 +43,32 @@ impl Sfu {
         tracks: &[(String, TrackId)],
     ) -> Result<String, SfuError> {
         self.now = self.now.max(now);
+        // One track per m-line, each of a kind its m-line can carry, and
+        // each once.
+        let kinds = mline_kinds(offer);
+        let mut seen_mids = BTreeSet::new();
+        let mut seen_tracks = BTreeSet::new();
+        for (mid, track) in tracks {
+            if !seen_mids.insert(mid.as_str()) || !seen_tracks.insert(*track) {
+                return Err(SfuError::BadSdp(format!(
+                    "m-line {mid} or its track named twice"
+                )));
+            }
+            let Some(p) = self.producers.get(track) else {
+                continue;
+            };
+            let want = if p.kind.is_audio() { "audio" } else { "video" };
+            if kinds.get(mid.as_str()) != Some(&want) {
+                return Err(SfuError::BadSdp(format!(
+                    "m-line {mid} is no {want} m-line"
+                )));
+            }
+        }
         let offer =
             SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::BadSdp(e.to_string()))?;
-        match self.conns.get(&conn) {
+        let created = match self.conns.get(&conn) {
             Some(c) if c.relay.is_none() => return Err(SfuError::DuplicateConnection),
-            Some(_) => {}
+            Some(_) => false,
             None => {
                 let cfg = self
                     .rtc_config(ConnOptions::default())
@@ -66,27 +87,33 @@ impl Sfu {
                 let mut c = Connection::new(rtc);
                 c.relay = Some(Box::default());
                 self.conns.insert(conn, Box::new(c));
+                true
             }
+        };
+        let c = self.conns.get_mut(&conn).expect("present above");
+        let before = c.rtc.direct_api().local_ice_credentials().ufrag;
+        let answer = match c.rtc.sdp_api().accept_offer(offer) {
+            Ok(a) => a,
+            Err(e) => {
+                if created {
+                    self.remove_connection(conn);
+                }
+                return Err(SfuError::BadSdp(e.to_string()));
+            }
+        };
+        // An ICE restart by the edge: its checks come to the new ufrag.
+        let ufrag = c.rtc.direct_api().local_ice_credentials().ufrag;
+        if ufrag != before {
+            self.routes.add_ufrag(conn, ufrag);
+        }
+        // Slots as the tracks say; whatever this relay carried before is let go.
+        for p in self.producers.values_mut() {
+            p.relays.retain(|&(c2, _)| c2 != conn);
         }
         let c = self.conns.get_mut(&conn).expect("present above");
-        let answer = c
-            .rtc
-            .sdp_api()
-            .accept_offer(offer)
-            .map_err(|e| SfuError::BadSdp(e.to_string()))?;
-        // Slots as the tracks say; what a slot carried before is let go.
-        let mut carried = Vec::new();
-        for (idx, slot) in c.slots.iter_mut().enumerate() {
-            if let Some(track) = slot.track.take() {
-                carried.push((track, idx));
-            }
+        for slot in &mut c.slots {
+            slot.track = None;
         }
-        for (track, idx) in carried {
-            if let Some(p) = self.producers.get_mut(&track) {
-                p.relays.retain(|&r| r != (conn, idx));
-            }
-        }
-        let c = self.conns.get_mut(&conn).expect("present above");
         for (mid, track) in tracks {
             let Some(p) = self.producers.get_mut(track) else {
                 continue;
@@ -101,6 +128,7 @@ impl Sfu {
                 }
             };
             let slot = &mut c.slots[idx];
+            slot.kind = p.kind;
             slot.track = Some(*track);
             slot.live = true;
             p.relays.push((conn, idx));
@@ -114,6 +142,20 @@ impl Sfu {
     pub fn is_relay(&self, conn: ConnId) -> bool {
         self.conns.get(&conn).is_some_and(|c| c.relay.is_some())
     }
+}
+
+/// Each m-line's media type (`audio`, `video`, …) by its mid, in `sdp`.
+fn mline_kinds(sdp: &str) -> HashMap<&str, &str> {
+    let mut kinds = HashMap::new();
+    let mut current = None;
+    for line in sdp.lines() {
+        if let Some(m) = line.strip_prefix("m=") {
+            current = m.split(' ').next();
+        } else if let (Some(mid), Some(kind)) = (line.strip_prefix("a=mid:"), current) {
+            kinds.insert(mid.trim(), kind);
+        }
+    }
+    kinds
 }
 
 /// The simulcast layer a rid names (the only layer when there is none).

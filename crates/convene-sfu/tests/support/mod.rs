@@ -48,6 +48,8 @@ pub struct Peer {
     pub got_twcc_feedback: bool,
     /// Keyframe requests (PLI/FIR) this peer received for what it sends.
     pub keyframe_requests: usize,
+    /// The rid each of those named ("" for none).
+    pub keyframe_request_rids: Vec<String>,
     /// Received packets that start a VP8 keyframe: (mid, extended seq).
     pub keyframe_starts: Vec<(Mid, u64)>,
     /// When the first packet arrived on each m-line.
@@ -266,6 +268,7 @@ impl Net {
                     twcc_numbered: 0,
                     got_twcc_feedback: false,
                     keyframe_requests: 0,
+                    keyframe_request_rids: Vec::new(),
                     keyframe_starts: Vec::new(),
                     first_packet_at: HashMap::new(),
                     bytes_in: 0,
@@ -333,6 +336,7 @@ impl Net {
                 twcc_numbered: 0,
                 got_twcc_feedback: false,
                 keyframe_requests: 0,
+                keyframe_request_rids: Vec::new(),
                 keyframe_starts: Vec::new(),
                 first_packet_at: HashMap::new(),
                 bytes_in: 0,
@@ -640,7 +644,11 @@ impl Net {
                                 p.twcc_numbered += 1;
                             }
                         }
-                        Event::KeyframeRequest(_) => p.keyframe_requests += 1,
+                        Event::KeyframeRequest(req) => {
+                            p.keyframe_requests += 1;
+                            p.keyframe_request_rids
+                                .push(req.rid.map(|r| r.to_string()).unwrap_or_default());
+                        }
                         Event::PeerStats(s) => {
                             p.got_twcc_feedback |= s.egress_loss_fraction.is_some()
                         }
@@ -720,6 +728,7 @@ impl Net {
             self.events_seen += 1;
             match ev {
                 SfuEvent::Offer { conn, sdp, slots } if conn == EDGE_UPLINK => {
+                    self.offers.push((conn, sdp.clone()));
                     let tracks: Vec<(String, TrackId)> = slots
                         .iter()
                         .filter_map(|s| Some((s.mid.clone(), s.track?)))
