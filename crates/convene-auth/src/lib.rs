@@ -226,7 +226,7 @@ impl Auth {
         }
         match self.shared.get() {
             // A cookie no node made: no read, no budget spent.
-            Some(sh) if !sh.made_here(token) => Ok(None),
+            Some(sh) if !sh.made_here(shared::Kind::Cookie, token) => Ok(None),
             Some(sh) => sh.session(&self.sessions, &store::sha256_hex(token), client),
             None => Ok(self.sessions().get(token, Instant::now())),
         }
@@ -241,7 +241,12 @@ impl Auth {
         }
         let hash = store::sha256_hex(token);
         if let Some(sh) = self.shared.get() {
-            if let Some(s) = sh.session(&self.sessions, &hash, client)? {
+            // A cookie no node made has nothing to end anywhere: no read.
+            let session = match sh.made_here(shared::Kind::Cookie, token) {
+                true => sh.session(&self.sessions, &hash, client)?,
+                false => None,
+            };
+            if let Some(s) = session {
                 sh.backend.end(&s.family).map_err(|e| {
                     warn!("sessions: sign-out not stored for the other nodes: {e}");
                     shared::UNCHECKED.to_string()
@@ -289,7 +294,10 @@ impl Auth {
         let Some(sh) = self.shared.get() else {
             return Ok(None);
         };
-        if !store::well_formed(code) || !store::well_formed(nonce) || !sh.made_here(code) {
+        if !store::well_formed(code)
+            || !store::well_formed(nonce)
+            || !sh.made_here(shared::Kind::Code, code)
+        {
             return Ok(None);
         }
         sh.take_handoff(&self.sessions, code, &format!("{nonce} {meeting}"))
@@ -465,7 +473,7 @@ impl Auth {
         info!(organisation = %p.org.name, level = ?identity.level, mfa = identity.mfa, "signed in");
         let now = Instant::now();
         let token = match self.shared.get() {
-            Some(sh) => sh.new_token(),
+            Some(sh) => sh.new_token(shared::Kind::Cookie),
             None => store::random_hex(store::TOKEN_BYTES),
         };
         let session = self

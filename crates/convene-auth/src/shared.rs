@@ -123,6 +123,24 @@ pub const STALE_LIMIT: Duration = Duration::from_secs(2 * RECHECK.as_secs());
 /// so made-up cookies (from however many addresses) cost it nothing.
 const TAG_HEX: usize = 16;
 
+/// What a tagged value is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A session cookie's value.
+    Cookie,
+    /// A one-time code that carries a sign-in to another node.
+    Code,
+}
+
+impl Kind {
+    fn label(self) -> &'static [u8] {
+        match self {
+            Kind::Cookie => b"cookie\0",
+            Kind::Code => b"code\0",
+        }
+    }
+}
+
 /// The shared store, and what this node remembers of its answers.
 pub(crate) struct Shared {
     pub(crate) backend: std::sync::Arc<dyn SessionBackend>,
@@ -211,17 +229,20 @@ impl Shared {
         }
     }
 
-    /// A new cookie value or code: random, then its tag.
-    pub(crate) fn new_token(&self) -> String {
+    /// A new cookie value or code (`kind`): random, then its tag.
+    pub(crate) fn new_token(&self, kind: Kind) -> String {
         let body = random_hex(TOKEN_BYTES - TAG_HEX / 2);
-        let tag = self.tag(&body);
+        let tag = self.tag(kind, &body);
         body + &tag
     }
 
-    fn tag(&self, body: &str) -> String {
+    fn tag(&self, kind: Kind, body: &str) -> String {
         use hmac::{Mac, SimpleHmac};
         let mut mac = SimpleHmac::<sha2::Sha256>::new_from_slice(&self.key)
             .expect("HMAC takes a key of any length");
+        // Each kind its own tags: a code (which anyone signed in can have
+        // made) does not pass for a cookie.
+        mac.update(kind.label());
         mac.update(body.as_bytes());
         mac.finalize().into_bytes()[..TAG_HEX / 2]
             .iter()
@@ -229,13 +250,13 @@ impl Shared {
             .collect()
     }
 
-    /// Whether a node of this deployment made `token` (of the form
-    /// [`crate::store::well_formed`] checks).
-    pub(crate) fn made_here(&self, token: &str) -> bool {
+    /// Whether a node of this deployment made `token` as a `kind` (of the
+    /// form [`crate::store::well_formed`] checks).
+    pub(crate) fn made_here(&self, kind: Kind, token: &str) -> bool {
         let Some((body, tag)) = token.split_at_checked(token.len().saturating_sub(TAG_HEX)) else {
             return false;
         };
-        let want = self.tag(body);
+        let want = self.tag(kind, body);
         // Compared in constant time: the tag is what a forger must guess.
         want.len() == tag.len()
             && want
@@ -331,7 +352,7 @@ impl Shared {
     /// A one-time code that carries the sign-in of `session` to another
     /// node, taken there only with the same `binding`.
     pub(crate) fn handoff(&self, session: &Session, binding: &str) -> Result<String, &'static str> {
-        let code = self.new_token();
+        let code = self.new_token(Kind::Code);
         let expires_at = unix_ms() + CODE_TTL.as_millis() as i64;
         match self
             .backend
@@ -366,7 +387,7 @@ impl Shared {
         let Some(session) = load(stored.clone(), now) else {
             return Ok(None);
         };
-        let token = self.new_token();
+        let token = self.new_token(Kind::Cookie);
         let hash = sha256_hex(&token);
         if let Err(e) = self.backend.save(&hash, &stored) {
             warn!("sessions: could not keep a session: {e}");
@@ -390,25 +411,30 @@ mod tests {
     #[test]
     fn only_values_a_node_made_pass_the_tag() {
         let shared = Shared::new(Arc::new(Counting::default()), KEY.to_vec());
-        let token = shared.new_token();
+        let token = shared.new_token(Kind::Cookie);
         assert!(
             crate::store::well_formed(&token),
             "a cookie's form: {token}"
         );
-        assert!(shared.made_here(&token));
+        assert!(shared.made_here(Kind::Cookie, &token));
+        let code = shared.new_token(Kind::Code);
+        assert!(shared.made_here(Kind::Code, &code));
+        assert!(
+            !shared.made_here(Kind::Cookie, &code),
+            "a code is no cookie"
+        );
+        assert!(!shared.made_here(Kind::Code, &token), "nor the other way");
         // One digit changed anywhere, made up, or made under another key.
         for i in [0, 30, 63] {
             let mut t = token.clone().into_bytes();
             t[i] = if t[i] == b'0' { b'1' } else { b'0' };
-            assert!(
-                !shared.made_here(&String::from_utf8(t).unwrap()),
-                "digit {i}"
-            );
+            let t = String::from_utf8(t).unwrap();
+            assert!(!shared.made_here(Kind::Cookie, &t), "digit {i}");
         }
-        assert!(!shared.made_here(&random_hex(TOKEN_BYTES)));
+        assert!(!shared.made_here(Kind::Cookie, &random_hex(TOKEN_BYTES)));
         let other = Shared::new(Arc::new(Counting::default()), b"another key".to_vec());
-        assert!(!other.made_here(&token));
-        assert!(!shared.made_here(""));
+        assert!(!other.made_here(Kind::Cookie, &token));
+        assert!(!shared.made_here(Kind::Cookie, ""));
     }
 
     /// A store in memory that counts its reads and can be made to fail

@@ -306,6 +306,7 @@ async fn a_signed_in_person_stays_signed_in_on_the_node_that_hosts_the_meeting()
         use hmac::{Mac, SimpleHmac};
         let body = format!("{i:048x}");
         let mut mac = SimpleHmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+        mac.update(b"cookie\0");
         mac.update(body.as_bytes());
         let tag: String = mac.finalize().into_bytes()[..8]
             .iter()

@@ -100,7 +100,10 @@ impl Storage {
     pub fn node_secret(&self, name: &str) -> Result<String, StorageError> {
         let made: [u8; 32] = rand::random();
         let made: String = made.iter().map(|b| format!("{b:02x}")).collect();
-        self.tx(false, false, |c| {
+        // A writing transaction (SQLite's BEGIN IMMEDIATE, the advisory
+        // lock on PostgreSQL): two nodes starting at once on an empty table
+        // queue, and the second reads what the first made.
+        self.tx(true, false, |c| {
             c.exec(
                 "INSERT INTO node_secrets (name, value) VALUES (?1, ?2)
                  ON CONFLICT (name) DO NOTHING",

@@ -100,3 +100,15 @@ fn a_node_secret_is_made_once_and_the_same_for_every_node_on(s: Storage) {
     assert_eq!(s.node_secret("session-cookies").unwrap(), first, "kept");
     assert_ne!(s.node_secret("other").unwrap(), first, "one per name");
 }
+
+#[test]
+fn two_nodes_asking_for_a_new_secret_at_once_get_the_same_one() {
+    let url = crate::testing::postgres_url();
+    let name = format!("race-{}", crate::new_meeting_id());
+    let ask = |name: String| {
+        let s = Storage::connect(&url).unwrap();
+        std::thread::spawn(move || s.node_secret(&name).unwrap())
+    };
+    let (x, y) = (ask(name.clone()), ask(name));
+    assert_eq!(x.join().unwrap(), y.join().unwrap());
+}
