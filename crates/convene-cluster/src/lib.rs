@@ -13,6 +13,9 @@
 //!   without this key: started empty, flushed, failed over to a replica
 //!   that lacked it, or evicted it. Holds may be gone with it: see [`SETTLE`].
 //!
+//! - `convene:node:{id}:inbox` → a pub/sub channel: messages other nodes send
+//!   this one ([`Cluster::send_to`], [`Cluster::inbox`]).
+//!
 //! A meeting runs on one node; a join that reaches another is sent there
 //! ([`Route::There`]).
 
@@ -21,7 +24,9 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
 
+mod channel;
 mod place;
+pub use channel::{Inbox, MAX_MESSAGE};
 pub use place::place;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -94,6 +99,8 @@ pub enum ClusterError {
     NoNode,
     #[error("Redis started moments ago: the nodes are still saying which meetings they host")]
     Settling,
+    #[error("a message of {0} bytes to another node: more than it takes")]
+    TooLarge(usize),
 }
 
 /// Redis restarted empty (or flushed, or failed over to a replica that had
@@ -108,6 +115,8 @@ pub const SETTLE: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct Cluster {
     redis: ConnectionManager,
+    /// Where Redis is (the inbox opens a connection of its own).
+    redis_url: String,
     id: String,
     url: String,
 }
@@ -127,6 +136,7 @@ impl Cluster {
         let _: String = redis::cmd("PING").query_async(&mut redis).await?;
         Ok(Cluster {
             redis,
+            redis_url: url.to_string(),
             id: id.to_string(),
             url: public_url.trim_end_matches('/').to_string(),
         })

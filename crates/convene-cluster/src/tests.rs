@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::testing::Redis;
+use std::time::Duration;
 
 async fn node(redis: &Redis, id: &str) -> Cluster {
     Cluster::connect(&redis.url(), id, &format!("https://{id}.example/"))
@@ -224,4 +225,58 @@ async fn after_redis_forgot_everything_no_meeting_is_placed_until_the_nodes_have
         b.route("m1").await.unwrap(),
         Route::There("https://a.example".into())
     );
+}
+
+/// The next message in `inbox`, waiting at most `secs`.
+async fn next(inbox: &mut Inbox, secs: u64) -> Option<Vec<u8>> {
+    tokio::time::timeout(Duration::from_secs(secs), inbox.recv())
+        .await
+        .ok()
+        .flatten()
+}
+
+#[tokio::test]
+async fn a_message_reaches_the_node_it_is_sent_to_in_order_and_no_other() {
+    let redis = Redis::start();
+    let (a, b, c) = (
+        node(&redis, "n1").await,
+        node(&redis, "n2").await,
+        node(&redis, "n3").await,
+    );
+    let mut to_b = b.inbox().await.unwrap();
+    let mut to_c = c.inbox().await.unwrap();
+    assert!(a.send_to("n2", b"hello").await.unwrap(), "n2 listens");
+    assert_eq!(next(&mut to_b, 5).await.as_deref(), Some(&b"hello"[..]));
+    for i in 0..200 {
+        a.send_to("n2", format!("{i}").as_bytes()).await.unwrap();
+    }
+    for i in 0..200 {
+        let got = next(&mut to_b, 5).await.expect("every message arrives");
+        assert_eq!(got, format!("{i}").into_bytes(), "in order");
+    }
+    assert_eq!(next(&mut to_c, 1).await, None, "n3 got none of them");
+    assert!(
+        !a.send_to("n9", b"anyone?").await.unwrap(),
+        "no node listens"
+    );
+    let big = vec![b'x'; MAX_MESSAGE + 1];
+    assert!(matches!(
+        a.send_to("n2", &big).await,
+        Err(ClusterError::TooLarge(_))
+    ));
+}
+
+#[tokio::test]
+async fn an_inbox_listens_again_once_redis_is_back() {
+    let mut redis = Redis::start();
+    let (a, b) = (node(&redis, "n1").await, node(&redis, "n2").await);
+    let mut inbox = b.inbox().await.unwrap();
+    redis.stop();
+    redis.start_again();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !a.send_to("n2", b"again").await.unwrap_or(false) {
+        assert!(std::time::Instant::now() < deadline, "n2 listens again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(next(&mut inbox, 5).await.as_deref(), Some(&b"again"[..]));
 }
