@@ -357,17 +357,32 @@ impl Outgoing<'_> {
         } else {
             (pkt.header.payload_type, pkt.payload.clone())
         };
+        tx.write_rtp(self.rtp_write(pt, payload, seq, ts, &mut slot.picture_ids));
+        true
+    }
+
+    /// The packet as written out: `pt` and `payload` at `seq` and `ts`, its
+    /// VP8 picture numbering kept continuous by `picture_ids`.
+    #[inline]
+    fn rtp_write(
+        &self,
+        pt: Pt,
+        payload: Arc<[u8]>,
+        seq: u64,
+        ts: u32,
+        picture_ids: &mut crate::vp8::PictureIds,
+    ) -> RtpWrite {
+        let pkt = self.pkt;
         let mut w = RtpWrite::new(pt, SeqNo::from(seq), ts, pkt.timestamp, payload)
             .marker(pkt.header.marker)
             .ext_vals(self.ext.clone())
             .nackable(self.kind == TrackKind::Video);
         if let Some(d) = &self.vp8 {
-            if let Some(patch) = slot.picture_ids.rewrite(self.source, &pkt.payload, d) {
+            if let Some(patch) = picture_ids.rewrite(self.source, &pkt.payload, d) {
                 w = w.vp8_patch(patch);
             }
         }
-        tx.write_rtp(w);
-        true
+        w
     }
 
     /// Hand the packet, of `track`'s `layer` (sent as `rid`), to a relay's
@@ -417,22 +432,8 @@ impl Outgoing<'_> {
         ) else {
             return false;
         };
-        let mut w = RtpWrite::new(
-            pkt.header.payload_type,
-            SeqNo::from(seq),
-            ts,
-            pkt.timestamp,
-            pkt.payload.clone(),
-        )
-        .marker(pkt.header.marker)
-        .ext_vals(self.ext.clone())
-        .nackable(self.kind == TrackKind::Video);
-        if let Some(d) = &self.vp8 {
-            if let Some(patch) = picture_ids.rewrite(self.source, &pkt.payload, d) {
-                w = w.vp8_patch(patch);
-            }
-        }
-        tx.write_rtp(w);
+        let (pt, payload) = (pkt.header.payload_type, pkt.payload.clone());
+        tx.write_rtp(self.rtp_write(pt, payload, seq, ts, picture_ids));
         true
     }
 }

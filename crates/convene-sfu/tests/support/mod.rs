@@ -66,6 +66,33 @@ pub struct Peer {
     pub on_edge: bool,
 }
 
+impl Peer {
+    fn new(rtc: Rtc, addr: SocketAddr, conn: ConnId, transport: Transport, on_edge: bool) -> Peer {
+        Peer {
+            rtc,
+            addr,
+            conn,
+            transport,
+            sent_udp: 0,
+            sent_tcp: 0,
+            connected: false,
+            received: Vec::new(),
+            mids: HashMap::new(),
+            voice_mids: Vec::new(),
+            twcc_numbered: 0,
+            got_twcc_feedback: false,
+            keyframe_requests: 0,
+            keyframe_request_rids: Vec::new(),
+            keyframe_starts: Vec::new(),
+            first_packet_at: HashMap::new(),
+            bytes_in: 0,
+            vp8_ids: Vec::new(),
+            audio_in: Vec::new(),
+            on_edge,
+        }
+    }
+}
+
 /// A second SFU (see [`Net::cascade`]).
 pub struct Edge {
     pub sfu: Sfu,
@@ -254,28 +281,13 @@ impl Net {
                     SocketAddr::from(([10, 0, (i / 250) as u8 + 1, (i % 250) as u8 + 2], 6000));
                 let conn = ConnId(i as u64 + 1);
                 sfu.add_connection_with(now, conn, options(i)).unwrap();
-                Peer {
-                    rtc: peer_rtc(now, addr, transport(i), config(i, peer_config())),
+                Peer::new(
+                    peer_rtc(now, addr, transport(i), config(i, peer_config())),
                     addr,
                     conn,
-                    transport: transport(i),
-                    sent_udp: 0,
-                    sent_tcp: 0,
-                    connected: false,
-                    received: Vec::new(),
-                    mids: HashMap::new(),
-                    voice_mids: Vec::new(),
-                    twcc_numbered: 0,
-                    got_twcc_feedback: false,
-                    keyframe_requests: 0,
-                    keyframe_request_rids: Vec::new(),
-                    keyframe_starts: Vec::new(),
-                    first_packet_at: HashMap::new(),
-                    bytes_in: 0,
-                    vp8_ids: Vec::new(),
-                    audio_in: Vec::new(),
-                    on_edge: false,
-                }
+                    transport(i),
+                    false,
+                )
             })
             .collect();
         Net {
@@ -322,28 +334,13 @@ impl Net {
             let addr = SocketAddr::from(([10, 0, 200, k as u8 + 2], 6000));
             let conn = ConnId(1001 + k as u64);
             sfu.add_connection(net.now, conn).unwrap();
-            net.peers.push(Peer {
-                rtc: peer_rtc(net.now, addr, Transport::Udp, peer_config()),
+            net.peers.push(Peer::new(
+                peer_rtc(net.now, addr, Transport::Udp, peer_config()),
                 addr,
                 conn,
-                transport: Transport::Udp,
-                sent_udp: 0,
-                sent_tcp: 0,
-                connected: false,
-                received: Vec::new(),
-                mids: HashMap::new(),
-                voice_mids: Vec::new(),
-                twcc_numbered: 0,
-                got_twcc_feedback: false,
-                keyframe_requests: 0,
-                keyframe_request_rids: Vec::new(),
-                keyframe_starts: Vec::new(),
-                first_packet_at: HashMap::new(),
-                bytes_in: 0,
-                vp8_ids: Vec::new(),
-                audio_in: Vec::new(),
-                on_edge: true,
-            });
+                Transport::Udp,
+                true,
+            ));
         }
         net.edge = Some(Edge {
             sfu,
