@@ -131,10 +131,13 @@ impl RouteTable {
     /// [`RouteTable::learn`], unless another connection has `peer`: a
     /// relay learns the addresses it checks (named by the other SFU's
     /// offer), which must never take a browser's.
-    pub fn learn_if_free(&mut self, conn: ConnId, peer: Peer) {
-        if self.by_addr.get(&peer).is_none_or(|&c| c == conn) {
+    /// False if another connection has it.
+    pub fn learn_if_free(&mut self, conn: ConnId, peer: Peer) -> bool {
+        let free = self.by_addr.get(&peer).is_none_or(|&c| c == conn);
+        if free {
             self.learn(conn, peer);
         }
+        free
     }
 
     pub fn learn(&mut self, conn: ConnId, source: Peer) {
@@ -206,10 +209,10 @@ mod tests {
         t.add_conn(ConnId(1), "browser".into());
         t.add_conn(ConnId(2), "relay".into());
         t.learn(ConnId(1), a);
-        t.learn_if_free(ConnId(2), a);
+        assert!(!t.learn_if_free(ConnId(2), a), "taken");
         assert!(matches!(t.lookup(a, &[0x80]), Route::Known(ConnId(1))));
         let b = (UDP, "127.0.0.1:5001".parse().unwrap());
-        t.learn_if_free(ConnId(2), b);
+        assert!(t.learn_if_free(ConnId(2), b));
         assert!(matches!(t.lookup(b, &[0x80]), Route::Known(ConnId(2))));
     }
 

@@ -196,15 +196,63 @@ fn a_camera_without_layers_reaches_an_edge_that_asked_for_layers() {
     let conn = net.peers[1].conn;
     net.edge().subscribe(conn, CAMERA).unwrap();
     net.settle();
-    // Two seconds of frames of four packets, a keyframe every half second.
-    for frame in 0..60u64 {
-        net.send_vp8(0, 1 + frame * 4, 4, 800, frame % 15 == 0);
+    // One keyframe, then frames: all on the edge's lowest layer.
+    for frame in 0..90u64 {
+        let keyframe = (frame == 0).then_some((640, 360));
+        let f = frame as u16;
+        let ts = u32::from(f) * 3000;
+        net.send_layer_frame(0, "", 1 + frame * 4, ts, f, f as u8, keyframe, 4, 800);
         net.run_for(std::time::Duration::from_millis(33));
     }
     net.settle();
+    assert_eq!(net.peers[1].received.len(), 360, "every packet arrives");
     assert!(
-        net.peers[1].received.len() >= 120,
-        "the video arrives on the edge's lowest layer: {}",
+        net.layer_events.iter().all(|(_, rids)| rids == &["l"]),
+        "on the lowest layer: {:?}",
+        net.layer_events
+    );
+}
+
+#[test]
+#[ignore = "fails: the request reaches the camera, but the edge subscriber that arrived late never starts; to investigate (the edge's simulcast m-line with only its lowest layer arriving)"]
+fn a_late_edge_subscriber_of_a_camera_without_layers_starts_from_the_keyframe_it_asks_for() {
+    let mut net = Net::cascade(1, 1);
+    let publisher = net.peers[0].conn;
+    net.sfu
+        .publish(publisher, CAMERA, convene_sfu::TrackKind::Video)
+        .unwrap();
+    net.edge().publish_simulcast(EDGE_UPLINK, CAMERA).unwrap();
+    net.settle();
+    // The camera sends one keyframe first, then only when asked (as a
+    // browser does).
+    let mut answered = 0;
+    let mut frames = |net: &mut Net, from: u64, n: u64| {
+        for frame in from..from + n {
+            let asked = net.peers[0].keyframe_requests > answered;
+            answered = net.peers[0].keyframe_requests;
+            let keyframe = (frame == 0 || asked).then_some((640, 360));
+            let f = frame as u16;
+            let ts = u32::from(f) * 3000;
+            net.send_layer_frame(0, "", 1 + frame * 4, ts, f, f as u8, keyframe, 4, 800);
+            net.run_for(std::time::Duration::from_millis(33));
+        }
+    };
+    frames(&mut net, 0, 30);
+    // Someone on the edge arrives after that keyframe: the edge asks for one
+    // on its lowest layer, which the camera's only layer answers.
+    let asked = net.peers[0].keyframe_requests;
+    let conn = net.peers[1].conn;
+    net.edge().subscribe(conn, CAMERA).unwrap();
+    net.settle();
+    frames(&mut net, 30, 60);
+    net.settle();
+    assert!(
+        net.peers[0].keyframe_requests > asked,
+        "the edge's request reached the camera"
+    );
+    assert!(
+        net.peers[1].received.len() >= 200,
+        "the video arrives: {}",
         net.peers[1].received.len()
     );
 }

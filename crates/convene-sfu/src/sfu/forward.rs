@@ -404,18 +404,22 @@ impl Outgoing<'_> {
             return false;
         };
         let mut api = sc.rtc.direct_api();
-        let mut has = |rid: Option<Rid>| api.stream_tx_by_mid(mid, rid).is_some();
+        let mut has = |rid: Rid| api.stream_tx_by_mid(mid, Some(rid)).is_some();
         // The edge's m-line and the publisher may differ: a camera without
-        // layers goes on the edge's lowest; an edge without layers gets the
-        // lowest only (one stream cannot carry three numberings).
-        let lowest = Rid::from(SIMULCAST_RIDS[0]);
-        let rid = match rid {
-            Some(r) if has(Some(r)) => Some(r),
-            Some(_) if layer == 0 && has(None) => None,
-            Some(_) => return false,
-            None if has(None) => None,
-            None if has(Some(lowest)) => Some(lowest),
-            None => return false,
+        // layers goes on the edge's lowest layer; an edge without layers
+        // gets the lowest only (one stream cannot carry three numberings).
+        // (Asked for without a rid, str0m finds any stream of the m-line:
+        // whether the edge asked for layers is told by the rids alone.)
+        let offered = SIMULCAST_RIDS
+            .iter()
+            .map(|r| Rid::from(*r))
+            .find(|r| has(*r));
+        let rid = match (offered, rid) {
+            (None, _) if layer == 0 => None,
+            (None, _) => return false,
+            (Some(_), Some(r)) if has(r) => Some(r),
+            (Some(_), Some(_)) => return false,
+            (Some(lowest), None) => Some(lowest),
         };
         let Some(tx) = api.stream_tx_by_mid(mid, rid) else {
             return false;

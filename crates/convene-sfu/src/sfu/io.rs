@@ -249,8 +249,10 @@ impl Sfu {
                     // A relay checks the edge's candidates: the answers, and
                     // all that follows, come from where it sent them.
                     if c.relay.is_some() && t.contents.first().is_some_and(|b| *b < 4) {
-                        self.routes
-                            .learn_if_free(conn, (Transport::Udp, t.destination));
+                        let peer = (Transport::Udp, t.destination);
+                        if !self.routes.learn_if_free(conn, peer) {
+                            debug!(conn = %conn, "a relay's edge address belongs to another connection");
+                        }
                     }
                     self.transmits.push_back(Datagram {
                         transport: match t.proto {
@@ -295,6 +297,14 @@ impl Sfu {
                         Some((s.track?, s.current.or(s.target)?))
                     });
                     if let Some((track, layer)) = wanted {
+                        // A camera without layers sent on an edge's layer:
+                        // its only one.
+                        let layers = self.producers.get(&track).map_or(0, |p| p.layers.len());
+                        let layer = if usize::from(layer) < layers {
+                            layer
+                        } else {
+                            0
+                        };
                         self.request_keyframe(now, track, layer);
                     }
                 }

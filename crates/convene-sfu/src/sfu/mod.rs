@@ -733,6 +733,9 @@ impl Sfu {
     }
 
     pub fn unsubscribe(&mut self, conn: ConnId, track: TrackId) {
+        if self.is_relay(conn) {
+            return; // its edge offers again without the track
+        }
         if let Some(p) = self.producers.get_mut(&track) {
             p.consumers.retain(|&(c, _)| c != conn);
             if p.kind == TrackKind::Voice {

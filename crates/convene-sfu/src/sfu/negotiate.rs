@@ -10,7 +10,7 @@ impl Sfu {
             .conns
             .get_mut(&conn)
             .ok_or(SfuError::UnknownConnection)?;
-        if c.pending_offer.is_none() {
+        if c.pending_offer.is_none() || c.relay.is_some() {
             return Err(SfuError::NoOfferPending);
         }
         let answer =
@@ -80,7 +80,8 @@ impl Sfu {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if c.pending_offer.is_some() || !c.dirty {
+        // A relay never offers: its edge does.
+        if c.pending_offer.is_some() || !c.dirty || c.relay.is_some() {
             return;
         }
         c.dirty = false;

@@ -866,7 +866,7 @@ impl Net {
     }
 
     /// Peer `i` sends one VP8 frame on its camera's simulcast layer `rid` (which
-    /// it must publish with simulcast): `packets` packets of `size` bytes from
+    /// it must publish with simulcast; "" for a camera without layers): `packets` packets of `size` bytes from
     /// sequence number `seq`, with picture id `pid` (15-bit form), TL0PICIDX
     /// `tl0` and temporal layer 0. A keyframe announces its picture size.
     #[allow(clippy::too_many_arguments)]
@@ -902,8 +902,10 @@ impl Net {
             }
             payload.resize(size.max(payload.len()), 0x5a);
             let mut api = self.peers[i].rtc.direct_api();
+            // "": a camera published without layers.
+            let rid = (!rid.is_empty()).then(|| rid.into());
             let tx = api
-                .stream_tx_by_mid(mid, Some(rid.into()))
+                .stream_tx_by_mid(mid, rid)
                 .expect("a simulcast layer to send on");
             tx.write_rtp(
                 RtpWrite::new(pt, SeqNo::from(seq + k as u64), ts, now, payload)
