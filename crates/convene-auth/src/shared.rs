@@ -269,7 +269,9 @@ impl Shared {
     /// Whether a cookie this node holds no copy of may be read now, for
     /// `client` (an address group).
     fn may_read_unknown(&self, client: IpAddr, now: Instant) -> bool {
-        locked(&self.reads).take(client, now)
+        // Grouped here, not by callers: one that forgot would give each
+        // IPv6 address of a client its own share.
+        locked(&self.reads).take(convene_meeting::address::address_group(client), now)
     }
 
     fn missed_recently(&self, hash: &str, now: Instant) -> bool {

@@ -7,6 +7,7 @@
 //! for the SFU. The server edge carries them out.
 
 pub mod access;
+pub mod address;
 pub mod e2ee;
 pub mod identity;
 pub mod names;

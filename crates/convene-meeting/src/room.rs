@@ -949,21 +949,6 @@ fn clean_name(name: &str, max: usize) -> Result<String, RoomError> {
     names::display_name(name, max).map_err(|e| err(ErrorCode::Invalid, e.to_string()))
 }
 
-/// What the lobby's cap per address counts by: an IPv4 address, or an IPv6
-/// address's /64 network (one client commonly has a whole /64 to pick from).
-fn address_group(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-    }
-}
-
 fn random_token() -> String {
     let bytes: [u8; 16] = rand::random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -39,18 +39,7 @@ pub fn client_ip(
     client
 }
 
-/// The key per-address limits count by: an IPv4 address, or the /64 network
-/// of an IPv6 one (a single IPv6 client normally has a whole /64 to choose
-/// addresses from).
-pub fn address_group(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-        }
-        v4 => v4,
-    }
-}
+pub use convene_meeting::address::address_group;
 
 /// The hops named by the chosen header, in order. A hop that is not an address
 /// (`unknown`, an obfuscated name, bytes that are not text) ends the list
@@ -240,19 +229,5 @@ mod tests {
             client_ip(ip("::ffff:127.0.0.1"), &h, &trusted, XForwardedFor),
             ip("203.0.113.9")
         );
-    }
-
-    #[test]
-    fn ipv6_clients_are_grouped_by_their_64_network() {
-        assert_eq!(
-            address_group(ip("2001:db8:1:2:aaaa::1")),
-            ip("2001:db8:1:2::")
-        );
-        assert_eq!(
-            address_group(ip("2001:db8:1:2:bbbb::9")),
-            ip("2001:db8:1:2::")
-        );
-        assert_eq!(address_group(ip("::ffff:192.0.2.1")), ip("192.0.2.1"));
-        assert_eq!(address_group(ip("192.0.2.1")), ip("192.0.2.1"));
     }
 }

@@ -22,7 +22,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 
-use crate::client_addr::{address_group, ClientIp};
+use crate::client_addr::ClientIp;
 use crate::cookies::{get as cookie, secure, set as set_cookie};
 use convene_storage::is_meeting_id;
 
@@ -227,7 +227,7 @@ pub async fn code_for(
         signin::session_token(&state, &headers),
     ) {
         (Some(nonce), Some(token)) => {
-            match state.auth.handoff(token, nonce, &id, address_group(client)) {
+            match state.auth.handoff(token, nonce, &id, client) {
                 Ok(code) => code,
                 // Asked again in a moment: on without the code, the person
                 // would arrive as a guest.

@@ -13,7 +13,7 @@ use axum::Json;
 use convene_auth::store::Session;
 use serde::{Deserialize, Serialize};
 
-use crate::client_addr::{address_group, ClientIp};
+use crate::client_addr::ClientIp;
 use crate::cookies::{get as cookie, secure, set as set_cookie};
 use crate::words::Lang;
 use crate::AppState;
@@ -41,10 +41,7 @@ pub fn session(
     let Some(token) = cookie(headers, session_cookie(state)) else {
         return Ok(None);
     };
-    state
-        .auth
-        .checked_session(token, address_group(client))
-        .map_err(Unchecked)
+    state.auth.checked_session(token, client).map_err(Unchecked)
 }
 
 /// Whether a request is signed in cannot be known now: `503` with
@@ -321,7 +318,7 @@ pub async fn logout(
     if let Some(token) = cookie(&headers, session_cookie(&state)) {
         // Signed out everywhere or not at all: a cookie cleared here while
         // the sign-in lives on at the other nodes would only look signed out.
-        if let Err(e) = state.auth.sign_out(token, address_group(client)) {
+        if let Err(e) = state.auth.sign_out(token, client) {
             return crate::http::retry_later(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &format!("{e}: you are still signed in; try again in a moment"),
@@ -418,7 +415,7 @@ pub async fn csrf(
             return forbidden("cross-site requests are not allowed");
         }
         if let Some(token) = cookie(headers, session_cookie(&state)) {
-            match state.auth.checked_session(token, address_group(client)) {
+            match state.auth.checked_session(token, client) {
                 Ok(Some(s)) => {
                     let sent = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
                     if !sent.is_some_and(|t| constant_time_eq(t, &s.csrf)) {

@@ -1,6 +1,7 @@
 //! Coming in: the checks at the door (rules, seats), the welcome, and what each person may do.
 
 use super::*;
+use crate::address::address_group;
 
 impl Room {
     /// Someone opened the signalling socket and sent `join`. With a valid resume

@@ -2,6 +2,8 @@
 
 use std::ops::Range;
 
+use crate::rewrite::Rewriter;
+
 use super::*;
 
 impl Sfu {
@@ -340,13 +342,7 @@ impl Outgoing<'_> {
         // subscriber's estimate, and pacing it cost a timeout per packet
         // (BENCHMARKS.md 2026-12-02). str0m's pacer still times its probes.
         tx.set_unpaced(true);
-        let Some((seq, ts)) = slot.rewriter.rewrite(
-            self.source,
-            *pkt.seq_no,
-            pkt.header.timestamp,
-            self.now,
-            self.kind.clock_rate(),
-        ) else {
+        let Some((seq, ts)) = self.renumbered(&mut slot.rewriter) else {
             return false;
         };
         let (pt, payload) = if *pkt.header.payload_type == RED_PT && (!sc.red || sc.red_off) {
@@ -359,6 +355,20 @@ impl Outgoing<'_> {
         };
         tx.write_rtp(self.rtp_write(pt, payload, seq, ts, &mut slot.picture_ids));
         true
+    }
+
+    /// The packet's number and timestamp in `rewriter`'s numbering; none
+    /// for a late packet from before a change of source.
+    #[inline]
+    fn renumbered(&self, rewriter: &mut Rewriter) -> Option<(u64, u32)> {
+        let pkt = self.pkt;
+        rewriter.rewrite(
+            self.source,
+            *pkt.seq_no,
+            pkt.header.timestamp,
+            self.now,
+            self.kind.clock_rate(),
+        )
     }
 
     /// The packet as written out: `pt` and `payload` at `seq` and `ts`, its
@@ -403,39 +413,27 @@ impl Outgoing<'_> {
         let (Some(mid), Some(relay)) = (slot.mid, sc.relay.as_mut()) else {
             return false;
         };
-        let mut api = sc.rtc.direct_api();
-        let mut has = |rid: Rid| api.stream_tx_by_mid(mid, Some(rid)).is_some();
         // The edge's m-line and the publisher may differ: a camera without
         // layers goes on the edge's lowest layer; an edge without layers
         // gets the lowest only (one stream cannot carry three numberings).
-        // (Asked for without a rid, str0m finds any stream of the m-line:
-        // whether the edge asked for layers is told by the rids alone.)
-        let offered = SIMULCAST_RIDS
-            .iter()
-            .map(|r| Rid::from(*r))
-            .find(|r| has(*r));
-        let rid = match (offered, rid) {
+        let offered = relay.rids(slot_idx);
+        let rid = match (offered.first(), rid) {
             (None, _) if layer == 0 => None,
             (None, _) => return false,
-            (Some(_), Some(r)) if has(r) => Some(r),
+            (Some(_), Some(r)) if offered.contains(&r) => Some(r),
             (Some(_), Some(_)) => return false,
-            (Some(lowest), None) => Some(lowest),
+            (Some(lowest), None) => Some(*lowest),
         };
+        let mut api = sc.rtc.direct_api();
         let Some(tx) = api.stream_tx_by_mid(mid, rid) else {
             return false;
         };
         tx.set_unpaced(true);
         let (rewriter, picture_ids) = relay.layer(slot_idx, layer);
-        let pkt = self.pkt;
-        let Some((seq, ts)) = rewriter.rewrite(
-            self.source,
-            *pkt.seq_no,
-            pkt.header.timestamp,
-            self.now,
-            self.kind.clock_rate(),
-        ) else {
+        let Some((seq, ts)) = self.renumbered(rewriter) else {
             return false;
         };
+        let pkt = self.pkt;
         let (pt, payload) = (pkt.header.payload_type, pkt.payload.clone());
         tx.write_rtp(self.rtp_write(pt, payload, seq, ts, picture_ids));
         true

@@ -28,6 +28,11 @@ use crate::vp8::PictureIds;
 #[derive(Default)]
 pub(crate) struct RelayOut {
     layers: HashMap<(usize, u8), (Rewriter, PictureIds)>,
+    /// The rids the edge asked for on each slot, lowest layer first; none
+    /// for an m-line without layers. Read once from the negotiated streams
+    /// (asked for without a rid, str0m finds any stream of an m-line, so a
+    /// lookup cannot tell).
+    rids: HashMap<usize, Vec<Rid>>,
 }
 
 impl Sfu {
@@ -127,6 +132,15 @@ impl Sfu {
                     i
                 }
             };
+            let mut api = c.rtc.direct_api();
+            let rids = SIMULCAST_RIDS
+                .iter()
+                .map(|r| Rid::from(*r))
+                .filter(|r| api.stream_tx_by_mid(mid, Some(*r)).is_some())
+                .collect();
+            if let Some(relay) = c.relay.as_mut() {
+                relay.rids.insert(idx, rids);
+            }
             let slot = &mut c.slots[idx];
             slot.kind = p.kind;
             slot.track = Some(*track);
@@ -165,6 +179,11 @@ pub(super) fn layer_of(rid: Option<Rid>) -> u8 {
 }
 
 impl RelayOut {
+    /// The rids the edge asked for on `slot`, lowest first.
+    pub(super) fn rids(&self, slot: usize) -> &[Rid] {
+        self.rids.get(&slot).map_or(&[], Vec::as_slice)
+    }
+
     /// The numbering of relayed `layer` on `slot`.
     pub(super) fn layer(&mut self, slot: usize, layer: u8) -> &mut (Rewriter, PictureIds) {
         self.layers.entry((slot, layer)).or_insert_with(|| {
