@@ -32,6 +32,9 @@ pub const LAYER_GONE_AFTER: Duration = Duration::from_millis(1000);
 /// A layer asked for again is given this long to arrive before the
 /// allocation stops counting on it.
 const RESUME_GRACE: Duration = Duration::from_secs(2);
+/// How long a resumed layer is counted at no less than its rate before the
+/// pause (a video encoder climbs back within a few seconds).
+const RAMP_UP: Duration = Duration::from_secs(4);
 /// Moving up a layer needs this much headroom over its cost (percent), so a
 /// subscriber does not climb and fall back at every small change of estimate.
 pub const UPGRADE_HEADROOM_PCT: u64 = 115;
@@ -158,17 +161,33 @@ impl LayerIn {
         self.last_packet = Some(now);
     }
 
-    /// Close a measuring window of `elapsed`.
-    pub fn on_window(&mut self, elapsed: Duration) {
+    /// Close a measuring window of `elapsed`, at `now`.
+    pub fn on_window(&mut self, elapsed: Duration, now: Instant) {
         let ms = elapsed.as_millis().max(1) as u64;
         let rate = self.window_bytes * 8 * 1000 / ms;
         self.window_bytes = 0;
+        // Nothing came (paused, or gone): it costs what it cost when it last
+        // ran. Counted down to nothing while paused, a layer looked cheap and
+        // was climbed to on a link it then overfilled (issue 15).
+        if rate == 0 {
+            return;
+        }
         // Keyframes make single windows spiky; a quarter of the new window
         // follows changes within a couple of seconds.
-        self.bitrate = if self.bitrate == 0 {
+        let next = if self.bitrate == 0 {
             rate
         } else {
             (self.bitrate * 3 + rate) / 4
+        };
+        // Just resumed, the publisher's encoder starts it low and climbs
+        // back to its old rate: counted at that until it had time to.
+        let ramping = self
+            .resumed_at
+            .is_some_and(|t| now.saturating_duration_since(t) < RAMP_UP);
+        self.bitrate = if ramping {
+            next.max(self.bitrate)
+        } else {
+            next
         };
     }
 
@@ -412,6 +431,40 @@ mod tests {
             adaptive: true,
             previous: None,
         }
+    }
+
+    #[test]
+    fn a_paused_layer_costs_what_it_cost_when_it_ran_and_a_resumed_one_no_less_while_it_ramps_up() {
+        let tick = Duration::from_millis(500);
+        let t0 = Instant::now();
+        let mut m = LayerIn::new(Some(Rid::from("m")));
+        // 500 kbit/s: 31 250 bytes a half second.
+        for i in 0..8 {
+            m.on_packet(t0, 31_250);
+            m.on_window(tick, t0 + tick * i);
+        }
+        assert_eq!(m.bitrate, 500_000);
+        // Paused for 10 s: nothing comes.
+        m.paused = true;
+        for i in 8..28 {
+            m.on_window(tick, t0 + tick * i);
+        }
+        assert_eq!(m.bitrate, 500_000, "paused, it still costs what it did");
+        // Resumed: the encoder restarts it at 100 kbit/s and climbs.
+        let resumed = t0 + tick * 28;
+        m.paused = false;
+        m.resumed_at = Some(resumed);
+        for i in 0..6 {
+            m.on_packet(resumed, 6_250);
+            m.on_window(tick, resumed + tick * i);
+        }
+        assert_eq!(m.bitrate, 500_000, "ramping up, counted at its old rate");
+        // Past the ramp, what it sends now counts.
+        for i in 8..20 {
+            m.on_packet(resumed, 6_250);
+            m.on_window(tick, resumed + tick * i);
+        }
+        assert!(m.bitrate < 120_000, "settled low: {}", m.bitrate);
     }
 
     #[test]

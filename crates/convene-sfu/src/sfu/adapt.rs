@@ -122,12 +122,14 @@ impl Sfu {
         // subscriber the primary blocks alone while that lets more videos
         // through; audio still comes first (its room is reserved). Judged
         // without the hold slack, so RED goes before a video overshoots.
-        // Under a loss cap, loss was the overshoot the cap ended: the last
-        // half second's, not the smoothed share, says whether it goes on.
-        let clean = c.quality.loss_permille() < RED_NEEDED_LOSS_PERMILLE
-            || (cap.is_some() && c.loss_cap.proven() > 0);
+        // Under a loss cap the loss was congestion (the cap is what got
+        // through), which redundancy only adds to. Once off, RED stays off
+        // while it would starve a video again: turned back on at the next
+        // lossy second, it pushed the link back into loss and a camera
+        // paused (issue 15, scenario 1).
+        let clean = c.quality.loss_permille() < RED_NEEDED_LOSS_PERMILLE || cap.is_some();
         let mut red_off = false;
-        if c.red && clean && plain_audio < audio {
+        if c.red && plain_audio < audio && (clean || c.red_off) {
             let with_red = allocate(&wants, estimate.saturating_sub(audio));
             let plain = allocate(&wants, estimate.saturating_sub(plain_audio));
             red_off = with_red.starved > 0 && plain.starved < with_red.starved;
@@ -166,7 +168,7 @@ impl Sfu {
                 slot.current = None;
             }
             if slot.target != a.layers[k] {
-                debug!(conn = %conn, slot = i, from = ?slot.target, to = ?a.layers[k], estimate, "layer chosen");
+                debug!(conn = %conn, slot = i, from = ?slot.target, to = ?a.layers[k], estimate, audio, red_off, capped = cap.is_some(), proven = c.loss_cap.proven(), "layer chosen");
                 slot.target = a.layers[k];
                 if let Some(t) = slot.track {
                     changed.push((t, slot.target, slot.current.is_some() && slot.live));
@@ -287,7 +289,7 @@ impl Sfu {
                 continue;
             }
             for l in &mut p.layers {
-                l.on_window(LAYER_TICK);
+                l.on_window(LAYER_TICK, now);
             }
             tracks.push(track);
         }

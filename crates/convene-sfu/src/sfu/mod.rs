@@ -70,9 +70,12 @@ const INITIAL_ESTIMATE: u64 = 5_000_000;
 const OPUS_PT: u8 = 111;
 /// Redundant audio's (RFC 2198, carrying Opus).
 const RED_PT: u8 = 63;
-/// Downlink loss (per thousand, smoothed) from which a subscriber keeps
-/// redundant audio even when its link is too narrow for every video.
-const RED_NEEDED_LOSS_PERMILLE: u32 = 10;
+/// Loss (per thousand, smoothed) from which a subscriber keeps redundant
+/// audio even when its link is too narrow for every video. Below it Opus's
+/// own concealment carries speech, and a camera's lowest layer is worth more
+/// than the redundancy (at 1 %, a narrow link's own congestion kept RED on,
+/// whose extra load kept the congestion going: issue 15).
+const RED_NEEDED_LOSS_PERMILLE: u32 = 50;
 /// Statistics (loss, round trip) are read from str0m this often, for the
 /// connection-quality indicator.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
