@@ -654,7 +654,7 @@ describe('bad networks: simulcast and a layer per subscriber (issue 15)', { skip
     figure(scenario, sub.kind, 'every camera back on the top layer after the limit was lifted', secs(upMs));
   }
 
-  test('1. a subscriber\'s downlink limited to 400 kbit/s: within 10 s it receives the low layer of every camera, audio under 1 % concealment; the others keep the top layer', TODO('down to the low layer of every camera in about 3 s, and no loss after: the SFU caps the estimate at what the feedback says the last half second delivered (loss_cap.rs; forwarding test a_subscriber_whose_link_narrows… passes 20 of 20), about 270 kbit/s through the 400 kbit/s link. Two low layers and two RED voices need a little more: a keyframe burst after the switch pauses one camera, and it does not resume (resuming needs headroom; str0m\'s estimate, about 115 kbit/s after the loss, climbs slowly, as in scenario 2) (2026-12-05 log, BAD_NETWORKS_LOG=warn,convene_sfu=debug)'), async (t) => {
+  test('1. a subscriber\'s downlink limited to 400 kbit/s: within 10 s it receives the low layer of every camera, audio under 1 % concealment; the others keep the top layer', TODO('in strict mode (BAD_NETWORKS_STRICT=1, 2026-12-05, commit 639012a and after) it passed 11 of 13 runs alone and 2 of 3 in the whole file, down to the low layer in 1-9 s, 0-0.3 % concealment, about 290 kbit/s received. Left: the loss cap (85 % of what a lossy half second delivered, about 280 kbit/s) can leave no room for two low layers and plain audio (about 300 kbit/s), and one camera then pauses until the cap lapses about 10 s later; once, a low layer arrived for a second without a frame decoded'), async (t) => {
     await constrainDownlink(t, '1', cy);
   });
 

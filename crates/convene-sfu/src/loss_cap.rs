@@ -35,10 +35,16 @@ pub struct LossCap {
     /// (still sending above the cap, still losing) applies it. A single
     /// period may hold the old rate's loss just after a fall.
     lower_asked: Option<u64>,
-    /// What the last half second delivered without loss (bits/s): the link
-    /// carried at least that.
-    proven: u64,
+    /// What a recent half second delivered without loss (bits/s), and when:
+    /// the link carried at least that.
+    proven: Option<(u64, Instant)>,
 }
+
+/// How long what a clean half second delivered stays proven through
+/// half seconds with some loss (under [`CONFIRMING_LOSS`]): one keyframe's
+/// burst just as a cap ended dropped the estimate to str0m's, far below the
+/// link, and paused a camera (issue 15, scenario 1).
+const PROVEN_KEPT: Duration = Duration::from_secs(2);
 
 /// Loss (of the last half second) under which what it delivered proves the
 /// link carries that much.
@@ -76,15 +82,15 @@ impl LossCap {
         // a second whose first part was sent before the link narrowed (or at
         // another rate) says less (its loss share times what it sent reads
         // well above the link). Else the second, by its loss share.
-        self.proven = match recent {
+        match recent {
             Some(r)
                 if r.sent >= MIN_SENT_BPS
                     && (r.delivered as f64) >= r.sent as f64 * (1.0 - PROVEN_LOSS) =>
             {
-                r.delivered
+                self.proven = Some((r.delivered, now));
             }
-            _ => 0,
-        };
+            _ => {}
+        }
         // Real loss in the last second confirms a fall (a half second is
         // too short alone: one burst dropped on a busy machine would do);
         // the last half second says whether it goes on.
@@ -103,6 +109,8 @@ impl LossCap {
             self.lower_asked = None;
             return None;
         }
+        // A fall: what was proven before no longer holds.
+        self.proven = None;
         let cap = delivered * MARGIN_PCT / 100;
         // Only a span sent above the cap can lower it: loss read against a
         // rate sent within the cap is random loss, or the old queue's just
@@ -141,8 +149,10 @@ impl LossCap {
     /// not seen): an estimate below it is not believed (str0m's falls far
     /// below the link after a burst of loss, and stays there for seconds
     /// while everything sent arrives).
-    pub fn proven(&self) -> u64 {
+    pub fn proven(&self, now: Instant) -> u64 {
         self.proven
+            .filter(|(_, t)| now.saturating_duration_since(*t) < PROVEN_KEPT)
+            .map_or(0, |(p, _)| p)
     }
 
     /// The cap in force now, if any.
@@ -254,13 +264,38 @@ mod tests {
             None
         );
         assert_eq!(c.cap(t0 + SECOND * 2), Some(cap));
-        assert_eq!(c.proven(), 150_000);
+        assert_eq!(c.proven(t0 + SECOND * 2), 150_000);
         // Loss again: nothing is proven.
         let lossy = Recent {
             sent: 150_000,
             delivered: 120_000,
         };
         c.on_stats(t0 + SECOND * 3, 240_000, Some(0.2), Some(lossy));
-        assert_eq!(c.proven(), 0);
+        assert_eq!(c.proven(t0 + SECOND * 3), 0, "a fall: nothing is proven");
+    }
+
+    #[test]
+    fn what_a_clean_half_second_proved_outlasts_a_little_loss_for_a_while() {
+        let t0 = Instant::now();
+        let mut c = LossCap::default();
+        c.on_stats(t0, 0, None, None);
+        let clean = Recent {
+            sent: 320_000,
+            delivered: 320_000,
+        };
+        c.on_stats(t0 + SECOND, 40_000, Some(0.0), Some(clean));
+        assert_eq!(c.proven(t0 + SECOND), 320_000);
+        // A keyframe's burst: 5 % of the next half second lost.
+        let burst = Recent {
+            sent: 450_000,
+            delivered: 427_000,
+        };
+        assert_eq!(
+            c.on_stats(t0 + SECOND * 2, 96_000, Some(0.05), Some(burst)),
+            None
+        );
+        assert_eq!(c.proven(t0 + SECOND * 2), 320_000, "still proven");
+        // Nothing clean since: it lapses.
+        assert_eq!(c.proven(t0 + SECOND + PROVEN_KEPT), 0);
     }
 }

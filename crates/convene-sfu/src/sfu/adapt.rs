@@ -111,11 +111,11 @@ impl Sfu {
         // what the link just carried without loss (what is sent now, if it
         // all arrives, fits).
         let estimate = match cap {
-            Some(cap) => cap.max(c.loss_cap.proven()),
+            Some(cap) => cap.max(c.loss_cap.proven(now)),
             None => c
                 .estimate
                 .unwrap_or(INITIAL_ESTIMATE)
-                .max(c.loss_cap.proven()),
+                .max(c.loss_cap.proven(now)),
         };
         // A narrow downlink without loss: redundant audio (RED) costs a
         // video's lowest layer and protects against nothing. Send such a
@@ -168,7 +168,7 @@ impl Sfu {
                 slot.current = None;
             }
             if slot.target != a.layers[k] {
-                debug!(conn = %conn, slot = i, from = ?slot.target, to = ?a.layers[k], estimate, audio, red_off, capped = cap.is_some(), proven = c.loss_cap.proven(), "layer chosen");
+                debug!(conn = %conn, slot = i, from = ?slot.target, to = ?a.layers[k], estimate, audio, red_off, capped = cap.is_some(), proven = c.loss_cap.proven(now), "layer chosen");
                 slot.target = a.layers[k];
                 if let Some(t) = slot.track {
                     changed.push((t, slot.target, slot.current.is_some() && slot.live));
