@@ -214,7 +214,6 @@ fn a_camera_without_layers_reaches_an_edge_that_asked_for_layers() {
 }
 
 #[test]
-#[ignore = "fails: the request reaches the camera, but the edge subscriber that arrived late never starts; to investigate (the edge's simulcast m-line with only its lowest layer arriving)"]
 fn a_late_edge_subscriber_of_a_camera_without_layers_starts_from_the_keyframe_it_asks_for() {
     let mut net = Net::cascade(1, 1);
     let publisher = net.peers[0].conn;

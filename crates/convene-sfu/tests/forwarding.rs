@@ -1032,3 +1032,52 @@ fn a_narrow_clean_downlink_gets_plain_audio_so_every_camera_fits() {
         .collect();
     assert_eq!(cameras.len(), 2, "both cameras' low layers");
 }
+
+#[test]
+fn a_late_subscriber_of_a_simulcast_camera_whose_upper_layers_never_come_starts_from_the_keyframe_it_asks_for(
+) {
+    // A browser on a weak uplink publishes three layers but sends only the
+    // lowest (as Chromium does when its estimate is small). It sends one
+    // keyframe first, then only when asked. Someone who arrives later must
+    // get a keyframe on that layer, and the video.
+    let mut net = Net::new(2);
+    let (publisher, late, track) = (net.peers[0].conn, net.peers[1].conn, TrackId(1));
+    net.sfu.publish_simulcast(publisher, track).unwrap();
+    net.settle();
+    let mut answered = 0;
+    let mut frames = |net: &mut Net, from: u64, n: u64| {
+        for frame in from..from + n {
+            let asked = net.peers[0].keyframe_requests > answered;
+            answered = net.peers[0].keyframe_requests;
+            let keyframe = (frame == 0 || asked).then_some((320, 180));
+            let f = frame as u16;
+            net.send_layer_frame(
+                0,
+                "l",
+                1 + frame * 2,
+                u32::from(f) * 3000,
+                f,
+                f as u8,
+                keyframe,
+                2,
+                600,
+            );
+            net.run_for(Duration::from_millis(33));
+        }
+    };
+    frames(&mut net, 0, 30);
+    let asked = net.peers[0].keyframe_requests;
+    net.sfu.subscribe(late, track).unwrap();
+    net.settle();
+    frames(&mut net, 30, 60);
+    net.settle();
+    assert!(
+        net.peers[0].keyframe_requests > asked,
+        "the late subscriber's keyframe request reached the camera"
+    );
+    assert!(
+        net.peers[1].received.len() >= 80,
+        "the video arrives: {} packets",
+        net.peers[1].received.len()
+    );
+}

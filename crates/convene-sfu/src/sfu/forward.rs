@@ -166,6 +166,12 @@ impl Sfu {
             ext,
             now,
         };
+        // Which layers are coming now: a subscriber waiting for one that is
+        // not starts on a lower one meanwhile.
+        let mut arriving = [false; 3];
+        for (a, l) in arriving.iter_mut().zip(&p.layers) {
+            *a = l.arriving(now);
+        }
         let consumers = std::mem::take(&mut p.consumers);
         let listeners = std::mem::take(&mut p.listeners);
         // Edges (cascading), most often none.
@@ -183,7 +189,7 @@ impl Sfu {
                 continue;
             }
             let starts = if kind == TrackKind::Video {
-                match video_verdict(slot, layer, keyframe, out.source) {
+                match video_verdict(slot, layer, keyframe, out.source, &arriving) {
                     Verdict::Skip => continue,
                     Verdict::Send => false,
                     Verdict::Start => true,
@@ -268,7 +274,13 @@ enum Verdict {
     Skip,
 }
 
-fn video_verdict(slot: &Slot, layer: u8, keyframe: bool, source: u128) -> Verdict {
+fn video_verdict(
+    slot: &Slot,
+    layer: u8,
+    keyframe: bool,
+    source: u128,
+    arriving: &[bool; 3],
+) -> Verdict {
     let Some(target) = slot.target else {
         return Verdict::Skip;
     };
@@ -284,6 +296,20 @@ fn video_verdict(slot: &Slot, layer: u8, keyframe: bool, source: u128) -> Verdic
     } else if on_current {
         // The old layer goes on until the new one's keyframe: no freeze.
         Verdict::Send
+    } else if slot.current.is_none()
+        && layer < target
+        && !arriving.get(usize::from(target)).copied().unwrap_or(false)
+    {
+        // Nothing shown yet, and the layer chosen is not coming (just asked
+        // for again, or its publisher's uplink cannot carry it): start on
+        // this lower one meanwhile, and switch at the chosen one's keyframe.
+        // Else a late subscriber saw nothing for the seconds each missing
+        // layer is waited for.
+        if keyframe {
+            Verdict::Start
+        } else {
+            Verdict::WantKeyframe
+        }
     } else {
         Verdict::Skip
     }
