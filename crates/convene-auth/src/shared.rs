@@ -267,7 +267,7 @@ impl Shared {
     }
 
     /// Whether a cookie this node holds no copy of may be read now, for
-    /// `client` (an address group).
+    /// `client` (its address; counted by address group).
     fn may_read_unknown(&self, client: IpAddr, now: Instant) -> bool {
         // Grouped here, not by callers: one that forgot would give each
         // IPv6 address of a client its own share.
@@ -299,8 +299,8 @@ impl Shared {
         locked(&self.failed_at).is_some_and(|at| now.saturating_duration_since(at) < BREAK)
     }
 
-    /// The session under cookie hash `hash`, sent by `client` (an address
-    /// group): from memory while fresh, else from the store (kept in memory
+    /// The session under cookie hash `hash`, sent by `client` (its
+    /// address): from memory while fresh, else from the store (kept in memory
     /// again). While the store does not answer, what this node read of it in
     /// the last [`STALE_LIMIT`]; an error when not even that, or when the
     /// cookie is unknown here and `client` has used up its reads.

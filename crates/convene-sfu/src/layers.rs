@@ -137,6 +137,9 @@ pub(crate) struct LayerIn {
     pub paused: bool,
     /// When the publisher was last told to send it again.
     pub resumed_at: Option<Instant>,
+    /// Its rate when last resumed: what it is counted at, at least, while
+    /// its encoder ramps back up.
+    ramp_floor: u64,
 }
 
 impl LayerIn {
@@ -153,7 +156,20 @@ impl LayerIn {
             retry_at: None,
             paused: false,
             resumed_at: None,
+            ramp_floor: 0,
         }
+    }
+
+    /// The publisher is told to stop sending it.
+    pub fn pause(&mut self) {
+        self.paused = true;
+    }
+
+    /// The publisher is told, at `now`, to send it again.
+    pub fn resume(&mut self, now: Instant) {
+        self.paused = false;
+        self.resumed_at = Some(now);
+        self.ramp_floor = self.bitrate;
     }
 
     pub fn on_packet(&mut self, now: Instant, bytes: usize) {
@@ -166,10 +182,11 @@ impl LayerIn {
         let ms = elapsed.as_millis().max(1) as u64;
         let rate = self.window_bytes * 8 * 1000 / ms;
         self.window_bytes = 0;
-        // Nothing came (paused, or gone): it costs what it cost when it last
-        // ran. Counted down to nothing while paused, a layer looked cheap and
-        // was climbed to on a link it then overfilled (issue 15).
-        if rate == 0 {
+        // Paused, it costs what it cost when it last ran. Counted down to
+        // nothing while paused, a layer looked cheap and was climbed to on a
+        // link it then overfilled (issue 15). (A layer that is not paused
+        // counts its empty windows: a still screen sends a frame a second.)
+        if rate == 0 && self.paused {
             return;
         }
         // Keyframes make single windows spiky; a quarter of the new window
@@ -180,12 +197,14 @@ impl LayerIn {
             (self.bitrate * 3 + rate) / 4
         };
         // Just resumed, the publisher's encoder starts it low and climbs
-        // back to its old rate: counted at that until it had time to.
+        // back to its old rate: counted at that until it had time to (the
+        // rate it was resumed at, not the last window's: a keyframe's window
+        // must not ratchet it up).
         let ramping = self
             .resumed_at
             .is_some_and(|t| now.saturating_duration_since(t) < RAMP_UP);
         self.bitrate = if ramping {
-            next.max(self.bitrate)
+            next.max(self.ramp_floor)
         } else {
             next
         };
@@ -445,16 +464,19 @@ mod tests {
         }
         assert_eq!(m.bitrate, 500_000);
         // Paused for 10 s: nothing comes.
-        m.paused = true;
+        m.pause();
         for i in 8..28 {
             m.on_window(tick, t0 + tick * i);
         }
         assert_eq!(m.bitrate, 500_000, "paused, it still costs what it did");
         // Resumed: the encoder restarts it at 100 kbit/s and climbs.
         let resumed = t0 + tick * 28;
-        m.paused = false;
-        m.resumed_at = Some(resumed);
-        for i in 0..6 {
+        m.resume(resumed);
+        // Its first window holds a keyframe (1.2 Mbit/s for half a second):
+        // that does not raise what it is counted at.
+        m.on_packet(resumed, 75_000);
+        m.on_window(tick, resumed);
+        for i in 1..6 {
             m.on_packet(resumed, 6_250);
             m.on_window(tick, resumed + tick * i);
         }
@@ -465,6 +487,26 @@ mod tests {
             m.on_window(tick, resumed + tick * i);
         }
         assert!(m.bitrate < 120_000, "settled low: {}", m.bitrate);
+    }
+
+    #[test]
+    fn a_layer_not_paused_counts_its_empty_windows() {
+        // A still screen: one 25 000-byte frame every 2 s, 100 kbit/s on
+        // average, never paused.
+        let tick = Duration::from_millis(500);
+        let t0 = Instant::now();
+        let mut s = LayerIn::new(None);
+        for i in 0..40u32 {
+            if i % 4 == 0 {
+                s.on_packet(t0 + tick * i, 25_000);
+            }
+            s.on_window(tick, t0 + tick * i);
+        }
+        assert!(
+            s.bitrate < 250_000,
+            "counted near its average, not its busy windows' 400 kbit/s: {}",
+            s.bitrate
+        );
     }
 
     #[test]

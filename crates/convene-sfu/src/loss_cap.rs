@@ -89,6 +89,13 @@ impl LossCap {
             {
                 self.proven = Some((r.delivered, now));
             }
+            // Some loss: the link carried at most what arrived (a modest
+            // fall, never confirmed, is followed down).
+            Some(r) if r.sent >= MIN_SENT_BPS => {
+                if let Some((p, at)) = self.proven {
+                    self.proven = Some((p.min(r.delivered), at));
+                }
+            }
             _ => {}
         }
         // Real loss in the last second confirms a fall (a half second is
@@ -295,6 +302,22 @@ mod tests {
             None
         );
         assert_eq!(c.proven(t0 + SECOND * 2), 320_000, "still proven");
+        // A modest fall, never confirmed: 6 % lost, 280 kbit/s through.
+        let fall = Recent {
+            sent: 298_000,
+            delivered: 280_000,
+        };
+        c.on_stats(
+            t0 + SECOND * 2 + SECOND / 2,
+            115_000,
+            Some(0.06),
+            Some(fall),
+        );
+        assert_eq!(
+            c.proven(t0 + SECOND * 2 + SECOND / 2),
+            280_000,
+            "followed down"
+        );
         // Nothing clean since: it lapses.
         assert_eq!(c.proven(t0 + SECOND + PROVEN_KEPT), 0);
     }

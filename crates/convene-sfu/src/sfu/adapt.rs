@@ -122,14 +122,18 @@ impl Sfu {
         // subscriber the primary blocks alone while that lets more videos
         // through; audio still comes first (its room is reserved). Judged
         // without the hold slack, so RED goes before a video overshoots.
-        // Under a loss cap the loss was congestion (the cap is what got
-        // through), which redundancy only adds to. Once off, RED stays off
-        // while it would starve a video again: turned back on at the next
-        // lossy second, it pushed the link back into loss and a camera
-        // paused (issue 15, scenario 1).
-        let clean = c.quality.loss_permille() < RED_NEEDED_LOSS_PERMILLE || cap.is_some();
+        // Under a loss cap whose loss has stopped (a clean half second since
+        // it was made) the loss was congestion, which redundancy only adds
+        // to. Once off, RED stays off while it would starve a video again
+        // (turned back on at the next lossy second, it pushed the link back
+        // into loss and a camera paused: issue 15, scenario 1), unless the
+        // loss turns heavy: then it is the link's own, which RED is for.
+        let loss = c.quality.loss_permille();
+        let congestion_over = cap.is_some() && c.loss_cap.proven(now) > 0;
+        let clean = loss < RED_NEEDED_LOSS_PERMILLE || congestion_over;
+        let kept_off = c.red_off && loss < RED_HEAVY_LOSS_PERMILLE;
         let mut red_off = false;
-        if c.red && plain_audio < audio && (clean || c.red_off) {
+        if c.red && plain_audio < audio && (clean || kept_off) {
             let with_red = allocate(&wants, estimate.saturating_sub(audio));
             let plain = allocate(&wants, estimate.saturating_sub(plain_audio));
             red_off = with_red.starved > 0 && plain.starved < with_red.starved;
@@ -250,14 +254,13 @@ impl Sfu {
             if need {
                 l.unneeded_since = None;
                 if l.paused {
-                    l.paused = false;
-                    l.resumed_at = Some(now);
+                    l.resume(now);
                     changed = true;
                 }
             } else if !l.paused {
                 let since = *l.unneeded_since.get_or_insert(now);
                 if now.saturating_duration_since(since) >= PAUSE_UNNEEDED_AFTER {
-                    l.paused = true;
+                    l.pause();
                     // Gone before it was paused: its publisher could not send it.
                     if !l.arriving(now) {
                         l.retry_at = Some(now + LAYER_RETRY);

@@ -166,12 +166,7 @@ impl Sfu {
             ext,
             now,
         };
-        // Which layers are coming now: a subscriber waiting for one that is
-        // not starts on a lower one meanwhile.
-        let mut arriving = [false; 3];
-        for (a, l) in arriving.iter_mut().zip(&p.layers) {
-            *a = l.arriving(now);
-        }
+        let coming = Coming::of(&p.layers, now);
         let consumers = std::mem::take(&mut p.consumers);
         let listeners = std::mem::take(&mut p.listeners);
         // Edges (cascading), most often none.
@@ -189,7 +184,7 @@ impl Sfu {
                 continue;
             }
             let starts = if kind == TrackKind::Video {
-                match video_verdict(slot, layer, keyframe, out.source, &arriving) {
+                match video_verdict(slot, layer, keyframe, out.source, &coming) {
                     Verdict::Skip => continue,
                     Verdict::Send => false,
                     Verdict::Start => true,
@@ -274,13 +269,7 @@ enum Verdict {
     Skip,
 }
 
-fn video_verdict(
-    slot: &Slot,
-    layer: u8,
-    keyframe: bool,
-    source: u128,
-    arriving: &[bool; 3],
-) -> Verdict {
+fn video_verdict(slot: &Slot, layer: u8, keyframe: bool, source: u128, coming: &Coming) -> Verdict {
     let Some(target) = slot.target else {
         return Verdict::Skip;
     };
@@ -297,21 +286,76 @@ fn video_verdict(
         // The old layer goes on until the new one's keyframe: no freeze.
         Verdict::Send
     } else if slot.current.is_none()
-        && layer < target
-        && !arriving.get(usize::from(target)).copied().unwrap_or(false)
+        && !coming.arriving(target)
+        && coming.highest_below(target) == Some(layer)
     {
-        // Nothing shown yet, and the layer chosen is not coming (just asked
-        // for again, or its publisher's uplink cannot carry it): start on
-        // this lower one meanwhile, and switch at the chosen one's keyframe.
-        // Else a late subscriber saw nothing for the seconds each missing
-        // layer is waited for.
+        // Nothing shown yet, and the layer chosen is not coming (its
+        // publisher's uplink cannot carry it, or it was just asked for
+        // again): start on the highest lower one that is, meanwhile, and
+        // switch at the chosen one's keyframe. Else a late subscriber saw
+        // nothing for the seconds each missing layer is waited for. Its
+        // keyframe is asked for only once the chosen one is overdue: a
+        // resumed layer's own keyframe is usually a round trip away, and
+        // every request is a keyframe for all who watch that layer.
         if keyframe {
             Verdict::Start
+        } else if coming.expected(target) {
+            Verdict::Skip
         } else {
             Verdict::WantKeyframe
         }
     } else {
         Verdict::Skip
+    }
+}
+
+/// Which of a camera's layers are coming, read once per packet.
+struct Coming {
+    arriving: [bool; 3],
+    /// Arriving, or asked for again so recently that it may yet come.
+    expected: [bool; 3],
+}
+
+/// How long a layer asked for again is waited for before a subscriber with
+/// nothing shown starts on a lower one: its keyframe comes within a round
+/// trip or two.
+const RESUME_AWAITED: Duration = Duration::from_millis(500);
+
+impl Coming {
+    fn of(layers: &[crate::layers::LayerIn], now: Instant) -> Coming {
+        let mut c = Coming {
+            arriving: [false; 3],
+            expected: [false; 3],
+        };
+        for (i, l) in layers.iter().enumerate().take(3) {
+            c.arriving[i] = l.arriving(now);
+            c.expected[i] = c.arriving[i]
+                || l.resumed_at
+                    .is_some_and(|t| now.saturating_duration_since(t) < RESUME_AWAITED);
+        }
+        c
+    }
+
+    fn arriving(&self, layer: u8) -> bool {
+        self.arriving
+            .get(usize::from(layer))
+            .copied()
+            .unwrap_or(false)
+    }
+
+    fn expected(&self, layer: u8) -> bool {
+        self.expected
+            .get(usize::from(layer))
+            .copied()
+            .unwrap_or(false)
+    }
+
+    /// The highest layer below `layer` that is arriving.
+    fn highest_below(&self, layer: u8) -> Option<u8> {
+        (0..usize::from(layer).min(3))
+            .rev()
+            .find(|&i| self.arriving[i])
+            .map(|i| i as u8)
     }
 }
 

@@ -76,6 +76,10 @@ const RED_PT: u8 = 63;
 /// than the redundancy (at 1 %, a narrow link's own congestion kept RED on,
 /// whose extra load kept the congestion going: issue 15).
 const RED_NEEDED_LOSS_PERMILLE: u32 = 50;
+/// Loss (per thousand, smoothed) from which redundant audio comes back
+/// whatever it costs the videos: heavy loss is the link's own, not the
+/// congestion that RED would add to.
+const RED_HEAVY_LOSS_PERMILLE: u32 = 100;
 /// Statistics (loss, round trip) are read from str0m this often, for the
 /// connection-quality indicator.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
