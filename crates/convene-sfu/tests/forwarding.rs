@@ -1081,3 +1081,72 @@ fn a_late_subscriber_of_a_simulcast_camera_whose_upper_layers_never_come_starts_
         net.peers[1].received.len()
     );
 }
+
+#[test]
+fn a_subscriber_on_a_link_that_loses_one_packet_in_six_keeps_redundant_audio() {
+    // Heavy random loss (a poor radio link, not congestion): whatever it
+    // costs the videos, the subscriber keeps RED, which is what makes such
+    // a link's speech intelligible. Two talkers send RED and two cameras
+    // their low layer; the subscriber's feedback reports the loss, and the
+    // loss cap leaves room for one camera beside plain audio and none
+    // beside RED.
+    let red = |c: str0m::RtcConfig| c.enable_opus(true, true);
+    let mut net = Net::with_configs(
+        5,
+        |_| convene_sfu::Transport::Udp,
+        |i, c| match i {
+            0 | 1 | 4 => red(c),
+            _ => c,
+        },
+    );
+    let conns: Vec<ConnId> = net.peers.iter().map(|p| p.conn).collect();
+    net.sfu
+        .publish(conns[0], TrackId(1), TrackKind::Voice)
+        .unwrap();
+    net.sfu
+        .publish(conns[1], TrackId(2), TrackKind::Voice)
+        .unwrap();
+    net.sfu.publish_simulcast(conns[2], TrackId(3)).unwrap();
+    net.sfu.publish_simulcast(conns[3], TrackId(4)).unwrap();
+    for t in 1..=4 {
+        net.sfu.subscribe(conns[4], TrackId(t)).unwrap();
+    }
+    net.settle();
+    net.lose_downlink_one_in(4, 6);
+    let mut tail_from = 0;
+    for step in 0..400u64 {
+        if step == 300 {
+            tail_from = net.peers[4].audio_in.len();
+        }
+        for k in 0..2 {
+            let seq = 1 + step * 2 + k;
+            for talker in [0, 1] {
+                net.send_red_audio(talker, seq, &[1; 100], &[2; 100]);
+            }
+        }
+        for cam in [2, 3] {
+            let key = (step % 25 == 0).then_some((320, 180));
+            net.send_layer_frame(
+                cam,
+                "l",
+                1 + step,
+                step as u32 * 3600,
+                step as u16,
+                step as u8,
+                key,
+                1,
+                400,
+            );
+        }
+        net.run_for(Duration::from_millis(40));
+    }
+    let audio: Vec<u8> = net.peers[4].audio_in[tail_from..]
+        .iter()
+        .map(|a| a.0)
+        .collect();
+    assert!(!audio.is_empty(), "audio arrives");
+    assert!(
+        audio.iter().all(|&pt| pt == 63),
+        "RED on a link that loses one packet in six: {audio:?}"
+    );
+}

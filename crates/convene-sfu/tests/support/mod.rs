@@ -158,6 +158,9 @@ pub struct Net {
     answers: VecDeque<(Instant, ConnId, String, bool)>,
     /// Bottlenecks on the way from the SFU to peers, by peer index.
     downlinks: HashMap<usize, Downlink>,
+    /// Peers whose downlink loses one datagram in n (random loss, not a
+    /// queue's), and how many datagrams each was sent so far.
+    downlink_loss: HashMap<usize, (u64, u64)>,
     /// A second SFU fed by the first, if any.
     pub edge: Option<Edge>,
     /// Datagrams from the host to the edge dropped on purpose: one in this many.
@@ -310,6 +313,7 @@ impl Net {
             answer_delay: Duration::ZERO,
             answers: VecDeque::new(),
             downlinks: HashMap::new(),
+            downlink_loss: HashMap::new(),
             edge: None,
             relay_loss_one_in: None,
             relay_datagrams: 0,
@@ -381,6 +385,12 @@ impl Net {
         });
         link.bps = bps;
         link.max_delay = max_delay;
+    }
+
+    /// From now on peer `i`'s downlink loses one datagram in `n`, evenly
+    /// spread, whatever the rate (a poor radio link, not congestion).
+    pub fn lose_downlink_one_in(&mut self, i: usize, n: u64) {
+        self.downlink_loss.insert(i, (n.max(1), 0));
     }
 
     /// Peer `i`'s downlink is fast again (what was queued still arrives).
@@ -523,6 +533,12 @@ impl Net {
                 self.sfu.handle_tcp_frame(self.now, from, to, &bytes);
             } else if let Some(i) = self.peer_by_addr(to) {
                 let now = self.now;
+                if let Some((n, sent)) = self.downlink_loss.get_mut(&i) {
+                    *sent += 1;
+                    if (*sent).is_multiple_of(*n) {
+                        continue;
+                    }
+                }
                 match self.downlinks.get_mut(&i) {
                     Some(link) => {
                         let start = link.busy_until.max(now);
