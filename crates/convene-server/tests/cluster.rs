@@ -172,12 +172,29 @@ async fn three_nodes_place_route_and_take_over_a_lost_nodes_meeting() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// A node `id` at `url` that exists only in Redis (alive, idle) and holds
+/// `meeting`: a Convene node would send that meeting's people there.
+async fn node_that_holds(redis: &str, id: &str, url: &str, meeting: &str) -> Cluster {
+    let node = Cluster::connect(redis, id, url).await.unwrap();
+    let idle = convene_cluster::Load {
+        busy: 0.0,
+        connections: 0,
+        meetings: 0,
+    };
+    node.heartbeat(idle, false, &[], &[]).await.unwrap();
+    assert_eq!(
+        node.claim(meeting).await.unwrap(),
+        None,
+        "{id} holds {meeting}"
+    );
+    node
+}
+
 /// Whoever can write to Redis could name any URL as a meeting's node: a node
 /// sends people only to URLs --node-urls allows (by default its own scheme
 /// and domain, here 127.0.0.1), and refuses the rest with "try again".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_node_in_redis_gets_no_one() {
-    use convene_cluster::Load;
     let redis = Redis::start();
     let database = convene_storage::testing::postgres_url();
     let dir = std::env::temp_dir().join(format!(
@@ -186,16 +203,7 @@ async fn a_forged_node_in_redis_gets_no_one() {
     ));
     let node = start_node(1, &dir, &database, &redis.url());
     let (m, _) = create(&node, "Board").await;
-    let forger = Cluster::connect(&redis.url(), "n9", "https://evil.example")
-        .await
-        .unwrap();
-    let idle = Load {
-        busy: 0.0,
-        connections: 0,
-        meetings: 0,
-    };
-    forger.heartbeat(idle, false, &[], &[]).await.unwrap();
-    assert_eq!(forger.claim(&m).await.unwrap(), None, "the forger holds it");
+    let _forger = node_that_holds(&redis.url(), "n9", "https://evil.example", &m).await;
     let r = http()
         .get(format!("{}/api/meetings/{m}", node.url))
         .send()
@@ -220,7 +228,6 @@ async fn a_forged_node_in_redis_gets_no_one() {
 /// replaces the browser's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fragment_follows_a_meeting_page_only_to_a_node_trusted_with_a_sign_in() {
-    use convene_cluster::Load;
     let redis = Redis::start();
     let database = convene_storage::testing::postgres_url();
     let port = common::oidc::free_port();
@@ -238,16 +245,7 @@ async fn a_fragment_follows_a_meeting_page_only_to_a_node_trusted_with_a_sign_in
     let m = storage.create_meeting("Board", None, "{}").unwrap().0.id;
     // In the domain, so allowed by default; not this node, so not trusted
     // with a sign-in.
-    let other = Cluster::connect(&redis.url(), "n9", "http://n9.convene.test:1")
-        .await
-        .unwrap();
-    let idle = Load {
-        busy: 0.0,
-        connections: 0,
-        meetings: 0,
-    };
-    other.heartbeat(idle, false, &[], &[]).await.unwrap();
-    assert_eq!(other.claim(&m).await.unwrap(), None, "n9 holds it");
+    let _other = node_that_holds(&redis.url(), "n9", "http://n9.convene.test:1", &m).await;
     let (status, head, _) =
         common::http_full(&node, "GET", &format!("/m/{m}?lang=nl"), None, "").await;
     assert_eq!(status, 307, "{head}");
