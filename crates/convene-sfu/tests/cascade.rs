@@ -225,25 +225,14 @@ fn a_late_edge_subscriber_of_a_camera_without_layers_starts_from_the_keyframe_it
     // The camera sends one keyframe first, then only when asked (as a
     // browser does).
     let mut answered = 0;
-    let mut frames = |net: &mut Net, from: u64, n: u64| {
-        for frame in from..from + n {
-            let asked = net.peers[0].keyframe_requests > answered;
-            answered = net.peers[0].keyframe_requests;
-            let keyframe = (frame == 0 || asked).then_some((640, 360));
-            let f = frame as u16;
-            let ts = u32::from(f) * 3000;
-            net.send_layer_frame(0, "", 1 + frame * 4, ts, f, f as u8, keyframe, 4, 800);
-            net.run_for(std::time::Duration::from_millis(33));
-        }
-    };
-    frames(&mut net, 0, 30);
+    net.send_frames_keyframe_when_asked(0, "", 0..30, (640, 360), 4, 800, &mut answered);
     // Someone on the edge arrives after that keyframe: the edge asks for one
     // on its lowest layer, which the camera's only layer answers.
     let asked = net.peers[0].keyframe_requests;
     let conn = net.peers[1].conn;
     net.edge().subscribe(conn, CAMERA).unwrap();
     net.settle();
-    frames(&mut net, 30, 60);
+    net.send_frames_keyframe_when_asked(0, "", 30..90, (640, 360), 4, 800, &mut answered);
     net.settle();
     assert!(
         net.peers[0].keyframe_requests > asked,

@@ -960,6 +960,62 @@ fn connections_set_up_without_redundant_audio_are_not_offered_it() {
     }
 }
 
+/// Peers 0 and 1 talk with redundant audio, peers 2 and 3 publish
+/// simulcast cameras, and peer 4 (RED too, then as `sub` makes it)
+/// receives all four.
+fn talkers_and_cameras(sub: impl Fn(str0m::RtcConfig) -> str0m::RtcConfig) -> Net {
+    let red = |c: str0m::RtcConfig| c.enable_opus(true, true);
+    let mut net = Net::with_configs(
+        5,
+        |_| convene_sfu::Transport::Udp,
+        |i, c| match i {
+            0 | 1 => red(c),
+            4 => sub(red(c)),
+            _ => c,
+        },
+    );
+    let conns: Vec<ConnId> = net.peers.iter().map(|p| p.conn).collect();
+    for (talker, track) in [(0, 1), (1, 2)] {
+        net.sfu
+            .publish(conns[talker], TrackId(track), TrackKind::Voice)
+            .unwrap();
+    }
+    net.sfu.publish_simulcast(conns[2], TrackId(3)).unwrap();
+    net.sfu.publish_simulcast(conns[3], TrackId(4)).unwrap();
+    for t in 1..=4 {
+        net.sfu.subscribe(conns[4], TrackId(t)).unwrap();
+    }
+    net.settle();
+    net
+}
+
+/// Step `step` of [`talkers_and_cameras`], 40 ms: two RED packets per
+/// talker, and one low-layer frame of `size` bytes per camera (a keyframe
+/// every second).
+fn talk_and_film(net: &mut Net, step: u64, size: usize) {
+    for k in 0..2 {
+        let seq = 1 + step * 2 + k;
+        for talker in [0, 1] {
+            net.send_red_audio(talker, seq, &[1; 100], &[2; 100]);
+        }
+    }
+    for cam in [2, 3] {
+        let key = step.is_multiple_of(25).then_some((320, 180));
+        net.send_layer_frame(
+            cam,
+            "l",
+            1 + step,
+            step as u32 * 3600,
+            step as u16,
+            step as u8,
+            key,
+            1,
+            size,
+        );
+    }
+    net.run_for(Duration::from_millis(40));
+}
+
 #[test]
 fn a_narrow_clean_downlink_gets_plain_audio_so_every_camera_fits() {
     // Two talkers send RED (about 107 kbit/s each, 65 as plain Opus) and two
@@ -967,56 +1023,13 @@ fn a_narrow_clean_downlink_gets_plain_audio_so_every_camera_fits() {
     // kbit/s (no congestion feedback: the fixed budget) and no loss fits
     // both cameras only beside plain audio: it gets the primary blocks
     // alone, and both cameras, rather than RED and one camera.
-    let red = |c: str0m::RtcConfig| c.enable_opus(true, true);
-    let mut net = Net::with_configs(
-        5,
-        |_| convene_sfu::Transport::Udp,
-        |i, c| match i {
-            0 | 1 => red(c),
-            4 => support::without_congestion_feedback(red(c)),
-            _ => c,
-        },
-    );
-    let conns: Vec<ConnId> = net.peers.iter().map(|p| p.conn).collect();
-    net.sfu
-        .publish(conns[0], TrackId(1), TrackKind::Voice)
-        .unwrap();
-    net.sfu
-        .publish(conns[1], TrackId(2), TrackKind::Voice)
-        .unwrap();
-    net.sfu.publish_simulcast(conns[2], TrackId(3)).unwrap();
-    net.sfu.publish_simulcast(conns[3], TrackId(4)).unwrap();
-    for t in 1..=4 {
-        net.sfu.subscribe(conns[4], TrackId(t)).unwrap();
-    }
-    net.settle();
+    let mut net = talkers_and_cameras(support::without_congestion_feedback);
     let mut tail_from = (0, 0);
     for step in 0..250u64 {
         if step == 200 {
             tail_from = (net.peers[4].audio_in.len(), net.peers[4].received.len());
         }
-        // 40 ms: two audio packets per talker, one frame per camera.
-        for k in 0..2 {
-            let seq = 1 + step * 2 + k;
-            for talker in [0, 1] {
-                net.send_red_audio(talker, seq, &[1; 100], &[2; 100]);
-            }
-        }
-        for cam in [2, 3] {
-            let key = (step % 25 == 0).then_some((320, 180));
-            net.send_layer_frame(
-                cam,
-                "l",
-                1 + step,
-                step as u32 * 3600,
-                step as u16,
-                step as u8,
-                key,
-                1,
-                800,
-            );
-        }
-        net.run_for(Duration::from_millis(40));
+        talk_and_film(&mut net, step, 800);
     }
     let sub = &net.peers[4];
     let audio: Vec<u8> = sub.audio_in[tail_from.0..].iter().map(|a| a.0).collect();
@@ -1045,31 +1058,11 @@ fn a_late_subscriber_of_a_simulcast_camera_whose_upper_layers_never_come_starts_
     net.sfu.publish_simulcast(publisher, track).unwrap();
     net.settle();
     let mut answered = 0;
-    let mut frames = |net: &mut Net, from: u64, n: u64| {
-        for frame in from..from + n {
-            let asked = net.peers[0].keyframe_requests > answered;
-            answered = net.peers[0].keyframe_requests;
-            let keyframe = (frame == 0 || asked).then_some((320, 180));
-            let f = frame as u16;
-            net.send_layer_frame(
-                0,
-                "l",
-                1 + frame * 2,
-                u32::from(f) * 3000,
-                f,
-                f as u8,
-                keyframe,
-                2,
-                600,
-            );
-            net.run_for(Duration::from_millis(33));
-        }
-    };
-    frames(&mut net, 0, 30);
+    net.send_frames_keyframe_when_asked(0, "l", 0..30, (320, 180), 2, 600, &mut answered);
     let asked = net.peers[0].keyframe_requests;
     net.sfu.subscribe(late, track).unwrap();
     net.settle();
-    frames(&mut net, 30, 60);
+    net.send_frames_keyframe_when_asked(0, "l", 30..90, (320, 180), 2, 600, &mut answered);
     net.settle();
     assert!(
         net.peers[0].keyframe_requests > asked,
@@ -1090,55 +1083,14 @@ fn a_subscriber_on_a_link_that_loses_one_packet_in_six_keeps_redundant_audio() {
     // their low layer; the subscriber's feedback reports the loss, and the
     // loss cap leaves room for one camera beside plain audio and none
     // beside RED.
-    let red = |c: str0m::RtcConfig| c.enable_opus(true, true);
-    let mut net = Net::with_configs(
-        5,
-        |_| convene_sfu::Transport::Udp,
-        |i, c| match i {
-            0 | 1 | 4 => red(c),
-            _ => c,
-        },
-    );
-    let conns: Vec<ConnId> = net.peers.iter().map(|p| p.conn).collect();
-    net.sfu
-        .publish(conns[0], TrackId(1), TrackKind::Voice)
-        .unwrap();
-    net.sfu
-        .publish(conns[1], TrackId(2), TrackKind::Voice)
-        .unwrap();
-    net.sfu.publish_simulcast(conns[2], TrackId(3)).unwrap();
-    net.sfu.publish_simulcast(conns[3], TrackId(4)).unwrap();
-    for t in 1..=4 {
-        net.sfu.subscribe(conns[4], TrackId(t)).unwrap();
-    }
-    net.settle();
+    let mut net = talkers_and_cameras(|c| c);
     net.lose_downlink_one_in(4, 6);
     let mut tail_from = 0;
     for step in 0..400u64 {
         if step == 300 {
             tail_from = net.peers[4].audio_in.len();
         }
-        for k in 0..2 {
-            let seq = 1 + step * 2 + k;
-            for talker in [0, 1] {
-                net.send_red_audio(talker, seq, &[1; 100], &[2; 100]);
-            }
-        }
-        for cam in [2, 3] {
-            let key = (step % 25 == 0).then_some((320, 180));
-            net.send_layer_frame(
-                cam,
-                "l",
-                1 + step,
-                step as u32 * 3600,
-                step as u16,
-                step as u8,
-                key,
-                1,
-                400,
-            );
-        }
-        net.run_for(Duration::from_millis(40));
+        talk_and_film(&mut net, step, 400);
     }
     let audio: Vec<u8> = net.peers[4].audio_in[tail_from..]
         .iter()

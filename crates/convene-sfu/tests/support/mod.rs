@@ -881,6 +881,42 @@ impl Net {
         self.drain_peer(i);
     }
 
+    /// Frames `frames` of a camera on peer `i` that sends only `rid`, 33 ms
+    /// apart, each `packets` packets of `size` bytes: a keyframe (of
+    /// `dims`) first, then only when asked, as a browser does. `answered`
+    /// counts the requests answered so far.
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_frames_keyframe_when_asked(
+        &mut self,
+        i: usize,
+        rid: &str,
+        frames: std::ops::Range<u64>,
+        dims: (u16, u16),
+        packets: usize,
+        size: usize,
+        answered: &mut usize,
+    ) {
+        for frame in frames {
+            let asked = self.peers[i].keyframe_requests > *answered;
+            *answered = self.peers[i].keyframe_requests;
+            let keyframe = (frame == 0 || asked).then_some(dims);
+            let f = frame as u16;
+            let seq = 1 + frame * packets as u64;
+            self.send_layer_frame(
+                i,
+                rid,
+                seq,
+                u32::from(f) * 3000,
+                f,
+                f as u8,
+                keyframe,
+                packets,
+                size,
+            );
+            self.run_for(std::time::Duration::from_millis(33));
+        }
+    }
+
     /// Peer `i` sends one VP8 frame on its camera's simulcast layer `rid` (which
     /// it must publish with simulcast; "" for a camera without layers): `packets` packets of `size` bytes from
     /// sequence number `seq`, with picture id `pid` (15-bit form), TL0PICIDX
