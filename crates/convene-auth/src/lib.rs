@@ -211,9 +211,9 @@ impl Auth {
         self.shared.get().is_some()
     }
 
-    /// The session cookie `token` stands for, sent by `client` (its address:
-    /// shares are counted by address group here); an error when the shared store cannot say: it is away and this
-    /// node has no recent copy, or the cookie is new here and `client` sent
+    /// The session cookie `token` stands for, sent by `client` (its address;
+    /// shares are counted by address group here); an error when the shared
+    /// store cannot say: it is away and this node has no recent copy, or the cookie is new here and `client` sent
     /// more new cookies than its share of reads. The request should then be
     /// tried again, not served as if signed out.
     pub fn checked_session(

@@ -110,13 +110,12 @@ impl Sfu {
         // estimate falls far below that after a burst of loss. Never below
         // what the link just carried without loss (what is sent now, if it
         // all arrives, fits).
+        let proven = c.loss_cap.proven(now);
         let estimate = match cap {
-            Some(cap) => cap.max(c.loss_cap.proven(now)),
-            None => c
-                .estimate
-                .unwrap_or(INITIAL_ESTIMATE)
-                .max(c.loss_cap.proven(now)),
-        };
+            Some(cap) => cap,
+            None => c.estimate.unwrap_or(INITIAL_ESTIMATE),
+        }
+        .max(proven);
         // A narrow downlink without loss: redundant audio (RED) costs a
         // video's lowest layer and protects against nothing. Send such a
         // subscriber the primary blocks alone while that lets more videos
@@ -129,7 +128,7 @@ impl Sfu {
         // into loss and a camera paused: issue 15, scenario 1), unless the
         // loss turns heavy: then it is the link's own, which RED is for.
         let loss = c.quality.loss_permille();
-        let congestion_over = cap.is_some() && c.loss_cap.proven(now) > 0;
+        let congestion_over = cap.is_some() && proven > 0;
         let clean = loss < RED_NEEDED_LOSS_PERMILLE || congestion_over;
         let kept_off = c.red_off && loss < RED_HEAVY_LOSS_PERMILLE;
         let mut red_off = false;
@@ -172,7 +171,7 @@ impl Sfu {
                 slot.current = None;
             }
             if slot.target != a.layers[k] {
-                debug!(conn = %conn, slot = i, from = ?slot.target, to = ?a.layers[k], estimate, audio, red_off, capped = cap.is_some(), proven = c.loss_cap.proven(now), "layer chosen");
+                debug!(conn = %conn, slot = i, from = ?slot.target, to = ?a.layers[k], estimate, audio, red_off, capped = cap.is_some(), proven, "layer chosen");
                 slot.target = a.layers[k];
                 if let Some(t) = slot.track {
                     changed.push((t, slot.target, slot.current.is_some() && slot.live));

@@ -29,10 +29,7 @@ impl Sfu {
                     return;
                 };
                 let Some(i) = c.slot_by_mid(mid) else { return };
-                // Simulcast layers by rid; anything else is the only layer.
-                let layer = rid
-                    .and_then(|r| SIMULCAST_RIDS.iter().position(|x| **x == *r))
-                    .unwrap_or(0) as u8;
+                let layer = super::relay::layer_of(rid);
                 c.ssrc_slot.insert(ssrc, (i, layer));
                 (i, layer)
             }
