@@ -1102,3 +1102,33 @@ fn a_subscriber_on_a_link_that_loses_one_packet_in_six_keeps_redundant_audio() {
         "RED on a link that loses one packet in six: {audio:?}"
     );
 }
+
+#[test]
+fn a_camera_that_starts_late_is_not_paused_while_someone_shows_it() {
+    // A publisher in an end-to-end encrypted meeting sends no video until it
+    // holds the group's key (its frames are dropped before encryption),
+    // which can take seconds after it joined. Its subscribers show its tile
+    // all that time: its lowest layer must not be paused for want of
+    // anyone needing it, or it never starts (Firefox in e2ee-meeting.test).
+    let mut net = Net::new(2);
+    let (publisher, watcher, track) = (net.peers[0].conn, net.peers[1].conn, TrackId(1));
+    net.sfu.publish_simulcast(publisher, track).unwrap();
+    net.sfu.subscribe(watcher, track).unwrap();
+    net.settle();
+    net.run_for(Duration::from_secs(4));
+    assert!(
+        net.layer_events
+            .iter()
+            .all(|(_, rids)| rids.iter().any(|r| r == "l")),
+        "the lowest layer stays on while the video is shown: {:?}",
+        net.layer_events
+    );
+    let mut answered = 0;
+    net.send_frames_keyframe_when_asked(0, "l", 0..30, (320, 180), 2, 600, &mut answered);
+    net.settle();
+    assert!(
+        net.peers[1].received.len() >= 40,
+        "the video arrives once it starts: {} packets",
+        net.peers[1].received.len()
+    );
+}

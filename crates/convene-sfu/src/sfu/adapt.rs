@@ -223,15 +223,23 @@ impl Sfu {
             return;
         }
         let mut needed = [false; 3];
+        let mut watched = false;
         for &(sub, idx) in &p.consumers {
             let Some(s) = self.conns.get(&sub).map(|c| &c.slots[idx]) else {
                 continue;
             };
-            // The layer being sent counts while a switch away from it waits
-            // for the new one's keyframe; a hidden video needs nothing.
+            // A hidden video needs nothing. One shown needs a layer even
+            // while none is chosen: nothing of a camera that has not started
+            // yet (an encrypting publisher waits for its key) can be chosen.
+            if s.view == Some(View::Hidden) {
+                continue;
+            }
+            watched = true;
             if s.target.is_none() {
                 continue;
             }
+            // The layer being sent counts while a switch away from it waits
+            // for the new one's keyframe.
             for l in [s.target, s.current].into_iter().flatten() {
                 if let Some(n) = needed.get_mut(usize::from(l)) {
                     *n = true;
@@ -245,7 +253,7 @@ impl Sfu {
         // While anyone watches, the lowest layer is never paused: it is cheap,
         // and it is what a publisher whose uplink weakens falls back to
         // (without it, Chromium sends a higher layer scaled down).
-        if needed.iter().any(|&n| n) {
+        if watched {
             needed[0] = true;
         }
         let mut changed = false;
