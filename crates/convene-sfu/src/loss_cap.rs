@@ -22,6 +22,9 @@ pub const HOLD: Duration = Duration::from_secs(6);
 /// Of what got through, the share the cap leaves for media: room for the
 /// link's other traffic and the estimate's own error.
 const MARGIN_PCT: u64 = 85;
+/// Loss (of the last half second and second) that, going on under a cap
+/// while more than the cap is sent, lowers it as a confirmed fall does.
+pub const PERSISTING_LOSS: f32 = 0.02;
 /// Below this rate sent, a second's loss says nothing about the link.
 const MIN_SENT_BPS: u64 = 64_000;
 
@@ -112,12 +115,23 @@ impl LossCap {
                 (second_bps, got, second_loss)
             }
         };
-        if !(loss.is_finite() && loss >= CONFIRMING_LOSS) || sent_bps < MIN_SENT_BPS {
+        let confirmed = loss.is_finite() && loss >= CONFIRMING_LOSS;
+        // Loss that goes on under a cap while more than the cap is sent (its
+        // layers cost more than counted: retransmissions, keyframes asked
+        // for after the loss): the cap is above what the link carries of it.
+        // Left alone it lapsed with the loss still going and the estimate
+        // fell to str0m's, far below the link (issue 15, scenario 1).
+        let persisting = loss.is_finite()
+            && loss >= PERSISTING_LOSS
+            && self.cap(now).is_some_and(|c| sent_bps > c);
+        if !(confirmed || persisting) || sent_bps < MIN_SENT_BPS {
             self.lower_asked = None;
             return None;
         }
-        // A fall: what was proven before no longer holds.
-        self.proven = None;
+        if confirmed {
+            // A fall: what was proven before no longer holds.
+            self.proven = None;
+        }
         let cap = delivered * MARGIN_PCT / 100;
         // Only a span sent above the cap can lower it: loss read against a
         // rate sent within the cap is random loss, or the old queue's just
@@ -320,5 +334,56 @@ mod tests {
         );
         // Nothing clean since: it lapses.
         assert_eq!(c.proven(t0 + SECOND + PROVEN_KEPT), 0);
+    }
+
+    #[test]
+    fn loss_that_goes_on_while_more_than_the_cap_is_sent_keeps_it_and_lowers_it() {
+        let t0 = Instant::now();
+        let mut c = LossCap::default();
+        c.on_stats(t0, 0, None, None);
+        // A 400 kbit/s link met at 1.7 Mbit/s: capped at 85 % of 453k.
+        let fall = Recent {
+            sent: 1_738_000,
+            delivered: 453_000,
+        };
+        let cap = c
+            .on_stats(t0 + SECOND, 200_000, Some(0.26), Some(fall))
+            .unwrap();
+        assert_eq!(cap, 453_000 * 85 / 100);
+        // Then 450k sent under the 385k cap, 7 % of it lost, for seconds:
+        // the cap holds past HOLD while the loss goes on, and two periods
+        // lower it to what got through.
+        let over = Recent {
+            sent: 450_000,
+            delivered: 418_000,
+        };
+        let mut bytes = 200_000;
+        let mut lowered = None;
+        for k in 2..9u32 {
+            bytes += 56_000;
+            if let Some(lower) = c.on_stats(t0 + SECOND * k, bytes, Some(0.07), Some(over)) {
+                lowered = Some(lower);
+            }
+        }
+        assert_eq!(lowered, Some(418_000 * 85 / 100));
+        assert_eq!(
+            c.cap(t0 + SECOND * 8),
+            lowered,
+            "in force while the loss goes on"
+        );
+        // The same loss with less than the cap sent is random loss: the cap
+        // is not lowered by it, and lapses.
+        let within = Recent {
+            sent: 300_000,
+            delivered: 279_000,
+        };
+        for k in 9..16u32 {
+            bytes += 37_000;
+            assert_eq!(
+                c.on_stats(t0 + SECOND * k, bytes, Some(0.07), Some(within)),
+                None
+            );
+        }
+        assert_eq!(c.cap(t0 + SECOND * 15), None);
     }
 }

@@ -121,15 +121,16 @@ impl Sfu {
         // subscriber the primary blocks alone while that lets more videos
         // through; audio still comes first (its room is reserved). Judged
         // without the hold slack, so RED goes before a video overshoots.
-        // Under a loss cap whose loss has stopped (a clean half second since
-        // it was made) the loss was congestion, which redundancy only adds
-        // to. Once off, RED stays off while it would starve a video again
+        // Under a loss cap the loss is congestion, which redundancy only
+        // adds to, once it has stopped (a clean half second since the cap
+        // was made) or while it is not heavy (a cap is lowered by loss that
+        // goes on while more than it is sent: RED kept it going). Once off, RED stays off while it would starve a video again
         // (turned back on at the next lossy second, it pushed the link back
         // into loss and a camera paused: issue 15, scenario 1), unless the
         // loss turns heavy: then it is the link's own, which RED is for.
         let loss = c.quality.loss_permille();
-        let congestion_over = cap.is_some() && proven > 0;
-        let clean = loss < RED_NEEDED_LOSS_PERMILLE || congestion_over;
+        let congestion = cap.is_some() && (proven > 0 || loss < RED_HEAVY_LOSS_PERMILLE);
+        let clean = loss < RED_NEEDED_LOSS_PERMILLE || congestion;
         let kept_off = c.red_off && loss < RED_HEAVY_LOSS_PERMILLE;
         let mut red_off = false;
         if c.red && plain_audio < audio && (clean || kept_off) {
