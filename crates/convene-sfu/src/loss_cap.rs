@@ -41,7 +41,23 @@ pub struct LossCap {
     /// What a recent half second delivered without loss (bits/s), and when:
     /// the link carried at least that.
     proven: Option<(u64, Instant)>,
+    /// The cap as loss made it, while clean half seconds have raised it
+    /// (see [`RAISE_PCT`]).
+    raised_from: Option<u64>,
+    /// Loss met a raised cap: the link's limit is found, no more raises
+    /// while this cap holds.
+    raise_done: bool,
 }
+
+/// A clean half second that used the cap raises it by this much (per
+/// cent): a cap made at 85 % of what one lossy half second delivered can
+/// leave a camera without room on a link that would carry it, and what is
+/// sent within the cap never proves more (issue 15, scenario 1: a camera
+/// paused for 9 s). Loss after a raise goes back to the cap loss made.
+const RAISE_PCT: u64 = 5;
+/// The share of the cap (per cent) a clean half second must have sent to
+/// raise it: a cap left unused says nothing of the link above it.
+const USED_PCT: u64 = 90;
 
 /// How long what a clean half second delivered stays proven through
 /// half seconds with some loss (under [`CONFIRMING_LOSS`]): one keyframe's
@@ -66,7 +82,7 @@ impl LossCap {
     /// One statistics period: `bytes_tx` sent so far, the share of the last
     /// second's packets the subscriber's feedback says were lost, and, when
     /// known, what the last half second's did ([`Recent`]). Returns the cap
-    /// when it is new or lower than before.
+    /// when it changed.
     pub fn on_stats(
         &mut self,
         now: Instant,
@@ -91,6 +107,9 @@ impl LossCap {
                     && (r.delivered as f64) >= r.sent as f64 * (1.0 - PROVEN_LOSS) =>
             {
                 self.proven = Some((r.delivered, now));
+                if let Some(raised) = self.raise(now, r.sent) {
+                    return Some(raised);
+                }
             }
             // Some loss: the link carried at most what arrived (a modest
             // fall, never confirmed, is followed down).
@@ -124,6 +143,15 @@ impl LossCap {
         let persisting = loss.is_finite()
             && loss >= PERSISTING_LOSS
             && self.cap(now).is_some_and(|c| sent_bps > c);
+        // Loss after a raise: back to the cap loss made, and no more raises.
+        if loss.is_finite() && loss >= PERSISTING_LOSS && sent_bps >= MIN_SENT_BPS {
+            if let (Some(base), Some((_, at))) = (self.raised_from.take(), self.cap) {
+                self.raise_done = true;
+                self.lower_asked = None;
+                self.cap = Some((base, at));
+                return Some(base);
+            }
+        }
         if !(confirmed || persisting) || sent_bps < MIN_SENT_BPS {
             self.lower_asked = None;
             return None;
@@ -133,19 +161,25 @@ impl LossCap {
             self.proven = None;
         }
         let cap = delivered * MARGIN_PCT / 100;
-        // Only a span sent above the cap can lower it: loss read against a
-        // rate sent within the cap is random loss, or the old queue's just
-        // after a fall, and would drive the cap down to nothing (str0m's own
-        // estimate follows a further narrowing).
+        // Only a span sent above the cap can lower it, or one of which
+        // under half the cap got through: loss read against a rate sent
+        // within the cap is random loss, or the old queue's just after a
+        // fall, and would drive the cap down to nothing. Under half is no
+        // such thing: the cap was made from a half second that straddled
+        // the fall (844 kbit/s on a 400 kbit/s link, which then lost a third
+        // of what was sent within it for as long as the cap held, renewed by
+        // that loss: issue 15, scenario 1). Two periods, as a deeper fall.
         let lower = match self.cap(now) {
             None => true,
-            Some(c) if cap < c && sent_bps > c => match self.lower_asked.replace(cap) {
-                Some(asked) => {
-                    self.lower_asked = None;
-                    return self.set(now, cap.max(asked));
+            Some(c) if cap < c && (sent_bps > c || delivered * 2 < c) => {
+                match self.lower_asked.replace(cap) {
+                    Some(asked) => {
+                        self.lower_asked = None;
+                        return self.set(now, cap.max(asked));
+                    }
+                    None => false,
                 }
-                None => false,
-            },
+            }
             Some(_) => {
                 self.lower_asked = None;
                 false
@@ -163,7 +197,23 @@ impl LossCap {
 
     fn set(&mut self, now: Instant, cap: u64) -> Option<u64> {
         self.cap = Some((cap, now));
+        self.raised_from = None;
+        self.raise_done = false;
         Some(cap)
+    }
+
+    /// A clean half second that sent `sent` (bits/s): raise a cap in force
+    /// that it used. The cap's hold is not renewed (nothing was lost).
+    fn raise(&mut self, now: Instant, sent: u64) -> Option<u64> {
+        let c = self.cap(now)?;
+        if self.raise_done || sent * 100 < c * USED_PCT {
+            return None;
+        }
+        let (_, at) = self.cap?;
+        self.raised_from.get_or_insert(c);
+        let raised = c * (100 + RAISE_PCT) / 100;
+        self.cap = Some((raised, at));
+        Some(raised)
     }
 
     /// What the link was last seen to carry without loss (bits/s; 0 when
@@ -385,5 +435,103 @@ mod tests {
             );
         }
         assert_eq!(c.cap(t0 + SECOND * 15), None);
+    }
+
+    #[test]
+    fn clean_half_seconds_that_use_the_cap_raise_it_until_loss_says_where_the_link_is() {
+        let t0 = Instant::now();
+        let mut c = LossCap::default();
+        c.on_stats(t0, 0, None, None);
+        let fall = Recent {
+            sent: 650_000,
+            delivered: 338_000,
+        };
+        let made = c
+            .on_stats(t0 + SECOND, 80_000, Some(0.48), Some(fall))
+            .unwrap();
+        assert_eq!(made, 338_000 * 85 / 100);
+        // Within the cap and clean, but well under it: says nothing above it.
+        let idle = Recent {
+            sent: 200_000,
+            delivered: 200_000,
+        };
+        assert_eq!(
+            c.on_stats(t0 + SECOND * 2, 105_000, Some(0.0), Some(idle)),
+            None
+        );
+        // Using it, clean: raised 5 % a period.
+        let full = |cap: u64| Recent {
+            sent: cap * 95 / 100,
+            delivered: cap * 95 / 100,
+        };
+        let once = c
+            .on_stats(t0 + SECOND * 3, 140_000, Some(0.0), Some(full(made)))
+            .unwrap();
+        assert_eq!(once, made * 105 / 100);
+        let twice = c
+            .on_stats(t0 + SECOND * 4, 175_000, Some(0.0), Some(full(once)))
+            .unwrap();
+        assert_eq!(twice, once * 105 / 100);
+        assert_eq!(c.cap(t0 + SECOND * 4), Some(twice));
+        // Loss: back to the cap loss made, and no more raises.
+        let lossy = Recent {
+            sent: twice,
+            delivered: twice * 95 / 100,
+        };
+        assert_eq!(
+            c.on_stats(t0 + SECOND * 5, 215_000, Some(0.05), Some(lossy)),
+            Some(made)
+        );
+        assert_eq!(
+            c.on_stats(t0 + SECOND * 6, 250_000, Some(0.0), Some(full(made))),
+            None
+        );
+        assert_eq!(c.cap(t0 + SECOND * 6), Some(made));
+        // The raises did not renew the hold: it ends HOLD after the fall.
+        assert_eq!(c.cap(t0 + SECOND + HOLD), None);
+    }
+
+    #[test]
+    fn a_cap_made_from_a_half_second_that_straddled_the_fall_comes_down_to_what_gets_through() {
+        let t0 = Instant::now();
+        let mut c = LossCap::default();
+        c.on_stats(t0, 0, None, None);
+        // Half of the half second was sent before the link narrowed.
+        let straddled = Recent {
+            sent: 1_437_000,
+            delivered: 993_000,
+        };
+        let made = c
+            .on_stats(t0 + SECOND, 180_000, Some(0.12), Some(straddled))
+            .unwrap();
+        assert_eq!(made, 993_000 * 85 / 100);
+        // Then within that cap, a 400 kbit/s link loses a third and more.
+        let within = Recent {
+            sent: 580_000,
+            delivered: 370_000,
+        };
+        assert_eq!(
+            c.on_stats(t0 + SECOND * 2, 252_000, Some(0.35), Some(within)),
+            None
+        );
+        let lowered = c.on_stats(t0 + SECOND * 3, 324_000, Some(0.35), Some(within));
+        assert_eq!(lowered, Some(370_000 * 85 / 100));
+        // Random loss within a cap that fits (most gets through) does not.
+        let random = Recent {
+            sent: 300_000,
+            delivered: 250_000,
+        };
+        for k in 4..7u32 {
+            assert_eq!(
+                c.on_stats(
+                    t0 + SECOND * k,
+                    324_000 + 37_000 * u64::from(k),
+                    Some(0.16),
+                    Some(random)
+                ),
+                None
+            );
+        }
+        assert_eq!(c.cap(t0 + SECOND * 6), lowered, "kept in force by the loss");
     }
 }

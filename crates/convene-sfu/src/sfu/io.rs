@@ -368,7 +368,7 @@ impl Sfu {
                                 }),
                         );
                         if let Some(cap) = new_cap {
-                            debug!(conn = %conn, cap, loss = ?st.egress_loss_fraction, "estimate capped by reported loss");
+                            debug!(conn = %conn, cap, loss = ?st.egress_loss_fraction, "loss cap set");
                             c.climb.on_estimate(now, cap);
                         }
                         // A cap that has just run out frees what it held.
