@@ -56,6 +56,18 @@ pub enum View {
     Hidden,
 }
 
+impl View {
+    /// Whether a video the subscriber shows this way is on screen at all
+    /// (`None`: not said yet, shown; a tile of no size is not).
+    pub fn on_screen(view: Option<View>) -> bool {
+        match view {
+            None => true,
+            Some(View::Hidden) => false,
+            Some(View::Size { width, height }) => width > 0 && height > 0,
+        }
+    }
+}
+
 /// Which videos get bandwidth first, after audio.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub enum Priority {
@@ -296,23 +308,24 @@ impl Want {
             .filter(|&i| self.layers[i].usable)
             .collect();
         let top = *usable.last()?;
-        match self.view {
-            None => Some(top),
-            Some(View::Hidden) => None,
-            Some(View::Size { width, height }) if width == 0 || height == 0 => None,
-            Some(View::Size { width, height }) => usable
-                .iter()
-                .copied()
-                .find(|&i| {
-                    let l = &self.layers[i];
-                    // In u64: sizes come from clients.
-                    let covers = |have: u32, want: u32| {
-                        u64::from(have) * 100 >= u64::from(want) * u64::from(SIZE_SLACK_PCT)
-                    };
-                    covers(l.width, width) && covers(l.height, height)
-                })
-                .or(Some(top)),
+        if !View::on_screen(self.view) {
+            return None;
         }
+        let Some(View::Size { width, height }) = self.view else {
+            return Some(top);
+        };
+        usable
+            .iter()
+            .copied()
+            .find(|&i| {
+                let l = &self.layers[i];
+                // In u64: sizes come from clients.
+                let covers = |have: u32, want: u32| {
+                    u64::from(have) * 100 >= u64::from(want) * u64::from(SIZE_SLACK_PCT)
+                };
+                covers(l.width, width) && covers(l.height, height)
+            })
+            .or(Some(top))
     }
 }
 

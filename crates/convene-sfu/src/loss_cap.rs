@@ -97,6 +97,13 @@ impl LossCap {
             return None;
         }
         let second_bps = (bytes_tx.saturating_sub(before) as f64 * 8.0 / secs) as u64;
+        if self.cap.is_some() && self.cap(now).is_none() {
+            // Lapsed: nothing of it is left to raise, revert or lower.
+            self.cap = None;
+            self.raised_from = None;
+            self.raise_done = false;
+            self.lower_asked = None;
+        }
         // The last half second, counted in bytes, where the feedback says:
         // a second whose first part was sent before the link narrowed (or at
         // another rate) says less (its loss share times what it sent reads
@@ -134,6 +141,24 @@ impl LossCap {
                 (second_bps, got, second_loss)
             }
         };
+        // Loss after a raise: back to the cap loss made, and no more raises
+        // (a confirmed fall goes on from there).
+        let mut reverted = None;
+        if loss.is_finite() && loss >= PERSISTING_LOSS && sent_bps >= MIN_SENT_BPS {
+            if let (Some(base), Some((_, at))) = (self.raised_from.take(), self.cap) {
+                self.raise_done = true;
+                self.lower_asked = None;
+                self.cap = Some((base, at));
+                reverted = Some(base);
+            }
+        }
+        self.on_loss(now, sent_bps, delivered, loss).or(reverted)
+    }
+
+    /// The loss share `loss` of a span sent at `sent_bps`, of which
+    /// `delivered` got through: a new cap, a lower one, or the one in force
+    /// kept. Returns the cap when it changed.
+    fn on_loss(&mut self, now: Instant, sent_bps: u64, delivered: u64, loss: f32) -> Option<u64> {
         let confirmed = loss.is_finite() && loss >= CONFIRMING_LOSS;
         // Loss that goes on under a cap while more than the cap is sent (its
         // layers cost more than counted: retransmissions, keyframes asked
@@ -143,15 +168,6 @@ impl LossCap {
         let persisting = loss.is_finite()
             && loss >= PERSISTING_LOSS
             && self.cap(now).is_some_and(|c| sent_bps > c);
-        // Loss after a raise: back to the cap loss made, and no more raises.
-        if loss.is_finite() && loss >= PERSISTING_LOSS && sent_bps >= MIN_SENT_BPS {
-            if let (Some(base), Some((_, at))) = (self.raised_from.take(), self.cap) {
-                self.raise_done = true;
-                self.lower_asked = None;
-                self.cap = Some((base, at));
-                return Some(base);
-            }
-        }
         if !(confirmed || persisting) || sent_bps < MIN_SENT_BPS {
             self.lower_asked = None;
             return None;
@@ -161,17 +177,18 @@ impl LossCap {
             self.proven = None;
         }
         let cap = delivered * MARGIN_PCT / 100;
-        // Only a span sent above the cap can lower it, or one of which
-        // under half the cap got through: loss read against a rate sent
-        // within the cap is random loss, or the old queue's just after a
-        // fall, and would drive the cap down to nothing. Under half is no
-        // such thing: the cap was made from a half second that straddled
-        // the fall (844 kbit/s on a 400 kbit/s link, which then lost a third
-        // of what was sent within it for as long as the cap held, renewed by
+        // Only a span sent above the cap can lower it, or one that sent at
+        // least half the cap and got under half of it through: loss read
+        // against a rate sent within the cap is random loss, or the old
+        // queue's just after a fall, and would drive the cap down to
+        // nothing. Half the cap sent and under half of it through is no such
+        // thing: the cap was made from a half second that straddled the
+        // fall (844 kbit/s on a 400 kbit/s link, which then lost a third of
+        // what was sent within it for as long as the cap held, renewed by
         // that loss: issue 15, scenario 1). Two periods, as a deeper fall.
         let lower = match self.cap(now) {
             None => true,
-            Some(c) if cap < c && (sent_bps > c || delivered * 2 < c) => {
+            Some(c) if cap < c && (sent_bps > c || (sent_bps * 2 >= c && delivered * 2 < c)) => {
                 match self.lower_asked.replace(cap) {
                     Some(asked) => {
                         self.lower_asked = None;
@@ -487,8 +504,10 @@ mod tests {
             None
         );
         assert_eq!(c.cap(t0 + SECOND * 6), Some(made));
-        // The raises did not renew the hold: it ends HOLD after the fall.
-        assert_eq!(c.cap(t0 + SECOND + HOLD), None);
+        // The raises did not renew the hold; the loss at 5 s did (more than
+        // the cap was sent): it ends HOLD after that.
+        assert_eq!(c.cap(t0 + SECOND * 5 + HOLD - SECOND), Some(made));
+        assert_eq!(c.cap(t0 + SECOND * 5 + HOLD), None);
     }
 
     #[test]
@@ -533,5 +552,70 @@ mod tests {
             );
         }
         assert_eq!(c.cap(t0 + SECOND * 6), lowered, "kept in force by the loss");
+    }
+
+    #[test]
+    fn random_loss_while_little_is_sent_leaves_the_cap_alone() {
+        let t0 = Instant::now();
+        let mut c = LossCap::default();
+        c.on_stats(t0, 0, None, None);
+        let fall = Recent {
+            sent: 2_400_000,
+            delivered: 1_200_000,
+        };
+        let made = c
+            .on_stats(t0 + SECOND, 300_000, Some(0.5), Some(fall))
+            .unwrap();
+        // Tiles shrank: 300 kbit/s sent of a 1 Mbit/s cap, 12 % lost at random.
+        let little = Recent {
+            sent: 300_000,
+            delivered: 264_000,
+        };
+        for k in 2..6u32 {
+            let bytes = 300_000 + 37_500 * u64::from(k);
+            assert_eq!(
+                c.on_stats(t0 + SECOND * k, bytes, Some(0.12), Some(little)),
+                None
+            );
+        }
+        assert_eq!(c.cap(t0 + SECOND * 5), Some(made));
+    }
+
+    #[test]
+    fn a_fall_after_a_raised_cap_lapsed_is_capped_at_once() {
+        let t0 = Instant::now();
+        let mut c = LossCap::default();
+        c.on_stats(t0, 0, None, None);
+        let fall = Recent {
+            sent: 800_000,
+            delivered: 400_000,
+        };
+        let made = c
+            .on_stats(t0 + SECOND, 100_000, Some(0.5), Some(fall))
+            .unwrap();
+        let full = Recent {
+            sent: made,
+            delivered: made,
+        };
+        assert!(c
+            .on_stats(t0 + SECOND * 2, 140_000, Some(0.0), Some(full))
+            .is_some());
+        // The cap lapses, raised; long after, a new fall.
+        let later = t0 + SECOND * 30;
+        assert_eq!(c.cap(later), None);
+        let idle = Recent {
+            sent: 900_000,
+            delivered: 900_000,
+        };
+        c.on_stats(later - SECOND, 2_000_000, Some(0.0), Some(idle));
+        let again = Recent {
+            sent: 1_000_000,
+            delivered: 700_000,
+        };
+        assert_eq!(
+            c.on_stats(later, 2_125_000, Some(0.3), Some(again)),
+            Some(700_000 * 85 / 100),
+            "a new cap from this fall, not the old one back"
+        );
     }
 }

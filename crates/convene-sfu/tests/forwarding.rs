@@ -1110,25 +1110,51 @@ fn a_camera_that_starts_late_is_not_paused_while_someone_shows_it() {
     // which can take seconds after it joined. Its subscribers show its tile
     // all that time: its lowest layer must not be paused for want of
     // anyone needing it, or it never starts (Firefox in e2ee-meeting.test).
-    let mut net = Net::new(2);
-    let (publisher, watcher, track) = (net.peers[0].conn, net.peers[1].conn, TrackId(1));
+    // One subscriber has said nothing of its tile, the other its size.
+    let mut net = Net::new(3);
+    let publisher = net.peers[0].conn;
+    let (quiet, sized, track) = (net.peers[1].conn, net.peers[2].conn, TrackId(1));
     net.sfu.publish_simulcast(publisher, track).unwrap();
-    net.sfu.subscribe(watcher, track).unwrap();
+    net.sfu.subscribe(quiet, track).unwrap();
+    net.sfu.subscribe(sized, track).unwrap();
+    let tile = View::Size {
+        width: 640,
+        height: 360,
+    };
+    net.sfu.set_view(sized, track, tile);
     net.settle();
     net.run_for(Duration::from_secs(4));
-    assert!(
-        net.layer_events
-            .iter()
-            .all(|(_, rids)| rids.iter().any(|r| r == "l")),
-        "the lowest layer stays on while the video is shown: {:?}",
+    assert_eq!(
+        net.layer_events.last().map(|(_, rids)| rids.clone()),
+        Some(vec!["l".to_string()]),
+        "the upper layers nobody receives pause; the lowest stays on: {:?}",
         net.layer_events
     );
     let mut answered = 0;
     net.send_frames_keyframe_when_asked(0, "l", 0..30, (320, 180), 2, 600, &mut answered);
     net.settle();
-    assert!(
-        net.peers[1].received.len() >= 40,
-        "the video arrives once it starts: {} packets",
-        net.peers[1].received.len()
+    for i in [1, 2] {
+        assert!(
+            net.peers[i].received.len() >= 40,
+            "the video arrives once it starts: {} packets",
+            net.peers[i].received.len()
+        );
+    }
+    // Both tiles leave the screen: every layer pauses.
+    net.sfu.set_view(quiet, track, View::Hidden);
+    net.sfu.set_view(
+        sized,
+        track,
+        View::Size {
+            width: 0,
+            height: 0,
+        },
+    );
+    net.run_for(Duration::from_secs(4));
+    assert_eq!(
+        net.layer_events.last().map(|(_, rids)| rids.clone()),
+        Some(Vec::new()),
+        "nobody shows it: {:?}",
+        net.layer_events
     );
 }

@@ -124,10 +124,11 @@ impl Sfu {
         // Under a loss cap the loss is congestion, which redundancy only
         // adds to, once it has stopped (a clean half second since the cap
         // was made) or while it is not heavy (a cap is lowered by loss that
-        // goes on while more than it is sent: RED kept it going). Once off, RED stays off while it would starve a video again
-        // (turned back on at the next lossy second, it pushed the link back
-        // into loss and a camera paused: issue 15, scenario 1), unless the
-        // loss turns heavy: then it is the link's own, which RED is for.
+        // goes on while more than it is sent: RED kept it going). Once off,
+        // RED stays off while it would starve a video again (turned back on
+        // at the next lossy second, it pushed the link back into loss and a
+        // camera paused: issue 15, scenario 1), unless the loss turns
+        // heavy: then it is the link's own, which RED is for.
         let loss = c.quality.loss_permille();
         let congestion = cap.is_some() && (proven > 0 || loss < RED_HEAVY_LOSS_PERMILLE);
         let clean = loss < RED_NEEDED_LOSS_PERMILLE || congestion;
@@ -197,7 +198,13 @@ impl Sfu {
         // sees acknowledged, so a subscriber sent a little less than its
         // estimate (the next layer does not fit) would stay where it fell
         // after its link recovered: there is no idle room to probe in.
-        let pad_to = if a.used < a.desired { desired } else { 0 };
+        // Never past a loss cap: what it sent over the cap would read as
+        // the cap's own overshoot, and keep it in force (loss_cap.rs).
+        let pad_to = match cap {
+            _ if a.used >= a.desired => 0,
+            Some(cap) => desired.min(cap),
+            None => desired,
+        };
         if desired != c.desired || pad_to != c.pad_to {
             c.desired = desired;
             c.pad_to = pad_to;
@@ -232,7 +239,7 @@ impl Sfu {
             // A hidden video needs nothing. One shown needs a layer even
             // while none is chosen: nothing of a camera that has not started
             // yet (an encrypting publisher waits for its key) can be chosen.
-            if s.view == Some(View::Hidden) {
+            if !View::on_screen(s.view) {
                 continue;
             }
             watched = true;
