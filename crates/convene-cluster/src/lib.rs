@@ -8,6 +8,8 @@
 //! - `convene:meeting:{hash}:node` → the id of the node that hosts it, taken
 //!   with `SET NX` (one node wins), kept alive by its heartbeat, given back
 //!   when the meeting ends there (or expiring with the node).
+//! - `convene:meeting:{hash}:edges` → the nodes the host sends part of a
+//!   webinar's audience to (cascading: edges.rs).
 //!
 //! - `convene:since` → when (Redis's clock, seconds) Redis last found itself
 //!   without this key: started empty, flushed, failed over to a replica
@@ -25,8 +27,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
 
 mod channel;
+mod edges;
 mod place;
-pub use channel::{Inbox, MAX_MESSAGE};
+pub use channel::{Inbox, FRESH_FOR, MAX_MESSAGE};
 pub use place::place;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -51,10 +54,14 @@ fn node_key(id: &str) -> String {
 /// Keyed by a hash of the meeting id: the id is the join secret, and Redis
 /// need not hold it (security.md, cluster mode).
 fn meeting_key(meeting: &str) -> String {
+    format!("{}:node", meeting_prefix(meeting))
+}
+
+fn meeting_prefix(meeting: &str) -> String {
     use sha2::Digest;
     let hash = sha2::Sha256::digest(meeting.as_bytes());
     let hex: String = hash[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("convene:meeting:{hex}:node")
+    format!("convene:meeting:{hex}")
 }
 
 /// What a node tells the others about itself.
@@ -101,6 +108,8 @@ pub enum ClusterError {
     Settling,
     #[error("a message of {0} bytes to another node: more than it takes")]
     TooLarge(usize),
+    #[error("messages between nodes need the nodes' shared key (at least 16 bytes)")]
+    NoMessageKey,
 }
 
 /// Redis restarted empty (or flushed, or failed over to a replica that had
@@ -119,9 +128,18 @@ pub struct Cluster {
     redis_url: String,
     id: String,
     url: String,
+    /// Seals messages between nodes (channel.rs); none until given.
+    messages: Option<std::sync::Arc<channel::MessageKey>>,
 }
 
 impl Cluster {
+    /// Messages to and from other nodes are sealed with a key derived from
+    /// `secret`, which every node has and Redis does not (channel.rs).
+    pub fn with_message_key(mut self, secret: &[u8]) -> Result<Cluster, ClusterError> {
+        self.messages = Some(std::sync::Arc::new(channel::MessageKey::new(secret)?));
+        Ok(self)
+    }
+
     /// Connect to Redis at `url` (`redis://host:port/db`, or
     /// `redis+unix:///path/to/socket`) as node `id`, reached at `public_url`.
     /// Fails when Redis does not answer: a node does not start without it.
@@ -139,6 +157,7 @@ impl Cluster {
             redis_url: url.to_string(),
             id: id.to_string(),
             url: public_url.trim_end_matches('/').to_string(),
+            messages: None,
         })
     }
 

@@ -4,9 +4,13 @@ use super::*;
 use crate::testing::Redis;
 use std::time::Duration;
 
+const SHARED: &[u8] = b"the nodes' shared secret";
+
 async fn node(redis: &Redis, id: &str) -> Cluster {
     Cluster::connect(&redis.url(), id, &format!("https://{id}.example/"))
         .await
+        .unwrap()
+        .with_message_key(SHARED)
         .unwrap()
 }
 
@@ -279,4 +283,60 @@ async fn an_inbox_listens_again_once_redis_is_back() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(next(&mut inbox, 5).await.as_deref(), Some(&b"again"[..]));
+}
+
+#[tokio::test]
+async fn a_message_not_sealed_for_its_receiver_with_the_nodes_key_is_dropped() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, "n1").await, node(&redis, "n2").await);
+    let mut to_b = b.inbox().await.unwrap();
+    // Whoever can write to Redis but has not the key: plain text, a
+    // forgery under another key, a message sealed for another node
+    // published on this one's channel, and one with a flipped bit.
+    let mut raw = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let publish = |bytes: Vec<u8>| {
+        let mut raw = raw.clone();
+        async move {
+            let _: i64 = redis::cmd("PUBLISH")
+                .arg("convene:node:n2:inbox")
+                .arg(bytes)
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+        }
+    };
+    publish(br#"{"kind":"join"}"#.to_vec()).await;
+    let other = channel::MessageKey::new(b"another deployment's secret").unwrap();
+    publish(other.seal_for_test("n2", b"forged")).await;
+    let ours = channel::MessageKey::new(SHARED).unwrap();
+    publish(ours.seal_for_test("n3", b"for n3")).await;
+    let mut flipped = ours.seal_for_test("n2", b"tampered");
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    publish(flipped).await;
+    // And a replay of one sealed longer ago than messages stay fresh.
+    publish(ours.seal_earlier_for_test("n2", b"stale", FRESH_FOR + Duration::from_secs(1))).await;
+    assert_eq!(next(&mut to_b, 1).await, None, "none of them arrives");
+    publish(ours.seal_earlier_for_test("n2", b"recent", Duration::from_secs(2))).await;
+    assert_eq!(next(&mut to_b, 5).await.as_deref(), Some(&b"recent"[..]));
+    // The real thing does.
+    assert!(a.send_to("n2", b"hello").await.unwrap());
+    assert_eq!(next(&mut to_b, 5).await.as_deref(), Some(&b"hello"[..]));
+    let _ = &mut raw;
+    // Without the key, a node neither sends nor listens.
+    let keyless = Cluster::connect(&redis.url(), "n4", "https://n4.example/")
+        .await
+        .unwrap();
+    assert!(matches!(
+        keyless.send_to("n2", b"hi").await,
+        Err(ClusterError::NoMessageKey)
+    ));
+    assert!(matches!(
+        keyless.inbox().await,
+        Err(ClusterError::NoMessageKey)
+    ));
 }

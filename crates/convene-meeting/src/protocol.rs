@@ -21,7 +21,9 @@ impl Source {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+// Serialize: the message crosses to the meeting's node when its socket is on
+// an edge (cascading), and is read there as it was sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum ClientMessage {
     Join {
@@ -291,7 +293,7 @@ impl ClientMessage {
 
 /// One video as a client shows it, in device pixels (CSS pixels times
 /// `devicePixelRatio`); 0 either way: not shown.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VideoSize {
     pub participant_id: String,
@@ -505,7 +507,7 @@ pub enum LeaveReason {
     OffStage,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ErrorCode {
     BadJson,

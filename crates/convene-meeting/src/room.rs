@@ -18,7 +18,10 @@ use crate::protocol::{
     ParticipantInfo, Permissions, RemovedAbout, ServerMessage, Source, Waiting, PROTOCOL_VERSION,
 };
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct ParticipantId(pub String);
 
 impl fmt::Display for ParticipantId {
@@ -238,8 +241,9 @@ pub struct RoomState {
     pub next_participant: u64,
 }
 
-/// Who is joining, as the edge established it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who is joining, as the edge established it. (Serialised when the edge is
+/// another node: cascading.)
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Entrant {
     /// The role their credentials give (a valid host key makes a host).
     pub role: Role,
@@ -299,7 +303,7 @@ pub enum Effect {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[error("{message}")]
 pub struct RoomError {
     pub code: ErrorCode,

@@ -40,6 +40,7 @@ impl Link {
         id: Option<&str>,
         public_url: &str,
         allowed: crate::node_urls::NodeUrls,
+        message_secret: &[u8],
     ) -> Result<Link, String> {
         let id = match id {
             Some(id) => id.to_string(),
@@ -51,6 +52,7 @@ impl Link {
         };
         let cluster = Cluster::connect(redis, &id, public_url)
             .await
+            .and_then(|c| c.with_message_key(message_secret))
             .map_err(|e| format!("cluster: {e}"))?;
         let csp = axum::http::HeaderValue::from_str(&crate::http::csp(&allowed.csp_sources()))
             .map_err(|e| format!("cluster: the node URLs make no header: {e}"))?;
@@ -84,6 +86,15 @@ impl Link {
 
     pub fn id(&self) -> &str {
         self.cluster.id()
+    }
+
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// Whether `url` is among the nodes people may be sent to.
+    pub fn allows(&self, url: &str) -> bool {
+        self.allowed.allows(url)
     }
 
     /// The live nodes a page may go to when its own is lost (those that

@@ -199,6 +199,18 @@ pub struct Config {
     #[arg(long, env = "CONVENE_NODE_ID", requires = "cluster")]
     pub node_id: Option<String>,
 
+    /// With --cluster: a webinar's audience on its node at which newcomers
+    /// are sent to another node, which receives the stage once and serves
+    /// them (cascading); 0: never. The default is about what one media
+    /// worker forwards to (BENCHMARKS.md).
+    #[arg(
+        long,
+        env = "CONVENE_CASCADE_AFTER",
+        default_value_t = 750,
+        value_name = "PEOPLE"
+    )]
+    pub cascade_after: u32,
+
     /// With --cluster: the URLs the other nodes may have, so that a forged
     /// record in Redis cannot send people elsewhere: comma-separated
     /// origins, `*.` for every name under a domain

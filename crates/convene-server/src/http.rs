@@ -14,6 +14,7 @@ use convene_storage::{is_meeting_id, Meeting};
 use serde::{Deserialize, Serialize};
 
 use crate::admin::Admin;
+use crate::cascade::Placement;
 use crate::client_addr::ClientIp;
 use crate::origin::same_origin;
 use crate::{assets, check, device, signin, ws, AppState};
@@ -249,12 +250,33 @@ fn view(state: &AppState, m: Meeting, host_key: Option<String>) -> MeetingView {
 /// again" when the cluster cannot tell (Redis unreachable, or every node
 /// draining).
 pub(crate) async fn elsewhere(state: &AppState, id: &str) -> Result<Option<String>, Response> {
+    Ok(match placement(state, id).await? {
+        Placement::There(url) => Some(url),
+        Placement::Here | Placement::Edge { .. } => None,
+    })
+}
+
+/// Where people who come for meeting `id` go: here (it is hosted here, or
+/// this node is its edge), or the URL of another node (the one that hosts
+/// it, or the edge it sends newcomers to). An answer saying "try again"
+/// when the cluster cannot tell.
+pub(crate) async fn placement(state: &AppState, id: &str) -> Result<Placement, Response> {
     let Some(link) = &state.cluster else {
-        return Ok(None);
+        return Ok(Placement::Here);
     };
     match link.route(id).await {
-        Ok(convene_cluster::Route::Here) => Ok(None),
-        Ok(convene_cluster::Route::There(url)) => Ok(Some(url)),
+        Ok(convene_cluster::Route::Here) => Ok(
+            match crate::cascade::newcomers_edge(state, link, id).await {
+                Some(url) => Placement::There(url),
+                None => Placement::Here,
+            },
+        ),
+        Ok(convene_cluster::Route::There(url)) => {
+            Ok(match crate::cascade::hosted_by(state, link, id).await {
+                Some(host) => Placement::Edge { host },
+                None => Placement::There(url),
+            })
+        }
         Err(e) => {
             tracing::warn!(meeting = id, "cluster: {e}");
             Err(retry_later(
@@ -335,6 +357,7 @@ async fn admin_stats(_: Admin, State(state): State<Arc<AppState>>) -> Response {
             "unroutable": m.unroutable,
             "rtpIn": m.rtp_in,
             "rtpForwarded": m.rtp_forwarded,
+            "rtpRelayed": m.rtp_relayed,
             "rtpDroppedLate": m.rtp_dropped_late,
             "rtpDroppedPaused": m.rtp_dropped_paused,
             "rtpDroppedUnpublished": m.rtp_dropped_unpublished,
@@ -679,10 +702,13 @@ async fn signalling(
         Ok(m) => m,
         Err(r) => return r,
     };
-    match elsewhere(&state, &id).await {
-        Ok(None) => {}
+    match placement(&state, &id).await {
+        Ok(Placement::Here) => {}
+        // This node serves part of the meeting's audience: its edge task
+        // takes the socket.
+        Ok(Placement::Edge { host }) => crate::cascade::ensure_edge(&state, &id, &host),
         // 421: this node is not the one for this meeting; `node` is.
-        Ok(Some(node)) => {
+        Ok(Placement::There(node)) => {
             return (
                 StatusCode::MISDIRECTED_REQUEST,
                 Json(serde_json::json!({

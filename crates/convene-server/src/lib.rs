@@ -3,6 +3,7 @@
 
 mod admin;
 mod assets;
+mod cascade;
 mod check;
 mod client_addr;
 mod cluster;
@@ -136,6 +137,8 @@ pub struct AppState {
     pub wrong_admin_tokens: rates::PerClient,
     /// This node's part in a cluster (`--cluster`).
     pub cluster: Option<cluster::Link>,
+    /// Cascading webinars over the cluster's nodes (with `cluster`).
+    pub cascade: Option<cascade::Cascade>,
 }
 
 impl AppState {
@@ -362,16 +365,24 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     }
     let url = config.public_url(addr);
     let cluster = match (&config.redis, config.cluster) {
-        (Some(redis), true) => Some(
-            cluster::Link::connect(
-                redis,
-                config.node_id.as_deref(),
-                &url,
-                config.node_urls_for(&url),
+        (Some(redis), true) => {
+            // Messages between nodes are sealed with a key kept in the
+            // database they share, out of Redis's reach.
+            let secret = storage
+                .node_secret("cluster-messages")
+                .map_err(|e| StartError(format!("cluster: the nodes' message key: {e}")))?;
+            Some(
+                cluster::Link::connect(
+                    redis,
+                    config.node_id.as_deref(),
+                    &url,
+                    config.node_urls_for(&url),
+                    secret.as_bytes(),
+                )
+                .await
+                .map_err(StartError)?,
             )
-            .await
-            .map_err(StartError)?,
-        ),
+        }
         _ => None,
     };
     let backoff_retention = Duration::from_secs(u64::from(config.retain_backoff_minutes) * 60);
@@ -420,6 +431,9 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             1.0 / admin::WRONG_TOKEN_EVERY_SECS,
             admin::WRONG_TOKENS_BURST,
         ),
+        cascade: cluster
+            .as_ref()
+            .map(|_| cascade::Cascade::new(config.cascade_after as usize)),
         cluster,
     });
     if state.storage.is_shared() {
@@ -455,6 +469,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let app = http::router(state.clone(), Duration::from_secs(config.request_timeout));
     let (stop, stopped) = watch::channel(false);
     cluster::spawn_heartbeat(state.clone(), stop.subscribe());
+    cascade::spawn(state.clone());
     // The web port and the plain-HTTP redirect count against the same
     // connection caps (both face the public).
     let gate = listener::Gate::new(

@@ -19,6 +19,7 @@ use convene_sfu::{ConnId, SfuError, SfuEvent, SlotDirection, TrackId, TrackKind}
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info};
 
+use crate::cascade::wire::{EdgeMedia, StageTrack};
 use crate::media_quality::MediaQuality;
 use crate::writer::{AuditEntry, Item};
 use crate::AppState;
@@ -44,6 +45,8 @@ static NEXT_TRACK: AtomicU64 = AtomicU64::new(1);
 #[derive(Debug)]
 pub enum Outbound {
     Text(Arc<str>),
+    /// For a socket on an edge (cascading): a media action the edge carries out.
+    Media(EdgeMedia),
 }
 
 pub type OutboundTx = mpsc::Sender<Outbound>;
@@ -55,6 +58,9 @@ pub enum MeetingInput {
         out: OutboundTx,
         socket: u64,
         reply: oneshot::Sender<Result<ParticipantId, RoomError>>,
+        /// The node whose socket this is, when it is not this one
+        /// (cascading: an edge's attendee).
+        edge: Option<String>,
     },
     Message {
         who: ParticipantId,
@@ -73,6 +79,12 @@ pub enum MeetingInput {
         socket: u64,
     },
     Sfu(SfuEvent),
+    /// An edge's offer to receive the stage (cascading).
+    RelayOffer {
+        edge: String,
+        sdp: String,
+        tracks: Vec<StageTrack>,
+    },
     /// A passcode a host set, hashed off this task (`Effect::HashPasscode`).
     PasscodeHashed {
         who: ParticipantId,
@@ -97,6 +109,8 @@ struct Member {
     /// TURN credentials given in this socket's welcome: their opaque id, and
     /// when fresh ones are due. None before a welcome (or in the lobby).
     turn: Option<TurnLease>,
+    /// The node the socket is on, when not this one: its media are there.
+    edge: Option<String>,
 }
 
 struct TurnLease {
@@ -130,6 +144,8 @@ struct Meeting {
     places: HashMap<String, Returning>,
     /// Ticks since the places were last said to be current.
     places_ticks: u32,
+    /// Cascading: the relay connection to each edge, by the edge's node id.
+    relays: HashMap<String, ConnId>,
 }
 
 /// Ticks (of 500 ms) between saying the places held are current.
@@ -141,6 +157,8 @@ const PLACES_CURRENT_EVERY: u32 = 20;
 enum Held {
     Send(Vec<ParticipantId>, ServerMessage),
     Close(ParticipantId),
+    /// For an attendee on an edge: in order with what they are sent.
+    Media(ParticipantId, EdgeMedia),
 }
 
 /// Send `input` to the meeting's task, starting the task if it is not running.
@@ -148,6 +166,14 @@ enum Held {
 /// lookup and our send.
 pub fn deliver(state: &Arc<AppState>, meeting: &StoredMeeting, input: MeetingInput) {
     let id = meeting.id.as_str();
+    // This node is the meeting's edge: its task takes the socket's input.
+    let input = match &state.cascade {
+        Some(c) => match c.to_edge(id, input) {
+            Some(back) => back,
+            None => return,
+        },
+        None => input,
+    };
     let mut inner = state.registry.lock();
     if let Some(tx) = inner.meetings.get(id) {
         if let Err(mpsc::error::SendError(back)) = tx.send(input) {
@@ -222,12 +248,83 @@ pub fn deliver(state: &Arc<AppState>, meeting: &StoredMeeting, input: MeetingInp
                 held: Vec::new(),
                 places: HashMap::new(),
                 places_ticks: 0,
+                relays: HashMap::new(),
             };
             info!("meeting started");
             meeting.run(rx).await;
         },
         span,
     ));
+}
+
+/// Send `input` to the meeting's task if it runs here (false if not).
+pub fn deliver_running(state: &AppState, id: &str, input: MeetingInput) -> bool {
+    let inner = state.registry.lock();
+    inner
+        .meetings
+        .get(id)
+        .is_some_and(|tx| tx.send(input).is_ok())
+}
+
+/// A new track's id, unique in this process.
+pub fn new_track_id() -> TrackId {
+    TrackId(NEXT_TRACK.fetch_add(1, Ordering::Relaxed))
+}
+
+/// How the SFU carries a source: microphones share each listener's few
+/// voice slots; a screen's sound is forwarded to everyone on its own m-line.
+pub fn track_kind(source: Source) -> TrackKind {
+    match source {
+        Source::Microphone => TrackKind::Voice,
+        s if s.is_audio() => TrackKind::Audio,
+        _ => TrackKind::Video,
+    }
+}
+
+/// The `offer` message for an SFU offer, each slot named by whose track it
+/// carries.
+pub fn offer_message<'a>(
+    sdp: String,
+    slots: Vec<convene_sfu::OfferedSlot>,
+    owner: impl Fn(TrackId) -> Option<&'a (ParticipantId, Source)>,
+) -> ServerMessage {
+    let tracks = slots
+        .into_iter()
+        .map(|s| {
+            let owner = s.track.and_then(&owner);
+            TrackSlot {
+                mid: s.mid,
+                kind: match s.kind {
+                    TrackKind::Audio | TrackKind::Voice => MediaKind::Audio,
+                    TrackKind::Video => MediaKind::Video,
+                },
+                voice: s.kind == TrackKind::Voice && s.direction == SlotDirection::Receive,
+                direction: match s.direction {
+                    SlotDirection::Send => Direction::Send,
+                    SlotDirection::Receive => Direction::Receive,
+                },
+                participant_id: owner.map(|(p, _)| p.0.clone()),
+                source: owner.map(|(_, s)| *s),
+                layers: s.layers,
+            }
+        })
+        .collect();
+    ServerMessage::Offer { sdp, tracks }
+}
+
+/// What a client is told of a media request that failed. The media stack's
+/// own words (parser positions, addresses) stay in the server's log; the
+/// client gets a fixed sentence.
+pub fn failure_message(error: &SfuError) -> ServerMessage {
+    let (code, message) = match error {
+        SfuError::BadSdp(_) => (
+            ErrorCode::BadSdp,
+            "the answer is not SDP this server can use",
+        ),
+        SfuError::NoOfferPending => (ErrorCode::WrongState, "no offer is waiting for an answer"),
+        _ => (ErrorCode::Media, "the media connection could not be set up"),
+    };
+    ServerMessage::error(code, message)
 }
 
 /// Those who were in the meeting when the server last stopped gracefully
@@ -379,6 +476,7 @@ impl Meeting {
                     self.tell_quality(now);
                     self.apply_effects();
                     self.refresh_turn(now);
+                    self.count_audience();
                     self.places_ticks += 1;
                     if self.places_ticks >= PLACES_CURRENT_EVERY && !self.places.is_empty() {
                         self.places_ticks = 0;
@@ -400,9 +498,12 @@ impl Meeting {
                 }
             }
         }
-        for conn in self.conns.values() {
+        for conn in self.conns.values().chain(self.relays.values()) {
             self.sfu.send(Command::RemoveConnection(*conn));
             self.state.registry.remove_conn(*conn);
+        }
+        if let Some(c) = &self.state.cascade {
+            c.set_audience(&self.id, None);
         }
         info!("meeting task stopped");
     }
@@ -468,6 +569,7 @@ impl Meeting {
                 out,
                 socket,
                 reply,
+                edge,
             } => {
                 let address = entrant.address;
                 match self.room.enter(now, msg, entrant) {
@@ -479,6 +581,7 @@ impl Meeting {
                                 out: Some(out),
                                 socket,
                                 turn: None,
+                                edge,
                             },
                         );
                         let _ = reply.send(Ok(who));
@@ -527,6 +630,7 @@ impl Meeting {
                 }
             }
             MeetingInput::Sfu(event) => self.sfu_event(event),
+            MeetingInput::RelayOffer { edge, sdp, tracks } => self.relay_offer(edge, sdp, tracks),
             // Taken out in `run`; never reaches here.
             MeetingInput::Drain { done, .. } => {
                 let _ = done.send(());
@@ -557,48 +661,37 @@ impl Meeting {
                 let Some(who) = self.conn_owner.get(&conn).cloned() else {
                     return;
                 };
-                let tracks = slots
-                    .into_iter()
-                    .map(|s| {
-                        let owner = s.track.and_then(|t| self.track_owner.get(&t));
-                        TrackSlot {
-                            mid: s.mid,
-                            kind: match s.kind {
-                                TrackKind::Audio | TrackKind::Voice => MediaKind::Audio,
-                                TrackKind::Video => MediaKind::Video,
+                let owners = &self.track_owner;
+                let message = offer_message(sdp, slots, |t| owners.get(&t));
+                self.send(&who, message);
+            }
+            SfuEvent::RelayAnswer { conn, sdp } => {
+                if let Some(edge) = self.edge_of_relay(conn) {
+                    if let Some(c) = &self.state.cascade {
+                        c.send(
+                            &edge,
+                            crate::cascade::wire::Wire::RelayAnswer {
+                                meeting: self.id.clone(),
+                                sdp,
                             },
-                            voice: s.kind == TrackKind::Voice
-                                && s.direction == SlotDirection::Receive,
-                            direction: match s.direction {
-                                SlotDirection::Send => Direction::Send,
-                                SlotDirection::Receive => Direction::Receive,
-                            },
-                            participant_id: owner.map(|(p, _)| p.0.clone()),
-                            source: owner.map(|(_, s)| *s),
-                            layers: s.layers,
-                        }
-                    })
-                    .collect();
-                self.send(&who, ServerMessage::Offer { sdp, tracks });
+                        );
+                    }
+                }
+            }
+            SfuEvent::Failed { conn, error } if self.edge_of_relay(conn).is_some() => {
+                info!("an edge's relay offer refused: {error}");
+            }
+            SfuEvent::Closed(conn) if self.edge_of_relay(conn).is_some() => {
+                self.state.registry.remove_conn(conn);
+                self.relays.retain(|_, c| *c != conn);
+                info!("a relay to an edge closed");
             }
             SfuEvent::Failed { conn, error } => {
                 let Some(who) = self.conn_owner.get(&conn).cloned() else {
                     return;
                 };
-                // The media stack's own words (parser positions, addresses) stay
-                // in the server's log; the client gets a fixed sentence.
                 info!(%who, "media request failed: {error}");
-                let (code, message) = match error {
-                    SfuError::BadSdp(_) => (
-                        ErrorCode::BadSdp,
-                        "the answer is not SDP this server can use",
-                    ),
-                    SfuError::NoOfferPending => {
-                        (ErrorCode::WrongState, "no offer is waiting for an answer")
-                    }
-                    _ => (ErrorCode::Media, "the media connection could not be set up"),
-                };
-                self.send(&who, ServerMessage::error(code, message));
+                self.send(&who, failure_message(&error));
             }
             SfuEvent::Closed(conn) => {
                 self.state.registry.remove_conn(conn);
@@ -654,8 +747,10 @@ impl Meeting {
                     self.quality.video_paused(who, stalled);
                 }
             }
-            // No relays yet: the server does not cascade (docs/cluster-design.md).
-            SfuEvent::Connected(_) | SfuEvent::Disconnected(_) | SfuEvent::RelayLink { .. } => {}
+            SfuEvent::RelayLink { loss, rtt, .. } => {
+                debug!(?loss, ?rtt, "relay to an edge");
+            }
+            SfuEvent::Connected(_) | SfuEvent::Disconnected(_) => {}
         }
     }
 
@@ -772,6 +867,7 @@ impl Meeting {
                     Held::Close(who) => {
                         self.members.remove(&who);
                     }
+                    Held::Media(who, media) => self.send_edge_media(&who, media),
                 }
             }
             // A socket too slow for the output leaves, which may write again.
@@ -809,6 +905,11 @@ impl Meeting {
     }
 
     fn media(&mut self, action: MediaAction) {
+        if let Some(who) = media_subject(&action) {
+            if self.members.get(who).is_some_and(|m| m.edge.is_some()) {
+                return self.edge_media(action);
+            }
+        }
         let sfu = (*self.sfu).clone();
         match action {
             MediaAction::Connect(who) => {
@@ -826,22 +927,15 @@ impl Meeting {
                     return;
                 };
                 let track = *self.tracks.entry((who.clone(), source)).or_insert_with(|| {
-                    let t = TrackId(NEXT_TRACK.fetch_add(1, Ordering::Relaxed));
+                    let t = new_track_id();
                     self.state.registry.add_track(t, self.me.clone());
                     t
                 });
                 self.track_owner.insert(track, (who.clone(), source));
-                // Microphones share each listener's few voice slots; a screen's
-                // sound is forwarded to everyone on its own m-line.
-                let kind = match source {
-                    Source::Microphone => TrackKind::Voice,
-                    s if s.is_audio() => TrackKind::Audio,
-                    _ => TrackKind::Video,
-                };
                 sfu.send(Command::Publish {
                     conn,
                     track,
-                    kind,
+                    kind: track_kind(source),
                     simulcast: source == Source::Camera,
                 });
                 if let Some(command) = self.quality.published(&who, source, track) {
@@ -854,6 +948,19 @@ impl Meeting {
                     self.track_owner.remove(&track);
                     self.state.registry.remove_track(track);
                     sfu.send(Command::Unpublish(track));
+                    // The edges let go of their copy (the relay stops carrying it).
+                    if let Some(c) = &self.state.cascade {
+                        for edge in self.relays.keys() {
+                            c.send(
+                                edge,
+                                crate::cascade::wire::Wire::StageGone {
+                                    meeting: self.id.clone(),
+                                    publisher: who.clone(),
+                                    source,
+                                },
+                            );
+                        }
+                    }
                 }
             }
             MediaAction::Subscribe {
@@ -903,6 +1010,101 @@ impl Meeting {
                 ),
             },
         }
+    }
+
+    /// A media action for someone whose socket is on an edge: carried out
+    /// there, after what they were sent before it. They receive the stage;
+    /// publishing from an edge is not carried (the room lets only the stage
+    /// publish in a webinar; someone brought on stage there is told).
+    fn edge_media(&mut self, action: MediaAction) {
+        let (who, media) = match action {
+            MediaAction::Connect(who) => (
+                who,
+                EdgeMedia::Connect {
+                    redundant_audio: !self.room.is_e2ee(),
+                },
+            ),
+            MediaAction::Disconnect(who) => (who, EdgeMedia::Disconnect),
+            MediaAction::Subscribe {
+                who,
+                publisher,
+                source,
+            } => (who, EdgeMedia::Subscribe { publisher, source }),
+            MediaAction::Answer { who, sdp } => (who, EdgeMedia::Answer { sdp }),
+            MediaAction::RestartIce { who } => (who, EdgeMedia::RestartIce),
+            MediaAction::VideoSizes { who, sizes } => (who, EdgeMedia::VideoSizes { sizes }),
+            MediaAction::Publish { who, .. } => {
+                self.send(
+                    &who,
+                    ServerMessage::error(
+                        ErrorCode::Forbidden,
+                        "you joined through another server of this meeting, which cannot carry what you send: leave and join again to present",
+                    ),
+                );
+                return;
+            }
+            MediaAction::Unpublish { .. } | MediaAction::Pause { .. } => return,
+        };
+        if self.unwritten.is_empty() {
+            self.send_edge_media(&who, media);
+        } else {
+            self.held.push(Held::Media(who, media));
+        }
+    }
+
+    fn send_edge_media(&mut self, who: &ParticipantId, media: EdgeMedia) {
+        let Some(out) = self.members.get(who).and_then(|m| m.out.as_ref()) else {
+            return;
+        };
+        if out.try_send(Outbound::Media(media)).is_err() {
+            info!(%who, "socket cannot keep up; closing it");
+            self.members.remove(who);
+            self.room.connection_lost(Instant::now(), who);
+        }
+    }
+
+    /// An edge asks for the stage's tracks (cascading): its offer is
+    /// answered by this meeting's SFU on the relay to that edge.
+    fn relay_offer(&mut self, edge: String, sdp: String, tracks: Vec<StageTrack>) {
+        let tracks: Vec<(String, TrackId)> = tracks
+            .into_iter()
+            .filter_map(|t| Some((t.mid, *self.tracks.get(&(t.publisher, t.source))?)))
+            .collect();
+        let conn = match self.relays.get(&edge) {
+            Some(&c) => c,
+            None => {
+                let c = self.sfu.new_conn_id();
+                self.state.registry.add_conn(c, self.me.clone());
+                self.relays.insert(edge.clone(), c);
+                info!(%edge, "a relay to an edge");
+                c
+            }
+        };
+        self.sfu.send(Command::RelayOffer {
+            conn,
+            offer: sdp,
+            tracks,
+        });
+    }
+
+    fn edge_of_relay(&self, conn: ConnId) -> Option<String> {
+        self.relays
+            .iter()
+            .find(|(_, c)| **c == conn)
+            .map(|(e, _)| e.clone())
+    }
+
+    /// Say how many of the audience are on this node (the rest are on edges).
+    fn count_audience(&self) {
+        let Some(c) = &self.state.cascade else {
+            return;
+        };
+        let here = self
+            .members
+            .iter()
+            .filter(|(who, m)| m.edge.is_none() && self.room.in_audience(who))
+            .count();
+        c.set_audience(&self.id, Some(here));
     }
 
     fn drop_conn(&mut self, who: &ParticipantId) {
@@ -1008,5 +1210,20 @@ impl Meeting {
                 }
             }
         }
+    }
+}
+
+/// Whom a media action is for.
+fn media_subject(action: &MediaAction) -> Option<&ParticipantId> {
+    match action {
+        MediaAction::Connect(who)
+        | MediaAction::Disconnect(who)
+        | MediaAction::Publish { who, .. }
+        | MediaAction::Unpublish { who, .. }
+        | MediaAction::Subscribe { who, .. }
+        | MediaAction::Pause { who, .. }
+        | MediaAction::Answer { who, .. }
+        | MediaAction::RestartIce { who }
+        | MediaAction::VideoSizes { who, .. } => Some(who),
     }
 }

@@ -21,7 +21,8 @@ pub struct Inner {
     pub meetings: HashMap<String, UnboundedSender<MeetingInput>>,
     conns: HashMap<ConnId, UnboundedSender<MeetingInput>>,
     tracks: HashMap<TrackId, UnboundedSender<MeetingInput>>,
-    /// Connectivity-check probes: media connections of no meeting.
+    /// Media connections of no meeting task: the connectivity check's
+    /// probes, and those of an edge's task (cascading).
     probes: HashMap<ConnId, UnboundedSender<SfuEvent>>,
 }
 
@@ -67,7 +68,8 @@ impl Registry {
                 | SfuEvent::Failed { conn, .. }
                 | SfuEvent::VoiceSlot { conn, .. }
                 | SfuEvent::Quality { conn, .. }
-                | SfuEvent::RelayLink { conn, .. } => (Some(*conn), None),
+                | SfuEvent::RelayLink { conn, .. }
+                | SfuEvent::RelayAnswer { conn, .. } => (Some(*conn), None),
                 SfuEvent::Speaking { track, .. }
                 | SfuEvent::VideoLayers { track, .. }
                 | SfuEvent::VideoStalled { track, .. } => (None, Some(*track)),

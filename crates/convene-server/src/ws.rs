@@ -46,6 +46,12 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 
 static NEXT_SOCKET: AtomicU64 = AtomicU64::new(1);
 
+/// A number for a socket, unique in this process (a socket on an edge gets
+/// one here too: cascade/host.rs).
+pub fn next_socket_id() -> u64 {
+    NEXT_SOCKET.fetch_add(1, Ordering::Relaxed)
+}
+
 /// Checks made before a "join" reaches the meeting: the host key gives the host
 /// role; a meeting's passcode must be given (by everyone but hosts). Guessing
 /// is bounded per client address and meeting and per meeting, each try charged
@@ -330,7 +336,7 @@ pub async fn run(
     person: Option<String>,
     identity: convene_meeting::identity::Identity,
 ) {
-    let socket_id = NEXT_SOCKET.fetch_add(1, Ordering::Relaxed);
+    let socket_id = next_socket_id();
     let (mut tx, mut rx) = socket.split();
     let mut rate = RateLimit::new();
     let (out_tx, out_rx) = mpsc::channel::<Outbound>(OUTBOUND_QUEUE);
@@ -389,6 +395,7 @@ pub async fn run(
             out: out_tx.clone(),
             socket: socket_id,
             reply,
+            edge: None,
         };
         deliver(&state, &meeting, input);
         match result.await {
@@ -552,6 +559,8 @@ async fn write_loop(
                         return;
                     }
                 }
+                // Only for sockets on an edge (cascade/host.rs), never queued here.
+                Some(Outbound::Media(_)) => {}
                 None => {
                     // The reason may have come together with the end.
                     if reason_open {

@@ -82,6 +82,15 @@ pub enum Command {
     },
     /// Offer new ICE credentials to a client whose network changed.
     RestartIce(ConnId),
+    /// An edge's offer for relay connection `conn` (cascading: see
+    /// [`Sfu::relay_offer`]); the answer comes back as
+    /// [`SfuEvent::RelayAnswer`], a refusal as [`SfuEvent::Failed`].
+    RelayOffer {
+        conn: ConnId,
+        offer: String,
+        /// The offer's mid for each track sent on it.
+        tracks: Vec<(String, TrackId)>,
+    },
     /// An accepted ICE-TCP connection for one of this worker's connections,
     /// with the bytes already read from it (at least its first frame).
     AdoptTcp {
@@ -121,6 +130,12 @@ impl SfuHandle {
         let id = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
         self.send(Command::AddConnection(id, options));
         id
+    }
+
+    /// Allocate an id for a connection made another way (a relay's, which
+    /// [`Command::RelayOffer`] creates).
+    pub fn new_conn_id(&self) -> ConnId {
+        ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
     }
 
     pub fn stats(&self) -> SfuStats {
@@ -448,6 +463,17 @@ fn apply(sfu: &mut Sfu, cmd: Command) {
         }
         Command::Answer { conn, sdp } => (conn, sfu.accept_answer(now, conn, &sdp)),
         Command::RestartIce(conn) => (conn, sfu.restart_ice(conn)),
+        Command::RelayOffer {
+            conn,
+            offer,
+            tracks,
+        } => match sfu.relay_offer(now, conn, &offer, &tracks) {
+            Ok(sdp) => {
+                sfu.push_event(SfuEvent::RelayAnswer { conn, sdp });
+                return;
+            }
+            Err(e) => (conn, Err(e)),
+        },
         Command::Shutdown | Command::AdoptTcp { .. } => return,
     };
     if let Err(error) = result {

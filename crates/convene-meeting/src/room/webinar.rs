@@ -41,6 +41,12 @@ pub(super) struct AudienceCount {
 }
 
 impl Room {
+    /// Whether `id` is in a webinar's audience now (the server counts its
+    /// own audience to decide when to send new attendees to an edge).
+    pub fn in_audience(&self, id: &ParticipantId) -> bool {
+        self.is_attendee(id)
+    }
+
     pub(super) fn is_attendee(&self, id: &ParticipantId) -> bool {
         self.participants
             .get(id)

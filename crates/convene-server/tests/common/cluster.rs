@@ -9,8 +9,20 @@ use serde_json::Value;
 use super::binary::{self, Process};
 
 pub fn start_node(n: usize, dir: &std::path::Path, database: &str, redis: &str) -> Process {
+    start_node_with(n, dir, database, redis, &[])
+}
+
+/// As [`start_node`], with more flags.
+pub fn start_node_with(
+    n: usize,
+    dir: &std::path::Path,
+    database: &str,
+    redis: &str,
+    more: &[&str],
+) -> Process {
     let data = dir.join(format!("n{n}"));
-    binary::start(&[
+    let node_id = format!("n{n}");
+    let mut args = vec![
         "--listen",
         "127.0.0.1:0",
         "--media-listen",
@@ -25,8 +37,10 @@ pub fn start_node(n: usize, dir: &std::path::Path, database: &str, redis: &str) 
         "--redis",
         redis,
         "--node-id",
-        &format!("n{n}"),
-    ])
+        &node_id,
+    ];
+    args.extend_from_slice(more);
+    binary::start(&args)
 }
 
 pub fn http() -> reqwest::Client {

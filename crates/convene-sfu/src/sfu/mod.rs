@@ -243,6 +243,12 @@ pub enum SfuEvent {
         loss: Option<f32>,
         rtt: Option<Duration>,
     },
+    /// The answer to an edge's offer given by [`Command::RelayOffer`]
+    /// (driven SFUs only; a sans-IO caller has it from
+    /// [`Sfu::relay_offer`]).
+    ///
+    /// [`Command::RelayOffer`]: crate::driver::Command::RelayOffer
+    RelayAnswer { conn: ConnId, sdp: String },
 }
 
 /// A datagram to send from the SFU's socket (or, over TCP, a frame to send on

@@ -1,0 +1,487 @@
+//! An edge's task for one meeting hosted on another node: its attendees'
+//! sockets (their room messages go to the meeting's node, whose answers
+//! come back as text to send) and media connections, and the uplink that
+//! receives the stage's tracks from the meeting's SFU once for all of them.
+//! The uplink is an ordinary publisher's connection here: the edge's SFU
+//! offers to receive the tracks, the meeting's SFU answers as a relay
+//! (convene-sfu relay.rs).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use convene_meeting::protocol::{ErrorCode, ServerMessage, Source};
+use convene_meeting::{ParticipantId, RoomError};
+use convene_sfu::driver::Command;
+use convene_sfu::pool::SfuLease;
+use convene_sfu::{ConnId, ConnOptions, SfuEvent, TrackId};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use super::wire::{EdgeMedia, StageTrack, Wire};
+use crate::media_quality::MediaQuality;
+use crate::meeting::{self, MeetingInput, Outbound, OutboundTx};
+use crate::AppState;
+
+/// An edge task with no socket stops after this long.
+const IDLE_STOP: Duration = Duration::from_secs(30);
+
+pub enum EdgeInput {
+    /// From one of this node's sockets (as a meeting task would get it).
+    Socket(MeetingInput),
+    /// From the meeting's node.
+    Host(Wire),
+}
+
+struct Socket {
+    /// `None` once the room let go of it: the socket closes.
+    out: Option<OutboundTx>,
+    /// The socket waits for the room's answer to its join.
+    reply: Option<oneshot::Sender<Result<ParticipantId, RoomError>>>,
+    who: Option<ParticipantId>,
+    conn: Option<ConnId>,
+}
+
+struct Edge {
+    meeting: String,
+    /// The node that hosts the meeting.
+    host: String,
+    me: String,
+    state: Arc<AppState>,
+    sfu: SfuLease,
+    sfu_tx: mpsc::UnboundedSender<SfuEvent>,
+    sockets: HashMap<u64, Socket>,
+    conn_socket: HashMap<ConnId, u64>,
+    /// The connection the stage's tracks arrive on.
+    uplink: Option<ConnId>,
+    stage: HashMap<(ParticipantId, Source), TrackId>,
+    stage_owner: HashMap<TrackId, (ParticipantId, Source)>,
+    quality: MediaQuality,
+}
+
+pub fn spawn(
+    state: Arc<AppState>,
+    meeting: String,
+    host: String,
+) -> mpsc::UnboundedSender<EdgeInput> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (sfu_tx, sfu_rx) = mpsc::unbounded_channel();
+    let me = state
+        .cluster
+        .as_ref()
+        .map(|l| l.id().to_string())
+        .unwrap_or_default();
+    let edge = Edge {
+        sfu: state.sfu.lease(),
+        meeting,
+        host,
+        me,
+        state,
+        sfu_tx,
+        sockets: HashMap::new(),
+        conn_socket: HashMap::new(),
+        uplink: None,
+        stage: HashMap::new(),
+        stage_owner: HashMap::new(),
+        quality: MediaQuality::default(),
+    };
+    let span = tracing::info_span!(parent: None, "edge", meeting = %crate::logging::meeting_tag(&edge.meeting));
+    tokio::spawn(tracing::Instrument::instrument(edge.run(rx, sfu_rx), span));
+    tx
+}
+
+impl Edge {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<EdgeInput>,
+        mut sfu_rx: mpsc::UnboundedReceiver<SfuEvent>,
+    ) {
+        info!(host = %self.host, "edge for a meeting on another node");
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut empty_since: Option<std::time::Instant> = None;
+        loop {
+            tokio::select! {
+                input = rx.recv() => match input {
+                    Some(EdgeInput::Socket(input)) => self.socket(input),
+                    Some(EdgeInput::Host(wire)) => self.host_says(wire),
+                    None => break,
+                },
+                Some(event) = sfu_rx.recv() => self.sfu_event(event),
+                _ = tick.tick() => {
+                    self.forget_gone_sockets();
+                    if self.sockets.is_empty() {
+                        let since = *empty_since.get_or_insert_with(std::time::Instant::now);
+                        if since.elapsed() >= IDLE_STOP {
+                            let Some(cascade) = &self.state.cascade else { break };
+                            let mut edges = cascade.edges.lock().unwrap_or_else(|e| e.into_inner());
+                            if rx.is_empty() {
+                                edges.remove(&self.meeting);
+                                break;
+                            }
+                        }
+                    } else {
+                        empty_since = None;
+                    }
+                }
+            }
+        }
+        let conns: Vec<ConnId> = self
+            .conn_socket
+            .keys()
+            .copied()
+            .chain(self.uplink)
+            .collect();
+        for conn in conns {
+            self.state.registry.remove_probe(conn);
+            self.sfu.send(Command::RemoveConnection(conn));
+        }
+        info!("edge task stopped");
+    }
+
+    fn to_host(&self, wire: Wire) {
+        if let Some(c) = &self.state.cascade {
+            c.send(&self.host, wire);
+        }
+    }
+
+    /// What a socket here says: to the room, on the meeting's node.
+    fn socket(&mut self, input: MeetingInput) {
+        let meeting = self.meeting.clone();
+        let from = self.me.clone();
+        match input {
+            MeetingInput::Join {
+                msg,
+                entrant,
+                out,
+                socket,
+                reply,
+                ..
+            } => {
+                let s = self.sockets.entry(socket).or_insert(Socket {
+                    out: None,
+                    reply: None,
+                    who: None,
+                    conn: None,
+                });
+                s.out = Some(out);
+                s.reply = Some(reply);
+                self.to_host(Wire::Join {
+                    meeting,
+                    from,
+                    socket,
+                    msg,
+                    entrant,
+                });
+            }
+            MeetingInput::Message { who, socket, msg } => self.to_host(Wire::Message {
+                meeting,
+                from,
+                socket,
+                who,
+                msg,
+            }),
+            MeetingInput::Refused {
+                who,
+                socket,
+                code,
+                message,
+            } => self.to_host(Wire::Refused {
+                meeting,
+                from,
+                socket,
+                who,
+                code,
+                message,
+            }),
+            MeetingInput::SocketClosed { who, socket } => {
+                self.drop_socket(socket);
+                self.to_host(Wire::SocketClosed {
+                    meeting,
+                    from,
+                    socket,
+                    who,
+                });
+            }
+            MeetingInput::Drain { done, .. } => {
+                let _ = done.send(());
+            }
+            _ => {}
+        }
+    }
+
+    /// Sockets that went away before they joined (they say nothing then):
+    /// the meeting's node forgets them too.
+    fn forget_gone_sockets(&mut self) {
+        let gone: Vec<u64> = self
+            .sockets
+            .iter()
+            .filter(|(_, s)| s.who.is_none() && s.out.as_ref().is_none_or(|o| o.is_closed()))
+            .map(|(k, _)| *k)
+            .collect();
+        for socket in gone {
+            self.drop_socket(socket);
+            self.to_host(Wire::SocketClosed {
+                meeting: self.meeting.clone(),
+                from: self.me.clone(),
+                socket,
+                who: ParticipantId(String::new()),
+            });
+        }
+    }
+
+    fn drop_socket(&mut self, socket: u64) {
+        if let Some(s) = self.sockets.remove(&socket) {
+            if let Some(conn) = s.conn {
+                self.drop_conn(conn);
+            }
+        }
+    }
+
+    fn drop_conn(&mut self, conn: ConnId) {
+        self.conn_socket.remove(&conn);
+        self.state.registry.remove_probe(conn);
+        self.sfu.send(Command::RemoveConnection(conn));
+    }
+
+    fn send_text(&mut self, socket: u64, text: Arc<str>) {
+        let Some(s) = self.sockets.get_mut(&socket) else {
+            return;
+        };
+        let Some(out) = &s.out else { return };
+        match out.try_send(Outbound::Text(text)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => s.out = None,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // Too slow to keep up: the socket closes; the client resumes.
+                info!("socket cannot keep up; closing it");
+                s.out = None;
+            }
+        }
+    }
+
+    fn send_message(&mut self, socket: u64, message: &ServerMessage) {
+        if let Ok(text) = serde_json::to_string(message) {
+            self.send_text(socket, text.into());
+        }
+    }
+
+    /// What the meeting's node says.
+    fn host_says(&mut self, wire: Wire) {
+        match wire {
+            Wire::Joined { socket, result, .. } => {
+                let Some(s) = self.sockets.get_mut(&socket) else {
+                    return;
+                };
+                if let Ok(who) = &result {
+                    s.who = Some(who.clone());
+                }
+                if let Some(reply) = s.reply.take() {
+                    let _ = reply.send(result);
+                }
+            }
+            Wire::Text { socket, text, .. } => self.send_text(socket, text.into()),
+            Wire::Close { socket, .. } => {
+                if let Some(s) = self.sockets.get_mut(&socket) {
+                    // Dropping the last sender closes the socket once its queue is out.
+                    s.out = None;
+                    s.reply = None;
+                }
+            }
+            Wire::Media { socket, action, .. } => self.media(socket, action),
+            Wire::RelayAnswer { sdp, .. } => match self.uplink {
+                Some(conn) => self.sfu.send(Command::Answer { conn, sdp }),
+                None => debug!("a relay answer with no uplink"),
+            },
+            Wire::StageGone {
+                publisher, source, ..
+            } => {
+                if let Some(track) = self.stage.remove(&(publisher.clone(), source)) {
+                    self.stage_owner.remove(&track);
+                    self.quality.unpublished(&publisher, source, track);
+                    self.sfu.send(Command::Unpublish(track));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The connection the stage arrives on (made on first need).
+    fn uplink(&mut self) -> ConnId {
+        if let Some(conn) = self.uplink {
+            return conn;
+        }
+        let conn = self.sfu.add_connection();
+        self.state.registry.add_probe(conn, self.sfu_tx.clone());
+        self.uplink = Some(conn);
+        conn
+    }
+
+    /// The stage track of `publisher`'s `source` here, asked of the meeting's
+    /// node on first need.
+    fn stage_track(&mut self, publisher: &ParticipantId, source: Source) -> TrackId {
+        if let Some(&t) = self.stage.get(&(publisher.clone(), source)) {
+            return t;
+        }
+        let uplink = self.uplink();
+        let track = meeting::new_track_id();
+        self.stage.insert((publisher.clone(), source), track);
+        self.stage_owner.insert(track, (publisher.clone(), source));
+        self.sfu.send(Command::Publish {
+            conn: uplink,
+            track,
+            kind: meeting::track_kind(source),
+            simulcast: source == Source::Camera,
+        });
+        track
+    }
+
+    /// A media action the room took for the attendee on `socket`.
+    fn media(&mut self, socket: u64, action: EdgeMedia) {
+        let Some(who) = self.sockets.get(&socket).and_then(|s| s.who.clone()) else {
+            return;
+        };
+        let conn = self.sockets.get(&socket).and_then(|s| s.conn);
+        match action {
+            EdgeMedia::Connect { redundant_audio } => {
+                if let Some(old) = conn {
+                    self.drop_conn(old);
+                }
+                let conn = self
+                    .sfu
+                    .add_connection_with(ConnOptions { redundant_audio });
+                self.state.registry.add_probe(conn, self.sfu_tx.clone());
+                self.conn_socket.insert(conn, socket);
+                if let Some(s) = self.sockets.get_mut(&socket) {
+                    s.conn = Some(conn);
+                }
+            }
+            EdgeMedia::Disconnect => {
+                if let Some(old) = conn {
+                    self.drop_conn(old);
+                    if let Some(s) = self.sockets.get_mut(&socket) {
+                        s.conn = None;
+                    }
+                }
+            }
+            EdgeMedia::Subscribe { publisher, source } => {
+                let Some(conn) = conn else { return };
+                let track = self.stage_track(&publisher, source);
+                self.sfu.send(Command::Subscribe { conn, track });
+                if let Some(c) = self
+                    .quality
+                    .subscribed(&who, conn, &publisher, source, track)
+                {
+                    self.sfu.send(c);
+                }
+            }
+            EdgeMedia::Answer { sdp } => match conn {
+                Some(conn) => self.sfu.send(Command::Answer { conn, sdp }),
+                None => self.send_message(
+                    socket,
+                    &ServerMessage::error(ErrorCode::WrongState, "no media connection"),
+                ),
+            },
+            EdgeMedia::RestartIce => {
+                if let Some(conn) = conn {
+                    self.sfu.send(Command::RestartIce(conn));
+                }
+            }
+            EdgeMedia::VideoSizes { sizes } => {
+                for c in self.quality.video_sizes(&who, conn, sizes, &self.stage) {
+                    self.sfu.send(c);
+                }
+            }
+        }
+    }
+
+    fn sfu_event(&mut self, event: SfuEvent) {
+        match event {
+            SfuEvent::Offer { conn, sdp, slots } if Some(conn) == self.uplink => {
+                let tracks = slots
+                    .iter()
+                    .filter_map(|s| {
+                        let (publisher, source) = self.stage_owner.get(&s.track?)?;
+                        Some(StageTrack {
+                            mid: s.mid.clone(),
+                            publisher: publisher.clone(),
+                            source: *source,
+                        })
+                    })
+                    .collect();
+                self.to_host(Wire::RelayOffer {
+                    meeting: self.meeting.clone(),
+                    from: self.me.clone(),
+                    sdp,
+                    tracks,
+                });
+            }
+            SfuEvent::Offer { conn, sdp, slots } => {
+                let Some(&socket) = self.conn_socket.get(&conn) else {
+                    return;
+                };
+                let owners = &self.stage_owner;
+                let message = meeting::offer_message(sdp, slots, |t| owners.get(&t));
+                self.send_message(socket, &message);
+            }
+            SfuEvent::Failed { conn, error } if Some(conn) == self.uplink => {
+                warn!("the uplink from the meeting's node: {error}");
+            }
+            SfuEvent::Failed { conn, error } => {
+                if let Some(&socket) = self.conn_socket.get(&conn) {
+                    info!("media request failed: {error}");
+                    let message = meeting::failure_message(&error);
+                    self.send_message(socket, &message);
+                }
+            }
+            SfuEvent::Closed(conn) if Some(conn) == self.uplink => {
+                // Offered again on a new connection, every stage track on it.
+                warn!("the uplink from the meeting's node closed; asking again");
+                self.state.registry.remove_probe(conn);
+                self.uplink = None;
+                let uplink = self.uplink();
+                for (&track, (_, source)) in &self.stage_owner {
+                    self.sfu.send(Command::Publish {
+                        conn: uplink,
+                        track,
+                        kind: meeting::track_kind(*source),
+                        simulcast: *source == Source::Camera,
+                    });
+                }
+            }
+            SfuEvent::Closed(conn) => {
+                self.state.registry.remove_probe(conn);
+                if let Some(socket) = self.conn_socket.remove(&conn) {
+                    // Media died under a live socket: the socket closes too,
+                    // and the client resumes with a fresh connection.
+                    if let Some(s) = self.sockets.get_mut(&socket) {
+                        s.conn = None;
+                        s.out = None;
+                    }
+                }
+            }
+            SfuEvent::VoiceSlot { conn, mid, track } => {
+                let Some(&socket) = self.conn_socket.get(&conn) else {
+                    return;
+                };
+                let participant_id = track
+                    .and_then(|t| self.stage_owner.get(&t))
+                    .map(|(p, _)| p.0.clone());
+                self.send_message(
+                    socket,
+                    &ServerMessage::VoiceSlot {
+                        mid,
+                        participant_id,
+                    },
+                );
+            }
+            SfuEvent::RelayLink { .. }
+            | SfuEvent::RelayAnswer { .. }
+            | SfuEvent::Connected(_)
+            | SfuEvent::Disconnected(_)
+            | SfuEvent::Quality { .. }
+            | SfuEvent::Speaking { .. }
+            | SfuEvent::VideoLayers { .. }
+            | SfuEvent::VideoStalled { .. } => {}
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! A webinar cascaded over two nodes (docs/cluster-design.md, step 5), each
+//! the real binary, sharing a real PostgreSQL and Redis: once the audience
+//! on the meeting's node reaches `--cascade-after`, newcomers are sent to the
+//! other node, which receives the stage once over a relay from the meeting's
+//! SFU and serves them; their room messages reach the room on the meeting's
+//! node, and its answers reach them.
+
+mod common;
+
+use std::time::Duration;
+
+use common::cluster::{http, socket_node, start_node_with, wait_for_nodes};
+use convene_client::{Client, JoinOptions};
+use convene_cluster::testing::Redis;
+use convene_cluster::Cluster;
+use serde_json::{json, Value};
+
+async fn run(clients: &mut [&mut Client], secs: f64) {
+    let d = Duration::from_secs_f64(secs);
+    futures_util::future::join_all(clients.iter_mut().map(|c| c.run_until(d, |_| false))).await;
+}
+
+fn of_type<'a>(c: &'a Client, kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+    c.log.iter().filter(move |m| m["type"] == kind)
+}
+
+async fn media_stats(node: &str) -> Value {
+    let v: Value = http()
+        .get(format!("{node}/api/admin/stats"))
+        .bearer_auth("cascade-admin-token-0123")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["media"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webinar_audience_over_two_nodes_gets_the_stage_once_per_node() {
+    let redis = Redis::start();
+    let database = convene_storage::testing::postgres_url();
+    let dir = std::env::temp_dir().join(format!(
+        "convene-cascade-{}",
+        convene_storage::new_meeting_id()
+    ));
+    let flags = [
+        "--cascade-after",
+        "1",
+        "--admin-token",
+        "cascade-admin-token-0123",
+    ];
+    let nodes: Vec<_> = (1..=2)
+        .map(|n| start_node_with(n, &dir, &database, &redis.url(), &flags))
+        .collect();
+    let observer = Cluster::connect(&redis.url(), "observer", "http://observer")
+        .await
+        .unwrap();
+    wait_for_nodes(&observer, Duration::from_secs(5), |ids| ids.len() == 2).await;
+
+    let made: Value = http()
+        .post(format!("{}/api/meetings", nodes[0].url))
+        .json(&json!({"title": "Town hall", "settings": {"webinar": true}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = made["id"].as_str().unwrap().to_string();
+    let key = made["hostKey"].as_str().unwrap().to_string();
+    let host_url = socket_node(&nodes[0].url, &id).await;
+    let edge_url = nodes
+        .iter()
+        .map(|n| n.url.clone())
+        .find(|u| *u != host_url)
+        .unwrap();
+
+    // The stage and the first attendee on the meeting's node.
+    let mut hana = Client::join_with(&host_url, &id, "Hana", JoinOptions::host(key))
+        .await
+        .unwrap();
+    hana.publish("camera", 300).await.unwrap();
+    hana.publish("microphone", 0).await.unwrap();
+    let hid = hana.participant_id.clone();
+    let mut ann = Client::join(&host_url, &id, "Ann", None).await.unwrap();
+    // The meeting counts its audience every half second.
+    run(&mut [&mut hana, &mut ann], 1.2).await;
+
+    // The audience here has reached --cascade-after: newcomers go to the
+    // other node, by the page (307), the lookup (`node`) and the socket (421).
+    assert_eq!(socket_node(&host_url, &id).await, edge_url);
+    let page = http()
+        .get(format!("{host_url}/m/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 307);
+    assert_eq!(
+        page.headers()["location"].to_str().unwrap(),
+        format!("{edge_url}/m/{id}")
+    );
+    // The edge serves them itself: its page and lookup keep them there.
+    assert_eq!(socket_node(&edge_url, &id).await, edge_url);
+    let page = http()
+        .get(format!("{edge_url}/m/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+
+    let mut bo = Client::join(&edge_url, &id, "Bo", None).await.unwrap();
+    let mut cy = Client::join(&edge_url, &id, "Cy", None).await.unwrap();
+    let relayed_before = media_stats(&host_url).await["rtpRelayed"].as_u64().unwrap();
+    run(&mut [&mut hana, &mut ann, &mut bo, &mut cy], 3.0).await;
+
+    // The edge's audience is in the room: counted, listed to the host, and
+    // sees the stage (not each other), as the audience on the host does.
+    for c in [&ann, &bo, &cy] {
+        let mut listed: Vec<&str> = c.participants.keys().map(String::as_str).collect();
+        listed.sort();
+        let mut expected = vec![c.participant_id.as_str(), hid.as_str()];
+        expected.sort();
+        assert_eq!(listed, expected, "themselves and the stage");
+        assert_eq!(
+            of_type(c, "audience")
+                .last()
+                .map(|m| m["attendees"].clone()),
+            Some(json!(3)),
+            "{}",
+            c.participant_id
+        );
+        let camera = c.received_from(&hid, "camera");
+        assert!(
+            camera.packets > 30 && camera.keyframes > 0,
+            "{} sees the stage's camera: {camera:?}",
+            c.participant_id,
+        );
+        assert!(c.received_from(&hid, "microphone").packets > 30);
+    }
+    hana.send(json!({"type": "attendees"})).await.unwrap();
+    run(&mut [&mut hana], 0.3).await;
+    let page = of_type(&hana, "attendees").last().cloned().unwrap();
+    assert_eq!(page["total"], 3);
+
+    // The stage crossed once for the two on the edge: the meeting's node
+    // relayed about what the stage sent it in that time, not twice that.
+    let host_media = media_stats(&host_url).await;
+    let relayed = host_media["rtpRelayed"].as_u64().unwrap() - relayed_before;
+    let from_stage =
+        bo.received_from(&hid, "camera").packets + bo.received_from(&hid, "microphone").packets;
+    assert!(relayed > 0, "the stage is relayed");
+    assert!(
+        relayed < from_stage * 3 / 2 + 200,
+        "relayed {relayed}, one attendee received {from_stage}"
+    );
+    let edge_media = media_stats(&edge_url).await;
+    let (edge_in, edge_out) = (
+        edge_media["rtpIn"].as_u64().unwrap(),
+        edge_media["rtpForwarded"].as_u64().unwrap(),
+    );
+    assert!(
+        edge_in <= host_media["rtpRelayed"].as_u64().unwrap() && edge_out >= edge_in * 3 / 2,
+        "what crossed once, the edge forwards to each of its two: {edge_media}"
+    );
+
+    // A question asked on the edge reaches the host; the host's answer
+    // reaches the edge's audience.
+    bo.send(json!({"type": "ask", "text": "Slides?"}))
+        .await
+        .unwrap();
+    run(&mut [&mut hana, &mut bo], 0.5).await;
+    let q = of_type(&hana, "question")
+        .last()
+        .cloned()
+        .expect("the host sees the question");
+    assert_eq!(q["question"]["name"], "Bo");
+    hana.send(json!({"type": "mark-answered", "id": q["question"]["id"]}))
+        .await
+        .unwrap();
+    run(&mut [&mut hana, &mut cy], 0.5).await;
+    assert!(
+        of_type(&cy, "question").any(|m| m["question"]["text"] == "Slides?"),
+        "the answered question reaches the edge's audience"
+    );
+
+    // An attendee on the edge who leaves is gone from the room.
+    cy.leave().await;
+    run(&mut [&mut hana, &mut bo], 1.5).await;
+    assert_eq!(
+        of_type(&bo, "audience")
+            .last()
+            .map(|m| m["attendees"].clone()),
+        Some(json!(2))
+    );
+
+    // The camera stops: the edge lets go of it, and its audience is told.
+    hana.send(json!({"type": "unpublish", "source": "camera"}))
+        .await
+        .unwrap();
+    run(&mut [&mut hana, &mut bo], 1.0).await;
+    let packets = bo.received_from(&hid, "camera").packets;
+    run(&mut [&mut hana, &mut bo], 1.0).await;
+    assert_eq!(
+        bo.received_from(&hid, "camera").packets,
+        packets,
+        "no more camera"
+    );
+    assert!(bo.received_from(&hid, "microphone").packets > 0);
+    drop(redis);
+}
