@@ -6,30 +6,10 @@
 // people with the same roles, cameras decoding again.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { join as pathJoin } from 'node:path';
-import { ROOT, startServer, launchPerson, createMeeting, join, joinAsHost, until, decodingVideos, peopleNames } from './harness.mjs';
+import { startLab, startServer, launchPerson, createMeeting, join, joinAsHost, until, decodingVideos, peopleNames } from './harness.mjs';
 
 /** The participant ids of the tiles a page shows (its own included). */
 const tiles = (page) => page.$$eval('#grid .tile[data-id]', (ts) => ts.map((t) => /** @type {HTMLElement} */ (t).dataset.id).sort());
-
-/** PostgreSQL and Redis for the nodes, until `stop`. */
-async function startLab() {
-  const bin = pathJoin(ROOT, 'target', 'release', 'examples', 'cluster-lab');
-  const proc = spawn(bin, [], { stdio: ['pipe', 'pipe', 'inherit'] });
-  const urls = await new Promise((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error(`cluster-lab did not start: ${out}`)), 30000);
-    proc.stdout.on('data', (d) => {
-      out += d;
-      const line = out.split('\n').find((l) => l.startsWith('{'));
-      if (line) { clearTimeout(timer); resolve(JSON.parse(line)); }
-    });
-    proc.on('exit', (code) => reject(new Error(`cluster-lab exited with ${code}: ${out}`)));
-  });
-  const exited = new Promise((resolve) => proc.on('exit', resolve));
-  return { ...urls, stop: async () => { proc.stdin.end(); await Promise.race([exited, new Promise((r) => setTimeout(r, 10000))]); } };
-}
 
 test('the node a meeting runs on is killed: the pages go to another node by themselves and, at a click, resume as the same people', { timeout: 120000 }, async () => {
   const lab = await startLab();

@@ -404,3 +404,21 @@ export async function joinCrowd(page, wsUrl, count) {
     }
   }, { wsUrl, count });
 }
+
+/** PostgreSQL and Redis for a cluster's nodes (the cluster-lab example), until `stop`. */
+export async function startLab() {
+  const bin = pathJoin(ROOT, 'target', 'release', 'examples', 'cluster-lab');
+  const proc = spawn(bin, [], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const urls = await new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`cluster-lab did not start: ${out}`)), 30000);
+    proc.stdout.on('data', (d) => {
+      out += d;
+      const line = out.split('\n').find((l) => l.startsWith('{'));
+      if (line) { clearTimeout(timer); resolve(JSON.parse(line)); }
+    });
+    proc.on('exit', (code) => reject(new Error(`cluster-lab exited with ${code}: ${out}`)));
+  });
+  const exited = new Promise((resolve) => proc.on('exit', resolve));
+  return { ...urls, stop: async () => { proc.stdin.end(); await Promise.race([exited, new Promise((r) => setTimeout(r, 10000))]); } };
+}
