@@ -10,9 +10,11 @@
 //! (the caller's [`Cluster::with_message_key`], from the shared database):
 //! the messages carry resume tokens and say who joins with which role, so
 //! whoever can read or write Redis must neither learn them nor forge them.
-//! Each names its receiver (a message for one node is refused by another)
-//! and when it was sealed (one older than [`FRESH_FOR`] is refused, which
-//! bounds a replay).
+//! Each names its receiver (a message for one node is refused by another),
+//! its sender's run and its count there (a count an inbox has taken, or
+//! passed, is refused: no replay, no reordering), and when it was sealed
+//! (one older than [`FRESH_FOR`] is refused: a node's first message from a
+//! sender it has not heard from cannot be an old one replayed).
 
 use std::time::Duration;
 
@@ -31,13 +33,45 @@ const INBOX_QUEUE: usize = 4096;
 const RESUBSCRIBE: Duration = Duration::from_millis(500);
 /// A message sealed longer ago (or further ahead, clocks apart) is refused.
 pub const FRESH_FOR: Duration = Duration::from_secs(30);
-const VERSION: u8 = 1;
-const NONCE: usize = 12;
+const VERSION: u8 = 2;
+/// Version, the sender's boot number, the message's count.
+const HEADER: usize = 1 + 8 + 8;
+const TAG: usize = 16;
+/// Senders whose last count an inbox keeps (each a node's run: only
+/// authentic ones get in).
+const SENDERS_KEPT: usize = 1024;
 
-/// The key messages are sealed with.
+/// Keys for a sender's messages: one per sender's run ("boot", a random
+/// number), derived from the nodes' secret, with the message's count as
+/// its nonce. No nonce repeats under a key however many messages go (a
+/// random nonce under one long-lived key would, in time), and a receiver
+/// refuses a count it has seen (a replay) or one below it (reordered).
 pub(crate) struct MessageKey {
+    base: [u8; 32],
+    boot: u64,
     key: ring::aead::LessSafeKey,
-    rng: ring::rand::SystemRandom,
+    sent: std::sync::atomic::AtomicU64,
+}
+
+fn boot_key(base: &[u8; 32], boot: u64) -> ring::aead::LessSafeKey {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"convene cluster messages: a sender's run\0");
+    h.update(base);
+    h.update(boot.to_be_bytes());
+    let key = ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, &h.finalize())
+        .expect("a 32-byte key");
+    ring::aead::LessSafeKey::new(key)
+}
+
+fn nonce(count: u64) -> ring::aead::Nonce {
+    let mut n = [0u8; 12];
+    n[4..].copy_from_slice(&count.to_be_bytes());
+    ring::aead::Nonce::assume_unique_for_key(n)
+}
+
+fn aad(header: &[u8], to: &str) -> ring::aead::Aad<Vec<u8>> {
+    ring::aead::Aad::from([header, b"convene:node:", to.as_bytes()].concat())
 }
 
 impl MessageKey {
@@ -49,19 +83,16 @@ impl MessageKey {
             return Err(ClusterError::NoMessageKey);
         }
         let mut h = sha2::Sha256::new();
-        h.update(b"convene cluster messages v1\0");
+        h.update(b"convene cluster messages v2\0");
         h.update(secret);
-        let derived = h.finalize();
-        let key = ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, &derived)
-            .map_err(|_| ClusterError::NoMessageKey)?;
+        let base: [u8; 32] = h.finalize().into();
+        let boot = rand::random::<u64>();
         Ok(MessageKey {
-            key: ring::aead::LessSafeKey::new(key),
-            rng: ring::rand::SystemRandom::new(),
+            key: boot_key(&base, boot),
+            base,
+            boot,
+            sent: std::sync::atomic::AtomicU64::new(0),
         })
-    }
-
-    fn aad(to: &str) -> ring::aead::Aad<Vec<u8>> {
-        ring::aead::Aad::from([b"convene:node:".as_slice(), to.as_bytes()].concat())
     }
 
     fn seal(&self, to: &str, message: &[u8]) -> Result<Vec<u8>, ClusterError> {
@@ -69,24 +100,17 @@ impl MessageKey {
     }
 
     fn seal_at(&self, to: &str, message: &[u8], at: u64) -> Result<Vec<u8>, ClusterError> {
-        use ring::rand::SecureRandom;
-        let mut nonce = [0u8; NONCE];
-        self.rng
-            .fill(&mut nonce)
-            .map_err(|_| ClusterError::NoMessageKey)?;
-        let mut body = Vec::with_capacity(8 + message.len() + 16);
+        let count = self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let mut out = Vec::with_capacity(HEADER + 8 + message.len() + TAG);
+        out.push(VERSION);
+        out.extend_from_slice(&self.boot.to_be_bytes());
+        out.extend_from_slice(&count.to_be_bytes());
+        let mut body = Vec::with_capacity(8 + message.len() + TAG);
         body.extend_from_slice(&at.to_be_bytes());
         body.extend_from_slice(message);
         self.key
-            .seal_in_place_append_tag(
-                ring::aead::Nonce::assume_unique_for_key(nonce),
-                Self::aad(to),
-                &mut body,
-            )
+            .seal_in_place_append_tag(nonce(count), aad(&out, to), &mut body)
             .map_err(|_| ClusterError::NoMessageKey)?;
-        let mut out = Vec::with_capacity(1 + NONCE + body.len());
-        out.push(VERSION);
-        out.extend_from_slice(&nonce);
         out.extend_from_slice(&body);
         Ok(out)
     }
@@ -102,28 +126,79 @@ impl MessageKey {
         let at = unix_millis() - ago.as_millis() as u64;
         self.seal_at(to, message, at).unwrap()
     }
+}
 
-    /// The message in `sealed` if it was sealed for `to` with this key,
-    /// recently.
-    fn open(&self, to: &str, sealed: &[u8]) -> Option<Vec<u8>> {
-        let (&version, rest) = sealed.split_first()?;
-        if version != VERSION || rest.len() < NONCE + 8 {
+/// An inbox's side: what it has taken from each sender's run.
+struct Opener {
+    base: [u8; 32],
+    /// By boot: its key, the last count taken, and when.
+    senders: std::collections::HashMap<u64, (ring::aead::LessSafeKey, u64, std::time::Instant)>,
+}
+
+impl Opener {
+    fn new(key: &MessageKey) -> Opener {
+        Opener {
+            base: key.base,
+            senders: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The message in `sealed` if it was sealed for `to` with the nodes'
+    /// key, recently, and after the last one taken from its sender.
+    fn open(&mut self, to: &str, sealed: &[u8]) -> Option<Vec<u8>> {
+        if sealed.len() < HEADER + 8 + TAG || sealed.len() > HEADER + 8 + MAX_MESSAGE + TAG {
             return None;
         }
-        let (nonce, body) = rest.split_at(NONCE);
-        let nonce = ring::aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let (header, body) = sealed.split_at(HEADER);
+        if header[0] != VERSION {
+            return None;
+        }
+        let boot = u64::from_be_bytes(header[1..9].try_into().ok()?);
+        let count = u64::from_be_bytes(header[9..17].try_into().ok()?);
+        let known = self.senders.get(&boot);
+        if known.is_some_and(|(_, last, _)| count <= *last) {
+            return None;
+        }
+        let fresh_key;
+        let key = match known {
+            Some((k, _, _)) => k,
+            None => {
+                fresh_key = boot_key(&self.base, boot);
+                &fresh_key
+            }
+        };
         let mut body = body.to_vec();
-        let plain = self
-            .key
-            .open_in_place(nonce, Self::aad(to), &mut body)
+        let plain = key
+            .open_in_place(nonce(count), aad(header, to), &mut body)
             .ok()?;
         let (at, message) = plain.split_at_checked(8)?;
         let at = u64::from_be_bytes(at.try_into().ok()?);
-        let fresh = FRESH_FOR.as_millis() as u64;
-        if unix_millis().abs_diff(at) > fresh {
+        if unix_millis().abs_diff(at) > FRESH_FOR.as_millis() as u64 {
             return None;
         }
-        Some(message.to_vec())
+        let message = message.to_vec();
+        let now = std::time::Instant::now();
+        match self.senders.get_mut(&boot) {
+            Some(entry) => {
+                entry.1 = count;
+                entry.2 = now;
+            }
+            None => {
+                if self.senders.len() >= SENDERS_KEPT {
+                    let oldest = self
+                        .senders
+                        .iter()
+                        .min_by_key(|(_, e)| e.2)
+                        .map(|(b, _)| *b);
+                    if let Some(b) = oldest {
+                        self.senders.remove(&b);
+                    }
+                }
+                self.senders
+                    .insert(boot, (boot_key(&self.base, boot), count, now));
+            }
+        }
+        Some(message)
     }
 }
 
@@ -178,7 +253,7 @@ impl Cluster {
     /// connection does nothing else), subscribed again whenever Redis comes
     /// back. Fails when Redis does not answer now.
     pub async fn inbox(&self) -> Result<Inbox, ClusterError> {
-        let key = self.messages.clone().ok_or(ClusterError::NoMessageKey)?;
+        let mut opener = Opener::new(self.messages.as_ref().ok_or(ClusterError::NoMessageKey)?);
         let me = self.id.clone();
         let client = redis::Client::open(self.redis_url.as_str())?;
         let channel = inbox_channel(&self.id);
@@ -192,7 +267,7 @@ impl Cluster {
                     let mut messages = pubsub.on_message();
                     while let Some(m) = messages.next().await {
                         let sealed = m.get_payload_bytes();
-                        let Some(payload) = key.open(&me, sealed) else {
+                        let Some(payload) = opener.open(&me, sealed) else {
                             warn!(
                                 bytes = sealed.len(),
                                 "cluster: a message not sealed for this node with the nodes' key (or too old), dropped"

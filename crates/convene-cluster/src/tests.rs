@@ -321,11 +321,21 @@ async fn a_message_not_sealed_for_its_receiver_with_the_nodes_key_is_dropped() {
     // And a replay of one sealed longer ago than messages stay fresh.
     publish(ours.seal_earlier_for_test("n2", b"stale", FRESH_FOR + Duration::from_secs(1))).await;
     assert_eq!(next(&mut to_b, 1).await, None, "none of them arrives");
-    publish(ours.seal_earlier_for_test("n2", b"recent", Duration::from_secs(2))).await;
+    // (A sender's first message: no count of it was taken yet.)
+    let another_run = channel::MessageKey::new(SHARED).unwrap();
+    publish(another_run.seal_earlier_for_test("n2", b"recent", Duration::from_secs(2))).await;
     assert_eq!(next(&mut to_b, 5).await.as_deref(), Some(&b"recent"[..]));
-    // The real thing does.
+    // The real thing does, once: the same message again (a replay) is
+    // refused, and so is one sealed before it that comes after it.
+    let first = ours.seal_for_test("n2", b"first");
+    let second = ours.seal_for_test("n2", b"second");
+    publish(second.clone()).await;
+    publish(second).await;
+    publish(first).await;
+    assert_eq!(next(&mut to_b, 5).await.as_deref(), Some(&b"second"[..]));
     assert!(a.send_to("n2", b"hello").await.unwrap());
     assert_eq!(next(&mut to_b, 5).await.as_deref(), Some(&b"hello"[..]));
+    assert_eq!(next(&mut to_b, 1).await, None, "nothing else");
     let _ = &mut raw;
     // Without the key, a node neither sends nor listens.
     let keyless = Cluster::connect(&redis.url(), "n4", "https://n4.example/")

@@ -702,11 +702,19 @@ async fn signalling(
         Ok(m) => m,
         Err(r) => return r,
     };
-    match placement(&state, &id).await {
-        Ok(Placement::Here) => {}
+    let edge = match placement(&state, &id).await {
+        Ok(Placement::Here) => None,
         // This node serves part of the meeting's audience: its edge task
         // takes the socket.
-        Ok(Placement::Edge { host }) => crate::cascade::ensure_edge(&state, &id, &host),
+        Ok(Placement::Edge { host }) => match crate::cascade::ensure_edge(&state, &id, &host) {
+            Some(edge) => Some(edge),
+            None => {
+                return api_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the meeting cannot be reached just now; try again in a moment",
+                )
+            }
+        },
         // 421: this node is not the one for this meeting; `node` is.
         Ok(Placement::There(node)) => {
             return (
@@ -719,7 +727,7 @@ async fn signalling(
                 .into_response()
         }
         Err(r) => return r,
-    }
+    };
     // Known before the upgrade: a person whose sign-in cannot be checked
     // just now is asked to try again, not let in as a guest.
     let session = match signin::session(&state, &headers, client) {
@@ -751,7 +759,7 @@ async fn signalling(
                 participant = tracing::field::Empty
             );
             tracing::Instrument::instrument(
-                ws::run(socket, state, meeting, client, key, identity),
+                ws::run(socket, state, meeting, client, key, identity, edge),
                 span,
             )
         })

@@ -82,6 +82,7 @@ pub enum MeetingInput {
     /// An edge's offer to receive the stage (cascading).
     RelayOffer {
         edge: String,
+        incarnation: u64,
         sdp: String,
         tracks: Vec<StageTrack>,
     },
@@ -144,8 +145,9 @@ struct Meeting {
     places: HashMap<String, Returning>,
     /// Ticks since the places were last said to be current.
     places_ticks: u32,
-    /// Cascading: the relay connection to each edge, by the edge's node id.
-    relays: HashMap<String, ConnId>,
+    /// Cascading: the relay connection to each edge, by the edge's node id,
+    /// with the number of the edge's task it was made for.
+    relays: HashMap<String, (u64, ConnId)>,
 }
 
 /// Ticks (of 500 ms) between saying the places held are current.
@@ -166,14 +168,6 @@ enum Held {
 /// lookup and our send.
 pub fn deliver(state: &Arc<AppState>, meeting: &StoredMeeting, input: MeetingInput) {
     let id = meeting.id.as_str();
-    // This node is the meeting's edge: its task takes the socket's input.
-    let input = match &state.cascade {
-        Some(c) => match c.to_edge(id, input) {
-            Some(back) => back,
-            None => return,
-        },
-        None => input,
-    };
     let mut inner = state.registry.lock();
     if let Some(tx) = inner.meetings.get(id) {
         if let Err(mpsc::error::SendError(back)) = tx.send(input) {
@@ -498,7 +492,11 @@ impl Meeting {
                 }
             }
         }
-        for conn in self.conns.values().chain(self.relays.values()) {
+        for conn in self
+            .conns
+            .values()
+            .chain(self.relays.values().map(|(_, c)| c))
+        {
             self.sfu.send(Command::RemoveConnection(*conn));
             self.state.registry.remove_conn(*conn);
         }
@@ -630,7 +628,12 @@ impl Meeting {
                 }
             }
             MeetingInput::Sfu(event) => self.sfu_event(event),
-            MeetingInput::RelayOffer { edge, sdp, tracks } => self.relay_offer(edge, sdp, tracks),
+            MeetingInput::RelayOffer {
+                edge,
+                incarnation,
+                sdp,
+                tracks,
+            } => self.relay_offer(edge, incarnation, sdp, tracks),
             // Taken out in `run`; never reaches here.
             MeetingInput::Drain { done, .. } => {
                 let _ = done.send(());
@@ -683,7 +686,7 @@ impl Meeting {
             }
             SfuEvent::Closed(conn) if self.edge_of_relay(conn).is_some() => {
                 self.state.registry.remove_conn(conn);
-                self.relays.retain(|_, c| *c != conn);
+                self.relays.retain(|_, (_, c)| *c != conn);
                 info!("a relay to an edge closed");
             }
             SfuEvent::Failed { conn, error } => {
@@ -1065,17 +1068,31 @@ impl Meeting {
 
     /// An edge asks for the stage's tracks (cascading): its offer is
     /// answered by this meeting's SFU on the relay to that edge.
-    fn relay_offer(&mut self, edge: String, sdp: String, tracks: Vec<StageTrack>) {
+    fn relay_offer(
+        &mut self,
+        edge: String,
+        incarnation: u64,
+        sdp: String,
+        tracks: Vec<StageTrack>,
+    ) {
         let tracks: Vec<(String, TrackId)> = tracks
             .into_iter()
             .filter_map(|t| Some((t.mid, *self.tracks.get(&(t.publisher, t.source))?)))
             .collect();
+        // A restarted edge task offers afresh: its predecessor's relay goes.
+        if let Some(&(was, old)) = self.relays.get(&edge) {
+            if was != incarnation {
+                self.relays.remove(&edge);
+                self.state.registry.remove_conn(old);
+                self.sfu.send(Command::RemoveConnection(old));
+            }
+        }
         let conn = match self.relays.get(&edge) {
-            Some(&c) => c,
+            Some(&(_, c)) => c,
             None => {
                 let c = self.sfu.new_conn_id();
                 self.state.registry.add_conn(c, self.me.clone());
-                self.relays.insert(edge.clone(), c);
+                self.relays.insert(edge.clone(), (incarnation, c));
                 info!(%edge, "a relay to an edge");
                 c
             }
@@ -1090,7 +1107,7 @@ impl Meeting {
     fn edge_of_relay(&self, conn: ConnId) -> Option<String> {
         self.relays
             .iter()
-            .find(|(_, c)| **c == conn)
+            .find(|(_, (_, c))| *c == conn)
             .map(|(e, _)| e.clone())
     }
 

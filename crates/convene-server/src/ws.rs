@@ -313,6 +313,22 @@ async fn next_message(
     }
 }
 
+/// The edge task of a meeting this node serves part of the audience of
+/// (cascading): the socket's input goes there, never to a meeting task here.
+pub type Edge = tokio::sync::mpsc::UnboundedSender<crate::cascade::EdgeInput>;
+
+/// Give `input` to the meeting: its task here, or this node's edge task for it.
+fn to_meeting(state: &Arc<AppState>, meeting: &Meeting, edge: &Option<Edge>, input: MeetingInput) {
+    match edge {
+        // An edge task that stopped drops the input: a join's answer never
+        // comes, and the socket closes.
+        Some(tx) => {
+            let _ = tx.send(crate::cascade::EdgeInput::Socket(input));
+        }
+        None => deliver(state, meeting, input),
+    }
+}
+
 /// A join is checked against the meeting as it is now, not as it was when
 /// the socket opened (up to [`JOIN_TIMEOUT`] before): a host may have set or
 /// changed the passcode meanwhile. Read again at most once a second per
@@ -335,6 +351,7 @@ pub async fn run(
     client: IpAddr,
     person: Option<String>,
     identity: convene_meeting::identity::Identity,
+    edge: Option<Edge>,
 ) {
     let socket_id = next_socket_id();
     let (mut tx, mut rx) = socket.split();
@@ -397,7 +414,7 @@ pub async fn run(
             reply,
             edge: None,
         };
-        deliver(&state, &meeting, input);
+        to_meeting(&state, &meeting, &edge, input);
         match result.await {
             Ok(Ok(who)) => {
                 state.metrics.join("joined");
@@ -421,6 +438,7 @@ pub async fn run(
 
     let st = state.clone();
     let meeting_r = meeting.clone();
+    let edge_r = edge.clone();
     let who_r = who.clone();
     let reader = async move {
         let mut refused = 0u32;
@@ -455,7 +473,7 @@ pub async fn run(
                         code,
                         message,
                     };
-                    deliver(&st, &meeting_r, input);
+                    to_meeting(&st, &meeting_r, &edge_r, input);
                 }
                 Incoming::Message(msg) => {
                     st.metrics.message(msg.kind());
@@ -465,7 +483,7 @@ pub async fn run(
                         socket: socket_id,
                         msg,
                     };
-                    deliver(&st, &meeting_r, input);
+                    to_meeting(&st, &meeting_r, &edge_r, input);
                     if leaving {
                         return (End::Left, rx);
                     }
@@ -476,7 +494,7 @@ pub async fn run(
 
     tokio::pin!(writer, reader);
     let (end, mut rx) = tokio::select! {
-        _ = &mut writer => return deliver(&state, &meeting, MeetingInput::SocketClosed {
+        _ = &mut writer => return to_meeting(&state, &meeting, &edge, MeetingInput::SocketClosed {
             who,
             socket: socket_id,
         }),
@@ -493,7 +511,7 @@ pub async fn run(
         End::Left => {
             let _ = tokio::time::timeout(LEAVE_WAIT, writer).await;
             // Harmless after a handled leave: the meeting no longer knows this socket.
-            deliver(&state, &meeting, closed);
+            to_meeting(&state, &meeting, &edge, closed);
             until_close(&mut rx).await;
         }
         // The meeting answers what it was given before it hears the socket is
@@ -504,11 +522,11 @@ pub async fn run(
                 code: close_code::POLICY,
                 reason: Utf8Bytes::from_static("too many refused messages"),
             });
-            deliver(&state, &meeting, closed);
+            to_meeting(&state, &meeting, &edge, closed);
             let _ = tokio::time::timeout(LEAVE_WAIT, writer).await;
             until_close(&mut rx).await;
         }
-        End::Lost => deliver(&state, &meeting, closed),
+        End::Lost => to_meeting(&state, &meeting, &edge, closed),
     }
 }
 

@@ -208,5 +208,21 @@ async fn a_webinar_audience_over_two_nodes_gets_the_stage_once_per_node() {
         "no more camera"
     );
     assert!(bo.received_from(&hid, "microphone").packets > 0);
+
+    // The edge dies (kill -9): its attendees are gone from the room within
+    // seconds (it drops out of Redis after 3 s; then the 5 s a dropped
+    // socket has to come back).
+    let mut nodes = nodes;
+    let edge_i = nodes.iter().position(|n| n.url == edge_url).unwrap();
+    drop(nodes.remove(edge_i));
+    drop(bo);
+    assert!(
+        ann.run_until(Duration::from_secs(15), |c| of_type(c, "audience")
+            .last()
+            .is_some_and(|m| m["attendees"] == 1))
+            .await,
+        "the edge's attendee is gone: {:?}",
+        of_type(&ann, "audience").last()
+    );
     drop(redis);
 }

@@ -25,19 +25,29 @@ use crate::AppState;
 
 /// An edge task with no socket stops after this long.
 const IDLE_STOP: Duration = Duration::from_secs(30);
+/// How often the edge checks that its host still hosts the meeting.
+const HOST_CHECK: Duration = Duration::from_secs(2);
+/// A join the meeting's node has not answered in this long is given up
+/// (the socket closes; the client tries again).
+const JOIN_PATIENCE: Duration = Duration::from_secs(10);
 
 pub enum EdgeInput {
     /// From one of this node's sockets (as a meeting task would get it).
     Socket(MeetingInput),
     /// From the meeting's node.
     Host(Wire),
+    /// Another node hosts the meeting now: close every socket and stop.
+    HostChanged,
 }
 
 struct Socket {
     /// `None` once the room let go of it: the socket closes.
     out: Option<OutboundTx>,
-    /// The socket waits for the room's answer to its join.
-    reply: Option<oneshot::Sender<Result<ParticipantId, RoomError>>>,
+    /// The socket waits for the room's answer to its join, asked then.
+    reply: Option<(
+        oneshot::Sender<Result<ParticipantId, RoomError>>,
+        std::time::Instant,
+    )>,
     who: Option<ParticipantId>,
     conn: Option<ConnId>,
 }
@@ -47,6 +57,9 @@ struct Edge {
     /// The node that hosts the meeting.
     host: String,
     me: String,
+    /// This task's number, new each time one starts: the meeting's node
+    /// tells a restarted edge's offer from its predecessor's.
+    incarnation: u64,
     state: Arc<AppState>,
     sfu: SfuLease,
     sfu_tx: mpsc::UnboundedSender<SfuEvent>,
@@ -76,6 +89,7 @@ pub fn spawn(
         meeting,
         host,
         me,
+        incarnation: rand::random(),
         state,
         sfu_tx,
         sockets: HashMap::new(),
@@ -99,22 +113,41 @@ impl Edge {
         info!(host = %self.host, "edge for a meeting on another node");
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut empty_since: Option<std::time::Instant> = None;
+        let mut host_checked = std::time::Instant::now();
         loop {
             tokio::select! {
                 input = rx.recv() => match input {
                     Some(EdgeInput::Socket(input)) => self.socket(input),
                     Some(EdgeInput::Host(wire)) => self.host_says(wire),
+                    Some(EdgeInput::HostChanged) => {
+                        info!("another node hosts the meeting now: the sockets here close");
+                        break;
+                    }
                     None => break,
                 },
                 Some(event) = sfu_rx.recv() => self.sfu_event(event),
                 _ = tick.tick() => {
                     self.forget_gone_sockets();
+                    if host_checked.elapsed() >= HOST_CHECK {
+                        host_checked = std::time::Instant::now();
+                        if !self.host_still_hosts().await {
+                            info!("the meeting's node no longer hosts it: the sockets here close");
+                            self.leave_map();
+                            break;
+                        }
+                    }
                     if self.sockets.is_empty() {
                         let since = *empty_since.get_or_insert_with(std::time::Instant::now);
                         if since.elapsed() >= IDLE_STOP {
                             let Some(cascade) = &self.state.cascade else { break };
                             let mut edges = cascade.edges.lock().unwrap_or_else(|e| e.into_inner());
-                            if rx.is_empty() {
+                            // Not while a socket holds a sender (one between
+                            // its upgrade and its join): the map holds the other.
+                            let ours = edges
+                                .get(&self.meeting)
+                                .filter(|(h, tx)| *h == self.host && tx.strong_count() <= 1)
+                                .is_some();
+                            if ours && rx.is_empty() {
                                 edges.remove(&self.meeting);
                                 break;
                             }
@@ -125,6 +158,9 @@ impl Edge {
                 }
             }
         }
+        // Every socket closes (its queue goes out first), and a join waiting
+        // for its answer gets none.
+        self.sockets.clear();
         let conns: Vec<ConnId> = self
             .conn_socket
             .keys()
@@ -136,6 +172,31 @@ impl Edge {
             self.sfu.send(Command::RemoveConnection(conn));
         }
         info!("edge task stopped");
+    }
+
+    /// Whether the node this task sends to still hosts the meeting (true
+    /// when Redis cannot say: running sockets are not closed for that).
+    async fn host_still_hosts(&self) -> bool {
+        let Some(link) = &self.state.cluster else {
+            return true;
+        };
+        match link.cluster().owner(&self.meeting).await {
+            Ok(owner) => owner.as_deref() == Some(self.host.as_str()),
+            Err(_) => true,
+        }
+    }
+
+    /// Out of the node's map of edge tasks, if this one is still there.
+    fn leave_map(&self) {
+        if let Some(cascade) = &self.state.cascade {
+            let mut edges = cascade.edges.lock().unwrap_or_else(|e| e.into_inner());
+            if edges
+                .get(&self.meeting)
+                .is_some_and(|(h, _)| *h == self.host)
+            {
+                edges.remove(&self.meeting);
+            }
+        }
     }
 
     fn to_host(&self, wire: Wire) {
@@ -164,7 +225,7 @@ impl Edge {
                     conn: None,
                 });
                 s.out = Some(out);
-                s.reply = Some(reply);
+                s.reply = Some((reply, std::time::Instant::now()));
                 self.to_host(Wire::Join {
                     meeting,
                     from,
@@ -210,8 +271,18 @@ impl Edge {
     }
 
     /// Sockets that went away before they joined (they say nothing then):
-    /// the meeting's node forgets them too.
+    /// the meeting's node forgets them too. A join not answered in time is
+    /// given up (its socket closes, and is forgotten at the next tick).
     fn forget_gone_sockets(&mut self) {
+        for s in self.sockets.values_mut() {
+            if s.reply
+                .as_ref()
+                .is_some_and(|(_, at)| at.elapsed() >= JOIN_PATIENCE)
+            {
+                s.reply = None;
+                s.out = None;
+            }
+        }
         let gone: Vec<u64> = self
             .sockets
             .iter()
@@ -275,7 +346,7 @@ impl Edge {
                 if let Ok(who) = &result {
                     s.who = Some(who.clone());
                 }
-                if let Some(reply) = s.reply.take() {
+                if let Some((reply, _)) = s.reply.take() {
                     let _ = reply.send(result);
                 }
             }
@@ -411,6 +482,7 @@ impl Edge {
                 self.to_host(Wire::RelayOffer {
                     meeting: self.meeting.clone(),
                     from: self.me.clone(),
+                    incarnation: self.incarnation,
                     sdp,
                     tracks,
                 });

@@ -18,20 +18,27 @@ use crate::AppState;
 struct Remote {
     /// This node's number for it (the meeting tells sockets apart by it).
     socket: u64,
+    meeting: String,
+    /// Who joined on it, once someone did.
+    who: Option<ParticipantId>,
     /// Given to the meeting with each join; kept here until a join
     /// succeeds (a refused join may be tried again on the same socket),
     /// then the meeting holds the only sender: when it lets go, the edge
     /// is told to close the socket.
     out: Option<OutboundTx>,
+    /// Each join's answer, to the socket's forwarding task: it says the
+    /// answer before anything the meeting sends after it.
+    joins: mpsc::UnboundedSender<oneshot::Receiver<Result<ParticipantId, RoomError>>>,
 }
 
 pub enum HostEvent {
     Joined {
-        meeting: String,
         from: String,
         socket: u64,
-        result: Option<Result<ParticipantId, RoomError>>,
+        who: ParticipantId,
     },
+    /// The socket's forwarding task ended.
+    Gone { from: String, socket: u64 },
 }
 
 pub struct Host {
@@ -69,12 +76,6 @@ impl Host {
         self.events_rx.recv().await
     }
 
-    fn send(&self, to: &str, wire: Wire) {
-        if let Some(c) = &self.state.cascade {
-            c.send(to, wire);
-        }
-    }
-
     pub async fn handle(&mut self, wire: Wire) {
         match wire {
             Wire::Join {
@@ -87,16 +88,20 @@ impl Host {
                 let key = (from.clone(), socket);
                 let remote = self.sockets.entry(key).or_insert_with(|| {
                     let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
-                    forward(
+                    let (joins, joins_rx) = mpsc::unbounded_channel();
+                    tokio::spawn(forward(
                         self.state.clone(),
-                        from.clone(),
-                        meeting.clone(),
-                        socket,
+                        (from.clone(), meeting.clone(), socket),
                         rx,
-                    );
+                        joins_rx,
+                        self.events_tx.clone(),
+                    ));
                     Remote {
                         socket: crate::ws::next_socket_id(),
+                        meeting: meeting.clone(),
+                        who: None,
                         out: Some(tx),
+                        joins,
                     }
                 });
                 let Some(out) = remote.out.clone() else {
@@ -104,6 +109,8 @@ impl Host {
                     return;
                 };
                 let (reply, result) = oneshot::channel();
+                // Before the meeting can answer: the answer goes out first.
+                let _ = remote.joins.send(result);
                 let input = MeetingInput::Join {
                     msg,
                     entrant,
@@ -113,22 +120,10 @@ impl Host {
                     edge: Some(from.clone()),
                 };
                 if !deliver_running(&self.state, &meeting, input) {
-                    // Not (or no longer) hosted here: the edge's socket closes,
-                    // and the client finds the meeting again.
-                    self.sockets.remove(&(from.clone(), socket));
-                    self.send(&from, Wire::Close { meeting, socket });
-                    return;
+                    // Not (or no longer) hosted here: the join is refused
+                    // (its answer dropped), and the edge's socket closes.
+                    self.sockets.remove(&(from, socket));
                 }
-                let events = self.events_tx.clone();
-                tokio::spawn(async move {
-                    let result = result.await.ok();
-                    let _ = events.send(HostEvent::Joined {
-                        meeting,
-                        from,
-                        socket,
-                        result,
-                    });
-                });
             }
             Wire::Message {
                 meeting,
@@ -181,11 +176,13 @@ impl Host {
             Wire::RelayOffer {
                 meeting,
                 from,
+                incarnation,
                 sdp,
                 tracks,
             } => {
                 let input = MeetingInput::RelayOffer {
                     edge: from,
+                    incarnation,
                     sdp,
                     tracks,
                 };
@@ -197,79 +194,119 @@ impl Host {
 
     pub fn event(&mut self, event: HostEvent) {
         match event {
-            HostEvent::Joined {
-                meeting,
-                from,
-                socket,
-                result,
-            } => match result {
-                Some(result) => {
-                    let joined = result.is_ok();
-                    self.send(
-                        &from,
-                        Wire::Joined {
-                            meeting,
-                            socket,
-                            result,
-                        },
-                    );
-                    if joined {
-                        // The meeting holds the only sender now.
-                        if let Some(r) = self.sockets.get_mut(&(from, socket)) {
-                            r.out = None;
-                        }
-                    }
+            HostEvent::Joined { from, socket, who } => {
+                if let Some(r) = self.sockets.get_mut(&(from, socket)) {
+                    // The meeting holds the only sender now.
+                    r.out = None;
+                    r.who = Some(who);
                 }
-                // The meeting stopped before it answered.
-                None => {
-                    self.sockets.remove(&(from.clone(), socket));
-                    let error = RoomError {
-                        code: ErrorCode::WrongState,
-                        message: "the meeting is not running here".into(),
-                    };
-                    self.send(
-                        &from,
-                        Wire::Joined {
-                            meeting: meeting.clone(),
-                            socket,
-                            result: Err(error),
-                        },
-                    );
-                    self.send(&from, Wire::Close { meeting, socket });
-                }
-            },
+            }
+            HostEvent::Gone { from, socket } => {
+                self.sockets.remove(&(from, socket));
+            }
+        }
+    }
+
+    /// Sockets on edges that are gone (no longer alive in Redis): their
+    /// people lost their connection, as when a socket here drops.
+    pub async fn forget_lost_edges(&mut self) {
+        let Some(link) = &self.state.cluster else {
+            return;
+        };
+        if self.sockets.is_empty() {
+            return;
+        }
+        let Ok(nodes) = link.cluster().nodes().await else {
+            return; // Redis cannot say: nothing is dropped for that
+        };
+        let alive: std::collections::HashSet<String> = nodes.into_iter().map(|n| n.id).collect();
+        let lost: Vec<(String, u64)> = self
+            .sockets
+            .keys()
+            .filter(|(edge, _)| !alive.contains(edge))
+            .cloned()
+            .collect();
+        for key in lost {
+            let Some(r) = self.sockets.remove(&key) else {
+                continue;
+            };
+            if let Some(who) = r.who {
+                let input = MeetingInput::SocketClosed {
+                    who,
+                    socket: r.socket,
+                };
+                deliver_running(&self.state, &r.meeting, input);
+            }
         }
     }
 }
 
-/// What the meeting queues for an edge's socket goes to the edge, in order;
-/// when the meeting lets go of the socket, the edge is told to close it.
-fn forward(
+/// What the meeting queues for an edge's socket goes to the edge, in order,
+/// each join's answer before what follows it; when the meeting lets go of
+/// the socket, the edge is told to close it.
+async fn forward(
     state: Arc<AppState>,
-    edge: String,
-    meeting: String,
-    socket: u64,
+    (edge, meeting, socket): (String, String, u64),
     mut rx: mpsc::Receiver<Outbound>,
+    mut joins: mpsc::UnboundedReceiver<oneshot::Receiver<Result<ParticipantId, RoomError>>>,
+    events: mpsc::UnboundedSender<HostEvent>,
 ) {
-    tokio::spawn(async move {
-        let Some(cascade) = &state.cascade else {
-            return;
-        };
-        while let Some(out) = rx.recv().await {
-            let wire = match out {
-                Outbound::Text(text) => Wire::Text {
-                    meeting: meeting.clone(),
-                    socket,
-                    text: text.to_string(),
-                },
-                Outbound::Media(action) => Wire::Media {
-                    meeting: meeting.clone(),
-                    socket,
-                    action,
-                },
+    let Some(cascade) = &state.cascade else {
+        return;
+    };
+    let mut pending: Option<oneshot::Receiver<Result<ParticipantId, RoomError>>> = None;
+    let mut joins_open = true;
+    loop {
+        if let Some(answer) = pending.take() {
+            let result = match answer.await {
+                Ok(result) => result,
+                // The meeting stopped (or is not here) before it answered.
+                Err(_) => Err(RoomError {
+                    code: ErrorCode::WrongState,
+                    message: "the meeting is not running here".into(),
+                }),
             };
-            cascade.send(&edge, wire);
+            if let Ok(who) = &result {
+                let _ = events.send(HostEvent::Joined {
+                    from: edge.clone(),
+                    socket,
+                    who: who.clone(),
+                });
+            }
+            cascade.send(
+                &edge,
+                Wire::Joined {
+                    meeting: meeting.clone(),
+                    socket,
+                    result,
+                },
+            );
+            continue;
         }
-        cascade.send(&edge, Wire::Close { meeting, socket });
-    });
+        tokio::select! {
+            biased;
+            join = joins.recv(), if joins_open => match join {
+                Some(j) => pending = Some(j),
+                None => joins_open = false,
+            },
+            out = rx.recv() => {
+                let Some(out) = out else { break };
+                let wire = match out {
+                    Outbound::Text(text) => Wire::Text {
+                        meeting: meeting.clone(),
+                        socket,
+                        text: text.to_string(),
+                    },
+                    Outbound::Media(action) => Wire::Media {
+                        meeting: meeting.clone(),
+                        socket,
+                        action,
+                    },
+                };
+                cascade.send(&edge, wire);
+            }
+        }
+    }
+    cascade.send(&edge, Wire::Close { meeting, socket });
+    let _ = events.send(HostEvent::Gone { from: edge, socket });
 }

@@ -15,39 +15,61 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::meeting::MeetingInput;
 use crate::AppState;
 pub use edge::EdgeInput;
 use wire::Wire;
 
+/// Messages to other nodes waiting to be sent, at most. A socket's own
+/// queue is 512; this is shared by every socket on every edge.
+const OUT_QUEUE: usize = 65_536;
+
+/// How often the meeting's node looks for edges that are gone.
+const EDGES_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// This node's part in cascading.
 pub struct Cascade {
-    /// Messages to other nodes, sent in order by one task.
-    out: mpsc::UnboundedSender<(String, Wire)>,
-    out_rx: Mutex<Option<mpsc::UnboundedReceiver<(String, Wire)>>>,
+    /// Messages to other nodes, sent in order by one task; past
+    /// [`OUT_QUEUE`] waiting (Redis slow or away), new ones are dropped.
+    out: mpsc::Sender<(String, Wire)>,
+    out_rx: Mutex<Option<mpsc::Receiver<(String, Wire)>>>,
+    /// Messages dropped for a full queue (logged now and then).
+    dropped: std::sync::atomic::AtomicU64,
     /// A webinar's audience here at which newcomers go to an edge (0: never).
     pub after: usize,
     /// Each hosted meeting's audience on this node, as its task last counted.
     audience: Mutex<HashMap<String, usize>>,
     /// The meetings this node is an edge for: their edge tasks.
-    edges: Mutex<HashMap<String, mpsc::UnboundedSender<EdgeInput>>>,
+    edges: Mutex<HashMap<String, (String, mpsc::UnboundedSender<EdgeInput>)>>,
 }
 
 impl Cascade {
     pub fn new(after: usize) -> Cascade {
-        let (out, out_rx) = mpsc::unbounded_channel();
+        let (out, out_rx) = mpsc::channel(OUT_QUEUE);
         Cascade {
             out,
             out_rx: Mutex::new(Some(out_rx)),
+            dropped: std::sync::atomic::AtomicU64::new(0),
             after,
             audience: Mutex::default(),
             edges: Mutex::default(),
         }
     }
 
-    /// Send `wire` to node `to` (after what was sent before it).
+    /// Send `wire` to node `to` (after what was sent before it). Dropped
+    /// when too much waits: the sockets concerned fall out of step, as
+    /// when a socket drops, and a resume puts them back.
     pub fn send(&self, to: &str, wire: Wire) {
-        let _ = self.out.send((to.to_string(), wire));
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.out.try_send((to.to_string(), wire)) {
+            let n = self
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if n.is_power_of_two() {
+                warn!(
+                    dropped = n + 1,
+                    "cascade: too many messages wait for Redis; dropping"
+                );
+            }
+        }
     }
 
     /// A hosted meeting's audience on this node (`None`: it stopped here).
@@ -69,20 +91,6 @@ impl Cascade {
                 .get(meeting)
                 .is_some_and(|&n| n >= self.after)
     }
-
-    /// Hand a socket's input to `meeting`'s edge task if this node is its
-    /// edge; otherwise give it back.
-    pub fn to_edge(&self, meeting: &str, input: MeetingInput) -> Option<MeetingInput> {
-        let edges = self.edges.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(tx) = edges.get(meeting) else {
-            return Some(input);
-        };
-        match tx.send(EdgeInput::Socket(input)) {
-            Ok(()) => None,
-            Err(mpsc::error::SendError(EdgeInput::Socket(back))) => Some(back),
-            Err(_) => None,
-        }
-    }
 }
 
 /// Where a socket for a meeting goes on this node.
@@ -95,18 +103,27 @@ pub enum Placement {
     There(String),
 }
 
-/// Start this node's edge task for `meeting` (hosted on node `host`), unless
-/// it runs.
-pub fn ensure_edge(state: &Arc<AppState>, meeting: &str, host: &str) {
-    let Some(cascade) = &state.cascade else {
-        return;
-    };
+/// This node's edge task for `meeting` (hosted on node `host`), started if
+/// it does not run, or runs for another host (the meeting moved). Each
+/// socket holds the sender it was given: the task does not stop while one
+/// does.
+pub fn ensure_edge(
+    state: &Arc<AppState>,
+    meeting: &str,
+    host: &str,
+) -> Option<mpsc::UnboundedSender<EdgeInput>> {
+    let cascade = state.cascade.as_ref()?;
     let mut edges = cascade.edges.lock().unwrap_or_else(|e| e.into_inner());
-    if edges.get(meeting).is_some_and(|tx| !tx.is_closed()) {
-        return;
+    if let Some((h, tx)) = edges.get(meeting) {
+        if h == host && !tx.is_closed() {
+            return Some(tx.clone());
+        }
+        // The meeting moved: the old task closes its sockets and stops.
+        let _ = tx.send(EdgeInput::HostChanged);
     }
     let tx = edge::spawn(state.clone(), meeting.to_string(), host.to_string());
-    edges.insert(meeting.to_string(), tx);
+    edges.insert(meeting.to_string(), (host.to_string(), tx.clone()));
+    Some(tx)
 }
 
 /// Run the sending task and the inbox's reader until the server stops.
@@ -152,8 +169,10 @@ pub fn spawn(state: Arc<AppState>) {
             }
         };
         let mut host = host::Host::new(st.clone());
+        let mut edges_check = tokio::time::interval(EDGES_CHECK);
         loop {
             tokio::select! {
+                _ = edges_check.tick() => host.forget_lost_edges().await,
                 bytes = inbox.recv() => {
                     let Some(bytes) = bytes else { break };
                     let wire: Wire = match serde_json::from_slice(&bytes) {
@@ -219,7 +238,7 @@ fn to_edge_task(state: &AppState, wire: Wire) {
     };
     let edges = cascade.edges.lock().unwrap_or_else(|e| e.into_inner());
     match edges.get(wire.meeting()) {
-        Some(tx) => {
+        Some((_, tx)) => {
             let _ = tx.send(EdgeInput::Host(wire));
         }
         None => debug!("cascade: a message for a meeting this node is no edge of"),

@@ -46,6 +46,9 @@ pub enum Wire {
     RelayOffer {
         meeting: String,
         from: String,
+        /// The edge task's number: a new one (the task restarted) gets a
+        /// new relay.
+        incarnation: u64,
         sdp: String,
         tracks: Vec<StageTrack>,
     },
