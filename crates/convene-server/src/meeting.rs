@@ -1025,6 +1025,7 @@ impl Meeting {
                 who,
                 EdgeMedia::Connect {
                     redundant_audio: !self.room.is_e2ee(),
+                    host_worker: self.sfu.local_addr().to_string(),
                 },
             ),
             MediaAction::Disconnect(who) => (who, EdgeMedia::Disconnect),

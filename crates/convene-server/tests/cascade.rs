@@ -226,3 +226,105 @@ async fn a_webinar_audience_over_two_nodes_gets_the_stage_once_per_node() {
     );
     drop(redis);
 }
+
+/// A node `id` at `url` that exists only to claim `meeting` in Redis for
+/// the real node of that id: its first arrival there starts it there.
+async fn claim_for(redis: &str, id: &str, meeting: &str) {
+    let node = Cluster::connect(redis, id, "http://unused").await.unwrap();
+    assert_eq!(node.claim(meeting).await.unwrap(), None, "{id} holds it");
+}
+
+async fn create(node: &str, webinar: bool) -> (String, String) {
+    let made: Value = http()
+        .post(format!("{node}/api/meetings"))
+        .json(&json!({"title": "Town hall", "settings": {"webinar": webinar}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (
+        made["id"].as_str().unwrap().to_string(),
+        made["hostKey"].as_str().unwrap().to_string(),
+    )
+}
+
+/// Two webinars on the same media worker of one node, both cascading to
+/// the same other node: each edge's relay comes from that one worker, and
+/// two connections between the same two sockets cannot be told apart, so
+/// the edge serves them on two different workers of its own, even where
+/// its least busy worker is the one the first relay already goes to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_cascaded_webinars_from_one_worker_reach_their_audiences_on_one_edge() {
+    let redis = Redis::start();
+    let database = convene_storage::testing::postgres_url();
+    let dir = std::env::temp_dir().join(format!(
+        "convene-cascade-{}",
+        convene_storage::new_meeting_id()
+    ));
+    let host = start_node_with(
+        1,
+        &dir,
+        &database,
+        &redis.url(),
+        &["--cascade-after", "1", "--media-workers", "1"],
+    );
+    let edge = start_node_with(
+        2,
+        &dir,
+        &database,
+        &redis.url(),
+        &["--cascade-after", "1", "--media-workers", "2"],
+    );
+    let observer = Cluster::connect(&redis.url(), "observer", "http://observer")
+        .await
+        .unwrap();
+    wait_for_nodes(&observer, Duration::from_secs(5), |ids| ids.len() == 2).await;
+
+    // A meeting of the edge's own, on its first worker, with three people:
+    // that worker is the busier one from then on.
+    let (own, _) = create(&edge.url, false).await;
+    claim_for(&redis.url(), "n2", &own).await;
+    let mut locals = Vec::new();
+    for name in ["Xi", "Yu", "Zo"] {
+        locals.push(Client::join(&edge.url, &own, name, None).await.unwrap());
+    }
+    for c in &mut locals {
+        let _ = c.run_until(Duration::from_millis(300), |_| false).await;
+    }
+
+    let mut audiences = Vec::new();
+    let mut stages = Vec::new();
+    for _ in 0..2 {
+        let (id, key) = create(&host.url, true).await;
+        claim_for(&redis.url(), "n1", &id).await;
+        let mut hana = Client::join_with(&host.url, &id, "Hana", JoinOptions::host(key))
+            .await
+            .unwrap();
+        hana.publish("camera", 300).await.unwrap();
+        let mut ann = Client::join(&host.url, &id, "Ann", None).await.unwrap();
+        run(&mut [&mut hana, &mut ann], 1.2).await;
+        assert_eq!(socket_node(&host.url, &id).await, edge.url);
+        let bo = Client::join(&edge.url, &id, "Bo", None).await.unwrap();
+        stages.push((hana, ann));
+        audiences.push(bo);
+    }
+    {
+        let mut all: Vec<&mut Client> = audiences.iter_mut().collect();
+        for (h, a) in &mut stages {
+            all.push(h);
+            all.push(a);
+        }
+        all.extend(locals.iter_mut());
+        run(&mut all, 3.0).await;
+    }
+    for (bo, (hana, _)) in audiences.iter().zip(&stages) {
+        let camera = bo.received_from(&hana.participant_id, "camera");
+        assert!(
+            camera.packets > 30 && camera.keyframes > 0,
+            "each webinar's attendee on the edge sees its stage: {camera:?}"
+        );
+    }
+    drop(redis);
+}

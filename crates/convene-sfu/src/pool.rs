@@ -187,6 +187,32 @@ impl SfuPool {
         }
     }
 
+    /// The worker for a meeting that is starting, among those whose
+    /// address is not in `avoid`, if any is left (cascading: an edge keeps
+    /// the relays from one of the host's workers on different workers of
+    /// its own, since two connections between the same two sockets cannot
+    /// be told apart).
+    pub fn lease_avoiding(&self, avoid: &[SocketAddr]) -> SfuLease {
+        let w = self
+            .workers
+            .iter()
+            .filter(|w| !avoid.contains(&w.handle.local_addr()))
+            .min_by_key(|w| {
+                (
+                    w.meetings.load(Ordering::Relaxed),
+                    w.handle.stats().connections,
+                )
+            });
+        let Some(w) = w else {
+            return self.lease();
+        };
+        w.meetings.fetch_add(1, Ordering::Relaxed);
+        SfuLease {
+            handle: w.handle.clone(),
+            meetings: w.meetings.clone(),
+        }
+    }
+
     /// The ICE-TCP candidate, if media over TCP is on.
     pub fn tcp_announce(&self) -> Option<SocketAddr> {
         self.tcp_announce

@@ -61,7 +61,9 @@ struct Edge {
     /// tells a restarted edge's offer from its predecessor's.
     incarnation: u64,
     state: Arc<AppState>,
-    sfu: SfuLease,
+    /// Taken at the first attendee's media connection, when the worker the
+    /// stage comes from is known; with (meeting's node, its worker).
+    sfu: Option<(SfuLease, (String, String))>,
     sfu_tx: mpsc::UnboundedSender<SfuEvent>,
     sockets: HashMap<u64, Socket>,
     conn_socket: HashMap<ConnId, u64>,
@@ -85,7 +87,7 @@ pub fn spawn(
         .map(|l| l.id().to_string())
         .unwrap_or_default();
     let edge = Edge {
-        sfu: state.sfu.lease(),
+        sfu: None,
         meeting,
         host,
         me,
@@ -161,6 +163,9 @@ impl Edge {
         // Every socket closes (its queue goes out first), and a join waiting
         // for its answer gets none.
         self.sockets.clear();
+        if let (Some(cascade), Some((lease, from))) = (&self.state.cascade, &self.sfu) {
+            cascade.release(from, lease.local_addr());
+        }
         let conns: Vec<ConnId> = self
             .conn_socket
             .keys()
@@ -169,7 +174,7 @@ impl Edge {
             .collect();
         for conn in conns {
             self.state.registry.remove_probe(conn);
-            self.sfu.send(Command::RemoveConnection(conn));
+            self.command(Command::RemoveConnection(conn));
         }
         info!("edge task stopped");
     }
@@ -197,6 +202,30 @@ impl Edge {
                 edges.remove(&self.meeting);
             }
         }
+    }
+
+    fn command(&self, command: Command) {
+        if let Some((lease, _)) = &self.sfu {
+            lease.send(command);
+        }
+    }
+
+    /// The worker this meeting is served on here, taken now if not yet.
+    fn lease(&mut self, host_worker: String) -> &SfuLease {
+        if self.sfu.is_none() {
+            let from = (self.host.clone(), host_worker);
+            let (lease, clash) = match &self.state.cascade {
+                Some(c) => c.lease_for(&self.state.sfu, &from),
+                None => (self.state.sfu.lease(), false),
+            };
+            if clash {
+                warn!(
+                    "every media worker here takes a relay from the meeting's worker already: this meeting's will not connect (one relay per pair of workers is not built yet)"
+                );
+            }
+            self.sfu = Some((lease, from));
+        }
+        &self.sfu.as_ref().expect("set above").0
     }
 
     fn to_host(&self, wire: Wire) {
@@ -311,7 +340,7 @@ impl Edge {
     fn drop_conn(&mut self, conn: ConnId) {
         self.conn_socket.remove(&conn);
         self.state.registry.remove_probe(conn);
-        self.sfu.send(Command::RemoveConnection(conn));
+        self.command(Command::RemoveConnection(conn));
     }
 
     fn send_text(&mut self, socket: u64, text: Arc<str>) {
@@ -360,7 +389,7 @@ impl Edge {
             }
             Wire::Media { socket, action, .. } => self.media(socket, action),
             Wire::RelayAnswer { sdp, .. } => match self.uplink {
-                Some(conn) => self.sfu.send(Command::Answer { conn, sdp }),
+                Some(conn) => self.command(Command::Answer { conn, sdp }),
                 None => debug!("a relay answer with no uplink"),
             },
             Wire::StageGone {
@@ -369,7 +398,7 @@ impl Edge {
                 if let Some(track) = self.stage.remove(&(publisher.clone(), source)) {
                     self.stage_owner.remove(&track);
                     self.quality.unpublished(&publisher, source, track);
-                    self.sfu.send(Command::Unpublish(track));
+                    self.command(Command::Unpublish(track));
                 }
             }
             _ => {}
@@ -377,33 +406,33 @@ impl Edge {
     }
 
     /// The connection the stage arrives on (made on first need).
-    fn uplink(&mut self) -> ConnId {
+    fn uplink(&mut self) -> Option<ConnId> {
         if let Some(conn) = self.uplink {
-            return conn;
+            return Some(conn);
         }
-        let conn = self.sfu.add_connection();
+        let conn = self.sfu.as_ref()?.0.add_connection();
         self.state.registry.add_probe(conn, self.sfu_tx.clone());
         self.uplink = Some(conn);
-        conn
+        Some(conn)
     }
 
     /// The stage track of `publisher`'s `source` here, asked of the meeting's
     /// node on first need.
-    fn stage_track(&mut self, publisher: &ParticipantId, source: Source) -> TrackId {
+    fn stage_track(&mut self, publisher: &ParticipantId, source: Source) -> Option<TrackId> {
         if let Some(&t) = self.stage.get(&(publisher.clone(), source)) {
-            return t;
+            return Some(t);
         }
-        let uplink = self.uplink();
+        let uplink = self.uplink()?;
         let track = meeting::new_track_id();
         self.stage.insert((publisher.clone(), source), track);
         self.stage_owner.insert(track, (publisher.clone(), source));
-        self.sfu.send(Command::Publish {
+        self.command(Command::Publish {
             conn: uplink,
             track,
             kind: meeting::track_kind(source),
             simulcast: source == Source::Camera,
         });
-        track
+        Some(track)
     }
 
     /// A media action the room took for the attendee on `socket`.
@@ -413,12 +442,15 @@ impl Edge {
         };
         let conn = self.sockets.get(&socket).and_then(|s| s.conn);
         match action {
-            EdgeMedia::Connect { redundant_audio } => {
+            EdgeMedia::Connect {
+                redundant_audio,
+                host_worker,
+            } => {
                 if let Some(old) = conn {
                     self.drop_conn(old);
                 }
                 let conn = self
-                    .sfu
+                    .lease(host_worker)
                     .add_connection_with(ConnOptions { redundant_audio });
                 self.state.registry.add_probe(conn, self.sfu_tx.clone());
                 self.conn_socket.insert(conn, socket);
@@ -436,17 +468,19 @@ impl Edge {
             }
             EdgeMedia::Subscribe { publisher, source } => {
                 let Some(conn) = conn else { return };
-                let track = self.stage_track(&publisher, source);
-                self.sfu.send(Command::Subscribe { conn, track });
+                let Some(track) = self.stage_track(&publisher, source) else {
+                    return;
+                };
+                self.command(Command::Subscribe { conn, track });
                 if let Some(c) = self
                     .quality
                     .subscribed(&who, conn, &publisher, source, track)
                 {
-                    self.sfu.send(c);
+                    self.command(c);
                 }
             }
             EdgeMedia::Answer { sdp } => match conn {
-                Some(conn) => self.sfu.send(Command::Answer { conn, sdp }),
+                Some(conn) => self.command(Command::Answer { conn, sdp }),
                 None => self.send_message(
                     socket,
                     &ServerMessage::error(ErrorCode::WrongState, "no media connection"),
@@ -454,12 +488,12 @@ impl Edge {
             },
             EdgeMedia::RestartIce => {
                 if let Some(conn) = conn {
-                    self.sfu.send(Command::RestartIce(conn));
+                    self.command(Command::RestartIce(conn));
                 }
             }
             EdgeMedia::VideoSizes { sizes } => {
                 for c in self.quality.video_sizes(&who, conn, sizes, &self.stage) {
-                    self.sfu.send(c);
+                    self.command(c);
                 }
             }
         }
@@ -510,9 +544,9 @@ impl Edge {
                 warn!("the uplink from the meeting's node closed; asking again");
                 self.state.registry.remove_probe(conn);
                 self.uplink = None;
-                let uplink = self.uplink();
+                let Some(uplink) = self.uplink() else { return };
                 for (&track, (_, source)) in &self.stage_owner {
-                    self.sfu.send(Command::Publish {
+                    self.command(Command::Publish {
                         conn: uplink,
                         track,
                         kind: meeting::track_kind(*source),

@@ -40,6 +40,9 @@ pub struct Cascade {
     audience: Mutex<HashMap<String, usize>>,
     /// The meetings this node is an edge for: their edge tasks.
     edges: Mutex<HashMap<String, (String, mpsc::UnboundedSender<EdgeInput>)>>,
+    /// For each (meeting's node, its worker), this node's workers that
+    /// take a relay from it: one relay each (edge.rs).
+    relayed_to: Mutex<HashMap<(String, String), Vec<std::net::SocketAddr>>>,
 }
 
 impl Cascade {
@@ -52,6 +55,7 @@ impl Cascade {
             after,
             audience: Mutex::default(),
             edges: Mutex::default(),
+            relayed_to: Mutex::default(),
         }
     }
 
@@ -90,6 +94,37 @@ impl Cascade {
                 .unwrap_or_else(|e| e.into_inner())
                 .get(meeting)
                 .is_some_and(|&n| n >= self.after)
+    }
+}
+
+impl Cascade {
+    /// A worker of this node for a meeting whose stage comes from `from`
+    /// (node, worker): one that takes no relay from there yet, if there is
+    /// one; true with it when every worker does (its relay will not connect).
+    pub fn lease_for(
+        &self,
+        pool: &convene_sfu::pool::SfuPool,
+        from: &(String, String),
+    ) -> (convene_sfu::pool::SfuLease, bool) {
+        let mut relayed = self.relayed_to.lock().unwrap_or_else(|e| e.into_inner());
+        let taken = relayed.entry(from.clone()).or_default();
+        let lease = pool.lease_avoiding(taken);
+        let clash = taken.contains(&lease.local_addr());
+        taken.push(lease.local_addr());
+        (lease, clash)
+    }
+
+    /// Worker `at` no longer takes a relay from `from`.
+    pub fn release(&self, from: &(String, String), at: std::net::SocketAddr) {
+        let mut relayed = self.relayed_to.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(taken) = relayed.get_mut(from) {
+            if let Some(i) = taken.iter().position(|a| *a == at) {
+                taken.swap_remove(i);
+            }
+            if taken.is_empty() {
+                relayed.remove(from);
+            }
+        }
     }
 }
 

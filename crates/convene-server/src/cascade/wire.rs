@@ -120,6 +120,10 @@ pub struct StageTrack {
 pub enum EdgeMedia {
     Connect {
         redundant_audio: bool,
+        /// The media worker of the meeting's node the stage comes from
+        /// (its socket's address): the edge serves the meeting on a worker
+        /// that takes a relay from no other meeting there.
+        host_worker: String,
     },
     Disconnect,
     Subscribe {
