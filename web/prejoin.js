@@ -22,6 +22,15 @@ import { e2eeCapable } from './e2ee-support.js';
 export async function loadMeeting(hostKey, ended) {
   const m = await meetingInfo;
   if (!m) { location.replace('/'); return; }
+  // On an edge of a large webinar (cascading), a host's page goes to the
+  // meeting's own node, where the stage is (`stage`: not sent to an edge
+  // again); the host key goes with it in the fragment, which no server sees.
+  if (hostKey && typeof m.edgeOf === 'string') {
+    const query = new URLSearchParams(location.search);
+    query.set('stage', '1');
+    location.replace(`${m.edgeOf}${location.pathname}?${query}#${new URLSearchParams({ host: hostKey })}`);
+    return;
+  }
   document.title = `${m.title} · Convene`;
   if (m.ended) {
     // Nothing to join: say so instead of showing the form.

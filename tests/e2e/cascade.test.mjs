@@ -3,7 +3,9 @@
 // sends its audience to the other node once one attendee is on the
 // meeting's own (--cascade-after 1). The host presents on the meeting's
 // node; an attendee there and an attendee sent to the edge both watch and
-// hear the stage; the edge's attendee raises a hand, and the host sees it.
+// hear the stage; the edge's attendee raises a hand, and the host sees it;
+// a host link opened then ends on the meeting's node, and its camera
+// reaches the edge.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startLab, startServer, launchPerson, createMeeting, joinAsHost, until, decodingVideos } from './harness.mjs';
@@ -82,6 +84,15 @@ test('a webinar over two nodes: the audience on the edge watches and hears the s
     assert.deepEqual(listed, ['Ann Archer', 'Bo Berg']);
     await bo.getByRole('button', { name: 'Raise hand' }).click();
     await host.locator('#hands li', { hasText: 'Bo Berg' }).waitFor({ timeout: 10000 });
+
+    // A host link opened now (a host's page loaded again) is sent to the
+    // edge like any newcomer's, and on from there to the meeting's node,
+    // where the stage is: the host joins there, and presents.
+    const again = await person();
+    await joinAsHost(again, hostLink, 'Hana at her desk');
+    assert.equal(new URL(again.url()).origin, home, 'the host\'s page is on the meeting\'s node');
+    assert.ok(!again.url().includes('#'), 'the host key is out of the address');
+    await until('Bo decodes both hosts', async () => (await decodingVideos(bo)) >= 2, 20000);
   } finally {
     await browser.close().catch(() => {});
     for (const n of nodes) n.proc.kill('SIGTERM');

@@ -208,7 +208,9 @@ pub async fn code_for(
         return StatusCode::NOT_FOUND.into_response();
     }
     let q = Query::parse(uri.query());
-    let node = match elsewhere(&state, &id).await {
+    // As the page was sent (an edge's: the same one, named moments ago).
+    let newcomer = !crate::cascade::for_stage(uri.query());
+    let node = match elsewhere(&state, &id, newcomer).await {
         Ok(Some(node)) => node,
         // Hosted here now: the page is here.
         Ok(None) => {

@@ -191,6 +191,10 @@ struct MeetingView {
     /// is on is lost.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     nodes: Vec<String>,
+    /// In a cluster, on an edge of the meeting (cascading): the meeting's
+    /// node, where a host's page goes (`?stage`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    edge_of: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -242,6 +246,7 @@ fn view(state: &AppState, m: Meeting, host_key: Option<String>) -> MeetingView {
         title: m.title,
         node: None,
         nodes: Vec::new(),
+        edge_of: None,
     }
 }
 
@@ -249,8 +254,12 @@ fn view(state: &AppState, m: Meeting, host_key: Option<String>) -> MeetingView {
 /// it), the URL of the node that does otherwise; an answer saying "try
 /// again" when the cluster cannot tell (Redis unreachable, or every node
 /// draining).
-pub(crate) async fn elsewhere(state: &AppState, id: &str) -> Result<Option<String>, Response> {
-    Ok(match placement(state, id).await? {
+pub(crate) async fn elsewhere(
+    state: &AppState,
+    id: &str,
+    newcomer: bool,
+) -> Result<Option<String>, Response> {
+    Ok(match placement(state, id, newcomer).await? {
         Placement::There(url) => Some(url),
         Placement::Here | Placement::Edge { .. } => None,
     })
@@ -258,22 +267,29 @@ pub(crate) async fn elsewhere(state: &AppState, id: &str) -> Result<Option<Strin
 
 /// Where people who come for meeting `id` go: here (it is hosted here, or
 /// this node is its edge), or the URL of another node (the one that hosts
-/// it, or the edge it sends newcomers to). An answer saying "try again"
-/// when the cluster cannot tell.
-pub(crate) async fn placement(state: &AppState, id: &str) -> Result<Placement, Response> {
+/// it, or the edge it sends a `newcomer` to: a page being loaded, which is
+/// where a newcomer is placed; a socket or a lookup comes from a page
+/// already placed, maybe a host's). An answer saying "try again" when the
+/// cluster cannot tell.
+pub(crate) async fn placement(
+    state: &AppState,
+    id: &str,
+    newcomer: bool,
+) -> Result<Placement, Response> {
     let Some(link) = &state.cluster else {
         return Ok(Placement::Here);
     };
     match link.route(id).await {
-        Ok(convene_cluster::Route::Here) => Ok(
+        Ok(convene_cluster::Route::Here) if newcomer => Ok(
             match crate::cascade::newcomers_edge(state, link, id).await {
                 Some(url) => Placement::There(url),
                 None => Placement::Here,
             },
         ),
+        Ok(convene_cluster::Route::Here) => Ok(Placement::Here),
         Ok(convene_cluster::Route::There(url)) => {
             Ok(match crate::cascade::hosted_by(state, link, id).await {
-                Some(host) => Placement::Edge { host },
+                Some(host) => Placement::Edge { host, url },
                 None => Placement::There(url),
             })
         }
@@ -615,9 +631,21 @@ async fn policy_view(State(state): State<Arc<AppState>>) -> Response {
 
 async fn get_meeting(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     match find(&state, &id).await {
-        Ok(m) => match elsewhere(&state, &id).await {
-            Ok(node) => Json(MeetingView {
-                node,
+        Ok(m) => match placement(&state, &id, false).await {
+            Ok(placed) => Json(MeetingView {
+                node: match &placed {
+                    Placement::There(url) => Some(url.clone()),
+                    _ => None,
+                },
+                // A page on an edge that holds a host key goes to the
+                // meeting's node (the fragment carries the key): only to a
+                // node trusted with one.
+                edge_of: match placed {
+                    Placement::Edge { url, .. } if crate::handoff::carries(&state, &url) => {
+                        Some(url)
+                    }
+                    _ => None,
+                },
                 nodes: match &state.cluster {
                     Some(link) => link.fallbacks().await,
                     None => Vec::new(),
@@ -645,7 +673,9 @@ async fn meeting_page(
     match find(&state, &id).await {
         // The page, and so its socket, belongs on the meeting's node; a
         // signed-in person stays signed in there.
-        Ok(_) => match elsewhere(&state, &id).await {
+        // A page that says it is for the stage (`?stage`: a host's, sent
+        // from an edge) is not sent to an edge.
+        Ok(_) => match elsewhere(&state, &id, !crate::cascade::for_stage(uri.query())).await {
             Ok(None) => assets::serve("meeting.html"),
             Ok(Some(node)) => {
                 let query =
@@ -702,11 +732,11 @@ async fn signalling(
         Ok(m) => m,
         Err(r) => return r,
     };
-    let edge = match placement(&state, &id).await {
+    let edge = match placement(&state, &id, false).await {
         Ok(Placement::Here) => None,
         // This node serves part of the meeting's audience: its edge task
         // takes the socket.
-        Ok(Placement::Edge { host }) => match crate::cascade::ensure_edge(&state, &id, &host) {
+        Ok(Placement::Edge { host, .. }) => match crate::cascade::ensure_edge(&state, &id, &host) {
             Some(edge) => Some(edge),
             None => {
                 return api_error(

@@ -88,9 +88,16 @@ async fn a_webinar_audience_over_two_nodes_gets_the_stage_once_per_node() {
     // The meeting counts its audience every half second.
     run(&mut [&mut hana, &mut ann], 1.2).await;
 
-    // The audience here has reached --cascade-after: newcomers go to the
-    // other node, by the page (307), the lookup (`node`) and the socket (421).
-    assert_eq!(socket_node(&host_url, &id).await, edge_url);
+    // The audience here has reached --cascade-after: newcomers' pages go to
+    // the other node (307). A socket or a lookup comes from a page already
+    // placed (a host's, maybe): it stays, as does a page for the stage.
+    assert_eq!(socket_node(&host_url, &id).await, host_url);
+    let stage_page = http()
+        .get(format!("{host_url}/m/{id}?stage=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stage_page.status(), 200);
     let page = http()
         .get(format!("{host_url}/m/{id}"))
         .send()
@@ -101,8 +108,18 @@ async fn a_webinar_audience_over_two_nodes_gets_the_stage_once_per_node() {
         page.headers()["location"].to_str().unwrap(),
         format!("{edge_url}/m/{id}")
     );
-    // The edge serves them itself: its page and lookup keep them there.
+    // The edge serves them itself: its page and lookup keep them there,
+    // the lookup naming the meeting's node for a host's page.
     assert_eq!(socket_node(&edge_url, &id).await, edge_url);
+    let looked: Value = http()
+        .get(format!("{edge_url}/api/meetings/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(looked["edgeOf"], host_url.as_str());
     let page = http()
         .get(format!("{edge_url}/m/{id}"))
         .send()
@@ -305,7 +322,15 @@ async fn two_cascaded_webinars_from_one_worker_reach_their_audiences_on_one_edge
         hana.publish("camera", 300).await.unwrap();
         let mut ann = Client::join(&host.url, &id, "Ann", None).await.unwrap();
         run(&mut [&mut hana, &mut ann], 1.2).await;
-        assert_eq!(socket_node(&host.url, &id).await, edge.url);
+        let page = http()
+            .get(format!("{}/m/{id}", host.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            page.headers()["location"].to_str().unwrap(),
+            format!("{}/m/{id}", edge.url)
+        );
         let bo = Client::join(&edge.url, &id, "Bo", None).await.unwrap();
         stages.push((hana, ann));
         audiences.push(bo);

@@ -23,6 +23,9 @@ use wire::Wire;
 /// queue is 512; this is shared by every socket on every edge.
 const OUT_QUEUE: usize = 65_536;
 
+/// How long the edge named for a meeting's newcomers stays the one named.
+const NAMED_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How often the meeting's node looks for edges that are gone.
 const EDGES_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -38,6 +41,10 @@ pub struct Cascade {
     pub after: usize,
     /// Each hosted meeting's audience on this node, as its task last counted.
     audience: Mutex<HashMap<String, usize>>,
+    /// The edge each hosted meeting last sent a newcomer to, and when: the
+    /// same for a while, so that a page's redirect and its sign-in's
+    /// handoff (handoff.rs), moments apart, name the same edge.
+    named: Mutex<HashMap<String, (String, std::time::Instant)>>,
     /// The meetings this node is an edge for: their edge tasks.
     edges: Mutex<HashMap<String, (String, mpsc::UnboundedSender<EdgeInput>)>>,
     /// For each (meeting's node, its worker), this node's workers that
@@ -55,6 +62,7 @@ impl Cascade {
             after,
             audience: Mutex::default(),
             edges: Mutex::default(),
+            named: Mutex::default(),
             relayed_to: Mutex::default(),
         }
     }
@@ -132,8 +140,8 @@ impl Cascade {
 pub enum Placement {
     /// Hosted here (or no cluster).
     Here,
-    /// Hosted on node `host`; this node is its edge.
-    Edge { host: String },
+    /// Hosted on node `host` (at `url`); this node is its edge.
+    Edge { host: String, url: String },
     /// Elsewhere: the node's URL.
     There(String),
 }
@@ -236,11 +244,28 @@ pub async fn newcomers_edge(
     link: &crate::cluster::Link,
     meeting: &str,
 ) -> Option<String> {
-    if !state.cascade.as_ref()?.wants_edge(meeting) {
+    let cascade = state.cascade.as_ref()?;
+    if !cascade.wants_edge(meeting) {
         return None;
     }
+    {
+        let named = cascade.named.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((url, at)) = named.get(meeting) {
+            if at.elapsed() < NAMED_FOR {
+                return Some(url.clone());
+            }
+        }
+    }
     match link.cluster().name_edge(meeting).await {
-        Ok(Some(node)) if link.allows(&node.url) => Some(node.url),
+        Ok(Some(node)) if link.allows(&node.url) => {
+            let mut named = cascade.named.lock().unwrap_or_else(|e| e.into_inner());
+            named.retain(|_, (_, at)| at.elapsed() < NAMED_FOR);
+            named.insert(
+                meeting.to_string(),
+                (node.url.clone(), std::time::Instant::now()),
+            );
+            Some(node.url)
+        }
         Ok(Some(node)) => {
             tracing::error!(node = %node.url, "cascade: Redis names a node outside --node-urls; no one is sent there");
             None
@@ -265,6 +290,15 @@ pub async fn hosted_by(
     }
     let owner = link.cluster().owner(meeting).await.ok()??;
     (owner != link.id()).then_some(owner)
+}
+
+/// Whether a page's query says it is for the stage (`stage`): a host's page
+/// that an edge sent to the meeting's node, not to be sent to an edge again.
+pub fn for_stage(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        q.split('&')
+            .any(|p| p == "stage" || p.starts_with("stage="))
+    })
 }
 
 fn to_edge_task(state: &AppState, wire: Wire) {
