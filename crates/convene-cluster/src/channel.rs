@@ -13,8 +13,9 @@
 //! Each names its receiver (a message for one node is refused by another),
 //! its sender's run and its count there (a count an inbox has taken, or
 //! passed, is refused: no replay, no reordering), and when it was sealed
-//! (one older than [`FRESH_FOR`] is refused: a node's first message from a
-//! sender it has not heard from cannot be an old one replayed).
+//! (one older than [`FRESH_FOR`] is refused, which bounds what a node that
+//! has not heard from a sender yet, after its own restart, can be made to
+//! take again: the last 30 s of that sender's messages to it, once).
 
 use std::time::Duration;
 
@@ -159,13 +160,10 @@ impl Opener {
         if known.is_some_and(|(_, last, _)| count <= *last) {
             return None;
         }
-        let fresh_key;
+        let mut fresh_key = None;
         let key = match known {
             Some((k, _, _)) => k,
-            None => {
-                fresh_key = boot_key(&self.base, boot);
-                &fresh_key
-            }
+            None => &*fresh_key.insert(boot_key(&self.base, boot)),
         };
         let mut body = body.to_vec();
         let plain = key
@@ -194,8 +192,8 @@ impl Opener {
                         self.senders.remove(&b);
                     }
                 }
-                self.senders
-                    .insert(boot, (boot_key(&self.base, boot), count, now));
+                let key = fresh_key.unwrap_or_else(|| boot_key(&self.base, boot));
+                self.senders.insert(boot, (key, count, now));
             }
         }
         Some(message)

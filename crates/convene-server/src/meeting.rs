@@ -622,7 +622,18 @@ impl Meeting {
                 }
             }
             MeetingInput::SocketClosed { who, socket } => {
-                if self.members.get(&who).is_some_and(|m| m.socket == socket) {
+                // An edge may not know who joined on a socket it gave up on
+                // (its join's answer came late, or was lost): the socket's
+                // number says.
+                let who = if self.members.get(&who).is_some_and(|m| m.socket == socket) {
+                    Some(who)
+                } else {
+                    self.members
+                        .iter()
+                        .find(|(_, m)| m.socket == socket && m.edge.is_some())
+                        .map(|(w, _)| w.clone())
+                };
+                if let Some(who) = who {
                     self.members.remove(&who);
                     self.room.connection_lost(now, &who);
                 }

@@ -27,6 +27,8 @@ use crate::AppState;
 const IDLE_STOP: Duration = Duration::from_secs(30);
 /// How often the edge checks that its host still hosts the meeting.
 const HOST_CHECK: Duration = Duration::from_secs(2);
+/// The longest that check waits for Redis.
+const HOST_CHECK_WAIT: Duration = Duration::from_millis(500);
 /// A join the meeting's node has not answered in this long is given up
 /// (the socket closes; the client tries again).
 const JOIN_PATIENCE: Duration = Duration::from_secs(10);
@@ -78,6 +80,7 @@ pub fn spawn(
     state: Arc<AppState>,
     meeting: String,
     host: String,
+    incarnation: u64,
 ) -> mpsc::UnboundedSender<EdgeInput> {
     let (tx, rx) = mpsc::unbounded_channel();
     let (sfu_tx, sfu_rx) = mpsc::unbounded_channel();
@@ -91,7 +94,7 @@ pub fn spawn(
         meeting,
         host,
         me,
-        incarnation: rand::random(),
+        incarnation,
         state,
         sfu_tx,
         sockets: HashMap::new(),
@@ -116,6 +119,7 @@ impl Edge {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut empty_since: Option<std::time::Instant> = None;
         let mut host_checked = std::time::Instant::now();
+        let mut host_misses = 0;
         loop {
             tokio::select! {
                 input = rx.recv() => match input {
@@ -123,6 +127,7 @@ impl Edge {
                     Some(EdgeInput::Host(wire)) => self.host_says(wire),
                     Some(EdgeInput::HostChanged) => {
                         info!("another node hosts the meeting now: the sockets here close");
+                        self.tell_host_all_closed();
                         break;
                     }
                     None => break,
@@ -132,9 +137,15 @@ impl Edge {
                     self.forget_gone_sockets();
                     if host_checked.elapsed() >= HOST_CHECK {
                         host_checked = std::time::Instant::now();
-                        if !self.host_still_hosts().await {
+                        // Twice in a row: a hold that lapsed for a moment
+                        // does not close a whole audience's sockets.
+                        host_misses = if self.host_still_hosts().await { 0 } else { host_misses + 1 };
+                        if host_misses >= 2 {
                             info!("the meeting's node no longer hosts it: the sockets here close");
-                            self.leave_map();
+                            self.tell_host_all_closed();
+                            if let Some(c) = &self.state.cascade {
+                                c.edge_leaves(&self.meeting, self.incarnation, false);
+                            }
                             break;
                         }
                     }
@@ -142,15 +153,9 @@ impl Edge {
                         let since = *empty_since.get_or_insert_with(std::time::Instant::now);
                         if since.elapsed() >= IDLE_STOP {
                             let Some(cascade) = &self.state.cascade else { break };
-                            let mut edges = cascade.edges.lock().unwrap_or_else(|e| e.into_inner());
                             // Not while a socket holds a sender (one between
-                            // its upgrade and its join): the map holds the other.
-                            let ours = edges
-                                .get(&self.meeting)
-                                .filter(|(h, tx)| *h == self.host && tx.strong_count() <= 1)
-                                .is_some();
-                            if ours && rx.is_empty() {
-                                edges.remove(&self.meeting);
+                            // its upgrade and its join).
+                            if rx.is_empty() && cascade.edge_leaves(&self.meeting, self.incarnation, true) {
                                 break;
                             }
                         }
@@ -180,27 +185,33 @@ impl Edge {
     }
 
     /// Whether the node this task sends to still hosts the meeting (true
-    /// when Redis cannot say: running sockets are not closed for that).
+    /// when Redis cannot say, or not within [`HOST_CHECK_WAIT`]: running
+    /// sockets are not closed for that, and the task does not wait long).
     async fn host_still_hosts(&self) -> bool {
         let Some(link) = &self.state.cluster else {
             return true;
         };
-        match link.cluster().owner(&self.meeting).await {
-            Ok(owner) => owner.as_deref() == Some(self.host.as_str()),
-            Err(_) => true,
+        match tokio::time::timeout(HOST_CHECK_WAIT, link.cluster().owner(&self.meeting)).await {
+            Ok(Ok(owner)) => owner.as_deref() == Some(self.host.as_str()),
+            _ => true,
         }
     }
 
-    /// Out of the node's map of edge tasks, if this one is still there.
-    fn leave_map(&self) {
-        if let Some(cascade) = &self.state.cascade {
-            let mut edges = cascade.edges.lock().unwrap_or_else(|e| e.into_inner());
-            if edges
-                .get(&self.meeting)
-                .is_some_and(|(h, _)| *h == self.host)
-            {
-                edges.remove(&self.meeting);
-            }
+    /// The sockets here close: the meeting's node is told of each (it may
+    /// still run the room, and would otherwise keep them there).
+    fn tell_host_all_closed(&mut self) {
+        let closed: Vec<(u64, ParticipantId)> = self
+            .sockets
+            .iter()
+            .filter_map(|(k, s)| Some((*k, s.who.clone()?)))
+            .collect();
+        for (socket, who) in closed {
+            self.to_host(Wire::SocketClosed {
+                meeting: self.meeting.clone(),
+                from: self.me.clone(),
+                socket,
+                who,
+            });
         }
     }
 

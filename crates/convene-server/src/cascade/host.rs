@@ -31,14 +31,22 @@ struct Remote {
     joins: mpsc::UnboundedSender<oneshot::Receiver<Result<ParticipantId, RoomError>>>,
 }
 
+/// From a socket's forwarding task. `socket` is the edge's number for the
+/// socket, `local` this node's.
 pub enum HostEvent {
     Joined {
         from: String,
         socket: u64,
+        local: u64,
+        meeting: String,
         who: ParticipantId,
     },
     /// The socket's forwarding task ended.
-    Gone { from: String, socket: u64 },
+    Gone {
+        from: String,
+        socket: u64,
+        local: u64,
+    },
 }
 
 pub struct Host {
@@ -89,15 +97,16 @@ impl Host {
                 let remote = self.sockets.entry(key).or_insert_with(|| {
                     let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
                     let (joins, joins_rx) = mpsc::unbounded_channel();
+                    let local = crate::ws::next_socket_id();
                     tokio::spawn(forward(
                         self.state.clone(),
-                        (from.clone(), meeting.clone(), socket),
+                        (from.clone(), meeting.clone(), socket, local),
                         rx,
                         joins_rx,
                         self.events_tx.clone(),
                     ));
                     Remote {
-                        socket: crate::ws::next_socket_id(),
+                        socket: local,
                         meeting: meeting.clone(),
                         who: None,
                         out: Some(tx),
@@ -194,32 +203,42 @@ impl Host {
 
     pub fn event(&mut self, event: HostEvent) {
         match event {
-            HostEvent::Joined { from, socket, who } => {
-                if let Some(r) = self.sockets.get_mut(&(from, socket)) {
+            HostEvent::Joined {
+                from,
+                socket,
+                local,
+                meeting,
+                who,
+            } => match self.sockets.get_mut(&(from, socket)) {
+                Some(r) if r.socket == local => {
                     // The meeting holds the only sender now.
                     r.out = None;
                     r.who = Some(who);
                 }
-            }
-            HostEvent::Gone { from, socket } => {
-                self.sockets.remove(&(from, socket));
+                // The edge said the socket closed before its join was
+                // answered: the one who joined on it is gone too.
+                _ => {
+                    let input = MeetingInput::SocketClosed { who, socket: local };
+                    deliver_running(&self.state, &meeting, input);
+                }
+            },
+            HostEvent::Gone {
+                from,
+                socket,
+                local,
+            } => {
+                let key = (from, socket);
+                if self.sockets.get(&key).is_some_and(|r| r.socket == local) {
+                    self.sockets.remove(&key);
+                }
             }
         }
     }
 
-    /// Sockets on edges that are gone (no longer alive in Redis): their
-    /// people lost their connection, as when a socket here drops.
-    pub async fn forget_lost_edges(&mut self) {
-        let Some(link) = &self.state.cluster else {
-            return;
-        };
-        if self.sockets.is_empty() {
-            return;
-        }
-        let Ok(nodes) = link.cluster().nodes().await else {
-            return; // Redis cannot say: nothing is dropped for that
-        };
-        let alive: std::collections::HashSet<String> = nodes.into_iter().map(|n| n.id).collect();
+    /// Sockets on edges that are gone (not among the `alive` nodes Redis
+    /// lists): their people lost their connection, as when a socket here
+    /// drops.
+    pub fn forget_lost_edges(&mut self, alive: &std::collections::HashSet<String>) {
         let lost: Vec<(String, u64)> = self
             .sockets
             .keys()
@@ -230,14 +249,17 @@ impl Host {
             let Some(r) = self.sockets.remove(&key) else {
                 continue;
             };
-            if let Some(who) = r.who {
-                let input = MeetingInput::SocketClosed {
-                    who,
-                    socket: r.socket,
-                };
-                deliver_running(&self.state, &r.meeting, input);
-            }
+            let input = MeetingInput::SocketClosed {
+                who: r.who.unwrap_or_else(|| ParticipantId(String::new())),
+                socket: r.socket,
+            };
+            deliver_running(&self.state, &r.meeting, input);
         }
+    }
+
+    /// Whether any socket on an edge is known here (else no need to look).
+    pub fn has_remote_sockets(&self) -> bool {
+        !self.sockets.is_empty()
     }
 }
 
@@ -246,7 +268,7 @@ impl Host {
 /// the socket, the edge is told to close it.
 async fn forward(
     state: Arc<AppState>,
-    (edge, meeting, socket): (String, String, u64),
+    (edge, meeting, socket, local): (String, String, u64, u64),
     mut rx: mpsc::Receiver<Outbound>,
     mut joins: mpsc::UnboundedReceiver<oneshot::Receiver<Result<ParticipantId, RoomError>>>,
     events: mpsc::UnboundedSender<HostEvent>,
@@ -270,6 +292,8 @@ async fn forward(
                 let _ = events.send(HostEvent::Joined {
                     from: edge.clone(),
                     socket,
+                    local,
+                    meeting: meeting.clone(),
                     who: who.clone(),
                 });
             }
@@ -308,5 +332,9 @@ async fn forward(
         }
     }
     cascade.send(&edge, Wire::Close { meeting, socket });
-    let _ = events.send(HostEvent::Gone { from: edge, socket });
+    let _ = events.send(HostEvent::Gone {
+        from: edge,
+        socket,
+        local,
+    });
 }

@@ -19,9 +19,10 @@ use crate::AppState;
 pub use edge::EdgeInput;
 use wire::Wire;
 
-/// Messages to other nodes waiting to be sent, at most. A socket's own
-/// queue is 512; this is shared by every socket on every edge.
-const OUT_QUEUE: usize = 65_536;
+/// Bytes of messages to sockets on other nodes waiting to be sent, at most
+/// (shared by every socket on every edge; a socket's own queue is 512
+/// messages).
+const OUT_BYTES: usize = 64 << 20;
 
 /// How long the edge named for a meeting's newcomers stays the one named.
 const NAMED_FOR: std::time::Duration = std::time::Duration::from_secs(10);
@@ -31,10 +32,13 @@ const EDGES_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// This node's part in cascading.
 pub struct Cascade {
-    /// Messages to other nodes, sent in order by one task; past
-    /// [`OUT_QUEUE`] waiting (Redis slow or away), new ones are dropped.
-    out: mpsc::Sender<(String, Wire)>,
-    out_rx: Mutex<Option<mpsc::Receiver<(String, Wire)>>>,
+    /// Messages to other nodes, sent in order by one task. Past
+    /// [`OUT_BYTES`] waiting (Redis slow or away), what a socket is sent is
+    /// dropped; joins, answers and closes never are.
+    out: mpsc::UnboundedSender<(String, Wire, usize)>,
+    out_rx: Mutex<Option<mpsc::UnboundedReceiver<(String, Wire, usize)>>>,
+    /// Bytes (about) waiting in `out`.
+    out_bytes: Arc<std::sync::atomic::AtomicUsize>,
     /// Messages dropped for a full queue (logged now and then).
     dropped: std::sync::atomic::AtomicU64,
     /// A webinar's audience here at which newcomers go to an edge (0: never).
@@ -46,7 +50,8 @@ pub struct Cascade {
     /// handoff (handoff.rs), moments apart, name the same edge.
     named: Mutex<HashMap<String, (String, std::time::Instant)>>,
     /// The meetings this node is an edge for: their edge tasks.
-    edges: Mutex<HashMap<String, (String, mpsc::UnboundedSender<EdgeInput>)>>,
+    /// With the host each runs for and its task's number.
+    edges: Mutex<HashMap<String, EdgeTask>>,
     /// For each (meeting's node, its worker), this node's workers that
     /// take a relay from it: one relay each (edge.rs).
     relayed_to: Mutex<HashMap<(String, String), Vec<std::net::SocketAddr>>>,
@@ -54,10 +59,11 @@ pub struct Cascade {
 
 impl Cascade {
     pub fn new(after: usize) -> Cascade {
-        let (out, out_rx) = mpsc::channel(OUT_QUEUE);
+        let (out, out_rx) = mpsc::unbounded_channel();
         Cascade {
             out,
             out_rx: Mutex::new(Some(out_rx)),
+            out_bytes: Arc::default(),
             dropped: std::sync::atomic::AtomicU64::new(0),
             after,
             audience: Mutex::default(),
@@ -71,17 +77,28 @@ impl Cascade {
     /// when too much waits: the sockets concerned fall out of step, as
     /// when a socket drops, and a resume puts them back.
     pub fn send(&self, to: &str, wire: Wire) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.out.try_send((to.to_string(), wire)) {
-            let n = self
-                .dropped
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        use std::sync::atomic::Ordering::Relaxed;
+        let (bytes, droppable) = match &wire {
+            Wire::Text { text, .. } => (text.len() + 64, true),
+            Wire::Media { .. } => (512, true),
+            Wire::Message { .. } | Wire::Refused { .. } => (1024, true),
+            Wire::RelayOffer { sdp, .. } | Wire::RelayAnswer { sdp, .. } => {
+                (sdp.len() + 256, false)
+            }
+            _ => (256, false),
+        };
+        if droppable && self.out_bytes.load(Relaxed) + bytes > OUT_BYTES {
+            let n = self.dropped.fetch_add(1, Relaxed);
             if n.is_power_of_two() {
                 warn!(
                     dropped = n + 1,
-                    "cascade: too many messages wait for Redis; dropping"
+                    "cascade: too much waits for Redis; dropping messages to sockets"
                 );
             }
+            return;
         }
+        self.out_bytes.fetch_add(bytes, Relaxed);
+        let _ = self.out.send((to.to_string(), wire, bytes));
     }
 
     /// A hosted meeting's audience on this node (`None`: it stopped here).
@@ -106,6 +123,20 @@ impl Cascade {
 }
 
 impl Cascade {
+    /// Edge task `incarnation` leaves the map, if the map holds it for
+    /// `meeting` and (when `idle`) no socket holds a sender of it (the map
+    /// holds one). Whether it may stop: when idle, only if it left.
+    fn edge_leaves(&self, meeting: &str, incarnation: u64, idle: bool) -> bool {
+        let mut edges = self.edges.lock().unwrap_or_else(|e| e.into_inner());
+        let ours = edges
+            .get(meeting)
+            .is_some_and(|t| t.incarnation == incarnation && (!idle || t.tx.strong_count() <= 1));
+        if ours {
+            edges.remove(meeting);
+        }
+        ours || !idle
+    }
+
     /// A worker of this node for a meeting whose stage comes from `from`
     /// (node, worker): one that takes no relay from there yet, if there is
     /// one; true with it when every worker does (its relay will not connect).
@@ -136,6 +167,13 @@ impl Cascade {
     }
 }
 
+/// An edge task, as the node's map knows it.
+struct EdgeTask {
+    host: String,
+    incarnation: u64,
+    tx: mpsc::UnboundedSender<EdgeInput>,
+}
+
 /// Where a socket for a meeting goes on this node.
 pub enum Placement {
     /// Hosted here (or no cluster).
@@ -157,15 +195,28 @@ pub fn ensure_edge(
 ) -> Option<mpsc::UnboundedSender<EdgeInput>> {
     let cascade = state.cascade.as_ref()?;
     let mut edges = cascade.edges.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((h, tx)) = edges.get(meeting) {
-        if h == host && !tx.is_closed() {
-            return Some(tx.clone());
+    if let Some(task) = edges.get(meeting) {
+        if task.host == host && !task.tx.is_closed() {
+            return Some(task.tx.clone());
         }
         // The meeting moved: the old task closes its sockets and stops.
-        let _ = tx.send(EdgeInput::HostChanged);
+        let _ = task.tx.send(EdgeInput::HostChanged);
     }
-    let tx = edge::spawn(state.clone(), meeting.to_string(), host.to_string());
-    edges.insert(meeting.to_string(), (host.to_string(), tx.clone()));
+    let incarnation = rand::random();
+    let tx = edge::spawn(
+        state.clone(),
+        meeting.to_string(),
+        host.to_string(),
+        incarnation,
+    );
+    edges.insert(
+        meeting.to_string(),
+        EdgeTask {
+            host: host.to_string(),
+            incarnation,
+            tx: tx.clone(),
+        },
+    );
     Some(tx)
 }
 
@@ -183,8 +234,10 @@ pub fn spawn(state: Arc<AppState>) {
         return;
     };
     let cluster = link.cluster().clone();
+    let out_bytes = cascade.out_bytes.clone();
     tokio::spawn(async move {
-        while let Some((to, wire)) = out_rx.recv().await {
+        while let Some((to, wire, bytes)) = out_rx.recv().await {
+            out_bytes.fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
             let bytes = match serde_json::to_vec(&wire) {
                 Ok(b) => b,
                 Err(e) => {
@@ -213,9 +266,19 @@ pub fn spawn(state: Arc<AppState>) {
         };
         let mut host = host::Host::new(st.clone());
         let mut edges_check = tokio::time::interval(EDGES_CHECK);
+        // The live nodes, read off this loop (Redis may be slow to answer).
+        let (alive_tx, mut alive_rx) = mpsc::channel::<std::collections::HashSet<String>>(1);
         loop {
             tokio::select! {
-                _ = edges_check.tick() => host.forget_lost_edges().await,
+                _ = edges_check.tick(), if host.has_remote_sockets() => {
+                    let (cluster, tx) = (link.cluster().clone(), alive_tx.clone());
+                    tokio::spawn(async move {
+                        if let Ok(nodes) = cluster.nodes().await {
+                            let _ = tx.try_send(nodes.into_iter().map(|n| n.id).collect());
+                        }
+                    });
+                }
+                Some(alive) = alive_rx.recv() => host.forget_lost_edges(&alive),
                 bytes = inbox.recv() => {
                     let Some(bytes) = bytes else { break };
                     let wire: Wire = match serde_json::from_slice(&bytes) {
@@ -307,8 +370,8 @@ fn to_edge_task(state: &AppState, wire: Wire) {
     };
     let edges = cascade.edges.lock().unwrap_or_else(|e| e.into_inner());
     match edges.get(wire.meeting()) {
-        Some((_, tx)) => {
-            let _ = tx.send(EdgeInput::Host(wire));
+        Some(task) => {
+            let _ = task.tx.send(EdgeInput::Host(wire));
         }
         None => debug!("cascade: a message for a meeting this node is no edge of"),
     }
