@@ -247,6 +247,33 @@ impl Cluster {
         Ok(receivers > 0)
     }
 
+    /// Send each message to its node, in order, in one round trip to Redis
+    /// (a pipeline). Messages too large are left out (and counted in the
+    /// error when nothing else went); `Ok` says how many no node listened for.
+    pub async fn send_many(&self, messages: &[(String, Vec<u8>)]) -> Result<usize, ClusterError> {
+        let key = self.messages.as_ref().ok_or(ClusterError::NoMessageKey)?;
+        let mut pipe = redis::pipe();
+        let mut sent = 0;
+        for (to, message) in messages {
+            if message.len() > MAX_MESSAGE {
+                continue;
+            }
+            pipe.cmd("PUBLISH")
+                .arg(inbox_channel(to))
+                .arg(key.seal(to, message)?);
+            sent += 1;
+        }
+        if sent == 0 {
+            return match messages.first() {
+                Some((_, m)) => Err(ClusterError::TooLarge(m.len())),
+                None => Ok(0),
+            };
+        }
+        let mut redis = self.redis.clone();
+        let receivers: Vec<i64> = pipe.query_async(&mut redis).await?;
+        Ok(receivers.iter().filter(|&&n| n == 0).count())
+    }
+
     /// This node's inbox, on a connection of its own (a subscribed
     /// connection does nothing else), subscribed again whenever Redis comes
     /// back. Fails when Redis does not answer now.

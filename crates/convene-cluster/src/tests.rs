@@ -259,6 +259,25 @@ async fn a_message_reaches_the_node_it_is_sent_to_in_order_and_no_other() {
         assert_eq!(got, format!("{i}").into_bytes(), "in order");
     }
     assert_eq!(next(&mut to_c, 1).await, None, "n3 got none of them");
+    // Many at once, in one round trip: each to its node, in order.
+    let batch: Vec<(String, Vec<u8>)> = (0..100)
+        .map(|i| {
+            (
+                if i % 3 == 0 { "n3" } else { "n2" }.to_string(),
+                format!("b{i}").into_bytes(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        a.send_many(&batch).await.unwrap(),
+        0,
+        "every one listened for"
+    );
+    for (to, inbox) in [("n2", &mut to_b), ("n3", &mut to_c)] {
+        for (_, m) in batch.iter().filter(|(t, _)| t == to) {
+            assert_eq!(next(inbox, 5).await.as_deref(), Some(m.as_slice()));
+        }
+    }
     assert!(
         !a.send_to("n9", b"anyone?").await.unwrap(),
         "no node listens"

@@ -24,6 +24,9 @@ use wire::Wire;
 /// messages).
 const OUT_BYTES: usize = 64 << 20;
 
+/// Messages sent to Redis in one pipeline, at most.
+const SEND_BATCH: usize = 256;
+
 /// How long the edge named for a meeting's newcomers stays the one named.
 const NAMED_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -236,19 +239,28 @@ pub fn spawn(state: Arc<AppState>) {
     let cluster = link.cluster().clone();
     let out_bytes = cascade.out_bytes.clone();
     tokio::spawn(async move {
-        while let Some((to, wire, bytes)) = out_rx.recv().await {
-            out_bytes.fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
-            let bytes = match serde_json::to_vec(&wire) {
-                Ok(b) => b,
-                Err(e) => {
-                    warn!("cascade: a message not encoded: {e}");
-                    continue;
+        // What waits goes in one pipeline (up to SEND_BATCH), in order: one
+        // round trip to Redis for many messages.
+        let mut batch = Vec::new();
+        while let Some(first) = out_rx.recv().await {
+            batch.clear();
+            let mut next = Some(first);
+            while let Some((to, wire, bytes)) = next {
+                out_bytes.fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
+                match serde_json::to_vec(&wire) {
+                    Ok(b) => batch.push((to, b)),
+                    Err(e) => warn!("cascade: a message not encoded: {e}"),
                 }
-            };
-            match cluster.send_to(&to, &bytes).await {
-                Ok(true) => {}
-                Ok(false) => debug!(node = %to, "cascade: no node listens"),
-                Err(e) => warn!(node = %to, "cascade: not sent: {e}"),
+                next = if batch.len() < SEND_BATCH {
+                    out_rx.try_recv().ok()
+                } else {
+                    None
+                };
+            }
+            match cluster.send_many(&batch).await {
+                Ok(0) => {}
+                Ok(n) => debug!(messages = n, "cascade: no node listens"),
+                Err(e) => warn!(messages = batch.len(), "cascade: not sent: {e}"),
             }
         }
     });
