@@ -353,3 +353,71 @@ async fn two_cascaded_webinars_from_one_worker_reach_their_audiences_on_one_edge
     }
     drop(redis);
 }
+
+/// Figures for BENCHMARKS.md, not a test (run with `--ignored`): joins
+/// through the meeting's node and through an edge, one at a time, from the
+/// socket's opening to the welcome and to the stage's first video packet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn figures_join_through_an_edge() {
+    let redis = Redis::start();
+    let database = convene_storage::testing::postgres_url();
+    let dir = std::env::temp_dir().join(format!(
+        "convene-cascade-{}",
+        convene_storage::new_meeting_id()
+    ));
+    let flags = ["--cascade-after", "1"];
+    let host = start_node_with(1, &dir, &database, &redis.url(), &flags);
+    let edge = start_node_with(2, &dir, &database, &redis.url(), &flags);
+    let observer = Cluster::connect(&redis.url(), "observer", "http://observer")
+        .await
+        .unwrap();
+    wait_for_nodes(&observer, Duration::from_secs(5), |ids| ids.len() == 2).await;
+    let (id, key) = create(&host.url, true).await;
+    claim_for(&redis.url(), "n1", &id).await;
+    let mut hana = Client::join_with(&host.url, &id, "Hana", JoinOptions::host(key))
+        .await
+        .unwrap();
+    hana.publish("camera", 300).await.unwrap();
+    hana.set_keyframe_interval("camera", Duration::from_millis(500));
+    let hid = hana.participant_id.clone();
+    let mut kept = Vec::new();
+    for (label, url) in [("meeting's node", &host.url), ("edge", &edge.url)] {
+        if *url == edge.url {
+            // A page loaded on the meeting's node names the edge.
+            let page = http()
+                .get(format!("{}/m/{id}", host.url))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(page.status(), 307);
+        }
+        let mut welcome = Vec::new();
+        let mut first = Vec::new();
+        for i in 0..10 {
+            let start = std::time::Instant::now();
+            let mut c = Client::join(url, &id, &format!("A{i}"), None)
+                .await
+                .unwrap();
+            welcome.push(start.elapsed());
+            // The stage keeps sending while the newcomer waits for it.
+            let got = tokio::select! {
+                got = c.run_until(Duration::from_secs(5), |c| c.received_from(&hid, "camera").packets > 0) => got,
+                _ = hana.run_until(Duration::from_secs(5), |_| false) => false,
+            };
+            assert!(got, "{label}: the stage arrives");
+            first.push(start.elapsed());
+            kept.push(c);
+        }
+        welcome.sort();
+        first.sort();
+        println!(
+            "# figure: join through the {label}: welcome median {:.1} ms (max {:.1}), first stage video packet median {:.1} ms (max {:.1}), 10 joins",
+            welcome[5].as_secs_f64() * 1e3,
+            welcome[9].as_secs_f64() * 1e3,
+            first[5].as_secs_f64() * 1e3,
+            first[9].as_secs_f64() * 1e3
+        );
+    }
+    drop(redis);
+}
