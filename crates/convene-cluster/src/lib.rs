@@ -28,8 +28,10 @@ use serde::{Deserialize, Serialize};
 
 mod channel;
 mod edges;
+mod guesses;
 mod place;
 pub use channel::{Inbox, FRESH_FOR, MAX_MESSAGE};
+pub use guesses::{Backoff, Guess, Waiting, LEASE as GUESS_LEASE};
 pub use place::place;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -130,6 +132,9 @@ pub struct Cluster {
     url: String,
     /// Seals messages between nodes (channel.rs); none until given.
     messages: Option<std::sync::Arc<channel::MessageKey>>,
+    /// Tags client addresses in guess counters (guesses.rs); from the same
+    /// secret.
+    guesses: Option<ring::hmac::Key>,
 }
 
 impl Cluster {
@@ -137,6 +142,11 @@ impl Cluster {
     /// `secret`, which every node has and Redis does not (channel.rs).
     pub fn with_message_key(mut self, secret: &[u8]) -> Result<Cluster, ClusterError> {
         self.messages = Some(std::sync::Arc::new(channel::MessageKey::new(secret)?));
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"convene cluster guesses v1\0");
+        h.update(secret);
+        self.guesses = Some(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &h.finalize()));
         Ok(self)
     }
 
@@ -158,6 +168,7 @@ impl Cluster {
             id: id.to_string(),
             url: public_url.trim_end_matches('/').to_string(),
             messages: None,
+            guesses: None,
         })
     }
 

@@ -369,3 +369,97 @@ async fn a_message_not_sealed_for_its_receiver_with_the_nodes_key_is_dropped() {
         Err(ClusterError::NoMessageKey)
     ));
 }
+
+#[tokio::test]
+async fn passcode_guesses_on_two_nodes_draw_on_one_budget() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, "n1").await, node(&redis, "n2").await);
+    let rules = |free| Backoff {
+        free_tries: free,
+        first_wait: Duration::from_millis(400),
+        max_wait: Duration::from_secs(2),
+        forget_after: Duration::from_secs(60),
+    };
+    let (per_address, per_meeting) = (rules(3), rules(6));
+    let one: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+    let meeting = "m-guessed-at";
+    // Three wrong tries, on either node: the fourth waits, on both.
+    for node in [&a, &b, &a] {
+        let g = node
+            .reserve_guess(meeting, one, &per_address, &per_meeting)
+            .await
+            .unwrap()
+            .expect("a free try");
+        node.settle_guess(g, true).await.unwrap();
+    }
+    for node in [&a, &b] {
+        let waiting = node
+            .reserve_guess(meeting, one, &per_address, &per_meeting)
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            matches!(waiting, Waiting::Address(w) if w > Duration::ZERO && w <= Duration::from_millis(400)),
+            "{waiting:?}"
+        );
+    }
+    // A right try takes back its own charge only.
+    let other: std::net::IpAddr = "192.0.2.8".parse().unwrap();
+    let g = b
+        .reserve_guess(meeting, other, &per_address, &per_meeting)
+        .await
+        .unwrap()
+        .unwrap();
+    b.settle_guess(g, false).await.unwrap();
+    // Simultaneous tries from many addresses, split over both nodes, are
+    // charged before they are checked: the meeting's budget (6, of which 3
+    // are spent) lets exactly 3 through.
+    let tries = (0..20).map(|i| {
+        let node = if i % 2 == 0 { a.clone() } else { b.clone() };
+        async move {
+            let ip: std::net::IpAddr = format!("198.51.100.{i}").parse().unwrap();
+            node.reserve_guess(meeting, ip, &per_address, &per_meeting)
+                .await
+                .unwrap()
+        }
+    });
+    let results = futures_util::future::join_all(tries).await;
+    let through = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(through, 3, "{results:?}");
+    assert!(results
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .all(|w| matches!(w, Waiting::Meeting(_))));
+    // Redis holds neither the meeting's id nor an address, and every key
+    // goes away by itself.
+    let mut raw = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*guesses*")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty());
+    for k in &keys {
+        assert!(
+            !k.contains(meeting) && !k.contains("192.0.2") && !k.contains("198.51"),
+            "{k}"
+        );
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(k)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        assert!(ttl > 0 && ttl <= 60_000, "{k} expires: {ttl}");
+    }
+    // After the wait, the first address may try again.
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert!(a
+        .reserve_guess(meeting, one, &per_address, &rules(100))
+        .await
+        .unwrap()
+        .is_ok());
+}

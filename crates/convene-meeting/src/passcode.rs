@@ -295,6 +295,11 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         }
     }
 
+    /// The rules this limiter applies.
+    pub fn rules(&self) -> Rules {
+        self.rules
+    }
+
     pub fn failures(&self, key: &K) -> u32 {
         self.entries.get(key).map_or(0, |e| e.failures)
     }

@@ -131,9 +131,15 @@ async fn admit(
             "too many passcode checks from your address: wait a few seconds",
         ));
     }
-    let guess = match Guess::reserve(state, group, &meeting.id) {
+    let guess = match Try::reserve(state, group, &meeting.id).await {
         Ok(g) => g,
-        Err(wait) => {
+        Err(NoTry::Unreachable) => {
+            return Err(ServerMessage::error(
+                ErrorCode::Busy,
+                "the meeting cannot be reached just now; try again in a moment",
+            ))
+        }
+        Err(NoTry::Wait(wait)) => {
             let secs = wait.as_secs() + 1;
             audit("refused: locked out", format!("retry after {secs} s"));
             return Err(ServerMessage::error(
@@ -148,21 +154,107 @@ async fn admit(
         .await;
     match verdict {
         Ok(true) => {
-            drop(guess); // right: its charge is taken back
+            guess.settle(false).await; // right: its charge is taken back
             Ok(Role::Participant)
         }
         Ok(false) => {
-            guess.failed();
+            // Settled before the answer: the client's next try finds it counted.
+            guess.settle(true).await;
             audit("refused: wrong passcode", String::new());
             Err(ServerMessage::error(
                 ErrorCode::WrongPasscode,
                 "that passcode is not right",
             ))
         }
-        Err(crate::hashing::Busy) => Err(ServerMessage::error(
-            ErrorCode::Busy,
-            "the server is busy checking passcodes: try again in a few seconds",
-        )),
+        Err(crate::hashing::Busy) => {
+            guess.settle(false).await;
+            Err(ServerMessage::error(
+                ErrorCode::Busy,
+                "the server is busy checking passcodes: try again in a few seconds",
+            ))
+        }
+    }
+}
+
+/// The longest a join waits for the cluster's guess count.
+const SHARED_GUESS_WAIT: Duration = Duration::from_secs(2);
+
+/// A passcode try charged before its check: to this node's limiters, or,
+/// in a cluster, to the cluster's (every node, an edge of a cascaded
+/// webinar included, draws on one budget: convene-cluster guesses.rs).
+enum Try<'a> {
+    Local(Guess<'a>),
+    Shared(&'a convene_cluster::Cluster, convene_cluster::Guess),
+}
+
+enum NoTry {
+    Wait(Duration),
+    /// The cluster's count cannot be read: no try unless it is counted.
+    Unreachable,
+}
+
+fn backoff(rules: passcode::Rules) -> convene_cluster::Backoff {
+    convene_cluster::Backoff {
+        free_tries: rules.free_tries,
+        first_wait: rules.first_wait,
+        max_wait: rules.max_wait,
+        forget_after: rules.forget_after,
+    }
+}
+
+impl<'a> Try<'a> {
+    async fn reserve(state: &'a AppState, group: IpAddr, meeting: &str) -> Result<Try<'a>, NoTry> {
+        let Some(link) = &state.cluster else {
+            return Guess::reserve(state, group, meeting)
+                .map(Try::Local)
+                .map_err(NoTry::Wait);
+        };
+        if link.reaches_redis().is_err() {
+            return Err(NoTry::Unreachable);
+        }
+        let per_address = backoff(
+            state
+                .passcode_limiter
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .rules(),
+        );
+        let per_meeting = backoff(
+            state
+                .meeting_passcode_limiter
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .rules(),
+        );
+        let reserved = link
+            .cluster()
+            .reserve_guess(meeting, group, &per_address, &per_meeting);
+        match tokio::time::timeout(SHARED_GUESS_WAIT, reserved).await {
+            Ok(Ok(Ok(g))) => Ok(Try::Shared(link.cluster(), g)),
+            Ok(Ok(Err(
+                convene_cluster::Waiting::Address(wait) | convene_cluster::Waiting::Meeting(wait),
+            ))) => Err(NoTry::Wait(wait)),
+            Ok(Err(e)) => {
+                tracing::warn!("cluster: passcode guesses not counted: {e}");
+                Err(NoTry::Unreachable)
+            }
+            Err(_) => Err(NoTry::Unreachable),
+        }
+    }
+
+    /// Wrong: the charge stays; right (or never checked): taken back. A
+    /// shared try not settled (Redis away) counts as wrong when its lease
+    /// runs out.
+    async fn settle(self, wrong: bool) {
+        match self {
+            Try::Local(g) if wrong => g.failed(),
+            Try::Local(g) => drop(g),
+            Try::Shared(cluster, g) => {
+                if let Err(e) = cluster.settle_guess(g, wrong).await {
+                    debug!("cluster: a passcode try not settled: {e}");
+                }
+            }
+        }
     }
 }
 

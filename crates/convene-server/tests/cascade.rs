@@ -421,3 +421,79 @@ async fn figures_join_through_an_edge() {
     }
     drop(redis);
 }
+
+fn join_code(result: &Result<Client, String>) -> &'static str {
+    match result {
+        Ok(_) => "joined",
+        Err(e) => ["wrong-passcode", "locked-out", "rate-limited", "busy"]
+            .into_iter()
+            .find(|c| e.contains(c))
+            .unwrap_or("other"),
+    }
+}
+
+/// Every node checks a joiner's passcode itself (an edge of a cascaded
+/// webinar too), and all draw on one count of wrong guesses, in Redis:
+/// guesses on the edge count with those on the meeting's node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_passcodes_on_the_meeting_node_and_its_edge_count_together() {
+    let redis = Redis::start();
+    let database = convene_storage::testing::postgres_url();
+    let dir = std::env::temp_dir().join(format!(
+        "convene-cascade-{}",
+        convene_storage::new_meeting_id()
+    ));
+    let flags = ["--cascade-after", "1"];
+    let host = start_node_with(1, &dir, &database, &redis.url(), &flags);
+    let edge = start_node_with(2, &dir, &database, &redis.url(), &flags);
+    let observer = Cluster::connect(&redis.url(), "observer", "http://observer")
+        .await
+        .unwrap();
+    wait_for_nodes(&observer, Duration::from_secs(5), |ids| ids.len() == 2).await;
+    let made: Value = http()
+        .post(format!("{}/api/meetings", host.url))
+        .json(&json!({"title": "Guarded", "passcode": "4711 blue", "settings": {"webinar": true}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = made["id"].as_str().unwrap().to_string();
+    let key = made["hostKey"].as_str().unwrap().to_string();
+    claim_for(&redis.url(), "n1", &id).await;
+    let mut hana = Client::join_with(&host.url, &id, "Hana", JoinOptions::host(key))
+        .await
+        .unwrap();
+    let with = |passcode: &str, ip: &str| JoinOptions {
+        passcode: Some(passcode.into()),
+        local_ip: Some(ip.parse().unwrap()),
+        ..JoinOptions::default()
+    };
+    let mut ann = Client::join_with(&host.url, &id, "Ann", with("4711 blue", "127.0.0.1"))
+        .await
+        .unwrap();
+    run(&mut [&mut hana, &mut ann], 1.2).await;
+    let page = http()
+        .get(format!("{}/m/{id}", host.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 307, "the edge is named");
+
+    // Five wrong guesses from one address, three on the meeting's node and
+    // two on the edge (five are free): then even the right passcode waits,
+    // on either node.
+    for url in [&host.url, &host.url, &host.url, &edge.url, &edge.url] {
+        let r = Client::join_with(url, &id, "Guess", with("nope", "127.0.5.1")).await;
+        assert_eq!(join_code(&r), "wrong-passcode");
+    }
+    for url in [&edge.url, &host.url] {
+        let r = Client::join_with(url, &id, "Guess", with("4711 blue", "127.0.5.1")).await;
+        assert_eq!(join_code(&r), "locked-out", "on {url}");
+    }
+    // Another address is not held up, on the edge.
+    let r = Client::join_with(&edge.url, &id, "Bo", with("4711 blue", "127.0.5.2")).await;
+    assert_eq!(join_code(&r), "joined");
+    drop(redis);
+}
