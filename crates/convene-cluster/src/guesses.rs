@@ -29,12 +29,15 @@ pub struct Backoff {
     pub forget_after: Duration,
 }
 
-/// A try charged to both budgets; settle it with [`Cluster::settle_guess`].
+/// A try at a meeting's passcode: charged to both budgets by
+/// [`Cluster::reserve`], then settled with [`Cluster::settle_guess`]
+/// (settling one never charged does nothing: a caller that gave up waiting
+/// for its charge settles it anyway).
 #[derive(Debug)]
 pub struct Guess {
     keys: [String; 4],
     token: String,
-    forget: [u64; 2],
+    budgets: [Backoff; 2],
 }
 
 /// Which budget makes a try wait.
@@ -49,10 +52,13 @@ static RESERVE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(||
         r"local T = redis.call('TIME'); local now = T[1] * 1000 + math.floor(T[2] / 1000)
           local lease = tonumber(ARGV[2])
           local function wait(h, z, free, first, maxw, forget)
-            local lapsed = redis.call('ZCOUNT', z, '-inf', now)
-            if lapsed > 0 then
+            -- Tries no node settled count as wrong, dated when their lease ran out.
+            local lapsed = redis.call('ZRANGEBYSCORE', z, '-inf', now, 'WITHSCORES')
+            if #lapsed > 0 then
               redis.call('ZREMRANGEBYSCORE', z, '-inf', now)
-              redis.call('HINCRBY', h, 'f', lapsed); redis.call('HSET', h, 't', now)
+              local at = tonumber(lapsed[#lapsed])
+              local was = tonumber(redis.call('HGET', h, 't') or '-1')
+              redis.call('HINCRBY', h, 'f', #lapsed / 2); redis.call('HSET', h, 't', math.max(at, was))
               redis.call('PEXPIRE', h, forget)
             end
             local inf = redis.call('ZCARD', z)
@@ -60,11 +66,11 @@ static RESERVE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(||
             local last = tonumber(redis.call('HGET', h, 't') or '-1')
             if inf == 0 and (last < 0 or now - last >= forget) then redis.call('DEL', h); return 0 end
             if f + inf < free then return 0 end
-            if inf > 0 then return first end
+            if inf > 0 then return math.max(first, 1) end
             if last < 0 then return 0 end
             local ready = last + math.min(first * 2 ^ math.min(f - free, 20), maxw)
             if now >= ready then return 0 end
-            return math.floor(ready - now)
+            return math.max(math.floor(ready - now), 1)
           end
           local a = {tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])}
           local m = {tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])}
@@ -109,6 +115,22 @@ impl Cluster {
         per_address: &Backoff,
         per_meeting: &Backoff,
     ) -> Result<Result<Guess, Waiting>, ClusterError> {
+        let guess = self.guess(meeting, group, per_address, per_meeting)?;
+        Ok(match self.reserve(&guess).await? {
+            None => Ok(guess),
+            Some(waiting) => Err(waiting),
+        })
+    }
+
+    /// A try from address group `group` at `meeting`'s passcode, not yet
+    /// charged. Needs the nodes' secret ([`Cluster::with_message_key`]).
+    pub fn guess(
+        &self,
+        meeting: &str,
+        group: IpAddr,
+        per_address: &Backoff,
+        per_meeting: &Backoff,
+    ) -> Result<Guess, ClusterError> {
         let key = self.guesses.as_ref().ok_or(ClusterError::NoMessageKey)?;
         let mut tagged = meeting.as_bytes().to_vec();
         tagged.push(0);
@@ -122,21 +144,29 @@ impl Cluster {
             .map(|b| format!("{b:02x}"))
             .collect();
         let p = meeting_prefix(meeting);
-        let keys = [
-            format!("{p}:guesses:{tag}"),
-            format!("{p}:guesses:{tag}:tries"),
-            format!("{p}:guesses"),
-            format!("{p}:guesses:tries"),
-        ];
-        let token: String = (0..16)
-            .map(|_| format!("{:02x}", rand::random::<u8>()))
-            .collect();
+        Ok(Guess {
+            keys: [
+                format!("{p}:guesses:{tag}"),
+                format!("{p}:guesses:{tag}:tries"),
+                format!("{p}:guesses"),
+                format!("{p}:guesses:tries"),
+            ],
+            token: (0..16)
+                .map(|_| format!("{:02x}", rand::random::<u8>()))
+                .collect(),
+            budgets: [*per_address, *per_meeting],
+        })
+    }
+
+    /// Charge `guess` to both budgets, or say which one makes it wait and
+    /// how long (`Some`).
+    pub async fn reserve(&self, guess: &Guess) -> Result<Option<Waiting>, ClusterError> {
         let mut call = RESERVE.prepare_invoke();
-        for k in &keys {
+        for k in &guess.keys {
             call.key(k);
         }
-        call.arg(&token).arg(ms(LEASE));
-        for b in [per_address, per_meeting] {
+        call.arg(&guess.token).arg(ms(LEASE));
+        for b in &guess.budgets {
             call.arg(b.free_tries)
                 .arg(ms(b.first_wait))
                 .arg(ms(b.max_wait))
@@ -146,13 +176,9 @@ impl Cluster {
         let (which, wait): (u8, u64) = call.invoke_async(&mut redis).await?;
         let wait = Duration::from_millis(wait);
         Ok(match which {
-            1 => Err(Waiting::Address(wait)),
-            2 => Err(Waiting::Meeting(wait)),
-            _ => Ok(Guess {
-                keys,
-                token,
-                forget: [ms(per_address.forget_after), ms(per_meeting.forget_after)],
-            }),
+            1 => Some(Waiting::Address(wait)),
+            2 => Some(Waiting::Meeting(wait)),
+            _ => None,
         })
     }
 
@@ -165,8 +191,8 @@ impl Cluster {
         }
         call.arg(&guess.token)
             .arg(if wrong { "1" } else { "0" })
-            .arg(guess.forget[0])
-            .arg(guess.forget[1]);
+            .arg(ms(guess.budgets[0].forget_after))
+            .arg(ms(guess.budgets[1].forget_after));
         let mut redis = self.redis.clone();
         let _: i64 = call.invoke_async(&mut redis).await?;
         Ok(())

@@ -455,6 +455,33 @@ async fn passcode_guesses_on_two_nodes_draw_on_one_budget() {
             .unwrap();
         assert!(ttl > 0 && ttl <= 60_000, "{k} expires: {ttl}");
     }
+    // One try at a time once waits apply, even with no wait to count.
+    let eager = Backoff {
+        free_tries: 1,
+        first_wait: Duration::ZERO,
+        ..rules(1)
+    };
+    let third: std::net::IpAddr = "192.0.2.9".parse().unwrap();
+    let held = a
+        .reserve_guess("m-eager", third, &eager, &eager)
+        .await
+        .unwrap()
+        .expect("the free try");
+    assert!(b
+        .reserve_guess("m-eager", third, &eager, &eager)
+        .await
+        .unwrap()
+        .is_err());
+    a.settle_guess(held, false).await.unwrap();
+    // Settling a try that was never charged (its caller gave up waiting
+    // before Redis ran the charge) changes nothing.
+    let never = a.guess("m-eager", third, &eager, &eager).unwrap();
+    a.settle_guess(never, true).await.unwrap();
+    let again = b
+        .reserve_guess("m-eager", third, &eager, &eager)
+        .await
+        .unwrap();
+    assert!(again.is_ok(), "no failure was counted: {again:?}");
     // After the wait, the first address may try again.
     tokio::time::sleep(Duration::from_millis(450)).await;
     assert!(a

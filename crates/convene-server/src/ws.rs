@@ -226,19 +226,30 @@ impl<'a> Try<'a> {
                 .unwrap_or_else(|e| e.into_inner())
                 .rules(),
         );
-        let reserved = link
-            .cluster()
-            .reserve_guess(meeting, group, &per_address, &per_meeting);
-        match tokio::time::timeout(SHARED_GUESS_WAIT, reserved).await {
-            Ok(Ok(Ok(g))) => Ok(Try::Shared(link.cluster(), g)),
-            Ok(Ok(Err(
+        let cluster = link.cluster();
+        let guess = cluster
+            .guess(meeting, group, &per_address, &per_meeting)
+            .map_err(|e| {
+                tracing::warn!("cluster: passcode guesses not counted: {e}");
+                NoTry::Unreachable
+            })?;
+        match tokio::time::timeout(SHARED_GUESS_WAIT, cluster.reserve(&guess)).await {
+            Ok(Ok(None)) => Ok(Try::Shared(cluster, guess)),
+            Ok(Ok(Some(
                 convene_cluster::Waiting::Address(wait) | convene_cluster::Waiting::Meeting(wait),
             ))) => Err(NoTry::Wait(wait)),
-            Ok(Err(e)) => {
-                tracing::warn!("cluster: passcode guesses not counted: {e}");
+            failed => {
+                if let Ok(Err(e)) = failed {
+                    tracing::warn!("cluster: passcode guesses not counted: {e}");
+                }
+                // It may have been charged all the same (Redis answered
+                // late): taken back, or its lease would count it as wrong.
+                let cluster = cluster.clone();
+                tokio::spawn(async move {
+                    let _ = cluster.settle_guess(guess, false).await;
+                });
                 Err(NoTry::Unreachable)
             }
-            Err(_) => Err(NoTry::Unreachable),
         }
     }
 
