@@ -275,6 +275,16 @@ pub fn track_kind(source: Source) -> TrackKind {
     }
 }
 
+/// Publish `source` as `track` on `conn`: cameras in simulcast layers.
+pub fn publish_command(conn: ConnId, track: TrackId, source: Source) -> Command {
+    Command::Publish {
+        conn,
+        track,
+        kind: track_kind(source),
+        simulcast: source == Source::Camera,
+    }
+}
+
 /// The `offer` message for an SFU offer, each slot named by whose track it
 /// carries.
 pub fn offer_message<'a>(
@@ -946,12 +956,7 @@ impl Meeting {
                     t
                 });
                 self.track_owner.insert(track, (who.clone(), source));
-                sfu.send(Command::Publish {
-                    conn,
-                    track,
-                    kind: track_kind(source),
-                    simulcast: source == Source::Camera,
-                });
+                sfu.send(publish_command(conn, track, source));
                 if let Some(command) = self.quality.published(&who, source, track) {
                     sfu.send(command);
                 }

@@ -9,6 +9,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::binary::Process;
 use common::cluster::{http, socket_node, start_node_with, wait_for_nodes};
 use convene_client::{Client, JoinOptions};
 use convene_cluster::testing::Redis;
@@ -22,6 +23,24 @@ async fn run(clients: &mut [&mut Client], secs: f64) {
 
 fn of_type<'a>(c: &'a Client, kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
     c.log.iter().filter(move |m| m["type"] == kind)
+}
+
+/// A Redis, and two nodes on it and the shared PostgreSQL (ids n1 and n2,
+/// each with its flags), both seen alive.
+async fn two_nodes(n1: &[&str], n2: &[&str]) -> (Redis, Process, Process) {
+    let redis = Redis::start();
+    let database = convene_storage::testing::postgres_url();
+    let dir = std::env::temp_dir().join(format!(
+        "convene-cascade-{}",
+        convene_storage::new_meeting_id()
+    ));
+    let a = start_node_with(1, &dir, &database, &redis.url(), n1);
+    let b = start_node_with(2, &dir, &database, &redis.url(), n2);
+    let observer = Cluster::connect(&redis.url(), "observer", "http://observer")
+        .await
+        .unwrap();
+    wait_for_nodes(&observer, Duration::from_secs(5), |ids| ids.len() == 2).await;
+    (redis, a, b)
 }
 
 async fn media_stats(node: &str) -> Value {
@@ -39,37 +58,16 @@ async fn media_stats(node: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webinar_audience_over_two_nodes_gets_the_stage_once_per_node() {
-    let redis = Redis::start();
-    let database = convene_storage::testing::postgres_url();
-    let dir = std::env::temp_dir().join(format!(
-        "convene-cascade-{}",
-        convene_storage::new_meeting_id()
-    ));
     let flags = [
         "--cascade-after",
         "1",
         "--admin-token",
         "cascade-admin-token-0123",
     ];
-    let nodes: Vec<_> = (1..=2)
-        .map(|n| start_node_with(n, &dir, &database, &redis.url(), &flags))
-        .collect();
-    let observer = Cluster::connect(&redis.url(), "observer", "http://observer")
-        .await
-        .unwrap();
-    wait_for_nodes(&observer, Duration::from_secs(5), |ids| ids.len() == 2).await;
+    let (redis, n1, n2) = two_nodes(&flags, &flags).await;
+    let nodes = vec![n1, n2];
 
-    let made: Value = http()
-        .post(format!("{}/api/meetings", nodes[0].url))
-        .json(&json!({"title": "Town hall", "settings": {"webinar": true}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = made["id"].as_str().unwrap().to_string();
-    let key = made["hostKey"].as_str().unwrap().to_string();
+    let (id, key) = create(&nodes[0].url, true).await;
     let host_url = socket_node(&nodes[0].url, &id).await;
     let edge_url = nodes
         .iter()
@@ -274,30 +272,11 @@ async fn create(node: &str, webinar: bool) -> (String, String) {
 /// its least busy worker is the one the first relay already goes to.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_cascaded_webinars_from_one_worker_reach_their_audiences_on_one_edge() {
-    let redis = Redis::start();
-    let database = convene_storage::testing::postgres_url();
-    let dir = std::env::temp_dir().join(format!(
-        "convene-cascade-{}",
-        convene_storage::new_meeting_id()
-    ));
-    let host = start_node_with(
-        1,
-        &dir,
-        &database,
-        &redis.url(),
+    let (redis, host, edge) = two_nodes(
         &["--cascade-after", "1", "--media-workers", "1"],
-    );
-    let edge = start_node_with(
-        2,
-        &dir,
-        &database,
-        &redis.url(),
         &["--cascade-after", "1", "--media-workers", "2"],
-    );
-    let observer = Cluster::connect(&redis.url(), "observer", "http://observer")
-        .await
-        .unwrap();
-    wait_for_nodes(&observer, Duration::from_secs(5), |ids| ids.len() == 2).await;
+    )
+    .await;
 
     // A meeting of the edge's own, on its first worker, with three people:
     // that worker is the busier one from then on.
@@ -360,19 +339,8 @@ async fn two_cascaded_webinars_from_one_worker_reach_their_audiences_on_one_edge
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn figures_join_through_an_edge() {
-    let redis = Redis::start();
-    let database = convene_storage::testing::postgres_url();
-    let dir = std::env::temp_dir().join(format!(
-        "convene-cascade-{}",
-        convene_storage::new_meeting_id()
-    ));
     let flags = ["--cascade-after", "1"];
-    let host = start_node_with(1, &dir, &database, &redis.url(), &flags);
-    let edge = start_node_with(2, &dir, &database, &redis.url(), &flags);
-    let observer = Cluster::connect(&redis.url(), "observer", "http://observer")
-        .await
-        .unwrap();
-    wait_for_nodes(&observer, Duration::from_secs(5), |ids| ids.len() == 2).await;
+    let (redis, host, edge) = two_nodes(&flags, &flags).await;
     let (id, key) = create(&host.url, true).await;
     claim_for(&redis.url(), "n1", &id).await;
     let mut hana = Client::join_with(&host.url, &id, "Hana", JoinOptions::host(key))
@@ -437,19 +405,8 @@ fn join_code(result: &Result<Client, String>) -> &'static str {
 /// guesses on the edge count with those on the meeting's node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_passcodes_on_the_meeting_node_and_its_edge_count_together() {
-    let redis = Redis::start();
-    let database = convene_storage::testing::postgres_url();
-    let dir = std::env::temp_dir().join(format!(
-        "convene-cascade-{}",
-        convene_storage::new_meeting_id()
-    ));
     let flags = ["--cascade-after", "1"];
-    let host = start_node_with(1, &dir, &database, &redis.url(), &flags);
-    let edge = start_node_with(2, &dir, &database, &redis.url(), &flags);
-    let observer = Cluster::connect(&redis.url(), "observer", "http://observer")
-        .await
-        .unwrap();
-    wait_for_nodes(&observer, Duration::from_secs(5), |ids| ids.len() == 2).await;
+    let (redis, host, edge) = two_nodes(&flags, &flags).await;
     let made: Value = http()
         .post(format!("{}/api/meetings", host.url))
         .json(&json!({"title": "Guarded", "passcode": "4711 blue", "settings": {"webinar": true}}))

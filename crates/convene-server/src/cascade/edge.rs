@@ -437,12 +437,7 @@ impl Edge {
         let track = meeting::new_track_id();
         self.stage.insert((publisher.clone(), source), track);
         self.stage_owner.insert(track, (publisher.clone(), source));
-        self.command(Command::Publish {
-            conn: uplink,
-            track,
-            kind: meeting::track_kind(source),
-            simulcast: source == Source::Camera,
-        });
+        self.command(meeting::publish_command(uplink, track, source));
         Some(track)
     }
 
@@ -557,12 +552,7 @@ impl Edge {
                 self.uplink = None;
                 let Some(uplink) = self.uplink() else { return };
                 for (&track, (_, source)) in &self.stage_owner {
-                    self.command(Command::Publish {
-                        conn: uplink,
-                        track,
-                        kind: meeting::track_kind(*source),
-                        simulcast: *source == Source::Camera,
-                    });
+                    self.command(meeting::publish_command(uplink, track, *source));
                 }
             }
             SfuEvent::Closed(conn) => {
