@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::{Cluster, ClusterError};
+use crate::{open_client, Cluster, ClusterError};
 
 /// Larger messages are refused when sent and dropped when received: a
 /// signalling message is far smaller (the server's own frame limit).
@@ -280,7 +280,7 @@ impl Cluster {
     pub async fn inbox(&self) -> Result<Inbox, ClusterError> {
         let mut opener = Opener::new(self.messages.as_ref().ok_or(ClusterError::NoMessageKey)?);
         let me = self.id.clone();
-        let client = redis::Client::open(self.redis_url.as_str())?;
+        let client = open_client(&self.redis_url, self.redis_ca.as_deref())?;
         let channel = inbox_channel(&self.id);
         let mut pubsub = client.get_async_pubsub().await?;
         pubsub.subscribe(&channel).await?;

@@ -112,6 +112,8 @@ pub enum ClusterError {
     TooLarge(usize),
     #[error("messages between nodes need the nodes' shared key (at least 16 bytes)")]
     NoMessageKey,
+    #[error("a certificate authority for Redis is for a rediss:// (TLS) address")]
+    CaWithoutTls,
 }
 
 /// Redis restarted empty (or flushed, or failed over to a replica that had
@@ -122,12 +124,38 @@ pub enum ClusterError {
 /// missing.
 pub const SETTLE: Duration = Duration::from_secs(5);
 
+/// A client for Redis at `url`. Over TLS (`rediss://`) the server's
+/// certificate must come from `ca` (PEM) when given, else from an authority
+/// the system trusts, and name the host connected to; there is no way to
+/// turn that check off (`#insecure` is refused).
+fn open_client(url: &str, ca: Option<&[u8]>) -> Result<redis::Client, ClusterError> {
+    let tls = url.starts_with("rediss://");
+    if tls {
+        // The redis crate builds its TLS set-up with the process's provider:
+        // the server's own (it may already be set, which is as good).
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    }
+    Ok(match ca {
+        Some(_) if !tls => return Err(ClusterError::CaWithoutTls),
+        Some(pem) => redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.to_vec()),
+            },
+        )?,
+        None => redis::Client::open(url)?,
+    })
+}
+
 /// This node's view of the cluster.
 #[derive(Clone)]
 pub struct Cluster {
     redis: ConnectionManager,
-    /// Where Redis is (the inbox opens a connection of its own).
+    /// Where Redis is, and the authority its certificate must come from
+    /// (the inbox opens a connection of its own).
     redis_url: String,
+    redis_ca: Option<Vec<u8>>,
     id: String,
     url: String,
     /// Seals messages between nodes (channel.rs); none until given.
@@ -150,11 +178,24 @@ impl Cluster {
         Ok(self)
     }
 
-    /// Connect to Redis at `url` (`redis://host:port/db`, or
-    /// `redis+unix:///path/to/socket`) as node `id`, reached at `public_url`.
-    /// Fails when Redis does not answer: a node does not start without it.
+    /// Connect to Redis at `url` (`redis://host:port/db`, `rediss://…` for
+    /// TLS, or `redis+unix:///path/to/socket`) as node `id`, reached at
+    /// `public_url`. Fails when Redis does not answer: a node does not start
+    /// without it.
     pub async fn connect(url: &str, id: &str, public_url: &str) -> Result<Cluster, ClusterError> {
-        let client = redis::Client::open(url)?;
+        Self::connect_checked(url, None, id, public_url).await
+    }
+
+    /// [`Cluster::connect`], where Redis's certificate (`rediss://`) must
+    /// come from the authority in `ca` (PEM) rather than from one the
+    /// system trusts.
+    pub async fn connect_checked(
+        url: &str,
+        ca: Option<Vec<u8>>,
+        id: &str,
+        public_url: &str,
+    ) -> Result<Cluster, ClusterError> {
+        let client = open_client(url, ca.as_deref())?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(RESPONSE_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -165,6 +206,7 @@ impl Cluster {
         Ok(Cluster {
             redis,
             redis_url: url.to_string(),
+            redis_ca: ca,
             id: id.to_string(),
             url: public_url.trim_end_matches('/').to_string(),
             messages: None,

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 pub struct Redis {
     dir: PathBuf,
     child: Option<Child>,
+    /// With [`Redis::start_over_tls`]: the TCP port it takes TLS on.
+    tls_port: Option<u16>,
 }
 
 impl Redis {
@@ -18,6 +20,17 @@ impl Redis {
     /// one that has run a while: new meetings are placed at once); panics,
     /// saying what is missing, when it cannot.
     pub fn start() -> Redis {
+        Self::start_with(None)
+    }
+
+    /// [`Redis::start`], also taking connections over TLS on 127.0.0.1 (at
+    /// [`Redis::tls_port`]) with `cert_pem` and `key_pem`; no client
+    /// certificate asked for.
+    pub fn start_over_tls(cert_pem: &str, key_pem: &str) -> Redis {
+        Self::start_with(Some((cert_pem, key_pem)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Redis {
         let started = Instant::now();
         let dir = std::env::temp_dir().join(format!(
             "convene-redis-{}-{}",
@@ -26,7 +39,17 @@ impl Redis {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let mut r = Redis { dir, child: None };
+        let tls_port = tls.map(|(cert, key)| {
+            std::fs::write(dir.join("tls.crt"), cert).unwrap();
+            std::fs::write(dir.join("tls.key"), key).unwrap();
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap().port()
+        });
+        let mut r = Redis {
+            dir,
+            child: None,
+            tls_port,
+        };
         r.start_again();
         // As one the cluster has used a while (not one found empty).
         // The socket file can be there a moment before Redis answers on it.
@@ -56,6 +79,11 @@ impl Redis {
     /// `redis+unix:///…/redis.sock`.
     pub fn url(&self) -> String {
         format!("redis+unix://{}", self.socket().display())
+    }
+
+    /// The port it takes TLS on ([`Redis::start_over_tls`]).
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_port
     }
 
     fn socket(&self) -> PathBuf {
@@ -88,6 +116,20 @@ impl Redis {
             ])
             .arg("--dir")
             .arg(&self.dir)
+            .args(self.tls_port.iter().flat_map(|port| {
+                [
+                    "--tls-port".to_string(),
+                    port.to_string(),
+                    "--bind".into(),
+                    "127.0.0.1".into(),
+                    "--tls-cert-file".into(),
+                    self.dir.join("tls.crt").display().to_string(),
+                    "--tls-key-file".into(),
+                    self.dir.join("tls.key").display().to_string(),
+                    "--tls-auth-clients".into(),
+                    "no".into(),
+                ]
+            }))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());

@@ -490,3 +490,75 @@ async fn passcode_guesses_on_two_nodes_draw_on_one_budget() {
         .unwrap()
         .is_ok());
 }
+
+/// A certificate authority of the test's own, and a certificate for
+/// `names` it signed: (authority PEM, certificate PEM, key PEM).
+fn pki(names: &[&str]) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "Test Redis CA");
+    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    (ca.pem(), leaf.pem(), key.serialize_pem())
+}
+
+#[tokio::test]
+async fn over_tls_redis_is_checked_against_its_authority_and_its_name() {
+    let (ca, cert, key) = pki(&["localhost"]);
+    let redis = Redis::start_over_tls(&cert, &key);
+    let port = redis.tls_port().unwrap();
+    let at = |host: &str| format!("rediss://{host}:{port}/");
+    async fn connect(url: String, ca: Option<&str>) -> Result<Cluster, ClusterError> {
+        let ca = ca.map(|c| c.as_bytes().to_vec());
+        Cluster::connect_checked(&url, ca, "n1", "https://n1.example")
+            .await
+            .map(|c| c.with_message_key(SHARED).unwrap())
+    }
+
+    // Its own authority, its own name: the node works, its inbox too (a
+    // connection of its own, opened the same way).
+    let a = connect(at("localhost"), Some(&ca)).await.unwrap();
+    a.heartbeat(idle(), false, &[], &[]).await.unwrap();
+    let mut inbox = a.inbox().await.unwrap();
+    assert!(a.send_to("n1", b"over TLS").await.unwrap());
+    assert_eq!(next(&mut inbox, 5).await.as_deref(), Some(&b"over TLS"[..]));
+    // What the node wrote is there for a node on the Unix socket: one Redis.
+    let b = node(&redis, "n2").await;
+    assert_eq!(b.nodes().await.unwrap()[0].id, "n1");
+
+    // Anything a machine in the middle could be is refused: a certificate
+    // from another authority, one the system's roots do not vouch for, one
+    // for another name.
+    let (other_ca, _, _) = pki(&["localhost"]);
+    for (url, ca, why) in [
+        (
+            at("localhost"),
+            Some(other_ca.as_str()),
+            "another authority",
+        ),
+        (at("localhost"), None, "the system's roots"),
+        (at("127.0.0.1"), Some(ca.as_str()), "another name"),
+    ] {
+        let e = connect(url, ca)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{why}: connected"));
+        assert!(matches!(e, ClusterError::Redis(_)), "{why}: {e}");
+    }
+    // No way to turn the check off, and an authority without TLS is a
+    // mistake said at once.
+    assert!(connect(format!("{}#insecure", at("localhost")), None)
+        .await
+        .is_err());
+    assert!(matches!(
+        connect(redis.url(), Some(&ca)).await,
+        Err(ClusterError::CaWithoutTls)
+    ));
+}

@@ -37,6 +37,7 @@ impl Link {
     /// `public_url`); a clear error when it does not answer.
     pub async fn connect(
         redis: &str,
+        redis_ca: Option<Vec<u8>>,
         id: Option<&str>,
         public_url: &str,
         allowed: crate::node_urls::NodeUrls,
@@ -50,10 +51,15 @@ impl Link {
                 .trim_end_matches('/')
                 .to_string(),
         };
-        let cluster = Cluster::connect(redis, &id, public_url)
+        let cluster = Cluster::connect_checked(redis, redis_ca, &id, public_url)
             .await
             .and_then(|c| c.with_message_key(message_secret))
-            .map_err(|e| format!("cluster: {e}"))?;
+            .map_err(|e| match e.to_string() {
+                said if said.contains("invalid peer certificate") => format!(
+                    "cluster: {said} (Redis's certificate must come from the authority in --redis-ca FILE, or one the system trusts, and name the host connected to)"
+                ),
+                said => format!("cluster: {said}"),
+            })?;
         let csp = axum::http::HeaderValue::from_str(&crate::http::csp(&allowed.csp_sources()))
             .map_err(|e| format!("cluster: the node URLs make no header: {e}"))?;
         Ok(Link {

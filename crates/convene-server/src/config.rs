@@ -194,6 +194,16 @@ pub struct Config {
     #[arg(long, env = "CONVENE_REDIS", value_name = "URL", requires = "cluster")]
     pub redis: Option<String>,
 
+    /// PEM file with the certificate authority Redis's certificate must come
+    /// from (`rediss://`), instead of those the system trusts.
+    #[arg(
+        long,
+        env = "CONVENE_REDIS_CA",
+        value_name = "FILE",
+        requires = "redis"
+    )]
+    pub redis_ca: Option<PathBuf>,
+
     /// This node's name in the cluster, unique among the nodes (default: the
     /// host and port of its public URL).
     #[arg(long, env = "CONVENE_NODE_ID", requires = "cluster")]

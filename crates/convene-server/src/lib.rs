@@ -371,9 +371,17 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             let secret = storage
                 .node_secret("cluster-messages")
                 .map_err(|e| StartError(format!("cluster: the nodes' message key: {e}")))?;
+            let redis_ca = match &config.redis_ca {
+                Some(path) => Some(
+                    std::fs::read(path)
+                        .map_err(|e| StartError(format!("--redis-ca {}: {e}", path.display())))?,
+                ),
+                None => None,
+            };
             Some(
                 cluster::Link::connect(
                     redis,
+                    redis_ca,
                     config.node_id.as_deref(),
                     &url,
                     config.node_urls_for(&url),

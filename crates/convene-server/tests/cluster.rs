@@ -329,3 +329,107 @@ async fn a_node_that_lost_its_meeting_to_another_sends_its_people_there() {
     drop(nodes);
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// A node reaches PostgreSQL and Redis over the network over TLS, each
+/// server's certificate checked against the authority the operator names
+/// (`sslrootcert` in --database, --redis-ca): it serves meetings. Without
+/// the authority, the same servers are what a machine in the middle would
+/// be, and the node does not start, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_reaches_its_database_and_redis_over_tls_and_checks_both() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let ca = {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+    };
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let (cert, key) = (cert.pem(), key.serialize_pem());
+    let dir = std::env::temp_dir().join(format!(
+        "convene-cluster-tls-{}",
+        convene_storage::new_meeting_id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let ca_path = ca_file.to_str().unwrap();
+
+    let pg_port = convene_storage::testing::postgres_over_tls(&cert, &key);
+    let redis = Redis::start_over_tls(&cert, &key);
+    let database = |root: &str| {
+        format!("postgres://convene@localhost:{pg_port}/convene?sslmode=verify-full{root}")
+    };
+    let checked = database(&format!("&sslrootcert={ca_path}"));
+    let rediss = format!("rediss://localhost:{}/", redis.tls_port().unwrap());
+
+    let node =
+        common::cluster::start_node_with(1, &dir, &checked, &rediss, &["--redis-ca", ca_path]);
+    let (m, _) = create(&node, "Over TLS").await;
+    let observer = Cluster::connect(&redis.url(), "observer", "http://observer")
+        .await
+        .unwrap();
+    wait_for_nodes(&observer, Duration::from_secs(5), |ids| ids == ["n1"]).await;
+    let ann = Client::join(&node.url, &m, "Ann", None).await.unwrap();
+    assert!(
+        !ann.participant_id.is_empty(),
+        "a join is stored and answered"
+    );
+    drop(ann);
+
+    // The system's roots do not hold the test's authority.
+    for (db, redis_ca, what, remedy) in [
+        (checked.clone(), None, "Redis", "--redis-ca"),
+        (database(""), Some(ca_path), "database", "sslrootcert"),
+    ] {
+        let mut args = vec![
+            "--listen",
+            "127.0.0.1:0",
+            "--media-listen",
+            "127.0.0.1:0",
+            "--log",
+            "warn",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--database",
+            &db,
+            "--cluster",
+            "--redis",
+            &rediss,
+            "--node-id",
+            "n2",
+        ];
+        if let Some(ca) = redis_ca {
+            args.extend(["--redis-ca", ca]);
+        }
+        let mut child = common::binary::convene()
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{what} unchecked: the node started");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let out = child.wait_with_output().unwrap();
+        let said = common::binary::text(&out);
+        assert!(!status.success(), "{what}: {said}");
+        assert!(
+            said.contains("invalid peer certificate") && said.contains(remedy),
+            "{what}: the node says why it stopped, and what to do: {said}"
+        );
+    }
+    drop(node);
+    std::fs::remove_dir_all(dir).ok();
+}

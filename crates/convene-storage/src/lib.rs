@@ -15,6 +15,7 @@ pub mod checkpoint;
 mod db;
 pub mod export;
 mod pg;
+mod pg_tls;
 pub mod retention;
 pub mod sessions;
 #[cfg(any(test, feature = "testing"))]
@@ -1078,6 +1079,8 @@ pub(crate) fn each_engine(f: impl Fn(Storage)) {
 
 #[cfg(test)]
 mod audit_tests;
+#[cfg(test)]
+mod pg_tls_tests;
 
 #[cfg(test)]
 mod checkpoint_tests;

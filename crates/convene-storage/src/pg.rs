@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use futures_executor::block_on;
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 
 use crate::db::{Engine, Param, Row, Sql, Value};
+use crate::pg_tls;
 use crate::StorageError;
 
 /// The schema PostgreSQL starts at: SQLite's migrations 1 to 9 in one.
@@ -50,6 +51,8 @@ pub(crate) const DEADLINE: Duration = Duration::from_secs(20);
 
 pub(crate) struct PgConn {
     client: Client,
+    /// How the connection was secured; a cancel request goes the same way.
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
     /// The connection thread's runtime: its timers bound each wait. It runs
     /// until `_stop` is dropped with this connection.
     runtime: tokio::runtime::Handle,
@@ -76,9 +79,9 @@ pub(crate) struct PgConn {
 impl PgConn {
     /// Connect to `url` (`postgres://user@host/db` or key=value form).
     pub fn connect(url: &str) -> Result<PgConn, StorageError> {
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| StorageError::Postgres(format!("the database address: {e}")))?;
+        let address = pg_tls::parse(url)?;
+        let tls = pg_tls::connector(&address)?;
+        let mut config = address.config;
         config.connect_timeout(CONNECT_TIMEOUT);
         config.application_name("convene");
         // A call never waits forever: a database that went away is noticed
@@ -100,6 +103,7 @@ impl PgConn {
         };
         config.options(options);
         let (tx, rx) = std::sync::mpsc::channel();
+        let cancel_tls = tls.clone();
         std::thread::Builder::new()
             .name("postgres".into())
             .spawn(move || {
@@ -115,7 +119,7 @@ impl PgConn {
                 };
                 let runtime = rt.handle().clone();
                 rt.block_on(async move {
-                    let connecting = tokio::time::timeout(CONNECT_DEADLINE, config.connect(NoTls));
+                    let connecting = tokio::time::timeout(CONNECT_DEADLINE, config.connect(tls));
                     match connecting.await {
                         Err(_) => {
                             let _ = tx.send(Err(StorageError::Postgres(format!(
@@ -133,7 +137,7 @@ impl PgConn {
                             let _ = stopped.await;
                         }
                         Ok(Err(e)) => {
-                            let _ = tx.send(Err(pg_error(e)));
+                            let _ = tx.send(Err(pg_tls::explained(pg_error(e))));
                         }
                     }
                 });
@@ -143,6 +147,7 @@ impl PgConn {
             .map_err(|_| StorageError::Postgres("the connection thread stopped".into()))??;
         Ok(PgConn {
             client,
+            tls: cancel_tls,
             runtime,
             _stop: stop,
             dead: Cell::new(false),
@@ -177,8 +182,9 @@ impl PgConn {
         block_on(tokio::time::timeout(deadline, work)).map_err(|_| {
             self.dead.set(true);
             let cancel = self.client.cancel_token();
+            let tls = self.tls.clone();
             self.runtime.spawn(async move {
-                let _ = tokio::time::timeout(CONNECT_DEADLINE, cancel.cancel_query(NoTls)).await;
+                let _ = tokio::time::timeout(CONNECT_DEADLINE, cancel.cancel_query(tls)).await;
             });
             gone()
         })
@@ -390,7 +396,7 @@ impl ToSql for Param<'_> {
 /// read from the parsed address, so that no form of password (in the URL,
 /// `?password=`, quoted key=value) can reach a log.
 pub fn describe_database(url: &str) -> String {
-    let Ok(config) = url.parse::<tokio_postgres::Config>() else {
+    let Ok(pg_tls::Address { config, .. }) = pg_tls::parse(url) else {
         return "a PostgreSQL address that does not parse".into();
     };
     let hosts: Vec<String> = config

@@ -28,6 +28,8 @@ struct Launch {
     bin: PathBuf,
     base: PathBuf,
     user: Option<(u32, u32)>,
+    /// Settings beyond the defaults (`-c name=value`, after them).
+    settings: Vec<String>,
 }
 
 static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
@@ -173,6 +175,7 @@ fn sweep(tmp: &Path) {
     for e in std::fs::read_dir(tmp).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if let Some(pid) = name.strip_prefix("convene-pg-") {
+            let pid = pid.split('-').next().unwrap_or_default();
             if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
                 let _ = std::fs::remove_dir_all(e.path());
             }
@@ -181,10 +184,83 @@ fn sweep(tmp: &Path) {
 }
 
 fn start() -> Result<Server, String> {
+    let launch_with = init("", Vec::new(), |_| Ok(()))?;
+    let pid = launch(&launch_with)?;
+    let server = Server {
+        socket_dir: launch_with.base.clone(),
+        next: AtomicU32::new(0),
+        launch: launch_with,
+        pid: std::sync::Mutex::new(pid),
+    };
+    server.wait_until_up()?;
+    Ok(server)
+}
+
+/// Another PostgreSQL of the test process's, for tests of TLS: it listens
+/// on 127.0.0.1 at the returned port as well as on its socket, and takes
+/// connections there over TLS only (`hostssl`), with `cert_pem` (then its
+/// chain) and `key_pem`. Database `convene`, user `convene`, no password.
+/// It stops with the test process.
+pub fn postgres_over_tls(cert_pem: &str, key_pem: &str) -> u16 {
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let n = TLS_SERVERS.fetch_add(1, Ordering::Relaxed);
+    let settings = vec![
+        format!("listen_addresses=127.0.0.1"),
+        format!("port={port}"),
+        "ssl=on".into(),
+        "ssl_cert_file=server.crt".into(),
+        "ssl_key_file=server.key".into(),
+    ];
+    let files = |data: &Path| -> Result<(), String> {
+        let write = |name: &str, text: &str| {
+            std::fs::write(data.join(name), text).map_err(|e| format!("{name}: {e}"))
+        };
+        write("server.crt", cert_pem)?;
+        write("server.key", key_pem)?;
+        write(
+            "pg_hba.conf",
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        )
+    };
+    let l = init(&format!("-tls{n}"), settings, files)
+        .unwrap_or_else(|e| panic!("PostgreSQL over TLS for the tests: {e}"));
+    launch(&l).unwrap_or_else(|e| panic!("PostgreSQL over TLS for the tests: {e}"));
+    let url = format!(
+        "host={} port={port} user=convene dbname=postgres",
+        l.base.display()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let admin = loop {
+        match crate::pg::PgConn::connect(&url) {
+            Ok(c) => break c,
+            Err(e) if Instant::now() > deadline => {
+                let log = std::fs::read_to_string(l.base.join("postgres.log")).unwrap_or_default();
+                panic!("PostgreSQL over TLS did not start: {e}\n{log}");
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    admin.batch("CREATE DATABASE convene").unwrap();
+    port
+}
+
+static TLS_SERVERS: AtomicU32 = AtomicU32::new(0);
+
+/// A new data folder (`initdb`) in a temporary folder named after this
+/// process and `suffix`, with `files` written into it after; how to start
+/// PostgreSQL on it.
+fn init(
+    suffix: &str,
+    settings: Vec<String>,
+    files: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<Launch, String> {
     let bin = bin_dir()?;
     let tmp = std::env::temp_dir();
     sweep(&tmp);
-    let base = tmp.join(format!("convene-pg-{}", std::process::id()));
+    let base = tmp.join(format!("convene-pg-{}{suffix}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
     std::fs::create_dir_all(&base).map_err(|e| format!("{}: {e}", base.display()))?;
     // SAFETY: geteuid has no preconditions.
@@ -226,20 +302,28 @@ fn start() -> Result<Server, String> {
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    let launch_with = Launch {
+    files(&data)?;
+    if let Some((uid, gid)) = user {
+        for e in std::fs::read_dir(&data)
+            .map_err(|e| e.to_string())?
+            .flatten()
+        {
+            std::os::unix::fs::chown(e.path(), Some(uid), Some(gid)).map_err(|e| e.to_string())?;
+        }
+    }
+    // PostgreSQL refuses a key others may read.
+    let key = data.join("server.key");
+    if key.exists() {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(Launch {
         bin,
-        base: base.clone(),
+        base,
         user,
-    };
-    let pid = launch(&launch_with)?;
-    let server = Server {
-        socket_dir: base,
-        next: AtomicU32::new(0),
-        launch: launch_with,
-        pid: std::sync::Mutex::new(pid),
-    };
-    server.wait_until_up()?;
-    Ok(server)
+        settings,
+    })
 }
 
 /// Start `postgres` on the data folder under `l.base`; its process id.
@@ -259,6 +343,7 @@ fn launch(l: &Launch) -> Result<u32, String> {
         .args(["-c", "listen_addresses=", "-c", "max_connections=300"])
         // Tests need no durability across a power cut.
         .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
+        .args(l.settings.iter().flat_map(|s| ["-c", s.as_str()]))
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
         .stderr(log);
