@@ -158,3 +158,73 @@ fn exports_as_jsonl_and_csv_on(s: Storage) {
     );
     assert_eq!(lines.len(), 3);
 }
+
+/// Figures for the audit log's one chain in a cluster (BENCHMARKS.md): every
+/// node's writes go one at a time through one lock in PostgreSQL. With
+/// `n` nodes (each its own connection, as each node's writer has) writing
+/// batches of `rows` audit rows as fast as they can for 3 s, on a server
+/// that syncs its commits: rows stored a second, and each batch's time
+/// from start to commit. `cargo test --release -p convene-storage
+/// figures_audit -- --ignored --nocapture`
+#[test]
+#[ignore = "figures, not a check"]
+fn figures_audit_appends_from_several_nodes() {
+    let url = crate::testing::durable_postgres_url();
+    Storage::connect(&url).unwrap();
+    for rows in [1usize, 20] {
+        for nodes in [1usize, 3, 6] {
+            let stop = std::time::Instant::now() + std::time::Duration::from_secs(3);
+            let threads: Vec<_> = (0..nodes)
+                .map(|n| {
+                    let url = url.clone();
+                    std::thread::spawn(move || {
+                        let s = Storage::connect(&url).unwrap();
+                        let mut times = Vec::new();
+                        let meeting = format!("m{n}");
+                        while std::time::Instant::now() < stop {
+                            let t = std::time::Instant::now();
+                            s.write_batch(|b| {
+                                for i in 0..rows {
+                                    let subject = format!("p{i}");
+                                    b.audit(
+                                        AuditEvent {
+                                            meeting: &meeting,
+                                            actor: "p1",
+                                            subject: &subject,
+                                            event: "join",
+                                            outcome: "ok",
+                                            detail: "",
+                                        },
+                                        crate::unix_millis(),
+                                    )
+                                    .unwrap();
+                                }
+                            })
+                            .unwrap();
+                            times.push(t.elapsed());
+                        }
+                        times
+                    })
+                })
+                .collect();
+            let mut times: Vec<std::time::Duration> = threads
+                .into_iter()
+                .flat_map(|t| t.join().unwrap())
+                .collect();
+            times.sort();
+            let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
+            println!(
+                "# figure: {nodes} node(s), {rows} row(s) a batch: {:.0} rows/s, {:.0} batches/s; a batch {:.2} ms p50, {:.2} ms p99",
+                (times.len() * rows) as f64 / 3.0,
+                times.len() as f64 / 3.0,
+                at(0.5).as_secs_f64() * 1000.0,
+                at(0.99).as_secs_f64() * 1000.0
+            );
+        }
+    }
+    let s = Storage::connect(&url).unwrap();
+    assert!(
+        s.verify_audit().unwrap().is_ok(),
+        "one chain, every row in it"
+    );
+}

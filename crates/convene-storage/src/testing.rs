@@ -206,9 +206,8 @@ pub fn postgres_over_tls(cert_pem: &str, key_pem: &str) -> u16 {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap().port()
     };
-    let n = TLS_SERVERS.fetch_add(1, Ordering::Relaxed);
     let settings = vec![
-        format!("listen_addresses=127.0.0.1"),
+        "listen_addresses=127.0.0.1".into(),
         format!("port={port}"),
         "ssl=on".into(),
         "ssl_cert_file=server.crt".into(),
@@ -225,29 +224,52 @@ pub fn postgres_over_tls(cert_pem: &str, key_pem: &str) -> u16 {
             "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
         )
     };
-    let l = init(&format!("-tls{n}"), settings, files)
-        .unwrap_or_else(|e| panic!("PostgreSQL over TLS for the tests: {e}"));
-    launch(&l).unwrap_or_else(|e| panic!("PostgreSQL over TLS for the tests: {e}"));
-    let url = format!(
-        "host={} port={port} user=convene dbname=postgres",
-        l.base.display()
-    );
+    another_server(settings, files);
+    port
+}
+
+/// Another PostgreSQL of the test process's that keeps what it commits as
+/// a production server does (`fsync`, full page writes), for figures of
+/// commit costs: the address of its database `convene`, on a socket.
+pub fn durable_postgres_url() -> String {
+    let settings = vec!["fsync=on".into(), "full_page_writes=on".into()];
+    let socket = another_server(settings, |_| Ok(()));
+    format!("{socket} dbname=convene")
+}
+
+static OTHER_SERVERS: AtomicU32 = AtomicU32::new(0);
+
+/// Start another server with `settings` and `files` (see [`init`]), with a
+/// database `convene`; the key=value address of its socket, without the
+/// database. It stops with the test process.
+fn another_server(
+    settings: Vec<String>,
+    files: impl FnOnce(&Path) -> Result<(), String>,
+) -> String {
+    let n = OTHER_SERVERS.fetch_add(1, Ordering::Relaxed);
+    let port = settings
+        .iter()
+        .find_map(|s| s.strip_prefix("port="))
+        .unwrap_or("5432")
+        .to_string();
+    let l = init(&format!("-{n}"), settings, files)
+        .unwrap_or_else(|e| panic!("another PostgreSQL for the tests: {e}"));
+    launch(&l).unwrap_or_else(|e| panic!("another PostgreSQL for the tests: {e}"));
+    let socket = format!("host={} port={port} user=convene", l.base.display());
     let deadline = Instant::now() + Duration::from_secs(30);
     let admin = loop {
-        match crate::pg::PgConn::connect(&url) {
+        match crate::pg::PgConn::connect(&format!("{socket} dbname=postgres")) {
             Ok(c) => break c,
             Err(e) if Instant::now() > deadline => {
                 let log = std::fs::read_to_string(l.base.join("postgres.log")).unwrap_or_default();
-                panic!("PostgreSQL over TLS did not start: {e}\n{log}");
+                panic!("another PostgreSQL did not start: {e}\n{log}");
             }
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
     };
     admin.batch("CREATE DATABASE convene").unwrap();
-    port
+    socket
 }
-
-static TLS_SERVERS: AtomicU32 = AtomicU32::new(0);
 
 /// A new data folder (`initdb`) in a temporary folder named after this
 /// process and `suffix`, with `files` written into it after; how to start
