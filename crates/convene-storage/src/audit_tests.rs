@@ -165,11 +165,27 @@ fn exports_as_jsonl_and_csv_on(s: Storage) {
 /// batches of `rows` audit rows as fast as they can for 3 s, on a server
 /// that syncs its commits: rows stored a second, and each batch's time
 /// from start to commit. `cargo test --release -p convene-storage
-/// figures_audit -- --ignored --nocapture`
+/// figures_audit -- --ignored --nocapture`; with `CONVENE_FIGURES_RTT_US=N`
+/// over TCP through a relay that delays each direction by N/2 µs (a
+/// network between the nodes and the database) instead of the socket.
 #[test]
 #[ignore = "figures, not a check"]
 fn figures_audit_appends_from_several_nodes() {
-    let url = crate::testing::durable_postgres_url();
+    let (socket, tcp) = crate::testing::durable_postgres_urls();
+    let url = match std::env::var("CONVENE_FIGURES_RTT_US") {
+        Ok(rtt) => {
+            let port: u16 = tcp
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix("port="))
+                .unwrap()
+                .parse()
+                .unwrap();
+            let half = std::time::Duration::from_micros(rtt.parse::<u64>().unwrap() / 2);
+            let relay = delaying_relay(port, half);
+            format!("host=127.0.0.1 port={relay} user=convene dbname=convene sslmode=disable")
+        }
+        Err(_) => socket,
+    };
     Storage::connect(&url).unwrap();
     for rows in [1usize, 20] {
         for nodes in [1usize, 3, 6] {
@@ -227,4 +243,60 @@ fn figures_audit_appends_from_several_nodes() {
         s.verify_audit().unwrap().is_ok(),
         "one chain, every row in it"
     );
+}
+
+/// A TCP relay on 127.0.0.1 to `port` that holds back what crosses it, each
+/// way, by `delay` (in order); its port.
+fn delaying_relay(port: u16, delay: std::time::Duration) -> u16 {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::Instant;
+    fn pump(mut from: TcpStream, mut to: TcpStream, delay: std::time::Duration) {
+        let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n) = from.read(&mut buf) {
+                if n == 0
+                    || tx
+                        .send((Instant::now() + delay, buf[..n].to_vec()))
+                        .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        std::thread::spawn(move || {
+            for (due, bytes) in rx {
+                // Sleep for what is left, then spin the last bit: sleeps
+                // overshoot by tens of microseconds.
+                while let Some(left) = due.checked_duration_since(Instant::now()) {
+                    if left > std::time::Duration::from_micros(100) {
+                        std::thread::sleep(left - std::time::Duration::from_micros(80));
+                    } else {
+                        std::hint::spin_loop();
+                    }
+                }
+                if to.write_all(&bytes).is_err() {
+                    break;
+                }
+            }
+            let _ = to.shutdown(std::net::Shutdown::Write);
+        });
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let server = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            client.set_nodelay(true).unwrap();
+            server.set_nodelay(true).unwrap();
+            pump(
+                client.try_clone().unwrap(),
+                server.try_clone().unwrap(),
+                delay,
+            );
+            pump(server, client, delay);
+        }
+    });
+    at
 }

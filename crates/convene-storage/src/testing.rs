@@ -230,11 +230,24 @@ pub fn postgres_over_tls(cert_pem: &str, key_pem: &str) -> u16 {
 
 /// Another PostgreSQL of the test process's that keeps what it commits as
 /// a production server does (`fsync`, full page writes), for figures of
-/// commit costs: the address of its database `convene`, on a socket.
-pub fn durable_postgres_url() -> String {
-    let settings = vec!["fsync=on".into(), "full_page_writes=on".into()];
+/// commit costs: the address of its database `convene`, on its socket
+/// and over TCP on 127.0.0.1 (where a test may add delay with `tc`).
+pub fn durable_postgres_urls() -> (String, String) {
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let settings = vec![
+        "fsync=on".into(),
+        "full_page_writes=on".into(),
+        "listen_addresses=127.0.0.1".into(),
+        format!("port={port}"),
+    ];
     let socket = another_server(settings, |_| Ok(()));
-    format!("{socket} dbname=convene")
+    (
+        format!("{socket} dbname=convene"),
+        format!("host=127.0.0.1 port={port} user=convene dbname=convene sslmode=disable"),
+    )
 }
 
 static OTHER_SERVERS: AtomicU32 = AtomicU32::new(0);
