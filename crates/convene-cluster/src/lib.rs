@@ -114,6 +114,10 @@ pub enum ClusterError {
     NoMessageKey,
     #[error("a certificate authority for Redis is for a rediss:// (TLS) address")]
     CaWithoutTls,
+    #[error("the certificate authority for Redis holds no certificate (PEM)")]
+    NoCertificate,
+    #[error("a Redis address that turns off the check of its certificate (#insecure): name its authority with --redis-ca instead")]
+    UncheckedTls,
 }
 
 /// Redis restarted empty (or flushed, or failed over to a replica that had
@@ -124,27 +128,38 @@ pub enum ClusterError {
 /// missing.
 pub const SETTLE: Duration = Duration::from_secs(5);
 
-/// A client for Redis at `url`. Over TLS (`rediss://`) the server's
-/// certificate must come from `ca` (PEM) when given, else from an authority
-/// the system trusts, and name the host connected to; there is no way to
-/// turn that check off (`#insecure` is refused).
+/// A client for Redis at `url`. Over TLS (`rediss://`, however spelled)
+/// the server's certificate must come from `ca` (PEM) when given, else
+/// from an authority the system trusts, and name the host connected to;
+/// there is no way to turn that check off (`#insecure` is refused).
 fn open_client(url: &str, ca: Option<&[u8]>) -> Result<redis::Client, ClusterError> {
-    let tls = url.starts_with("rediss://");
-    if tls {
-        // The redis crate builds its TLS set-up with the process's provider:
-        // the server's own (it may already be set, which is as good).
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    }
+    // The redis crate builds its TLS set-up with the process's provider:
+    // the server's own (it may already be set, which is as good).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let info = redis::IntoConnectionInfo::into_connection_info(url)?;
+    let tls = match info.addr() {
+        redis::ConnectionAddr::TcpTls { insecure: true, .. } => {
+            return Err(ClusterError::UncheckedTls)
+        }
+        redis::ConnectionAddr::TcpTls { .. } => true,
+        _ => false,
+    };
     Ok(match ca {
         Some(_) if !tls => return Err(ClusterError::CaWithoutTls),
-        Some(pem) => redis::Client::build_with_tls(
-            url,
-            redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem.to_vec()),
-            },
-        )?,
-        None => redis::Client::open(url)?,
+        Some(pem) => {
+            use rustls::pki_types::{pem::PemObject, CertificateDer};
+            if !CertificateDer::pem_slice_iter(pem).any(|c| c.is_ok()) {
+                return Err(ClusterError::NoCertificate);
+            }
+            redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.to_vec()),
+                },
+            )?
+        }
+        None => redis::Client::open(info)?,
     })
 }
 

@@ -550,13 +550,26 @@ async fn over_tls_redis_is_checked_against_its_authority_and_its_name() {
             .await
             .err()
             .unwrap_or_else(|| panic!("{why}: connected"));
-        assert!(matches!(e, ClusterError::Redis(_)), "{why}: {e}");
+        assert!(
+            matches!(e, ClusterError::Redis(_))
+                && e.to_string().contains("invalid peer certificate"),
+            "{why}: {e}"
+        );
     }
     // No way to turn the check off, and an authority without TLS is a
     // mistake said at once.
     assert!(connect(format!("{}#insecure", at("localhost")), None)
         .await
         .is_err());
+    // Any spelling of the TLS scheme is TLS, its authority taken.
+    let a = connect(format!("REDISS://localhost:{port}/"), Some(&ca))
+        .await
+        .unwrap();
+    a.heartbeat(idle(), false, &[], &[]).await.unwrap();
+    assert!(matches!(
+        connect(at("localhost"), Some("not a certificate")).await,
+        Err(ClusterError::NoCertificate)
+    ));
     assert!(matches!(
         connect(redis.url(), Some(&ca)).await,
         Err(ClusterError::CaWithoutTls)

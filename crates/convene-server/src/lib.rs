@@ -284,6 +284,14 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .as_ref()
         .is_some_and(|d| !d.organisations().is_empty());
     let storage = Arc::new(config.open_storage().map_err(StartError)?);
+    if let Some(url) = &config.database {
+        if convene_storage::database_security(url) == Some("prefer") {
+            warn!(
+                database = %convene_storage::describe_database(url),
+                "the database connection uses TLS only if the server offers it (sslmode=prefer, the default): a machine in the middle can refuse it unseen; set sslmode=require (docs/configuration.md, --database)"
+            );
+        }
+    }
     // Levels that keep chat seal it with this key (made on first start).
     let chat_key = std::sync::Arc::new(
         config

@@ -26,6 +26,7 @@ pub use chat::{ChatKey, KeptChat};
 pub use checkpoint::{AuditKey, Checkpoint, CheckpointReport};
 pub use export::{MeetingExport, MeetingFacts, Participation, PersonExport};
 pub use pg::describe_database;
+pub use pg_tls::security_of as database_security;
 pub use retention::{PurgeReport, Retention};
 pub use sessions::SharedSession;
 

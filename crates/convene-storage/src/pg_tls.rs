@@ -82,23 +82,40 @@ pub(crate) fn parse(url: &str) -> Result<Address, StorageError> {
     let mut config: tokio_postgres::Config = rest
         .parse()
         .map_err(|e| StorageError::Postgres(format!("the database address: {e}")))?;
-    let tcp = config.get_hosts().iter().any(|h| matches!(h, Host::Tcp(_)));
-    config.ssl_mode(match mode {
-        _ if !tcp => SslMode::Disable,
-        Some(m) => m,
-        None => SslMode::Prefer,
+    // A mode this reading missed and tokio-postgres's found (their readings
+    // of an odd address differ) stands: never lowered to `prefer`.
+    let mode = mode.unwrap_or(config.get_ssl_mode());
+    config.ssl_mode(if over_tcp(&config) {
+        mode
+    } else {
+        SslMode::Disable
     });
     Ok(Address { config, roots })
 }
 
-/// The URL without the query keys `take` takes.
+/// Whether `config` connects over TCP to some host (`hostaddr` does,
+/// whatever `host` says).
+fn over_tcp(config: &tokio_postgres::Config) -> bool {
+    !config.get_hostaddrs().is_empty()
+        || config.get_hosts().iter().any(|h| matches!(h, Host::Tcp(_)))
+}
+
+/// The URL without the query keys `take` takes. The query starts at the
+/// first `?` after the credentials, which end at the first `@` (as
+/// tokio-postgres reads it: a password may hold a `?`).
 fn without_query_keys(
     url: &str,
     take: &mut impl FnMut(&str, &str) -> Result<bool, StorageError>,
 ) -> Result<String, StorageError> {
-    let Some((base, query)) = url.split_once('?') else {
+    let scheme = url.find("://").map_or(0, |i| i + 3);
+    let past_credentials = url[scheme..].find('@').map_or(scheme, |i| scheme + i + 1);
+    let Some(q) = url[past_credentials..].find('?') else {
         return Ok(url.to_string());
     };
+    let (base, query) = (
+        &url[..past_credentials + q],
+        &url[past_credentials + q + 1..],
+    );
     let mut kept = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -141,8 +158,20 @@ fn without_pairs(
             };
             rest = &quoted[end..];
         } else {
-            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-            value.push_str(&rest[..end]);
+            // Up to whitespace that is not escaped (`a\\ b` is "a b").
+            let mut chars = rest.char_indices();
+            let end = loop {
+                match chars.next() {
+                    None => break rest.len(),
+                    Some((i, c)) if c.is_whitespace() => break i,
+                    Some((_, '\\')) => {
+                        if let Some((_, c)) = chars.next() {
+                            value.push(c);
+                        }
+                    }
+                    Some((_, c)) => value.push(c),
+                }
+            };
             rest = &rest[end..];
         }
         let pair = &start[..start.len() - rest.len()];
@@ -188,7 +217,14 @@ pub(crate) fn connector(
             }
         }
     }
-    if store.is_empty() && address.config.get_ssl_mode() != SslMode::Disable {
+    // With `prefer`, a system without trusted roots still talks plainly to
+    // a server that offers no TLS; one that does is refused at its
+    // certificate (the handshake says why).
+    let needed = match roots {
+        Roots::System => address.config.get_ssl_mode() == SslMode::Require,
+        Roots::File(_) => address.config.get_ssl_mode() != SslMode::Disable,
+    };
+    if store.is_empty() && needed {
         return Err(StorageError::Postgres(match roots {
             Roots::System => "no trusted root certificates on this system to check the database's with: give sslrootcert=FILE in the database address".into(),
             Roots::File(path) => format!("sslrootcert {}: no certificates in it", path.display()),
@@ -208,11 +244,25 @@ pub(crate) fn explained(e: StorageError) -> StorageError {
     match e {
         StorageError::Postgres(said) if said.contains("invalid peer certificate") => {
             StorageError::Postgres(format!(
-                "{said} (the database's certificate must come from the authority in sslrootcert=FILE, or one the system trusts, and name the host connected to)"
+                "{said} (the database's certificate must come from the authority in sslrootcert=FILE, or one the system trusts, and name the host connected to; a server whose certificate nobody can check, such as Debian's default one, needs its authority named, or sslmode=disable where nobody else can reach the network between)"
             ))
         }
         other => other,
     }
+}
+
+/// How the connection to `url` is secured, for the log: `socket` (a Unix
+/// socket, never TLS), `disable`, `prefer` (TLS if the server offers it:
+/// one in the middle can refuse it unseen) or `require`; `None` for an
+/// address that does not parse.
+pub fn security_of(url: &str) -> Option<&'static str> {
+    let a = parse(url).ok()?;
+    Some(match a.config.get_ssl_mode() {
+        _ if !over_tcp(&a.config) => "socket",
+        SslMode::Disable => "disable",
+        SslMode::Require => "require",
+        _ => "prefer",
+    })
 }
 
 #[cfg(test)]
@@ -252,6 +302,43 @@ mod tests {
         let a = parse("host = db.example password='a b' sslmode = prefer").unwrap();
         assert_eq!(a.config.get_ssl_mode(), SslMode::Prefer);
         assert_eq!(a.config.get_password(), Some(&b"a b"[..]));
+    }
+
+    #[test]
+    fn the_address_is_read_as_tokio_postgres_reads_it() {
+        // A `?` in the password is not the query's start.
+        let a = parse("postgres://convene:pa?ss@db.example/convene?sslmode=require").unwrap();
+        assert_eq!(a.config.get_ssl_mode(), SslMode::Require);
+        assert_eq!(a.config.get_password(), Some(&b"pa?ss"[..]));
+        // An escaped space in an unquoted value is part of it.
+        let a = parse("host=db.example user=convene password=a\\ b sslmode=require").unwrap();
+        assert_eq!(a.config.get_ssl_mode(), SslMode::Require);
+        assert_eq!(a.config.get_password(), Some(&b"a b"[..]));
+        let a = parse("host=db.example password=x\\ sslmode=disable").unwrap();
+        assert_eq!(a.config.get_password(), Some(&b"x sslmode=disable"[..]));
+        assert_eq!(
+            a.config.get_ssl_mode(),
+            SslMode::Prefer,
+            "not taken for a mode"
+        );
+        // `hostaddr` connects over TCP: TLS as asked, never turned off.
+        for url in [
+            "hostaddr=10.0.0.5 user=convene dbname=convene sslmode=verify-full",
+            "postgres://convene:pw@/convene?hostaddr=10.0.0.5&sslmode=require",
+            "host=/run/postgresql hostaddr=10.0.0.5 sslmode=require",
+        ] {
+            assert_eq!(
+                parse(url).unwrap().config.get_ssl_mode(),
+                SslMode::Require,
+                "{url}"
+            );
+            assert_eq!(security_of(url), Some("require"), "{url}");
+        }
+        assert_eq!(security_of("host=db.example"), Some("prefer"));
+        assert_eq!(
+            security_of("host=/run/postgresql sslmode=require"),
+            Some("socket")
+        );
     }
 
     #[test]
