@@ -844,19 +844,14 @@ fn a_subscriber_whose_link_narrows_falls_to_the_low_layer_at_once_and_keeps_it()
 }
 
 #[test]
-#[ignore = "fails (issue 15): 15 s after the link recovers the subscriber is still on the low layer"]
 fn a_subscriber_climbs_back_to_the_top_layer_once_its_link_recovers() {
-    // Scenario 2 after scenario 1. Fails today, as bad-networks scenario 2
-    // often does in browsers. What str0m's state shows (2026-12-03, printed
-    // from vendor/str0m/src/bwe/mod.rs `update`): at 400 kbit/s the estimate
-    // settles at 320-380 kbit/s (loss-limited). Once the link is fast again
-    // the loss-based controller stays `Decreasing` with no loss at all, its
-    // estimate capped at 1.5 times the acknowledged rate (about 240 kbit/s:
-    // the low layer and padding; str0m pads up to the estimate but the
-    // acknowledged rate stays well below it), and probing is not allowed
-    // while loss-limited. The HOLD timer is not the cause (the same with
-    // `hold_duration_factor` 0). Ways out: a probe the SFU asks for itself
-    // after a quiet spell, or padding that really fills up to the estimate.
+    // Scenario 2 after scenario 1: once the link is fast again, the
+    // estimate must find the room (str0m's probes while the subscriber is
+    // sent far less than its estimate, and the padding adapt.rs asks for)
+    // and the subscriber climb through the middle layer to the top. This
+    // failed while the test network's clock moved in 5 ms steps, which
+    // held str0m's pacer to one padding packet a step (about 360 kbit/s),
+    // not at each connection's own timer as the driver does.
     let mut n = Narrowing::new();
     n.seconds(8);
     n.net.limit_downlink(1, 400_000, Duration::from_millis(50));

@@ -764,8 +764,11 @@ impl Net {
     }
 
     /// 5 ms pass: the SFU and every peer see the new time.
+    /// One millisecond: the driver wakes each connection at its own timer
+    /// (to the millisecond). Steps of 5 ms held str0m's pacer to one padding
+    /// packet each, and a subscriber could not show its link had room again.
     fn tick(&mut self) {
-        self.now += Duration::from_millis(5);
+        self.now += Duration::from_millis(1);
         self.sfu.handle_timeout(self.now);
         if let Some(edge) = &mut self.edge {
             edge.sfu.handle_timeout(self.now);
@@ -775,7 +778,7 @@ impl Net {
         }
     }
 
-    /// Let `d` of time pass in 5 ms ticks, delivering whatever is sent.
+    /// Let `d` of time pass in 1 ms ticks, delivering whatever is sent.
     pub fn run_for(&mut self, d: Duration) {
         let end = self.now + d;
         while self.now < end {
