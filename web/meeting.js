@@ -94,6 +94,9 @@ function enterMeeting(name, credentials) {
     if (local.micMuted) carry.set('mic', 'off');
     location.assign(`${node}${location.pathname}${location.search}#${carry}`);
   });
+  signalling.addEventListener('unavailable', () => {
+    if (!serverRestarting) setStatus(t('status.unavailable'), true);
+  });
   signalling.addEventListener('lost', () => {
     // After `restarting` the socket closes on purpose: say why, not "lost".
     setStatus(serverRestarting ? t('status.restarting') : t('status.lost'), true);

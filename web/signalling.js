@@ -7,6 +7,8 @@ const PING_EVERY_MS = 5000;
 const PONG_TIMEOUT_MS = 10000;
 /** After a sign that the network changed, a ping unanswered this long means the socket's path is gone. */
 const CHECK_MS = 3000;
+/** A lookup's answer when the node cannot reach the meeting just now (503). */
+const UNAVAILABLE = Object.freeze({ unavailable: true });
 /** In a cluster, how long without our node before we look for another (a lost node's meetings move after 3 s). */
 const NODE_LOST_MS = 4000;
 
@@ -120,6 +122,9 @@ export class Signalling extends EventTarget {
         const moved = await this.movedElsewhere();
         if (moved === true) return;
         if (moved === 'unreachable' && Date.now() - this.lostAt >= NODE_LOST_MS && await this.goToAnotherNode()) return;
+        // Our node answers, but cannot reach the meeting (its database or
+        // the cluster's Redis is away): say so, not "lost"; keep trying.
+        if (moved === 'unavailable') this.dispatchEvent(new Event('unavailable'));
       }
       this.connect();
     }, delay);
@@ -129,6 +134,7 @@ export class Signalling extends EventTarget {
    * In a cluster it names the nodes to resume on if ours is lost: kept. */
   async lookup() {
     const res = await fetch(`/api/meetings/${this.meetingId}`, { cache: 'no-store', signal: AbortSignal.timeout(3000) });
+    if (res.status === 503) return UNAVAILABLE;
     const m = res.ok ? await res.json() : null;
     if (Array.isArray(m?.nodes)) this.nodes = m.nodes.filter((/** @type {unknown} */ n) => typeof n === 'string');
     return m;
@@ -162,7 +168,8 @@ export class Signalling extends EventTarget {
     return false;
   }
 
-  /** Whether another node hosts the meeting now (true: 'moved' is dispatched); 'unreachable' when our node did not answer. */
+  /** Whether another node hosts the meeting now (true: 'moved' is dispatched); 'unreachable' when our node did not answer,
+   * 'unavailable' when it answered that the meeting cannot be reached just now (503). */
   async movedElsewhere() {
     let m;
     try {
@@ -170,6 +177,7 @@ export class Signalling extends EventTarget {
     } catch {
       return 'unreachable';
     }
+    if (m === UNAVAILABLE) return 'unavailable';
     if (typeof m?.node !== 'string' || this.closedByUs || !this.mayMove()) return false;
     this.moveTo({ node: m.node, lost: false });
     return true;

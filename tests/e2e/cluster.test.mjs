@@ -61,3 +61,32 @@ test('the node a meeting runs on is killed: the pages go to another node by them
     await lab.stop();
   }
 });
+
+test('Redis away: a page whose socket drops says the meeting cannot be reached just now, and a page opened meanwhile says so in words; both come back by themselves with Redis', { timeout: 90000 }, async () => {
+  const lab = await startLab();
+  const node = await startServer(['--cluster', '--database', lab.database, '--redis', lab.redis, '--node-id', 'n1']);
+  const people = await Promise.all([launchPerson(), launchPerson({ locale: 'nl-NL' })]);
+  const [ida, jo] = people;
+  try {
+    const { link, hostLink } = await createMeeting(ida.page, node.url, 'Through an outage');
+    await joinAsHost(ida.page, hostLink, 'Ida Irving');
+    await lab.command('stop-redis');
+    // The meeting goes on without Redis; a socket that drops (a network's
+    // blip) cannot be routed again until Redis is back.
+    await ida.page.evaluate(() => /** @type {any} */ (window).__sockets.forEach((s) => s.close()));
+    await ida.page.getByText('The meeting cannot be reached just now. Trying again…').waitFor({ timeout: 15000 });
+    // Opened now, the meeting's page says so in its reader's language (not
+    // an API's JSON) and loads again by itself.
+    const opened = await jo.page.goto(link);
+    assert.equal(opened?.status(), 503);
+    await jo.page.getByRole('heading', { name: 'De vergadering is nu niet bereikbaar' }).waitFor();
+    await lab.command('start-redis');
+    await until('Ida back in the meeting, the note gone', async () => (await ida.page.locator('#status').textContent()) === '', 30000);
+    await until('the host still host', async () => ida.page.getByRole('button', { name: 'Lock meeting' }).isVisible(), 10000);
+    await jo.page.getByRole('button', { name: 'Deelnemen' }).waitFor({ timeout: 30000 });
+  } finally {
+    await Promise.all(people.map((p) => p.browser.close()));
+    node.proc.kill('SIGTERM');
+    await lab.stop();
+  }
+});

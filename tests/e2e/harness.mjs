@@ -420,5 +420,17 @@ export async function startLab() {
     proc.on('exit', (code) => reject(new Error(`cluster-lab exited with ${code}: ${out}`)));
   });
   const exited = new Promise((resolve) => proc.on('exit', resolve));
-  return { ...urls, stop: async () => { proc.stdin.end(); await Promise.race([exited, new Promise((r) => setTimeout(r, 10000))]); } };
+  /** Send the lab a command (`stop-redis`, `start-redis`); resolves once it has done it. */
+  const command = (line) => new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`cluster-lab: ${line} not done`)), 20000);
+    const onData = (d) => {
+      if (!String(d).includes('done')) return;
+      clearTimeout(timer);
+      proc.stdout.off('data', onData);
+      resolve(undefined);
+    };
+    proc.stdout.on('data', onData);
+    proc.stdin.write(`${line}\n`);
+  });
+  return { ...urls, command, stop: async () => { proc.stdin.end(); await Promise.race([exited, new Promise((r) => setTimeout(r, 10000))]); } };
 }

@@ -697,14 +697,23 @@ async fn meeting_page(
                         .into_response(),
                 )
             }
-            Err(r) => r,
+            Err(r) => page_error(&headers, r),
         },
         Err(r) if r.status() == StatusCode::NOT_FOUND => {
             let mut page = assets::serve("not-found.html");
             *page.status_mut() = StatusCode::NOT_FOUND;
             page
         }
-        Err(r) => r,
+        Err(r) => page_error(&headers, r),
+    }
+}
+
+/// An API's error where a person opened a page: "try again" in words.
+fn page_error(headers: &HeaderMap, r: Response) -> Response {
+    if r.status() == StatusCode::SERVICE_UNAVAILABLE {
+        crate::problem_page::meeting_unavailable(headers)
+    } else {
+        r
     }
 }
 

@@ -25,6 +25,7 @@ mod metrics;
 mod mls_check;
 mod node_urls;
 mod origin;
+mod problem_page;
 mod rates;
 mod readiness;
 mod redirect;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use convene_auth::store::Session;
 use serde::{Deserialize, Serialize};
@@ -98,39 +98,19 @@ pub fn session_token<'a>(state: &AppState, headers: &'a HeaderMap) -> Option<&'a
     cookie(headers, session_cookie(state))
 }
 
-fn html_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 /// A plain page saying what went wrong with sign-in, with a way back, in the
 /// person's language (words.rs). `detail`: the technical cause, in English,
 /// for whoever they ask for help.
 fn problem(status: StatusCode, lang: Lang, message: &str, detail: Option<&str>) -> Response {
-    let detail = detail.map_or(String::new(), |d| {
-        format!(
-            "<p class=\"hint\" id=\"problem-detail\" lang=\"en\">{}</p>",
-            html_escape(&lang.t("signin.problem-detail", &[("detail", d)]))
-        )
-    });
-    let page = format!(
-        "<!doctype html><html lang=\"{code}\"><head><meta charset=\"utf-8\"><title>{title} · Convene</title>\
-         <link rel=\"stylesheet\" href=\"/assets/styles.css\"></head><body class=\"page\"><main class=\"card\">\
-         <h1>{heading}</h1><p role=\"alert\" id=\"problem\">{message}</p>{detail}<p><a href=\"/\">{back}</a></p></main></body></html>",
-        code = lang.code(),
-        title = html_escape(&lang.t("signin.problem-title", &[])),
-        heading = html_escape(&lang.t("signin.problem-heading", &[])),
-        message = html_escape(message),
-        back = html_escape(&lang.t("signin.problem-back", &[])),
-    );
-    let mut res = (status, Html(page)).into_response();
-    res.headers_mut().insert(
-        header::VARY,
-        HeaderValue::from_static("accept-language, cookie"),
-    );
-    res
+    let detail = detail.map(|d| lang.t("signin.problem-detail", &[("detail", d)]));
+    crate::problem_page::page(
+        status,
+        lang,
+        &lang.t("signin.problem-title", &[]),
+        &lang.t("signin.problem-heading", &[]),
+        message,
+        detail.as_deref(),
+    )
 }
 
 /// A sign-in that did not work, in words for the person (and the cause for IT).

@@ -107,6 +107,25 @@ async fn a_meeting_outlives_redis_and_postgres_going_away_and_coming_back() {
     );
     let (status, _, retry_after) = ask(&other, &m).await;
     assert_eq!((status, retry_after), (503, true), "try again, and when");
+    // Someone opening the meeting's page is told so in words, in their
+    // language, and the page tries again by itself.
+    let page = http()
+        .get(format!("{other}/m/{m}"))
+        .header("accept-language", "nl")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 503);
+    assert_eq!(
+        page.headers().get("refresh").and_then(|v| v.to_str().ok()),
+        Some("2"),
+        "loaded again in a moment"
+    );
+    let said = page.text().await.unwrap();
+    assert!(
+        said.contains("<html lang=\"nl\"") && said.contains("De vergadering is nu niet bereikbaar"),
+        "a page in Dutch, not an API's JSON: {said}"
+    );
     // Once the others can no longer know it is alive, a node says it is
     // not ready (load balancers stop sending people to it).
     let deadline = Instant::now() + Duration::from_secs(6);
