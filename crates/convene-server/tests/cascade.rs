@@ -454,3 +454,85 @@ async fn wrong_passcodes_on_the_meeting_node_and_its_edge_count_together() {
     assert_eq!(join_code(&r), "joined");
     drop(redis);
 }
+
+/// A broadcast crosses to an edge once, not once per attendee there: the
+/// host locks the meeting and every attendee on the edge is told, through
+/// a handful of messages on the edge's inbox (counted off Redis), not one
+/// each. (Someone speaking is such a broadcast, several a second.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_crosses_to_an_edge_once_for_its_whole_audience() {
+    const ON_EDGE: usize = 24;
+    let (redis, n1, n2) = two_nodes(&["--cascade-after", "1"], &["--cascade-after", "1"]).await;
+    let (id, key) = create(&n1.url, true).await;
+    let host_url = socket_node(&n1.url, &id).await;
+    let (edge_url, edge_id) = if host_url == n1.url {
+        (n2.url.clone(), "n2")
+    } else {
+        (n1.url.clone(), "n1")
+    };
+    let mut hana = Client::join_with(&host_url, &id, "Hana", JoinOptions::host(key))
+        .await
+        .unwrap();
+    let mut ann = Client::join(&host_url, &id, "Ann", None).await.unwrap();
+    run(&mut [&mut hana, &mut ann], 1.2).await;
+    // A newcomer's page is sent to the edge (which names it the edge).
+    let page = http()
+        .get(format!("{host_url}/m/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 307);
+    let mut audience = Vec::new();
+    for i in 0..ON_EDGE {
+        audience.push(
+            Client::join(&edge_url, &id, &format!("Guest {i}"), None)
+                .await
+                .unwrap(),
+        );
+    }
+    // Count what reaches the edge's inbox from now on.
+    let counted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut pubsub = redis::Client::open(redis.url())
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .unwrap();
+    pubsub
+        .subscribe(format!("convene:node:{edge_id}:inbox"))
+        .await
+        .unwrap();
+    let count = counted.clone();
+    let listener = tokio::spawn(async move {
+        use futures_util::StreamExt;
+        let mut messages = pubsub.on_message();
+        while messages.next().await.is_some() {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    {
+        let mut everyone: Vec<&mut Client> = audience.iter_mut().collect();
+        run(&mut everyone, 1.0).await;
+    }
+    let before = counted.load(std::sync::atomic::Ordering::Relaxed);
+    hana.send(json!({"type": "lock", "locked": true}))
+        .await
+        .unwrap();
+    let told = futures_util::future::join_all(audience.iter_mut().map(|c| {
+        c.run_until(Duration::from_secs(5), |c| {
+            c.log
+                .iter()
+                .any(|m| m["type"] == "meeting-updated" && m["meeting"]["locked"] == true)
+        })
+    }))
+    .await;
+    assert!(
+        told.iter().all(|&t| t),
+        "every attendee on the edge is told"
+    );
+    let crossed = counted.load(std::sync::atomic::Ordering::Relaxed) - before;
+    listener.abort();
+    assert!(
+        crossed <= ON_EDGE / 3,
+        "{crossed} messages crossed for {ON_EDGE} attendees on the edge"
+    );
+}

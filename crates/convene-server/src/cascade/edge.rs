@@ -391,6 +391,12 @@ impl Edge {
                 }
             }
             Wire::Text { socket, text, .. } => self.send_text(socket, text.into()),
+            Wire::Texts { sockets, text, .. } => {
+                let text: Arc<str> = text.into();
+                for socket in sockets {
+                    self.send_text(socket, text.clone());
+                }
+            }
             Wire::Close { socket, .. } => {
                 if let Some(s) = self.sockets.get_mut(&socket) {
                     // Dropping the last sender closes the socket once its queue is out.

@@ -5,6 +5,7 @@
 //! and receives the stage's tracks once, over one relay from the meeting's
 //! SFU (edge.rs). The nodes speak through their Redis inboxes (wire.rs).
 
+mod coalesce;
 mod edge;
 mod host;
 pub mod wire;
@@ -26,6 +27,10 @@ const OUT_BYTES: usize = 64 << 20;
 
 /// Messages sent to Redis in one pipeline, at most.
 const SEND_BATCH: usize = 256;
+
+/// Messages taken from the queue at once, at most, for a broadcast to many
+/// sockets on an edge to cross as one (coalesce.rs).
+const COALESCE_WINDOW: usize = 8192;
 
 /// How long the edge named for a meeting's newcomers stays the one named.
 const NAMED_FOR: std::time::Duration = std::time::Duration::from_secs(10);
@@ -239,28 +244,43 @@ pub fn spawn(state: Arc<AppState>) {
     let cluster = link.cluster().clone();
     let out_bytes = cascade.out_bytes.clone();
     tokio::spawn(async move {
-        // What waits goes in one pipeline (up to SEND_BATCH), in order: one
-        // round trip to Redis for many messages.
-        let mut batch = Vec::new();
+        // What waits is taken at once (up to COALESCE_WINDOW), a broadcast's
+        // copies for one edge merged into one message, and sent in
+        // pipelines (up to SEND_BATCH each), in order: one round trip to
+        // Redis for many messages.
+        let mut waiting = Vec::new();
         while let Some(first) = out_rx.recv().await {
-            batch.clear();
+            // A broadcast's copies are queued by one task per socket: let
+            // those that are ready run first, so that they cross together.
+            tokio::task::yield_now().await;
+            waiting.clear();
             let mut next = Some(first);
             while let Some((to, wire, bytes)) = next {
                 out_bytes.fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
-                match serde_json::to_vec(&wire) {
-                    Ok(b) => batch.push((to, b)),
-                    Err(e) => warn!("cascade: a message not encoded: {e}"),
-                }
-                next = if batch.len() < SEND_BATCH {
+                waiting.push((to, wire));
+                next = if waiting.len() < COALESCE_WINDOW {
                     out_rx.try_recv().ok()
                 } else {
                     None
                 };
             }
-            match cluster.send_many(&batch).await {
-                Ok(0) => {}
-                Ok(n) => debug!(messages = n, "cascade: no node listens"),
-                Err(e) => warn!(messages = batch.len(), "cascade: not sent: {e}"),
+            let mut batch = Vec::with_capacity(SEND_BATCH);
+            let mut merged = coalesce::coalesce(std::mem::take(&mut waiting))
+                .into_iter()
+                .peekable();
+            while merged.peek().is_some() {
+                batch.clear();
+                for (to, wire) in merged.by_ref().take(SEND_BATCH) {
+                    match serde_json::to_vec(&wire) {
+                        Ok(b) => batch.push((to, b)),
+                        Err(e) => warn!("cascade: a message not encoded: {e}"),
+                    }
+                }
+                match cluster.send_many(&batch).await {
+                    Ok(0) => {}
+                    Ok(n) => debug!(messages = n, "cascade: no node listens"),
+                    Err(e) => warn!(messages = batch.len(), "cascade: not sent: {e}"),
+                }
             }
         }
     });

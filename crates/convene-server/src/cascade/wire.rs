@@ -65,6 +65,13 @@ pub enum Wire {
         socket: u64,
         text: String,
     },
+    /// The same message for several sockets (a broadcast crosses once per
+    /// edge, not once per attendee: coalesce.rs).
+    Texts {
+        meeting: String,
+        sockets: Vec<u64>,
+        text: String,
+    },
     Media {
         meeting: String,
         socket: u64,
@@ -97,6 +104,7 @@ impl Wire {
             | Wire::RelayOffer { meeting, .. }
             | Wire::Joined { meeting, .. }
             | Wire::Text { meeting, .. }
+            | Wire::Texts { meeting, .. }
             | Wire::Media { meeting, .. }
             | Wire::Close { meeting, .. }
             | Wire::RelayAnswer { meeting, .. }
