@@ -14,9 +14,19 @@ use std::collections::HashMap;
 
 use super::wire::Wire;
 
-/// Sockets in one [`Wire::Texts`], at most (its JSON stays well within a
-/// message between nodes).
+/// Sockets in one [`Wire::Texts`], at most.
 const GROUP_MAX: usize = 2000;
+/// A [`Wire::Texts`]'s JSON stays within this (a message between nodes may
+/// hold 256 KiB: convene_cluster's `MAX_MESSAGE`), counting each socket's
+/// number at [`SOCKET_BYTES`]: a long text goes to fewer sockets at once,
+/// and one too long for any company alone, as it would have.
+const GROUP_BYTES: usize = 192 << 10;
+const SOCKET_BYTES: usize = 21;
+
+/// How many sockets a group of `text` may hold.
+fn capacity(text: &str) -> usize {
+    (GROUP_BYTES.saturating_sub(text.len()) / SOCKET_BYTES).clamp(1, GROUP_MAX)
+}
 
 /// A group being gathered: its node, meeting, text and sockets.
 struct Group {
@@ -116,7 +126,7 @@ pub fn coalesce(batch: Vec<(String, Wire)>) -> Vec<(String, Wire)> {
                 let full = {
                     let g = groups[i].as_mut().expect("open groups are kept");
                     g.sockets.push(socket);
-                    g.sockets.len() >= GROUP_MAX
+                    g.sockets.len() >= capacity(&g.text)
                 };
                 member.insert(at, i);
                 if full {
@@ -185,6 +195,24 @@ mod tests {
         let out = coalesce(batch);
         assert_eq!(out.len(), 3);
         assert!(matches!(&out[2].1, Wire::Text { socket: 9, .. }));
+    }
+
+    #[test]
+    fn a_long_text_goes_to_fewer_sockets_at_once_each_message_within_bounds() {
+        let long = "x".repeat(150 << 10);
+        let batch: Vec<_> = (0..3000u64)
+            .map(|s| text("edge", 1_000_000_000_000 + s, &long))
+            .collect();
+        let out = coalesce(batch.clone_for_test());
+        assert!(out.len() > 1);
+        for (_, w) in &out {
+            let json = serde_json::to_vec(w).unwrap();
+            assert!(json.len() < 256 << 10, "{} bytes", json.len());
+        }
+        assert_eq!(per_socket(&out), per_socket(&batch));
+        let longest = "y".repeat(200 << 10);
+        let out = coalesce((0..3).map(|s| text("edge", s, &longest)).collect());
+        assert_eq!(out.len(), 3, "too long for company: alone, as before");
     }
 
     #[test]
