@@ -385,25 +385,9 @@ async fn a_node_reaches_its_database_and_redis_over_tls_and_checks_both() {
         (checked.clone(), None, "Redis", "--redis-ca"),
         (database(""), Some(ca_path), "database", "sslrootcert"),
     ] {
-        let mut args = vec![
-            "--listen",
-            "127.0.0.1:0",
-            "--media-listen",
-            "127.0.0.1:0",
-            "--log",
-            "warn",
-            "--data-dir",
-            dir.to_str().unwrap(),
-            "--database",
-            &db,
-            "--cluster",
-            "--redis",
-            &rediss,
-            "--node-id",
-            "n2",
-        ];
+        let mut args = common::cluster::node_args(2, &dir, &db, &rediss);
         if let Some(ca) = redis_ca {
-            args.extend(["--redis-ca", ca]);
+            args.extend(["--redis-ca".to_string(), ca.to_string()]);
         }
         let mut child = common::binary::convene()
             .args(&args)

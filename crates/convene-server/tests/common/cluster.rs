@@ -20,9 +20,15 @@ pub fn start_node_with(
     redis: &str,
     more: &[&str],
 ) -> Process {
+    let mut args = node_args(n, dir, database, redis);
+    args.extend(more.iter().map(|a| a.to_string()));
+    binary::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// The flags of node `n` (id `nN`, data in `dir/nN`) on `database` and `redis`.
+pub fn node_args(n: usize, dir: &std::path::Path, database: &str, redis: &str) -> Vec<String> {
     let data = dir.join(format!("n{n}"));
-    let node_id = format!("n{n}");
-    let mut args = vec![
+    [
         "--listen",
         "127.0.0.1:0",
         "--media-listen",
@@ -37,10 +43,11 @@ pub fn start_node_with(
         "--redis",
         redis,
         "--node-id",
-        &node_id,
-    ];
-    args.extend_from_slice(more);
-    binary::start(&args)
+        &format!("n{n}"),
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect()
 }
 
 pub fn http() -> reqwest::Client {
