@@ -97,9 +97,11 @@ function enterMeeting(name, credentials) {
   signalling.addEventListener('unavailable', () => {
     if (!serverRestarting) setStatus(t('status.unavailable'), true);
   });
-  signalling.addEventListener('lost', () => {
-    // After `restarting` the socket closes on purpose: say why, not "lost".
-    setStatus(serverRestarting ? t('status.restarting') : t('status.lost'), true);
+  signalling.addEventListener('lost', (e) => {
+    // After `restarting` the socket closes on purpose: say why, not "lost";
+    // while the node cannot reach the meeting, say that (not each retry as lost).
+    const unavailable = /** @type {CustomEvent} */ (e).detail?.unavailable;
+    setStatus(serverRestarting ? t('status.restarting') : t(unavailable ? 'status.unavailable' : 'status.lost'), true);
     state.call?.close();
     state.call = null;
   });

@@ -10,8 +10,11 @@ import { joinClicked } from './stage.js';
 import { prepareE2ee } from './e2ee-meeting.js';
 import { joinedWithoutDevices } from './webinar.js';
 
-/** The meeting as /api/meetings says it (null: there is no such meeting), asked once, at once. */
-const meetingInfo = fetch(`/api/meetings/${meetingId}`).then((res) => (res.ok ? res.json() : null)).catch(() => null);
+/** The meeting as /api/meetings says it (null: there is no such meeting; UNREACHABLE: not just now), asked once, at once. */
+const UNREACHABLE = Object.freeze({ unreachable: true });
+const meetingInfo = fetch(`/api/meetings/${meetingId}`)
+  .then((res) => (res.ok ? res.json() : res.status === 404 ? null : UNREACHABLE))
+  .catch(() => UNREACHABLE);
 import { e2eeCapable } from './e2ee-support.js';
 
 /**
@@ -22,6 +25,15 @@ import { e2eeCapable } from './e2ee-support.js';
 export async function loadMeeting(hostKey, ended) {
   const m = await meetingInfo;
   if (!m) { location.replace('/'); return; }
+  if (m === UNREACHABLE) {
+    // The server cannot reach the meeting just now (or did not answer): say
+    // so and load the page again in a few seconds, its address (and any
+    // host key or resume token in it) kept.
+    $('join-error').textContent = t('meeting.unavailable');
+    $('join-error').hidden = false;
+    setTimeout(() => location.reload(), 3000 + Math.random() * 7000);
+    return;
+  }
   // On an edge of a large webinar (cascading), a host's page goes to the
   // meeting's own node, where the stage is (`stage`: not sent to an edge
   // again); the host key goes with it in the fragment, which no server sees.

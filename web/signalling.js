@@ -28,6 +28,8 @@ export class Signalling extends EventTarget {
     this.attempt = 0;
     /** In a cluster: the nodes we may resume on if ours is lost (from the meeting's lookup). @type {string[]} */
     this.nodes = [];
+    /** Whether our node last answered that it cannot reach the meeting just now (503). */
+    this.unavailable = false;
     /** When the socket was lost (0: it is not). */
     this.lostAt = 0;
     this.lastPong = 0;
@@ -81,6 +83,7 @@ export class Signalling extends EventTarget {
       }
       if (msg.type === 'welcome') {
         this.welcomed = true;
+        this.unavailable = false;
         this.attempt = 0;
         this.lostAt = 0;
         this.learnNodes();
@@ -101,12 +104,13 @@ export class Signalling extends EventTarget {
     });
   }
 
-  /** The socket is gone: say so, and open another after a back-off (a resume). */
+  /** The socket is gone: say so, and open another after a back-off (a resume).
+   * `detail.unavailable`: the node's last answer was that it cannot reach the meeting just now. */
   lost() {
     clearInterval(this.pingTimer);
     clearTimeout(this.checkTimer);
     this.checkTimer = undefined;
-    this.dispatchEvent(new Event('lost'));
+    this.dispatchEvent(new CustomEvent('lost', { detail: { unavailable: this.unavailable } }));
     const again = this.attempt > 0;
     if (!this.lostAt) this.lostAt = Date.now();
     // In a cluster, try at least every second: another node is looked for
@@ -134,7 +138,8 @@ export class Signalling extends EventTarget {
    * In a cluster it names the nodes to resume on if ours is lost: kept. */
   async lookup() {
     const res = await fetch(`/api/meetings/${this.meetingId}`, { cache: 'no-store', signal: AbortSignal.timeout(3000) });
-    if (res.status === 503) return UNAVAILABLE;
+    this.unavailable = res.status === 503;
+    if (this.unavailable) return UNAVAILABLE;
     const m = res.ok ? await res.json() : null;
     if (Array.isArray(m?.nodes)) this.nodes = m.nodes.filter((/** @type {unknown} */ n) => typeof n === 'string');
     return m;

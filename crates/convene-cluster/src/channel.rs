@@ -256,6 +256,7 @@ impl Cluster {
         let mut sent = 0;
         for (to, message) in messages {
             if message.len() > MAX_MESSAGE {
+                warn!(to = %to, bytes = message.len(), "a message to another node too large to send: dropped");
                 continue;
             }
             pipe.cmd("PUBLISH")

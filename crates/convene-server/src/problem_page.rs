@@ -51,7 +51,9 @@ pub(crate) fn page(
 
 /// A meeting page that cannot be served just now (the database or the
 /// cluster's Redis is away): said in words, and loaded again by the browser
-/// in a moment (`Refresh`; browsers ignore Retry-After on a page).
+/// in a moment (`Refresh`; browsers ignore Retry-After on a page), a few
+/// seconds apart at random, so that a webinar's waiting pages do not all
+/// come back at once to a server that is recovering.
 pub(crate) fn meeting_unavailable(headers: &HeaderMap) -> Response {
     let lang = Lang::of_request(None, headers);
     let mut res = page(
@@ -62,9 +64,9 @@ pub(crate) fn meeting_unavailable(headers: &HeaderMap) -> Response {
         &lang.t("meeting.unavailable", &[]),
         None,
     );
-    for (name, value) in [(header::RETRY_AFTER, "2"), (header::REFRESH, "2")] {
-        res.headers_mut()
-            .insert(name, HeaderValue::from_static(value));
+    let after = HeaderValue::from(rand::random_range(3u32..=10));
+    for name in [header::RETRY_AFTER, header::REFRESH] {
+        res.headers_mut().insert(name, after.clone());
     }
     crate::http::no_store(res)
 }

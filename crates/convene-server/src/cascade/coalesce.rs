@@ -23,17 +23,21 @@ const GROUP_MAX: usize = 2000;
 const GROUP_BYTES: usize = 192 << 10;
 const SOCKET_BYTES: usize = 21;
 
-/// How many sockets a group of `text` may hold.
+/// How many sockets a group of `text` may hold: the text counted as it is
+/// written in JSON (quotes and control characters escaped).
 fn capacity(text: &str) -> usize {
-    (GROUP_BYTES.saturating_sub(text.len()) / SOCKET_BYTES).clamp(1, GROUP_MAX)
+    let written = serde_json::to_string(text).map_or(usize::MAX, |t| t.len());
+    (GROUP_BYTES.saturating_sub(written) / SOCKET_BYTES).clamp(1, GROUP_MAX)
 }
 
-/// A group being gathered: its node, meeting, text and sockets.
+/// A group being gathered: its node, meeting, text and sockets, and how
+/// many sockets it may take ([`capacity`]).
 struct Group {
     to: String,
     meeting: String,
     text: String,
     sockets: Vec<u64>,
+    capacity: usize,
 }
 
 impl Group {
@@ -43,6 +47,7 @@ impl Group {
             meeting,
             text,
             mut sockets,
+            ..
         } = self;
         let wire = if sockets.len() == 1 {
             Wire::Text {
@@ -114,6 +119,7 @@ pub fn coalesce(batch: Vec<(String, Wire)>) -> Vec<(String, Wire)> {
                     Some(&i) => i,
                     None => {
                         groups.push(Some(Group {
+                            capacity: capacity(&text),
                             to,
                             meeting,
                             text,
@@ -126,7 +132,7 @@ pub fn coalesce(batch: Vec<(String, Wire)>) -> Vec<(String, Wire)> {
                 let full = {
                     let g = groups[i].as_mut().expect("open groups are kept");
                     g.sockets.push(socket);
-                    g.sockets.len() >= capacity(&g.text)
+                    g.sockets.len() >= g.capacity
                 };
                 member.insert(at, i);
                 if full {
@@ -210,6 +216,12 @@ mod tests {
             assert!(json.len() < 256 << 10, "{} bytes", json.len());
         }
         assert_eq!(per_socket(&out), per_socket(&batch));
+        // Quotes take two bytes each in JSON: counted so.
+        let quoted = "\"".repeat(120 << 10);
+        let out = coalesce((0..100).map(|s| text("edge", s, &quoted)).collect());
+        for (_, w) in &out {
+            assert!(serde_json::to_vec(w).unwrap().len() < 256 << 10);
+        }
         let longest = "y".repeat(200 << 10);
         let out = coalesce((0..3).map(|s| text("edge", s, &longest)).collect());
         assert_eq!(out.len(), 3, "too long for company: alone, as before");

@@ -249,16 +249,20 @@ pub fn spawn(state: Arc<AppState>) {
         // pipelines (up to SEND_BATCH each), in order: one round trip to
         // Redis for many messages.
         let mut waiting = Vec::new();
+        let counted = |n: usize| out_bytes.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
         while let Some(first) = out_rx.recv().await {
             // A broadcast's copies are queued by one task per socket: let
             // those that are ready run first, so that they cross together.
             tokio::task::yield_now().await;
             waiting.clear();
+            // What is taken stays counted against OUT_BYTES until it is
+            // sent; at most an eighth of it is taken at once.
+            let mut taken = 0;
             let mut next = Some(first);
             while let Some((to, wire, bytes)) = next {
-                out_bytes.fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
+                taken += bytes;
                 waiting.push((to, wire));
-                next = if waiting.len() < COALESCE_WINDOW {
+                next = if waiting.len() < COALESCE_WINDOW && taken < OUT_BYTES / 8 {
                     out_rx.try_recv().ok()
                 } else {
                     None
@@ -282,6 +286,7 @@ pub fn spawn(state: Arc<AppState>) {
                     Err(e) => warn!(messages = batch.len(), "cascade: not sent: {e}"),
                 }
             }
+            counted(taken);
         }
     });
     let st = state.clone();

@@ -425,15 +425,16 @@ impl Net {
     /// connected and nothing that matters moves: no SFU event, no media
     /// received, no keyframe asked for, for a few ticks. (Datagrams alone do
     /// not say: congestion control pads every subscriber's link all the time.)
+    /// Quiet means 20 ms of simulated time; it gives up after 20 s.
     pub fn settle(&mut self) {
         let mut quiet = 0;
-        for _ in 0..4000 {
+        for _ in 0..20_000 {
             let before = self.progress();
             self.steps();
             let connected = self.peers.iter().all(|p| p.connected);
             if connected && self.answers.is_empty() && self.progress() == before {
                 quiet += 1;
-                if quiet >= 4 {
+                if quiet >= 20 {
                     return;
                 }
             } else {
