@@ -8,9 +8,11 @@
 //! they were sent: a group goes out before any later message for one of its
 //! sockets, and every message that is not a socket's text (a join's answer,
 //! a media action, a close, a relay's answer) goes after every group opened
-//! before it.
+//! before it. A broadcast's copies share one text (the room's `Arc<str>`):
+//! they are told apart from other texts by that, without reading them.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::wire::Wire;
 
@@ -30,12 +32,18 @@ fn capacity(text: &str) -> usize {
     (GROUP_BYTES.saturating_sub(written) / SOCKET_BYTES).clamp(1, GROUP_MAX)
 }
 
+/// The same text: its allocation's address, unique while a group holds
+/// the text (so no other text can take it).
+fn text_key(text: &Arc<str>) -> usize {
+    Arc::as_ptr(text) as *const u8 as usize
+}
+
 /// A group being gathered: its node, meeting, text and sockets, and how
 /// many sockets it may take ([`capacity`]).
 struct Group {
     to: String,
     meeting: String,
-    text: String,
+    text: Arc<str>,
     sockets: Vec<u64>,
     capacity: usize,
 }
@@ -74,17 +82,17 @@ pub fn coalesce(batch: Vec<(String, Wire)>) -> Vec<(String, Wire)> {
     // Open groups, oldest first (`None`: sent); by key, the open one's
     // index; by (node, meeting, socket), the group the socket is in.
     let mut groups: Vec<Option<Group>> = Vec::new();
-    let mut open: HashMap<(String, String, String), usize> = HashMap::new();
+    let mut open: HashMap<(String, String, usize), usize> = HashMap::new();
     let mut member: HashMap<(String, String, u64), usize> = HashMap::new();
     fn close(
         i: usize,
         groups: &mut [Option<Group>],
-        open: &mut HashMap<(String, String, String), usize>,
+        open: &mut HashMap<(String, String, usize), usize>,
         member: &mut HashMap<(String, String, u64), usize>,
         out: &mut Vec<(String, Wire)>,
     ) {
         let Some(g) = groups[i].take() else { return };
-        open.remove(&(g.to.clone(), g.meeting.clone(), g.text.clone()));
+        open.remove(&(g.to.clone(), g.meeting.clone(), text_key(&g.text)));
         for s in &g.sockets {
             member.remove(&(g.to.clone(), g.meeting.clone(), *s));
         }
@@ -92,7 +100,7 @@ pub fn coalesce(batch: Vec<(String, Wire)>) -> Vec<(String, Wire)> {
     }
     fn close_all(
         groups: &mut Vec<Option<Group>>,
-        open: &mut HashMap<(String, String, String), usize>,
+        open: &mut HashMap<(String, String, usize), usize>,
         member: &mut HashMap<(String, String, u64), usize>,
         out: &mut Vec<(String, Wire)>,
     ) {
@@ -114,7 +122,7 @@ pub fn coalesce(batch: Vec<(String, Wire)>) -> Vec<(String, Wire)> {
                 if let Some(&i) = member.get(&at) {
                     close(i, &mut groups, &mut open, &mut member, &mut out);
                 }
-                let key = (to.clone(), meeting.clone(), text.clone());
+                let key = (to.clone(), meeting.clone(), text_key(&text));
                 let i = match open.get(&key) {
                     Some(&i) => i,
                     None => {
@@ -153,15 +161,26 @@ pub fn coalesce(batch: Vec<(String, Wire)>) -> Vec<(String, Wire)> {
 mod tests {
     use super::*;
 
-    fn text(to: &str, socket: u64, text: &str) -> (String, Wire) {
-        (
-            to.into(),
-            Wire::Text {
-                meeting: "m".into(),
-                socket,
-                text: text.into(),
-            },
-        )
+    /// Texts by content, each made once: a broadcast's copies share theirs.
+    #[derive(Default)]
+    struct Texts(HashMap<String, Arc<str>>);
+
+    impl Texts {
+        fn text(&mut self, to: &str, socket: u64, text: &str) -> (String, Wire) {
+            let text = self
+                .0
+                .entry(text.to_string())
+                .or_insert_with(|| text.into())
+                .clone();
+            (
+                to.into(),
+                Wire::Text {
+                    meeting: "m".into(),
+                    socket,
+                    text,
+                },
+            )
+        }
     }
 
     /// What each (node, socket) is sent, in order, once expanded.
@@ -172,10 +191,12 @@ mod tests {
                 Wire::Text { socket, text, .. } => got
                     .entry((to.clone(), *socket))
                     .or_default()
-                    .push(text.clone()),
+                    .push(text.to_string()),
                 Wire::Texts { sockets, text, .. } => {
                     for s in sockets {
-                        got.entry((to.clone(), *s)).or_default().push(text.clone());
+                        got.entry((to.clone(), *s))
+                            .or_default()
+                            .push(text.to_string());
                     }
                 }
                 Wire::Close { socket, .. } => got
@@ -188,42 +209,78 @@ mod tests {
         got
     }
 
+    /// `recipe` as messages: (node, socket, text or None for a close).
+    fn batch(texts: &mut Texts, recipe: &[(&str, u64, Option<String>)]) -> Vec<(String, Wire)> {
+        recipe
+            .iter()
+            .map(|(to, socket, text)| match text {
+                Some(t) => texts.text(to, *socket, t),
+                None => (
+                    to.to_string(),
+                    Wire::Close {
+                        meeting: "m".into(),
+                        socket: *socket,
+                    },
+                ),
+            })
+            .collect()
+    }
+
     #[test]
     fn a_broadcast_to_an_edges_sockets_goes_once() {
-        let batch: Vec<_> = (0..500).map(|s| text("edge", s, "speaking")).collect();
+        let mut texts = Texts::default();
+        let batch: Vec<_> = (0..500)
+            .map(|s| texts.text("edge", s, "speaking"))
+            .collect();
         let out = coalesce(batch);
         assert_eq!(out.len(), 1);
         assert!(matches!(&out[0].1, Wire::Texts { sockets, .. } if sockets.len() == 500));
         // Two edges, two messages; a lone text stays a text.
-        let mut batch: Vec<_> = (0..3).map(|s| text("a", s, "x")).collect();
-        batch.extend((0..3).map(|s| text("b", s, "x")));
-        batch.push(text("a", 9, "only for nine"));
+        let mut batch: Vec<_> = (0..3).map(|s| texts.text("a", s, "x")).collect();
+        batch.extend((0..3).map(|s| texts.text("b", s, "x")));
+        batch.push(texts.text("a", 9, "only for nine"));
         let out = coalesce(batch);
         assert_eq!(out.len(), 3);
         assert!(matches!(&out[2].1, Wire::Text { socket: 9, .. }));
+        // The same words from two sources (two broadcasts) are not merged:
+        // only a broadcast's own copies are.
+        let twice: Vec<_> = (0..4)
+            .map(|s| {
+                (
+                    "edge".to_string(),
+                    Wire::Text {
+                        meeting: "m".into(),
+                        socket: s,
+                        text: "same".into(),
+                    },
+                )
+            })
+            .collect();
+        assert_eq!(coalesce(twice).len(), 4);
     }
 
     #[test]
     fn a_long_text_goes_to_fewer_sockets_at_once_each_message_within_bounds() {
+        let mut texts = Texts::default();
         let long = "x".repeat(150 << 10);
-        let batch: Vec<_> = (0..3000u64)
-            .map(|s| text("edge", 1_000_000_000_000 + s, &long))
+        let recipe: Vec<_> = (0..3000u64)
+            .map(|s| ("edge", 1_000_000_000_000 + s, Some(long.clone())))
             .collect();
-        let out = coalesce(batch.clone_for_test());
+        let out = coalesce(batch(&mut texts, &recipe));
         assert!(out.len() > 1);
         for (_, w) in &out {
             let json = serde_json::to_vec(w).unwrap();
             assert!(json.len() < 256 << 10, "{} bytes", json.len());
         }
-        assert_eq!(per_socket(&out), per_socket(&batch));
+        assert_eq!(per_socket(&out), per_socket(&batch(&mut texts, &recipe)));
         // Quotes take two bytes each in JSON: counted so.
         let quoted = "\"".repeat(120 << 10);
-        let out = coalesce((0..100).map(|s| text("edge", s, &quoted)).collect());
+        let out = coalesce((0..100).map(|s| texts.text("edge", s, &quoted)).collect());
         for (_, w) in &out {
             assert!(serde_json::to_vec(w).unwrap().len() < 256 << 10);
         }
         let longest = "y".repeat(200 << 10);
-        let out = coalesce((0..3).map(|s| text("edge", s, &longest)).collect());
+        let out = coalesce((0..3).map(|s| texts.text("edge", s, &longest)).collect());
         assert_eq!(out.len(), 3, "too long for company: alone, as before");
     }
 
@@ -239,40 +296,21 @@ mod tests {
             seed ^= seed << 17;
             seed % n
         };
+        let mut texts = Texts::default();
         for _ in 0..500 {
-            let mut batch = Vec::new();
+            let mut recipe = Vec::new();
             for _ in 0..next(60) {
                 let to = if next(2) == 0 { "a" } else { "b" };
                 let socket = next(5);
                 match next(10) {
-                    0 => batch.push((
-                        to.to_string(),
-                        Wire::Close {
-                            meeting: "m".into(),
-                            socket,
-                        },
-                    )),
-                    k => batch.push(text(to, socket, &format!("t{}", k % 4))),
+                    0 => recipe.push((to, socket, None)),
+                    k => recipe.push((to, socket, Some(format!("t{}", k % 4)))),
                 }
             }
-            let out = coalesce(batch.clone_for_test());
-            assert_eq!(per_socket(&out), per_socket(&batch));
-            assert!(out.len() <= batch.len());
-        }
-    }
-
-    trait CloneForTest {
-        fn clone_for_test(&self) -> Self;
-    }
-
-    impl CloneForTest for Vec<(String, Wire)> {
-        fn clone_for_test(&self) -> Self {
-            self.iter()
-                .map(|(to, w)| {
-                    let json = serde_json::to_string(w).unwrap();
-                    (to.clone(), serde_json::from_str(&json).unwrap())
-                })
-                .collect()
+            let sent = batch(&mut texts, &recipe);
+            let out = coalesce(batch(&mut texts, &recipe));
+            assert_eq!(per_socket(&out), per_socket(&sent));
+            assert!(out.len() <= sent.len());
         }
     }
 }

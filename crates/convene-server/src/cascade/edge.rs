@@ -390,9 +390,8 @@ impl Edge {
                     let _ = reply.send(result);
                 }
             }
-            Wire::Text { socket, text, .. } => self.send_text(socket, text.into()),
+            Wire::Text { socket, text, .. } => self.send_text(socket, text),
             Wire::Texts { sockets, text, .. } => {
-                let text: Arc<str> = text.into();
                 for socket in sockets {
                     self.send_text(socket, text.clone());
                 }

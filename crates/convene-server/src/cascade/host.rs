@@ -319,7 +319,7 @@ async fn forward(
                     Outbound::Text(text) => Wire::Text {
                         meeting: meeting.clone(),
                         socket,
-                        text: text.to_string(),
+                        text,
                     },
                     Outbound::Media(action) => Wire::Media {
                         meeting: meeting.clone(),

@@ -8,6 +8,7 @@
 use convene_meeting::protocol::{ClientMessage, ErrorCode, Source, VideoSize};
 use convene_meeting::{Entrant, ParticipantId, RoomError};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -59,18 +60,19 @@ pub enum Wire {
         socket: u64,
         result: Result<ParticipantId, RoomError>,
     },
-    /// A message for the socket, as it is to be sent.
+    /// A message for the socket, as it is to be sent (a broadcast's copies
+    /// share one text).
     Text {
         meeting: String,
         socket: u64,
-        text: String,
+        text: Arc<str>,
     },
     /// The same message for several sockets (a broadcast crosses once per
     /// edge, not once per attendee: coalesce.rs).
     Texts {
         meeting: String,
         sockets: Vec<u64>,
-        text: String,
+        text: Arc<str>,
     },
     Media {
         meeting: String,
